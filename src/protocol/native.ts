@@ -1,0 +1,96 @@
+// Typed access to the blsock addon (src/protocol/native/blsock.cc), built by
+// `node-gyp rebuild` at install time into build/Release/.
+import { createRequire } from 'node:module';
+
+/** The daemon's bound socket; received descriptors never leave the addon. */
+export interface ServerSocketHandle {
+  /** `onReadable(errno)` runs when datagrams are queued (0) or polling failed. */
+  start(onReadable: (errno: number) => void): void;
+  /** Receives up to `max` datagrams into `buffer` as records; returns how many. */
+  drain(buffer: Buffer, max: number): number;
+  close(): void;
+}
+
+/** A client's socket; every call returns 0 or an errno. */
+export interface ClientSocketHandle {
+  open(): number;
+  connect(path: string): number;
+  passCredentials(): number;
+  /** One non-blocking datagram carrying descriptor `fd` (none when `fd` < 0). */
+  send(data: Buffer, fd: number): number;
+  close(): void;
+}
+
+/** Byte offsets of the fields of one drained record (all host-order 32-bit). */
+export interface RecordLayout {
+  recvErrno: number;
+  length: number;
+  flags: number;
+  cmsgCount: number;
+  cmsgLevel: number;
+  cmsgType: number;
+  cmsgLen: number;
+  hasCred: number;
+  pid: number;
+  uid: number;
+  gid: number;
+  fdCount: number;
+  typeErrno: number;
+  type: number;
+  protoErrno: number;
+  proto: number;
+  localErrno: number;
+  localLen: number;
+  peerErrno: number;
+  peerLen: number;
+  local: number;
+  peer: number;
+  payload: number;
+  size: number;
+  alignment: number;
+  cmsgSlots: number;
+  addressMax: number;
+  payloadMax: number;
+}
+
+/** The platform's values, so nothing in TypeScript assumes Linux numbers. */
+export interface NativeConstants {
+  AF_UNIX: number;
+  AF_INET: number;
+  AF_INET6: number;
+  SOCK_STREAM: number;
+  SOCK_DGRAM: number;
+  SOL_SOCKET: number;
+  SCM_RIGHTS: number;
+  SCM_CREDENTIALS: number;
+  CMSG_LEN_INT: number;
+  MSG_TRUNC: number;
+  MSG_CTRUNC: number;
+  IPPROTO_TCP: number;
+  IPPROTO_UDP: number;
+  ENOTCONN: number;
+  EAGAIN: number;
+  EBADF: number;
+  EADDRINUSE: number;
+  /** BSD socket addresses start with a length byte. */
+  HAVE_SA_LEN: boolean;
+}
+
+interface Binding {
+  ServerSocket: new (path: string, mode: number) => ServerSocketHandle;
+  ClientSocket: new () => ClientSocketHandle;
+  strerror(errno: number): string;
+  layout: RecordLayout;
+  constants: NativeConstants;
+}
+
+const require = createRequire(import.meta.url);
+const binding = require('../../../build/Release/blsock.node') as Binding;
+
+export const ServerSocket = binding.ServerSocket;
+export const ClientSocket = binding.ClientSocket;
+export const layout = binding.layout;
+export const constants = binding.constants;
+
+/** The C library's text for an errno, as upstream prints it with `%m`. */
+export const strerror = binding.strerror;

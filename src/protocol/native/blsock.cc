@@ -1,0 +1,530 @@
+// blsock: the socket calls blocklistd needs and Node.js does not offer.
+//
+// Unix datagram sockets that pass a descriptor (SCM_RIGHTS) and carry the
+// sender's kernel credentials, and the facts of a received descriptor
+// (SO_TYPE, SO_PROTOCOL, getsockname, getpeername).  No policy lives here:
+// what a datagram means is decided in TypeScript (src/protocol/receive.ts).
+// Received descriptors never reach JavaScript: drain() copies their facts
+// into the record and closes every one of them before it returns.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+namespace {
+
+constexpr size_t kPayloadMax = 512;  // upstream's receive buffer
+constexpr size_t kAddrMax = 32;      // holds a sockaddr_in6 (28 bytes)
+constexpr int kCmsgSlots = 4;        // control messages described per record
+constexpr int kMaxFds = 253;         // Linux SCM_MAX_FD: receive them all, close them all
+
+#if defined(__linux__)
+// The kernel attaches the sender's pid and real uid/gid to every datagram.
+constexpr int kCredLevel = SOL_SOCKET;
+constexpr int kCredOption = SO_PASSCRED;
+constexpr int kCredType = SCM_CREDENTIALS;
+constexpr size_t kCredSize = sizeof(struct ucred);
+constexpr size_t kCredSpace = CMSG_SPACE(sizeof(struct ucred));
+#elif defined(LOCAL_CREDS)
+// The BSDs: struct sockcred with the effective ids, as upstream reads them.
+constexpr int kCredLevel = 0;  // SOL_LOCAL
+constexpr int kCredOption = LOCAL_CREDS;
+constexpr int kCredType = SCM_CREDS;
+constexpr size_t kCredSize = SOCKCREDSIZE(0);
+constexpr size_t kCredSpace = CMSG_SPACE(SOCKCREDSIZE(CMGROUP_MAX));
+#else
+#error "blsock: this system has no way to receive a sender's credentials"
+#endif
+
+#ifdef MSG_CMSG_CLOEXEC
+// A helper spawned while a descriptor is open must not inherit it (G25).
+constexpr int kRecvFlags = MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC;
+#else
+constexpr int kRecvFlags = MSG_DONTWAIT | MSG_TRUNC;
+#endif
+
+// One drained datagram, in the caller's buffer.  TypeScript reads it with
+// the offsets exported as `layout`, so the two cannot drift apart.
+struct Record {
+  int32_t recvErrno;              // recvmsg failed: nothing else is valid
+  uint32_t length;                // real datagram length, may exceed kPayloadMax
+  int32_t flags;                  // msg_flags & (MSG_TRUNC | MSG_CTRUNC)
+  int32_t cmsgCount;              // control messages received
+  int32_t cmsgLevel[kCmsgSlots];  // the first kCmsgSlots of them
+  int32_t cmsgType[kCmsgSlots];
+  uint32_t cmsgLen[kCmsgSlots];
+  int32_t hasCred;
+  int32_t pid;
+  uint32_t uid;
+  uint32_t gid;
+  int32_t fdCount;     // descriptors received, all closed by now
+  int32_t typeErrno;   // facts of the first descriptor: SO_TYPE
+  int32_t type;
+  int32_t protoErrno;  // SO_PROTOCOL
+  int32_t proto;
+  int32_t localErrno;  // getsockname
+  uint32_t localLen;
+  int32_t peerErrno;   // getpeername
+  uint32_t peerLen;
+  int32_t reserved[3];
+  uint8_t local[kAddrMax];
+  uint8_t peer[kAddrMax];
+  uint8_t payload[kPayloadMax];
+};
+static_assert(std::is_standard_layout<Record>::value, "Record layout");
+static_assert(sizeof(Record) == 704, "Record size");
+static_assert(sizeof(Record) % alignof(Record) == 0, "Record stride");
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& path) {
+  std::string message = std::string(syscall) + " failed for '" + path + "' (" + strerror(err) + ")";
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, uv_err_name(-err)));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.Set("path", Napi::String::New(env, path));
+  return e;
+}
+
+// Fills `sun` from `path`; returns 0 or the errno a too long path earns.
+int MakeUnixAddress(const std::string& path, sockaddr_un* sun) {
+  memset(sun, 0, sizeof(*sun));
+  sun->sun_family = AF_UNIX;
+  if (path.empty()) return EINVAL;
+  if (path.size() >= sizeof(sun->sun_path)) return ENAMETOOLONG;
+  memcpy(sun->sun_path, path.data(), path.size());
+  return 0;
+}
+
+int SocketOption(int fd, int option, int32_t* value) {
+  int v = 0;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, option, &v, &len) == -1) return errno;
+  *value = v;
+  return 0;
+}
+
+int SocketName(int (*call)(int, sockaddr*, socklen_t*), int fd, uint8_t* out, uint32_t* outLen) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (call(fd, reinterpret_cast<sockaddr*>(&ss), &len) == -1) return errno;
+  *outLen = len;
+  memcpy(out, &ss, std::min<size_t>(len, kAddrMax));
+  return 0;
+}
+
+void ReadFacts(int fd, Record* r) {
+  r->typeErrno = SocketOption(fd, SO_TYPE, &r->type);
+#ifdef SO_PROTOCOL
+  r->protoErrno = SocketOption(fd, SO_PROTOCOL, &r->proto);
+#else
+  r->protoErrno = ENOPROTOOPT;
+#endif
+  r->localErrno = SocketName(getsockname, fd, r->local, &r->localLen);
+  r->peerErrno = SocketName(getpeername, fd, r->peer, &r->peerLen);
+}
+
+void CopyCred(const unsigned char* data, Record* r) {
+#if defined(__linux__)
+  struct ucred c;
+  memcpy(&c, data, sizeof(c));
+  r->pid = c.pid;
+  r->uid = c.uid;
+  r->gid = c.gid;
+#else
+  struct sockcred c;
+  memcpy(&c, data, sizeof(c));
+#ifdef __NetBSD__
+  r->pid = c.sc_pid;
+#endif
+  r->uid = c.sc_euid;
+  r->gid = c.sc_egid;
+#endif
+  r->hasCred = 1;
+}
+
+// Receives one datagram into `r`.  Returns false when nothing is queued.
+bool ReceiveOne(int fd, Record* r) {
+  alignas(cmsghdr) unsigned char control[kCredSpace + CMSG_SPACE(sizeof(int) * kMaxFds)];
+  memset(r, 0, offsetof(Record, payload));
+  iovec iov = {r->payload, kPayloadMax};
+  msghdr m;
+  memset(&m, 0, sizeof(m));
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof(control);
+
+  ssize_t got;
+  do {
+    got = recvmsg(fd, &m, kRecvFlags);
+  } while (got == -1 && errno == EINTR);
+  if (got == -1) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return false;
+    r->recvErrno = errno;
+    return true;
+  }
+  r->length = static_cast<uint32_t>(got);
+  r->flags = m.msg_flags & (MSG_TRUNC | MSG_CTRUNC);
+
+  for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+    if (r->cmsgCount < kCmsgSlots) {
+      r->cmsgLevel[r->cmsgCount] = c->cmsg_level;
+      r->cmsgType[r->cmsgCount] = c->cmsg_type;
+      r->cmsgLen[r->cmsgCount] = static_cast<uint32_t>(c->cmsg_len);
+    }
+    r->cmsgCount++;
+    if (c->cmsg_level != SOL_SOCKET) continue;
+    if (c->cmsg_type == SCM_RIGHTS) {
+      // Exactly the descriptors carried: (cmsg_len - header) / sizeof(int) (G1).
+      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+      const unsigned char* data = CMSG_DATA(c);
+      for (size_t k = 0; k < n; k++) {
+        int received;
+        memcpy(&received, data + k * sizeof(int), sizeof(int));
+        if (r->fdCount++ == 0) ReadFacts(received, r);
+        close(received);
+      }
+    } else if (c->cmsg_type == kCredType && c->cmsg_len >= CMSG_LEN(kCredSize)) {
+      CopyCred(CMSG_DATA(c), r);
+    }
+  }
+  return true;
+}
+
+// The daemon's bound socket.
+class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ServerSocket",
+                       {InstanceMethod("start", &ServerSocket::Start),
+                        InstanceMethod("drain", &ServerSocket::Drain),
+                        InstanceMethod("close", &ServerSocket::Close)});
+  }
+
+  // new ServerSocket(path, mode): probe for a live owner, replace a stale
+  // socket file, bind with the given permission bits, ask for credentials.
+  explicit ServerSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ServerSocket>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString() || !info[1].IsNumber()) {
+      Napi::TypeError::New(env, "ServerSocket(path: string, mode: number)").ThrowAsJavaScriptException();
+      return;
+    }
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    mode_t mode = info[1].As<Napi::Number>().Uint32Value() & 0777;
+    sockaddr_un sun;
+    if (int err = MakeUnixAddress(path, &sun)) {
+      ErrnoError(env, err, "bind", path).ThrowAsJavaScriptException();
+      return;
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd == -1) {
+      ErrnoError(env, errno, "socket", path).ThrowAsJavaScriptException();
+      return;
+    }
+    // A live daemon accepts the connection: the path is taken.
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == 0) {
+      close(fd);
+      ErrnoError(env, EADDRINUSE, "probe", path).ThrowAsJavaScriptException();
+      return;
+    }
+    // Only a socket is ever removed: a mistyped path must not delete a file.
+    struct stat st;
+    if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
+    mode_t old = umask(~mode & 0777);
+    int rc = bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun));
+    int err = errno;
+    umask(old);
+    int one = 1;
+    if (rc == 0 && setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
+      err = errno;
+      rc = -2;
+    }
+    if (rc != 0) {
+      close(fd);
+      ErrnoError(env, err, rc == -1 ? "bind" : "setsockopt", path).ThrowAsJavaScriptException();
+      return;
+    }
+    fd_ = fd;
+  }
+
+  ~ServerSocket() override {
+    // A started socket is referenced until close(), so only an idle one gets here.
+    if (poll_ == nullptr && fd_ != -1) close(fd_);
+  }
+
+ private:
+  struct Poll {
+    uv_poll_t handle;
+    ServerSocket* owner;
+  };
+
+  // start(onReadable): onReadable(errno) runs when datagrams are queued
+  // (errno 0) or polling failed.
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ == -1 || poll_ != nullptr || !info[0].IsFunction()) {
+      Napi::Error::New(env, "start(onReadable) on a closed or started socket").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    uv_loop_t* loop;
+    napi_get_uv_event_loop(env, &loop);
+    auto poll = std::make_unique<Poll>();
+    poll->owner = this;
+    poll->handle.data = poll.get();
+    int rc = uv_poll_init(loop, &poll->handle, fd_);
+    if (rc == 0) {
+      rc = uv_poll_start(&poll->handle, UV_READABLE, OnPoll);
+      // An initialised handle must be closed before its memory goes.
+      if (rc != 0) uv_close(reinterpret_cast<uv_handle_t*>(&poll.release()->handle), FreePoll);
+    }
+    if (rc != 0) {
+      ErrnoError(env, -rc, "poll", "").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    onReadable_ = Napi::Persistent(info[0].As<Napi::Function>());
+    context_ = std::make_unique<Napi::AsyncContext>(env, "BlocklistNotificationSocket");
+    poll_ = poll.release();
+    Ref();
+    return env.Undefined();
+  }
+
+  static void FreePoll(uv_handle_t* handle) { delete static_cast<Poll*>(handle->data); }
+
+  static void OnPoll(uv_poll_t* handle, int status, int events) {
+    ServerSocket* self = static_cast<Poll*>(handle->data)->owner;
+    if (self == nullptr) return;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    self->onReadable_.MakeCallback(self->Value(), {Napi::Number::New(env, status < 0 ? -status : 0)},
+                                   *self->context_);
+    if (env.IsExceptionPending()) {
+      Napi::Error e = env.GetAndClearPendingException();
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // drain(buffer, max): receives up to `max` queued datagrams into `buffer`
+  // (records of layout.size bytes); returns how many.  Stops early when the
+  // queue is empty or after a record that carries a recvmsg error.
+  Napi::Value Drain(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (fd_ == -1 || !info[0].IsBuffer() || !info[1].IsNumber()) {
+      Napi::Error::New(env, "drain(buffer, max) on a closed socket").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    auto buffer = info[0].As<Napi::Buffer<uint8_t>>();
+    if (reinterpret_cast<uintptr_t>(buffer.Data()) % alignof(Record) != 0) {
+      Napi::Error::New(env, "drain: buffer is not aligned").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t cap = std::min<size_t>(buffer.Length() / sizeof(Record), info[1].As<Napi::Number>().Uint32Value());
+    Record* records = reinterpret_cast<Record*>(buffer.Data());
+    size_t n = 0;
+    while (n < cap && ReceiveOne(fd_, &records[n])) {
+      if (records[n++].recvErrno != 0) break;
+    }
+    return Napi::Number::New(env, static_cast<double>(n));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) {
+      // uv_close stops polling at once, so the descriptor may go now.
+      poll_->owner = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), FreePoll);
+      poll_ = nullptr;
+      onReadable_.Reset();
+      context_.reset();
+      Unref();
+    }
+    if (fd_ != -1) close(fd_);
+    fd_ = -1;
+    return info.Env().Undefined();
+  }
+
+  int fd_ = -1;
+  Poll* poll_ = nullptr;
+  Napi::FunctionReference onReadable_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+};
+
+// A client's socket: connect to the daemon, send one datagram with one
+// descriptor.  Every method returns 0 or an errno.
+class ClientSocket : public Napi::ObjectWrap<ClientSocket> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "ClientSocket",
+                       {InstanceMethod("open", &ClientSocket::Open),
+                        InstanceMethod("connect", &ClientSocket::Connect),
+                        InstanceMethod("passCredentials", &ClientSocket::PassCredentials),
+                        InstanceMethod("send", &ClientSocket::Send),
+                        InstanceMethod("close", &ClientSocket::Close)});
+  }
+
+  explicit ClientSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ClientSocket>(info) {}
+
+  ~ClientSocket() override {
+    if (fd_ != -1) close(fd_);
+  }
+
+ private:
+  Napi::Value Result(Napi::Env env, int err) { return Napi::Number::New(env, err); }
+
+  Napi::Value Open(const Napi::CallbackInfo& info) {
+    if (fd_ == -1) fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return Result(info.Env(), fd_ == -1 ? errno : 0);
+  }
+
+  Napi::Value Connect(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString()) return Result(env, EINVAL);
+    if (fd_ == -1) return Result(env, EBADF);
+    sockaddr_un sun;
+    if (int err = MakeUnixAddress(info[0].As<Napi::String>().Utf8Value(), &sun)) return Result(env, err);
+    int rc;
+    do {
+      rc = connect(fd_, reinterpret_cast<sockaddr*>(&sun), sizeof(sun));
+    } while (rc == -1 && errno == EINTR);
+    return Result(env, rc == -1 ? errno : 0);
+  }
+
+  Napi::Value PassCredentials(const Napi::CallbackInfo& info) {
+    int one = 1;
+    if (fd_ == -1) return Result(info.Env(), EBADF);
+    return Result(info.Env(), setsockopt(fd_, kCredLevel, kCredOption, &one, sizeof(one)) == -1 ? errno : 0);
+  }
+
+  // send(data, fd): one datagram; fd < 0 sends no descriptor.  Never blocks.
+  Napi::Value Send(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBuffer() || !info[1].IsNumber()) return Result(env, EINVAL);
+    if (fd_ == -1) return Result(env, EBADF);
+    auto data = info[0].As<Napi::Buffer<uint8_t>>();
+    int passed = info[1].As<Napi::Number>().Int32Value();
+    iovec iov = {data.Data(), data.Length()};
+    msghdr m;
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(int))];
+    if (passed >= 0) {
+      memset(control, 0, sizeof(control));
+      m.msg_control = control;
+      m.msg_controllen = sizeof(control);
+      cmsghdr* c = CMSG_FIRSTHDR(&m);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &passed, sizeof(int));
+    }
+    ssize_t sent;
+    do {
+      sent = sendmsg(fd_, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+    } while (sent == -1 && errno == EINTR);
+    return Result(env, sent == -1 ? errno : 0);
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (fd_ != -1) close(fd_);
+    fd_ = -1;
+    return info.Env().Undefined();
+  }
+
+  int fd_ = -1;
+};
+
+Napi::Value StrError(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
+}
+
+Napi::Object Layout(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+#define FIELD(name) o.Set(#name, Napi::Number::New(env, offsetof(Record, name)))
+  FIELD(recvErrno);
+  FIELD(length);
+  FIELD(flags);
+  FIELD(cmsgCount);
+  FIELD(cmsgLevel);
+  FIELD(cmsgType);
+  FIELD(cmsgLen);
+  FIELD(hasCred);
+  FIELD(pid);
+  FIELD(uid);
+  FIELD(gid);
+  FIELD(fdCount);
+  FIELD(typeErrno);
+  FIELD(type);
+  FIELD(protoErrno);
+  FIELD(proto);
+  FIELD(localErrno);
+  FIELD(localLen);
+  FIELD(peerErrno);
+  FIELD(peerLen);
+  FIELD(local);
+  FIELD(peer);
+  FIELD(payload);
+#undef FIELD
+  o.Set("size", Napi::Number::New(env, sizeof(Record)));
+  o.Set("alignment", Napi::Number::New(env, alignof(Record)));
+  o.Set("cmsgSlots", Napi::Number::New(env, kCmsgSlots));
+  o.Set("addressMax", Napi::Number::New(env, kAddrMax));
+  o.Set("payloadMax", Napi::Number::New(env, kPayloadMax));
+  return o;
+}
+
+Napi::Object Constants(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+#define CONSTANT(name) o.Set(#name, Napi::Number::New(env, name))
+  CONSTANT(AF_UNIX);
+  CONSTANT(AF_INET);
+  CONSTANT(AF_INET6);
+  CONSTANT(SOCK_STREAM);
+  CONSTANT(SOCK_DGRAM);
+  CONSTANT(SOL_SOCKET);
+  CONSTANT(SCM_RIGHTS);
+  CONSTANT(MSG_TRUNC);
+  CONSTANT(MSG_CTRUNC);
+  CONSTANT(IPPROTO_TCP);
+  CONSTANT(IPPROTO_UDP);
+  CONSTANT(ENOTCONN);
+  CONSTANT(EAGAIN);
+  CONSTANT(EBADF);
+  CONSTANT(EADDRINUSE);
+#undef CONSTANT
+  o.Set("SCM_CREDENTIALS", Napi::Number::New(env, kCredType));
+  o.Set("CMSG_LEN_INT", Napi::Number::New(env, CMSG_LEN(sizeof(int))));
+#ifdef SIN6_LEN
+  o.Set("HAVE_SA_LEN", Napi::Boolean::New(env, true));
+#else
+  o.Set("HAVE_SA_LEN", Napi::Boolean::New(env, false));
+#endif
+  return o;
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("ServerSocket", ServerSocket::Init(env));
+  exports.Set("ClientSocket", ClientSocket::Init(env));
+  exports.Set("strerror", Napi::Function::New(env, StrError));
+  exports.Set("layout", Layout(env));
+  exports.Set("constants", Constants(env));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(blsock, Init)
