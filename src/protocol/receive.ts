@@ -1,0 +1,159 @@
+// The daemon's receive path: a drained record (see native.ts) becomes a
+// Notification or a logged drop, checked in protocol.md's order: control
+// messages (§4.3), credentials and descriptor, length, version (§5), the
+// message type (G26), the remote address (§6) and the local side of the
+// passed socket (daemon.md §5.2).  The descriptor itself is already closed.
+import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
+import { constants as C, layout as L, strerror } from './native.js';
+import {
+  HEADER_SIZE,
+  SOCKADDR_OFFSET,
+  TEXT_MAX,
+  WIRE_VERSION,
+  decodeHeader,
+  decodeSockaddr,
+  decodeText,
+  familyOf,
+  readHost32,
+  sockaddrFamily,
+  sockaddrSize,
+} from './wire.js';
+
+const int32 = (r: Buffer, field: number): number => readHost32(r, field) | 0;
+const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
+
+/**
+ * Decodes the record at `r[0 .. layout.size)`; logs why when it is dropped.
+ * Log texts are upstream's (protocol.md §4.3, §5, §6; daemon.md §5.2).
+ */
+export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
+  const recvErrno = int32(r, L.recvErrno);
+  if (recvErrno !== 0) {
+    log('err', `bl_recv: recvmsg failed (${strerror(recvErrno)})`);
+    return undefined;
+  }
+
+  let gotFd = false;
+  const cmsgCount = int32(r, L.cmsgCount);
+  for (let k = 0; k < Math.min(cmsgCount, L.cmsgSlots); k++) {
+    const level = int32(r, L.cmsgLevel + 4 * k);
+    const type = int32(r, L.cmsgType + 4 * k);
+    const len = uint32(r, L.cmsgLen + 4 * k);
+    if (level !== C.SOL_SOCKET) log('err', `unexpected cmsg_level ${level}`);
+    else if (type === C.SCM_RIGHTS) {
+      if (len === C.CMSG_LEN_INT) gotFd = true;
+      else log('err', `unexpected cmsg_len ${len} != ${C.CMSG_LEN_INT}`);
+    } else if (type !== C.SCM_CREDENTIALS) log('err', `unexpected cmsg_type ${type}`);
+  }
+  if (cmsgCount > L.cmsgSlots) log('err', `unexpected cmsg count ${cmsgCount}`);
+  const flags = int32(r, L.flags);
+  if (flags & C.MSG_CTRUNC) log('debug', 'control data truncated');
+
+  const hasCred = int32(r, L.hasCred) !== 0;
+  if (!hasCred || !gotFd) {
+    log('err', `message missing ${hasCred ? '' : 'cred'} ${gotFd ? '' : 'fd'}`);
+    return undefined;
+  }
+  const length = uint32(r, L.length);
+  if (length < HEADER_SIZE) {
+    log('err', `message too short ${length}`);
+    return undefined;
+  }
+  const payload = r.subarray(L.payload, L.payload + Math.min(length, L.payloadMax));
+  const header = decodeHeader(payload);
+  if (header.version !== WIRE_VERSION) {
+    log('err', `bad version ${header.version}`);
+    return undefined;
+  }
+  if (header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
+  if (header.type < WireType.ADD || header.type > WireType.BADUSER) {
+    log('err', `unknown message ${header.type | 0}`);
+    return undefined;
+  }
+
+  const peer = peerSockaddr(r, payload, header.salen, log);
+  if (peer === undefined) return undefined;
+  const local = localEndpoint(r, log);
+  if (local === undefined) return undefined;
+  const remote = decodeSockaddr(peer.buffer, peer.offset, peer.length);
+  if (remote?.family !== local.address.family) {
+    // Upstream aborts here (G9): a local denial of service.
+    log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, L.local)}`);
+    return undefined;
+  }
+
+  let textEnd = length;
+  if (length - HEADER_SIZE > TEXT_MAX) {
+    log('debug', `message text truncated from ${length - HEADER_SIZE} to ${TEXT_MAX} bytes`);
+    textEnd = HEADER_SIZE + TEXT_MAX;
+  }
+  return {
+    type: header.type as Notification['type'],
+    text: decodeText(payload, HEADER_SIZE, textEnd),
+    pid: int32(r, L.pid),
+    uid: uint32(r, L.uid),
+    gid: uint32(r, L.gid),
+    socketType: local.socketType,
+    ipProtocol: int32(r, L.protoErrno) === 0 ? int32(r, L.proto) : 0,
+    local: local.address,
+    remote,
+    explicitPeer: peer.explicit,
+  };
+}
+
+interface SockaddrRef {
+  buffer: Buffer;
+  offset: number;
+  length: number;
+  explicit: boolean;
+}
+
+/** §6: the kernel's peer of a connected socket, else the address in the message. */
+function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): SockaddrRef | undefined {
+  const peerErrno = int32(r, L.peerErrno);
+  if (peerErrno === 0) return { buffer: r, offset: L.peer, length: uint32(r, L.peerLen), explicit: false };
+  if (peerErrno !== C.ENOTCONN) {
+    log('err', `getpeername failed (${strerror(peerErrno)})`);
+    return undefined;
+  }
+  if (salen === 0) {
+    log('err', 'unconnected socket with no peer in message');
+    return undefined;
+  }
+  const nativeFamily = sockaddrFamily(payload, SOCKADDR_OFFSET);
+  const family = familyOf(nativeFamily);
+  if (family === undefined) {
+    log('err', `bad client passed socket family ${nativeFamily}`);
+    return undefined;
+  }
+  if (salen !== sockaddrSize(family)) {
+    log('err', `bad client passed socket length ${sockaddrSize(family)} != ${salen}`);
+    return undefined;
+  }
+  return { buffer: payload, offset: SOCKADDR_OFFSET, length: salen, explicit: true };
+}
+
+/** daemon.md §5.2: the local address, port and socket type of the passed socket. */
+function localEndpoint(r: Buffer, log: LogFn): { address: SocketAddress; socketType: SocketType } | undefined {
+  const localErrno = int32(r, L.localErrno);
+  if (localErrno !== 0) {
+    log('err', `getsockname failed (${strerror(localErrno)})`);
+    return undefined;
+  }
+  const localLen = uint32(r, L.localLen);
+  const address = decodeSockaddr(r, L.local, localLen);
+  if (address === undefined) {
+    log('err', `unsupported family ${localLen >= 2 ? sockaddrFamily(r, L.local) : 0}`);
+    return undefined;
+  }
+  const typeErrno = int32(r, L.typeErrno);
+  if (typeErrno !== 0) {
+    log('err', `getsockopt failed (${strerror(typeErrno)})`);
+    return undefined;
+  }
+  const type = int32(r, L.type);
+  if (type === C.SOCK_STREAM) return { address, socketType: 'stream' };
+  if (type === C.SOCK_DGRAM) return { address, socketType: 'dgram' };
+  log('err', `unsupported protocol ${type}`);
+  return undefined;
+}

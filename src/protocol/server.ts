@@ -1,0 +1,92 @@
+// The daemon's notification socket (protocol.md §8): bound, polled by
+// libuv, drained in batches so that a flood costs one wake-up per batch.
+import type { LogFn, Notification } from '../types.js';
+import { ServerSocket, layout, strerror, type ServerSocketHandle } from './native.js';
+import { decodeRecord } from './receive.js';
+
+export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
+
+export interface NotificationSocketOptions {
+  log: LogFn;
+  /** Permission bits of the socket file; any local user may notify by default (G8). */
+  mode?: number;
+  /** Most datagrams read per wake-up. */
+  batchSize?: number;
+}
+
+/** Why a socket could not be set up, with upstream's message (the daemon exits 1). */
+export class SocketSetupError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = 'SocketSetupError';
+  }
+}
+
+function setupMessage(path: string, e: NodeJS.ErrnoException): string {
+  const reason = typeof e.errno === 'number' ? strerror(e.errno) : e.message;
+  switch (e.syscall) {
+    case 'probe':
+      return `bl_init: another daemon is handling '${path}'`;
+    case 'socket':
+      return `bl_init: socket failed (${reason})`;
+    case 'setsockopt':
+      return `bl_init: setsockopt SO_PASSCRED failed (${reason})`;
+    default:
+      return `bl_init: bind failed for '${path}' (${reason})`;
+  }
+}
+
+export class NotificationSocket {
+  private readonly handle: ServerSocketHandle;
+  private readonly log: LogFn;
+  private readonly batchSize: number;
+  private readonly records: Buffer;
+
+  /** Binds `path`; throws SocketSetupError when another daemon owns it or binding fails. */
+  constructor(
+    readonly path: string,
+    options: NotificationSocketOptions,
+  ) {
+    this.log = options.log;
+    this.batchSize = options.batchSize ?? 512;
+    try {
+      this.handle = new ServerSocket(path, options.mode ?? 0o666);
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new SocketSetupError(setupMessage(path, err), err.code ?? 'EINVAL');
+    }
+    // Not from the pool: the addon needs the records aligned.
+    this.records = Buffer.alloc(this.batchSize * layout.size);
+  }
+
+  /** Calls `onBatch` with the notifications of each wake-up, in arrival order. */
+  start(onBatch: (batch: Notification[]) => void, onError: (message: string) => void): void {
+    this.handle.start((errno) => {
+      if (errno !== 0) {
+        onError(`poll (${strerror(errno)})`);
+        return;
+      }
+      const batch = this.receive();
+      if (batch.length > 0) onBatch(batch);
+    });
+  }
+
+  /** Reads what is queued, up to one batch; drops are logged. */
+  receive(): Notification[] {
+    const n = this.handle.drain(this.records, this.batchSize);
+    const batch: Notification[] = [];
+    for (let i = 0; i < n; i++) {
+      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log);
+      if (notification !== undefined) batch.push(notification);
+    }
+    return batch;
+  }
+
+  /** Stops polling and closes the socket; the file stays, as upstream leaves it. */
+  close(): void {
+    this.handle.close();
+  }
+}

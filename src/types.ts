@@ -1,0 +1,53 @@
+// Types shared by more than one folder of src/ (see ../shared/design/ARCHITECTURE.md).
+
+/** Syslog priorities, the levels every logger of the project speaks. */
+export type LogLevel = 'crit' | 'err' | 'warning' | 'notice' | 'info' | 'debug';
+
+/** Where a component sends its log lines; the daemon decides where they go. */
+export type LogFn = (level: LogLevel, message: string) => void;
+
+export type AddressFamily = 'inet' | 'inet6';
+
+/** A numeric IP endpoint: IPv6 without brackets, IPv4-mapped as `::ffff:a.b.c.d`. */
+export interface SocketAddress {
+  family: AddressFamily;
+  address: string;
+  port: number;
+}
+
+/** The socket type of the descriptor a server passed (`SO_TYPE`). */
+export type SocketType = 'stream' | 'dgram';
+
+/** Message types as they travel in the datagram (protocol.md §3.1). */
+export const WireType = {
+  INVALID: 0,
+  /** authentication failure, +2 */
+  ADD: 1,
+  /** authentication success, reset */
+  DELETE: 2,
+  /** abusive behaviour, block now */
+  ABUSE: 3,
+  /** invalid user name, +1 */
+  BADUSER: 4,
+} as const;
+export type WireType = (typeof WireType)[keyof typeof WireType];
+
+/** A received datagram that passed every check of protocol.md §4-§6. */
+export interface Notification {
+  type: Exclude<WireType, typeof WireType.INVALID>;
+  /** The sender's text, control characters and invalid UTF-8 escaped: safe to log. */
+  text: string;
+  /** Credentials the kernel attached: pid, uid and gid of the sender. */
+  pid: number;
+  uid: number;
+  gid: number;
+  socketType: SocketType;
+  /** `SO_PROTOCOL` of the passed socket (6 tcp, 17 udp, 262 mptcp…), 0 when unknown. */
+  ipProtocol: number;
+  /** `getsockname` of the passed socket: the local address and port the server serves on. */
+  local: SocketAddress;
+  /** `getpeername`, or the address in the message when the socket is not connected. */
+  remote: SocketAddress;
+  /** True when `remote` came from the message (the `blocklist_sa` case). */
+  explicitPeer: boolean;
+}
