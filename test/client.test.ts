@@ -3,6 +3,7 @@
 // retry a full queue, refuse what cannot be sent.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import tls from 'node:tls';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, DEFAULT_SOCKET_PATH, blocklist, blocklistOpen, blocklistSa } from '../src/index.js';
@@ -176,4 +177,44 @@ describe('the client API', () => {
     assert.equal(n.explicitPeer, false, 'the connected socket wins');
     assert.equal(n.remote.address, '127.0.0.1');
   });
+
+  test('a TLS connection reports the TCP socket under it', async (t) => {
+    const path = join(dir, 'tls.sock');
+    const receiver = new Receiver(path);
+    t.after(() => receiver.close());
+    const client = new Blocklist({ socketPath: path });
+    const server = tls.createServer({ key: TEST_KEY, cert: TEST_CERT }, (conn) => {
+      assert.equal(client.notify(AUTH_FAIL, conn, 'imaps'), true);
+      conn.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.after(() => server.close());
+    const port = (server.address() as net.AddressInfo).port;
+    const peer = tls.connect(port, '127.0.0.1', { rejectUnauthorized: false });
+    peer.on('error', () => {});
+    t.after(() => peer.destroy());
+    const n = await receiver.next();
+    assert.equal(n.text, 'imaps');
+    assert.deepEqual(n.local, { family: 'inet', address: '127.0.0.1', port });
+    assert.equal(n.remote.address, '127.0.0.1');
+    client.close();
+  });
 });
+
+// A self-signed test certificate for localhost, valid until 2126.
+const TEST_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgOBZoJ/zb7DBpCc3l
+x0flStrezx5KrVeIyAfOsnlriT6hRANCAATESxTV8FpT7dDVTibfOAGm1BBrHECk
+ORhp/1Hdc3zYztW6KFT3BYfHZZpOnPV8Z8/NMqT5Ej1wgM4gtBEdsu4B
+-----END PRIVATE KEY-----`;
+const TEST_CERT = `-----BEGIN CERTIFICATE-----
+MIIBgDCCASWgAwIBAgIUQCCVcOSocAaA2lc5ennxtK0x5hwwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMTA3MDM0NloYDzIxMjYxMDI4
+MDcwMzQ2WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAATESxTV8FpT7dDVTibfOAGm1BBrHECkORhp/1Hdc3zYztW6KFT3BYfH
+ZZpOnPV8Z8/NMqT5Ej1wgM4gtBEdsu4Bo1MwUTAdBgNVHQ4EFgQUqLe2GTaueux9
+D1uAcqrm16r7EqQwHwYDVR0jBBgwFoAUqLe2GTaueux9D1uAcqrm16r7EqQwDwYD
+VR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBGAiEAk4q1H232Uldsw6TYPLLN
+/6Sp8KjesmljpGbf2YaUdagCIQC12bP9Z+WiTE9qkHBw/efhkBeWiSlM7sr6d7XJ
+fRcQIg==
+-----END CERTIFICATE-----`;
