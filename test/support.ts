@@ -25,6 +25,15 @@ export function openDescriptors(): number {
   return readdirSync('/proc/self/fd').length;
 }
 
+/** Resolves once `condition()` holds; rejects after `ms`. */
+export async function until(condition: () => boolean, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 export class LogCollector {
   readonly lines: { level: LogLevel; message: string }[] = [];
   readonly log: LogFn = (level, message) => {

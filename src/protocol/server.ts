@@ -34,6 +34,8 @@ function setupMessage(path: string, e: NodeJS.ErrnoException): string {
       return `bl_init: socket failed (${reason})`;
     case 'setsockopt':
       return `bl_init: setsockopt SO_PASSCRED failed (${reason})`;
+    case 'chmod':
+      return `bl_init: chmod failed for '${path}' (${reason})`;
     default:
       return `bl_init: bind failed for '${path}' (${reason})`;
   }
@@ -52,6 +54,8 @@ export class NotificationSocket {
   ) {
     this.log = options.log;
     this.batchSize = options.batchSize ?? 512;
+    // A batch of 0 would leave the queue readable and the poll spinning.
+    if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
       this.handle = new ServerSocket(path, options.mode ?? 0o666);
     } catch (e) {

@@ -5,7 +5,7 @@
 // (SO_TYPE, SO_PROTOCOL, getsockname, getpeername).  No policy lives here:
 // what a datagram means is decided in TypeScript (src/protocol/receive.ts).
 // Received descriptors never reach JavaScript: drain() copies their facts
-// into the record and closes every one of them before it returns.
+// into the record and hands every one of them to the closer thread.
 
 #include <napi.h>
 #include <uv.h>
@@ -17,15 +17,19 @@
 #include <netinet/in.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -47,7 +51,11 @@ constexpr int kCredLevel = 0;  // SOL_LOCAL
 constexpr int kCredOption = LOCAL_CREDS;
 constexpr int kCredType = SCM_CREDS;
 constexpr size_t kCredSize = SOCKCREDSIZE(0);
-constexpr size_t kCredSpace = CMSG_SPACE(SOCKCREDSIZE(CMGROUP_MAX));
+#ifdef CMGROUP_MAX
+constexpr size_t kCredSpace = CMSG_SPACE(SOCKCREDSIZE(CMGROUP_MAX));  // FreeBSD
+#else
+constexpr size_t kCredSpace = CMSG_SPACE(SOCKCREDSIZE(NGROUPS_MAX));  // NetBSD
+#endif
 #else
 #error "blsock: this system has no way to receive a sender's credentials"
 #endif
@@ -105,7 +113,7 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::s
 int MakeUnixAddress(const std::string& path, sockaddr_un* sun) {
   memset(sun, 0, sizeof(*sun));
   sun->sun_family = AF_UNIX;
-  if (path.empty()) return EINVAL;
+  if (path.empty() || path.find('\0') != std::string::npos) return EINVAL;
   if (path.size() >= sizeof(sun->sun_path)) return ENAMETOOLONG;
   memcpy(sun->sun_path, path.data(), path.size());
   return 0;
@@ -158,8 +166,63 @@ void CopyCred(const unsigned char* data, Record* r) {
   r->hasCred = 1;
 }
 
-// Receives one datagram into `r`.  Returns false when nothing is queued.
-bool ReceiveOne(int fd, Record* r) {
+// Received descriptors are closed on a thread of their own.  close() of a
+// TCP socket with SO_LINGER set and unsent data blocks for the linger time
+// when it drops the last reference, and a local client can arrange exactly
+// that: the event loop must never wait for it.  One thread for the process,
+// detached (a close may block for minutes), closing in arrival order, so a
+// client that waits for its descriptor to be closed knows that everything
+// it sent before has been received.
+class Closer {
+ public:
+  static Closer& Get() {
+    static Closer* closer = new Closer();  // never destroyed: its thread may outlive exit handlers
+    return *closer;
+  }
+
+  void Close(std::vector<int>& fds) {
+    if (fds.empty()) return;
+    if (!running_) {
+      for (int fd : fds) close(fd);
+    } else {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.insert(queue_.end(), fds.begin(), fds.end());
+    }
+    fds.clear();
+    ready_.notify_one();
+  }
+
+ private:
+  Closer() {
+    pthread_t thread;
+    running_ = pthread_create(&thread, nullptr, Run, this) == 0;
+    if (running_) pthread_detach(thread);
+  }
+
+  static void* Run(void* arg) {
+    Closer* self = static_cast<Closer*>(arg);
+    std::vector<int> batch;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(self->mutex_);
+        self->ready_.wait(lock, [self] { return !self->queue_.empty(); });
+        batch.swap(self->queue_);
+      }
+      for (int fd : batch) close(fd);
+      batch.clear();
+    }
+    return nullptr;
+  }
+
+  bool running_ = false;  // no thread could be started: close inline
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::vector<int> queue_;
+};
+
+// Receives one datagram into `r`; its descriptors go to `received`.
+// Returns false when nothing is queued.
+bool ReceiveOne(int fd, Record* r, std::vector<int>& received) {
   alignas(cmsghdr) unsigned char control[kCredSpace + CMSG_SPACE(sizeof(int) * kMaxFds)];
   memset(r, 0, offsetof(Record, payload));
   iovec iov = {r->payload, kPayloadMax};
@@ -182,7 +245,9 @@ bool ReceiveOne(int fd, Record* r) {
   r->length = static_cast<uint32_t>(got);
   r->flags = m.msg_flags & (MSG_TRUNC | MSG_CTRUNC);
 
+  const unsigned char* end = control + std::min<size_t>(m.msg_controllen, sizeof(control));
   for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
+    if (c->cmsg_len < CMSG_LEN(0)) break;  // malformed: nothing after it can be trusted
     if (r->cmsgCount < kCmsgSlots) {
       r->cmsgLevel[r->cmsgCount] = c->cmsg_level;
       r->cmsgType[r->cmsgCount] = c->cmsg_type;
@@ -190,18 +255,18 @@ bool ReceiveOne(int fd, Record* r) {
     }
     r->cmsgCount++;
     if (c->cmsg_level != SOL_SOCKET) continue;
+    const unsigned char* data = CMSG_DATA(c);
+    size_t bytes = std::min<size_t>(c->cmsg_len - CMSG_LEN(0), end > data ? end - data : 0);
     if (c->cmsg_type == SCM_RIGHTS) {
-      // Exactly the descriptors carried: (cmsg_len - header) / sizeof(int) (G1).
-      size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-      const unsigned char* data = CMSG_DATA(c);
-      for (size_t k = 0; k < n; k++) {
-        int received;
-        memcpy(&received, data + k * sizeof(int), sizeof(int));
-        if (r->fdCount++ == 0) ReadFacts(received, r);
-        close(received);
+      // Exactly the descriptors carried, none past the data (G1).
+      for (size_t k = 0; k < bytes / sizeof(int); k++) {
+        int passed;
+        memcpy(&passed, data + k * sizeof(int), sizeof(int));
+        if (r->fdCount++ == 0) ReadFacts(passed, r);
+        received.push_back(passed);
       }
-    } else if (c->cmsg_type == kCredType && c->cmsg_len >= CMSG_LEN(kCredSize)) {
-      CopyCred(CMSG_DATA(c), r);
+    } else if (c->cmsg_type == kCredType && bytes >= kCredSize) {
+      CopyCred(data, r);
     }
   }
   return true;
@@ -218,7 +283,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
   }
 
   // new ServerSocket(path, mode): probe for a live owner, replace a stale
-  // socket file, bind with the given permission bits, ask for credentials.
+  // socket file, ask for credentials, bind, set the permission bits.
   explicit ServerSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ServerSocket>(info) {
     Napi::Env env = info.Env();
     if (!info[0].IsString() || !info[1].IsNumber()) {
@@ -243,35 +308,46 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
       ErrnoError(env, EADDRINUSE, "probe", path).ThrowAsJavaScriptException();
       return;
     }
-    // Only a socket is ever removed: a mistyped path must not delete a file.
+    // Only a stale socket refuses the connection: it is replaced.  A live
+    // socket of another type, or a file, is left alone and bind fails.
     struct stat st;
-    if (lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
-    mode_t old = umask(~mode & 0777);
-    int rc = bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun));
-    int err = errno;
-    umask(old);
+    if (errno == ECONNREFUSED && lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
+    // Credentials before bind, so that no datagram arrives without them
+    // (and after the probe: a connect with them set would autobind).
     int one = 1;
-    if (rc == 0 && setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
-      err = errno;
-      rc = -2;
+    const char* failed = nullptr;
+    if (setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
+      failed = "setsockopt";
+    } else if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == -1) {
+      failed = "bind";
+    } else if (chmod(path.c_str(), mode) == -1) {
+      // chmod, as libuv does: a umask change would reach files other threads create meanwhile.
+      failed = "chmod";
+      int err = errno;
+      unlink(path.c_str());
+      errno = err;
     }
-    if (rc != 0) {
+    if (failed != nullptr) {
+      int err = errno;
       close(fd);
-      ErrnoError(env, err, rc == -1 ? "bind" : "setsockopt", path).ThrowAsJavaScriptException();
+      ErrnoError(env, err, failed, path).ThrowAsJavaScriptException();
       return;
     }
     fd_ = fd;
+    if (napi_add_async_cleanup_hook(env, OnEnvCleanup, this, &cleanup_) != napi_ok) cleanup_ = nullptr;
   }
 
   ~ServerSocket() override {
-    // A started socket is referenced until close(), so only an idle one gets here.
-    if (poll_ == nullptr && fd_ != -1) close(fd_);
+    Release(nullptr);
+    if (cleanup_ != nullptr) napi_remove_async_cleanup_hook(cleanup_);
   }
 
  private:
   struct Poll {
     uv_poll_t handle;
     ServerSocket* owner;
+    // The environment's teardown waits for this handle's close when set.
+    napi_async_cleanup_hook_handle cleanup = nullptr;
   };
 
   // start(onReadable): onReadable(errno) runs when datagrams are queued
@@ -304,7 +380,11 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     return env.Undefined();
   }
 
-  static void FreePoll(uv_handle_t* handle) { delete static_cast<Poll*>(handle->data); }
+  static void FreePoll(uv_handle_t* handle) {
+    Poll* poll = static_cast<Poll*>(handle->data);
+    if (poll->cleanup != nullptr) napi_remove_async_cleanup_hook(poll->cleanup);
+    delete poll;
+  }
 
   static void OnPoll(uv_poll_t* handle, int status, int events) {
     ServerSocket* self = static_cast<Poll*>(handle->data)->owner;
@@ -336,31 +416,54 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     size_t cap = std::min<size_t>(buffer.Length() / sizeof(Record), info[1].As<Napi::Number>().Uint32Value());
     Record* records = reinterpret_cast<Record*>(buffer.Data());
     size_t n = 0;
-    while (n < cap && ReceiveOne(fd_, &records[n])) {
+    while (n < cap && ReceiveOne(fd_, &records[n], received_)) {
       if (records[n++].recvErrno != 0) break;
     }
+    Closer::Get().Close(received_);
     return Napi::Number::New(env, static_cast<double>(n));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    if (poll_ != nullptr) {
-      // uv_close stops polling at once, so the descriptor may go now.
-      poll_->owner = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), FreePoll);
-      poll_ = nullptr;
+    bool started = poll_ != nullptr;
+    Release(nullptr);
+    if (started) {
       onReadable_.Reset();
       context_.reset();
       Unref();
     }
+    return info.Env().Undefined();
+  }
+
+  // Stops polling and closes the socket.  uv_close stops polling at once,
+  // so the descriptor may go now; the handle's memory goes in its callback,
+  // which ends the environment's teardown hook `cleanup` if one is waiting.
+  void Release(napi_async_cleanup_hook_handle cleanup) {
+    if (poll_ != nullptr) {
+      poll_->owner = nullptr;
+      poll_->cleanup = cleanup;
+      uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), FreePoll);
+      poll_ = nullptr;
+    } else if (cleanup != nullptr) {
+      napi_remove_async_cleanup_hook(cleanup);
+    }
     if (fd_ != -1) close(fd_);
     fd_ = -1;
-    return info.Env().Undefined();
+  }
+
+  // The environment (a Worker, or the process) ends: the handle must be
+  // closed before its loop is, and before this addon may be unloaded.
+  static void OnEnvCleanup(napi_async_cleanup_hook_handle cleanup, void* arg) {
+    ServerSocket* self = static_cast<ServerSocket*>(arg);
+    self->cleanup_ = nullptr;
+    self->Release(cleanup);
   }
 
   int fd_ = -1;
   Poll* poll_ = nullptr;
   Napi::FunctionReference onReadable_;
   std::unique_ptr<Napi::AsyncContext> context_;
+  std::vector<int> received_;  // descriptors of the current drain, for the closer
+  napi_async_cleanup_hook_handle cleanup_ = nullptr;  // OnEnvCleanup, while registered
 };
 
 // A client's socket: connect to the daemon, send one datagram with one
