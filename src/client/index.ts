@@ -18,13 +18,16 @@ import {
 export { AUTH_OK, AUTH_FAIL, ABUSIVE_BEHAVIOR, BAD_USER, type BlocklistAction } from '../protocol/wire.js';
 export { DEFAULT_SOCKET_PATH };
 
-/** Levels as libblocklist logs them: `debug`, `info` (family correction), `err`. */
+/**
+ * Levels as libblocklist uses them: `debug` when the daemon cannot be
+ * reached (once per outage), `err` when a notification cannot be sent.
+ */
 export type BlocklistLogger = (level: 'debug' | 'info' | 'err', message: string) => void;
 
 export interface BlocklistOptions {
   /** The daemon's socket; default `/var/run/blocklistd.sock`. */
   socketPath?: string;
-  /** Receives the library's diagnostics; `null` silences them. Default: errors to stderr. */
+  /** Receives the library's diagnostics; `null` silences them. Default: stderr. */
   logger?: BlocklistLogger | null;
 }
 
@@ -37,18 +40,20 @@ export interface PeerAddress {
 /** What a server may pass: a connection, a UDP socket, or a descriptor number. */
 export type ReportedSocket = NetSocket | DgramSocket | number;
 
+const INT32_MAX = 2 ** 31 - 1;
+
 const V4_MAPPED_PREFIX = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff] as const;
 
 /** Sends after a failure: the first and five retries, each on a new socket (protocol.md §7.4). */
 const SEND_ATTEMPTS = 6;
 
-const stderrLogger: BlocklistLogger = (level, message) => {
-  if (level !== 'debug') process.stderr.write(`blocklist: ${message}\n`);
+const stderrLogger: BlocklistLogger = (_level, message) => {
+  process.stderr.write(`blocklist: ${message}\n`);
 };
 
 /** The kernel descriptor behind a Node socket, or undefined. */
 export function descriptorOf(socket: ReportedSocket): number | undefined {
-  if (typeof socket === 'number') return Number.isInteger(socket) && socket >= 0 ? socket : undefined;
+  if (typeof socket === 'number') return Number.isInteger(socket) && socket >= 0 && socket <= INT32_MAX ? socket : undefined;
   let fd: unknown;
   if (socket instanceof DgramSocket) {
     // dgram keeps its handle in a private state object; `_handle` is deprecated there.
@@ -168,7 +173,7 @@ export class Blocklist {
     if (this.connected) return true;
     const err = this.socket.connect(this.socketPath);
     if (err !== 0) {
-      if (!this.connectFailed) this.log('err', `bl_init: connect failed for '${this.socketPath}' (${strerror(err)})`);
+      if (!this.connectFailed) this.log('debug', `bl_init: connect failed for '${this.socketPath}' (${strerror(err)})`);
       this.connectFailed = true;
       return false;
     }

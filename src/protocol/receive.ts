@@ -1,8 +1,9 @@
 // The daemon's receive path: a drained record (see native.ts) becomes a
 // Notification or a logged drop, checked in protocol.md's order: control
 // messages (§4.3), credentials and descriptor, length, version (§5), the
-// message type (G26), the remote address (§6) and the local side of the
-// passed socket (daemon.md §5.2).  The descriptor itself is already closed.
+// remote address (§6), the local side of the passed socket (daemon.md
+// §5.2), then the message type (G26: unknown ones never reach the state).
+// The descriptor itself is already on its way to being closed.
 import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
 import { constants as C, layout as L, strerror } from './native.js';
 import {
@@ -65,11 +66,9 @@ export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
     log('err', `bad version ${header.version}`);
     return undefined;
   }
-  if (header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
-  if (header.type < WireType.ADD || header.type > WireType.BADUSER) {
-    log('err', `unknown message ${header.type | 0}`);
-    return undefined;
-  }
+  // Linux reports the real length of a datagram cut at the buffer; the BSDs only that it was cut.
+  const lengthUnknown = (flags & C.MSG_TRUNC) !== 0 && length <= L.payloadMax;
+  if (!lengthUnknown && header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
 
   const peer = peerSockaddr(r, payload, header.salen, log);
   if (peer === undefined) return undefined;
@@ -81,10 +80,15 @@ export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
     log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, L.local)}`);
     return undefined;
   }
+  if (header.type < WireType.ADD || header.type > WireType.BADUSER) {
+    log('err', `unknown message ${header.type | 0}`);
+    return undefined;
+  }
 
   let textEnd = length;
   if (length - HEADER_SIZE > TEXT_MAX) {
-    log('debug', `message text truncated from ${length - HEADER_SIZE} to ${TEXT_MAX} bytes`);
+    const from = `${lengthUnknown ? 'more than ' : ''}${length - HEADER_SIZE}`;
+    log('debug', `message text truncated from ${from} to ${TEXT_MAX} bytes`);
     textEnd = HEADER_SIZE + TEXT_MAX;
   }
   return {
