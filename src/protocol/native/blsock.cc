@@ -81,7 +81,7 @@ struct Record {
   int32_t pid;
   uint32_t uid;
   uint32_t gid;
-  int32_t fdCount;     // descriptors received, all closed by now
+  int32_t fdCount;     // descriptors received, all handed to the closer
   int32_t typeErrno;   // facts of the first descriptor: SO_TYPE
   int32_t type;
   int32_t protoErrno;  // SO_PROTOCOL
