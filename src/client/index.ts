@@ -3,6 +3,7 @@
 // socket; the daemon reads the local port and the peer from it.
 import { Socket as DgramSocket } from 'node:dgram';
 import type { Socket as NetSocket } from 'node:net';
+import { parseIPAddress } from '../address.js';
 import type { AddressFamily } from '../types.js';
 import { ClientSocket, constants, strerror, type ClientSocketHandle } from '../protocol/native.js';
 import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
@@ -10,7 +11,6 @@ import {
   encodeNotification,
   encodeSockaddr,
   encodeText,
-  parseIPAddress,
   wireTypeOf,
   type BlocklistAction,
 } from '../protocol/wire.js';
