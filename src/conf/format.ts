@@ -1,0 +1,85 @@
+// Rules back to configuration syntax: what `blocklistctl config` prints.
+// Parsing the printed text gives the same rules, and upstream reads it the
+// same way (durations are written as `1h,30m`, which both agree on).
+import { toText } from './ip.js';
+import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type ConfEnv, type Rule } from './types.js';
+
+/** A number field: `*`, `=` or the value. */
+export function formatNumber(n: number): string {
+  return n === ANY ? '*' : n === SAME ? '=' : String(n);
+}
+
+const UNITS: [string, number][] = [
+  ['d', 86400],
+  ['h', 3600],
+  ['m', 60],
+  ['s', 1],
+];
+
+/** Seconds as units (`6h`, `1h,30m`, `45s`); `*` forever, `=` inherit. */
+export function formatDuration(seconds: number): string {
+  if (seconds === ANY || seconds === SAME) return formatNumber(seconds);
+  if (seconds === 0) return '0';
+  const parts: string[] = [];
+  let rest = seconds;
+  for (const [unit, size] of UNITS) {
+    if (rest >= size) {
+      parts.push(`${Math.floor(rest / size)}${unit}`);
+      rest %= size;
+    }
+  }
+  return parts.join(',');
+}
+
+function formatMask(mask: number): string {
+  return mask === ANY ? '' : `/${formatNumber(mask)}`;
+}
+
+export function formatLocation(rule: Rule): string {
+  const a = rule.address;
+  const port = formatNumber(rule.port);
+  const mask = formatMask(rule.lmask);
+  if (a.kind === 'interface') return rule.port === ANY ? a.name : `${a.name}:${port}`;
+  if (a.kind === 'ip') {
+    const host = a.address.family === 'inet6' ? `[${toText(a.address)}]` : toText(a.address);
+    return rule.port === ANY ? `${host}${mask}` : `${host}${mask}:${port}`;
+  }
+  if (rule.lmask === ANY) return port;
+  return `*${mask}:${port}`;
+}
+
+export function formatType(proto: number): string {
+  return proto === IPPROTO_TCP ? 'stream' : proto === IPPROTO_UDP ? 'dgram' : formatNumber(proto);
+}
+
+/** The family field; the tcp/udp prefix only follows the rule's type for readability. */
+export function formatFamily(family: number, proto: number, families: ConfEnv['families']): string {
+  const prefix = proto === IPPROTO_UDP ? 'udp' : 'tcp';
+  if (family === families.inet) return prefix;
+  if (family === families.inet6) return `${prefix}6`;
+  return formatNumber(family);
+}
+
+/**
+ * The name field.  An empty name is `=` (inherit); a name with `/` or `:`
+ * is written after a `:`, which the parser takes literally (config.md §4.6).
+ */
+export function formatName(name: string, rmask: number): string {
+  const mask = formatMask(rmask);
+  if (name === '') return `=${mask}`;
+  if (/[/:]/.test(name)) return `${mask}:${name}`;
+  return `${name}${mask}`;
+}
+
+/** One rule as a configuration line, fields separated by tabs. */
+export function formatRule(rule: Rule, families: ConfEnv['families']): string {
+  return [
+    formatLocation(rule),
+    formatType(rule.proto),
+    formatFamily(rule.family, rule.proto, families),
+    formatNumber(rule.uid),
+    formatName(rule.name, rule.rmask),
+    formatNumber(rule.nfail),
+    formatDuration(rule.duration),
+  ].join('\t');
+}

@@ -1,0 +1,184 @@
+// Matching a notification against the rule set (config.md §7): the first
+// matching local rule, then the first matching remote rule on the masked
+// remote address.  The lists are indexed so that a notification looks at
+// the few rules that can match it, in the same order as a linear walk:
+// rules of one address kind and location mask are contiguous in the
+// sorted list, so each such group is looked up by the masked address (or,
+// for any-address rules, by port) and walked in order.
+import type { Notification } from '../types.js';
+import { maskAddress, maskedKey, parseCanonicalIP, prefixEqual, sameAddress, toText, widthOf } from './ip.js';
+import {
+  ANY,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  SAME,
+  type ConfEnv,
+  type InterfaceAddresses,
+  type IPAddress,
+  type Match,
+  type Probe,
+  type Rule,
+  type RuleSet,
+} from './types.js';
+
+/** The fields a rule compares besides the address. */
+interface Fields {
+  address: IPAddress;
+  port: number;
+  proto: number;
+  family: number;
+  uid: number;
+}
+
+const fieldMatches = (rule: number, value: number): boolean => rule === value || rule === ANY || rule === SAME;
+
+function otherFieldsMatch(rule: Rule, x: Fields): boolean {
+  return fieldMatches(rule.port, x.port) && fieldMatches(rule.proto, x.proto) && fieldMatches(rule.family, x.family) && fieldMatches(rule.uid, x.uid);
+}
+
+/** config.md §7.2: whether `rule` matches. */
+export function ruleMatches(rule: Rule, x: Fields, interfaces: InterfaceAddresses): boolean {
+  const a = rule.address;
+  if (a.kind === 'ip') {
+    const bits = rule.lmask === ANY ? widthOf(a.address.family) : rule.lmask;
+    if (a.address.family !== x.address.family || !prefixEqual(a.address.words, x.address.words, bits)) return false;
+  } else if (a.kind === 'interface') {
+    if (!(interfaces.get(a.name) ?? []).some((ip) => sameAddress(ip, x.address))) return false;
+  }
+  return otherFieldsMatch(rule, x);
+}
+
+type Group =
+  /** IP rules of one family and location mask, by masked address. */
+  | { kind: 'ip'; family: IPAddress['family']; bits: number; byAddress: Map<number | string, Rule[]> }
+  /** Any-address rules, by port: rules for that port and for any port, in order. */
+  | { kind: 'any'; byPort: Map<number, Rule[]>; anyPort: Rule[] }
+  | { kind: 'interface'; rules: Rule[] };
+
+/** One list of the rule set, indexed. */
+export interface CompiledList {
+  groups: readonly Group[];
+}
+
+function compileList(rules: readonly Rule[]): CompiledList {
+  const groups: Group[] = [];
+  for (const rule of rules) {
+    const a = rule.address;
+    let last = groups[groups.length - 1];
+    if (a.kind === 'ip') {
+      const bits = rule.lmask === ANY ? widthOf(a.address.family) : Math.min(rule.lmask, widthOf(a.address.family));
+      if (last?.kind !== 'ip' || last.family !== a.address.family || last.bits !== bits) {
+        last = { kind: 'ip', family: a.address.family, bits, byAddress: new Map() };
+        groups.push(last);
+      }
+      const key = maskedKey(a.address, bits);
+      const bucket = last.byAddress.get(key);
+      if (bucket) bucket.push(rule);
+      else last.byAddress.set(key, [rule]);
+    } else if (a.kind === 'interface') {
+      if (last?.kind !== 'interface') groups.push((last = { kind: 'interface', rules: [] }));
+      last.rules.push(rule);
+    } else {
+      if (last?.kind !== 'any') groups.push((last = { kind: 'any', byPort: new Map(), anyPort: [] }));
+      if (rule.port === ANY || rule.port === SAME) {
+        last.anyPort.push(rule);
+        for (const list of last.byPort.values()) list.push(rule);
+      } else {
+        if (!last.byPort.has(rule.port)) last.byPort.set(rule.port, [...last.anyPort]);
+        last.byPort.get(rule.port)!.push(rule);
+      }
+    }
+  }
+  return { groups };
+}
+
+function firstMatch(list: CompiledList, x: Fields, interfaces: InterfaceAddresses): Rule | undefined {
+  for (const group of list.groups) {
+    let candidates: readonly Rule[] | undefined;
+    if (group.kind === 'ip') {
+      if (group.family !== x.address.family) continue;
+      candidates = group.byAddress.get(maskedKey(x.address, group.bits));
+      if (candidates === undefined) continue;
+      for (const rule of candidates) if (otherFieldsMatch(rule, x)) return rule;
+    } else {
+      candidates = group.kind === 'any' ? (group.byPort.get(x.port) ?? group.anyPort) : group.rules;
+      for (const rule of candidates) if (ruleMatches(rule, x, interfaces)) return rule;
+    }
+  }
+  return undefined;
+}
+
+export interface CompiledRules {
+  ruleSet: RuleSet;
+  local: CompiledList;
+  remote: CompiledList;
+}
+
+export function compileRules(ruleSet: RuleSet): CompiledRules {
+  return { ruleSet, local: compileList(ruleSet.local), remote: compileList(ruleSet.remote) };
+}
+
+/** The first rule of `rules` that matches, walking them one by one: the reference for the index. */
+export function firstMatchLinear(rules: readonly Rule[], x: Fields, interfaces: InterfaceAddresses): Rule | undefined {
+  return rules.find((rule) => ruleMatches(rule, x, interfaces));
+}
+
+export type FindRule = (list: 'local' | 'remote', x: Fields) => Rule | undefined;
+
+/**
+ * config.md §7.3: the effective rule for a probe, or undefined when no
+ * local rule matches or the remote address is of another family than the
+ * socket (upstream aborts there, G9).
+ */
+export function matchProbe(compiled: CompiledRules, probe: Probe, interfaces: InterfaceAddresses): Match | undefined {
+  return matchWith((list, x) => firstMatch(compiled[list], x, interfaces), probe);
+}
+
+export function matchWith(find: FindRule, probe: Probe): Match | undefined {
+  const local = find('local', { address: probe.local, port: probe.port, proto: probe.proto, family: probe.family, uid: probe.uid });
+  if (local === undefined || probe.remote.family !== probe.local.family) return undefined;
+  const width = widthOf(probe.remote.family);
+  let { name, uid, rmask, nfail, duration } = local;
+  let address = rmask === ANY ? probe.remote : maskAddress(probe.remote, rmask);
+  // the remote pass sees the masked address and the local rule's owner (G41)
+  const remote = find('remote', { address, port: probe.port, proto: probe.proto, family: probe.family, uid });
+  if (remote !== undefined) {
+    if (remote.name !== '') name = remote.name;
+    if (remote.uid !== SAME) uid = remote.uid;
+    if (remote.rmask !== SAME) rmask = remote.rmask; // a name without /mask resets it (G40)
+    if (remote.nfail !== SAME) nfail = remote.nfail;
+    if (remote.duration !== SAME) duration = remote.duration;
+  }
+  if (rmask !== ANY) address = maskAddress(address, rmask);
+  return {
+    local,
+    remote,
+    effective: {
+      family: probe.family,
+      address: toText(address),
+      lmask: rmask === ANY ? width : Math.min(rmask, width),
+      port: probe.port,
+      proto: probe.proto,
+      uid,
+      name,
+      rmask,
+      nfail,
+      duration,
+    },
+  };
+}
+
+/** The probe of a received notification; undefined if its addresses are not numeric text. */
+export function probeOf(n: Notification, families: ConfEnv['families']): Probe | undefined {
+  const local = parseCanonicalIP(n.local.family, n.local.address);
+  const remote = parseCanonicalIP(n.remote.family, n.remote.address);
+  if (local === undefined || remote === undefined) return undefined;
+  return {
+    family: n.local.family === 'inet' ? families.inet : families.inet6,
+    local,
+    port: n.local.port,
+    proto: n.socketType === 'stream' ? IPPROTO_TCP : IPPROTO_UDP,
+    uid: n.uid,
+    remote,
+  };
+}

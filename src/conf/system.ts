@@ -1,0 +1,98 @@
+// The system facts configuration parsing and matching need, read from this
+// host: services (/etc/services), users (/etc/passwd, then getent(1) for
+// NSS users), network interfaces, and the platform's family numbers.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { constants } from '../protocol/native.js';
+import { parseIP } from './ip.js';
+import type { ConfEnv, InterfaceAddresses, IPAddress } from './types.js';
+
+export const DEFAULT_RULE_NAME = 'blocklistd';
+
+function readOrEmpty(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** name or alias → port, for tcp and udp, from services(5) text. */
+export function parseServices(text: string): { tcp: Map<string, number>; udp: Map<string, number> } {
+  const maps = { tcp: new Map<string, number>(), udp: new Map<string, number>() };
+  for (const line of text.split('\n')) {
+    const [name, portProto, ...aliases] = line.replace(/#.*/, '').trim().split(/\s+/);
+    const m = /^(\d+)\/(tcp|udp)$/.exec(portProto ?? '');
+    if (!name || m === null) continue;
+    const map = maps[m[2] as 'tcp' | 'udp'];
+    for (const n of [name, ...aliases]) if (!map.has(n)) map.set(n, Number(m[1]));
+  }
+  return maps;
+}
+
+/** name → uid from passwd(5) text. */
+export function parsePasswd(text: string): Map<string, number> {
+  const users = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [name, , uid] = line.split(':');
+    if (name && uid !== undefined && /^\d+$/.test(uid) && !users.has(name)) users.set(name, Number(uid));
+  }
+  return users;
+}
+
+function getentUid(name: string): number | undefined {
+  if (!/^[A-Za-z0-9_.][A-Za-z0-9_.-]*\$?$/.test(name)) return undefined;
+  try {
+    const entry = execFileSync('getent', ['passwd', name], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+    return parsePasswd(entry).get(name);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Names of every interface, up or down: what the parser recognises (config.md §4.2). */
+function interfaceNames(): Set<string> {
+  const names = new Set(Object.keys(networkInterfaces()));
+  try {
+    for (const name of readdirSync('/sys/class/net')) names.add(name);
+  } catch {
+    // not Linux: the interfaces that are up are all we know
+  }
+  return names;
+}
+
+/** The ConfEnv of this host; lookups are read once, on first use. */
+export function systemEnv(defaultName = DEFAULT_RULE_NAME): ConfEnv {
+  let services: ReturnType<typeof parseServices> | undefined;
+  let users: Map<string, number> | undefined;
+  let interfaces: Set<string> | undefined;
+  return {
+    defaultName,
+    families: { inet: constants.AF_INET, inet6: constants.AF_INET6 },
+    service(name) {
+      services ??= parseServices(readOrEmpty('/etc/services'));
+      return services.tcp.get(name) ?? services.udp.get(name);
+    },
+    user(name) {
+      users ??= parsePasswd(readOrEmpty('/etc/passwd'));
+      return users.get(name) ?? (name === '*' || name === '=' || /^[+-]?\d/.test(name) ? undefined : getentUid(name));
+    },
+    isInterface(name) {
+      interfaces ??= interfaceNames();
+      return interfaces.has(name);
+    },
+  };
+}
+
+/** The interfaces that are up and their addresses, for interface rules (G31). */
+export function interfaceAddresses(): InterfaceAddresses {
+  const result = new Map<string, IPAddress[]>();
+  for (const [name, addresses] of Object.entries(networkInterfaces())) {
+    const ips = (addresses ?? [])
+      .map((a) => parseIP(a.address.replace(/%.*$/, ''), a.family === 'IPv4' ? 'inet' : 'inet6'))
+      .filter((ip): ip is IPAddress => ip !== undefined);
+    result.set(name, ips);
+  }
+  return result;
+}
