@@ -1,0 +1,135 @@
+// blocklistctl config and blocklistctl test: what a sysadmin runs before
+// reloading the daemon, and to see which rule a client would meet.
+import { parseIP, toText } from '../conf/ip.js';
+import { formatDuration, formatNumber, formatRule } from '../conf/format.js';
+import { loadConfig } from '../conf/load.js';
+import { compileRules, matchProbe } from '../conf/match.js';
+import { where } from '../conf/ruleset.js';
+import { interfaceAddresses, systemEnv } from '../conf/system.js';
+import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Diagnostic, type Rule } from '../conf/types.js';
+
+export interface Output {
+  out: (text: string) => void;
+  err: (text: string) => void;
+}
+
+export interface ConfOptions {
+  config: string;
+  ruleName: string;
+  json?: boolean;
+}
+
+function formatDiagnostic(d: Diagnostic): string {
+  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.severity}: ${d.message}`;
+}
+
+function ruleJson(rule: Rule, families: ConfEnv['families']): Record<string, unknown> {
+  const { source, address, ...fields } = rule;
+  const a = address.kind === 'ip' ? { kind: 'ip', family: address.address.family, address: toText(address.address) } : address;
+  return { file: source.file, line: source.line, text: formatRule(rule, families), address: a, ...fields };
+}
+
+/** `blocklistctl config`: the rules as the daemon will walk them, and every diagnostic. Exit 1 if a line was rejected. */
+export function configCommand(options: ConfOptions, io: Output): number {
+  const env = systemEnv(options.ruleName);
+  const { ruleSet, diagnostics, files } = loadConfig(options.config, env);
+  const failed = diagnostics.some((d) => d.severity === 'error');
+  if (options.json) {
+    io.out(
+      JSON.stringify(
+        {
+          files,
+          local: ruleSet.local.map((r) => ruleJson(r, env.families)),
+          remote: ruleSet.remote.map((r) => ruleJson(r, env.families)),
+          diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
+        },
+        null,
+        2,
+      ) + '\n',
+    );
+    return failed ? 1 : 0;
+  }
+  for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
+  for (const section of ['local', 'remote'] as const) {
+    io.out(`[${section}]\n`);
+    for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${where(rule.source)}\n`);
+  }
+  return failed ? 1 : 0;
+}
+
+export interface TestOptions extends ConfOptions {
+  uid: string;
+  type: string;
+  local?: string;
+}
+
+/** How many failures of each kind reach a limit (daemon.md §5.3). */
+function threshold(nfail: number): string {
+  if (nfail === ANY) return 'never blocked';
+  const authFail = Math.max(1, Math.ceil(nfail / 2));
+  const badUser = Math.max(1, nfail);
+  return `blocked at the ${ordinal(authFail)} AUTH_FAIL (2 points each) or the ${ordinal(badUser)} BAD_USER (1 point)`;
+}
+
+function ordinal(n: number): string {
+  const suffix = n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
+  return `${n}${suffix}`;
+}
+
+/** `blocklistctl test`: the rules a notification from `address` to local `port` meets. Exit 1 when none. */
+export function testCommand(address: string, portText: string, options: TestOptions, io: Output): number {
+  const env = systemEnv(options.ruleName);
+  const remote = parseIP(address);
+  if (remote === undefined) {
+    io.err(`blocklistctl: bad address '${address}'\n`);
+    return 1;
+  }
+  const local = parseIP(options.local ?? (remote.family === 'inet' ? '0.0.0.0' : '::'), remote.family);
+  if (local === undefined) {
+    io.err(`blocklistctl: bad local address '${options.local}' for a ${remote.family === 'inet' ? 'IPv4' : 'IPv6'} client\n`);
+    return 1;
+  }
+  const port = env.service(portText) ?? (/^\d+$/.test(portText) && Number(portText) <= 65535 ? Number(portText) : undefined);
+  const uid = env.user(options.uid) ?? (/^\d+$/.test(options.uid) ? Number(options.uid) : undefined);
+  if (port === undefined || uid === undefined || (options.type !== 'stream' && options.type !== 'dgram')) {
+    io.err(`blocklistctl: bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}\n`);
+    return 1;
+  }
+  const { ruleSet, diagnostics } = loadConfig(options.config, env);
+  for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
+  const proto = options.type === 'stream' ? IPPROTO_TCP : IPPROTO_UDP;
+  const family = remote.family === 'inet' ? env.families.inet : env.families.inet6;
+  const match = matchProbe(compileRules(ruleSet), { family, local, port, proto, uid, remote }, interfaceAddresses());
+  if (match === undefined) {
+    if (options.json) io.out(`${JSON.stringify({ matched: false })}\n`);
+    else io.out('no rule matched\n');
+    return 1;
+  }
+  const e = match.effective;
+  if (options.json) {
+    io.out(
+      `${JSON.stringify(
+        {
+          matched: true,
+          local: ruleJson(match.local, env.families),
+          remote: match.remote === undefined ? null : ruleJson(match.remote, env.families),
+          effective: e,
+        },
+        null,
+        2,
+      )}\n`,
+    );
+    return 0;
+  }
+  const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${where(r.source)}  ${formatRule(r, env.families)}`);
+  io.out(
+    `local rule   ${rule(match.local)}\n` +
+      `remote rule  ${rule(match.remote)}\n` +
+      `name         ${e.name}\n` +
+      `address      ${e.address}/${e.lmask} port ${e.port}/${e.proto === IPPROTO_TCP ? 'tcp' : 'udp'}\n` +
+      `nfail        ${formatNumber(e.nfail)}: ${threshold(e.nfail)}\n` +
+      `duration     ${e.duration === ANY ? 'forever' : `${formatDuration(e.duration)} (${e.duration} s)`}\n` +
+      `owner        ${formatNumber(e.uid)}\n`,
+  );
+  return 0;
+}
