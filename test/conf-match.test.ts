@@ -3,7 +3,7 @@
 // merging and sorting, the shadowing warning, interface rules on this
 // machine's interfaces, and loading files and directories.
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseIP, toText } from '../src/conf/ip.js';
@@ -14,14 +14,14 @@ import { buildRuleSet } from '../src/conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../src/conf/system.js';
 import { ANY, type EffectiveRule, type InterfaceAddresses, type Match, type RuleSet } from '../src/conf/types.js';
 import { formatLocation } from '../src/conf/format.js';
-import { tempDir } from './support.js';
+import { isRoot, repoRoot, run, tempDir } from './support.js';
 
 const env = systemEnv('blocklistd');
 const NO_INTERFACES: InterfaceAddresses = new Map();
 
 function ruleSet(text: string): { rules: RuleSet; messages: string[] } {
   const parsed = parseConfig(text, 'test.conf', env);
-  const built = buildRuleSet([parsed]);
+  const built = buildRuleSet([parsed], env.families);
   const messages = [...parsed.diagnostics, ...built.diagnostics].map((d) => `${d.source.line}: ${d.severity}: ${d.message}`);
   return { rules: built.ruleSet, messages };
 }
@@ -253,6 +253,23 @@ describe('interface rules on this machine (G31)', () => {
     }
   });
 
+  test('addresses with a label (lo:1) belong to their interface', { skip: !isRoot && 'needs root for a network namespace' }, async (t) => {
+    const ns = `blt-conf-${process.pid}`;
+    const ip = (...args: string[]) => run('ip', args);
+    assert.equal((await ip('netns', 'add', ns)).code, 0);
+    t.after(() => ip('netns', 'delete', ns));
+    assert.equal((await ip('-n', ns, 'link', 'set', 'lo', 'up')).code, 0);
+    assert.equal((await ip('-n', ns, 'addr', 'add', '10.9.9.9/32', 'dev', 'lo', 'label', 'lo:1')).code, 0);
+    const script = `import { interfaceAddresses } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/system.js'))};
+      import { toText } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/ip.js'))};
+      console.log(JSON.stringify(Object.fromEntries([...interfaceAddresses()].map(([n, a]) => [n, a.map(toText)]))));`;
+    const r = await run('ip', ['netns', 'exec', ns, process.execPath, '--input-type=module', '-e', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const addresses = JSON.parse(r.stdout) as Record<string, string[]>;
+    assert.ok(addresses.lo.includes('10.9.9.9') && addresses.lo.includes('127.0.0.1'), r.stdout);
+    assert.equal(addresses['lo:1'], undefined);
+  });
+
   test('an interface rule matches nothing while its interface has no address', () => {
     const { rules } = ruleSet('lo:ssh stream * * -if 3 1h\n');
     assert.equal(match(rules, { local: '127.0.0.1', port: 22, remote: '192.0.2.1' }, new Map([['lo', []]])), undefined);
@@ -280,6 +297,21 @@ describe('loading files and directories (config.md §1, G39, G14)', () => {
       [`${join(`${conf}.d`, 'sub')}:0: Cannot open '${join(`${conf}.d`, 'sub')}' (Is a directory)`, `${join(`${conf}.d`, 'b.conf')}:2: Bad number for service [bad]`],
     );
     assert.equal(r.found, true);
+  });
+
+  test('an unreadable directory is an error, not a crash', async () => {
+    // root reads anything: the check runs as nobody then
+    const conf = join(dir, 'locked.conf');
+    writeFileSync(conf, 'ssh stream * * * 3 1h\n');
+    mkdirSync(`${conf}.d`, { mode: 0o000 });
+    chmodSync(dir, 0o755);
+    const script = `import { loadConfig } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/load.js'))};
+      import { systemEnv } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/system.js'))};
+      const r = loadConfig(${JSON.stringify(conf)}, systemEnv());
+      console.log(JSON.stringify({ found: r.found, rules: r.ruleSet.local.length, messages: r.diagnostics.map((d) => d.message) }));`;
+    const r = await run(process.execPath, ['--input-type=module', '-e', script], isRoot ? { uid: 65534, gid: 65534 } : {});
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { found: true, rules: 1, messages: [`Cannot open '${conf}.d' (Permission denied)`] });
   });
 
   test('a directory as the path; .d beside it is not read', () => {

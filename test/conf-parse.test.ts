@@ -42,10 +42,10 @@ describe('lexical rules (config.md §2)', () => {
   test('comments anywhere, escaped #, continuation, line numbers of the last physical line', () => {
     const text = ['# a comment line', 'ssh stream \\', '  * * * 3 6h # trailing', 'a\\#b', '', '   # indented'].join('\n');
     assert.deepEqual([...logicalLines(text)], [
-      { line: 3, text: 'ssh stream   * * * 3 6h ' },
+      { line: 3, text: 'ssh stream   * * * 3 6h' },
       { line: 4, text: 'a\\#b' },
       { line: 5, text: '' },
-      { line: 6, text: '   ' },
+      { line: 6, text: '' },
     ]);
   });
 
@@ -56,6 +56,7 @@ describe('lexical rules (config.md §2)', () => {
     ]);
     assert.deepEqual([...logicalLines('# one\n# two\nb')], [{ line: 3, text: 'b' }]);
     assert.deepEqual([...logicalLines('a \\\\\nb')], [{ line: 1, text: 'a \\\\' }, { line: 2, text: 'b' }], 'an escaped backslash does not continue');
+    assert.deepEqual([...logicalLines('a \\  \t\nb')], [{ line: 2, text: 'a b' }], 'blanks after the continuation are tolerated');
   });
 
   test('CRLF files load (G35); blank and indented-comment lines are skipped (G34)', () => {
@@ -176,6 +177,10 @@ describe('durations (config.md §4.8, G29)', () => {
     ['1h30', 3630, 0],
     ['1d,2h,3m,4s', 93784, 93784],
     ['0', 0, 0],
+    ['1h08m', 4080, 4080],
+    ['1h-30m', 5400, 5400],
+    ['1h,010m', 4200, 4080],
+    ['010m', 480, 480],
   ];
   for (const [text, ours, upstream] of cases) {
     test(`${text} = ${ours} s (upstream ${upstream})`, () => {

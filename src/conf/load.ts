@@ -33,51 +33,69 @@ function isDirectory(path: string): boolean {
   }
 }
 
-/** The entries of a configuration directory, in byte order, without dotfiles. */
-function directoryEntries(dir: string): string[] {
-  return readdirSync(dir)
-    .filter((name) => !name.startsWith('.'))
-    .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
-    .map((name) => join(dir, name));
+/** A file to read: its path as bytes (names need not be UTF-8) and as text for messages. */
+interface ConfigFile {
+  path: Buffer;
+  name: string;
+}
+
+/** The entries of a configuration directory, in byte order of their names, without dotfiles. */
+function directoryEntries(dir: string): ConfigFile[] {
+  return readdirSync(dir, { encoding: 'buffer' })
+    .filter((entry) => entry[0] !== 0x2e)
+    .sort(Buffer.compare)
+    .map((entry) => {
+      const path = Buffer.concat([Buffer.from(join(dir, '/')), entry]);
+      return { path, name: path.toString('utf8') };
+    });
 }
 
 export function loadConfig(path: string, env: ConfEnv): LoadResult {
   const diagnostics: Diagnostic[] = [];
   const parsed: ParseResult[] = [];
   const files: string[] = [];
+  const cannotOpen = (file: string, e: unknown): void => {
+    diagnostics.push({ source: { file, line: 0 }, severity: 'error', message: `Cannot open '${file}' (${reason(e)})` });
+  };
   /** Reads and parses one file; returns why it could not be read. */
-  const read = (file: string): unknown => {
+  const read = (file: ConfigFile): unknown => {
     try {
-      const text = readFileSync(file, 'utf8');
-      files.push(file);
-      parsed.push(parseConfig(text, file, env));
+      const text = readFileSync(file.path, 'utf8');
+      files.push(file.name);
+      parsed.push(parseConfig(text, file.name, env));
       return undefined;
     } catch (e) {
       return e;
     }
   };
-  const readAll = (dir: string): void => {
-    for (const file of directoryEntries(dir)) {
-      const error = read(file);
-      if (error !== undefined) diagnostics.push({ source: { file, line: 0 }, severity: 'error', message: `Cannot open '${file}' (${reason(error)})` });
+  /** Reads every entry of a directory; false when the directory itself cannot be read. */
+  const readAll = (dir: string): boolean => {
+    let entries: ConfigFile[];
+    try {
+      entries = directoryEntries(dir);
+    } catch (e) {
+      cannotOpen(dir, e);
+      return false;
     }
+    for (const file of entries) {
+      const error = read(file);
+      if (error !== undefined) cannotOpen(file.name, error);
+    }
+    return true;
   };
 
-  let found = true;
+  let found: boolean;
   if (isDirectory(path)) {
-    readAll(path);
+    found = readAll(path);
   } else {
-    const error = read(path);
+    const error = read({ path: Buffer.from(path), name: path });
     const dropIn = `${path}.d`;
     const hasDropIn = isDirectory(dropIn);
     // a missing file beside its .d directory is fine; an unreadable one is not
-    if (error !== undefined && (!hasDropIn || (error as NodeJS.ErrnoException).code !== 'ENOENT')) {
-      diagnostics.push({ source: { file: path, line: 0 }, severity: 'error', message: `Cannot open '${path}' (${reason(error)})` });
-    }
-    if (hasDropIn) readAll(dropIn);
-    else found = error === undefined;
+    if (error !== undefined && (!hasDropIn || (error as NodeJS.ErrnoException).code !== 'ENOENT')) cannotOpen(path, error);
+    found = (hasDropIn && readAll(dropIn)) || error === undefined;
   }
-  const built = buildRuleSet(parsed);
+  const built = buildRuleSet(parsed, env.families);
   // file-level errors first, then each file's lines, then what the merge and sort found
   return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics], files, found };
 }

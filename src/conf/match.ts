@@ -3,8 +3,9 @@
 // remote address.  The lists are indexed so that a notification looks at
 // the few rules that can match it, in the same order as a linear walk:
 // rules of one address kind and location mask are contiguous in the
-// sorted list, so each such group is looked up by the masked address (or,
-// for any-address rules, by port) and walked in order.
+// sorted list, so each such group is looked up by the masked address; a
+// run of any-address rules for given ports is looked up by port; the rest
+// (any port, interfaces) is walked.
 import type { Notification } from '../types.js';
 import { maskAddress, maskedKey, parseCanonicalIP, prefixEqual, sameAddress, toText, widthOf } from './ip.js';
 import {
@@ -51,9 +52,10 @@ export function ruleMatches(rule: Rule, x: Fields, interfaces: InterfaceAddresse
 type Group =
   /** IP rules of one family and location mask, by masked address. */
   | { kind: 'ip'; family: IPAddress['family']; bits: number; byAddress: Map<number | string, Rule[]> }
-  /** Any-address rules, by port: rules for that port and for any port, in order. */
-  | { kind: 'any'; byPort: Map<number, Rule[]>; anyPort: Rule[] }
-  | { kind: 'interface'; rules: Rule[] };
+  /** A run of any-address rules for given ports, by port. */
+  | { kind: 'ports'; byPort: Map<number, Rule[]> }
+  /** A run of any-address rules for any port, and interface rules: walked. */
+  | { kind: 'walk'; rules: Rule[] };
 
 /** One list of the rule set, indexed. */
 export interface CompiledList {
@@ -62,6 +64,10 @@ export interface CompiledList {
 
 function compileList(rules: readonly Rule[]): CompiledList {
   const groups: Group[] = [];
+  const walk = (rule: Rule, last: Group | undefined, kind: 'any' | 'interface'): void => {
+    if (last?.kind === 'walk' && last.rules[0].address.kind === kind) last.rules.push(rule);
+    else groups.push({ kind: 'walk', rules: [rule] });
+  };
   for (const rule of rules) {
     const a = rule.address;
     let last = groups[groups.length - 1];
@@ -75,18 +81,13 @@ function compileList(rules: readonly Rule[]): CompiledList {
       const bucket = last.byAddress.get(key);
       if (bucket) bucket.push(rule);
       else last.byAddress.set(key, [rule]);
-    } else if (a.kind === 'interface') {
-      if (last?.kind !== 'interface') groups.push((last = { kind: 'interface', rules: [] }));
-      last.rules.push(rule);
+    } else if (a.kind === 'interface' || rule.port === ANY || rule.port === SAME) {
+      walk(rule, last, a.kind);
     } else {
-      if (last?.kind !== 'any') groups.push((last = { kind: 'any', byPort: new Map(), anyPort: [] }));
-      if (rule.port === ANY || rule.port === SAME) {
-        last.anyPort.push(rule);
-        for (const list of last.byPort.values()) list.push(rule);
-      } else {
-        if (!last.byPort.has(rule.port)) last.byPort.set(rule.port, [...last.anyPort]);
-        last.byPort.get(rule.port)!.push(rule);
-      }
+      if (last?.kind !== 'ports') groups.push((last = { kind: 'ports', byPort: new Map() }));
+      const bucket = last.byPort.get(rule.port);
+      if (bucket) bucket.push(rule);
+      else last.byPort.set(rule.port, [rule]);
     }
   }
   return { groups };
@@ -94,15 +95,15 @@ function compileList(rules: readonly Rule[]): CompiledList {
 
 function firstMatch(list: CompiledList, x: Fields, interfaces: InterfaceAddresses): Rule | undefined {
   for (const group of list.groups) {
-    let candidates: readonly Rule[] | undefined;
     if (group.kind === 'ip') {
       if (group.family !== x.address.family) continue;
-      candidates = group.byAddress.get(maskedKey(x.address, group.bits));
-      if (candidates === undefined) continue;
-      for (const rule of candidates) if (otherFieldsMatch(rule, x)) return rule;
+      const candidates = group.byAddress.get(maskedKey(x.address, group.bits));
+      if (candidates !== undefined) for (const rule of candidates) if (otherFieldsMatch(rule, x)) return rule;
+    } else if (group.kind === 'ports') {
+      const candidates = group.byPort.get(x.port);
+      if (candidates !== undefined) for (const rule of candidates) if (otherFieldsMatch(rule, x)) return rule;
     } else {
-      candidates = group.kind === 'any' ? (group.byPort.get(x.port) ?? group.anyPort) : group.rules;
-      for (const rule of candidates) if (ruleMatches(rule, x, interfaces)) return rule;
+      for (const rule of group.rules) if (ruleMatches(rule, x, interfaces)) return rule;
     }
   }
   return undefined;

@@ -36,7 +36,7 @@ export function* logicalLines(text: string): Generator<{ line: number; text: str
         // a whole-line comment before any text is skipped; within a continuation it ends the line
         more = s === '' && logical === undefined;
       }
-      if (s.endsWith('\r')) s = s.slice(0, -1); // CRLF files (G35)
+      s = s.replace(/[ \t\r]+$/, ''); // CRLF files (G35), trailing blanks even after a continuation `\`
       if (s.endsWith('\\') && !escaped(s, s.length - 1)) {
         s = s.slice(0, -1);
         more = true;
@@ -191,20 +191,24 @@ function truncateBytes(s: string, max: number): string {
 }
 
 const UNIT: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
-const NUMBER_PREFIX = /[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/y;
+/** A C number (base 0) with its sign, as strtoimax(3) reads a prefix. */
+const C_PREFIX = /[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/y;
+const DECIMAL_TERM = /\+?[0-9]+/y;
 
 /**
  * A duration: `<n><unit>` terms with d, h, m, s, optionally separated by
  * one character, and a bare number of seconds last (`1h30m` = `1h,30m` =
- * 5400, `1m,30` = 90) (G29).  'overflow' beyond INT_MAX seconds,
- * undefined when malformed.
+ * 5400, `1m,30` = 90) (G29).  The first number is read as C reads it
+ * (`0x10` = 16, `010` = 8), the others in decimal (`1h08m`).  'overflow'
+ * beyond INT_MAX seconds, undefined when malformed.
  */
 export function parseDuration(text: string): number | 'overflow' | undefined {
   let total = 0;
   for (let pos = 0; ; ) {
-    NUMBER_PREFIX.lastIndex = pos;
-    const m = NUMBER_PREFIX.exec(text);
-    const value = m === null ? undefined : cValue(m[0]);
+    const term = pos === 0 ? C_PREFIX : DECIMAL_TERM;
+    term.lastIndex = pos;
+    const m = term.exec(text);
+    const value = m === null ? undefined : pos === 0 ? cValue(m[0]) : parseInt(m[0], 10);
     if (m === null || value === undefined || value < 0) return undefined;
     pos += m[0].length;
     if (pos === text.length) {
@@ -216,25 +220,29 @@ export function parseDuration(text: string): number | 'overflow' | undefined {
     total += value * unit;
     pos++;
     if (pos === text.length) break;
-    if (!/[0-9+-]/.test(text[pos])) pos++; // one separator
+    if (!/[0-9+]/.test(text[pos])) pos++; // one separator
     if (pos === text.length) return undefined;
   }
   return total <= INT_MAX ? total : 'overflow';
 }
 
-/** What upstream computes for a duration (config.md §4.8), bit for bit; undefined on its errors. */
+/**
+ * What upstream computes for a duration (config.md §4.8), bit for bit:
+ * NetBSD strtoi(3) clamps a number followed by more text to 0..INT_MAX,
+ * a whole number out of range is an error, the total is a 32-bit int.
+ */
 export function upstreamDuration(text: string): number | undefined {
   let total = 0;
   for (let s = text; ; ) {
-    NUMBER_PREFIX.lastIndex = 0;
-    const m = NUMBER_PREFIX.exec(s);
-    if (m === null) return undefined;
-    const value = cNumber(m[0]);
-    if (value === undefined) return undefined;
-    if (m[0].length === s.length) return value; // a whole number replaces the total
+    C_PREFIX.lastIndex = 0;
+    const m = C_PREFIX.exec(s);
+    const raw = m === null ? undefined : cValue(m[0]);
+    if (m === null || raw === undefined || Math.abs(raw) > 2 ** 63 - 1) return undefined;
+    if (m[0].length === s.length) return raw >= 0 && raw <= INT_MAX ? raw || 0 : undefined; // replaces the total
+    const value = Math.min(Math.max(raw, 0), INT_MAX);
     const unit = UNIT[s[m[0].length]];
     if (unit === undefined) return undefined;
-    total = (total + value * unit) | 0; // 32-bit, as upstream's int
+    total = (total + value * unit) | 0;
     if (m[0].length + 1 === s.length) return total;
     s = s.slice(m[0].length + 2);
   }

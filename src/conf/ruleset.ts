@@ -5,7 +5,7 @@
 import { formatDuration, formatNumber } from './format.js';
 import { maskedKey, toText, widthOf } from './ip.js';
 import type { ParseResult } from './parse.js';
-import { ANY, SAME, type AddressSelector, type Diagnostic, type Rule, type RuleSet, type Source } from './types.js';
+import { ANY, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type RuleSet, type Source } from './types.js';
 
 export const where = (s: Source): string => `${s.file}:${s.line}`;
 
@@ -79,35 +79,40 @@ const covers = (network: number, host: number): boolean => network === ANY || ne
  * network that contains the host and selects at least what it selects
  * makes it unreachable.  Warns with both lines.
  */
-function shadowWarnings(list: readonly Rule[], diagnostics: Diagnostic[]): void {
-  // masked network rules by family, mask and masked address, in list order
-  const networks = new Map<string, Map<number | string, Rule[]>>();
+function shadowWarnings(list: readonly Rule[], families: ConfEnv['families'], diagnostics: Diagnostic[]): void {
+  // masked network rules by family, then by mask (capped at the width), then by masked address; in list order
+  const networks = { inet: new Map<number, Map<number | string, Rule[]>>(), inet6: new Map<number, Map<number | string, Rule[]>>() };
   for (const rule of list) {
     if (rule.address.kind !== 'ip' || rule.lmask === ANY) continue;
-    const group = `${rule.address.address.family}/${rule.lmask}`;
-    if (!networks.has(group)) networks.set(group, new Map());
-    const buckets = networks.get(group)!;
-    const key = maskedKey(rule.address.address, rule.lmask);
-    buckets.set(key, [...(buckets.get(key) ?? []), rule]);
+    const address = rule.address.address;
+    const bits = Math.min(rule.lmask, widthOf(address.family));
+    const byMask = networks[address.family];
+    if (!byMask.has(bits)) byMask.set(bits, new Map());
+    const buckets = byMask.get(bits)!;
+    const key = maskedKey(address, bits);
+    const bucket = buckets.get(key);
+    if (bucket) bucket.push(rule);
+    else buckets.set(key, [rule]);
   }
   for (const host of list) {
     if (host.address.kind !== 'ip' || host.lmask !== ANY) continue;
     const address = host.address.address;
-    for (const [group, buckets] of networks) {
-      const [family, mask] = group.split('/');
-      if (family !== address.family) continue;
-      const network = buckets
-        .get(maskedKey(address, Number(mask)))
-        ?.find((n) => covers(n.port, host.port) && covers(n.proto, host.proto) && covers(n.family, host.family) && covers(n.uid, host.uid));
+    // an IP rule only ever meets probes of its own family, so that family covers any
+    const familyNumber = address.family === 'inet' ? families.inet : families.inet6;
+    const shadows = (n: Rule): boolean =>
+      covers(n.port, host.port) && covers(n.proto, host.proto) && covers(n.uid, host.uid) && (covers(n.family, host.family) || n.family === familyNumber);
+    for (const [bits, buckets] of networks[address.family]) {
+      const network = buckets.get(maskedKey(address, bits))?.find(shadows);
       if (network === undefined || network.address.kind !== 'ip') continue;
       const text = toText(address);
+      const width = widthOf(address.family);
+      const advice = bits < width ? `; write ${text}/${width} to make the host rule win` : '';
       diagnostics.push({
         source: host.source,
         severity: 'warning',
         message:
           `the rule for ${text} is never used: the network rule ${toText(network.address.address)}/${network.lmask} ` +
-          `at ${where(network.source)} sorts before it and matches the same notifications; ` +
-          `write ${text}/${widthOf(address.family)} to make the host rule win`,
+          `at ${where(network.source)} sorts before it and matches the same notifications${advice}`,
       });
       break;
     }
@@ -115,7 +120,7 @@ function shadowWarnings(list: readonly Rule[], diagnostics: Diagnostic[]): void 
 }
 
 /** The rule set of one load from its files' rules, in loading order. */
-export function buildRuleSet(files: readonly ParseResult[]): { ruleSet: RuleSet; diagnostics: Diagnostic[] } {
+export function buildRuleSet(files: readonly ParseResult[], families: ConfEnv['families']): { ruleSet: RuleSet; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const local: Rule[] = [];
   const remote: Rule[] = [];
@@ -127,7 +132,7 @@ export function buildRuleSet(files: readonly ParseResult[]): { ruleSet: RuleSet;
   }
   local.sort(compareRules); // stable
   remote.sort(compareRules);
-  shadowWarnings(local, diagnostics);
-  shadowWarnings(remote, diagnostics);
+  shadowWarnings(local, families, diagnostics);
+  shadowWarnings(remote, families, diagnostics);
   return { ruleSet: { local, remote }, diagnostics };
 }

@@ -32,8 +32,8 @@ export function parseServices(text: string): { tcp: Map<string, number>; udp: Ma
 }
 
 /** name → uid from passwd(5) text. */
-export function parsePasswd(text: string): Map<string, number> {
-  const users = new Map<string, number>();
+export function parsePasswd(text: string): Map<string, number | undefined> {
+  const users = new Map<string, number | undefined>();
   for (const line of text.split('\n')) {
     const [name, , uid] = line.split(':');
     if (name && uid !== undefined && /^\d+$/.test(uid) && !users.has(name)) users.set(name, Number(uid));
@@ -53,7 +53,7 @@ function getentUid(name: string): number | undefined {
 
 /** Names of every interface, up or down: what the parser recognises (config.md §4.2). */
 function interfaceNames(): Set<string> {
-  const names = new Set(Object.keys(networkInterfaces()));
+  const names = new Set(Object.keys(networkInterfaces()).map((label) => label.replace(/:.*$/, '')));
   try {
     for (const name of readdirSync('/sys/class/net')) names.add(name);
   } catch {
@@ -65,7 +65,7 @@ function interfaceNames(): Set<string> {
 /** The ConfEnv of this host; lookups are read once, on first use. */
 export function systemEnv(defaultName = DEFAULT_RULE_NAME): ConfEnv {
   let services: ReturnType<typeof parseServices> | undefined;
-  let users: Map<string, number> | undefined;
+  let users: Map<string, number | undefined> | undefined;
   let interfaces: Set<string> | undefined;
   return {
     defaultName,
@@ -76,7 +76,11 @@ export function systemEnv(defaultName = DEFAULT_RULE_NAME): ConfEnv {
     },
     user(name) {
       users ??= parsePasswd(readOrEmpty('/etc/passwd'));
-      return users.get(name) ?? (name === '*' || name === '=' || /^[+-]?\d/.test(name) ? undefined : getentUid(name));
+      if (!users.has(name)) {
+        // NSS users (LDAP…) through getent, once per name: misses are remembered too
+        users.set(name, name === '*' || name === '=' || /^[+-]?\d/.test(name) ? undefined : getentUid(name));
+      }
+      return users.get(name);
     },
     isInterface(name) {
       interfaces ??= interfaceNames();
@@ -88,10 +92,14 @@ export function systemEnv(defaultName = DEFAULT_RULE_NAME): ConfEnv {
 /** The interfaces that are up and their addresses, for interface rules (G31). */
 export function interfaceAddresses(): InterfaceAddresses {
   const result = new Map<string, IPAddress[]>();
-  for (const [name, addresses] of Object.entries(networkInterfaces())) {
-    const ips = (addresses ?? [])
-      .map((a) => parseIP(a.address.replace(/%.*$/, ''), a.family === 'IPv4' ? 'inet' : 'inet6'))
-      .filter((ip): ip is IPAddress => ip !== undefined);
+  for (const [label, addresses] of Object.entries(networkInterfaces())) {
+    // Linux lists labelled addresses (`ip addr add … label lo:1`) under the label: they belong to lo
+    const name = label.replace(/:.*$/, '');
+    const ips = result.get(name) ?? [];
+    for (const a of addresses ?? []) {
+      const ip = parseIP(a.address.replace(/%.*$/, ''), a.family === 'IPv4' ? 'inet' : 'inet6');
+      if (ip !== undefined) ips.push(ip);
+    }
     result.set(name, ips);
   }
   return result;

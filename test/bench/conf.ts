@@ -75,7 +75,7 @@ function timeEach(n: number, fn: (i: number) => unknown): { median: number; p99:
 
 function main(): void {
   const parsed = parseConfig(config(1000, 1000), 'bench.conf', env);
-  const { ruleSet } = buildRuleSet([parsed]);
+  const { ruleSet } = buildRuleSet([parsed], env.families);
   const compiled = compileRules(ruleSet);
   const notifications = Array.from({ length: 20000 }, () => notification(1000 + int(1100), ipv4()));
   const probes = notifications.map((n) => probeOf(n, env.families)!);
@@ -100,7 +100,7 @@ function main(): void {
   const runs: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t0 = performance.now();
-    buildRuleSet([parseConfig(big, 'big.conf', env)]);
+    buildRuleSet([parseConfig(big, 'big.conf', env)], env.families);
     runs.push(performance.now() - t0);
   }
   runs.sort((a, b) => a - b);
