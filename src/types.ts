@@ -51,3 +51,43 @@ export interface Notification {
   /** True when `remote` came from the message (the `blocklist_sa` case). */
   explicitPeer: boolean;
 }
+
+/** `*` in the configuration (upstream stores −1): any value; nfail never; duration forever. */
+export const ANY = -1;
+/** `=` in the configuration (−2), remote lines only: inherit from the local rule. */
+export const SAME = -2;
+
+/**
+ * The rule in force for one notification (config.md §7.3), and the state
+ * key (state-and-ctl.md §1.1): the masked remote address with the local
+ * service and the rule's parameters.  −1 (ANY) is `*`: nfail never,
+ * duration forever, owner any, no name mask.
+ */
+export interface EffectiveRule {
+  /** Address family of the reporting socket, in the platform's numbering. */
+  family: number;
+  /** The remote address masked to `lmask`, as numeric text. */
+  address: string;
+  lmask: number;
+  /** The local (service) port. */
+  port: number;
+  /** 6 tcp, 17 udp. */
+  proto: number;
+  uid: number;
+  name: string;
+  rmask: number;
+  nfail: number;
+  /** Seconds. */
+  duration: number;
+}
+
+/** One state database record: failures counted against an effective rule (state-and-ctl.md §1.2). */
+export interface Entry {
+  key: EffectiveRule;
+  /** Failure points; may exceed nfail. */
+  count: number;
+  /** Seconds since the epoch of the last failure; 0 after an AUTH_OK reset. */
+  last: number;
+  /** The packet-filter rule id the helper's add returned; "" when no rule is installed. */
+  id: string;
+}

@@ -1,12 +1,9 @@
 // The configuration's data: rules as parsed (config.md §5), what matching
 // consumes (a probe) and produces (the effective rule, which is also the
 // state key), diagnostics, and the system facts parsing needs.
-import type { AddressFamily } from '../types.js';
+import type { AddressFamily, EffectiveRule } from '../types.js';
 
-/** `*` in the configuration (upstream stores −1): any value; nfail never; duration forever. */
-export const ANY = -1;
-/** `=` in the configuration (−2), remote lines only: inherit from the local rule. */
-export const SAME = -2;
+export { ANY, SAME, type EffectiveRule } from '../types.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -95,25 +92,6 @@ export interface Probe {
   /** The sender's uid. */
   uid: number;
   remote: IPAddress;
-}
-
-/**
- * The rule in force for one notification (config.md §7.3), and the state
- * key: the masked remote address with the local service and the rule's
- * parameters.
- */
-export interface EffectiveRule {
-  family: number;
-  /** The remote address masked to `lmask`, as numeric text. */
-  address: string;
-  lmask: number;
-  port: number;
-  proto: number;
-  uid: number;
-  name: string;
-  rmask: number;
-  nfail: number;
-  duration: number;
 }
 
 export interface Match {
