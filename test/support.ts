@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { NotificationSocket } from '../src/protocol/server.js';
-import type { LogFn, LogLevel, Notification } from '../src/types.js';
+import type { EffectiveRule, LogFn, LogLevel, Notification } from '../src/types.js';
 
 /** The repository (this file runs as dist/test/support.js). */
 export const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -142,4 +142,9 @@ export function run(file: string, args: string[], options: { uid?: number; gid?:
 
 export async function runBlprobe(args: string[]): Promise<RunResult> {
   return run(await blprobe(), args);
+}
+
+/** A state key for tests: an IPv4 ssh entry, nfail 3, one hour, with `fields` changed. */
+export function stateKey(address: string, fields: Partial<EffectiveRule> = {}): EffectiveRule {
+  return { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 3600, ...fields };
 }
