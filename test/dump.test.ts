@@ -1,0 +1,237 @@
+// blocklistctl dump: golden output of state-and-ctl.md §2 (TZ=UTC, a fixed
+// clock) from a database filled through the store API, the fixes G45-G48,
+// --json, and the command line's messages and exit codes.
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { dumpCommand, remainingTime, type DumpOptions } from '../src/ctl/dump.js';
+import { StateStore } from '../src/state/store.js';
+import type { Entry } from '../src/types.js';
+import { stateKey as key, repoRoot, run, tempDir } from './support.js';
+
+process.env.TZ = 'UTC';
+const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
+const NOW = T + 52;
+
+const options = (o: Partial<DumpOptions> = {}): DumpOptions => ({ all: false, blocked: false, debug: 0, noHeader: false, remaining: false, wide: false, json: false, ...o });
+
+/** The entries of the upstream examples in §2.4. */
+const EXAMPLE: Entry[] = [
+  { key: key('127.0.0.6', { name: 'blocklistd-int', port: 27161 }), count: 1, last: T + 46, id: '' },
+  { key: key('::1', { family: 10, lmask: 128, port: 27163, nfail: 4, duration: 86400 }), count: 2, last: T + 47, id: '' },
+  { key: key('127.0.0.7', { port: 27162, nfail: 2, duration: 10 }), count: 2, last: T + 46, id: 'id2' },
+  { key: key('127.0.0.5', { name: 'blocklistd-int', port: 27161 }), count: 4, last: T + 43, id: 'id1' },
+];
+
+function database(entries: Entry[]): string {
+  const path = join(tempDir(), 'blocklistd.db');
+  const store = StateStore.open(path);
+  store.transaction(() => entries.forEach((e) => store.put(e)));
+  store.close();
+  return path;
+}
+
+function dump(path: string, o: Partial<DumpOptions> = {}): { status: number; out: string; err: string } {
+  let out = '';
+  let err = '';
+  const status = dumpCommand(path, options(o), { out: (t) => (out += t), err: (t) => (err += t) }, NOW);
+  return { status, out, err };
+}
+
+const lines = (...rows: string[]): string => rows.map((r) => `${r}\n`).join('');
+
+describe('blocklistctl dump output (state-and-ctl.md §2.3, §2.4)', () => {
+  const path = database(EXAMPLE);
+
+  test('-a: every entry, ordered by name, address and port (G49)', () => {
+    assert.deepEqual(
+      dump(path, { all: true }),
+      {
+        status: 0,
+        err: '',
+        out: lines(
+          'rulename\t        address/ma:port\tid\tnfail\tlast access',
+          'blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46',
+          'blocklistd\t            ::1/128:27163\t\t2/4\t2026/11/21 04:53:47',
+          'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43',
+          'blocklistd-int\t      127.0.0.6/32:27161\t\t1/3\t2026/11/21 04:53:46',
+        ),
+      },
+    );
+  });
+
+  test('default: the entries counting but not yet blocked; -b: the blocked ones', () => {
+    assert.equal(
+      dump(path).out,
+      lines(
+        'rulename\t        address/ma:port\tid\tnfail\tlast access',
+        'blocklistd\t            ::1/128:27163\t\t2/4\t2026/11/21 04:53:47',
+        'blocklistd-int\t      127.0.0.6/32:27161\t\t1/3\t2026/11/21 04:53:46',
+      ),
+    );
+    assert.equal(
+      dump(path, { blocked: true, noHeader: true }).out,
+      lines('blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46', 'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43'),
+    );
+    assert.equal(dump(path, { all: true, blocked: true }).out.split('\n').length, 6, '-a wins over -b');
+  });
+
+  test('-a -r: remaining time', () => {
+    assert.equal(
+      dump(path, { all: true, remaining: true }).out,
+      lines(
+        'rulename\t        address/ma:port\tid\tnfail\tremaining time',
+        'blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t4s',
+        'blocklistd\t            ::1/128:27163\t\t2/4\t23h59m55s',
+        'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t59m51s',
+        'blocklistd-int\t      127.0.0.6/32:27161\t\t1/3\t59m54s',
+      ),
+    );
+  });
+
+  test('-a -w: a 39-wide address column', () => {
+    const out = dump(path, { all: true, wide: true }).out.split('\n');
+    assert.equal(out[0], `rulename\t${' '.repeat(32)}address/ma:port\tid\tnfail\tlast access`);
+    assert.equal(out[4], `blocklistd-int\t${' '.repeat(30)}127.0.0.6/32:27161\t\t1/3\t2026/11/21 04:53:46`);
+  });
+});
+
+describe('dump rows: addresses, never, *, and the fixes', () => {
+  const entries: Entry[] = [
+    { key: key('127.0.0.5', { port: 27189, nfail: -1, duration: -1 }), count: 4, last: T, id: '' },
+    { key: key('2001:db8:aaaa:bbbb:cccc:dddd:eeee:1', { family: 10, lmask: 128 }), count: 1, last: T, id: '' },
+    { key: key('::ffff:198.51.100.7', { family: 10, lmask: 128, name: 'c' }), count: 1, last: T, id: '' },
+    { key: key('fe80::1%eth0', { family: 10, lmask: 128, name: 'd' }), count: 1, last: T, id: '' },
+    { key: key('192.0.2.0', { lmask: -1, port: -1, name: 'e' }), count: 1, last: T, id: '' },
+    { key: key('192.0.2.1', { name: 'f', duration: 52 }), count: 1, last: T, id: '' },
+    { key: key('192.0.2.2', { name: 'g', duration: 40 }), count: 1, last: T, id: '' },
+    { key: key('192.0.2.3', { name: 'h' }), count: 0, last: 0, id: '' },
+  ];
+  const path = database(entries);
+
+  test('never for forever entries, * for never-block nfail (visible only with -a); no address is cut (G45)', () => {
+    assert.equal(
+      dump(path, { all: true, noHeader: true }).out,
+      lines(
+        'blocklistd\t      127.0.0.5/32:27189\t\t4/*\tnever',
+        'blocklistd\t2001:db8:aaaa:bbbb:cccc:dddd:eeee:1/128:22\t\t1/3\t2026/11/21 04:53:00',
+        'c\t::ffff:198.51.100.7/128:22\t\t1/3\t2026/11/21 04:53:00',
+        'd\t   fe80::1%eth0/128:22\t\t1/3\t2026/11/21 04:53:00',
+        'e\t      192.0.2.0/*:*\t\t1/3\t2026/11/21 04:53:00',
+        'f\t      192.0.2.1/32:22\t\t1/3\t2026/11/21 04:53:00',
+        'g\t      192.0.2.2/32:22\t\t1/3\t2026/11/21 04:53:00',
+        'h\t      192.0.2.3/32:22\t\t0/3\t1970/01/01 00:00:00',
+      ),
+    );
+    assert.doesNotMatch(dump(path).out, /4\/\*/, 'the default view hides never-block entries');
+  });
+
+  test('-r: 0s at the expiry second (G46), expired after it (G47), never stays never', () => {
+    const out = dump(path, { all: true, remaining: true, noHeader: true }).out;
+    assert.match(out, /^blocklistd\t {6}127\.0\.0\.5\/32:27189\t\t4\/\*\tnever$/m);
+    assert.match(out, /^f\t {6}192\.0\.2\.1\/32:22\t\t1\/3\t0s$/m);
+    assert.match(out, /^g\t {6}192\.0\.2\.2\/32:22\t\t1\/3\texpired$/m);
+    assert.match(out, /^h\t {6}192\.0\.2\.3\/32:22\t\t0\/3\texpired$/m);
+  });
+
+  test('remaining time: years, days, hours, minutes and seconds, zero parts left out', () => {
+    const cases: [number, string][] = [
+      [4, '4s'],
+      [3596, '59m56s'],
+      [86395, '23h59m55s'],
+      [90061, '1d1h1m1s'],
+      [365 * 86400 + 86400, '1y1d'],
+      [3600, '1h'],
+    ];
+    for (const [seconds, text] of cases) assert.equal(remainingTime(seconds), text);
+  });
+
+  test('--json: every field, epoch and ISO-8601 times, the same selection', () => {
+    const doc = JSON.parse(dump(path, { json: true, all: true }).out) as Record<string, unknown>[];
+    assert.equal(doc.length, entries.length);
+    assert.deepEqual(doc.find((e) => e.name === 'f'), {
+      family: 2,
+      address: '192.0.2.1',
+      lmask: 32,
+      port: 22,
+      proto: 6,
+      uid: -1,
+      name: 'f',
+      rmask: -1,
+      nfail: 3,
+      duration: 52,
+      count: 1,
+      id: '',
+      blocked: false,
+      last: T,
+      lastTime: '2026-11-21T04:53:00.000Z',
+      expires: T + 52,
+      expiresTime: '2026-11-21T04:53:52.000Z',
+      remaining: 0,
+    });
+    const forever = doc.find((e) => e.port === 27189)!;
+    assert.deepEqual([forever.expires, forever.expiresTime, forever.remaining], [null, null, null]);
+    assert.equal((JSON.parse(dump(path, { json: true, blocked: true }).out) as unknown[]).length, 0);
+  });
+
+  test('a read error mid-way stops the dump with exit 1 (G48)', () => {
+    const big = database(Array.from({ length: 5000 }, (_, i) => ({ key: key(`10.0.${i >> 8}.${i & 255}`, { name: 'x'.repeat(60) }), count: 1, last: T, id: '' })));
+    const bytes = readFileSync(big);
+    bytes.fill(0xff, 4096 * 40, 4096 * 60);
+    writeFileSync(big, bytes);
+    const r = dump(big, { all: true });
+    assert.equal(r.status, 1);
+    assert.match(r.err, /^blocklistctl: reading '.*' failed: database disk image is malformed\n$/);
+  });
+});
+
+describe('blocklistctl dump, the command', () => {
+  const path = database(EXAMPLE);
+  const ctl = (...args: string[]) => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
+  const usage =
+    'Usage: blocklistctl dump [-abdnrw] [-D dbname]\n' +
+    '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
+    '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n';
+
+  test('upstream options, combined, extra words ignored', async () => {
+    const r = await ctl('dump', '-an', '-D', path, 'extra', 'words');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split('\n').length, 5);
+    assert.match(r.stdout, /^blocklistd\t {6}127\.0\.0\.7\/32:27162\tid2\t2\/2\t\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d\n/);
+  });
+
+  test('-d prints each entry read on stderr', async () => {
+    const r = await ctl('dump', '-d', '-D', path);
+    assert.equal(r.code, 0);
+    assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 4);
+  });
+
+  test('no command, an unknown command, an unknown option: upstream texts, exit 1', async () => {
+    for (const args of [[], ['show']]) {
+      const r = await ctl(...args);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
+    }
+    const r = await ctl('dump', '-x', '-D', path);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `dump: invalid option -- 'x'\n${usage}`);
+  });
+
+  test("a database that cannot be opened: Can't open, exit 1; an empty one: exit 0", async () => {
+    const missing = join(tempDir(), 'none.db');
+    let r = await ctl('dump', '-D', missing);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `blocklistctl: Can't open '${missing}': No such file or directory\n`);
+    const empty = database([]);
+    r = await ctl('dump', '-D', empty);
+    assert.equal(r.code, 0);
+    assert.equal(r.stdout, 'rulename\t        address/ma:port\tid\tnfail\tlast access\n');
+  });
+
+  test('the output can be cut short by a pipe', async () => {
+    const r = await run('sh', ['-c', `"${process.execPath}" "${join(repoRoot, 'bin/blocklistctl')}" dump -a -D "${path}" | head -1`]);
+    assert.equal(r.code, 0);
+    assert.equal(r.stderr, '');
+  });
+});
