@@ -1,0 +1,56 @@
+// Benchmark of the state database: get+put per notification inside batch
+// transactions, `blocklistctl dump -a` of 100,000 entries (wall time with
+// Node's start-up), and the file size.  Prints figures only.
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { StateStore } from '../../src/state/store.js';
+import type { EffectiveRule } from '../../src/types.js';
+import { repoRoot, tempDir } from '../support.js';
+
+const ENTRIES = 100_000;
+const NOTIFICATIONS = 400_000;
+const BATCH = 500;
+
+function key(i: number): EffectiveRule {
+  return { family: 2, address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 6, duration: 3600 };
+}
+
+const dir = tempDir('blocklistd-bench-');
+
+/** get+put for NOTIFICATIONS notifications whose keys `pick` chooses, in transactions of BATCH. */
+function getPut(name: string, pick: (i: number) => number): string {
+  const path = join(dir, `${name}.db`);
+  const store = StateStore.open(path);
+  const keys = Array.from({ length: NOTIFICATIONS }, (_, i) => key(pick(i)));
+  const t0 = performance.now();
+  for (let b = 0; b < NOTIFICATIONS; b += BATCH) {
+    store.transaction(() => {
+      for (let i = b; i < b + BATCH; i++) {
+        const e = store.get(keys[i]) ?? { key: keys[i], count: 0, last: 0, id: '' };
+        store.put({ ...e, count: e.count + 2, last: 1_700_000_000 + i });
+      }
+    });
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(`  ${name.padEnd(44)} ${Math.round(NOTIFICATIONS / seconds).toLocaleString('en-US').padStart(9)}/s  (${store.size().toLocaleString('en-US')} entries)`);
+  store.close();
+  return path;
+}
+
+console.log(`state: get+put per notification, ${NOTIFICATIONS.toLocaleString('en-US')} notifications in transactions of ${BATCH} (target >= 200,000/s)`);
+getPut('an attack from 1,000 addresses', (i) => (i * 7919) % 1000);
+getPut(`addresses in order over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => i % ENTRIES);
+const path = getPut(`random addresses over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => (i * 7919) % ENTRIES);
+getPut('a spray: every notification a new address', (i) => (i * 7919) % NOTIFICATIONS);
+console.log(`state: file size at ${ENTRIES.toLocaleString('en-US')} entries: ${(statSync(path).size / 1e6).toFixed(1)} MB`);
+
+const runs: number[] = [];
+for (let i = 0; i < 3; i++) {
+  const t = performance.now();
+  execFileSync(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'dump', '-a', '-D', path], { stdio: ['ignore', 'ignore', 'inherit'], maxBuffer: 1 << 30 });
+  runs.push(performance.now() - t);
+}
+runs.sort((a, b) => a - b);
+console.log(`dump: blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries, median of 3: ${(runs[1] / 1000).toFixed(2)} s wall (target <= 1.5 s)`);
