@@ -1,0 +1,327 @@
+// Runs the packet-filter control program (helper.md §1) without blocking
+// the event loop (G27): each call is a child process with a time limit,
+// calls for one target keep their order, a flush is a barrier for its rule
+// name, and unrelated calls run side by side up to a limit.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { strerror } from '../protocol/native.js';
+import type { LogFn } from '../types.js';
+
+export interface HelperTarget {
+  name: string;
+  proto: 'tcp' | 'udp';
+  address: string;
+  mask: number;
+  port: number;
+}
+
+export interface HelperResult {
+  /** The first stdout line as written (without the newline), undefined when the helper printed nothing at all. */
+  line: string | undefined;
+  /** The rule id: `line` with an `OK ` prefix removed, cut to 63 bytes (on a UTF-8 boundary); undefined when no line. */
+  id: string | undefined;
+  exitCode: number | null;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  /** The program could not be started: the C library's text for the error, else undefined. */
+  error: string | undefined;
+  /** Dropped by stop() before it started. */
+  cancelled: boolean;
+}
+
+export interface HelperRunnerOptions {
+  /** Absolute path of the helper. */
+  program: string;
+  /** Then the child gets SIGKILL and the call counts as failed. Default 30 s. */
+  timeoutMs?: number;
+  /** Calls for different targets that may run at once. Default 4. */
+  concurrency?: number;
+  log: LogFn;
+  /** The current debug level. */
+  debug?: () => number;
+}
+
+/** Upstream stores the id in a 64-byte buffer with its terminating NUL. */
+const ID_MAX_BYTES = 63;
+/** Only the id matters; a helper that writes an endless line must not fill the memory. */
+const LINE_MAX_BYTES = 4096;
+
+type Action = 'add' | 'rem' | 'flush';
+
+/**
+ * Two calls conflict when one holds a key the other waits for: add/rem hold
+ * their target and their name and wait for the target and a flush of the
+ * name; a flush holds the flush of its name and waits for the name and
+ * another flush of it.
+ */
+interface Conflicts {
+  holds: string[];
+  waitsFor: string[];
+}
+
+interface Call extends Conflicts {
+  action: Action;
+  /** The arguments after argv[0]. */
+  args: string[];
+  resolve: (result: HelperResult) => void;
+  /** Settles once the call is finished and out of `running`. */
+  done?: Promise<void>;
+  /** SIGKILLs the child; set once it has been started. */
+  kill?: () => void;
+}
+
+const NO_RESULT: HelperResult = {
+  line: undefined,
+  id: undefined,
+  exitCode: null,
+  signal: null,
+  timedOut: false,
+  error: undefined,
+  cancelled: false,
+};
+const CANCELLED: HelperResult = { ...NO_RESULT, cancelled: true };
+
+/** The longest prefix of `bytes` of at most `max` bytes that does not split a UTF-8 sequence. */
+function cutUtf8(bytes: Buffer, max: number): Buffer {
+  if (bytes.length <= max) return bytes;
+  let end = max;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
+}
+
+function idOf(line: string): string {
+  const rest = line.startsWith('OK ') ? line.slice(3) : line;
+  return cutUtf8(Buffer.from(rest), ID_MAX_BYTES).toString();
+}
+
+/**
+ * Collects the first line of a stream and ignores everything after it.
+ * Keeps one byte over the limit, so that the cut can tell whether it would
+ * split a character.
+ */
+class FirstLine {
+  private readonly parts: Buffer[] = [];
+  private size = 0;
+  private complete = false;
+  private seen = false;
+
+  push(chunk: Buffer): void {
+    if (this.complete) return;
+    this.seen = true;
+    const newline = chunk.indexOf(0x0a);
+    let part = newline === -1 ? chunk : chunk.subarray(0, newline);
+    if (newline !== -1) this.complete = true;
+    if (this.size + part.length > LINE_MAX_BYTES) {
+      part = part.subarray(0, LINE_MAX_BYTES + 1 - this.size);
+      this.complete = true;
+    }
+    this.parts.push(part);
+    this.size += part.length;
+  }
+
+  /** undefined when the stream carried no byte at all. */
+  text(): string | undefined {
+    return this.seen ? cutUtf8(Buffer.concat(this.parts), LINE_MAX_BYTES).toString() : undefined;
+  }
+}
+
+function changeConflicts(t: HelperTarget): Conflicts {
+  const target = ['target', t.name, t.proto, t.address, t.mask, t.port].join('\0');
+  return { holds: [target, `name\0${t.name}`], waitsFor: [target, `flush\0${t.name}`] };
+}
+
+function flushConflicts(name: string): Conflicts {
+  return { holds: [`flush\0${name}`], waitsFor: [`name\0${name}`, `flush\0${name}`] };
+}
+
+export class HelperRunner {
+  private readonly program: string;
+  private readonly timeoutMs: number;
+  private readonly concurrency: number;
+  private readonly log: LogFn;
+  private readonly debug: () => number;
+  /** Submitted and not started, in submission order. */
+  private readonly waiting: Call[] = [];
+  private readonly running = new Set<Call>();
+  /** How many waiting or running calls hold each conflict key. */
+  private readonly held = new Map<string, number>();
+  private stopped = false;
+
+  constructor(options: HelperRunnerOptions) {
+    this.program = options.program;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.concurrency = Math.max(1, options.concurrency ?? 4);
+    this.log = options.log;
+    this.debug = options.debug ?? (() => 0);
+  }
+
+  /** control add|rem <name> <proto> <address> <mask> <port> <id> */
+  change(action: 'add' | 'rem', target: HelperTarget, id: string): Promise<HelperResult> {
+    const args = [action, target.name, target.proto, target.address, String(target.mask), String(target.port), id];
+    return this.submit(action, args, changeConflicts(target));
+  }
+
+  /** control flush <name> */
+  flush(name: string): Promise<HelperResult> {
+    return this.submit('flush', ['flush', name], flushConflicts(name));
+  }
+
+  /** Calls queued or running. */
+  get pending(): number {
+    return this.waiting.length + this.running.size;
+  }
+
+  /**
+   * Resolves the calls that have not started as cancelled, waits up to
+   * `graceMs` for the running ones, then kills what is left.  Later calls
+   * are cancelled at once.
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopped = true;
+    for (const call of this.waiting.splice(0)) {
+      this.release(call);
+      call.resolve(CANCELLED);
+    }
+    if (this.running.size === 0) return;
+    const finished = Promise.all([...this.running].map((call) => call.done));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = await Promise.race([
+      finished.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs))),
+    ]);
+    clearTimeout(timer);
+    if (!graceOver) return;
+    for (const call of this.running) {
+      this.log('err', `${this.program} ${call.action} still running at shutdown, killed`);
+      call.kill?.();
+    }
+    await finished;
+  }
+
+  /**
+   * Starts the call at once when no call before it, waiting or running,
+   * conflicts with it and a slot is free; this keeps the invariant that
+   * every waiting call is held back by a conflict or by the limit.
+   */
+  private submit(action: Action, args: string[], conflicts: Conflicts): Promise<HelperResult> {
+    if (this.stopped) return Promise.resolve(CANCELLED);
+    return new Promise((resolve) => {
+      const call: Call = { action, args, ...conflicts, resolve };
+      const blocked = call.waitsFor.some((key) => this.held.has(key));
+      for (const key of call.holds) this.held.set(key, (this.held.get(key) ?? 0) + 1);
+      if (blocked || this.running.size >= this.concurrency) this.waiting.push(call);
+      else this.start(call);
+    });
+  }
+
+  private release(call: Call): void {
+    for (const key of call.holds) {
+      const n = this.held.get(key)! - 1;
+      if (n === 0) this.held.delete(key);
+      else this.held.set(key, n);
+    }
+  }
+
+  /** After a call has finished: starts the waiting calls no earlier call conflicts with, while slots are free. */
+  private dispatch(): void {
+    if (this.running.size >= this.concurrency || this.waiting.length === 0) return;
+    const heldBefore = new Set<string>();
+    const hold = (call: Call): void => call.holds.forEach((key) => heldBefore.add(key));
+    this.running.forEach(hold);
+    // Compacts in place: the calls held back move up over the ones started.
+    let kept = 0;
+    let i = 0;
+    for (; i < this.waiting.length && this.running.size < this.concurrency; i++) {
+      const call = this.waiting[i]!;
+      if (call.waitsFor.some((key) => heldBefore.has(key))) this.waiting[kept++] = call;
+      else this.start(call);
+      hold(call);
+    }
+    this.waiting.splice(kept, i - kept);
+  }
+
+  private start(call: Call): void {
+    this.running.add(call);
+    call.done = this.execute(call).then((result) => {
+      this.running.delete(call);
+      this.release(call);
+      call.resolve(result);
+      this.dispatch();
+    });
+  }
+
+  private execute(call: Call): Promise<HelperResult> {
+    if (this.debug() >= 1) this.log('debug', `run ${this.program} [control ${call.args.join(' ')}]`);
+    return new Promise((resolve) => {
+      let child: ChildProcess;
+      try {
+        child = spawn(this.program, call.args, { argv0: 'control', stdio: ['ignore', 'pipe', 'inherit'] });
+      } catch (e) {
+        resolve(this.spawnFailed(e));
+        return;
+      }
+      const stdout = child.stdout!;
+      const firstLine = new FirstLine();
+      let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+      let stdoutClosed = false;
+      let killed = false;
+      let timedOut = false;
+      let settled = false;
+
+      const settle = (result: HelperResult): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(result);
+      };
+      // After a kill the exit is enough: a grandchild may hold the pipe open.
+      const finish = (): void => {
+        if (!exit || (!stdoutClosed && !killed)) return;
+        stdout.destroy();
+        const line = firstLine.text();
+        if (this.debug() >= 1) this.log('debug', `${call.action} returns ${line ?? '(null)'}`);
+        settle({
+          line,
+          id: line === undefined ? undefined : idOf(line),
+          exitCode: exit.code,
+          signal: exit.signal,
+          timedOut,
+          error: undefined,
+          cancelled: false,
+        });
+      };
+      const kill = (): void => {
+        killed = true;
+        child.kill('SIGKILL');
+        finish();
+      };
+      const timer = setTimeout(() => {
+        timedOut = true;
+        this.log('err', `${this.program} ${call.action} timed out after ${this.timeoutMs / 1000} s, killed`);
+        kill();
+      }, this.timeoutMs);
+      call.kill = kill;
+
+      // Read to the end so that a helper writing more than a line does not get SIGPIPE.
+      stdout.on('data', (chunk: Buffer) => firstLine.push(chunk));
+      stdout.on('close', () => {
+        stdoutClosed = true;
+        finish();
+      });
+      child.on('exit', (code, signal) => {
+        exit = { code, signal };
+        finish();
+      });
+      child.on('error', (e) => {
+        // Other errors (a failed kill) leave a started child that still exits.
+        if (child.pid === undefined) settle(this.spawnFailed(e));
+      });
+    });
+  }
+
+  private spawnFailed(e: unknown): HelperResult {
+    const errno = (e as NodeJS.ErrnoException).errno;
+    const reason = typeof errno === 'number' ? strerror(Math.abs(errno)) : String((e as Error).message ?? e);
+    this.log('err', `popen ${this.program} failed (${reason})`);
+    return { ...NO_RESULT, error: reason };
+  }
+}
