@@ -1,0 +1,218 @@
+// The daemon's two log channels (daemon.md §9.1) through pino, to syslog,
+// to plain stderr lines (what upstream prints with -d) or to pino's JSON
+// lines on stdout.  Writes to stderr and stdout are synchronous so that no
+// line is lost at exit.
+//
+// Syslog goes straight to the local socket, as glibc's syslog(3) does (no
+// hostname): one RFC 3164 datagram `<PRI>Mmm dd hh:mm:ss ident[pid]: line`
+// per line of a message, so that no message can forge a second record.
+// unix-dgram starts a referenced libuv poll handle for every socket it
+// creates, from socket() to close(), and offers no way to unref it: an open
+// socket keeps the process alive for good.  So a socket lives for one turn
+// of the event loop: the first line opens it, a setImmediate closes it, and
+// every line logged meanwhile shares it.  Sends never block: a full queue
+// drops the line where glibc would wait for the syslog daemon.  Without a
+// syslog daemon (containers) lines are dropped, the failure is reported on
+// stderr when it starts, and connecting is retried at most every 10 s.
+import { createRequire } from 'node:module';
+import { performance } from 'node:perf_hooks';
+import { getSystemErrorMap } from 'node:util';
+import { pino, type DestinationStream } from 'pino';
+import type { LogFn, LogLevel } from '../types.js';
+
+export type LogOutput = 'syslog' | 'stderr' | 'json';
+
+export interface LoggerOptions {
+  /** Program name, e.g. 'blocklistd'. */
+  ident: string;
+  /** Where the daemon channel goes. */
+  output: LogOutput;
+  /** -v: the socket-library channel goes to stderr. */
+  verbose: boolean;
+  /** Default '/dev/log'. */
+  syslogPath?: string;
+  /** Milliseconds between connection attempts after a failure; default 10 000 (tests shorten it). */
+  syslogRetryMs?: number;
+}
+
+export interface DaemonLogger {
+  /** The daemon channel. */
+  log: LogFn;
+  /** The socket-library channel (datagram receive errors). */
+  library: LogFn;
+  /** Releases the syslog socket now; a later line opens a new one for one turn of the loop. */
+  close(): void;
+}
+
+export const DEFAULT_SYSLOG_PATH = '/dev/log';
+const DEFAULT_RETRY_MS = 10_000;
+
+/** Higher is more severe, as pino wants. */
+const PINO_LEVELS: Record<LogLevel, number> = { crit: 60, err: 50, warning: 40, notice: 35, info: 30, debug: 20 };
+
+const SEVERITY: Record<LogLevel, number> = { crit: 2, err: 3, warning: 4, notice: 5, info: 6, debug: 7 };
+const LOG_DAEMON = 3 << 3;
+/** strftime's %b in the C locale. */
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** What this file uses of unix-dgram (untyped CommonJS). */
+interface UnixDgramSocket {
+  /** Emits 'error' synchronously on failure. */
+  connect(path: string): void;
+  /** On a connected socket; calls back synchronously, with `code` 1 when the queue is full. */
+  send(data: Buffer, callback: (error?: UnixDgramError) => void): void;
+  on(event: 'error', listener: (error: UnixDgramError) => void): this;
+  /** Closes the descriptor and its poll handle; must be called exactly once. */
+  close(): void;
+}
+/** `code` is a negative errno, or 1 for congestion. */
+interface UnixDgramError extends Error {
+  code: number;
+}
+const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
+  createSocket(type: 'unix_dgram'): UnixDgramSocket;
+};
+const CONGESTION = 1;
+
+/** A line pino wrote, as the destinations below read it. */
+interface PinoLine {
+  level: LogLevel;
+  time: number;
+  msg: string;
+}
+
+/** The records glibc's syslog(3) sends for `message`, one per line, carriage returns removed. */
+export function syslogRecords(ident: string, pid: number, level: LogLevel, time: Date, message: string): string[] {
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const stamp =
+    `${MONTHS[time.getMonth()]} ${String(time.getDate()).padStart(2, ' ')} ` +
+    `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}`;
+  const head = `<${LOG_DAEMON | SEVERITY[level]}>${stamp} ${ident}[${pid}]: `;
+  return message
+    .replace(/\r/g, '')
+    .split('\n')
+    .map((line) => head + line);
+}
+
+function describe(syscall: string, error: unknown): string {
+  const code = (error as Partial<UnixDgramError>).code;
+  const known = typeof code === 'number' ? getSystemErrorMap().get(code) : undefined;
+  return `${syscall}: ${known !== undefined ? `${known[1]} (${known[0]})` : String(error)}`;
+}
+
+/** Datagrams to the syslog socket; see the top of the file for the socket's lifetime. */
+class SyslogSender {
+  private socket: UnixDgramSocket | null = null;
+  private closing: NodeJS.Immediate | null = null;
+  /** performance.now() before which no connection is attempted. */
+  private retryAt = 0;
+  /** The current failure was reported; cleared by a successful connection. */
+  private failing = false;
+
+  constructor(
+    private readonly path: string,
+    private readonly retryMs: number,
+    private readonly report: (text: string) => void,
+  ) {}
+
+  send(records: string[]): void {
+    if (this.socket === null) this.open();
+    for (const record of records) {
+      // Unconnected, or a failed send closed the socket: the lines are dropped.
+      if (this.socket === null) return;
+      this.socket.send(Buffer.from(record), (error) => {
+        if (error !== undefined && error.code !== CONGESTION) this.fail('send', error);
+      });
+    }
+  }
+
+  close(): void {
+    if (this.closing !== null) clearImmediate(this.closing);
+    this.closing = null;
+    this.socket?.close();
+    this.socket = null;
+  }
+
+  private open(): void {
+    if (performance.now() < this.retryAt) return;
+    let socket: UnixDgramSocket;
+    try {
+      socket = unixDgram.createSocket('unix_dgram');
+    } catch (e) {
+      this.fail('socket', e);
+      return;
+    }
+    let refused: UnixDgramError | undefined;
+    socket.on('error', (e) => (refused = e));
+    socket.connect(this.path);
+    if (refused !== undefined) {
+      socket.close();
+      this.fail('connect', refused);
+      return;
+    }
+    this.socket = socket;
+    this.failing = false;
+    this.closing = setImmediate(() => this.close());
+  }
+
+  private fail(syscall: string, error: unknown): void {
+    this.close();
+    this.retryAt = performance.now() + this.retryMs;
+    if (this.failing) return;
+    this.failing = true;
+    this.report(`cannot log to ${this.path}: ${describe(syscall, error)}; syslog messages are dropped`);
+  }
+}
+
+/** Synchronous writes to stdout (1) or stderr (2). */
+function standardStream(fd: 1 | 2): DestinationStream {
+  const stream = pino.destination({ fd, sync: true });
+  // A closed or broken stream loses lines, as fprintf(3) does: logging never takes the daemon down.
+  stream.on('error', () => {});
+  return stream;
+}
+
+function channel(destination: DestinationStream): LogFn {
+  const logger = pino(
+    {
+      customLevels: PINO_LEVELS,
+      useOnlyCustomLevels: true,
+      level: 'debug',
+      formatters: { level: (label) => ({ level: label }) },
+    },
+    destination,
+  );
+  return (level, message) => logger[level](message);
+}
+
+export function createLogger(options: LoggerOptions): DaemonLogger {
+  const { ident } = options;
+  const stderr = standardStream(2);
+  let syslog: SyslogSender | undefined;
+  const open = (output: LogOutput): LogFn => {
+    switch (output) {
+      case 'json':
+        return channel(standardStream(1));
+      case 'stderr':
+        return channel({ write: (line) => stderr.write(`${(JSON.parse(line) as PinoLine).msg}\n`) });
+      case 'syslog': {
+        const sender = (syslog ??= new SyslogSender(
+          options.syslogPath ?? DEFAULT_SYSLOG_PATH,
+          options.syslogRetryMs ?? DEFAULT_RETRY_MS,
+          (text) => stderr.write(`${ident}: ${text}\n`),
+        ));
+        return channel({
+          write: (line) => {
+            const { level, time, msg } = JSON.parse(line) as PinoLine;
+            sender.send(syslogRecords(ident, process.pid, level, new Date(time), msg));
+          },
+        });
+      }
+    }
+  };
+  const log = open(options.output);
+  // -d alone moves only the daemon channel to stderr; -v moves the library channel there in every mode.
+  const libraryOutput = options.verbose ? 'stderr' : options.output === 'stderr' ? 'syslog' : options.output;
+  const library = libraryOutput === options.output ? log : open(libraryOutput);
+  return { log, library, close: () => syslog?.close() };
+}
