@@ -213,9 +213,13 @@ describe('blocklistctl dump, the command', () => {
       assert.equal(r.code, 1);
       assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
     }
-    const r = await ctl('dump', '-x', '-D', path);
+    let r = await ctl('dump', '-x', '-D', path);
     assert.equal(r.code, 1);
     assert.equal(r.stderr, `dump: invalid option -- 'x'\n${usage}`);
+    r = await ctl('dump', '-D');
+    assert.equal(r.stderr, `dump: option requires an argument -- 'D'\n${usage}`);
+    r = await ctl('-a');
+    assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
   });
 
   test("a database that cannot be opened: Can't open, exit 1; an empty one: exit 0", async () => {
@@ -223,10 +227,16 @@ describe('blocklistctl dump, the command', () => {
     let r = await ctl('dump', '-D', missing);
     assert.equal(r.code, 1);
     assert.equal(r.stderr, `blocklistctl: Can't open '${missing}': No such file or directory\n`);
-    const empty = database([]);
-    r = await ctl('dump', '-D', empty);
-    assert.equal(r.code, 0);
-    assert.equal(r.stdout, 'rulename\t        address/ma:port\tid\tnfail\tlast access\n');
+    for (const empty of [database([]), join(tempDir(), 'zero.db')]) {
+      if (!empty.endsWith('blocklistd.db')) writeFileSync(empty, '');
+      r = await ctl('dump', '-D', empty);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, 'rulename\t        address/ma:port\tid\tnfail\tlast access\n');
+    }
+    const dir = tempDir();
+    r = await ctl('dump', '-D', dir);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `blocklistctl: Can't open '${dir}': Is a directory\n`);
   });
 
   test('the output can be cut short by a pipe', async () => {

@@ -3,7 +3,7 @@
 // writer mid-loop.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -55,6 +55,46 @@ describe('StateStore', () => {
     store.truncate();
     assert.equal(store.size(), 0);
     store.close();
+  });
+
+  test('an entry read before its row was deleted and the rowid reused updates nothing else', () => {
+    const store = StateStore.open(join(dir, 'rowid.db'));
+    store.put({ key: key('192.0.2.1'), count: 1, last: 1, id: '' });
+    store.put({ key: key('192.0.2.2'), count: 1, last: 1, id: '' });
+    const stale = store.get(key('192.0.2.2'))!;
+    store.delete(key('192.0.2.2'));
+    store.put({ key: key('192.0.2.3'), count: 7, last: 7, id: 'b' }); // takes the freed rowid
+    store.put({ ...stale, count: 3, last: 300, id: 'OK' });
+    assert.deepEqual(plain(store.get(key('192.0.2.3'))), { key: key('192.0.2.3'), count: 7, last: 7, id: 'b' });
+    assert.deepEqual(plain(store.get(key('192.0.2.2'))), { key: key('192.0.2.2'), count: 3, last: 300, id: 'OK' });
+    store.close();
+  });
+
+  test('processes opening a new database at the same time all succeed', async () => {
+    const path = join(dir, 'race.db');
+    const script = `import { StateStore } from ${JSON.stringify(join(repoRoot, 'dist/src/state/store.js'))};
+      const s = StateStore.open(${JSON.stringify(path)}); s.put({ key: { family: 2, address: '10.0.0.' + process.pid % 250, lmask: 32, port: 22, proto: 6, uid: -1, name: 'x', rmask: -1, nfail: 3, duration: 60 }, count: 1, last: 1, id: '' }); s.close();`;
+    const results = await Promise.all(Array.from({ length: 8 }, () => run(process.execPath, ['--input-type=module', '-e', script])));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    const store = StateStore.open(path, { readonly: true });
+    assert.ok(store.size() >= 1);
+    store.close();
+  });
+
+  test('a read-only open of a file no daemon has initialised shows no entries', () => {
+    const path = join(dir, 'fresh.db');
+    writeFileSync(path, '');
+    const store = StateStore.open(path, { readonly: true });
+    assert.deepEqual([...store.entries()], []);
+    assert.equal(store.size(), 0);
+    store.close();
+  });
+
+  test('a database the daemon cannot write is an error, not a silent read-only open', { skip: process.getuid?.() === 0 && 'root may write any file' }, () => {
+    const path = join(dir, 'readonly.db');
+    StateStore.open(path).close();
+    chmodSync(path, 0o400);
+    assert.throws(() => StateStore.open(path), (e: unknown) => e instanceof StateError && e.message === `Can't open '${path}': Permission denied`);
   });
 
   test('entries in order of name, address, port; next expiry and due entries without a scan', () => {

@@ -1,7 +1,8 @@
 // blocklistctl dump (state-and-ctl.md §2): upstream's columns, widths and
 // row selection, with the fixes G45-G48, and --json (G49).  The rows come
 // from the live database, ordered by name, address and port.
-import { accessSync, constants as fsConstants } from 'node:fs';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { strerror } from '../protocol/native.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
@@ -38,6 +39,7 @@ const two = (n: number): string => String(n).padStart(2, '0');
 /** Seconds since the epoch as local time, `YYYY/MM/DD HH:MM:SS`. */
 export function localTime(seconds: number): string {
   const d = new Date(seconds * 1000);
+  if (Number.isNaN(d.getTime())) return String(seconds); // beyond what a Date holds
   return `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
@@ -83,7 +85,10 @@ export function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, no
   return `${k.name}\t${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
 }
 
-const iso = (seconds: number): string => new Date(seconds * 1000).toISOString();
+const iso = (seconds: number): string | null => {
+  const d = new Date(seconds * 1000);
+  return Number.isNaN(d.getTime()) ? null : d.toISOString();
+};
 
 /** An entry with every field, times as epoch seconds and ISO-8601 (G49). */
 export function entryJson(e: Entry, now: number): Record<string, unknown> {
@@ -103,10 +108,18 @@ export function entryJson(e: Entry, now: number): Record<string, unknown> {
 
 export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname]';
 
+/** Rows are written in chunks of this many: a dump of millions of entries is not held in memory. */
+const CHUNK = 1000;
+
 /** `blocklistctl dump`: exit 0, or 1 when the database cannot be read (G48). */
 export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math.floor(Date.now() / 1000)): number {
   let store: StateStore;
   try {
+    // SQLite would say "disk I/O error" for a directory
+    if (statSync(path).isDirectory()) {
+      io.err(`blocklistctl: Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}\n`);
+      return 1;
+    }
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
@@ -115,24 +128,31 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
     else io.err(`blocklistctl: ${e instanceof StateError ? e.message : String(e)}\n`);
     return 1;
   }
-  const out: string[] = [];
+  let chunk: string[] = [];
+  let rows = 0;
+  const flush = (): void => {
+    io.out(chunk.join(''));
+    chunk = [];
+  };
   let status = 0;
   try {
-    if (!o.json && !o.noHeader) out.push(dumpHeader(o));
-    const rows: Record<string, unknown>[] = [];
+    if (o.json) chunk.push('[');
+    else if (!o.noHeader) chunk.push(dumpHeader(o));
     for (const e of store.entries()) {
       if (o.debug > 0) io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
       if (!selected(e, o)) continue;
-      if (o.json) rows.push(entryJson(e, now));
-      else out.push(dumpRow(e, o, now));
+      if (o.json) chunk.push(`${rows === 0 ? '' : ','}\n${JSON.stringify(entryJson(e, now))}`);
+      else chunk.push(dumpRow(e, o, now));
+      if (++rows % CHUNK === 0) flush();
     }
-    if (o.json) out.push(`${JSON.stringify(rows, null, 2)}\n`);
+    if (o.json) chunk.push(rows === 0 ? ']\n' : '\n]\n');
   } catch (e) {
-    io.err(`blocklistctl: reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}\n`);
     status = 1;
+    flush();
+    io.err(`blocklistctl: reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}\n`);
   } finally {
     store.close();
   }
-  io.out(out.join(''));
+  flush();
   return status;
 }

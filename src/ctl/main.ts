@@ -33,6 +33,9 @@ export function main(argv: string[]): void {
     if (e.code !== 'EPIPE') throw e;
     process.exit(0);
   });
+  process.stderr.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
   const program = new Command('blocklistctl')
     .version(version, '-V, --version')
     .description('query and maintain blocklistd')
@@ -90,17 +93,18 @@ export function main(argv: string[]): void {
     });
 
   const command = argv[2];
-  if (command === undefined || (!command.startsWith('-') && !program.commands.some((c) => c.name() === command))) {
-    usage('blocklistctl: Missing/unknown command');
-  }
+  const known = program.commands.some((c) => c.name() === command) || ['-h', '--help', '-V', '--version'].includes(command ?? '');
+  if (!known) usage('blocklistctl: Missing/unknown command');
   try {
     program.parse(argv);
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) process.exit(0); // --help, --version
     const option = /unknown option '-{1,2}([^']*)'/.exec(e.message);
+    const missing = /option '-(\w)[ ,]/.exec(e.message);
     // upstream's getopt complaint names the command, as it sees `dump` as its argv[0]
     if (option !== null) usage(option[1].length === 1 ? `${command}: invalid option -- '${option[1]}'` : `${command}: unrecognized option '--${option[1]}'`);
+    if (e.code === 'commander.optionMissingArgument' && missing !== null) usage(`${command}: option requires an argument -- '${missing[1]}'`);
     usage(`${command}: ${e.message.replace(/^error: /, '')}`);
   }
 }

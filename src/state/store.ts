@@ -4,9 +4,10 @@
 // WAL journal: blocklistctl reads while the daemon writes, a committed
 // transaction survives a crash of the process, and a crash never leaves a
 // file that does not open.
-import { closeSync, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { strerror } from '../protocol/native.js';
 import type { EffectiveRule, Entry } from '../types.js';
 
 export const DEFAULT_DB_PATH = '/var/db/blocklistd.db';
@@ -110,16 +111,22 @@ function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** Only these SQLite errors say the file is not (or no longer) a database; others are I/O or permission problems. */
+function isInvalidFile(e: unknown): boolean {
+  const code = (e as { code?: unknown }).code;
+  return code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT';
+}
+
 export class StateStore {
   private readonly db: Database.Database;
-  private readonly getStmt: Database.Statement;
-  private readonly insertStmt: Database.Statement;
-  private readonly updateStmt: Database.Statement;
-  private readonly deleteStmt: Database.Statement;
-  private readonly iterateStmt: Database.Statement;
-  private readonly nextExpiryStmt: Database.Statement;
-  private readonly dueStmt: Database.Statement;
-  private readonly countStmt: Database.Statement;
+  private readonly getStmt: Database.Statement | undefined;
+  private readonly insertStmt: Database.Statement | undefined;
+  private readonly updateStmt: Database.Statement | undefined;
+  private readonly deleteStmt: Database.Statement | undefined;
+  private readonly iterateStmt: Database.Statement | undefined;
+  private readonly nextExpiryStmt: Database.Statement | undefined;
+  private readonly dueStmt: Database.Statement | undefined;
+  private readonly countStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
   static open(path: string, options: OpenOptions = {}): StateStore {
@@ -137,106 +144,131 @@ export class StateStore {
     readonly path: string,
     options: OpenOptions,
   ) {
-    if (options.readonly) {
-      try {
-        this.db = new Database(path, { readonly: true, fileMustExist: true, timeout: 5000 });
-      } catch (e) {
-        throw new StateError(`Can't open '${path}': ${describe(e)}`);
-      }
-    } else {
-      try {
-        mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-        // created here so that its mode is 0600; SQLite gives -wal and -shm the same
-        if (!existsSync(path)) closeSync(openSync(path, 'wx', 0o600));
-        this.db = new Database(path, { timeout: 5000 });
-      } catch (e) {
-        throw new StateError(`Can't open '${path}': ${describe(e)}`);
-      }
-    }
+    const readonly = options.readonly === true;
     try {
-      this.prepareSchema(options.readonly === true);
+      if (!readonly) {
+        mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+        // created here so that its mode is 0600 (SQLite gives -wal and -shm the same); 'a' never fails on a race
+        closeSync(openSync(path, 'a', 0o600));
+        // SQLite would quietly open an unwritable file read-only
+        accessSync(path, fsConstants.R_OK | fsConstants.W_OK);
+      }
+      this.db = new Database(path, { readonly, fileMustExist: readonly, timeout: 5000 });
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      throw new StateError(`Can't open '${path}': ${typeof err.errno === 'number' && err.syscall ? strerror(Math.abs(err.errno)) : describe(e)}`);
+    }
+    let fresh: boolean;
+    try {
+      fresh = readonly ? this.checkSchema() : this.prepareSchema();
     } catch (e) {
       this.db.close();
       if (e instanceof StateError) throw e;
-      throw new StateError(`'${path}' is not a blocklistd database (${describe(e)}); move it aside or restart with the option to rename it`, true);
+      if (isInvalidFile(e)) throw new StateError(`'${path}' is not a blocklistd database (${describe(e)})`, true);
+      throw new StateError(`Can't open '${path}': ${describe(e)}`);
     }
+    // read-only on a file no daemon has initialised yet: no statements, no entries
+    if (readonly && fresh) return;
     this.getStmt = this.db.prepare(`SELECT rowid, count, last, id FROM entry WHERE ${KEY_MATCH}`);
     this.insertStmt = this.db.prepare(
       `INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?)
        ON CONFLICT DO UPDATE SET count = excluded.count, last = excluded.last, id = excluded.id`,
     );
-    this.updateStmt = this.db.prepare('UPDATE entry SET count = ?, last = ?, id = ? WHERE rowid = ?');
+    // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
+    this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ? WHERE rowid = ? AND ${KEY_MATCH}`);
     this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH}`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
-    this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0').pluck();
+    this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
     this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration');
     this.countStmt = this.db.prepare('SELECT count(*) FROM entry').pluck();
   }
 
-  /** Checks that the file is ours and intact, and brings its schema up to date. */
-  private prepareSchema(readonly: boolean): void {
-    const applicationId = this.db.pragma('application_id', { simple: true }) as number;
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    const tables = this.db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").pluck().get() as number;
-    if (applicationId !== APPLICATION_ID && !(applicationId === 0 && version === 0 && tables === 0)) {
-      throw new StateError(`'${this.path}' is not a blocklistd database (application id ${applicationId}); move it aside or restart with the option to rename it`, true);
+  /** The file's mark and schema version, read in one transaction. */
+  private readSchema(): { applicationId: number; version: number; tables: number } {
+    return this.db.transaction(() => ({
+      applicationId: this.db.pragma('application_id', { simple: true }) as number,
+      version: this.db.pragma('user_version', { simple: true }) as number,
+      tables: this.db.prepare("SELECT count(*) FROM sqlite_schema WHERE type = 'table'").pluck().get() as number,
+    }))();
+  }
+
+  /** Refuses files that are not ours or too new; true for a fresh file (nothing to migrate or read). */
+  private checkSchema(): boolean {
+    const { applicationId, version, tables } = this.readSchema();
+    const fresh = applicationId === 0 && version === 0 && tables === 0;
+    if (applicationId !== APPLICATION_ID && !fresh) {
+      throw new StateError(`'${this.path}' is not a blocklistd database (application id ${applicationId})`, true);
     }
     if (version > SCHEMA_VERSION) {
       throw new StateError(`'${this.path}' was written by a newer blocklistd (schema ${version}, this one knows ${SCHEMA_VERSION})`, true);
     }
-    if (readonly) {
-      if (version === 0) throw new StateError(`'${this.path}' holds no blocklistd data yet`);
-      if (version < SCHEMA_VERSION) throw new StateError(`'${this.path}' has an older schema (${version}); start blocklistd once to upgrade it`);
-      return;
+    if (!fresh && version < SCHEMA_VERSION && this.db.readonly) {
+      throw new StateError(`'${this.path}' has an older schema (${version}); start blocklistd once to upgrade it`);
     }
-    this.db.pragma('journal_mode = WAL');
+    return fresh;
+  }
+
+  /** Checks that the file is ours and intact, and brings its schema up to date. */
+  private prepareSchema(): boolean {
+    const mode = this.db.pragma('journal_mode = WAL', { simple: true });
+    if (mode !== 'wal') throw new StateError(`Can't open '${this.path}': journal mode ${String(mode)} instead of WAL`);
     // a committed transaction is in the WAL when the process dies; fsync at checkpoints
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('cache_size = -65536');
-    this.db.pragma('mmap_size = 268435456');
     const check = this.db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)}); move it aside or restart with the option to rename it`, true);
-    for (let v = version; v < SCHEMA_VERSION; v++) {
-      this.db.transaction(() => {
+    if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)})`, true);
+    // one writer migrates; another opening at the same time waits and finds it done
+    this.db.transaction(() => {
+      this.checkSchema();
+      const { version } = this.readSchema();
+      for (let v = version; v < SCHEMA_VERSION; v++) {
         if (v === 0) this.db.pragma(`application_id = ${APPLICATION_ID}`);
         this.db.exec(MIGRATIONS[v]);
         this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
+      }
+    }).immediate();
+    return false;
+  }
+
+  /** A writing statement; a store opened read-only on a fresh file has none. */
+  private statement(stmt: Database.Statement | undefined): Database.Statement {
+    if (stmt === undefined) throw new StateError(`'${this.path}' is opened read-only`);
+    return stmt;
   }
 
   get(key: EffectiveRule): StoredEntry | undefined {
-    const row = this.getStmt.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
+    const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
     return row && { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid };
   }
 
   /** Writes an entry: in place when it came from `get`, else inserted or replacing its key's. */
   put(entry: Entry | StoredEntry): void {
-    if ('rowid' in entry && this.updateStmt.run(entry.count, entry.last, entry.id, entry.rowid).changes > 0) return;
-    this.insertStmt.run(...keyValues(entry.key), entry.count, entry.last, entry.id);
+    if ('rowid' in entry && this.statement(this.updateStmt).run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) return;
+    this.statement(this.insertStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id);
   }
 
   delete(key: EffectiveRule): boolean {
-    return this.deleteStmt.run(...keyValues(key)).changes > 0;
+    return this.statement(this.deleteStmt).run(...keyValues(key)).changes > 0;
   }
 
   /** Every entry, ordered by name, address, port and then the rest of the key. */
   *entries(): Generator<Entry> {
+    if (this.iterateStmt === undefined) return;
     for (const row of this.iterateStmt.iterate() as IterableIterator<Row>) yield entryOf(row);
   }
 
-  /** When the next entry expires (`last + duration`), undefined when none will. */
-  nextExpiry(): number | undefined {
-    return (this.nextExpiryStmt.get() as number | null) ?? undefined;
+  /** The earliest `last + duration` from `after` on (default: any), undefined when none. */
+  nextExpiry(after = -(2 ** 53)): number | undefined {
+    return (this.nextExpiryStmt?.get(after) as number | null | undefined) ?? undefined;
   }
 
   /** Entries whose time is up at `now`: `last + duration < now`, soonest first. */
   due(now: number): Entry[] {
-    return (this.dueStmt.all(now) as Row[]).map(entryOf);
+    return ((this.dueStmt?.all(now) ?? []) as Row[]).map(entryOf);
   }
 
   size(): number {
-    return this.countStmt.get() as number;
+    return (this.countStmt?.get() as number | undefined) ?? 0;
   }
 
   truncate(): void {
