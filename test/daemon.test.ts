@@ -1,55 +1,284 @@
-// bin/blocklistd as it stands: listens, logs each validated notification,
-// refuses a socket another daemon holds, stops on SIGTERM.
+// The daemon's processing (daemon.md §5-§7) against the real process, with
+// the control fixture as its helper: the thresholds table, resets and
+// expiry, forever entries, helper failures, restore, flush and reload.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import { join } from 'node:path';
-import { test } from 'node:test';
-import { AUTH_FAIL, Blocklist } from '../src/index.js';
-import { repoRoot, run, tempDir } from './support.js';
+import { existsSync, writeFileSync } from 'node:fs';
+import { describe, test, type TestContext } from 'node:test';
+import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, type BlocklistAction } from '../src/index.js';
+import { encodeNotification } from '../src/protocol/wire.js';
+import { DaemonProcess, Reporter, freePort, until } from './support.js';
 
-const daemon = join(repoRoot, 'bin/blocklistd');
+const ACTIONS: [string, BlocklistAction][] = [
+  ['AUTH_FAIL', AUTH_FAIL],
+  ['BAD_USER', BAD_USER],
+  ['ABUSIVE_BEHAVIOR', ABUSIVE_BEHAVIOR],
+];
 
-test('bin/blocklistd receives, logs, refuses a taken socket and stops on SIGTERM', async (t) => {
-  const path = join(tempDir(), 'blocklistd.sock');
-  const child = spawn(process.execPath, [daemon, '-d', '-s', path], { stdio: ['ignore', 'ignore', 'pipe'] });
-  t.after(() => child.kill('SIGKILL'));
-  let stderr = '';
-  const waiters = new Set<() => void>();
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    for (const check of waiters) check();
+/** daemon.md §5.3: which failure blocks, per nfail and action; 0 for never. */
+const THRESHOLDS: [string, number, number, number][] = [
+  ['0', 1, 1, 1],
+  ['1', 1, 1, 1],
+  ['2', 1, 2, 1],
+  ['3', 2, 3, 1],
+  ['6', 3, 6, 1],
+  ['10', 5, 10, 1],
+  ['*', 0, 0, 0],
+];
+
+let serial = 0;
+const tag = (): string => `n${++serial}`;
+
+async function started(t: TestContext, config: string, args: string[] = []): Promise<DaemonProcess> {
+  const daemon = await DaemonProcess.start({ config, args });
+  t.after(() => daemon.stop('SIGKILL'));
+  return daemon;
+}
+
+async function reporter(t: TestContext, daemon: DaemonProcess, port: number, client = '127.0.0.1'): Promise<Reporter> {
+  const r = await Reporter.connect(daemon.socket, port, client);
+  t.after(() => r.close());
+  return r;
+}
+
+/** Reports and waits until the daemon has committed it. */
+async function report(daemon: DaemonProcess, r: Reporter, action: BlocklistAction): Promise<void> {
+  const text = tag();
+  r.report(action, text);
+  await daemon.settled(text);
+}
+
+const adds = (daemon: DaemonProcess, port: number): string[] => daemon.helperCalls().filter((c) => c.startsWith('add ') && c.includes(` ${port} `));
+
+describe('blocklistd processing', () => {
+  test('the thresholds table: which failure blocks, for each nfail and action (daemon.md §5.3)', async (t) => {
+    const ports = await Promise.all(THRESHOLDS.map(() => freePort()));
+    const config = THRESHOLDS.map(([nfail], i) => `${ports[i]}\tstream\t*\t*\t-n${nfail === '*' ? 'never' : nfail}\t${nfail}\t1h`).join('\n');
+    const daemon = await started(t, `${config}\n`);
+    for (const [i, [nfail, ...blocksAt]] of THRESHOLDS.entries()) {
+      for (const [a, [name, action]] of ACTIONS.entries()) {
+        const client = `127.0.0.${10 + a}`;
+        const r = await reporter(t, daemon, ports[i], client);
+        const at = blocksAt[a];
+        const sends = at === 0 ? 6 : at;
+        for (let k = 1; k <= sends; k++) {
+          await report(daemon, r, action);
+          if (k < sends || at === 0) {
+            await new Promise((resolve) => setTimeout(resolve, k === sends ? 200 : 0));
+            assert.deepEqual(adds(daemon, ports[i]).filter((c) => c.includes(client)), [], `nfail ${nfail}, ${name}: no block after ${k}`);
+          }
+        }
+        if (at > 0) {
+          await daemon.waitFor(new RegExp(`blocked ${client.replace(/\./g, '\\.')}/32:${ports[i]} for 3600 seconds`));
+          assert.deepEqual(
+            adds(daemon, ports[i]).filter((c) => c.includes(client)),
+            [`add blocklistd-n${nfail} tcp ${client} 32 ${ports[i]} ''`],
+            `nfail ${nfail}, ${name}: blocked at ${at}`,
+          );
+        } else {
+          const entry = daemon.entries().find((e) => e.key.port === ports[i] && e.key.address === client)!;
+          assert.equal(entry.count, name === 'BAD_USER' ? 6 : 12, `nfail *, ${name}: counts on`);
+        }
+        r.close();
+      }
+    }
   });
-  const seen = (pattern: RegExp): Promise<void> =>
-    new Promise((resolve) => {
-      const check = (): void => {
-        if (!pattern.test(stderr)) return;
-        waiters.delete(check);
-        resolve();
-      };
-      waiters.add(check);
-      check();
-    });
-  await seen(/listening on /);
 
-  const server = net.createServer((c) => {
-    assert.equal(new Blocklist({ socketPath: path }).notify(AUTH_FAIL, c, 'ssh'), true);
-    c.destroy();
+  test('mixed types add up: BAD_USER then AUTH_FAIL reach nfail 3', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, BAD_USER);
+    assert.equal(daemon.entries()[0].count, 1);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/blocked 127\.0\.0\.1\/32:\d+ for 3600 seconds/);
+    await until(() => daemon.entries()[0]?.id === `id-127.0.0.1:${port}`);
+    assert.equal(daemon.entries()[0].count, 3);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  const client = net.connect(port, '127.0.0.1');
-  await new Promise((resolve) => client.once('connect', resolve));
-  const clientPort = client.localPort;
-  await new Promise((resolve) => client.once('close', resolve));
-  server.close();
-  await seen(new RegExp(`processing type=1 remote=127\\.0\\.0\\.1:${clientPort} local=127\\.0\\.0\\.1:${port}/stream msg="ssh" uid=\\d+ gid=\\d+\n`));
 
-  const second = await run(process.execPath, [daemon, '-s', path]);
-  assert.equal(second.code, 1);
-  assert.equal(second.stderr, `bl_init: another daemon is handling '${path}'\n`);
+  test('AUTH_OK resets a blocked entry; the next expiry releases it through the helper', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    await report(daemon, r, AUTH_OK);
+    await daemon.waitFor(new RegExp(`released 127\\.0\\.0\\.1/32:${port} after 3600 seconds`));
+    assert.deepEqual(daemon.helperCalls().slice(-1), [`rem blocklistd tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
+    await until(() => daemon.entries().length === 0);
+  });
 
-  child.kill('SIGTERM');
-  const [code] = await new Promise<[number | null]>((resolve) => child.once('exit', (c) => resolve([c])));
-  assert.equal(code, 0);
+  test('AUTH_OK without an entry or on a reset entry writes nothing', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_OK);
+    assert.deepEqual(daemon.entries(), []);
+  });
+
+  test('a block expires after its duration, measured from the last failure, at most a second late', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 2\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    const blockedAt = daemon.entries()[0].last;
+    await daemon.waitFor(/released 127\.0\.0\.1\/32:\d+ after 2 seconds/);
+    const releasedAt = Date.now() / 1000;
+    assert.ok(releasedAt >= blockedAt + 3 && releasedAt < blockedAt + 4.5, `released ${releasedAt - blockedAt} s after the failure`);
+    await until(() => daemon.entries().length === 0);
+  });
+
+  test('forever: never released by time; AUTH_OK lifts it at once (G15)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 *\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    assert.equal(daemon.entries().length, 1);
+    await report(daemon, r, AUTH_OK);
+    await daemon.waitFor(new RegExp(`released 127\\.0\\.0\\.1/32:${port} after -1 seconds`));
+    assert.deepEqual(daemon.entries(), []);
+  });
+
+  test('an unknown type is logged and dropped without a state entry (G26)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
+    const r = await reporter(t, daemon, port);
+    r.reportRaw(encodeNotification(99, null, Buffer.from('weird')), daemon.socket);
+    await daemon.waitFor(/unknown message 99/);
+    await report(daemon, r, AUTH_OK);
+    assert.deepEqual(daemon.entries(), []);
+  });
+
+  test('a helper that prints nothing: the count is not saved, the next failure tries again (G16)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    daemon.helperMode('silent');
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add blocklistd tcp 127\.0\.0\.1\/32:\d+: the helper gave no rule id/);
+    await until(() => daemon.entries().length === 0); // the first failure, which needed the helper, is not saved
+    daemon.helperMode('ok');
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/blocked 127\.0\.0\.1\/32/);
+    await until(() => daemon.entries()[0]?.id !== '');
+    assert.equal(adds(daemon, port).length, 2);
+    assert.equal(daemon.entries()[0].count, 2);
+  });
+
+  test('a helper that prints an empty line: a warning, and add runs again on the next failure (G16)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    daemon.helperMode('empty');
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/printed an empty rule id; add will run again on the next failure/);
+    daemon.helperMode('ok');
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    assert.equal(adds(daemon, port).length, 2);
+  });
+
+  test('a hanging helper is killed after --helper-timeout; the daemon keeps counting meanwhile (G27)', async (t) => {
+    const [slow, other] = [await freePort(), await freePort()];
+    const daemon = await started(t, `${slow} stream * * -slow 1 1h\n${other} stream * * -other 10 1h\n`, ['--helper-timeout', '2']);
+    daemon.helperMode('hang');
+    const r = await reporter(t, daemon, slow);
+    const o = await reporter(t, daemon, other);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/run .* \[control add blocklistd-slow/);
+    const t0 = Date.now();
+    for (let i = 0; i < 5; i++) await report(daemon, o, BAD_USER);
+    assert.ok(Date.now() - t0 < 1000, 'notifications are processed while the helper hangs');
+    assert.equal(daemon.entries().find((e) => e.key.port === other)?.count, 5);
+    await daemon.waitFor(/add timed out after 2 s, killed/);
+    await daemon.waitFor(/the helper gave no rule id \(timed out\)/);
+  });
+
+  test('a failed rem keeps the entry to retry later, no orphaned rule (G17)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 1\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    daemon.helperMode('remfail');
+    await daemon.waitFor(/rem blocklistd tcp 127\.0\.0\.1\/32:\d+ failed; retrying in 60 s/);
+    assert.equal(daemon.entries().length, 1);
+  });
+});
+
+describe('blocklistd start-up, reload and stop', () => {
+  test('-r: after a restart the blocks are flushed and added again with their old ids (daemon.md §7.2)', async (t) => {
+    const port = await freePort();
+    const config = `${port} stream * * -r 1 1h\n`;
+    let daemon = await started(t, config);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    assert.equal(await daemon.stop(), 0);
+    const calls = daemon.helperCalls().length;
+    daemon = await DaemonProcess.start({ config, args: ['-r'], dir: daemon.dir });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/add returns OK/);
+    assert.deepEqual(daemon.helperCalls().slice(calls), ['flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
+  });
+
+  test('-f: every configured and stored rule name is flushed (G18), the database emptied without -r', async (t) => {
+    const port = await freePort();
+    let daemon = await started(t, `${port} stream * * -old 1 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    await daemon.stop();
+    const calls = daemon.helperCalls().length;
+    daemon = await DaemonProcess.start({ config: `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, args: ['-f'], dir: daemon.dir });
+    t.after(() => daemon.stop('SIGKILL'));
+    assert.deepEqual(daemon.helperCalls().slice(calls), ['flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
+    assert.deepEqual(daemon.entries(), []);
+  });
+
+  test('SIGHUP replaces the rule set (G14)', async (t) => {
+    const [a, b] = [await freePort(), await freePort()];
+    const daemon = await started(t, `${a} stream * * * 3 1h\n`);
+    const ra = await reporter(t, daemon, a);
+    const rb = await reporter(t, daemon, b);
+    await report(daemon, rb, BAD_USER);
+    assert.deepEqual(daemon.entries(), [], 'no rule for b yet');
+    writeFileSync(daemon.config, `${b} stream * * * 3 1h\n`);
+    const at = daemon.stderr.length;
+    daemon.child.kill('SIGHUP');
+    await daemon.waitFor(/\[local\]/, at);
+    await report(daemon, ra, BAD_USER);
+    await report(daemon, rb, BAD_USER);
+    assert.deepEqual(
+      daemon.entries().map((e) => e.key.port),
+      [b],
+      'the rule removed from the file is gone, the new one is used',
+    );
+  });
+
+  test('SIGTERM: running helper calls finish, the socket file goes, exit 0', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    assert.equal(await daemon.stop('SIGTERM'), 0);
+    assert.equal(existsSync(daemon.socket), false);
+    assert.equal(daemon.entries().length, 1, 'the database is intact');
+  });
+
+  test('SIGUSR1 and SIGUSR2 raise and lower the debug level, never below 0 (G20)', async (t) => {
+    const daemon = await started(t, '22 stream * * * 3 1h\n');
+    daemon.child.kill('SIGUSR1');
+    await daemon.waitFor(/debug level 3/);
+    // one at a time: the kernel merges signals still pending
+    for (const level of [2, 1, 0, 0]) {
+      const at = daemon.stderr.length;
+      daemon.child.kill('SIGUSR2');
+      await daemon.waitFor(new RegExp(`debug level ${level}\n`), at);
+    }
+    assert.doesNotMatch(daemon.stderr, /debug level -1/);
+  });
 });

@@ -1,23 +1,35 @@
 // Shared by the test files: temp dirs, a log collector, a receiving socket
 // that hands notifications to promises, and the independent C peer blprobe.
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { descriptorOf } from '../src/client/index.js';
+import { Blocklist, type BlocklistAction } from '../src/index.js';
+import { ClientSocket } from '../src/protocol/native.js';
 import { NotificationSocket } from '../src/protocol/server.js';
-import type { EffectiveRule, LogFn, LogLevel, Notification } from '../src/types.js';
+import { StateStore } from '../src/state/store.js';
+import type { EffectiveRule, Entry, LogFn, LogLevel, Notification } from '../src/types.js';
 
 /** The repository (this file runs as dist/test/support.js). */
 export const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
 
 export const isRoot = process.getuid?.() === 0;
 
+const tempDirs: string[] = [];
+process.on('exit', () => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 /** A fresh directory, removed when the test process exits. */
 export function tempDir(prefix = 'blocklistd-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
-  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  tempDirs.push(dir);
   return dir;
 }
 
@@ -147,4 +159,202 @@ export async function runBlprobe(args: string[]): Promise<RunResult> {
 /** A state key for tests: an IPv4 ssh entry, nfail 3, one hour, with `fields` changed. */
 export function stateKey(address: string, fields: Partial<EffectiveRule> = {}): EffectiveRule {
   return { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 3600, ...fields };
+}
+
+const daemons = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const child of daemons) child.kill('SIGKILL');
+});
+
+export interface DaemonSetup {
+  /** blocklistd.conf text. */
+  config: string;
+  /** More arguments; the daemon always gets -dd -v and its files in a temp directory. */
+  args?: string[];
+  env?: Record<string, string>;
+  /** Use this directory (a restart keeps the database). */
+  dir?: string;
+}
+
+/** blocklistd as a process, in the foreground with -dd -v, its log on stderr, the control fixture as helper. */
+export class DaemonProcess {
+  stderr = '';
+  readonly exited: Promise<number | null>;
+  private waiters = new Set<() => void>();
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly dir: string,
+  ) {
+    daemons.add(child);
+    child.stderr!.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+      for (const check of this.waiters) check();
+    });
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        daemons.delete(child);
+        resolve(code);
+        for (const check of this.waiters) check();
+      }),
+    );
+  }
+
+  get socket(): string {
+    return join(this.dir, 'blocklistd.sock');
+  }
+  get db(): string {
+    return join(this.dir, 'blocklistd.db');
+  }
+  get config(): string {
+    return join(this.dir, 'blocklistd.conf');
+  }
+  get helperLog(): string {
+    return join(this.dir, 'helper.log');
+  }
+
+  static async start(setup: DaemonSetup): Promise<DaemonProcess> {
+    const dir = setup.dir ?? tempDir('blocklistd-daemon-');
+    writeFileSync(join(dir, 'blocklistd.conf'), setup.config);
+    const args = ['-dd', '-v', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock')];
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args, ...(setup.args ?? [])], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), HELPER_MODE_FILE: join(dir, 'helper.mode'), ...setup.env },
+    });
+    const daemon = new DaemonProcess(child, dir);
+    await daemon.waitFor(/listening on /);
+    return daemon;
+  }
+
+  /** Resolves with the index of the first match of `pattern` in stderr from `from` on; rejects if the daemon exits first. */
+  waitFor(pattern: RegExp, from = 0, ms = 10_000): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => done(new Error(`no ${pattern} within ${ms} ms; stderr:\n${this.stderr}`)), ms);
+      const done = (error?: Error, index?: number): void => {
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(index!);
+      };
+      const check = (): void => {
+        const rest = this.stderr.slice(from);
+        const m = pattern.exec(rest);
+        if (m !== null) done(undefined, from + m.index);
+        else if (this.child.exitCode !== null || this.child.signalCode !== null) done(new Error(`daemon exited before ${pattern}; stderr:\n${this.stderr}`));
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** Waits until the notification with message `text` is processed and its batch committed. */
+  async settled(text: string): Promise<void> {
+    const at = await this.waitFor(new RegExp(`msg="${text}"`));
+    await this.waitFor(/committed \d+/, at);
+  }
+
+  /** The calls the helper received so far, one line each. */
+  helperCalls(): string[] {
+    return existsSync(this.helperLog) ? readFileSync(this.helperLog, 'utf8').split('\n').filter((l) => l !== '') : [];
+  }
+
+  /** Changes how the control fixture answers from now on. */
+  helperMode(mode: string): void {
+    writeFileSync(join(this.dir, 'helper.mode'), mode);
+  }
+
+  /** The database's entries now, by address and port. */
+  entries(): Entry[] {
+    const store = StateStore.open(this.db, { readonly: true });
+    try {
+      return [...store.entries()];
+    } finally {
+      store.close();
+    }
+  }
+
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    this.child.kill(signal);
+    return this.exited;
+  }
+}
+
+/** A TCP connection from `client` to a loopback server on `port` (0: any), reported through the client API. */
+export class Reporter {
+  private constructor(
+    private readonly server: net.Server,
+    private readonly accepted: net.Socket,
+    private readonly connection: net.Socket,
+    private readonly client: Blocklist,
+  ) {}
+
+  static async connect(socketPath: string, port = 0, client = '127.0.0.1'): Promise<Reporter> {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+    const connection = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', localAddress: client });
+    connection.on('error', () => {});
+    return new Reporter(server, await accepted, connection, new Blocklist({ socketPath, logger: null }));
+  }
+
+  get port(): number {
+    return (this.server.address() as net.AddressInfo).port;
+  }
+
+  report(action: BlocklistAction, text: string): void {
+    assert.equal(this.client.notify(action, this.accepted, text), true);
+  }
+
+  /** Sends a hand-made datagram with the connection's descriptor, as a faulty client would. */
+  reportRaw(datagram: Buffer, socketPath: string): void {
+    const raw = new ClientSocket();
+    assert.equal(raw.open(), 0);
+    assert.equal(raw.connect(socketPath), 0);
+    assert.equal(raw.send(datagram, descriptorOf(this.accepted)!), 0);
+    raw.close();
+  }
+
+  close(): void {
+    this.client.close();
+    this.accepted.destroy();
+    this.connection.destroy();
+    this.server.close();
+  }
+}
+
+/** A free loopback TCP port. */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as net.AddressInfo;
+  await new Promise((resolve) => s.close(resolve));
+  return port;
+}
+
+/** What the tests use of unix-dgram to play the syslog daemon. */
+interface DgramSocket {
+  bind(path: string): void;
+  close(): void;
+}
+const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
+  createSocket(type: 'unix_dgram', onMessage: (data: Buffer) => void): DgramSocket;
+};
+
+/** A syslog daemon's /dev/log in a temp dir; records arrive in `records`. */
+export class SyslogReceiver {
+  readonly records: string[] = [];
+  private readonly socket = unixDgram.createSocket('unix_dgram', (data) => this.records.push(data.toString()));
+
+  constructor(readonly path = join(tempDir('blocklistd-syslog-'), 'log')) {
+    this.socket.bind(this.path);
+  }
+
+  async wait(n: number): Promise<string[]> {
+    await until(() => this.records.length >= n, 3000);
+    return this.records;
+  }
+
+  close(): void {
+    this.socket.close();
+  }
 }

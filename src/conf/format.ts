@@ -83,3 +83,37 @@ export function formatRule(rule: Rule, families: ConfEnv['families']): string {
     formatDuration(rule.duration),
   ].join('\t');
 }
+
+/** A number as upstream's debug listing prints it: `*`, `=` or decimal. */
+const debugNumber = (n: number): string => formatNumber(n);
+
+function debugMask(mask: number, width: number | undefined): string {
+  if (mask === ANY || mask === width) return '';
+  return `/${debugNumber(mask)}`;
+}
+
+/** One rule as upstream's `-d` listing shows it (daemon.md §11). */
+export function debugRule(rule: Rule, defaultName: string, families: ConfEnv['families']): string {
+  const a = rule.address;
+  const width = a.kind === 'ip' ? (a.address.family === 'inet' ? 32 : 128) : rule.family === families.inet ? 32 : rule.family === families.inet6 ? 128 : undefined;
+  let loc = (a.kind === 'ip' ? toText(a.address) : a.kind === 'interface' ? a.name : '*') + debugMask(rule.lmask, a.kind === 'ip' ? width : undefined);
+  if (rule.port === SAME) loc = loc === '' || loc === '*' ? '-2' : `${loc}:-2`;
+  else if (rule.port !== ANY) loc = loc === '' || loc === '*' ? String(rule.port) : `${loc}:${rule.port}`;
+  let name = rule.name === '' ? '=' : rule.name.startsWith(defaultName) ? rule.name.slice(defaultName.length) || '*' : rule.name;
+  if (!(rule.name === '' && rule.rmask === SAME)) name += debugMask(rule.rmask, width);
+  const fields = [debugNumber(rule.proto), debugNumber(rule.family), debugNumber(rule.uid), name, debugNumber(rule.nfail), debugNumber(rule.duration)];
+  return [loc.padStart(20).slice(0, 20), ...fields].join('\t');
+}
+
+/** The rule listing logged after each parse with -d (daemon.md §11). */
+export function debugListing(rules: { local: readonly Rule[]; remote: readonly Rule[] }, defaultName: string, families: ConfEnv['families']): string {
+  const header = (what: string): string => `${what.padStart(20)}\ttype\tproto\towner\tname\tnfail\tduration`;
+  return [
+    '[local]',
+    header('target'),
+    ...rules.local.map((r) => debugRule(r, defaultName, families)),
+    '[remote]',
+    header('source'),
+    ...rules.remote.map((r) => debugRule(r, defaultName, families)),
+  ].join('\n');
+}

@@ -1,54 +1,119 @@
-// blocklistd, as far as the foundation goes: listen on the notification
-// sockets and log every validated notification.  Rules, state, the helper,
-// detaching and syslog come with the daemon issue (daemon.md).
-import { Command } from 'commander';
-import { DEFAULT_SOCKET_PATH, NotificationSocket, SocketSetupError } from '../protocol/server.js';
-import type { LogFn, Notification } from '../types.js';
+// blocklistd's entry point: the command line, detaching, the pid file, the
+// signals (daemon.md §1-§3).
+//
+// Detaching: without -d (or --foreground) the process re-executes itself
+// as a detached child with the same arguments and waits for one line on a
+// pipe: "ready" once the child listens, or the child's error.
+import { spawn } from 'node:child_process';
+import { closeSync, unlinkSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
+import { CommanderError } from 'commander';
+import { setCloseOnExec } from '../protocol/native.js';
+import { Daemon, FatalError, writePidfile } from './daemon.js';
+import { createLogger, type DaemonLogger } from './log.js';
+import { StartupError, USAGE, UsageError, parseOptions, type DaemonOptions } from './options.js';
 
-function formatNotification(n: Notification): string {
-  return (
-    `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} ` +
-    `local=${n.local.address}:${n.local.port}/${n.socketType} msg="${n.text}" uid=${n.uid} gid=${n.gid}`
-  );
+const READY_FD_VARIABLE = 'BLOCKLISTD_READY_FD';
+
+/** The parent side of detaching: exits 0 when the child is ready, 1 with its error otherwise. */
+async function detach(argv: string[], progname: string): Promise<never> {
+  const child = spawn(process.execPath, [...process.execArgv, ...argv.slice(1)], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, [READY_FD_VARIABLE]: '3' },
+  });
+  let report = '';
+  child.stdio[3]!.on('data', (d: Buffer) => (report += d.toString()));
+  const status = await new Promise<number | null>((resolve) => {
+    child.stdio[3]!.on('close', () => resolve(null));
+    child.on('exit', (code) => resolve(code));
+  });
+  if (report === 'ready\n') {
+    child.unref();
+    process.exit(0);
+  }
+  process.stderr.write(report !== '' ? report : `${progname}: the daemon exited during start-up (status ${status})\n`);
+  process.exit(1);
 }
 
-export function main(argv: string[]): void {
-  const program = new Command('blocklistd')
-    .option('-d', 'debug: also log debug lines (the daemon stays in the foreground)')
-    .option('-s <sockpath>', 'listen on this socket (repeatable)', (p: string, all: string[]) => [...all, p], [])
-    .helpOption('-h, --help')
-    .showHelpAfterError()
-    .parse(argv);
-  const opts = program.opts<{ d?: boolean; s: string[] }>();
-  const debug = opts.d === true;
-  const log: LogFn = (level, message) => {
-    if (level !== 'debug' || debug) process.stderr.write(`${message}\n`);
-  };
-
-  const sockets: NotificationSocket[] = [];
+export async function main(argv: string[]): Promise<void> {
+  const progname = basename(argv[1] ?? 'blocklistd');
+  let options: DaemonOptions;
   try {
-    for (const path of opts.s.length > 0 ? opts.s : [DEFAULT_SOCKET_PATH]) {
-      sockets.push(new NotificationSocket(path, { log }));
-      log('debug', `listening on ${path}`);
-    }
+    options = parseOptions(argv, progname);
   } catch (e) {
-    if (!(e instanceof SocketSetupError)) throw e;
-    log('err', e.message);
+    if (e instanceof CommanderError) process.exit(e.exitCode); // --help
+    if (e instanceof UsageError) process.stderr.write(`${e.message === '' ? '' : `${progname}: ${e.message}\n`}${USAGE}\n`);
+    else if (e instanceof StartupError) process.stderr.write(`${progname}: ${e.message}\n`);
+    else throw e;
     process.exit(1);
   }
-  for (const socket of sockets) {
-    socket.start(
-      (batch) => {
-        for (const n of batch) log(n.text !== '' ? 'info' : 'debug', formatNotification(n));
-      },
-      (message) => {
-        log('err', message);
-        process.exit(1);
-      },
-    );
-  }
-  const stop = (): void => {
-    for (const socket of sockets) socket.close();
+  const readyFd = process.env[READY_FD_VARIABLE] === undefined ? undefined : Number(process.env[READY_FD_VARIABLE]);
+  delete process.env[READY_FD_VARIABLE];
+  const detached = readyFd !== undefined;
+  if (options.debug === 0 && !options.foreground && !detached) await detach(argv, progname);
+
+  // nothing this process inherited may reach a helper (G25)
+  setCloseOnExec(3);
+  if (detached) process.chdir('/');
+  const logger = createLogger({
+    ident: progname,
+    output: options.debug > 0 ? 'stderr' : options.logFormat === 'json' ? 'json' : 'syslog',
+    verbose: options.verbose,
+    syslogPath: options.syslogSocket,
+  });
+  const daemon = new Daemon(options, logger);
+  let pidfile: string | undefined;
+
+  const exit = (status: number): never => {
+    if (pidfile !== undefined) {
+      try {
+        unlinkSync(pidfile);
+      } catch {
+        // already gone
+      }
+    }
+    logger.close();
+    process.exit(status);
   };
-  process.on('SIGTERM', stop).on('SIGINT', stop).on('SIGQUIT', stop);
+  const fatal = (message: string): never => {
+    logger.log('err', message);
+    if (readyFd !== undefined) writeSync(readyFd, `${progname}: ${message}\n`);
+    else if (options.debug === 0) process.stderr.write(`${progname}: ${message}\n`);
+    return exit(1);
+  };
+  process.on('uncaughtException', (e) => {
+    logger.log('crit', `internal error: ${e.stack ?? String(e)}`);
+    exit(1);
+  });
+  installSignals(daemon, logger, (status) => void daemon.stop(status).then(exit));
+
+  try {
+    await daemon.start();
+    if (detached) {
+      writePidfile(options.pidfile);
+      pidfile = options.pidfile;
+    }
+  } catch (e) {
+    if (e instanceof FatalError) fatal(e.message);
+    throw e;
+  }
+  if (readyFd !== undefined) {
+    writeSync(readyFd, 'ready\n');
+    closeSync(readyFd);
+  }
+}
+
+function installSignals(daemon: Daemon, logger: DaemonLogger, stop: (status: number) => void): void {
+  process.on('SIGHUP', () => daemon.reload());
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(signal, () => stop(0));
+  // a listener keeps Node from starting its inspector on SIGUSR1
+  process.on('SIGUSR1', () => {
+    daemon.debug++;
+    logger.log('debug', `debug level ${daemon.debug}`);
+  });
+  process.on('SIGUSR2', () => {
+    daemon.debug = Math.max(0, daemon.debug - 1);
+    logger.log('debug', `debug level ${daemon.debug}`);
+  });
 }

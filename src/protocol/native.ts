@@ -80,6 +80,7 @@ interface Binding {
   ServerSocket: new (path: string, mode: number) => ServerSocketHandle;
   ClientSocket: new () => ClientSocketHandle;
   strerror(errno: number): string;
+  setCloseOnExec(first: number): void;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -94,3 +95,6 @@ export const constants = binding.constants;
 
 /** The C library's text for an errno, as upstream prints it with `%m`. */
 export const strerror = binding.strerror;
+
+/** Marks every descriptor from `first` on close-on-exec: nothing the process inherited reaches a child (G25). */
+export const setCloseOnExec = binding.setCloseOnExec;

@@ -14,11 +14,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/syscall.h>
 #include <netinet/in.h>
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -551,6 +555,30 @@ class ClientSocket : public Napi::ObjectWrap<ClientSocket> {
   int fd_ = -1;
 };
 
+// setCloseOnExec(first): marks every descriptor from `first` on close-on-exec,
+// so that what the process inherited does not reach the helpers (G25).
+Napi::Value SetCloseOnExec(const Napi::CallbackInfo& info) {
+  int first = info[0].As<Napi::Number>().Int32Value();
+#if defined(SYS_close_range) && defined(CLOSE_RANGE_CLOEXEC)
+  if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return info.Env().Undefined();
+#endif
+  auto mark = [](int fd) {
+    int flags = fcntl(fd, F_GETFD);
+    if (flags != -1 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+  };
+  if (DIR* dir = opendir("/proc/self/fd")) {
+    while (dirent* entry = readdir(dir)) {
+      int fd = atoi(entry->d_name);
+      if (entry->d_name[0] != '.' && fd >= first && fd != dirfd(dir)) mark(fd);
+    }
+    closedir(dir);
+  } else {
+    long max = std::min(sysconf(_SC_OPEN_MAX), 65536L);
+    for (int fd = first; fd < max; fd++) mark(fd);
+  }
+  return info.Env().Undefined();
+}
+
 Napi::Value StrError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
 }
@@ -623,6 +651,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ServerSocket", ServerSocket::Init(env));
   exports.Set("ClientSocket", ClientSocket::Init(env));
   exports.Set("strerror", Napi::Function::New(env, StrError));
+  exports.Set("setCloseOnExec", Napi::Function::New(env, SetCloseOnExec));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;

@@ -1,0 +1,167 @@
+// blocklistd's command line (daemon.md §1): upstream's options, defaults,
+// repetition rules, usage text and exit status, with paths made absolute
+// (G21), -t validated (G19), -P read leniently (G22); plus long options.
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
+import { logicalLines } from '../conf/parse.js';
+import { DEFAULT_RULE_NAME } from '../conf/system.js';
+import { strerror } from '../protocol/native.js';
+import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
+import { DEFAULT_DB_PATH } from '../state/store.js';
+
+/** The helper shipped beside the daemon (bin/blocklistd-helper). */
+export const DEFAULT_HELPER = fileURLToPath(new URL('../../../bin/blocklistd-helper', import.meta.url));
+
+export const USAGE =
+  'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] [-D <dbfile>] [-s <sockpath>] [-t <timeout>]';
+
+export type LogFormat = 'syslog' | 'json';
+
+export interface DaemonOptions {
+  /** -C: the packet-filter control program. */
+  helper: string;
+  /** -c: configuration file or directory. */
+  config: string;
+  /** -D: the state database. */
+  db: string;
+  /** -d: debug level; the daemon stays in the foreground and logs on stderr. */
+  debug: number;
+  /** -f: flush the packet filter at start (and truncate the database unless -r). */
+  flush: boolean;
+  /** -r: re-add the blocks of the database at start and on reload. */
+  restore: boolean;
+  /** -R: default rule name. */
+  ruleName: string;
+  /** Socket paths: every -s in order, then the lines of the -P file, else the default. */
+  sockets: string[];
+  /** -t: seconds between refreshes of the interface addresses (5 with -d, else 15). */
+  timeout: number;
+  /** -v: socket-layer messages on stderr. */
+  verbose: boolean;
+  /** --foreground: stay attached without debug output. */
+  foreground: boolean;
+  /** --log-format json: JSON lines on stdout instead of syslog. */
+  logFormat: LogFormat;
+  /** --pidfile: written when detached. */
+  pidfile: string;
+  /** --helper-timeout: seconds before a hanging helper is killed. */
+  helperTimeout: number;
+  /** --syslog-socket */
+  syslogSocket: string;
+  /** --rename-bad-db: move an unusable database aside instead of exiting. */
+  renameBadDb: boolean;
+}
+
+/** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
+export class UsageError extends Error {}
+
+/** A start-up failure: printed as `<progname>: <message>`, exit 1. */
+export class StartupError extends Error {}
+
+/** The socket paths listed in a -P file: config comment and continuation rules, blanks skipped, trimmed (G22). */
+export function readSocketsFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new StartupError(`Can't open '${path}': ${typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message}`);
+  }
+  return [...logicalLines(text)].map((l) => l.text.trim()).filter((p) => p !== '');
+}
+
+function seconds(text: string, what: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 2147483)) throw new UsageError(`Bad ${what} '${text}': a number of seconds from 1`); // G19
+  return n;
+}
+
+/**
+ * Parses argv (node, script, arguments…) as upstream's getopt
+ * `C:c:D:dfP:rR:s:t:v` does, plus the long options.  `progname` names the
+ * program in getopt's complaints; relative paths are resolved in `cwd`.
+ */
+export function parseOptions(argv: string[], progname: string, cwd = process.cwd()): DaemonOptions {
+  const program = new Command(progname)
+    .option('-C <controlprog>', 'packet-filter control program', DEFAULT_HELPER)
+    .option('-c <config>', 'configuration file or directory', DEFAULT_CONFIG_PATH)
+    .option('-D <dbfile>', 'state database', DEFAULT_DB_PATH)
+    .option('-d', 'debug: stay in the foreground, log on stderr (repeatable)', (_v: unknown, n: number) => n + 1, 0)
+    .option('-f', 'flush the packet filter rules at start')
+    .option('-P <sockpathsfile>', 'file listing socket paths')
+    .option('-r', 're-add the blocks of the database at start and on reload')
+    .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
+    .option('-s <sockpath>', 'socket to listen on (repeatable)', (p: string, all: string[]) => [...all, p], [] as string[])
+    .option('-t <timeout>', 'seconds between interface address refreshes')
+    .option('-v', 'socket-layer messages on stderr')
+    .option('--foreground', 'stay attached to the terminal without debug output')
+    .option('--log-format <format>', 'syslog (default) or json (lines on stdout)', 'syslog')
+    .option('--pidfile <path>', 'pid file when detached', `/var/run/${progname}.pid`)
+    .option('--helper-timeout <seconds>', 'kill a helper call after this long', '30')
+    .option('--syslog-socket <path>', 'syslog socket', '/dev/log')
+    .option('--rename-bad-db', 'move an unusable database aside and start with an empty one')
+    .helpOption('-h, --help')
+    .allowExcessArguments(false)
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} });
+  try {
+    program.parse(argv);
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e;
+    if (e.exitCode === 0) throw e; // --help
+    if (e.code === 'commander.excessArguments') throw new UsageError(''); // upstream prints just the usage
+    const unknown = /unknown option '(-{1,2})([^']*)'/.exec(e.message);
+    const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);
+    if (unknown !== null) {
+      throw new UsageError(unknown[1] === '-' ? `invalid option -- '${unknown[2]}'` : `unrecognized option '--${unknown[2]}'`);
+    }
+    if (e.code === 'commander.optionMissingArgument' && missing !== null) {
+      throw new UsageError(missing[1].startsWith('--') ? `option '${missing[1]}' requires an argument` : `option requires an argument -- '${missing[1].slice(1)}'`);
+    }
+    throw new UsageError(e.message.replace(/^error: /, ''));
+  }
+  const o = program.opts<{
+    C: string;
+    c: string;
+    D: string;
+    d: number;
+    f?: boolean;
+    P?: string;
+    r?: boolean;
+    R: string;
+    s: string[];
+    t?: string;
+    v?: boolean;
+    foreground?: boolean;
+    logFormat: string;
+    pidfile: string;
+    helperTimeout: string;
+    syslogSocket: string;
+    renameBadDb?: boolean;
+  }>();
+  if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
+  const abs = (p: string): string => resolve(cwd, p); // G21: the daemon changes to / when detached
+  const socketsFile = o.P === undefined ? undefined : abs(o.P);
+  const sockets = [...o.s, ...(socketsFile === undefined ? [] : readSocketsFile(socketsFile))].map(abs);
+  return {
+    helper: abs(o.C),
+    config: abs(o.c),
+    db: abs(o.D),
+    debug: o.d,
+    flush: o.f === true,
+    restore: o.r === true,
+    ruleName: o.R,
+    sockets: sockets.length > 0 ? sockets : [DEFAULT_SOCKET_PATH],
+    timeout: o.t === undefined ? (o.d > 0 ? 5 : 15) : seconds(o.t, 'timeout'),
+    verbose: o.v === true,
+    foreground: o.foreground === true,
+    logFormat: o.logFormat,
+    pidfile: abs(o.pidfile),
+    helperTimeout: seconds(o.helperTimeout, 'helper timeout'),
+    syslogSocket: o.syslogSocket,
+    renameBadDb: o.renameBadDb === true,
+  };
+}
