@@ -135,6 +135,9 @@ export class Daemon {
     this.stopping = true;
     clearInterval(this.interfaceTimer);
     for (const socket of this.sockets) {
+      // what the receiving thread took from the kernel is processed, not dropped
+      const rest = socket.stop();
+      if (rest.length > 0) this.engine?.processBatch(rest);
       socket.close();
       try {
         unlinkSync(socket.path);

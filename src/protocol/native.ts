@@ -4,10 +4,15 @@ import { createRequire } from 'node:module';
 
 /** The daemon's bound socket; received descriptors never leave the addon. */
 export interface ServerSocketHandle {
-  /** `onReadable(errno)` runs when datagrams are queued (0) or polling failed. */
-  start(onReadable: (errno: number) => void): void;
-  /** Receives up to `max` datagrams into `buffer` as records; returns how many. */
+  /**
+   * Starts the receiving thread, which keeps up to `capacity` records;
+   * `onReadable(0)` runs on the event loop when records wait.
+   */
+  start(onReadable: (errno: number) => void, capacity: number): void;
+  /** Moves up to `max` received records into `buffer`; returns how many. */
   drain(buffer: Buffer, max: number): number;
+  /** Stops receiving; what was received can still be drained. */
+  stop(): void;
   close(): void;
 }
 

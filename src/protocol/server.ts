@@ -1,5 +1,6 @@
-// The daemon's notification socket (protocol.md §8): bound, polled by
-// libuv, drained in batches so that a flood costs one wake-up per batch.
+// The daemon's notification socket (protocol.md §8): bound, emptied by a
+// thread of the addon whatever the event loop is doing, and handed to
+// JavaScript in batches, one per turn of the loop.
 import type { LogFn, Notification } from '../types.js';
 import { ServerSocket, layout, strerror, type ServerSocketHandle } from './native.js';
 import { decodeRecord } from './receive.js';
@@ -10,8 +11,10 @@ export interface NotificationSocketOptions {
   log: LogFn;
   /** Permission bits of the socket file; any local user may notify by default (G8). */
   mode?: number;
-  /** Most datagrams read per wake-up. */
+  /** Most notifications handed over per turn of the event loop. */
   batchSize?: number;
+  /** Datagrams the receiving thread keeps while JavaScript is busy. */
+  queue?: number;
 }
 
 /** Why a socket could not be set up, with upstream's message (the daemon exits 1). */
@@ -45,6 +48,7 @@ export class NotificationSocket {
   private readonly handle: ServerSocketHandle;
   private readonly log: LogFn;
   private readonly batchSize: number;
+  private readonly queue: number;
   private readonly records: Buffer;
 
   /** Binds `path`; throws SocketSetupError when another daemon owns it or binding fails. */
@@ -54,6 +58,7 @@ export class NotificationSocket {
   ) {
     this.log = options.log;
     this.batchSize = options.batchSize ?? 512;
+    this.queue = options.queue ?? 8192;
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
@@ -75,10 +80,10 @@ export class NotificationSocket {
       }
       const batch = this.receive();
       if (batch.length > 0) onBatch(batch);
-    });
+    }, this.queue);
   }
 
-  /** Reads what is queued, up to one batch; drops are logged. */
+  /** Takes what was received, up to one batch; drops are logged. */
   receive(): Notification[] {
     const n = this.handle.drain(this.records, this.batchSize);
     const batch: Notification[] = [];
@@ -89,7 +94,15 @@ export class NotificationSocket {
     return batch;
   }
 
-  /** Stops polling and closes the socket; the file stays, as upstream leaves it. */
+  /** Stops receiving and returns what was received but not yet taken: nothing acknowledged is lost. */
+  stop(): Notification[] {
+    this.handle.stop();
+    const rest: Notification[] = [];
+    for (let batch = this.receive(); batch.length > 0; batch = this.receive()) rest.push(...batch);
+    return rest;
+  }
+
+  /** Stops receiving and closes the socket; the file stays, as upstream leaves it. */
   close(): void {
     this.handle.close();
   }

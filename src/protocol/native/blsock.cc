@@ -4,13 +4,15 @@
 // sender's kernel credentials, and the facts of a received descriptor
 // (SO_TYPE, SO_PROTOCOL, getsockname, getpeername).  No policy lives here:
 // what a datagram means is decided in TypeScript (src/protocol/receive.ts).
-// Received descriptors never reach JavaScript: drain() copies their facts
-// into the record and hands every one of them to the closer thread.
+// A thread receives, copies each datagram and the facts of its descriptor
+// into a record and hands the descriptor to the closer thread: received
+// descriptors never reach JavaScript, which drains the records.
 
 #include <napi.h>
 #include <uv.h>
 
 #include <sys/types.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -276,6 +279,129 @@ bool ReceiveOne(int fd, Record* r, std::vector<int>& received) {
   return true;
 }
 
+// Received datagrams wait in a ring between the receiving thread and
+// drain().  Linux queues only net.unix.max_dgram_qlen + 1 datagrams on a
+// socket (11 by default) and clients send without blocking, so every pause
+// of the event loop (a commit, a garbage collection) would lose their
+// notifications: the thread empties the kernel's queue whatever the loop
+// is doing.  When the ring is full it stops reading, and the kernel's
+// queue pushes back on the clients as before.
+class Receiver {
+ public:
+  Receiver(int fd, size_t capacity, std::function<void()> notify)
+      : fd_(fd), ring_(capacity), notify_(std::move(notify)) {}
+
+  // Starts the thread; returns 0 or an errno.
+  int Start() {
+#if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__)
+    if (pipe2(wake_, O_CLOEXEC | O_NONBLOCK) == -1) return errno;
+#else
+    if (pipe(wake_) == -1) return errno;
+#endif
+    int err = pthread_create(&thread_, nullptr, Run, this);
+    if (err != 0) {
+      close(wake_[0]);
+      close(wake_[1]);
+      wake_[0] = wake_[1] = -1;
+    }
+    return err;
+  }
+
+  // Stops the thread and waits for it: it is woken from poll() or from
+  // waiting for room.
+  void Stop() {
+    if (wake_[1] == -1) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    room_.notify_one();
+    char c = 0;
+    while (write(wake_[1], &c, 1) == -1 && errno == EINTR) {
+    }
+    pthread_join(thread_, nullptr);
+    close(wake_[0]);
+    close(wake_[1]);
+    wake_[0] = wake_[1] = -1;
+  }
+
+  // Moves up to `max` records out of the ring; returns how many.
+  size_t Take(Record* out, size_t max) {
+    size_t n;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      n = std::min(count_, max);
+      for (size_t i = 0; i < n; i++) memcpy(&out[i], &ring_[(head_ + i) % ring_.size()], sizeof(Record));
+      head_ = (head_ + n) % ring_.size();
+      count_ -= n;
+    }
+    if (n > 0) room_.notify_one();
+    return n;
+  }
+
+  size_t Queued() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return count_;
+  }
+
+ private:
+  static void* Run(void* arg) {
+    static_cast<Receiver*>(arg)->Loop();
+    return nullptr;
+  }
+
+  void Loop() {
+    std::vector<int> received;
+    for (;;) {
+      size_t tail, room;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        room_.wait(lock, [this] { return stop_ || count_ < ring_.size(); });
+        if (stop_) return;
+        tail = (head_ + count_) % ring_.size();
+        // the free slots from the tail on, up to the end of the ring
+        room = std::min(ring_.size() - count_, ring_.size() - tail);
+      }
+      // Only this thread writes the slots outside [head, head + count).
+      size_t n = 0;
+      bool failed = false;
+      while (n < room && ReceiveOne(fd_, &ring_[tail + n], received)) {
+        failed = ring_[tail + n++].recvErrno != 0;
+        if (failed) break;
+      }
+      Closer::Get().Close(received);
+      if (n > 0) {
+        bool wasEmpty;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          wasEmpty = count_ == 0;
+          count_ += n;
+        }
+        if (wasEmpty) notify_();
+        // after a failed recvmsg, do not spin on an error that persists
+        if (!failed) continue;
+      }
+      pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+      if (poll(fds, 2, failed ? 100 : -1) > 0 && (fds[1].revents & POLLIN)) {
+        char buf[16];
+        while (read(wake_[0], buf, sizeof(buf)) > 0) {
+        }
+      }
+    }
+  }
+
+  int fd_;
+  int wake_[2] = {-1, -1};
+  pthread_t thread_;
+  std::vector<Record> ring_;
+  size_t head_ = 0;
+  size_t count_ = 0;
+  bool stop_ = false;
+  std::mutex mutex_;
+  std::condition_variable room_;
+  std::function<void()> notify_;
+};
+
 // The daemon's bound socket.
 class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
  public:
@@ -283,6 +409,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     return DefineClass(env, "ServerSocket",
                        {InstanceMethod("start", &ServerSocket::Start),
                         InstanceMethod("drain", &ServerSocket::Drain),
+                        InstanceMethod("stop", &ServerSocket::Stop),
                         InstanceMethod("close", &ServerSocket::Close)});
   }
 
@@ -347,65 +474,70 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
   }
 
  private:
-  struct Poll {
-    uv_poll_t handle;
+  struct Async {
+    uv_async_t handle;
     ServerSocket* owner;
     // The environment's teardown waits for this handle's close when set.
     napi_async_cleanup_hook_handle cleanup = nullptr;
   };
 
-  // start(onReadable): onReadable(errno) runs when datagrams are queued
-  // (errno 0) or polling failed.
+  // start(onReadable, capacity): starts the receiving thread; onReadable(0)
+  // runs on the event loop when datagrams wait in the ring of `capacity`
+  // records, and again after each drain() that leaves some.
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (fd_ == -1 || poll_ != nullptr || !info[0].IsFunction()) {
-      Napi::Error::New(env, "start(onReadable) on a closed or started socket").ThrowAsJavaScriptException();
+    if (fd_ == -1 || async_ != nullptr || !info[0].IsFunction() || !info[1].IsNumber()) {
+      Napi::Error::New(env, "start(onReadable, capacity) on a closed or started socket").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     uv_loop_t* loop;
     napi_get_uv_event_loop(env, &loop);
-    auto poll = std::make_unique<Poll>();
-    poll->owner = this;
-    poll->handle.data = poll.get();
-    int rc = uv_poll_init(loop, &poll->handle, fd_);
-    if (rc == 0) {
-      rc = uv_poll_start(&poll->handle, UV_READABLE, OnPoll);
-      // An initialised handle must be closed before its memory goes.
-      if (rc != 0) uv_close(reinterpret_cast<uv_handle_t*>(&poll.release()->handle), FreePoll);
-    }
+    auto async = std::make_unique<Async>();
+    async->owner = this;
+    async->handle.data = async.get();
+    int rc = uv_async_init(loop, &async->handle, OnAsync);
     if (rc != 0) {
-      ErrnoError(env, -rc, "poll", "").ThrowAsJavaScriptException();
+      ErrnoError(env, -rc, "uv_async_init", "").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    uv_async_t* handle = &async->handle;
+    receiver_ = std::make_unique<Receiver>(fd_, std::max<size_t>(1, info[1].As<Napi::Number>().Uint32Value()),
+                                           [handle] { uv_async_send(handle); });
+    if (int err = receiver_->Start()) {
+      receiver_.reset();
+      uv_close(reinterpret_cast<uv_handle_t*>(&async.release()->handle), FreeAsync);
+      ErrnoError(env, err, "pthread_create", "").ThrowAsJavaScriptException();
       return env.Undefined();
     }
     onReadable_ = Napi::Persistent(info[0].As<Napi::Function>());
     context_ = std::make_unique<Napi::AsyncContext>(env, "BlocklistNotificationSocket");
-    poll_ = poll.release();
+    async_ = async.release();
     Ref();
     return env.Undefined();
   }
 
-  static void FreePoll(uv_handle_t* handle) {
-    Poll* poll = static_cast<Poll*>(handle->data);
-    if (poll->cleanup != nullptr) napi_remove_async_cleanup_hook(poll->cleanup);
-    delete poll;
+  static void FreeAsync(uv_handle_t* handle) {
+    Async* async = static_cast<Async*>(handle->data);
+    if (async->cleanup != nullptr) napi_remove_async_cleanup_hook(async->cleanup);
+    delete async;
   }
 
-  static void OnPoll(uv_poll_t* handle, int status, int events) {
-    ServerSocket* self = static_cast<Poll*>(handle->data)->owner;
+  static void OnAsync(uv_async_t* handle) {
+    ServerSocket* self = static_cast<Async*>(handle->data)->owner;
     if (self == nullptr) return;
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
-    self->onReadable_.MakeCallback(self->Value(), {Napi::Number::New(env, status < 0 ? -status : 0)},
-                                   *self->context_);
+    self->onReadable_.MakeCallback(self->Value(), {Napi::Number::New(env, 0)}, *self->context_);
     if (env.IsExceptionPending()) {
       Napi::Error e = env.GetAndClearPendingException();
       napi_fatal_exception(env, e.Value());
     }
+    // one batch per turn of the loop: what is left comes in the next turn
+    if (self->receiver_ && self->async_ != nullptr && self->receiver_->Queued() > 0) uv_async_send(&self->async_->handle);
   }
 
-  // drain(buffer, max): receives up to `max` queued datagrams into `buffer`
-  // (records of layout.size bytes); returns how many.  Stops early when the
-  // queue is empty or after a record that carries a recvmsg error.
+  // drain(buffer, max): moves up to `max` received datagrams into `buffer`
+  // (records of layout.size bytes); returns how many.
   Napi::Value Drain(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (fd_ == -1 || !info[0].IsBuffer() || !info[1].IsNumber()) {
@@ -418,17 +550,18 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
       return env.Undefined();
     }
     size_t cap = std::min<size_t>(buffer.Length() / sizeof(Record), info[1].As<Napi::Number>().Uint32Value());
-    Record* records = reinterpret_cast<Record*>(buffer.Data());
-    size_t n = 0;
-    while (n < cap && ReceiveOne(fd_, &records[n], received_)) {
-      if (records[n++].recvErrno != 0) break;
-    }
-    Closer::Get().Close(received_);
+    size_t n = receiver_ ? receiver_->Take(reinterpret_cast<Record*>(buffer.Data()), cap) : 0;
     return Napi::Number::New(env, static_cast<double>(n));
   }
 
+  // stop(): no more receiving; what the ring holds can still be drained.
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (receiver_) receiver_->Stop();
+    return info.Env().Undefined();
+  }
+
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    bool started = poll_ != nullptr;
+    bool started = async_ != nullptr;
     Release(nullptr);
     if (started) {
       onReadable_.Reset();
@@ -438,15 +571,17 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     return info.Env().Undefined();
   }
 
-  // Stops polling and closes the socket.  uv_close stops polling at once,
-  // so the descriptor may go now; the handle's memory goes in its callback,
-  // which ends the environment's teardown hook `cleanup` if one is waiting.
+  // Stops the receiving thread, closes the async handle (its memory goes in
+  // its callback, which ends the environment's teardown hook `cleanup` if
+  // one is waiting) and the socket.
   void Release(napi_async_cleanup_hook_handle cleanup) {
-    if (poll_ != nullptr) {
-      poll_->owner = nullptr;
-      poll_->cleanup = cleanup;
-      uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), FreePoll);
-      poll_ = nullptr;
+    if (receiver_) receiver_->Stop();
+    receiver_.reset();
+    if (async_ != nullptr) {
+      async_->owner = nullptr;
+      async_->cleanup = cleanup;
+      uv_close(reinterpret_cast<uv_handle_t*>(&async_->handle), FreeAsync);
+      async_ = nullptr;
     } else if (cleanup != nullptr) {
       napi_remove_async_cleanup_hook(cleanup);
     }
@@ -463,10 +598,10 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
   }
 
   int fd_ = -1;
-  Poll* poll_ = nullptr;
+  Async* async_ = nullptr;
+  std::unique_ptr<Receiver> receiver_;
   Napi::FunctionReference onReadable_;
   std::unique_ptr<Napi::AsyncContext> context_;
-  std::vector<int> received_;  // descriptors of the current drain, for the closer
   napi_async_cleanup_hook_handle cleanup_ = nullptr;  // OnEnvCleanup, while registered
 };
 
