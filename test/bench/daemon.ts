@@ -1,0 +1,173 @@
+// Benchmark of the whole daemon (issue 5): notifications per second under
+// a blprobe flood at 0, 10k and 100k entries; the receive rate while a slow
+// helper blocks; the time from a blocking notification to the helper's
+// start; RSS; wake-ups when idle; lost sends under bursts from 20 senders.
+// Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets the idle watch.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { AUTH_FAIL } from '../../src/index.js';
+import { StateStore } from '../../src/state/store.js';
+import { Reporter, SyslogReceiver, blprobe, freePort, repoRoot, runBlprobe, tempDir, until } from '../support.js';
+
+const FLOOD = Number(process.env.BENCH_FLOOD ?? 200_000);
+const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
+const fixtures = join(repoRoot, 'test/fixtures');
+
+interface Daemon {
+  child: ChildProcess;
+  dir: string;
+  socket: string;
+}
+
+/** A detached-style daemon in the foreground, logging to a syslog receiver like a production one. */
+async function startDaemon(config: string, helper: string, env: Record<string, string> = {}, preload = 0, qlen?: number): Promise<Daemon> {
+  const dir = tempDir('blocklistd-bench-');
+  writeFileSync(join(dir, 'blocklistd.conf'), config);
+  if (preload > 0) {
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    store.transaction(() => {
+      for (let i = 0; i < preload; i++) {
+        const key = { family: 2, address: `172.${16 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`, lmask: 32, port: 1, proto: 6, uid: -1, name: 'old', rmask: -1, nfail: 3, duration: 86400 * 365 };
+        store.put({ key, count: 1, last: Math.floor(Date.now() / 1000), id: '' });
+      }
+    });
+    store.close();
+  }
+  const socket = join(dir, 'blocklistd.sock');
+  const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '-c', join(dir, 'blocklistd.conf'), '-C', helper, '-D', join(dir, 'blocklistd.db'), '-s', socket, '--syslog-socket', syslog.path];
+  // the queue length is per network namespace: a namespace of its own changes it for this daemon only
+  const [command, ...args] =
+    qlen === undefined ? argv : ['unshare', '-n', 'sh', '-c', `sysctl -qw net.unix.max_dgram_qlen=${qlen} && exec "$@"`, 'sh', ...argv];
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+  await until(() => existsSync(socket), 10_000);
+  return { child, dir, socket };
+}
+
+async function stopDaemon(d: Daemon): Promise<void> {
+  d.child.kill('SIGTERM');
+  await new Promise((resolve) => d.child.once('exit', resolve));
+}
+
+function status(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+/** utime + stime in clock ticks. */
+function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/**
+ * A flood of FLOOD notifications; the rate until the daemon has processed
+ * them all: after the flood a marker notification for another rule, whose
+ * entry shows up in the database once everything before it is committed.
+ */
+async function flood(d: Daemon, port: number, marker: Reporter): Promise<number> {
+  const t0 = performance.now();
+  const { stdout, code } = await runBlprobe(['-s', d.socket, '-u', '-p', String(port), '-F', String(FLOOD), '-M', '1000', '-A', '10.0.0.1', '-w', '120000']);
+  if (code !== 0 || !/processed all/.test(stdout)) throw new Error(`blprobe: ${stdout}`);
+  const count = markerCount(d) + 2;
+  marker.report(AUTH_FAIL, 'marker');
+  await until(() => markerCount(d) >= count, 120_000);
+  return FLOOD / ((performance.now() - t0) / 1000);
+}
+
+function markerCount(d: Daemon): number {
+  const path = join(d.dir, 'blocklistd.db');
+  if (!existsSync(path)) return 0;
+  const store = StateStore.open(path, { readonly: true });
+  try {
+    return [...store.entries()].find((e) => e.key.name === 'blocklistd-marker')?.count ?? 0;
+  } finally {
+    store.close();
+  }
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const syslog = new SyslogReceiver();
+
+async function main(): Promise<void> {
+  await blprobe();
+  const port = await freePort();
+  const markerPort = await freePort();
+  const markerRule = `${markerPort} stream * * -marker 1000000 1h\n`;
+  const noHelper = `${port} dgram * * * 1000000 1h\n${markerRule}`;
+
+  console.log(`daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported addresses, no helper calls (target >= 30,000/s, flat)`);
+  for (const preload of [0, 10_000, 100_000]) {
+    const d = await startDaemon(noHelper, join(fixtures, 'control'), {}, preload);
+    const marker = await Reporter.connect(d.socket, markerPort);
+    const rate = await flood(d, port, marker);
+    marker.close();
+    const rss = status(d.child.pid!, 'VmRSS') / 1024;
+    console.log(`  ${fmt(preload).padStart(7)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} MB${preload === 100_000 ? ' (target <= 150 MB)' : ''}`);
+    if (preload === 100_000) {
+      // idle: nothing expires for a year
+      const pid = d.child.pid!;
+      const ticks0 = cpuTicks(pid);
+      const switches0 = status(pid, 'voluntary_ctxt_switches') + status(pid, 'nonvoluntary_ctxt_switches');
+      await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
+      const ticks = cpuTicks(pid) - ticks0;
+      const switches = status(pid, 'voluntary_ctxt_switches') + status(pid, 'nonvoluntary_ctxt_switches') - switches0;
+      console.log(`  idle with 100,000 entries for ${IDLE_SECONDS} s: ${switches} context switches, ${ticks} clock ticks of CPU (target ~0)`);
+    }
+    await stopDaemon(d);
+  }
+
+  // a slow helper: every notification blocks a new address
+  const slowLog = join(tempDir('blocklistd-bench-'), 'helper.log');
+  const blocking = `${port} dgram * * * 1 1h\n${markerRule}`;
+  let d = await startDaemon(blocking, join(fixtures, 'record'), { HELPER_LOG: slowLog, HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
+  const marker = await Reporter.connect(d.socket, markerPort);
+  const rate = await flood(d, port, marker);
+  marker.close();
+  const started = existsSync(slowLog) ? readFileSync(slowLog, 'utf8').split('\n').filter((l) => l.startsWith('start')).length : 0;
+  console.log(`daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target >= 10,000/s), ${started} helper calls started meanwhile`);
+  await stopDaemon(d);
+
+  // latency from the blocking notification to the helper's start, on an idle daemon
+  const latencyLog = join(tempDir('blocklistd-bench-'), 'helper.log');
+  const tcpPort = await freePort();
+  d = await startDaemon(`${tcpPort} stream * * * 1 1h\n`, join(fixtures, 'record'), { HELPER_LOG: latencyLog, HELPER_REPLY: 'OK\\n' });
+  const latencies: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
+    // wall-clock nanoseconds, as the helper's `date +%s%N` gives them
+    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
+    reporter.report(AUTH_FAIL, 'ssh');
+    await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
+    const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
+    latencies.push(Number(BigInt(line.split(' ')[1]) - sent) / 1e6);
+    reporter.close();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  latencies.sort((a, b) => a - b);
+  console.log(`daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ${latencies[39].toFixed(2)} ms (target <= 5 ms median)`);
+  await stopDaemon(d);
+
+  // bursts from 20 senders that send as libblocklist does (non-blocking, 5 retries), paced and unpaced,
+  // with the default queue length and, as root, with a longer one
+  for (const qlen of process.getuid?.() === 0 ? [undefined, 512] : [undefined]) {
+    d = await startDaemon(noHelper, join(fixtures, 'control'), {}, 0, qlen);
+    const length = qlen ?? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim();
+    for (const pace of [1500, 0]) {
+      const runs = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          runBlprobe(['-s', d.socket, '-u', '-p', String(port), '-N', '-F', '5000', '-M', '100', '-A', `10.${i}.0.1`, '-w', '60000', ...(pace > 0 ? ['-R', String(pace)] : [])]),
+        ),
+      );
+      const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
+      const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
+      console.log(`daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of 100,000 lost (net.unix.max_dgram_qlen = ${length})`);
+    }
+    await stopDaemon(d);
+  }
+  syslog.close();
+}
+
+await main();
