@@ -3,20 +3,10 @@
 // malformed datagrams: each dropped with the spec's log line, every
 // descriptor closed, the receiver alive.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { WireType } from '../src/types.js';
-import { Receiver, blprobe, openDescriptors, runBlprobe, tempDir } from './support.js';
-
-/** A loopback port that is free now (blprobe binds with SO_REUSEADDR). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as net.AddressInfo;
-  await new Promise((resolve) => s.close(resolve));
-  return port;
-}
+import { Receiver, blprobe, freePort, openDescriptors, runBlprobe, tempDir } from './support.js';
 
 describe('blprobe, an independent C client', () => {
   const path = join(tempDir(), 'blocklistd.sock');

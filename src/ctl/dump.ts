@@ -6,6 +6,7 @@ import { constants as osConstants } from 'node:os';
 import { strerror } from '../protocol/native.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
+import { localTime } from '../time.js';
 import type { Output } from './conf.js';
 
 export interface DumpOptions {
@@ -34,15 +35,6 @@ export function selected(e: Entry, o: Pick<DumpOptions, 'all' | 'blocked'>): boo
 }
 
 const star = (n: number): string => (n === ANY ? '*' : String(n));
-const two = (n: number): string => String(n).padStart(2, '0');
-
-/** Seconds since the epoch as local time, `YYYY/MM/DD HH:MM:SS`. */
-export function localTime(seconds: number): string {
-  const d = new Date(seconds * 1000);
-  if (Number.isNaN(d.getTime())) return String(seconds); // beyond what a Date holds
-  return `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
-}
-
 const PARTS: [string, number][] = [
   ['y', 365 * 86400],
   ['d', 86400],

@@ -11,6 +11,7 @@ import { matchProbe, probeOf } from '../conf/match.js';
 import type { ConfEnv, InterfaceAddresses, RuleSet } from '../conf/types.js';
 import type { HelperResult, HelperRunner, HelperTarget } from '../run/helper.js';
 import type { StateStore } from '../state/store.js';
+import { localTime } from '../time.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
 
 /** Seconds between retries of a failed `rem` (G17). */
@@ -43,13 +44,6 @@ const keyOf = (k: EffectiveRule): string =>
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
 
 const isBlocked = (e: Entry): boolean => e.id !== '' || (e.key.nfail !== ANY && e.count >= e.key.nfail);
-
-/** daemon.md §9.2: `YYYY/MM/DD HH:MM:SS` in local time. */
-function timeText(seconds: number): string {
-  const d = new Date(seconds * 1000);
-  const two = (n: number): string => String(n).padStart(2, '0');
-  return `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
-}
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -106,7 +100,7 @@ export class Engine {
     const stored = this.o.store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
     const before = stored && { count: stored.count, last: stored.last };
-    if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${timeText(e.last)} now=${timeText(now)}`);
+    if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
 
     switch (n.type) {
       case WireType.DELETE:
@@ -135,7 +129,7 @@ export class Engine {
       }
     }
     this.o.store.put(e);
-    if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${timeText(e.last)} now=${timeText(now)}`);
+    if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
   }
 
   private startAdd(key: EffectiveRule, oldId = ''): void {
@@ -188,7 +182,7 @@ export class Engine {
       const id = keyOf(e.key);
       if (this.pendingAdds.has(id) || this.pendingRems.has(id) || (this.remRetry.get(id) ?? 0) > now) continue;
       this.remRetry.delete(id);
-      if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${timeText(e.last)} now=${timeText(now)}`);
+      if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
       if (e.id === '') store.delete(e.key);
       else this.remove(e, false);
     }
