@@ -58,6 +58,7 @@ describe('blocklistd command line', () => {
       [['-t', '-5'], `blocklistd: Bad timeout '-5': a number of seconds from 1\n${USAGE}`],
       [['-t', 'abc'], `blocklistd: Bad timeout 'abc': a number of seconds from 1\n${USAGE}`],
       [['-P', '/nonexistent/sockets'], "blocklistd: Can't open '/nonexistent/sockets': No such file or directory\n"],
+      [['--log-format', 'json'], 'blocklistd: --log-format json writes on stdout: use it with --foreground or -d\n'],
     ];
     for (const [args, stderr] of cases) {
       const r = await blocklistd(args);

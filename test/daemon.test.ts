@@ -3,10 +3,13 @@
 // expiry, forever entries, helper failures, restore, flush and reload.
 import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, type BlocklistAction } from '../src/index.js';
 import { encodeNotification } from '../src/protocol/wire.js';
-import { DaemonProcess, Reporter, freePort, until } from './support.js';
+import { StateStore } from '../src/state/store.js';
+import { DaemonProcess, Reporter, cpuTicks, freePort, repoRoot, run, tempDir, until } from './support.js';
 
 const ACTIONS: [string, BlocklistAction][] = [
   ['AUTH_FAIL', AUTH_FAIL],
@@ -138,7 +141,7 @@ describe('blocklistd processing', () => {
     assert.equal(daemon.entries().length, 1);
     await report(daemon, r, AUTH_OK);
     await daemon.waitFor(new RegExp(`released 127\\.0\\.0\\.1/32:${port} after -1 seconds`));
-    assert.deepEqual(daemon.entries(), []);
+    await until(() => daemon.entries().length === 0);
   });
 
   test('an unknown type is logged and dropped without a state entry (G26)', async (t) => {
@@ -196,15 +199,72 @@ describe('blocklistd processing', () => {
     await daemon.waitFor(/the helper gave no rule id \(timed out\)/);
   });
 
-  test('a failed rem keeps the entry to retry later, no orphaned rule (G17)', async (t) => {
+  test('a failed rem keeps the entry and is tried again, without spinning, until it works (G17)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 1\n`);
+    const daemon = await started(t, `${port} stream * * * 1 1\n`, ['--rem-retry', '2']);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
     daemon.helperMode('remfail');
-    await daemon.waitFor(/rem blocklistd tcp 127\.0\.0\.1\/32:\d+ failed; retrying in 60 s/);
+    await daemon.waitFor(/rem blocklistd tcp 127\.0\.0\.1\/32:\d+ failed; retrying in 2 s/);
     assert.equal(daemon.entries().length, 1);
+    const ticks = cpuTicks(daemon.child.pid!);
+    await daemon.waitFor(/failed; retrying in 2 s[^]*failed; retrying in 2 s/);
+    assert.ok(cpuTicks(daemon.child.pid!) - ticks < 50, 'no busy loop while waiting to retry');
+    daemon.helperMode('ok');
+    await daemon.waitFor(/released 127\.0\.0\.1\/32:\d+ after 1 seconds/);
+    await until(() => daemon.entries().length === 0);
+  });
+
+  test('a forever block whose release failed is released when the helper works again (G15, G17)', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 *\n`, ['--rem-retry', '1']);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/add returns OK/);
+    daemon.helperMode('remfail');
+    await report(daemon, r, AUTH_OK);
+    await daemon.waitFor(/failed; retrying in 1 s/);
+    assert.equal(daemon.entries()[0].last, 0, 'lifted, waiting for its rem');
+    daemon.helperMode('ok');
+    await daemon.waitFor(/released 127\.0\.0\.1\/32:\d+ after -1 seconds/);
+    await until(() => daemon.entries().length === 0);
+  });
+
+  test('a database write that fails loses the batch, not the daemon', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const r = await reporter(t, daemon, port);
+    const lock = new Database(daemon.db);
+    lock.exec('BEGIN IMMEDIATE');
+    t.after(() => lock.close());
+    r.report(BAD_USER, 'locked');
+    await daemon.waitFor(/state_put: failed \(database is locked\), 1 notifications lost/);
+    lock.exec('COMMIT');
+    await report(daemon, r, BAD_USER);
+    assert.equal(daemon.entries()[0].count, 1);
+  });
+
+  test('expiring thousands of blocks at once: released in chunks, notifications still served at once', async (t) => {
+    const port = await freePort();
+    const dir = tempDir('blocklistd-daemon-');
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    store.transaction(() => {
+      for (let i = 0; i < 2000; i++) {
+        const key = { family: 2, address: `10.1.${i >> 8}.${i & 255}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 1 };
+        store.put({ key, count: 2, last: 1000, id: `id${i}` });
+      }
+    });
+    store.close();
+    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 10 1h\n`, dir });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/released 10\.1\./);
+    const r = await reporter(t, daemon, port);
+    const t0 = Date.now();
+    await report(daemon, r, BAD_USER);
+    assert.ok(Date.now() - t0 < 1000, `a notification waited ${Date.now() - t0} ms behind the releases`);
+    await until(() => daemon.entries().length === 1, 60_000);
+    assert.equal(daemon.helperCalls().filter((c) => c.startsWith('rem ')).length, 2000);
   });
 });
 
@@ -234,8 +294,10 @@ describe('blocklistd start-up, reload and stop', () => {
     const calls = daemon.helperCalls().length;
     daemon = await DaemonProcess.start({ config: `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, args: ['-f'], dir: daemon.dir });
     t.after(() => daemon.stop('SIGKILL'));
+    // the socket comes first: the flush follows it
+    await until(() => daemon.helperCalls().length >= calls + 3);
     assert.deepEqual(daemon.helperCalls().slice(calls), ['flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
-    assert.deepEqual(daemon.entries(), []);
+    await until(() => daemon.entries().length === 0);
   });
 
   test('SIGHUP replaces the rule set (G14)', async (t) => {
@@ -256,6 +318,29 @@ describe('blocklistd start-up, reload and stop', () => {
       [b],
       'the rule removed from the file is gone, the new one is used',
     );
+  });
+
+  test('SIGTERM while an add runs: its rule id is recorded before the database closes', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 1h\n`);
+    daemon.helperMode('slow');
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/run .* \[control add /);
+    assert.equal(await daemon.stop('SIGTERM'), 0);
+    assert.equal(daemon.entries()[0].id, `id-127.0.0.1:${port}`);
+  });
+
+  test('a second daemon started with -f touches neither the packet filter nor the database', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, BAD_USER);
+    const second = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-f', '-c', daemon.config, '-C', join(repoRoot, 'test/fixtures/control'), '-D', daemon.db, '-s', daemon.socket], {});
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another daemon is handling/);
+    assert.equal(daemon.entries().length, 1);
+    assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('flush')), []);
   });
 
   test('SIGTERM: running helper calls finish, the socket file goes, exit 0', async (t) => {

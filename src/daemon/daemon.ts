@@ -30,6 +30,8 @@ export class Daemon {
   private ruleSet: RuleSet = { local: [], remote: [] };
   private interfaceTimer: NodeJS.Timeout | undefined;
   private stopping = false;
+  private started = false;
+  private reloadPending = false;
   private reloading: Promise<void> = Promise.resolve();
   /** Set by SIGUSR1/SIGUSR2, never below 0 (G20). */
   debug: number;
@@ -60,13 +62,11 @@ export class Daemon {
     const store = this.store;
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log, debug: () => this.debug });
-    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000) });
+    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), remRetry: o.remRetry });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
 
-    if (o.flush) {
-      await this.engine.flush(this.engine.flushNames(this.ruleSet));
-      if (!o.restore) store.truncate();
-    }
+
+    // the sockets first: a second daemon must fail before it touches the packet filter or the database
     for (const path of o.sockets) {
       try {
         this.sockets.push(new NotificationSocket(path, { log: this.logger.library }));
@@ -75,12 +75,19 @@ export class Daemon {
       }
       if (this.debug > 0) this.log('debug', `listening on ${path}`);
     }
+    if (o.flush) {
+      await this.engine.flush(this.engine.flushNames(this.ruleSet));
+      if (this.stopping) return;
+      if (!o.restore) store.truncate();
+    }
     if (o.restore && existed) {
       if (!o.flush) await this.engine.flush(this.engine.flushNames(this.ruleSet));
+      if (this.stopping) return;
       const n = this.engine.restore();
       if (this.debug > 0) this.log('debug', `restoring ${n} blocks`);
     }
     const engine = this.engine;
+    engine.resumeReleases();
     for (const socket of this.sockets) {
       socket.start(
         (batch) => {
@@ -94,6 +101,8 @@ export class Daemon {
       );
     }
     engine.armExpiry();
+    this.started = true;
+    if (this.reloadPending) this.reload();
   }
 
   /** Reads the configuration; keeps the rules in force when it cannot be read at all. */
@@ -115,6 +124,11 @@ export class Daemon {
 
   /** SIGHUP: a new rule set (G14); with -r, flush and re-add every block (upstream TODO 17). */
   reload(): void {
+    if (!this.started) {
+      this.reloadPending = true; // start-up reads the configuration, perhaps before the change: read it again after
+      return;
+    }
+    this.reloadPending = false;
     this.reloading = this.reloading.then(async () => {
       if (this.stopping || !this.engine) return;
       if (this.loadRules()) this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
@@ -138,6 +152,18 @@ export class Daemon {
       // what the receiving thread took from the kernel is processed, not dropped
       const rest = socket.stop();
       if (rest.length > 0) this.engine?.processBatch(rest);
+    }
+    this.removeSockets();
+    this.engine?.stop();
+    // running helper calls finish and their results are recorded before the database closes
+    await this.helper?.stop(Math.min(STOP_GRACE_MS, this.options.helperTimeout * 1000));
+    this.store?.close();
+    return status;
+  }
+
+  /** Closes the sockets and removes their files; also on the way out after an internal error. */
+  removeSockets(): void {
+    for (const socket of this.sockets.splice(0)) {
       socket.close();
       try {
         unlinkSync(socket.path);
@@ -145,10 +171,6 @@ export class Daemon {
         // already gone
       }
     }
-    this.engine?.stop();
-    await this.helper?.stop(Math.min(STOP_GRACE_MS, this.options.helperTimeout * 1000));
-    this.store?.close();
-    return status;
   }
 }
 

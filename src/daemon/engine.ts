@@ -2,10 +2,13 @@
 // count arithmetic per message type, the block check, expiry, flush and
 // restore; the helper runs beside it (G27).
 //
-// Crash safety: an entry reaching its limit is committed (limit reached,
+// Crash safety: the database always knows every rule that may be in the
+// packet filter.  An entry reaching its limit is committed (limit reached,
 // no id) before the helper's add starts, and the id is recorded when the
-// add returns; an entry at its limit without an id is therefore a block
-// that may or may not be in the packet filter, and restore re-adds it.
+// add returns: an entry at its limit without an id may or may not be in
+// the filter, so restore re-adds it and expiry removes it.  An entry is
+// deleted only after its rem worked; a forever block lifted by AUTH_OK
+// waits as `last` 0 until then (G15).
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
 import type { ConfEnv, InterfaceAddresses, RuleSet } from '../conf/types.js';
@@ -14,8 +17,12 @@ import type { StateStore } from '../state/store.js';
 import { localTime } from '../time.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
 
-/** Seconds between retries of a failed `rem` (G17). */
-export const REM_RETRY_SECONDS = 60;
+/** Releases started by one expiry pass; the next pass starts when they finish. */
+const EXPIRE_CHUNK = 64;
+/** Entries without a filter rule deleted in one transaction. */
+const DELETE_CHUNK = 500;
+/** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
+const MAX_TIMER_MS = 3_600_000;
 
 export interface EngineOptions {
   store: StateStore;
@@ -26,16 +33,16 @@ export interface EngineOptions {
   debug: () => number;
   /** Now, in whole seconds since the epoch. */
   clock: () => number;
+  /** Seconds between tries of a failed `rem` (G17). */
+  remRetry: number;
 }
 
-/** An add in flight: what to restore when the helper fails (upstream does not save the failing count). */
+/** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
 interface PendingAdd {
   before: { count: number; last: number } | undefined;
   wrote: { count: number; last: number };
-  /** The unmasked client address, for the "blocked" line. */
-  client: string;
-  /** A restore keeps the old id when the helper fails. */
-  restore: boolean;
+  /** The unmasked client address, for the "blocked" line; undefined for a restore. */
+  client: string | undefined;
 }
 
 const keyOf = (k: EffectiveRule): string =>
@@ -43,16 +50,20 @@ const keyOf = (k: EffectiveRule): string =>
 
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
 
-const isBlocked = (e: Entry): boolean => e.id !== '' || (e.key.nfail !== ANY && e.count >= e.key.nfail);
+/** At its limit: a filter rule was (or is being) added. */
+const atLimit = (e: Entry): boolean => e.key.nfail !== ANY && e.count >= e.key.nfail;
+
+const describeFailure = (r: HelperResult): string => (r.timedOut ? ' (timed out)' : r.error ? ` (${r.error})` : '');
 
 export class Engine {
   private rules: CompiledRules | undefined;
   private interfaces: InterfaceAddresses = new Map();
   private readonly pendingAdds = new Map<string, PendingAdd>();
   private readonly pendingRems = new Set<string>();
-  /** Failed rems by key: when to try again. */
-  private readonly remRetry = new Map<string, number>();
+  /** Failed rems: the entry and when to try again. */
+  private readonly remRetry = new Map<string, { entry: Entry; at: number }>();
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
 
   constructor(private readonly o: EngineOptions) {}
@@ -66,25 +77,28 @@ export class Engine {
     this.interfaces = interfaces;
   }
 
-  /** Helper calls started and not finished. */
-  get helperCalls(): number {
-    return this.pendingAdds.size + this.pendingRems.size;
-  }
-
   /** One drained batch: one transaction, in arrival order; helper calls start after the commit. */
   processBatch(batch: readonly Notification[]): void {
     const now = this.o.clock();
     const afterCommit: (() => void)[] = [];
-    this.o.store.transaction(() => {
-      for (const n of batch) this.processOne(n, now, afterCommit);
-    });
+    const added: string[] = [];
+    try {
+      this.o.store.transaction(() => {
+        for (const n of batch) this.processOne(n, now, afterCommit, added);
+      });
+    } catch (e) {
+      // upstream logs state_put failures and goes on; the batch is lost
+      this.o.log('err', `state_put: failed (${(e as Error).message}), ${batch.length} notifications lost`);
+      for (const id of added) this.pendingAdds.delete(id);
+      return;
+    }
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.armExpiry();
   }
 
-  private processOne(n: Notification, now: number, afterCommit: (() => void)[]): void {
-    const { log } = this.o;
+  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[]): void {
+    const { log, store } = this.o;
     const debug = this.o.debug() > 0;
     if (debug || n.text !== '') {
       log(n.text !== '' ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}`);
@@ -97,138 +111,159 @@ export class Engine {
     }
     const key = match.effective;
     const id = keyOf(key);
-    const stored = this.o.store.get(key);
+    const stored = store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
     const before = stored && { count: stored.count, last: stored.last };
     if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
 
-    switch (n.type) {
-      case WireType.DELETE:
-        if (e.last === 0) return;
-        if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) {
-          // G15: a forever block would never expire: lift it now
-          this.o.store.delete(key);
-          afterCommit.push(() => this.remove(e, true));
-          return;
-        }
-        e.count = 0;
-        e.last = 0;
-        break;
-      default: {
-        // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
-        if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
-        e.count += n.type === WireType.BADUSER ? 1 : 2;
-        e.last = now;
-        if (key.nfail !== ANY && e.count >= key.nfail) {
-          if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`);
-          else if (!this.pendingAdds.has(id)) {
-            this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address, restore: false });
-            afterCommit.push(() => this.startAdd(key));
-          }
+    if (n.type === WireType.DELETE) {
+      if (e.last === 0) return;
+      e.count = 0;
+      e.last = 0;
+      // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
+      if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e));
+    } else {
+      // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
+      if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
+      e.count += n.type === WireType.BADUSER ? 1 : 2;
+      e.last = now;
+      if (atLimit(e)) {
+        if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`);
+        else if (!this.pendingAdds.has(id)) {
+          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address });
+          added.push(id);
+          afterCommit.push(() => this.startAdd(key, ''));
         }
       }
     }
-    this.o.store.put(e);
+    store.put(e);
     if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
   }
 
-  private startAdd(key: EffectiveRule, oldId = ''): void {
-    void this.o.helper.change('add', targetOf(key), oldId).then((result) => this.addDone(key, result));
+  private startAdd(key: EffectiveRule, oldId: string): void {
+    void this.o.helper.change('add', targetOf(key), oldId).then((result) => this.addDone(key, oldId, result));
   }
 
-  private addDone(key: EffectiveRule, result: HelperResult): void {
+  private addDone(key: EffectiveRule, oldId: string, result: HelperResult): void {
     const id = keyOf(key);
     const pending = this.pendingAdds.get(id);
     this.pendingAdds.delete(id);
-    if (pending === undefined || this.stopped) return;
+    if (pending === undefined || result.cancelled) return; // cancelled at stop: still at its limit, restore re-adds it
     const { log, store } = this.o;
-    const e = store.get(key);
     const target = `${key.name} ${targetOf(key).proto} ${key.address}/${key.lmask}:${key.port}`;
-    if (result.line === undefined) {
-      // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
-      log('err', `add ${target}: the helper gave no rule id${result.timedOut ? ' (timed out)' : result.error ? ` (${result.error})` : ''}`);
-      if (e === undefined || pending.restore) return;
-      if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
-        if (pending.before === undefined) store.delete(key);
-        else store.put({ ...e, ...pending.before });
-      } else {
-        store.put({ ...e, count: Math.max(0, e.count - (pending.wrote.count - (pending.before?.count ?? 0))) });
+    this.guard(() => {
+      const e = store.get(key);
+      if (result.line === undefined) {
+        // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
+        log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}`);
+        if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
+        if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
+          if (pending.before === undefined) store.delete(key);
+          else store.put({ ...e, ...pending.before });
+        } else {
+          store.put({ ...e, count: Math.max(0, e.count - (pending.wrote.count - (pending.before?.count ?? 0))) });
+        }
+        return;
       }
-      this.armExpiry();
-      return;
-    }
-    if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-    if (!pending.restore) log('info', `blocked ${pending.client}/${key.lmask}:${key.port} for ${key.duration} seconds`);
-    if (e === undefined) {
-      // expired or lifted while the add ran: the rule just installed must go
-      if (result.id) this.remove({ key, count: 0, last: 0, id: result.id }, false);
-      return;
-    }
-    const updated = { ...e, id: result.id ?? e.id };
-    if (updated.last === 0 && key.duration === ANY && updated.id !== '') {
-      store.delete(key); // AUTH_OK came while the add ran (G15)
-      this.remove(updated, true);
-      return;
-    }
-    store.put(updated);
+      if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
+      if (pending.client !== undefined) log('info', `blocked ${pending.client}/${key.lmask}:${key.port} for ${key.duration} seconds`);
+      // an entry gone meanwhile comes back, so that the rule just installed is released like any other
+      const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
+      store.put(updated);
+      if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated); // AUTH_OK came meanwhile (G15)
+    });
     this.armExpiry();
   }
 
-  /** daemon.md §6: release what is due: strictly `last + duration < now`. */
-  expire(): void {
-    const now = this.o.clock();
-    const { store } = this.o;
-    for (const e of store.due(now)) {
-      const id = keyOf(e.key);
-      if (this.pendingAdds.has(id) || this.pendingRems.has(id) || (this.remRetry.get(id) ?? 0) > now) continue;
-      this.remRetry.delete(id);
-      if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
-      if (e.id === '') store.delete(e.key);
-      else this.remove(e, false);
-    }
-    this.armExpiry(true);
-  }
-
   /**
-   * Runs `rem` for a blocked entry, logs the release when it worked and
-   * deletes the entry if it is still due.  `deleted`: the caller already
-   * removed it from the store.  A failed rem keeps (or puts back) the
-   * entry and tries again later, so that no filter rule is orphaned (G17).
+   * Runs `rem` for a blocked entry; once it worked, logs the release and
+   * deletes the entry if it is still due (a failure may have come in
+   * meanwhile).  A failed rem keeps the entry and tries again later, so
+   * that no filter rule is orphaned (G17).  An entry at its limit whose id
+   * is unknown (its add may or may not have happened) gets one best try.
    */
-  private remove(e: Entry, deleted: boolean): void {
+  private release(e: Entry): void {
     const id = keyOf(e.key);
-    const k = e.key;
+    if (this.stopped || this.pendingRems.has(id)) return;
     this.pendingRems.add(id);
+    this.remRetry.delete(id);
+    const k = e.key;
     void this.o.helper.change('rem', targetOf(k), e.id).then((result) => {
       this.pendingRems.delete(id);
-      if (this.stopped) return;
+      if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
       const { store, log } = this.o;
-      if (result.line === undefined && result.exitCode !== 0) {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${k.address}/${k.lmask}:${k.port} failed${result.timedOut ? ' (timed out)' : result.error ? ` (${result.error})` : ''}; retrying in ${REM_RETRY_SECONDS} s`);
-        if (deleted && store.get(k) === undefined) store.put({ ...e, last: 0 });
-        this.remRetry.set(id, this.o.clock() + REM_RETRY_SECONDS);
+      const worked = result.line !== undefined || result.exitCode === 0;
+      if (!worked && e.id !== '') {
+        log('err', `rem ${k.name} ${targetOf(k).proto} ${k.address}/${k.lmask}:${k.port} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
+        this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
         this.armExpiry();
         return;
       }
-      log('info', `released ${k.address}/${k.lmask}:${k.port} after ${k.duration} seconds`);
-      const current = deleted ? undefined : store.get(k);
-      if (current !== undefined) {
-        if (current.last + k.duration < this.o.clock()) store.delete(k);
+      if (e.id !== '') log('info', `released ${k.address}/${k.lmask}:${k.port} after ${k.duration} seconds`);
+      this.guard(() => {
+        const current = store.get(k);
+        if (current === undefined) return;
+        if (this.isDue(current, this.o.clock())) store.delete(k);
         else {
           // a failure came in while the block was being lifted: the rule is gone, go on counting
           store.put({ ...current, id: '' });
-          if (k.nfail !== ANY && current.count >= k.nfail) this.addPending(current, k.address, false);
+          if (atLimit(current) && !this.stopped && !this.pendingAdds.has(id)) {
+            this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address });
+            this.startAdd(k, '');
+          }
         }
-      }
+      });
       this.armExpiry();
     });
   }
 
-  private addPending(e: Entry, client: string, restore: boolean, oldId = ''): void {
-    const id = keyOf(e.key);
-    if (this.pendingAdds.has(id)) return;
-    this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client, restore });
-    this.startAdd(e.key, oldId);
+  /** Expired (`last + duration < now`), or a forever block lifted by AUTH_OK. */
+  private isDue(e: Entry, now: number): boolean {
+    return e.key.duration === ANY ? e.last === 0 && e.id !== '' : e.last + e.key.duration < now;
+  }
+
+  /**
+   * daemon.md §6: release what is due, a chunk at a time so that the event
+   * loop never waits long; the rest comes in the next pass, started when
+   * these releases finish or at once for plain deletions.
+   */
+  expire(): void {
+    if (this.stopped) return;
+    const now = this.o.clock();
+    const { store } = this.o;
+    for (const [id, retry] of this.remRetry) {
+      if (retry.at > now) continue;
+      this.remRetry.delete(id);
+      // try again only if the entry still waits for its release
+      const current = store.get(retry.entry.key);
+      if (current !== undefined && current.id === retry.entry.id && this.isDue(current, now)) this.release(current);
+    }
+    // what is in flight or waiting to be retried is read again and skipped
+    const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size;
+    const capacity = Math.max(0, EXPIRE_CHUNK - this.pendingRems.size);
+    const limit = busy + DELETE_CHUNK + capacity;
+    const due = store.due(now, limit);
+    const releases: Entry[] = [];
+    let deleted = 0;
+    this.guard(() =>
+      store.transaction(() => {
+        for (const e of due) {
+          const id = keyOf(e.key);
+          if (this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id)) continue;
+          if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
+          if (e.id === '' && !atLimit(e)) {
+            if (deleted < DELETE_CHUNK) {
+              store.delete(e.key);
+              deleted++;
+            }
+          } else if (releases.length < capacity) releases.push(e);
+        }
+      }),
+    );
+    for (const e of releases) this.release(e);
+    // more to delete: go on after a turn of the loop; the releases re-arm as they finish
+    if (due.length === limit && deleted === DELETE_CHUNK) this.schedule(0);
+    else this.armExpiry(true);
   }
 
   /**
@@ -239,24 +274,33 @@ export class Engine {
    */
   armExpiry(onlyFuture = false): void {
     if (this.stopped) return;
-    clearTimeout(this.expiryTimer);
     const now = this.o.clock();
     let next = this.o.store.nextExpiry(onlyFuture ? now : undefined);
-    for (const at of this.remRetry.values()) if (next === undefined || at < next) next = at;
+    if (next !== undefined) next += 1; // expired means last + duration < now: the second after
+    for (const { at } of this.remRetry.values()) if (next === undefined || at < next) next = at;
     if (next === undefined) {
+      clearTimeout(this.expiryTimer);
       this.expiryTimer = undefined;
       return;
     }
-    // expired means last + duration < now: the second after `next`
-    const delay = Math.min(Math.max(0, (next + 1) * 1000 - Date.now()), 2 ** 31 - 1);
+    this.schedule(Math.min(Math.max(0, next * 1000 - Date.now()), MAX_TIMER_MS));
+  }
+
+  private schedule(delay: number): void {
+    clearTimeout(this.expiryTimer);
     this.expiryTimer = setTimeout(() => this.expire(), delay);
+  }
+
+  /** Start-up: forever blocks lifted by AUTH_OK whose rem had not worked yet. */
+  resumeReleases(): void {
+    for (const e of this.o.store.lifted()) this.release(e);
   }
 
   /** Rule names to flush (daemon.md §7.1, G18): remote then local configured names, then those only in the database. */
   flushNames(rules: RuleSet): string[] {
     const names = new Set<string>();
     for (const r of [...rules.remote, ...rules.local]) if (r.name !== '') names.add(r.name);
-    for (const e of this.o.store.entries()) if (e.key.name !== '') names.add(e.key.name);
+    for (const name of this.o.store.names()) if (name !== '') names.add(name);
     return [...names];
   }
 
@@ -265,17 +309,32 @@ export class Engine {
     await Promise.all(names.map((name) => this.o.helper.flush(name)));
   }
 
-  /** daemon.md §7.2: re-add every blocked entry with its old id, pending ones included. */
+  /**
+   * daemon.md §7.2: re-add every block with its old id, those whose add was
+   * pending included; not the ones being released (`last` 0).
+   */
   restore(): number {
     let n = 0;
-    for (const e of this.o.store.entries()) {
-      if (!isBlocked(e)) continue;
-      this.addPending(e, e.key.address, true, e.id);
+    for (const e of this.o.store.blocked()) {
+      const id = keyOf(e.key);
+      if (e.last === 0 || this.pendingAdds.has(id) || this.pendingRems.has(id)) continue;
+      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined });
+      this.startAdd(e.key, e.id);
       n++;
     }
     return n;
   }
 
+  /** A store write outside a batch: a failure is logged, not fatal. */
+  private guard(write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      this.o.log('err', `state_put: failed (${(e as Error).message})`);
+    }
+  }
+
+  /** No more helper calls or timers; results of running calls are still recorded. */
   stop(): void {
     this.stopped = true;
     clearTimeout(this.expiryTimer);

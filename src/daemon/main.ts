@@ -23,17 +23,27 @@ async function detach(argv: string[], progname: string): Promise<never> {
     env: { ...process.env, [READY_FD_VARIABLE]: '3' },
   });
   let report = '';
-  child.stdio[3]!.on('data', (d: Buffer) => (report += d.toString()));
-  const status = await new Promise<number | null>((resolve) => {
-    child.stdio[3]!.on('close', () => resolve(null));
-    child.on('exit', (code) => resolve(code));
-  });
+  const pipe = child.stdio[3]!;
+  pipe.on('data', (d: Buffer) => (report += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await new Promise((resolve) => pipe.once('close', resolve));
   if (report === 'ready\n') {
     child.unref();
     process.exit(0);
   }
+  const status = await exited;
   process.stderr.write(report !== '' ? report : `${progname}: the daemon exited during start-up (status ${status})\n`);
   process.exit(1);
+}
+
+/** Tells the waiting parent; it may be gone (killed meanwhile), which changes nothing for the daemon. */
+function tellParent(fd: number, text: string): void {
+  try {
+    writeSync(fd, text);
+    closeSync(fd);
+  } catch {
+    // EPIPE: nobody waits any more
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -51,7 +61,13 @@ export async function main(argv: string[]): Promise<void> {
   const readyFd = process.env[READY_FD_VARIABLE] === undefined ? undefined : Number(process.env[READY_FD_VARIABLE]);
   delete process.env[READY_FD_VARIABLE];
   const detached = readyFd !== undefined;
-  if (options.debug === 0 && !options.foreground && !detached) await detach(argv, progname);
+  if (options.debug === 0 && !options.foreground && !detached) {
+    if (options.logFormat === 'json') {
+      process.stderr.write(`${progname}: --log-format json writes on stdout: use it with --foreground or -d\n`);
+      process.exit(1);
+    }
+    await detach(argv, progname);
+  }
 
   // nothing this process inherited may reach a helper (G25)
   setCloseOnExec(3);
@@ -66,6 +82,7 @@ export async function main(argv: string[]): Promise<void> {
   let pidfile: string | undefined;
 
   const exit = (status: number): never => {
+    daemon.removeSockets();
     if (pidfile !== undefined) {
       try {
         unlinkSync(pidfile);
@@ -78,7 +95,7 @@ export async function main(argv: string[]): Promise<void> {
   };
   const fatal = (message: string): never => {
     logger.log('err', message);
-    if (readyFd !== undefined) writeSync(readyFd, `${progname}: ${message}\n`);
+    if (readyFd !== undefined) tellParent(readyFd, `${progname}: ${message}\n`);
     else if (options.debug === 0) process.stderr.write(`${progname}: ${message}\n`);
     return exit(1);
   };
@@ -98,10 +115,7 @@ export async function main(argv: string[]): Promise<void> {
     if (e instanceof FatalError) fatal(e.message);
     throw e;
   }
-  if (readyFd !== undefined) {
-    writeSync(readyFd, 'ready\n');
-    closeSync(readyFd);
-  }
+  if (readyFd !== undefined) tellParent(readyFd, 'ready\n');
 }
 
 function installSignals(daemon: Daemon, logger: DaemonLogger, stop: (status: number) => void): void {

@@ -49,6 +49,8 @@ export interface DaemonOptions {
   pidfile: string;
   /** --helper-timeout: seconds before a hanging helper is killed. */
   helperTimeout: number;
+  /** --rem-retry: seconds between tries of a failed rem (G17). */
+  remRetry: number;
   /** --syslog-socket */
   syslogSocket: string;
   /** --rename-bad-db: move an unusable database aside instead of exiting. */
@@ -101,6 +103,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--log-format <format>', 'syslog (default) or json (lines on stdout)', 'syslog')
     .option('--pidfile <path>', 'pid file when detached', `/var/run/${progname}.pid`)
     .option('--helper-timeout <seconds>', 'kill a helper call after this long', '30')
+    .option('--rem-retry <seconds>', 'try a failed rem again after this long', '60')
     .option('--syslog-socket <path>', 'syslog socket', '/dev/log')
     .option('--rename-bad-db', 'move an unusable database aside and start with an empty one')
     .helpOption('-h, --help')
@@ -139,6 +142,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     logFormat: string;
     pidfile: string;
     helperTimeout: string;
+    remRetry: string;
     syslogSocket: string;
     renameBadDb?: boolean;
   }>();
@@ -161,6 +165,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     logFormat: o.logFormat,
     pidfile: abs(o.pidfile),
     helperTimeout: seconds(o.helperTimeout, 'helper timeout'),
+    remRetry: seconds(o.remRetry, 'rem retry'),
     syslogSocket: o.syslogSocket,
     renameBadDb: o.renameBadDb === true,
   };

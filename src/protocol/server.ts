@@ -102,7 +102,7 @@ export class NotificationSocket {
     return rest;
   }
 
-  /** Stops receiving and closes the socket; the file stays, as upstream leaves it. */
+  /** Stops receiving and closes the socket; removing the file is the caller's choice (upstream leaves it). */
   close(): void {
     this.handle.close();
   }

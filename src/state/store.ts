@@ -127,6 +127,9 @@ export class StateStore {
   private readonly nextExpiryStmt: Database.Statement | undefined;
   private readonly dueStmt: Database.Statement | undefined;
   private readonly countStmt: Database.Statement | undefined;
+  private readonly namesStmt: Database.Statement | undefined;
+  private readonly blockedStmt: Database.Statement | undefined;
+  private readonly liftedStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
   static open(path: string, options: OpenOptions = {}): StateStore {
@@ -179,8 +182,11 @@ export class StateStore {
     this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH}`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
     this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
-    this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration');
+    this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
     this.countStmt = this.db.prepare('SELECT count(*) FROM entry').pluck();
+    this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
+    this.blockedStmt = this.db.prepare("SELECT * FROM entry WHERE id != '' OR (nfail >= 0 AND count >= nfail)");
+    this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
   }
 
   /** The file's mark and schema version, read in one transaction. */
@@ -262,9 +268,24 @@ export class StateStore {
     return (this.nextExpiryStmt?.get(after) as number | null | undefined) ?? undefined;
   }
 
-  /** Entries whose time is up at `now`: `last + duration < now`, soonest first. */
-  due(now: number): Entry[] {
-    return ((this.dueStmt?.all(now) ?? []) as Row[]).map(entryOf);
+  /** Entries whose time is up at `now`: `last + duration < now`, soonest first, at most `limit`. */
+  due(now: number, limit = Number.MAX_SAFE_INTEGER): Entry[] {
+    return ((this.dueStmt?.all(now, limit) ?? []) as Row[]).map(entryOf);
+  }
+
+  /** The distinct rule names of the entries. */
+  names(): string[] {
+    return (this.namesStmt?.all() ?? []) as string[];
+  }
+
+  /** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
+  blocked(): Entry[] {
+    return ((this.blockedStmt?.all() ?? []) as Row[]).map(entryOf);
+  }
+
+  /** Forever entries reset by AUTH_OK that still have a filter rule to remove (G15). */
+  lifted(): Entry[] {
+    return ((this.liftedStmt?.all() ?? []) as Row[]).map(entryOf);
   }
 
   size(): number {

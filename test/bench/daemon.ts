@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { AUTH_FAIL } from '../../src/index.js';
 import { StateStore } from '../../src/state/store.js';
-import { Reporter, SyslogReceiver, blprobe, freePort, repoRoot, runBlprobe, tempDir, until } from '../support.js';
+import { Reporter, SyslogReceiver, blprobe, cpuTicks, freePort, repoRoot, runBlprobe, tempDir, until } from '../support.js';
 
 const FLOOD = Number(process.env.BENCH_FLOOD ?? 200_000);
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
@@ -53,12 +53,6 @@ async function stopDaemon(d: Daemon): Promise<void> {
 function status(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : NaN;
-}
-
-/** utime + stime in clock ticks. */
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return Number(fields[11]) + Number(fields[12]);
 }
 
 /**
