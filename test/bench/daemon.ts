@@ -3,7 +3,7 @@
 // helper blocks; the time from a blocking notification to the helper's
 // start; RSS; wake-ups when idle; lost sends under bursts from 20 senders.
 // Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets the idle watch.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -124,9 +124,12 @@ async function main(): Promise<void> {
   await stopDaemon(d);
 
   // latency from the blocking notification to the helper's start, on an idle daemon
-  const latencyLog = join(tempDir('blocklistd-bench-'), 'helper.log');
+  const latencyDir = tempDir('blocklistd-bench-');
+  const latencyLog = join(latencyDir, 'helper.log');
+  const stamp = join(latencyDir, 'stamp');
+  execFileSync('cc', ['-O2', '-o', stamp, join(repoRoot, 'test/bench/stamp.c')]);
   const tcpPort = await freePort();
-  d = await startDaemon(`${tcpPort} stream * * * 1 1h\n`, join(fixtures, 'record'), { HELPER_LOG: latencyLog, HELPER_REPLY: 'OK\\n' });
+  d = await startDaemon(`${tcpPort} stream * * * 1 1h\n`, stamp, { HELPER_LOG: latencyLog });
   const latencies: number[] = [];
   for (let i = 0; i < 40; i++) {
     const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
