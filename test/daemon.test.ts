@@ -281,7 +281,7 @@ describe('blocklistd start-up, reload and stop', () => {
     daemon = await DaemonProcess.start({ config, args: ['-r'], dir: daemon.dir });
     t.after(() => daemon.stop('SIGKILL'));
     await daemon.waitFor(/add returns OK/);
-    assert.deepEqual(daemon.helperCalls().slice(calls), ['flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
+    assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
   });
 
   test('-f: every configured and stored rule name is flushed (G18), the database emptied without -r', async (t) => {
@@ -295,8 +295,8 @@ describe('blocklistd start-up, reload and stop', () => {
     daemon = await DaemonProcess.start({ config: `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, args: ['-f'], dir: daemon.dir });
     t.after(() => daemon.stop('SIGKILL'));
     // the socket comes first: the flush follows it
-    await until(() => daemon.helperCalls().length >= calls + 3);
-    assert.deepEqual(daemon.helperCalls().slice(calls), ['flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
+    await until(() => daemon.helperCalls().length >= calls + 4);
+    assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
     await until(() => daemon.entries().length === 0);
   });
 

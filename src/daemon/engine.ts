@@ -12,7 +12,7 @@
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
 import type { ConfEnv, InterfaceAddresses, RuleSet } from '../conf/types.js';
-import type { HelperResult, HelperRunner, HelperTarget } from '../run/helper.js';
+import type { Change, HelperResult, HelperRunner, HelperTarget } from '../run/helper.js';
 import type { StateStore } from '../state/store.js';
 import { localTime } from '../time.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
@@ -21,6 +21,8 @@ import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notific
 const EXPIRE_CHUNK = 64;
 /** Entries without a filter rule deleted in one transaction. */
 const DELETE_CHUNK = 500;
+/** Operations in one batch call. */
+const BATCH_MAX = 1000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -65,6 +67,9 @@ export class Engine {
   private expiryTimer: NodeJS.Timeout | undefined;
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
+  private batchMode = false;
+  /** Helper calls of the current stretch of work, dispatched together. */
+  private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
 
   constructor(private readonly o: EngineOptions) {}
 
@@ -141,7 +146,34 @@ export class Engine {
   }
 
   private startAdd(key: EffectiveRule, oldId: string): void {
-    void this.o.helper.change('add', targetOf(key), oldId).then((result) => this.addDone(key, oldId, result));
+    this.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => this.addDone(key, oldId, result));
+  }
+
+  /**
+   * Runs a helper call.  The calls made in one stretch of work (a batch of
+   * notifications, an expiry pass, a restore) go to a helper that knows
+   * batch mode as batches: one process, one packet-filter transaction.
+   */
+  private call(change: Change, done: (result: HelperResult) => void): void {
+    this.calls.push({ change, done });
+    if (this.calls.length === 1) queueMicrotask(() => this.dispatchCalls());
+  }
+
+  private dispatchCalls(): void {
+    const calls = this.calls.splice(0);
+    if (!this.batchMode || calls.length === 1) {
+      for (const { change, done } of calls) void this.o.helper.change(change.action, change.target, change.id).then(done);
+      return;
+    }
+    for (let i = 0; i < calls.length; i += BATCH_MAX) {
+      const chunk = calls.slice(i, i + BATCH_MAX);
+      void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => chunk.forEach((c, j) => c.done(results[j])));
+    }
+  }
+
+  /** The helper answered `batch` to `capabilities`. */
+  setBatchMode(on: boolean): void {
+    this.batchMode = on;
   }
 
   private addDone(key: EffectiveRule, oldId: string, result: HelperResult): void {
@@ -188,7 +220,7 @@ export class Engine {
     this.pendingRems.add(id);
     this.remRetry.delete(id);
     const k = e.key;
-    void this.o.helper.change('rem', targetOf(k), e.id).then((result) => {
+    this.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.pendingRems.delete(id);
       if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
       const { store, log } = this.o;

@@ -26,6 +26,15 @@ export interface HelperResult {
   error: string | undefined;
   /** Dropped by stop() before it started. */
   cancelled: boolean;
+  /** A batch's answer, one line per change. */
+  lines?: string[];
+}
+
+/** One operation of a batch. */
+export interface Change {
+  action: 'add' | 'rem';
+  target: HelperTarget;
+  id: string;
 }
 
 export interface HelperRunnerOptions {
@@ -45,7 +54,7 @@ const ID_MAX_BYTES = 63;
 /** Only the id matters; a helper that writes an endless line must not fill the memory. */
 const LINE_MAX_BYTES = 4096;
 
-type Action = 'add' | 'rem' | 'flush';
+type Action = 'add' | 'rem' | 'flush' | 'batch' | 'capabilities';
 
 /**
  * Two calls conflict when one holds a key the other waits for: add/rem hold
@@ -62,6 +71,10 @@ interface Call extends Conflicts {
   action: Action;
   /** The arguments after argv[0]. */
   args: string[];
+  /** Written to stdin (batch mode); every output line is then read, not only the first. */
+  input?: string;
+  /** The answer is expected in this many lines (batch mode). */
+  lines?: number;
   resolve: (result: HelperResult) => void;
   /** Settles once the call is finished and out of `running`. */
   done?: Promise<void>;
@@ -124,6 +137,20 @@ class FirstLine {
   }
 }
 
+/** Collects every line of a batch's answer, up to `max` lines. */
+class Lines {
+  private text = '';
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): void {
+    if (this.text.length <= this.max * LINE_MAX_BYTES) this.text += chunk.toString();
+  }
+
+  lines(): string[] {
+    return this.text.split('\n').slice(0, this.max);
+  }
+}
+
 function changeConflicts(t: HelperTarget): Conflicts {
   const target = ['target', t.name, t.proto, t.address, t.mask, t.port].join('\0');
   return { holds: [target, `name\0${t.name}`], waitsFor: [target, `flush\0${t.name}`] };
@@ -165,6 +192,30 @@ export class HelperRunner {
     return this.submit('flush', ['flush', name], flushConflicts(name));
   }
 
+  /**
+   * control batch: many changes in one call (helpers answering `batch` to
+   * `capabilities`); one result per change, in order, an empty line being
+   * a failure.  The call waits for every target it holds.  A line's fields
+   * are never empty (but the last, the id) nor hold a space: rule names
+   * are fields of the configuration, and a local rule's is never empty.
+   */
+  async batch(changes: readonly Change[]): Promise<HelperResult[]> {
+    const conflicts = changes.map((c) => changeConflicts(c.target));
+    const input = changes.map((c) => [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, c.id].join(' ')).join('\n') + '\n';
+    const result = await this.submit('batch', ['batch'], { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] }, input, changes.length);
+    const lines = result.lines ?? [];
+    return changes.map((_, i) => {
+      const line = lines[i];
+      return line === undefined || line === '' ? { ...result, line: undefined, id: undefined, lines: undefined } : { ...result, line, id: idOf(line), lines: undefined };
+    });
+  }
+
+  /** control capabilities: the words of its first line; none from a helper that does not know the command. */
+  async capabilities(): Promise<Set<string>> {
+    const result = await this.submit('capabilities', ['capabilities'], { holds: [], waitsFor: [] });
+    return new Set(result.exitCode === 0 ? (result.line ?? '').split(/\s+/).filter((w) => w !== '') : []);
+  }
+
   /** Calls queued or running. */
   get pending(): number {
     return this.waiting.length + this.running.size;
@@ -202,10 +253,10 @@ export class HelperRunner {
    * conflicts with it and a slot is free; this keeps the invariant that
    * every waiting call is held back by a conflict or by the limit.
    */
-  private submit(action: Action, args: string[], conflicts: Conflicts): Promise<HelperResult> {
+  private submit(action: Action, args: string[], conflicts: Conflicts, input?: string, lines?: number): Promise<HelperResult> {
     if (this.stopped) return Promise.resolve(CANCELLED);
     return new Promise((resolve) => {
-      const call: Call = { action, args, ...conflicts, resolve };
+      const call: Call = { action, args, ...conflicts, input, lines, resolve };
       const blocked = call.waitsFor.some((key) => this.held.has(key));
       for (const key of call.holds) this.held.set(key, (this.held.get(key) ?? 0) + 1);
       if (blocked || this.running.size >= this.concurrency) this.waiting.push(call);
@@ -254,13 +305,18 @@ export class HelperRunner {
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
-        child = spawn(this.program, call.args, { argv0: 'control', stdio: ['ignore', 'pipe', 'inherit'] });
+        child = spawn(this.program, call.args, { argv0: 'control', stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
       } catch (e) {
         resolve(this.spawnFailed(e));
         return;
       }
       const stdout = child.stdout!;
       const firstLine = new FirstLine();
+      const all = call.lines === undefined ? undefined : new Lines(call.lines);
+      if (call.input !== undefined) {
+        child.stdin!.on('error', () => {}); // a helper that exits without reading
+        child.stdin!.end(call.input);
+      }
       let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
       let stdoutClosed = false;
       let killed = false;
@@ -287,6 +343,7 @@ export class HelperRunner {
           timedOut,
           error: undefined,
           cancelled: false,
+          lines: all?.lines(),
         });
       };
       const kill = (): void => {
@@ -294,15 +351,20 @@ export class HelperRunner {
         child.kill('SIGKILL');
         finish();
       };
+      // a batch may take as long as a hundred calls would each
+      const timeoutMs = this.timeoutMs * Math.max(1, Math.ceil((call.lines ?? 0) / 100));
       const timer = setTimeout(() => {
         timedOut = true;
-        this.log('err', `${this.program} ${call.action} timed out after ${this.timeoutMs / 1000} s, killed`);
+        this.log('err', `${this.program} ${call.action} timed out after ${timeoutMs / 1000} s, killed`);
         kill();
-      }, this.timeoutMs);
+      }, timeoutMs);
       call.kill = kill;
 
       // Read to the end so that a helper writing more than a line does not get SIGPIPE.
-      stdout.on('data', (chunk: Buffer) => firstLine.push(chunk));
+      stdout.on('data', (chunk: Buffer) => {
+        firstLine.push(chunk);
+        all?.push(chunk);
+      });
       stdout.on('close', () => {
         stdoutClosed = true;
         finish();
