@@ -367,3 +367,89 @@ describe('blocklistd start-up, reload and stop', () => {
     assert.doesNotMatch(daemon.stderr, /debug level -1/);
   });
 });
+
+describe('batch mode: a helper that answers "batch" to capabilities', () => {
+  /** A database of `n` blocked entries on `port` (10.2.x.y), last failure at `last`. */
+  function seeded(n: number, port: number, last: number): string {
+    const dir = tempDir('blocklistd-daemon-');
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    store.transaction(() => {
+      for (let i = 0; i < n; i++) {
+        const key = { family: 2, address: `10.2.${i >> 8}.${i & 255}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3600 };
+        store.put({ key, count: 1, last, id: `old${i}` });
+      }
+    });
+    store.close();
+    return dir;
+  }
+
+  async function batchDaemon(t: TestContext, port: number, dir: string, args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
+    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 1 1h\n`, dir, args, env: { HELPER_BATCH: '1', ...env } });
+    t.after(() => daemon.stop('SIGKILL'));
+    return daemon;
+  }
+
+  /** The sizes of the batch calls among `calls`, and the operations they carried. */
+  function batches(calls: string[]): { sizes: number[]; ops: string[]; singles: string[] } {
+    const sizes = calls.filter((c) => c.startsWith('batch ')).map((c) => Number(c.slice(6)));
+    const ops = calls.filter((c) => /^(add|rem) /.test(c));
+    return { sizes, ops, singles: calls.filter((c) => !c.startsWith('batch ') && !/^(add|rem) /.test(c)) };
+  }
+
+  test('-r: 1500 blocks re-added in batches of at most 1000, with their old ids', async (t) => {
+    const port = await freePort();
+    const now = Math.floor(Date.now() / 1000);
+    const daemon = await batchDaemon(t, port, seeded(1500, port, now), ['-r']);
+    await until(() => daemon.entries().every((e) => e.id.startsWith('id-')), 30_000);
+    const { sizes, ops, singles } = batches(daemon.helperCalls());
+    assert.deepEqual(singles, ['capabilities', 'flush blocklistd']);
+    assert.deepEqual([...sizes].sort((a, b) => a - b), [500, 1000]);
+    assert.equal(ops.length, 1500);
+    const expected = Array.from({ length: 1500 }, (_, i) => `add blocklistd tcp 10.2.${i >> 8}.${i & 255} 32 ${port} old${i}`);
+    assert.deepEqual([...ops].sort(), expected.sort());
+  });
+
+  test('a line answered empty fails that operation only: the others get their ids', async (t) => {
+    const port = await freePort();
+    const now = Math.floor(Date.now() / 1000);
+    const daemon = await batchDaemon(t, port, seeded(3, port, now), ['-r'], { HELPER_REFUSE: '10.2.0.1' });
+    await daemon.waitFor(new RegExp(`add blocklistd tcp 10\\.2\\.0\\.1/32:${port}: the helper gave no rule id`));
+    await until(() => daemon.entries().filter((e) => e.id.startsWith('id-')).length === 2);
+    assert.deepEqual(batches(daemon.helperCalls()).sizes, [3]);
+    // a restore keeps the old id of a block the helper could not confirm
+    assert.deepEqual(daemon.entries().map((e) => [e.key.address, e.id]).sort(), [
+      ['10.2.0.0', `id-10.2.0.0:${port}`],
+      ['10.2.0.1', 'old1'],
+      ['10.2.0.2', `id-10.2.0.2:${port}`],
+    ]);
+  });
+
+  test('expiry: the blocks due in one pass are released by one batch of rems', async (t) => {
+    const port = await freePort();
+    const daemon = await batchDaemon(t, port, seeded(200, port, 1000));
+    await until(() => daemon.entries().length === 0, 30_000);
+    const { sizes, ops } = batches(daemon.helperCalls());
+    assert.equal(ops.length, 200);
+    assert.ok(ops.every((op) => op.startsWith('rem blocklistd tcp 10.2.')), ops.join('\n'));
+    assert.equal(sizes.reduce((a, b) => a + b, 0), 200);
+    assert.ok(sizes.length < 200 / 10, `${sizes.length} batches: ${sizes.join(' ')}`);
+  });
+
+  test('SIGHUP with -r: flush, then the blocks again in one batch; -dd traces each operation', async (t) => {
+    const port = await freePort();
+    const now = Math.floor(Date.now() / 1000);
+    const daemon = await batchDaemon(t, port, seeded(2, port, now), ['-r']);
+    await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
+    const calls = daemon.helperCalls().length;
+    daemon.child.kill('SIGHUP');
+    await until(() => daemon.helperCalls().length === calls + 4);
+    assert.deepEqual(daemon.helperCalls().slice(calls), [
+      'flush blocklistd',
+      'batch 2',
+      `add blocklistd tcp 10.2.0.0 32 ${port} id-10.2.0.0:${port}`,
+      `add blocklistd tcp 10.2.0.1 32 ${port} id-10.2.0.1:${port}`,
+    ]);
+    await daemon.waitFor(new RegExp(`run \\S+ \\[control add blocklistd tcp 10\\.2\\.0\\.1 32 ${port} id-10\\.2\\.0\\.1:${port}\\] \\(batch\\)`));
+    await daemon.waitFor(new RegExp(`add returns OK id-10\\.2\\.0\\.1:${port}`));
+  });
+});

@@ -1,10 +1,10 @@
 // The helper runner against real processes: the shell scripts of
 // test/fixtures/ stand in for the packet-filter control program.
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { test } from 'node:test';
-import { HelperRunner, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
+import { describe, test } from 'node:test';
+import { HelperRunner, type Change, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
 import { LogCollector, repoRoot, tempDir } from './support.js';
 
 const fixtures = join(repoRoot, 'test/fixtures');
@@ -381,4 +381,66 @@ test('no descriptor of the daemon reaches the helper', async () => {
   } finally {
     closeSync(fd);
   }
+});
+
+describe('batch mode', () => {
+  const helperScript = join(repoRoot, 'bin/blocklistd-helper');
+  /** The real helper with its log back end, recording to a file of its own. */
+  function logHelper(): { runner: HelperRunner; log: string } {
+    const log = join(dir, `helper-${++logSerial}.log`);
+    const conf = join(dir, `helper-${logSerial}.conf`);
+    writeFileSync(conf, `backend=log\nlog_file=${log}\n`);
+    process.env.BLOCKLISTD_HELPER_CONF = conf;
+    return { runner: runner(helperScript).runner, log };
+  }
+  const change = (action: 'add' | 'rem', address: string, id = ''): Change => ({ action, target: target(address), id });
+
+  test('capabilities: the words of the first line; none from a helper that does not know the command', async () => {
+    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch']));
+    fixtureEnv({ HELPER_REPLY: 'Unknown command\\n' });
+    assert.deepEqual(await runner(fixture('record')).runner.capabilities(), new Set(['Unknown', 'command']));
+    fixtureEnv({});
+    assert.deepEqual(await runner(fixture('not-executable')).runner.capabilities(), new Set());
+    // upstream's helper exits 1 after its complaint
+    const { runner: failing } = runner(fixture('control'));
+    process.env.HELPER_MODE = 'remfail';
+    try {
+      assert.deepEqual(await failing.capabilities(), new Set());
+    } finally {
+      delete process.env.HELPER_MODE;
+    }
+  });
+
+  test('batch: one process, the operations on stdin one per line, one result per operation in order', async () => {
+    const { runner: helper, log } = logHelper();
+    const results = await helper.batch([change('add', '192.0.2.1'), change('rem', '192.0.2.2', 'old2'), change('add', '2001:db8::1', 'old3')]);
+    assert.deepEqual(
+      results.map((r) => [r.line, r.id]),
+      [
+        ['OK blocklistd:192.0.2.1/32:22', 'blocklistd:192.0.2.1/32:22'],
+        ['OK', 'OK'],
+        ['OK blocklistd:2001:db8::1/32:22', 'blocklistd:2001:db8::1/32:22'],
+      ],
+    );
+    assert.equal(readFileSync(log, 'utf8'), 'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.2 32 22 old2\nadd blocklistd tcp 2001:db8::1 32 22 old3\n');
+  });
+
+  test('batch: an empty line or a missing one fails that operation only', async () => {
+    fixtureEnv({ HELPER_REPLY: 'OK a\\n\\nOK c\\n' });
+    const results = await runner(fixture('record')).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2'), change('add', '192.0.2.3'), change('add', '192.0.2.4')]);
+    assert.deepEqual(
+      results.map((r) => r.id),
+      ['a', undefined, 'c', undefined],
+    );
+    assert.ok(results.every((r) => r.exitCode === 0 && !('lines' in r)));
+  });
+
+  test('batch: waits for a running call of one of its targets, and holds back later ones', async () => {
+    const log = recordTo({ HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
+    const { runner: record } = runner(fixture('record'), { concurrency: 4 });
+    const a = target('192.0.2.1');
+    await Promise.all([record.change('add', a, 'first'), record.batch([change('rem', '192.0.2.1', 'x'), change('add', '192.0.2.9')]), record.change('rem', a, 'last')]);
+    const runs = spans(log);
+    assertSequential(runs, [changeArgs('add', a, 'first'), '[batch]', changeArgs('rem', a, 'last')]);
+  });
 });

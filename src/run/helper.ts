@@ -203,10 +203,10 @@ export class HelperRunner {
     const conflicts = changes.map((c) => changeConflicts(c.target));
     const input = changes.map((c) => [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, c.id].join(' ')).join('\n') + '\n';
     const result = await this.submit('batch', ['batch'], { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] }, input, changes.length);
-    const lines = result.lines ?? [];
+    const { lines = [], ...common } = result;
     return changes.map((_, i) => {
-      const line = lines[i];
-      return line === undefined || line === '' ? { ...result, line: undefined, id: undefined, lines: undefined } : { ...result, line, id: idOf(line), lines: undefined };
+      const line = lines[i] || undefined;
+      return { ...common, line, id: line === undefined ? undefined : idOf(line) };
     });
   }
 
@@ -300,8 +300,24 @@ export class HelperRunner {
     });
   }
 
+  /** Upstream's debug lines; a batch's operations each as the call they stand for. */
+  private traceRun(call: Call): void {
+    this.log('debug', `run ${this.program} [control ${call.args.join(' ')}]`);
+    if (call.input === undefined) return;
+    for (const op of call.input.split('\n').slice(0, -1)) this.log('debug', `run ${this.program} [control ${op}] (batch)`);
+  }
+
+  private traceAnswer(call: Call, line: string | undefined, lines: string[] | undefined): void {
+    if (lines === undefined || call.input === undefined) {
+      this.log('debug', `${call.action} returns ${line ?? '(null)'}`);
+      return;
+    }
+    const ops = call.input.split('\n');
+    for (let i = 0; i < (call.lines ?? 0); i++) this.log('debug', `${ops[i]!.split(' ')[0]} returns ${lines[i] || '(null)'}`);
+  }
+
   private execute(call: Call): Promise<HelperResult> {
-    if (this.debug() >= 1) this.log('debug', `run ${this.program} [control ${call.args.join(' ')}]`);
+    if (this.debug() >= 1) this.traceRun(call);
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
@@ -334,7 +350,8 @@ export class HelperRunner {
         if (!exit || (!stdoutClosed && !killed)) return;
         stdout.destroy();
         const line = firstLine.text();
-        if (this.debug() >= 1) this.log('debug', `${call.action} returns ${line ?? '(null)'}`);
+        const lines = all?.lines();
+        if (this.debug() >= 1) this.traceAnswer(call, line, lines);
         settle({
           line,
           id: line === undefined ? undefined : idOf(line),
@@ -343,7 +360,7 @@ export class HelperRunner {
           timedOut,
           error: undefined,
           cancelled: false,
-          lines: all?.lines(),
+          ...(lines === undefined ? {} : { lines }),
         });
       };
       const kill = (): void => {
