@@ -69,6 +69,8 @@ export async function main(argv: string[]): Promise<void> {
     await detach(argv, progname);
   }
 
+  // ps, pgrep and rc.subr know the daemon by its name, not as "node"
+  process.title = [progname, ...argv.slice(2)].join(' ');
   // nothing this process inherited may reach a helper (G25)
   setCloseOnExec(3);
   if (detached) process.chdir('/');

@@ -1,0 +1,111 @@
+// npm run install-system (bin/install-system): the package installed from
+// this built tree into a temporary prefix runs from there, through the
+// links in sbin and libexec, with its own native addon and SQLite; the
+// configuration is never overwritten; the systemd unit and the rc.d script
+// get the prefix's paths.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { AUTH_FAIL } from '../src/index.js';
+import { Reporter, freePort, repoRoot, run, tempDir, until } from './support.js';
+
+const script = join(repoRoot, 'bin/install-system');
+
+function install(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+test('installed into a prefix: the daemon, blocklistctl and the helper run from there; the configuration is kept on upgrade', async (t) => {
+  const root = tempDir('blocklistd-install-');
+  const prefix = join(root, 'usr');
+  const etc = join(root, 'etc');
+  const first = await install(['--prefix', prefix, '--sysconfdir', etc, '--no-service']);
+  assert.equal(first.code, 0, first.stderr);
+  const lib = join(prefix, 'lib/blocklistd');
+  for (const [link, target] of [
+    ['sbin/blocklistd', 'bin/blocklistd'],
+    ['sbin/blocklistctl', 'bin/blocklistctl'],
+    ['libexec/blocklistd-helper', 'bin/blocklistd-helper'],
+  ]) {
+    assert.ok(lstatSync(join(prefix, link)).isSymbolicLink(), link);
+    assert.equal(readlinkSync(join(prefix, link)), join(lib, target));
+  }
+  // production packages only, no tests, no installer
+  assert.ok(existsSync(join(lib, 'node_modules/better-sqlite3')));
+  assert.ok(!existsSync(join(lib, 'node_modules/typescript')), 'typescript installed');
+  assert.ok(!existsSync(join(lib, 'dist/test')));
+  assert.ok(!existsSync(join(lib, 'bin/install-system')));
+
+  const conf = join(etc, 'blocklistd.conf');
+  assert.equal(readFileSync(conf, 'utf8'), readFileSync(join(repoRoot, 'etc/blocklistd.conf'), 'utf8'));
+  const check = await run(join(prefix, 'sbin/blocklistctl'), ['config', '-c', conf]);
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(check.stdout, /^22\tstream\t\*\t\*\tblocklistd\t3\t6h/m);
+
+  // the daemon from the prefix, its default helper the installed one (log back end)
+  const port = await freePort();
+  const dir = tempDir('blocklistd-installed-');
+  writeFileSync(join(etc, 'blocklistd-helper.conf'), `backend=log\nlog_file=${join(dir, 'helper.log')}\n`);
+  writeFileSync(conf, `${port} stream * * * 1 1h\n`);
+  const daemon = spawn(join(prefix, 'sbin/blocklistd'), ['-d', '-c', conf, '-D', join(dir, 'db'), '-s', join(dir, 'sock')], {
+    env: { ...process.env, BLOCKLISTD_HELPER_CONF: join(etc, 'blocklistd-helper.conf'), BLOCKLISTD_BACKEND: '' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  t.after(() => daemon.kill('SIGKILL'));
+  let stderr = '';
+  daemon.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  await until(() => stderr.includes('listening on'), 10_000);
+  const reporter = await Reporter.connect(join(dir, 'sock'), port);
+  t.after(() => reporter.close());
+  reporter.report(AUTH_FAIL, 'installed');
+  await until(() => existsSync(join(dir, 'helper.log')) && readFileSync(join(dir, 'helper.log'), 'utf8').includes('add'), 10_000);
+  assert.equal(readFileSync(join(dir, 'helper.log'), 'utf8'), `add blocklistd tcp 127.0.0.1 32 ${port} \n`);
+  const dump = await run(join(prefix, 'sbin/blocklistctl'), ['dump', '-b', '-n', '-D', join(dir, 'db')]);
+  assert.match(dump.stdout, new RegExp(`127\\.0\\.0\\.1/32:${port}\\s+blocklistd:127\\.0\\.0\\.1/32:${port}\\s+\\d+/1`));
+
+  // an upgrade replaces the package, not the configuration
+  writeFileSync(join(lib, 'stale'), '');
+  const again = await install(['--prefix', prefix, '--sysconfdir', etc, '--no-service']);
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /blocklistd\.conf kept/);
+  assert.equal(readFileSync(conf, 'utf8'), `${port} stream * * * 1 1h\n`);
+  assert.ok(!existsSync(join(lib, 'stale')));
+});
+
+test('staged with --destdir: the systemd unit and, on a BSD, the rc.d script name the prefix and the configuration', async () => {
+  const stage = tempDir('blocklistd-stage-');
+  const linux = await install(['--destdir', stage, '--prefix', '/opt/bl', '--sysconfdir', '/etc/bl']);
+  assert.equal(linux.code, 0, linux.stderr);
+  const unit = readFileSync(join(stage, 'etc/systemd/system/blocklistd.service'), 'utf8');
+  assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
+  assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
+  assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+  assert.ok(existsSync(join(stage, 'etc/bl/blocklistd.conf')));
+  assert.equal(readlinkSync(join(stage, 'opt/bl/sbin/blocklistd')), '/opt/bl/lib/blocklistd/bin/blocklistd');
+
+  // FreeBSD, as far as the installer can tell
+  const bin = tempDir('blocklistd-uname-');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, 'uname'), '#!/bin/sh\necho FreeBSD\n');
+  chmodSync(join(bin, 'uname'), 0o755);
+  const bsd = await install(['--destdir', stage, '--prefix', '/usr/local', '--sysconfdir', '/usr/local/etc'], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(bsd.code, 0, bsd.stderr);
+  const rc = join(stage, 'usr/local/etc/rc.d/blocklistd');
+  assert.equal(lstatSync(rc).mode & 0o777, 0o555);
+  const text = readFileSync(rc, 'utf8');
+  assert.match(text, /^command="\/usr\/local\/sbin\/\$\{name\}"$/m);
+  assert.match(text, /^required_files="\/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+  assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+  assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
+  assert.equal((await run('sh', ['-n', rc])).code, 0);
+});
