@@ -124,11 +124,11 @@ async function batch(ns: Netns, backend: Backend, lines: string[]): Promise<{ ou
 }
 
 /**
- * A batch was one transaction: one `nft -f` besides listing the chains of
- * its names; for ipset one `ipset restore` besides the sets' set-up.
+ * A batch was one transaction: one `nft -f` besides listing the table's
+ * sets; for ipset one `ipset restore` besides the sets' set-up.
  */
 function assertOneTransaction(backend: Backend, calls: string[]): void {
-  if (backend === 'nftables') assert.deepEqual(calls.filter((c) => !c.startsWith('list chain ')), ['-f -'], 'one nft -f');
+  if (backend === 'nftables') assert.deepEqual(calls.filter((c) => !c.startsWith('-t list sets ')), ['-f -'], 'one nft -f');
   if (backend === 'ipset') {
     assert.deepEqual(calls.filter((c) => !c.startsWith('create ')), ['restore'], 'one ipset restore');
   }
