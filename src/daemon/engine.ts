@@ -21,8 +21,8 @@ import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notific
 const EXPIRE_CHUNK = 64;
 /** Entries without a filter rule deleted in one transaction. */
 const DELETE_CHUNK = 500;
-/** Operations in one batch call. */
-const BATCH_MAX = 1000;
+/** Operations in one batch call: few calls for a restore, each a bounded one. */
+const BATCH_MAX = 10000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -167,7 +167,17 @@ export class Engine {
     }
     for (let i = 0; i < calls.length; i += BATCH_MAX) {
       const chunk = calls.slice(i, i + BATCH_MAX);
-      void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => chunk.forEach((c, j) => c.done(results[j])));
+      void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => this.settleBatch(chunk, results));
+    }
+  }
+
+  /** A batch's results recorded in one transaction: one commit, not one per entry. */
+  private settleBatch(chunk: { done: (result: HelperResult) => void }[], results: HelperResult[]): void {
+    try {
+      this.o.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
+    } catch (e) {
+      // as for a batch of notifications: the entries stay as they were before the helper ran
+      this.o.log('err', `state_put: failed (${(e as Error).message}), ${chunk.length} helper results not recorded`);
     }
   }
 
