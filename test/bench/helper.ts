@@ -1,0 +1,118 @@
+// Benchmark of bin/blocklistd-helper (issue 6), as root, each back end in a
+// network namespace of its own: single calls per second (one process per
+// block, as upstream runs it), batch rates, and the daemon's -r restore of
+// BENCH_RESTORE (default 100,000) blocked entries through nftables in batch
+// mode, end to end: from the daemon's start until every entry has its new
+// rule id and the set holds them all.  Prints figures only.
+import { spawn, spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
+import { StateStore } from '../../src/state/store.js';
+import { isRoot, repoRoot, tempDir } from '../support.js';
+
+const RESTORE = Number(process.env.BENCH_RESTORE ?? 100_000);
+const SINGLES = Number(process.env.BENCH_SINGLES ?? 200);
+const BATCH = 10_000;
+const helper = join(repoRoot, 'bin/blocklistd-helper');
+const sbin = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
+
+function netns(): { name: string; remove: () => void } {
+  const name = `blbench-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  spawnSync('ip', ['netns', 'add', name]);
+  return { name, remove: () => spawnSync('ip', ['netns', 'delete', name]) };
+}
+
+function helperEnv(backend: string, dir: string): Record<string, string> {
+  return { ...process.env, PATH: sbin, BLOCKLISTD_BACKEND: backend, BLOCKLISTD_HELPER_LOCK: join(dir, 'lock'), BLOCKLISTD_HELPER_CONF: join(dir, 'absent') } as Record<string, string>;
+}
+
+/** Runs the helper in the namespace; resolves with its stdout. */
+function call(ns: string, env: Record<string, string>, args: string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ip', ['netns', 'exec', ns, helper, ...args], { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('error', reject);
+    child.on('close', () => resolve(out));
+    child.stdin?.end(input);
+  });
+}
+
+const address = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+
+async function backendRates(backend: string): Promise<void> {
+  const ns = netns();
+  const dir = tempDir('blocklistd-bench-helper-');
+  const env = helperEnv(backend, dir);
+  try {
+    let t = performance.now();
+    for (let i = 0; i < SINGLES; i++) {
+      const out = await call(ns.name, env, ['add', 'blocklistd', 'tcp', address(i), '32', '22', '']);
+      if (!out.startsWith('OK')) throw new Error(`${backend} add: ${JSON.stringify(out)}`);
+    }
+    const single = (SINGLES * 1000) / (performance.now() - t);
+    const lines = Array.from({ length: BATCH }, (_, i) => `add blocklistd tcp ${address(SINGLES + i)} 32 22 \n`).join('');
+    t = performance.now();
+    const answers = (await call(ns.name, env, ['batch'], lines)).split('\n').filter((l) => l === 'OK').length;
+    const adds = performance.now() - t;
+    if (answers !== BATCH) throw new Error(`${backend} batch: ${answers} OK of ${BATCH}`);
+    const rems = Array.from({ length: BATCH }, (_, i) => `rem blocklistd tcp ${address(SINGLES + i)} 32 22 x\n`).join('');
+    t = performance.now();
+    await call(ns.name, env, ['batch'], rems);
+    const remMs = performance.now() - t;
+    console.log(
+      `${backend.padEnd(9)} single calls ${single.toFixed(0).padStart(4)}/s | batch of ${BATCH}: adds ${((BATCH * 1000) / adds).toFixed(0)}/s (${adds.toFixed(0)} ms), rems ${((BATCH * 1000) / remMs).toFixed(0)}/s (${remMs.toFixed(0)} ms)`,
+    );
+  } finally {
+    ns.remove();
+  }
+}
+
+/** -r restore of RESTORE blocked entries through nftables, from the daemon's start. */
+async function restore(): Promise<void> {
+  const ns = netns();
+  const dir = tempDir('blocklistd-bench-restore-');
+  const db = join(dir, 'blocklistd.db');
+  try {
+    const store = StateStore.open(db);
+    const now = Math.floor(Date.now() / 1000);
+    store.transaction(() => {
+      for (let i = 0; i < RESTORE; i++) {
+        const key = { family: 2, address: address(i), lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 86400 };
+        store.put({ key, count: 3, last: now, id: 'old' });
+      }
+    });
+    store.close();
+    writeFileSync(join(dir, 'blocklistd.conf'), '22 stream * * * 3 24h\n');
+    const reader = new Database(db, { readonly: true });
+    const restored = reader.prepare("SELECT count(*) AS n FROM entry WHERE id = 'OK'").pluck();
+    const t = performance.now();
+    const daemon = spawn('ip', ['netns', 'exec', ns.name, process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '-r', '-c', join(dir, 'blocklistd.conf'), '-D', db, '-s', join(dir, 'sock'), '--syslog-socket', join(dir, 'no-syslog')], {
+      env: helperEnv('nftables', dir),
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    try {
+      // a count is a scan of the table: now and then, not to slow the daemon down
+      while ((restored.get() as number) !== RESTORE) await new Promise((resolve) => setTimeout(resolve, 50));
+      const ms = performance.now() - t;
+      const listed = spawnSync('ip', ['netns', 'exec', ns.name, 'nft', '-j', 'list', 'set', 'inet', 'blocklistd', 'blocklistd-v4'], { env: helperEnv('nftables', dir), maxBuffer: 1 << 30 });
+      const elements = (JSON.parse(listed.stdout.toString()) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set?.elem?.length;
+      console.log(`restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ${elements} elements in the set`);
+    } finally {
+      reader.close();
+      daemon.kill('SIGTERM');
+      await new Promise((resolve) => daemon.once('exit', resolve));
+    }
+  } finally {
+    ns.remove();
+  }
+}
+
+if (!isRoot) {
+  console.log('helper benchmark skipped: needs root (network namespaces, packet filters)');
+} else {
+  if (process.env.BENCH_ONLY !== 'restore') for (const backend of ['nftables', 'ipset', 'iptables']) await backendRates(backend);
+  await restore();
+}
