@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { WireType } from '../src/types.js';
-import { Receiver, blprobe, freePort, openDescriptors, runBlprobe, tempDir } from './support.js';
+import { Receiver, blprobe, freePort, openDescriptors, runBlprobe, tempDir, until } from './support.js';
 
 describe('blprobe, an independent C client', () => {
   const path = join(tempDir(), 'blocklistd.sock');
@@ -23,6 +23,8 @@ describe('blprobe, an independent C client', () => {
     const start = receiver.received.length;
     const result = await runBlprobe(['-s', path, ...args]);
     assert.equal(result.code, 0, `blprobe ${args.join(' ')}: ${result.stdout}${result.stderr}`);
+    // blprobe's exit may be seen before the receiving thread hands over its last datagram
+    await until(() => receiver.received.length > start && receiver.received.at(-1)!.type === WireType.DELETE).catch(() => {});
     const received = receiver.received.slice(start);
     const barrier = received.pop();
     assert.equal(barrier?.type, WireType.DELETE, 'the barrier arrives last');

@@ -6,7 +6,6 @@
 // stubs' log, and compares the log byte for byte with a file of
 // test/fixtures/golden/.  The expected lines there come from helper.md.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -45,23 +44,7 @@ function configFile(text: string): string {
  */
 function helper(args: readonly string[], env: Record<string, string>, stdin?: string): Promise<RunResult> {
   if (realTools.length > 0) throw new Error(`refusing to run the helper: real packet-filter programs exist: ${realTools.join(' ')}`);
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(script, args, {
-      argv0: 'control',
-      env: { PATH: `${stubs}:/usr/bin:/bin`, LC_ALL: 'C', ...env },
-      stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
-    if (stdin !== undefined) {
-      child.stdin!.on('error', () => {});
-      child.stdin!.end(stdin);
-    }
-  });
+  return run(script, args, { argv0: 'control', onlyEnv: { PATH: `${stubs}:/usr/bin:/bin`, LC_ALL: 'C', ...env }, input: stdin });
 }
 
 const brackets = (args: readonly string[]): string => args.map((a) => `[${a}]`).join(' ');
@@ -155,16 +138,8 @@ test('the stubs record each call, arguments in brackets, stdin only after "-"', 
   const log = stubLog('stubs.log');
   const env = { PATH: '/usr/bin:/bin', STUB_LOG: log };
   const direct = (tool: string, args: string[], extra: Record<string, string> = {}, stdin?: string): Promise<RunResult> =>
-    new Promise((resolvePromise, reject) => {
-      const child = spawn(join(stubs, tool), args, { env: { ...env, ...extra }, stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-      child.on('error', reject);
-      child.on('close', (code) => resolvePromise({ code, stdout, stderr: '' }));
-      // Without "-" the stub does not read: the write may fail with EPIPE.
-      child.stdin.on('error', () => {});
-      child.stdin.end(stdin ?? 'never read');
-    });
+    // without "-" the stub does not read: run() ignores the EPIPE
+    run(join(stubs, tool), args, { onlyEnv: { ...env, ...extra }, input: stdin ?? 'never read' });
   assert.deepEqual(await direct('npfctl', ['rule', 'a b', 'add', '']), { code: 0, stdout: 'OK 1a\n', stderr: '' });
   assert.deepEqual(await direct('npfctl', ['rule', 'x', 'add'], EXIT1), { code: 1, stdout: '', stderr: '' });
   assert.deepEqual(await direct('npfctl', ['rule', 'x', 'add'], { STUB_OUT: 'OK zz', STUB_FAIL: '[x]' }), { code: 1, stdout: 'OK zz\n', stderr: '' });

@@ -25,21 +25,6 @@ type Family = 4 | 6;
 /** How long a connection to a blocked port is given before it counts as dropped. */
 const CONNECT_TIMEOUT_MS = 1000;
 
-/** Like support's run(), with standard input and more environment. */
-function exec(file: string, args: string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<RunResult> {
-  return new Promise((resolvePromise, reject) => {
-    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => stdout.push(d));
-    child.stderr.on('data', (d: Buffer) => stderr.push(d));
-    child.on('error', reject);
-    child.on('close', (code) => resolvePromise({ code, stdout: Buffer.concat(stdout).toString(), stderr: Buffer.concat(stderr).toString() }));
-    child.stdin.on('error', () => {});
-    child.stdin.end(options.input ?? '');
-  });
-}
-
 async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
   const r = await result;
   assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
@@ -76,7 +61,7 @@ class Netns {
 
   /** A program run inside the namespace. */
   exec(args: string[], input?: string): Promise<RunResult> {
-    return input === undefined ? run('ip', ['netns', 'exec', this.name, ...args]) : exec('ip', ['netns', 'exec', this.name, ...args], { input });
+    return run('ip', ['netns', 'exec', this.name, ...args], { input });
   }
 
   /**
@@ -397,8 +382,8 @@ function missingPrograms(): string[] {
 async function installFilters(): Promise<void> {
   if (missingPrograms().length === 0) return;
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
-  await succeeds(exec('apt-get', ['update'], { env }), 'apt-get update');
-  await succeeds(exec('apt-get', ['install', '-y', '--no-install-recommends', 'nftables', 'iptables', 'ipset', 'iproute2', 'util-linux'], { env }), 'apt-get install');
+  await succeeds(run('apt-get', ['update'], { env }), 'apt-get update');
+  await succeeds(run('apt-get', ['install', '-y', '--no-install-recommends', 'nftables', 'iptables', 'ipset', 'iproute2', 'util-linux'], { env }), 'apt-get install');
   assert.deepEqual(missingPrograms(), [], 'still missing after apt-get install');
 }
 

@@ -9,21 +9,11 @@ import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
-import { Reporter, freePort, repoRoot, run, tempDir, until } from './support.js';
+import { Reporter, freePort, repoRoot, run, tempDir, until, type RunResult } from './support.js';
 
 const script = join(repoRoot, 'bin/install-system');
 
-function install(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('sh', [script, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const install = (args: string[], env: Record<string, string> = {}): Promise<RunResult> => run('sh', [script, ...args], { env });
 
 test('installed into a prefix: the daemon, blocklistctl and the helper run from there; the configuration is kept on upgrade', async (t) => {
   const root = tempDir('blocklistd-install-');

@@ -139,16 +139,32 @@ export interface RunResult {
   stderr: string;
 }
 
+export interface RunOptions {
+  uid?: number;
+  gid?: number;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  /** The whole environment instead. */
+  onlyEnv?: Record<string, string>;
+  /** Standard input; none (/dev/null) without it. */
+  input?: string;
+  argv0?: string;
+}
+
 /** Runs a program without blocking the event loop (the receiver must keep draining). */
-export function run(file: string, args: string[], options: { uid?: number; gid?: number } = {}): Promise<RunResult> {
+export function run(file: string, args: readonly string[], { env, onlyEnv, input, ...rest }: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+    const child = spawn(file, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: onlyEnv ?? { ...process.env, ...env }, ...rest });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
     child.on('close', (code) => resolvePromise({ code, stdout, stderr }));
+    if (input !== undefined) {
+      child.stdin!.on('error', () => {}); // a program that exits without reading
+      child.stdin!.end(input);
+    }
   });
 }
 

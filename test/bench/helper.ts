@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { StateStore } from '../../src/state/store.js';
-import { isRoot, repoRoot, tempDir } from '../support.js';
+import { isRoot, repoRoot, run, tempDir } from '../support.js';
 
 const RESTORE = Number(process.env.BENCH_RESTORE ?? 100_000);
 const SINGLES = Number(process.env.BENCH_SINGLES ?? 200);
@@ -29,15 +29,8 @@ function helperEnv(backend: string, dir: string): Record<string, string> {
 }
 
 /** Runs the helper in the namespace; resolves with its stdout. */
-function call(ns: string, env: Record<string, string>, args: string[], input?: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('ip', ['netns', 'exec', ns, helper, ...args], { env, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('error', reject);
-    child.on('close', () => resolve(out));
-    child.stdin?.end(input);
-  });
+async function call(ns: string, env: Record<string, string>, args: string[], input?: string): Promise<string> {
+  return (await run('ip', ['netns', 'exec', ns, helper, ...args], { onlyEnv: env, input })).stdout;
 }
 
 const address = (i: number): string => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
