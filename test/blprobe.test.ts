@@ -24,7 +24,7 @@ describe('blprobe, an independent C client', () => {
     const result = await runBlprobe(['-s', path, ...args]);
     assert.equal(result.code, 0, `blprobe ${args.join(' ')}: ${result.stdout}${result.stderr}`);
     // blprobe's exit may be seen before the receiving thread hands over its last datagram
-    await until(() => receiver.received.length > start && receiver.received.at(-1)!.type === WireType.DELETE).catch(() => {});
+    await until(() => receiver.received.length > start && receiver.received.at(-1)!.type === WireType.DELETE && receiver.received.at(-1)!.text === '').catch(() => {});
     const received = receiver.received.slice(start);
     const barrier = received.pop();
     assert.equal(barrier?.type, WireType.DELETE, 'the barrier arrives last');

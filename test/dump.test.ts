@@ -192,7 +192,13 @@ describe('blocklistctl dump, the command', () => {
   const usage =
     'Usage: blocklistctl dump [-abdnrw] [-D dbname]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
-    '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n';
+    '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n' +
+    '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]\n' +
+    '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all\n' +
+    '       blocklistctl flush [control options] [name]\n' +
+    '       blocklistctl reload [control options]\n' +
+    '       blocklistctl status [control options]\n' +
+    '       control options: [-s sockpath] [--control path] [--json]\n';
 
   test('upstream options, combined, extra words ignored', async () => {
     const r = await ctl('dump', '-an', '-D', path, 'extra', 'words');

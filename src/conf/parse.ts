@@ -92,6 +92,12 @@ function getNumber(text: string, what: string, section: Section): number {
   return value;
 }
 
+/** A port as a command line gives it: a service name, or a number as C reads it, up to 65535. */
+export function servicePort(text: string, env: ConfEnv): number | undefined {
+  const number = cNumber(text);
+  return env.service(text) ?? (number !== undefined && number >= 0 && number <= 65535 ? number : undefined);
+}
+
 function getPort(text: string, section: Section, env: ConfEnv): number {
   const service = env.service(text);
   if (service !== undefined) return service;

@@ -3,7 +3,7 @@
 import { parseIP, toText } from '../conf/ip.js';
 import { formatDuration, formatNumber, formatRule } from '../conf/format.js';
 import { loadConfig } from '../conf/load.js';
-import { cNumber } from '../conf/parse.js';
+import { cNumber, servicePort } from '../conf/parse.js';
 import { compileRules, matchProbe } from '../conf/match.js';
 import { where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
@@ -91,8 +91,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
     return 1;
   }
   // as the configuration reads them: service or C number, user name or C number
-  const number = cNumber(portText);
-  const port = env.service(portText) ?? (number !== undefined && number <= 65535 ? number : undefined);
+  const port = servicePort(portText, env);
   const uid = env.user(options.uid) ?? cNumber(options.uid);
   if (port === undefined || uid === undefined || (options.type !== 'stream' && options.type !== 'dgram')) {
     io.err(`blocklistctl: bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}\n`);

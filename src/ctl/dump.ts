@@ -4,6 +4,7 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { strerror } from '../protocol/native.js';
+import { entryJson, isBlocked } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
@@ -24,8 +25,6 @@ export interface DumpOptions {
   wide: boolean;
   json: boolean;
 }
-
-const isBlocked = (e: Entry): boolean => e.key.nfail !== ANY && e.count >= e.key.nfail;
 
 /** Which entries a dump shows (§2.2): by default those counting but not yet blocked. */
 export function selected(e: Entry, o: Pick<DumpOptions, 'all' | 'blocked'>): boolean {
@@ -75,27 +74,6 @@ export function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, no
   const k = e.key;
   const width = o.wide ? 39 : 15;
   return `${k.name}\t${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
-}
-
-const iso = (seconds: number): string | null => {
-  const d = new Date(seconds * 1000);
-  return Number.isNaN(d.getTime()) ? null : d.toISOString();
-};
-
-/** An entry with every field, times as epoch seconds and ISO-8601 (G49). */
-export function entryJson(e: Entry, now: number): Record<string, unknown> {
-  const expires = e.key.duration === ANY ? null : e.last + e.key.duration;
-  return {
-    ...e.key,
-    count: e.count,
-    id: e.id,
-    blocked: isBlocked(e),
-    last: e.last,
-    lastTime: iso(e.last),
-    expires,
-    expiresTime: expires === null ? null : iso(expires),
-    remaining: expires === null ? null : expires - now,
-  };
 }
 
 export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname]';

@@ -1,12 +1,13 @@
 // blocklistctl: dump reads the state database (upstream's command, same
-// options and messages); config and test check a configuration.  The
-// daemon's control commands come with a later issue.
+// options and messages); config and test check a configuration; block,
+// unblock, flush, reload and status talk to the daemon's control socket.
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
+import { controlCommand, type ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand } from './dump.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
@@ -20,6 +21,12 @@ const USAGE = [
   DUMP_USAGE,
   '       blocklistctl config [-c config] [-R rulename] [--json]',
   '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port',
+  '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]',
+  '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all',
+  '       blocklistctl flush [control options] [name]',
+  '       blocklistctl reload [control options]',
+  '       blocklistctl status [control options]',
+  '       control options: [-s sockpath] [--control path] [--json]',
 ].join('\n');
 
 function usage(complaint: string): never {
@@ -92,12 +99,58 @@ export function main(argv: string[]): void {
       process.exitCode = testCommand(address, port, { config: opts.c, ruleName: opts.R, uid: opts.u, type: opts.t, local: opts.l, json: opts.json }, stdio);
     });
 
+  /** The options every command of the daemon takes; `run` gets the arguments and the options. */
+  const daemonCommand = (name: string, description: string, setup: (c: Command) => Command, run: (...a: unknown[]) => [string, Record<string, unknown>]): void => {
+    setup(program.command(name).description(description))
+      .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
+      .option('--control <path>', 'the daemon\'s control socket', undefined)
+      .option('--json', 'the daemon\'s answer as JSON')
+      .exitOverride()
+      .action(async (...a: unknown[]) => {
+        const opts = (a.at(-2) ?? {}) as { s?: string; control?: string; json?: boolean };
+        const [command, args] = run(...a);
+        const o: ControlOptions = { control: opts.control, socket: opts.s, json: opts.json === true };
+        process.exitCode = await controlCommand(command, args, o, stdio);
+      });
+  };
+  daemonCommand(
+    'block',
+    'block an address (or network) now, in the packet filter and the database; released at expiry like any other',
+    (c) =>
+      c
+        .argument('<address>', 'address[/mask]')
+        .option('-p <port>', 'the local port or service (default: every port)')
+        .option('-P <proto>', 'tcp (default) or udp, with -p')
+        .option('-n <name>', 'rule name (default: that of the rule a failure would meet)')
+        .option('-t <duration>', 'how long: seconds, 6h, 1d12h or forever (default: that of the rule a failure would meet)'),
+    (address, opts) => {
+      const o = opts as { p?: string; P?: string; n?: string; t?: string };
+      return ['block', { address, port: o.p, proto: o.P, name: o.n, duration: o.t }];
+    },
+  );
+  daemonCommand(
+    'unblock',
+    'lift the blocks that hold an address (or all), and forget its failures',
+    (c) => c.argument('[address]', 'address[/mask]').option('-p <port>', 'only entries of this port').option('-n <name>', 'only entries of this rule name').option('--all', 'every entry'),
+    (address, opts) => {
+      const o = opts as { p?: string; n?: string; all?: boolean };
+      if ((address === undefined) === (o.all !== true)) usage('unblock: give an address, or --all');
+      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true }];
+    },
+  );
+  daemonCommand(
+    'flush',
+    'remove every block of a rule name (default: all names) from the packet filter, and its entries',
+    (c) => c.argument('[name]', 'rule name'),
+    (name) => ['flush', { name }],
+  );
+  daemonCommand('reload', 're-read the configuration; with an error in it nothing changes (exit 1)', (c) => c, () => ['reload', {}]);
+  daemonCommand('status', 'the daemon\'s state: sockets, rules, entries, helper queue, counters', (c) => c, () => ['status', {}]);
+
   const command = argv[2];
   const known = program.commands.some((c) => c.name() === command) || ['-h', '--help', '-V', '--version'].includes(command ?? '');
   if (!known) usage('blocklistctl: Missing/unknown command');
-  try {
-    program.parse(argv);
-  } catch (e) {
+  program.parseAsync(argv).catch((e: unknown) => {
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) process.exit(0); // --help, --version
     const option = /unknown option '-{1,2}([^']*)'/.exec(e.message);
@@ -106,5 +159,5 @@ export function main(argv: string[]): void {
     if (option !== null) usage(option[1].length === 1 ? `${command}: invalid option -- '${option[1]}'` : `${command}: unrecognized option '--${option[1]}'`);
     if (e.code === 'commander.optionMissingArgument' && missing !== null) usage(`${command}: option requires an argument -- '${missing[1]}'`);
     usage(`${command}: ${e.message.replace(/^error: /, '')}`);
-  }
+  });
 }

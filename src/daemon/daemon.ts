@@ -1,18 +1,27 @@
 // blocklistd assembled (daemon.md §2-§4): start-up in upstream's order,
-// the receive loop in batches, reload and the signals, and a clean stop.
+// the receive loop in batches, reload and the signals, and a clean stop;
+// beside it the control socket, the metrics listener and systemd's
+// notifications (issue 7).
+import { execFileSync } from 'node:child_process';
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { debugListing } from '../conf/format.js';
-import { loadConfig } from '../conf/load.js';
+import { loadConfig, type LoadResult } from '../conf/load.js';
 import { compileRules } from '../conf/match.js';
 import { where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
+import { ControlError } from '../protocol/control.js';
 import { NotificationSocket } from '../protocol/server.js';
-import { HelperRunner } from '../run/helper.js';
+import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { StateError, StateStore } from '../state/store.js';
+import { runCommand, type CommandContext } from './commands.js';
+import { ControlServer, ControlSetupError } from './control.js';
 import { Engine } from './engine.js';
 import type { DaemonLogger } from './log.js';
+import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
+import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
 export class FatalError extends Error {}
@@ -22,15 +31,30 @@ const SEVERITY_LEVEL = { error: 'err', warning: 'warning', info: 'info' } as con
 /** How long running helper calls may take to finish at shutdown. */
 const STOP_GRACE_MS = 10_000;
 
+/** A helper call's result as the metrics count it. */
+function outcomeOf(action: string, r: HelperResult): HelperOutcome {
+  if (r.timedOut) return 'timeout';
+  if (r.error !== undefined) return 'error';
+  if (action === 'add') return r.line !== undefined ? 'ok' : 'failed';
+  return r.exitCode === 0 || (action !== 'batch' && r.line !== undefined) ? 'ok' : 'failed';
+}
+
 export class Daemon {
   private readonly sockets: NotificationSocket[] = [];
+  /** Sockets systemd passed: neither bound nor removed here. */
+  private readonly adopted = new Set<NotificationSocket>();
   private store: StateStore | undefined;
   private helper: HelperRunner | undefined;
   private engine: Engine | undefined;
+  private metrics: Metrics | undefined;
+  private control: ControlServer | undefined;
+  private metricsServer: Server | undefined;
+  private readonly notifier: SystemdNotifier | undefined;
   private ruleSet: RuleSet = { local: [], remote: [] };
   private interfaceTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private started = false;
+  private batchMode = false;
   private reloadPending = false;
   private reloading: Promise<void> = Promise.resolve();
   /** Set by SIGUSR1/SIGUSR2, never below 0 (G20). */
@@ -41,6 +65,7 @@ export class Daemon {
     private readonly logger: DaemonLogger,
   ) {
     this.debug = options.debug;
+    this.notifier = SystemdNotifier.fromEnv(logger.log);
   }
 
   private get log(): DaemonLogger['log'] {
@@ -50,7 +75,8 @@ export class Daemon {
   /** Steps 6-10 of daemon.md §2; throws FatalError. */
   async start(): Promise<void> {
     const o = this.options;
-    this.loadRules();
+    const passed = listenSockets();
+    this.applyRules(this.loadRules());
 
     const existed = existsSync(o.db);
     try {
@@ -60,23 +86,32 @@ export class Daemon {
       throw new FatalError(e.invalid ? `${e.message}: move it aside, or start with --rename-bad-db` : e.message);
     }
     const store = this.store;
+    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount() }));
     const env = systemEnv(o.ruleName);
-    this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log, debug: () => this.debug });
-    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), remRetry: o.remRetry });
+    this.helper = new HelperRunner({
+      program: o.helper,
+      timeoutMs: o.helperTimeout * 1000,
+      log: this.log,
+      debug: () => this.debug,
+      observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
+    });
+    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), remRetry: o.remRetry, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
 
-
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
-    this.engine.setBatchMode((await this.helper.capabilities()).has('batch'));
+    this.batchMode = (await this.helper.capabilities()).has('batch');
+    this.engine.setBatchMode(this.batchMode);
     if (this.stopping) return;
     // the sockets first: a second daemon must fail before it touches the packet filter or the database
-    for (const path of o.sockets) {
+    this.openSockets(passed);
+    await this.openControl(passed);
+    if (o.metrics !== undefined) {
       try {
-        this.sockets.push(new NotificationSocket(path, { log: this.logger.library }));
+        this.metricsServer = await metrics.listen(o.metrics.host, o.metrics.port);
       } catch (e) {
-        throw new FatalError((e as Error).message);
+        throw new FatalError(`metrics listener ${o.metrics.host}:${o.metrics.port}: ${(e as Error).message}`);
       }
-      if (this.debug > 0) this.log('debug', `listening on ${path}`);
+      if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.host}:${o.metrics.port}/metrics`);
     }
     if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
@@ -95,6 +130,7 @@ export class Daemon {
       socket.start(
         (batch) => {
           if (this.debug > 0) this.log('debug', `received ${batch.length} from ${socket.path}`);
+          metrics.receiveBatchSize(batch.length);
           engine.processBatch(batch);
         },
         (message) => {
@@ -105,15 +141,84 @@ export class Daemon {
     }
     engine.armExpiry();
     this.started = true;
+    this.notifier?.ready(`listening on ${this.sockets.map((s) => s.path).join(', ')}`);
+    const watchdog = this.notifier?.startWatchdog();
+    if (watchdog !== undefined && this.debug > 0) this.log('debug', `systemd watchdog: a ping every ${watchdog} ms`);
     if (this.reloadPending) this.reload();
   }
 
-  /** Reads the configuration; keeps the rules in force when it cannot be read at all. */
-  private loadRules(): boolean {
-    const env = systemEnv(this.options.ruleName);
-    const loaded = loadConfig(this.options.config, env);
+  /** The notification sockets: those systemd passed, then -s/-P (the default path only when nothing was passed). */
+  private openSockets(passed: ListenSocket[]): void {
+    const o = this.options;
+    const open = (path: string, fd?: number): NotificationSocket => {
+      try {
+        const socket = new NotificationSocket(path, { log: this.logger.library, fd, onDrop: (reason) => this.metrics?.dropped(reason) });
+        this.sockets.push(socket);
+        if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
+        return socket;
+      } catch (e) {
+        throw new FatalError((e as Error).message);
+      }
+    };
+    for (const s of passed.filter((p) => p.datagram)) this.adopted.add(open(s.path || `descriptor ${s.fd}`, s.fd));
+    for (const s of passed.filter((p) => !p.datagram && !p.stream)) this.log('warning', `systemd passed descriptor ${s.fd} (${s.name || 'unnamed'}), neither a unix datagram nor a listening unix stream socket: ignored`);
+    if (this.adopted.size > 0 && o.defaultSockets) return;
+    for (const path of o.sockets) open(path);
+  }
+
+  /** The control socket: a listening stream socket systemd passed, else --control-socket's path. */
+  private async openControl(passed: ListenSocket[]): Promise<void> {
+    const o = this.options;
+    if (o.control === null) return;
+    const fromSystemd = passed.find((p) => p.stream);
+    const path = fromSystemd === undefined ? o.control : fromSystemd.path || `descriptor ${fromSystemd.fd}`;
+    try {
+      this.control = await ControlServer.open({
+        path,
+        fd: fromSystemd?.fd,
+        group: o.controlGroup === undefined ? undefined : groupOf(o.controlGroup),
+        log: this.log,
+        handle: (command, args, peer) => runCommand(this.commandContext(), command, args, peer),
+        counted: (command, ok) => this.metrics?.controlRequest(command, ok),
+      });
+    } catch (e) {
+      if (e instanceof ControlSetupError || e instanceof ControlError) throw new FatalError(e.message);
+      throw e;
+    }
+    if (this.debug > 0) this.log('debug', `control socket ${path}`);
+  }
+
+  private commandContext(): CommandContext {
+    if (this.stopping) throw new ControlError('stopping', 'the daemon is stopping');
+    const self = this;
+    return {
+      options: this.options,
+      engine: this.engine!,
+      store: this.store!,
+      metrics: this.metrics!,
+      debug: this.debug,
+      batchMode: this.batchMode,
+      helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
+      sockets: () => self.sockets.map((s) => s.path),
+      controlPath: () => self.control?.path,
+      metricsAddress: () => (self.options.metrics === undefined ? undefined : `${self.options.metrics.host}:${self.options.metrics.port}`),
+      ruleCounts: () => ({ local: self.ruleSet.local.length, remote: self.ruleSet.remote.length }),
+      flushNames: () => self.engine!.flushNames(self.ruleSet),
+      reload: () => self.reloadChecked(),
+    };
+  }
+
+  /** Reads the configuration, logging its diagnostics. */
+  private loadRules(): LoadResult {
+    const loaded = loadConfig(this.options.config, systemEnv(this.options.ruleName));
     for (const d of loaded.diagnostics) this.log(SEVERITY_LEVEL[d.severity], describe(d));
+    return loaded;
+  }
+
+  /** Puts a loaded configuration in force; keeps the rules in force when it could not be read at all. */
+  private applyRules(loaded: LoadResult): boolean {
     if (!loaded.found) return false;
+    const env = systemEnv(this.options.ruleName);
     this.ruleSet = loaded.ruleSet;
     if (this.debug > 0) for (const line of debugListing(this.ruleSet, this.options.ruleName, env.families).split('\n')) this.log('debug', line);
     // interface addresses change: refresh them every -t seconds, only if a rule names an interface
@@ -122,6 +227,7 @@ export class Daemon {
     if (this.ruleSet.local.some((r) => r.address.kind === 'interface')) {
       this.interfaceTimer = setInterval(() => this.engine?.setInterfaces(interfaceAddresses()), this.options.timeout * 1000);
     }
+    this.engine?.setRules(compileRules(this.ruleSet), interfaceAddresses());
     return true;
   }
 
@@ -132,15 +238,48 @@ export class Daemon {
       return;
     }
     this.reloadPending = false;
+    void this.reloadWith((loaded) => {
+      if (!loaded.found) this.log('err', `reload: keeping the rules in force`);
+      return true;
+    });
+  }
+
+  /**
+   * The control socket's reload: like SIGHUP, but a configuration with an
+   * error changes nothing, and the diagnostics are the answer.
+   */
+  private async reloadChecked(): Promise<{ diagnostics: string[]; rules: { local: number; remote: number } }> {
+    let refusal: ControlError | undefined;
+    let diagnostics: string[] = [];
+    await this.reloadWith((loaded) => {
+      diagnostics = loaded.diagnostics.map(describe);
+      const errors = loaded.diagnostics.filter((d) => d.severity === 'error').length;
+      if (!loaded.found) refusal = new ControlError('config_error', `cannot read ${this.options.config}: nothing changed`, { diagnostics });
+      else if (errors > 0) refusal = new ControlError('config_error', `${errors} error${errors === 1 ? '' : 's'} in the configuration: nothing changed`, { diagnostics });
+      return refusal === undefined;
+    });
+    if (refusal !== undefined) throw refusal;
+    return { diagnostics, rules: { local: this.ruleSet.local.length, remote: this.ruleSet.remote.length } };
+  }
+
+  /** One reload at a time: read, ask `accept`, apply; with -r flush and re-add. */
+  private reloadWith(accept: (loaded: LoadResult) => boolean): Promise<void> {
     this.reloading = this.reloading.then(async () => {
       if (this.stopping || !this.engine) return;
-      if (this.loadRules()) this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
-      else this.log('err', `reload: keeping the rules in force`);
-      if (this.options.restore) {
-        await this.engine.flush(this.engine.flushNames(this.ruleSet));
-        this.engine.restore();
+      this.notifier?.reloading();
+      try {
+        const loaded = this.loadRules();
+        if (!accept(loaded)) return;
+        this.applyRules(loaded);
+        if (this.options.restore) {
+          await this.engine.flush(this.engine.flushNames(this.ruleSet));
+          this.engine.restore();
+        }
+      } finally {
+        if (!this.stopping) this.notifier?.ready('configuration reloaded');
       }
     });
+    return this.reloading;
   }
 
   /**
@@ -150,7 +289,11 @@ export class Daemon {
   async stop(status = 0): Promise<number> {
     if (this.stopping) return status;
     this.stopping = true;
+    this.notifier?.stopping();
     clearInterval(this.interfaceTimer);
+    this.control?.close();
+    this.metricsServer?.close();
+    this.metricsServer?.closeAllConnections();
     for (const socket of this.sockets) {
       // what the receiving thread took from the kernel is processed, not dropped
       const rest = socket.stop();
@@ -164,10 +307,11 @@ export class Daemon {
     return status;
   }
 
-  /** Closes the sockets and removes their files; also on the way out after an internal error. */
+  /** Closes the sockets and removes their files (not those systemd passed); also on the way out after an internal error. */
   removeSockets(): void {
     for (const socket of this.sockets.splice(0)) {
       socket.close();
+      if (this.adopted.has(socket)) continue;
       try {
         unlinkSync(socket.path);
       } catch {
@@ -179,6 +323,24 @@ export class Daemon {
 
 function describe(d: Diagnostic): string {
   return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;
+}
+
+/** --control-group: its gid and the uids of its listed members (getent: NSS groups too). */
+function groupOf(name: string): { gid: number; members: Set<number> } {
+  let entry: string;
+  try {
+    entry = execFileSync('getent', ['group', name], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    throw new FatalError(`--control-group: unknown group '${name}'`);
+  }
+  const [, , gid, members = ''] = entry.trim().split(':');
+  const env = systemEnv();
+  const uids = new Set<number>();
+  for (const user of members.split(',').filter((u) => u !== '')) {
+    const uid = env.user(user);
+    if (uid !== undefined) uids.add(uid);
+  }
+  return { gid: Number(gid), members: uids };
 }
 
 /** The pid file of a detached daemon: `<pid>\n`. */

@@ -11,9 +11,11 @@
 // waits as `last` 0 until then (G15).
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
-import type { ConfEnv, InterfaceAddresses, RuleSet } from '../conf/types.js';
+import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import type { Change, HelperResult, HelperRunner, HelperTarget } from '../run/helper.js';
+import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
+import type { BlockOrigin, Metrics, ReleaseOrigin } from './metrics.js';
 import { localTime } from '../time.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
 
@@ -37,6 +39,7 @@ export interface EngineOptions {
   clock: () => number;
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
+  metrics?: Metrics;
 }
 
 /** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
@@ -45,17 +48,42 @@ interface PendingAdd {
   wrote: { count: number; last: number };
   /** The unmasked client address, for the "blocked" line; undefined for a restore. */
   client: string | undefined;
+  origin: BlockOrigin;
+}
+
+/** What a manual unblock did. */
+export interface UnblockResult {
+  /** Blocks lifted through the helper, their entries deleted. */
+  released: Entry[];
+  /** Entries deleted that had no block (still counting, or their add had failed). */
+  deleted: Entry[];
+  /** Entries kept: their rem failed, or an add or rem of them was in flight. */
+  failed: { entry: Entry; reason: string }[];
 }
 
 const keyOf = (k: EffectiveRule): string =>
   `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
 
-export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
+export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
 
-/** At its limit: a filter rule was (or is being) added. */
-const atLimit = (e: Entry): boolean => e.key.nfail !== ANY && e.count >= e.key.nfail;
+/** Batch lines cannot carry empty fields: a manual block of every port goes alone. */
+const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
+
 
 const describeFailure = (r: HelperResult): string => (r.timedOut ? ' (timed out)' : r.error ? ` (${r.error})` : '');
+
+/** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
+const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
+
+/** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
+export class EngineBusy extends Error {
+  constructor(
+    message: string,
+    readonly code: 'stopping' | 'busy',
+  ) {
+    super(message);
+  }
+}
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -80,6 +108,11 @@ export class Engine {
 
   setInterfaces(interfaces: InterfaceAddresses): void {
     this.interfaces = interfaces;
+  }
+
+  /** The rules a probe meets, as a notification would. */
+  match(probe: Probe): Match | undefined {
+    return this.rules && matchProbe(this.rules, probe, this.interfaces);
   }
 
   /** One drained batch: one transaction, in arrival order; helper calls start after the commit. */
@@ -110,6 +143,7 @@ export class Engine {
     }
     const probe = probeOf(n, this.o.families);
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
+    this.o.metrics?.notification(n.type, !!match);
     if (!match) {
       log('debug', 'no rule matched');
       return;
@@ -126,16 +160,16 @@ export class Engine {
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e));
+      if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
-      if (atLimit(e)) {
+      if (isBlocked(e)) {
         if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`);
         else if (!this.pendingAdds.has(id)) {
-          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address });
+          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address, origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, ''));
         }
@@ -145,8 +179,11 @@ export class Engine {
     if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
   }
 
-  private startAdd(key: EffectiveRule, oldId: string): void {
-    this.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => this.addDone(key, oldId, result));
+  private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
+    this.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+      this.addDone(key, oldId, result);
+      then?.(result);
+    });
   }
 
   /**
@@ -160,15 +197,24 @@ export class Engine {
   }
 
   private dispatchCalls(): void {
-    const calls = this.calls.splice(0);
+    let calls = this.calls.splice(0);
+    if (this.batchMode && calls.length > 1) {
+      const singles = calls.filter((c) => !batchable(c.change));
+      calls = calls.filter((c) => batchable(c.change));
+      this.dispatchSingles(singles);
+    }
     if (!this.batchMode || calls.length === 1) {
-      for (const { change, done } of calls) void this.o.helper.change(change.action, change.target, change.id).then(done);
+      this.dispatchSingles(calls);
       return;
     }
     for (let i = 0; i < calls.length; i += BATCH_MAX) {
       const chunk = calls.slice(i, i + BATCH_MAX);
       void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => this.settleBatch(chunk, results));
     }
+  }
+
+  private dispatchSingles(calls: { change: Change; done: (result: HelperResult) => void }[]): void {
+    for (const { change, done } of calls) void this.o.helper.change(change.action, change.target, change.id).then(done);
   }
 
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
@@ -192,7 +238,7 @@ export class Engine {
     this.pendingAdds.delete(id);
     if (pending === undefined || result.cancelled) return; // cancelled at stop: still at its limit, restore re-adds it
     const { log, store } = this.o;
-    const target = `${key.name} ${targetOf(key).proto} ${key.address}/${key.lmask}:${key.port}`;
+    const target = `${key.name} ${targetOf(key).proto} ${where(key)}`;
     this.guard(() => {
       const e = store.get(key);
       if (result.line === undefined) {
@@ -208,11 +254,12 @@ export class Engine {
         return;
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-      if (pending.client !== undefined) log('info', `blocked ${pending.client}/${key.lmask}:${key.port} for ${key.duration} seconds`);
+      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`);
+      this.o.metrics?.block(pending.origin);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
-      if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated); // AUTH_OK came meanwhile (G15)
+      if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
     });
     this.armExpiry();
   }
@@ -224,7 +271,7 @@ export class Engine {
    * that no filter rule is orphaned (G17).  An entry at its limit whose id
    * is unknown (its add may or may not have happened) gets one best try.
    */
-  private release(e: Entry): void {
+  private release(e: Entry, origin: ReleaseOrigin = 'expiry'): void {
     const id = keyOf(e.key);
     if (this.stopped || this.pendingRems.has(id)) return;
     this.pendingRems.add(id);
@@ -236,12 +283,15 @@ export class Engine {
       const { store, log } = this.o;
       const worked = result.line !== undefined || result.exitCode === 0;
       if (!worked && e.id !== '') {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${k.address}/${k.lmask}:${k.port} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
+        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
         this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
         this.armExpiry();
         return;
       }
-      if (e.id !== '') log('info', `released ${k.address}/${k.lmask}:${k.port} after ${k.duration} seconds`);
+      if (e.id !== '') {
+        log('info', `released ${where(k)} after ${k.duration} seconds`);
+        this.o.metrics?.release(origin);
+      }
       this.guard(() => {
         const current = store.get(k);
         if (current === undefined) return;
@@ -249,8 +299,8 @@ export class Engine {
         else {
           // a failure came in while the block was being lifted: the rule is gone, go on counting
           store.put({ ...current, id: '' });
-          if (atLimit(current) && !this.stopped && !this.pendingAdds.has(id)) {
-            this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address });
+          if (isBlocked(current) && !this.stopped && !this.pendingAdds.has(id)) {
+            this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
             this.startAdd(k, '');
           }
         }
@@ -293,7 +343,7 @@ export class Engine {
           const id = keyOf(e.key);
           if (this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id)) continue;
           if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
-          if (e.id === '' && !atLimit(e)) {
+          if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
               store.delete(e.key);
               deleted++;
@@ -335,7 +385,7 @@ export class Engine {
 
   /** Start-up: forever blocks lifted by AUTH_OK whose rem had not worked yet. */
   resumeReleases(): void {
-    for (const e of this.o.store.lifted()) this.release(e);
+    for (const e of this.o.store.lifted()) this.release(e, 'reset');
   }
 
   /** Rule names to flush (daemon.md §7.1, G18): remote then local configured names, then those only in the database. */
@@ -360,11 +410,92 @@ export class Engine {
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
       if (e.last === 0 || this.pendingAdds.has(id) || this.pendingRems.has(id)) continue;
-      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined });
+      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
       this.startAdd(e.key, e.id);
       n++;
     }
     return n;
+  }
+
+  /**
+   * blocklistctl block: the entry at its limit from now on, and `add`;
+   * resolves with the helper's result (a failure leaves the entry as it
+   * was).  An entry already blocked only gets its time renewed.
+   */
+  async manualBlock(key: EffectiveRule): Promise<{ entry: Entry; result: HelperResult | undefined }> {
+    const id = keyOf(key);
+    if (this.stopped) throw new EngineBusy('the daemon is stopping', 'stopping');
+    if (this.pendingAdds.has(id) || this.pendingRems.has(id)) throw new EngineBusy('an add or rem of this entry is running: try again', 'busy');
+    const { store } = this.o;
+    const now = this.o.clock();
+    const existing = store.get(key);
+    const count = Math.max(existing?.count ?? 0, key.nfail === ANY ? 0 : key.nfail);
+    if (existing !== undefined && existing.id !== '') {
+      const entry = { key, count, last: now, id: existing.id };
+      store.put(entry);
+      this.armExpiry();
+      return { entry, result: undefined };
+    }
+    store.put({ key, count, last: now, id: '' });
+    this.pendingAdds.set(id, { before: existing && { count: existing.count, last: existing.last }, wrote: { count, last: now }, client: key.address, origin: 'manual' });
+    const result = await new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
+    return { entry: store.get(key) ?? { key, count, last: now, id: '' }, result };
+  }
+
+  /**
+   * blocklistctl unblock: `rem` for the entries with a filter rule (or whose
+   * add may have happened), then the entries deleted.  One whose rem fails
+   * stays as it was.
+   */
+  async manualUnblock(entries: readonly Entry[]): Promise<UnblockResult> {
+    const { store, log } = this.o;
+    const done: UnblockResult = { released: [], deleted: [], failed: [] };
+    await Promise.all(
+      entries.map(async (e) => {
+        const id = keyOf(e.key);
+        if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
+        if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
+        if (e.id === '' && !isBlocked(e)) {
+          this.guard(() => store.delete(e.key));
+          return void done.deleted.push(e);
+        }
+        this.pendingRems.add(id);
+        this.remRetry.delete(id);
+        const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+        this.pendingRems.delete(id);
+        if (result.cancelled) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
+        // an entry without id had a failed add: the rem is a best try
+        if (result.line === undefined && result.exitCode !== 0 && e.id !== '') return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
+        this.guard(() => store.delete(e.key));
+        if (e.id === '') return void done.deleted.push(e);
+        log('info', `released ${where(e.key)} by hand`);
+        this.o.metrics?.release('manual');
+        done.released.push(e);
+      }),
+    );
+    this.armExpiry();
+    return done;
+  }
+
+  /** blocklistctl flush: `flush <name>` for each name, then the entries of the names flushed deleted. */
+  async flushEntries(names: readonly string[]): Promise<{ name: string; ok: boolean; deleted: number; error?: string }[]> {
+    const results = await Promise.all(
+      names.map(async (name) => {
+        const r = await this.o.helper.flush(name);
+        if (r.line === undefined && r.exitCode !== 0) return { name, ok: false, deleted: 0, error: `flush failed${describeFailure(r)}` };
+        let deleted = 0;
+        this.guard(() => (deleted = this.o.store.deleteName(name)));
+        for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
+        return { name, ok: true, deleted };
+      }),
+    );
+    this.armExpiry();
+    return results;
+  }
+
+  /** Helper work in flight, for `status`. */
+  get inFlight(): { adds: number; rems: number; remRetries: number } {
+    return { adds: this.pendingAdds.size, rems: this.pendingRems.size, remRetries: this.remRetry.size };
   }
 
   /** A store write outside a batch: a failure is logged, not fatal. */

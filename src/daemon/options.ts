@@ -55,6 +55,14 @@ export interface DaemonOptions {
   syslogSocket: string;
   /** --rename-bad-db: move an unusable database aside instead of exiting. */
   renameBadDb: boolean;
+  /** No -s or -P: the sockets are the default one, or those systemd passes. */
+  defaultSockets: boolean;
+  /** --control-socket: the control socket; null with --no-control-socket. */
+  control: string | null;
+  /** --control-group: a group whose members may use the control socket too. */
+  controlGroup: string | undefined;
+  /** --metrics host:port: the Prometheus listener. */
+  metrics: { host: string; port: number } | undefined;
 }
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
@@ -106,6 +114,10 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--rem-retry <seconds>', 'try a failed rem again after this long', '60')
     .option('--syslog-socket <path>', 'syslog socket', '/dev/log')
     .option('--rename-bad-db', 'move an unusable database aside and start with an empty one')
+    .option('--control-socket <path>', 'control socket for blocklistctl (default: the first socket path, .ctl for .sock)')
+    .option('--no-control-socket', 'no control socket')
+    .option('--control-group <group>', 'a group whose members may use the control socket (mode 0660)')
+    .option('--metrics <host:port>', 'serve Prometheus metrics over HTTP on this address')
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -145,11 +157,15 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     remRetry: string;
     syslogSocket: string;
     renameBadDb?: boolean;
+    controlSocket: string | boolean;
+    controlGroup?: string;
+    metrics?: string;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const abs = (p: string): string => resolve(cwd, p); // G21: the daemon changes to / when detached
   const socketsFile = o.P === undefined ? undefined : abs(o.P);
   const sockets = [...o.s, ...(socketsFile === undefined ? [] : readSocketsFile(socketsFile))].map(abs);
+  const first = sockets[0] ?? DEFAULT_SOCKET_PATH;
   return {
     helper: abs(o.C),
     config: abs(o.c),
@@ -168,5 +184,22 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     remRetry: seconds(o.remRetry, 'rem retry'),
     syslogSocket: o.syslogSocket,
     renameBadDb: o.renameBadDb === true,
+    defaultSockets: sockets.length === 0,
+    control: o.controlSocket === false ? null : typeof o.controlSocket === 'string' ? abs(o.controlSocket) : controlPathFor(first),
+    controlGroup: o.controlGroup,
+    metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
   };
+}
+
+/** The control socket beside a notification socket: blocklistd.sock → blocklistd.ctl. */
+export function controlPathFor(socket: string): string {
+  return socket.endsWith('.sock') ? `${socket.slice(0, -'.sock'.length)}.ctl` : `${socket}.ctl`;
+}
+
+/** host:port, [v6]:port or a port alone (127.0.0.1). */
+function listenAddress(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !(port >= 1 && port <= 65535)) throw new UsageError(`bad metrics address '${text}': host:port`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
 }

@@ -81,11 +81,23 @@ export interface NativeConstants {
   HAVE_SA_LEN: boolean;
 }
 
+/** What a descriptor is (socketInfo), or the errno that says it is no socket. */
+export type SocketInfo = { type: number; family: number; listening: boolean; path: string } | { errno: number };
+
+/** The ids of the process at the other end of a unix stream socket (pid -1 where unknown), or an errno. */
+export type PeerCredentials = { uid: number; gid: number; pid: number } | { errno: number };
+
 interface Binding {
-  ServerSocket: new (path: string, mode: number) => ServerSocketHandle;
+  ServerSocket: {
+    new (path: string, mode: number): ServerSocketHandle;
+    /** Adopts a bound unix datagram socket; throws, leaving it open, when it is not one. */
+    new (fd: number): ServerSocketHandle;
+  };
   ClientSocket: new () => ClientSocketHandle;
   strerror(errno: number): string;
   setCloseOnExec(first: number): void;
+  socketInfo(fd: number): SocketInfo;
+  peerCredentials(fd: number): PeerCredentials;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -103,3 +115,9 @@ export const strerror = binding.strerror;
 
 /** Marks every descriptor from `first` on close-on-exec: nothing the process inherited reaches a child (G25). */
 export const setCloseOnExec = binding.setCloseOnExec;
+
+/** The type, family, listening state and unix path of a descriptor (systemd's LISTEN_FDS). */
+export const socketInfo = binding.socketInfo;
+
+/** SO_PEERCRED / getpeereid of a connected unix stream socket. */
+export const peerCredentials = binding.peerCredentials;

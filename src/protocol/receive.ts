@@ -20,17 +20,22 @@ import {
   sockaddrSize,
 } from './wire.js';
 
+/** Why a datagram was dropped, for the daemon's counters. */
+export type DropReason = 'recv' | 'credentials' | 'short' | 'version' | 'peer' | 'local' | 'family' | 'type';
+
 const int32 = (r: Buffer, field: number): number => readHost32(r, field) | 0;
 const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
 
 /**
- * Decodes the record at `r[0 .. layout.size)`; logs why when it is dropped.
- * Log texts are upstream's (protocol.md §4.3, §5, §6; daemon.md §5.2).
+ * Decodes the record at `r[0 .. layout.size)`; logs why when it is dropped,
+ * and tells `drop`.  Log texts are upstream's (protocol.md §4.3, §5, §6;
+ * daemon.md §5.2).
  */
-export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
+export function decodeRecord(r: Buffer, log: LogFn, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
   const recvErrno = int32(r, L.recvErrno);
   if (recvErrno !== 0) {
     log('err', `bl_recv: recvmsg failed (${strerror(recvErrno)})`);
+    drop('recv');
     return undefined;
   }
 
@@ -53,17 +58,20 @@ export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
   const hasCred = int32(r, L.hasCred) !== 0;
   if (!hasCred || !gotFd) {
     log('err', `message missing ${hasCred ? '' : 'cred'} ${gotFd ? '' : 'fd'}`);
+    drop('credentials');
     return undefined;
   }
   const length = uint32(r, L.length);
   if (length < HEADER_SIZE) {
     log('err', `message too short ${length}`);
+    drop('short');
     return undefined;
   }
   const payload = r.subarray(L.payload, L.payload + Math.min(length, L.payloadMax));
   const header = decodeHeader(payload);
   if (header.version !== WIRE_VERSION) {
     log('err', `bad version ${header.version}`);
+    drop('version');
     return undefined;
   }
   // Linux reports the real length of a datagram cut at the buffer; the BSDs only that it was cut.
@@ -71,17 +79,25 @@ export function decodeRecord(r: Buffer, log: LogFn): Notification | undefined {
   if (!lengthUnknown && header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
 
   const peer = peerSockaddr(r, payload, header.salen, log);
-  if (peer === undefined) return undefined;
+  if (peer === undefined) {
+    drop('peer');
+    return undefined;
+  }
   const local = localEndpoint(r, log);
-  if (local === undefined) return undefined;
+  if (local === undefined) {
+    drop('local');
+    return undefined;
+  }
   const remote = decodeSockaddr(peer.buffer, peer.offset, peer.length);
   if (remote?.family !== local.address.family) {
     // Upstream aborts here (G9): a local denial of service.
     log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, L.local)}`);
+    drop('family');
     return undefined;
   }
   if (header.type < WireType.ADD || header.type > WireType.BADUSER) {
     log('err', `unknown message ${header.type | 0}`);
+    drop('type');
     return undefined;
   }
 

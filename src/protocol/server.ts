@@ -3,7 +3,7 @@
 // JavaScript in batches, one per turn of the loop.
 import type { LogFn, Notification } from '../types.js';
 import { ServerSocket, layout, strerror, type ServerSocketHandle } from './native.js';
-import { decodeRecord } from './receive.js';
+import { decodeRecord, type DropReason } from './receive.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
 
@@ -15,6 +15,8 @@ export interface NotificationSocketOptions {
   batchSize?: number;
   /** Datagrams the receiving thread keeps while JavaScript is busy. */
   queue?: number;
+  /** Told of each dropped datagram (after its log line). */
+  onDrop?: (reason: DropReason) => void;
 }
 
 /** Why a socket could not be set up, with upstream's message (the daemon exits 1). */
@@ -39,6 +41,11 @@ function setupMessage(path: string, e: NodeJS.ErrnoException): string {
       return `bl_init: setsockopt SO_PASSCRED failed (${reason})`;
     case 'chmod':
       return `bl_init: chmod failed for '${path}' (${reason})`;
+    case 'adopt':
+      return `bl_init: ${path} is not a unix datagram socket`;
+    case 'getsockopt':
+    case 'getsockname':
+      return `bl_init: ${e.syscall} failed for ${path} (${reason})`;
     default:
       return `bl_init: bind failed for '${path}' (${reason})`;
   }
@@ -47,22 +54,29 @@ function setupMessage(path: string, e: NodeJS.ErrnoException): string {
 export class NotificationSocket {
   private readonly handle: ServerSocketHandle;
   private readonly log: LogFn;
+  private readonly drop: ((reason: DropReason) => void) | undefined;
   private readonly batchSize: number;
   private readonly queue: number;
   private readonly records: Buffer;
 
-  /** Binds `path`; throws SocketSetupError when another daemon owns it or binding fails. */
+  /**
+   * Binds `path`, or adopts the bound socket `fd` (systemd's socket
+   * activation; `path` is then its name in logs); throws SocketSetupError
+   * when another daemon owns the path, binding fails or `fd` is not a unix
+   * datagram socket.
+   */
   constructor(
     readonly path: string,
-    options: NotificationSocketOptions,
+    options: NotificationSocketOptions & { fd?: number },
   ) {
     this.log = options.log;
+    this.drop = options.onDrop;
     this.batchSize = options.batchSize ?? 512;
     this.queue = options.queue ?? 8192;
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
-      this.handle = new ServerSocket(path, options.mode ?? 0o666);
+      this.handle = options.fd === undefined ? new ServerSocket(path, options.mode ?? 0o666) : new ServerSocket(options.fd);
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new SocketSetupError(setupMessage(path, err), err.code ?? 'EINVAL');
@@ -88,7 +102,7 @@ export class NotificationSocket {
     const n = this.handle.drain(this.records, this.batchSize);
     const batch: Notification[] = [];
     for (let i = 0; i < n; i++) {
-      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log);
+      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.drop);
       if (notification !== undefined) batch.push(notification);
     }
     return batch;

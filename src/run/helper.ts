@@ -8,9 +8,11 @@ import type { LogFn } from '../types.js';
 
 export interface HelperTarget {
   name: string;
-  proto: 'tcp' | 'udp';
+  /** '' is upstream's "any" (a manual block of every port). */
+  proto: 'tcp' | 'udp' | '';
   address: string;
   mask: number;
+  /** Below 0: any port, passed as ''. */
   port: number;
 }
 
@@ -47,6 +49,8 @@ export interface HelperRunnerOptions {
   log: LogFn;
   /** The current debug level. */
   debug?: () => number;
+  /** Told of every call that ran: its action, result and duration. */
+  observe?: (action: string, result: HelperResult, seconds: number) => void;
 }
 
 /** Upstream stores the id in a 64-byte buffer with its terminating NUL. */
@@ -151,6 +155,9 @@ class Lines {
   }
 }
 
+/** A port as the helper gets it: '' for any. */
+const portArg = (port: number): string => (port < 0 ? '' : String(port));
+
 function changeConflicts(t: HelperTarget): Conflicts {
   const target = ['target', t.name, t.proto, t.address, t.mask, t.port].join('\0');
   return { holds: [target, `name\0${t.name}`], waitsFor: [target, `flush\0${t.name}`] };
@@ -166,6 +173,7 @@ export class HelperRunner {
   private readonly concurrency: number;
   private readonly log: LogFn;
   private readonly debug: () => number;
+  private readonly observe: HelperRunnerOptions['observe'];
   /** Submitted and not started, in submission order. */
   private readonly waiting: Call[] = [];
   private readonly running = new Set<Call>();
@@ -179,11 +187,12 @@ export class HelperRunner {
     this.concurrency = Math.max(1, options.concurrency ?? 4);
     this.log = options.log;
     this.debug = options.debug ?? (() => 0);
+    this.observe = options.observe;
   }
 
   /** control add|rem <name> <proto> <address> <mask> <port> <id> */
   change(action: 'add' | 'rem', target: HelperTarget, id: string): Promise<HelperResult> {
-    const args = [action, target.name, target.proto, target.address, String(target.mask), String(target.port), id];
+    const args = [action, target.name, target.proto, target.address, String(target.mask), portArg(target.port), id];
     return this.submit(action, args, changeConflicts(target));
   }
 
@@ -219,6 +228,11 @@ export class HelperRunner {
   /** Calls queued or running. */
   get pending(): number {
     return this.waiting.length + this.running.size;
+  }
+
+  /** Calls running now. */
+  get active(): number {
+    return this.running.size;
   }
 
   /**
@@ -292,7 +306,9 @@ export class HelperRunner {
 
   private start(call: Call): void {
     this.running.add(call);
+    const started = process.hrtime.bigint();
     call.done = this.execute(call).then((result) => {
+      this.observe?.(call.action, result, Number(process.hrtime.bigint() - started) / 1e9);
       this.running.delete(call);
       this.release(call);
       call.resolve(result);

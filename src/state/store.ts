@@ -52,6 +52,8 @@ export class StateError extends Error {
 }
 
 const KEY_COLUMNS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration'] as const;
+/** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
+const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
 const KEY_MATCH = KEY_COLUMNS.map((c) => `${c} = ?`).join(' AND ');
 const COLUMNS = KEY_COLUMNS.join(', ');
 
@@ -129,6 +131,8 @@ export class StateStore {
   private readonly countStmt: Database.Statement | undefined;
   private readonly namesStmt: Database.Statement | undefined;
   private readonly blockedStmt: Database.Statement | undefined;
+  private readonly blockedCountStmt: Database.Statement | undefined;
+  private readonly deleteNameStmt: Database.Statement | undefined;
   private readonly liftedStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
@@ -185,7 +189,9 @@ export class StateStore {
     this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
     this.countStmt = this.db.prepare('SELECT count(*) FROM entry').pluck();
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
-    this.blockedStmt = this.db.prepare("SELECT * FROM entry WHERE id != '' OR (nfail >= 0 AND count >= nfail)");
+    this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
+    this.blockedCountStmt = this.db.prepare(`SELECT count(*) FROM entry WHERE ${BLOCKED}`).pluck();
+    this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE name = ?');
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
   }
 
@@ -290,6 +296,16 @@ export class StateStore {
 
   size(): number {
     return (this.countStmt?.get() as number | undefined) ?? 0;
+  }
+
+  /** How many entries blocked() would return. */
+  blockedCount(): number {
+    return (this.blockedCountStmt?.get() as number | undefined) ?? 0;
+  }
+
+  /** Deletes the entries of rule name `name`; returns how many. */
+  deleteName(name: string): number {
+    return this.deleteNameStmt?.run(name).changes ?? 0;
   }
 
   truncate(): void {

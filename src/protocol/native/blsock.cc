@@ -117,12 +117,21 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::s
 }
 
 // Fills `sun` from `path`; returns 0 or the errno a too long path earns.
-int MakeUnixAddress(const std::string& path, sockaddr_un* sun) {
+// With `length`, a path starting with '@' names a Linux abstract socket
+// (systemd's NOTIFY_SOCKET may be one) and *length gets the address length.
+int MakeUnixAddress(const std::string& path, sockaddr_un* sun, socklen_t* length = nullptr) {
   memset(sun, 0, sizeof(*sun));
   sun->sun_family = AF_UNIX;
   if (path.empty() || path.find('\0') != std::string::npos) return EINVAL;
   if (path.size() >= sizeof(sun->sun_path)) return ENAMETOOLONG;
   memcpy(sun->sun_path, path.data(), path.size());
+  if (length != nullptr) *length = sizeof(*sun);
+#if defined(__linux__)
+  if (length != nullptr && path[0] == '@') {
+    sun->sun_path[0] = '\0';
+    *length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  }
+#endif
   return 0;
 }
 
@@ -415,8 +424,15 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
 
   // new ServerSocket(path, mode): probe for a live owner, replace a stale
   // socket file, ask for credentials, bind, set the permission bits.
+  // new ServerSocket(fd): adopts a bound unix datagram socket (systemd's
+  // socket activation), asks for credentials; the fd is left alone when it
+  // is not such a socket.
   explicit ServerSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ServerSocket>(info) {
     Napi::Env env = info.Env();
+    if (info.Length() == 1 && info[0].IsNumber()) {
+      Adopt(env, info[0].As<Napi::Number>().Int32Value());
+      return;
+    }
     if (!info[0].IsString() || !info[1].IsNumber()) {
       Napi::TypeError::New(env, "ServerSocket(path: string, mode: number)").ThrowAsJavaScriptException();
       return;
@@ -474,6 +490,29 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
   }
 
  private:
+  void Adopt(Napi::Env env, int fd) {
+    std::string name = "descriptor " + std::to_string(fd);
+    int32_t type = 0;
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int one = 1;
+    if (int err = SocketOption(fd, SO_TYPE, &type)) {
+      ErrnoError(env, err, "getsockopt", name).ThrowAsJavaScriptException();
+    } else if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == -1) {
+      ErrnoError(env, errno, "getsockname", name).ThrowAsJavaScriptException();
+    } else if (type != SOCK_DGRAM || ss.ss_family != AF_UNIX) {
+      ErrnoError(env, EPROTOTYPE, "adopt", name).ThrowAsJavaScriptException();
+    } else if (setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
+      ErrnoError(env, errno, "setsockopt", name).ThrowAsJavaScriptException();
+    } else {
+      int flags = fcntl(fd, F_GETFL);
+      if (flags != -1) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+      fcntl(fd, F_SETFD, FD_CLOEXEC);
+      fd_ = fd;
+      if (napi_add_async_cleanup_hook(env, OnEnvCleanup, this, &cleanup_) != napi_ok) cleanup_ = nullptr;
+    }
+  }
+
   struct Async {
     uv_async_t handle;
     ServerSocket* owner;
@@ -637,10 +676,11 @@ class ClientSocket : public Napi::ObjectWrap<ClientSocket> {
     if (!info[0].IsString()) return Result(env, EINVAL);
     if (fd_ == -1) return Result(env, EBADF);
     sockaddr_un sun;
-    if (int err = MakeUnixAddress(info[0].As<Napi::String>().Utf8Value(), &sun)) return Result(env, err);
+    socklen_t length;
+    if (int err = MakeUnixAddress(info[0].As<Napi::String>().Utf8Value(), &sun, &length)) return Result(env, err);
     int rc;
     do {
-      rc = connect(fd_, reinterpret_cast<sockaddr*>(&sun), sizeof(sun));
+      rc = connect(fd_, reinterpret_cast<sockaddr*>(&sun), length);
     } while (rc == -1 && errno == EINTR);
     return Result(env, rc == -1 ? errno : 0);
   }
@@ -712,6 +752,75 @@ Napi::Value SetCloseOnExec(const Napi::CallbackInfo& info) {
     for (int fd = first; fd < max; fd++) mark(fd);
   }
   return info.Env().Undefined();
+}
+
+// socketInfo(fd): what a descriptor handed over by systemd is.
+// { errno } when it is not a socket, else { type, family, listening, path }
+// (path: a unix socket's, '@name' for an abstract one, '' otherwise).
+Napi::Value SocketInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int32_t type = 0;
+  int32_t listening = 0;
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  memset(&ss, 0, sizeof(ss));
+  int err = SocketOption(fd, SO_TYPE, &type);
+  if (err == 0 && getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == -1) err = errno;
+  if (err != 0) {
+    o.Set("errno", Napi::Number::New(env, err));
+    return o;
+  }
+#ifdef SO_ACCEPTCONN
+  SocketOption(fd, SO_ACCEPTCONN, &listening);
+#endif
+  std::string path;
+  if (ss.ss_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path)) {
+    const sockaddr_un* sun = reinterpret_cast<const sockaddr_un*>(&ss);
+    size_t n = len - offsetof(sockaddr_un, sun_path);
+    if (sun->sun_path[0] == '\0') {
+      path = "@" + std::string(sun->sun_path + 1, n - 1);
+    } else {
+      path = std::string(sun->sun_path, strnlen(sun->sun_path, n));
+    }
+  }
+  o.Set("type", Napi::Number::New(env, type));
+  o.Set("family", Napi::Number::New(env, ss.ss_family));
+  o.Set("listening", Napi::Boolean::New(env, listening != 0));
+  o.Set("path", Napi::String::New(env, path));
+  return o;
+}
+
+// peerCredentials(fd): the ids of the process at the other end of a
+// connected unix stream socket, { uid, gid, pid } (pid -1 where the system
+// does not say), or { errno }.
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  int fd = info[0].As<Napi::Number>().Int32Value();
+#if defined(SO_PEERCRED) && defined(__linux__)
+  struct ucred cred;
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == -1) {
+    o.Set("errno", Napi::Number::New(env, errno));
+    return o;
+  }
+  o.Set("uid", Napi::Number::New(env, cred.uid));
+  o.Set("gid", Napi::Number::New(env, cred.gid));
+  o.Set("pid", Napi::Number::New(env, cred.pid));
+#else
+  uid_t uid;
+  gid_t gid;
+  if (getpeereid(fd, &uid, &gid) == -1) {
+    o.Set("errno", Napi::Number::New(env, errno));
+    return o;
+  }
+  o.Set("uid", Napi::Number::New(env, uid));
+  o.Set("gid", Napi::Number::New(env, gid));
+  o.Set("pid", Napi::Number::New(env, -1));
+#endif
+  return o;
 }
 
 Napi::Value StrError(const Napi::CallbackInfo& info) {
@@ -787,6 +896,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ClientSocket", ClientSocket::Init(env));
   exports.Set("strerror", Napi::Function::New(env, StrError));
   exports.Set("setCloseOnExec", Napi::Function::New(env, SetCloseOnExec));
+  exports.Set("socketInfo", Napi::Function::New(env, SocketInfo));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;

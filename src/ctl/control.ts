@@ -1,0 +1,154 @@
+// blocklistctl's commands that talk to the daemon over its control socket
+// (issue 7): block, unblock, flush, reload, status.  Human output by
+// default, the daemon's answer as JSON with --json; exit 0 or 1.
+import { connect } from 'node:net';
+import { formatDuration } from '../conf/format.js';
+import { CONTROL_VERSION, DEFAULT_CONTROL_PATH, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
+import { entryFromJson } from '../state/entry.js';
+import { ANY, type Entry } from '../types.js';
+import { localTime } from '../time.js';
+import type { Output } from './conf.js';
+import { remainingTime } from './dump.js';
+
+export interface ControlOptions {
+  /** --control, else derived from -s, else the default. */
+  control?: string;
+  socket?: string;
+  json?: boolean;
+  /** Milliseconds to wait for the answer. */
+  timeoutMs?: number;
+}
+
+/** The control socket beside a notification socket (as the daemon derives it). */
+export function controlPath(o: ControlOptions): string {
+  if (o.control !== undefined) return o.control;
+  if (o.socket !== undefined) return o.socket.endsWith('.sock') ? `${o.socket.slice(0, -'.sock'.length)}.ctl` : `${o.socket}.ctl`;
+  return DEFAULT_CONTROL_PATH;
+}
+
+type Answer = { result: unknown } | { error: ControlErrorBody };
+
+/** Sends one request, reads one response line. */
+export function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000): Promise<Answer> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    const lines = new LineSplitter(RESPONSE_MAX_BYTES);
+    let done = false;
+    const finish = (answer: Answer): void => {
+      if (done) return;
+      done = true;
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(timeoutMs, () => finish({ error: { code: 'internal', message: `no answer from ${path} within ${timeoutMs / 1000} s` } }));
+    socket.on('connect', () => socket.write(`${JSON.stringify({ version: CONTROL_VERSION, id: 1, command, args })}\n`));
+    socket.on('data', (chunk: Buffer) => {
+      const [line] = lines.push(chunk);
+      if (line !== undefined) {
+        try {
+          const response = JSON.parse(line) as Answer;
+          finish('error' in response ? { error: response.error } : { result: response.result });
+        } catch {
+          finish({ error: { code: 'internal', message: `unreadable answer from ${path}` } });
+        }
+      } else if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
+    });
+    socket.on('error', (e: NodeJS.ErrnoException) => finish({ error: connectError(path, e) }));
+    socket.on('close', () => finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }));
+  });
+}
+
+function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody {
+  switch (e.code) {
+    case 'ENOENT':
+    case 'ECONNREFUSED':
+      return { code: 'not_running', message: `blocklistd is not running (no control socket at ${path}; see --control and -s)` };
+    case 'EACCES':
+    case 'EPERM':
+      return { code: 'access_denied', message: `permission denied: ${path} (run as root, or as a member of the daemon's --control-group)` };
+    default:
+      return { code: 'internal', message: `${path}: ${e.message}` };
+  }
+}
+
+/** Runs a command: prints the answer, returns the exit status. */
+export async function controlCommand(command: string, args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
+  const answer = await request(controlPath(o), command, args, o.timeoutMs);
+  if (o.json) {
+    io.out(`${JSON.stringify(answer, null, 2)}\n`);
+    return 'error' in answer ? 1 : 0;
+  }
+  if ('error' in answer) {
+    printError(command, answer.error, io);
+    return 1;
+  }
+  io.out(HUMAN[command]?.(answer.result as Record<string, unknown>) ?? `${JSON.stringify(answer.result, null, 2)}\n`);
+  return 0;
+}
+
+function printError(command: string, error: ControlErrorBody, io: Output): void {
+  const details = (error.details ?? {}) as Record<string, unknown>;
+  if (Array.isArray(details.diagnostics)) for (const d of details.diagnostics) io.err(`${String(d)}\n`);
+  if (command === 'unblock' && Array.isArray(details.failed)) io.err(entryLines('failed', details.failed as Record<string, unknown>[]));
+  io.err(`blocklistctl: ${command}: ${error.message}\n`);
+}
+
+// --- human output ------------------------------------------------------------
+
+const port = (e: Entry): string => (e.key.port === ANY ? 'every port' : `port ${e.key.port}/${e.key.proto === 17 ? 'udp' : 'tcp'}`);
+const forHowLong = (e: Entry): string => (e.key.duration === ANY ? 'for good' : `for ${formatDuration(e.key.duration)}, until ${localTime(e.last + e.key.duration)}`);
+
+function entryLines(verb: string, list: Record<string, unknown>[]): string {
+  return list
+    .map((o) => {
+      const e = entryFromJson(o);
+      return `${verb} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name})${typeof o.reason === 'string' ? `: ${o.reason}` : ''}\n`;
+    })
+    .join('');
+}
+
+const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
+  block(r) {
+    const e = entryFromJson(r.entry as Record<string, unknown>);
+    return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+  },
+  unblock(r) {
+    const counts = r.counts as Record<string, number>;
+    const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
+    return `${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
+  },
+  flush(r) {
+    return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');
+  },
+  reload(r) {
+    const rules = r.rules as { local: number; remote: number };
+    return `${(r.diagnostics as string[]).map((d) => `${d}\n`).join('')}configuration reloaded: ${rules.local} local, ${rules.remote} remote rules\n`;
+  },
+  status(r) {
+    const helper = r.helper as Record<string, unknown>;
+    const counters = r.counters as Record<string, Record<string, number>>;
+    const rules = r.rules as { local: number; remote: number };
+    const sum = (c: Record<string, number> | undefined): number => Object.values(c ?? {}).reduce((a, b) => a + b, 0);
+    const pairs = (c: Record<string, number> | undefined): string =>
+      Object.entries(c ?? {})
+        .filter(([, v]) => v > 0)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || 'none';
+    return [
+      `blocklistd ${String(r.version)}, pid ${String(r.pid)}, up ${remainingTime(Number(r.uptime)) || '0s'} (since ${String(r.started)})`,
+      `configuration  ${String(r.config)}: ${rules.local} local, ${rules.remote} remote rules`,
+      `database       ${String(r.database)}: ${String(r.entries)} entries, ${String(r.blocked)} blocked`,
+      `sockets        ${(r.sockets as string[]).join(', ')}`,
+      `control        ${String(r.control)}`,
+      `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
+      `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ${String(helper.running)} running, ${String(helper.pending)} queued`,
+      `notifications  ${sum(counters.notifications)}: ${pairs(counters.notifications)}`,
+      `dropped        ${sum(counters.notifications_dropped)}: ${pairs(counters.notifications_dropped)}`,
+      `blocks         ${sum(counters.blocks)}: ${pairs(counters.blocks)}`,
+      `releases       ${sum(counters.releases)}: ${pairs(counters.releases)}`,
+      `helper calls   ${sum(counters.helper_calls)}: ${pairs(counters.helper_calls)}`,
+      `debug level    ${String(r.debug)}`,
+      '',
+    ].join('\n');
+  },
+};

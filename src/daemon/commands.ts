@@ -1,0 +1,243 @@
+// What the control socket's requests do (issue 7): status, block, unblock,
+// flush and reload.  Arguments arrive as the user typed them (blocklistctl
+// passes them through) and are checked here, the one place that must.
+import { createRequire } from 'node:module';
+import { maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
+import { NAME_MAX, parseDuration, servicePort } from '../conf/parse.js';
+import { systemEnv } from '../conf/system.js';
+import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
+import { ControlError } from '../protocol/control.js';
+import { entryJson } from '../state/entry.js';
+import type { StateStore } from '../state/store.js';
+import { ANY, type EffectiveRule, type Entry } from '../types.js';
+import type { Peer } from './control.js';
+import { EngineBusy, type Engine } from './engine.js';
+import type { Metrics } from './metrics.js';
+import type { DaemonOptions } from './options.js';
+
+/** What the commands need of the running daemon. */
+export interface CommandContext {
+  readonly options: DaemonOptions;
+  readonly engine: Engine;
+  readonly store: StateStore;
+  readonly metrics: Metrics;
+  readonly debug: number;
+  readonly batchMode: boolean;
+  /** The helper calls queued or running. */
+  helperQueue(): { pending: number; running: number };
+  sockets(): string[];
+  controlPath(): string | undefined;
+  metricsAddress(): string | undefined;
+  ruleCounts(): { local: number; remote: number };
+  /** The rule names a flush of everything covers. */
+  flushNames(): string[];
+  /** Reads the configuration; applies it only when it has no error, else throws ControlError config_error. */
+  reload(): Promise<{ diagnostics: string[]; rules: { local: number; remote: number } }>;
+}
+
+/** Entries listed in one response at most; counts are always complete. */
+const LIST_MAX = 1000;
+
+const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
+
+export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, _peer: Peer): Promise<unknown> {
+  switch (command) {
+    case 'status':
+      return status(c);
+    case 'block':
+      return block(c, args);
+    case 'unblock':
+      return unblock(c, args);
+    case 'flush':
+      return flush(c, args);
+    case 'reload':
+      return c.reload();
+    default:
+      throw new ControlError('unknown_command', `unknown command '${command}'`);
+  }
+}
+
+async function status(c: CommandContext): Promise<unknown> {
+  const now = Date.now();
+  return {
+    version: VERSION,
+    pid: process.pid,
+    started: new Date(c.metrics.started).toISOString(),
+    uptime: Math.floor((now - c.metrics.started) / 1000),
+    config: c.options.config,
+    database: c.options.db,
+    sockets: c.sockets(),
+    control: c.controlPath() ?? null,
+    metrics: c.metricsAddress() ?? null,
+    debug: c.debug,
+    helper: { program: c.options.helper, batchMode: c.batchMode, ...c.helperQueue(), ...c.engine.inFlight },
+    rules: c.ruleCounts(),
+    entries: c.store.size(),
+    blocked: c.store.blockedCount(),
+    counters: await c.metrics.counters(),
+  };
+}
+
+// --- arguments ---------------------------------------------------------------
+
+function optionalString(args: Record<string, unknown>, name: string): string | undefined {
+  const v = args[name];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'number') return String(v);
+  if (typeof v !== 'string') throw new ControlError('bad_argument', `"${name}" must be a string`);
+  return v;
+}
+
+/** `address[/mask]`, IPv6 also as `[address]/mask`; the address masked. */
+export function parseNetwork(text: string): { address: IPAddress; mask: number } {
+  const m = /^\[?([^\]/]+)\]?(?:\/(\d+))?$/.exec(text.trim());
+  const address = m === null ? undefined : parseIP(m[1]);
+  if (m === null || address === undefined) throw new ControlError('bad_argument', `bad address '${text}'`);
+  const width = widthOf(address.family);
+  const mask = m[2] === undefined ? width : Number(m[2]);
+  if (!(mask >= 0 && mask <= width)) throw new ControlError('bad_argument', `bad mask '/${m[2]}' for '${m[1]}': 0 to ${width}`);
+  return { address: maskAddress(address, mask), mask };
+}
+
+function parsePort(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const port = servicePort(text, systemEnv());
+  if (port === undefined) throw new ControlError('bad_argument', `bad port '${text}'`);
+  return port;
+}
+
+function parseProto(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (text === 'tcp') return IPPROTO_TCP;
+  if (text === 'udp') return IPPROTO_UDP;
+  throw new ControlError('bad_argument', `bad protocol '${text}': tcp or udp`);
+}
+
+/** Seconds, `*`/`forever` (ANY), or a configuration duration (`1h30m`). */
+function parseDurationArg(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (text === '*' || text === 'forever') return ANY;
+  const seconds = parseDuration(text);
+  if (typeof seconds !== 'number' || seconds === 0) throw new ControlError('bad_argument', `bad duration '${text}': e.g. 3600, 6h, 1d12h or forever`);
+  return seconds;
+}
+
+/** Rule names travel to the helper as one field of a line: printable, no blanks. */
+function parseName(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  if (!/^[\x21-\x7e]+$/.test(text) || text.length > NAME_MAX) throw new ControlError('bad_argument', `bad rule name '${text}': 1 to ${NAME_MAX} printable characters, no blanks`);
+  return text;
+}
+
+// --- block -----------------------------------------------------------------
+
+/** The rule a failure from `address` on `port` would meet: what a block defaults to. */
+function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number): Match | undefined {
+  const env = systemEnv(c.options.ruleName);
+  const family = address.family === 'inet' ? env.families.inet : env.families.inet6;
+  const local = parseIP(address.family === 'inet' ? '0.0.0.0' : '::')!;
+  const probe: Probe = { family, local, port, proto, uid: 0, remote: address };
+  return c.engine.match(probe);
+}
+
+async function block(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
+  const text = optionalString(args, 'address');
+  if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
+  const { address, mask } = parseNetwork(text);
+  const port = parsePort(optionalString(args, 'port'));
+  let proto = parseProto(optionalString(args, 'proto'));
+  if (proto !== undefined && port === undefined) throw new ControlError('bad_argument', 'a protocol needs a port: without one, every port and protocol is blocked');
+  if (port !== undefined) proto ??= IPPROTO_TCP;
+  let name = parseName(optionalString(args, 'name'));
+  let duration = parseDurationArg(optionalString(args, 'duration'));
+  if (name === undefined || duration === undefined) {
+    const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
+    if (duration === undefined && match === undefined) {
+      throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+    }
+    name ??= match?.effective.name ?? c.options.ruleName;
+    duration ??= match!.effective.duration;
+  }
+  const env = systemEnv(c.options.ruleName);
+  const key: EffectiveRule = {
+    family: address.family === 'inet' ? env.families.inet : env.families.inet6,
+    address: toText(address),
+    lmask: mask,
+    port: port ?? ANY,
+    proto: proto ?? ANY,
+    uid: ANY,
+    name,
+    rmask: ANY,
+    nfail: 1,
+    duration,
+  };
+  let outcome: Awaited<ReturnType<Engine['manualBlock']>>;
+  try {
+    outcome = await c.engine.manualBlock(key);
+  } catch (e) {
+    if (e instanceof EngineBusy) throw new ControlError(e.code, e.message);
+    throw e;
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const { entry, result } = outcome;
+  if (result !== undefined && result.line === undefined) {
+    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : 'no rule id');
+    throw new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) });
+  }
+  return { entry: entryJson(entry, now), renewed: result === undefined };
+}
+
+// --- unblock -----------------------------------------------------------------
+
+/** The entries an unblock takes: those whose network holds the address given (or all), of the port and name given. */
+function unblockSelection(c: CommandContext, args: Record<string, unknown>): { entries: Entry[]; what: string } {
+  const all = args.all === true;
+  const text = optionalString(args, 'address');
+  if (all === (text !== undefined)) throw new ControlError('bad_argument', 'unblock needs an address, or all');
+  const port = parsePort(optionalString(args, 'port'));
+  const name = parseName(optionalString(args, 'name'));
+  const network = text === undefined ? undefined : parseNetwork(text);
+  const env = systemEnv(c.options.ruleName);
+  const family = network === undefined ? undefined : network.address.family === 'inet' ? env.families.inet : env.families.inet6;
+  const entries: Entry[] = [];
+  for (const e of c.store.entries()) {
+    if (port !== undefined && e.key.port !== port) continue;
+    if (name !== undefined && e.key.name !== name) continue;
+    if (network !== undefined) {
+      if (e.key.family !== family || e.key.lmask > network.mask) continue;
+      if (toText(maskAddress(network.address, e.key.lmask)) !== e.key.address) continue;
+    }
+    entries.push(e);
+  }
+  const what = `${all ? 'any address' : text}${port === undefined ? '' : ` port ${port}`}${name === undefined ? '' : ` name ${name}`}`;
+  return { entries, what };
+}
+
+async function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
+  const { entries, what } = unblockSelection(c, args);
+  if (entries.length === 0) throw new ControlError('not_found', `no entry for ${what}`);
+  const done = await c.engine.manualUnblock(entries);
+  const now = Math.floor(Date.now() / 1000);
+  const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
+  const result = {
+    released: list(done.released),
+    deleted: list(done.deleted),
+    failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
+    counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+  };
+  if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
+    throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);
+  }
+  return result;
+}
+
+// --- flush -------------------------------------------------------------------
+
+async function flush(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
+  const name = parseName(optionalString(args, 'name'));
+  const names = name === undefined ? c.flushNames() : [name];
+  const results = await c.engine.flushEntries(names);
+  const failed = results.filter((r) => !r.ok);
+  if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
+  return { names: results };
+}

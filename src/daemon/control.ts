@@ -1,0 +1,206 @@
+// The control socket (issue 7): a unix stream socket apart from the
+// notification socket, mode 0600 (0660 with a group), whose peers are also
+// checked by their kernel credentials.  Each connection is read a line at
+// a time, its requests answered in order; a line beyond REQUEST_MAX_BYTES
+// is refused and the connection closed, a slow or silent client cannot
+// hold the daemon up: nothing here waits for a client.
+import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
+import { peerCredentials } from '../protocol/native.js';
+import type { LogFn } from '../types.js';
+
+/** Who is at the other end of a control connection. */
+export interface Peer {
+  uid: number;
+  gid: number;
+  pid: number;
+}
+
+export interface ControlServerOptions {
+  path: string;
+  /** A listening socket passed by systemd: used as it is, its file left alone. */
+  fd?: number;
+  /** The group allowed besides root and the daemon's own user: socket mode 0660. */
+  group?: { gid: number; members: ReadonlySet<number> };
+  log: LogFn;
+  /** Runs one request; throws ControlError (or anything, an internal error). */
+  handle: (command: string, args: Record<string, unknown>, peer: Peer) => Promise<unknown>;
+  /** Told of each request and whether it succeeded. */
+  counted?: (command: string, ok: boolean) => void;
+}
+
+/** Waiting for a request this long closes the connection. */
+const IDLE_MS = 5 * 60_000;
+/** Responses a client does not read are not kept beyond this. */
+const UNREAD_MAX_BYTES = 16 * 1024 * 1024;
+
+/** Why the control socket could not be set up (the daemon exits 1). */
+export class ControlSetupError extends Error {}
+
+export class ControlServer {
+  private readonly connections = new Set<Socket>();
+
+  private constructor(
+    private readonly server: Server,
+    private readonly o: ControlServerOptions,
+  ) {
+    server.on('connection', (socket) => this.accept(socket));
+    server.on('error', (e) => o.log('err', `control socket ${o.path}: ${e.message}`));
+  }
+
+  get path(): string {
+    return this.o.path;
+  }
+
+  /** Listens on the path (a stale socket file replaced, a live one refused) or on the passed socket. */
+  static async open(o: ControlServerOptions): Promise<ControlServer> {
+    const server = createServer({ pauseOnConnect: false });
+    const listening = new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.once('listening', () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    if (o.fd !== undefined) {
+      server.listen({ fd: o.fd });
+    } else {
+      await removeStale(o.path);
+      server.listen(o.path);
+    }
+    try {
+      await listening;
+    } catch (e) {
+      throw new ControlSetupError(`control socket ${o.path}: ${(e as Error).message}`);
+    }
+    if (o.fd === undefined) {
+      try {
+        // after bind: a peer that connects before is still checked by its credentials
+        if (o.group !== undefined) chownSync(o.path, -1, o.group.gid);
+        chmodSync(o.path, o.group === undefined ? 0o600 : 0o660);
+      } catch (e) {
+        server.close();
+        throw new ControlSetupError(`control socket ${o.path}: ${(e as Error).message}`);
+      }
+    }
+    return new ControlServer(server, o);
+  }
+
+  /** Stops listening, closes every connection; removes the file unless systemd passed the socket. */
+  close(): void {
+    this.server.close();
+    for (const socket of this.connections) socket.destroy();
+    if (this.o.fd === undefined) {
+      try {
+        unlinkSync(this.o.path);
+      } catch {
+        // already gone
+      }
+    }
+  }
+
+  private allowed(peer: Peer): boolean {
+    if (peer.uid === 0 || peer.uid === process.geteuid?.()) return true;
+    const group = this.o.group;
+    return group !== undefined && (peer.gid === group.gid || group.members.has(peer.uid));
+  }
+
+  private accept(socket: Socket): void {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const creds = typeof fd === 'number' && fd >= 0 ? peerCredentials(fd) : { errno: -1 };
+    socket.on('error', () => {}); // a client gone: nothing to report
+    if ('errno' in creds || !this.allowed(creds)) {
+      const who = 'errno' in creds ? 'a peer whose credentials cannot be read' : `uid ${creds.uid} (pid ${creds.pid})`;
+      this.o.log('notice', `control: ${who} refused`);
+      this.o.counted?.('connect', false);
+      socket.end(encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
+      return;
+    }
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
+    const lines = new LineSplitter(REQUEST_MAX_BYTES);
+    const queue: string[] = [];
+    let busy = false;
+    socket.setTimeout(IDLE_MS, () => {
+      if (!busy) socket.destroy();
+    });
+
+    const next = async (): Promise<void> => {
+      busy = true;
+      while (queue.length > 0 && !socket.destroyed) {
+        const line = queue.shift()!;
+        if (line.trim() === '') continue;
+        socket.write(await this.answer(line, creds));
+        if (socket.writableLength > UNREAD_MAX_BYTES) {
+          socket.destroy();
+          return;
+        }
+      }
+      busy = false;
+      if (lines.overflow) refuse();
+      else socket.resume();
+    };
+    const refuse = (): void => {
+      this.o.counted?.('oversized', false);
+      socket.end(encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
+      socket.destroySoon();
+    };
+
+    socket.on('data', (chunk: Buffer) => {
+      queue.push(...lines.push(chunk));
+      if (lines.overflow) socket.pause();
+      if (busy) {
+        socket.pause();
+        return;
+      }
+      if (queue.length > 0) {
+        socket.pause();
+        void next();
+      } else if (lines.overflow) refuse();
+    });
+  }
+
+  /** One request line → one response line. */
+  private async answer(line: string, peer: Peer): Promise<string> {
+    let id: unknown;
+    let command = 'invalid';
+    try {
+      const request = parseRequest(line);
+      id = request.id;
+      command = request.command;
+      const result = await this.o.handle(request.command, request.args, peer);
+      this.o.counted?.(command, true);
+      return encodeResponse(id, { result });
+    } catch (e) {
+      this.o.counted?.(command, false);
+      if (e instanceof ControlError) return encodeResponse(id, { error: e.body });
+      this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
+      return encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } });
+    }
+  }
+}
+
+/**
+ * The path is free, or holds a socket nobody listens on (removed); a live
+ * socket or any other file there is an error.
+ */
+async function removeStale(path: string): Promise<void> {
+  let isSocket: boolean;
+  try {
+    isSocket = lstatSync(path).isSocket();
+  } catch {
+    return;
+  }
+  if (!isSocket) throw new ControlSetupError(`control socket ${path}: the path exists and is not a socket`);
+  const live = await new Promise<boolean>((resolve) => {
+    const probe = createConnection(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code !== 'ECONNREFUSED'));
+  });
+  if (live) throw new ControlSetupError(`control socket ${path}: another daemon is handling it`);
+  unlinkSync(path);
+}

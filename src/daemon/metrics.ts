@@ -1,0 +1,139 @@
+// The daemon's counters (issue 7), kept in a prom-client registry: served as
+// Prometheus text by the optional --metrics listener and summed up by the
+// control socket's `status`.  The hot path only increments children bound
+// to their labels in advance: no label lookup per notification.
+import { createServer, type Server } from 'node:http';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import type { DropReason } from '../protocol/receive.js';
+import { WireType } from '../types.js';
+
+export type BlockOrigin = 'limit' | 'restore' | 'manual';
+export type ReleaseOrigin = 'expiry' | 'reset' | 'manual';
+export type HelperOutcome = 'ok' | 'failed' | 'timeout' | 'error';
+
+const TYPE_LABEL: Record<number, string> = {
+  [WireType.ADD]: 'auth_fail',
+  [WireType.DELETE]: 'auth_ok',
+  [WireType.ABUSE]: 'abusive_behavior',
+  [WireType.BADUSER]: 'bad_user',
+};
+const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'family', 'type'];
+
+interface Inc {
+  inc(value?: number): void;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly started = Date.now();
+  private readonly notifications: Counter<'type' | 'outcome'>;
+  private readonly notificationChildren = new Map<string, Inc>();
+  private readonly droppedCounter: Counter<'reason'>;
+  private readonly droppedChildren = new Map<DropReason, Inc>();
+  private readonly blocks: Counter<'origin'>;
+  private readonly releases: Counter<'origin'>;
+  private readonly helperCalls: Counter<'action' | 'result'>;
+  private readonly helperSeconds: Histogram<'action'>;
+  private readonly receiveBatch: Histogram;
+  private readonly controlRequests: Counter<'command' | 'result'>;
+
+  /** `entries()` and `blocked()` are read at each scrape. */
+  constructor(sizes: { entries: () => number; blocked: () => number }) {
+    const registers = [this.registry];
+    this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
+    for (const [type, label] of Object.entries(TYPE_LABEL)) {
+      for (const outcome of ['matched', 'no_rule']) this.notificationChildren.set(`${type}:${outcome}`, this.notifications.labels(label, outcome));
+    }
+    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason', labelNames: ['reason'], registers });
+    for (const reason of DROP_REASONS) this.droppedChildren.set(reason, this.droppedCounter.labels(reason));
+    this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took: a limit reached, a restore (-r), a manual block', labelNames: ['origin'], registers });
+    this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted: expired, reset by AUTH_OK (forever blocks), manual', labelNames: ['origin'], registers });
+    this.helperCalls = new Counter({ name: 'blocklistd_helper_calls_total', help: 'Helper calls by action and result', labelNames: ['action', 'result'], registers });
+    this.helperSeconds = new Histogram({
+      name: 'blocklistd_helper_duration_seconds',
+      help: 'Helper call latency, from start to exit',
+      labelNames: ['action'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.receiveBatch = new Histogram({ name: 'blocklistd_receive_batch_size', help: 'Notifications handed over per wake-up of the event loop', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], registers });
+    this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
+    new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
+      this.set(sizes.entries());
+    } });
+    new Gauge({ name: 'blocklistd_blocked_entries', help: 'Entries at their limit (blocked, or their add pending)', registers, collect() {
+      this.set(sizes.blocked());
+    } });
+    collectDefaultMetrics({ register: this.registry, prefix: 'blocklistd_' });
+  }
+
+  notification(type: number, matched: boolean): void {
+    this.notificationChildren.get(`${type}:${matched ? 'matched' : 'no_rule'}`)?.inc();
+  }
+
+  dropped(reason: DropReason): void {
+    this.droppedChildren.get(reason)?.inc();
+  }
+
+  block(origin: BlockOrigin, n = 1): void {
+    this.blocks.inc({ origin }, n);
+  }
+
+  release(origin: ReleaseOrigin): void {
+    this.releases.inc({ origin });
+  }
+
+  helperCall(action: string, outcome: HelperOutcome, seconds: number): void {
+    this.helperCalls.inc({ action, result: outcome });
+    this.helperSeconds.observe({ action }, seconds);
+  }
+
+  receiveBatchSize(n: number): void {
+    this.receiveBatch.observe(n);
+  }
+
+  controlRequest(command: string, ok: boolean): void {
+    this.controlRequests.inc({ command, result: ok ? 'ok' : 'error' });
+  }
+
+  /** The counters as `status` shows them: label values → count, per counter. */
+  async counters(): Promise<Record<string, Record<string, number>>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const counter of [this.notifications, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests]) {
+      const { name, values } = await counter.get();
+      const short = name.replace(/^blocklistd_/, '').replace(/_total$/, '');
+      out[short] = Object.fromEntries(values.map((v) => [labelKey(v.labels), v.value]));
+    }
+    return out;
+  }
+
+  /** Serves GET /metrics on `host:port`; resolves once listening. */
+  async listen(host: string, port: number): Promise<Server> {
+    const server = createServer((req, res) => {
+      if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+        return;
+      }
+      this.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': this.registry.contentType }).end(text),
+        (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
+      );
+    });
+    // a scraper that stalls does not keep a connection forever
+    server.requestTimeout = 10_000;
+    server.headersTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    return server;
+  }
+}
+
+function labelKey(labels: LabelValues<string>): string {
+  const values = Object.values(labels);
+  return values.length === 0 ? 'total' : values.join(':');
+}

@@ -1,0 +1,124 @@
+// The control protocol between blocklistctl and the daemon (issue 7): a
+// unix stream socket, one JSON request per line, one JSON response per
+// line, in order.  A request is {"version": 1, "id": any, "command": name,
+// "args": {...}}; a response {"version": 1, "id": the request's, "result":
+// ...} or {"version": 1, "id": ..., "error": {"code", "message", "details"?}}.
+// Shared by both ends; nothing here touches a socket.
+
+export const CONTROL_VERSION = 1;
+export const DEFAULT_CONTROL_PATH = '/var/run/blocklistd.ctl';
+/** The longest request line the daemon reads; a longer one is refused and the connection closed. */
+export const REQUEST_MAX_BYTES = 64 * 1024;
+/** The longest response line blocklistctl reads. */
+export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
+
+export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload';
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload'];
+
+export type ErrorCode =
+  | 'bad_request' // not JSON, not an object, no command
+  | 'too_large' // a line over REQUEST_MAX_BYTES
+  | 'unsupported_version'
+  | 'unknown_command'
+  | 'bad_argument'
+  | 'access_denied'
+  | 'not_found' // unblock: nothing matched
+  | 'busy' // a helper call of that entry is running: try again
+  | 'helper_failed' // the packet filter did not take the change
+  | 'config_error' // reload: the new configuration has errors
+  | 'stopping' // the daemon is shutting down
+  | 'internal'
+  | 'not_running'; // blocklistctl: nobody listens on the control socket
+
+export interface ControlErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: unknown;
+}
+
+export interface ControlRequest {
+  version: number;
+  id?: unknown;
+  command: string;
+  args: Record<string, unknown>;
+}
+
+export type ControlResponse = { version: number; id?: unknown; result: unknown } | { version: number; id?: unknown; error: ControlErrorBody };
+
+/** An error a request ends with; the server turns it into an error response. */
+export class ControlError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'ControlError';
+  }
+
+  get body(): ControlErrorBody {
+    return this.details === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/** A request line → a request; throws ControlError for what is not one. */
+export function parseRequest(line: string): ControlRequest {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new ControlError('bad_request', 'the request is not JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ControlError('bad_request', 'the request is not a JSON object');
+  const o = value as Record<string, unknown>;
+  const version = o.version ?? CONTROL_VERSION;
+  if (version !== CONTROL_VERSION) throw new ControlError('unsupported_version', `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${CONTROL_VERSION})`);
+  if (typeof o.command !== 'string') throw new ControlError('bad_request', 'the request has no "command" string');
+  const args = o.args ?? {};
+  if (typeof args !== 'object' || args === null || Array.isArray(args)) throw new ControlError('bad_request', '"args" is not a JSON object');
+  return { version: CONTROL_VERSION, id: o.id, command: o.command, args: args as Record<string, unknown> };
+}
+
+export function encodeResponse(id: unknown, outcome: { result: unknown } | { error: ControlErrorBody }): string {
+  return `${JSON.stringify({ version: CONTROL_VERSION, ...(id === undefined ? {} : { id }), ...outcome })}\n`;
+}
+
+/**
+ * Cuts a byte stream into lines of at most `max` bytes.  push() returns
+ * the complete lines; once a line grows beyond `max` without its newline,
+ * `overflow` is set and everything after is ignored.
+ */
+export class LineSplitter {
+  private parts: Buffer[] = [];
+  private size = 0;
+  overflow = false;
+
+  constructor(private readonly max: number) {}
+
+  push(chunk: Buffer): string[] {
+    if (this.overflow) return [];
+    const lines: string[] = [];
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      if (this.size + nl - start > this.max) {
+        this.overflow = true;
+        return lines;
+      }
+      this.parts.push(chunk.subarray(start, nl));
+      lines.push(Buffer.concat(this.parts).toString('utf8'));
+      this.parts = [];
+      this.size = 0;
+      start = nl + 1;
+    }
+    if (start < chunk.length) {
+      this.size += chunk.length - start;
+      if (this.size > this.max) {
+        this.overflow = true;
+        this.parts = [];
+        return lines;
+      }
+      this.parts.push(chunk.subarray(start));
+    }
+    return lines;
+  }
+}
