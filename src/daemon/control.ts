@@ -115,6 +115,8 @@ export class ControlServer {
       this.o.log('notice', `control: ${who} refused`);
       this.o.counted?.('connect', false);
       socket.end(encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
+      // closed once the answer is out, whether the peer reads it or not
+      socket.destroySoon();
       return;
     }
     this.connections.add(socket);
@@ -173,6 +175,8 @@ export class ControlServer {
       this.o.counted?.(command, true);
       return encodeResponse(id, { result });
     } catch (e) {
+      // a label per name a client makes up would grow the metrics without bound
+      if (e instanceof ControlError && e.code === 'unknown_command') command = 'unknown';
       this.o.counted?.(command, false);
       if (e instanceof ControlError) return encodeResponse(id, { error: e.body });
       this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);

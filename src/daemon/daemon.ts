@@ -4,6 +4,7 @@
 // notifications (issue 7).
 import { execFileSync } from 'node:child_process';
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
 import { debugListing } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
@@ -109,9 +110,9 @@ export class Daemon {
       try {
         this.metricsServer = await metrics.listen(o.metrics.host, o.metrics.port);
       } catch (e) {
-        throw new FatalError(`metrics listener ${o.metrics.host}:${o.metrics.port}: ${(e as Error).message}`);
+        throw new FatalError(`metrics listener ${o.metrics.text}: ${(e as Error).message}`);
       }
-      if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.host}:${o.metrics.port}/metrics`);
+      if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
     }
     if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
@@ -163,7 +164,9 @@ export class Daemon {
     for (const s of passed.filter((p) => p.datagram)) this.adopted.add(open(s.path || `descriptor ${s.fd}`, s.fd));
     for (const s of passed.filter((p) => !p.datagram && !p.stream)) this.log('warning', `systemd passed descriptor ${s.fd} (${s.name || 'unnamed'}), neither a unix datagram nor a listening unix stream socket: ignored`);
     if (this.adopted.size > 0 && o.defaultSockets) return;
-    for (const path of o.sockets) open(path);
+    // a -s path systemd already passed is that socket, not a second bind
+    const passedPaths = new Set([...this.adopted].map((s) => resolvePath(s.path)));
+    for (const path of o.sockets.filter((p) => !passedPaths.has(resolvePath(p)))) open(path);
   }
 
   /** The control socket: a listening stream socket systemd passed, else --control-socket's path. */
@@ -201,7 +204,7 @@ export class Daemon {
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
       controlPath: () => self.control?.path,
-      metricsAddress: () => (self.options.metrics === undefined ? undefined : `${self.options.metrics.host}:${self.options.metrics.port}`),
+      metricsAddress: () => self.options.metrics?.text,
       ruleCounts: () => ({ local: self.ruleSet.local.length, remote: self.ruleSet.remote.length }),
       flushNames: () => self.engine!.flushNames(self.ruleSet),
       reload: () => self.reloadChecked(),
@@ -291,7 +294,6 @@ export class Daemon {
     this.stopping = true;
     this.notifier?.stopping();
     clearInterval(this.interfaceTimer);
-    this.control?.close();
     this.metricsServer?.close();
     this.metricsServer?.closeAllConnections();
     for (const socket of this.sockets) {
@@ -307,8 +309,14 @@ export class Daemon {
     return status;
   }
 
-  /** Closes the sockets and removes their files (not those systemd passed); also on the way out after an internal error. */
+  /**
+   * Closes the notification and control sockets and removes their files
+   * (not those systemd passed); also on the way out after a fatal or
+   * internal error.
+   */
   removeSockets(): void {
+    this.control?.close();
+    this.control = undefined;
     for (const socket of this.sockets.splice(0)) {
       socket.close();
       if (this.adopted.has(socket)) continue;

@@ -7,8 +7,10 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelV
 import type { DropReason } from '../protocol/receive.js';
 import { WireType } from '../types.js';
 
-export type BlockOrigin = 'limit' | 'restore' | 'manual';
-export type ReleaseOrigin = 'expiry' | 'reset' | 'manual';
+const BLOCK_ORIGINS = ['limit', 'restore', 'manual'] as const;
+const RELEASE_ORIGINS = ['expiry', 'reset', 'manual'] as const;
+export type BlockOrigin = (typeof BLOCK_ORIGINS)[number];
+export type ReleaseOrigin = (typeof RELEASE_ORIGINS)[number];
 export type HelperOutcome = 'ok' | 'failed' | 'timeout' | 'error';
 
 const TYPE_LABEL: Record<number, string> = {
@@ -42,12 +44,14 @@ export class Metrics {
     const registers = [this.registry];
     this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
-      for (const outcome of ['matched', 'no_rule']) this.notificationChildren.set(`${type}:${outcome}`, this.notifications.labels(label, outcome));
+      for (const outcome of ['matched', 'no_rule']) this.notificationChildren.set(`${type}:${outcome}`, zeroed(this.notifications.labels(label, outcome)));
     }
     this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason', labelNames: ['reason'], registers });
-    for (const reason of DROP_REASONS) this.droppedChildren.set(reason, this.droppedCounter.labels(reason));
+    for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
     this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took: a limit reached, a restore (-r), a manual block', labelNames: ['origin'], registers });
     this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted: expired, reset by AUTH_OK (forever blocks), manual', labelNames: ['origin'], registers });
+    for (const origin of BLOCK_ORIGINS) zeroed(this.blocks.labels(origin));
+    for (const origin of RELEASE_ORIGINS) zeroed(this.releases.labels(origin));
     this.helperCalls = new Counter({ name: 'blocklistd_helper_calls_total', help: 'Helper calls by action and result', labelNames: ['action', 'result'], registers });
     this.helperSeconds = new Histogram({
       name: 'blocklistd_helper_duration_seconds',
@@ -131,6 +135,12 @@ export class Metrics {
     });
     return server;
   }
+}
+
+/** labels() alone creates no series: a dashboard needs the fixed ones at 0 before their first event. */
+function zeroed(child: Inc): Inc {
+  child.inc(0);
+  return child;
 }
 
 function labelKey(labels: LabelValues<string>): string {

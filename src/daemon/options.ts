@@ -62,7 +62,7 @@ export interface DaemonOptions {
   /** --control-group: a group whose members may use the control socket too. */
   controlGroup: string | undefined;
   /** --metrics host:port: the Prometheus listener. */
-  metrics: { host: string; port: number } | undefined;
+  metrics: ListenAddress | undefined;
 }
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
@@ -196,10 +196,18 @@ export function controlPathFor(socket: string): string {
   return socket.endsWith('.sock') ? `${socket.slice(0, -'.sock'.length)}.ctl` : `${socket}.ctl`;
 }
 
+export interface ListenAddress {
+  host: string;
+  port: number;
+  /** As a URL shows it: an IPv6 host in brackets. */
+  text: string;
+}
+
 /** host:port, [v6]:port or a port alone (127.0.0.1). */
-function listenAddress(text: string): { host: string; port: number } {
+function listenAddress(text: string): ListenAddress {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
   const port = m === null ? NaN : Number(m[3]);
   if (m === null || !(port >= 1 && port <= 65535)) throw new UsageError(`bad metrics address '${text}': host:port`);
-  return { host: m[1] || m[2] || '127.0.0.1', port };
+  const host = m[1] || m[2] || '127.0.0.1';
+  return { host, port, text: `${host.includes(':') ? `[${host}]` : host}:${port}` };
 }

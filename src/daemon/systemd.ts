@@ -14,6 +14,8 @@ interface UnixDgramSocket {
 }
 const unixDgram = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixDgramSocket };
 
+const TIMER_MAX_MS = 2 ** 31 - 1;
+
 /** sd_notify: one datagram per state change, each on a socket of its own (they are rare). */
 export class SystemdNotifier {
   private watchdogTimer: NodeJS.Timeout | undefined;
@@ -22,14 +24,23 @@ export class SystemdNotifier {
   private constructor(
     private readonly path: string,
     private readonly log: LogFn,
+    /** $WATCHDOG_USEC when it is meant for this process. */
+    private readonly watchdogUsec: number | undefined,
   ) {}
 
-  /** The notifier $NOTIFY_SOCKET asks for, or undefined outside systemd. */
+  /**
+   * The notifier $NOTIFY_SOCKET asks for, or undefined outside systemd.
+   * Takes the variables out of the environment at once: helpers must not
+   * notify in the daemon's name, nor see a watchdog that is not theirs.
+   */
   static fromEnv(log: LogFn, env: NodeJS.ProcessEnv = process.env): SystemdNotifier | undefined {
-    const path = env.NOTIFY_SOCKET;
-    // helpers must not notify in the daemon's name
+    const { NOTIFY_SOCKET: path, WATCHDOG_USEC: usec, WATCHDOG_PID: pid } = env;
     delete env.NOTIFY_SOCKET;
-    return path === undefined || path === '' ? undefined : new SystemdNotifier(path, log);
+    delete env.WATCHDOG_USEC;
+    delete env.WATCHDOG_PID;
+    if (path === undefined || path === '') return undefined;
+    const watchdog = Number(usec) > 0 && (pid === undefined || Number(pid) === process.pid) ? Number(usec) : undefined;
+    return new SystemdNotifier(path, log, watchdog);
   }
 
   /** Sends `state` (lines of VAR=value). */
@@ -68,14 +79,12 @@ export class SystemdNotifier {
   /**
    * WATCHDOG=1 at half of $WATCHDOG_USEC when it is set for this process:
    * the pings stop when the event loop does, and systemd restarts the daemon.
+   * Returns the period in milliseconds.
    */
-  startWatchdog(env: NodeJS.ProcessEnv = process.env): number | undefined {
-    const usec = Number(env.WATCHDOG_USEC);
-    const pid = env.WATCHDOG_PID;
-    delete env.WATCHDOG_USEC;
-    delete env.WATCHDOG_PID;
-    if (!(usec > 0) || (pid !== undefined && Number(pid) !== process.pid)) return undefined;
-    const interval = Math.max(1, Math.floor(usec / 2000));
+  startWatchdog(): number | undefined {
+    if (this.watchdogUsec === undefined) return undefined;
+    // setInterval takes at most 2^31-1 ms (24.8 days) and pings every millisecond beyond
+    const interval = Math.min(TIMER_MAX_MS, Math.max(1, Math.floor(this.watchdogUsec / 2000)));
     this.notify('WATCHDOG=1');
     this.watchdogTimer = setInterval(() => this.notify('WATCHDOG=1'), interval);
     return interval;

@@ -1,0 +1,429 @@
+// systemd integration (issue 7) against the real daemon: sd_notify
+// datagrams to a socket the test binds in systemd's place (a path or an
+// abstract name), the watchdog, what the helpers inherit; socket activation
+// through systemd-socket-activate and through a launcher that passes a mix
+// of sockets; the unit files as systemd-analyze reads them.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { AUTH_FAIL } from '../src/index.js';
+import { DaemonProcess, Reporter, freePort, repoRoot, run, runBlprobe, tempDir, until, type RunResult } from './support.js';
+
+const FIXTURES = join(repoRoot, 'test/fixtures/systemd-tests');
+const CONTROL_FIXTURE = join(repoRoot, 'test/fixtures/control');
+const SOCKET_ACTIVATE = '/usr/bin/systemd-socket-activate';
+const SYSTEMD_ANALYZE = '/usr/bin/systemd-analyze';
+const UNITS = join(repoRoot, 'etc/systemd');
+
+interface Notice {
+  pid: number | null;
+  /** CLOCK_MONOTONIC at receipt, in microseconds. */
+  usec: number;
+  message: string;
+  fields: Map<string, string>;
+}
+
+/** What the test uses of unix-dgram: a sender for the sentinel. */
+const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
+  createSocket(type: 'unix_dgram'): { send(data: Buffer, offset: number, length: number, path: string, callback?: (error?: Error) => void): void; close(): void };
+};
+
+/** systemd's end of $NOTIFY_SOCKET: the notify-receiver fixture, its datagrams in `notices`. */
+class NotifyReceiver {
+  readonly notices: Notice[] = [];
+  private constructor(readonly address: string) {}
+
+  static async bind(t: TestContext, address: string): Promise<NotifyReceiver> {
+    const child = spawn('python3', [join(FIXTURES, 'notify-receiver'), address], { stdio: ['pipe', 'pipe', 'inherit'] });
+    t.after(() => child.stdin!.end());
+    const receiver = new NotifyReceiver(address);
+    let pending = '';
+    let ready: () => void;
+    const bound = new Promise<void>((resolve, reject) => {
+      ready = resolve;
+      child.once('exit', (code) => reject(new Error(`notify-receiver ${address} exited (${code})`)));
+    });
+    child.stdout!.on('data', (d: Buffer) => {
+      const lines = (pending + d.toString()).split('\n');
+      pending = lines.pop()!;
+      for (const line of lines) {
+        const o = JSON.parse(line) as { ready?: boolean; pid: number | null; usec: number; message: string };
+        if (o.ready) ready();
+        else receiver.notices.push({ ...o, fields: new Map(o.message.split('\n').map((f) => [f.slice(0, f.indexOf('=')), f.slice(f.indexOf('=') + 1)])) });
+      }
+    });
+    await bound;
+    return receiver;
+  }
+
+  /** Resolves with the first notice from index `from` on that has `field`. */
+  async next(field: string, from = 0): Promise<{ notice: Notice; index: number }> {
+    let index = -1;
+    await until(() => (index = this.notices.findIndex((n, i) => i >= from && n.fields.has(field))) !== -1, 10_000);
+    return { notice: this.notices[index], index };
+  }
+
+  /** Every datagram sent before this call has been read (path sockets only: the sentinel goes through unix-dgram). */
+  async drained(): Promise<void> {
+    const marker = `SENTINEL=${randomBytes(4).toString('hex')}`;
+    const socket = unixDgram.createSocket('unix_dgram');
+    await new Promise<void>((resolve, reject) => socket.send(Buffer.from(marker), 0, marker.length, this.address, (e) => (e ? reject(e) : resolve())));
+    socket.close();
+    await until(() => this.notices.some((n) => n.message === marker));
+  }
+
+  /** The notices of the daemon, the sentinels left out. */
+  messages(from = 0): string[] {
+    return this.notices
+      .slice(from)
+      .filter((n) => !n.fields.has('SENTINEL'))
+      .map((n) => n.message);
+  }
+}
+
+/** A daemon started through a launcher (which execs it, keeping its pid), its stderr collected. */
+class Launched {
+  stderr = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(
+    t: TestContext,
+    readonly child: ChildProcess,
+  ) {
+    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
+    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+    t.after(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+  }
+
+  static start(t: TestContext, command: string[], env: Record<string, string> = {}): Launched {
+    return new Launched(t, spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+  }
+
+  async waitFor(pattern: RegExp): Promise<void> {
+    await until(() => {
+      if (pattern.test(this.stderr)) return true;
+      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) before ${pattern}; stderr:\n${this.stderr}`);
+      return false;
+    }, 10_000);
+  }
+
+  async stop(): Promise<number | null> {
+    this.child.kill('SIGTERM');
+    return this.exited;
+  }
+}
+
+/** A directory with a configuration for `port`, and the daemon's arguments for it (no socket: the caller adds those). */
+function setup(port = 22): { dir: string; args: string[]; env: Record<string, string> } {
+  const dir = tempDir('blocklistd-systemd-');
+  writeFileSync(join(dir, 'blocklistd.conf'), `${port} stream * * * 1 1h\n`);
+  return {
+    dir,
+    args: [process.execPath, join(repoRoot, 'bin/blocklistd'), '-dd', '-v', '-c', join(dir, 'blocklistd.conf'), '-D', join(dir, 'blocklistd.db'), '-C', CONTROL_FIXTURE],
+    env: { HELPER_LOG: join(dir, 'helper.log'), HELPER_MODE_FILE: join(dir, 'helper.mode') },
+  };
+}
+
+function ctl(args: string[]): Promise<RunResult> {
+  return run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
+}
+
+async function status(control: string): Promise<{ pid: number; sockets: string[]; control: string }> {
+  const r = await ctl(['status', '--json', '--control', control]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return (JSON.parse(r.stdout) as { result: { pid: number; sockets: string[]; control: string } }).result;
+}
+
+async function started(t: TestContext, env: Record<string, string>): Promise<DaemonProcess> {
+  const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', env });
+  t.after(() => daemon.stop('SIGKILL'));
+  return daemon;
+}
+
+const notifyPath = (): string => join(tempDir('blocklistd-notify-'), 'notify');
+const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+describe('sd_notify', () => {
+  test('READY=1 once listening; RELOADING=1 and READY=1 around SIGHUP and control reloads, refused ones too; STOPPING=1 last', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, notifyPath());
+    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const pid = daemon.child.pid!;
+    const control = join(daemon.dir, 'blocklistd.ctl');
+    const { notice: ready } = await receiver.next('READY');
+    assert.equal(ready.message, `READY=1\nSTATUS=listening on ${daemon.socket}\nMAINPID=${pid}`);
+    assert.equal(ready.pid, pid, 'sent by the daemon itself');
+    assert.equal(existsSync(control), true, 'READY comes once everything listens');
+
+    const reloads: [string, () => Promise<void>][] = [
+      ['SIGHUP', async () => void daemon.child.kill('SIGHUP')],
+      ['blocklistctl reload', async () => assert.equal((await ctl(['reload', '--control', control])).code, 0)],
+      [
+        'a refused blocklistctl reload',
+        async () => {
+          writeFileSync(daemon.config, '22 stream * * * nonsense 1h\n');
+          const r = await ctl(['reload', '--control', control]);
+          assert.equal(r.code, 1);
+          assert.match(r.stderr, /error.* in the configuration: nothing changed/);
+        },
+      ],
+    ];
+    for (const [what, reload] of reloads) {
+      const from = receiver.notices.length;
+      await reload();
+      const { notice: reloading, index } = await receiver.next('RELOADING', from);
+      const { notice: again } = await receiver.next('READY', index);
+      assert.match(reloading.message, /^RELOADING=1\nMONOTONIC_USEC=\d+$/, what);
+      // systemd compares it with its own CLOCK_MONOTONIC
+      const monotonic = Number(reloading.fields.get('MONOTONIC_USEC'));
+      assert.ok(monotonic <= reloading.usec && monotonic > reloading.usec - 5_000_000, `${what}: MONOTONIC_USEC ${monotonic}, receiver's clock ${reloading.usec}`);
+      assert.equal(again.message, `READY=1\nSTATUS=configuration reloaded\nMAINPID=${pid}`, what);
+      assert.deepEqual(receiver.messages(from), [reloading.message, again.message], `${what}: nothing else`);
+    }
+
+    const from = receiver.notices.length;
+    assert.equal(await daemon.stop('SIGTERM'), 0);
+    await receiver.drained();
+    assert.deepEqual(receiver.messages(from), ['STOPPING=1']);
+    assert.ok(receiver.notices.every((n) => n.pid === pid || n.fields.has('SENTINEL')), 'nothing from a helper');
+  });
+
+  test('WATCHDOG=1 at once and every WATCHDOG_USEC/2 while WATCHDOG_PID is unset; none after STOPPING=1', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, notifyPath());
+    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '300000' });
+    await daemon.waitFor(/systemd watchdog: a ping every 150 ms/);
+    const { index: ready } = await receiver.next('READY');
+    await until(() => receiver.messages(ready).filter((m) => m === 'WATCHDOG=1').length >= 8);
+    const pings = receiver.notices.slice(ready).filter((n) => n.message === 'WATCHDOG=1');
+    assert.equal(receiver.notices[ready + 1].message, 'WATCHDOG=1', 'the first ping right after READY=1');
+    const gaps = pings.slice(1).map((n, i) => (n.usec - pings[i].usec) / 1000);
+    const median = gaps.sort((a, b) => a - b)[Math.floor(gaps.length / 2)];
+    assert.ok(median > 100 && median < 400, `pings ${median} ms apart (150 expected)`);
+
+    await daemon.stop('SIGTERM');
+    await receiver.drained();
+    const stopping = receiver.messages().indexOf('STOPPING=1');
+    assert.ok(stopping > 0);
+    assert.deepEqual(receiver.messages().slice(stopping), ['STOPPING=1']);
+  });
+
+  test('WATCHDOG_PID: pings when it names the daemon, none when it names another process', async (t) => {
+    const own = await NotifyReceiver.bind(t, notifyPath());
+    const s = setup();
+    // sh execs the daemon: $$ is then the daemon's pid
+    const daemon = Launched.start(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...s.args, '-s', join(s.dir, 'blocklistd.sock')], {
+      ...s.env,
+      NOTIFY_SOCKET: own.address,
+      WATCHDOG_USEC: '200000',
+    });
+    await daemon.waitFor(/systemd watchdog: a ping every 100 ms/);
+    await until(() => own.messages().filter((m) => m === 'WATCHDOG=1').length >= 3);
+    assert.ok(own.notices.every((n) => n.pid === daemon.child.pid));
+
+    const other = await NotifyReceiver.bind(t, notifyPath());
+    const unwatched = await started(t, { NOTIFY_SOCKET: other.address, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) });
+    await other.next('READY');
+    // four periods: a watchdog would have pinged by now
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await unwatched.stop('SIGTERM');
+    await other.drained();
+    assert.deepEqual(other.messages().slice(1), ['STOPPING=1']);
+    assert.doesNotMatch(unwatched.stderr, /systemd watchdog/);
+  });
+
+  test('a watchdog period beyond a timer\'s range does not make the pings continuous', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, notifyPath());
+    // 58 days: WatchdogSec=58d
+    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: String(58 * 86_400 * 1_000_000) });
+    const { index } = await receiver.next('READY');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await daemon.stop('SIGTERM');
+    await receiver.drained();
+    assert.deepEqual(receiver.messages(index + 1), ['WATCHDOG=1', 'STOPPING=1']);
+  });
+
+  test('an abstract NOTIFY_SOCKET (@name)', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, `@blocklistd-test-${process.pid}-${randomBytes(4).toString('hex')}`);
+    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const { notice } = await receiver.next('READY');
+    assert.equal(notice.message, `READY=1\nSTATUS=listening on ${daemon.socket}\nMAINPID=${daemon.child.pid}`);
+    daemon.child.kill('SIGHUP');
+    await receiver.next('RELOADING');
+    await daemon.stop('SIGTERM');
+    await receiver.next('STOPPING');
+    assert.doesNotMatch(daemon.stderr, /cannot notify/);
+  });
+
+  test('a NOTIFY_SOCKET nobody listens on: one warning, and the daemon carries on', async (t) => {
+    const path = notifyPath();
+    const daemon = await started(t, { NOTIFY_SOCKET: path });
+    await daemon.waitFor(new RegExp(`cannot notify systemd at ${escape(path)}: `));
+    const at = daemon.stderr.length;
+    daemon.child.kill('SIGHUP');
+    await daemon.waitFor(/\[local\]/, at);
+    await status(join(daemon.dir, 'blocklistd.ctl'));
+    assert.equal(daemon.stderr.match(/cannot notify systemd/g)!.length, 1);
+    assert.equal(await daemon.stop('SIGTERM'), 0);
+  });
+
+  test('the helpers inherit neither NOTIFY_SOCKET nor LISTEN_*, and no WATCHDOG_* once the watchdog runs', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, notifyPath());
+    const port = await freePort();
+    const s = setup(port);
+    const sock = join(s.dir, 'blocklistd.sock');
+    // as systemd starts it: a passed socket, $NOTIFY_SOCKET, the watchdog for its own pid (sh and the launcher exec)
+    const launch = [join(FIXTURES, 'listen-fds'), `dgram:${sock}`, '--', ...s.args, '-C', join(FIXTURES, 'env-helper'), '--control-socket', join(s.dir, 'blocklistd.ctl')];
+    const daemon = Launched.start(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...launch], { ...s.env, NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '60000000' });
+    await receiver.next('WATCHDOG');
+    const r = await Reporter.connect(sock, port);
+    t.after(() => r.close());
+    r.report(AUTH_FAIL, 'env');
+    await daemon.waitFor(/add returns OK/);
+    const calls = readFileSync(`${s.env.HELPER_LOG}.env`, 'utf8').split(/^call /m).slice(1);
+    const action = (call: string): string => /^\w+/.exec(call)![0];
+    const has = (call: string, name: string): boolean => new RegExp(`^${name}=`, 'm').test(call);
+    assert.deepEqual(calls.map(action), ['capabilities', 'add']);
+    for (const call of calls) {
+      assert.ok(has(call, 'HELPER_LOG'), 'the environment is recorded');
+      for (const name of ['NOTIFY_SOCKET', 'LISTEN_PID', 'LISTEN_FDS', 'LISTEN_FDNAMES']) assert.equal(has(call, name), false, `${action(call)}: ${name}`);
+    }
+    const add = calls[1];
+    for (const name of ['WATCHDOG_USEC', 'WATCHDOG_PID']) assert.equal(has(add, name), false, `add: ${name}`);
+
+    await t.test('nor the capabilities call at start-up', () => {
+      for (const name of ['WATCHDOG_USEC', 'WATCHDOG_PID']) assert.equal(has(calls[0], name), false, `capabilities: ${name}`);
+    });
+  });
+});
+
+describe('socket activation', () => {
+  test('systemd-socket-activate --datagram: the socket adopted, the notification that woke the daemon processed, no default socket bound, the file left at stop', { skip: existsSync(SOCKET_ACTIVATE) ? false : `no ${SOCKET_ACTIVATE}` }, async (t) => {
+    const port = await freePort();
+    const s = setup(port);
+    const sock = join(s.dir, 'blocklistd.sock');
+    const control = join(s.dir, 'blocklistd.ctl');
+    // it passes on only the environment it is told to
+    const env = Object.entries(s.env).flatMap(([k, v]) => ['-E', `${k}=${v}`]);
+    const daemon = Launched.start(t, [SOCKET_ACTIVATE, '--datagram', '-l', sock, '--fdname=notify', ...env, ...s.args, '--control-socket', control]);
+    await daemon.waitFor(/Listening on /);
+    const probe = await runBlprobe(['-s', sock, '-p', String(port), '-m', 'wake-up']);
+    assert.equal(probe.code, 0, probe.stdout + probe.stderr);
+    await daemon.waitFor(new RegExp(`listening on ${escape(sock)} \\(from systemd, descriptor 3\\)`));
+    await daemon.waitFor(new RegExp(`blocked 127\\.0\\.0\\.1/32:${port} for 3600 seconds`));
+    assert.match(daemon.stderr, /msg="wake-up"/);
+    assert.equal(daemon.stderr.match(/listening on /g)!.length, 1, 'the default path is not bound');
+    const st = await status(control);
+    assert.equal(st.pid, daemon.child.pid, 'systemd-socket-activate execs the daemon: LISTEN_PID is its pid');
+    assert.deepEqual(st.sockets, [sock]);
+    assert.equal(await daemon.stop(), 0);
+    assert.equal(existsSync(sock), true, 'the socket systemd passed stays');
+    assert.equal(existsSync(control), false, 'the control socket the daemon bound is removed');
+  });
+
+  test('a datagram and a listening stream socket passed: notifications through one, blocklistctl through the other, -s besides; only the daemon\'s own file removed at stop', async (t) => {
+    const receiver = await NotifyReceiver.bind(t, notifyPath());
+    const port = await freePort();
+    const s = setup(port);
+    const [control, passed, own] = ['passed.ctl', 'passed.sock', 'own.sock'].map((f) => join(s.dir, f));
+    // the stream socket first: a socket's kind decides its role, not its place
+    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), `stream:${control}=control`, `dgram:${passed}=notify`, 'file:/dev/null=junk', '--', ...s.args, '-s', own], {
+      ...s.env,
+      NOTIFY_SOCKET: receiver.address,
+    });
+    const { notice } = await receiver.next('READY');
+    assert.equal(notice.fields.get('STATUS'), `listening on ${passed}, ${own}`);
+    assert.match(daemon.stderr, new RegExp(`listening on ${escape(passed)} \\(from systemd, descriptor 4\\)`));
+    assert.match(daemon.stderr, new RegExp(`listening on ${escape(own)}\n`));
+    assert.match(daemon.stderr, new RegExp(`control socket ${escape(control)}\n`));
+    assert.match(daemon.stderr, /systemd passed descriptor 5 \(junk\), neither a unix datagram nor a listening unix stream socket: ignored/);
+
+    for (const [sock, text] of [[passed, 'through-passed'], [own, 'through-own']]) {
+      const probe = await runBlprobe(['-s', sock, '-p', String(port), '-t', 'baduser', '-m', text]);
+      assert.equal(probe.code, 0, probe.stdout + probe.stderr);
+      await daemon.waitFor(new RegExp(`msg="${text}"`));
+    }
+    const st = await status(control);
+    assert.equal(st.pid, daemon.child.pid);
+    assert.deepEqual(st.sockets, [passed, own]);
+    assert.equal(st.control, control);
+
+    assert.equal(await daemon.stop(), 0);
+    assert.equal(existsSync(passed), true, 'the passed datagram socket stays');
+    assert.equal(existsSync(control), true, 'the passed control socket stays');
+    assert.equal(existsSync(own), false, 'the socket the daemon bound is removed');
+  });
+
+  test('-s naming the socket systemd passed: that socket, not a second bind', async (t) => {
+    const s = setup();
+    const passed = join(s.dir, 'blocklistd.sock');
+    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), `dgram:${passed}`, '--', ...s.args, '-s', passed], s.env);
+    await daemon.waitFor(/control socket /);
+    assert.deepEqual((await status(join(s.dir, 'blocklistd.ctl'))).sockets, [passed]);
+    assert.equal(await daemon.stop(), 0);
+    assert.equal(existsSync(passed), true);
+  });
+
+  test('LISTEN_PID naming another process: the passed sockets are not used', async (t) => {
+    const s = setup();
+    const [passed, own] = ['passed.sock', 'own.sock'].map((f) => join(s.dir, f));
+    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), '--listen-pid', '1', `dgram:${passed}`, '--', ...s.args, '-s', own], s.env);
+    await daemon.waitFor(/control socket /);
+    assert.doesNotMatch(daemon.stderr, /from systemd|systemd passed/);
+    assert.deepEqual((await status(join(s.dir, 'own.ctl'))).sockets, [own]);
+    assert.equal(await daemon.stop(), 0);
+  });
+});
+
+describe('etc/systemd units', () => {
+  /** A unit file's settings: section → key → values in order. */
+  function unit(name: string): Map<string, Map<string, string[]>> {
+    const sections = new Map<string, Map<string, string[]>>();
+    let section = new Map<string, string[]>();
+    for (const line of readFileSync(join(UNITS, name), 'utf8').split('\n')) {
+      if (line === '' || line.startsWith('#')) continue;
+      const header = /^\[(\w+)\]$/.exec(line);
+      if (header !== null) sections.set(header[1], (section = new Map()));
+      else {
+        const [key, value] = [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)];
+        section.set(key, [...(section.get(key) ?? []), value]);
+      }
+    }
+    return sections;
+  }
+
+  test('systemd-analyze verify finds nothing wrong', { skip: existsSync(SYSTEMD_ANALYZE) ? false : `no ${SYSTEMD_ANALYZE}` }, async () => {
+    const r = await run(SYSTEMD_ANALYZE, ['verify', '--man=no', ...['blocklistd.service', 'blocklistd.socket', 'blocklistd-control.socket'].map((u) => join(UNITS, u))]);
+    // this machine has neither the daemon installed in /usr/local/sbin nor its man pages
+    const complaints = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l !== '' && !/Command \/usr\/local\/sbin\/blocklistd is not executable|Command 'man .*' failed/.test(l));
+    assert.deepEqual(complaints, []);
+  });
+
+  test('the units\' key settings', () => {
+    const service = unit('blocklistd.service');
+    const s = service.get('Service')!;
+    assert.deepEqual(s.get('Type'), ['notify']);
+    assert.deepEqual(s.get('WatchdogSec'), ['60s']);
+    assert.deepEqual(s.get('Sockets'), ['blocklistd.socket blocklistd-control.socket']);
+    assert.deepEqual(s.get('ExecReload'), ['/bin/kill -HUP $MAINPID']);
+    // Type=notify: the process systemd started must be the daemon, not a parent that exits
+    const exec = s.get('ExecStart')![0].split(' ');
+    assert.ok(exec.includes('--foreground'), 'stays in the foreground');
+    assert.ok(!exec.includes('-s') && !exec.includes('-P') && !exec.some((a) => a.startsWith('--control-socket')), 'its sockets come from the socket units');
+    assert.deepEqual(service.get('Unit')!.get('Requires'), ['blocklistd.socket blocklistd-control.socket']);
+
+    const notify = unit('blocklistd.socket').get('Socket')!;
+    assert.deepEqual(notify.get('ListenDatagram'), ['/run/blocklistd.sock']);
+    assert.deepEqual(notify.get('SocketMode'), ['0666']);
+    assert.deepEqual(notify.get('PassCredentials'), ['yes']);
+    assert.deepEqual(notify.get('Service'), ['blocklistd.service']);
+    const control = unit('blocklistd-control.socket').get('Socket')!;
+    assert.deepEqual(control.get('ListenStream'), ['/run/blocklistd.ctl']);
+    assert.deepEqual(control.get('SocketMode'), ['0600']);
+    assert.deepEqual(control.get('Service'), ['blocklistd.service']);
+  });
+});
