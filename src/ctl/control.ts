@@ -28,13 +28,25 @@ export function controlPath(o: ControlOptions): string {
 
 type Answer = { result: unknown } | { error: ControlErrorBody };
 
+/** A full listen queue (a burst of clients) fails a connect at once with EAGAIN: it is tried again for this long. */
+const CONNECT_RETRY_MS = 5000;
+
 /** Sends one request, reads one response line. */
-export function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000): Promise<Answer> {
+export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000): Promise<Answer> {
+  const deadline = Date.now() + CONNECT_RETRY_MS;
+  for (;;) {
+    const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline);
+    if (answer !== 'again') return answer;
+    await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
+  }
+}
+
+function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean): Promise<Answer | 'again'> {
   return new Promise((resolve) => {
     const socket = connect(path);
     const lines = new LineSplitter(RESPONSE_MAX_BYTES);
     let done = false;
-    const finish = (answer: Answer): void => {
+    const finish = (answer: Answer | 'again'): void => {
       if (done) return;
       done = true;
       socket.destroy();
@@ -53,7 +65,7 @@ export function request(path: string, command: string, args: Record<string, unkn
         }
       } else if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
     });
-    socket.on('error', (e: NodeJS.ErrnoException) => finish({ error: connectError(path, e) }));
+    socket.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'EAGAIN' && retry && socket.connecting ? 'again' : { error: connectError(path, e) }));
     socket.on('close', () => finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }));
   });
 }
@@ -61,8 +73,9 @@ export function request(path: string, command: string, args: Record<string, unkn
 function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody {
   switch (e.code) {
     case 'ENOENT':
-    case 'ECONNREFUSED':
       return { code: 'not_running', message: `blocklistd is not running (no control socket at ${path}; see --control and -s)` };
+    case 'ECONNREFUSED':
+      return { code: 'not_running', message: `blocklistd is not running (nothing listens on ${path}; see --control and -s)` };
     case 'EACCES':
     case 'EPERM':
       return { code: 'access_denied', message: `permission denied: ${path} (run as root, or as a member of the daemon's --control-group)` };

@@ -15,6 +15,7 @@ export interface Peer {
   uid: number;
   gid: number;
   pid: number;
+  groups?: number[];
 }
 
 export interface ControlServerOptions {
@@ -34,6 +35,10 @@ export interface ControlServerOptions {
 const IDLE_MS = 5 * 60_000;
 /** Responses a client does not read are not kept beyond this. */
 const UNREAD_MAX_BYTES = 16 * 1024 * 1024;
+/** A refused connection is read (and its data dropped) this long at most before it is closed. */
+const LINGER_MS = 2000;
+/** Connections waiting to be accepted (the kernel caps it at net.core.somaxconn): a burst beyond fails with EAGAIN. */
+const BACKLOG = 4096;
 
 /** Why the control socket could not be set up (the daemon exits 1). */
 export class ControlSetupError extends Error {}
@@ -67,7 +72,7 @@ export class ControlServer {
       server.listen({ fd: o.fd });
     } else {
       await removeStale(o.path);
-      server.listen(o.path);
+      server.listen({ path: o.path, backlog: BACKLOG });
     }
     try {
       await listening;
@@ -103,7 +108,7 @@ export class ControlServer {
   private allowed(peer: Peer): boolean {
     if (peer.uid === 0 || peer.uid === process.geteuid?.()) return true;
     const group = this.o.group;
-    return group !== undefined && (peer.gid === group.gid || group.members.has(peer.uid));
+    return group !== undefined && (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false) || group.members.has(peer.uid));
   }
 
   private accept(socket: Socket): void {
@@ -114,9 +119,7 @@ export class ControlServer {
       const who = 'errno' in creds ? 'a peer whose credentials cannot be read' : `uid ${creds.uid} (pid ${creds.pid})`;
       this.o.log('notice', `control: ${who} refused`);
       this.o.counted?.('connect', false);
-      socket.end(encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
-      // closed once the answer is out, whether the peer reads it or not
-      socket.destroySoon();
+      closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
       return;
     }
     this.connections.add(socket);
@@ -145,8 +148,7 @@ export class ControlServer {
     };
     const refuse = (): void => {
       this.o.counted?.('oversized', false);
-      socket.end(encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
-      socket.destroySoon();
+      closeWith(socket, encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
     };
 
     socket.on('data', (chunk: Buffer) => {
@@ -178,7 +180,7 @@ export class ControlServer {
       // a label per name a client makes up would grow the metrics without bound
       if (e instanceof ControlError && e.code === 'unknown_command') command = 'unknown';
       this.o.counted?.(command, false);
-      if (e instanceof ControlError) return encodeResponse(id, { error: e.body });
+      if (e instanceof ControlError) return encodeResponse(id ?? e.requestId, { error: e.body });
       this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
       return encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } });
     }
@@ -207,4 +209,17 @@ async function removeStale(path: string): Promise<void> {
   });
   if (live) throw new ControlSetupError(`control socket ${path}: another daemon is handling it`);
   unlinkSync(path);
+}
+
+/**
+ * Sends a last answer and closes, reading on (and dropping what comes) until
+ * the peer closes or LINGER_MS pass: a client still writing its request
+ * then reads the answer instead of failing with EPIPE.
+ */
+function closeWith(socket: Socket, answer: string): void {
+  socket.removeAllListeners('data');
+  socket.on('data', () => {});
+  socket.end(answer);
+  socket.resume();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }

@@ -47,6 +47,9 @@ export type ControlResponse = { version: number; id?: unknown; result: unknown }
 
 /** An error a request ends with; the server turns it into an error response. */
 export class ControlError extends Error {
+  /** The id of a request refused after it was read as a JSON object, for its answer. */
+  requestId?: unknown;
+
   constructor(
     readonly code: ErrorCode,
     message: string,
@@ -71,11 +74,13 @@ export function parseRequest(line: string): ControlRequest {
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ControlError('bad_request', 'the request is not a JSON object');
   const o = value as Record<string, unknown>;
+  const refuse = (code: ErrorCode, message: string): ControlError => Object.assign(new ControlError(code, message), { requestId: o.id });
+  // a request without a version is taken as version 1: typed by hand into `nc -U`
   const version = o.version ?? CONTROL_VERSION;
-  if (version !== CONTROL_VERSION) throw new ControlError('unsupported_version', `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${CONTROL_VERSION})`);
-  if (typeof o.command !== 'string') throw new ControlError('bad_request', 'the request has no "command" string');
+  if (version !== CONTROL_VERSION) throw refuse('unsupported_version', `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${CONTROL_VERSION})`);
+  if (typeof o.command !== 'string') throw refuse('bad_request', 'the request has no "command" string');
   const args = o.args ?? {};
-  if (typeof args !== 'object' || args === null || Array.isArray(args)) throw new ControlError('bad_request', '"args" is not a JSON object');
+  if (typeof args !== 'object' || args === null || Array.isArray(args)) throw refuse('bad_request', '"args" is not a JSON object');
   return { version: CONTROL_VERSION, id: o.id, command: o.command, args: args as Record<string, unknown> };
 }
 

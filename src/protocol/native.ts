@@ -84,8 +84,12 @@ export interface NativeConstants {
 /** What a descriptor is (socketInfo), or the errno that says it is no socket. */
 export type SocketInfo = { type: number; family: number; listening: boolean; path: string } | { errno: number };
 
-/** The ids of the process at the other end of a unix stream socket (pid -1 where unknown), or an errno. */
-export type PeerCredentials = { uid: number; gid: number; pid: number } | { errno: number };
+/**
+ * The ids of the process at the other end of a unix stream socket (pid -1
+ * where unknown; its supplementary groups where the system tells them:
+ * Linux's SO_PEERGROUPS, FreeBSD's LOCAL_PEERCRED), or an errno.
+ */
+export type PeerCredentials = { uid: number; gid: number; pid: number; groups?: number[] } | { errno: number };
 
 interface Binding {
   ServerSocket: {

@@ -16,11 +16,15 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#ifdef __FreeBSD__
+#include <sys/ucred.h>
+#endif
 #include <sys/syscall.h>
 #include <netinet/in.h>
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
@@ -809,6 +813,30 @@ Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
   o.Set("uid", Napi::Number::New(env, cred.uid));
   o.Set("gid", Napi::Number::New(env, cred.gid));
   o.Set("pid", Napi::Number::New(env, cred.pid));
+#ifdef SO_PEERGROUPS
+  // the supplementary groups as they were at connect (Linux 4.13)
+  gid_t groups[NGROUPS_MAX];
+  socklen_t glen = sizeof(groups);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+    size_t n = glen / sizeof(gid_t);
+    Napi::Array a = Napi::Array::New(env, n);
+    for (size_t i = 0; i < n; i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, groups[i]));
+    o.Set("groups", a);
+  }
+#endif
+#elif defined(LOCAL_PEERCRED) && defined(__FreeBSD__)
+  struct xucred cred;
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_LOCAL, LOCAL_PEERCRED, &cred, &len) == -1 || cred.cr_version != XUCRED_VERSION) {
+    o.Set("errno", Napi::Number::New(env, errno));
+    return o;
+  }
+  o.Set("uid", Napi::Number::New(env, cred.cr_uid));
+  o.Set("gid", Napi::Number::New(env, cred.cr_groups[0]));
+  o.Set("pid", Napi::Number::New(env, cred.cr_pid));
+  Napi::Array a = Napi::Array::New(env, cred.cr_ngroups);
+  for (int i = 0; i < cred.cr_ngroups; i++) a.Set(static_cast<uint32_t>(i), Napi::Number::New(env, cred.cr_groups[i]));
+  o.Set("groups", a);
 #else
   uid_t uid;
   gid_t gid;
