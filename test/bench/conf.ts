@@ -8,6 +8,7 @@ import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
 import type { Notification } from '../../src/types.js';
+import { atMost, record } from './results.js';
 
 const env = systemEnv();
 const NO_INTERFACES = new Map();
@@ -94,6 +95,8 @@ function main(): void {
   console.log(`  with probeOf()      ${fmt(end2end)}`);
   console.log(`  linear walk         ${fmt(linear)}`);
   console.log('  target: median <= 5 µs');
+  record({ id: 'match.median', name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: median`, value: indexed.median, unit: 'µs', target: atMost(5) });
+  record({ id: 'match.p99', name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: 99th percentile`, value: indexed.p99, unit: 'µs' });
 
   const big = config(7000, 3000);
   const lines = big.split('\n').length - 1;
@@ -105,6 +108,7 @@ function main(): void {
   }
   runs.sort((a, b) => a - b);
   console.log(`parsing: ${lines} lines, median of 5: ${runs[2].toFixed(1)} ms (target <= 200 ms)`);
+  record({ id: 'parse.ms', name: `parsing a ${lines}-line configuration`, value: runs[2], unit: 'ms', target: atMost(200) });
 }
 
 main();

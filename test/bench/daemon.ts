@@ -10,9 +10,14 @@ import { performance } from 'node:perf_hooks';
 import { AUTH_FAIL } from '../../src/index.js';
 import { StateStore } from '../../src/state/store.js';
 import { Reporter, SyslogReceiver, blprobe, cpuTicks, freePort, repoRoot, runBlprobe, tempDir, until } from '../support.js';
+import { atLeast, atMost, record } from './results.js';
 
 const FLOOD = Number(process.env.BENCH_FLOOD ?? 200_000);
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
+/** The state sizes of the flood runs (entries in the database before it). */
+const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
+/** The size at which RSS and the idle daemon are watched. */
+const WATCHED = 100_000;
 const fixtures = join(repoRoot, 'test/fixtures');
 
 interface Daemon {
@@ -40,7 +45,8 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   // the queue length is per network namespace: a namespace of its own changes it for this daemon only
   const [command, ...args] =
     qlen === undefined ? argv : ['unshare', '-n', 'sh', '-c', `sysctl -qw net.unix.max_dgram_qlen=${qlen} && exec "$@"`, 'sh', ...argv];
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, ...env } });
+  // the control fixture records its calls (here: capabilities) in $HELPER_LOG
+  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), ...env } });
   await until(() => existsSync(socket), 10_000);
   return { child, dir, socket };
 }
@@ -92,14 +98,16 @@ async function main(): Promise<void> {
   const noHelper = `${port} dgram * * * 1000000 1h\n${markerRule}`;
 
   console.log(`daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported addresses, no helper calls (target >= 30,000/s, flat)`);
-  for (const preload of [0, 10_000, 100_000]) {
+  for (const preload of SIZES) {
     const d = await startDaemon(noHelper, join(fixtures, 'control'), {}, preload);
     const marker = await Reporter.connect(d.socket, markerPort);
     const rate = await flood(d, port, marker);
     marker.close();
     const rss = status(d.child.pid!, 'VmRSS') / 1024;
-    console.log(`  ${fmt(preload).padStart(7)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} MB${preload === 100_000 ? ' (target <= 150 MB)' : ''}`);
-    if (preload === 100_000) {
+    console.log(`  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`);
+    record({ id: `daemon.rate.${preload}`, name: `daemon, UDP flood, ${fmt(preload)} entries`, value: rate, unit: 'notifications/s', target: atLeast(30_000), entries: preload });
+    record({ id: `daemon.rss.${preload}`, name: `daemon RSS after the flood, ${fmt(preload)} entries`, value: rss, unit: 'MB', ...(preload === WATCHED ? { target: atMost(150) } : {}) });
+    if (preload === WATCHED) {
       // idle: nothing expires for a year
       const pid = d.child.pid!;
       const ticks0 = cpuTicks(pid);
@@ -107,7 +115,9 @@ async function main(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
       const ticks = cpuTicks(pid) - ticks0;
       const switches = status(pid, 'voluntary_ctxt_switches') + status(pid, 'nonvoluntary_ctxt_switches') - switches0;
-      console.log(`  idle with 100,000 entries for ${IDLE_SECONDS} s: ${switches} context switches, ${ticks} clock ticks of CPU (target ~0)`);
+      console.log(`  idle with ${fmt(WATCHED)} entries for ${IDLE_SECONDS} s: ${switches} context switches, ${ticks} clock ticks of CPU (target ~0)`);
+      record({ id: 'daemon.idle.switches', name: `idle daemon, ${fmt(WATCHED)} entries: context switches in ${IDLE_SECONDS} s`, value: switches, unit: '' });
+      record({ id: 'daemon.idle.ticks', name: `idle daemon, ${fmt(WATCHED)} entries: CPU clock ticks in ${IDLE_SECONDS} s`, value: ticks, unit: 'ticks' });
     }
     await stopDaemon(d);
   }
@@ -121,6 +131,7 @@ async function main(): Promise<void> {
   marker.close();
   const started = existsSync(slowLog) ? readFileSync(slowLog, 'utf8').split('\n').filter((l) => l.startsWith('start')).length : 0;
   console.log(`daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target >= 10,000/s), ${started} helper calls started meanwhile`);
+  record({ id: 'daemon.slowhelper', name: 'daemon, receive rate while a 200 ms helper blocks every new address', value: rate, unit: 'notifications/s', target: atLeast(10_000) });
   await stopDaemon(d);
 
   // latency from the blocking notification to the helper's start, on an idle daemon
@@ -145,22 +156,27 @@ async function main(): Promise<void> {
   }
   latencies.sort((a, b) => a - b);
   console.log(`daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ${latencies[39].toFixed(2)} ms (target <= 5 ms median)`);
+  record({ id: 'daemon.latency.median', name: 'blocking notification to helper start: median', value: latencies[20], unit: 'ms', target: atMost(5) });
+  record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
   await stopDaemon(d);
 
   // bursts from 20 senders that send as libblocklist does (non-blocking, 5 retries), paced and unpaced,
   // with the default queue length and, as root, with a longer one
   for (const qlen of process.getuid?.() === 0 ? [undefined, 512] : [undefined]) {
-    d = await startDaemon(noHelper, join(fixtures, 'control'), {}, 0, qlen);
+    // a UDP port each: blprobe's loopback exchange on a port shared with SO_REUSEADDR can reach another sender and hang
+    d = await startDaemon('* dgram * * * 1000000 1h\n', join(fixtures, 'control'), {}, 0, qlen);
+    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
     const length = qlen ?? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim();
     for (const pace of [1500, 0]) {
       const runs = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
-          runBlprobe(['-s', d.socket, '-u', '-p', String(port), '-N', '-F', '5000', '-M', '100', '-A', `10.${i}.0.1`, '-w', '60000', ...(pace > 0 ? ['-R', String(pace)] : [])]),
+          runBlprobe(['-s', d.socket, '-u', '-p', String(ports[i]), '-N', '-F', '5000', '-M', '100', '-A', `10.${i}.0.1`, '-w', '60000', ...(pace > 0 ? ['-R', String(pace)] : [])]),
         ),
       );
       const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
       const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
       console.log(`daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of 100,000 lost (net.unix.max_dgram_qlen = ${length})`);
+      record({ id: `daemon.lost.${length}.${pace}`, name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`, value: lost, unit: 'notifications' });
     }
     await stopDaemon(d);
   }

@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { StateStore } from '../../src/state/store.js';
 import { isRoot, repoRoot, run, tempDir } from '../support.js';
+import { atMost, record } from './results.js';
 
 const RESTORE = Number(process.env.BENCH_RESTORE ?? 100_000);
 const SINGLES = Number(process.env.BENCH_SINGLES ?? 200);
@@ -55,6 +56,9 @@ async function backendRates(backend: string): Promise<void> {
     t = performance.now();
     await call(ns.name, env, ['batch'], rems);
     const remMs = performance.now() - t;
+    record({ id: `helper.${backend}.single`, name: `helper, ${backend}: single calls (a process per block, as upstream)`, value: single, unit: 'calls/s' });
+    record({ id: `helper.${backend}.batch.add`, name: `helper, ${backend}: batch of ${BATCH} adds`, value: (BATCH * 1000) / adds, unit: 'adds/s' });
+    record({ id: `helper.${backend}.batch.rem`, name: `helper, ${backend}: batch of ${BATCH} rems`, value: (BATCH * 1000) / remMs, unit: 'rems/s' });
     console.log(
       `${backend.padEnd(9)} single calls ${single.toFixed(0).padStart(4)}/s | batch of ${BATCH}: adds ${((BATCH * 1000) / adds).toFixed(0)}/s (${adds.toFixed(0)} ms), rems ${((BATCH * 1000) / remMs).toFixed(0)}/s (${remMs.toFixed(0)} ms)`,
     );
@@ -93,6 +97,7 @@ async function restore(): Promise<void> {
       const listed = spawnSync('ip', ['netns', 'exec', ns.name, 'nft', '-j', 'list', 'set', 'inet', 'blocklistd', 'blocklistd-v4'], { env: helperEnv('nftables', dir), maxBuffer: 1 << 30 });
       const elements = (JSON.parse(listed.stdout.toString()) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set?.elem?.length;
       console.log(`restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ${elements} elements in the set`);
+      record({ id: 'restore.seconds', name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`, value: ms / 1000, unit: 's', target: atMost(5) });
     } finally {
       reader.close();
       daemon.kill('SIGTERM');
@@ -103,9 +108,31 @@ async function restore(): Promise<void> {
   }
 }
 
+/** The raw limit: the same elements into a fresh set in one `nft -f` transaction. */
+async function rawNft(): Promise<void> {
+  const ns = netns();
+  const dir = tempDir('blocklistd-bench-nft-');
+  try {
+    const file = join(dir, 'ruleset.nft');
+    const elements = Array.from({ length: RESTORE }, (_, i) => address(i));
+    const chunks: string[] = [];
+    for (let i = 0; i < elements.length; i += 1000) chunks.push(`add element inet raw blocked { ${elements.slice(i, i + 1000).join(', ')} }`);
+    writeFileSync(file, ['add table inet raw', 'add set inet raw blocked { type ipv4_addr; }', ...chunks, ''].join('\n'));
+    const t = performance.now();
+    const r = await run('ip', ['netns', 'exec', ns.name, 'nft', '-f', file], { env: { PATH: sbin } });
+    const ms = performance.now() - t;
+    if (r.code !== 0) throw new Error(`nft -f: ${r.stderr}`);
+    console.log(`raw nft   one nft -f transaction of ${RESTORE} elements into a fresh set: ${(ms / 1000).toFixed(2)} s`);
+    record({ id: 'restore.raw', name: `one nft -f transaction of ${RESTORE.toLocaleString('en-US')} elements (raw limit)`, value: ms / 1000, unit: 's' });
+  } finally {
+    ns.remove();
+  }
+}
+
 if (!isRoot) {
   console.log('helper benchmark skipped: needs root (network namespaces, packet filters)');
 } else {
   if (process.env.BENCH_ONLY !== 'restore') for (const backend of ['nftables', 'ipset', 'iptables']) await backendRates(backend);
   await restore();
+  await rawNft();
 }

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { blprobe, repoRoot, runBlprobe, tempDir, until } from '../support.js';
+import { atLeast, record } from './results.js';
 
 const FLOOD = Number(process.env.BENCH_FLOOD ?? 300_000);
 const ROUNDS = 3;
@@ -56,13 +57,13 @@ async function main(): Promise<void> {
   const recvloop = join(dir, 'recvloop');
   execFileSync('cc', ['-O2', '-o', recvloop, join(repoRoot, 'test/bench/recvloop.c')]);
 
-  const floods: [string, string[]][] = [
-    ['TCP, connected socket', []],
-    ['UDP, 1000 explicit peers', ['-u', '-M', '1000']],
+  const floods: [string, string, string[]][] = [
+    ['tcp', 'TCP, connected socket', []],
+    ['udp', 'UDP, 1000 explicit peers', ['-u', '-M', '1000']],
   ];
   console.log(`receive path: ${ROUNDS} floods of ${FLOOD} notifications each, median round (datagrams per second until all are decoded)`);
   console.log(`${'flood'.padEnd(28)}${'C recvmsg'.padStart(10)}${'node'.padStart(10)}   ratio`);
-  for (const [name, args] of floods) {
+  for (const [id, name, args] of floods) {
     const cPath = join(dir, 'c.sock');
     const c = await startReceiver(recvloop, [cPath]);
     const baseline = await flood(cPath, args);
@@ -73,6 +74,8 @@ async function main(): Promise<void> {
     const node = await startReceiver(process.execPath, [join(repoRoot, 'dist/test/bench/receiver.js'), nodePath, String(FLOOD + 1)]);
     const ours = await flood(nodePath, args, node.lines);
     const [received, dropped, batches] = (await stopReceiver(node)).split(' ').map(Number);
+    record({ id: `receive.c.${id}`, name: `receive path, ${name}: C recvmsg loop (raw limit)`, value: baseline, unit: 'datagrams/s' });
+    record({ id: `receive.node.${id}`, name: `receive path, ${name}: Node`, value: ours, unit: 'datagrams/s', target: atLeast(100_000) });
     console.log(
       `${name.padEnd(28)}${fmt(baseline)} ${fmt(ours)}   ${(baseline / ours).toFixed(2)}x` +
         `   (decoded ${received}/${(FLOOD + 1) * ROUNDS}, ${dropped} dropped, ${(received / batches).toFixed(1)} per batch)`,

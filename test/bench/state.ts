@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { StateStore } from '../../src/state/store.js';
 import type { EffectiveRule } from '../../src/types.js';
 import { repoRoot, tempDir } from '../support.js';
+import { atLeast, atMost, record } from './results.js';
 
 const ENTRIES = 100_000;
 const NOTIFICATIONS = 400_000;
@@ -20,7 +21,7 @@ function key(i: number): EffectiveRule {
 const dir = tempDir('blocklistd-bench-');
 
 /** get+put for NOTIFICATIONS notifications whose keys `pick` chooses, in transactions of BATCH. */
-function getPut(name: string, pick: (i: number) => number): string {
+function getPut(id: string, name: string, pick: (i: number) => number): string {
   const path = join(dir, `${name}.db`);
   const store = StateStore.open(path);
   const keys = Array.from({ length: NOTIFICATIONS }, (_, i) => key(pick(i)));
@@ -35,16 +36,18 @@ function getPut(name: string, pick: (i: number) => number): string {
   }
   const seconds = (performance.now() - t0) / 1000;
   console.log(`  ${name.padEnd(44)} ${Math.round(NOTIFICATIONS / seconds).toLocaleString('en-US').padStart(9)}/s  (${store.size().toLocaleString('en-US')} entries)`);
+  record({ id: `state.${id}`, name: `state get+put: ${name}`, value: NOTIFICATIONS / seconds, unit: 'notifications/s', target: atLeast(200_000) });
   store.close();
   return path;
 }
 
 console.log(`state: get+put per notification, ${NOTIFICATIONS.toLocaleString('en-US')} notifications in transactions of ${BATCH} (target >= 200,000/s)`);
-getPut('an attack from 1,000 addresses', (i) => (i * 7919) % 1000);
-getPut(`addresses in order over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => i % ENTRIES);
-const path = getPut(`random addresses over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => (i * 7919) % ENTRIES);
-getPut('a spray: every notification a new address', (i) => (i * 7919) % NOTIFICATIONS);
+getPut('attack', 'an attack from 1,000 addresses', (i) => (i * 7919) % 1000);
+getPut('ordered', `addresses in order over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => i % ENTRIES);
+const path = getPut('random', `random addresses over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => (i * 7919) % ENTRIES);
+getPut('spray', 'a spray: every notification a new address', (i) => (i * 7919) % NOTIFICATIONS);
 console.log(`state: file size at ${ENTRIES.toLocaleString('en-US')} entries: ${(statSync(path).size / 1e6).toFixed(1)} MB`);
+record({ id: 'state.size', name: `database file at ${ENTRIES.toLocaleString('en-US')} entries`, value: statSync(path).size / 1e6, unit: 'MB' });
 
 const runs: number[] = [];
 for (let i = 0; i < 3; i++) {
@@ -54,3 +57,4 @@ for (let i = 0; i < 3; i++) {
 }
 runs.sort((a, b) => a - b);
 console.log(`dump: blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries, median of 3: ${(runs[1] / 1000).toFixed(2)} s wall (target <= 1.5 s)`);
+record({ id: 'dump.seconds', name: `blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries (wall, with Node's start-up)`, value: runs[1] / 1000, unit: 's', target: atMost(1.5) });

@@ -1,0 +1,144 @@
+// npm run bench: every benchmark of the project (or those named), one after the other (each
+// a process of its own, so that none warms up or slows down the next), its
+// lines printed as they come; then test/bench/RESULTS.md (the machine, each
+// figure against its target, the ratios to the raw limits measured in the
+// same run) and test/bench/notifications-vs-state.svg.  Never fails on
+// timing: only a benchmark that cannot run makes it exit non-zero.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, release, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { repoRoot, tempDir } from '../support.js';
+import type { Figure } from './results.js';
+
+const BENCHMARKS = ['receive', 'conf', 'state', 'daemon', 'helper'];
+/** $BENCH_OUT: elsewhere than test/bench (the smoke test's small runs). */
+const OUT = process.env.BENCH_OUT ?? join(repoRoot, 'test/bench');
+const CHART = 'notifications-vs-state.svg';
+
+interface Ratio {
+  what: string;
+  ours: string;
+  limit: string;
+  /** How many times the raw limit is better. */
+  slower: (ours: number, limit: number) => number;
+  target?: number;
+}
+
+/** Our figure against the raw limit measured in the same run. */
+const RATIOS: Ratio[] = [
+  { what: 'receive path (TCP flood) vs a C recvmsg loop', ours: 'receive.node.tcp', limit: 'receive.c.tcp', slower: (o, l) => l / o, target: 3 },
+  { what: 'receive path (UDP flood) vs a C recvmsg loop', ours: 'receive.node.udp', limit: 'receive.c.udp', slower: (o, l) => l / o, target: 3 },
+  { what: 'whole daemon, empty state (UDP flood) vs a C recvmsg loop', ours: 'daemon.rate.0', limit: 'receive.c.udp', slower: (o, l) => l / o },
+  { what: 'whole daemon, 100,000 entries (UDP flood) vs a C recvmsg loop', ours: 'daemon.rate.100000', limit: 'receive.c.udp', slower: (o, l) => l / o },
+  { what: 'restore of the blocks (-r, from start) vs one nft -f transaction of as many elements', ours: 'restore.seconds', limit: 'restore.raw', slower: (o, l) => o / l },
+];
+
+function machine(): [string, string][] {
+  const nft = spawnSync('nft', ['--version'], { encoding: 'utf8', env: { PATH: `/usr/sbin:/sbin:${process.env.PATH ?? ''}` } });
+  return [
+    ['date', new Date().toISOString().replace(/\.\d+Z$/, 'Z')],
+    ['machine', `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB`],
+    ['kernel', `${process.platform} ${release()}`],
+    ['Node.js', process.version],
+    ['nftables', nft.status === 0 ? nft.stdout.trim() : 'not installed'],
+    ['net.unix.max_dgram_qlen', existsSync('/proc/sys/net/unix/max_dgram_qlen') ? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim() : 'n/a'],
+  ];
+}
+
+function format(value: number): string {
+  if (Number.isInteger(value) || Math.abs(value) >= 1000) return Math.round(value).toLocaleString('en-US');
+  return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
+}
+
+const met = (f: Figure): string => (f.target === undefined ? '' : (f.target.op === '>=' ? f.value >= f.target.value : f.value <= f.target.value) ? 'yes' : '**no**');
+
+function markdown(figures: Figure[], failed: string[]): string {
+  const byId = new Map(figures.map((f) => [f.id, f]));
+  const lines = ['# Benchmark results', '', 'Written by `npm run bench` (test/bench/run.ts); the figures of the last run on this machine.', ''];
+  lines.push('| | |', '|---|---|', ...machine().map(([k, v]) => `| ${k} | ${v} |`), '');
+  if (failed.length > 0) lines.push(`Benchmarks that could not run: ${failed.join(', ')}.`, '');
+  lines.push('| figure | value | unit | target | met |', '|---|--:|---|--:|:-:|');
+  for (const f of figures) lines.push(`| ${f.name} | ${format(f.value)} | ${f.unit} | ${f.target === undefined ? '' : `${f.target.op} ${format(f.target.value)}`} | ${met(f)} |`);
+  lines.push('', '## Against the raw limits of this machine', '', '| comparison | ours | raw limit | ratio | target |', '|---|--:|--:|--:|--:|');
+  for (const r of RATIOS) {
+    const [ours, limit] = [byId.get(r.ours), byId.get(r.limit)];
+    if (ours === undefined || limit === undefined) continue;
+    lines.push(`| ${r.what} | ${format(ours.value)} ${ours.unit} | ${format(limit.value)} ${limit.unit} | ${r.slower(ours.value, limit.value).toFixed(2)}x | ${r.target === undefined ? '' : `<= ${r.target}x`} |`);
+  }
+  lines.push('', '## Notifications per second against the state size', '', `![notifications per second against the number of entries](${CHART})`, '');
+  return lines.join('\n');
+}
+
+/** Notifications/s of the whole daemon against the entries in its database (log scale), with the C loop and the target. */
+function chart(figures: Figure[]): string {
+  const points = figures.filter((f) => f.id.startsWith('daemon.rate.') && f.entries !== undefined).sort((a, b) => a.entries! - b.entries!);
+  const limit = figures.find((f) => f.id === 'receive.c.udp')?.value;
+  const target = points[0]?.target?.value ?? 30_000;
+  const [w, h, left, right, top, bottom] = [720, 400, 80, 40, 50, 60];
+  // the C loop is several times faster: a line for it would flatten the daemon's, so it is a note unless it fits
+  const highest = Math.max(...points.map((p) => p.value), target);
+  const showLimit = limit !== undefined && limit <= highest * 2;
+  const yTop = (showLimit ? Math.max(highest, limit) : highest) * 1.15;
+  const step = [1, 2, 5].map((m) => m * 10 ** Math.floor(Math.log10(yTop / 5))).find((s) => yTop / s <= 8)!;
+  const yMax = Math.ceil(yTop / step) * step;
+  // entries 0 drawn at the left, the rest on a log scale from 100 on
+  const xs = points.map((p) => Math.log10(Math.max(p.entries!, 100)));
+  const [xMin, xMax] = [1.7, Math.max(3, ...xs) + 0.3];
+  const x = (v: number): number => left + ((v - xMin) / (xMax - xMin)) * (w - left - right);
+  const y = (v: number): number => h - bottom - (v / yMax) * (h - top - bottom);
+  const text = (tx: number, ty: number, s: string, anchor = 'middle'): string => `<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" text-anchor="${anchor}">${s}</text>`;
+  const hline = (v: number, label: string, style: string): string =>
+    `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" ${style}/>${text(left + 6, y(v) + 16, label, 'start')}`;
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${w}" height="${h}" fill="white"/>`,
+    text(w / 2, 20, 'blocklistd: notifications per second (UDP flood) against entries in the database'),
+    `<line x1="${left}" x2="${left}" y1="${top}" y2="${h - bottom}" stroke="black"/>`,
+    `<line x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}" stroke="black"/>`,
+  ];
+  if (limit !== undefined && !showLimit) out.push(text(w / 2, 38, `(a C recvmsg loop takes the same flood at ${format(limit)}/s, off this scale)`));
+  for (let v = 0; v <= yMax; v += step) out.push(`<line x1="${left - 4}" x2="${left}" y1="${y(v)}" y2="${y(v)}" stroke="black"/>`, text(left - 8, y(v) + 4, format(v), 'end'));
+  for (const [i, p] of points.entries()) out.push(`<line x1="${x(xs[i])}" x2="${x(xs[i])}" y1="${h - bottom}" y2="${h - bottom + 4}" stroke="black"/>`, text(x(xs[i]), h - bottom + 18, format(p.entries!)));
+  out.push(text((left + w - right) / 2, h - 15, 'entries in the state database (log scale; 0 at the left)'));
+  if (showLimit) out.push(hline(limit, `C recvmsg loop, same flood: ${format(limit)}/s`, 'stroke="gray" stroke-dasharray="6 4"'));
+  out.push(hline(target, `target: ${format(target)}/s`, 'stroke="red" stroke-dasharray="2 3"'));
+  out.push(`<polyline fill="none" stroke="steelblue" stroke-width="2" points="${points.map((p, i) => `${x(xs[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ')}"/>`);
+  for (const [i, p] of points.entries()) out.push(`<circle cx="${x(xs[i]).toFixed(1)}" cy="${y(p.value).toFixed(1)}" r="4" fill="steelblue"/>`, text(x(xs[i]), y(p.value) - 10, `${format(p.value)}/s`));
+  out.push('</svg>', '');
+  return out.join('\n');
+}
+
+function main(): number {
+  const dir = tempDir('blocklistd-bench-run-');
+  const results = join(dir, 'figures.jsonl');
+  const failed: string[] = [];
+  // `npm run bench -- daemon helper`: only those
+  const chosen = process.argv.length > 2 ? BENCHMARKS.filter((b) => process.argv.includes(b)) : BENCHMARKS;
+  for (const name of chosen) {
+    console.log(`\n== ${name} ==`);
+    const r = spawnSync(process.execPath, [join(repoRoot, `dist/test/bench/${name}.js`)], { stdio: 'inherit', env: { ...process.env, BENCH_RESULTS: results } });
+    if (r.status !== 0) failed.push(name);
+  }
+  const figures = existsSync(results)
+    ? readFileSync(results, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Figure)
+    : [];
+  rmSync(dir, { recursive: true, force: true });
+  writeFileSync(join(OUT, 'RESULTS.md'), markdown(figures, failed));
+  writeFileSync(join(OUT, CHART), chart(figures));
+  console.log('\n== against the raw limits ==');
+  const byId = new Map(figures.map((f) => [f.id, f]));
+  for (const r of RATIOS) {
+    const [ours, limit] = [byId.get(r.ours), byId.get(r.limit)];
+    if (ours !== undefined && limit !== undefined) console.log(`${r.what}: ${r.slower(ours.value, limit.value).toFixed(2)}x${r.target === undefined ? '' : ` (target <= ${r.target}x)`}`);
+  }
+  const missed = figures.filter((f) => met(f) === '**no**');
+  console.log(`\n${figures.length} figures, ${missed.length} below target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ${join(OUT, 'RESULTS.md')} and ${join(OUT, CHART)}`);
+  if (failed.length > 0) console.log(`benchmarks that failed to run: ${failed.join(', ')}`);
+  return failed.length > 0 ? 1 : 0;
+}
+
+process.exitCode = main();
