@@ -60,6 +60,17 @@ async function steadyDescriptors(pid: number): Promise<number> {
   return last;
 }
 
+/** A daemon, a second connection already answered (it must stay served), and the daemon's steady descriptor count. */
+async function watched(t: TestContext): Promise<{ daemon: DaemonProcess; control: string; pid: number; other: Connection; baseline: number }> {
+  const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
+  const control = controlOf(daemon);
+  const pid = daemon.child.pid!;
+  const other = await Connection.open(control);
+  t.after(() => other.close());
+  await other.ask('status', {}, 'warm');
+  return { daemon, control, pid, other, baseline: await steadyDescriptors(pid) };
+}
+
 /** A raw connection to the control socket: what it sends is up to the test, the answers are collected as lines. */
 class Connection {
   readonly lines: string[] = [];
@@ -1052,13 +1063,7 @@ describe('hostile and careless clients on the control socket', () => {
   });
 
   test('10 MiB lines, in one write or trickled: too_large, connection closed; meanwhile another connection is answered without delay', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
-    const pid = daemon.child.pid!;
-    const other = await Connection.open(control);
-    t.after(() => other.close());
-    await other.ask('status', {}, 'warm');
-    const baseline = await steadyDescriptors(pid);
+    const { daemon, control, pid, other, baseline } = await watched(t);
     const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
     const rssBefore = rss();
     const MiB = 1024 * 1024;
@@ -1146,13 +1151,7 @@ describe('hostile and careless clients on the control socket', () => {
   });
 
   test('a client that sends but never reads cannot stall the daemon, and is dropped once 16 MiB of answers pile up', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
-    const pid = daemon.child.pid!;
-    const other = await Connection.open(control);
-    t.after(() => other.close());
-    await other.ask('status', {}, 'warm');
-    const baseline = await steadyDescriptors(pid);
+    const { daemon, control, pid, other, baseline } = await watched(t);
 
     // each answer carries its 48 KiB id back: 400 of them are 19 MiB the client never reads
     const sink = await Connection.open(control);
