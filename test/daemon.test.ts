@@ -206,10 +206,10 @@ describe('blocklistd processing', () => {
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
     daemon.helperMode('remfail');
-    await daemon.waitFor(/rem blocklistd tcp 127\.0\.0\.1\/32:\d+ failed; retrying in 2 s/);
+    await daemon.waitFor(/rem blocklistd tcp 127\.0\.0\.1\/32:\d+ failed \(exit status 1\); retrying in 2 s/);
     assert.equal(daemon.entries().length, 1);
     const ticks = cpuTicks(daemon.child.pid!);
-    await daemon.waitFor(/failed; retrying in 2 s[^]*failed; retrying in 2 s/);
+    await daemon.waitFor(/failed \(exit status 1\); retrying in 2 s[^]*failed \(exit status 1\); retrying in 2 s/);
     assert.ok(cpuTicks(daemon.child.pid!) - ticks < 50, 'no busy loop while waiting to retry');
     daemon.helperMode('ok');
     await daemon.waitFor(/released 127\.0\.0\.1\/32:\d+ after 1 seconds/);
@@ -224,7 +224,7 @@ describe('blocklistd processing', () => {
     await daemon.waitFor(/add returns OK/);
     daemon.helperMode('remfail');
     await report(daemon, r, AUTH_OK);
-    await daemon.waitFor(/failed; retrying in 1 s/);
+    await daemon.waitFor(/failed \(exit status 1\); retrying in 1 s/);
     assert.equal(daemon.entries()[0].last, 0, 'lifted, waiting for its rem');
     daemon.helperMode('ok');
     await daemon.waitFor(/released 127\.0\.0\.1\/32:\d+ after -1 seconds/);

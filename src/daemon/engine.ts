@@ -70,7 +70,12 @@ export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, pro
 const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
 
 
-const describeFailure = (r: HelperResult): string => (r.timedOut ? ' (timed out)' : r.error ? ` (${r.error})` : '');
+function describeFailure(r: HelperResult): string {
+  if (r.timedOut) return ' (timed out)';
+  if (r.error) return ` (${r.error})`;
+  if (r.signal) return ` (killed by ${r.signal})`;
+  return r.exitCode ? ` (exit status ${r.exitCode})` : '';
+}
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
 const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
@@ -355,19 +360,20 @@ export class Engine {
     for (const e of releases) this.release(e);
     // more to delete: go on after a turn of the loop; the releases re-arm as they finish
     if (due.length === limit && deleted === DELETE_CHUNK) this.schedule(0);
-    else this.armExpiry(true);
+    // the pass's own clock: one read now could be a second later and skip what expires in between
+    else this.armExpiry(now);
   }
 
   /**
    * One timer for the next expiry (TODO 1): wakes only when something is
    * due.  After a change an entry may be due already (an AUTH_OK reset):
    * then the pass runs at once; the pass itself only looks ahead, since
-   * what it leaves due is waiting for a helper call that re-arms the timer.
+   * what it leaves due is waiting for a helper call that re-arms the timer:
+   * `passAt` is the second of that pass, and entries expiring from then on count.
    */
-  armExpiry(onlyFuture = false): void {
+  armExpiry(passAt?: number): void {
     if (this.stopped) return;
-    const now = this.o.clock();
-    let next = this.o.store.nextExpiry(onlyFuture ? now : undefined);
+    let next = this.o.store.nextExpiry(passAt);
     if (next !== undefined) next += 1; // expired means last + duration < now: the second after
     for (const { at } of this.remRetry.values()) if (next === undefined || at < next) next = at;
     if (next === undefined) {

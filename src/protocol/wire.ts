@@ -131,16 +131,23 @@ export function encodeText(text: string): Buffer {
 
 /**
  * The received text as a string that is safe to log: printable ASCII and
- * valid UTF-8 pass, a backslash is doubled, and control characters,
+ * valid UTF-8 pass, a backslash and a double quote get a backslash (the
+ * text is logged as msg="…": no forged fields after it), and control characters,
  * invalid bytes and the Unicode line, paragraph and bidi controls are
  * written as `\n`, `\r`, `\t` or `\xNN`, so a client cannot forge log lines.
  */
 export function decodeText(b: Buffer, start: number, end: number): string {
   for (let i = start; i < end; i++) {
     const c = b[i];
-    if (c < 0x20 || c >= 0x7f || c === 0x5c) return escapeText(b, start, end);
+    if (c < 0x20 || c >= 0x7f || c === 0x5c || c === 0x22) return escapeText(b, start, end);
   }
   return b.toString('latin1', start, end);
+}
+
+/** Any string (a helper's output) escaped as decodeText escapes a message. */
+export function printable(text: string): string {
+  const b = Buffer.from(text);
+  return decodeText(b, 0, b.length);
 }
 
 function escapeText(b: Buffer, start: number, end: number): string {
@@ -148,7 +155,7 @@ function escapeText(b: Buffer, start: number, end: number): string {
   for (let i = start; i < end; ) {
     const c = b[i];
     if (c >= 0x20 && c < 0x7f) {
-      out += c === 0x5c ? '\\\\' : String.fromCharCode(c);
+      out += c === 0x5c || c === 0x22 ? `\\${String.fromCharCode(c)}` : String.fromCharCode(c);
       i++;
       continue;
     }

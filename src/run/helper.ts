@@ -4,6 +4,7 @@
 // name, and unrelated calls run side by side up to a limit.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { strerror } from '../protocol/native.js';
+import { printable } from '../protocol/wire.js';
 import type { LogFn } from '../types.js';
 
 export interface HelperTarget {
@@ -19,7 +20,7 @@ export interface HelperTarget {
 export interface HelperResult {
   /** The first stdout line as written (without the newline), undefined when the helper printed nothing at all. */
   line: string | undefined;
-  /** The rule id: `line` with an `OK ` prefix removed, cut to 63 bytes (on a UTF-8 boundary); undefined when no line. */
+  /** The rule id: `line` with an `OK ` prefix removed, cut at a NUL and to 63 bytes (on a UTF-8 boundary); undefined when no line. */
   id: string | undefined;
   exitCode: number | null;
   signal: NodeJS.Signals | null;
@@ -107,7 +108,9 @@ function cutUtf8(bytes: Buffer, max: number): Buffer {
 
 function idOf(line: string): string {
   const rest = line.startsWith('OK ') ? line.slice(3) : line;
-  return cutUtf8(Buffer.from(rest), ID_MAX_BYTES).toString();
+  // a C string, as upstream reads it: what follows a NUL is not part of it (and could not be passed back as an argument)
+  const nul = rest.indexOf('\0');
+  return cutUtf8(Buffer.from(nul === -1 ? rest : rest.slice(0, nul)), ID_MAX_BYTES).toString();
 }
 
 /**
@@ -318,18 +321,19 @@ export class HelperRunner {
 
   /** Upstream's debug lines; a batch's operations each as the call they stand for. */
   private traceRun(call: Call): void {
-    this.log('debug', `run ${this.program} [control ${call.args.join(' ')}]`);
+    // the ids in a rem came from a helper's output: escaped like everything else it prints
+    this.log('debug', `run ${this.program} [control ${printable(call.args.join(' '))}]`);
     if (call.input === undefined) return;
-    for (const op of call.input.split('\n').slice(0, -1)) this.log('debug', `run ${this.program} [control ${op}] (batch)`);
+    for (const op of call.input.split('\n').slice(0, -1)) this.log('debug', `run ${this.program} [control ${printable(op)}] (batch)`);
   }
 
   private traceAnswer(call: Call, line: string | undefined, lines: string[] | undefined): void {
     if (lines === undefined || call.input === undefined) {
-      this.log('debug', `${call.action} returns ${line ?? '(null)'}`);
+      this.log('debug', `${call.action} returns ${line === undefined ? '(null)' : printable(line)}`);
       return;
     }
     const ops = call.input.split('\n');
-    for (let i = 0; i < (call.lines ?? 0); i++) this.log('debug', `${ops[i]!.split(' ')[0]} returns ${lines[i] || '(null)'}`);
+    for (let i = 0; i < (call.lines ?? 0); i++) this.log('debug', `${ops[i]!.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`);
   }
 
   private execute(call: Call): Promise<HelperResult> {
@@ -416,7 +420,7 @@ export class HelperRunner {
   private spawnFailed(e: unknown): HelperResult {
     const errno = (e as NodeJS.ErrnoException).errno;
     const reason = typeof errno === 'number' ? strerror(Math.abs(errno)) : String((e as Error).message ?? e);
-    this.log('err', `popen ${this.program} failed (${reason})`);
+    this.log('err', `popen ${this.program} failed (${printable(reason)})`);
     return { ...NO_RESULT, error: reason };
   }
 }
