@@ -68,7 +68,6 @@ export class Metrics {
     new Gauge({ name: 'blocklistd_blocked_entries', help: 'Entries at their limit (blocked, or their add pending)', registers, collect() {
       this.set(sizes.blocked());
     } });
-    collectDefaultMetrics({ register: this.registry, prefix: 'blocklistd_' });
   }
 
   notification(type: number, matched: boolean): void {
@@ -111,8 +110,10 @@ export class Metrics {
     return out;
   }
 
-  /** Serves GET /metrics on `host:port`; resolves once listening. */
+  /** Serves GET /metrics on `host:port`, the process's own figures included; resolves once listening. */
   async listen(host: string, port: number): Promise<Server> {
+    // only for a scraper: the event-loop lag monitor is a timer that wakes an idle daemon (once a second here, not prom-client's 100 times)
+    collectDefaultMetrics({ register: this.registry, prefix: 'blocklistd_', eventLoopMonitoringPrecision: 1000 });
     const server = createServer((req, res) => {
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
