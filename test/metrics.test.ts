@@ -366,4 +366,29 @@ describe('blocklistd --metrics', () => {
     const status = await ctl(['status', '--json', '--control', join(daemon.dir, 'blocklistd.ctl')]);
     assert.equal((JSON.parse(status.stdout) as { result: { metrics: string | null } }).result.metrics, null);
   });
+
+  test('an idle daemon sleeps: with --metrics its event loop wakes about once a second, without it not at all', async (t) => {
+    /** Context switches of all the daemon's threads over `ms`. */
+    const switches = async (pid: number, ms: number): Promise<number> => {
+      const count = (): number =>
+        readdirSync(`/proc/${pid}/task`).reduce((sum, task) => {
+          const status = readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8');
+          return sum + Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]);
+        }, 0);
+      const before = count();
+      await new Promise((resolve) => setTimeout(resolve, ms));
+      return count() - before;
+    };
+    const port = await freePort();
+    const plain = await started(t, '22 stream * * * 3 1h\n', []);
+    const scraped = await started(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
+    await Promise.all([plain.waitFor(/control socket /), scraped.waitFor(/metrics on /)]);
+    // start-up work (the first GCs, the helper's exit) settles first
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const [quiet, monitored] = await Promise.all([switches(plain.child.pid!, 3000), switches(scraped.child.pid!, 3000)]);
+    t.diagnostic(`context switches in 3 s: ${quiet} without --metrics, ${monitored} with it`);
+    // prom-client's default event-loop monitor alone made about 300
+    assert.ok(quiet <= 15, `${quiet} without --metrics`);
+    assert.ok(monitored <= 30, `${monitored} with --metrics`);
+  });
 });
