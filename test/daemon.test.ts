@@ -435,6 +435,18 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.ok(sizes.length < 200 / 10, `${sizes.length} batches: ${sizes.join(' ')}`);
   });
 
+  test('a rem answered by an empty line is kept and tried again, though the batch exited 0 (G17)', async (t) => {
+    const port = await freePort();
+    const daemon = await batchDaemon(t, port, seeded(2, port, 1000), ['--rem-retry', '1'], { HELPER_MODE: 'remfail' });
+    await daemon.waitFor(new RegExp(`rem blocklistd tcp 10\\.2\\.0\\.0/32:${port} failed; retrying in 1 s`));
+    await daemon.waitFor(new RegExp(`rem blocklistd tcp 10\\.2\\.0\\.1/32:${port} failed; retrying in 1 s`));
+    assert.ok(daemon.helperCalls().includes('batch 2'), 'the rems went in one batch');
+    assert.equal(daemon.entries().length, 2);
+    daemon.helperMode('ok');
+    await until(() => daemon.entries().length === 0);
+    assert.match(daemon.stderr, new RegExp(`released 10\\.2\\.0\\.1/32:${port} after 3600 seconds`));
+  });
+
   test('SIGHUP with -r: flush, then the blocks again in one batch; -dd traces each operation', async (t) => {
     const port = await freePort();
     const now = Math.floor(Date.now() / 1000);

@@ -69,8 +69,9 @@ interface Scenario {
 }
 
 /**
- * Runs the calls one after the other, each exiting 0 with its stdout and
- * nothing on stderr, and compares the stubs' log with golden/<golden>.  The
+ * Runs the calls one after the other, each with its stdout and nothing on
+ * stderr, exiting 0, or 1 when a change (add, rem, flush) printed nothing:
+ * it failed, and compares the stubs' log with golden/<golden>.  The
  * log gets "# blocklistd-helper.conf: <text>" first when there is one, and
  * "control [arg]... [stdin:[...]] [{VAR=value}]..." before each call.
  */
@@ -90,7 +91,8 @@ async function scenario(golden: string, { backend, conf, calls }: Scenario): Pro
     appendFileSync(log, `${marker}\n`);
     const result = await helper(call.args, { ...env, ...call.env }, call.stdin);
     results.push({ call: marker, ...result });
-    expected.push({ call: marker, code: 0, stdout: call.stdout, stderr: '' });
+    const failed = ['add', 'rem', 'flush'].includes(call.args[0]) && call.stdout === '';
+    expected.push({ call: marker, code: failed ? 1 : 0, stdout: call.stdout, stderr: '' });
   }
   assert.equal(readFileSync(log, 'utf8'), readFileSync(join(goldens, golden), 'utf8'), `stub log vs golden/${golden}`);
   assert.deepEqual(results, expected);

@@ -218,7 +218,8 @@ export class HelperRunner {
     const { lines = [], ...common } = result;
     return changes.map((_, i) => {
       const line = lines[i] || undefined;
-      return { ...common, line, id: line === undefined ? undefined : idOf(line) };
+      // an empty line is that change's failure, whatever the batch's exit status
+      return { ...common, exitCode: line === undefined ? null : common.exitCode, line, id: line === undefined ? undefined : idOf(line) };
     });
   }
 
