@@ -1,11 +1,11 @@
 // npm run install-system (bin/install-system): the package installed from
 // this built tree into a temporary prefix runs from there, through the
 // links in sbin and libexec, with its own native addon and SQLite; the
-// configuration is never overwritten; the systemd unit and the rc.d script
-// get the prefix's paths.
+// configuration is never overwritten; the systemd unit, the rc.d script and
+// the manual pages get the prefix's paths.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
@@ -35,6 +35,15 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.ok(!existsSync(join(lib, 'node_modules/typescript')), 'typescript installed');
   assert.ok(!existsSync(join(lib, 'dist/test')));
   assert.ok(!existsSync(join(lib, 'bin/install-system')));
+  // the manual pages, their paths those of the prefix
+  const pages = readdirSync(join(repoRoot, 'man'));
+  assert.deepEqual(pages.map((p) => p.replace(/^.*\./, '')).sort(), ['3', '5', '8', '8', '8']);
+  for (const name of pages) {
+    const installed = join(prefix, `share/man/man${name.slice(name.lastIndexOf('.') + 1)}`, name);
+    assert.equal(lstatSync(installed).mode & 0o777, 0o644, name);
+    assert.equal(readFileSync(installed, 'utf8'), readFileSync(join(repoRoot, 'man', name), 'utf8').split('/usr/local/').join(`${prefix}/`), name);
+  }
+  assert.ok(readFileSync(join(prefix, 'share/man/man8/blocklistd.8'), 'utf8').includes(`\n.It Pa ${prefix}/libexec/blocklistd-helper\n`));
 
   const conf = join(etc, 'blocklistd.conf');
   assert.equal(readFileSync(conf, 'utf8'), readFileSync(join(repoRoot, 'etc/blocklistd.conf'), 'utf8'));
@@ -72,7 +81,7 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.ok(!existsSync(join(lib, 'stale')));
 });
 
-test('staged with --destdir: the systemd unit and, on a BSD, the rc.d script name the prefix and the configuration', async () => {
+test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, the rc.d script name the prefix and the configuration', async () => {
   const stage = tempDir('blocklistd-stage-');
   const linux = await install(['--destdir', stage, '--prefix', '/opt/bl', '--sysconfdir', '/etc/bl']);
   assert.equal(linux.code, 0, linux.stderr);
@@ -82,6 +91,11 @@ test('staged with --destdir: the systemd unit and, on a BSD, the rc.d script nam
   assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   assert.ok(existsSync(join(stage, 'etc/bl/blocklistd.conf')));
   assert.equal(readlinkSync(join(stage, 'opt/bl/sbin/blocklistd')), '/opt/bl/lib/blocklistd/bin/blocklistd');
+  for (const page of ['man3/blocklist.3', 'man5/blocklistd.conf.5', 'man8/blocklistd.8', 'man8/blocklistctl.8', 'man8/blocklistd-helper.8']) {
+    const text = readFileSync(join(stage, 'opt/bl/share/man', page), 'utf8');
+    assert.ok(!text.includes('/usr/local/'), page);
+  }
+  assert.match(readFileSync(join(stage, 'opt/bl/share/man/man8/blocklistd-helper.8'), 'utf8'), /^\.It Pa \/opt\/bl\/libexec\/blocklistd-helper$/m);
 
   // FreeBSD, as far as the installer can tell
   const bin = tempDir('blocklistd-uname-');

@@ -47,6 +47,8 @@ export function main(argv: string[]): void {
     .version(version, '-V, --version')
     .description('query and maintain blocklistd')
     .helpOption('-h, --help')
+    // `help <command>` is refused as an unknown command: --help must not list it
+    .helpCommand(false)
     .configureOutput({ writeErr: () => {} })
     .exitOverride();
 
