@@ -323,12 +323,25 @@ test('ipfw: OK only when the address went into the table and the rule exists; a 
   });
 });
 
-test('ipfw: an empty port makes the rule number arithmetic fail, nothing is run', async () => {
-  const log = stubLog('ipfw-no-port');
-  const result = await helper(add('blocklistd', 'tcp', '192.0.2.9', 32, ''), { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: 'ipfw' });
-  assert.equal(result.stdout, '');
-  assert.notEqual(result.code, 0);
-  assert.equal(readFileSync(log, 'utf8'), '');
+test('pf: a block of every port (no protocol nor port) in anchor <name>/all, table portall', async () => {
+  await scenario('pf-every-port.log', {
+    backend: 'pf',
+    calls: [
+      { args: add('blocklistd', '', '192.0.2.9', 32, ''), stdout: 'OK\n' },
+      { args: add('blocklistd', '', '2001:db8::', 64, ''), env: { STUB_RULES: 'block drop in quick from <portall> to any' }, stdout: 'OK\n' },
+      { args: rem('blocklistd', '', '192.0.2.9', 32, '', 'OK'), stdout: 'OK\n' },
+    ],
+  });
+});
+
+test('ipfw: a block of every port (no protocol nor port) in table portall, rule ipfw_offset dropping ip', async () => {
+  await scenario('ipfw-every-port.log', {
+    backend: 'ipfw',
+    calls: [
+      { args: add('blocklistd', '', '192.0.2.9', 32, ''), stdout: 'OK\n' },
+      { args: rem('blocklistd', '', '192.0.2.9', 32, '', 'OK'), stdout: 'OK\n' },
+    ],
+  });
 });
 
 test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask less 96 (upstream: /128 only); below 96 it is left untouched', async () => {

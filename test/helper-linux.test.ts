@@ -694,6 +694,23 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
       });
 
+      test('a block of every port (no protocol nor port: blocklistctl block without -p) drops all of the client, beside the port blocks; rem and flush lift it', async (t) => {
+        const { srv, connect } = await servedPair(t);
+        const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
+        await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.3', '32', '2222', '']);
+        await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
+        await ok(srv, backend, ['add', 'blocklistd', '', 'fd99::2', '128', '', '']);
+        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'timeout', '10.99.0.3': 'timeout', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
+        // again: no second rule, no error
+        await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
+        await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
+        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'timeout', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
+        // a rem of what is gone succeeds
+        await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
+        await ok(srv, backend, ['flush', 'blocklistd']);
+        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
+      });
+
       test(
         'rule names that read as nft keywords or numbers (log, counter, 1abc) are blocked like any other',
         async (t) => {
