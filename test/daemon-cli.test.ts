@@ -165,6 +165,22 @@ describe('blocklistd detached', () => {
 });
 
 describe('blocklistd in the foreground', () => {
+  test('-d --log-format json: the debugging lines as JSON on stdout, nothing on stderr', async (t) => {
+    const port = await freePort();
+    const f = files(`${port} stream * * * 3 1h\n`);
+    const child = spawn(process.execPath, [daemonBin, ...f.args, '-d', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELPER_LOG: `${f.db}.helper.log` } });
+    t.after(() => child.kill('SIGKILL'));
+    let [stdout, stderr] = ['', ''];
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await until(() => stdout.includes('listening on '));
+    child.kill('SIGTERM');
+    assert.equal(await new Promise((resolve) => child.once('exit', resolve)), 0);
+    const records = stdout.trim().split('\n').map((line) => JSON.parse(line) as { level: string; msg: string });
+    assert.ok(records.some((r) => r.level === 'debug' && r.msg.startsWith('listening on ')), stdout);
+    assert.equal(stderr, '');
+  });
+
   test('--foreground --log-format json: attached, JSON lines on stdout, no pid file', async (t) => {
     const port = await freePort();
     const f = files(`${port} stream * * * 3 1h\n`);

@@ -76,7 +76,8 @@ export async function main(argv: string[]): Promise<void> {
   if (detached) process.chdir('/');
   const logger = createLogger({
     ident: progname,
-    output: options.debug > 0 ? 'stderr' : options.logFormat === 'json' ? 'json' : 'syslog',
+    // asked for by name, JSON wins over -d's plain lines on stderr
+    output: options.logFormat === 'json' ? 'json' : options.debug > 0 ? 'stderr' : 'syslog',
     verbose: options.verbose,
     syslogPath: options.syslogSocket,
   });
