@@ -12,12 +12,11 @@ import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
 import { REQUEST_MAX_BYTES } from '../src/protocol/control.js';
-import { DaemonProcess, Reporter, freePort, isRoot, repoRoot, run, runBlprobe, tempDir, until, type RunOptions, type RunResult } from './support.js';
+import { DaemonProcess, Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, tempDir, until, type RunResult } from './support.js';
 
 const CTL = join(repoRoot, 'bin/blocklistctl');
 const { version: VERSION } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 
-const ctl = (args: string[], o: RunOptions = {}): Promise<RunResult> => run(process.execPath, [CTL, ...args], o);
 
 /** blocklistctl as another user: the real and effective ids changed, no supplementary groups unless `groups`. */
 const ctlAs = (uid: number, gid: number, args: string[], groups?: number[]): Promise<RunResult> =>

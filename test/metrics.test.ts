@@ -11,7 +11,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, type BlocklistAction } from '../src/index.js';
 import { USAGE } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, freePort, repoRoot, run, runBlprobe, stateKey, tempDir, until, type RunResult } from './support.js';
+import { DaemonProcess, Reporter, ctl, freePort, repoRoot, run, runBlprobe, stateKey, tempDir, until, type RunResult } from './support.js';
 
 interface Response {
   status: number;
@@ -81,7 +81,6 @@ function listeningPorts(pid: number): number[] {
 
 const blocklistd = (args: string[], env: Record<string, string> = {}): Promise<RunResult> => run(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args], { env });
 
-const ctl = (args: string[]): Promise<RunResult> => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
 
 async function started(t: TestContext, config: string, args: string[], dir?: string): Promise<DaemonProcess> {
   const daemon = await DaemonProcess.start({ config, args, dir });

@@ -13,7 +13,7 @@ import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { StateStore } from '../src/state/store.js';
 import type { Entry } from '../src/types.js';
-import { DaemonProcess, blprobe, freePort, repoRoot, run, tempDir, until } from './support.js';
+import { DaemonProcess, blprobe, controlStatus as status, freePort, repoRoot, run, tempDir, until } from './support.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -47,19 +47,6 @@ const exited = (pid: number): boolean => {
   return state === undefined || state === 'Z';
 };
 
-const ctl = (args: string[]): ReturnType<typeof run> => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
-
-interface Status {
-  entries: number;
-  blocked: number;
-  counters: Record<string, Record<string, number>>;
-}
-
-async function status(controlPath: string): Promise<Status> {
-  const r = await ctl(['status', '--json', '--control', controlPath]);
-  assert.equal(r.code, 0, `blocklistctl status: ${r.stdout}${r.stderr}`);
-  return (JSON.parse(r.stdout) as { result: Status }).result;
-}
 
 /** An entry, or a helper call, as the packet filter sees it: proto address/mask:port. */
 const targetOf = (e: Entry): string => `${e.key.proto === 17 ? 'udp' : 'tcp'} ${e.key.address}/${e.key.lmask}:${e.key.port}`;

@@ -21,7 +21,7 @@ import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '..
 import type { HelperResult, HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
-import { DaemonProcess, SyslogReceiver, freePort, repoRoot, run, runBlprobe, tempDir, until } from './support.js';
+import { DaemonProcess, SyslogReceiver, controlStatus as status, freePort, repoRoot, runBlprobe, tempDir, until, type ControlStatus as Status } from './support.js';
 
 const FAULTY = join(repoRoot, 'test/fixtures/robustness/faulty');
 const CONTROL = join(repoRoot, 'test/fixtures/control');
@@ -161,20 +161,6 @@ class Server {
   }
 }
 
-const ctl = (args: string[]): ReturnType<typeof run> => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
-
-interface Status {
-  entries: number;
-  blocked: number;
-  counters: Record<string, Record<string, number>>;
-}
-
-/** `blocklistctl status --json`: it must answer. */
-async function status(controlPath: string): Promise<Status> {
-  const r = await ctl(['status', '--json', '--control', controlPath]);
-  assert.equal(r.code, 0, `blocklistctl status: ${r.stdout}${r.stderr}`);
-  return (JSON.parse(r.stdout) as { result: Status }).result;
-}
 
 const total = (counts: Record<string, number> | undefined): number => Object.values(counts ?? {}).reduce((a, b) => a + b, 0);
 

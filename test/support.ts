@@ -172,6 +172,29 @@ export async function runBlprobe(args: string[]): Promise<RunResult> {
   return run(await blprobe(), args);
 }
 
+/** Runs bin/blocklistctl. */
+export function ctl(args: readonly string[], o: RunOptions = {}): Promise<RunResult> {
+  return run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args], o);
+}
+
+/** What `blocklistctl status --json` answers, as far as the tests read it. */
+export interface ControlStatus {
+  pid: number;
+  sockets: string[];
+  control: string;
+  entries: number;
+  blocked: number;
+  metrics: string | null;
+  counters: Record<string, Record<string, number>>;
+}
+
+/** `blocklistctl status --json` through the control socket at `path`: it must answer. */
+export async function controlStatus(path: string): Promise<ControlStatus> {
+  const r = await ctl(['status', '--json', '--control', path]);
+  assert.equal(r.code, 0, `blocklistctl status: ${r.stdout}${r.stderr}`);
+  return (JSON.parse(r.stdout) as { result: ControlStatus }).result;
+}
+
 /** A state key for tests: an IPv4 ssh entry, nfail 3, one hour, with `fields` changed. */
 export function stateKey(address: string, fields: Partial<EffectiveRule> = {}): EffectiveRule {
   return { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 3600, ...fields };

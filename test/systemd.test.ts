@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, freePort, repoRoot, run, runBlprobe, tempDir, until, type RunResult } from './support.js';
+import { DaemonProcess, Reporter, controlStatus as status, ctl, freePort, repoRoot, run, runBlprobe, tempDir, until } from './support.js';
 
 const FIXTURES = join(repoRoot, 'test/fixtures/systemd-tests');
 const CONTROL_FIXTURE = join(repoRoot, 'test/fixtures/control');
@@ -130,15 +130,6 @@ function setup(port = 22): { dir: string; args: string[]; env: Record<string, st
   };
 }
 
-function ctl(args: string[]): Promise<RunResult> {
-  return run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
-}
-
-async function status(control: string): Promise<{ pid: number; sockets: string[]; control: string }> {
-  const r = await ctl(['status', '--json', '--control', control]);
-  assert.equal(r.code, 0, r.stdout + r.stderr);
-  return (JSON.parse(r.stdout) as { result: { pid: number; sockets: string[]; control: string } }).result;
-}
 
 async function started(t: TestContext, env: Record<string, string>): Promise<DaemonProcess> {
   const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', env });
