@@ -24,7 +24,7 @@ import { isBlocked } from '../src/state/entry.js';
 import { StateStore } from '../src/state/store.js';
 import { AUTH_FAIL, blocklistOpen } from '../src/index.js';
 import { WireType, type Notification } from '../src/types.js';
-import { Receiver, freePort, isRoot, repoRoot, run, tempDir, until } from './support.js';
+import { Receiver, freePort, isRoot, repoRoot, run, tcpNotification, tempDir, until } from './support.js';
 
 const MAN = join(repoRoot, 'man');
 const PAGES = ['blocklist.3', 'blocklistd.conf.5', 'blocklistctl.8', 'blocklistd.8', 'blocklistd-helper.8'];
@@ -349,18 +349,7 @@ describe('blocklistd(8): the count arithmetic', () => {
         const port = 10000 + i;
         const found = actions.map((type) => {
           const address = `198.51.100.${++client}`;
-          const n: Notification = {
-            type,
-            text: '',
-            pid: 1,
-            uid: 0,
-            gid: 0,
-            socketType: 'stream',
-            ipProtocol: 6,
-            local: { family: 'inet', address: '192.0.2.1', port },
-            remote: { family: 'inet', address, port: 40000 },
-            explicitPeer: false,
-          };
+          const n = tcpNotification(port, address, { type });
           for (let k = 1; k <= 20; k++) {
             engine.processBatch([n]);
             const entry = [...store.entries()].find((e) => e.key.address === address && e.key.port === port);

@@ -195,6 +195,23 @@ export async function controlStatus(path: string): Promise<ControlStatus> {
   return (JSON.parse(r.stdout) as { result: ControlStatus }).result;
 }
 
+/** A TCP notification from an IPv4 client `remote` to 192.0.2.1:`port`, as the receive path decodes it. */
+export function tcpNotification(port: number, remote: string, fields: Partial<Notification> = {}): Notification {
+  return {
+    type: 1,
+    text: '',
+    pid: 1,
+    uid: 0,
+    gid: 0,
+    socketType: 'stream',
+    ipProtocol: 6,
+    local: { family: 'inet', address: '192.0.2.1', port },
+    remote: { family: 'inet', address: remote, port: 40000 },
+    explicitPeer: false,
+    ...fields,
+  };
+}
+
 /** A state key for tests: an IPv4 ssh entry, nfail 3, one hour, with `fields` changed. */
 export function stateKey(address: string, fields: Partial<EffectiveRule> = {}): EffectiveRule {
   return { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 3600, ...fields };

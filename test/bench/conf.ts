@@ -7,7 +7,7 @@ import { compileRules, firstMatchLinear, matchProbe, matchWith, probeOf } from '
 import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
-import type { Notification } from '../../src/types.js';
+import { tcpNotification } from '../support.js';
 import { atMost, record } from './results.js';
 
 const env = systemEnv();
@@ -43,21 +43,6 @@ function config(localRules: number, remoteRules: number): string {
   return lines.join('\n') + '\n';
 }
 
-function notification(port: number, remote: string): Notification {
-  return {
-    type: 1,
-    text: 'ssh',
-    pid: 1,
-    uid: 0,
-    gid: 0,
-    socketType: 'stream',
-    ipProtocol: 6,
-    local: { family: 'inet', address: '192.0.2.1', port },
-    remote: { family: 'inet', address: remote, port: 40000 },
-    explicitPeer: false,
-  };
-}
-
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
@@ -78,7 +63,7 @@ function main(): void {
   const parsed = parseConfig(config(1000, 1000), 'bench.conf', env);
   const { ruleSet } = buildRuleSet([parsed], env.families);
   const compiled = compileRules(ruleSet);
-  const notifications = Array.from({ length: 20000 }, () => notification(1000 + int(1100), ipv4()));
+  const notifications = Array.from({ length: 20000 }, () => tcpNotification(1000 + int(1100), ipv4(), { text: 'ssh' }));
   const probes = notifications.map((n) => probeOf(n, env.families)!);
   let matched = 0;
   for (const p of probes) if (matchProbe(compiled, p, NO_INTERFACES)) matched++;
