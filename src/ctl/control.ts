@@ -3,7 +3,7 @@
 // default, the daemon's answer as JSON with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration } from '../conf/format.js';
-import { CONTROL_VERSION, DEFAULT_CONTROL_PATH, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
+import { CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
 import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
@@ -22,7 +22,7 @@ export interface ControlOptions {
 /** The control socket beside a notification socket (as the daemon derives it). */
 export function controlPath(o: ControlOptions): string {
   if (o.control !== undefined) return o.control;
-  if (o.socket !== undefined) return o.socket.endsWith('.sock') ? `${o.socket.slice(0, -'.sock'.length)}.ctl` : `${o.socket}.ctl`;
+  if (o.socket !== undefined) return controlPathFor(o.socket);
   return DEFAULT_CONTROL_PATH;
 }
 

@@ -151,14 +151,11 @@ export class ControlServer {
       closeWith(socket, encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
     };
 
+    // one request at a time: reading waits while one is answered, next() resumes it
     socket.on('data', (chunk: Buffer) => {
       queue.push(...lines.push(chunk));
-      if (lines.overflow) socket.pause();
-      if (busy) {
-        socket.pause();
-        return;
-      }
-      if (queue.length > 0) {
+      if (busy) socket.pause();
+      else if (queue.length > 0) {
         socket.pause();
         void next();
       } else if (lines.overflow) refuse();

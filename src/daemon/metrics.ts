@@ -29,7 +29,8 @@ export class Metrics {
   readonly registry = new Registry();
   readonly started = Date.now();
   private readonly notifications: Counter<'type' | 'outcome'>;
-  private readonly notificationChildren = new Map<string, Inc>();
+  /** By wire type, then [no rule, matched]. */
+  private readonly notificationChildren: Inc[][] = [];
   private readonly droppedCounter: Counter<'reason'>;
   private readonly droppedChildren = new Map<DropReason, Inc>();
   private readonly blocks: Counter<'origin'>;
@@ -44,7 +45,7 @@ export class Metrics {
     const registers = [this.registry];
     this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
-      for (const outcome of ['matched', 'no_rule']) this.notificationChildren.set(`${type}:${outcome}`, zeroed(this.notifications.labels(label, outcome)));
+      this.notificationChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.notifications.labels(label, outcome)));
     }
     this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
@@ -71,7 +72,7 @@ export class Metrics {
   }
 
   notification(type: number, matched: boolean): void {
-    this.notificationChildren.get(`${type}:${matched ? 'matched' : 'no_rule'}`)?.inc();
+    this.notificationChildren[type]?.[matched ? 1 : 0].inc();
   }
 
   dropped(reason: DropReason): void {

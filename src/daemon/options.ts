@@ -8,6 +8,7 @@ import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { logicalLines } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
+import { controlPathFor } from '../protocol/control.js';
 import { strerror } from '../protocol/native.js';
 import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
@@ -189,11 +190,6 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     controlGroup: o.controlGroup,
     metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
   };
-}
-
-/** The control socket beside a notification socket: blocklistd.sock → blocklistd.ctl. */
-export function controlPathFor(socket: string): string {
-  return socket.endsWith('.sock') ? `${socket.slice(0, -'.sock'.length)}.ctl` : `${socket}.ctl`;
 }
 
 export interface ListenAddress {

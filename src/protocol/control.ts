@@ -7,6 +7,11 @@
 
 export const CONTROL_VERSION = 1;
 export const DEFAULT_CONTROL_PATH = '/var/run/blocklistd.ctl';
+
+/** The control socket beside a notification socket: x.sock → x.ctl, else x + .ctl (the daemon's default, blocklistctl's -s). */
+export function controlPathFor(socket: string): string {
+  return socket.endsWith('.sock') ? `${socket.slice(0, -'.sock'.length)}.ctl` : `${socket}.ctl`;
+}
 /** The longest request line the daemon reads; a longer one is refused and the connection closed. */
 export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
