@@ -14,7 +14,7 @@ import { buildRuleSet } from '../src/conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../src/conf/system.js';
 import { ANY, type EffectiveRule, type InterfaceAddresses, type Match, type RuleSet } from '../src/conf/types.js';
 import { formatLocation } from '../src/conf/format.js';
-import { isRoot, repoRoot, run, tempDir } from './support.js';
+import { isRoot, repoRoot, run, sharedTree, tempDir } from './support.js';
 
 const env = systemEnv('blocklistd');
 const NO_INTERFACES: InterfaceAddresses = new Map();
@@ -305,8 +305,9 @@ describe('loading files and directories (config.md §1, G39, G14)', () => {
     writeFileSync(conf, 'ssh stream * * * 3 1h\n');
     mkdirSync(`${conf}.d`, { mode: 0o000 });
     chmodSync(dir, 0o755);
-    const script = `import { loadConfig } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/load.js'))};
-      import { systemEnv } from ${JSON.stringify(join(repoRoot, 'dist/src/conf/system.js'))};
+    const tree = isRoot ? sharedTree() : repoRoot;
+    const script = `import { loadConfig } from ${JSON.stringify(join(tree, 'dist/src/conf/load.js'))};
+      import { systemEnv } from ${JSON.stringify(join(tree, 'dist/src/conf/system.js'))};
       const r = loadConfig(${JSON.stringify(conf)}, systemEnv());
       console.log(JSON.stringify({ found: r.found, rules: r.ruleSet.local.length, messages: r.diagnostics.map((d) => d.message) }));`;
     const r = await run(process.execPath, ['--input-type=module', '-e', script], isRoot ? { uid: 65534, gid: 65534 } : {});

@@ -13,7 +13,7 @@ import { ClientSocket } from '../src/protocol/native.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '../src/protocol/wire.js';
 import { WireType } from '../src/types.js';
-import { LogCollector, Receiver, blprobe, isRoot, openDescriptors, repoRoot, run, tempDir, until } from './support.js';
+import { LogCollector, Receiver, blprobe, isRoot, openDescriptors, repoRoot, run, sharedTree, tempDir, until } from './support.js';
 
 /** A connected TCP pair on `host`, closed after the test `t`: the accepted socket and the client's. */
 async function tcpPair(t: TestContext, host: string): Promise<{ accepted: net.Socket; client: net.Socket }> {
@@ -110,7 +110,7 @@ describe('notifications over real sockets', () => {
     chmodSync(dir, 0o755);
     const script = `
       import net from 'node:net';
-      import { Blocklist, AUTH_FAIL } from ${JSON.stringify(join(repoRoot, 'dist/src/index.js'))};
+      import { Blocklist, AUTH_FAIL } from ${JSON.stringify(join(sharedTree(), 'dist/src/index.js'))};
       const server = net.createServer((c) => {
         const ok = new Blocklist({ socketPath: ${JSON.stringify(path)} }).notify(AUTH_FAIL, c, 'as nobody');
         console.log(ok, c.localPort);

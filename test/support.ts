@@ -1,8 +1,8 @@
 // Shared by the test files: temp dirs, a log collector, a receiving socket
 // that hands notifications to promises, and the independent C peer blprobe.
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -31,6 +31,31 @@ export function tempDir(prefix = 'blocklistd-test-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   tempDirs.push(dir);
   return dir;
+}
+
+/** What a program of this repository needs at run time: the launchers, the compiled code, the addon, the dependencies. */
+const RUNTIME_ENTRIES = ['package.json', 'bin', 'dist', 'build', 'node_modules'];
+
+let sharedRoot: string | undefined;
+
+/**
+ * A copy of the repository's runtime that any user can read, made once per
+ * test process, for code run as another user (setpriv, `run(..., { uid })`):
+ * the checkout itself may live below a directory only its owner can enter
+ * (a clone under /root or in a mktemp -d), where such a user cannot reach
+ * dist/ or node_modules/.  Copied, not linked: a hard link keeps the
+ * checkout's file modes, which may be 0600.
+ */
+export function sharedTree(): string {
+  if (sharedRoot === undefined) {
+    const root = tempDir('blocklistd-shared-');
+    const entries = RUNTIME_ENTRIES.filter((e) => existsSync(join(repoRoot, e))).map((e) => join(repoRoot, e));
+    execFileSync('cp', ['-R', ...entries, root]);
+    execFileSync('chmod', ['-R', 'a+rX', root]);
+    chmodSync(root, 0o755);
+    sharedRoot = root;
+  }
+  return sharedRoot;
 }
 
 export function openDescriptors(): number {
