@@ -9,7 +9,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, type BlocklistAction } from '../src/index.js';
 import { encodeNotification } from '../src/protocol/wire.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, cpuTicks, freePort, repoRoot, run, tempDir, until } from './support.js';
+import { DaemonProcess, Reporter, cpuTicks, freePort, repoRoot, run, runBlprobe, tempDir, until } from './support.js';
 
 const ACTIONS: [string, BlocklistAction][] = [
   ['AUTH_FAIL', AUTH_FAIL],
@@ -407,6 +407,21 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.equal(ops.length, 1500);
     const expected = Array.from({ length: 1500 }, (_, i) => `add blocklistd tcp 10.2.${i >> 8}.${i & 255} 32 ${port} old${i}`);
     assert.deepEqual([...ops].sort(), expected.sort());
+  });
+
+  test('adds of notifications arriving one at a time, 5 ms apart, go in a few helper calls (issue 13)', async (t) => {
+    const port = await freePort();
+    const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1 1h\n`, env: { HELPER_BATCH: '1' } });
+    t.after(() => daemon.stop('SIGKILL'));
+    await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '100', '-M', '100', '-R', '200', '-A', '10.0.0.1', '-m', '', '-w', '0']);
+    await until(() => batches(daemon.helperCalls()).ops.length === 100, 20_000);
+    const calls = daemon.helperCalls();
+    const { sizes, ops } = batches(calls);
+    assert.equal(new Set(ops).size, 100, 'each address added once');
+    // every line but the capabilities and the operations of batches is a helper process of its own
+    const processes = calls.length - 1 - sizes.reduce((a, b) => a + b, 0);
+    t.diagnostic(`100 adds in ${processes} helper calls, batches of ${sizes.join(' ')}`);
+    assert.ok(processes <= 50, `${processes} helper calls`);
   });
 
   test('a line answered empty fails that operation only: the others get their ids', async (t) => {
