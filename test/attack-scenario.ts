@@ -3,8 +3,9 @@
 // blocking at once for `duration` seconds, the real blocklistd-helper on
 // nftables in a network namespace of the daemon's own.  Measures how long
 // the filter takes to block them all and how long blocks outlive their
-// duration.  Shared by test/attack.test.ts (bounded) and test/bench/attack.ts.
-import { spawn } from 'node:child_process';
+// duration.  Shared by test/engine-load.test.ts (bounded) and
+// test/bench/attack.ts, with the daemon in its namespace (NetnsDaemon).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -31,41 +32,82 @@ const reportIndex = (address: string): number => {
   return (b << 16) + (c << 8) + d - 1;
 };
 
+/** blocklistd in a network namespace of its own, the real helper on nftables; its JSON log lines as they come. */
+export class NetnsDaemon {
+  private rest = '';
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly dir: string,
+    onLine: (line: string, at: number) => void,
+  ) {
+    child.stdout!.on('data', (d: Buffer) => {
+      const at = performance.now();
+      const lines = (this.rest + d.toString()).split('\n');
+      this.rest = lines.pop()!;
+      for (const line of lines) onLine(line, at);
+    });
+  }
+
+  get socket(): string {
+    return join(this.dir, 'blocklistd.sock');
+  }
+
+  static async start(config: string, options: { dir?: string; args?: string[]; onLine?: (line: string, at: number) => void } = {}): Promise<NetnsDaemon> {
+    const dir = options.dir ?? tempDir('blocklistd-netns-');
+    writeFileSync(join(dir, 'blocklistd.conf'), config);
+    writeFileSync(join(dir, 'helper.conf'), 'backend=nftables\n');
+    const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', join(dir, 'blocklistd.conf'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock')];
+    const child = spawn('unshare', ['-n', ...argv, '-C', join(repoRoot, 'bin/blocklistd-helper'), ...(options.args ?? [])], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf'), BLOCKLISTD_HELPER_LOCK: join(dir, 'helper.lock') },
+    });
+    const daemon = new NetnsDaemon(child, dir, options.onLine ?? (() => {}));
+    await until(() => existsSync(daemon.socket) || child.exitCode !== null, 10_000);
+    if (child.exitCode !== null) throw new Error(`blocklistd exited with status ${child.exitCode}`);
+    return daemon;
+  }
+
+  /** The IPv4 addresses in the daemon's nftables table now (when nothing changes it meanwhile). */
+  async addresses(): Promise<number> {
+    const r = await run('nsenter', ['-t', String(this.child.pid), '-n', 'nft', 'list', 'table', 'inet', 'blocklistd']);
+    return [...r.stdout.matchAll(/\d+\.\d+\.\d+\.\d+/g)].length;
+  }
+
+  /**
+   * Whether every one of `elements` (`tcp . 10.3.0.1 . 22`) is in `set` now:
+   * asked one by one, not listed, since a listing that meets a
+   * transaction can come out partial.
+   */
+  async holds(set: string, elements: readonly string[]): Promise<boolean> {
+    const r = await run('nsenter', ['-t', String(this.child.pid), '-n', 'nft', 'get', 'element', 'inet', 'blocklistd', set, `{ ${elements.join(', ')} }`]);
+    return r.code === 0;
+  }
+
+  kill(): void {
+    this.child.kill('SIGKILL');
+  }
+}
+
 export async function attack(attackers: number, rate: number, duration: number): Promise<AttackFigures> {
   const probe = await blprobe();
   const port = await freePort();
-  const dir = tempDir('blocklistd-attack-');
-  writeFileSync(join(dir, 'blocklistd.conf'), `${port} dgram * * * 1 ${duration}\n`);
-  writeFileSync(join(dir, 'helper.conf'), 'backend=nftables\n');
-  const socket = join(dir, 'blocklistd.sock');
-  const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', join(dir, 'blocklistd.conf'), '-D', join(dir, 'blocklistd.db'), '-s', socket];
-  // the helper's nft commands go to a namespace of the daemon's own; the control socket, to list what is left
-  const daemon = spawn('unshare', ['-n', ...argv, '-C', join(repoRoot, 'bin/blocklistd-helper')], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') },
-  });
   const blockedAt = new Map<string, number>();
   const releasedAt = new Map<string, number>();
-  let rest = '';
-  daemon.stdout!.on('data', (d: Buffer) => {
-    const now = performance.now();
-    const lines = (rest + d.toString()).split('\n');
-    rest = lines.pop()!;
-    for (const line of lines) {
+  const daemon = await NetnsDaemon.start(`${port} dgram * * * 1 ${duration}\n`, {
+    onLine: (line, at) => {
       const m = /"msg":"(blocked|released) ([\d.]+)\/32:\d+ (?:for|after)/.exec(line);
-      if (m) (m[1] === 'blocked' ? blockedAt : releasedAt).set(m[2]!, now);
-    }
+      if (m) (m[1] === 'blocked' ? blockedAt : releasedAt).set(m[2]!, at);
+    },
   });
   try {
-    await until(() => existsSync(socket) || daemon.exitCode !== null, 10_000);
     const t0 = performance.now();
-    const flood = await run(probe, ['-s', socket, '-u', '-p', String(port), '-F', String(attackers), '-M', String(attackers), '-R', String(rate), '-A', '10.0.0.1', '-m', '', '-w', '0']);
+    const flood = await run(probe, ['-s', daemon.socket, '-u', '-p', String(port), '-F', String(attackers), '-M', String(attackers), '-R', String(rate), '-A', '10.0.0.1', '-m', '', '-w', '0']);
     if (!new RegExp(`sent ${attackers} notifications`).test(flood.stdout)) throw new Error(`blprobe: ${flood.stdout}${flood.stderr}`);
     const bound = (attackers / rate + duration) * 1000 + 600_000;
-    await until(() => releasedAt.size >= attackers || daemon.exitCode !== null, bound);
+    await until(() => releasedAt.size >= attackers || daemon.child.exitCode !== null, bound);
     const overshoots = [...releasedAt].map(([a, at]) => (at - t0 - (reportIndex(a) * 1000) / rate) / 1000 - duration).sort((a, b) => a - b);
     const releases = [...releasedAt.values()];
-    const left = await run('nsenter', ['-t', String(daemon.pid), '-n', 'nft', 'list', 'table', 'inet', 'blocklistd']);
     return {
       blockAll: (Math.max(...blockedAt.values()) - t0) / 1000,
       overshootMedian: overshoots[Math.floor(overshoots.length / 2)] ?? NaN,
@@ -73,9 +115,9 @@ export async function attack(attackers: number, rate: number, duration: number):
       releaseRate: (releases.length - 1) / ((Math.max(...releases) - Math.min(...releases)) / 1000 || 1),
       blocked: blockedAt.size,
       released: releasedAt.size,
-      leftInFilter: [...left.stdout.matchAll(/\d+\.\d+\.\d+\.\d+/g)].length,
+      leftInFilter: await daemon.addresses(),
     };
   } finally {
-    daemon.kill('SIGKILL');
+    daemon.kill();
   }
 }

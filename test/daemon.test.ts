@@ -462,6 +462,49 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.match(daemon.stderr, new RegExp(`released 10\\.2\\.0\\.1/32:${port} after 3600 seconds`));
   });
 
+  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one transaction)', async (t) => {
+    const port = await freePort();
+    const now = Math.floor(Date.now() / 1000);
+    const daemon = await batchDaemon(t, port, seeded(3, port, now), ['-r'], { HELPER_BATCH: 'flush' });
+    await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
+    const start = daemon.helperCalls();
+    assert.deepEqual(start.slice(0, 3), ['capabilities', 'batch 4', 'flush blocklistd'], 'the restore at start too');
+    daemon.child.kill('SIGHUP');
+    await until(() => daemon.helperCalls().length === start.length + 5);
+    assert.deepEqual(daemon.helperCalls().slice(start.length), [
+      'batch 4',
+      'flush blocklistd',
+      ...[0, 1, 2].map((i) => `add blocklistd tcp 10.2.0.${i} 32 ${port} id-10.2.0.${i}:${port}`),
+    ]);
+  });
+
+  test('100 reloads in a burst with -r: the packet filter refreshed a few times, not 100, the last time with the last rules', async (t) => {
+    const port = await freePort();
+    const now = Math.floor(Date.now() / 1000);
+    const daemon = await batchDaemon(t, port, seeded(50, port, now), ['-r'], { HELPER_BATCH: 'flush' });
+    await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
+    const from = daemon.helperCalls().length;
+    for (let i = 0; i < 100; i++) {
+      // the last reload brings a rule name: the last refresh flushes it too
+      if (i === 99) writeFileSync(daemon.config, `${port} stream * * * 1 1h\n${port + 1} stream * * -new 1 1h\n`);
+      daemon.child.kill('SIGHUP');
+      // 2 ms apart: the kernel delivers each (a signal pending twice is delivered once)
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    // done when the helper has had nothing to do for a second
+    const t0 = Date.now();
+    for (let seen = -1; daemon.helperCalls().length !== seen; ) {
+      seen = daemon.helperCalls().length;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+    const calls = daemon.helperCalls().slice(from);
+    const refreshes = calls.filter((c) => c === 'flush blocklistd').length;
+    t.diagnostic(`${refreshes} refreshes of the packet filter for 100 SIGHUPs, done after ${((Date.now() - t0) / 1000 - 1).toFixed(1)} s`);
+    assert.ok(refreshes <= 20, `${refreshes} refreshes`);
+    assert.deepEqual(calls.slice(-53, -50).sort(), ['batch 52', 'flush blocklistd', 'flush blocklistd-new'], 'the last refresh: one batch, both names flushed first');
+    assert.equal(calls.slice(-50).filter((c) => c.startsWith('add blocklistd tcp 10.2.0.')).length, 50, 'then every block');
+  });
+
   test('SIGHUP with -r: flush, then the blocks again in one batch; -dd traces each operation', async (t) => {
     const port = await freePort();
     const now = Math.floor(Date.now() / 1000);

@@ -359,11 +359,11 @@ test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask 
   });
 });
 
-test('control capabilities prints "batch" and runs nothing', async () => {
+test('control capabilities prints "batch batch-flush" and runs nothing', async () => {
   for (const backend of ['npf', 'pf', 'ipfilter', 'ipfw', 'log']) {
     const log = stubLog(`capabilities-${backend}`);
     const result = await helper(['capabilities'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
-    assert.deepEqual(result, { code: 0, stdout: 'batch\n', stderr: '' }, backend);
+    assert.deepEqual(result, { code: 0, stdout: 'batch batch-flush\n', stderr: '' }, backend);
     assert.equal(readFileSync(log, 'utf8'), '', backend);
   }
 });

@@ -402,7 +402,7 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
       test('add, rem and flush: IPv4 and IPv6, masks /32 /24 /128 /64, ports, tcp and udp', async (t) => {
         const ns = await Netns.create(t, backend);
         const caps = await ns.helper(backend, ['capabilities']);
-        assert.equal(caps.stdout, 'batch\n');
+        assert.equal(caps.stdout, 'batch batch-flush\n');
         const adds = [
           ['tcp', '192.0.2.1', '32', '22'],
           ['udp', '192.0.2.0', '24', '53'],
@@ -643,6 +643,20 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
           assert.deepEqual((await blocksOf(ns, backend, long))[4], []);
         });
       }
+
+      test(`batch with flush lines (a reload): the names' blocks replaced, another name's kept${backend === 'nftables' ? ', in one transaction' : ''}`, async (t) => {
+        const ns = await Netns.create(t, backend);
+        for (const a of ['192.0.2.1', '192.0.2.2']) await ok(ns, backend, ['add', 'blocklistd', 'tcp', a, '32', '22', '']);
+        await ok(ns, backend, ['add', 'blocklistd-gone', 'udp', '2001:db8::9', '128', '53', '']);
+        await ok(ns, backend, ['add', 'blocklistd-other', 'tcp', '192.0.2.3', '32', '22', '']);
+        const lines = ['flush blocklistd', 'flush blocklistd-gone', 'add blocklistd tcp 192.0.2.2 32 22 ', 'add blocklistd tcp 198.51.100.0 24 22 '];
+        const { out, calls } = await batch(ns, backend, lines);
+        assert.deepEqual(out, ['OK', 'OK', 'OK', 'OK']);
+        if (backend === 'nftables') assertOneTransaction(backend, calls);
+        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd'))[4], sorted([blk('tcp', '192.0.2.2', 32, 22), blk('tcp', '198.51.100.0', 24, 22)]));
+        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-gone'))[6] ?? [], []);
+        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[4], [blk('tcp', '192.0.2.3', 32, 22)]);
+      });
 
       test('batch: a line the filter refuses is answered with an empty line, every other line with OK', async (t) => {
         const ns = await Netns.create(t, backend);

@@ -58,6 +58,9 @@ export class Daemon {
   private batchMode = false;
   private reloadPending = false;
   private reloading: Promise<void> = Promise.resolve();
+  /** The last refresh of the packet filter asked for (refreshFilter), and the one not started yet. */
+  private refreshing: Promise<void> = Promise.resolve();
+  private refreshQueued: Promise<void> | undefined;
   /** Set by SIGUSR1/SIGUSR2, never below 0 (G20). */
   debug: number;
 
@@ -100,8 +103,9 @@ export class Daemon {
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
 
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
-    this.batchMode = (await this.helper.capabilities()).has('batch');
-    this.engine.setBatchMode(this.batchMode);
+    const capabilities = await this.helper.capabilities();
+    this.batchMode = capabilities.has('batch');
+    this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
     if (this.stopping) return;
     // the sockets first: a second daemon must fail before it touches the packet filter or the database
     this.openSockets(passed);
@@ -114,16 +118,15 @@ export class Daemon {
       }
       if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
     }
-    if (o.flush) {
+    if (o.restore && existed) {
+      // flushed and re-added (with -f too), in one transaction when the helper can
+      const { blocks } = await this.engine.refresh(this.engine.flushNames(this.ruleSet));
+      if (this.stopping) return;
+      if (this.debug > 0) this.log('debug', `restoring ${blocks} blocks`);
+    } else if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
       if (!o.restore) store.truncate();
-    }
-    if (o.restore && existed) {
-      if (!o.flush) await this.engine.flush(this.engine.flushNames(this.ruleSet));
-      if (this.stopping) return;
-      const n = this.engine.restore();
-      if (this.debug > 0) this.log('debug', `restoring ${n} blocks`);
     }
     const engine = this.engine;
     engine.resumeReleases();
@@ -265,24 +268,49 @@ export class Daemon {
     return { diagnostics, rules: { local: this.ruleSet.local.length, remote: this.ruleSet.remote.length } };
   }
 
-  /** One reload at a time: read, ask `accept`, apply; with -r flush and re-add. */
+  /**
+   * One reload at a time: read, ask `accept`, apply; with -r flush and
+   * re-add (refreshFilter), after the rules are applied, not holding back
+   * the next reload: a burst of reloads reads the file each time, but
+   * refreshes the packet filter at most twice.
+   */
   private reloadWith(accept: (loaded: LoadResult) => boolean): Promise<void> {
-    this.reloading = this.reloading.then(async () => {
-      if (this.stopping || !this.engine) return;
+    const applied = this.reloading.then(() => {
+      if (this.stopping || !this.engine) return false;
       this.notifier?.reloading();
       try {
         const loaded = this.loadRules();
-        if (!accept(loaded)) return;
+        if (!accept(loaded)) return false;
         this.applyRules(loaded);
-        if (this.options.restore) {
-          await this.engine.flush(this.engine.flushNames(this.ruleSet));
-          this.engine.restore();
-        }
+        return true;
       } finally {
         if (!this.stopping) this.notifier?.ready('configuration reloaded');
       }
     });
-    return this.reloading;
+    this.reloading = applied.then(() => {});
+    return applied.then((changed) => (changed && this.options.restore ? this.refreshFilter() : undefined));
+  }
+
+  /**
+   * The packet filter's blocks replaced by the database's (-r on reload),
+   * one refresh at a time: those asked for while one waits to start join
+   * it, and it uses the rules in force when it starts.
+   */
+  private refreshFilter(): Promise<void> {
+    if (this.refreshQueued !== undefined) return this.refreshQueued;
+    const queued = this.refreshing.then(async () => {
+      this.refreshQueued = undefined;
+      if (this.stopping || !this.engine) return;
+      try {
+        await (await this.engine.refresh(this.engine.flushNames(this.ruleSet))).applied;
+      } catch (e) {
+        // the database could not be read: the next reload tries again
+        this.log('err', `reload: the blocks were not re-added (${(e as Error).message})`);
+      }
+    });
+    this.refreshQueued = queued;
+    this.refreshing = queued;
+    return queued;
   }
 
   /**

@@ -111,6 +111,7 @@ export class Engine {
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
   private batchMode = false;
+  private flushInBatch = false;
   /** Helper calls of the current stretch of work, dispatched together. */
   private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
   /** Batch mode: the end of the window gathering `calls`. */
@@ -266,9 +267,10 @@ export class Engine {
     }
   }
 
-  /** The helper answered `batch` to `capabilities`. */
-  setBatchMode(on: boolean): void {
+  /** The helper answered `batch` to `capabilities`; `batch-flush` too: a batch may flush names (see refresh). */
+  setBatchMode(on: boolean, flushInBatch = false): void {
     this.batchMode = on;
+    this.flushInBatch = on && flushInBatch;
   }
 
   private addDone(key: EffectiveRule, oldId: string, result: HelperResult): void {
@@ -455,6 +457,53 @@ export class Engine {
       n++;
     }
     return n;
+  }
+
+  /**
+   * A reload with -r: the packet filter's rules of `names` replaced by the
+   * database's blocks.  A helper that flushes in a batch gets it as one
+   * batch, `flush` lines first, which it applies as one transaction: the
+   * filter is never seen empty.  Otherwise flush, then restore (the rules
+   * are missing in between).  Resolves when the filter holds the blocks
+   * (or the helper failed): `applied`; `blocks`, how many.
+   */
+  async refresh(names: readonly string[]): Promise<{ blocks: number; applied: Promise<void> }> {
+    if (!this.flushInBatch) {
+      await this.flush(names);
+      return { blocks: this.restore(), applied: Promise.resolve() };
+    }
+    if (this.stopped) return { blocks: 0, applied: Promise.resolve() };
+    // what was gathered goes first: the batch then waits for it, as for the names' other calls before it
+    if (this.calls.length > 0) this.dispatchCalls();
+    const changes: Change[] = [];
+    const settle: ((result: HelperResult) => void)[] = [];
+    for (const e of this.o.store.blocked()) {
+      const id = keyOf(e.key);
+      if (e.last === 0 || this.pendingRems.has(id)) continue;
+      changes.push({ action: 'add', target: targetOf(e.key), id: e.id });
+      if (this.pendingAdds.has(id)) {
+        // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
+        settle.push((result) => {
+          if (result.line === undefined) return;
+          const current = this.o.store.get(e.key);
+          this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
+        });
+        continue;
+      }
+      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
+      settle.push((result) => this.addDone(e.key, e.id, result));
+    }
+    this.batchesInFlight++;
+    const applied = this.o.helper.batch(changes, names).then((results) => {
+      this.batchesInFlight--;
+      this.settleBatch(
+        settle.map((done) => ({ done })),
+        results,
+      );
+      this.armExpiry();
+      if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
+    });
+    return { blocks: changes.length, applied };
   }
 
   /**

@@ -207,17 +207,21 @@ export class HelperRunner {
   /**
    * control batch: many changes in one call (helpers answering `batch` to
    * `capabilities`); one result per change, in order, an empty line being
-   * a failure.  The call waits for every target it holds.  A line's fields
+   * a failure.  The call waits for every target it holds.  `flushes`
+   * (helpers answering `batch-flush` to `capabilities`): `flush <name>`
+   * lines first, applied with the changes in one transaction, so that a
+   * reload never shows the packet filter empty; their answers are not
+   * returned.  A line's fields
    * are never empty (but the last, the id) nor hold a space: rule names
    * are fields of the configuration, and a local rule's is never empty.
    */
-  async batch(changes: readonly Change[]): Promise<HelperResult[]> {
-    const conflicts = changes.map((c) => changeConflicts(c.target));
-    const input = changes.map((c) => [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, c.id].join(' ')).join('\n') + '\n';
-    const result = await this.submit('batch', ['batch'], { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] }, input, changes.length);
+  async batch(changes: readonly Change[], flushes: readonly string[] = []): Promise<HelperResult[]> {
+    const conflicts = [...flushes.map(flushConflicts), ...changes.map((c) => changeConflicts(c.target))];
+    const input = [...flushes.map((name) => `flush ${name}`), ...changes.map((c) => [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, c.id].join(' '))].join('\n') + '\n';
+    const result = await this.submit('batch', ['batch'], { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] }, input, flushes.length + changes.length);
     const { lines = [], ...common } = result;
     return changes.map((_, i) => {
-      const line = lines[i] || undefined;
+      const line = lines[flushes.length + i] || undefined;
       // an empty line is that change's failure, whatever the batch's exit status
       return { ...common, exitCode: line === undefined ? null : common.exitCode, line, id: line === undefined ? undefined : idOf(line) };
     });
