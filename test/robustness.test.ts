@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -21,7 +21,7 @@ import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '..
 import type { HelperResult, HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
-import { DaemonProcess, SyslogReceiver, controlStatus as status, freePort, repoRoot, runBlprobe, tempDir, until, type ControlStatus as Status } from './support.js';
+import { DaemonProcess, SyslogReceiver, controlStatus as status, cpuTicks, freePort, isRoot, repoRoot, run, runBlprobe, tempDir, until, type ControlStatus as Status } from './support.js';
 
 const FAULTY = join(repoRoot, 'test/fixtures/robustness/faulty');
 const CONTROL = join(repoRoot, 'test/fixtures/control');
@@ -671,4 +671,68 @@ describe('robustness: expiry on an idle daemon', () => {
       assert.deepEqual(rems, ['rem 192.0.2.1 id1'], 'released by the next pass');
     },
   );
+});
+
+describe('robustness: a full disk', { skip: isRoot ? false : 'needs root: mounts a small tmpfs' }, () => {
+  // Found under issue 13: with the database on a full disk, each expiry pass ran `rem` for the same
+  // blocks again, counted each as a release and logged each failure, at once and forever (75 % CPU,
+  // 190 error lines/s).  A tmpfs filled up makes SQLite's writes fail as a full disk does.
+  for (const mode of ['one call per change', 'batch mode']) {
+    test(`expiry backs off (${mode}): each block released once and counted once, one error line, little CPU; written when space comes back`, async (t) => {
+      const N = 50;
+      const disk = tempDir('blocklistd-full-');
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', disk]);
+      t.after(() => run('umount', ['-l', disk]));
+      const db = join(disk, 'blocklistd.db');
+      const port = await freePort();
+      const store = StateStore.open(db);
+      const last = Math.floor(Date.now() / 1000);
+      store.transaction(() => {
+        for (let i = 0; i < N; i++) {
+          const key = { family: 2, address: `10.4.0.${i}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3 };
+          store.put({ key, count: 1, last, id: `id${i}` });
+        }
+      });
+      store.close();
+      // the database on the small disk, the rest (the helper's log) elsewhere
+      const daemon = await DaemonProcess.start({ config: `${port} stream * * * 1 3\n`, args: ['-D', db], env: mode === 'batch mode' ? { HELPER_BATCH: '1' } : {} });
+      t.after(() => daemon.stop('SIGKILL'));
+      // full before the blocks expire
+      const filler = join(disk, 'filler');
+      const fd = openSync(filler, 'w');
+      try {
+        for (const chunk = Buffer.alloc(65536); ; ) writeSync(fd, chunk);
+      } catch (e) {
+        assert.equal((e as NodeJS.ErrnoException).code, 'ENOSPC');
+      } finally {
+        closeSync(fd);
+      }
+      const failedAt = await daemon.waitFor(/state_put: failed \(database or disk is full\)/, 0, 15_000);
+      const pid = daemon.child.pid!;
+      const ticks = cpuTicks(pid);
+      await sleep(6000);
+      const cpu = (cpuTicks(pid) - ticks) / 6;
+      const rems = daemon.helperCalls().filter((c) => c.startsWith('rem '));
+      const released = daemon.stderr.match(/^released 10\.4\.0\.\d+\/32:\d+ after 3 seconds$/gm) ?? [];
+      const errors = daemon.stderr.slice(failedAt).match(/^state_put: failed/gm) ?? [];
+      t.diagnostic(`full disk, 6 s: ${rems.length} rems for ${N} blocks, ${released.length} released lines, ${errors.length} error lines, ${cpu.toFixed(1)} clock ticks of CPU a second`);
+      assert.equal(rems.length, N, 'one rem per block');
+      assert.equal(new Set(rems).size, N);
+      assert.equal(released.length, N, 'each released once');
+      assert.equal(errors.length, 1, 'one error line');
+      assert.ok(cpu < 10, `${cpu.toFixed(1)} ticks a second`);
+      assert.equal((await status(join(daemon.dir, 'blocklistd.ctl'))).counters.releases.expiry, N, 'each release counted once');
+
+      rmSync(filler);
+      await daemon.waitFor(/state_put: writes work again/, failedAt, 30_000);
+      const after = StateStore.open(db, { readonly: true });
+      try {
+        assert.deepEqual([...after.entries()], [], 'the released entries deleted');
+      } finally {
+        after.close();
+      }
+      assert.equal(daemon.helperCalls().filter((c) => c.startsWith('rem ')).length, N, 'and not released again');
+      assert.equal((await status(join(daemon.dir, 'blocklistd.ctl'))).counters.releases.expiry, N);
+    });
+  }
 });

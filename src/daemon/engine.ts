@@ -35,6 +35,14 @@ const BATCH_MAX = 10000;
 const BATCH_WINDOW_MS = 5;
 /** Batches running at once; what comes meanwhile waits and goes as the next batch. */
 const BATCHES_IN_FLIGHT = 2;
+/**
+ * Database writes failing (a full disk): expiry tries again after this
+ * long, doubling up to STORE_RETRY_MAX_MS, instead of at once; failures
+ * are logged once per STORE_LOG_MS.
+ */
+const STORE_RETRY_MS = 1000;
+const STORE_RETRY_MAX_MS = 60_000;
+const STORE_LOG_MS = 10_000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -47,6 +55,8 @@ export interface EngineOptions {
   debug: () => number;
   /** Now, in whole seconds since the epoch. */
   clock: () => number;
+  /** A monotonic clock in milliseconds (default performance.now): back-offs, and steps of `clock`. */
+  monotonic?: () => number;
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
   metrics?: Metrics;
@@ -107,6 +117,15 @@ export class Engine {
   private readonly pendingRems = new Set<string>();
   /** Failed rems: the entry and when to try again. */
   private readonly remRetry = new Map<string, { entry: Entry; at: number }>();
+  /**
+   * Blocks whose rem worked but whose entry could not be deleted (or its
+   * id cleared): written again by expiry, never released again.
+   */
+  private readonly unrecorded = new Map<string, Entry>();
+  /** During settleBatch's transaction: what waits for its commit. */
+  private settling: (() => void)[] | undefined;
+  /** Database writes failing: when expiry tries again, the back-off, the log's rate limit (monotonic ms). */
+  private storeFailing: { retryAt: number; delay: number; logAt: number; unlogged: number } | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
@@ -118,7 +137,11 @@ export class Engine {
   private dispatchTimer: NodeJS.Timeout | undefined;
   private batchesInFlight = 0;
 
-  constructor(private readonly o: EngineOptions) {}
+  private readonly monotonic: () => number;
+
+  constructor(private readonly o: EngineOptions) {
+    this.monotonic = o.monotonic ?? (() => performance.now());
+  }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
     this.rules = rules;
@@ -139,22 +162,26 @@ export class Engine {
     const now = this.o.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
+    const written: string[] = [];
     try {
       this.o.store.transaction(() => {
-        for (const n of batch) this.processOne(n, now, afterCommit, added);
+        for (const n of batch) this.processOne(n, now, afterCommit, added, written);
       });
     } catch (e) {
       // upstream logs state_put failures and goes on; the batch is lost
-      this.o.log('err', `state_put: failed (${(e as Error).message}), ${batch.length} notifications lost`);
+      this.storeFailed(`state_put: failed (${(e as Error).message}), ${batch.length} notifications lost`);
       for (const id of added) this.pendingAdds.delete(id);
       return;
     }
+    if (written.length > 0) this.storeWorked();
+    // their blocks are gone, and their entries say so now
+    for (const id of written) this.unrecorded.delete(id);
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.armExpiry();
   }
 
-  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[]): void {
+  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
     const { log, store } = this.o;
     const debug = this.o.debug() > 0;
     if (debug || n.text !== '') {
@@ -171,6 +198,8 @@ export class Engine {
     const id = keyOf(key);
     const stored = store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
+    // released, though the entry still has the id: the rule is gone
+    if (this.unrecorded.has(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
     if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
 
@@ -195,6 +224,7 @@ export class Engine {
       }
     }
     store.put(e);
+    written.push(id);
     if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
   }
 
@@ -259,12 +289,24 @@ export class Engine {
 
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
   private settleBatch(chunk: { done: (result: HelperResult) => void }[], results: HelperResult[]): void {
+    const settling: (() => void)[] = (this.settling = []);
     try {
       this.o.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
+      this.settling = undefined;
+      for (const then of settling) then();
     } catch (e) {
+      this.settling = undefined;
       // as for a batch of notifications: the entries stay as they were before the helper ran
-      this.o.log('err', `state_put: failed (${(e as Error).message}), ${chunk.length} helper results not recorded`);
+      this.storeFailed(`state_put: failed (${(e as Error).message}), ${chunk.length} helper results not recorded`);
+      // armed inside the transaction, the timer saw writes that are gone now
+      this.armExpiry();
     }
+  }
+
+  /** What to do once the write just made is committed: at once, or after settleBatch's transaction. */
+  private committed(then: () => void): void {
+    if (this.settling !== undefined) this.settling.push(then);
+    else then();
   }
 
   /** The helper answered `batch` to `capabilities`; `batch-flush` too: a batch may flush names (see refresh). */
@@ -321,7 +363,7 @@ export class Engine {
     this.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.pendingRems.delete(id);
       if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
-      const { store, log } = this.o;
+      const { log } = this.o;
       const worked = result.line !== undefined || result.exitCode === 0;
       if (!worked && e.id !== '') {
         log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
@@ -333,21 +375,29 @@ export class Engine {
         log('info', `released ${where(k)} after ${k.duration} seconds`);
         this.o.metrics?.release(origin);
       }
-      this.guard(() => {
-        const current = store.get(k);
-        if (current === undefined) return;
-        if (this.isDue(current, this.o.clock())) store.delete(k);
-        else {
-          // a failure came in while the block was being lifted: the rule is gone, go on counting
-          store.put({ ...current, id: '' });
-          if (isBlocked(current) && !this.stopped && !this.pendingAdds.has(id)) {
-            this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
-            this.startAdd(k, '');
-          }
-        }
-      });
+      // unrecorded until the write is committed
+      this.unrecorded.set(id, e);
+      if (this.guard(() => this.recordRelease(k))) this.committed(() => this.unrecorded.delete(id));
       this.armExpiry();
     });
+  }
+
+  /** After a rem worked: the entry deleted if still due, else without its id (a failure came in meanwhile). */
+  private recordRelease(k: EffectiveRule): void {
+    const { store } = this.o;
+    const current = store.get(k);
+    if (current === undefined) return;
+    if (this.isDue(current, this.o.clock())) {
+      store.delete(k);
+      return;
+    }
+    // the rule is gone, go on counting
+    store.put({ ...current, id: '' });
+    const id = keyOf(k);
+    if (isBlocked(current) && !this.stopped && !this.pendingAdds.has(id)) {
+      this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
+      this.startAdd(k, '');
+    }
   }
 
   /** Expired (`last + duration < now`), or a forever block lifted by AUTH_OK. */
@@ -362,8 +412,19 @@ export class Engine {
    */
   expire(): void {
     if (this.stopped) return;
+    if (this.storeFailing !== undefined && this.monotonic() < this.storeFailing.retryAt) {
+      this.schedule(this.storeFailing.retryAt - this.monotonic());
+      return;
+    }
     const now = this.o.clock();
     const { store } = this.o;
+    // releases that worked and are not written yet: written, not released again
+    if (this.unrecorded.size > 0) {
+      const written = this.guard(() => store.transaction(() => this.unrecorded.forEach((e) => this.recordRelease(e.key))));
+      if (!written) return this.backOff();
+      this.storeWorked();
+      this.unrecorded.clear();
+    }
     for (const [id, retry] of this.remRetry) {
       if (retry.at > now) continue;
       this.remRetry.delete(id);
@@ -372,17 +433,17 @@ export class Engine {
       if (current !== undefined && current.id === retry.entry.id && this.isDue(current, now)) this.release(current);
     }
     // what is in flight or waiting to be retried is read again and skipped
-    const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size;
+    const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size + this.unrecorded.size;
     const capacity = Math.max(0, (this.batchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
     const limit = busy + DELETE_CHUNK + capacity;
     const due = store.due(now, limit);
     const releases: Entry[] = [];
     let deleted = 0;
-    this.guard(() =>
+    const written = this.guard(() =>
       store.transaction(() => {
         for (const e of due) {
           const id = keyOf(e.key);
-          if (this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id)) continue;
+          if (this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id) || this.unrecorded.has(id)) continue;
           if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
           if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
@@ -394,6 +455,8 @@ export class Engine {
       }),
     );
     for (const e of releases) this.release(e);
+    if (!written) return this.backOff();
+    if (deleted > 0) this.storeWorked();
     // more to delete: go on after a turn of the loop; the releases re-arm as they finish
     if (due.length === limit && deleted === DELETE_CHUNK) this.schedule(0);
     // the pass's own clock: one read now could be a second later and skip what expires in between
@@ -412,12 +475,53 @@ export class Engine {
     let next = this.o.store.nextExpiry(passAt);
     if (next !== undefined) next += 1; // expired means last + duration < now: the second after
     for (const { at } of this.remRetry.values()) if (next === undefined || at < next) next = at;
+    // releases to write: as soon as the back-off lets
+    if (this.unrecorded.size > 0) next = Math.min(next ?? 0, 0);
     if (next === undefined) {
       clearTimeout(this.expiryTimer);
       this.expiryTimer = undefined;
       return;
     }
-    this.schedule(Math.min(Math.max(0, next * 1000 - Date.now()), MAX_TIMER_MS));
+    const backOff = this.storeFailing === undefined ? 0 : this.storeFailing.retryAt - this.monotonic();
+    this.schedule(Math.min(Math.max(0, next * 1000 - Date.now(), backOff), MAX_TIMER_MS));
+  }
+
+  /** An expiry pass could not write: the next one after the back-off, which doubles. */
+  private backOff(): void {
+    const failing = this.storeFailing!;
+    failing.retryAt = this.monotonic() + failing.delay;
+    if (this.o.debug() > 0) this.o.log('debug', `expiry: the database cannot be written, next try in ${failing.delay / 1000} s`);
+    failing.delay = Math.min(failing.delay * 2, STORE_RETRY_MAX_MS);
+    this.schedule(failing.retryAt - this.monotonic());
+  }
+
+  /**
+   * A database write failed: logged at once the first time, then once per
+   * STORE_LOG_MS with the count of those not logged; expiry backs off.
+   */
+  private storeFailed(message: string): void {
+    const now = this.monotonic();
+    if (this.storeFailing === undefined) {
+      this.storeFailing = { retryAt: now + STORE_RETRY_MS, delay: STORE_RETRY_MS, logAt: now + STORE_LOG_MS, unlogged: 0 };
+      this.o.log('err', message);
+      return;
+    }
+    const failing = this.storeFailing;
+    if (now < failing.logAt) {
+      failing.unlogged++;
+      return;
+    }
+    this.o.log('err', `${message}${failing.unlogged > 0 ? ` (and ${failing.unlogged} more failures in the last ${Math.round((now - failing.logAt + STORE_LOG_MS) / 1000)} s)` : ''}`);
+    failing.logAt = now + STORE_LOG_MS;
+    failing.unlogged = 0;
+  }
+
+  /** A write worked: the database is writable again. */
+  private storeWorked(): void {
+    if (this.storeFailing === undefined) return;
+    const { unlogged } = this.storeFailing;
+    this.storeFailing = undefined;
+    this.o.log('info', `state_put: writes work again${unlogged > 0 ? ` (${unlogged} failures not logged)` : ''}`);
   }
 
   private schedule(delay: number): void {
@@ -451,7 +555,7 @@ export class Engine {
     let n = 0;
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
-      if (e.last === 0 || this.pendingAdds.has(id) || this.pendingRems.has(id)) continue;
+      if (e.last === 0 || this.pendingAdds.has(id) || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
       this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
       this.startAdd(e.key, e.id);
       n++;
@@ -479,7 +583,7 @@ export class Engine {
     const settle: ((result: HelperResult) => void)[] = [];
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
-      if (e.last === 0 || this.pendingRems.has(id)) continue;
+      if (e.last === 0 || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
       changes.push({ action: 'add', target: targetOf(e.key), id: e.id });
       if (this.pendingAdds.has(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
@@ -519,13 +623,14 @@ export class Engine {
     const now = this.o.clock();
     const existing = store.get(key);
     const count = Math.max(existing?.count ?? 0, key.nfail === ANY ? 0 : key.nfail);
-    if (existing !== undefined && existing.id !== '') {
+    if (existing !== undefined && existing.id !== '' && !this.unrecorded.has(id)) {
       const entry = { key, count, last: now, id: existing.id };
       store.put(entry);
       this.armExpiry();
       return { entry, result: undefined };
     }
     store.put({ key, count, last: now, id: '' });
+    this.unrecorded.delete(id);
     this.pendingAdds.set(id, { before: existing && { count: existing.count, last: existing.last }, wrote: { count, last: now }, client: key.address, origin: 'manual' });
     const result = await new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
     return { entry: store.get(key) ?? { key, count, last: now, id: '' }, result };
@@ -544,8 +649,9 @@ export class Engine {
         const id = keyOf(e.key);
         if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
-        if (e.id === '' && !isBlocked(e)) {
-          this.guard(() => store.delete(e.key));
+        // released already (its entry not deleted yet), or never blocked
+        if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) {
+          if (this.guard(() => store.delete(e.key))) this.unrecorded.delete(id);
           return void done.deleted.push(e);
         }
         this.pendingRems.add(id);
@@ -575,6 +681,7 @@ export class Engine {
         let deleted = 0;
         this.guard(() => (deleted = this.o.store.deleteName(name)));
         for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
+        for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
         return { name, ok: true, deleted };
       }),
     );
@@ -587,12 +694,14 @@ export class Engine {
     return { adds: this.pendingAdds.size, rems: this.pendingRems.size, remRetries: this.remRetry.size };
   }
 
-  /** A store write outside a batch: a failure is logged, not fatal. */
-  private guard(write: () => void): void {
+  /** A store write outside a batch: a failure is logged (storeFailed), not fatal; false then. */
+  private guard(write: () => void): boolean {
     try {
       write();
+      return true;
     } catch (e) {
-      this.o.log('err', `state_put: failed (${(e as Error).message})`);
+      this.storeFailed(`state_put: failed (${(e as Error).message})`);
+      return false;
     }
   }
 
