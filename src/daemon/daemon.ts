@@ -99,7 +99,7 @@ export class Daemon {
       debug: () => this.debug,
       observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
     });
-    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), remRetry: o.remRetry, metrics });
+    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), monotonic: () => performance.now(), remRetry: o.remRetry, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
 
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)

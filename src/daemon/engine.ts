@@ -43,6 +43,8 @@ const BATCHES_IN_FLIGHT = 2;
 const STORE_RETRY_MS = 1000;
 const STORE_RETRY_MAX_MS = 60_000;
 const STORE_LOG_MS = 10_000;
+/** A step of the wall clock beyond this, against the monotonic one, moves the stored times with it. */
+const CLOCK_STEP_MS = 5000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -55,7 +57,11 @@ export interface EngineOptions {
   debug: () => number;
   /** Now, in whole seconds since the epoch. */
   clock: () => number;
-  /** A monotonic clock in milliseconds (default performance.now): back-offs, and steps of `clock`. */
+  /**
+   * A monotonic clock in milliseconds: with it, a step of `clock` moves the
+   * stored times with it (followClock).  Back-offs use it too, or
+   * performance.now.
+   */
   monotonic?: () => number;
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
@@ -138,6 +144,8 @@ export class Engine {
   private batchesInFlight = 0;
 
   private readonly monotonic: () => number;
+  /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
+  private clockOffset: number | undefined;
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
@@ -159,6 +167,7 @@ export class Engine {
 
   /** One drained batch: one transaction, in arrival order; helper calls start after the commit. */
   processBatch(batch: readonly Notification[]): void {
+    this.followClock();
     const now = this.o.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
@@ -416,6 +425,7 @@ export class Engine {
       this.schedule(this.storeFailing.retryAt - this.monotonic());
       return;
     }
+    this.followClock();
     const now = this.o.clock();
     const { store } = this.o;
     // releases that worked and are not written yet: written, not released again
@@ -484,6 +494,42 @@ export class Engine {
     }
     const backOff = this.storeFailing === undefined ? 0 : this.storeFailing.retryAt - this.monotonic();
     this.schedule(Math.min(Math.max(0, next * 1000 - Date.now(), backOff), MAX_TIMER_MS));
+  }
+
+  /**
+   * Blocks keep their length when the wall clock steps (set right after a
+   * day ahead, or a day behind): the step shows against the monotonic
+   * clock, and the entries' times (and the retries') move with it, so that
+   * each deadline stays as far away as it was: a block lasts its duration
+   * of the machine's running time (a suspended machine's blocks wait with
+   * it).  Looked at before every write of a new time, and by expiry.  At
+   * the first look, times in the future (a clock ahead while the daemon was
+   * down) come back to now.
+   */
+  private followClock(): void {
+    const monotonic = this.o.monotonic;
+    if (monotonic === undefined) return;
+    const now = this.o.clock();
+    const offset = now * 1000 - monotonic();
+    const before = this.clockOffset;
+    this.clockOffset = offset;
+    if (before === undefined) {
+      this.guard(() => {
+        const n = this.o.store.limitTimes(now);
+        if (n > 0) this.o.log('warning', `${n} entries had their last failure in the future: now instead`);
+      });
+      return;
+    }
+    if (Math.abs(offset - before) < CLOCK_STEP_MS) return;
+    const step = Math.round((offset - before) / 1000);
+    let moved = 0;
+    this.guard(() => (moved = this.o.store.shiftTimes(step)));
+    for (const retry of this.remRetry.values()) retry.at += step;
+    for (const { before: old, wrote } of this.pendingAdds.values()) {
+      wrote.last += step;
+      if (old !== undefined && old.last !== 0) old.last += step;
+    }
+    this.o.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
   }
 
   /** An expiry pass could not write: the next one after the back-off, which doubles. */
@@ -620,6 +666,7 @@ export class Engine {
     if (this.stopped) throw new EngineBusy('the daemon is stopping', 'stopping');
     if (this.pendingAdds.has(id) || this.pendingRems.has(id)) throw new EngineBusy('an add or rem of this entry is running: try again', 'busy');
     const { store } = this.o;
+    this.followClock();
     const now = this.o.clock();
     const existing = store.get(key);
     const count = Math.max(existing?.count ?? 0, key.nfail === ANY ? 0 : key.nfail);

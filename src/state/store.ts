@@ -134,6 +134,8 @@ export class StateStore {
   private readonly blockedCountStmt: Database.Statement | undefined;
   private readonly deleteNameStmt: Database.Statement | undefined;
   private readonly liftedStmt: Database.Statement | undefined;
+  private readonly shiftStmt: Database.Statement | undefined;
+  private readonly limitStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
   static open(path: string, options: OpenOptions = {}): StateStore {
@@ -193,6 +195,9 @@ export class StateStore {
     this.blockedCountStmt = this.db.prepare(`SELECT count(*) FROM entry WHERE ${BLOCKED}`).pluck();
     this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE name = ?');
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
+    // `last` 0 is a reset entry, not a time
+    this.shiftStmt = this.db.prepare('UPDATE entry SET last = last + ? WHERE last != 0');
+    this.limitStmt = this.db.prepare('UPDATE entry SET last = ? WHERE last > ?');
   }
 
   /** The file's mark and schema version, read in one transaction. */
@@ -306,6 +311,16 @@ export class StateStore {
   /** Deletes the entries of rule name `name`; returns how many. */
   deleteName(name: string): number {
     return this.deleteNameStmt?.run(name).changes ?? 0;
+  }
+
+  /** Every entry's last failure moved by `seconds` (the wall clock stepped); how many. */
+  shiftTimes(seconds: number): number {
+    return this.statement(this.shiftStmt).run(seconds).changes;
+  }
+
+  /** Last failures after `now` set to `now`; how many. */
+  limitTimes(now: number): number {
+    return this.statement(this.limitStmt).run(now, now).changes;
   }
 
   truncate(): void {
