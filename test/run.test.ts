@@ -396,7 +396,7 @@ describe('batch mode', () => {
   const change = (action: 'add' | 'rem', address: string, id = ''): Change => ({ action, target: target(address), id });
 
   test('capabilities: the words of the first line; none from a helper that does not know the command', async () => {
-    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch']));
+    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush']));
     fixtureEnv({ HELPER_REPLY: 'Unknown command\\n' });
     assert.deepEqual(await runner(fixture('record')).runner.capabilities(), new Set(['Unknown', 'command']));
     fixtureEnv({});
@@ -423,6 +423,25 @@ describe('batch mode', () => {
       ],
     );
     assert.equal(readFileSync(log, 'utf8'), 'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.2 32 22 old2\nadd blocklistd tcp 2001:db8::1 32 22 old3\n');
+  });
+
+  test('batch with flushes: the flush lines first, the results those of the changes', async () => {
+    const { runner: helper, log } = logHelper();
+    const results = await helper.batch([change('add', '192.0.2.1', 'old1'), change('add', '192.0.2.2')], ['blocklistd', 'other']);
+    assert.deepEqual(
+      results.map((r) => r.id),
+      ['blocklistd:192.0.2.1/32:22', 'blocklistd:192.0.2.2/32:22'],
+    );
+    assert.equal(readFileSync(log, 'utf8'), 'flush blocklistd\nflush other\nadd blocklistd tcp 192.0.2.1 32 22 old1\nadd blocklistd tcp 192.0.2.2 32 22 \n');
+  });
+
+  test('batch with flushes: waits for the running calls of the names it flushes, and holds back later ones', async () => {
+    const log = recordTo({ HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\n' });
+    const { runner: record } = runner(fixture('record'), { concurrency: 4 });
+    const a = target('192.0.2.1');
+    const b = target('192.0.2.2');
+    await Promise.all([record.change('add', a, 'first'), record.batch([change('add', '192.0.2.9')], ['blocklistd']), record.change('rem', b, 'last')]);
+    assertSequential(spans(log), [changeArgs('add', a, 'first'), '[batch]', changeArgs('rem', b, 'last')]);
   });
 
   test('batch: an empty line or a missing one fails that operation only', async () => {

@@ -287,7 +287,11 @@ export class Daemon {
         if (!this.stopping) this.notifier?.ready('configuration reloaded');
       }
     });
-    this.reloading = applied.then(() => {});
+    // a reload that threw (its caller hears of it) does not stop the next ones
+    this.reloading = applied.then(
+      () => {},
+      () => {},
+    );
     return applied.then((changed) => (changed && this.options.restore ? this.refreshFilter() : undefined));
   }
 

@@ -486,7 +486,7 @@ export class Engine {
     if (next !== undefined) next += 1; // expired means last + duration < now: the second after
     for (const { at } of this.remRetry.values()) if (next === undefined || at < next) next = at;
     // releases to write: as soon as the back-off lets
-    if (this.unrecorded.size > 0) next = Math.min(next ?? 0, 0);
+    if (this.unrecorded.size > 0) next = 0;
     if (next === undefined) {
       clearTimeout(this.expiryTimer);
       this.expiryTimer = undefined;
