@@ -462,19 +462,25 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.match(daemon.stderr, new RegExp(`released 10\\.2\\.0\\.1/32:${port} after 3600 seconds`));
   });
 
-  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one transaction)', async (t) => {
+  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one transaction); a block of every port after it', async (t) => {
     const port = await freePort();
     const now = Math.floor(Date.now() / 1000);
-    const daemon = await batchDaemon(t, port, seeded(3, port, now), ['-r'], { HELPER_BATCH: 'flush' });
+    const dir = seeded(3, port, now);
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    store.put({ key: { family: 2, address: '10.2.9.9', lmask: 32, port: -1, proto: -1, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3600 }, count: 1, last: now, id: 'old' });
+    store.close();
+    const daemon = await batchDaemon(t, port, dir, ['-r'], { HELPER_BATCH: 'flush' });
     await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
     const start = daemon.helperCalls();
     assert.deepEqual(start.slice(0, 3), ['capabilities', 'batch 4', 'flush blocklistd'], 'the restore at start too');
     daemon.child.kill('SIGHUP');
-    await until(() => daemon.helperCalls().length === start.length + 5);
+    await until(() => daemon.helperCalls().length === start.length + 6);
     assert.deepEqual(daemon.helperCalls().slice(start.length), [
       'batch 4',
       'flush blocklistd',
       ...[0, 1, 2].map((i) => `add blocklistd tcp 10.2.0.${i} 32 ${port} id-10.2.0.${i}:${port}`),
+      // batch lines have no empty fields
+      "add blocklistd '' 10.2.9.9 32 '' id-10.2.9.9:",
     ]);
   });
 

@@ -625,35 +625,41 @@ export class Engine {
     if (this.stopped) return { blocks: 0, applied: Promise.resolve() };
     // what was gathered goes first: the batch then waits for it, as for the names' other calls before it
     if (this.calls.length > 0) this.dispatchCalls();
-    const changes: Change[] = [];
-    const settle: ((result: HelperResult) => void)[] = [];
+    const batch: { change: Change; done: (result: HelperResult) => void }[] = [];
+    const after: typeof batch = [];
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
       if (e.last === 0 || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
-      changes.push({ action: 'add', target: targetOf(e.key), id: e.id });
+      const change: Change = { action: 'add', target: targetOf(e.key), id: e.id };
+      let done: (result: HelperResult) => void;
       if (this.pendingAdds.has(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
-        settle.push((result) => {
+        done = (result) => {
           if (result.line === undefined) return;
           const current = this.o.store.get(e.key);
           this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
-        });
-        continue;
+        };
+      } else {
+        this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
+        done = (result) => this.addDone(e.key, e.id, result);
       }
-      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
-      settle.push((result) => this.addDone(e.key, e.id, result));
+      // a block of every port cannot be a line of a batch: added after it (missing meanwhile)
+      (batchable(change) ? batch : after).push({ change, done });
     }
     this.batchesInFlight++;
-    const applied = this.o.helper.batch(changes, names).then((results) => {
-      this.batchesInFlight--;
-      this.settleBatch(
-        settle.map((done) => ({ done })),
-        results,
-      );
-      this.armExpiry();
-      if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
-    });
-    return { blocks: changes.length, applied };
+    const applied = this.o.helper
+      .batch(
+        batch.map((c) => c.change),
+        names,
+      )
+      .then((results) => {
+        this.batchesInFlight--;
+        this.settleBatch(batch, results);
+        this.armExpiry();
+        if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
+      });
+    for (const { change, done } of after) this.call(change, done);
+    return { blocks: batch.length + after.length, applied };
   }
 
   /**
