@@ -118,6 +118,7 @@ export class Daemon {
       }
       if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
     }
+    this.engine.limitFutureTimes();
     if (o.restore && existed) {
       // flushed and re-added (with -f too), in one transaction when the helper can
       const { blocks } = await this.engine.refresh(this.engine.flushNames(this.ruleSet));

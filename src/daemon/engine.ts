@@ -502,25 +502,15 @@ export class Engine {
    * clock, and the entries' times (and the retries') move with it, so that
    * each deadline stays as far away as it was: a block lasts its duration
    * of the machine's running time (a suspended machine's blocks wait with
-   * it).  Looked at before every write of a new time, and by expiry.  At
-   * the first look, times in the future (a clock ahead while the daemon was
-   * down) come back to now.
+   * it).  Looked at before every write of a new time, and by expiry.
    */
   private followClock(): void {
     const monotonic = this.o.monotonic;
     if (monotonic === undefined) return;
-    const now = this.o.clock();
-    const offset = now * 1000 - monotonic();
+    const offset = this.o.clock() * 1000 - monotonic();
     const before = this.clockOffset;
     this.clockOffset = offset;
-    if (before === undefined) {
-      this.guard(() => {
-        const n = this.o.store.limitTimes(now);
-        if (n > 0) this.o.log('warning', `${n} entries had their last failure in the future: now instead`);
-      });
-      return;
-    }
-    if (Math.abs(offset - before) < CLOCK_STEP_MS) return;
+    if (before === undefined || Math.abs(offset - before) < CLOCK_STEP_MS) return;
     const step = Math.round((offset - before) / 1000);
     let moved = 0;
     this.guard(() => (moved = this.o.store.shiftTimes(step)));
@@ -530,6 +520,18 @@ export class Engine {
       if (old !== undefined && old.last !== 0) old.last += step;
     }
     this.o.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
+  }
+
+  /**
+   * Start-up: last failures in the future (the clock was ahead while the
+   * daemon was down, a step it could not see) become now, so that their
+   * blocks last no longer than their duration from now.
+   */
+  limitFutureTimes(): void {
+    this.guard(() => {
+      const n = this.o.store.limitTimes(this.o.clock());
+      if (n > 0) this.o.log('warning', `${n} entries had their last failure in the future: now instead`);
+    });
   }
 
   /** An expiry pass could not write: the next one after the back-off, which doubles. */
