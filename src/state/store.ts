@@ -135,6 +135,7 @@ export class StateStore {
   private readonly deleteNameStmt: Database.Statement | undefined;
   private readonly liftedStmt: Database.Statement | undefined;
   private readonly shiftStmt: Database.Statement | undefined;
+  private readonly futureStmt: Database.Statement | undefined;
   private readonly limitStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
@@ -197,6 +198,7 @@ export class StateStore {
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
     // `last` 0 is a reset entry, not a time
     this.shiftStmt = this.db.prepare('UPDATE entry SET last = last + ? WHERE last != 0');
+    this.futureStmt = this.db.prepare('SELECT count(*) FROM entry WHERE last > ?').pluck();
     this.limitStmt = this.db.prepare('UPDATE entry SET last = ? WHERE last > ?');
   }
 
@@ -318,8 +320,9 @@ export class StateStore {
     return this.statement(this.shiftStmt).run(seconds).changes;
   }
 
-  /** Last failures after `now` set to `now`; how many. */
+  /** Last failures after `now` set to `now`; how many.  Writes only when there are some. */
   limitTimes(now: number): number {
+    if (this.futureStmt?.get(now) === 0) return 0;
     return this.statement(this.limitStmt).run(now, now).changes;
   }
 
