@@ -644,7 +644,7 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         });
       }
 
-      test(`batch with flush lines (a reload): the names' blocks replaced, another name's kept${backend === 'ipset' ? '' : ', in one transaction'}`, async (t) => {
+      test(`batch with flush lines (a reload): the names' blocks replaced at once (${backend === 'ipset' ? 'ipset swap' : 'one transaction'}), another name's kept`, async (t) => {
         const ns = await Netns.create(t, backend);
         for (const a of ['192.0.2.1', '192.0.2.2']) await ok(ns, backend, ['add', 'blocklistd', 'tcp', a, '32', '22', '']);
         await ok(ns, backend, ['add', 'blocklistd-gone', 'udp', '2001:db8::9', '128', '53', '']);
@@ -653,6 +653,7 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         const { out, calls } = await batch(ns, backend, lines);
         assert.deepEqual(out, ['OK', 'OK', 'OK', 'OK']);
         if (backend === 'nftables') assertOneTransaction(backend, calls);
+        if (backend === 'ipset') assert.equal(calls.filter((c) => c.startsWith('swap ')).length, 2, 'each set of blocklistd and blocklistd-gone swapped');
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd'))[4], sorted([blk('tcp', '192.0.2.2', 32, 22), blk('tcp', '198.51.100.0', 24, 22)]));
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-gone'))[6] ?? [], []);
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[4], [blk('tcp', '192.0.2.3', 32, 22)]);
