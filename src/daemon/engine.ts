@@ -590,9 +590,9 @@ export class Engine {
     return [...names];
   }
 
-  /** `flush <name>` for each name; results ignored. */
+  /** `flush <name>` for each name, one after another in their order (as upstream); results ignored. */
   async flush(names: readonly string[]): Promise<void> {
-    await Promise.all(names.map((name) => this.o.helper.flush(name)));
+    for (const name of names) await this.o.helper.flush(name);
   }
 
   /**
