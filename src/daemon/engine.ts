@@ -8,7 +8,13 @@
 // add returns: an entry at its limit without an id may or may not be in
 // the filter, so restore re-adds it and expiry removes it.  An entry is
 // deleted only after its rem worked; a forever block lifted by AUTH_OK
-// waits as `last` 0 until then (G15).
+// waits as `last` 0 until then (G15).  A rem that worked but whose entry
+// could not be written (a full disk) is remembered, and the entry written
+// later, never released again (after a restart, it is: a rem of what is
+// not there is no error).
+//
+// Time: deadlines are wall-clock (`last + duration`); a step of the wall
+// clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
