@@ -3,7 +3,7 @@
 // passes them through) and are checked here, the one place that must.
 import { createRequire } from 'node:module';
 import { maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
-import { NAME_MAX, parseDuration, servicePort } from '../conf/parse.js';
+import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
 import { systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
 import { ControlError } from '../protocol/control.js';
@@ -122,10 +122,11 @@ function parseDurationArg(text: string | undefined): number | undefined {
   return seconds;
 }
 
-/** Rule names travel to the helper as one field of a line: printable, no blanks. */
+/** A rule name as the configuration allows it (the helper gets it as an argument and as one field of a batch line), up to NAME_MAX bytes. */
 function parseName(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
-  if (!/^[\x21-\x7e]+$/.test(text) || text.length > NAME_MAX) throw new ControlError('bad_argument', `bad rule name '${text}': 1 to ${NAME_MAX} printable characters, no blanks`);
+  const problem = text === '' ? 'it is empty' : (ruleNameProblem(text) ?? (Buffer.byteLength(text) > NAME_MAX ? `longer than ${NAME_MAX} bytes` : undefined));
+  if (problem !== undefined) throw new ControlError('bad_argument', `bad rule name '${shownName(text)}': ${problem}`);
   return text;
 }
 
