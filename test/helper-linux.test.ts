@@ -575,6 +575,20 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await hostObjects(), before, "the host's objects are as they were");
       });
 
+      test('batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction', async (t) => {
+        const ns = await Netns.create(t, backend);
+        const names = ['ä', 'a+b', 'a_b', 'x\\y', '1abc'];
+        await ok(ns, backend, ['add', 'ä', 'tcp', '192.0.2.100', '32', '22', '']);
+        const { out, calls } = await batch(ns, backend, names.map((name, k) => `add ${name} tcp 192.0.2.${k + 1} 32 22 `));
+        assert.deepEqual(out, names.map(() => 'OK'));
+        assertOneTransaction(backend, calls);
+        for (const [k, name] of names.entries()) {
+          const v4 = [blk('tcp', `192.0.2.${k + 1}`, 32, 22), ...(name === 'ä' ? [blk('tcp', '192.0.2.100', 32, 22)] : [])];
+          assert.deepEqual((await blocksOf(ns, backend, name))[4], sorted(v4), name);
+        }
+        assertFrameOnce(await listing(ns, backend), backend, 'ä', [4]);
+      });
+
       test('OK only when the filter accepted the change: nothing printed for what it refuses', async (t) => {
         const ns = await Netns.create(t, backend);
         await ok(ns, backend, ['add', 'blocklistd', 'tcp', '192.0.2.9', '32', '22', '']);
