@@ -268,6 +268,22 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(parsed(r).result.entry.id, 'id-192.0.2.21:');
   });
 
+  test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at its limit without id', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
+    const control = controlOf(daemon);
+    daemon.helperMode('hang');
+    const r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.30']);
+    assert.equal(r.code, 1);
+    assert.equal(parsed(r).error.code, 'helper_failed');
+    assert.match(parsed(r).error.message, /^the helper did not finish \(.*: timed out\): the block may be in the packet filter until the entry expires$/);
+    const entries = daemon.entries().filter((e) => e.key.address === '192.0.2.30');
+    assert.deepEqual(
+      entries.map((e) => [e.id, e.count >= e.key.nfail]),
+      [['', true]],
+    );
+  });
+
   test('unblock: by address, network, port and name, and --all; rem called for blocks, entries deleted', async (t) => {
     const [port, other] = await Promise.all([freePort(), freePort()]);
     const daemon = await started(t, `${port} stream * * * 3 1h\n${other} stream * * * 3 1h\n`);

@@ -7,6 +7,7 @@ import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from
 import { systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
 import { ControlError } from '../protocol/control.js';
+import { unfinished } from '../run/helper.js';
 import { entryJson } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, type EffectiveRule, type Entry } from '../types.js';
@@ -182,7 +183,9 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
   const now = Math.floor(Date.now() / 1000);
   const { entry, result } = outcome;
   if (result !== undefined && result.line === undefined) {
-    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : 'no rule id');
+    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
+    // the entry stays at its limit then, and expiry lifts what may be in the filter
+    if (unfinished(result)) throw new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) });
     throw new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) });
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
