@@ -17,8 +17,12 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload';
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload'];
+export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report';
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report'];
+
+/** The `report` request's types and the notification each stands for. */
+export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
+export type ReportType = (typeof REPORT_TYPES)[number];
 
 export type ErrorCode =
   | 'bad_request' // not JSON, not an object, no command
