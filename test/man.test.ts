@@ -27,7 +27,7 @@ import { WireType, type Notification } from '../src/types.js';
 import { Receiver, freePort, isRoot, repoRoot, run, tcpNotification, tempDir, until } from './support.js';
 
 const MAN = join(repoRoot, 'man');
-const PAGES = ['blocklist.3', 'blocklistd.conf.5', 'blocklistctl.8', 'blocklistd.8', 'blocklistd-helper.8'];
+const PAGES = ['blocklist.3', 'blocklistd.conf.5', 'blocklistctl.8', 'blocklistd.8', 'blocklistd-helper.8', 'blocklistd-watch.8'];
 const env = systemEnv('blocklistd');
 
 const page = (name: string): string[] => readFileSync(join(MAN, name), 'utf8').split('\n');

@@ -64,6 +64,22 @@ describe('pattern files', () => {
     assert.equal(parsePattern('y', 'y.conf', 'fail ^(?<addr>.*)$\n').pattern, undefined);
     assert.deepEqual(parsePattern('y', 'y.conf', 'port 22\n').diagnostics, ["y.conf: no rule (fail, baduser, abuse or ok): pattern 'y' not loaded"]);
   });
+
+  test('blocklistd-watch(8): every option of --help (and of test --help) is in the synopsis and the option list', async () => {
+    const man = readFileSync(join(repoRoot, 'man/blocklistd-watch.8'), 'utf8');
+    const synopsis = man.slice(man.indexOf('.Sh SYNOPSIS'), man.indexOf('.Sh DESCRIPTION'));
+    const listed = new Set([...man.matchAll(/^\.It Fl (\S+)/gm)].map((m) => m[1]));
+    for (const args of [['--help'], ['test', '--help']]) {
+      const help = (await run(process.execPath, [watchBin, ...args])).stdout;
+      const options = [...help.matchAll(/^ {2}(?:-\w, )?(--?[\w-]+)/gm)].map((m) => m[1]).filter((o) => !['-h', '--help', '-V', '--version'].includes(o));
+      assert.ok(options.length > 0, help);
+      for (const o of options) {
+        const word = o.replace(/^-/, '').replace(/^-/, '-');
+        assert.ok(synopsis.includes(`Fl ${word}`), `${o} in the SYNOPSIS`);
+        if (args[0] !== 'test' || o !== '--json') assert.ok(listed.has(word) || o === '--json', `${o} in an option list`);
+      }
+    }
+  });
 });
 
 describe('matching', () => {
