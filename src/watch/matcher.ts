@@ -38,7 +38,7 @@ export interface SyslogLine {
  * `Dec  4 14:00:00 host sshd[123]: text` or the RFC 3339 form
  * `2026-12-04T14:00:00.123456+00:00 host sshd[123]: text`.
  */
-const SYSLOG = /^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) \S+ ([^\s[:]+)(?:\[\d+\])?: ?/;
+const SYSLOG = /^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s:]+ ([^\s[:]+)(?:\[\d+\])?: ?/;
 
 export function parseSyslog(line: string): SyslogLine | undefined {
   const m = SYSLOG.exec(line);
