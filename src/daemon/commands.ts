@@ -104,6 +104,8 @@ export function parseNetwork(text: string): { address: IPAddress; mask: number }
 
 function parsePort(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
+  // a number needs no look-up in /etc/services (read again for each name): reports come by the thousand
+  if (/^\d{1,5}$/.test(text) && Number(text) <= 65535) return Number(text);
   const port = servicePort(text, systemEnv());
   if (port === undefined) throw new ControlError('bad_argument', `bad port '${text}'`);
   return port;

@@ -8,6 +8,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { servicePort } from '../conf/parse.js';
+import { systemEnv } from '../conf/system.js';
 import { controlPath } from '../ctl/control.js';
 import { createLogger } from '../daemon/log.js';
 import type { LogFn } from '../types.js';
@@ -116,9 +118,12 @@ async function watch(o: WatchOptions): Promise<void> {
       for (const s of sources) s.resume();
     }
   };
+  // service names resolved once here, not by the daemon for every report
+  const env = systemEnv();
+  const ports = new Map<Pattern, string>();
   const send = (pattern: Pattern, match: LineMatch, message: string, done: () => void): void => {
     log('debug', `${pattern.name}: ${describe(match)} (${match.rule.where})`);
-    client.report({ type: match.type, address: match.address, port: pattern.port, proto: pattern.proto, message: message.slice(0, MESSAGE_MAX), source: pattern.name }, () => {
+    client.report({ type: match.type, address: match.address, port: ports.get(pattern)!, proto: pattern.proto, message: message.slice(0, MESSAGE_MAX), source: pattern.name }, () => {
       done();
       settle();
     });
@@ -138,6 +143,12 @@ async function watch(o: WatchOptions): Promise<void> {
       log('err', `${spec.where}: ${(e as Error).message}; source skipped`);
       continue;
     }
+    const port = servicePort(pattern.port, env);
+    if (port === undefined) {
+      log('err', `${pattern.file}: unknown port '${pattern.port}' (not in /etc/services); source skipped`);
+      continue;
+    }
+    ports.set(pattern, String(port));
     if (spec.kind === 'file') {
       sources.push(
         new FileSource(spec.path, log, (line) => {

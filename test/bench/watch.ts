@@ -3,8 +3,11 @@
 // with other programs' lines between them, addresses varied) through
 // matchFileLine; journal entries (journalctl -o json lines) parsed and
 // matched; one core, no I/O.  Then the watcher process at idle: the CPU it
-// uses in 5 s with a journal and a file source and nothing to read.
+// uses in 5 s with a file source and nothing to read.  Last, `report`
+// requests per second through the daemon's control socket: 20,000
+// pipelined on one connection, as the watcher sends them.
 import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -99,3 +102,38 @@ const ticks = cpuTicks(child.pid!) - before;
 child.kill('SIGKILL');
 console.log(`watcher at idle (a file source, no daemon): ${ticks} clock ticks of CPU in 5 s`);
 record({ id: 'watch.idle', name: 'blocklistd-watch at idle (a file source): CPU in 5 s', value: ticks * 10, unit: 'ms' });
+
+// reports through the control socket: the daemon without debug output, a rule that never blocks
+const REPORTS = 20_000;
+writeFileSync(join(dir, 'blocklistd.conf'), 'ssh stream * * * * 1h\n');
+const daemon = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'db'), '-s', join(dir, 'blocklistd.sock')], {
+  stdio: ['ignore', 'ignore', 'pipe'],
+  env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
+});
+await new Promise<void>((resolve) => {
+  let text = '';
+  daemon.stderr!.on('data', (d: Buffer) => {
+    text += d.toString();
+    if (text.includes('control socket') || text.includes('listening on')) resolve();
+  });
+});
+await new Promise((resolve) => setTimeout(resolve, 300));
+const requests = Array.from({ length: REPORTS }, (_, i) => `${JSON.stringify({ version: 1, id: i, command: 'report', args: { type: 'fail', address: `10.1.${(i >> 8) & 255}.${i & 255}`, port: '22', message: 'Failed password for root', source: 'bench' } })}\n`).join('');
+const reportStart = performance.now();
+await new Promise<void>((resolve, reject) => {
+  const socket = connect(join(dir, 'blocklistd.ctl'));
+  let answers = 0;
+  socket.on('connect', () => socket.write(requests));
+  socket.on('data', (d: Buffer) => {
+    for (let i = d.indexOf(10); i !== -1; i = d.indexOf(10, i + 1)) answers++;
+    if (answers === REPORTS) {
+      socket.destroy();
+      resolve();
+    }
+  });
+  socket.on('error', reject);
+});
+const reportRate = REPORTS / ((performance.now() - reportStart) / 1000);
+daemon.kill('SIGKILL');
+console.log(`report requests through the control socket, pipelined: ${Math.round(reportRate).toLocaleString('en-US')}/s`);
+record({ id: 'watch.reports', name: 'report requests through the control socket, 20,000 pipelined, 20,000 addresses', value: reportRate, unit: 'reports/s' });
