@@ -3,7 +3,8 @@
 // log files followed across rotation with @logdna/tail-file.
 import TailFile from '@logdna/tail-file';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import type { LogFn } from '../types.js';
 import type { JournalEntry } from './matcher.js';
 
@@ -240,6 +241,7 @@ export class JournalSource implements Source {
     this.writeTimer = undefined;
     if (this.handled === undefined) return;
     try {
+      mkdirSync(dirname(this.o.stateFile), { recursive: true, mode: 0o700 });
       writeFileSync(`${this.o.stateFile}.tmp`, `${this.handled}\n`);
       renameSync(`${this.o.stateFile}.tmp`, this.o.stateFile);
     } catch (e) {
