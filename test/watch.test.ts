@@ -5,7 +5,8 @@
 // real daemon: lines reported once each across rotation (rename, late
 // writes to the old file) and truncation, a file that disappears and comes
 // back, a 1 MB line and invalid UTF-8, a daemon restart (nothing read is
-// lost), a pattern file with errors.
+// lost), a pattern file with errors.  The line reader alone: lines cut
+// anywhere, overlong lines skipped, the end of a stream.
 import assert from 'node:assert/strict';
 import { appendFileSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, test, type TestContext } from 'node:test';
 import { matchFileLine, matchJournalEntry, parseSyslog } from '../src/watch/matcher.js';
 import { parsePattern, type Pattern } from '../src/watch/patterns.js';
+import { LineReader } from '../src/lines.js';
 import { loadPattern, testPattern } from '../src/watch/main.js';
 import { DaemonProcess, repoRoot, run, tempDir, until } from './support.js';
 
@@ -217,9 +219,9 @@ describe('the file source', () => {
     appendFileSync(log, fail('192.0.2.1') + fail('192.0.2.1'));
     await reported(daemon, { '192.0.2.1': 4 });
 
-    // logrotate: rename, the server still writes to the old file a moment, then to a new one
+    // logrotate: rename, the server still writes to the old file a moment (a last line without its newline), then to a new one
     renameSync(log, `${log}.1`);
-    appendFileSync(`${log}.1`, fail('192.0.2.2'));
+    appendFileSync(`${log}.1`, fail('192.0.2.2').trimEnd());
     writeFileSync(log, fail('192.0.2.3'));
     await reported(daemon, { '192.0.2.2': 2, '192.0.2.3': 2 });
 
@@ -234,7 +236,7 @@ describe('the file source', () => {
     appendFileSync(log, Buffer.concat([Buffer.from('Dec  4 14:00:00 host sshd[7]: Invalid user \xff\xfe from 192.0.2.5 port 1\n', 'latin1')]));
     appendFileSync(log, fail('192.0.2.6'));
     await reported(daemon, { '192.0.2.5': 1, '192.0.2.6': 2 });
-    assert.match(w.stderr, /a line of 1048576 bytes skipped/);
+    assert.match(w.stderr, /a line longer than 65536 bytes skipped/);
 
     // the daemon restarts: what is read meanwhile is sent when it is back
     await daemon.stop();
@@ -278,5 +280,21 @@ describe('the file source', () => {
     const unusable = await run(process.execPath, [watchBin, '--patterns', PATTERNS, '--file', log, '--pattern', 'nosuch']);
     assert.equal(unusable.code, 1);
     assert.match(unusable.stderr, /pattern 'nosuch'.*source skipped[\s\S]*no source to read/);
+  });
+});
+
+describe('the line reader', () => {
+  test('lines cut anywhere in the chunks; an overlong line skipped whole, told once, the next read; end() gives the unfinished line', () => {
+    const lines: string[] = [];
+    let tooLong = 0;
+    const reader = new LineReader(8, () => tooLong++);
+    const text = Buffer.concat([Buffer.from('one\ntwo\nthis is too long\nthree\n'), Buffer.from([0xff, 0xfe, 0x21, 0x0a]), Buffer.from('four')]);
+    for (let i = 0; i < text.length; i += 3) reader.push(text.subarray(i, i + 3), (l) => lines.push(l));
+    assert.deepEqual(lines, ['one', 'two', 'three', '\ufffd\ufffd!']);
+    assert.equal(tooLong, 1);
+    reader.end((l) => lines.push(l));
+    assert.equal(lines.at(-1), 'four');
+    reader.end((l) => lines.push(l));
+    assert.equal(lines.length, 5, 'nothing more');
   });
 });

@@ -5,6 +5,7 @@ import TailFile from '@logdna/tail-file';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { LineReader } from '../lines.js';
 import type { LogFn } from '../types.js';
 import type { JournalEntry } from './matcher.js';
 
@@ -12,41 +13,6 @@ import type { JournalEntry } from './matcher.js';
 export const LINE_MAX_BYTES = 64 * 1024;
 /** A journal entry as JSON is larger than its message: its fields, bytes as number arrays. */
 const JOURNAL_LINE_MAX_BYTES = 8 * LINE_MAX_BYTES;
-
-/** Cuts a byte stream into lines; an overlong line is dropped whole and counted, the stream goes on. */
-export class LineReader {
-  private parts: Buffer[] = [];
-  private size = 0;
-  private skipping = false;
-
-  constructor(
-    private readonly max: number,
-    private readonly skipped: (bytes: number) => void,
-  ) {}
-
-  push(chunk: Buffer, line: (text: string) => void): void {
-    let start = 0;
-    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
-      if (this.skipping || this.size + nl - start > this.max) {
-        this.skipped(this.size + nl - start);
-        this.skipping = false;
-      } else {
-        this.parts.push(chunk.subarray(start, nl));
-        line(Buffer.concat(this.parts).toString('utf8'));
-      }
-      this.parts = [];
-      this.size = 0;
-      start = nl + 1;
-    }
-    if (start < chunk.length) {
-      this.size += chunk.length - start;
-      if (this.size > this.max) {
-        this.skipping = true;
-        this.parts = [];
-      } else if (!this.skipping) this.parts.push(Buffer.from(chunk.subarray(start)));
-    }
-  }
-}
 
 export interface Source {
   readonly name: string;
@@ -77,7 +43,7 @@ export class FileSource implements Source {
     private readonly line: (text: string) => void,
     private readonly pollMs = 1000,
   ) {
-    this.reader = new LineReader(LINE_MAX_BYTES, (bytes) => log('warning', `${path}: a line of ${bytes} bytes skipped (longer than ${LINE_MAX_BYTES})`));
+    this.reader = new LineReader(LINE_MAX_BYTES, () => log('warning', `${path}: a line longer than ${LINE_MAX_BYTES} bytes skipped`));
   }
 
   get name(): string {
@@ -99,8 +65,15 @@ export class FileSource implements Source {
     const tail = new TailFile(this.path, { pollFileIntervalMs: this.pollMs, startPos: from });
     this.tail = tail;
     tail.on('data', (chunk: Buffer) => this.reader.push(chunk, this.line));
-    tail.on('renamed', () => this.log('info', `${this.path}: rotated, reading the new file`));
-    tail.on('truncated', () => this.log('info', `${this.path}: truncated, reading from its start`));
+    // the old file's last line, if it had no newline, is not the start of the new file's first
+    tail.on('renamed', () => {
+      this.reader.end(this.line);
+      this.log('info', `${this.path}: rotated, reading the new file`);
+    });
+    tail.on('truncated', () => {
+      this.reader.end(this.line);
+      this.log('info', `${this.path}: truncated, reading from its start`);
+    });
     tail.on('tail_error', (e: Error) => this.log('warning', `${this.path}: ${e.message}`));
     tail.on('error', (e: NodeJS.ErrnoException) => {
       // gone for good (or unreadable): wait for it to come back
@@ -172,7 +145,7 @@ export class JournalSource implements Source {
   constructor(private readonly o: JournalOptions) {
     this.handled = readCursor(o.stateFile);
     this.read = this.handled;
-    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, (bytes) => o.log('warning', `journal: an entry of ${bytes} bytes skipped`));
+    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () => o.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`));
   }
 
   get name(): string {
