@@ -8,6 +8,7 @@
 // lost), a pattern file with errors.  The line reader alone: lines cut
 // anywhere, overlong lines skipped, the end of a stream.
 import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
 import { appendFileSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -296,5 +297,38 @@ describe('the line reader', () => {
     assert.equal(lines.at(-1), 'four');
     reader.end((l) => lines.push(l));
     assert.equal(lines.length, 5, 'nothing more');
+  });
+});
+
+describe('faults', () => {
+  test('a line of 64 KiB built against each shipped pattern (user names full of "from ADDR port N", digits, brackets) is matched in milliseconds', () => {
+    const fillers = ['x from 192.0.2.1 port 1 ', '1'.repeat(16), ']: user "a", client: 1.2.3.4, server: ', '>, method=PLAIN, rip=1.2.3.4, lip=', ' (10.0.0.1[10.0.0.1]): USER ', '[1.2.3.4]: SASL '];
+    for (const file of readdirSync(CORPORA).filter((f) => f.endsWith('.corpus'))) {
+      const p = pattern(file.slice(0, -'.corpus'.length));
+      for (const { expected, line } of corpus(file)) {
+        if (expected === '-' || expected === 'other') continue;
+        for (const filler of fillers) {
+          // the filler where the user name or the host name is, or before the end
+          const long = filler.repeat(Math.ceil(60_000 / filler.length));
+          const cut = line.search(/user=<|user "|USER |\[|for |user /);
+          const attack = cut === -1 ? `${line}${long}` : `${line.slice(0, cut + 5)}${long}${line.slice(cut + 5)}`;
+          const start = performance.now();
+          matchFileLine(p, attack);
+          const ms = performance.now() - start;
+          assert.ok(ms < 250, `${file}: ${ms.toFixed(0)} ms for ${JSON.stringify(attack.slice(0, 80))}… (filler ${JSON.stringify(filler)})`);
+        }
+      }
+    }
+  });
+
+  test('a journal that cannot be read: said once, tried again every second, the watcher goes on', async (t) => {
+    const dir = tempDir();
+    const w = Watcher.start(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'cursor'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
+    await until(() => w.stderr.includes('journalctl exited'), 10_000);
+    await new Promise((r) => setTimeout(r, 3500));
+    assert.equal(w.stderr.split('journalctl exited').length - 1, 1, w.stderr);
+    assert.equal(w.child.exitCode, null);
+    w.child.kill('SIGTERM');
+    assert.equal(await w.exited, 0);
   });
 });

@@ -134,6 +134,8 @@ export class JournalSource implements Source {
   private paused = false;
   private timer: NodeJS.Timeout | undefined;
   private writeTimer: NodeJS.Timeout | undefined;
+  /** journalctl exited before printing anything, and that was logged. */
+  private failing = false;
   /** The cursor persisted (or to persist): the last entry whose predecessors are all handled. */
   private handled: string | undefined;
   /** The last entry read: journalctl restarts after it. */
@@ -173,10 +175,18 @@ export class JournalSource implements Source {
     child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     child.stdout!.on('data', (chunk: Buffer) => this.reader.push(chunk, (line) => this.line(line)));
     child.on('error', (e) => this.o.log('err', `journal: ${e.message}`));
+    let read = false;
+    child.stdout!.once('data', () => {
+      read = true;
+      if (this.failing) this.o.log('notice', 'journal: reading again');
+      this.failing = false;
+    });
     child.on('close', (code, signal) => {
       this.child = undefined;
       if (this.stopped) return;
-      this.o.log('warning', `journal: journalctl exited (${signal ?? `status ${code}`})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; starting it again`);
+      // said once while it keeps failing (no journal, no permission), not every second
+      if (read || !this.failing) this.o.log('warning', `journal: journalctl exited (${signal ?? `status ${code}`})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; starting it again every ${RESTART_MS / 1000} s`);
+      this.failing = !read;
       this.timer = setTimeout(() => this.start(), RESTART_MS);
     });
     if (this.paused) child.stdout!.pause();
