@@ -17,13 +17,14 @@ export class LineReader {
     private readonly tooLong: () => void,
   ) {}
 
-  push(chunk: Buffer, line: (text: string) => void): void {
+  /** `line` gets each line and the offset in `chunk` just past its newline. */
+  push(chunk: Buffer, line: (text: string, end: number) => void): void {
     let start = 0;
     for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
       if (!this.skipping && this.size + nl - start > this.max) this.tooLong();
       else if (!this.skipping) {
         this.parts.push(chunk.subarray(start, nl));
-        line(Buffer.concat(this.parts).toString('utf8'));
+        line(Buffer.concat(this.parts).toString('utf8'), nl + 1);
       }
       this.skipping = false;
       this.parts = [];

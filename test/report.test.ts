@@ -71,14 +71,14 @@ describe('report', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `reported 198.51.100.7: 198.51.100.7/32 port ${port}/tcp (blocklistd) count 1/3\n`);
     assert.equal(entryOf(daemon, '198.51.100.7', port)?.count, 1);
-    assert.match(daemon.stderr, /processing type=4 remote=198\.51\.100\.7:0 msg="Invalid user bob" uid=0 gid=0 report source=blocklistctl/);
+    await daemon.waitFor(/processing type=4 remote=198\.51\.100\.7:0 msg="Invalid user bob" uid=0 gid=0 report source=blocklistctl/);
     assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
 
     const a = await report(daemon, ['-t', 'fail', '-p', String(port), '--source', 'sshd', '198.51.100.7']);
     assert.equal(a.result.matched, true);
     assert.equal(a.result.entry.count, 3);
     assert.equal(a.result.entry.blocked, true);
-    assert.match(daemon.stderr, /processing type=1 remote=198\.51\.100\.7:0 msg="" uid=0 gid=0 report source=sshd/);
+    await daemon.waitFor(/processing type=1 remote=198\.51\.100\.7:0 msg="" uid=0 gid=0 report source=sshd/);
     await daemon.waitFor(/blocked 198\.51\.100\.7\/32:/);
     assert.ok(daemon.helperCalls().includes(`add blocklistd tcp 198.51.100.7 32 ${port} ''`), daemon.helperCalls().join('\n'));
 
@@ -212,6 +212,6 @@ describe('report', () => {
     const allowed = parsed(allowedRun);
     assert.ok(allowed.result, allowedRun.stdout + allowedRun.stderr);
     assert.equal(allowed.result.entry.count, 2);
-    assert.match(daemon.stderr, /remote=192\.0\.2\.9:0 msg="" uid=65534 gid=65533 report source=blocklistctl/);
+    await daemon.waitFor(/remote=192\.0\.2\.9:0 msg="" uid=65534 gid=65533 report source=blocklistctl/);
   });
 });

@@ -228,7 +228,7 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   const shared = sharedTree();
   const journalGroup = (await succeeds(run('getent', ['group', 'systemd-journal']), 'getent group systemd-journal')).stdout.split(':')[2];
   const watcher = (args: string[]): Proc =>
-    start('blocklistd-watch', ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${journalGroup},${NOBODY}`, process.execPath, join(shared, 'bin/blocklistd-watch'), '-d', '-s', sock, '--patterns', join(shared, 'etc/blocklistd-watch.d'), '--state', join(state, 'cursor'), ...args]);
+    start('blocklistd-watch', ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${journalGroup},${NOBODY}`, process.execPath, join(shared, 'bin/blocklistd-watch'), '-d', '-s', sock, '--patterns', join(shared, 'etc/blocklistd-watch.d'), '--state', join(state, 'state.json'), ...args]);
 
   await t.test('file source: sshd -E, the attacker blocked after two failed passwords, the user still logs in', async () => {
     const log = join(dir, 'sshd.log');

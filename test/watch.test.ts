@@ -5,7 +5,8 @@
 // real daemon: lines reported once each across rotation (rename, late
 // writes to the old file) and truncation, a file that disappears and comes
 // back, a 1 MB line and invalid UTF-8, a daemon restart (nothing read is
-// lost), a pattern file with errors.  The line reader alone: lines cut
+// lost), a watcher stopped and started again (from the offset it kept; a
+// file rotated meanwhile read from its start), a pattern file with errors.  The line reader alone: lines cut
 // anywhere, overlong lines skipped, the end of a stream.
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
@@ -213,7 +214,8 @@ describe('the file source', () => {
     const dir = tempDir();
     const log = join(dir, 'auth.log');
     writeFileSync(log, fail('192.0.2.250')); // before the start: not read
-    const w = Watcher.start(t, ['-s', daemon.socket, '--file', log, '--pattern', 'sshd']);
+    const state = join(dir, 'state.json');
+    let w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
     await until(() => w.stderr.includes('watching file'), 10_000);
     await new Promise((r) => setTimeout(r, 300));
 
@@ -252,9 +254,26 @@ describe('the file source', () => {
     writeFileSync(log, fail('192.0.2.8'));
     await reported(daemon, { '192.0.2.8': 2 });
 
-    assert.equal(counts(daemon)['192.0.2.250'], undefined, 'lines before the start are not read');
+    assert.equal(counts(daemon)['192.0.2.250'], undefined, 'lines before the first start are not read');
     assert.deepEqual(counts(daemon), { '192.0.2.1': 4, '192.0.2.2': 2, '192.0.2.3': 2, '192.0.2.4': 2, '192.0.2.5': 1, '192.0.2.6': 2, '192.0.2.7': 2, '192.0.2.8': 2 });
     assert.equal(w.child.exitCode, null, 'still running');
+    w.child.kill('SIGTERM');
+    assert.equal(await w.exited, 0);
+
+    // stopped: lines written meanwhile are read at the next start, from the offset kept, and nothing before them
+    assert.equal((JSON.parse(readFileSync(state, 'utf8')) as { files: Record<string, { pos: number }> }).files[log].pos, readFileSync(log).length);
+    appendFileSync(log, fail('192.0.2.9'));
+    w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+    await reported(daemon, { '192.0.2.9': 2 });
+    w.child.kill('SIGTERM');
+    assert.equal(await w.exited, 0);
+    // rotated while it was stopped: the new file is read from its start
+    renameSync(log, `${log}.2`);
+    writeFileSync(log, fail('192.0.2.10'));
+    w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+    await reported(daemon, { '192.0.2.10': 2 });
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(counts(daemon), { '192.0.2.1': 4, '192.0.2.2': 2, '192.0.2.3': 2, '192.0.2.4': 2, '192.0.2.5': 1, '192.0.2.6': 2, '192.0.2.7': 2, '192.0.2.8': 2, '192.0.2.9': 2, '192.0.2.10': 2 }, 'nothing read twice');
     w.child.kill('SIGTERM');
     assert.equal(await w.exited, 0);
   });
@@ -267,13 +286,13 @@ describe('the file source', () => {
     writeFileSync(patternFile, 'port ssh\nfail ^Failed (?<addr>\nfail ^bad login from (?<addr>\\S+)$\n');
     const log = join(dir, 'app.log');
     writeFileSync(log, '');
-    const w = Watcher.start(t, ['-s', daemon.socket, '--file', log, '--pattern', patternFile]);
+    const w = Watcher.start(t, ['-s', daemon.socket, '--state', join(dir, 'state.json'), '--file', log, '--pattern', patternFile]);
     await until(() => w.stderr.includes('watching file'), 10_000);
     assert.match(w.stderr, new RegExp(`${patternFile}:2: bad regular expression`));
     await new Promise((r) => setTimeout(r, 300));
     appendFileSync(log, 'bad login from 198.51.100.4\n');
     await reported(daemon, { '198.51.100.4': 2 });
-    assert.match(daemon.stderr, /remote=198\.51\.100\.4:0 msg="bad login from 198\.51\.100\.4" uid=0 gid=0 report source=mine/);
+    await daemon.waitFor(/remote=198\.51\.100\.4:0 msg="bad login from 198\.51\.100\.4" uid=0 gid=0 report source=mine/);
 
     const noPattern = await run(process.execPath, [watchBin, '--file', log]);
     assert.equal(noPattern.code, 1);
@@ -323,7 +342,7 @@ describe('faults', () => {
 
   test('a journal that cannot be read: said once, tried again every second, the watcher goes on', async (t) => {
     const dir = tempDir();
-    const w = Watcher.start(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'cursor'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
+    const w = Watcher.start(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'state.json'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
     await until(() => w.stderr.includes('journalctl exited'), 10_000);
     await new Promise((r) => setTimeout(r, 3500));
     assert.equal(w.stderr.split('journalctl exited').length - 1, 1, w.stderr);

@@ -16,13 +16,13 @@ import type { LogFn } from '../types.js';
 import { ReportClient } from './client.js';
 import { matchFileLine, matchJournalEntry, type JournalEntry, type LineMatch } from './matcher.js';
 import { parsePattern, type Pattern } from './patterns.js';
-import { FileSource, JournalSource, type Source } from './sources.js';
+import { FileSource, JournalSource, WatchState, type Source } from './sources.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 export const DEFAULT_WATCH_CONFIG = '/etc/blocklistd-watch.conf';
 export const DEFAULT_PATTERN_DIR = '/etc/blocklistd-watch.d';
-export const DEFAULT_STATE = '/var/lib/blocklistd-watch/journal.cursor';
+export const DEFAULT_STATE = '/var/lib/blocklistd-watch/state.json';
 /** The pattern files shipped with the package: used for a name /etc does not have. */
 const PACKAGE_PATTERN_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../../etc/blocklistd-watch.d');
 
@@ -110,6 +110,7 @@ async function watch(o: WatchOptions): Promise<void> {
   }
   const sources: Source[] = [];
   const journalPatterns: Pattern[] = [];
+  const state = new WatchState(o.state, log);
   const client = new ReportClient(o.control, log);
   const flow = { paused: false };
   const settle = (): void => {
@@ -151,9 +152,10 @@ async function watch(o: WatchOptions): Promise<void> {
     ports.set(pattern, String(port));
     if (spec.kind === 'file') {
       sources.push(
-        new FileSource(spec.path, log, (line) => {
+        new FileSource(spec.path, state, log, (line, done) => {
           const r = matchFileLine(pattern, line);
-          if (r !== 'other' && r.match !== undefined) send(pattern, r.match, r.message, () => {});
+          if (r !== 'other' && r.match !== undefined) send(pattern, r.match, r.message, done);
+          else done();
         }),
       );
     } else if (pattern.journal.length === 0) log('err', `${spec.where}: pattern '${pattern.name}' has no journal match; source skipped`);
@@ -163,7 +165,7 @@ async function watch(o: WatchOptions): Promise<void> {
     sources.push(
       new JournalSource({
         matches: journalPatterns.flatMap((p) => p.journal),
-        stateFile: o.state,
+        state,
         directory: o.journalDirectory,
         journalctl: o.journalctl,
         log,
@@ -192,8 +194,9 @@ async function watch(o: WatchOptions): Promise<void> {
   });
   await Promise.all(sources.map((s) => s.stop()));
   // what was read is sent before the exit, if the daemon answers
-  if (!(await client.drain(5000))) log('warning', `${client.backlog} reports not answered at exit`);
+  if (!(await client.drain(5000))) log('warning', `${client.backlog} reports not answered at exit: read again at the next start`);
   client.close();
+  state.write();
   log('info', 'stopped');
 }
 
@@ -314,7 +317,7 @@ export function main(argv: string[]): void {
     .option('--control <path>', "the daemon's control socket (default /var/run/blocklistd.ctl)")
     .option('-d', 'debug: log every line matched')
     .option('--patterns <dir>', 'the pattern directory', DEFAULT_PATTERN_DIR)
-    .option('--state <file>', 'where the journal cursor is kept', DEFAULT_STATE)
+    .option('--state <file>', 'where the journal cursor and the files\' offsets are kept', DEFAULT_STATE)
     .option('--journal', 'read the systemd journal (then --pattern); replaces the configuration\'s sources', () => {
       sources.push({ kind: 'journal', where: '--journal' });
       return true;

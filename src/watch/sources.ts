@@ -1,9 +1,11 @@
 // Where blocklistd-watch reads (issue 14): the systemd journal through
-// `journalctl -o json -f`, from a cursor kept in a state file, and plain
-// log files followed across rotation with @logdna/tail-file.
+// `journalctl -o json -f`, and plain log files followed across rotation
+// with @logdna/tail-file.  Where each stands (the journal's cursor, a
+// file's inode and offset) is kept in the state file once what came before
+// is handled (its report answered): a restart neither loses nor repeats.
 import TailFile from '@logdna/tail-file';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { LineReader } from '../lines.js';
 import type { LogFn } from '../types.js';
@@ -24,11 +26,102 @@ export interface Source {
 
 /** Restarting a source that failed (journalctl exited, a file gone for good) waits this long. */
 const RESTART_MS = 1000;
+/** State writes are put together: at most one per this many milliseconds. */
+const STATE_WRITE_MS = 200;
+
+/** Where a file source stands: the file (its inode) and the offset after the last line handled. */
+export interface FilePosition {
+  ino: number;
+  pos: number;
+}
+
+/** The watcher's state file: JSON, written whole (to a temporary file, renamed) at most every STATE_WRITE_MS. */
+export class WatchState {
+  private data: { journal?: string; files: Record<string, FilePosition> } = { files: {} };
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly path: string,
+    private readonly log: LogFn,
+  ) {
+    try {
+      const value = JSON.parse(readFileSync(path, 'utf8')) as Partial<WatchState['data']>;
+      this.data = { journal: typeof value.journal === 'string' ? value.journal : undefined, files: value.files ?? {} };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') log('warning', `${path}: ${(e as Error).message}; starting without a state`);
+    }
+  }
+
+  get journal(): string | undefined {
+    return this.data.journal;
+  }
+
+  set journal(cursor: string | undefined) {
+    this.data.journal = cursor;
+    this.schedule();
+  }
+
+  file(path: string): FilePosition | undefined {
+    return this.data.files[path];
+  }
+
+  setFile(path: string, position: FilePosition): void {
+    this.data.files[path] = position;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    this.timer ??= setTimeout(() => this.write(), STATE_WRITE_MS);
+  }
+
+  write(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    try {
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o700 });
+      writeFileSync(`${this.path}.tmp`, `${JSON.stringify(this.data)}\n`);
+      renameSync(`${this.path}.tmp`, this.path);
+    } catch (e) {
+      this.log('err', `cannot save the state in ${this.path}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/** Marks handled in any order, passed in order: `passed` gets each mark whose predecessors are all handled. */
+class InOrder<T> {
+  private readonly slots: { mark: T; done: boolean }[] = [];
+
+  constructor(private readonly passed: (mark: T) => void) {}
+
+  /** A mark read; the function returned says it is handled. */
+  add(mark: T): () => void {
+    const slot = { mark, done: false };
+    this.slots.push(slot);
+    return () => {
+      slot.done = true;
+      let last: { mark: T } | undefined;
+      while (this.slots.length > 0 && this.slots[0].done) last = this.slots.shift();
+      if (last !== undefined) this.passed(last.mark);
+    };
+  }
+}
+
+/** An inode, or undefined when the file is not there. */
+function inodeOf(path: string): { ino: number; size: number } | undefined {
+  try {
+    const st = statSync(path);
+    return { ino: st.ino, size: st.size };
+  } catch {
+    return undefined;
+  }
+}
 
 /**
- * A log file, followed like `tail -F` from its end: a rename (rotation)
- * reads the old file to its end, then the new one from its start; a
- * truncation restarts at the start; a file that disappears is waited for.
+ * A log file, followed like `tail -F`: a rename (rotation) reads the old
+ * file to its end, then the new one from its start; a truncation restarts
+ * at the start; a file that disappears is waited for.  The first start is
+ * at the end of the file; a restart goes on from the offset kept in the
+ * state, or from the start of a file that replaced the one it was reading.
  */
 export class FileSource implements Source {
   private tail: TailFile | undefined;
@@ -36,14 +129,21 @@ export class FileSource implements Source {
   private stopped = false;
   private paused = false;
   private readonly reader: LineReader;
+  /** The file being read, and the offset of the next byte to come from it. */
+  private ino = 0;
+  private received = 0;
+  private readonly order: InOrder<FilePosition>;
 
   constructor(
     readonly path: string,
+    private readonly state: WatchState,
     private readonly log: LogFn,
-    private readonly line: (text: string) => void,
+    /** A line; `done` once it is handled: the saved offset moves past it. */
+    private readonly line: (text: string, done: () => void) => void,
     private readonly pollMs = 1000,
   ) {
     this.reader = new LineReader(LINE_MAX_BYTES, () => log('warning', `${path}: a line longer than ${LINE_MAX_BYTES} bytes skipped`));
+    this.order = new InOrder((position) => state.setFile(path, position));
   }
 
   get name(): string {
@@ -51,29 +151,46 @@ export class FileSource implements Source {
   }
 
   start(): void {
-    this.open(undefined);
+    const saved = this.state.file(this.path);
+    const now = inodeOf(this.path);
+    if (now === undefined) this.open(0);
+    else if (saved === undefined) this.open(now.size);
+    // the file read before, or one that replaced it while the watcher was not running
+    else this.open(saved.ino === now.ino && saved.pos <= now.size ? saved.pos : 0);
   }
 
-  /** `from` undefined: at the end (the first start); 0: a file that appeared since. */
-  private open(from: number | undefined): void {
+  /** A line read; the offset after it is where the file stands once it is handled. */
+  private take(text: string, end: number): void {
+    this.line(text, this.order.add({ ino: this.ino, pos: end }));
+  }
+
+  /** Reads the file from `from` (0: a file that appeared since); waits for it when it is not there. */
+  private open(from: number): void {
     if (this.stopped) return;
-    if (!existsSync(this.path)) {
-      if (from === undefined) this.log('warning', `${this.path}: no such file yet; waiting for it`);
+    const now = inodeOf(this.path);
+    if (now === undefined) {
+      if (this.tail === undefined && this.timer === undefined) this.log('warning', `${this.path}: no such file; waiting for it`);
       this.timer = setTimeout(() => this.open(0), RESTART_MS);
       return;
     }
+    this.ino = now.ino;
+    this.received = from;
     const tail = new TailFile(this.path, { pollFileIntervalMs: this.pollMs, startPos: from });
     this.tail = tail;
-    tail.on('data', (chunk: Buffer) => this.reader.push(chunk, this.line));
+    tail.on('data', (chunk: Buffer) => {
+      const base = this.received;
+      this.received += chunk.length;
+      this.reader.push(chunk, (text, end) => this.take(text, base + end));
+    });
     // the old file's last line, if it had no newline, is not the start of the new file's first
-    tail.on('renamed', () => {
-      this.reader.end(this.line);
-      this.log('info', `${this.path}: rotated, reading the new file`);
-    });
-    tail.on('truncated', () => {
-      this.reader.end(this.line);
-      this.log('info', `${this.path}: truncated, reading from its start`);
-    });
+    const restart = (what: string): void => {
+      this.reader.end((text) => this.take(text, this.received));
+      this.ino = inodeOf(this.path)?.ino ?? 0;
+      this.received = 0;
+      this.log('info', `${this.path}: ${what}`);
+    };
+    tail.on('renamed', () => restart('rotated, reading the new file'));
+    tail.on('truncated', () => restart('truncated, reading from its start'));
     tail.on('tail_error', (e: Error) => this.log('warning', `${this.path}: ${e.message}`));
     tail.on('error', (e: NodeJS.ErrnoException) => {
       // gone for good (or unreadable): wait for it to come back
@@ -111,7 +228,7 @@ export interface JournalOptions {
   /** journalctl matches: each group's FIELD=value all hold, any group. */
   matches: readonly Readonly<Record<string, string>>[];
   /** Where the cursor of the last entry handled is kept. */
-  stateFile: string;
+  state: WatchState;
   /** journalctl --directory: a journal other than the system's. */
   directory?: string;
   journalctl?: string;
@@ -119,9 +236,6 @@ export interface JournalOptions {
   /** An entry; `done` once it is handled (its report answered): the cursor moves past it. */
   entry: (entry: JournalEntry, done: () => void) => void;
 }
-
-/** Cursor writes are put together: at most one per this many milliseconds. */
-const CURSOR_WRITE_MS = 200;
 
 /**
  * The journal, from the cursor of the last entry handled: a restart of
@@ -133,20 +247,16 @@ export class JournalSource implements Source {
   private stopped = false;
   private paused = false;
   private timer: NodeJS.Timeout | undefined;
-  private writeTimer: NodeJS.Timeout | undefined;
   /** journalctl exited before printing anything, and that was logged. */
   private failing = false;
-  /** The cursor persisted (or to persist): the last entry whose predecessors are all handled. */
-  private handled: string | undefined;
   /** The last entry read: journalctl restarts after it. */
   private read: string | undefined;
-  /** Entries read and not handled yet, in order: their cursor and whether handled. */
-  private readonly inFlight: { cursor: string; done: boolean }[] = [];
+  private readonly order: InOrder<string>;
   private readonly reader: LineReader;
 
   constructor(private readonly o: JournalOptions) {
-    this.handled = readCursor(o.stateFile);
-    this.read = this.handled;
+    this.read = o.state.journal;
+    this.order = new InOrder((cursor) => (o.state.journal = cursor));
     this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () => o.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`));
   }
 
@@ -203,33 +313,7 @@ export class JournalSource implements Source {
     const cursor = entry.__CURSOR;
     if (typeof cursor !== 'string') return;
     this.read = cursor;
-    const slot = { cursor, done: false };
-    this.inFlight.push(slot);
-    this.o.entry(entry, () => {
-      slot.done = true;
-      this.advance();
-    });
-  }
-
-  private advance(): void {
-    let moved = false;
-    while (this.inFlight.length > 0 && this.inFlight[0].done) {
-      this.handled = this.inFlight.shift()!.cursor;
-      moved = true;
-    }
-    if (moved && this.writeTimer === undefined) this.writeTimer = setTimeout(() => this.writeCursor(), CURSOR_WRITE_MS);
-  }
-
-  private writeCursor(): void {
-    this.writeTimer = undefined;
-    if (this.handled === undefined) return;
-    try {
-      mkdirSync(dirname(this.o.stateFile), { recursive: true, mode: 0o700 });
-      writeFileSync(`${this.o.stateFile}.tmp`, `${this.handled}\n`);
-      renameSync(`${this.o.stateFile}.tmp`, this.o.stateFile);
-    } catch (e) {
-      this.o.log('err', `journal: cannot save the cursor in ${this.o.stateFile}: ${(e as Error).message}`);
-    }
+    this.o.entry(entry, this.order.add(cursor));
   }
 
   pause(): void {
@@ -245,22 +329,11 @@ export class JournalSource implements Source {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
-    clearTimeout(this.writeTimer);
-    this.writeCursor();
     const child = this.child;
     if (child !== undefined) {
       const closed = new Promise((resolve) => child.once('close', resolve));
       child.kill('SIGTERM');
       await closed;
     }
-  }
-}
-
-function readCursor(file: string): string | undefined {
-  try {
-    const text = readFileSync(file, 'utf8').trim();
-    return text === '' ? undefined : text;
-  } catch {
-    return undefined;
   }
 }

@@ -94,7 +94,7 @@ record({ id: 'watch.journal', name: 'blocklistd-watch matcher: mixed journal ent
 const dir = tempDir();
 const file = join(dir, 'auth.log');
 writeFileSync(file, '');
-const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd-watch'), '--control', join(dir, 'none.ctl'), '--patterns', join(repoRoot, 'etc/blocklistd-watch.d'), '--state', join(dir, 'cursor'), '--file', file, '--pattern', 'sshd'], { stdio: 'ignore' });
+const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd-watch'), '--control', join(dir, 'none.ctl'), '--patterns', join(repoRoot, 'etc/blocklistd-watch.d'), '--state', join(dir, 'state.json'), '--file', file, '--pattern', 'sshd'], { stdio: 'ignore' });
 await new Promise((resolve) => setTimeout(resolve, 2000));
 const before = cpuTicks(child.pid!);
 await new Promise((resolve) => setTimeout(resolve, 5000));
