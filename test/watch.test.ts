@@ -170,6 +170,31 @@ describe('matching', () => {
         '',
       ].join('\n'),
     );
+    // journalctl -o json output: the entries of sshd by its trusted fields; logger's forgery is another program's
+    const journal = join(dir, 'journal.json');
+    const message = 'Failed password for root from 192.0.2.1 port 2 ssh2';
+    writeFileSync(
+      journal,
+      [
+        { MESSAGE: message, SYSLOG_IDENTIFIER: 'sshd', _COMM: 'sshd', _EXE: '/usr/sbin/sshd', _SYSTEMD_UNIT: 'ssh.service' },
+        { MESSAGE: message, SYSLOG_IDENTIFIER: 'sshd', _COMM: 'logger', _UID: '1000' },
+        { MESSAGE: 'Server listening on 0.0.0.0 port 22.', _EXE: '/usr/sbin/sshd' },
+      ]
+        .map((e) => `${JSON.stringify(e)}\n`)
+        .join(''),
+    );
+    const j = await run(process.execPath, [watchBin, 'test', '--json', '--patterns', PATTERNS, '--pattern', 'sshd', journal]);
+    assert.equal(j.code, 0, j.stderr);
+    const report = JSON.parse(j.stdout) as { lines: { result: unknown; text: string }[]; counts: Record<string, unknown> };
+    const first = report.lines[0].result as { type: string; address: string; user: string; rule: string };
+    assert.deepEqual([first.type, first.address, first.user], ['fail', '192.0.2.1', 'root']);
+    assert.match(first.rule, /\/sshd\.conf:\d+$/);
+    assert.deepEqual(
+      report.lines.slice(1).map((l) => l.result),
+      ['other', null],
+    );
+    assert.deepEqual(report.counts, { lines: 3, matched: 1, unmatched: 1, other: 1, byType: { fail: 1 } });
+
     const bad = await run(process.execPath, [watchBin, 'test', '--patterns', PATTERNS, '--pattern', 'nosuch', log]);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /^blocklistd-watch: pattern 'nosuch': ENOENT/);
@@ -293,6 +318,18 @@ describe('the file source', () => {
     appendFileSync(log, 'bad login from 198.51.100.4\n');
     await reported(daemon, { '198.51.100.4': 2 });
     await daemon.waitFor(/remote=198\.51\.100\.4:0 msg="bad login from 198\.51\.100\.4" uid=0 gid=0 report source=mine/);
+
+    // the sources of a configuration file; an error in it is file:line, the good lines are read
+    const conf = join(dir, 'watch.conf');
+    const other = join(dir, 'other.log');
+    writeFileSync(other, '');
+    writeFileSync(conf, `# a comment\nfile ${other} ${patternFile}\nfiles ${other}\n`);
+    const c = Watcher.start(t, ['-s', daemon.socket, '--state', join(dir, 'state2.json'), '-c', conf]);
+    await until(() => c.stderr.includes('watching file'), 10_000);
+    assert.match(c.stderr, new RegExp(`${conf}:3: expected 'journal PATTERN' or 'file PATH PATTERN'`));
+    await new Promise((r) => setTimeout(r, 300));
+    appendFileSync(other, 'bad login from 198.51.100.5\n');
+    await reported(daemon, { '198.51.100.5': 2 });
 
     const noPattern = await run(process.execPath, [watchBin, '--file', log]);
     assert.equal(noPattern.code, 1);
