@@ -21,7 +21,7 @@ export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report';
 export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report'];
 
-/** The `report` request's types and the notification each stands for. */
+/** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */
 export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
 export type ReportType = (typeof REPORT_TYPES)[number];
 
