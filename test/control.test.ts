@@ -512,6 +512,7 @@ describe('blocklistctl control commands against a running daemon', () => {
       /^metrics        off$/,
       new RegExp(`^helper         ${escape(join(repoRoot, 'test/fixtures/control'))}: 0 running, 0 queued$`),
       /^notifications  2: auth_fail:matched 2$/,
+      /^of them reports 0: none$/,
       /^dropped        0: none$/,
       /^blocks         2: (limit 1, manual 1|manual 1, limit 1)$/,
       /^releases       0: none$/,

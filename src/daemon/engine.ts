@@ -152,12 +152,13 @@ export class Engine {
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[]): void {
     const { log, store } = this.o;
     const debug = this.o.debug() > 0;
-    if (debug || n.text !== '') {
-      log(n.text !== '' ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}`);
+    if (debug || n.text !== '' || n.report !== undefined) {
+      const via = n.report === undefined ? '' : ` report source=${n.report.source}`;
+      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`);
     }
     const probe = probeOf(n, this.o.families);
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
-    this.o.metrics?.notification(n.type, !!match);
+    this.o.metrics?.notification(n.type, !!match, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
