@@ -50,6 +50,8 @@ export interface Notification {
   remote: SocketAddress;
   /** True when `remote` came from the message (the `blocklist_sa` case). */
   explicitPeer: boolean;
+  /** Set when the notification came from a control `report` request (a log watcher): its source label. */
+  report?: { source: string };
 }
 
 /** `*` in the configuration (upstream stores −1): any value; nfail never; duration forever. */

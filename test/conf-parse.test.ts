@@ -151,6 +151,8 @@ describe('fields 2-7', () => {
     assert.equal(rule(`22 stream * * ${'x'.repeat(200)} 3 1h`).name, 'x'.repeat(127));
     const euro = rule(`22 stream * * ${'€'.repeat(50)} 3 1h`).name;
     assert.equal(euro, '€'.repeat(42), 'cut on a character boundary');
+    // any other character is the name's: the helper makes filter object names of it (blocklistd-helper(8))
+    for (const text of ['ä', 'ö', 'a+b', 'a_b', 'INPUT', 'x\\y', 'a"b;c']) assert.equal(rule(`22 stream * * ${text} 3 1h`).name, text);
   });
 
   test('nfail: a count, * never, = inherit', () => {
@@ -243,6 +245,14 @@ describe('errors (config.md §8): the line is skipped with file:line, the rest l
     ['70000 stream * * * 2 90', 'Port out of range [70000]', 'local'], // G32
     ['22 stream * * /24 2 90', 'Empty name not allowed in local config', 'local'], // G42
     ['10.0.0.0/=:22 * * * = * *', "`=' for mask not allowed in a location", 'remote'], // upstream aborts on it
+    // a rule name reaches the helper and the packet filter's object names: no control bytes (NUL cut it), no blanks
+    ['22 stream * * a\0b 2 90', 'Bad name [a\\x00b]: control characters are not allowed', 'local'],
+    ['22 stream * * -ext\x01 2 90', 'Bad name [blocklistd-ext\\x01]: control characters are not allowed', 'local'],
+    ['22 stream * * a\x7fb 2 90', 'Bad name [a\\x7fb]: control characters are not allowed', 'local'],
+    ['22 stream * * a\u0085b 2 90', 'Bad name [a\\x85b]: control characters are not allowed', 'local'],
+    ['22 stream * * a\u00a0b 2 90', 'Bad name [a\u00a0b]: blanks are not allowed', 'local'],
+    ['22 stream * * a\u2028b 2 90', 'Bad name [a\u2028b]: blanks are not allowed', 'local'],
+    ['* * * * x:a\x1bb * * *', 'Bad name [a\\x1bb]: control characters are not allowed', 'remote'],
   ];
   for (const [line, message, section] of cases) {
     test(message, () => assert.equal(error(line, section), `2: ${message}`));

@@ -268,6 +268,22 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(parsed(r).result.entry.id, 'id-192.0.2.21:');
   });
 
+  test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at its limit without id', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
+    const control = controlOf(daemon);
+    daemon.helperMode('hang');
+    const r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.30']);
+    assert.equal(r.code, 1);
+    assert.equal(parsed(r).error.code, 'helper_failed');
+    assert.match(parsed(r).error.message, /^the helper did not finish \(.*: timed out\): the block may be in the packet filter until the entry expires$/);
+    const entries = daemon.entries().filter((e) => e.key.address === '192.0.2.30');
+    assert.deepEqual(
+      entries.map((e) => [e.id, e.count >= e.key.nfail]),
+      [['', true]],
+    );
+  });
+
   test('unblock: by address, network, port and name, and --all; rem called for blocks, entries deleted', async (t) => {
     const [port, other] = await Promise.all([freePort(), freePort()]);
     const daemon = await started(t, `${port} stream * * * 3 1h\n${other} stream * * * 3 1h\n`);
@@ -367,6 +383,10 @@ describe('blocklistctl control commands against a running daemon', () => {
     r = await ctl(['flush', '--json', '--control', control, 'gamma']);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(parsed(r).result, { names: [{ name: 'gamma', ok: true, deleted: 0 }] });
+    // any name the configuration allows, non-ASCII ones too: the helper makes its filter object names of it
+    r = await ctl(['flush', '--json', '--control', control, 'ä']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(parsed(r).result, { names: [{ name: 'ä', ok: true, deleted: 0 }] });
 
     // no name: every name of the rules and of the database
     r = await ctl(['flush', '--json', '--control', control]);
@@ -374,8 +394,8 @@ describe('blocklistctl control commands against a running daemon', () => {
     const names = (parsed(r).result.names as Json[]).map((n) => [n.name, n.deleted]).sort();
     assert.deepEqual(names, [['beta', 1], ['blocklistd', 1]]);
     const flushes = daemon.helperCalls().filter((c) => c.startsWith('flush '));
-    assert.deepEqual(flushes.slice(0, 2), ['flush alpha', 'flush gamma']);
-    assert.deepEqual(flushes.slice(2).sort(), ['flush beta', 'flush blocklistd']);
+    assert.deepEqual(flushes.slice(0, 3), ['flush alpha', 'flush gamma', 'flush ä']);
+    assert.deepEqual(flushes.slice(3).sort(), ['flush beta', 'flush blocklistd']);
     assert.deepEqual(daemon.entries(), []);
     r = await ctl(['flush', '--control', control]);
     assert.equal(r.code, 0, r.stderr);
@@ -492,6 +512,7 @@ describe('blocklistctl control commands against a running daemon', () => {
       /^metrics        off$/,
       new RegExp(`^helper         ${escape(join(repoRoot, 'test/fixtures/control'))}: 0 running, 0 queued$`),
       /^notifications  2: auth_fail:matched 2$/,
+      /^of them reports 0: none$/,
       /^dropped        0: none$/,
       /^blocks         2: (limit 1, manual 1|manual 1, limit 1)$/,
       /^releases       0: none$/,
@@ -522,13 +543,15 @@ describe('blocklistctl control commands against a running daemon', () => {
       [['block', '192.0.2.1', '-t', '0'], "bad duration '0'"],
       [['block', '192.0.2.1', '-p', '22', '-P', 'icmp', '-t', '1h'], "bad protocol 'icmp': tcp or udp"],
       [['block', '192.0.2.1', '-P', 'udp', '-t', '1h'], 'a protocol needs a port'],
-      [['block', '192.0.2.1', '-n', 'two words', '-t', '1h'], "bad rule name 'two words'"],
+      [['block', '192.0.2.1', '-n', 'two words', '-t', '1h'], "bad rule name 'two words': blanks are not allowed"],
       [['block', '192.0.2.1'], 'no rule matches 192\\.0\\.2\\.1: give a duration'],
-      [['block', '192.0.2.70', '-p', '22', '-t', '1h', '-n', 'x'.repeat(200)], 'bad rule name'],
+      [['block', '192.0.2.70', '-p', '22', '-t', '1h', '-n', 'x'.repeat(200)], "bad rule name 'x+': longer than 127 bytes"],
       [['unblock', '300.1.1.1'], "bad address '300\\.1\\.1\\.1'"],
       [['unblock', '192.0.2.70/40'], "bad mask '/40'"],
       [['unblock', '192.0.2.70', '-p', 'nope'], "bad port 'nope'"],
-      [['flush', 'a\tb'], "bad rule name 'a\tb'"],
+      [['flush', 'a\tb'], "bad rule name 'a\\\\x09b': control characters are not allowed"],
+      [['flush', 'a\u0085b'], "bad rule name 'a\\\\x85b': control characters are not allowed"],
+      [['block', '192.0.2.1', '-n', 'a\u00a0b', '-t', '1h'], "bad rule name 'a\u00a0b': blanks are not allowed"],
     ];
     // every case in human output, every third also with --json (the same answer, printed as it is)
     const withJson = (i: number): boolean => i % 3 === 0;

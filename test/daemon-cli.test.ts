@@ -57,6 +57,8 @@ describe('blocklistd command line', () => {
       [['-t', '0'], `blocklistd: Bad timeout '0': a number of seconds from 1\n${USAGE}`], // G19
       [['-t', '-5'], `blocklistd: Bad timeout '-5': a number of seconds from 1\n${USAGE}`],
       [['-t', 'abc'], `blocklistd: Bad timeout 'abc': a number of seconds from 1\n${USAGE}`],
+      [['-R', 'a\tb'], `blocklistd: bad rule name 'a\\x09b': control characters are not allowed\n${USAGE}`],
+      [['-R', 'a b'], `blocklistd: bad rule name 'a b': blanks are not allowed\n${USAGE}`],
       [['-P', '/nonexistent/sockets'], "blocklistd: Can't open '/nonexistent/sockets': No such file or directory\n"],
       [['--log-format', 'json'], 'blocklistd: --log-format json writes on stdout: use it with --foreground or -d\n'],
     ];

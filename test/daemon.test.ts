@@ -196,7 +196,24 @@ describe('blocklistd processing', () => {
     assert.ok(Date.now() - t0 < 1000, 'notifications are processed while the helper hangs');
     assert.equal(daemon.entries().find((e) => e.key.port === other)?.count, 5);
     await daemon.waitFor(/add timed out after 2 s, killed/);
-    await daemon.waitFor(/the helper gave no rule id \(timed out\)/);
+    await daemon.waitFor(/the helper gave no rule id \(timed out\); the block may be in the packet filter: kept until it expires/);
+  });
+
+  test('a timed-out add may have reached the filter: the entry stays at its limit without id, and expiry runs rem for it', async (t) => {
+    const port = await freePort();
+    const daemon = await started(t, `${port} stream * * * 1 2\n`, ['--helper-timeout', '1']);
+    daemon.helperMode('hang');
+    const r = await reporter(t, daemon, port);
+    await report(daemon, r, AUTH_FAIL);
+    await daemon.waitFor(/the helper gave no rule id \(timed out\); the block may be in the packet filter/);
+    const [entry] = daemon.entries();
+    assert.deepEqual([entry?.count, entry?.id], [2, ''], 'at its limit, no rule id: not forgotten');
+    daemon.helperMode('ok');
+    await until(() => daemon.entries().length === 0, 10_000);
+    assert.deepEqual(
+      daemon.helperCalls().filter((c) => c.includes(` ${port} `)),
+      [`add blocklistd tcp 127.0.0.1 32 ${port} ''`, `rem blocklistd tcp 127.0.0.1 32 ${port} ''`],
+    );
   });
 
   test('a failed rem keeps the entry and is tried again, without spinning, until it works (G17)', async (t) => {

@@ -359,6 +359,40 @@ test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask 
   });
 });
 
+test('npf, pf and ipfilter take the rule name as it is, as upstream: a name they cannot read as one plain name is refused, nothing run', async () => {
+  // npf.conf, pf.conf and ipf.conf refer to these names: upstream's (blocklistd, blocklistd-ext) stay as they are
+  for (const backend of ['npf', 'pf', 'ipfilter']) {
+    for (const name of ['a+b', 'ä', '_x', '-x', '.x', 'a/b', 'a b', 'x\\y', '']) {
+      const refused = { code: 1, stdout: '', stderr: `blocklistd-helper: rule name '${name}' not usable with ${backend}: letters, digits, '.', '_' and '-' only, starting with a letter or digit\n` };
+      for (const args of [add(name, 'tcp', '192.0.2.1', 32, '22'), rem(name, 'tcp', '192.0.2.1', 32, '22', 'OK'), ['flush', name]]) {
+        const log = stubLog(`name-${backend}`);
+        const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
+        assert.deepEqual(result, refused, `${backend} ${args.join(' ')}`);
+        assert.equal(readFileSync(log, 'utf8'), '', `${backend} ${args.join(' ')}: nothing run`);
+      }
+    }
+    // in a batch, only that line fails
+    const log = stubLog(`name-batch-${backend}`);
+    const result = await helper(['batch'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend }, 'add a+b tcp 192.0.2.1 32 22 \nadd blocklistd.x_1-y tcp 192.0.2.2 32 22 \n');
+    assert.equal(result.code, 0, backend);
+    assert.deepEqual(result.stdout.split('\n').map((l) => l !== ''), [false, true, false], `${backend}: ${result.stdout}`);
+    assert.match(result.stderr, /rule name 'a\+b' not usable/);
+    assert.ok(!readFileSync(log, 'utf8').includes('a+b'), `${backend}: nothing run for a+b`);
+  }
+});
+
+test('ipfw does not use the rule name, and log records it as it is: any name goes', async () => {
+  const log = stubLog('name-ipfw');
+  const result = await helper(add('a+b ä\\n', 'tcp', '192.0.2.1', 32, '22'), { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: 'ipfw', STUB_IPFW_SHOW: '0' });
+  assert.deepEqual(result, { code: 0, stdout: 'OK\n', stderr: '' });
+  const calls = join(dir, 'name-log-calls');
+  const env = { STUB_LOG: log, BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: configFile(`log_file=${calls}\n`) };
+  // printf, not echo: a backslash in the name stays one
+  assert.deepEqual(await helper(add('x\\ny\\c', 'tcp', '192.0.2.1', 32, '22'), env), { code: 0, stdout: 'OK x\\ny\\c:192.0.2.1/32:22\n', stderr: '' });
+  assert.deepEqual(await helper(['flush', '-n'], env), { code: 0, stdout: 'OK\n', stderr: '' });
+  assert.deepEqual(readFileSync(calls, 'utf8'), 'add x\\ny\\c tcp 192.0.2.1 32 22 \nflush -n\n');
+});
+
 test('control capabilities prints "batch batch-flush" and runs nothing', async () => {
   for (const backend of ['npf', 'pf', 'ipfilter', 'ipfw', 'log']) {
     const log = stubLog(`capabilities-${backend}`);

@@ -7,6 +7,7 @@
 // filters (Debian packages) when they are missing.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
@@ -126,32 +127,23 @@ const blk = (proto: string, address: string, mask: number | string, port: number
 const fullMask = (address: string): number => (address.includes(':') ? 128 : 32);
 const sorted = (list: string[]): string[] => [...list].sort();
 
-/** POSIX cksum(1), which the helper uses to keep shortened names apart. */
-function cksum(text: string): number {
-  const data = Buffer.from(text);
-  let crc = 0;
-  const step = (byte: number): void => {
-    crc = (crc ^ (byte << 24)) >>> 0;
-    for (let i = 0; i < 8; i++) crc = crc & 0x80000000 ? ((crc << 1) ^ 0x04c11db7) >>> 0 : (crc << 1) >>> 0;
-  };
-  for (const byte of data) step(byte);
-  for (let n = data.length; n > 0; n = Math.floor(n / 256)) step(n & 0xff);
-  return ~crc >>> 0;
+/**
+ * A rule name as the helper makes object names of it: every byte but a
+ * letter, a digit or "-" as _ and two hex digits, and so a first byte that is
+ * not a letter; "_" for the empty name; longer than `max`: cut, "_h" and 16
+ * hex digits of the name's SHA-256.
+ */
+function encodedName(name: string, max: number): string {
+  const bytes = [...Buffer.from(name)];
+  const kept = (b: number, i: number): boolean => /[A-Za-z]/.test(String.fromCharCode(b)) || (i > 0 && /[0-9-]/.test(String.fromCharCode(b)));
+  const n = bytes.length === 0 ? '_' : bytes.map((b, i) => (kept(b, i) ? String.fromCharCode(b) : `_${b.toString(16).padStart(2, '0')}`)).join('');
+  return n.length <= max ? n : `${n.slice(0, max - 18)}_h${createHash('sha256').update(name).digest('hex').slice(0, 16)}`;
 }
 
-/** The name the filter gets: letters, digits, - _ . only; longer than `max`: cut, `_` and the checksum of the whole name. */
-function filterName(name: string, max: number): string {
-  const n = name.replace(/[^A-Za-z0-9_.-]/g, '_');
-  if (n.length <= max) return n;
-  const sum = String(cksum(name));
-  return `${n.slice(0, max - sum.length - 1)}_${sum}`;
-}
-
-/** A rule name in nftables: filterName's, `_` first unless it starts with a letter or `_`. */
-function nftBase(name: string): string {
-  const n = filterName(name, 200);
-  return /^[A-Za-z_]/.test(n) ? n : `_${n}`;
-}
+/** A rule name in nftables: encoded, in the helper's own table without prefix. */
+const nftBase = (name: string): string => encodedName(name, 200);
+/** A rule name's iptables chain: "bl-" and the name encoded, 28 characters at most. */
+const iptablesChain = (name: string): string => `bl-${encodedName(name, 25)}`;
 
 /** The filter object holding a rule name's blocks of one family (nftables: its set of single addresses). */
 function objectName(backend: Backend, name: string, family: Family): string {
@@ -159,9 +151,9 @@ function objectName(backend: Backend, name: string, family: Family): string {
     case 'nftables':
       return `${nftBase(name)}-v${family}`;
     case 'ipset':
-      return `${filterName(name, 28)}-${family}`;
+      return `bl-${encodedName(name, 25)}-${family}`;
     case 'iptables':
-      return `${family}:${filterName(name, 28)}`;
+      return `${family}:${iptablesChain(name)}`;
   }
 }
 
@@ -228,6 +220,11 @@ async function ipsetListing(ns: Netns): Promise<Listing> {
   const blocks = new Map<string, string[]>();
   const frame: string[] = [];
   for (const line of r.stdout.split('\n')) {
+    // the host's own sets: only their presence and content matter
+    if (/^(create|add) (?!bl-)/.test(line)) {
+      frame.push(line);
+      continue;
+    }
     const create = /^create (\S+) (\S+) family (\S+)/.exec(line);
     if (create) {
       frame.push(`ipset ${create[1]} ${create[2]} ${create[3]}`);
@@ -316,7 +313,7 @@ function assertFrameOnce(l: Listing, backend: Backend, name: string, families: F
         assert.equal(count(l.frame, `${family} -A INPUT -m set --match-set ${object} src,dst -j DROP`), 1, `INPUT rule for ${object}`);
         break;
       case 'iptables': {
-        const chain = filterName(name, 28);
+        const chain = iptablesChain(name);
         assert.equal(count(l.frame, `${family} :${chain} -`), 1, `chain ${object}`);
         assert.equal(count(l.frame, `${family} -A INPUT -j ${chain}`), 1, `jump to ${object}`);
         break;
@@ -501,19 +498,19 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await listing(ns, backend), before, 'nothing created for an unknown name');
       });
 
-      test("a long rule name is cut to the filter's limit, a checksum keeping names apart", async (t) => {
+      test("a long rule name is cut to the filter's limit, a hash of the whole name keeping names apart", async (t) => {
         const ns = await Netns.create(t, backend);
         const stem = `blocklistd-${'a'.repeat(30)}`;
-        const exact = `blocklistd-${'b'.repeat(17)}`; // 28 characters, the iptables limit
+        const exact = `blocklistd-${'b'.repeat(14)}`; // 25 characters: with "bl-", the iptables limit of 28
         const names = [`${stem}-one`, `${stem}-two`, exact, `${exact}c`];
-        if (backend === 'nftables') names.push(`blocklistd-${'x'.repeat(220)}`, `blocklistd-${'x'.repeat(221)}`);
+        if (backend === 'nftables') names.push(`blocklistd-${'x'.repeat(189)}`, `blocklistd-${'x'.repeat(190)}`, `blocklistd-${'x'.repeat(220)}`);
         const own = (k: number): Record<Family, string[]> => ({ 4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)], 6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] });
         for (const [k, name] of names.entries()) {
           await ok(ns, backend, ['add', name, 'tcp', `192.0.2.${k + 1}`, '32', '22', '']);
           await ok(ns, backend, ['add', name, 'tcp', `2001:db8::${k + 1}`, '128', '22', '']);
         }
         const l = await listing(ns, backend);
-        // each name finds its own blocks, and only them, in objects named as filter_name says
+        // each name finds its own blocks, and only them, in objects named as object_name says
         for (const [k, name] of names.entries()) {
           assert.deepEqual({ 4: familyBlocks(l, backend, name, 4), 6: familyBlocks(l, backend, name, 6) }, own(k), name);
           assertFrameOnce(l, backend, name, [4, 6]);
@@ -521,11 +518,12 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         const limit = { nftables: 256, ipset: 31, iptables: 2 + 28 }[backend];
         for (const o of l.blocks.keys()) assert.ok(o.length <= limit, `${o}: ${o.length} characters`);
         if (backend !== 'nftables') {
-          assert.ok(l.blocks.has(obj(exact, 4)) && filterName(exact, 28) === exact, '28 characters are kept');
-          assert.match(obj(`${exact}c`, 4), /^(4:)?blocklistd-b+_\d+(-4)?$/, '29 are cut');
+          assert.ok(l.blocks.has(obj(exact, 4)) && obj(exact, 4).includes(`bl-${exact}`), '25 characters are kept');
+          assert.match(obj(`${exact}c`, 4), /^(4:)?bl-blockli_h[0-9a-f]{16}(-4)?$/, '26 are cut');
         } else {
           assert.ok(l.blocks.has(obj(`${stem}-one`, 4)), 'nftables names are long enough for these');
-          assert.match(obj(names[4], 4), /^blocklistd-x+_\d+-v4$/, 'beyond 200 they are cut');
+          assert.equal(obj(names[4], 4), `${names[4]}-v4`, '200 characters are kept');
+          assert.match(obj(names[5], 4), /^blocklistd-x+_h[0-9a-f]{16}-v4$/, 'beyond 200 they are cut');
         }
         // rem and flush with the long name find its object, and only it
         await ok(ns, backend, ['rem', names[0], 'tcp', '192.0.2.1', '32', '22', 'id']);
@@ -533,6 +531,62 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await blocksOf(ns, backend, names[0]), { 4: [], 6: own(0)[6] });
         assert.deepEqual(await blocksOf(ns, backend, names[1]), { 4: [], 6: [] });
         assert.deepEqual(await blocksOf(ns, backend, names[3]), own(3));
+      });
+
+      test("distinct rule names never share a filter object (ä/ö, a+b/a_b, 1abc); no name reaches the host's INPUT chain, sets or tables", async (t) => {
+        const ns = await Netns.create(t, backend);
+        // the host's own objects, named as a rule name would name them without the helper's encoding and prefix
+        const host: string[][] = [
+          ['iptables', '-A', 'INPUT', '-s', '203.0.113.77/32', '-j', 'ACCEPT'],
+          ['ip6tables', '-A', 'INPUT', '-s', '2001:db8:77::1/128', '-j', 'ACCEPT'],
+          ['ipset', 'create', 'trusted-4', 'hash:net'],
+          ['ipset', 'add', 'trusted-4', '203.0.113.0/24'],
+          ['nft', 'add table inet filter; add set inet filter trusted-v4 { type ipv4_addr; }; add element inet filter trusted-v4 { 203.0.113.1 }'],
+          ['nft', 'add chain inet filter INPUT-input { type filter hook input priority 10; }; add rule inet filter INPUT-input ip saddr 203.0.113.78 accept'],
+        ];
+        for (const command of host) await succeeds(ns.exec(command), command.join(' '));
+        const hostObjects = async (): Promise<string[]> => [
+          ...(await xtablesLines(ns)).filter((line) => / -A INPUT -s \S+ -j ACCEPT$/.test(line)),
+          (await succeeds(ns.exec(['ipset', 'list', 'trusted-4']), 'ipset list')).stdout.replace(/^(Size in memory|References).*$/gm, ''),
+          (await succeeds(ns.exec(['nft', 'list', 'table', 'inet', 'filter']), 'nft list')).stdout,
+        ];
+        const before = await hostObjects();
+        assert.equal(before.filter((line) => line.includes('-j ACCEPT')).length, 2);
+
+        const names = ['ä', 'ö', 'a+b', 'a_b', 'a_2bb', '1abc', '_31abc', 'INPUT', 'trusted', 'x\\y'];
+        for (const [k, name] of names.entries()) {
+          await ok(ns, backend, ['add', name, 'tcp', `192.0.2.${k + 1}`, '32', '22', '']);
+          await ok(ns, backend, ['add', name, 'tcp', `2001:db8::${k + 1}`, '128', '22', '']);
+        }
+        const l = await listing(ns, backend);
+        const objects = new Set<string>();
+        for (const [k, name] of names.entries()) {
+          assert.deepEqual({ 4: familyBlocks(l, backend, name, 4), 6: familyBlocks(l, backend, name, 6) }, { 4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)], 6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] }, name);
+          for (const family of [4, 6] as const) objects.add(obj(name, family));
+        }
+        assert.equal(objects.size, 2 * names.length, 'one object per name and family');
+        for (const name of ['ä', 'a+b', 'INPUT', 'trusted']) await ok(ns, backend, ['flush', name]);
+        await ok(ns, backend, ['rem', 'a_b', 'tcp', '192.0.2.4', '32', '22', 'id']);
+        for (const [k, name] of names.entries()) {
+          const flushed = ['ä', 'a+b', 'INPUT', 'trusted'].includes(name);
+          const v4 = flushed || name === 'a_b' ? [] : [blk('tcp', `192.0.2.${k + 1}`, 32, 22)];
+          assert.deepEqual(await blocksOf(ns, backend, name), { 4: v4, 6: flushed ? [] : [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] }, name);
+        }
+        assert.deepEqual(await hostObjects(), before, "the host's objects are as they were");
+      });
+
+      test('batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction', async (t) => {
+        const ns = await Netns.create(t, backend);
+        const names = ['ä', 'a+b', 'a_b', 'x\\y', '1abc'];
+        await ok(ns, backend, ['add', 'ä', 'tcp', '192.0.2.100', '32', '22', '']);
+        const { out, calls } = await batch(ns, backend, names.map((name, k) => `add ${name} tcp 192.0.2.${k + 1} 32 22 `));
+        assert.deepEqual(out, names.map(() => 'OK'));
+        assertOneTransaction(backend, calls);
+        for (const [k, name] of names.entries()) {
+          const v4 = [blk('tcp', `192.0.2.${k + 1}`, 32, 22), ...(name === 'ä' ? [blk('tcp', '192.0.2.100', 32, 22)] : [])];
+          assert.deepEqual((await blocksOf(ns, backend, name))[4], sorted(v4), name);
+        }
+        assertFrameOnce(await listing(ns, backend), backend, 'ä', [4]);
       });
 
       test('OK only when the filter accepted the change: nothing printed for what it refuses', async (t) => {

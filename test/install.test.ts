@@ -25,6 +25,7 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   for (const [link, target] of [
     ['sbin/blocklistd', 'bin/blocklistd'],
     ['sbin/blocklistctl', 'bin/blocklistctl'],
+    ['sbin/blocklistd-watch', 'bin/blocklistd-watch'],
     ['libexec/blocklistd-helper', 'bin/blocklistd-helper'],
   ]) {
     assert.ok(lstatSync(join(prefix, link)).isSymbolicLink(), link);
@@ -37,7 +38,7 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.ok(!existsSync(join(lib, 'bin/install-system')));
   // the manual pages, their paths those of the prefix
   const pages = readdirSync(join(repoRoot, 'man'));
-  assert.deepEqual(pages.map((p) => p.replace(/^.*\./, '')).sort(), ['3', '5', '8', '8', '8']);
+  assert.deepEqual(pages.map((p) => p.replace(/^.*\./, '')).sort(), ['3', '5', '8', '8', '8', '8']);
   for (const name of pages) {
     const installed = join(prefix, `share/man/man${name.slice(name.lastIndexOf('.') + 1)}`, name);
     assert.equal(lstatSync(installed).mode & 0o777, 0o644, name);
@@ -47,6 +48,14 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
 
   const conf = join(etc, 'blocklistd.conf');
   assert.equal(readFileSync(conf, 'utf8'), readFileSync(join(repoRoot, 'etc/blocklistd.conf'), 'utf8'));
+  // the watcher's configuration and patterns, and the watcher running from the prefix with them
+  assert.equal(readFileSync(join(etc, 'blocklistd-watch.conf'), 'utf8'), readFileSync(join(repoRoot, 'etc/blocklistd-watch.conf'), 'utf8'));
+  assert.deepEqual(readdirSync(join(etc, 'blocklistd-watch.d')).sort(), readdirSync(join(repoRoot, 'etc/blocklistd-watch.d')).sort());
+  const line = join(root, 'auth.log');
+  writeFileSync(line, 'Dec  4 14:00:00 host sshd[1]: Failed password for root from 192.0.2.1 port 2 ssh2\n');
+  const watchTest = await run(join(prefix, 'sbin/blocklistd-watch'), ['test', '--patterns', join(etc, 'blocklistd-watch.d'), '--pattern', 'sshd', line]);
+  assert.equal(watchTest.code, 0, watchTest.stderr);
+  assert.match(watchTest.stdout, /^1: fail 192\.0\.2\.1 user=root\t/);
   const check = await run(join(prefix, 'sbin/blocklistctl'), ['config', '-c', conf]);
   assert.equal(check.code, 0, check.stderr);
   assert.match(check.stdout, /^22\tstream\t\*\t\*\tblocklistd\t3\t6h/m);
@@ -89,6 +98,9 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
   assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
   assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+  const watchUnit = readFileSync(join(stage, 'etc/systemd/system/blocklistd-watch.service'), 'utf8');
+  assert.match(watchUnit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd-watch -c \/etc\/bl\/blocklistd-watch\.conf --patterns \/etc\/bl\/blocklistd-watch\.d /m);
+  assert.ok(existsSync(join(stage, 'etc/bl/blocklistd-watch.d/sshd.conf')));
   assert.ok(existsSync(join(stage, 'etc/bl/blocklistd.conf')));
   assert.equal(readlinkSync(join(stage, 'opt/bl/sbin/blocklistd')), '/opt/bl/lib/blocklistd/bin/blocklistd');
   for (const page of ['man3/blocklist.3', 'man5/blocklistd.conf.5', 'man8/blocklistd.8', 'man8/blocklistctl.8', 'man8/blocklistd-helper.8']) {
@@ -112,4 +124,6 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
   assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
   assert.equal((await run('sh', ['-n', rc])).code, 0);
+  const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');
+  assert.match(watchRc, /^procname="\/usr\/local\/sbin\/blocklistd-watch"$/m);
 });

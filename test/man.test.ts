@@ -27,7 +27,7 @@ import { WireType, type Notification } from '../src/types.js';
 import { Receiver, freePort, isRoot, repoRoot, run, tcpNotification, tempDir, until } from './support.js';
 
 const MAN = join(repoRoot, 'man');
-const PAGES = ['blocklist.3', 'blocklistd.conf.5', 'blocklistctl.8', 'blocklistd.8', 'blocklistd-helper.8'];
+const PAGES = ['blocklist.3', 'blocklistd.conf.5', 'blocklistctl.8', 'blocklistd.8', 'blocklistd-helper.8', 'blocklistd-watch.8'];
 const env = systemEnv('blocklistd');
 
 const page = (name: string): string[] => readFileSync(join(MAN, name), 'utf8').split('\n');
@@ -173,7 +173,7 @@ describe('manual pages', () => {
     const s = sections(lines);
     const top = help('blocklistctl', []);
     const commands = helpCommands(top);
-    assert.deepEqual(commands, ['dump', 'config', 'test', 'block', 'unblock', 'flush', 'reload', 'status']);
+    assert.deepEqual(commands, ['dump', 'config', 'test', 'block', 'unblock', 'flush', 'report', 'reload', 'status']);
 
     // the synopsis: one `.Nm` form per command, then the help and version forms
     const forms: { command?: string; flags: string[] }[] = [];
@@ -203,7 +203,7 @@ describe('manual pages', () => {
     const HELP = ['-h', '--help'];
     for (const command of commands) {
       const accepted = sorted(helpOptions(help('blocklistctl', [command])).filter((o) => !HELP.includes(o)));
-      const isControl = ['block', 'unblock', 'flush', 'reload', 'status'].includes(command);
+      const isControl = ['block', 'unblock', 'flush', 'report', 'reload', 'status'].includes(command);
       assert.deepEqual(sorted(synopsis.get(command) ?? []), accepted, `SYNOPSIS of ${command}`);
       assert.deepEqual(sorted([...(lists.get(command) ?? []), ...(isControl ? control : [])]), accepted, `option list of ${command}`);
       // -h and --help are accepted by every command: the help form of the synopsis says so

@@ -1,7 +1,7 @@
 // The helper runner against real processes: the shell scripts of
 // test/fixtures/ stand in for the packet-filter control program.
 import assert from 'node:assert/strict';
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HelperRunner, type Change, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
@@ -42,6 +42,7 @@ function runner(program: string, options: Partial<HelperRunnerOptions> = {}): { 
 }
 
 const target = (address: string, name = 'blocklistd'): HelperTarget => ({ name, proto: 'tcp', address, mask: 32, port: 22 });
+const change = (action: 'add' | 'rem', address: string, id = ''): Change => ({ action, target: target(address), id });
 
 /** The record fixture's argument text for a call. */
 const changeArgs = (action: string, t: HelperTarget, id: string): string =>
@@ -170,7 +171,7 @@ test('a helper that does not finish in time is killed and the call fails', async
   const { runner: hang, logs } = runner(program, { timeoutMs: 300 });
   const started = Date.now();
   const result = await hang.change('add', target('192.0.2.1'), '');
-  // The shell's child still holds stdout: killing the helper is enough.
+  // The shell's child (a sleep) dies with it: the whole process group is killed.
   assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
   assert.deepEqual(result, {
     line: undefined,
@@ -183,6 +184,54 @@ test('a helper that does not finish in time is killed and the call fails', async
   });
   assert.deepEqual(logs.lines, [{ level: 'err', message: `${program} add timed out after 0.3 s, killed` }]);
   assert.equal(hang.pending, 0);
+});
+
+test('a timed-out helper dies with every process it started: no change reaches the filter after the daemon gave up', async () => {
+  // Before, only the shell was killed and its subshell made the change a moment later.
+  const log = recordTo();
+  const { runner: late } = runner(fixture('late-change'), { timeoutMs: 300 });
+  const result = await late.change('add', target('192.0.2.1'), '');
+  assert.equal(result.timedOut, true);
+  assert.equal(result.line, undefined);
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  assert.equal(existsSync(log) ? readFileSync(log, 'utf8') : '', '', 'the subshell survived the timeout');
+});
+
+test('the answer is read when the helper exits: a process it leaves in the background does not hold the call', async () => {
+  // The background process keeps stdout open for 3 s; upstream waits for the exit too.
+  const { runner: background } = runner(fixture('background'), { timeoutMs: 10_000 });
+  fixtureEnv({ HELPER_REPLY: 'OK bg\\n' });
+  let started = Date.now();
+  const result = await background.change('add', target('192.0.2.1'), '');
+  assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+  assert.deepEqual(result, { line: 'OK bg', id: 'bg', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
+  // A batch's answer is many lines: all of them are read, none waits for the background process.
+  fixtureEnv({ HELPER_REPLY: 'OK 1\\n\\nOK 3\\n' });
+  started = Date.now();
+  const results = await background.batch([1, 2, 3].map((i) => ({ action: 'add', target: target(`192.0.2.${i}`), id: '' })));
+  assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+  assert.deepEqual(
+    results.map((r) => r.id),
+    ['1', undefined, '3'],
+  );
+  fixtureEnv({});
+});
+
+test('a character split between two reads of the answer stays whole; a batch line is cut at 4096 bytes on a character boundary', async () => {
+  const split = runner(fixture('split-utf8')).runner;
+  assert.deepEqual(
+    (await split.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')])).map((r) => r.id),
+    ['aé', 'b'],
+  );
+  assert.equal((await split.change('add', target('192.0.2.1'), '')).line, 'OK aé');
+  // 2-byte characters: 3 + 2046 × 2 = 4095 bytes, the next one would end at byte 4097
+  fixtureEnv({ HELPER_REPLY: `OK ${'é'.repeat(3000)}\\nOK b\\n` });
+  const results = await runner(fixture('record')).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')]);
+  assert.deepEqual(
+    results.map((r) => r.line),
+    [`OK ${'é'.repeat(2046)}`, 'OK b'],
+  );
+  fixtureEnv({});
 });
 
 test('a program that cannot be started fails the call with the C library text', async () => {
@@ -393,7 +442,6 @@ describe('batch mode', () => {
     process.env.BLOCKLISTD_HELPER_CONF = conf;
     return { runner: runner(helperScript).runner, log };
   }
-  const change = (action: 'add' | 'rem', address: string, id = ''): Change => ({ action, target: target(address), id });
 
   test('capabilities: the words of the first line; none from a helper that does not know the command', async () => {
     assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush']));

@@ -34,7 +34,7 @@ export function tempDir(prefix = 'blocklistd-test-'): string {
 }
 
 /** What a program of this repository needs at run time: the launchers, the compiled code, the addon, the dependencies. */
-const RUNTIME_ENTRIES = ['package.json', 'bin', 'dist', 'build', 'node_modules'];
+const RUNTIME_ENTRIES = ['package.json', 'bin', 'dist', 'build', 'node_modules', 'etc'];
 
 let sharedRoot: string | undefined;
 

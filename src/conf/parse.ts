@@ -185,8 +185,25 @@ function getName(text: string, section: Section, env: ConfEnv): { name: string; 
   } else if (nameText.startsWith('-')) name = env.defaultName + nameText;
   else name = nameText;
   if (name === '' && section === 'local') throw new LineError('Empty name not allowed in local config'); // G42
+  const problem = ruleNameProblem(name);
+  if (problem !== undefined) throw new LineError(`Bad name [${shownName(name)}]: ${problem}`);
   return { name: truncateBytes(name, NAME_MAX), rmask };
 }
+
+/**
+ * Why a rule name cannot be used, undefined when it can.  The name goes to
+ * the helper as an argument and as a field of a batch line, and into the
+ * names of packet-filter objects: a NUL would cut it, a control character
+ * or a blank would split or forge a line.
+ */
+export function ruleNameProblem(name: string): string | undefined {
+  if (/\p{Cc}/u.test(name)) return 'control characters are not allowed';
+  if (/\s/u.test(name)) return 'blanks are not allowed';
+  return undefined;
+}
+
+/** A rule name as a message shows it: control characters as \xNN. */
+export const shownName = (name: string): string => name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 
 function truncateBytes(s: string, max: number): string {
   const b = Buffer.from(s, 'utf8');

@@ -1,5 +1,5 @@
 // blocklistctl's commands that talk to the daemon over its control socket
-// (issue 7): block, unblock, flush, reload, status.  Human output by
+// (issue 7): block, unblock, flush, reload, status; report (issue 14).  Human output by
 // default, the daemon's answer as JSON with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration } from '../conf/format.js';
@@ -133,6 +133,13 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   flush(r) {
     return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');
   },
+  report(r) {
+    if (r.matched !== true) return `reported ${String(r.address)}: no rule matches, nothing counted\n`;
+    if (r.entry === null) return `reported ${String(r.address)}: nothing counted against it\n`;
+    const e = entryFromJson(r.entry as Record<string, unknown>);
+    const count = `count ${e.count}/${e.key.nfail === ANY ? '*' : e.key.nfail}`;
+    return `reported ${String(r.address)}: ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${count}${(r.entry as { blocked: boolean }).blocked ? `, blocked ${forHowLong(e)}` : ''}\n`;
+  },
   reload(r) {
     const rules = r.rules as { local: number; remote: number };
     return `${(r.diagnostics as string[]).map((d) => `${d}\n`).join('')}configuration reloaded: ${rules.local} local, ${rules.remote} remote rules\n`;
@@ -156,6 +163,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
       `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ${String(helper.running)} running, ${String(helper.pending)} queued`,
       `notifications  ${sum(counters.notifications)}: ${pairs(counters.notifications)}`,
+      `of them reports ${sum(counters.reports)}: ${pairs(counters.reports)}`,
       `dropped        ${sum(counters.notifications_dropped)}: ${pairs(counters.notifications_dropped)}`,
       `blocks         ${sum(counters.blocks)}: ${pairs(counters.blocks)}`,
       `releases       ${sum(counters.releases)}: ${pairs(counters.releases)}`,

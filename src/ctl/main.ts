@@ -1,6 +1,6 @@
 // blocklistctl: dump reads the state database (upstream's command, same
 // options and messages); config and test check a configuration; block,
-// unblock, flush, reload and status talk to the daemon's control socket.
+// unblock, flush, report, reload and status talk to the daemon's control socket.
 import { Command, CommanderError } from 'commander';
 import { createRequire } from 'node:module';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
@@ -24,6 +24,7 @@ const USAGE = [
   '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]',
   '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all',
   '       blocklistctl flush [control options] [name]',
+  '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
   '       blocklistctl reload [control options]',
   '       blocklistctl status [control options]',
   '       control options: [-s sockpath] [--control path] [--json]',
@@ -145,6 +146,22 @@ export function main(argv: string[]): void {
     'remove every block of a rule name (default: all names) from the packet filter, and its entries',
     (c) => c.argument('[name]', 'rule name'),
     (name) => ['flush', { name }],
+  );
+  daemonCommand(
+    'report',
+    'report a failure (or a success) of a client as a server would: counted under the rule it meets, blocked at its limit',
+    (c) =>
+      c
+        .argument('<address>', 'the client address')
+        .argument('[message]', 'text for the daemon\'s log line')
+        .requiredOption('-t <type>', 'fail (+2), baduser (+1), abuse (block now) or ok (reset the count)')
+        .requiredOption('-p <port>', 'the local port or service the client failed on')
+        .option('-P <proto>', 'tcp (default) or udp')
+        .option('--source <label>', 'who saw it, for the daemon\'s log line (default: blocklistctl)'),
+    (address, message, opts) => {
+      const o = opts as { t: string; p: string; P?: string; source?: string };
+      return ['report', { type: o.t, address, port: o.p, proto: o.P, message, source: o.source ?? 'blocklistctl' }];
+    },
   );
   daemonCommand('reload', 're-read the configuration; with an error in it nothing changes (exit 1)', (c) => c, () => ['reload', {}]);
   daemonCommand('status', 'the daemon\'s state: sockets, rules, entries, helper queue, counters', (c) => c, () => ['status', {}]);

@@ -1,15 +1,17 @@
 // What the control socket's requests do (issue 7): status, block, unblock,
-// flush and reload.  Arguments arrive as the user typed them (blocklistctl
+// flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
 import { createRequire } from 'node:module';
 import { maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
-import { NAME_MAX, parseDuration, servicePort } from '../conf/parse.js';
+import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
 import { systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
-import { ControlError } from '../protocol/control.js';
+import { ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
+import { TEXT_MAX, decodeText } from '../protocol/wire.js';
+import { unfinished } from '../run/helper.js';
 import { entryJson } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
-import { ANY, type EffectiveRule, type Entry } from '../types.js';
+import { ANY, WireType, type EffectiveRule, type Entry, type Notification } from '../types.js';
 import type { Peer } from './control.js';
 import { EngineBusy, type Engine } from './engine.js';
 import type { Metrics } from './metrics.js';
@@ -40,7 +42,7 @@ const LIST_MAX = 1000;
 
 const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
-export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, _peer: Peer): Promise<unknown> {
+export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   switch (command) {
     case 'status':
       return status(c);
@@ -52,6 +54,8 @@ export async function runCommand(c: CommandContext, command: string, args: Recor
       return flush(c, args);
     case 'reload':
       return c.reload();
+    case 'report':
+      return report(c, args, peer);
     default:
       throw new ControlError('unknown_command', `unknown command '${command}'`);
   }
@@ -101,6 +105,8 @@ export function parseNetwork(text: string): { address: IPAddress; mask: number }
 
 function parsePort(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
+  // a number needs no look-up in /etc/services (read again for each name): reports come by the thousand
+  if (/^\d{1,5}$/.test(text) && Number(text) <= 65535) return Number(text);
   const port = servicePort(text, systemEnv());
   if (port === undefined) throw new ControlError('bad_argument', `bad port '${text}'`);
   return port;
@@ -122,21 +128,25 @@ function parseDurationArg(text: string | undefined): number | undefined {
   return seconds;
 }
 
-/** Rule names travel to the helper as one field of a line: printable, no blanks. */
+/** A rule name as the configuration allows it (the helper gets it as an argument and as one field of a batch line), up to NAME_MAX bytes. */
 function parseName(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
-  if (!/^[\x21-\x7e]+$/.test(text) || text.length > NAME_MAX) throw new ControlError('bad_argument', `bad rule name '${text}': 1 to ${NAME_MAX} printable characters, no blanks`);
+  const problem = text === '' ? 'it is empty' : (ruleNameProblem(text) ?? (Buffer.byteLength(text) > NAME_MAX ? `longer than ${NAME_MAX} bytes` : undefined));
+  if (problem !== undefined) throw new ControlError('bad_argument', `bad rule name '${shownName(text)}': ${problem}`);
   return text;
 }
 
 // --- block -----------------------------------------------------------------
 
-/** The rule a failure from `address` on `port` would meet: what a block defaults to. */
-function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number): Match | undefined {
+/** The local address of a failure that names none (a block, a report): the unspecified address of the family. */
+const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
+
+/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to. */
+function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
   const env = systemEnv(c.options.ruleName);
   const family = address.family === 'inet' ? env.families.inet : env.families.inet6;
-  const local = parseIP(address.family === 'inet' ? '0.0.0.0' : '::')!;
-  const probe: Probe = { family, local, port, proto, uid: 0, remote: address };
+  const local = parseIP(unspecified(address.family))!;
+  const probe: Probe = { family, local, port, proto, uid, remote: address };
   return c.engine.match(probe);
 }
 
@@ -181,7 +191,9 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
   const now = Math.floor(Date.now() / 1000);
   const { entry, result } = outcome;
   if (result !== undefined && result.line === undefined) {
-    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : 'no rule id');
+    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
+    // the entry stays at its limit then, and expiry lifts what may be in the filter
+    if (unfinished(result)) throw new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) });
     throw new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) });
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
@@ -240,4 +252,64 @@ async function flush(c: CommandContext, args: Record<string, unknown>): Promise<
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };
+}
+
+// --- report ------------------------------------------------------------------
+
+const REPORT_WIRE_TYPE: Record<ReportType, Notification['type']> = { fail: WireType.ADD, baduser: WireType.BADUSER, abuse: WireType.ABUSE, ok: WireType.DELETE };
+
+/** Source labels travel into log lines: printable, no blanks, short. */
+const SOURCE = /^[\x21-\x7e]{1,64}$/;
+
+/**
+ * A reported client address: IPv4 or IPv6 text; an IPv4-mapped IPv6
+ * address (`::ffff:192.0.2.1`, as a dual-stack server logs an IPv4 client)
+ * is the IPv4 address it carries, the one the packet filter sees.
+ */
+export function parseReportAddress(text: string): IPAddress {
+  const address = parseIP(text);
+  if (address === undefined) throw new ControlError('bad_argument', `bad address '${text}': an IPv4 or IPv6 address`);
+  const [w0, w1, w2, w3] = address.words;
+  if (address.family === 'inet6' && w0 === 0 && w1 === 0 && w2 === 0xffff) return { family: 'inet', words: [w3] };
+  return address;
+}
+
+/**
+ * A failure (or success) a log watcher saw, processed as a wire
+ * notification with an explicit peer: the rules match on the port and
+ * protocol given, the local address being the unspecified one of the
+ * family, and the owner the requesting uid.
+ */
+async function report(c: CommandContext, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
+  const type = optionalString(args, 'type');
+  if (type === undefined || !(REPORT_TYPES as readonly string[]).includes(type)) throw new ControlError('bad_argument', `report needs a type: ${REPORT_TYPES.join(', ')}`);
+  const text = optionalString(args, 'address');
+  if (text === undefined) throw new ControlError('bad_argument', 'report needs an address');
+  const address = parseReportAddress(text);
+  const port = parsePort(optionalString(args, 'port'));
+  if (port === undefined) throw new ControlError('bad_argument', 'report needs a port');
+  const proto = parseProto(optionalString(args, 'proto')) ?? IPPROTO_TCP;
+  const source = optionalString(args, 'source') ?? 'report';
+  if (!SOURCE.test(source)) throw new ControlError('bad_argument', `bad source '${source}': 1 to 64 printable characters, no blanks`);
+  const message = Buffer.from(optionalString(args, 'message') ?? '');
+  const family = address.family;
+  const remote = toText(address);
+  const n: Notification = {
+    type: REPORT_WIRE_TYPE[type as ReportType],
+    text: decodeText(message, 0, Math.min(message.length, TEXT_MAX)),
+    pid: peer.pid,
+    uid: peer.uid,
+    gid: peer.gid,
+    socketType: proto === IPPROTO_TCP ? 'stream' : 'dgram',
+    ipProtocol: proto,
+    local: { family, address: unspecified(family), port },
+    remote: { family, address: remote, port: 0 },
+    explicitPeer: true,
+    report: { source },
+  };
+  c.engine.processBatch([n]);
+  const match = matchFor(c, address, port, proto, peer.uid);
+  if (match === undefined) return { address: remote, matched: false };
+  const entry = c.store.get(match.effective);
+  return { address: remote, matched: true, entry: entry === undefined ? null : entryJson(entry, Math.floor(Date.now() / 1000)) };
 }

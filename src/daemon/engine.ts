@@ -6,19 +6,21 @@
 // packet filter.  An entry reaching its limit is committed (limit reached,
 // no id) before the helper's add starts, and the id is recorded when the
 // add returns: an entry at its limit without an id may or may not be in
-// the filter, so restore re-adds it and expiry removes it.  An entry is
-// deleted only after its rem worked; a forever block lifted by AUTH_OK
-// waits as `last` 0 until then (G15).  A rem that worked but whose entry
-// could not be written (a full disk) is remembered, and the entry written
-// later, never released again (after a restart, it is: a rem of what is
-// not there is no error).
+// the filter, so restore re-adds it and expiry removes it.  An add the
+// helper did not finish (killed at its timeout or at shutdown) leaves the
+// entry so too: it may be in the filter.  An entry is deleted only after
+// its rem worked (a rem not finished is tried again); a forever block
+// lifted by AUTH_OK waits as `last` 0 until then (G15).  A rem that worked
+// but whose entry could not be written (a full disk) is remembered, and
+// the entry written later, never released again (after a restart, it is:
+// a rem of what is not there is no error).
 //
 // Time: deadlines are wall-clock (`last + duration`); a step of the wall
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
-import type { Change, HelperResult, HelperRunner, HelperTarget } from '../run/helper.js';
+import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import type { BlockOrigin, Metrics, ReleaseOrigin } from './metrics.js';
@@ -108,6 +110,13 @@ function describeFailure(r: HelperResult): string {
   if (r.signal) return ` (killed by ${r.signal})`;
   return r.exitCode ? ` (exit status ${r.exitCode})` : '';
 }
+
+/**
+ * A rem after which the rule may still be in the filter: it failed for an
+ * entry with a rule id, or the helper was killed midway.  A plain failure
+ * for an entry without id (its add had failed) is a best try that counts.
+ */
+const remLeftRule = (r: HelperResult, id: string): boolean => r.line === undefined && r.exitCode !== 0 && (id !== '' || unfinished(r));
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
 const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
@@ -199,12 +208,13 @@ export class Engine {
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
     const { log, store } = this.o;
     const debug = this.o.debug() > 0;
-    if (debug || n.text !== '') {
-      log(n.text !== '' ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}`);
+    if (debug || n.text !== '' || n.report !== undefined) {
+      const via = n.report === undefined ? '' : ` report source=${n.report.source}`;
+      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`);
     }
     const probe = probeOf(n, this.o.families);
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
-    this.o.metrics?.notification(n.type, !!match);
+    this.o.metrics?.notification(n.type, !!match, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
@@ -341,6 +351,11 @@ export class Engine {
       const e = store.get(key);
       if (result.line === undefined) {
         // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
+        if (unfinished(result)) {
+          // the add may have happened: the entry stays at its limit without id, so that expiry removes it (crash safety above)
+          log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}; the block may be in the packet filter: kept until it expires`);
+          return;
+        }
         log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}`);
         if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
         if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
@@ -379,8 +394,7 @@ export class Engine {
       this.pendingRems.delete(id);
       if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
-      const worked = result.line !== undefined || result.exitCode === 0;
-      if (!worked && e.id !== '') {
+      if (remLeftRule(result, e.id)) {
         log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
         this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
         this.armExpiry();
@@ -721,7 +735,7 @@ export class Engine {
         this.pendingRems.delete(id);
         if (result.cancelled) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         // an entry without id had a failed add: the rem is a best try
-        if (result.line === undefined && result.exitCode !== 0 && e.id !== '') return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
+        if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
         this.guard(() => store.delete(e.key));
         if (e.id === '') return void done.deleted.push(e);
         log('info', `released ${where(e.key)} by hand`);

@@ -31,6 +31,9 @@ export class Metrics {
   private readonly notifications: Counter<'type' | 'outcome'>;
   /** By wire type, then [no rule, matched]. */
   private readonly notificationChildren: Inc[][] = [];
+  private readonly reports: Counter<'type' | 'outcome'>;
+  /** The same for the notifications that came from control `report` requests. */
+  private readonly reportChildren: Inc[][] = [];
   private readonly droppedCounter: Counter<'reason'>;
   private readonly droppedChildren = new Map<DropReason, Inc>();
   private readonly blocks: Counter<'origin'>;
@@ -46,6 +49,10 @@ export class Metrics {
     this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.notificationChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.notifications.labels(label, outcome)));
+    }
+    this.reports = new Counter({ name: 'blocklistd_reports_total', help: 'Notifications of them that came from control report requests (log watchers), by type and outcome', labelNames: ['type', 'outcome'], registers });
+    for (const [type, label] of Object.entries(TYPE_LABEL)) {
+      this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
     this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
@@ -71,8 +78,9 @@ export class Metrics {
     } });
   }
 
-  notification(type: number, matched: boolean): void {
+  notification(type: number, matched: boolean, report = false): void {
     this.notificationChildren[type]?.[matched ? 1 : 0].inc();
+    if (report) this.reportChildren[type]?.[matched ? 1 : 0].inc();
   }
 
   dropped(reason: DropReason): void {
@@ -103,7 +111,7 @@ export class Metrics {
   /** The counters as `status` shows them: label values → count, per counter. */
   async counters(): Promise<Record<string, Record<string, number>>> {
     const out: Record<string, Record<string, number>> = {};
-    for (const counter of [this.notifications, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests]) {
+    for (const counter of [this.notifications, this.reports, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests]) {
       const { name, values } = await counter.get();
       const short = name.replace(/^blocklistd_/, '').replace(/_total$/, '');
       out[short] = Object.fromEntries(values.map((v) => [labelKey(v.labels), v.value]));

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
-import { logicalLines } from '../conf/parse.js';
+import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { controlPathFor } from '../protocol/control.js';
 import { strerror } from '../protocol/native.js';
@@ -163,6 +163,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     metrics?: string;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
+  const nameProblem = ruleNameProblem(o.R);
+  if (nameProblem !== undefined) throw new UsageError(`bad rule name '${shownName(o.R)}': ${nameProblem}`);
   const abs = (p: string): string => resolve(cwd, p); // G21: the daemon changes to / when detached
   const socketsFile = o.P === undefined ? undefined : abs(o.P);
   const sockets = [...o.s, ...(socketsFile === undefined ? [] : readSocketsFile(socketsFile))].map(abs);

@@ -4,6 +4,7 @@
 // "args": {...}}; a response {"version": 1, "id": the request's, "result":
 // ...} or {"version": 1, "id": ..., "error": {"code", "message", "details"?}}.
 // Shared by both ends; nothing here touches a socket.
+import { LineReader } from '../lines.js';
 
 export const CONTROL_VERSION = 1;
 export const DEFAULT_CONTROL_PATH = '/var/run/blocklistd.ctl';
@@ -17,8 +18,12 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload';
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload'];
+export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report';
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report'];
+
+/** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */
+export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
+export type ReportType = (typeof REPORT_TYPES)[number];
 
 export type ErrorCode =
   | 'bad_request' // not JSON, not an object, no command
@@ -99,36 +104,16 @@ export function encodeResponse(id: unknown, outcome: { result: unknown } | { err
  * `overflow` is set and everything after is ignored.
  */
 export class LineSplitter {
-  private parts: Buffer[] = [];
-  private size = 0;
+  private readonly reader: LineReader;
   overflow = false;
 
-  constructor(private readonly max: number) {}
+  constructor(max: number) {
+    this.reader = new LineReader(max, () => (this.overflow = true));
+  }
 
   push(chunk: Buffer): string[] {
-    if (this.overflow) return [];
     const lines: string[] = [];
-    let start = 0;
-    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
-      if (this.size + nl - start > this.max) {
-        this.overflow = true;
-        return lines;
-      }
-      this.parts.push(chunk.subarray(start, nl));
-      lines.push(Buffer.concat(this.parts).toString('utf8'));
-      this.parts = [];
-      this.size = 0;
-      start = nl + 1;
-    }
-    if (start < chunk.length) {
-      this.size += chunk.length - start;
-      if (this.size > this.max) {
-        this.overflow = true;
-        this.parts = [];
-        return lines;
-      }
-      this.parts.push(chunk.subarray(start));
-    }
+    if (!this.overflow) this.reader.push(chunk, (line) => this.overflow || lines.push(line));
     return lines;
   }
 }

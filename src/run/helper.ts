@@ -3,6 +3,8 @@
 // calls for one target keep their order, a flush is a barrier for its rule
 // name, and unrelated calls run side by side up to a limit.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { strerror } from '../protocol/native.js';
 import { printable } from '../protocol/wire.js';
 import type { LogFn } from '../types.js';
@@ -32,6 +34,14 @@ export interface HelperResult {
   /** A batch's answer, one line per change. */
   lines?: string[];
 }
+
+/**
+ * The helper ended by a signal without answering (its time ran out, the
+ * daemon stopped, someone else killed it): what it was doing may or may
+ * not have reached the packet filter.  Its whole process group is dead by
+ * then when the daemon killed it, so nothing changes the filter later.
+ */
+export const unfinished = (r: HelperResult): boolean => r.line === undefined && (r.timedOut || r.signal !== null);
 
 /** One operation of a batch. */
 export interface Change {
@@ -114,47 +124,67 @@ function idOf(line: string): string {
 }
 
 /**
- * Collects the first line of a stream and ignores everything after it.
- * Keeps one byte over the limit, so that the cut can tell whether it would
- * split a character.
+ * The first `max` bytes a helper printed; the rest is read and dropped, so
+ * that a helper writing more than its answer does not get SIGPIPE.
  */
-class FirstLine {
+class Output {
   private readonly parts: Buffer[] = [];
   private size = 0;
-  private complete = false;
   private seen = false;
 
+  constructor(private readonly max: number) {}
+
+  get full(): boolean {
+    return this.size >= this.max;
+  }
+
   push(chunk: Buffer): void {
-    if (this.complete) return;
-    this.seen = true;
-    const newline = chunk.indexOf(0x0a);
-    let part = newline === -1 ? chunk : chunk.subarray(0, newline);
-    if (newline !== -1) this.complete = true;
-    if (this.size + part.length > LINE_MAX_BYTES) {
-      part = part.subarray(0, LINE_MAX_BYTES + 1 - this.size);
-      this.complete = true;
-    }
+    this.seen ||= chunk.length > 0;
+    if (this.full) return;
+    const part = chunk.subarray(0, this.max - this.size);
     this.parts.push(part);
     this.size += part.length;
   }
 
-  /** undefined when the stream carried no byte at all. */
-  text(): string | undefined {
-    return this.seen ? cutUtf8(Buffer.concat(this.parts), LINE_MAX_BYTES).toString() : undefined;
+  /**
+   * Its lines, at most `n`, each cut to LINE_MAX_BYTES on a character
+   * boundary and only then decoded: a character split between two reads
+   * stays whole.  None when the helper printed no byte at all.
+   */
+  lines(n: number): string[] {
+    if (!this.seen) return [];
+    const bytes = Buffer.concat(this.parts, this.size);
+    const lines: string[] = [];
+    for (let start = 0; lines.length < n && start <= bytes.length; ) {
+      let end = bytes.indexOf(0x0a, start);
+      if (end === -1) end = bytes.length;
+      lines.push(cutUtf8(bytes.subarray(start, end), LINE_MAX_BYTES).toString());
+      start = end + 1;
+    }
+    return lines;
   }
 }
 
-/** Collects every line of a batch's answer, up to `max` lines. */
-class Lines {
-  private text = '';
-  constructor(private readonly max: number) {}
-
-  push(chunk: Buffer): void {
-    if (this.text.length <= this.max * LINE_MAX_BYTES) this.text += chunk.toString();
-  }
-
-  lines(): string[] {
-    return this.text.split('\n').slice(0, this.max);
+/**
+ * Reads what the pipe holds now, without waiting: once the helper has
+ * exited, a process it left behind may keep the pipe open for ever.
+ * Stops when `output` is full, so that such a process writing without end
+ * cannot keep the daemon here.
+ */
+function drainPipe(stream: Readable, output: Output): void {
+  // the descriptor of the stream's libuv handle: non-blocking, read by nothing else in this synchronous loop
+  const fd = (stream as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) return;
+  const buffer = Buffer.allocUnsafe(65536);
+  while (!output.full) {
+    let n: number;
+    try {
+      n = readSync(fd, buffer);
+    } catch {
+      return; // EAGAIN: nothing more for now
+    }
+    if (n === 0) return;
+    output.push(Buffer.from(buffer.subarray(0, n)));
   }
 }
 
@@ -341,26 +371,31 @@ export class HelperRunner {
     for (let i = 0; i < (call.lines ?? 0); i++) this.log('debug', `${ops[i]!.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`);
   }
 
+  /**
+   * The helper runs in a process group of its own: a timeout or shutdown
+   * kills the group, so that no process it started (a `(flock; nft ...)`
+   * subshell) changes the filter after the daemon gave up on the call.
+   * The answer is what it printed until it exited plus what the pipe then
+   * holds: as upstream, the daemon waits for the exit, not for the end of
+   * the output, which a process left in the background may keep open.
+   */
   private execute(call: Call): Promise<HelperResult> {
     if (this.debug() >= 1) this.traceRun(call);
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
-        child = spawn(this.program, call.args, { argv0: 'control', stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
+        child = spawn(this.program, call.args, { argv0: 'control', detached: true, stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
       } catch (e) {
         resolve(this.spawnFailed(e));
         return;
       }
       const stdout = child.stdout!;
-      const firstLine = new FirstLine();
-      const all = call.lines === undefined ? undefined : new Lines(call.lines);
+      const lineCount = call.lines ?? 1;
+      const output = new Output(lineCount * (LINE_MAX_BYTES + 1));
       if (call.input !== undefined) {
         child.stdin!.on('error', () => {}); // a helper that exits without reading
         child.stdin!.end(call.input);
       }
-      let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-      let stdoutClosed = false;
-      let killed = false;
       let timedOut = false;
       let settled = false;
 
@@ -368,30 +403,15 @@ export class HelperRunner {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        stdout.destroy();
         resolve(result);
       };
-      // After a kill the exit is enough: a grandchild may hold the pipe open.
-      const finish = (): void => {
-        if (!exit || (!stdoutClosed && !killed)) return;
-        stdout.destroy();
-        const line = firstLine.text();
-        const lines = all?.lines();
-        if (this.debug() >= 1) this.traceAnswer(call, line, lines);
-        settle({
-          line,
-          id: line === undefined ? undefined : idOf(line),
-          exitCode: exit.code,
-          signal: exit.signal,
-          timedOut,
-          error: undefined,
-          cancelled: false,
-          ...(lines === undefined ? {} : { lines }),
-        });
-      };
       const kill = (): void => {
-        killed = true;
-        child.kill('SIGKILL');
-        finish();
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL'); // not started, or already gone
+        }
       };
       // a batch may take as long as a hundred calls would each
       const timeoutMs = this.timeoutMs * Math.max(1, Math.ceil((call.lines ?? 0) / 100));
@@ -402,18 +422,22 @@ export class HelperRunner {
       }, timeoutMs);
       call.kill = kill;
 
-      // Read to the end so that a helper writing more than a line does not get SIGPIPE.
-      stdout.on('data', (chunk: Buffer) => {
-        firstLine.push(chunk);
-        all?.push(chunk);
-      });
-      stdout.on('close', () => {
-        stdoutClosed = true;
-        finish();
-      });
+      stdout.on('data', (chunk: Buffer) => output.push(chunk));
       child.on('exit', (code, signal) => {
-        exit = { code, signal };
-        finish();
+        drainPipe(stdout, output);
+        const lines = output.lines(lineCount);
+        const line = lines[0];
+        if (this.debug() >= 1) this.traceAnswer(call, line, call.lines === undefined ? undefined : lines);
+        settle({
+          line,
+          id: line === undefined ? undefined : idOf(line),
+          exitCode: code,
+          signal,
+          timedOut,
+          error: undefined,
+          cancelled: false,
+          ...(call.lines === undefined ? {} : { lines }),
+        });
       });
       child.on('error', (e) => {
         // Other errors (a failed kill) leave a started child that still exits.
