@@ -77,6 +77,8 @@ export interface NativeConstants {
   EAGAIN: number;
   EBADF: number;
   EADDRINUSE: number;
+  ELOOP: number;
+  ENOTSOCK: number;
   /** BSD socket addresses start with a length byte. */
   HAVE_SA_LEN: boolean;
 }
@@ -102,6 +104,7 @@ interface Binding {
   setCloseOnExec(first: number): void;
   socketInfo(fd: number): SocketInfo;
   peerCredentials(fd: number): PeerCredentials;
+  setSocketMode(path: string, mode: number, gid: number): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -125,3 +128,10 @@ export const socketInfo = binding.socketInfo;
 
 /** SO_PEERCRED / getpeereid of a connected unix stream socket. */
 export const peerCredentials = binding.peerCredentials;
+
+/**
+ * Sets the group (`gid` -1: unchanged) and mode of the socket file at
+ * `path` without following a symlink there; returns 0 or an errno (ELOOP:
+ * a symlink, ENOTSOCK: another kind of file).
+ */
+export const setSocketMode = binding.setSocketMode;

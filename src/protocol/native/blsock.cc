@@ -156,6 +156,46 @@ int SocketName(int (*call)(int, sockaddr*, socklen_t*), int fd, uint8_t* out, ui
   return 0;
 }
 
+// Gives the socket file just bound at `path` group `gid` (unless -1) and
+// `mode`, never through a symlink: whoever can write its directory (a
+// chroot's var/run listed with -P) could otherwise swap one in between
+// bind() and chmod() and have root change the mode of any file.  Only a
+// socket is changed; a swapped-in file of any other kind is an error.  The
+// process umask is not used: it would reach files other threads create.
+// Returns 0 or an errno (ELOOP for a symlink, ENOTSOCK for another file).
+int SetSocketMode(const char* path, mode_t mode, gid_t gid) {
+#if defined(O_PATH)
+  // one inode for the check and the changes
+  int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd == -1) return errno;
+  struct stat st;
+  int err = fstat(fd, &st) == -1 ? errno : S_ISLNK(st.st_mode) ? ELOOP : !S_ISSOCK(st.st_mode) ? ENOTSOCK : 0;
+  if (err == 0 && gid != static_cast<gid_t>(-1) && fchownat(fd, "", static_cast<uid_t>(-1), gid, AT_EMPTY_PATH) == -1) err = errno;
+  if (err == 0) {
+    // chmod of an O_PATH descriptor: fchmodat2 (Linux 6.6), else its /proc link, which names the inode itself
+    int rc = -1;
+#ifdef SYS_fchmodat2
+    rc = static_cast<int>(syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH));
+#endif
+    if (rc == -1) {
+      std::string link = "/proc/self/fd/" + std::to_string(fd);
+      rc = chmod(link.c_str(), mode);
+    }
+    if (rc == -1) err = errno;
+  }
+  close(fd);
+  return err;
+#else
+  // the BSDs change a symlink itself with AT_SYMLINK_NOFOLLOW (lchmod)
+  struct stat st;
+  if (lstat(path, &st) == -1) return errno;
+  if (S_ISLNK(st.st_mode)) return ELOOP;
+  if (!S_ISSOCK(st.st_mode)) return ENOTSOCK;
+  if (gid != static_cast<gid_t>(-1) && fchownat(AT_FDCWD, path, static_cast<uid_t>(-1), gid, AT_SYMLINK_NOFOLLOW) == -1) return errno;
+  return fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) == -1 ? errno : 0;
+#endif
+}
+
 void ReadFacts(int fd, Record* r) {
   r->typeErrno = SocketOption(fd, SO_TYPE, &r->type);
 #ifdef SO_PROTOCOL
@@ -471,11 +511,10 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
       failed = "setsockopt";
     } else if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == -1) {
       failed = "bind";
-    } else if (chmod(path.c_str(), mode) == -1) {
-      // chmod, as libuv does: a umask change would reach files other threads create meanwhile.
+    } else if (int err = SetSocketMode(path.c_str(), mode, static_cast<gid_t>(-1))) {
       failed = "chmod";
-      int err = errno;
-      unlink(path.c_str());
+      // what is there now is not ours when it is no socket
+      if (err != ELOOP && err != ENOTSOCK) unlink(path.c_str());
       errno = err;
     }
     if (failed != nullptr) {
@@ -851,6 +890,17 @@ Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setSocketMode(path, mode, gid): SetSocketMode for the control socket
+// (gid -1: the group is left); returns 0 or an errno.
+Napi::Value SetSocketModeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber()) return Napi::Number::New(env, EINVAL);
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int64_t gid = info[2].As<Napi::Number>().Int64Value();
+  int err = SetSocketMode(path.c_str(), info[1].As<Napi::Number>().Uint32Value() & 0777, gid < 0 ? static_cast<gid_t>(-1) : static_cast<gid_t>(gid));
+  return Napi::Number::New(env, err);
+}
+
 Napi::Value StrError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
 }
@@ -908,6 +958,8 @@ Napi::Object Constants(Napi::Env env) {
   CONSTANT(EAGAIN);
   CONSTANT(EBADF);
   CONSTANT(EADDRINUSE);
+  CONSTANT(ELOOP);
+  CONSTANT(ENOTSOCK);
 #undef CONSTANT
   o.Set("SCM_CREDENTIALS", Napi::Number::New(env, kCredType));
   o.Set("CMSG_LEN_INT", Napi::Number::New(env, CMSG_LEN(sizeof(int))));
@@ -926,6 +978,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloseOnExec", Napi::Function::New(env, SetCloseOnExec));
   exports.Set("socketInfo", Napi::Function::New(env, SocketInfo));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials));
+  exports.Set("setSocketMode", Napi::Function::New(env, SetSocketModeJs));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
