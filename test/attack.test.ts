@@ -1,5 +1,7 @@
 // The notification and control sockets under attack by a local user
-// (issue 13): a symlink swapped in for a socket file while it is set up.
+// (issue 13): reports for the host's ports from a network namespace of the
+// user's own, explicit peers for TCP sockets, a symlink swapped in for a
+// socket file while it is set up.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmodSync, lstatSync, mkdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -8,7 +10,7 @@ import { describe, test } from 'node:test';
 import { ControlServer, ControlSetupError } from '../src/daemon/control.js';
 import { constants as C, setSocketMode } from '../src/protocol/native.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
-import { LogCollector, isRoot, tempDir } from './support.js';
+import { LogCollector, Receiver, isRoot, run, sharedTree, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
 
@@ -134,4 +136,78 @@ describe('socket files are never chmod-ed through a symlink', () => {
     assert.equal(statSync(target).mode & 0o777, 0o600);
     console.log(`# ${refused} of ${2 * ROUNDS} set-ups refused because a symlink was swapped in`);
   });
+});
+
+/**
+ * A server reporting, as `nobody`, a socket it made on `port`: `mode`
+ * tcp-explicit (its listening socket with the explicit peer 203.0.113.9),
+ * tcp-connected (an accepted connection from 127.0.0.1) or udp-explicit.
+ * With `namespace`, in a user and network namespace of its own (unshare
+ * -rn), where port 22 is its to bind.
+ */
+async function reportAsNobody(socketPath: string, mode: 'tcp-explicit' | 'tcp-connected' | 'udp-explicit', port: number, namespace: boolean): Promise<void> {
+  const script = `
+    import net from 'node:net';
+    import dgram from 'node:dgram';
+    import { Blocklist, AUTH_FAIL, AUTH_OK } from ${JSON.stringify(join(sharedTree(), 'dist/src/index.js'))};
+    const client = new Blocklist({ socketPath: ${JSON.stringify(socketPath)} });
+    const peer = { address: '203.0.113.9', port: 5 };
+    const mode = ${JSON.stringify(mode)};
+    let ok;
+    if (mode === 'udp-explicit') {
+      const s = dgram.createSocket('udp4');
+      await new Promise((r) => s.bind(${port}, '127.0.0.1', r));
+      ok = client.notifyPeer(AUTH_FAIL, s, peer, 'forged');
+      s.close();
+    } else {
+      const server = net.createServer().listen(${port}, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      if (mode === 'tcp-explicit') {
+        ok = client.notifyPeer(AUTH_OK, server._handle.fd, peer, 'forged');
+      } else {
+        const accepted = new Promise((r) => server.once('connection', r));
+        const c = net.connect(server.address().port, '127.0.0.1');
+        const conn = await accepted;
+        ok = client.notify(AUTH_FAIL, conn, 'forged');
+        conn.destroy();
+        c.destroy();
+      }
+      server.close();
+    }
+    client.close();
+    if (!ok) process.exit(2);`;
+  const node = ['--input-type=module', '-e', script];
+  const r = namespace
+    ? await run('unshare', ['-rn', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...node], { uid: NOBODY, gid: NOBODY, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } })
+    : await run(process.execPath, node, { uid: NOBODY, gid: NOBODY });
+  assert.equal(r.code, 0, `${mode}: ${r.stdout}${r.stderr}`);
+}
+
+describe('reports a local user may not make', { skip: !isRoot && 'needs root to run a client as nobody' }, () => {
+  const dir = tempDir();
+  chmodSync(dir, 0o755);
+  const receiver = new Receiver(join(dir, 'blocklistd.sock'));
+  const refusals = (text: string): number => receiver.logs.lines.filter((l) => l.level === 'err' && l.message.startsWith(text) && / from uid 65534 \(pid \d+\)$/.test(l.message)).length;
+
+  test('no report for a socket of a network namespace of their own, for the host\'s port 22', async () => {
+    const before = receiver.received.length;
+    const modes = ['tcp-explicit', 'tcp-connected', 'udp-explicit'] as const;
+    for (const mode of modes) await reportAsNobody(receiver.path, mode, 22, true);
+    await until(() => refusals('refused a socket of another network namespace') === modes.length);
+    assert.equal(receiver.received.length, before, 'nothing forged reaches the daemon');
+  });
+
+  test('an explicit peer for a TCP socket only from a trusted sender; for UDP, and a connected TCP socket, from anybody', async () => {
+    const before = receiver.received.length;
+    await reportAsNobody(receiver.path, 'tcp-explicit', 0, false);
+    await until(() => refusals('refused an explicit peer for a stream socket') === 1);
+    await reportAsNobody(receiver.path, 'udp-explicit', 0, false);
+    await reportAsNobody(receiver.path, 'tcp-connected', 0, false);
+    await receiver.waitFor(before + 2);
+    const [udp, tcp] = receiver.received.slice(before);
+    assert.deepEqual([udp.uid, udp.socketType, udp.remote.address, udp.explicitPeer], [NOBODY, 'dgram', '203.0.113.9', true]);
+    assert.deepEqual([tcp.uid, tcp.socketType, tcp.remote.address, tcp.explicitPeer], [NOBODY, 'stream', '127.0.0.1', false]);
+  });
+
+  test('close', () => receiver.close());
 });

@@ -196,6 +196,8 @@ describe('blocklistd --metrics', () => {
       ['blocklistd_notifications_dropped_total', { reason: 'version' }, 2],
       ['blocklistd_notifications_dropped_total', { reason: 'peer' }, 8], // file, udp, salen7, family
       ['blocklistd_notifications_dropped_total', { reason: 'local' }, 1],
+      ['blocklistd_notifications_dropped_total', { reason: 'netns' }, 0],
+      ['blocklistd_notifications_dropped_total', { reason: 'untrusted' }, 0],
       ['blocklistd_notifications_dropped_total', { reason: 'family' }, 2], // v6onv4
       ['blocklistd_notifications_dropped_total', { reason: 'type' }, 2],
       ['blocklistd_blocks_total', { origin: 'limit' }, 2],
@@ -275,7 +277,7 @@ describe('blocklistd --metrics', () => {
     for (const type of ['auth_fail', 'auth_ok', 'abusive_behavior', 'bad_user']) {
       for (const outcome of ['matched', 'no_rule']) assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome })), 0, `${type} ${outcome}`);
     }
-    for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'family', 'type']) {
+    for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type']) {
       assert.equal(samples.get(sampleKey('blocklistd_notifications_dropped_total', { reason })), 0, reason);
     }
   });

@@ -19,7 +19,7 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
-const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'family', 'type'];
+const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type'];
 
 interface Inc {
   inc(value?: number): void;

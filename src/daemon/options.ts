@@ -64,6 +64,8 @@ export interface DaemonOptions {
   controlGroup: string | undefined;
   /** --metrics host:port: the Prometheus listener. */
   metrics: ListenAddress | undefined;
+  /** --trusted-sender: users (names or uids) who may name the peer of a TCP socket besides root. */
+  trustedSenders: string[];
 }
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
@@ -119,6 +121,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--no-control-socket', 'no control socket')
     .option('--control-group <group>', 'a group whose members may use the control socket (mode 0660)')
     .option('--metrics <host:port>', 'serve Prometheus metrics over HTTP on this address')
+    .option('--trusted-sender <user>', 'a user who may report an explicit peer for a TCP socket, besides root (repeatable)', (u: string, all: string[]) => [...all, u], [] as string[])
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -161,6 +164,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     controlSocket: string | boolean;
     controlGroup?: string;
     metrics?: string;
+    trustedSender: string[];
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const abs = (p: string): string => resolve(cwd, p); // G21: the daemon changes to / when detached
@@ -189,6 +193,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     control: o.controlSocket === false ? null : typeof o.controlSocket === 'string' ? abs(o.controlSocket) : controlPathFor(first),
     controlGroup: o.controlGroup,
     metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
+    trustedSenders: o.trustedSender,
   };
 }
 

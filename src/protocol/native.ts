@@ -48,6 +48,9 @@ export interface RecordLayout {
   localLen: number;
   peerErrno: number;
   peerLen: number;
+  /** The passed socket's network namespace: an errno, then its 8-byte identity (processNetns()'s kind). */
+  netnsErrno: number;
+  netns: number;
   local: number;
   peer: number;
   payload: number;
@@ -79,6 +82,7 @@ export interface NativeConstants {
   EADDRINUSE: number;
   ELOOP: number;
   ENOTSOCK: number;
+  ENOPROTOOPT: number;
   /** BSD socket addresses start with a length byte. */
   HAVE_SA_LEN: boolean;
 }
@@ -105,6 +109,7 @@ interface Binding {
   socketInfo(fd: number): SocketInfo;
   peerCredentials(fd: number): PeerCredentials;
   setSocketMode(path: string, mode: number, gid: number): number;
+  processNetns(): Buffer | { errno: number };
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -135,3 +140,11 @@ export const peerCredentials = binding.peerCredentials;
  * a symlink, ENOTSOCK: another kind of file).
  */
 export const setSocketMode = binding.setSocketMode;
+
+/**
+ * The identity of this process's network namespace, 8 bytes to compare with
+ * a record's `netns` (SO_NETNS_COOKIE, or the namespace's inode on kernels
+ * before 5.14), or the errno that says it cannot be read (ENOPROTOOPT: not
+ * Linux, or a kernel with neither).
+ */
+export const processNetns = binding.processNetns;

@@ -2,8 +2,8 @@
 // thread of the addon whatever the event loop is doing, and handed to
 // JavaScript in batches, one per turn of the loop.
 import type { LogFn, Notification } from '../types.js';
-import { ServerSocket, layout, strerror, type ServerSocketHandle } from './native.js';
-import { decodeRecord, type DropReason } from './receive.js';
+import { ServerSocket, constants as C, layout, processNetns, strerror, type ServerSocketHandle } from './native.js';
+import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
 
@@ -17,6 +17,27 @@ export interface NotificationSocketOptions {
   queue?: number;
   /** Told of each dropped datagram (after its log line). */
   onDrop?: (reason: DropReason) => void;
+  /** Senders (by uid) that may name the peer of a stream socket; root alone by default. */
+  trusted?: (uid: number) => boolean;
+}
+
+let netns: { id: Buffer | undefined; problem: string | undefined } | undefined;
+
+/**
+ * This process's network namespace, which passed sockets must share, read
+ * once; `problem` says why it cannot be checked (then nothing is refused
+ * for it).
+ */
+export function ownNetns(): { id: Buffer | undefined; problem: string | undefined } {
+  if (netns === undefined) {
+    const id = processNetns();
+    if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
+    else {
+      const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${strerror(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
+      netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
+    }
+  }
+  return netns;
 }
 
 /** Why a socket could not be set up, with upstream's message (the daemon exits 1). */
@@ -58,6 +79,7 @@ export class NotificationSocket {
   private readonly batchSize: number;
   private readonly queue: number;
   private readonly records: Buffer;
+  private readonly policy: SenderPolicy;
 
   /**
    * Binds `path`, or adopts the bound socket `fd` (systemd's socket
@@ -73,6 +95,7 @@ export class NotificationSocket {
     this.drop = options.onDrop;
     this.batchSize = options.batchSize ?? 512;
     this.queue = options.queue ?? 8192;
+    this.policy = { netns: ownNetns().id, trusted: options.trusted ?? rootOnly };
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
@@ -102,7 +125,7 @@ export class NotificationSocket {
     const n = this.handle.drain(this.records, this.batchSize);
     const batch: Notification[] = [];
     for (let i = 0; i < n; i++) {
-      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.drop);
+      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.policy, this.drop);
       if (notification !== undefined) batch.push(notification);
     }
     return batch;
