@@ -4,13 +4,16 @@
 // socket file while it is set up.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import { chmodSync, lstatSync, mkdirSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { ControlServer, ControlSetupError } from '../src/daemon/control.js';
-import { constants as C, setSocketMode } from '../src/protocol/native.js';
+import { constants as C, lingeringClosed, setSocketMode } from '../src/protocol/native.js';
+import { encodeNotification } from '../src/protocol/wire.js';
+import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
-import { LogCollector, Receiver, isRoot, run, sharedTree, tempDir, until } from './support.js';
+import { LogCollector, Receiver, isRoot, openDescriptors, run, sharedTree, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
 
@@ -75,6 +78,23 @@ async function startSwapper(path: string, target: string): Promise<() => Promise
     child.kill('SIGTERM');
     await exited;
     return Number(out.slice('running\n'.length).trim());
+  };
+}
+
+/** A connected loopback TCP pair: the accepted socket, and a close for both. */
+async function tcpPair(): Promise<{ accepted: net.Socket; close: () => void }> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const a = await accepted;
+  return {
+    accepted: a,
+    close: () => {
+      a.destroy();
+      client.destroy();
+      server.close();
+    },
   };
 }
 
@@ -184,9 +204,13 @@ async function reportAsNobody(socketPath: string, mode: 'tcp-explicit' | 'tcp-co
 }
 
 describe('reports a local user may not make', { skip: !isRoot && 'needs root to run a client as nobody' }, () => {
-  const dir = tempDir();
-  chmodSync(dir, 0o755);
-  const receiver = new Receiver(join(dir, 'blocklistd.sock'));
+  let receiver: Receiver;
+  before(() => {
+    const dir = tempDir();
+    chmodSync(dir, 0o755);
+    receiver = new Receiver(join(dir, 'blocklistd.sock'));
+  });
+  after(() => receiver.close());
   const refusals = (text: string): number => receiver.logs.lines.filter((l) => l.level === 'err' && l.message.startsWith(text) && / from uid 65534 \(pid \d+\)$/.test(l.message)).length;
 
   test('no report for a socket of a network namespace of their own, for the host\'s port 22', async () => {
@@ -208,6 +232,75 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.deepEqual([udp.uid, udp.socketType, udp.remote.address, udp.explicitPeer], [NOBODY, 'dgram', '203.0.113.9', true]);
     assert.deepEqual([tcp.uid, tcp.socketType, tcp.remote.address, tcp.explicitPeer], [NOBODY, 'stream', '127.0.0.1', false]);
   });
+});
 
-  test('close', () => receiver.close());
+/**
+ * As nobody, sends `n` reports each carrying a loopback TCP socket with
+ * SO_LINGER (120 s) and unsent data (its peer does not read), closing its
+ * own copy at once: the daemon's close() is the last and would wait.
+ * Resolves once they are sent, to a function that ends the sender (which
+ * holds the peers meanwhile).
+ */
+async function sendLingering(socketPath: string, n: number): Promise<() => void> {
+  const datagram = encodeNotification(1, null, Buffer.from('linger')).toString('hex');
+  const script = `
+import socket, struct, sys, time
+path, n, datagram = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+peers = []
+for i in range(n):
+    listener = socket.socket(); listener.bind(('127.0.0.1', 0)); listener.listen()
+    c = socket.create_connection(listener.getsockname()); peer, _ = listener.accept(); listener.close()
+    peers.append(peer)  # never reads: what c sends stays unsent
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 120))
+    c.setblocking(False)
+    try:
+        while True: c.send(b'x' * 65536)
+    except BlockingIOError:
+        pass
+    u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); u.connect(path)
+    u.sendmsg([datagram], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack('i', c.fileno()))])
+    u.close()
+    c.close()  # not the last reference: the datagram in flight holds one
+print('sent', flush=True)
+sys.stdin.read()
+`;
+  const child = spawn('python3', ['-c', script, socketPath, String(n), datagram], { uid: NOBODY, gid: NOBODY, stdio: ['pipe', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => d.toString().includes('sent') && resolve());
+    child.once('exit', (code) => reject(new Error(`the lingering sender exited with ${code}`)));
+  });
+  return () => child.kill('SIGKILL');
+}
+
+describe('lingering descriptors', { skip: !isRoot && 'needs root to run the attacker as nobody' }, () => {
+  test('sockets lingering for 120 s neither delay the others nor pile up descriptors', async (t) => {
+    const dir = tempDir();
+    chmodSync(dir, 0o755);
+    const receiver = new Receiver(join(dir, 'blocklistd.sock'), false);
+    const client = new Blocklist({ socketPath: receiver.path });
+    t.after(() => {
+      client.close();
+      receiver.close();
+    });
+    const lingeredBefore = lingeringClosed();
+    // the kernel queues 11 datagrams by default: the receiver starts once they wait
+    const LINGERING = 8;
+    const stopSender = await sendLingering(receiver.path, LINGERING);
+    t.after(stopSender);
+    const pair = await tcpPair();
+    t.after(() => pair.close());
+    // the descriptors in flight are in no table yet; the client's socket and the receiver's wake-up pipe come
+    const baseline = openDescriptors() + 3;
+    const started = Date.now();
+    receiver.start();
+    await receiver.waitFor(LINGERING);
+    // in rounds of 10: the kernel's queue holds 11
+    for (let round = 1; round <= 5; round++) {
+      for (let i = 0; i < 10; i++) assert.equal(client.notify(AUTH_FAIL, pair.accepted, 'after'), true);
+      await receiver.waitFor(LINGERING + 10 * round);
+    }
+    // every descriptor closed, the lingering ones too, long before their 120 s
+    await until(() => openDescriptors() <= baseline && lingeringClosed() - lingeredBefore === LINGERING, 10_000);
+    console.log(`# ${LINGERING} lingering and 50 ordinary descriptors closed in ${Date.now() - started} ms`);
+  });
 });

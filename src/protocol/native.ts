@@ -110,6 +110,7 @@ interface Binding {
   peerCredentials(fd: number): PeerCredentials;
   setSocketMode(path: string, mode: number, gid: number): number;
   processNetns(): Buffer | { errno: number };
+  lingeringClosed(): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -148,3 +149,6 @@ export const setSocketMode = binding.setSocketMode;
  * Linux, or a kernel with neither).
  */
 export const processNetns = binding.processNetns;
+
+/** Received descriptors that were lingering sockets (closed without waiting for their linger time). */
+export const lingeringClosed = binding.lingeringClosed;

@@ -12,7 +12,9 @@
 #include <uv.h>
 
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -273,15 +275,68 @@ void CopyCred(const unsigned char* data, Record* r) {
   r->hasCred = 1;
 }
 
-// Received descriptors are closed on a thread of their own.  close() of a
-// TCP socket with SO_LINGER set and unsent data blocks for the linger time
-// when it drops the last reference, and a local client can arrange exactly
-// that: the event loop must never wait for it.  One thread for the process,
-// detached (a close may block for minutes), closing in arrival order, so a
+// Whether closing `fd` may wait: a socket with SO_LINGER and a linger time
+// blocks close() of its last reference until its unsent data is gone or
+// the time is up, and a local client can arrange exactly that (a loopback
+// connection whose peer does not read).  The option is only read: the
+// socket is the server's own connection.
+bool Lingers(int fd) {
+  struct linger l;
+  socklen_t len = sizeof(l);
+  return getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff != 0 && l.l_linger > 0;
+}
+
+// Closes `fds`, some lingering, without waiting for their linger time.
+// On Linux a task that exits never lingers (inet_release): a child that
+// shares nothing but a copy of the descriptor table holds them while this
+// thread closes its own (then never the last reference) and drops the
+// last ones as it is killed.  Elsewhere, or when no child can be made,
+// they go to a thread of their own, which may block for their linger time.
+void CloseLingering(std::vector<int>& fds) {
+#if defined(__linux__) && defined(SYS_clone)
+  // a fork without atfork handlers and without SIGCHLD (nothing to reap for libuv); the child only waits to be killed
+  long child = syscall(SYS_clone, 0L, nullptr, nullptr, nullptr, nullptr);
+  if (child == 0) {
+    for (;;) pause();
+  }
+  if (child > 0) {
+    for (int fd : fds) close(fd);
+    kill(static_cast<pid_t>(child), SIGKILL);
+    int status;
+    while (waitpid(static_cast<pid_t>(child), &status, __WCLONE) == -1 && errno == EINTR) {
+    }
+    fds.clear();
+    return;
+  }
+#endif
+  auto* batch = new std::vector<int>(std::move(fds));
+  fds.clear();
+  pthread_t thread;
+  auto run = [](void* arg) -> void* {
+    std::unique_ptr<std::vector<int>> own(static_cast<std::vector<int>*>(arg));
+    for (int fd : *own) close(fd);
+    return nullptr;
+  };
+  if (pthread_create(&thread, nullptr, run, batch) == 0) {
+    pthread_detach(thread);
+  } else {
+    run(batch);  // no thread either: this one waits
+  }
+}
+
+// Received descriptors are closed on a thread of their own, so that the
+// event loop never waits for a close.  One thread for the process, detached
+// (its work may outlast exit handlers), closing in arrival order, so a
 // client that waits for its descriptor to be closed knows that everything
-// it sent before has been received.
+// it sent before has been received; a lingering socket (Lingers) is closed
+// without waiting (CloseLingering), or it would hold back every later one
+// until the daemon ran out of descriptors.  At most kQueueMax descriptors
+// wait: beyond, the receiving thread waits for the closer, and the kernel's
+// queue pushes back on the clients.
 class Closer {
  public:
+  static constexpr size_t kQueueMax = 16384;
+
   static Closer& Get() {
     static Closer* closer = new Closer();  // never destroyed: its thread may outlive exit handlers
     return *closer;
@@ -290,20 +345,41 @@ class Closer {
   void Close(std::vector<int>& fds) {
     if (fds.empty()) return;
     if (!running_) {
-      for (int fd : fds) close(fd);
+      Finish(fds);
     } else {
-      std::lock_guard<std::mutex> lock(mutex_);
+      std::unique_lock<std::mutex> lock(mutex_);
+      room_.wait(lock, [this] { return queue_.size() < kQueueMax; });
       queue_.insert(queue_.end(), fds.begin(), fds.end());
+      fds.clear();
     }
-    fds.clear();
     ready_.notify_one();
   }
+
+  // Descriptors found lingering so far.
+  uint64_t Lingering() const { return lingering_.load(std::memory_order_relaxed); }
 
  private:
   Closer() {
     pthread_t thread;
     running_ = pthread_create(&thread, nullptr, Run, this) == 0;
     if (running_) pthread_detach(thread);
+  }
+
+  // Closes `fds` in order, the lingering ones all at once after the others.
+  void Finish(std::vector<int>& fds) {
+    std::vector<int> lingering;
+    for (int fd : fds) {
+      if (Lingers(fd)) {
+        lingering.push_back(fd);
+      } else {
+        close(fd);
+      }
+    }
+    fds.clear();
+    if (!lingering.empty()) {
+      lingering_.fetch_add(lingering.size(), std::memory_order_relaxed);
+      CloseLingering(lingering);
+    }
   }
 
   static void* Run(void* arg) {
@@ -315,8 +391,8 @@ class Closer {
         self->ready_.wait(lock, [self] { return !self->queue_.empty(); });
         batch.swap(self->queue_);
       }
-      for (int fd : batch) close(fd);
-      batch.clear();
+      self->room_.notify_all();
+      self->Finish(batch);
     }
     return nullptr;
   }
@@ -324,7 +400,9 @@ class Closer {
   bool running_ = false;  // no thread could be started: close inline
   std::mutex mutex_;
   std::condition_variable ready_;
+  std::condition_variable room_;
   std::vector<int> queue_;
+  std::atomic<uint64_t> lingering_{0};
 };
 
 // Receives one datagram into `r`; its descriptors go to `received`.
@@ -964,6 +1042,11 @@ Napi::Value ProcessNetns(const Napi::CallbackInfo& info) {
   return Napi::Buffer<uint8_t>::Copy(env, id, sizeof(id));
 }
 
+// lingeringClosed(): received descriptors found lingering (Closer) so far.
+Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
+}
+
 Napi::Value StrError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
 }
@@ -1046,6 +1129,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials));
   exports.Set("setSocketMode", Napi::Function::New(env, SetSocketModeJs));
   exports.Set("processNetns", Napi::Function::New(env, ProcessNetns));
+  exports.Set("lingeringClosed", Napi::Function::New(env, LingeringClosed));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
