@@ -87,7 +87,7 @@ export class Daemon {
       throw new FatalError(e.invalid ? `${e.message}: move it aside, or start with --rename-bad-db` : e.message);
     }
     const store = this.store;
-    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount() }));
+    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({
       program: o.helper,
@@ -156,8 +156,10 @@ export class Daemon {
     if (netnsProblem !== undefined) this.log('warning', netnsProblem);
     const open = (path: string, fd?: number): NotificationSocket => {
       try {
-        const socket = new NotificationSocket(path, { log: this.logger.library, fd, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid) => trusted.has(uid) });
+        const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid) => trusted.has(uid) });
         this.sockets.push(socket);
+        const { length, problem } = socket.kernelQueue;
+        if (problem !== undefined) this.log('warning', `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`);
         if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
@@ -206,6 +208,7 @@ export class Daemon {
       batchMode: this.batchMode,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
+      socketQueues: () => self.sockets.map((s) => ({ path: s.path, queue: s.kernelQueue.length ?? null, waiting: s.waiting })),
       controlPath: () => self.control?.path,
       metricsAddress: () => self.options.metrics?.text,
       ruleCounts: () => ({ local: self.ruleSet.local.length, remote: self.ruleSet.remote.length }),

@@ -11,6 +11,8 @@ export interface ServerSocketHandle {
   start(onReadable: (errno: number) => void, capacity: number): void;
   /** Moves up to `max` received records into `buffer`; returns how many. */
   drain(buffer: Buffer, max: number): number;
+  /** Datagrams received and not yet drained. */
+  waiting(): number;
   /** Stops receiving; what was received can still be drained. */
   stop(): void;
   close(): void;

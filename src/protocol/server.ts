@@ -1,12 +1,62 @@
 // The daemon's notification socket (protocol.md §8): bound, emptied by a
 // thread of the addon whatever the event loop is doing, and handed to
 // JavaScript in batches, one per turn of the loop.
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { LogFn, Notification } from '../types.js';
 import { ServerSocket, constants as C, layout, processNetns, strerror, type ServerSocketHandle } from './native.js';
 import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
 
+/** The default of --queue: a burst of 20 servers at once, each retrying, fits. */
+export const DEFAULT_BACKLOG = 1024;
+
+const QLEN_SYSCTL = '/proc/sys/net/unix/max_dgram_qlen';
+
+/** How long a socket's queue is, as far as known, and why it is shorter than asked. */
+export interface KernelQueue {
+  /** Datagrams the kernel queues on the socket (undefined: not known). */
+  length: number | undefined;
+  /** Why it is not the length asked for, and how to raise it. */
+  problem: string | undefined;
+}
+
+function readQlen(): number | undefined {
+  try {
+    return Number(readFileSync(QLEN_SYSCTL, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs `create` (which makes a unix datagram socket) with
+ * net.unix.max_dgram_qlen at least `want`: Linux copies it into the socket
+ * when the socket is created (unix_create1), for the network namespace of
+ * the creator, and nothing changes a socket's length later (SO_RCVBUF does
+ * not).  Raising it for that moment is safe: a socket another process
+ * creates meanwhile gets a longer queue, never a shorter one (each queued
+ * datagram is charged to its sender's buffer, so a long queue costs no
+ * memory of its own); a value already higher is kept, and the old value is
+ * written back only while the sysctl still holds ours.
+ */
+function withBacklog<T>(want: number, create: () => T): { value: T; queue: KernelQueue } {
+  const before = readQlen();
+  const advice = `raise net.unix.max_dgram_qlen to ${want} (sysctl -w, or etc/sysctl.d/blocklistd.conf) before the socket is created`;
+  if (before === undefined) return { value: create(), queue: { length: undefined, problem: undefined } };
+  if (before >= want) return { value: create(), queue: { length: before, problem: undefined } };
+  try {
+    writeFileSync(QLEN_SYSCTL, `${want}\n`);
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    return { value: create(), queue: { length: before, problem: `cannot raise net.unix.max_dgram_qlen (${why}): ${advice}` } };
+  }
+  try {
+    return { value: create(), queue: { length: want, problem: undefined } };
+  } finally {
+    if (readQlen() === want) writeFileSync(QLEN_SYSCTL, `${before}\n`);
+  }
+}
 export interface NotificationSocketOptions {
   log: LogFn;
   /** Permission bits of the socket file; any local user may notify by default (G8). */
@@ -17,6 +67,11 @@ export interface NotificationSocketOptions {
   queue?: number;
   /** Told of each dropped datagram (after its log line). */
   onDrop?: (reason: DropReason) => void;
+  /**
+   * Datagrams the kernel should queue on a socket bound here (Linux:
+   * net.unix.max_dgram_qlen, raised for the moment of creation when root).
+   */
+  backlog?: number;
   /** Senders (by uid) that may name the peer of a stream socket; root alone by default. */
   trusted?: (uid: number) => boolean;
 }
@@ -80,6 +135,8 @@ export class NotificationSocket {
   private readonly queue: number;
   private readonly records: Buffer;
   private readonly policy: SenderPolicy;
+  /** The kernel's queue of this socket. */
+  readonly kernelQueue: KernelQueue;
 
   /**
    * Binds `path`, or adopts the bound socket `fd` (systemd's socket
@@ -99,7 +156,18 @@ export class NotificationSocket {
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
-      this.handle = options.fd === undefined ? new ServerSocket(path, options.mode ?? 0o666) : new ServerSocket(options.fd);
+      if (options.fd !== undefined) {
+        this.handle = new ServerSocket(options.fd);
+        const length = readQlen();
+        // the sysctl may have changed since systemd made the socket: its value now is only a hint
+        const short = length !== undefined && options.backlog !== undefined && length < options.backlog;
+        const problem = short ? `a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it (now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)` : undefined;
+        this.kernelQueue = { length: undefined, problem };
+      } else {
+        const created = withBacklog(options.backlog ?? 0, () => new ServerSocket(path, options.mode ?? 0o666));
+        this.handle = created.value;
+        this.kernelQueue = created.queue;
+      }
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new SocketSetupError(setupMessage(path, err), err.code ?? 'EINVAL');
@@ -129,6 +197,11 @@ export class NotificationSocket {
       if (notification !== undefined) batch.push(notification);
     }
     return batch;
+  }
+
+  /** Datagrams the receiving thread holds for the event loop. */
+  get waiting(): number {
+    return this.handle.waiting();
   }
 
   /** Stops receiving and returns what was received but not yet taken: nothing acknowledged is lost. */

@@ -587,6 +587,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     return DefineClass(env, "ServerSocket",
                        {InstanceMethod("start", &ServerSocket::Start),
                         InstanceMethod("drain", &ServerSocket::Drain),
+                        InstanceMethod("waiting", &ServerSocket::Waiting),
                         InstanceMethod("stop", &ServerSocket::Stop),
                         InstanceMethod("close", &ServerSocket::Close)});
   }
@@ -759,6 +760,11 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     size_t cap = std::min<size_t>(buffer.Length() / sizeof(Record), info[1].As<Napi::Number>().Uint32Value());
     size_t n = receiver_ ? receiver_->Take(reinterpret_cast<Record*>(buffer.Data()), cap) : 0;
     return Napi::Number::New(env, static_cast<double>(n));
+  }
+
+  // waiting(): datagrams the receiving thread holds for drain().
+  Napi::Value Waiting(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), receiver_ ? static_cast<double>(receiver_->Queued()) : 0);
   }
 
   // stop(): no more receiving; what the ring holds can still be drained.
