@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { ControlServer, ControlSetupError } from '../src/daemon/control.js';
 import { constants as C, lingeringClosed, setSocketMode } from '../src/protocol/native.js';
 import { encodeNotification } from '../src/protocol/wire.js';
+import { burst } from './burst.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { LogCollector, Receiver, isRoot, openDescriptors, run, sharedTree, tempDir, until } from './support.js';
@@ -302,5 +303,14 @@ describe('lingering descriptors', { skip: !isRoot && 'needs root to run the atta
     // every descriptor closed, the lingering ones too, long before their 120 s
     await until(() => openDescriptors() <= baseline && lingeringClosed() - lingeredBefore === LINGERING, 10_000);
     console.log(`# ${LINGERING} lingering and 50 ordinary descriptors closed in ${Date.now() - started} ms`);
+  });
+});
+
+describe('bursts from many servers', () => {
+  // the full proof (20 x 500, paced and unpaced) is the benchmark test/bench/burst.ts
+  test('20 libblocklist-style senders x 100 at 100/s, a 2 ms helper per notification (nfail 1): none given up, every one blocked', { skip: !isRoot && 'needs root for the --queue of the socket' }, async () => {
+    const r = await burst({ senders: 20, each: 100, rate: 100, helperMs: 2 });
+    console.log(`# 20 x 100 at 100/s: ${r.givenUp} given up, ${r.entries} entries, ${r.adds} adds, ${r.seconds.toFixed(1)} s`);
+    assert.deepEqual({ givenUp: r.givenUp, entries: r.entries, adds: r.adds }, { givenUp: 0, entries: 2000, adds: 2000 });
   });
 });
