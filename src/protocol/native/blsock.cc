@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #if defined(__linux__)
 #include <linux/sockios.h>
+#include <sys/prctl.h>
 #endif
 
 #include <dirent.h>
@@ -294,9 +295,13 @@ bool Lingers(int fd) {
 // they go to a thread of their own, which may block for their linger time.
 void CloseLingering(std::vector<int>& fds) {
 #if defined(__linux__) && defined(SYS_clone)
-  // a fork without atfork handlers and without SIGCHLD (nothing to reap for libuv); the child only waits to be killed
+  // a fork without atfork handlers and without SIGCHLD (nothing to reap for libuv); the child only waits to
+  // be killed, by this thread or, should the daemon die first, by the kernel
+  pid_t parent = getpid();
   long child = syscall(SYS_clone, 0L, nullptr, nullptr, nullptr, nullptr);
   if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(0);
     for (;;) pause();
   }
   if (child > 0) {
