@@ -314,3 +314,25 @@ describe('bursts from many servers', () => {
     assert.deepEqual({ givenUp: r.givenUp, entries: r.entries, adds: r.adds }, { givenUp: 0, entries: 2000, adds: 2000 });
   });
 });
+
+describe('out of descriptors', () => {
+  test('a watchdog ping that cannot get a socket (EMFILE) is logged, never thrown', async () => {
+    const dir = tempDir();
+    const script = `
+      import { openSync } from 'node:fs';
+      import { SystemdNotifier } from ${JSON.stringify(join(sharedTree(), 'dist/src/daemon/systemd.js'))};
+      const notifier = SystemdNotifier.fromEnv((level, message) => console.log(level, message), { NOTIFY_SOCKET: ${JSON.stringify(join(dir, 'notify'))} });
+      let open = 0;
+      try { for (;;) { openSync('/dev/null'); open++; } } catch (e) { console.log('filled', e.code); }
+      notifier.notify('WATCHDOG=1');
+      notifier.notify('WATCHDOG=1');
+      setTimeout(() => console.log('alive'), 50);`;
+    const r = await run('prlimit', ['--nofile=64:64', process.execPath, '--input-type=module', '-e', script]);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines[0], 'filled EMFILE');
+    // unix-dgram says "socket -24" (-EMFILE)
+    assert.match(lines[1], /^warning cannot notify systemd at .*notify: (socket -24|.*EMFILE)/);
+    assert.deepEqual(lines.slice(2), ['alive'], 'one warning, no exception');
+  });
+});
