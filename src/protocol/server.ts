@@ -54,9 +54,14 @@ function withBacklog<T>(want: number, create: () => T): { value: T; queue: Kerne
   try {
     return { value: create(), queue: { length: want, problem: undefined } };
   } finally {
-    if (readQlen() === want) writeFileSync(QLEN_SYSCTL, `${before}\n`);
+    try {
+      if (readQlen() === want) writeFileSync(QLEN_SYSCTL, `${before}\n`);
+    } catch {
+      // it could be written a moment ago: nothing more to do than leave it longer
+    }
   }
 }
+
 export interface NotificationSocketOptions {
   log: LogFn;
   /** Permission bits of the socket file; any local user may notify by default (G8). */
