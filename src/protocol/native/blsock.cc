@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include <sys/types.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <poll.h>
 #include <signal.h>
@@ -56,6 +57,7 @@ constexpr size_t kPayloadMax = 512;  // upstream's receive buffer
 constexpr size_t kAddrMax = 32;      // holds a sockaddr_in6 (28 bytes)
 constexpr int kCmsgSlots = 4;        // control messages described per record
 constexpr int kMaxFds = 253;         // Linux SCM_MAX_FD: receive them all, close them all
+constexpr int kReceiverNice = -10;   // the receiving thread's priority, as root
 
 #if defined(__linux__)
 // The kernel attaches the sender's pid and real uid/gid to every datagram.
@@ -534,6 +536,14 @@ class Receiver {
   }
 
   void Loop() {
+#if defined(__linux__)
+    // Servers send without waiting and give up after five tries: when they
+    // and helper processes take every core, this thread must still get its
+    // turn.  Its work is bounded by the ring, so a higher priority cannot
+    // take more than that from the rest (Linux nices threads one by one;
+    // without CAP_SYS_NICE it stays as it is).
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kReceiverNice);
+#endif
     std::vector<int> received;
     for (;;) {
       size_t tail, room;
