@@ -541,7 +541,9 @@ class Receiver {
     // and helper processes take every core, this thread must still get its
     // turn.  Its work is bounded by the ring, so a higher priority cannot
     // take more than that from the rest (Linux nices threads one by one;
-    // without CAP_SYS_NICE it stays as it is).
+    // without CAP_SYS_NICE it stays as it is).  The closer's thread is
+    // started first: it would inherit the priority.
+    Closer::Get();
     setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kReceiverNice);
 #endif
     std::vector<int> received;
