@@ -13,8 +13,9 @@ import { constants as C, lingeringClosed, setSocketMode } from '../src/protocol/
 import { encodeNotification } from '../src/protocol/wire.js';
 import { burst } from './burst.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
+import { controlPathFor } from '../src/protocol/control.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
-import { LogCollector, Receiver, isRoot, openDescriptors, run, sharedTree, tempDir, until } from './support.js';
+import { DaemonProcess, LogCollector, Receiver, controlStatus, isRoot, openDescriptors, run, sharedTree, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
 
@@ -220,6 +221,18 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     for (const mode of modes) await reportAsNobody(receiver.path, mode, 22, true);
     await until(() => refusals('refused a socket of another network namespace') === modes.length);
     assert.equal(receiver.received.length, before, 'nothing forged reaches the daemon');
+  });
+
+  test("the daemon: a forged report from a namespace of their own blocks nobody on the host's port 22, and is counted", async (t) => {
+    const daemon = await DaemonProcess.start({ config: '22 stream * * * 1 6h\n' });
+    t.after(() => daemon.stop());
+    chmodSync(daemon.dir, 0o755);
+    await reportAsNobody(daemon.socket, 'tcp-connected', 22, true);
+    await daemon.waitFor(/refused a socket of another network namespace from uid 65534 \(pid \d+\)/);
+    const status = await controlStatus(controlPathFor(daemon.socket));
+    assert.equal(status.counters.notifications_dropped.netns, 1);
+    assert.equal(status.entries, 0);
+    assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
   });
 
   test('an explicit peer for a TCP socket only from a trusted sender; for UDP, and a connected TCP socket, from anybody', async () => {
