@@ -15,7 +15,7 @@ import { burst } from './burst.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { controlPathFor } from '../src/protocol/control.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
-import { DaemonProcess, LogCollector, Receiver, controlStatus, isRoot, openDescriptors, run, sharedTree, tempDir, until } from './support.js';
+import { DaemonProcess, LogCollector, Receiver, controlStatus, isRoot, openDescriptors, repoRoot, run, sharedTree, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
 
@@ -233,6 +233,26 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.equal(status.counters.notifications_dropped.netns, 1);
     assert.equal(status.entries, 0);
     assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
+  });
+
+  test('--trusted-sender: that user may name the peer of a TCP socket; an unknown user is a start-up error', async (t) => {
+    const daemon = await DaemonProcess.start({ config: '* stream * * * 3 6h\n', args: ['--trusted-sender', 'nobody'] });
+    t.after(() => daemon.stop());
+    chmodSync(daemon.dir, 0o755);
+    await reportAsNobody(daemon.socket, 'tcp-explicit', 0, false);
+    const control = controlPathFor(daemon.socket);
+    let status = await controlStatus(control);
+    for (let i = 0; i < 200 && status.counters.notifications['auth_ok:matched'] === undefined; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+      status = await controlStatus(control);
+    }
+    assert.equal(status.counters.notifications['auth_ok:matched'], 1);
+    assert.equal(status.counters.notifications_dropped.untrusted, 0);
+
+    const dir = tempDir();
+    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '--trusted-sender', 'no-such-user-here', '-c', daemon.config, '-D', join(dir, 'db'), '-s', join(dir, 's.sock')]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--trusted-sender: unknown user 'no-such-user-here'/);
   });
 
   test('an explicit peer for a TCP socket only from a trusted sender; for UDP, and a connected TCP socket, from anybody', async () => {
