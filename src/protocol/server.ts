@@ -92,6 +92,7 @@ export function ownNetns(): { id: Buffer | undefined; problem: string | undefine
   if (netns === undefined) {
     const id = processNetns();
     if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
+    else if (process.platform !== 'linux') netns = { id: undefined, problem: undefined }; // no network namespaces to check
     else {
       const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${strerror(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
       netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
