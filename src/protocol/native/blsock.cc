@@ -41,6 +41,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <condition_variable>
@@ -332,33 +333,43 @@ void CloseLingering(std::vector<int>& fds) {
 }
 
 // Received descriptors are closed on a thread of their own, so that the
-// event loop never waits for a close.  One thread for the process, detached
-// (its work may outlast exit handlers), closing in arrival order, so a
-// client that waits for its descriptor to be closed knows that everything
-// it sent before has been received; a lingering socket (Lingers) is closed
-// without waiting (CloseLingering), or it would hold back every later one
-// until the daemon ran out of descriptors.  At most kQueueMax descriptors
-// wait: beyond, the receiving thread waits for the closer, and the kernel's
-// queue pushes back on the clients.
+// event loop never waits for a close.  The thread closes in arrival order
+// and is detached (its work may outlast exit handlers).  A lingering socket
+// (Lingers) is closed without waiting (CloseLingering), or it would hold
+// back every later one until the daemon ran out of descriptors.  Should a
+// close block all the same (a client may set SO_LINGER through its own copy
+// between the check and the close), descriptors left waiting for
+// kStuckMs start another thread, up to kThreadsMax.  At most kQueueMax
+// descriptors wait: beyond, the receiving thread waits for the closers, and
+// the kernel's queue pushes back on the clients.
 class Closer {
  public:
   static constexpr size_t kQueueMax = 16384;
+  static constexpr int kThreadsMax = 32;
+  static constexpr std::chrono::milliseconds kStuckMs{200};
 
   static Closer& Get() {
-    static Closer* closer = new Closer();  // never destroyed: its thread may outlive exit handlers
+    static Closer* closer = new Closer();  // never destroyed: its threads may outlive exit handlers
     return *closer;
   }
 
   void Close(std::vector<int>& fds) {
     if (fds.empty()) return;
-    if (!running_) {
+    if (threads_ == 0) {
       Finish(fds);
-    } else {
+      return;
+    }
+    {
       std::unique_lock<std::mutex> lock(mutex_);
       room_.wait(lock, [this] { return queue_.size() < kQueueMax; });
       queue_.insert(queue_.end(), fds.begin(), fds.end());
-      fds.clear();
+      auto now = std::chrono::steady_clock::now();
+      if (idle_ == 0 && threads_ < kThreadsMax && now - lastTake_ > kStuckMs) {
+        lastTake_ = now;  // one more thread per kStuckMs at most
+        if (StartThread()) threads_++;
+      }
     }
+    fds.clear();
     ready_.notify_one();
   }
 
@@ -367,9 +378,15 @@ class Closer {
 
  private:
   Closer() {
+    lastTake_ = std::chrono::steady_clock::now();
+    threads_ = StartThread() ? 1 : 0;  // none: close inline
+  }
+
+  bool StartThread() {
     pthread_t thread;
-    running_ = pthread_create(&thread, nullptr, Run, this) == 0;
-    if (running_) pthread_detach(thread);
+    if (pthread_create(&thread, nullptr, Run, this) != 0) return false;
+    pthread_detach(thread);
+    return true;
   }
 
   // Closes `fds` in order, the lingering ones all at once after the others.
@@ -395,8 +412,11 @@ class Closer {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(self->mutex_);
+        self->idle_++;
         self->ready_.wait(lock, [self] { return !self->queue_.empty(); });
+        self->idle_--;
         batch.swap(self->queue_);
+        self->lastTake_ = std::chrono::steady_clock::now();
       }
       self->room_.notify_all();
       self->Finish(batch);
@@ -404,11 +424,13 @@ class Closer {
     return nullptr;
   }
 
-  bool running_ = false;  // no thread could be started: close inline
   std::mutex mutex_;
   std::condition_variable ready_;
   std::condition_variable room_;
   std::vector<int> queue_;
+  std::atomic<int> threads_{0};  // started; grows under mutex_
+  int idle_ = 0;     // waiting for work
+  std::chrono::steady_clock::time_point lastTake_;  // a thread last took the queue
   std::atomic<uint64_t> lingering_{0};
 };
 
