@@ -235,8 +235,10 @@ int NetnsOf(int fd, uint8_t* out) {
   struct stat st;
   int err = fstat(ns, &st) == -1 ? errno : 0;
   close(ns);
-  uint64_t inode = st.st_ino;
-  if (err == 0) memcpy(out, &inode, sizeof(inode));
+  if (err == 0) {
+    uint64_t inode = st.st_ino;
+    memcpy(out, &inode, sizeof(inode));
+  }
   return err;
 #else
   return ENOPROTOOPT;
