@@ -508,6 +508,7 @@ describe('blocklistctl control commands against a running daemon', () => {
       new RegExp(`^configuration  ${escape(daemon.config)}: 1 local, 1 remote rules$`),
       new RegExp(`^database       ${escape(daemon.db)}: 2 entries, 2 blocked$`),
       new RegExp(`^sockets        ${escape(daemon.socket)}$`),
+      new RegExp(`^socket queues  ${escape(daemon.socket)}: ${isRoot ? 1024 : '\\d+'} in the kernel, 0 waiting$`),
       new RegExp(`^control        ${escape(control)}$`),
       /^metrics        off$/,
       new RegExp(`^helper         ${escape(join(repoRoot, 'test/fixtures/control'))}: 0 running, 0 queued$`),

@@ -11,7 +11,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, type BlocklistAction } from '../src/index.js';
 import { USAGE } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, ctl, freePort, repoRoot, run, runBlprobe, stateKey, tempDir, until, type RunResult } from './support.js';
+import { DaemonProcess, Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, stateKey, tempDir, until, type RunResult } from './support.js';
 
 interface Response {
   status: number;
@@ -196,6 +196,8 @@ describe('blocklistd --metrics', () => {
       ['blocklistd_notifications_dropped_total', { reason: 'version' }, 2],
       ['blocklistd_notifications_dropped_total', { reason: 'peer' }, 8], // file, udp, salen7, family
       ['blocklistd_notifications_dropped_total', { reason: 'local' }, 1],
+      ['blocklistd_notifications_dropped_total', { reason: 'netns' }, 0],
+      ['blocklistd_notifications_dropped_total', { reason: 'untrusted' }, 0],
       ['blocklistd_notifications_dropped_total', { reason: 'family' }, 2], // v6onv4
       ['blocklistd_notifications_dropped_total', { reason: 'type' }, 2],
       ['blocklistd_blocks_total', { origin: 'limit' }, 2],
@@ -275,9 +277,14 @@ describe('blocklistd --metrics', () => {
     for (const type of ['auth_fail', 'auth_ok', 'abusive_behavior', 'bad_user']) {
       for (const outcome of ['matched', 'no_rule']) assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome })), 0, `${type} ${outcome}`);
     }
-    for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'family', 'type']) {
+    for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type']) {
       assert.equal(samples.get(sampleKey('blocklistd_notifications_dropped_total', { reason })), 0, reason);
     }
+    // the socket's kernel queue: --queue's default as root, the sysctl's value otherwise
+    const queue = samples.get(sampleKey('blocklistd_socket_queue_length', { socket: daemon.socket }));
+    if (isRoot) assert.equal(queue, 1024);
+    else assert.ok(queue !== undefined && queue >= 1);
+    assert.equal(samples.get(sampleKey('blocklistd_socket_waiting', { socket: daemon.socket })), 0);
   });
 
   test('requests for commands the daemon does not know add no series of their own', async (t) => {

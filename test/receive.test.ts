@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, type BlocklistAction } from '../src/index.js';
 import { descriptorOf } from '../src/client/index.js';
-import { ClientSocket } from '../src/protocol/native.js';
+import { ClientSocket, type ClientSocketHandle } from '../src/protocol/native.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '../src/protocol/wire.js';
 import { WireType } from '../src/types.js';
@@ -361,5 +361,67 @@ describe('the socket file (protocol.md §8)', () => {
       () => new NotificationSocket(path, { log: () => {} }),
       (e: unknown) => e instanceof SocketSetupError && e.message === `bl_init: bind failed for '${path}' (No such file or directory)`,
     );
+  });
+});
+
+describe("the kernel's queue of the notification socket", () => {
+  const QLEN = '/proc/sys/net/unix/max_dgram_qlen';
+  const linux = process.platform === 'linux';
+
+  /**
+   * Datagrams the kernel takes from non-blocking sends before EAGAIN,
+   * nothing receiving: from several sockets, as each sender's own buffer
+   * holds only a few hundred.
+   */
+  function queued(path: string, limit: number): number {
+    const senders: ClientSocketHandle[] = [];
+    let n = 0;
+    for (let i = 0; i < 20 && n < limit; i++) {
+      const s = new ClientSocket();
+      senders.push(s);
+      assert.equal(s.open(), 0);
+      assert.equal(s.connect(path), 0);
+      while (n < limit && s.send(Buffer.from('x'), -1) === 0) n++;
+    }
+    for (const s of senders) s.close();
+    return n;
+  }
+
+  test('as root, the socket is made with the queue asked for, and the sysctl is put back', { skip: !(linux && isRoot) && 'needs root on Linux' }, () => {
+    const before = readFileSync(QLEN, 'utf8');
+    const want = Number(before) + 500;
+    const path = join(tempDir(), 'q.sock');
+    const socket = new NotificationSocket(path, { log: () => {}, backlog: want });
+    try {
+      assert.deepEqual(socket.kernelQueue, { length: want, problem: undefined });
+      assert.equal(readFileSync(QLEN, 'utf8'), before, 'the sysctl is back at its value');
+      // Linux queues one more than the length
+      assert.equal(queued(path, want + 100), want + 1);
+    } finally {
+      socket.close();
+    }
+  });
+
+  test('a value already higher is kept, never lowered', { skip: !linux && 'Linux only' }, () => {
+    const current = Number(readFileSync(QLEN, 'utf8'));
+    const socket = new NotificationSocket(join(tempDir(), 'q.sock'), { log: () => {}, backlog: 1 });
+    socket.close();
+    assert.deepEqual(socket.kernelQueue, { length: current, problem: undefined });
+    assert.equal(Number(readFileSync(QLEN, 'utf8')), current);
+  });
+
+  test('not root: the queue got, and how to raise it', { skip: !(linux && isRoot) && 'needs root to run as nobody' }, async () => {
+    const dir = tempDir();
+    chmodSync(dir, 0o777);
+    const script = `
+      import { NotificationSocket } from ${JSON.stringify(join(sharedTree(), 'dist/src/protocol/server.js'))};
+      const s = new NotificationSocket(${JSON.stringify(join(dir, 'q.sock'))}, { log: () => {}, backlog: 100000 });
+      console.log(JSON.stringify(s.kernelQueue));
+      s.close();`;
+    const r = await run(process.execPath, ['--input-type=module', '-e', script], { uid: 65534, gid: 65534 });
+    assert.equal(r.code, 0, r.stderr);
+    const q = JSON.parse(r.stdout) as { length: number; problem: string };
+    assert.equal(q.length, Number(readFileSync(QLEN, 'utf8')));
+    assert.match(q.problem, /^cannot raise net\.unix\.max_dgram_qlen \(EACCES\): raise net\.unix\.max_dgram_qlen to 100000 \(sysctl -w, or etc\/sysctl\.d\/blocklistd\.conf\)/);
   });
 });

@@ -159,6 +159,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       `configuration  ${String(r.config)}: ${rules.local} local, ${rules.remote} remote rules`,
       `database       ${String(r.database)}: ${String(r.entries)} entries, ${String(r.blocked)} blocked`,
       `sockets        ${(r.sockets as string[]).join(', ')}`,
+      `socket queues  ${((r.socketQueues as { path: string; queue: number | null; waiting: number }[] | undefined) ?? []).map((q) => `${q.path}: ${q.queue ?? 'unknown'} in the kernel, ${q.waiting} waiting`).join('; ')}`,
       `control        ${String(r.control)}`,
       `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
       `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ${String(helper.running)} running, ${String(helper.pending)} queued`,

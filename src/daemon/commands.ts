@@ -28,6 +28,8 @@ export interface CommandContext {
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
   sockets(): string[];
+  /** Each notification socket's kernel queue length (null: unknown) and the datagrams received but not yet processed. */
+  socketQueues(): { path: string; queue: number | null; waiting: number }[];
   controlPath(): string | undefined;
   metricsAddress(): string | undefined;
   ruleCounts(): { local: number; remote: number };
@@ -71,6 +73,7 @@ async function status(c: CommandContext): Promise<unknown> {
     config: c.options.config,
     database: c.options.db,
     sockets: c.sockets(),
+    socketQueues: c.socketQueues(),
     control: c.controlPath() ?? null,
     metrics: c.metricsAddress() ?? null,
     debug: c.debug,

@@ -4,10 +4,10 @@
 // a time, its requests answered in order; a line beyond REQUEST_MAX_BYTES
 // is refused and the connection closed, a slow or silent client cannot
 // hold the daemon up: nothing here waits for a client.
-import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
-import { peerCredentials } from '../protocol/native.js';
+import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
 
 /** Who is at the other end of a control connection. */
@@ -80,13 +80,12 @@ export class ControlServer {
       throw new ControlSetupError(`control socket ${o.path}: ${(e as Error).message}`);
     }
     if (o.fd === undefined) {
-      try {
-        // after bind: a peer that connects before is still checked by its credentials
-        if (o.group !== undefined) chownSync(o.path, -1, o.group.gid);
-        chmodSync(o.path, o.group === undefined ? 0o600 : 0o660);
-      } catch (e) {
+      // after bind: a peer that connects before is still checked by its credentials;
+      // never through a symlink swapped in meanwhile by whoever can write the directory
+      const err = setSocketMode(o.path, o.group === undefined ? 0o600 : 0o660, o.group?.gid ?? -1);
+      if (err !== 0) {
         server.close();
-        throw new ControlSetupError(`control socket ${o.path}: ${(e as Error).message}`);
+        throw new ControlSetupError(`control socket ${o.path}: cannot set its mode (${strerror(err)})`);
       }
     }
     return new ControlServer(server, o);

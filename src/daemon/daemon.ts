@@ -13,7 +13,7 @@ import { where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
 import { ControlError } from '../protocol/control.js';
-import { NotificationSocket } from '../protocol/server.js';
+import { NotificationSocket, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { StateError, StateStore } from '../state/store.js';
 import { runCommand, type CommandContext } from './commands.js';
@@ -90,7 +90,7 @@ export class Daemon {
       throw new FatalError(e.invalid ? `${e.message}: move it aside, or start with --rename-bad-db` : e.message);
     }
     const store = this.store;
-    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount() }));
+    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({
       program: o.helper,
@@ -155,10 +155,15 @@ export class Daemon {
   /** The notification sockets: those systemd passed, then -s/-P (the default path only when nothing was passed). */
   private openSockets(passed: ListenSocket[]): void {
     const o = this.options;
+    const trusted = trustedUids(o.trustedSenders);
+    const netnsProblem = ownNetns().problem;
+    if (netnsProblem !== undefined) this.log('warning', netnsProblem);
     const open = (path: string, fd?: number): NotificationSocket => {
       try {
-        const socket = new NotificationSocket(path, { log: this.logger.library, fd, onDrop: (reason) => this.metrics?.dropped(reason) });
+        const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid) => trusted.has(uid) });
         this.sockets.push(socket);
+        const { length, problem } = socket.kernelQueue;
+        if (problem !== undefined) this.log('warning', `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`);
         if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
@@ -207,6 +212,7 @@ export class Daemon {
       batchMode: this.batchMode,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
+      socketQueues: () => self.sockets.map((s) => ({ path: s.path, queue: s.kernelQueue.length ?? null, waiting: s.waiting })),
       controlPath: () => self.control?.path,
       metricsAddress: () => self.options.metrics?.text,
       ruleCounts: () => ({ local: self.ruleSet.local.length, remote: self.ruleSet.remote.length }),
@@ -382,6 +388,18 @@ function groupOf(name: string): { gid: number; members: Set<number> } {
     if (uid !== undefined) uids.add(uid);
   }
   return { gid: Number(gid), members: uids };
+}
+
+/** --trusted-sender: root and the uids of the users named (numbers or names). */
+function trustedUids(users: string[]): Set<number> {
+  const env = systemEnv();
+  const uids = new Set([0]);
+  for (const user of users) {
+    const uid = /^\d+$/.test(user) ? Number(user) : env.user(user);
+    if (uid === undefined) throw new FatalError(`--trusted-sender: unknown user '${user}'`);
+    uids.add(uid);
+  }
+  return uids;
 }
 
 /** The pid file of a detached daemon: `<pid>\n`. */

@@ -19,7 +19,14 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
-const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'family', 'type'];
+const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type'];
+
+/** What the socket gauges read of a notification socket. */
+interface SocketQueueSource {
+  path: string;
+  kernelQueue: { length: number | undefined };
+  waiting: number;
+}
 
 interface Inc {
   inc(value?: number): void;
@@ -43,8 +50,8 @@ export class Metrics {
   private readonly receiveBatch: Histogram;
   private readonly controlRequests: Counter<'command' | 'result'>;
 
-  /** `entries()` and `blocked()` are read at each scrape. */
-  constructor(sizes: { entries: () => number; blocked: () => number }) {
+  /** `entries()`, `blocked()` and `sockets()` are read at each scrape. */
+  constructor(sizes: { entries: () => number; blocked: () => number; sockets?: () => readonly SocketQueueSource[] }) {
     const registers = [this.registry];
     this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
@@ -72,6 +79,14 @@ export class Metrics {
     this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
     new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
       this.set(sizes.entries());
+    } });
+    new Gauge({ name: 'blocklistd_socket_queue_length', help: 'Datagrams the kernel queues on a notification socket (where known)', labelNames: ['socket'], registers, collect() {
+      this.reset();
+      for (const s of sizes.sockets?.() ?? []) if (s.kernelQueue.length !== undefined) this.set({ socket: s.path }, s.kernelQueue.length);
+    } });
+    new Gauge({ name: 'blocklistd_socket_waiting', help: 'Datagrams received from a notification socket and not yet processed', labelNames: ['socket'], registers, collect() {
+      this.reset();
+      for (const s of sizes.sockets?.() ?? []) this.set({ socket: s.path }, s.waiting);
     } });
     new Gauge({ name: 'blocklistd_blocked_entries', help: 'Entries at their limit (blocked, or their add pending)', registers, collect() {
       this.set(sizes.blocked());

@@ -10,7 +10,7 @@ import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { controlPathFor } from '../protocol/control.js';
 import { strerror } from '../protocol/native.js';
-import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
+import { DEFAULT_BACKLOG, DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 
 /** The helper shipped beside the daemon (bin/blocklistd-helper). */
@@ -64,6 +64,10 @@ export interface DaemonOptions {
   controlGroup: string | undefined;
   /** --metrics host:port: the Prometheus listener. */
   metrics: ListenAddress | undefined;
+  /** --queue: datagrams the kernel should queue on each notification socket. */
+  queue: number;
+  /** --trusted-sender: users (names or uids) who may name the peer of a TCP socket besides root. */
+  trustedSenders: string[];
 }
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
@@ -87,6 +91,12 @@ export function readSocketsFile(path: string): string[] {
 function seconds(text: string, what: string): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
   if (!(n >= 1 && n <= 2147483)) throw new UsageError(`Bad ${what} '${text}': a number of seconds from 1`); // G19
+  return n;
+}
+
+function count(text: string, what: string): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 2147483647)) throw new UsageError(`Bad ${what} '${text}': a number from 1`);
   return n;
 }
 
@@ -119,6 +129,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--no-control-socket', 'no control socket')
     .option('--control-group <group>', 'a group whose members may use the control socket (mode 0660)')
     .option('--metrics <host:port>', 'serve Prometheus metrics over HTTP on this address')
+    .option('--queue <datagrams>', 'datagrams the kernel queues on a notification socket (Linux, as root)', String(DEFAULT_BACKLOG))
+    .option('--trusted-sender <user>', 'a user who may report an explicit peer for a TCP socket, besides root (repeatable)', (u: string, all: string[]) => [...all, u], [] as string[])
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -161,6 +173,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     controlSocket: string | boolean;
     controlGroup?: string;
     metrics?: string;
+    trustedSender: string[];
+    queue: string;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
@@ -191,6 +205,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     control: o.controlSocket === false ? null : typeof o.controlSocket === 'string' ? abs(o.controlSocket) : controlPathFor(first),
     controlGroup: o.controlGroup,
     metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
+    trustedSenders: o.trustedSender,
+    queue: count(o.queue, 'queue length'),
   };
 }
 

@@ -43,9 +43,19 @@ export class SystemdNotifier {
     return new SystemdNotifier(path, log, watchdog);
   }
 
-  /** Sends `state` (lines of VAR=value). */
+  /**
+   * Sends `state` (lines of VAR=value).  Never throws: a watchdog ping that
+   * fails (out of descriptors: EMFILE) is logged, not fatal.
+   */
   notify(state: string): void {
-    const data = Buffer.from(state);
+    try {
+      this.send(Buffer.from(state));
+    } catch (e) {
+      this.failure((e as Error).message);
+    }
+  }
+
+  private send(data: Buffer): void {
     if (this.path.startsWith('@')) {
       // unix-dgram cannot address Linux's abstract sockets (systemd in a container may use one)
       const socket = new ClientSocket();

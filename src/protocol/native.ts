@@ -11,6 +11,8 @@ export interface ServerSocketHandle {
   start(onReadable: (errno: number) => void, capacity: number): void;
   /** Moves up to `max` received records into `buffer`; returns how many. */
   drain(buffer: Buffer, max: number): number;
+  /** Datagrams received and not yet drained. */
+  waiting(): number;
   /** Stops receiving; what was received can still be drained. */
   stop(): void;
   close(): void;
@@ -48,6 +50,9 @@ export interface RecordLayout {
   localLen: number;
   peerErrno: number;
   peerLen: number;
+  /** The passed socket's network namespace: an errno, then its 8-byte identity (processNetns()'s kind). */
+  netnsErrno: number;
+  netns: number;
   local: number;
   peer: number;
   payload: number;
@@ -77,6 +82,9 @@ export interface NativeConstants {
   EAGAIN: number;
   EBADF: number;
   EADDRINUSE: number;
+  ELOOP: number;
+  ENOTSOCK: number;
+  ENOPROTOOPT: number;
   /** BSD socket addresses start with a length byte. */
   HAVE_SA_LEN: boolean;
 }
@@ -102,6 +110,9 @@ interface Binding {
   setCloseOnExec(first: number): void;
   socketInfo(fd: number): SocketInfo;
   peerCredentials(fd: number): PeerCredentials;
+  setSocketMode(path: string, mode: number, gid: number): number;
+  processNetns(): Buffer | { errno: number };
+  lingeringClosed(): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -125,3 +136,21 @@ export const socketInfo = binding.socketInfo;
 
 /** SO_PEERCRED / getpeereid of a connected unix stream socket. */
 export const peerCredentials = binding.peerCredentials;
+
+/**
+ * Sets the group (`gid` -1: unchanged) and mode of the socket file at
+ * `path` without following a symlink there; returns 0 or an errno (ELOOP:
+ * a symlink, ENOTSOCK: another kind of file).
+ */
+export const setSocketMode = binding.setSocketMode;
+
+/**
+ * The identity of this process's network namespace, 8 bytes to compare with
+ * a record's `netns` (SO_NETNS_COOKIE, or the namespace's inode on kernels
+ * before 5.14), or the errno that says it cannot be read (ENOPROTOOPT: not
+ * Linux, or a kernel with neither).
+ */
+export const processNetns = binding.processNetns;
+
+/** Received descriptors that were lingering sockets (closed without waiting for their linger time). */
+export const lingeringClosed = binding.lingeringClosed;

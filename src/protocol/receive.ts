@@ -21,7 +21,29 @@ import {
 } from './wire.js';
 
 /** Why a datagram was dropped, for the daemon's counters. */
-export type DropReason = 'recv' | 'credentials' | 'short' | 'version' | 'peer' | 'local' | 'family' | 'type';
+export type DropReason = 'recv' | 'credentials' | 'short' | 'version' | 'peer' | 'local' | 'netns' | 'untrusted' | 'family' | 'type';
+
+/**
+ * Who may report what, beyond upstream's checks (issue 13): a local user
+ * can make a network namespace of their own (`unshare -rn`), bind the
+ * host's ports there and report any address for them.
+ */
+export interface SenderPolicy {
+  /**
+   * The daemon's network namespace (processNetns()); a passed socket of
+   * another one is refused.  Undefined: the kernel cannot tell, not checked.
+   */
+  netns: Buffer | undefined;
+  /**
+   * Whether a sender (by uid) may name the peer of a stream socket
+   * itself: upstream's clients do so for datagram sockets (UDP servers
+   * have no connected peer); for TCP only a trusted one.
+   */
+  trusted(uid: number): boolean;
+}
+
+/** Root alone is trusted. */
+export const rootOnly = (uid: number): boolean => uid === 0;
 
 const int32 = (r: Buffer, field: number): number => readHost32(r, field) | 0;
 const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
@@ -31,7 +53,7 @@ const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
  * and tells `drop`.  Log texts are upstream's (protocol.md §4.3, §5, §6;
  * daemon.md §5.2).
  */
-export function decodeRecord(r: Buffer, log: LogFn, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
+export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
   const recvErrno = int32(r, L.recvErrno);
   if (recvErrno !== 0) {
     log('err', `bl_recv: recvmsg failed (${strerror(recvErrno)})`);
@@ -86,6 +108,12 @@ export function decodeRecord(r: Buffer, log: LogFn, drop: (reason: DropReason) =
   const local = localEndpoint(r, log);
   if (local === undefined) {
     drop('local');
+    return undefined;
+  }
+  const refusal = refused(r, policy, peer.explicit && local.socketType === 'stream');
+  if (refusal !== undefined) {
+    log('err', `${refusal.message} from uid ${uint32(r, L.uid)} (pid ${int32(r, L.pid)})`);
+    drop(refusal.reason);
     return undefined;
   }
   const remote = decodeSockaddr(peer.buffer, peer.offset, peer.length);
@@ -151,6 +179,17 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
     return undefined;
   }
   return { buffer: payload, offset: SOCKADDR_OFFSET, length: salen, explicit: true };
+}
+
+/** The sender policy's objection to a valid record, if any. */
+function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): { reason: DropReason; message: string } | undefined {
+  if (policy.netns !== undefined) {
+    const netnsErrno = int32(r, L.netnsErrno);
+    if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${strerror(netnsErrno)})` };
+    if (policy.netns.compare(r, L.netns, L.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
+  }
+  if (explicitStreamPeer && !policy.trusted(uint32(r, L.uid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
+  return undefined;
 }
 
 /** daemon.md §5.2: the local address, port and socket type of the passed socket. */

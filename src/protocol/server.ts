@@ -1,11 +1,66 @@
 // The daemon's notification socket (protocol.md §8): bound, emptied by a
 // thread of the addon whatever the event loop is doing, and handed to
 // JavaScript in batches, one per turn of the loop.
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { LogFn, Notification } from '../types.js';
-import { ServerSocket, layout, strerror, type ServerSocketHandle } from './native.js';
-import { decodeRecord, type DropReason } from './receive.js';
+import { ServerSocket, constants as C, layout, processNetns, strerror, type ServerSocketHandle } from './native.js';
+import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
+
+/** The default of --queue: a burst of 20 servers at once, each retrying, fits. */
+export const DEFAULT_BACKLOG = 1024;
+
+const QLEN_SYSCTL = '/proc/sys/net/unix/max_dgram_qlen';
+
+/** How long a socket's queue is, as far as known, and why it is shorter than asked. */
+export interface KernelQueue {
+  /** Datagrams the kernel queues on the socket (undefined: not known). */
+  length: number | undefined;
+  /** Why it is not the length asked for, and how to raise it. */
+  problem: string | undefined;
+}
+
+function readQlen(): number | undefined {
+  try {
+    return Number(readFileSync(QLEN_SYSCTL, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Runs `create` (which makes a unix datagram socket) with
+ * net.unix.max_dgram_qlen at least `want`: Linux copies it into the socket
+ * when the socket is created (unix_create1), for the network namespace of
+ * the creator, and nothing changes a socket's length later (SO_RCVBUF does
+ * not).  Raising it for that moment is safe: a socket another process
+ * creates meanwhile gets a longer queue, never a shorter one (each queued
+ * datagram is charged to its sender's buffer, so a long queue costs no
+ * memory of its own); a value already higher is kept, and the old value is
+ * written back only while the sysctl still holds ours.
+ */
+function withBacklog<T>(want: number, create: () => T): { value: T; queue: KernelQueue } {
+  const before = readQlen();
+  const advice = `raise net.unix.max_dgram_qlen to ${want} (sysctl -w, or etc/sysctl.d/blocklistd.conf) before the socket is created`;
+  if (before === undefined) return { value: create(), queue: { length: undefined, problem: undefined } };
+  if (before >= want) return { value: create(), queue: { length: before, problem: undefined } };
+  try {
+    writeFileSync(QLEN_SYSCTL, `${want}\n`);
+  } catch (e) {
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    return { value: create(), queue: { length: before, problem: `cannot raise net.unix.max_dgram_qlen (${why}): ${advice}` } };
+  }
+  try {
+    return { value: create(), queue: { length: want, problem: undefined } };
+  } finally {
+    try {
+      if (readQlen() === want) writeFileSync(QLEN_SYSCTL, `${before}\n`);
+    } catch {
+      // it could be written a moment ago: nothing more to do than leave it longer
+    }
+  }
+}
 
 export interface NotificationSocketOptions {
   log: LogFn;
@@ -17,6 +72,33 @@ export interface NotificationSocketOptions {
   queue?: number;
   /** Told of each dropped datagram (after its log line). */
   onDrop?: (reason: DropReason) => void;
+  /**
+   * Datagrams the kernel should queue on a socket bound here (Linux:
+   * net.unix.max_dgram_qlen, raised for the moment of creation when root).
+   */
+  backlog?: number;
+  /** Senders (by uid) that may name the peer of a stream socket; root alone by default. */
+  trusted?: (uid: number) => boolean;
+}
+
+let netns: { id: Buffer | undefined; problem: string | undefined } | undefined;
+
+/**
+ * This process's network namespace, which passed sockets must share, read
+ * once; `problem` says why it cannot be checked (then nothing is refused
+ * for it).
+ */
+export function ownNetns(): { id: Buffer | undefined; problem: string | undefined } {
+  if (netns === undefined) {
+    const id = processNetns();
+    if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
+    else if (process.platform !== 'linux') netns = { id: undefined, problem: undefined }; // no network namespaces to check
+    else {
+      const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${strerror(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
+      netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
+    }
+  }
+  return netns;
 }
 
 /** Why a socket could not be set up, with upstream's message (the daemon exits 1). */
@@ -58,6 +140,9 @@ export class NotificationSocket {
   private readonly batchSize: number;
   private readonly queue: number;
   private readonly records: Buffer;
+  private readonly policy: SenderPolicy;
+  /** The kernel's queue of this socket. */
+  readonly kernelQueue: KernelQueue;
 
   /**
    * Binds `path`, or adopts the bound socket `fd` (systemd's socket
@@ -73,10 +158,22 @@ export class NotificationSocket {
     this.drop = options.onDrop;
     this.batchSize = options.batchSize ?? 512;
     this.queue = options.queue ?? 8192;
+    this.policy = { netns: ownNetns().id, trusted: options.trusted ?? rootOnly };
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     try {
-      this.handle = options.fd === undefined ? new ServerSocket(path, options.mode ?? 0o666) : new ServerSocket(options.fd);
+      if (options.fd !== undefined) {
+        this.handle = new ServerSocket(options.fd);
+        const length = readQlen();
+        // the sysctl may have changed since systemd made the socket: its value now is only a hint
+        const short = length !== undefined && options.backlog !== undefined && length < options.backlog;
+        const problem = short ? `a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it (now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)` : undefined;
+        this.kernelQueue = { length: undefined, problem };
+      } else {
+        const created = withBacklog(options.backlog ?? 0, () => new ServerSocket(path, options.mode ?? 0o666));
+        this.handle = created.value;
+        this.kernelQueue = created.queue;
+      }
     } catch (e) {
       const err = e as NodeJS.ErrnoException;
       throw new SocketSetupError(setupMessage(path, err), err.code ?? 'EINVAL');
@@ -102,10 +199,15 @@ export class NotificationSocket {
     const n = this.handle.drain(this.records, this.batchSize);
     const batch: Notification[] = [];
     for (let i = 0; i < n; i++) {
-      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.drop);
+      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.policy, this.drop);
       if (notification !== undefined) batch.push(notification);
     }
     return batch;
+  }
+
+  /** Datagrams the receiving thread holds for the event loop. */
+  get waiting(): number {
+    return this.handle.waiting();
   }
 
   /** Stops receiving and returns what was received but not yet taken: nothing acknowledged is lost. */

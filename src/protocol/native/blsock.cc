@@ -12,7 +12,11 @@
 #include <uv.h>
 
 #include <sys/types.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -21,6 +25,10 @@
 #endif
 #include <sys/syscall.h>
 #include <netinet/in.h>
+#if defined(__linux__)
+#include <linux/sockios.h>
+#include <sys/prctl.h>
+#endif
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,6 +40,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <condition_variable>
@@ -48,6 +58,7 @@ constexpr size_t kPayloadMax = 512;  // upstream's receive buffer
 constexpr size_t kAddrMax = 32;      // holds a sockaddr_in6 (28 bytes)
 constexpr int kCmsgSlots = 4;        // control messages described per record
 constexpr int kMaxFds = 253;         // Linux SCM_MAX_FD: receive them all, close them all
+constexpr int kReceiverNice = -10;   // the receiving thread's priority, as root
 
 #if defined(__linux__)
 // The kernel attaches the sender's pid and real uid/gid to every datagram.
@@ -101,7 +112,8 @@ struct Record {
   uint32_t localLen;
   int32_t peerErrno;   // getpeername
   uint32_t peerLen;
-  int32_t reserved[3];
+  int32_t netnsErrno;  // NetnsOf
+  uint8_t netns[8];
   uint8_t local[kAddrMax];
   uint8_t peer[kAddrMax];
   uint8_t payload[kPayloadMax];
@@ -156,6 +168,88 @@ int SocketName(int (*call)(int, sockaddr*, socklen_t*), int fd, uint8_t* out, ui
   return 0;
 }
 
+// Gives the socket file just bound at `path` group `gid` (unless -1) and
+// `mode`, never through a symlink: whoever can write its directory (a
+// chroot's var/run listed with -P) could otherwise swap one in between
+// bind() and chmod() and have root change the mode of any file.  Only a
+// socket is changed; a swapped-in file of any other kind is an error.  The
+// process umask is not used: it would reach files other threads create.
+// Returns 0 or an errno (ELOOP for a symlink, ENOTSOCK for another file).
+int SetSocketMode(const char* path, mode_t mode, gid_t gid) {
+#if defined(O_PATH)
+  // one inode for the check and the changes
+  int fd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd == -1) return errno;
+  struct stat st;
+  int err = fstat(fd, &st) == -1 ? errno : S_ISLNK(st.st_mode) ? ELOOP : !S_ISSOCK(st.st_mode) ? ENOTSOCK : 0;
+  if (err == 0 && gid != static_cast<gid_t>(-1) && fchownat(fd, "", static_cast<uid_t>(-1), gid, AT_EMPTY_PATH) == -1) err = errno;
+  if (err == 0) {
+    // chmod of an O_PATH descriptor: fchmodat2 (Linux 6.6), else its /proc link, which names the inode itself
+    int rc = -1;
+#ifdef SYS_fchmodat2
+    rc = static_cast<int>(syscall(SYS_fchmodat2, fd, "", mode, AT_EMPTY_PATH));
+#endif
+    if (rc == -1) {
+      std::string link = "/proc/self/fd/" + std::to_string(fd);
+      rc = chmod(link.c_str(), mode);
+    }
+    if (rc == -1) err = errno;
+  }
+  close(fd);
+  return err;
+#else
+  // the BSDs change a symlink itself with AT_SYMLINK_NOFOLLOW (lchmod)
+  struct stat st;
+  if (lstat(path, &st) == -1) return errno;
+  if (S_ISLNK(st.st_mode)) return ELOOP;
+  if (!S_ISSOCK(st.st_mode)) return ENOTSOCK;
+  if (gid != static_cast<gid_t>(-1) && fchownat(AT_FDCWD, path, static_cast<uid_t>(-1), gid, AT_SYMLINK_NOFOLLOW) == -1) return errno;
+  return fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW) == -1 ? errno : 0;
+#endif
+}
+
+// The identity of the network namespace socket `fd` lives in, 8 bytes in
+// `out`: SO_NETNS_COOKIE (Linux 5.14), else the inode of the namespace
+// SIOCGSKNS opens (Linux 4.9; needs CAP_NET_ADMIN).  The two never mix in
+// one process: the first answer decides which is used.  Returns 0 or an
+// errno (ENOPROTOOPT where the system has neither, and off Linux).
+int NetnsOf(int fd, uint8_t* out) {
+#if defined(__linux__)
+  static std::atomic<bool> noCookie{false};
+#ifdef SO_NETNS_COOKIE
+  if (!noCookie.load(std::memory_order_relaxed)) {
+    uint64_t cookie = 0;
+    socklen_t len = sizeof(cookie);
+    if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) == 0) {
+      memcpy(out, &cookie, sizeof(cookie));
+      return 0;
+    }
+    if (errno != ENOPROTOOPT) return errno;
+    noCookie.store(true, std::memory_order_relaxed);
+  }
+#endif
+#ifdef SIOCGSKNS
+  int ns = ioctl(fd, SIOCGSKNS);
+  if (ns == -1) return errno == ENOTTY ? ENOPROTOOPT : errno;
+  fcntl(ns, F_SETFD, FD_CLOEXEC);
+  struct stat st;
+  int err = fstat(ns, &st) == -1 ? errno : 0;
+  close(ns);
+  if (err == 0) {
+    uint64_t inode = st.st_ino;
+    memcpy(out, &inode, sizeof(inode));
+  }
+  return err;
+#else
+  return ENOPROTOOPT;
+#endif
+#else
+  (void)fd;
+  (void)out;
+  return ENOPROTOOPT;
+#endif
+}
+
 void ReadFacts(int fd, Record* r) {
   r->typeErrno = SocketOption(fd, SO_TYPE, &r->type);
 #ifdef SO_PROTOCOL
@@ -165,6 +259,7 @@ void ReadFacts(int fd, Record* r) {
 #endif
   r->localErrno = SocketName(getsockname, fd, r->local, &r->localLen);
   r->peerErrno = SocketName(getpeername, fd, r->peer, &r->peerLen);
+  r->netnsErrno = NetnsOf(fd, r->netns);
 }
 
 void CopyCred(const unsigned char* data, Record* r) {
@@ -186,37 +281,131 @@ void CopyCred(const unsigned char* data, Record* r) {
   r->hasCred = 1;
 }
 
-// Received descriptors are closed on a thread of their own.  close() of a
-// TCP socket with SO_LINGER set and unsent data blocks for the linger time
-// when it drops the last reference, and a local client can arrange exactly
-// that: the event loop must never wait for it.  One thread for the process,
-// detached (a close may block for minutes), closing in arrival order, so a
-// client that waits for its descriptor to be closed knows that everything
-// it sent before has been received.
+// Whether closing `fd` may wait: a socket with SO_LINGER and a linger time
+// blocks close() of its last reference until its unsent data is gone or
+// the time is up, and a local client can arrange exactly that (a loopback
+// connection whose peer does not read).  The option is only read: the
+// socket is the server's own connection.
+bool Lingers(int fd) {
+  struct linger l;
+  socklen_t len = sizeof(l);
+  return getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff != 0 && l.l_linger > 0;
+}
+
+// Closes `fds`, some lingering, without waiting for their linger time.
+// On Linux a task that exits never lingers (inet_release): a child that
+// shares nothing but a copy of the descriptor table holds them while this
+// thread closes its own (then never the last reference) and drops the
+// last ones as it is killed.  Elsewhere, or when no child can be made,
+// they go to a thread of their own, which may block for their linger time.
+void CloseLingering(std::vector<int>& fds) {
+#if defined(__linux__) && defined(SYS_clone)
+  // a fork without atfork handlers and without SIGCHLD (nothing to reap for libuv); the child only waits to
+  // be killed, by this thread or, should the daemon die first, by the kernel
+  pid_t parent = getpid();
+  long child = syscall(SYS_clone, 0L, nullptr, nullptr, nullptr, nullptr);
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(0);
+    for (;;) pause();
+  }
+  if (child > 0) {
+    for (int fd : fds) close(fd);
+    kill(static_cast<pid_t>(child), SIGKILL);
+    int status;
+    while (waitpid(static_cast<pid_t>(child), &status, __WCLONE) == -1 && errno == EINTR) {
+    }
+    fds.clear();
+    return;
+  }
+#endif
+  auto* batch = new std::vector<int>(std::move(fds));
+  fds.clear();
+  pthread_t thread;
+  auto run = [](void* arg) -> void* {
+    std::unique_ptr<std::vector<int>> own(static_cast<std::vector<int>*>(arg));
+    for (int fd : *own) close(fd);
+    return nullptr;
+  };
+  if (pthread_create(&thread, nullptr, run, batch) == 0) {
+    pthread_detach(thread);
+  } else {
+    run(batch);  // no thread either: this one waits
+  }
+}
+
+// Received descriptors are closed on a thread of their own, so that the
+// event loop never waits for a close.  The thread closes in arrival order
+// and is detached (its work may outlast exit handlers).  A lingering socket
+// (Lingers) is closed without waiting (CloseLingering), or it would hold
+// back every later one until the daemon ran out of descriptors.  Should a
+// close block all the same (a client may set SO_LINGER through its own copy
+// between the check and the close), descriptors left waiting for
+// kStuckMs start another thread, up to kThreadsMax.  At most kQueueMax
+// descriptors wait: beyond, the receiving thread waits for the closers, and
+// the kernel's queue pushes back on the clients.
 class Closer {
  public:
+  static constexpr size_t kQueueMax = 16384;
+  static constexpr int kThreadsMax = 32;
+  static constexpr std::chrono::milliseconds kStuckMs{200};
+
   static Closer& Get() {
-    static Closer* closer = new Closer();  // never destroyed: its thread may outlive exit handlers
+    static Closer* closer = new Closer();  // never destroyed: its threads may outlive exit handlers
     return *closer;
   }
 
   void Close(std::vector<int>& fds) {
     if (fds.empty()) return;
-    if (!running_) {
-      for (int fd : fds) close(fd);
-    } else {
-      std::lock_guard<std::mutex> lock(mutex_);
+    if (threads_ == 0) {
+      Finish(fds);
+      return;
+    }
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      room_.wait(lock, [this] { return queue_.size() < kQueueMax; });
       queue_.insert(queue_.end(), fds.begin(), fds.end());
+      auto now = std::chrono::steady_clock::now();
+      if (idle_ == 0 && threads_ < kThreadsMax && now - lastTake_ > kStuckMs) {
+        lastTake_ = now;  // one more thread per kStuckMs at most
+        if (StartThread()) threads_++;
+      }
     }
     fds.clear();
     ready_.notify_one();
   }
 
+  // Descriptors found lingering so far.
+  uint64_t Lingering() const { return lingering_.load(std::memory_order_relaxed); }
+
  private:
   Closer() {
+    lastTake_ = std::chrono::steady_clock::now();
+    threads_ = StartThread() ? 1 : 0;  // none: close inline
+  }
+
+  bool StartThread() {
     pthread_t thread;
-    running_ = pthread_create(&thread, nullptr, Run, this) == 0;
-    if (running_) pthread_detach(thread);
+    if (pthread_create(&thread, nullptr, Run, this) != 0) return false;
+    pthread_detach(thread);
+    return true;
+  }
+
+  // Closes `fds` in order, the lingering ones all at once after the others.
+  void Finish(std::vector<int>& fds) {
+    std::vector<int> lingering;
+    for (int fd : fds) {
+      if (Lingers(fd)) {
+        lingering.push_back(fd);
+      } else {
+        close(fd);
+      }
+    }
+    fds.clear();
+    if (!lingering.empty()) {
+      lingering_.fetch_add(lingering.size(), std::memory_order_relaxed);
+      CloseLingering(lingering);
+    }
   }
 
   static void* Run(void* arg) {
@@ -225,19 +414,26 @@ class Closer {
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(self->mutex_);
+        self->idle_++;
         self->ready_.wait(lock, [self] { return !self->queue_.empty(); });
+        self->idle_--;
         batch.swap(self->queue_);
+        self->lastTake_ = std::chrono::steady_clock::now();
       }
-      for (int fd : batch) close(fd);
-      batch.clear();
+      self->room_.notify_all();
+      self->Finish(batch);
     }
     return nullptr;
   }
 
-  bool running_ = false;  // no thread could be started: close inline
   std::mutex mutex_;
   std::condition_variable ready_;
+  std::condition_variable room_;
   std::vector<int> queue_;
+  std::atomic<int> threads_{0};  // started; grows under mutex_
+  int idle_ = 0;     // waiting for work
+  std::chrono::steady_clock::time_point lastTake_;  // a thread last took the queue
+  std::atomic<uint64_t> lingering_{0};
 };
 
 // Receives one datagram into `r`; its descriptors go to `received`.
@@ -364,6 +560,16 @@ class Receiver {
   }
 
   void Loop() {
+#if defined(__linux__)
+    // Servers send without waiting and give up after five tries: when they
+    // and helper processes take every core, this thread must still get its
+    // turn.  Its work is bounded by the ring, so a higher priority cannot
+    // take more than that from the rest (Linux nices threads one by one;
+    // without CAP_SYS_NICE it stays as it is).  The closer's thread is
+    // started first: it would inherit the priority.
+    Closer::Get();
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kReceiverNice);
+#endif
     std::vector<int> received;
     for (;;) {
       size_t tail, room;
@@ -422,6 +628,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     return DefineClass(env, "ServerSocket",
                        {InstanceMethod("start", &ServerSocket::Start),
                         InstanceMethod("drain", &ServerSocket::Drain),
+                        InstanceMethod("waiting", &ServerSocket::Waiting),
                         InstanceMethod("stop", &ServerSocket::Stop),
                         InstanceMethod("close", &ServerSocket::Close)});
   }
@@ -471,11 +678,10 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
       failed = "setsockopt";
     } else if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == -1) {
       failed = "bind";
-    } else if (chmod(path.c_str(), mode) == -1) {
-      // chmod, as libuv does: a umask change would reach files other threads create meanwhile.
+    } else if (int err = SetSocketMode(path.c_str(), mode, static_cast<gid_t>(-1))) {
       failed = "chmod";
-      int err = errno;
-      unlink(path.c_str());
+      // what is there now is not ours when it is no socket
+      if (err != ELOOP && err != ENOTSOCK) unlink(path.c_str());
       errno = err;
     }
     if (failed != nullptr) {
@@ -595,6 +801,11 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     size_t cap = std::min<size_t>(buffer.Length() / sizeof(Record), info[1].As<Napi::Number>().Uint32Value());
     size_t n = receiver_ ? receiver_->Take(reinterpret_cast<Record*>(buffer.Data()), cap) : 0;
     return Napi::Number::New(env, static_cast<double>(n));
+  }
+
+  // waiting(): datagrams the receiving thread holds for drain().
+  Napi::Value Waiting(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), receiver_ ? static_cast<double>(receiver_->Queued()) : 0);
   }
 
   // stop(): no more receiving; what the ring holds can still be drained.
@@ -851,6 +1062,38 @@ Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setSocketMode(path, mode, gid): SetSocketMode for the control socket
+// (gid -1: the group is left); returns 0 or an errno.
+Napi::Value SetSocketModeJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsNumber() || !info[2].IsNumber()) return Napi::Number::New(env, EINVAL);
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  int64_t gid = info[2].As<Napi::Number>().Int64Value();
+  int err = SetSocketMode(path.c_str(), info[1].As<Napi::Number>().Uint32Value() & 0777, gid < 0 ? static_cast<gid_t>(-1) : static_cast<gid_t>(gid));
+  return Napi::Number::New(env, err);
+}
+
+// processNetns(): the identity NetnsOf reads for a socket of this process
+// (8 bytes), or { errno } when it cannot be read.
+Napi::Value ProcessNetns(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint8_t id[8];
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  int err = fd == -1 ? errno : NetnsOf(fd, id);
+  if (fd != -1) close(fd);
+  if (err != 0) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("errno", Napi::Number::New(env, err));
+    return o;
+  }
+  return Napi::Buffer<uint8_t>::Copy(env, id, sizeof(id));
+}
+
+// lingeringClosed(): received descriptors found lingering (Closer) so far.
+Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
+}
+
 Napi::Value StrError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
 }
@@ -878,6 +1121,8 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(localLen);
   FIELD(peerErrno);
   FIELD(peerLen);
+  FIELD(netnsErrno);
+  FIELD(netns);
   FIELD(local);
   FIELD(peer);
   FIELD(payload);
@@ -908,6 +1153,9 @@ Napi::Object Constants(Napi::Env env) {
   CONSTANT(EAGAIN);
   CONSTANT(EBADF);
   CONSTANT(EADDRINUSE);
+  CONSTANT(ELOOP);
+  CONSTANT(ENOTSOCK);
+  CONSTANT(ENOPROTOOPT);
 #undef CONSTANT
   o.Set("SCM_CREDENTIALS", Napi::Number::New(env, kCredType));
   o.Set("CMSG_LEN_INT", Napi::Number::New(env, CMSG_LEN(sizeof(int))));
@@ -926,6 +1174,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setCloseOnExec", Napi::Function::New(env, SetCloseOnExec));
   exports.Set("socketInfo", Napi::Function::New(env, SocketInfo));
   exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials));
+  exports.Set("setSocketMode", Napi::Function::New(env, SetSocketModeJs));
+  exports.Set("processNetns", Napi::Function::New(env, ProcessNetns));
+  exports.Set("lingeringClosed", Napi::Function::New(env, LingeringClosed));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
