@@ -196,6 +196,7 @@ describe('blocklistctl dump, the command', () => {
     '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]\n' +
     '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all\n' +
     '       blocklistctl flush [control options] [name]\n' +
+    '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
     '       blocklistctl reload [control options]\n' +
     '       blocklistctl status [control options]\n' +
     '       control options: [-s sockpath] [--control path] [--json]\n';
