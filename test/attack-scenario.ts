@@ -65,6 +65,9 @@ export class NetnsDaemon {
     const daemon = new NetnsDaemon(child, dir, options.onLine ?? (() => {}));
     await until(() => existsSync(daemon.socket) || child.exitCode !== null, 10_000);
     if (child.exitCode !== null) throw new Error(`blocklistd exited with status ${child.exitCode}`);
+    // reporters run in this namespace (the daemon refuses sockets of another one) and need its loopback
+    const lo = await run('nsenter', ['-t', String(child.pid), '-n', 'ip', 'link', 'set', 'lo', 'up']);
+    if (lo.code !== 0) throw new Error(`ip link set lo up: ${lo.stderr}`);
     return daemon;
   }
 
@@ -102,9 +105,10 @@ export async function attack(attackers: number, rate: number, duration: number):
   });
   try {
     const t0 = performance.now();
-    const flood = await run(probe, ['-s', daemon.socket, '-u', '-p', String(port), '-F', String(attackers), '-M', String(attackers), '-R', String(rate), '-A', '10.0.0.1', '-m', '', '-w', '0']);
+    // from the daemon's network namespace: it refuses sockets of another one
+    const flood = await run('nsenter', ['-t', String(daemon.child.pid), '-n', probe, '-s', daemon.socket, '-u', '-p', String(port), '-F', String(attackers), '-M', String(attackers), '-R', String(rate), '-A', '10.0.0.1', '-m', '', '-w', '0']);
     if (!new RegExp(`sent ${attackers} notifications`).test(flood.stdout)) throw new Error(`blprobe: ${flood.stdout}${flood.stderr}`);
-    const bound = (attackers / rate + duration) * 1000 + 600_000;
+    const bound = (attackers / rate + duration) * 1000 + 60_000;
     await until(() => releasedAt.size >= attackers || daemon.child.exitCode !== null, bound);
     const overshoots = [...releasedAt].map(([a, at]) => (at - t0 - (reportIndex(a) * 1000) / rate) / 1000 - duration).sort((a, b) => a - b);
     const releases = [...releasedAt.values()];
