@@ -25,6 +25,10 @@ const EXPIRE_CHUNK = 64;
 const DELETE_CHUNK = 500;
 /** Operations in one batch call: few calls for a restore, each a bounded one. */
 const BATCH_MAX = 10000;
+/** Entries evicted in one transaction at most (--max-entries); more go in the passes after. */
+const EVICT_CHUNK = 5000;
+/** Eviction is logged at most this often (ms). */
+const EVICT_LOG_MS = 60_000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -40,6 +44,8 @@ export interface EngineOptions {
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
   metrics?: Metrics;
+  /** --max-entries: beyond it the oldest entries not blocked are evicted; 0 or none: no limit. */
+  maxEntries?: number;
 }
 
 /** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
@@ -101,6 +107,9 @@ export class Engine {
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
   private batchMode = false;
+  /** When eviction was last logged (ms), and what went since. */
+  private evictLog = { at: -Infinity, evicted: 0 };
+  private evictScheduled = false;
   /** Helper calls of the current stretch of work, dispatched together. */
   private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
 
@@ -137,7 +146,43 @@ export class Engine {
     }
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
+    this.evict();
     this.armExpiry();
+  }
+
+  /**
+   * --max-entries: the least recently counted entries that are not blocked
+   * go, a chunk per transaction, the rest after a turn of the event loop.
+   * Never one at its limit or with a helper call in flight: the crash-safety
+   * contract above holds (and blocked entries stay, whatever their number).
+   */
+  evict(): void {
+    const max = this.o.maxEntries ?? 0;
+    const { store, log } = this.o;
+    if (max === 0 || this.stopped || this.evictScheduled) return;
+    const excess = store.size() - max;
+    if (excess <= 0) return;
+    const busy = (k: EffectiveRule): boolean => {
+      const id = keyOf(k);
+      return this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id);
+    };
+    let evicted = 0;
+    this.guard(() => (evicted = store.transaction(() => store.evict(Math.min(excess, EVICT_CHUNK), busy, this.pendingAdds.size + this.pendingRems.size + this.remRetry.size))));
+    this.o.metrics?.evicted(evicted);
+    this.evictLog.evicted += evicted;
+    const now = Date.now();
+    if (now - this.evictLog.at >= EVICT_LOG_MS) {
+      if (evicted === 0) log('warning', `${store.size()} entries, over --max-entries ${max}, and none can be evicted: all are blocked or busy`);
+      else log('notice', `--max-entries ${max} reached: evicted ${this.evictLog.evicted} entries not blocked, oldest first`);
+      this.evictLog = { at: now, evicted: 0 };
+    }
+    if (evicted === EVICT_CHUNK) {
+      this.evictScheduled = true;
+      setImmediate(() => {
+        this.evictScheduled = false;
+        this.evict();
+      });
+    }
   }
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[]): void {
@@ -456,15 +501,13 @@ export class Engine {
   async manualUnblock(entries: readonly Entry[]): Promise<UnblockResult> {
     const { store, log } = this.o;
     const done: UnblockResult = { released: [], deleted: [], failed: [] };
-    await Promise.all(
+    const plain: Entry[] = [];
+    const releasing = Promise.all(
       entries.map(async (e) => {
         const id = keyOf(e.key);
         if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
-        if (e.id === '' && !isBlocked(e)) {
-          this.guard(() => store.delete(e.key));
-          return void done.deleted.push(e);
-        }
+        if (e.id === '' && !isBlocked(e)) return void plain.push(e);
         this.pendingRems.add(id);
         this.remRetry.delete(id);
         const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
@@ -479,6 +522,10 @@ export class Engine {
         done.released.push(e);
       }),
     );
+    // the entries without a block in one transaction: one commit, not one per entry
+    this.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key))));
+    done.deleted.push(...plain);
+    await releasing;
     this.armExpiry();
     return done;
   }

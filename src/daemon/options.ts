@@ -64,7 +64,21 @@ export interface DaemonOptions {
   controlGroup: string | undefined;
   /** --metrics host:port: the Prometheus listener. */
   metrics: ListenAddress | undefined;
+  /** --sender-rate: notifications per second per sender uid; 0 no limit. */
+  senderRate: number;
+  /** --sender-burst: notifications a sender may send at once. */
+  senderBurst: number;
+  /** --trust-user: users (names or uids) exempt from the sender limit, root besides. */
+  trustUsers: string[];
+  /** --trust-group: groups (names or gids) whose processes are exempt from the sender limit. */
+  trustGroups: string[];
+  /** --max-entries: entries beyond which the oldest not blocked are evicted; 0 no limit. */
+  maxEntries: number;
 }
+
+export const DEFAULT_SENDER_RATE = 1000;
+export const DEFAULT_SENDER_BURST = 5000;
+export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
 export class UsageError extends Error {}
@@ -89,6 +103,15 @@ function seconds(text: string, what: string): number {
   if (!(n >= 1 && n <= 2147483)) throw new UsageError(`Bad ${what} '${text}': a number of seconds from 1`); // G19
   return n;
 }
+
+/** A whole number from `min` on (`what` names it in the complaint). */
+function whole(text: string, what: string, min: number): number {
+  const n = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= Number.MAX_SAFE_INTEGER)) throw new UsageError(`bad ${what} '${text}': a whole number from ${min}`);
+  return n;
+}
+
+const repeated = (v: string, all: string[]): string[] => [...all, v];
 
 /**
  * Parses argv (node, script, arguments…) as upstream's getopt
@@ -119,6 +142,11 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--no-control-socket', 'no control socket')
     .option('--control-group <group>', 'a group whose members may use the control socket (mode 0660)')
     .option('--metrics <host:port>', 'serve Prometheus metrics over HTTP on this address')
+    .option('--sender-rate <n>', 'notifications per second a sender uid may send (0: no limit)', String(DEFAULT_SENDER_RATE))
+    .option('--sender-burst <n>', 'notifications a sender uid may send at once', String(DEFAULT_SENDER_BURST))
+    .option('--trust-user <user>', 'a user exempt from the sender limit, besides root (repeatable)', repeated, [] as string[])
+    .option('--trust-group <group>', 'a group whose processes are exempt from the sender limit (repeatable)', repeated, [] as string[])
+    .option('--max-entries <n>', 'evict the oldest entries not blocked beyond this many (0: no limit)', String(DEFAULT_MAX_ENTRIES))
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -161,6 +189,11 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     controlSocket: string | boolean;
     controlGroup?: string;
     metrics?: string;
+    senderRate: string;
+    senderBurst: string;
+    trustUser: string[];
+    trustGroup: string[];
+    maxEntries: string;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const abs = (p: string): string => resolve(cwd, p); // G21: the daemon changes to / when detached
@@ -189,6 +222,11 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     control: o.controlSocket === false ? null : typeof o.controlSocket === 'string' ? abs(o.controlSocket) : controlPathFor(first),
     controlGroup: o.controlGroup,
     metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
+    senderRate: whole(o.senderRate, 'sender rate', 0),
+    senderBurst: whole(o.senderBurst, 'sender burst', 1),
+    trustUsers: o.trustUser,
+    trustGroups: o.trustGroup,
+    maxEntries: whole(o.maxEntries, 'maximum of entries', 0),
   };
 }
 

@@ -4,7 +4,7 @@
 // WAL journal: blocklistctl reads while the daemon writes, a committed
 // transaction survives a crash of the process, and a crash never leaves a
 // file that does not open.
-import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { strerror } from '../protocol/native.js';
@@ -14,6 +14,14 @@ export const DEFAULT_DB_PATH = '/var/db/blocklistd.db';
 
 /** `PRAGMA application_id`: marks the file as ours ("blkd"). */
 export const APPLICATION_ID = 0x626c6b64;
+
+/** Entries with a filter rule, or at their limit (an add that may or may not have happened), as a condition on `row`. */
+function blockedOf(row: string): string {
+  return `${row}.id != '' OR (${row}.nfail >= 0 AND ${row}.count >= ${row}.nfail)`;
+}
+const BLOCKED = blockedOf('entry');
+/** The complement of BLOCKED, as the eviction index and its query spell it (the query must repeat the index's condition). */
+const EVICTABLE = "id = '' AND (nfail < 0 OR count < nfail)";
 
 /** Forward migrations; schema version N is reached by running the first N. */
 const MIGRATIONS: readonly string[] = [
@@ -36,6 +44,21 @@ const MIGRATIONS: readonly string[] = [
      UNIQUE (address, port, name, family, lmask, proto, uid, nfail, rmask, duration)
    );
    CREATE INDEX entry_expiry ON entry (last + duration) WHERE duration >= 0;`,
+  // Counts kept by triggers, so that status and metrics scrapes read one row
+  // instead of scanning the table; the entries that may be evicted
+  // (--max-entries: no rule, not at their limit) indexed by age.
+  `CREATE TABLE entry_count (entries INTEGER NOT NULL, blocked INTEGER NOT NULL);
+   INSERT INTO entry_count SELECT count(*), count(*) FILTER (WHERE ${blockedOf('entry')}) FROM entry;
+   CREATE TRIGGER entry_added AFTER INSERT ON entry BEGIN
+     UPDATE entry_count SET entries = entries + 1, blocked = blocked + (${blockedOf('new')});
+   END;
+   CREATE TRIGGER entry_removed AFTER DELETE ON entry BEGIN
+     UPDATE entry_count SET entries = entries - 1, blocked = blocked - (${blockedOf('old')});
+   END;
+   CREATE TRIGGER entry_changed AFTER UPDATE OF count, id ON entry WHEN (${blockedOf('old')}) != (${blockedOf('new')}) BEGIN
+     UPDATE entry_count SET blocked = blocked + (${blockedOf('new')}) - (${blockedOf('old')});
+   END;
+   CREATE INDEX entry_evictable ON entry (last) WHERE ${EVICTABLE};`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -52,8 +75,6 @@ export class StateError extends Error {
 }
 
 const KEY_COLUMNS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration'] as const;
-/** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
-const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
 const KEY_MATCH = KEY_COLUMNS.map((c) => `${c} = ?`).join(' AND ');
 const COLUMNS = KEY_COLUMNS.join(', ');
 
@@ -119,7 +140,31 @@ function isInvalidFile(e: unknown): boolean {
   return code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT';
 }
 
+/**
+ * The database holds who attacked whom: readable by its owner only.  A file
+ * created by an older version or by hand may be 0644, and SQLite copies the
+ * database's mode to the -wal and -shm it creates; existing ones are
+ * brought to 0600 too.  Returns what was changed, as `path (0644)`.
+ */
+function privateModes(path: string): string[] {
+  const changed: string[] = [];
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number;
+    try {
+      mode = statSync(file).mode & 0o7777;
+    } catch {
+      continue; // no -wal or -shm yet
+    }
+    if ((mode & 0o077) === 0) continue;
+    chmodSync(file, mode & 0o700);
+    changed.push(`${file} (${mode.toString(8).padStart(4, '0')})`);
+  }
+  return changed;
+}
+
 export class StateStore {
+  /** Files of the database whose mode gave others access, made owner-only at open (for the daemon to log). */
+  readonly modesFixed: string[] = [];
   private readonly db: Database.Database;
   private readonly getStmt: Database.Statement | undefined;
   private readonly insertStmt: Database.Statement | undefined;
@@ -128,10 +173,12 @@ export class StateStore {
   private readonly iterateStmt: Database.Statement | undefined;
   private readonly nextExpiryStmt: Database.Statement | undefined;
   private readonly dueStmt: Database.Statement | undefined;
-  private readonly countStmt: Database.Statement | undefined;
+  private readonly countsStmt: Database.Statement | undefined;
   private readonly namesStmt: Database.Statement | undefined;
   private readonly blockedStmt: Database.Statement | undefined;
-  private readonly blockedCountStmt: Database.Statement | undefined;
+  private readonly evictableStmt: Database.Statement | undefined;
+  private readonly deleteRowStmt: Database.Statement | undefined;
+  private readonly pageStmt: Database.Statement | undefined;
   private readonly deleteNameStmt: Database.Statement | undefined;
   private readonly liftedStmt: Database.Statement | undefined;
 
@@ -157,6 +204,7 @@ export class StateStore {
         mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
         // created here so that its mode is 0600 (SQLite gives -wal and -shm the same); 'a' never fails on a race
         closeSync(openSync(path, 'a', 0o600));
+        this.modesFixed = privateModes(path);
         // SQLite would quietly open an unwritable file read-only
         accessSync(path, fsConstants.R_OK | fsConstants.W_OK);
       }
@@ -187,10 +235,12 @@ export class StateStore {
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
     this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
     this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
-    this.countStmt = this.db.prepare('SELECT count(*) FROM entry').pluck();
+    this.countsStmt = this.db.prepare('SELECT entries, blocked FROM entry_count');
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
     this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
-    this.blockedCountStmt = this.db.prepare(`SELECT count(*) FROM entry WHERE ${BLOCKED}`).pluck();
+    this.evictableStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE ${EVICTABLE} ORDER BY last LIMIT ?`);
+    this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
+    this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
     this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE name = ?');
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
   }
@@ -294,13 +344,34 @@ export class StateStore {
     return ((this.liftedStmt?.all() ?? []) as Row[]).map(entryOf);
   }
 
+  /** How many entries there are: a kept count, no scan. */
   size(): number {
-    return (this.countStmt?.get() as number | undefined) ?? 0;
+    return (this.countsStmt?.get() as { entries: number } | undefined)?.entries ?? 0;
   }
 
-  /** How many entries blocked() would return. */
+  /** How many entries blocked() would return: a kept count, no scan. */
   blockedCount(): number {
-    return (this.blockedCountStmt?.get() as number | undefined) ?? 0;
+    return (this.countsStmt?.get() as { blocked: number } | undefined)?.blocked ?? 0;
+  }
+
+  /**
+   * Deletes up to `n` entries that are not blocked, least recently counted
+   * first, passing over those `keep` holds back (at most `held` of them);
+   * returns how many went.
+   */
+  evict(n: number, keep: (key: EffectiveRule) => boolean, held: number): number {
+    const deleteRow = this.statement(this.deleteRowStmt);
+    let evicted = 0;
+    for (const row of this.evictableStmt!.all(n + held) as (Row & { rowid: number })[]) {
+      if (evicted === n) break;
+      if (!keep(entryOf(row).key)) evicted += deleteRow.run(row.rowid).changes;
+    }
+    return evicted;
+  }
+
+  /** Up to `limit` entries after rowid `after` (0: from the first), in rowid order: a table read a piece at a time. */
+  page(after: number, limit: number): StoredEntry[] {
+    return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => ({ ...entryOf(r), rowid: r.rowid }));
   }
 
   /** Deletes the entries of rule name `name`; returns how many. */
