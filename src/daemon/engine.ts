@@ -536,8 +536,13 @@ export class Engine {
       names.map(async (name) => {
         const r = await this.o.helper.flush(name);
         if (r.line === undefined && r.exitCode !== 0) return { name, ok: false, deleted: 0, error: `flush failed${describeFailure(r)}` };
+        // a chunk at a time, a turn of the event loop between: a name with many entries does not stall the notifications
         let deleted = 0;
-        this.guard(() => (deleted = this.o.store.deleteName(name)));
+        for (let chunk = DELETE_CHUNK; chunk === DELETE_CHUNK; deleted += chunk) {
+          chunk = 0;
+          this.guard(() => (chunk = this.o.store.deleteName(name, DELETE_CHUNK)));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
         return { name, ok: true, deleted };
       }),

@@ -241,7 +241,7 @@ export class StateStore {
     this.evictableStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE ${EVICTABLE} ORDER BY last LIMIT ?`);
     this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
     this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
-    this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE name = ?');
+    this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?)');
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
   }
 
@@ -374,9 +374,9 @@ export class StateStore {
     return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => ({ ...entryOf(r), rowid: r.rowid }));
   }
 
-  /** Deletes the entries of rule name `name`; returns how many. */
-  deleteName(name: string): number {
-    return this.deleteNameStmt?.run(name).changes ?? 0;
+  /** Deletes entries of rule name `name`, at most `limit` of them (default: all); returns how many. */
+  deleteName(name: string, limit = -1): number {
+    return this.deleteNameStmt?.run(name, limit).changes ?? 0;
   }
 
   truncate(): void {
