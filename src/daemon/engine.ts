@@ -134,9 +134,12 @@ export class Engine {
     const now = this.o.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
+    let evicted: number | undefined;
     try {
       this.o.store.transaction(() => {
         for (const n of batch) this.processOne(n, now, afterCommit, added);
+        // in the same commit: a spray of new addresses costs no second one
+        evicted = this.evictSome();
       });
     } catch (e) {
       // upstream logs state_put failures and goes on; the batch is lost
@@ -146,7 +149,7 @@ export class Engine {
     }
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
-    this.evict();
+    this.evicted(evicted);
     this.armExpiry();
   }
 
@@ -157,26 +160,42 @@ export class Engine {
    * contract above holds (and blocked entries stay, whatever their number).
    */
   evict(): void {
+    let evicted: number | undefined;
+    this.guard(() => (evicted = this.o.store.transaction(() => this.evictSome())));
+    this.evicted(evicted);
+  }
+
+  /**
+   * Up to a chunk of the excess over --max-entries deleted, in the caller's
+   * transaction: how many went (0: none could), undefined when within the limit.
+   */
+  private evictSome(): number | undefined {
     const max = this.o.maxEntries ?? 0;
-    const { store, log } = this.o;
-    if (max === 0 || this.stopped || this.evictScheduled) return;
+    if (max === 0 || this.stopped || this.evictScheduled) return undefined;
+    const { store } = this.o;
     const excess = store.size() - max;
-    if (excess <= 0) return;
+    if (excess <= 0) return undefined;
     const busy = (k: EffectiveRule): boolean => {
       const id = keyOf(k);
       return this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id);
     };
-    let evicted = 0;
-    this.guard(() => (evicted = store.transaction(() => store.evict(Math.min(excess, EVICT_CHUNK), busy, this.pendingAdds.size + this.pendingRems.size + this.remRetry.size))));
-    this.o.metrics?.evicted(evicted);
-    this.evictLog.evicted += evicted;
+    return store.evict(Math.min(excess, EVICT_CHUNK), busy, this.pendingAdds.size + this.pendingRems.size + this.remRetry.size);
+  }
+
+  /** After the commit: evictions counted and logged (at most once per interval), a full chunk followed by the next. */
+  private evicted(n: number | undefined): void {
+    if (n === undefined) return;
+    const { log, store } = this.o;
+    const max = this.o.maxEntries ?? 0;
+    this.o.metrics?.evicted(n);
+    this.evictLog.evicted += n;
     const now = Date.now();
     if (now - this.evictLog.at >= EVICT_LOG_MS) {
-      if (evicted === 0) log('warning', `${store.size()} entries, over --max-entries ${max}, and none can be evicted: all are blocked or busy`);
+      if (n === 0) log('warning', `${store.size()} entries, over --max-entries ${max}, and none can be evicted: all are blocked or busy`);
       else log('notice', `--max-entries ${max} reached: evicted ${this.evictLog.evicted} entries not blocked, oldest first`);
       this.evictLog = { at: now, evicted: 0 };
     }
-    if (evicted === EVICT_CHUNK) {
+    if (n === EVICT_CHUNK) {
       this.evictScheduled = true;
       setImmediate(() => {
         this.evictScheduled = false;
