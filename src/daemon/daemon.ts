@@ -387,7 +387,7 @@ export class Daemon {
     this.metricsServer?.closeAllConnections();
     for (const socket of this.sockets) {
       // what the receiving thread took from the kernel is processed, not dropped
-      const rest = socket.stop();
+      const rest = this.limited(socket.stop());
       if (rest.length > 0) this.engine?.processBatch(rest);
     }
     this.removeSockets();
