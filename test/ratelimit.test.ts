@@ -8,7 +8,7 @@ import { chmodSync, copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { SenderLimiter } from '../src/daemon/ratelimit.js';
-import { DaemonProcess, blprobe, controlStatus, cpuTicks, freePort, isRoot, run, runBlprobe, tempDir } from './support.js';
+import { DaemonProcess, blprobe, controlStatus, cpuTicks, freePort, isRoot, repoRoot, run, runBlprobe, tempDir } from './support.js';
 
 const NOBODY = 65534;
 
@@ -134,4 +134,42 @@ describe('blocklistd --sender-rate', () => {
       assert.ok(cpu < 2 * elapsed + 1, `daemon CPU ${cpu} s in ${elapsed} s`);
     },
   );
+
+  test(
+    '--trust-user: that uid floods unlimited, every notification counted; --trust-group likewise by the sender\'s gid',
+    { skip: !isRoot && 'needs root to send as another user (setpriv)' },
+    async (t) => {
+      const port = await freePort();
+      const bin = tempDir('blocklistd-flooder-');
+      chmodSync(bin, 0o755);
+      copyFileSync(await blprobe(), join(bin, 'blprobe'));
+      chmodSync(join(bin, 'blprobe'), 0o755);
+      for (const trust of [['--trust-user', 'nobody'], ['--trust-group', String(NOBODY)]]) {
+        const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1000000 1h\n`, args: ['--sender-rate', '1', '--sender-burst', '1', ...trust] });
+        t.after(() => daemon.stop());
+        chmodSync(daemon.dir, 0o755);
+        const r = await run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', join(bin, 'blprobe'), '-s', daemon.socket, '-u', '-p', String(port), '-F', '2000', '-M', '10', '-A', '10.51.0.1', '-w', '30000']);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        const s = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
+        assert.equal(s.counters.notifications['auth_fail:matched'], 2000, trust.join(' '));
+        assert.equal(s.counters.notifications_dropped.rate_limit, 0, trust.join(' '));
+        await daemon.stop();
+      }
+    },
+  );
+
+  test('bad values and unknown ids: exit 1 with the reason', async () => {
+    const dir = tempDir();
+    for (const [args, message] of [
+      [['--sender-rate', 'fast'], /bad sender rate 'fast': a whole number from 0/],
+      [['--sender-burst', '0'], /bad sender burst '0': a whole number from 1/],
+      [['--max-entries', '-5'], /bad maximum of entries '-5': a whole number from 0/],
+      [['--trust-user', 'no-such-user-here'], /--trust-user: unknown user 'no-such-user-here'/],
+      [['--trust-group', 'no-such-group-here'], /--trust-group: unknown group 'no-such-group-here'/],
+    ] as const) {
+      const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'none.conf'), '-D', join(dir, 'db'), '-s', join(dir, 'sock'), ...args]);
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, message);
+    }
+  });
 });
