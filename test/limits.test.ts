@@ -118,6 +118,55 @@ describe('StateStore: kept counts, eviction, file modes', () => {
     store.close();
   });
 
+  test('evict across durations: soonest expiry first, entries that never expire last and oldest first', () => {
+    const store = StateStore.open(join(dir, 'evict-order.db'));
+    store.put({ key: key('192.0.2.1', { duration: 60 }), count: 1, last: 1000, id: '' }); // expires at 1060
+    store.put({ key: key('192.0.2.2', { duration: 3600 }), count: 1, last: 500, id: '' }); // 4100
+    store.put({ key: key('192.0.2.3', { duration: 10 }), count: 1, last: 900, id: '' }); // 910
+    store.put({ key: key('192.0.2.4', { duration: -1 }), count: 1, last: 10, id: '' }); // never, oldest
+    store.put({ key: key('192.0.2.5', { duration: -1 }), count: 1, last: 20, id: '' }); // never
+    store.put({ key: key('192.0.2.6', { duration: -1 }), count: 3, last: 1, id: '' }); // never, at its limit
+    const order: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const before = new Set([...store.entries()].map((e) => e.key.address));
+      if (store.evict(1, () => false, 0) === 0) break;
+      const after = new Set([...store.entries()].map((e) => e.key.address));
+      order.push([...before].find((a) => !after.has(a))!);
+    }
+    assert.deepEqual(order, ['192.0.2.3', '192.0.2.1', '192.0.2.2', '192.0.2.4', '192.0.2.5']);
+    assert.deepEqual({ entries: store.size(), blocked: store.blockedCount() }, { entries: 1, blocked: 1 });
+    store.close();
+  });
+
+  test('the kept counts match the table after 20,000 random writes of every kind', () => {
+    const path = join(dir, 'random.db');
+    const store = StateStore.open(path);
+    let seed = 42;
+    const random = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const k = (): ReturnType<typeof key> => key(`198.51.100.${random(60)}`, { nfail: random(3) === 0 ? -1 : 3, duration: random(4) === 0 ? -1 : 3600, name: random(5) === 0 ? 'other' : 'blocklistd' });
+    for (let i = 0; i < 20_000; i++) {
+      const op = random(10);
+      const e = store.get(k());
+      if (op < 5 && e !== undefined) store.put({ ...e, count: random(6), last: random(5000), id: random(4) === 0 ? 'r' : e.id });
+      else if (op < 7) store.put({ key: k(), count: random(6), last: random(5000), id: random(5) === 0 ? 'r' : '' });
+      else if (op === 7) store.delete(k());
+      else if (op === 8 && random(20) === 0) store.deleteName('other', random(5) + 1);
+      else if (op === 8) store.evict(random(3) + 1, () => random(2) === 0, 10);
+      else {
+        assert.throws(() =>
+          store.transaction(() => {
+            store.put({ key: k(), count: random(6), last: 1, id: 'x' });
+            store.delete(k());
+            throw new Error('rolled back');
+          }),
+        );
+      }
+      if (i % 500 === 0) assert.deepEqual({ entries: store.size(), blocked: store.blockedCount() }, counted(path), `after ${i} writes`);
+    }
+    assert.deepEqual({ entries: store.size(), blocked: store.blockedCount() }, counted(path));
+    store.close();
+  });
+
   test('an existing database and its -wal and -shm readable by others are made owner-only, and said so', () => {
     const path = join(dir, 'modes.db');
     const first = StateStore.open(path);
@@ -166,7 +215,7 @@ describe('blocklistd --max-entries', () => {
     let entries = daemon.entries();
     assert.equal(entries.filter((e) => e.key.address.startsWith('10.1.')).length, 5, 'the blocked entries');
     assert.equal(entries.filter((e) => e.key.address.startsWith('10.3.')).length, 95, 'the youngest');
-    await daemon.waitFor(/--max-entries 100 reached: evicted \d+ entries not blocked, oldest first/);
+    await daemon.waitFor(/--max-entries 100 reached: evicted \d+ entries not blocked, soonest expiry first/);
 
     await daemon.stop();
     const again = await started(t, config, ['--max-entries', '50'], daemon.dir);

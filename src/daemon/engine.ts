@@ -44,7 +44,7 @@ export interface EngineOptions {
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
   metrics?: Metrics;
-  /** --max-entries: beyond it the oldest entries not blocked are evicted; 0 or none: no limit. */
+  /** --max-entries: beyond it entries not blocked are evicted, soonest expiry first; 0 or none: no limit. */
   maxEntries?: number;
 }
 
@@ -154,9 +154,9 @@ export class Engine {
   }
 
   /**
-   * --max-entries: the least recently counted entries that are not blocked
-   * go, a chunk per transaction, the rest after a turn of the event loop.
-   * Never one at its limit or with a helper call in flight: the crash-safety
+   * --max-entries: the entries that are not blocked go, those that would
+   * expire soonest first (those of rules without expiry last), a chunk per
+   * transaction, the rest after a turn of the event loop.  Never one at its limit or with a helper call in flight: the crash-safety
    * contract above holds (and blocked entries stay, whatever their number).
    */
   evict(): void {
@@ -192,7 +192,7 @@ export class Engine {
     const now = Date.now();
     if (now - this.evictLog.at >= EVICT_LOG_MS) {
       if (n === 0) log('warning', `${store.size()} entries, over --max-entries ${max}, and none can be evicted: all are blocked or busy`);
-      else log('notice', `--max-entries ${max} reached: evicted ${this.evictLog.evicted} entries not blocked, oldest first`);
+      else log('notice', `--max-entries ${max} reached: evicted ${this.evictLog.evicted} entries not blocked, soonest expiry first`);
       this.evictLog = { at: now, evicted: 0 };
     }
     if (n === EVICT_CHUNK) {

@@ -69,7 +69,7 @@ export class Metrics {
     });
     this.receiveBatch = new Histogram({ name: 'blocklistd_receive_batch_size', help: 'Notifications handed over per wake-up of the event loop', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], registers });
     this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
-    this.evictions = new Counter({ name: 'blocklistd_evictions_total', help: 'Entries not blocked deleted, oldest first, to keep the database within --max-entries', registers });
+    this.evictions = new Counter({ name: 'blocklistd_evictions_total', help: 'Entries not blocked deleted, soonest expiry first, to keep the database within --max-entries', registers });
     new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
       this.set(sizes.entries());
     } });

@@ -72,7 +72,7 @@ export interface DaemonOptions {
   trustUsers: string[];
   /** --trust-group: groups (names or gids) whose processes are exempt from the sender limit. */
   trustGroups: string[];
-  /** --max-entries: entries beyond which the oldest not blocked are evicted; 0 no limit. */
+  /** --max-entries: entries beyond which those not blocked are evicted, soonest expiry first; 0 no limit. */
   maxEntries: number;
 }
 
@@ -146,7 +146,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--sender-burst <n>', 'notifications a sender uid may send at once', String(DEFAULT_SENDER_BURST))
     .option('--trust-user <user>', 'a user exempt from the sender limit, besides root (repeatable)', repeated, [] as string[])
     .option('--trust-group <group>', 'a group whose processes are exempt from the sender limit (repeatable)', repeated, [] as string[])
-    .option('--max-entries <n>', 'evict the oldest entries not blocked beyond this many (0: no limit)', String(DEFAULT_MAX_ENTRIES))
+    .option('--max-entries <n>', 'evict entries not blocked beyond this many, soonest expiry first (0: no limit)', String(DEFAULT_MAX_ENTRIES))
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()

@@ -9,19 +9,20 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { strerror } from '../protocol/native.js';
 import type { EffectiveRule, Entry } from '../types.js';
+import { isBlocked } from './entry.js';
 
 export const DEFAULT_DB_PATH = '/var/db/blocklistd.db';
 
 /** `PRAGMA application_id`: marks the file as ours ("blkd"). */
 export const APPLICATION_ID = 0x626c6b64;
 
-/** Entries with a filter rule, or at their limit (an add that may or may not have happened), as a condition on `row`. */
-function blockedOf(row: string): string {
-  return `${row}.id != '' OR (${row}.nfail >= 0 AND ${row}.count >= ${row}.nfail)`;
-}
-const BLOCKED = blockedOf('entry');
-/** The complement of BLOCKED, as the eviction index and its query spell it (the query must repeat the index's condition). */
+/** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
+const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
+/** The complement of BLOCKED, as the eviction index and its queries spell it (a query must repeat an index's condition to use it). */
 const EVICTABLE = "id = '' AND (nfail < 0 OR count < nfail)";
+
+/** BLOCKED for an entry in hand. */
+const blocked = (e: Entry): boolean => e.id !== '' || isBlocked(e);
 
 /** Forward migrations; schema version N is reached by running the first N. */
 const MIGRATIONS: readonly string[] = [
@@ -44,21 +45,11 @@ const MIGRATIONS: readonly string[] = [
      UNIQUE (address, port, name, family, lmask, proto, uid, nfail, rmask, duration)
    );
    CREATE INDEX entry_expiry ON entry (last + duration) WHERE duration >= 0;`,
-  // Counts kept by triggers, so that status and metrics scrapes read one row
-  // instead of scanning the table; the entries that may be evicted
-  // (--max-entries: no rule, not at their limit) indexed by age.
-  `CREATE TABLE entry_count (entries INTEGER NOT NULL, blocked INTEGER NOT NULL);
-   INSERT INTO entry_count SELECT count(*), count(*) FILTER (WHERE ${blockedOf('entry')}) FROM entry;
-   CREATE TRIGGER entry_added AFTER INSERT ON entry BEGIN
-     UPDATE entry_count SET entries = entries + 1, blocked = blocked + (${blockedOf('new')});
-   END;
-   CREATE TRIGGER entry_removed AFTER DELETE ON entry BEGIN
-     UPDATE entry_count SET entries = entries - 1, blocked = blocked - (${blockedOf('old')});
-   END;
-   CREATE TRIGGER entry_changed AFTER UPDATE OF count, id ON entry WHEN (${blockedOf('old')}) != (${blockedOf('new')}) BEGIN
-     UPDATE entry_count SET blocked = blocked + (${blockedOf('new')}) - (${blockedOf('old')});
-   END;
-   CREATE INDEX entry_evictable ON entry (last) WHERE ${EVICTABLE};`,
+  // --max-entries evicts the entries not blocked, soonest expiry first
+  // (entry_expiry), then those of rules without expiry, oldest first: those
+  // only in an index of their own, which an update of any other entry
+  // leaves alone.
+  `CREATE INDEX entry_forever ON entry (last) WHERE duration < 0 AND ${EVICTABLE};`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -81,6 +72,8 @@ const COLUMNS = KEY_COLUMNS.join(', ');
 /** An entry as read from the database: `put` updates it in place. */
 export interface StoredEntry extends Entry {
   readonly rowid: number;
+  /** Blocked as read: what a write of it changes in the kept count. */
+  readonly wasBlocked: boolean;
 }
 
 interface Row {
@@ -167,16 +160,19 @@ export class StateStore {
   readonly modesFixed: string[] = [];
   private readonly db: Database.Database;
   private readonly getStmt: Database.Statement | undefined;
-  private readonly insertStmt: Database.Statement | undefined;
   private readonly updateStmt: Database.Statement | undefined;
   private readonly deleteStmt: Database.Statement | undefined;
   private readonly iterateStmt: Database.Statement | undefined;
   private readonly nextExpiryStmt: Database.Statement | undefined;
   private readonly dueStmt: Database.Statement | undefined;
-  private readonly countsStmt: Database.Statement | undefined;
+  private readonly countStmt: Database.Statement | undefined;
+  /** Entries and blocked entries, kept through this store's writes (a writable store is the only writer); undefined until first asked. */
+  private counts: { entries: number; blocked: number } | undefined;
+  private readonly insertNewStmt: Database.Statement | undefined;
   private readonly namesStmt: Database.Statement | undefined;
   private readonly blockedStmt: Database.Statement | undefined;
-  private readonly evictableStmt: Database.Statement | undefined;
+  private readonly expiringStmt: Database.Statement | undefined;
+  private readonly foreverStmt: Database.Statement | undefined;
   private readonly deleteRowStmt: Database.Statement | undefined;
   private readonly pageStmt: Database.Statement | undefined;
   private readonly deleteNameStmt: Database.Statement | undefined;
@@ -225,23 +221,21 @@ export class StateStore {
     // read-only on a file no daemon has initialised yet: no statements, no entries
     if (readonly && fresh) return;
     this.getStmt = this.db.prepare(`SELECT rowid, count, last, id FROM entry WHERE ${KEY_MATCH}`);
-    this.insertStmt = this.db.prepare(
-      `INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?)
-       ON CONFLICT DO UPDATE SET count = excluded.count, last = excluded.last, id = excluded.id`,
-    );
+    this.insertNewStmt = this.db.prepare(`INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?) ON CONFLICT DO NOTHING`);
     // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
     this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ? WHERE rowid = ? AND ${KEY_MATCH}`);
-    this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH}`);
+    this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH} RETURNING (${BLOCKED}) AS blocked`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
     this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
     this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
-    this.countsStmt = this.db.prepare('SELECT entries, blocked FROM entry_count');
+    this.countStmt = this.db.prepare(`SELECT count(*) AS entries, count(*) FILTER (WHERE ${BLOCKED}) AS blocked FROM entry`);
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
     this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
-    this.evictableStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE ${EVICTABLE} ORDER BY last LIMIT ?`);
+    this.expiringStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration >= 0 AND ${EVICTABLE} ORDER BY last + duration LIMIT ?`);
+    this.foreverStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration < 0 AND ${EVICTABLE} ORDER BY last LIMIT ?`);
     this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
     this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
-    this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?)');
+    this.deleteNameStmt = this.db.prepare(`DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?) RETURNING (${BLOCKED}) AS blocked`);
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
   }
 
@@ -300,17 +294,46 @@ export class StateStore {
 
   get(key: EffectiveRule): StoredEntry | undefined {
     const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
-    return row && { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid };
+    if (row === undefined) return undefined;
+    const e = { key, count: row.count, last: row.last, id: row.id };
+    return { ...e, rowid: row.rowid, wasBlocked: blocked(e) };
   }
 
   /** Writes an entry: in place when it came from `get`, else inserted or replacing its key's. */
   put(entry: Entry | StoredEntry): void {
-    if ('rowid' in entry && this.statement(this.updateStmt).run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) return;
-    this.statement(this.insertStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id);
+    const update = this.statement(this.updateStmt);
+    const now = blocked(entry) ? 1 : 0;
+    if ('rowid' in entry && update.run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) {
+      this.kept(0, now - (entry.wasBlocked ? 1 : 0));
+      return;
+    }
+    if (this.statement(this.insertNewStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id).changes > 0) {
+      this.kept(1, now);
+      return;
+    }
+    // its key's entry is there (not as read, or not read at all): replace it
+    const old = this.get(entry.key)!;
+    update.run(entry.count, entry.last, entry.id, old.rowid, ...keyValues(entry.key));
+    this.kept(0, now - (old.wasBlocked ? 1 : 0));
   }
 
   delete(key: EffectiveRule): boolean {
-    return this.statement(this.deleteStmt).run(...keyValues(key)).changes > 0;
+    const row = this.statement(this.deleteStmt).get(...keyValues(key)) as { blocked: number } | undefined;
+    if (row !== undefined) this.kept(-1, -row.blocked);
+    return row !== undefined;
+  }
+
+  /** Adds to the kept counts, if they are kept yet (else the first count sees the change). */
+  private kept(entries: number, blockedEntries: number): void {
+    if (this.counts === undefined) return;
+    this.counts.entries += entries;
+    this.counts.blocked += blockedEntries;
+  }
+
+  /** The counts: kept by this store's writes; counted each time when read-only (another process writes). */
+  private currentCounts(): { entries: number; blocked: number } {
+    const counted = (): { entries: number; blocked: number } => (this.countStmt?.get() as { entries: number; blocked: number } | undefined) ?? { entries: 0, blocked: 0 };
+    return this.db.readonly ? counted() : (this.counts ??= counted());
   }
 
   /** Every entry, ordered by name, address, port and then the rest of the key. */
@@ -344,48 +367,64 @@ export class StateStore {
     return ((this.liftedStmt?.all() ?? []) as Row[]).map(entryOf);
   }
 
-  /** How many entries there are: a kept count, no scan. */
+  /** How many entries there are: a kept count, no scan (but the first). */
   size(): number {
-    return (this.countsStmt?.get() as { entries: number } | undefined)?.entries ?? 0;
+    return this.currentCounts().entries;
   }
 
-  /** How many entries blocked() would return: a kept count, no scan. */
+  /** How many entries blocked() would return: a kept count, no scan (but the first). */
   blockedCount(): number {
-    return (this.countsStmt?.get() as { blocked: number } | undefined)?.blocked ?? 0;
+    return this.currentCounts().blocked;
   }
 
   /**
-   * Deletes up to `n` entries that are not blocked, least recently counted
-   * first, passing over those `keep` holds back (at most `held` of them);
-   * returns how many went.
+   * Deletes up to `n` entries that are not blocked, those that would expire
+   * soonest first, those that never expire last, passing over those `keep`
+   * holds back (at most `held` of them); returns how many went.
    */
   evict(n: number, keep: (key: EffectiveRule) => boolean, held: number): number {
     const deleteRow = this.statement(this.deleteRowStmt);
     let evicted = 0;
-    for (const row of this.evictableStmt!.all(n + held) as (Row & { rowid: number })[]) {
-      if (evicted === n) break;
-      if (!keep(entryOf(row).key)) evicted += deleteRow.run(row.rowid).changes;
+    // soonest expiry first (for rules of one duration: least recently counted), then the entries that never expire, oldest first
+    for (const candidates of [this.expiringStmt!, this.foreverStmt!]) {
+      for (const row of candidates.all(n - evicted + held) as (Row & { rowid: number })[]) {
+        if (evicted === n) break;
+        if (!keep(entryOf(row).key)) evicted += deleteRow.run(row.rowid).changes;
+      }
     }
+    this.kept(-evicted, 0);
     return evicted;
   }
 
   /** Up to `limit` entries after rowid `after` (0: from the first), in rowid order: a table read a piece at a time. */
   page(after: number, limit: number): StoredEntry[] {
-    return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => ({ ...entryOf(r), rowid: r.rowid }));
+    return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => {
+      const e = entryOf(r);
+      return { ...e, rowid: r.rowid, wasBlocked: blocked(e) };
+    });
   }
 
   /** Deletes entries of rule name `name`, at most `limit` of them (default: all); returns how many. */
   deleteName(name: string, limit = -1): number {
-    return this.deleteNameStmt?.run(name, limit).changes ?? 0;
+    const rows = (this.deleteNameStmt?.all(name, limit) ?? []) as { blocked: number }[];
+    this.kept(-rows.length, -rows.reduce((n, r) => n + r.blocked, 0));
+    return rows.length;
   }
 
   truncate(): void {
     this.db.exec('DELETE FROM entry');
+    this.counts = { entries: 0, blocked: 0 };
   }
 
-  /** Runs `fn` in one transaction: one commit for many writes. */
+  /** Runs `fn` in one transaction: one commit for many writes; a throw rolls the kept counts back with the writes. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    const before = this.counts && { ...this.counts };
+    try {
+      return this.db.transaction(fn)();
+    } catch (e) {
+      this.counts = before;
+      throw e;
+    }
   }
 
   /** `PRAGMA integrity_check`: 'ok' or what is wrong. */
