@@ -58,18 +58,22 @@ function getentLine(database: string, key: string): Promise<string | undefined> 
   });
 }
 
-/** A group as the group database (NSS groups too) says now: its gid and the uids of the users it lists. */
-export async function lookupGroup(nameOrGid: string): Promise<{ gid: number; members: Set<number> } | undefined> {
+/** A group as the group database (NSS groups too) says now: its gid and the names of the users it lists. */
+export interface GroupEntry {
+  gid: number;
+  members: string[];
+}
+
+export async function lookupGroup(nameOrGid: string): Promise<GroupEntry | undefined> {
   const line = await getentLine('group', nameOrGid);
   if (line === undefined) return undefined;
   const [, , gid, members = ''] = line.split(':');
-  const uids = new Set<number>();
-  for (const user of members.split(',').filter((u) => u !== '')) {
-    const entry = await getentLine('passwd', user);
-    const uid = entry?.split(':')[2];
-    if (uid !== undefined && /^\d+$/.test(uid)) uids.add(Number(uid));
-  }
-  return { gid: Number(gid), members: uids };
+  return { gid: Number(gid), members: members.split(',').filter((u) => u !== '') };
+}
+
+/** The name of user `uid` as the user database (NSS users too) says now. */
+export async function userName(uid: number): Promise<string | undefined> {
+  return (await getentLine('passwd', String(uid)))?.split(':')[0];
 }
 
 /** Names of every interface, up or down: what the parser recognises (config.md §4.2). */

@@ -6,6 +6,7 @@
 // hold the daemon up: nothing here waits for a client.
 import { chmodSync, chownSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
 import { peerCredentials } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
@@ -18,18 +19,12 @@ export interface Peer {
   groups?: number[];
 }
 
-/** A group as the group database says now: its gid, and the uids it lists as members. */
-export interface GroupMembers {
-  gid: number;
-  members: ReadonlySet<number>;
-}
-
 export interface ControlServerOptions {
   path: string;
   /** A listening socket passed by systemd: used as it is, its file left alone. */
   fd?: number;
   /** The group allowed besides root and the daemon's own user: socket mode 0660, owned by `gid`. */
-  group?: { gid: number; lookup: () => Promise<GroupMembers | undefined> };
+  group?: { gid: number; lookup: () => Promise<GroupEntry | undefined> };
   log: LogFn;
   /** Runs one request; throws ControlError (or anything, an internal error). */
   handle: (command: string, args: Record<string, unknown>, peer: Peer) => Promise<unknown>;
@@ -125,7 +120,11 @@ export class ControlServer {
   private async allowed(peer: Peer): Promise<boolean> {
     if (peer.uid === 0 || peer.uid === process.geteuid?.()) return true;
     const group = await this.o.group?.lookup();
-    return group !== undefined && (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false) || group.members.has(peer.uid));
+    if (group === undefined) return false;
+    if (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false)) return true;
+    // the kernel does not tell every peer's groups (NetBSD: the primary one only): the members the group lists
+    const name = group.members.length > 0 ? await userName(peer.uid) : undefined;
+    return name !== undefined && group.members.includes(name);
   }
 
   private accept(socket: Socket): void {
