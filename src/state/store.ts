@@ -295,8 +295,10 @@ export class StateStore {
   get(key: EffectiveRule): StoredEntry | undefined {
     const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
     if (row === undefined) return undefined;
-    const e = { key, count: row.count, last: row.last, id: row.id };
-    return { ...e, rowid: row.rowid, wasBlocked: blocked(e) };
+    // one literal with every field: a spread here made the hot path a third slower
+    const e = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
+    e.wasBlocked = blocked(e);
+    return e;
   }
 
   /** Writes an entry: in place when it came from `get`, else inserted or replacing its key's. */
@@ -399,8 +401,9 @@ export class StateStore {
   /** Up to `limit` entries after rowid `after` (0: from the first), in rowid order: a table read a piece at a time. */
   page(after: number, limit: number): StoredEntry[] {
     return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => {
-      const e = entryOf(r);
-      return { ...e, rowid: r.rowid, wasBlocked: blocked(e) };
+      const e = { ...entryOf(r), rowid: r.rowid, wasBlocked: false };
+      e.wasBlocked = blocked(e);
+      return e;
     });
   }
 
