@@ -239,8 +239,8 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
   });
 
-  test('--trusted-sender: that user may name the peer of a TCP socket; an unknown user is a start-up error', async (t) => {
-    const daemon = await DaemonProcess.start({ config: '* stream * * * 3 6h\n', args: ['--trusted-sender', 'nobody'] });
+  test('--trust-user: that user may name the peer of a TCP socket; an unknown user is a start-up error', async (t) => {
+    const daemon = await DaemonProcess.start({ config: '* stream * * * 3 6h\n', args: ['--trust-user', 'nobody'] });
     t.after(() => daemon.stop());
     chmodSync(daemon.dir, 0o755);
     await reportAsNobody(daemon.socket, 'tcp-explicit', 0, false);
@@ -254,9 +254,9 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.equal(status.counters.notifications_dropped.untrusted, 0);
 
     const dir = tempDir();
-    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '--trusted-sender', 'no-such-user-here', '-c', daemon.config, '-D', join(dir, 'db'), '-s', join(dir, 's.sock')]);
+    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '--trust-user', 'no-such-user-here', '-c', daemon.config, '-D', join(dir, 'db'), '-s', join(dir, 's.sock')]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /--trusted-sender: unknown user 'no-such-user-here'/);
+    assert.match(r.stderr, /--trust-user: unknown user 'no-such-user-here'/);
   });
 
   test('an explicit peer for a TCP socket only from a trusted sender; for UDP, and a connected TCP socket, from anybody', async () => {

@@ -1,14 +1,18 @@
 // Loading a configuration path (config.md §1): a file and its `.d`
 // directory beside it, or a directory; directory entries in byte order,
 // dotfiles skipped (G39).  Every load builds a new rule set (G14).
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { constants as osConstants } from 'node:os';
 import { strerror } from '../protocol/native.js';
 import { parseConfig, type ParseResult } from './parse.js';
 import { buildRuleSet } from './ruleset.js';
 import type { ConfEnv, Diagnostic, RuleSet } from './types.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
+
+/** A configuration file larger than this is refused: a mistake (a log, a dump), not a rule set. */
+export const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
 
 export interface LoadResult {
   ruleSet: RuleSet;
@@ -30,6 +34,24 @@ function isDirectory(path: string): boolean {
     return statSync(path).isDirectory();
   } catch {
     return false;
+  }
+}
+
+/**
+ * The text of a configuration file.  Only a regular file is read: a FIFO
+ * (opened without waiting for a writer), a device or a socket left in the
+ * directory would hang a reload or read without end.
+ */
+function readRegular(path: Buffer): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw Object.assign(new Error('EISDIR'), { errno: -osConstants.errno.EISDIR, code: 'EISDIR' });
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (st.size > CONFIG_MAX_BYTES) throw new Error(`larger than ${CONFIG_MAX_BYTES / (1024 * 1024)} MiB`);
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -60,7 +82,7 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
   /** Reads and parses one file; returns why it could not be read. */
   const read = (file: ConfigFile): unknown => {
     try {
-      const text = readFileSync(file.path, 'utf8');
+      const text = readRegular(file.path);
       files.push(file.name);
       parsed.push(parseConfig(text, file.name, env));
       return undefined;

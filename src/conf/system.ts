@@ -1,7 +1,7 @@
 // The system facts configuration parsing and matching need, read from this
 // host: services (/etc/services), users (/etc/passwd, then getent(1) for
 // NSS users), network interfaces, and the platform's family numbers.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { constants } from '../protocol/native.js';
@@ -49,6 +49,31 @@ function getentUid(name: string): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** `getent <database> <key>` without blocking the event loop: its line, or undefined when there is none. */
+function getentLine(database: string, key: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    execFile('getent', [database, key], { encoding: 'utf8', timeout: 5000 }, (error, stdout) => resolve(error === null ? stdout.trim().split('\n')[0] : undefined));
+  });
+}
+
+/** A group as the group database (NSS groups too) says now: its gid and the names of the users it lists. */
+export interface GroupEntry {
+  gid: number;
+  members: string[];
+}
+
+export async function lookupGroup(nameOrGid: string): Promise<GroupEntry | undefined> {
+  const line = await getentLine('group', nameOrGid);
+  if (line === undefined) return undefined;
+  const [, , gid, members = ''] = line.split(':');
+  return { gid: Number(gid), members: members.split(',').filter((u) => u !== '') };
+}
+
+/** The name of user `uid` as the user database (NSS users too) says now. */
+export async function userName(uid: number): Promise<string | undefined> {
+  return (await getentLine('passwd', String(uid)))?.split(':')[0];
 }
 
 /** Names of every interface, up or down: what the parser recognises (config.md §4.2). */

@@ -13,7 +13,7 @@ import { entryJson } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type Notification } from '../types.js';
 import type { Peer } from './control.js';
-import { EngineBusy, type Engine } from './engine.js';
+import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 
@@ -204,8 +204,11 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
 
 // --- unblock -----------------------------------------------------------------
 
-/** The entries an unblock takes: those whose network holds the address given (or all), of the port and name given. */
-function unblockSelection(c: CommandContext, args: Record<string, unknown>): { entries: Entry[]; what: string } {
+/** Entries read, matched and unblocked at a time: a turn of the event loop between two pages, however large the table. */
+const UNBLOCK_PAGE = 1000;
+
+/** What an unblock takes: the entries whose network holds the address given (or all), of the port and name given. */
+function unblockSelection(c: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string } {
   const all = args.all === true;
   const text = optionalString(args, 'address');
   if (all === (text !== undefined)) throw new ControlError('bad_argument', 'unblock needs an address, or all');
@@ -214,24 +217,39 @@ function unblockSelection(c: CommandContext, args: Record<string, unknown>): { e
   const network = text === undefined ? undefined : parseNetwork(text);
   const env = systemEnv(c.options.ruleName);
   const family = network === undefined ? undefined : network.address.family === 'inet' ? env.families.inet : env.families.inet6;
-  const entries: Entry[] = [];
-  for (const e of c.store.entries()) {
-    if (port !== undefined && e.key.port !== port) continue;
-    if (name !== undefined && e.key.name !== name) continue;
+  const selected = (e: Entry): boolean => {
+    if (port !== undefined && e.key.port !== port) return false;
+    if (name !== undefined && e.key.name !== name) return false;
     if (network !== undefined) {
-      if (e.key.family !== family || e.key.lmask > network.mask) continue;
-      if (toText(maskAddress(network.address, e.key.lmask)) !== e.key.address) continue;
+      if (e.key.family !== family || e.key.lmask > network.mask) return false;
+      if (toText(maskAddress(network.address, e.key.lmask)) !== e.key.address) return false;
     }
-    entries.push(e);
-  }
+    return true;
+  };
   const what = `${all ? 'any address' : text}${port === undefined ? '' : ` port ${port}`}${name === undefined ? '' : ` name ${name}`}`;
-  return { entries, what };
+  return { selected, what };
 }
 
 async function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
-  const { entries, what } = unblockSelection(c, args);
-  if (entries.length === 0) throw new ControlError('not_found', `no entry for ${what}`);
-  const done = await c.engine.manualUnblock(entries);
+  const { selected, what } = unblockSelection(c, args);
+  // a page at a time (its deletions one transaction), the event loop free in between:
+  // notifications go on being received while a large table is emptied
+  const unblocking: Promise<UnblockResult>[] = [];
+  for (let after = 0; ; ) {
+    const page = c.store.page(after, UNBLOCK_PAGE);
+    if (page.length === 0) break;
+    after = page[page.length - 1].rowid;
+    const entries = page.filter(selected);
+    if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (unblocking.length === 0) throw new ControlError('not_found', `no entry for ${what}`);
+  const done: UnblockResult = { released: [], deleted: [], failed: [] };
+  for (const part of await Promise.all(unblocking)) {
+    done.released.push(...part.released);
+    done.deleted.push(...part.deleted);
+    done.failed.push(...part.failed);
+  }
   const now = Math.floor(Date.now() / 1000);
   const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
   const result = {

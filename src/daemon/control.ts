@@ -6,6 +6,7 @@
 // hold the daemon up: nothing here waits for a client.
 import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
 import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
@@ -22,8 +23,8 @@ export interface ControlServerOptions {
   path: string;
   /** A listening socket passed by systemd: used as it is, its file left alone. */
   fd?: number;
-  /** The group allowed besides root and the daemon's own user: socket mode 0660. */
-  group?: { gid: number; members: ReadonlySet<number> };
+  /** The group allowed besides root and the daemon's own user: socket mode 0660, owned by `gid`. */
+  group?: { gid: number; lookup: () => Promise<GroupEntry | undefined> };
   log: LogFn;
   /** Runs one request; throws ControlError (or anything, an internal error). */
   handle: (command: string, args: Record<string, unknown>, peer: Peer) => Promise<unknown>;
@@ -37,6 +38,12 @@ const IDLE_MS = 5 * 60_000;
 const UNREAD_MAX_BYTES = 16 * 1024 * 1024;
 /** A refused connection is read (and its data dropped) this long at most before it is closed. */
 const LINGER_MS = 2000;
+/**
+ * Connections served at once (each is a descriptor): one beyond is told
+ * `busy` and closed.  Room for a crowd of scripts, far below the limit of
+ * open files.
+ */
+export const MAX_CONNECTIONS = 1024;
 /** Connections waiting to be accepted (the kernel caps it at net.core.somaxconn): a burst beyond fails with EAGAIN. */
 const BACKLOG = 4096;
 
@@ -104,25 +111,51 @@ export class ControlServer {
     }
   }
 
-  private allowed(peer: Peer): boolean {
+  /**
+   * Root and the daemon's user; else a process of the group (its gid or a
+   * supplementary group) or a user the group lists, as the group database
+   * says at this connection: a member removed since the start is refused.
+   */
+  private async allowed(peer: Peer): Promise<boolean> {
     if (peer.uid === 0 || peer.uid === process.geteuid?.()) return true;
-    const group = this.o.group;
-    return group !== undefined && (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false) || group.members.has(peer.uid));
+    const group = await this.o.group?.lookup();
+    if (group === undefined) return false;
+    if (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false)) return true;
+    // the kernel does not tell every peer's groups (NetBSD: the primary one only): the members the group lists
+    const name = group.members.length > 0 ? await userName(peer.uid) : undefined;
+    return name !== undefined && group.members.includes(name);
   }
 
   private accept(socket: Socket): void {
+    socket.on('error', () => {}); // a client gone: nothing to report
+    if (this.connections.size >= MAX_CONNECTIONS) {
+      this.o.counted?.('connect', false);
+      // no lingering read: a crowd beyond the limit must not hold descriptors
+      socket.end(encodeResponse(undefined, { error: new ControlError('busy', `${MAX_CONNECTIONS} control connections are open: try again later`).body }));
+      socket.once('finish', () => socket.destroy());
+      return;
+    }
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
     const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
     const creds = typeof fd === 'number' && fd >= 0 ? peerCredentials(fd) : { errno: -1 };
-    socket.on('error', () => {}); // a client gone: nothing to report
-    if ('errno' in creds || !this.allowed(creds)) {
+    // nothing is read until the peer is known to be allowed
+    socket.pause();
+    void ('errno' in creds ? Promise.resolve(false) : this.allowed(creds)).then(
+      (ok) => this.serve(socket, creds, ok),
+      () => this.serve(socket, creds, false),
+    );
+  }
+
+  private serve(socket: Socket, creds: Peer | { errno: number }, ok: boolean): void {
+    if (socket.destroyed) return;
+    if ('errno' in creds || !ok) {
       const who = 'errno' in creds ? 'a peer whose credentials cannot be read' : `uid ${creds.uid} (pid ${creds.pid})`;
       this.o.log('notice', `control: ${who} refused`);
       this.o.counted?.('connect', false);
       closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
       return;
     }
-    this.connections.add(socket);
-    socket.on('close', () => this.connections.delete(socket));
     const lines = new LineSplitter(REQUEST_MAX_BYTES);
     const queue: string[] = [];
     let busy = false;
@@ -159,6 +192,7 @@ export class ControlServer {
         void next();
       } else if (lines.overflow) refuse();
     });
+    socket.resume();
   }
 
   /** One request line → one response line. */

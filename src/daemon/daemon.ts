@@ -2,7 +2,6 @@
 // the receive loop in batches, reload and the signals, and a clean stop;
 // beside it the control socket, the metrics listener and systemd's
 // notifications (issue 7).
-import { execFileSync } from 'node:child_process';
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
@@ -10,24 +9,29 @@ import { debugListing } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
 import { compileRules } from '../conf/match.js';
 import { where } from '../conf/ruleset.js';
-import { interfaceAddresses, systemEnv } from '../conf/system.js';
+import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
+import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
 import { NotificationSocket, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { StateError, StateStore } from '../state/store.js';
 import { runCommand, type CommandContext } from './commands.js';
-import { ControlServer, ControlSetupError } from './control.js';
+import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
 import type { DaemonLogger } from './log.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
+import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
 export class FatalError extends Error {}
 
 const SEVERITY_LEVEL = { error: 'err', warning: 'warning', info: 'info' } as const;
+
+/** A sender over its limit is logged at most this often (ms). */
+const LIMIT_LOG_MS = 60_000;
 
 /** How long running helper calls may take to finish at shutdown. */
 const STOP_GRACE_MS = 10_000;
@@ -53,6 +57,10 @@ export class Daemon {
   private readonly notifier: SystemdNotifier | undefined;
   private ruleSet: RuleSet = { local: [], remote: [] };
   private interfaceTimer: NodeJS.Timeout | undefined;
+  private limiter: SenderLimiter | undefined;
+  private trusted: TrustedSenders = { uids: new Set([0]), gids: new Set() };
+  /** Reports the drops of senders over their limit that the last log line did not tell. */
+  private limitLogTimer: NodeJS.Timeout | undefined;
   private stopping = false;
   private started = false;
   private batchMode = false;
@@ -90,6 +98,9 @@ export class Daemon {
       throw new FatalError(e.invalid ? `${e.message}: move it aside, or start with --rename-bad-db` : e.message);
     }
     const store = this.store;
+    for (const file of store.modesFixed) this.log('warning', `${file}: others could read the database; mode changed to owner-only`);
+    this.trusted = await this.trustedSenders();
+    this.limiter = this.senderLimiter();
     const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({
@@ -99,7 +110,18 @@ export class Daemon {
       debug: () => this.debug,
       observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
     });
-    this.engine = new Engine({ store, helper: this.helper, families: env.families, log: this.log, debug: () => this.debug, clock: () => Math.floor(Date.now() / 1000), monotonic: () => performance.now(), remRetry: o.remRetry, metrics });
+    this.engine = new Engine({
+      store,
+      helper: this.helper,
+      families: env.families,
+      log: this.log,
+      debug: () => this.debug,
+      clock: () => Math.floor(Date.now() / 1000),
+      monotonic: () => performance.now(),
+      remRetry: o.remRetry,
+      metrics,
+      maxEntries: o.maxEntries,
+    });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
 
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
@@ -131,12 +153,15 @@ export class Daemon {
     }
     const engine = this.engine;
     engine.resumeReleases();
+    // a database over a lowered --max-entries is brought down at once
+    engine.evict();
     for (const socket of this.sockets) {
       socket.start(
-        (batch) => {
-          if (this.debug > 0) this.log('debug', `received ${batch.length} from ${socket.path}`);
-          metrics.receiveBatchSize(batch.length);
-          engine.processBatch(batch);
+        (received) => {
+          if (this.debug > 0) this.log('debug', `received ${received.length} from ${socket.path}`);
+          metrics.receiveBatchSize(received.length);
+          const batch = this.limited(received);
+          if (batch.length > 0) engine.processBatch(batch);
         },
         (message) => {
           this.log('err', message);
@@ -152,15 +177,91 @@ export class Daemon {
     if (this.reloadPending) this.reload();
   }
 
+  /**
+   * Root, --trust-user and --trust-group, resolved now: one notion of a
+   * trusted sender, exempt from --sender-rate and allowed to name the peer
+   * of a TCP socket.
+   */
+  private async trustedSenders(): Promise<TrustedSenders> {
+    const env = systemEnv();
+    const uids = new Set([0]);
+    for (const user of this.options.trustUsers) {
+      const uid = /^\d+$/.test(user) ? Number(user) : env.user(user);
+      if (uid === undefined) throw new FatalError(`--trust-user: unknown user '${user}'`);
+      uids.add(uid);
+    }
+    const gids = new Set<number>();
+    for (const group of this.options.trustGroups) {
+      const entry = await lookupGroup(group);
+      if (entry === undefined) throw new FatalError(`--trust-group: unknown group '${group}'`);
+      gids.add(entry.gid);
+    }
+    return { uids, gids };
+  }
+
+  /** --sender-rate, trusted senders exempt. */
+  private senderLimiter(): SenderLimiter | undefined {
+    const o = this.options;
+    if (o.senderRate === 0) return undefined;
+    return new SenderLimiter({ rate: o.senderRate, burst: o.senderBurst, trusted: this.trusted }, LIMIT_LOG_MS);
+  }
+
+  /**
+   * What of a received batch the per-sender limit lets through; the rest is
+   * counted and, at most once a minute per sender, logged.  Nothing is
+   * copied while nothing is dropped: the common case costs a set lookup.
+   */
+  private limited(batch: Notification[]): Notification[] {
+    const limiter = this.limiter;
+    if (limiter === undefined) return batch;
+    const now = Date.now();
+    let kept: Notification[] | undefined;
+    for (let i = 0; i < batch.length; i++) {
+      const n = batch[i];
+      if (limiter.admit(n.uid, n.gid, now)) kept?.push(n);
+      else kept ??= batch.slice(0, i);
+    }
+    if (kept === undefined) return batch;
+    this.metrics?.dropped('rate_limit', batch.length - kept.length);
+    this.reportLimited();
+    return kept;
+  }
+
+  /**
+   * Logs the senders over their limit: the first drop of a flood at once,
+   * then what was dropped since, once per interval while it goes on.
+   */
+  private reportLimited(): void {
+    const limiter = this.limiter;
+    if (limiter === undefined || this.limitLogTimer !== undefined || this.stopping) return;
+    const o = this.options;
+    const reports = limiter.reports(Date.now());
+    for (const r of reports) {
+      this.log(
+        'warning',
+        r.since === 0
+          ? `uid ${r.uid} sends more than ${o.senderRate} notifications per second (burst ${o.senderBurst}): dropping the excess, logged at most once a minute`
+          : `uid ${r.uid}: ${r.dropped} notifications over the limit dropped in the last ${Math.round(r.since / 1000)} s`,
+      );
+    }
+    if (reports.length === 0) return;
+    // the drops meanwhile wait for the interval's end: a timer tells them even if the flood has stopped
+    this.limitLogTimer = setTimeout(() => {
+      this.limitLogTimer = undefined;
+      this.reportLimited();
+    }, LIMIT_LOG_MS);
+    this.limitLogTimer.unref();
+  }
+
   /** The notification sockets: those systemd passed, then -s/-P (the default path only when nothing was passed). */
   private openSockets(passed: ListenSocket[]): void {
     const o = this.options;
-    const trusted = trustedUids(o.trustedSenders);
+    const trusted = this.trusted;
     const netnsProblem = ownNetns().problem;
     if (netnsProblem !== undefined) this.log('warning', netnsProblem);
     const open = (path: string, fd?: number): NotificationSocket => {
       try {
-        const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid) => trusted.has(uid) });
+        const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid, gid) => isTrusted(trusted, uid, gid) });
         this.sockets.push(socket);
         const { length, problem } = socket.kernelQueue;
         if (problem !== undefined) this.log('warning', `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`);
@@ -188,7 +289,7 @@ export class Daemon {
       this.control = await ControlServer.open({
         path,
         fd: fromSystemd?.fd,
-        group: o.controlGroup === undefined ? undefined : groupOf(o.controlGroup),
+        group: await this.controlGroup(),
         log: this.log,
         handle: (command, args, peer) => runCommand(this.commandContext(), command, args, peer),
         counted: (command, ok) => this.metrics?.controlRequest(command, ok),
@@ -198,6 +299,15 @@ export class Daemon {
       throw e;
     }
     if (this.debug > 0) this.log('debug', `control socket ${path}`);
+  }
+
+  /** --control-group: its gid now (the socket's group), and a lookup of its members at each connection. */
+  private async controlGroup(): Promise<ControlServerOptions['group']> {
+    const name = this.options.controlGroup;
+    if (name === undefined) return undefined;
+    const group = await lookupGroup(name);
+    if (group === undefined) throw new FatalError(`--control-group: unknown group '${name}'`);
+    return { gid: group.gid, lookup: () => lookupGroup(name) };
   }
 
   private commandContext(): CommandContext {
@@ -333,11 +443,12 @@ export class Daemon {
     this.stopping = true;
     this.notifier?.stopping();
     clearInterval(this.interfaceTimer);
+    clearTimeout(this.limitLogTimer);
     this.metricsServer?.close();
     this.metricsServer?.closeAllConnections();
     for (const socket of this.sockets) {
       // what the receiving thread took from the kernel is processed, not dropped
-      const rest = socket.stop();
+      const rest = this.limited(socket.stop());
       if (rest.length > 0) this.engine?.processBatch(rest);
     }
     this.removeSockets();
@@ -370,36 +481,6 @@ export class Daemon {
 
 function describe(d: Diagnostic): string {
   return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;
-}
-
-/** --control-group: its gid and the uids of its listed members (getent: NSS groups too). */
-function groupOf(name: string): { gid: number; members: Set<number> } {
-  let entry: string;
-  try {
-    entry = execFileSync('getent', ['group', name], { encoding: 'utf8', timeout: 5000, stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    throw new FatalError(`--control-group: unknown group '${name}'`);
-  }
-  const [, , gid, members = ''] = entry.trim().split(':');
-  const env = systemEnv();
-  const uids = new Set<number>();
-  for (const user of members.split(',').filter((u) => u !== '')) {
-    const uid = env.user(user);
-    if (uid !== undefined) uids.add(uid);
-  }
-  return { gid: Number(gid), members: uids };
-}
-
-/** --trusted-sender: root and the uids of the users named (numbers or names). */
-function trustedUids(users: string[]): Set<number> {
-  const env = systemEnv();
-  const uids = new Set([0]);
-  for (const user of users) {
-    const uid = /^\d+$/.test(user) ? Number(user) : env.user(user);
-    if (uid === undefined) throw new FatalError(`--trusted-sender: unknown user '${user}'`);
-    uids.add(uid);
-  }
-  return uids;
 }
 
 /** The pid file of a detached daemon: `<pid>\n`. */

@@ -53,6 +53,10 @@ const STORE_RETRY_MAX_MS = 60_000;
 const STORE_LOG_MS = 10_000;
 /** A step of the wall clock beyond this, against the monotonic one, moves the stored times with it. */
 const CLOCK_STEP_MS = 5000;
+/** Entries evicted in one transaction at most (--max-entries); more go in the passes after. */
+const EVICT_CHUNK = 5000;
+/** Eviction is logged at most this often (ms). */
+const EVICT_LOG_MS = 60_000;
 /** The expiry timer runs on a monotonic clock, deadlines are wall-clock: look again at least this often. */
 const MAX_TIMER_MS = 3_600_000;
 
@@ -74,6 +78,8 @@ export interface EngineOptions {
   /** Seconds between tries of a failed `rem` (G17). */
   remRetry: number;
   metrics?: Metrics;
+  /** --max-entries: beyond it entries not blocked are evicted, soonest expiry first; 0 or none: no limit. */
+  maxEntries?: number;
 }
 
 /** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
@@ -152,6 +158,9 @@ export class Engine {
   private stopped = false;
   private batchMode = false;
   private flushInBatch = false;
+  /** When eviction was last logged (ms), and what went since. */
+  private evictLog = { at: -Infinity, evicted: 0 };
+  private evictScheduled = false;
   /** Helper calls of the current stretch of work, dispatched together. */
   private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
   /** Batch mode: the end of the window gathering `calls`. */
@@ -187,9 +196,12 @@ export class Engine {
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
     const written: string[] = [];
+    let evicted: number | undefined;
     try {
       this.o.store.transaction(() => {
         for (const n of batch) this.processOne(n, now, afterCommit, added, written);
+        // in the same commit: a spray of new addresses costs no second one
+        evicted = this.evictSome();
       });
     } catch (e) {
       // upstream logs state_put failures and goes on; the batch is lost
@@ -202,7 +214,59 @@ export class Engine {
     for (const id of written) this.unrecorded.delete(id);
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
+    this.evicted(evicted);
     this.armExpiry();
+  }
+
+  /**
+   * --max-entries: the entries that are not blocked go, those that would
+   * expire soonest first (those of rules without expiry last), a chunk per
+   * transaction, the rest after a turn of the event loop.  Never one at its limit or with a helper call in flight: the crash-safety
+   * contract above holds (and blocked entries stay, whatever their number).
+   */
+  evict(): void {
+    let evicted: number | undefined;
+    this.guard(() => (evicted = this.o.store.transaction(() => this.evictSome())));
+    this.evicted(evicted);
+  }
+
+  /**
+   * Up to a chunk of the excess over --max-entries deleted, in the caller's
+   * transaction: how many went (0: none could), undefined when within the limit.
+   */
+  private evictSome(): number | undefined {
+    const max = this.o.maxEntries ?? 0;
+    if (max === 0 || this.stopped || this.evictScheduled) return undefined;
+    const { store } = this.o;
+    const excess = store.size() - max;
+    if (excess <= 0) return undefined;
+    const busy = (k: EffectiveRule): boolean => {
+      const id = keyOf(k);
+      return this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id);
+    };
+    return store.evict(Math.min(excess, EVICT_CHUNK), busy, this.pendingAdds.size + this.pendingRems.size + this.remRetry.size);
+  }
+
+  /** After the commit: evictions counted and logged (at most once per interval), a full chunk followed by the next. */
+  private evicted(n: number | undefined): void {
+    if (n === undefined) return;
+    const { log, store } = this.o;
+    const max = this.o.maxEntries ?? 0;
+    this.o.metrics?.evicted(n);
+    this.evictLog.evicted += n;
+    const now = Date.now();
+    if (now - this.evictLog.at >= EVICT_LOG_MS) {
+      if (n === 0) log('warning', `${store.size()} entries, over --max-entries ${max}, and none can be evicted: all are blocked or busy`);
+      else log('notice', `--max-entries ${max} reached: evicted ${this.evictLog.evicted} entries not blocked, soonest expiry first`);
+      this.evictLog = { at: now, evicted: 0 };
+    }
+    if (n === EVICT_CHUNK) {
+      this.evictScheduled = true;
+      setImmediate(() => {
+        this.evictScheduled = false;
+        this.evict();
+      });
+    }
   }
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
@@ -719,16 +783,14 @@ export class Engine {
   async manualUnblock(entries: readonly Entry[]): Promise<UnblockResult> {
     const { store, log } = this.o;
     const done: UnblockResult = { released: [], deleted: [], failed: [] };
-    await Promise.all(
+    const plain: Entry[] = [];
+    const releasing = Promise.all(
       entries.map(async (e) => {
         const id = keyOf(e.key);
         if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
         // released already (its entry not deleted yet), or never blocked
-        if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) {
-          if (this.guard(() => store.delete(e.key))) this.unrecorded.delete(id);
-          return void done.deleted.push(e);
-        }
+        if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) return void plain.push(e);
         this.pendingRems.add(id);
         this.remRetry.delete(id);
         const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
@@ -743,6 +805,10 @@ export class Engine {
         done.released.push(e);
       }),
     );
+    // the entries without a block in one transaction: one commit, not one per entry
+    if (this.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key))))) for (const e of plain) this.unrecorded.delete(keyOf(e.key));
+    done.deleted.push(...plain);
+    await releasing;
     this.armExpiry();
     return done;
   }
@@ -753,8 +819,13 @@ export class Engine {
       names.map(async (name) => {
         const r = await this.o.helper.flush(name);
         if (r.line === undefined && r.exitCode !== 0) return { name, ok: false, deleted: 0, error: `flush failed${describeFailure(r)}` };
+        // a chunk at a time, a turn of the event loop between: a name with many entries does not stall the notifications
         let deleted = 0;
-        this.guard(() => (deleted = this.o.store.deleteName(name)));
+        for (let chunk = DELETE_CHUNK; chunk === DELETE_CHUNK; deleted += chunk) {
+          chunk = 0;
+          this.guard(() => (chunk = this.o.store.deleteName(name, DELETE_CHUNK)));
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
         for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
         return { name, ok: true, deleted };

@@ -19,7 +19,12 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
-const DROP_REASONS: DropReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type'];
+/** The receive path's reasons, and the per-sender limit's (`rate_limit`, the daemon's). */
+export type DroppedReason = DropReason | 'rate_limit';
+const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit'];
+
+/** Scrapes served at once; connections beyond are closed at once (a scrape is cheap: no table is counted). */
+export const METRICS_MAX_CONNECTIONS = 64;
 
 /** What the socket gauges read of a notification socket. */
 interface SocketQueueSource {
@@ -42,15 +47,16 @@ export class Metrics {
   /** The same for the notifications that came from control `report` requests. */
   private readonly reportChildren: Inc[][] = [];
   private readonly droppedCounter: Counter<'reason'>;
-  private readonly droppedChildren = new Map<DropReason, Inc>();
+  private readonly droppedChildren = new Map<DroppedReason, Inc>();
   private readonly blocks: Counter<'origin'>;
   private readonly releases: Counter<'origin'>;
   private readonly helperCalls: Counter<'action' | 'result'>;
   private readonly helperSeconds: Histogram<'action'>;
   private readonly receiveBatch: Histogram;
   private readonly controlRequests: Counter<'command' | 'result'>;
+  private readonly evictions: Counter;
 
-  /** `entries()`, `blocked()` and `sockets()` are read at each scrape. */
+  /** `entries()`, `blocked()` and `sockets()` are read at each scrape: they must be cheap (kept counts, no table scan). */
   constructor(sizes: { entries: () => number; blocked: () => number; sockets?: () => readonly SocketQueueSource[] }) {
     const registers = [this.registry];
     this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
@@ -61,7 +67,7 @@ export class Metrics {
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
-    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason', labelNames: ['reason'], registers });
+    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit)', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
     this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took: a limit reached, a restore (-r), a manual block', labelNames: ['origin'], registers });
     this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted: expired, reset by AUTH_OK (forever blocks), manual', labelNames: ['origin'], registers });
@@ -77,6 +83,7 @@ export class Metrics {
     });
     this.receiveBatch = new Histogram({ name: 'blocklistd_receive_batch_size', help: 'Notifications handed over per wake-up of the event loop', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], registers });
     this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
+    this.evictions = new Counter({ name: 'blocklistd_evictions_total', help: 'Entries not blocked deleted, soonest expiry first, to keep the database within --max-entries', registers });
     new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
       this.set(sizes.entries());
     } });
@@ -98,8 +105,12 @@ export class Metrics {
     if (report) this.reportChildren[type]?.[matched ? 1 : 0].inc();
   }
 
-  dropped(reason: DropReason): void {
-    this.droppedChildren.get(reason)?.inc();
+  dropped(reason: DroppedReason, n = 1): void {
+    this.droppedChildren.get(reason)?.inc(n);
+  }
+
+  evicted(n: number): void {
+    this.evictions.inc(n);
   }
 
   block(origin: BlockOrigin, n = 1): void {
@@ -126,7 +137,7 @@ export class Metrics {
   /** The counters as `status` shows them: label values → count, per counter. */
   async counters(): Promise<Record<string, Record<string, number>>> {
     const out: Record<string, Record<string, number>> = {};
-    for (const counter of [this.notifications, this.reports, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests]) {
+    for (const counter of [this.notifications, this.reports, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests, this.evictions]) {
       const { name, values } = await counter.get();
       const short = name.replace(/^blocklistd_/, '').replace(/_total$/, '');
       out[short] = Object.fromEntries(values.map((v) => [labelKey(v.labels), v.value]));
@@ -148,7 +159,8 @@ export class Metrics {
         (e: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${e.message}\n`),
       );
     });
-    // a scraper that stalls does not keep a connection forever
+    // a scraper that stalls does not keep a connection forever, and a crowd of them does not hold descriptors without bound
+    server.maxConnections = METRICS_MAX_CONNECTIONS;
     server.requestTimeout = 10_000;
     server.headersTimeout = 10_000;
     await new Promise<void>((resolve, reject) => {

@@ -66,9 +66,21 @@ export interface DaemonOptions {
   metrics: ListenAddress | undefined;
   /** --queue: datagrams the kernel should queue on each notification socket. */
   queue: number;
-  /** --trusted-sender: users (names or uids) who may name the peer of a TCP socket besides root. */
-  trustedSenders: string[];
+  /** --sender-rate: notifications per second per sender uid; 0 no limit. */
+  senderRate: number;
+  /** --sender-burst: notifications a sender may send at once. */
+  senderBurst: number;
+  /** --trust-user: users (names or uids) trusted besides root: exempt from the sender limit, and may name the peer of a TCP socket. */
+  trustUsers: string[];
+  /** --trust-group: groups (names or gids) whose processes are trusted as --trust-user's are. */
+  trustGroups: string[];
+  /** --max-entries: entries beyond which those not blocked are evicted, soonest expiry first; 0 no limit. */
+  maxEntries: number;
 }
+
+export const DEFAULT_SENDER_RATE = 1000;
+export const DEFAULT_SENDER_BURST = 5000;
+export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
 export class UsageError extends Error {}
@@ -94,11 +106,14 @@ function seconds(text: string, what: string): number {
   return n;
 }
 
-function count(text: string, what: string): number {
+/** A whole number from `min` on, up to `max` when given (`what` names it in the complaint). */
+function whole(text: string, what: string, min: number, max?: number): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!(n >= 1 && n <= 2147483647)) throw new UsageError(`Bad ${what} '${text}': a number from 1`);
+  if (!(n >= min && n <= (max ?? Number.MAX_SAFE_INTEGER))) throw new UsageError(`bad ${what} '${text}': a whole number from ${min}${max === undefined ? '' : ` to ${max}`}`);
   return n;
 }
+
+const repeated = (v: string, all: string[]): string[] => [...all, v];
 
 /**
  * Parses argv (node, script, arguments…) as upstream's getopt
@@ -130,7 +145,11 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--control-group <group>', 'a group whose members may use the control socket (mode 0660)')
     .option('--metrics <host:port>', 'serve Prometheus metrics over HTTP on this address')
     .option('--queue <datagrams>', 'datagrams the kernel queues on a notification socket (Linux, as root)', String(DEFAULT_BACKLOG))
-    .option('--trusted-sender <user>', 'a user who may report an explicit peer for a TCP socket, besides root (repeatable)', (u: string, all: string[]) => [...all, u], [] as string[])
+    .option('--sender-rate <n>', 'notifications per second a sender uid may send (0: no limit)', String(DEFAULT_SENDER_RATE))
+    .option('--sender-burst <n>', 'notifications a sender uid may send at once', String(DEFAULT_SENDER_BURST))
+    .option('--trust-user <user>', 'a user trusted besides root: no sender limit, may name the peer of a TCP socket (repeatable)', repeated, [] as string[])
+    .option('--trust-group <group>', 'a group whose processes are trusted as --trust-user (repeatable)', repeated, [] as string[])
+    .option('--max-entries <n>', 'evict entries not blocked beyond this many, soonest expiry first (0: no limit)', String(DEFAULT_MAX_ENTRIES))
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -173,8 +192,12 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     controlSocket: string | boolean;
     controlGroup?: string;
     metrics?: string;
-    trustedSender: string[];
     queue: string;
+    senderRate: string;
+    senderBurst: string;
+    trustUser: string[];
+    trustGroup: string[];
+    maxEntries: string;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
@@ -205,8 +228,12 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     control: o.controlSocket === false ? null : typeof o.controlSocket === 'string' ? abs(o.controlSocket) : controlPathFor(first),
     controlGroup: o.controlGroup,
     metrics: o.metrics === undefined ? undefined : listenAddress(o.metrics),
-    trustedSenders: o.trustedSender,
-    queue: count(o.queue, 'queue length'),
+    queue: whole(o.queue, 'queue length', 1, 2147483647),
+    senderRate: whole(o.senderRate, 'sender rate', 0),
+    senderBurst: whole(o.senderBurst, 'sender burst', 1),
+    trustUsers: o.trustUser,
+    trustGroups: o.trustGroup,
+    maxEntries: whole(o.maxEntries, 'maximum of entries', 0),
   };
 }
 

@@ -35,11 +35,11 @@ export interface SenderPolicy {
    */
   netns: Buffer | undefined;
   /**
-   * Whether a sender (by uid) may name the peer of a stream socket
-   * itself: upstream's clients do so for datagram sockets (UDP servers
-   * have no connected peer); for TCP only a trusted one.
+   * Whether a sender (by its kernel uid and gid) may name the peer of a
+   * stream socket itself: upstream's clients do so for datagram sockets
+   * (UDP servers have no connected peer); for TCP only a trusted one.
    */
-  trusted(uid: number): boolean;
+  trusted(uid: number, gid: number): boolean;
 }
 
 /** Root alone is trusted. */
@@ -188,7 +188,7 @@ function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): 
     if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${strerror(netnsErrno)})` };
     if (policy.netns.compare(r, L.netns, L.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
   }
-  if (explicitStreamPeer && !policy.trusted(uint32(r, L.uid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
+  if (explicitStreamPeer && !policy.trusted(uint32(r, L.uid), uint32(r, L.gid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
   return undefined;
 }
 

@@ -78,7 +78,7 @@ export interface NotificationSocketOptions {
    */
   backlog?: number;
   /** Senders (by uid) that may name the peer of a stream socket; root alone by default. */
-  trusted?: (uid: number) => boolean;
+  trusted?: (uid: number, gid: number) => boolean;
 }
 
 let netns: { id: Buffer | undefined; problem: string | undefined } | undefined;

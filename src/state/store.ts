@@ -4,16 +4,25 @@
 // WAL journal: blocklistctl reads while the daemon writes, a committed
 // transaction survives a crash of the process, and a crash never leaves a
 // file that does not open.
-import { accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync } from 'node:fs';
+import { accessSync, chmodSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { strerror } from '../protocol/native.js';
 import type { EffectiveRule, Entry } from '../types.js';
+import { isBlocked } from './entry.js';
 
 export const DEFAULT_DB_PATH = '/var/db/blocklistd.db';
 
 /** `PRAGMA application_id`: marks the file as ours ("blkd"). */
 export const APPLICATION_ID = 0x626c6b64;
+
+/** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
+const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
+/** The complement of BLOCKED, as the eviction index and its queries spell it (a query must repeat an index's condition to use it). */
+const EVICTABLE = "id = '' AND (nfail < 0 OR count < nfail)";
+
+/** BLOCKED for an entry in hand. */
+const blocked = (e: Entry): boolean => e.id !== '' || isBlocked(e);
 
 /** Forward migrations; schema version N is reached by running the first N. */
 const MIGRATIONS: readonly string[] = [
@@ -36,6 +45,11 @@ const MIGRATIONS: readonly string[] = [
      UNIQUE (address, port, name, family, lmask, proto, uid, nfail, rmask, duration)
    );
    CREATE INDEX entry_expiry ON entry (last + duration) WHERE duration >= 0;`,
+  // --max-entries evicts the entries not blocked, soonest expiry first
+  // (entry_expiry), then those of rules without expiry, oldest first: those
+  // only in an index of their own, which an update of any other entry
+  // leaves alone.
+  `CREATE INDEX entry_forever ON entry (last) WHERE duration < 0 AND ${EVICTABLE};`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -52,14 +66,14 @@ export class StateError extends Error {
 }
 
 const KEY_COLUMNS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration'] as const;
-/** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
-const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
 const KEY_MATCH = KEY_COLUMNS.map((c) => `${c} = ?`).join(' AND ');
 const COLUMNS = KEY_COLUMNS.join(', ');
 
 /** An entry as read from the database: `put` updates it in place. */
 export interface StoredEntry extends Entry {
   readonly rowid: number;
+  /** Blocked as read: what a write of it changes in the kept count. */
+  readonly wasBlocked: boolean;
 }
 
 interface Row {
@@ -119,19 +133,48 @@ function isInvalidFile(e: unknown): boolean {
   return code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT';
 }
 
+/**
+ * The database holds who attacked whom: readable by its owner only.  A file
+ * created by an older version or by hand may be 0644, and SQLite copies the
+ * database's mode to the -wal and -shm it creates; existing ones are
+ * brought to 0600 too.  Returns what was changed, as `path (0644)`.
+ */
+function privateModes(path: string): string[] {
+  const changed: string[] = [];
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    let mode: number;
+    try {
+      mode = statSync(file).mode & 0o7777;
+    } catch {
+      continue; // no -wal or -shm yet
+    }
+    if ((mode & 0o077) === 0) continue;
+    chmodSync(file, mode & 0o700);
+    changed.push(`${file} (${mode.toString(8).padStart(4, '0')})`);
+  }
+  return changed;
+}
+
 export class StateStore {
+  /** Files of the database whose mode gave others access, made owner-only at open (for the daemon to log). */
+  readonly modesFixed: string[] = [];
   private readonly db: Database.Database;
   private readonly getStmt: Database.Statement | undefined;
-  private readonly insertStmt: Database.Statement | undefined;
   private readonly updateStmt: Database.Statement | undefined;
   private readonly deleteStmt: Database.Statement | undefined;
   private readonly iterateStmt: Database.Statement | undefined;
   private readonly nextExpiryStmt: Database.Statement | undefined;
   private readonly dueStmt: Database.Statement | undefined;
   private readonly countStmt: Database.Statement | undefined;
+  /** Entries and blocked entries, kept through this store's writes (a writable store is the only writer); undefined until first asked. */
+  private counts: { entries: number; blocked: number } | undefined;
+  private readonly insertNewStmt: Database.Statement | undefined;
   private readonly namesStmt: Database.Statement | undefined;
   private readonly blockedStmt: Database.Statement | undefined;
-  private readonly blockedCountStmt: Database.Statement | undefined;
+  private readonly expiringStmt: Database.Statement | undefined;
+  private readonly foreverStmt: Database.Statement | undefined;
+  private readonly deleteRowStmt: Database.Statement | undefined;
+  private readonly pageStmt: Database.Statement | undefined;
   private readonly deleteNameStmt: Database.Statement | undefined;
   private readonly liftedStmt: Database.Statement | undefined;
   private readonly shiftStmt: Database.Statement | undefined;
@@ -160,6 +203,7 @@ export class StateStore {
         mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
         // created here so that its mode is 0600 (SQLite gives -wal and -shm the same); 'a' never fails on a race
         closeSync(openSync(path, 'a', 0o600));
+        this.modesFixed = privateModes(path);
         // SQLite would quietly open an unwritable file read-only
         accessSync(path, fsConstants.R_OK | fsConstants.W_OK);
       }
@@ -180,21 +224,21 @@ export class StateStore {
     // read-only on a file no daemon has initialised yet: no statements, no entries
     if (readonly && fresh) return;
     this.getStmt = this.db.prepare(`SELECT rowid, count, last, id FROM entry WHERE ${KEY_MATCH}`);
-    this.insertStmt = this.db.prepare(
-      `INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?)
-       ON CONFLICT DO UPDATE SET count = excluded.count, last = excluded.last, id = excluded.id`,
-    );
+    this.insertNewStmt = this.db.prepare(`INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?) ON CONFLICT DO NOTHING`);
     // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
     this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ? WHERE rowid = ? AND ${KEY_MATCH}`);
-    this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH}`);
+    this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH} RETURNING (${BLOCKED}) AS blocked`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
     this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
     this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
-    this.countStmt = this.db.prepare('SELECT count(*) FROM entry').pluck();
+    this.countStmt = this.db.prepare(`SELECT count(*) AS entries, count(*) FILTER (WHERE ${BLOCKED}) AS blocked FROM entry`);
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
     this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
-    this.blockedCountStmt = this.db.prepare(`SELECT count(*) FROM entry WHERE ${BLOCKED}`).pluck();
-    this.deleteNameStmt = this.db.prepare('DELETE FROM entry WHERE name = ?');
+    this.expiringStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration >= 0 AND ${EVICTABLE} ORDER BY last + duration LIMIT ?`);
+    this.foreverStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration < 0 AND ${EVICTABLE} ORDER BY last LIMIT ?`);
+    this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
+    this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
+    this.deleteNameStmt = this.db.prepare(`DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?) RETURNING (${BLOCKED}) AS blocked`);
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
     // `last` 0 is a reset entry, not a time
     this.shiftStmt = this.db.prepare('UPDATE entry SET last = last + ? WHERE last != 0');
@@ -257,17 +301,48 @@ export class StateStore {
 
   get(key: EffectiveRule): StoredEntry | undefined {
     const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
-    return row && { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid };
+    if (row === undefined) return undefined;
+    // one literal with every field: a spread here made the hot path a third slower
+    const e = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
+    e.wasBlocked = blocked(e);
+    return e;
   }
 
   /** Writes an entry: in place when it came from `get`, else inserted or replacing its key's. */
   put(entry: Entry | StoredEntry): void {
-    if ('rowid' in entry && this.statement(this.updateStmt).run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) return;
-    this.statement(this.insertStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id);
+    const update = this.statement(this.updateStmt);
+    const now = blocked(entry) ? 1 : 0;
+    if ('rowid' in entry && update.run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) {
+      this.kept(0, now - (entry.wasBlocked ? 1 : 0));
+      return;
+    }
+    if (this.statement(this.insertNewStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id).changes > 0) {
+      this.kept(1, now);
+      return;
+    }
+    // its key's entry is there (not as read, or not read at all): replace it
+    const old = this.get(entry.key)!;
+    update.run(entry.count, entry.last, entry.id, old.rowid, ...keyValues(entry.key));
+    this.kept(0, now - (old.wasBlocked ? 1 : 0));
   }
 
   delete(key: EffectiveRule): boolean {
-    return this.statement(this.deleteStmt).run(...keyValues(key)).changes > 0;
+    const row = this.statement(this.deleteStmt).get(...keyValues(key)) as { blocked: number } | undefined;
+    if (row !== undefined) this.kept(-1, -row.blocked);
+    return row !== undefined;
+  }
+
+  /** Adds to the kept counts, if they are kept yet (else the first count sees the change). */
+  private kept(entries: number, blockedEntries: number): void {
+    if (this.counts === undefined) return;
+    this.counts.entries += entries;
+    this.counts.blocked += blockedEntries;
+  }
+
+  /** The counts: kept by this store's writes; counted each time when read-only (another process writes). */
+  private currentCounts(): { entries: number; blocked: number } {
+    const counted = (): { entries: number; blocked: number } => (this.countStmt?.get() as { entries: number; blocked: number } | undefined) ?? { entries: 0, blocked: 0 };
+    return this.db.readonly ? counted() : (this.counts ??= counted());
   }
 
   /** Every entry, ordered by name, address, port and then the rest of the key. */
@@ -301,18 +376,49 @@ export class StateStore {
     return ((this.liftedStmt?.all() ?? []) as Row[]).map(entryOf);
   }
 
+  /** How many entries there are: a kept count, no scan (but the first). */
   size(): number {
-    return (this.countStmt?.get() as number | undefined) ?? 0;
+    return this.currentCounts().entries;
   }
 
-  /** How many entries blocked() would return. */
+  /** How many entries blocked() would return: a kept count, no scan (but the first). */
   blockedCount(): number {
-    return (this.blockedCountStmt?.get() as number | undefined) ?? 0;
+    return this.currentCounts().blocked;
   }
 
-  /** Deletes the entries of rule name `name`; returns how many. */
-  deleteName(name: string): number {
-    return this.deleteNameStmt?.run(name).changes ?? 0;
+  /**
+   * Deletes up to `n` entries that are not blocked, those that would expire
+   * soonest first, those that never expire last, passing over those `keep`
+   * holds back (at most `held` of them); returns how many went.
+   */
+  evict(n: number, keep: (key: EffectiveRule) => boolean, held: number): number {
+    const deleteRow = this.statement(this.deleteRowStmt);
+    let evicted = 0;
+    // soonest expiry first (for rules of one duration: least recently counted), then the entries that never expire, oldest first
+    for (const candidates of [this.expiringStmt!, this.foreverStmt!]) {
+      for (const row of candidates.all(n - evicted + held) as (Row & { rowid: number })[]) {
+        if (evicted === n) break;
+        if (!keep(entryOf(row).key)) evicted += deleteRow.run(row.rowid).changes;
+      }
+    }
+    this.kept(-evicted, 0);
+    return evicted;
+  }
+
+  /** Up to `limit` entries after rowid `after` (0: from the first), in rowid order: a table read a piece at a time. */
+  page(after: number, limit: number): StoredEntry[] {
+    return ((this.pageStmt?.all(after, limit) ?? []) as (Row & { rowid: number })[]).map((r) => {
+      const e = { ...entryOf(r), rowid: r.rowid, wasBlocked: false };
+      e.wasBlocked = blocked(e);
+      return e;
+    });
+  }
+
+  /** Deletes entries of rule name `name`, at most `limit` of them (default: all); returns how many. */
+  deleteName(name: string, limit = -1): number {
+    const rows = (this.deleteNameStmt?.all(name, limit) ?? []) as { blocked: number }[];
+    this.kept(-rows.length, -rows.reduce((n, r) => n + r.blocked, 0));
+    return rows.length;
   }
 
   /** Every entry's last failure moved by `seconds` (the wall clock stepped); how many. */
@@ -328,11 +434,18 @@ export class StateStore {
 
   truncate(): void {
     this.db.exec('DELETE FROM entry');
+    this.counts = { entries: 0, blocked: 0 };
   }
 
-  /** Runs `fn` in one transaction: one commit for many writes. */
+  /** Runs `fn` in one transaction: one commit for many writes; a throw rolls the kept counts back with the writes. */
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    const before = this.counts && { ...this.counts };
+    try {
+      return this.db.transaction(fn)();
+    } catch (e) {
+      this.counts = before;
+      throw e;
+    }
   }
 
   /** `PRAGMA integrity_check`: 'ok' or what is wrong. */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { repoRoot, tempDir } from '../support.js';
 import type { Figure } from './results.js';
 
-const BENCHMARKS = ['receive', 'conf', 'state', 'daemon', 'helper', 'watch', 'attack', 'burst'];
+const BENCHMARKS = ['receive', 'conf', 'state', 'daemon', 'helper', 'watch', 'attack', 'burst', 'spray'];
 /** $BENCH_OUT: elsewhere than test/bench (the smoke test's small runs). */
 const OUT = process.env.BENCH_OUT ?? join(repoRoot, 'test/bench');
 const CHART = 'notifications-vs-state.svg';
