@@ -16,7 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { AttemptOutcome, AttemptResult } from './demo/attacker.js';
-import { blprobe, isRoot, repoRoot, run, tempDir, type RunResult } from './support.js';
+import { blprobe, deleteNamespaces, isRoot, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -40,19 +40,12 @@ const esc = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'
 const missing = ['ip', 'nft', 'flock'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
 const skip = !isRoot ? 'needs root (network namespaces, nftables)' : missing.length > 0 ? `missing programs: ${missing.join(', ')}` : false;
 
-async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
-  const r = await result;
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
-  return r;
-}
-
 // --- namespaces ------------------------------------------------------------
 
-const namespaces = new Set<string>();
 const children = new Set<ChildProcess>();
 function cleanUp(): void {
   for (const child of children) child.kill('SIGKILL');
-  for (const ns of namespaces) spawnSync('ip', ['netns', 'delete', ns]);
+  deleteNamespaces();
 }
 // whatever happens, nothing is left behind: a failed test (t.after), an exception, an interrupt
 process.on('exit', cleanUp);
@@ -62,39 +55,12 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.kill(process.pid, signal);
   });
 }
-let serial = 0;
-
-/** The server and client namespaces, joined by a veth pair, removed after the test. */
+/** The server and client namespaces, joined by a veth pair, removed after the test (their processes first). */
 async function network(t: TestContext): Promise<{ srv: string; cli: string }> {
-  const base = `ble2e-${process.pid}-${++serial}`;
-  const srv = `${base}-srv`;
-  const cli = `${base}-cli`;
-  const ip = (...args: string[]): Promise<RunResult> => succeeds(run('ip', args), `ip ${args.join(' ')}`);
-  t.after(async () => {
+  t.after(() => {
     for (const child of children) child.kill('SIGKILL');
-    for (const ns of [srv, cli]) {
-      await run('ip', ['netns', 'delete', ns]);
-      namespaces.delete(ns);
-    }
   });
-  for (const ns of [srv, cli]) {
-    namespaces.add(ns);
-    await ip('netns', 'add', ns);
-    await ip('-n', ns, 'link', 'set', 'lo', 'up');
-  }
-  const srvMac = '02:00:00:97:00:01';
-  const cliMac = '02:00:00:97:00:02';
-  await ip('-n', srv, 'link', 'add', 'ble0', 'address', srvMac, 'type', 'veth', 'peer', 'name', 'ble1', 'address', cliMac, 'netns', cli);
-  await ip('-n', srv, 'addr', 'add', `${SERVER[4]}/24`, 'dev', 'ble0');
-  await ip('-n', srv, 'addr', 'add', `${SERVER[6]}/64`, 'dev', 'ble0', 'nodad');
-  for (const a of [ATTACKER[4], USER[4]]) await ip('-n', cli, 'addr', 'add', `${a}/24`, 'dev', 'ble1');
-  for (const a of [ATTACKER[6], USER[6]]) await ip('-n', cli, 'addr', 'add', `${a}/64`, 'dev', 'ble1', 'nodad');
-  await ip('-n', srv, 'link', 'set', 'ble0', 'up');
-  await ip('-n', cli, 'link', 'set', 'ble1', 'up');
-  // fixed neighbours: no ARP or neighbour discovery racing the first connections
-  for (const a of [ATTACKER[4], USER[4], ATTACKER[6], USER[6]]) await ip('-n', srv, 'neigh', 'replace', a, 'lladdr', cliMac, 'dev', 'ble0', 'nud', 'permanent');
-  for (const a of [SERVER[4], SERVER[6]]) await ip('-n', cli, 'neigh', 'replace', a, 'lladdr', srvMac, 'dev', 'ble1', 'nud', 'permanent');
-  return { srv, cli };
+  return vethPair(t, 'ble', [`${SERVER[4]}/24`, `${SERVER[6]}/64`], [`${ATTACKER[4]}/24`, `${USER[4]}/24`, `${ATTACKER[6]}/64`, `${USER[6]}/64`]);
 }
 
 // --- processes in the server namespace ----------------------------------------

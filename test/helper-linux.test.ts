@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
-import { isRoot, repoRoot, run, tempDir, until, type RunResult } from './support.js';
+import { isRoot, repoRoot, run, succeeds, tempDir, until, type RunResult } from './support.js';
 
 // the filters' programs live in the sbin directories
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
@@ -25,12 +25,6 @@ type Family = 4 | 6;
 
 /** How long a connection to a blocked port is given before it counts as dropped. */
 const CONNECT_TIMEOUT_MS = 1000;
-
-async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
-  const r = await result;
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
-  return r;
-}
 
 // --- namespaces ---------------------------------------------------------
 

@@ -1,12 +1,13 @@
 // Shared by the test files: temp dirs, a log collector, a receiving socket
 // that hands notifications to promises, and the independent C peer blprobe.
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { descriptorOf } from '../src/client/index.js';
@@ -191,6 +192,64 @@ export function run(file: string, args: readonly string[], { env, onlyEnv, input
       child.stdin!.end(input);
     }
   });
+}
+
+/** A program that must succeed: its exit status and output in the failure message. */
+export async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
+  const r = await result;
+  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}${r.stderr}`);
+  return r;
+}
+
+/** Network namespaces this test process made and has not deleted yet: deleted at its exit, whatever ended it. */
+const namespaces = new Set<string>();
+
+/** Deletes what namespaces are left (also for a test file's own signal handler). */
+export function deleteNamespaces(): void {
+  for (const ns of namespaces) spawnSync('ip', ['netns', 'delete', ns]);
+  namespaces.clear();
+}
+process.on('exit', deleteNamespaces);
+
+let pairs = 0;
+
+/**
+ * Two network namespaces joined by a veth pair, deleted after the test: the
+ * server's end `<link>0` with the `server` addresses, the client's
+ * `<link>1` with the `client` ones (address/prefix; IPv6 without duplicate
+ * address detection), links up, and each side's neighbours fixed so that no
+ * ARP or neighbour discovery races the first connections.
+ */
+export async function vethPair(t: TestContext, link: string, server: readonly string[], client: readonly string[]): Promise<{ srv: string; cli: string }> {
+  const base = `${link}-${process.pid}-${++pairs}`;
+  const srv = `${base}-srv`;
+  const cli = `${base}-cli`;
+  const ip = (...args: string[]): Promise<RunResult> => succeeds(run('ip', args), `ip ${args.join(' ')}`);
+  t.after(async () => {
+    for (const ns of [srv, cli]) {
+      await run('ip', ['netns', 'delete', ns]);
+      namespaces.delete(ns);
+    }
+  });
+  for (const ns of [srv, cli]) {
+    namespaces.add(ns);
+    await ip('netns', 'add', ns);
+    await ip('-n', ns, 'link', 'set', 'lo', 'up');
+  }
+  const macs = { srv: '02:00:00:97:00:01', cli: '02:00:00:97:00:02' };
+  await ip('-n', srv, 'link', 'add', `${link}0`, 'address', macs.srv, 'type', 'veth', 'peer', 'name', `${link}1`, 'address', macs.cli, 'netns', cli);
+  const ends = [
+    { ns: srv, dev: `${link}0`, own: server, peers: client, peerMac: macs.cli },
+    { ns: cli, dev: `${link}1`, own: client, peers: server, peerMac: macs.srv },
+  ];
+  for (const end of ends) {
+    for (const a of end.own) await ip('-n', end.ns, 'addr', 'add', a, 'dev', end.dev, ...(a.includes(':') ? ['nodad'] : []));
+    await ip('-n', end.ns, 'link', 'set', end.dev, 'up');
+  }
+  for (const end of ends) {
+    for (const a of end.peers) await ip('-n', end.ns, 'neigh', 'replace', a.split('/')[0]!, 'lladdr', end.peerMac, 'dev', end.dev, 'nud', 'permanent');
+  }
+  return { srv, cli };
 }
 
 export async function runBlprobe(args: string[]): Promise<RunResult> {

@@ -19,7 +19,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isRoot, repoRoot, run, sharedTree, tempDir, type RunResult } from './support.js';
+import { isRoot, repoRoot, run, sharedTree, succeeds, tempDir, vethPair, type RunResult } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -37,10 +37,8 @@ if (!existsSync(JOURNALD)) missing.push(JOURNALD);
 const skip = !isRoot ? 'needs root (network and mount namespaces, nftables, setpriv)' : missing.length > 0 ? `missing programs (see .ci/run): ${missing.join(', ')}` : false;
 
 const children = new Set<ChildProcess>();
-const namespaces = new Set<string>();
 function cleanUp(): void {
   for (const child of children) child.kill('SIGKILL');
-  for (const ns of namespaces) spawnSync('ip', ['netns', 'delete', ns]);
 }
 process.on('exit', cleanUp);
 
@@ -107,36 +105,9 @@ class Proc {
   }
 }
 
-async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
-  const r = await result;
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stdout}${r.stderr}`);
-  return r;
-}
-
 /** The server and client namespaces joined by a veth pair. */
-async function network(t: TestContext): Promise<{ srv: string; cli: string }> {
-  const base = `blw-${process.pid}`;
-  const srv = `${base}-srv`;
-  const cli = `${base}-cli`;
-  const ip = (...args: string[]): Promise<RunResult> => succeeds(run('ip', args), `ip ${args.join(' ')}`);
-  t.after(async () => {
-    for (const ns of [srv, cli]) {
-      await run('ip', ['netns', 'delete', ns]);
-      namespaces.delete(ns);
-    }
-  });
-  for (const ns of [srv, cli]) {
-    namespaces.add(ns);
-    await ip('netns', 'add', ns);
-    await ip('-n', ns, 'link', 'set', 'lo', 'up');
-  }
-  await ip('-n', srv, 'link', 'add', 'blw0', 'type', 'veth', 'peer', 'name', 'blw1', 'netns', cli);
-  await ip('-n', srv, 'addr', 'add', `${SERVER}/24`, 'dev', 'blw0');
-  for (const a of [ATTACKER, USER, ATTACKER2]) await ip('-n', cli, 'addr', 'add', `${a}/24`, 'dev', 'blw1');
-  await ip('-n', srv, 'link', 'set', 'blw0', 'up');
-  await ip('-n', cli, 'link', 'set', 'blw1', 'up');
-  return { srv, cli };
-}
+const network = (t: TestContext): Promise<{ srv: string; cli: string }> =>
+  vethPair(t, 'blw', [`${SERVER}/24`], [ATTACKER, USER, ATTACKER2].map((a) => `${a}/24`));
 
 /**
  * A private mount namespace with its own /run/systemd, /run/log and /dev
