@@ -327,7 +327,9 @@ export class StateStore {
   }
 
   delete(key: EffectiveRule): boolean {
-    const row = this.statement(this.deleteStmt).get(...keyValues(key)) as { blocked: number } | undefined;
+    // all(), not get(): get() stops at the first row and resets the statement, and a commit that
+    // fails there (a full disk, outside a transaction) would not reach us: the delete lost unseen
+    const [row] = this.statement(this.deleteStmt).all(...keyValues(key)) as { blocked: number }[];
     if (row !== undefined) this.kept(-1, -row.blocked);
     return row !== undefined;
   }
