@@ -428,7 +428,9 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
 
   test('adds of notifications arriving one at a time, 5 ms apart, go in a few helper calls (issue 13)', async (t) => {
     const port = await freePort();
-    const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1 1h\n`, env: { HELPER_BATCH: '1' } });
+    // batches that take 50 ms, as an nft -f transaction may: with two in flight, what arrives meanwhile
+    // waits and goes together (with an instant helper the count would hang on the 5 ms window and the timers alone)
+    const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1 1h\n`, env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
     t.after(() => daemon.stop('SIGKILL'));
     await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '100', '-M', '100', '-R', '200', '-A', '10.0.0.1', '-m', '', '-w', '0']);
     await until(() => batches(daemon.helperCalls()).ops.length === 100, 20_000);
