@@ -11,12 +11,12 @@
 // once with the independent C client blprobe (the blocklist_sa form: the
 // client's address in the message).  Needs root.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { AttemptOutcome, AttemptResult } from './demo/attacker.js';
-import { blprobe, deleteNamespaces, isRoot, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
+import { WatchedProcess, blprobe, deleteNamespaces, isRoot, killWatched, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -42,13 +42,11 @@ const skip = !isRoot ? 'needs root (network namespaces, nftables)' : missing.len
 
 // --- namespaces ------------------------------------------------------------
 
-const children = new Set<ChildProcess>();
+// whatever happens, nothing is left behind: a failed test (t.after), an exception (support.ts at exit), an interrupt
 function cleanUp(): void {
-  for (const child of children) child.kill('SIGKILL');
+  killWatched();
   deleteNamespaces();
 }
-// whatever happens, nothing is left behind: a failed test (t.after), an exception, an interrupt
-process.on('exit', cleanUp);
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.once(signal, () => {
     cleanUp();
@@ -57,85 +55,11 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 /** The server and client namespaces, joined by a veth pair, removed after the test (their processes first). */
 async function network(t: TestContext): Promise<{ srv: string; cli: string }> {
-  t.after(() => {
-    for (const child of children) child.kill('SIGKILL');
-  });
+  t.after(killWatched);
   return vethPair(t, 'ble', [`${SERVER[4]}/24`, `${SERVER[6]}/64`], [`${ATTACKER[4]}/24`, `${USER[4]}/24`, `${ATTACKER[6]}/64`, `${USER[6]}/64`]);
 }
 
 // --- processes in the server namespace ----------------------------------------
-
-/** A long-running program whose output lines are kept and can be waited for. */
-class Proc {
-  readonly lines: string[] = [];
-  readonly exited: Promise<number | null>;
-  private partial = '';
-  private waiters = new Set<() => void>();
-
-  /** Lines of its other output stream, if any, for the failure messages. */
-  readonly other: string[] = [];
-
-  constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-    stream: NodeJS.ReadableStream,
-    other?: NodeJS.ReadableStream,
-  ) {
-    children.add(child);
-    stream.on('data', (d: Buffer) => {
-      const parts = (this.partial + d.toString()).split('\n');
-      this.partial = parts.pop()!;
-      this.lines.push(...parts);
-      for (const w of this.waiters) w();
-    });
-    other?.on('data', (d: Buffer) => this.other.push(d.toString()));
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code, signal) => {
-        children.delete(child);
-        resolve(signal === null ? code : -1);
-        for (const w of this.waiters) w();
-      }),
-    );
-  }
-
-  output(): string {
-    return [...this.lines, ...(this.other.length > 0 ? ['(stderr)', this.other.join('')] : [])].join('\n');
-  }
-
-  get mark(): number {
-    return this.lines.length;
-  }
-
-  /** The first line matching `pattern` from line `from` on. */
-  waitFor(pattern: RegExp, from = 0, ms = 10_000): Promise<RegExpExecArray> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => finish(new Error(`${this.name}: no line matching ${pattern} within ${ms} ms; output:\n${this.output()}`)), ms);
-      const finish = (error?: Error, m?: RegExpExecArray): void => {
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        if (error) reject(error);
-        else resolve(m!);
-      };
-      const check = (): void => {
-        for (let i = from; i < this.lines.length; i++) {
-          const m = pattern.exec(this.lines[i]);
-          if (m !== null) return finish(undefined, m);
-        }
-        if (this.child.exitCode !== null || this.child.signalCode !== null) finish(new Error(`${this.name} exited before ${pattern}; output:\n${this.output()}`));
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  async stop(): Promise<number | null> {
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
 
 interface Server {
   srv: string;
@@ -148,23 +72,23 @@ interface Server {
 }
 
 /** blocklistd -d in the server namespace, the nftables back end in table TABLE. */
-async function startDaemon(s: Server, restore: boolean): Promise<Proc> {
+async function startDaemon(s: Server, restore: boolean): Promise<WatchedProcess> {
   const args = ['-d', '-c', s.config, '-D', s.db, '-s', s.sock, ...(restore ? ['-r'] : [])];
   const env = [`BLOCKLISTD_BACKEND=nftables`, `BLOCKLISTD_HELPER_CONF=${s.helperConf}`, `BLOCKLISTD_HELPER_LOCK=${join(s.dir, 'helper.lock')}`];
   // ip netns exec execs the program: the child's pid is the daemon's
   const child = spawn('ip', ['netns', 'exec', s.srv, 'env', ...env, process.execPath, join(repoRoot, 'bin/blocklistd'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const daemon = new Proc('blocklistd', child, child.stderr!);
-  await daemon.waitFor(/^listening on /);
+  const daemon = new WatchedProcess('blocklistd', child, [child.stderr]);
+  await daemon.waitFor(/^listening on /m);
   return daemon;
 }
 
 /** The login server in the server namespace on both addresses, reporting with the client API or blprobe. */
-async function startLoginServer(s: Server, reporter: string | undefined): Promise<Proc> {
+async function startLoginServer(s: Server, reporter: string | undefined): Promise<WatchedProcess> {
   const args = [join(repoRoot, 'dist/test/demo/login-server.js'), '-l', SERVER[4], '-l', SERVER[6], '-p', String(PORT), '-s', s.sock, ...(reporter === undefined ? [] : ['--blprobe', reporter])];
   // its stderr: blprobe's complaints while the daemon is down, expected
   const child = spawn('ip', ['netns', 'exec', s.srv, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const server = new Proc('login-server', child, child.stdout!, child.stderr!);
-  await server.waitFor(new RegExp(`^listening on \\[${esc(SERVER[6])}\\]:${PORT}$`));
+  const server = new WatchedProcess('login-server', child);
+  await server.waitFor(new RegExp(`^listening on \\[${esc(SERVER[6])}\\]:${PORT}$`, 'm'));
   return server;
 }
 
@@ -206,7 +130,7 @@ async function dumpBlocked(s: Server): Promise<string> {
  * helper call), so the outcome does not depend on timing.  Returns the
  * number of failures answered.
  */
-async function attack(t: TestContext, s: Server, daemon: Proc, f: Family): Promise<number> {
+async function attack(t: TestContext, s: Server, daemon: WatchedProcess, f: Family): Promise<number> {
   const passwords = ['123456', 'password', 'qwerty', 'letmein', 'dragon', 'monkey'];
   let failures = 0;
   for (const password of passwords) {
@@ -218,8 +142,8 @@ async function attack(t: TestContext, s: Server, daemon: Proc, f: Family): Promi
       return failures;
     }
     failures++;
-    await daemon.waitFor(new RegExp(`^process: final db state for ${esc(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `), from);
-    if (2 * failures >= NFAIL) await daemon.waitFor(new RegExp(`^blocked ${esc(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`), from);
+    await daemon.waitFor(new RegExp(`^process: final db state for ${esc(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `, 'm'), from);
+    if (2 * failures >= NFAIL) await daemon.waitFor(new RegExp(`^blocked ${esc(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`, 'm'), from);
   }
   assert.fail(`${ATTACKER[f]} was never blocked`);
 }
@@ -281,8 +205,8 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   t.diagnostic(`restart with -r ${((restartedAt - blockedAt) / 1000).toFixed(1)} s after the first block`);
   assert.ok(restartedAt - blockedAt < (DURATION - 3) * 1000, `the restart came ${restartedAt - blockedAt} ms after the first block: too slow for a ${DURATION} s duration`);
   daemon = await startDaemon(s, true);
-  await daemon.waitFor(/^restoring 2 blocks$/);
-  await daemon.waitFor(new RegExp(`^add returns OK`), 0);
+  await daemon.waitFor(/^restoring 2 blocks$/m);
+  await daemon.waitFor(/^add returns OK/m, 0);
   const deadline = Date.now() + 5000;
   while ((await nftBlocks(s)).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(await nftBlocks(s), [blockOf(4), blockOf(6)], 'nft list after the restart with -r');
@@ -292,7 +216,7 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
 
   // after the duration the blocks are released and the attacker gets through
   for (const f of [4, 6] as const) {
-    await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds$`), 0, (DURATION + 5) * 1000);
+    await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds$`, 'm'), 0, (DURATION + 5) * 1000);
   }
   t.diagnostic(`released ${((Date.now() - blockedAt) / 1000).toFixed(1)} s after the first block (duration ${DURATION} s)`);
   assert.deepEqual(await nftBlocks(s), []);

@@ -194,6 +194,86 @@ export function run(file: string, args: readonly string[], { env, onlyEnv, input
   });
 }
 
+/** Children of WatchedProcess not yet exited: killed by killWatched() and at this process's exit. */
+const watched = new Set<ChildProcess>();
+
+export function killWatched(): void {
+  for (const child of watched) child.kill('SIGKILL');
+}
+process.on('exit', killWatched);
+
+/**
+ * A long-running program (a daemon, a server, a namespace holder) whose
+ * output on `streams` (its stdout and stderr unless told) is kept as one
+ * text that can be waited for and searched, from a mark on.
+ */
+export class WatchedProcess {
+  text = '';
+  /** Its exit status; -1 when a signal ended it. */
+  readonly exited: Promise<number | null>;
+  private readonly waiters = new Set<() => void>();
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    streams: readonly (NodeJS.ReadableStream | null)[] = [child.stdout, child.stderr],
+  ) {
+    watched.add(child);
+    for (const stream of streams) {
+      stream?.on('data', (d: Buffer) => {
+        this.text += d.toString();
+        for (const w of this.waiters) w();
+      });
+    }
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code, signal) => {
+        watched.delete(child);
+        resolve(signal === null ? code : -1);
+        for (const w of this.waiters) w();
+      }),
+    );
+  }
+
+  /** Where the output ends now: a `from` for waitFor and count. */
+  get mark(): number {
+    return this.text.length;
+  }
+
+  /** The first match of `pattern` in the output from `from` on (use the m flag for ^ and $ of a line). */
+  waitFor(pattern: RegExp, from = 0, ms = 15_000): Promise<RegExpExecArray> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => finish(new Error(`${this.name}: no ${pattern} within ${ms} ms; output:\n${this.text}`)), ms);
+      const finish = (error?: Error, m?: RegExpExecArray): void => {
+        this.waiters.delete(check);
+        clearTimeout(timer);
+        if (error) reject(error);
+        else resolve(m!);
+      };
+      const check = (): void => {
+        const m = pattern.exec(this.text.slice(from));
+        if (m !== null) return finish(undefined, m);
+        if (this.child.exitCode !== null || this.child.signalCode !== null) finish(new Error(`${this.name} exited before ${pattern}; output:\n${this.text}`));
+      };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** How often `pattern` occurs from `from` on. */
+  count(pattern: RegExp, from = 0): number {
+    return [...this.text.slice(from).matchAll(new RegExp(pattern.source, `${pattern.flags.replace('g', '')}g`))].length;
+  }
+
+  /** SIGTERM, SIGKILL after 5 s; its exit status. */
+  async stop(): Promise<number | null> {
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
+
 /** A program that must succeed: its exit status and output in the failure message. */
 export async function succeeds(result: Promise<RunResult>, what: string): Promise<RunResult> {
   const r = await result;

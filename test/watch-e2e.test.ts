@@ -15,11 +15,11 @@
 //    losing nor repeating an entry.
 // Needs root, ip, nft, sshd, sshpass, unshare, nsenter, systemd-journald.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { isRoot, repoRoot, run, sharedTree, succeeds, tempDir, vethPair, type RunResult } from './support.js';
+import { WatchedProcess, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, vethPair, type RunResult } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -36,75 +36,6 @@ const missing = ['ip', 'nft', 'sshd', 'sshpass', 'ssh', 'ssh-keygen', 'unshare',
 if (!existsSync(JOURNALD)) missing.push(JOURNALD);
 const skip = !isRoot ? 'needs root (network and mount namespaces, nftables, setpriv)' : missing.length > 0 ? `missing programs (see .ci/run): ${missing.join(', ')}` : false;
 
-const children = new Set<ChildProcess>();
-function cleanUp(): void {
-  for (const child of children) child.kill('SIGKILL');
-}
-process.on('exit', cleanUp);
-
-/** A long-running program whose output is kept and can be waited for. */
-class Proc {
-  text = '';
-  readonly exited: Promise<number | null>;
-  private waiters = new Set<() => void>();
-
-  constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-  ) {
-    children.add(child);
-    const take = (d: Buffer): void => {
-      this.text += d.toString();
-      for (const w of this.waiters) w();
-    };
-    child.stdout?.on('data', take);
-    child.stderr?.on('data', take);
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code) => {
-        children.delete(child);
-        resolve(code);
-        for (const w of this.waiters) w();
-      }),
-    );
-  }
-
-  get mark(): number {
-    return this.text.length;
-  }
-
-  waitFor(pattern: RegExp, from = 0, ms = 15_000): Promise<RegExpExecArray> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => finish(new Error(`${this.name}: no ${pattern} within ${ms} ms; output:\n${this.text}`)), ms);
-      const finish = (error?: Error, m?: RegExpExecArray): void => {
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        if (error) reject(error);
-        else resolve(m!);
-      };
-      const check = (): void => {
-        const m = pattern.exec(this.text.slice(from));
-        if (m !== null) return finish(undefined, m);
-        if (this.child.exitCode !== null || this.child.signalCode !== null) finish(new Error(`${this.name} exited before ${pattern}; output:\n${this.text}`));
-      };
-      this.waiters.add(check);
-      check();
-    });
-  }
-
-  /** How often `pattern` occurs from `from` on. */
-  count(pattern: RegExp, from = 0): number {
-    return [...this.text.slice(from).matchAll(new RegExp(pattern.source, 'g'))].length;
-  }
-
-  async stop(): Promise<number | null> {
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    const code = await this.exited;
-    clearTimeout(timer);
-    return code;
-  }
-}
-
 /** The server and client namespaces joined by a veth pair. */
 const network = (t: TestContext): Promise<{ srv: string; cli: string }> =>
   vethPair(t, 'blw', [`${SERVER}/24`], [ATTACKER, USER, ATTACKER2].map((a) => `${a}/24`));
@@ -115,7 +46,7 @@ const network = (t: TestContext): Promise<{ srv: string; cli: string }> =>
  * journald started in it is the system's journal for what runs in it,
  * and nothing of it reaches the host.  Returns the pid that holds it.
  */
-async function mountNamespace(t: TestContext, dir: string): Promise<Proc> {
+async function mountNamespace(t: TestContext, dir: string): Promise<WatchedProcess> {
   const script = `
 set -e
 mount --make-rprivate /
@@ -138,7 +69,7 @@ ln -s /run/systemd/journal/dev-log /dev/log
 echo ready
 exec sleep 100000
 `;
-  const holder = new Proc('mount namespace', spawn('unshare', ['-m', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const holder = new WatchedProcess('mount namespace', spawn('unshare', ['-m', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
   t.after(() => holder.stop());
   await holder.waitFor(/^ready$/m);
   return holder;
@@ -150,8 +81,8 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   chmodSync(dir, 0o755);
   const holder = await mountNamespace(t, dir);
   const ns = (args: string[], netns?: string): string[] => ['-m', '-t', String(holder.child.pid), ...(netns === undefined ? [] : ['ip', 'netns', 'exec', netns]), ...args];
-  const start = (name: string, args: string[], netns?: string, env: NodeJS.ProcessEnv = process.env): Proc => {
-    const p = new Proc(name, spawn('nsenter', ns(args, netns), { stdio: ['ignore', 'pipe', 'pipe'], env }));
+  const start = (name: string, args: string[], netns?: string, env: NodeJS.ProcessEnv = process.env): WatchedProcess => {
+    const p = new WatchedProcess(name, spawn('nsenter', ns(args, netns), { stdio: ['ignore', 'pipe', 'pipe'], env }));
     t.after(() => p.stop());
     return p;
   };
@@ -198,7 +129,7 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   chownSync(state, NOBODY, NOBODY);
   const shared = sharedTree();
   const journalGroup = (await succeeds(run('getent', ['group', 'systemd-journal']), 'getent group systemd-journal')).stdout.split(':')[2];
-  const watcher = (args: string[]): Proc =>
+  const watcher = (args: string[]): WatchedProcess =>
     start('blocklistd-watch', ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${journalGroup},${NOBODY}`, process.execPath, join(shared, 'bin/blocklistd-watch'), '-d', '-s', sock, '--patterns', join(shared, 'etc/blocklistd-watch.d'), '--state', join(state, 'state.json'), ...args]);
 
   await t.test('file source: sshd -E, the attacker blocked after two failed passwords, the user still logs in', async () => {
