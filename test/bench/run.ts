@@ -2,18 +2,22 @@
 // a process of its own, so that none warms up or slows down the next), its
 // lines printed as they come; then test/bench/RESULTS.md (the machine, each
 // figure against its target, the ratios to the raw limits measured in the
-// same run) and test/bench/notifications-vs-state.svg.  Never fails on
-// timing: only a benchmark that cannot run makes it exit non-zero.
+// same run) and test/bench/notifications-vs-state.svg; a run of some of
+// them writes both to var/bench/ instead, so that the committed results stay
+// those of a full run.  Never fails on timing: only a benchmark that cannot
+// run makes it exit non-zero.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { repoRoot, tempDir } from '../support.js';
 import type { Figure } from './results.js';
 
 const BENCHMARKS = ['receive', 'conf', 'state', 'daemon', 'helper', 'watch', 'attack', 'burst', 'spray'];
-/** $BENCH_OUT: elsewhere than test/bench (the smoke test's small runs). */
-const OUT = process.env.BENCH_OUT ?? join(repoRoot, 'test/bench');
+/** Where a full run writes: the committed results, figures of every benchmark. */
+const COMMITTED = join(repoRoot, 'test/bench');
+/** Where a run of some benchmarks writes: it must not replace the committed full results with a part of them (git ignores var/). */
+const PARTIAL = join(repoRoot, 'var/bench');
 const CHART = 'notifications-vs-state.svg';
 
 interface Ratio {
@@ -109,12 +113,31 @@ function chart(figures: Figure[]): string {
   return out.join('\n');
 }
 
+const USAGE = `usage: npm run bench [-- name ...]
+  names: ${BENCHMARKS.join(' ')}
+  every benchmark: the results go to test/bench/RESULTS.md (committed)
+  some of them:    the results go to var/bench/RESULTS.md
+  $BENCH_OUT: another directory for the results
+`;
+
 function main(): number {
+  // `npm run bench -- daemon helper`: only those
+  const names = process.argv.slice(2);
+  if (names.includes('-h') || names.includes('--help')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const unknown = names.filter((n) => !BENCHMARKS.includes(n));
+  if (unknown.length > 0) {
+    process.stderr.write(`bench: no benchmark named ${unknown.join(', ')}\n${USAGE}`);
+    return 2;
+  }
+  const chosen = names.length > 0 ? BENCHMARKS.filter((b) => names.includes(b)) : BENCHMARKS;
+  const out = process.env.BENCH_OUT ?? (chosen.length === BENCHMARKS.length ? COMMITTED : PARTIAL);
+  mkdirSync(out, { recursive: true });
   const dir = tempDir('blocklistd-bench-run-');
   const results = join(dir, 'figures.jsonl');
   const failed: string[] = [];
-  // `npm run bench -- daemon helper`: only those
-  const chosen = process.argv.length > 2 ? BENCHMARKS.filter((b) => process.argv.includes(b)) : BENCHMARKS;
   for (const name of chosen) {
     console.log(`\n== ${name} ==`);
     const r = spawnSync(process.execPath, [join(repoRoot, `dist/test/bench/${name}.js`)], { stdio: 'inherit', env: { ...process.env, BENCH_RESULTS: results } });
@@ -127,8 +150,8 @@ function main(): number {
         .map((l) => JSON.parse(l) as Figure)
     : [];
   rmSync(dir, { recursive: true, force: true });
-  writeFileSync(join(OUT, 'RESULTS.md'), markdown(figures, failed));
-  writeFileSync(join(OUT, CHART), chart(figures));
+  writeFileSync(join(out, 'RESULTS.md'), markdown(figures, failed));
+  writeFileSync(join(out, CHART), chart(figures));
   console.log('\n== against the raw limits ==');
   const byId = new Map(figures.map((f) => [f.id, f]));
   for (const r of RATIOS) {
@@ -136,7 +159,7 @@ function main(): number {
     if (ours !== undefined && limit !== undefined) console.log(`${r.what}: ${r.slower(ours.value, limit.value).toFixed(2)}x${r.target === undefined ? '' : ` (target <= ${r.target}x)`}`);
   }
   const missed = figures.filter((f) => met(f) === '**no**');
-  console.log(`\n${figures.length} figures, ${missed.length} below target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ${join(OUT, 'RESULTS.md')} and ${join(OUT, CHART)}`);
+  console.log(`\n${figures.length} figures, ${missed.length} below target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ${join(out, 'RESULTS.md')} and ${join(out, CHART)}`);
   if (failed.length > 0) console.log(`benchmarks that failed to run: ${failed.join(', ')}`);
   return failed.length > 0 ? 1 : 0;
 }

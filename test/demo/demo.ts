@@ -36,7 +36,31 @@ const ALICE = '127.0.0.10';
 const BOB = '127.0.0.20';
 const SERVER = '127.0.0.1';
 
-const { values: opts } = parseArgs({ options: { verbose: { type: 'boolean', default: false }, port: { type: 'string', default: '2222' } } });
+const USAGE = `usage: npm run demo -- [--verbose] [--port N]
+
+  --verbose   print every line of the daemon's log
+  --port N    the login server's port (default 2222; a free one when it is taken)
+  -h, --help  this text
+`;
+
+/** The options, or exit: 0 after --help, 2 (a usage error) with the usage on stderr. */
+function options(): { verbose: boolean; port: string } {
+  try {
+    const { values } = parseArgs({
+      options: { verbose: { type: 'boolean', default: false }, port: { type: 'string', default: '2222' }, help: { type: 'boolean', short: 'h', default: false } },
+    });
+    if (values.help) {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    }
+    if (!/^\d+$/.test(values.port) || Number(values.port) > 65535) throw new Error(`--port ${values.port}: not a port number`);
+    return values;
+  } catch (e) {
+    process.stderr.write(`demo: ${(e as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const opts = options();
 
 const t0 = Date.now();
 /** The daemon, killed if the demo overruns. */
