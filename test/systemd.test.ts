@@ -388,10 +388,34 @@ describe('etc/systemd units', () => {
   }
 
   test('systemd-analyze verify finds nothing wrong', { skip: existsSync(SYSTEMD_ANALYZE) ? false : `no ${SYSTEMD_ANALYZE}` }, async () => {
-    const r = await run(SYSTEMD_ANALYZE, ['verify', '--man=no', ...['blocklistd.service', 'blocklistd.socket', 'blocklistd-control.socket'].map((u) => join(UNITS, u))]);
+    const r = await run(SYSTEMD_ANALYZE, ['verify', '--man=no', ...['blocklistd.service', 'blocklistd.socket', 'blocklistd-control.socket', 'blocklistd-watch.service'].map((u) => join(UNITS, u))]);
     // this machine has neither the daemon installed in /usr/local/sbin nor its man pages
-    const complaints = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l !== '' && !/Command \/usr\/local\/sbin\/blocklistd is not executable|Command 'man .*' failed/.test(l));
+    const complaints = `${r.stdout}${r.stderr}`.split('\n').filter((l) => l !== '' && !/Command \/usr\/local\/sbin\/blocklistd(-watch)? is not executable|Command 'man .*' failed/.test(l));
     assert.deepEqual(complaints, []);
+  });
+
+  // systemd 252 (Debian 12) reads a unit file offline; below 2.5 is "OK" on its scale
+  for (const [name, most] of [['blocklistd.service', 2.5], ['blocklistd-watch.service', 1.0]] as const) {
+    test(`systemd-analyze security: ${name}'s exposure is at most ${most}`, { skip: existsSync(SYSTEMD_ANALYZE) ? false : `no ${SYSTEMD_ANALYZE}` }, async (t) => {
+      const r = await run(SYSTEMD_ANALYZE, ['security', '--offline=yes', '--no-pager', join(UNITS, name)]);
+      const overall = /Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout);
+      assert.ok(overall !== null, `no exposure level in: ${r.stdout}${r.stderr}`);
+      t.diagnostic(`${name}: exposure ${overall[1]}`);
+      assert.ok(Number(overall[1]) <= most, `${name}: exposure ${overall[1]}\n${r.stdout.split('\n').filter((l) => l.startsWith('✗')).join('\n')}`);
+    });
+  }
+
+  test('the sandbox leaves the helper what it writes: the lock of iptables-legacy, made outside it; the database and the helper lock in the unit\'s own directories', () => {
+    const s = unit('blocklistd.service').get('Service')!;
+    assert.deepEqual(s.get('ProtectSystem'), ['strict']);
+    assert.deepEqual(s.get('StateDirectory'), ['blocklistd']);
+    assert.deepEqual(s.get('RuntimeDirectory'), ['blocklistd']);
+    assert.ok(s.get('ExecStart')![0].includes(' -D /var/lib/blocklistd/'), 'the database in the StateDirectory');
+    assert.deepEqual(s.get('Environment'), ['BLOCKLISTD_HELPER_LOCK=/run/blocklistd/helper.lock']);
+    assert.deepEqual(s.get('ExecStartPre'), ["+/bin/sh -c ': >>/run/xtables.lock'"]);
+    assert.deepEqual(s.get('ReadWritePaths'), ['-/run/xtables.lock']);
+    // V8's JIT needs memory it makes executable
+    assert.equal(s.get('MemoryDenyWriteExecute'), undefined);
   });
 
   test('the units\' key settings', () => {
@@ -414,7 +438,11 @@ describe('etc/systemd units', () => {
     assert.deepEqual(notify.get('Service'), ['blocklistd.service']);
     const control = unit('blocklistd-control.socket').get('Socket')!;
     assert.deepEqual(control.get('ListenStream'), ['/run/blocklistd.ctl']);
-    assert.deepEqual(control.get('SocketMode'), ['0600']);
+    // root and the group the daemon serves (--control-group)
+    assert.deepEqual(control.get('SocketMode'), ['0660']);
+    assert.deepEqual(control.get('SocketGroup'), ['blocklistd']);
+    assert.ok(exec.join(' ').includes('--control-group blocklistd'), 'the daemon checks the same group');
+    assert.deepEqual(unit('blocklistd-watch.service').get('Service')!.get('SupplementaryGroups'), ['systemd-journal adm blocklistd']);
     assert.deepEqual(control.get('Service'), ['blocklistd.service']);
   });
 });
