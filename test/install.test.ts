@@ -31,6 +31,12 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
     assert.ok(lstatSync(join(prefix, link)).isSymbolicLink(), link);
     assert.equal(readlinkSync(join(prefix, link)), join(lib, target));
   }
+  // the programs name the node that installed them, not env: they run with the PATH of a boot script, and without any
+  for (const program of ['blocklistd', 'blocklistctl', 'blocklistd-watch']) {
+    assert.equal(readFileSync(join(lib, 'bin', program), 'utf8').split('\n')[0], `#!${process.execPath}`, program);
+  }
+  const atBoot = await run(join(prefix, 'sbin/blocklistctl'), ['--version'], { onlyEnv: { PATH: '/nonexistent' } });
+  assert.equal(atBoot.code, 0, atBoot.stderr);
   // production packages only, no tests, no installer
   assert.ok(existsSync(join(lib, 'node_modules/better-sqlite3')));
   assert.ok(!existsSync(join(lib, 'node_modules/typescript')), 'typescript installed');
@@ -126,4 +132,18 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.equal((await run('sh', ['-n', rc])).code, 0);
   const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');
   assert.match(watchRc, /^procname="\/usr\/local\/sbin\/blocklistd-watch"$/m);
+  // rc.subr matches the watcher's process as "<node> <script>": the node the installed scripts name
+  assert.match(watchRc, new RegExp(`^command_interpreter="${process.execPath}"$`, 'm'));
+  assert.equal(readFileSync(join(stage, 'usr/local/lib/blocklistd/bin/blocklistd-watch'), 'utf8').split('\n')[0], `#!${process.execPath}`);
+  assert.equal((await run('sh', ['-n', join(stage, 'usr/local/etc/rc.d/blocklistd-watch')])).code, 0);
+
+  // --node names the target's node (a package built elsewhere), which need not exist here
+  const other = tempDir('blocklistd-stage-node-');
+  const named = await install(['--destdir', other, '--prefix', '/usr/local', '--node', '/usr/local/bin/node'], { PATH: `${bin}:${process.env.PATH}` });
+  assert.equal(named.code, 0, named.stderr);
+  assert.equal(readFileSync(join(other, 'usr/local/lib/blocklistd/bin/blocklistd'), 'utf8').split('\n')[0], '#!/usr/local/bin/node');
+  assert.match(readFileSync(join(other, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8'), /^command_interpreter="\/usr\/local\/bin\/node"$/m);
+  const relative = await install(['--destdir', other, '--node', 'node']);
+  assert.equal(relative.code, 2);
+  assert.match(relative.stderr, /--node must be absolute/);
 });
