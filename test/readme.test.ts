@@ -94,6 +94,13 @@ test('every command names a program of the clone, an npm script that exists, and
   assert.deepEqual(problems, []);
 });
 
+test("the repository's files named in the text exist, and the text names none outside it", () => {
+  const named = [...README.matchAll(/`(?:man )?(?:\.\/)?((?:bin|etc|man|pkg|src|test)\/[^`\s]*)`/g)].map((m) => m[1]);
+  assert.ok(named.length >= 10, `${named.length} paths in the text`);
+  assert.deepEqual(named.filter((p) => !existsSync(join(repoRoot, p))), []);
+  assert.deepEqual([...README.matchAll(/`[^`]*\.\.\/[^`]*`/g)].map((m) => m[0]), []);
+});
+
 test('the npm scripts named in the text exist', () => {
   const named = [...README.matchAll(/`npm run ([\w-]+)/g)].map((m) => m[1]);
   assert.ok(named.length >= 4, `${named.length} npm run commands in the text`);
@@ -116,6 +123,13 @@ test("blocklistctl: each command the README uses exists; those that talk to the 
       assert.equal(r.code, 0, `README.md:${c.line}: ${c.text}: ${r.stderr}`);
     }
   }
+});
+
+test('npx blocklistctl --help, as the README offers instead of PATH, runs the clone\'s blocklistctl', async () => {
+  assert.match(README, /`npx blocklistctl --help`/);
+  const r = await run('env', ['-C', repoRoot, 'npx', '--offline', 'blocklistctl', '--help']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^Usage: blocklistctl /);
 });
 
 test('npm run demo -- --help prints the usage and exits 0; an unknown option is a usage error (2)', async () => {
