@@ -2,7 +2,8 @@
 // installs with dpkg -i, its programs run from /usr/sbin and /usr/bin with
 // their native modules and no build tools beside them, the daemon checks
 // its configuration and serves, the manual pages are found by man; a
-// changed conffile survives dpkg -r; dpkg -P leaves nothing behind.  Needs
+// changed conffile survives a reinstall and dpkg -r; dpkg -P leaves nothing
+// behind.  Needs
 // root and dpkg; it changes the system only between dpkg -i and dpkg -P
 // (and the group blocklistd, removed again when the test made it).
 import assert from 'node:assert/strict';
@@ -58,7 +59,7 @@ function reason(): string | false {
   return false;
 }
 
-test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w, a block through the daemon), dpkg -r keeps a changed conffile, dpkg -P removes everything', { skip: reason() }, async (t) => {
+test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w, a block through the daemon), a reinstall and dpkg -r keep a changed conffile, dpkg -P removes everything', { skip: reason() }, async (t) => {
   // the programs are run by /usr/bin/node, with native modules built for this node's major version
   const installedNode = await run('/usr/bin/node', ['-p', 'process.versions.node.split(".")[0]']).catch(() => undefined);
   const major = process.versions.node.split('.')[0];
@@ -146,8 +147,13 @@ test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w
     await exited;
   }
 
-  // dpkg -r keeps the configuration the administrator changed; dpkg -P removes it and everything else
+  // installing again (an upgrade) keeps the configuration the administrator changed, without asking; so does
+  // dpkg -r; dpkg -P removes it and everything else
   writeFileSync('/etc/blocklistd.conf', '22 stream * * * 3 1h\n');
+  const again = await run('dpkg', [...(satisfied ? [] : ['--force-depends']), '-i', deb]);
+  assert.equal(again.code, 0, `${again.stdout}${again.stderr}`);
+  assert.equal(readFileSync('/etc/blocklistd.conf', 'utf8'), '22 stream * * * 3 1h\n');
+  assert.doesNotMatch(again.stdout, /not started/, 'the first-install note is not repeated');
   const remove = await run('dpkg', ['--remove', 'blocklistd']);
   assert.equal(remove.code, 0, remove.stderr);
   assert.equal(readFileSync('/etc/blocklistd.conf', 'utf8'), '22 stream * * * 3 1h\n');
