@@ -117,6 +117,9 @@ test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w
     t.diagnostic(`blocklistd --check: ${check.stdout}${check.stderr}`);
     assert.equal(check.code, 0, `${check.stdout}${check.stderr}`);
   }
+  const capabilities = await run('/usr/sbin/blocklistd-helper', ['capabilities'], { env: { BLOCKLISTD_BACKEND: 'log' } });
+  assert.equal(capabilities.code, 0, capabilities.stderr);
+  assert.match(capabilities.stdout, /^batch\b/);
   const ctlVersion = await run('/usr/bin/blocklistctl', ['--version']);
   assert.equal(ctlVersion.code, 0, ctlVersion.stderr);
   assert.match(ctlVersion.stdout, new RegExp(`^${version.replace(/\./g, '\\.')}$`, 'm'));
