@@ -6,18 +6,19 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, controlStatus as status, ctl, freePort, repoRoot, run, runBlprobe, tempDir, until } from './support.js';
+import { DaemonProcess, Reporter, WatchedProcess, controlStatus as status, ctl, freePort, isRoot, repoRoot, run, runBlprobe, succeeds, tempDir, until } from './support.js';
 
 const FIXTURES = join(repoRoot, 'test/fixtures/systemd-tests');
 const CONTROL_FIXTURE = join(repoRoot, 'test/fixtures/control');
 const SOCKET_ACTIVATE = '/usr/bin/systemd-socket-activate';
 const SYSTEMD_ANALYZE = '/usr/bin/systemd-analyze';
 const UNITS = join(repoRoot, 'etc/systemd');
+const SECCOMP_HEADER = '/usr/include/seccomp.h';
 
 interface Notice {
   pid: number | null;
@@ -416,6 +417,100 @@ describe('etc/systemd units', () => {
     assert.deepEqual(s.get('ReadWritePaths'), ['-/run/xtables.lock']);
     // V8's JIT needs memory it makes executable
     assert.equal(s.get('MemoryDenyWriteExecute'), undefined);
+  });
+
+  /** Every system call the SystemCallFilter= lines allow (an allow-list, then ~ lines taking calls out), groups expanded as systemd-analyze lists them. */
+  async function allowedSyscalls(lines: string[]): Promise<string[]> {
+    const listing = await succeeds(run(SYSTEMD_ANALYZE, ['syscall-filter', '--no-pager']), 'systemd-analyze syscall-filter');
+    const groups = new Map<string, string[]>();
+    let current: string[] = [];
+    for (const line of listing.stdout.split('\n')) {
+      const item = line.trim();
+      if (item === '' || item.startsWith('#')) continue;
+      if (!line.startsWith(' ') && item.startsWith('@')) groups.set(item, (current = []));
+      else current.push(item);
+    }
+    const expand = (name: string): string[] => (name.startsWith('@') ? (groups.get(name) ?? assert.fail(`no group ${name}`)).flatMap(expand) : [name]);
+    const allowed = new Set<string>();
+    for (const line of lines) {
+      const denied = line.startsWith('~');
+      for (const name of line.replace(/^~/, '').split(/\s+/).flatMap(expand)) {
+        if (denied) allowed.delete(name);
+        else allowed.add(name);
+      }
+    }
+    return [...allowed];
+  }
+
+  const sandboxSkip = !isRoot
+    ? 'needs root (namespaces, nftables)'
+    : !existsSync(SECCOMP_HEADER)
+      ? `no ${SECCOMP_HEADER} (libseccomp-dev)`
+      : !existsSync(SYSTEMD_ANALYZE)
+        ? `no ${SYSTEMD_ANALYZE}`
+        : !existsSync('/usr/sbin/nft')
+          ? 'no nft'
+          : false;
+
+  // No systemd runs here: its sandbox is rebuilt from the unit's settings (a
+  // mount and a network namespace, the file system read-only but for the
+  // state directory, the capability bounding set, no new privileges, the
+  // system call allow-list failing the others with EPERM) around the daemon,
+  // which must still block and release through nft.
+  test("the unit's sandbox, rebuilt without systemd: the helper blocks and releases through nftables (IPv4, IPv6); the receiving thread gets its priority", { skip: sandboxSkip }, async (t) => {
+    const s = unit('blocklistd.service').get('Service')!;
+    assert.deepEqual(s.get('SystemCallErrorNumber'), ['EPERM']);
+    assert.deepEqual(s.get('NoNewPrivileges'), ['yes']);
+    assert.deepEqual(s.get('ProtectSystem'), ['strict']);
+    const dir = tempDir('blocklistd-sandbox-');
+    const state = join(dir, 'state');
+    mkdirSync(state);
+    const allow = join(dir, 'allowed');
+    writeFileSync(allow, `${(await allowedSyscalls(s.get('SystemCallFilter')!)).join('\n')}\n`);
+    const seccompExec = join(dir, 'seccomp-exec');
+    await succeeds(run('cc', ['-O2', '-o', seccompExec, join(FIXTURES, 'seccomp-exec.c'), '-lseccomp']), 'cc seccomp-exec.c');
+    const caps = s.get('CapabilityBoundingSet')![0].split(' ').map((c) => `+${c.toLowerCase().replace(/^cap_/, '')}`);
+    const conf = join(dir, 'blocklistd.conf');
+    writeFileSync(conf, '22 stream * * * 3 1h\n');
+    const sock = join(state, 'blocklistd.sock');
+    const script = [
+      'set -e',
+      'ip link set lo up',
+      'mount --make-rprivate /',
+      `mount --bind '${state}' '${state}'`,
+      // ProtectSystem=strict: every mount read-only but the API file systems and the state directory
+      `findmnt -rno TARGET | while read -r m; do case $m in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|'${state}') ;; *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;; esac; done`,
+      `! touch '${dir}/writable' 2>/dev/null`,
+      `exec setpriv --no-new-privs --bounding-set -all,${caps.join(',')} --inh-caps=-all '${seccompExec}' '${allow}' '${process.execPath}' '${join(repoRoot, 'bin/blocklistd')}' -d -c '${conf}' -D '${state}/db' -s '${sock}'`,
+    ].join('\n');
+    const child = spawn('unshare', ['--mount', '--net', 'sh', '-c', script], {
+      env: { ...process.env, BLOCKLISTD_BACKEND: 'nftables', BLOCKLISTD_HELPER_LOCK: join(state, 'helper.lock') },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const daemon = new WatchedProcess('sandboxed blocklistd', child);
+    t.after(() => daemon.stop());
+    await daemon.waitFor(/^control socket /m);
+    const pid = child.pid!;
+    const procStatus = readFileSync(`/proc/${pid}/status`, 'utf8');
+    assert.match(procStatus, /^Seccomp:\s+2$/m, 'the filter is in force');
+    assert.match(procStatus, /^NoNewPrivs:\s+1$/m);
+    assert.match(procStatus, /^CapBnd:\s+0000000000803000$/m, 'CAP_NET_ADMIN, CAP_NET_RAW and CAP_SYS_NICE only');
+    // the receiving thread at nice -10: setpriority passed the filter and CAP_SYS_NICE was kept
+    const nices = (): number[] => readdirSync(`/proc/${pid}/task`).map((task) => Number(readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')[16]));
+    await until(() => nices().includes(-10)).catch(() => assert.fail(`thread priorities ${nices().join(' ')}`));
+
+    const set = async (family: 'v4' | 'v6'): Promise<string> =>
+      (await succeeds(run('nsenter', ['-t', String(pid), '-n', 'nft', 'list', 'set', 'inet', 'blocklistd', `blocklistd-${family}`]), 'nft list set')).stdout;
+    for (const address of ['192.0.2.9', '2001:db8::9']) await succeeds(ctl(['report', '-t', 'abuse', '-p', '22', '-s', sock, address]), `report ${address}`);
+    await daemon.waitFor(/^blocked 2001:db8::9\/128:22 /m);
+    await daemon.waitFor(/^blocked 192\.0\.2\.9\/32:22 /m);
+    assert.match(await set('v4'), /elements = \{ tcp \. 192\.0\.2\.9 \. 22 \}/);
+    assert.match(await set('v6'), /elements = \{ tcp \. 2001:db8::9 \. 22 \}/);
+    await succeeds(ctl(['unblock', '-s', sock, '192.0.2.9']), 'unblock');
+    await daemon.waitFor(/^released 192\.0\.2\.9\/32:22 /m);
+    assert.doesNotMatch(await set('v4'), /192\.0\.2\.9/);
+    assert.doesNotMatch(daemon.text, /not permitted|EPERM|Read-only file system/i);
+    assert.equal(await daemon.stop(), 0);
   });
 
   test('the units\' key settings', () => {
