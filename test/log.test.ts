@@ -192,10 +192,11 @@ logger.log('debug', '[local]\\nrule 1');
 logger.log('info', 'n\\u00e9e %s %d');
 logger.library('err', 'no message (message too short)');
 logger.log('notice', '');
+logger.log('info', 'blocked 192.0.2.1/32:22 for 60 seconds', { event: 'block', address: '192.0.2.1', mask: 32, port: 22 });
 `);
   assert.equal(r.code, 0);
   assert.equal(r.stdout.length, 0);
-  assert.deepEqual(r.stderr, Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\n'));
+  assert.deepEqual(r.stderr, Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\nblocked 192.0.2.1/32:22 for 60 seconds\n'));
 });
 
 test('json output: pino lines on stdout with the level label', async () => {
@@ -240,6 +241,27 @@ const ROUTING: Routing[] = [
   { output: 'json', verbose: false, daemon: 'stdout', library: 'stdout' },
   { output: 'json', verbose: true, daemon: 'stdout', library: 'stderr' },
 ];
+
+test('json output: the fields beside the message; syslog records the message alone', async (t) => {
+  const receiver = new SyslogReceiver(socketPath());
+  t.after(() => receiver.close());
+  const fields = { event: 'release', address: '2001:db8::1', mask: 64, port: 22, proto: 'tcp', rule: 'ssh', duration: 21612, names: ['a', 'b'] };
+  const message = 'released 2001:db8::/64:22 after 21600 seconds (blocked 6h0m12s)';
+  const r = await child(
+    `
+const [syslogPath, message, fields] = process.argv.slice(1);
+createLogger({ ident: 'bltest', output: 'json', verbose: false }).log('info', message, JSON.parse(fields));
+const syslog = createLogger({ ident: 'bltest', output: 'syslog', verbose: false, syslogPath });
+syslog.log('info', message, JSON.parse(fields));
+syslog.close();
+`,
+    [receiver.path, message, JSON.stringify(fields)],
+  );
+  assert.equal(r.code, 0, r.stderr.toString());
+  const line = JSON.parse(r.stdout.toString()) as Record<string, unknown>;
+  assert.deepEqual({ ...line, time: 0, hostname: '' }, { level: 'info', time: 0, pid: r.pid, hostname: '', ...fields, msg: message });
+  assert.match((await receiver.wait(1))[0], new RegExp(`^<30>.{15} bltest\\[${r.pid}\\]: ${message.replace(/[()]/g, '\\$&')}$`));
+});
 
 test('channels: -d keeps the library channel on syslog, -v sends it to stderr; the child exits without close()', async () => {
   await Promise.all(
