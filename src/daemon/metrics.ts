@@ -19,6 +19,9 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
+/** A wire type's name in metric labels and JSON log lines. */
+export const typeLabel = (type: number): string => TYPE_LABEL[type] ?? String(type);
+
 /** The receive path's reasons, and the per-sender limit's (`rate_limit`, the daemon's). */
 export type DroppedReason = DropReason | 'rate_limit';
 const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit'];
