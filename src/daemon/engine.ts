@@ -301,7 +301,7 @@ export class Engine {
     const { log, store } = this.o;
     const debug = this.o.debug() > 0;
     if (debug || n.text !== '' || n.report !== undefined) {
-      const via = n.report === undefined ? '' : ` report source=${n.report.source}`;
+      const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
       const fields: LogFields = { event: 'notification', type: typeLabel(n.type), address: n.remote.address, port: n.remote.port, uid: n.uid, gid: n.gid, peerPid: n.pid, text: n.text, source: n.report?.source };
       log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
     }
