@@ -108,6 +108,7 @@ export class Daemon {
     this.trusted = await this.trustedSenders();
     this.limiter = this.senderLimiter();
     const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
+    this.countRules(loadedCleanly(loaded));
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({
       program: o.helper,
@@ -431,10 +432,14 @@ export class Daemon {
       this.notifier?.reloading();
       try {
         const loaded = this.loadRules();
-        if (!accept(loaded)) return false;
+        if (!accept(loaded)) {
+          this.metrics?.configLoaded(false);
+          return false;
+        }
         const before = this.ruleSet;
         const applied = this.applyRules(loaded);
         if (applied) this.logReload(before);
+        this.countRules(applied && loadedCleanly(loaded));
         return true;
       } finally {
         if (!this.stopping) this.notifier?.ready('configuration reloaded');
@@ -446,6 +451,15 @@ export class Daemon {
       () => {},
     );
     return applied.then((changed) => (changed && this.options.restore ? this.refreshFilter() : undefined));
+  }
+
+  /** The metrics of a load of the configuration: its success, the rules in force, their names as labels. */
+  private countRules(ok: boolean): void {
+    const { local, remote } = this.ruleSet;
+    // the names a block can get: the rules', and -R's for a manual block no rule matches
+    const names = new Set([this.options.ruleName]);
+    for (const rule of [...local, ...remote]) if (rule.name !== '') names.add(rule.name);
+    this.metrics?.configLoaded(ok, { names, local: local.length, remote: remote.length });
   }
 
   /** The rules a reload put in force, and what changed against those before. */
@@ -530,6 +544,9 @@ export class Daemon {
     }
   }
 }
+
+/** Read, and without errors. */
+const loadedCleanly = (loaded: LoadResult): boolean => loaded.found && !loaded.diagnostics.some((d) => d.severity === 'error');
 
 function describe(d: Diagnostic): string {
   return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;

@@ -307,7 +307,7 @@ export class Engine {
     }
     const probe = probeOf(n, this.o.families);
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
-    this.o.metrics?.notification(n.type, !!match, n.report !== undefined);
+    this.o.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
@@ -461,7 +461,7 @@ export class Engine {
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
       if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
-      this.o.metrics?.block(pending.origin);
+      this.o.metrics?.block(pending.origin, key.name);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
@@ -498,7 +498,7 @@ export class Engine {
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
         log('info', `released ${where(k)} after ${k.duration} seconds (blocked ${elapsed(lasted)})`, { ...entryFields('release', k), origin, duration: lasted });
-        this.o.metrics?.release(origin);
+        this.o.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
       this.unrecorded.set(id, e);
@@ -841,7 +841,7 @@ export class Engine {
         const lasted = this.lasted(id, e);
         if (e.id === '') return void done.deleted.push(e);
         log('info', `released ${where(e.key)} by hand (blocked ${elapsed(lasted)})`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
-        this.o.metrics?.release('manual');
+        this.o.metrics?.release('manual', e.key.name);
         done.released.push(e);
       }),
     );
