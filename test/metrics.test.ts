@@ -1,7 +1,9 @@
 // The Prometheus listener (issue 7) against the real daemon: a known
 // sequence of notifications, malformed datagrams, blocks, releases, helper
 // calls and control requests, then the exact counts scraped; what the
-// listener serves and refuses; --metrics' address checks.
+// listener serves and refuses; --metrics' address checks; the rule labels,
+// build and reload metrics (issue 15), and the shipped Grafana dashboard
+// against what the daemon exports.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -484,5 +486,47 @@ describe('blocklistd --metrics for dashboards (issue 15)', () => {
     await daemon.waitFor(/reloaded .*: 1 rules .*0 added, 0 removed, 0 changed/, mark);
     samples = await scrape(address);
     assert.equal(samples.get('blocklistd_reload_success'), 1);
+  });
+
+  test('the Grafana dashboard (etc/grafana/blocklistd.json): every metric its queries name is exported', async (t) => {
+    const dashboard = JSON.parse(readFileSync(join(repoRoot, 'etc/grafana/blocklistd.json'), 'utf8')) as {
+      panels: { type: string; title: string; targets?: { expr: string }[] }[];
+      templating: { list: { name: string; type: string; query: unknown }[] };
+    };
+    // importable with a Prometheus chosen at import: a data source variable that every query uses
+    assert.ok(dashboard.templating.list.some((v) => v.name === 'datasource' && v.type === 'datasource' && v.query === 'prometheus'));
+    const queries: string[] = [];
+    const walk = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(walk);
+      else if (node !== null && typeof node === 'object') {
+        for (const [key, value] of Object.entries(node)) {
+          if (['expr', 'query', 'definition'].includes(key) && typeof value === 'string') queries.push(value);
+          else walk(value);
+        }
+      }
+    };
+    walk(dashboard);
+    const panels = dashboard.panels.filter((p) => p.type !== 'row');
+    assert.ok(panels.length >= 15, `${panels.length} panels`);
+    for (const p of panels) assert.ok((p.targets ?? []).length > 0 && p.targets!.every((q) => q.expr !== ''), `${p.title}: a query`);
+    const text = JSON.stringify(dashboard);
+    for (const m of text.matchAll(/"datasource":\{"type":"(\w+)","uid":"([^"]*)"\}/g)) assert.deepEqual([m[1], m[2]], ['prometheus', '${datasource}']);
+
+    const port = await freePort();
+    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
+    await daemon.waitFor(/metrics on /);
+    const body = (await request(`http://127.0.0.1:${port}/metrics`)).body;
+    const exported = new Map([...body.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => [m[1], m[2]]));
+    const named = new Set(queries.flatMap((q) => [...q.matchAll(/\b(?:blocklistd|process|nodejs)_\w+/g)].map((m) => m[0])));
+    assert.ok(named.size >= 20, `${named.size} metrics named`);
+    const missing = [...named].filter((name) => {
+      if (exported.has(name)) return false;
+      const histogram = /^(.*)_(?:bucket|sum|count)$/.exec(name)?.[1];
+      return histogram === undefined || exported.get(histogram) !== 'histogram';
+    });
+    assert.deepEqual(missing, [], 'named by the dashboard, not exported');
+    // and the dashboard shows what matters: every metric of the daemon's own
+    const unshown = [...exported.keys()].filter((name) => name.startsWith('blocklistd_') && !named.has(name) && ![...named].some((n) => n.startsWith(`${name}_`)));
+    assert.deepEqual(unshown, [], 'exported, not on the dashboard');
   });
 });
