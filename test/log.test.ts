@@ -14,7 +14,8 @@ import { createLogger, syslogRecords, type LogOutput } from '../src/daemon/log.j
 import type { LogLevel } from '../src/types.js';
 import { AUTH_FAIL } from '../src/index.js';
 import { elapsed } from '../src/time.js';
-import { Reporter, SyslogReceiver, WatchedProcess, ctl, freePort, openDescriptors, repoRoot, tempDir } from './support.js';
+import { StateStore } from '../src/state/store.js';
+import { DaemonProcess, Reporter, SyslogReceiver, WatchedProcess, ctl, freePort, openDescriptors, repoRoot, stateKey, tempDir } from './support.js';
 
 // Local time is UTC unless a test says otherwise (Node applies TZ changes at once).
 process.env.TZ = 'UTC';
@@ -342,6 +343,7 @@ describe('a daemon logging JSON (--log-format json)', () => {
   const lines = (p: WatchedProcess): Line[] =>
     p.text
       .split('\n')
+      .slice(0, -1) // the last one may not be complete yet
       .filter((l) => l.startsWith('{'))
       .map((l) => JSON.parse(l) as Line);
   /** The first line of `event` from line `from` on whose fields include `match`. */
@@ -440,4 +442,21 @@ describe('a daemon logging JSON (--log-format json)', () => {
     const stop = await line(daemon, 'stop', {}, stopMark);
     assert.deepEqual([stop.reason, stop.status, stop.msg], ['SIGTERM', 0, 'stopping: SIGTERM']);
   });
+});
+
+test('after a restart the release line reckons from the last failure, and says nothing of a length it cannot know', async (t) => {
+  const dir = tempDir('blocklistd-lasted-');
+  const now = Math.floor(Date.now() / 1000);
+  const store = StateStore.open(join(dir, 'blocklistd.db'));
+  // a forever block lifted by AUTH_OK whose rem had not run: its last failure is gone (0)
+  store.put({ key: stateKey('192.0.2.20', { duration: -1, nfail: 1 }), count: 2, last: 0, id: 'id-20' });
+  // a block of 1 s whose last failure was 5 s ago
+  store.put({ key: stateKey('192.0.2.21', { duration: 1 }), count: 3, last: now - 5, id: 'id-21' });
+  store.close();
+  const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', dir });
+  t.after(() => daemon.stop('SIGKILL'));
+  await daemon.waitFor(/^released 192\.0\.2\.20\/32:22 after -1 seconds$/m);
+  const line = /^released 192\.0\.2\.21\/32:22 after 1 seconds \(blocked (\d+)s\)\n/m;
+  const m = line.exec(daemon.stderr.slice(await daemon.waitFor(line)));
+  assert.ok(m !== null && Number(m[1]) >= 5 && Number(m[1]) <= 8, daemon.stderr);
 });

@@ -141,6 +141,9 @@ function entryFields(event: string, k: EffectiveRule, address = k.address): LogF
   };
 }
 
+/** What a release line adds to upstream's: how long the block lasted, when known. */
+const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
+
 /** The fields of a "blocked" line; `duration` is the rule's. */
 const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
   ...entryFields('block', k, address),
@@ -497,7 +500,7 @@ export class Engine {
       }
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${where(k)} after ${k.duration} seconds (blocked ${elapsed(lasted)})`, { ...entryFields('release', k), origin, duration: lasted });
+        log('info', `released ${where(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
         this.o.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
@@ -507,11 +510,15 @@ export class Engine {
     });
   }
 
-  /** How long the block of `e` lasted until now (seconds); forgets its start. */
-  private lasted(id: string, e: Entry): number {
-    const since = this.blockedSince.get(id) ?? e.last;
+  /**
+   * How long the block of `e` lasted until now (seconds), and forgets its
+   * start; undefined when unknown (a forever block lifted by AUTH_OK after a
+   * restart: its last failure is gone too).
+   */
+  private lasted(id: string, e: Entry): number | undefined {
+    const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
-    return Math.max(0, this.o.clock() - since);
+    return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
   }
 
   /** After a rem worked: the entry deleted if still due, else without its id (a failure came in meanwhile). */
@@ -840,7 +847,7 @@ export class Engine {
         this.guard(() => store.delete(e.key));
         const lasted = this.lasted(id, e);
         if (e.id === '') return void done.deleted.push(e);
-        log('info', `released ${where(e.key)} by hand (blocked ${elapsed(lasted)})`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
+        log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
         this.o.metrics?.release('manual', e.key.name);
         done.released.push(e);
       }),
