@@ -457,6 +457,7 @@ test('after a restart the release line reckons from the last failure, and says n
   t.after(() => daemon.stop('SIGKILL'));
   await daemon.waitFor(/^released 192\.0\.2\.20\/32:22 after -1 seconds$/m);
   const line = /^released 192\.0\.2\.21\/32:22 after 1 seconds \(blocked (\d+)s\)\n/m;
-  const m = line.exec(daemon.stderr.slice(await daemon.waitFor(line)));
+  const at = await daemon.waitFor(line);
+  const m = line.exec(daemon.stderr.slice(at));
   assert.ok(m !== null && Number(m[1]) >= 5 && Number(m[1]) <= 8, daemon.stderr);
 });
