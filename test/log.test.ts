@@ -434,7 +434,8 @@ describe('a daemon logging JSON (--log-format json)', () => {
       { added: [`[local] ${other + 1} dgram * * blocklistd 3 1h`], removed: [`[local] ${other} stream * * blocklistd 3 1h`], changed: [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`], rules: 2 },
     );
     assert.equal(reload.msg, `reloaded ${conf}: 2 rules (2 local, 0 remote): 1 added, 1 removed, 1 changed`);
-    await daemon.waitFor(/"msg":"reload: changed \[local\] \d+ stream \* \* blocklistd: 1 2s -> 1 5s"/);
+    const change = await line(daemon, 'reload', { change: 'changed' }, mark);
+    assert.deepEqual([change.line, change.msg], [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`, `reload: changed [local] ${port} stream * * blocklistd: 1 2s -> 1 5s`]);
 
     const stopMark = lines(daemon).length;
     child.kill('SIGTERM');

@@ -472,8 +472,8 @@ export class Daemon {
       `reloaded ${this.options.config}: ${local.length + remote.length} rules (${local.length} local, ${remote.length} remote): ${added.length} added, ${removed.length} removed, ${changed.length} changed`,
       { event: 'reload', config: this.options.config, rules: local.length + remote.length, added: added.slice(0, RELOAD_LIST_MAX), removed: removed.slice(0, RELOAD_LIST_MAX), changed: changed.slice(0, RELOAD_LIST_MAX) },
     );
-    const lines = (['added', 'removed', 'changed'] as const).flatMap((what) => changes[what].map((rule) => `reload: ${what} ${rule}`));
-    for (const line of lines.slice(0, RELOAD_LIST_MAX)) this.log('info', line);
+    const lines = (['added', 'removed', 'changed'] as const).flatMap((change) => changes[change].map((line) => ({ change, line })));
+    for (const { change, line } of lines.slice(0, RELOAD_LIST_MAX)) this.log('info', `reload: ${change} ${line}`, { event: 'reload', change, line });
     if (lines.length > RELOAD_LIST_MAX) this.log('info', `reload: and ${lines.length - RELOAD_LIST_MAX} more changes`);
   }
 
