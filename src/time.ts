@@ -8,3 +8,13 @@ export function localTime(seconds: number): string {
   if (Number.isNaN(d.getTime())) return String(seconds); // beyond what a Date holds
   return `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
+
+/** A length of time as the log shows how long a block lasted: `45s`, `3m0s`, `6h0m12s`, `2d1h0m0s`. */
+export function elapsed(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const [d, h, m] = [Math.floor(s / 86400), Math.floor((s % 86400) / 3600), Math.floor((s % 3600) / 60)];
+  if (d > 0) return `${d}d${h}h${m}m${s % 60}s`;
+  if (h > 0) return `${h}h${m}m${s % 60}s`;
+  if (m > 0) return `${m}m${s % 60}s`;
+  return `${s}s`;
+}

@@ -3,8 +3,18 @@
 /** Syslog priorities, the levels every logger of the project speaks. */
 export type LogLevel = 'crit' | 'err' | 'warning' | 'notice' | 'info' | 'debug';
 
+/**
+ * What a log line is about, for machines: the JSON output carries these
+ * beside the message; text and syslog lines show the message alone.
+ */
+export interface LogFields {
+  /** What happened: start, stop, reload, notification, count, block, release, manual, ... */
+  event: string;
+  [field: string]: string | number | boolean | readonly string[] | undefined;
+}
+
 /** Where a component sends its log lines; the daemon decides where they go. */
-export type LogFn = (level: LogLevel, message: string) => void;
+export type LogFn = (level: LogLevel, message: string, fields?: LogFields) => void;
 
 export type AddressFamily = 'inet' | 'inet6';
 

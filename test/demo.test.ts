@@ -79,7 +79,7 @@ function assertStory(r: RunResult, uid: number): void {
     new RegExp(`daemon \\| blocked ${attacker} for 5 seconds$`),
     /daemon \| processing type=2 remote=127\.0\.0\.10:\d+ msg="login alice"/,
     new RegExp(`daemon \\| blocklistd-helper: rem blocklistd tcp 127\\.0\\.0\\.66 32 ${port} blocklistd:${attacker}$`),
-    new RegExp(`daemon \\| released ${attacker} after 5 seconds$`),
+    new RegExp(`daemon \\| released ${attacker} after 5 seconds \\(blocked \\d+s\\)$`),
   ]);
   // what waits for what: the daemon listens before the first login, blocks before dump -b, releases before the last dump
   inOrder(out, [/daemon \| listening on/, /bob +127\.0\.0\.20 logs in/]);

@@ -216,7 +216,7 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
 
   // after the duration the blocks are released and the attacker gets through
   for (const f of [4, 6] as const) {
-    await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds$`, 'm'), 0, (DURATION + 5) * 1000);
+    await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds \\(blocked (?:\\d+m)?\\d+s\\)$`, 'm'), 0, (DURATION + 5) * 1000);
   }
   t.diagnostic(`released ${((Date.now() - blockedAt) / 1000).toFixed(1)} s after the first block (duration ${DURATION} s)`);
   assert.deepEqual(await nftBlocks(s), []);

@@ -1,15 +1,21 @@
 // The daemon logger on real sockets and real child processes: the syslog
 // record format, stderr and JSON output, the two channels, a missing
-// syslog socket and a process that exits on its own.
+// syslog socket and a process that exits on its own; a real daemon's
+// audit trail in JSON (start, notifications, blocks, releases, manual
+// actions, reloads, stop).
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { createLogger, syslogRecords, type LogOutput } from '../src/daemon/log.js';
 import type { LogLevel } from '../src/types.js';
-import { SyslogReceiver, openDescriptors, repoRoot, tempDir } from './support.js';
+import { AUTH_FAIL } from '../src/index.js';
+import { elapsed } from '../src/time.js';
+import { StateStore } from '../src/state/store.js';
+import { DaemonProcess, Reporter, SyslogReceiver, WatchedProcess, ctl, freePort, openDescriptors, repoRoot, stateKey, tempDir } from './support.js';
 
 // Local time is UTC unless a test says otherwise (Node applies TZ changes at once).
 process.env.TZ = 'UTC';
@@ -192,10 +198,11 @@ logger.log('debug', '[local]\\nrule 1');
 logger.log('info', 'n\\u00e9e %s %d');
 logger.library('err', 'no message (message too short)');
 logger.log('notice', '');
+logger.log('info', 'blocked 192.0.2.1/32:22 for 60 seconds', { event: 'block', address: '192.0.2.1', mask: 32, port: 22 });
 `);
   assert.equal(r.code, 0);
   assert.equal(r.stdout.length, 0);
-  assert.deepEqual(r.stderr, Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\n'));
+  assert.deepEqual(r.stderr, Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\nblocked 192.0.2.1/32:22 for 60 seconds\n'));
 });
 
 test('json output: pino lines on stdout with the level label', async () => {
@@ -240,6 +247,27 @@ const ROUTING: Routing[] = [
   { output: 'json', verbose: false, daemon: 'stdout', library: 'stdout' },
   { output: 'json', verbose: true, daemon: 'stdout', library: 'stderr' },
 ];
+
+test('json output: the fields beside the message; syslog records the message alone', async (t) => {
+  const receiver = new SyslogReceiver(socketPath());
+  t.after(() => receiver.close());
+  const fields = { event: 'release', address: '2001:db8::1', mask: 64, port: 22, proto: 'tcp', rule: 'ssh', duration: 21612, names: ['a', 'b'] };
+  const message = 'released 2001:db8::/64:22 after 21600 seconds (blocked 6h0m12s)';
+  const r = await child(
+    `
+const [syslogPath, message, fields] = process.argv.slice(1);
+createLogger({ ident: 'bltest', output: 'json', verbose: false }).log('info', message, JSON.parse(fields));
+const syslog = createLogger({ ident: 'bltest', output: 'syslog', verbose: false, syslogPath });
+syslog.log('info', message, JSON.parse(fields));
+syslog.close();
+`,
+    [receiver.path, message, JSON.stringify(fields)],
+  );
+  assert.equal(r.code, 0, r.stderr.toString());
+  const line = JSON.parse(r.stdout.toString()) as Record<string, unknown>;
+  assert.deepEqual({ ...line, time: 0, hostname: '' }, { level: 'info', time: 0, pid: r.pid, hostname: '', ...fields, msg: message });
+  assert.match((await receiver.wait(1))[0], new RegExp(`^<30>.{15} bltest\\[${r.pid}\\]: ${message.replace(/[()]/g, '\\$&')}$`));
+});
 
 test('channels: -d keeps the library channel on syslog, -v sends it to stderr; the child exits without close()', async () => {
   await Promise.all(
@@ -304,4 +332,133 @@ setTimeout(() => {
   );
   assert.equal(r.code, 0);
   assert.match((await receiver.wait(1))[0], /^<30>.{15} bltest\[\d+\]: last words$/);
+});
+
+test('elapsed: how long a block lasted, as the release line shows it', () => {
+  assert.deepEqual([0, 45, 60, 180, 3600, 21612, 86400 + 3600 + 5, -3, 59.9].map(elapsed), ['0s', '45s', '1m0s', '3m0s', '1h0m0s', '6h0m12s', '1d1h0m5s', '0s', '59s']);
+});
+
+describe('a daemon logging JSON (--log-format json)', () => {
+  type Line = Record<string, unknown> & { level: string; msg: string; event?: string };
+  const lines = (p: WatchedProcess): Line[] =>
+    p.text
+      .split('\n')
+      .slice(0, -1) // the last one may not be complete yet
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Line);
+  /** The first line of `event` from line `from` on whose fields include `match`. */
+  const line = async (p: WatchedProcess, event: string, match: Record<string, unknown> = {}, from = 0): Promise<Line> => {
+    const find = (): Line | undefined => lines(p).slice(from).find((l) => l.event === event && Object.entries(match).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v)));
+    await p.waitFor(new RegExp(`"event":"${event}"`), 0);
+    const deadline = Date.now() + 15_000;
+    for (let found = find(); ; found = find()) {
+      if (found !== undefined) return found;
+      if (Date.now() > deadline) throw new Error(`no ${event} line with ${JSON.stringify(match)}:\n${p.text}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  };
+
+  test('start, notification, block, release with how long it lasted, manual actions with uid and pid, reload changes, stop', async (t) => {
+    const dir = tempDir('blocklistd-jsonlog-');
+    const [port, other] = await Promise.all([freePort(), freePort()]);
+    const conf = join(dir, 'blocklistd.conf');
+    writeFileSync(conf, `${port} stream * * * 1 2\n${other} stream * * * 3 1h\n`);
+    const socket = join(dir, 'blocklistd.sock');
+    const control = join(dir, 'blocklistd.ctl');
+    const helper = join(repoRoot, 'test/fixtures/control');
+    const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', conf, '-C', helper, '-D', join(dir, 'blocklistd.db'), '-s', socket], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
+    });
+    const daemon = new WatchedProcess('blocklistd', child, [child.stdout]);
+    t.after(() => daemon.stop());
+
+    const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    const start = await line(daemon, 'start');
+    assert.equal(start.level, 'info');
+    assert.deepEqual(
+      { version: start.version, config: start.config, rules: start.rules, database: start.database, sockets: start.sockets, control: start.control, helper: start.helper },
+      { version, config: conf, rules: 2, database: join(dir, 'blocklistd.db'), sockets: [socket], control, helper },
+    );
+    assert.equal(start.msg, `blocklistd ${version} started: configuration ${conf} (2 rules: 2 local, 0 remote), database ${join(dir, 'blocklistd.db')}, sockets ${socket}, control socket ${control}, helper ${helper}`);
+
+    // a failure reaches the limit of 1: blocked for 2 seconds, released by expiry
+    const reporter = await Reporter.connect(socket, port, '127.0.0.5');
+    t.after(() => reporter.close());
+    reporter.report(AUTH_FAIL, 'bad password');
+    const notification = await line(daemon, 'notification', { address: '127.0.0.5' });
+    assert.deepEqual(
+      { type: notification.type, uid: notification.uid, gid: notification.gid, peerPid: notification.peerPid, text: notification.text },
+      { type: 'auth_fail', uid: process.getuid!(), gid: process.getgid!(), peerPid: process.pid, text: 'bad password' },
+    );
+    const block = await line(daemon, 'block', { address: '127.0.0.5' });
+    const entry = { address: '127.0.0.5', mask: 32, port, proto: 'tcp', rule: 'blocklistd', nfail: 1 };
+    assert.deepEqual({ ...block, time: 0, pid: 0, hostname: '' }, { level: 'info', time: 0, pid: 0, hostname: '', event: 'block', ...entry, origin: 'limit', count: 2, duration: 2, msg: `blocked 127.0.0.5/32:${port} for 2 seconds` });
+    const release = await line(daemon, 'release', { address: '127.0.0.5' });
+    const lasted = release.duration as number;
+    // expired means last + duration < now: the second after the duration, within a second of the pass
+    assert.ok(lasted >= 3 && lasted <= 5, `lasted ${lasted} s`);
+    assert.deepEqual({ ...release, time: 0, pid: 0, hostname: '' }, { level: 'info', time: 0, pid: 0, hostname: '', event: 'release', ...entry, origin: 'expiry', duration: lasted, msg: `released 127.0.0.5/32:${port} after 2 seconds (blocked ${lasted}s)` });
+
+    // manual actions: who asked (uid, the client's pid), what, and the outcome
+    let r = await ctl(['block', '-t', '1h', '--control', control, '10.9.9.9']);
+    assert.equal(r.code, 0, r.stderr);
+    const manual = await line(daemon, 'manual', { command: 'block' });
+    assert.equal(manual.level, 'notice');
+    assert.equal(manual.uid, process.getuid!());
+    assert.ok(typeof manual.peerPid === 'number' && manual.peerPid > 0 && manual.peerPid !== process.pid && manual.peerPid !== child.pid, `peer pid ${String(manual.peerPid)}`);
+    assert.match(manual.msg, new RegExp(`^control: block \\{.*"address":"10\\.9\\.9\\.9".*\\} requested by uid ${process.getuid!()} pid ${manual.peerPid as number}$`));
+    const manualBlock = await line(daemon, 'block', { address: '10.9.9.9' });
+    assert.deepEqual([manualBlock.origin, manualBlock.duration, manualBlock.port, manualBlock.proto], ['manual', 3600, undefined, undefined]);
+    r = await ctl(['unblock', '--control', control, '10.9.9.9']);
+    assert.equal(r.code, 0, r.stderr);
+    await line(daemon, 'manual', { command: 'unblock' });
+    const manualRelease = await line(daemon, 'release', { address: '10.9.9.9' });
+    assert.equal(manualRelease.origin, 'manual');
+    assert.match(manualRelease.msg, /^released 10\.9\.9\.9\/32:\* by hand \(blocked \d+s\)$/);
+    // a refused request: the reason, with who asked
+    r = await ctl(['unblock', '--control', control, '10.9.9.9']);
+    assert.equal(r.code, 1);
+    const refused = await line(daemon, 'manual', { command: 'unblock', error: 'no entry for 10.9.9.9' });
+    assert.equal(refused.level, 'warning');
+
+    // a reload: what changed against the rules before, as configuration lines
+    writeFileSync(conf, `${port} stream * * * 1 5\n${other + 1} dgram * * * 3 1h\n`);
+    const mark = lines(daemon).length;
+    r = await ctl(['reload', '--control', control]);
+    assert.equal(r.code, 0, r.stderr);
+    await line(daemon, 'manual', { command: 'reload' }, mark);
+    const reload = await line(daemon, 'reload', {}, mark);
+    assert.deepEqual(
+      { added: reload.added, removed: reload.removed, changed: reload.changed, rules: reload.rules },
+      { added: [`[local] ${other + 1} dgram * * blocklistd 3 1h`], removed: [`[local] ${other} stream * * blocklistd 3 1h`], changed: [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`], rules: 2 },
+    );
+    assert.equal(reload.msg, `reloaded ${conf}: 2 rules (2 local, 0 remote): 1 added, 1 removed, 1 changed`);
+    const change = await line(daemon, 'reload', { change: 'changed' }, mark);
+    assert.deepEqual([change.line, change.msg], [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`, `reload: changed [local] ${port} stream * * blocklistd: 1 2s -> 1 5s`]);
+
+    const stopMark = lines(daemon).length;
+    child.kill('SIGTERM');
+    assert.equal(await daemon.exited, 0);
+    const stop = await line(daemon, 'stop', {}, stopMark);
+    assert.deepEqual([stop.reason, stop.status, stop.msg], ['SIGTERM', 0, 'stopping: SIGTERM']);
+  });
+});
+
+test('after a restart the release line reckons from the last failure, and says nothing of a length it cannot know', async (t) => {
+  const dir = tempDir('blocklistd-lasted-');
+  const now = Math.floor(Date.now() / 1000);
+  const store = StateStore.open(join(dir, 'blocklistd.db'));
+  // a forever block lifted by AUTH_OK whose rem had not run: its last failure is gone (0)
+  store.put({ key: stateKey('192.0.2.20', { duration: -1, nfail: 1 }), count: 2, last: 0, id: 'id-20' });
+  // a block of 1 s whose last failure was 5 s ago
+  store.put({ key: stateKey('192.0.2.21', { duration: 1 }), count: 3, last: now - 5, id: 'id-21' });
+  store.close();
+  const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', dir });
+  t.after(() => daemon.stop('SIGKILL'));
+  await daemon.waitFor(/^released 192\.0\.2\.20\/32:22 after -1 seconds$/m);
+  const line = /^released 192\.0\.2\.21\/32:22 after 1 seconds \(blocked (\d+)s\)\n/m;
+  const at = await daemon.waitFor(line);
+  const m = line.exec(daemon.stderr.slice(at));
+  assert.ok(m !== null && Number(m[1]) >= 5 && Number(m[1]) <= 8, daemon.stderr);
 });

@@ -1,7 +1,9 @@
 // The Prometheus listener (issue 7) against the real daemon: a known
 // sequence of notifications, malformed datagrams, blocks, releases, helper
 // calls and control requests, then the exact counts scraped; what the
-// listener serves and refuses; --metrics' address checks.
+// listener serves and refuses; --metrics' address checks; the rule labels,
+// build and reload metrics (issue 15), and the shipped Grafana dashboard
+// against what the daemon exports.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
@@ -182,14 +184,14 @@ describe('blocklistd --metrics', () => {
 
     const samples = await scrape(address);
     const expected: [string, Record<string, string>, number][] = [
-      ['blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched' }, 2],
-      ['blocklistd_notifications_total', { type: 'auth_fail', outcome: 'no_rule' }, 1],
-      ['blocklistd_notifications_total', { type: 'bad_user', outcome: 'matched' }, 1],
-      ['blocklistd_notifications_total', { type: 'bad_user', outcome: 'no_rule' }, 1],
-      ['blocklistd_notifications_total', { type: 'abusive_behavior', outcome: 'matched' }, 1],
-      ['blocklistd_notifications_total', { type: 'abusive_behavior', outcome: 'no_rule' }, 1],
-      ['blocklistd_notifications_total', { type: 'auth_ok', outcome: 'matched' }, 2],
-      ['blocklistd_notifications_total', { type: 'auth_ok', outcome: 'no_rule' }, 1 + kinds.length],
+      ['blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'blocklistd' }, 2],
+      ['blocklistd_notifications_total', { type: 'auth_fail', outcome: 'no_rule', rule: '' }, 1],
+      ['blocklistd_notifications_total', { type: 'bad_user', outcome: 'matched', rule: 'blocklistd' }, 1],
+      ['blocklistd_notifications_total', { type: 'bad_user', outcome: 'no_rule', rule: '' }, 1],
+      ['blocklistd_notifications_total', { type: 'abusive_behavior', outcome: 'matched', rule: 'blocklistd' }, 1],
+      ['blocklistd_notifications_total', { type: 'abusive_behavior', outcome: 'no_rule', rule: '' }, 1],
+      ['blocklistd_notifications_total', { type: 'auth_ok', outcome: 'matched', rule: 'blocklistd' }, 2],
+      ['blocklistd_notifications_total', { type: 'auth_ok', outcome: 'no_rule', rule: '' }, 1 + kinds.length],
       ['blocklistd_notifications_dropped_total', { reason: 'recv' }, 0],
       ['blocklistd_notifications_dropped_total', { reason: 'credentials' }, 4], // nofd, twofd
       ['blocklistd_notifications_dropped_total', { reason: 'short' }, 4], // short, empty
@@ -202,12 +204,12 @@ describe('blocklistd --metrics', () => {
       ['blocklistd_notifications_dropped_total', { reason: 'type' }, 2],
       ['blocklistd_notifications_dropped_total', { reason: 'rate_limit' }, 0], // root's reports are never limited
       ['blocklistd_evictions_total', {}, 0],
-      ['blocklistd_blocks_total', { origin: 'limit' }, 2],
-      ['blocklistd_blocks_total', { origin: 'restore' }, 1],
-      ['blocklistd_blocks_total', { origin: 'manual' }, 1],
-      ['blocklistd_releases_total', { origin: 'expiry' }, 1],
-      ['blocklistd_releases_total', { origin: 'reset' }, 1],
-      ['blocklistd_releases_total', { origin: 'manual' }, 1],
+      ['blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd' }, 2],
+      ['blocklistd_blocks_total', { origin: 'restore', rule: 'blocklistd' }, 1],
+      ['blocklistd_blocks_total', { origin: 'manual', rule: 'blocklistd' }, 1],
+      ['blocklistd_releases_total', { origin: 'expiry', rule: 'blocklistd' }, 1],
+      ['blocklistd_releases_total', { origin: 'reset', rule: 'blocklistd' }, 1],
+      ['blocklistd_releases_total', { origin: 'manual', rule: 'blocklistd' }, 1],
       ['blocklistd_helper_calls_total', { action: 'capabilities', result: 'ok' }, 1],
       ['blocklistd_helper_calls_total', { action: 'flush', result: 'ok' }, 1],
       ['blocklistd_helper_calls_total', { action: 'add', result: 'ok' }, 4], // restore, two limits, manual
@@ -249,7 +251,7 @@ describe('blocklistd --metrics', () => {
     assert.deepEqual(status.counters.control_requests, { 'block:ok': 1, 'unblock:ok': 1, 'unblock:error': 1 });
   });
 
-  test('GET /metrics only; the default process metrics under the blocklistd_ prefix', async (t) => {
+  test('GET /metrics only; the process metrics under their standard names, and no gauge named _total', async (t) => {
     const port = await freePort();
     const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
     await daemon.waitFor(new RegExp(`metrics on http://127\\.0\\.0\\.1:${port}/metrics`));
@@ -258,10 +260,14 @@ describe('blocklistd --metrics', () => {
     assert.equal(ok.status, 200);
     assert.match(ok.contentType, /^text\/plain; version=0\.0\.4/);
     const samples = parseExposition(ok.body);
-    for (const name of ['blocklistd_process_cpu_user_seconds_total', 'blocklistd_process_start_time_seconds', 'blocklistd_nodejs_eventloop_lag_seconds', 'blocklistd_nodejs_heap_size_used_bytes']) {
+    for (const name of ['process_cpu_seconds_total', 'process_cpu_user_seconds_total', 'process_start_time_seconds', 'process_resident_memory_bytes', 'process_open_fds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
       assert.ok(samples.has(name), name);
     }
-    assert.deepEqual([...samples.keys()].filter((k) => !k.startsWith('blocklistd_')), []);
+    assert.deepEqual([...samples.keys()].filter((k) => !/^(blocklistd|process|nodejs)_/.test(k)), []);
+    // Prometheus reserves _total for counters
+    const types = [...ok.body.matchAll(/^# TYPE (\S+) (\w+)$/gm)];
+    assert.ok(types.length > 20, `${types.length} metrics`);
+    assert.deepEqual(types.filter(([, name, type]) => name.endsWith('_total') && type !== 'counter').map(([line]) => line), []);
     assert.match(ok.body, /^# TYPE blocklistd_helper_duration_seconds histogram$/m);
     assert.match(ok.body, /^# TYPE blocklistd_entries gauge$/m);
     for (const [path, method] of [['/', 'GET'], ['/metricsx', 'GET'], ['/metrics/', 'GET'], ['/metrics', 'POST'], ['/metrics', 'DELETE']]) {
@@ -271,14 +277,19 @@ describe('blocklistd --metrics', () => {
     assert.equal((await request(`${base}/metrics`)).status, 200, 'still serving');
   });
 
-  test('the series of every notification type and outcome and every drop reason are there from the start, at 0', async (t) => {
+  test('the series of every notification type and outcome, rule and drop reason are there from the start, at 0', async (t) => {
     const port = await freePort();
     const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
     await daemon.waitFor(/metrics on /);
     const samples = await scrape(`127.0.0.1:${port}`);
     for (const type of ['auth_fail', 'auth_ok', 'abusive_behavior', 'bad_user']) {
-      for (const outcome of ['matched', 'no_rule']) assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome })), 0, `${type} ${outcome}`);
+      assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome: 'matched', rule: 'blocklistd' })), 0, `${type} matched`);
+      assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome: 'no_rule', rule: '' })), 0, `${type} no_rule`);
     }
+    for (const origin of ['limit', 'restore', 'manual']) assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin, rule: 'blocklistd' })), 0, origin);
+    for (const origin of ['expiry', 'reset', 'manual']) assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin, rule: 'blocklistd' })), 0, origin);
+    // no series of a name the configuration does not have, until one is needed
+    assert.deepEqual([...samples.keys()].filter((k) => k.includes('rule="_other"')), []);
     for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type']) {
       assert.equal(samples.get(sampleKey('blocklistd_notifications_dropped_total', { reason })), 0, reason);
     }
@@ -398,5 +409,124 @@ describe('blocklistd --metrics', () => {
     // prom-client's default event-loop monitor alone made about 300
     assert.ok(quiet <= 15, `${quiet} without --metrics`);
     assert.ok(monitored <= 30, `${monitored} with --metrics`);
+  });
+});
+
+describe('blocklistd --metrics for dashboards (issue 15)', () => {
+  test('rule names as labels, bound at each load; _other for a name the configuration lacks; build info; reload success, time and rule counts', async (t) => {
+    const [ssh, web, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const address = `127.0.0.1:${metricsPort}`;
+    const before = Date.now() / 1000;
+    const daemon = await started(t, `${ssh} stream * * ssh 3 1h\n${web} stream * * -web 1 1h\n`, ['--metrics', address]);
+    await daemon.waitFor(/metrics on /);
+    const control = join(daemon.dir, 'blocklistd.ctl');
+    const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+
+    let samples = await scrape(address);
+    assert.equal(samples.get(sampleKey('blocklistd_build_info', { version, node: process.version, platform: process.platform })), 1);
+    assert.equal(samples.get('blocklistd_reload_success'), 1);
+    const loadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
+    assert.ok(loadedAt >= Math.floor(before) && loadedAt <= Date.now() / 1000, `loaded at ${loadedAt}`);
+    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
+    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 0);
+    const rules = (name: string): Set<string> => new Set([...samples.keys()].filter((k) => k.startsWith(`${name}{`)).flatMap((k) => /rule="([^"]*)"/.exec(k)?.[1] ?? []));
+    // the rules' names and -R's (a manual block no rule matches gets it)
+    assert.deepEqual(rules('blocklistd_blocks_total'), new Set(['ssh', 'blocklistd-web', 'blocklistd']));
+    assert.deepEqual(rules('blocklistd_notifications_total'), new Set(['', 'ssh', 'blocklistd-web', 'blocklistd']));
+
+    const reporter = await Reporter.connect(daemon.socket, web, '127.0.0.7');
+    t.after(() => reporter.close());
+    reporter.report(AUTH_FAIL, 'w1');
+    await daemon.waitFor(new RegExp(`blocked 127\\.0\\.0\\.7/32:${web} for 3600 seconds`));
+    let r = await ctl(['block', '-t', '1h', '-n', 'custom', '--control', control, '10.1.1.1']);
+    assert.equal(r.code, 0, r.stderr);
+    r = await ctl(['unblock', '--control', control, '10.1.1.1']);
+    assert.equal(r.code, 0, r.stderr);
+    samples = await scrape(address);
+    assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'blocklistd-web' })), 1);
+    assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'ssh' })), 0);
+    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
+    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: '_other' })), 1);
+    assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin: 'manual', rule: '_other' })), 1);
+    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: 'custom' })), undefined, 'no series of its own');
+    // status sums the rules up
+    const status = JSON.parse((await ctl(['status', '--json', '--control', control])).stdout) as { result: { counters: Record<string, Record<string, number>> } };
+    assert.deepEqual(status.result.counters.blocks, { limit: 1, restore: 0, manual: 1 });
+    assert.equal(status.result.counters.notifications['auth_fail:matched'], 1);
+
+    // a reload binds the new names; the old ones keep their counts
+    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} dgram * * fresh 3 1h\n[remote]\n10.0.0.0/8:${ssh} * * * /24 = =\n`);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    r = await ctl(['reload', '--control', control]);
+    assert.equal(r.code, 0, r.stderr);
+    samples = await scrape(address);
+    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'fresh' })), 0);
+    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
+    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
+    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 1);
+    assert.equal(samples.get('blocklistd_reload_success'), 1);
+    const reloadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
+    assert.ok(reloadedAt > loadedAt, `${reloadedAt} after ${loadedAt}`);
+
+    // a configuration with an error: refused over the control socket, applied without the bad line on SIGHUP; either way a failed load
+    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} stream * * ssh three 1h\n`);
+    r = await ctl(['reload', '--control', control]);
+    assert.equal(r.code, 1);
+    samples = await scrape(address);
+    assert.equal(samples.get('blocklistd_reload_success'), 0);
+    assert.equal(samples.get('blocklistd_reload_timestamp_seconds'), reloadedAt);
+    const mark = daemon.stderr.length;
+    daemon.child.kill('SIGHUP');
+    await daemon.waitFor(/reloaded .*: 1 rules/, mark);
+    samples = await scrape(address);
+    assert.equal(samples.get('blocklistd_reload_success'), 0);
+    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 1);
+    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n`);
+    daemon.child.kill('SIGHUP');
+    await daemon.waitFor(/reloaded .*: 1 rules .*0 added, 0 removed, 0 changed/, mark);
+    samples = await scrape(address);
+    assert.equal(samples.get('blocklistd_reload_success'), 1);
+  });
+
+  test('the Grafana dashboard (etc/grafana/blocklistd.json): every metric its queries name is exported', async (t) => {
+    const dashboard = JSON.parse(readFileSync(join(repoRoot, 'etc/grafana/blocklistd.json'), 'utf8')) as {
+      panels: { type: string; title: string; targets?: { expr: string }[] }[];
+      templating: { list: { name: string; type: string; query: unknown }[] };
+    };
+    // importable with a Prometheus chosen at import: a data source variable that every query uses
+    assert.ok(dashboard.templating.list.some((v) => v.name === 'datasource' && v.type === 'datasource' && v.query === 'prometheus'));
+    const queries: string[] = [];
+    const walk = (node: unknown): void => {
+      if (Array.isArray(node)) node.forEach(walk);
+      else if (node !== null && typeof node === 'object') {
+        for (const [key, value] of Object.entries(node)) {
+          if (['expr', 'query', 'definition'].includes(key) && typeof value === 'string') queries.push(value);
+          else walk(value);
+        }
+      }
+    };
+    walk(dashboard);
+    const panels = dashboard.panels.filter((p) => p.type !== 'row');
+    assert.ok(panels.length >= 15, `${panels.length} panels`);
+    for (const p of panels) assert.ok((p.targets ?? []).length > 0 && p.targets!.every((q) => q.expr !== ''), `${p.title}: a query`);
+    const text = JSON.stringify(dashboard);
+    for (const m of text.matchAll(/"datasource":\{"type":"(\w+)","uid":"([^"]*)"\}/g)) assert.deepEqual([m[1], m[2]], ['prometheus', '${datasource}']);
+
+    const port = await freePort();
+    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
+    await daemon.waitFor(/metrics on /);
+    const body = (await request(`http://127.0.0.1:${port}/metrics`)).body;
+    const exported = new Map([...body.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => [m[1], m[2]]));
+    const named = new Set(queries.flatMap((q) => [...q.matchAll(/\b(?:blocklistd|process|nodejs)_\w+/g)].map((m) => m[0])));
+    assert.ok(named.size >= 20, `${named.size} metrics named`);
+    const missing = [...named].filter((name) => {
+      if (exported.has(name)) return false;
+      const histogram = /^(.*)_(?:bucket|sum|count)$/.exec(name)?.[1];
+      return histogram === undefined || exported.get(histogram) !== 'histogram';
+    });
+    assert.deepEqual(missing, [], 'named by the dashboard, not exported');
+    // and the dashboard shows what matters: every metric of the daemon's own
+    const unshown = [...exported.keys()].filter((name) => name.startsWith('blocklistd_') && !named.has(name) && ![...named].some((n) => n.startsWith(`${name}_`)));
+    assert.deepEqual(unshown, [], 'exported, not on the dashboard');
   });
 });

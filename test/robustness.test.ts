@@ -717,7 +717,7 @@ describe('robustness: a full disk', { skip: isRoot ? false : 'needs root: mounts
       await sleep(6000);
       const cpu = (cpuTicks(pid) - ticks) / 6;
       const rems = daemon.helperCalls().filter((c) => c.startsWith('rem '));
-      const released = daemon.stderr.match(/^released 10\.4\.0\.\d+\/32:\d+ after 3 seconds$/gm) ?? [];
+      const released = daemon.stderr.match(/^released 10\.4\.0\.\d+\/32:\d+ after 3 seconds \(blocked \d+s\)$/gm) ?? [];
       const errors = daemon.stderr.slice(failedAt).match(/^state_put: failed/gm) ?? [];
       t.diagnostic(`full disk, 6 s: ${rems.length} rems for ${N} blocks, ${released.length} released lines, ${errors.length} error lines, ${cpu.toFixed(1)} clock ticks of CPU a second`);
       assert.equal(rems.length, N, 'one rem per block');

@@ -2,7 +2,7 @@
 // Parsing the printed text gives the same rules, and upstream reads it the
 // same way (durations are written as `1h,30m`, which both agree on).
 import { toText } from './ip.js';
-import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type ConfEnv, type Rule } from './types.js';
+import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type ConfEnv, type Rule, type RuleSet } from './types.js';
 
 /** A number field: `*`, `=` or the value. */
 export function formatNumber(n: number): string {
@@ -116,4 +116,43 @@ export function debugListing(rules: { local: readonly Rule[]; remote: readonly R
     header('source'),
     ...rules.remote.map((r) => debugRule(r, defaultName, families)),
   ].join('\n');
+}
+
+/** What a reload changed, each rule as `[section] line` (fields separated by spaces). */
+export interface RuleChanges {
+  added: string[];
+  removed: string[];
+  /** The same rule with another nfail or duration: `[section] fields: old -> new`. */
+  changed: string[];
+}
+
+/** The rules of `after` against those of `before`: a rule is its fields but nfail and duration, which can change. */
+export function ruleChanges(before: RuleSet, after: RuleSet, families: ConfEnv['families']): RuleChanges {
+  const byRule = (rules: RuleSet): Map<string, string[]> => {
+    const out = new Map<string, string[]>();
+    for (const [section, list] of [['local', rules.local], ['remote', rules.remote]] as const) {
+      for (const rule of list) {
+        const fields = formatRule(rule, families).split('\t');
+        const key = `[${section}] ${fields.slice(0, 5).join(' ')}`;
+        out.set(key, [...(out.get(key) ?? []), fields.slice(5).join(' ')]);
+      }
+    }
+    return out;
+  };
+  const old = byRule(before);
+  const changes: RuleChanges = { added: [], removed: [], changed: [] };
+  for (const [key, values] of byRule(after)) {
+    // what both have is unchanged; the rest pairs up as changes, the remainder added or removed
+    const gone = [...(old.get(key) ?? [])];
+    old.delete(key);
+    const come = values.filter((v) => {
+      const i = gone.indexOf(v);
+      if (i >= 0) gone.splice(i, 1);
+      return i < 0;
+    });
+    come.forEach((v, i) => (i < gone.length ? changes.changed.push(`${key}: ${gone[i]} -> ${v}`) : changes.added.push(`${key} ${v}`)));
+    for (const v of gone.slice(come.length)) changes.removed.push(`${key} ${v}`);
+  }
+  for (const [key, values] of old) for (const v of values) changes.removed.push(`${key} ${v}`);
+  return changes;
 }

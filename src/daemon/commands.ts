@@ -11,7 +11,7 @@ import { TEXT_MAX, decodeText } from '../protocol/wire.js';
 import { unfinished } from '../run/helper.js';
 import { entryJson } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
-import { ANY, WireType, type EffectiveRule, type Entry, type Notification } from '../types.js';
+import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
 import type { Peer } from './control.js';
 import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
@@ -24,6 +24,8 @@ export interface CommandContext {
   readonly store: StateStore;
   readonly metrics: Metrics;
   readonly debug: number;
+  /** The daemon channel: manual actions are logged with who asked. */
+  readonly log: LogFn;
   readonly batchMode: boolean;
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
@@ -42,9 +44,30 @@ export interface CommandContext {
 /** Entries listed in one response at most; counts are always complete. */
 const LIST_MAX = 1000;
 
-const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
+export const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
+
+/** Requests that change the daemon's state: logged with the requesting uid and pid (reports have their processing line). */
+const MANUAL = new Set(['block', 'unblock', 'flush', 'reload']);
+/** A request's arguments in its log line, at most this many characters. */
+const ARGS_SHOWN_MAX = 300;
 
 export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
+  if (!MANUAL.has(command)) return dispatch(c, command, args, peer);
+  // as JSON: whatever the client sent, it cannot break the line (a newline would be a second syslog record)
+  let shown = JSON.stringify(args);
+  if (shown.length > ARGS_SHOWN_MAX) shown = `${shown.slice(0, ARGS_SHOWN_MAX)}...`;
+  const who = `uid ${peer.uid} pid ${peer.pid}`;
+  const fields = { event: 'manual', command, request: shown, uid: peer.uid, gid: peer.gid, peerPid: peer.pid };
+  c.log('notice', `control: ${command} ${shown} requested by ${who}`, fields);
+  try {
+    return await dispatch(c, command, args, peer);
+  } catch (e) {
+    c.log('warning', `control: ${command} requested by ${who} failed: ${(e as Error).message}`, { ...fields, error: (e as Error).message });
+    throw e;
+  }
+}
+
+async function dispatch(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   switch (command) {
     case 'status':
       return status(c);

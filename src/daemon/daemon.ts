@@ -5,7 +5,7 @@
 import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
-import { debugListing } from '../conf/format.js';
+import { debugListing, ruleChanges } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
 import { compileRules } from '../conf/match.js';
 import { where } from '../conf/ruleset.js';
@@ -16,7 +16,7 @@ import { ControlError } from '../protocol/control.js';
 import { NotificationSocket, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { StateError, StateStore } from '../state/store.js';
-import { runCommand, type CommandContext } from './commands.js';
+import { VERSION, runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
 import type { DaemonLogger } from './log.js';
@@ -32,6 +32,9 @@ const SEVERITY_LEVEL = { error: 'err', warning: 'warning', info: 'info' } as con
 
 /** A sender over its limit is logged at most this often (ms). */
 const LIMIT_LOG_MS = 60_000;
+
+/** Rule changes a reload lists in the log, one line each; the rest are counted. */
+const RELOAD_LIST_MAX = 20;
 
 /** How long running helper calls may take to finish at shutdown. */
 const STOP_GRACE_MS = 10_000;
@@ -64,6 +67,8 @@ export class Daemon {
   private stopping = false;
   private started = false;
   private batchMode = false;
+  /** The helper's answer to `capabilities`, for the start line. */
+  private capabilities: string[] = [];
   private reloadPending = false;
   private reloading: Promise<void> = Promise.resolve();
   /** The last refresh of the packet filter asked for (refreshFilter), and the one not started yet. */
@@ -88,7 +93,8 @@ export class Daemon {
   async start(): Promise<void> {
     const o = this.options;
     const passed = listenSockets();
-    this.applyRules(this.loadRules());
+    const loaded = this.loadRules();
+    this.applyRules(loaded);
 
     const existed = existsSync(o.db);
     try {
@@ -102,6 +108,7 @@ export class Daemon {
     this.trusted = await this.trustedSenders();
     this.limiter = this.senderLimiter();
     const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
+    this.countRules(loadedCleanly(loaded));
     const env = systemEnv(o.ruleName);
     this.helper = new HelperRunner({
       program: o.helper,
@@ -126,6 +133,7 @@ export class Daemon {
 
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
     const capabilities = await this.helper.capabilities();
+    this.capabilities = [...capabilities];
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
     if (this.stopping) return;
@@ -164,17 +172,43 @@ export class Daemon {
           if (batch.length > 0) engine.processBatch(batch);
         },
         (message) => {
-          this.log('err', message);
-          void this.stop(1);
+          void this.stop(1, message);
         },
       );
     }
     engine.armExpiry();
     this.started = true;
+    this.logStart();
     this.notifier?.ready(`listening on ${this.sockets.map((s) => s.path).join(', ')}`);
     const watchdog = this.notifier?.startWatchdog();
     if (watchdog !== undefined && this.debug > 0) this.log('debug', `systemd watchdog: a ping every ${watchdog} ms`);
     if (this.reloadPending) this.reload();
+  }
+
+  /** What an operator checks first: which files, sockets and helper this daemon uses. */
+  private logStart(): void {
+    const o = this.options;
+    const { local, remote } = this.ruleSet;
+    const sockets = this.sockets.map((s) => s.path);
+    const control = this.control?.path;
+    const helper = `${o.helper}${this.capabilities.length > 0 ? ` (${this.capabilities.join(' ')})` : ''}`;
+    this.log(
+      'info',
+      `blocklistd ${VERSION} started: configuration ${o.config} (${local.length + remote.length} rules: ${local.length} local, ${remote.length} remote), ` +
+        `database ${o.db}, sockets ${sockets.join(', ')}, control socket ${control ?? 'none'}, helper ${helper}${o.metrics === undefined ? '' : `, metrics on ${o.metrics.text}`}`,
+      {
+        event: 'start',
+        version: VERSION,
+        config: o.config,
+        rules: local.length + remote.length,
+        database: o.db,
+        sockets,
+        control,
+        helper: o.helper,
+        capabilities: this.capabilities,
+        metrics: o.metrics?.text,
+      },
+    );
   }
 
   /**
@@ -319,6 +353,7 @@ export class Daemon {
       store: this.store!,
       metrics: this.metrics!,
       debug: this.debug,
+      log: this.log,
       batchMode: this.batchMode,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
@@ -397,8 +432,14 @@ export class Daemon {
       this.notifier?.reloading();
       try {
         const loaded = this.loadRules();
-        if (!accept(loaded)) return false;
-        this.applyRules(loaded);
+        if (!accept(loaded)) {
+          this.metrics?.configLoaded(false);
+          return false;
+        }
+        const before = this.ruleSet;
+        const applied = this.applyRules(loaded);
+        if (applied) this.logReload(before);
+        this.countRules(applied && loadedCleanly(loaded));
         return true;
       } finally {
         if (!this.stopping) this.notifier?.ready('configuration reloaded');
@@ -410,6 +451,30 @@ export class Daemon {
       () => {},
     );
     return applied.then((changed) => (changed && this.options.restore ? this.refreshFilter() : undefined));
+  }
+
+  /** The metrics of a load of the configuration: its success, the rules in force, their names as labels. */
+  private countRules(ok: boolean): void {
+    const { local, remote } = this.ruleSet;
+    // the names a block can get: the rules', and -R's for a manual block no rule matches
+    const names = new Set([this.options.ruleName]);
+    for (const rule of [...local, ...remote]) if (rule.name !== '') names.add(rule.name);
+    this.metrics?.configLoaded(ok, { names, local: local.length, remote: remote.length });
+  }
+
+  /** The rules a reload put in force, and what changed against those before. */
+  private logReload(before: RuleSet): void {
+    const { local, remote } = this.ruleSet;
+    const changes = ruleChanges(before, this.ruleSet, systemEnv(this.options.ruleName).families);
+    const { added, removed, changed } = changes;
+    this.log(
+      'info',
+      `reloaded ${this.options.config}: ${local.length + remote.length} rules (${local.length} local, ${remote.length} remote): ${added.length} added, ${removed.length} removed, ${changed.length} changed`,
+      { event: 'reload', config: this.options.config, rules: local.length + remote.length, added: added.slice(0, RELOAD_LIST_MAX), removed: removed.slice(0, RELOAD_LIST_MAX), changed: changed.slice(0, RELOAD_LIST_MAX) },
+    );
+    const lines = (['added', 'removed', 'changed'] as const).flatMap((change) => changes[change].map((line) => ({ change, line })));
+    for (const { change, line } of lines.slice(0, RELOAD_LIST_MAX)) this.log('info', `reload: ${change} ${line}`, { event: 'reload', change, line });
+    if (lines.length > RELOAD_LIST_MAX) this.log('info', `reload: and ${lines.length - RELOAD_LIST_MAX} more changes`);
   }
 
   /**
@@ -438,9 +503,10 @@ export class Daemon {
    * SIGTERM, SIGINT, SIGQUIT: stop receiving, let running helper calls
    * finish (bounded), close the database, remove the socket files.
    */
-  async stop(status = 0): Promise<number> {
+  async stop(status = 0, reason = 'stop requested'): Promise<number> {
     if (this.stopping) return status;
     this.stopping = true;
+    this.log(status === 0 ? 'info' : 'err', `stopping: ${reason}`, { event: 'stop', reason, status });
     this.notifier?.stopping();
     clearInterval(this.interfaceTimer);
     clearTimeout(this.limitLogTimer);
@@ -478,6 +544,9 @@ export class Daemon {
     }
   }
 }
+
+/** Read, and without errors. */
+const loadedCleanly = (loaded: LoadResult): boolean => loaded.found && !loaded.diagnostics.some((d) => d.severity === 'error');
 
 function describe(d: Diagnostic): string {
   return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;

@@ -23,9 +23,9 @@ import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf
 import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
-import type { BlockOrigin, Metrics, ReleaseOrigin } from './metrics.js';
-import { localTime } from '../time.js';
-import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
+import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
+import { elapsed, localTime } from '../time.js';
+import { ANY, WireType, type EffectiveRule, type Entry, type LogFields, type LogFn, type Notification } from '../types.js';
 
 /** Releases started by one expiry pass; the next pass starts when they finish. */
 const EXPIRE_CHUNK = 64;
@@ -127,6 +127,31 @@ const remLeftRule = (r: HelperResult, id: string): boolean => r.line === undefin
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
 const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
 
+/** An entry's fields in a JSON log line (`address`: the client's, unmasked); a port or protocol of any, and forever (-1), left out. */
+function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
+  const proto = targetOf(k).proto;
+  return {
+    event,
+    address,
+    mask: k.lmask,
+    port: k.port === ANY ? undefined : k.port,
+    proto: proto === '' ? undefined : proto,
+    rule: k.name,
+    nfail: k.nfail === ANY ? undefined : k.nfail,
+  };
+}
+
+/** What a release line adds to upstream's: how long the block lasted, when known. */
+const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
+
+/** The fields of a "blocked" line; `duration` is the rule's. */
+const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
+  ...entryFields('block', k, address),
+  origin,
+  count,
+  duration: k.duration === ANY ? undefined : k.duration,
+});
+
 /** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
 export class EngineBusy extends Error {
   constructor(
@@ -149,6 +174,12 @@ export class Engine {
    * id cleared): written again by expiry, never released again.
    */
   private readonly unrecorded = new Map<string, Entry>();
+  /**
+   * When each block in the packet filter began (seconds), for the release
+   * line: the failure that reached the limit, a manual block's request.
+   * Not in the database: after a restart the entry's last failure stands in.
+   */
+  private readonly blockedSince = new Map<string, number>();
   /** During settleBatch's transaction: what waits for its commit. */
   private settling: (() => void)[] | undefined;
   /** Database writes failing: when expiry tries again, the back-off, the log's rate limit (monotonic ms). */
@@ -273,12 +304,13 @@ export class Engine {
     const { log, store } = this.o;
     const debug = this.o.debug() > 0;
     if (debug || n.text !== '' || n.report !== undefined) {
-      const via = n.report === undefined ? '' : ` report source=${n.report.source}`;
-      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`);
+      const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
+      const fields: LogFields = { event: 'notification', type: typeLabel(n.type), address: n.remote.address, port: n.remote.port, uid: n.uid, gid: n.gid, peerPid: n.pid, text: n.text, source: n.report?.source };
+      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
     }
     const probe = probeOf(n, this.o.families);
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
-    this.o.metrics?.notification(n.type, !!match, n.report !== undefined);
+    this.o.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
@@ -304,7 +336,7 @@ export class Engine {
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`);
+        if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, n.remote.address, 'limit', e.count), renewed: true });
         else if (!this.pendingAdds.has(id)) {
           this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address, origin: 'limit' });
           added.push(id);
@@ -314,7 +346,7 @@ export class Engine {
     }
     store.put(e);
     written.push(id);
-    if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
+    if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`, { ...entryFields('count', key), count: e.count });
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
@@ -431,8 +463,10 @@ export class Engine {
         return;
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`);
-      this.o.metrics?.block(pending.origin);
+      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
+      this.o.metrics?.block(pending.origin, key.name);
+      // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
+      if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
@@ -464,15 +498,27 @@ export class Engine {
         this.armExpiry();
         return;
       }
+      const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${where(k)} after ${k.duration} seconds`);
-        this.o.metrics?.release(origin);
+        log('info', `released ${where(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
+        this.o.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
       this.unrecorded.set(id, e);
       if (this.guard(() => this.recordRelease(k))) this.committed(() => this.unrecorded.delete(id));
       this.armExpiry();
     });
+  }
+
+  /**
+   * How long the block of `e` lasted until now (seconds), and forgets its
+   * start; undefined when unknown (a forever block lifted by AUTH_OK after a
+   * restart: its last failure is gone too).
+   */
+  private lasted(id: string, e: Entry): number | undefined {
+    const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
+    this.blockedSince.delete(id);
+    return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
   }
 
   /** After a rem worked: the entry deleted if still due, else without its id (a failure came in meanwhile). */
@@ -799,9 +845,10 @@ export class Engine {
         // an entry without id had a failed add: the rem is a best try
         if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
         this.guard(() => store.delete(e.key));
+        const lasted = this.lasted(id, e);
         if (e.id === '') return void done.deleted.push(e);
-        log('info', `released ${where(e.key)} by hand`);
-        this.o.metrics?.release('manual');
+        log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
+        this.o.metrics?.release('manual', e.key.name);
         done.released.push(e);
       }),
     );
@@ -828,6 +875,7 @@ export class Engine {
         }
         for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
         for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
+        for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
         return { name, ok: true, deleted };
       }),
     );

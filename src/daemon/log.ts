@@ -1,5 +1,5 @@
-// The daemon's two log channels (daemon.md §9.1) through pino, to syslog,
-// to plain stderr lines (what upstream prints with -d) or to pino's JSON
+// The daemon's two log channels (daemon.md §9.1): to syslog, to plain
+// stderr lines (what upstream prints with -d) or, through pino, to JSON
 // lines on stdout.  Writes to stderr and stdout are synchronous so that no
 // line is lost at exit.
 //
@@ -14,11 +14,16 @@
 // drops the line where glibc would wait for the syslog daemon.  Without a
 // syslog daemon (containers) lines are dropped, the failure is reported on
 // stderr when it starts, and connecting is retried at most every 10 s.
+//
+// A line is a message and, for the JSON output, structured fields (event,
+// address, rule, ...) that pino writes beside `msg`; the text outputs write
+// the message as it is, without going through pino: no JSON is made only
+// to be parsed again.
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorMap } from 'node:util';
 import { pino, type DestinationStream } from 'pino';
-import type { LogFn, LogLevel } from '../types.js';
+import type { LogFields, LogFn, LogLevel } from '../types.js';
 
 export type LogOutput = 'syslog' | 'stderr' | 'json';
 
@@ -73,13 +78,6 @@ const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
   createSocket(type: 'unix_dgram'): UnixDgramSocket;
 };
 const CONGESTION = 1;
-
-/** A line pino wrote, as the destinations below read it. */
-interface PinoLine {
-  level: LogLevel;
-  time: number;
-  msg: string;
-}
 
 /** The records glibc's syslog(3) sends for `message`, one per line, carriage returns removed. */
 export function syslogRecords(ident: string, pid: number, level: LogLevel, time: Date, message: string): string[] {
@@ -172,7 +170,8 @@ function standardStream(fd: 1 | 2): DestinationStream {
   return stream;
 }
 
-function channel(destination: DestinationStream): LogFn {
+/** pino's JSON lines: the fields beside the message. */
+function jsonChannel(destination: DestinationStream): LogFn {
   const logger = pino(
     {
       customLevels: PINO_LEVELS,
@@ -182,7 +181,7 @@ function channel(destination: DestinationStream): LogFn {
     },
     destination,
   );
-  return (level, message) => logger[level](message);
+  return (level, message, fields?: LogFields) => (fields === undefined ? logger[level](message) : logger[level](fields, message));
 }
 
 export function createLogger(options: LoggerOptions): DaemonLogger {
@@ -192,21 +191,16 @@ export function createLogger(options: LoggerOptions): DaemonLogger {
   const open = (output: LogOutput): LogFn => {
     switch (output) {
       case 'json':
-        return channel(standardStream(1));
+        return jsonChannel(standardStream(1));
       case 'stderr':
-        return channel({ write: (line) => stderr.write(`${(JSON.parse(line) as PinoLine).msg}\n`) });
+        return (_level, message) => stderr.write(`${message}\n`);
       case 'syslog': {
         const sender = (syslog ??= new SyslogSender(
           options.syslogPath ?? DEFAULT_SYSLOG_PATH,
           options.syslogRetryMs ?? DEFAULT_RETRY_MS,
           (text) => stderr.write(`${ident}: ${text}\n`),
         ));
-        return channel({
-          write: (line) => {
-            const { level, time, msg } = JSON.parse(line) as PinoLine;
-            sender.send(syslogRecords(ident, process.pid, level, new Date(time), msg));
-          },
-        });
+        return (level, message) => sender.send(syslogRecords(ident, process.pid, level, new Date(), message));
       }
     }
   };

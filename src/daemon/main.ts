@@ -106,7 +106,7 @@ export async function main(argv: string[]): Promise<void> {
     logger.log('crit', `internal error: ${e.stack ?? String(e)}`);
     exit(1);
   });
-  installSignals(daemon, logger, (status) => void daemon.stop(status).then(exit));
+  installSignals(daemon, logger, (reason) => void daemon.stop(0, reason).then(exit));
 
   try {
     await daemon.start();
@@ -121,9 +121,9 @@ export async function main(argv: string[]): Promise<void> {
   if (readyFd !== undefined) tellParent(readyFd, 'ready\n');
 }
 
-function installSignals(daemon: Daemon, logger: DaemonLogger, stop: (status: number) => void): void {
+function installSignals(daemon: Daemon, logger: DaemonLogger, stop: (reason: string) => void): void {
   process.on('SIGHUP', () => daemon.reload());
-  for (const signal of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(signal, () => stop(0));
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGQUIT'] as const) process.on(signal, () => stop(signal));
   // a listener keeps Node from starting its inspector on SIGUSR1
   process.on('SIGUSR1', () => {
     daemon.debug++;

@@ -2,8 +2,16 @@
 // Prometheus text by the optional --metrics listener and summed up by the
 // control socket's `status`.  The hot path only increments children bound
 // to their labels in advance: no label lookup per notification.
+//
+// Notifications, blocks and releases carry the rule's name (issue 15): the
+// names come from the configuration, bound when it is loaded, so that their
+// number stays bounded; a name the configuration does not have (a manual
+// block's --name, a restored entry of a rule since removed) counts as
+// `_other`.  The process's own figures have the standard names
+// (process_cpu_seconds_total, process_resident_memory_bytes, ...).
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+import { createRequire } from 'node:module';
 import type { DropReason } from '../protocol/receive.js';
 import { WireType } from '../types.js';
 
@@ -19,9 +27,20 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
+/** A wire type's name in metric labels and JSON log lines. */
+export const typeLabel = (type: number): string => TYPE_LABEL[type] ?? String(type);
+
 /** The receive path's reasons, and the per-sender limit's (`rate_limit`, the daemon's). */
 export type DroppedReason = DropReason | 'rate_limit';
 const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit'];
+
+/** The rule label of names the configuration does not have. */
+export const OTHER_RULE = '_other';
+
+/** prom-client's gauges whose names end in _total, which Prometheus reserves for counters: nodejs_active_handles etc. say the same by type. */
+const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 /** Scrapes served at once; connections beyond are closed at once (a scrape is cheap: no table is counted). */
 export const METRICS_MAX_CONNECTIONS = 64;
@@ -37,19 +56,33 @@ interface Inc {
   inc(value?: number): void;
 }
 
+/** The series of one rule name: notifications matched, by wire type; blocks and releases by origin. */
+interface RuleSeries {
+  notifications: Inc[];
+  blocks: Record<BlockOrigin, Inc>;
+  releases: Record<ReleaseOrigin, Inc>;
+}
+
 export class Metrics {
   readonly registry = new Registry();
   readonly started = Date.now();
-  private readonly notifications: Counter<'type' | 'outcome'>;
-  /** By wire type, then [no rule, matched]. */
-  private readonly notificationChildren: Inc[][] = [];
+  private readonly notifications: Counter<'type' | 'outcome' | 'rule'>;
+  /** By wire type: no rule matched. */
+  private readonly unmatched: Inc[] = [];
+  /** By rule name, bound when the configuration is loaded (setRules). */
+  private readonly byRule = new Map<string, RuleSeries>();
+  /** Made at its first use: most daemons never need it. */
+  private other: RuleSeries | undefined;
   private readonly reports: Counter<'type' | 'outcome'>;
   /** The same for the notifications that came from control `report` requests. */
   private readonly reportChildren: Inc[][] = [];
   private readonly droppedCounter: Counter<'reason'>;
   private readonly droppedChildren = new Map<DroppedReason, Inc>();
-  private readonly blocks: Counter<'origin'>;
-  private readonly releases: Counter<'origin'>;
+  private readonly blocks: Counter<'origin' | 'rule'>;
+  private readonly releases: Counter<'origin' | 'rule'>;
+  private readonly reloadSuccess: Gauge;
+  private readonly reloadTime: Gauge;
+  private readonly configRules: Gauge<'section'>;
   private readonly helperCalls: Counter<'action' | 'result'>;
   private readonly helperSeconds: Histogram<'action'>;
   private readonly receiveBatch: Histogram;
@@ -59,20 +92,16 @@ export class Metrics {
   /** `entries()`, `blocked()` and `sockets()` are read at each scrape: they must be cheap (kept counts, no table scan). */
   constructor(sizes: { entries: () => number; blocked: () => number; sockets?: () => readonly SocketQueueSource[] }) {
     const registers = [this.registry];
-    this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type and outcome (matched a rule or not)', labelNames: ['type', 'outcome'], registers });
-    for (const [type, label] of Object.entries(TYPE_LABEL)) {
-      this.notificationChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.notifications.labels(label, outcome)));
-    }
+    this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type, outcome (matched a rule or not) and rule name (empty: no rule)', labelNames: ['type', 'outcome', 'rule'], registers });
+    for (const [type, label] of Object.entries(TYPE_LABEL)) this.unmatched[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'no_rule', rule: '' }));
     this.reports = new Counter({ name: 'blocklistd_reports_total', help: 'Notifications of them that came from control report requests (log watchers), by type and outcome', labelNames: ['type', 'outcome'], registers });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
     this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit)', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
-    this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took: a limit reached, a restore (-r), a manual block', labelNames: ['origin'], registers });
-    this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted: expired, reset by AUTH_OK (forever blocks), manual', labelNames: ['origin'], registers });
-    for (const origin of BLOCK_ORIGINS) zeroed(this.blocks.labels(origin));
-    for (const origin of RELEASE_ORIGINS) zeroed(this.releases.labels(origin));
+    this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took, by origin (a limit reached, a restore (-r), a manual block) and rule name', labelNames: ['origin', 'rule'], registers });
+    this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted, by origin (expired, reset by AUTH_OK (forever blocks), manual) and rule name', labelNames: ['origin', 'rule'], registers });
     this.helperCalls = new Counter({ name: 'blocklistd_helper_calls_total', help: 'Helper calls by action and result', labelNames: ['action', 'result'], registers });
     this.helperSeconds = new Histogram({
       name: 'blocklistd_helper_duration_seconds',
@@ -84,6 +113,10 @@ export class Metrics {
     this.receiveBatch = new Histogram({ name: 'blocklistd_receive_batch_size', help: 'Notifications handed over per wake-up of the event loop', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], registers });
     this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
     this.evictions = new Counter({ name: 'blocklistd_evictions_total', help: 'Entries not blocked deleted, soonest expiry first, to keep the database within --max-entries', registers });
+    new Gauge({ name: 'blocklistd_build_info', help: 'Always 1: the version of blocklistd and of Node.js in the labels', labelNames: ['version', 'node', 'platform'], registers }).set({ version: VERSION, node: process.version, platform: process.platform }, 1);
+    this.reloadSuccess = new Gauge({ name: 'blocklistd_reload_success', help: 'Whether the last load of the configuration (start or reload) succeeded without errors: 1, else 0', registers });
+    this.reloadTime = new Gauge({ name: 'blocklistd_reload_timestamp_seconds', help: 'When the configuration was last loaded without errors (seconds since the epoch)', registers });
+    this.configRules = new Gauge({ name: 'blocklistd_config_rules', help: 'Rules in force, by section of the configuration', labelNames: ['section'], registers });
     new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
       this.set(sizes.entries());
     } });
@@ -100,9 +133,38 @@ export class Metrics {
     } });
   }
 
-  notification(type: number, matched: boolean, report = false): void {
-    this.notificationChildren[type]?.[matched ? 1 : 0].inc();
-    if (report) this.reportChildren[type]?.[matched ? 1 : 0].inc();
+  /** Each series of `name`, at 0. */
+  private ruleSeries(rule: string): RuleSeries {
+    const notifications: Inc[] = [];
+    for (const [type, label] of Object.entries(TYPE_LABEL)) notifications[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'matched', rule }));
+    const blocks = Object.fromEntries(BLOCK_ORIGINS.map((origin) => [origin, zeroed(this.blocks.labels({ origin, rule }))])) as Record<BlockOrigin, Inc>;
+    const releases = Object.fromEntries(RELEASE_ORIGINS.map((origin) => [origin, zeroed(this.releases.labels({ origin, rule }))])) as Record<ReleaseOrigin, Inc>;
+    return { notifications, blocks, releases };
+  }
+
+  /** The series of a rule name; `_other`'s for a name the configuration does not have. */
+  private rule(name: string): RuleSeries {
+    return this.byRule.get(name) ?? (this.other ??= this.ruleSeries(OTHER_RULE));
+  }
+
+  /**
+   * A configuration was loaded (at start or a reload), `ok` when without
+   * errors: the series of its rule names bound (those of names gone stay,
+   * as counters do), the rule counts set.  A refused reload passes no rules.
+   */
+  configLoaded(ok: boolean, rules?: { names: Iterable<string>; local: number; remote: number }): void {
+    this.reloadSuccess.set(ok ? 1 : 0);
+    if (ok) this.reloadTime.set(Date.now() / 1000);
+    if (rules === undefined) return;
+    for (const name of rules.names) if (!this.byRule.has(name)) this.byRule.set(name, this.ruleSeries(name));
+    this.configRules.set({ section: 'local' }, rules.local);
+    this.configRules.set({ section: 'remote' }, rules.remote);
+  }
+
+  /** A notification processed: `rule`, the name of the rule it matched. */
+  notification(type: number, rule: string | undefined, report = false): void {
+    (rule === undefined ? this.unmatched[type] : this.rule(rule).notifications[type])?.inc();
+    if (report) this.reportChildren[type]?.[rule === undefined ? 0 : 1].inc();
   }
 
   dropped(reason: DroppedReason, n = 1): void {
@@ -113,12 +175,12 @@ export class Metrics {
     this.evictions.inc(n);
   }
 
-  block(origin: BlockOrigin, n = 1): void {
-    this.blocks.inc({ origin }, n);
+  block(origin: BlockOrigin, rule: string): void {
+    this.rule(rule).blocks[origin].inc();
   }
 
-  release(origin: ReleaseOrigin): void {
-    this.releases.inc({ origin });
+  release(origin: ReleaseOrigin, rule: string): void {
+    this.rule(rule).releases[origin].inc();
   }
 
   helperCall(action: string, outcome: HelperOutcome, seconds: number): void {
@@ -134,13 +196,17 @@ export class Metrics {
     this.controlRequests.inc({ command, result: ok ? 'ok' : 'error' });
   }
 
-  /** The counters as `status` shows them: label values → count, per counter. */
+  /** The counters as `status` shows them: label values → count, per counter, summed over the rules. */
   async counters(): Promise<Record<string, Record<string, number>>> {
     const out: Record<string, Record<string, number>> = {};
     for (const counter of [this.notifications, this.reports, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests, this.evictions]) {
       const { name, values } = await counter.get();
       const short = name.replace(/^blocklistd_/, '').replace(/_total$/, '');
-      out[short] = Object.fromEntries(values.map((v) => [labelKey(v.labels), v.value]));
+      const sums: Record<string, number> = (out[short] = {});
+      for (const { labels, value } of values) {
+        const key = labelKey(labels);
+        sums[key] = (sums[key] ?? 0) + value;
+      }
     }
     return out;
   }
@@ -148,7 +214,8 @@ export class Metrics {
   /** Serves GET /metrics on `host:port`, the process's own figures included; resolves once listening. */
   async listen(host: string, port: number): Promise<Server> {
     // only for a scraper: the event-loop lag monitor is a timer that wakes an idle daemon (once a second here, not prom-client's 100 times)
-    collectDefaultMetrics({ register: this.registry, prefix: 'blocklistd_', eventLoopMonitoringPrecision: 1000 });
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
+    for (const name of GAUGES_NAMED_TOTAL) this.registry.removeSingleMetric(name);
     const server = createServer((req, res) => {
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
@@ -180,7 +247,10 @@ function zeroed(child: Inc): Inc {
   return child;
 }
 
+/** The label values but the rule's, joined: status sums the rules up. */
 function labelKey(labels: LabelValues<string>): string {
-  const values = Object.values(labels);
+  const values = Object.entries(labels)
+    .filter(([name]) => name !== 'rule')
+    .map(([, value]) => value);
   return values.length === 0 ? 'total' : values.join(':');
 }
