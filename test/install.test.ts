@@ -96,6 +96,7 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.equal(linux.code, 0, linux.stderr);
   const unit = readFileSync(join(stage, 'etc/systemd/system/blocklistd.service'), 'utf8');
   assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
+  assert.match(unit, /^ExecStartPre=\/opt\/bl\/sbin\/blocklistd --check --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
   assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
   assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   const watchUnit = readFileSync(join(stage, 'etc/systemd/system/blocklistd-watch.service'), 'utf8');

@@ -19,9 +19,9 @@ const TYPE_LABEL: Record<number, string> = {
   [WireType.ABUSE]: 'abusive_behavior',
   [WireType.BADUSER]: 'bad_user',
 };
-/** The receive path's reasons, and the per-sender limit's (`rate_limit`, the daemon's). */
-export type DroppedReason = DropReason | 'rate_limit';
-const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit'];
+/** The receive path's reasons, the per-sender limit's (`rate_limit`) and --allow-self's (`self`: about an own address), the daemon's. */
+export type DroppedReason = DropReason | 'rate_limit' | 'self';
+const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit', 'self'];
 
 /** Scrapes served at once; connections beyond are closed at once (a scrape is cheap: no table is counted). */
 export const METRICS_MAX_CONNECTIONS = 64;
@@ -67,7 +67,7 @@ export class Metrics {
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
-    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit)', labelNames: ['reason'], registers });
+    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit; self: about an own address, --allow-self)', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
     this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took: a limit reached, a restore (-r), a manual block', labelNames: ['origin'], registers });
     this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted: expired, reset by AUTH_OK (forever blocks), manual', labelNames: ['origin'], registers });
