@@ -605,7 +605,7 @@ function socketPlace(path: string): { problem: string | undefined; state: string
 }
 
 /** The database and the sockets as --check finds them, nothing created: the lock is only tried. */
-export function fileFacts(o: DaemonOptions): FileFacts {
+function fileFacts(o: DaemonOptions): FileFacts {
   let dbProblem: string | undefined;
   if (existsSync(o.db)) {
     try {
@@ -639,7 +639,7 @@ function errnoText(e: unknown): string {
 }
 
 /** A program as the file system shows it: a regular file this process may execute. */
-export function programState(path: string): ProgramState {
+function programState(path: string): ProgramState {
   try {
     if (!statSync(path).isFile()) return { state: 'not_executable', reason: 'not a regular file' };
     accessSync(path, fsConstants.X_OK);
@@ -651,7 +651,7 @@ export function programState(path: string): ProgramState {
 }
 
 /** `control check`: the helper's verdict on its packet-filter back end, what it printed on either output. */
-export function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck> {
+function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck> {
   return new Promise((resolve) => {
     execFile(program, ['check'], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout, stderr) => {
       const message = `${stdout}\n${stderr}`.trim().replace(/\s*\n\s*/g, '; ');
