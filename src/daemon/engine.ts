@@ -177,7 +177,7 @@ export class Engine {
   /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
   private clockOffset: number | undefined;
   /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
-  private selfLogged = new Map<string, number>();
+  private readonly selfLogged = new Map<string, number>();
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
