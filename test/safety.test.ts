@@ -4,7 +4,7 @@
 // allow-list of the sample configuration and --allow-self.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { loadConfig } from '../src/conf/load.js';
@@ -196,6 +196,21 @@ describe('warnings: logged at every start and reload, shown by status', () => {
     const allowSelf = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', args: ['--allow-self'] });
     t.after(() => allowSelf.stop('SIGKILL'));
     assert.doesNotMatch(allowSelf.stderr, warning);
+  });
+});
+
+describe('a reload that finds a fatal problem', () => {
+  test('the configuration gone: logged as an error, the rules kept, the daemon runs on, status shows it as fatal', async (t) => {
+    const daemon = await DaemonProcess.start({ config: `22 stream * * * 3 1h\n${LOOPBACK_LINES}` });
+    t.after(() => daemon.stop('SIGKILL'));
+    rmSync(daemon.config);
+    const mark = daemon.stderr.length;
+    daemon.child.kill('SIGHUP');
+    await daemon.waitFor(new RegExp(`^configuration ${escape(daemon.config)}: Cannot open '${escape(daemon.config)}' \\(No such file or directory\\)$`, 'm'), mark);
+    const status = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
+    assert.deepEqual(status.problems.map((p) => `${p.severity} ${p.code}`), ['fatal config_unreadable']);
+    assert.deepEqual((status as unknown as { rules: unknown }).rules, { local: 1, remote: 2 }, 'the rules kept');
+    assert.equal(daemon.child.exitCode, null, 'still running');
   });
 });
 
