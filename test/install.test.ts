@@ -123,6 +123,8 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.match(text, /^command="\/usr\/local\/sbin\/\$\{name\}"$/m);
   assert.match(text, /^required_files="\/usr\/local\/etc\/\$\{name\}\.conf"$/m);
   assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+  // the start-up checks before the start, with the same flags and arguments
+  assert.match(text, /^\tif ! _check=\$\(\$\{command\} --check \$\{rc_flags\} \$\{command_args\}\); then$/m);
   assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
   assert.equal((await run('sh', ['-n', rc])).code, 0);
   const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');
