@@ -69,16 +69,16 @@ describe('checks.ts: the problems the facts show', () => {
     const f = facts({ loopbackExposed: ['127.0.0.1', '::1'], warnings: ['the kernel cannot tell the network namespace'], localRules: 0 });
     assert.deepEqual(
       startupProblems(f).map((p) => `${p.severity} ${p.code}`),
-      ['fatal no_rules', 'warning loopback_not_allowed', 'warning warning'],
+      ['fatal no_rules', 'warning loopback_not_allowed', 'warning system'],
     );
     assert.match(startupProblems(f)[1]!.message, /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule/);
-    assert.deepEqual(startupProblems({ ...f, allowSelf: true }).map((p) => p.code), ['no_rules', 'warning']);
+    assert.deepEqual(startupProblems({ ...f, allowSelf: true }).map((p) => p.code), ['no_rules', 'system']);
   });
 
   test('--fail-open: every fatal problem a warning that says so', () => {
     const relaxed = failOpen(startupProblems(facts({ localRules: 0 })));
     assert.deepEqual(relaxed.map((p) => p.severity), ['warning']);
-    assert.match(relaxed[0]!.message, /nothing would ever be blocked \(--fail-open: starting anyway\)$/);
+    assert.match(relaxed[0]!.message, /nothing would ever be blocked \(--fail-open: running anyway\)$/);
   });
 
   test('the files of --check: a held database, an unusable one, a socket directory that cannot take the socket', () => {
@@ -162,7 +162,7 @@ describe('fail closed: the daemon refuses to start when it could protect nothing
       const daemon = new WatchedProcess('blocklistd', child);
       t.after(() => child.kill('SIGKILL'));
       await daemon.waitFor(/^listening on /m);
-      assert.match(daemon.text, new RegExp(`${c.message.source}.*\\(--fail-open: starting anyway\\)`));
+      assert.match(daemon.text, new RegExp(`${c.message.source}.*\\(--fail-open: running anyway\\)`));
     });
   }
 

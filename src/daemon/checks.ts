@@ -45,7 +45,7 @@ export interface StartupFacts {
   warnings: string[];
 }
 
-/** Every problem the facts show, fatal ones first. */
+/** Every problem the facts show: the configuration's, the helper's, loopback's, then those found elsewhere. */
 export function startupProblems(f: StartupFacts): Problem[] {
   const problems: Problem[] = [];
   const fatal = (code: string, message: string): number => problems.push({ severity: 'fatal', code, message });
@@ -64,18 +64,17 @@ export function startupProblems(f: StartupFacts): Problem[] {
       `no [remote] rule with nfail * covers ${f.loopbackExposed.join(' and ')} for every [local] rule: the host may block itself; add "127.0.0.0/8 * * * = * =" and "[::1] * * * = * =" under [remote], or start with --allow-self`,
     );
   }
-  for (const message of f.warnings) warning('warning', message);
+  for (const message of f.warnings) warning('system', message);
   return problems;
 }
 
 /** --fail-open: upstream's behaviour, every problem a warning. */
 export function failOpen(problems: readonly Problem[]): Problem[] {
-  return problems.map((p) => (p.severity === 'fatal' ? { ...p, severity: 'warning', message: `${p.message} (--fail-open: starting anyway)` } : p));
+  return problems.map((p) => (p.severity === 'fatal' ? { ...p, severity: 'warning', message: `${p.message} (--fail-open: running anyway)` } : p));
 }
 
-
 /** As a log line or a line of --check. */
-export const problemText = (p: Problem): string => `${p.severity === 'fatal' ? 'fatal' : 'warning'}: ${p.message}`;
+export const problemText = (p: Problem): string => `${p.severity}: ${p.message}`;
 
 const LOOPBACK = [
   { text: '127.0.0.1', address: parseIP('127.0.0.1')! },
