@@ -486,6 +486,10 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(s.metrics, null);
     assert.equal(s.debug, 2);
     assert.deepEqual(s.rules, { local: 1, remote: 1 });
+    // no [remote] line allow-lists loopback here: a warning (checks.ts), not an error
+    const loopback = (s.problems as { severity: string; code: string; message: string }[]).filter((p) => p.code === 'loopback_not_allowed');
+    assert.deepEqual(loopback.map((p) => p.severity), ['warning']);
+    assert.match(loopback[0]!.message, /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule: the host may block itself;/);
     assert.equal(s.entries, 2);
     assert.equal(s.blocked, 2);
     assert.deepEqual(
@@ -506,6 +510,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     const expected = [
       new RegExp(`^blocklistd ${escape(VERSION)}, pid ${daemon.child.pid}, up \\d+s \\(since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z\\)$`),
       new RegExp(`^configuration  ${escape(daemon.config)}: 1 local, 1 remote rules$`),
+      /^problems       warning: no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 /,
       new RegExp(`^database       ${escape(daemon.db)}: 2 entries, 2 blocked$`),
       new RegExp(`^sockets        ${escape(daemon.socket)}$`),
       new RegExp(`^socket queues  ${escape(daemon.socket)}: ${isRoot ? 1024 : '\\d+'} in the kernel, 0 waiting$`),

@@ -41,12 +41,22 @@ function assertStory(r: RunResult, uid: number): void {
   assert.match(out, /var\/demo\/blocklistd\.conf -> etc\/blocklistd\.conf \(the sample, as it is\)/);
   assert.match(out, new RegExp(`blocklistd\\.conf\\.d/demo\\.conf: "${port} stream \\* \\* \\* 3 5"`));
   assert.match(out, /nfail\s+3: blocked at the 2nd AUTH_FAIL/);
+  assert.match(out, /and "\[remote\] 127\.0\.0\.64\/26 \* \* \* = = =": the demo's "internet"/);
   const ip = (a: string): string => a.replace(/\./g, '\\.');
   const attacker = `${ip('127.0.0.66')}/32:${port}`;
   // the demo's own lines come in this order
   inOrder(out, [
-    /bob +127\.0\.0\.20 logs in as bob\/biulder: "denied"/,
-    /bob +127\.0\.0\.20 logs in as bob\/builder: "welcome bob"/,
+    /bob +127\.0\.0\.70 logs in as bob\/biulder: "denied"/,
+    /bob +127\.0\.0\.70 logs in as bob\/builder: "welcome bob"/,
+    // the host itself: the sample's loopback allow-list says why it is never blocked
+    /The host itself \(127\.0\.0\.1\) fails to log in: never blocked, the sample allow-lists loopback/,
+    /\$ blocklistctl test -c var\/demo\/blocklistd\.conf 127\.0\.0\.1 \d+$/,
+    /^\s+remote rule\s+\S*blocklistd\.conf:\d+\s+127\.0\.0\.0\/8\s+\*\s+\*\s+\*\s+=\s+\*\s+=$/,
+    /^\s+nfail\s+\*: never blocked$/,
+    /local +127\.0\.0\.1 logs in as root\/123456: "denied"/,
+    /127\.0\.0\.1 has 2 points, and nfail \* \(never\): no block, however many/,
+    /local +127\.0\.0\.1 logs in as root\/password: "denied"/,
+    /127\.0\.0\.1 has 4 points, and nfail \* \(never\): no block, however many/,
     /attacker 127\.0\.0\.66 logs in as root\/123456: "denied"/,
     /failure 1 counted: 127\.0\.0\.66 has 2\/3 points/,
     /\$ blocklistctl dump -D var\/demo\/blocklistd\.db$/,
@@ -67,10 +77,10 @@ function assertStory(r: RunResult, uid: number): void {
   // and the daemon's log lines in this one
   inOrder(out, [
     /daemon \| listening on \S*var\/demo\/blocklistd\.sock$/,
-    new RegExp(`daemon \\| processing type=1 remote=127\\.0\\.0\\.20:\\d+ msg="bad password for bob" uid=${uid} gid=${uid}$`),
-    /daemon \| process: final db state for 127\.0\.0\.20: count=2\/3 /,
-    new RegExp(`daemon \\| processing type=2 remote=127\\.0\\.0\\.20:\\d+ msg="login bob" uid=${uid} gid=${uid}$`),
-    /daemon \| process: final db state for 127\.0\.0\.20: count=0\/3 /,
+    new RegExp(`daemon \\| processing type=1 remote=127\\.0\\.0\\.70:\\d+ msg="bad password for bob" uid=${uid} gid=${uid}$`),
+    /daemon \| process: final db state for 127\.0\.0\.70: count=2\/3 /,
+    new RegExp(`daemon \\| processing type=2 remote=127\\.0\\.0\\.70:\\d+ msg="login bob" uid=${uid} gid=${uid}$`),
+    /daemon \| process: final db state for 127\.0\.0\.70: count=0\/3 /,
     /daemon \| processing type=1 remote=127\.0\.0\.66:\d+ msg="bad password for root"/,
     /daemon \| process: final db state for 127\.0\.0\.66: count=2\/3 /,
     /daemon \| process: final db state for 127\.0\.0\.66: count=4\/3 /,
@@ -82,7 +92,7 @@ function assertStory(r: RunResult, uid: number): void {
     new RegExp(`daemon \\| released ${attacker} after 5 seconds \\(blocked \\d+s\\)$`),
   ]);
   // what waits for what: the daemon listens before the first login, blocks before dump -b, releases before the last dump
-  inOrder(out, [/daemon \| listening on/, /bob +127\.0\.0\.20 logs in/]);
+  inOrder(out, [/daemon \| listening on/, /bob +127\.0\.0\.70 logs in/]);
   inOrder(out, [/daemon \| blocked 127\.0\.0\.66/, /\$ blocklistctl dump -b -r/]);
   inOrder(out, [/daemon \| released 127\.0\.0\.66/, /\$ blocklistctl dump -a/]);
   // the entry is gone after the release: the last dump shows the header only
@@ -96,6 +106,8 @@ function assertStory(r: RunResult, uid: number): void {
   assert.ok(released - blocked >= 4.4 && released - blocked <= 7, `blocked at ${blocked} s, released at ${released} s`);
   assert.ok(at(out, /demo finished/).seconds < 20, 'the demo takes less than 20 s');
   assert.doesNotMatch(out, /demo failed/);
+  assert.doesNotMatch(out, /daemon \| blocked 127\.0\.0\.1\//, 'the host is never blocked');
+  assert.doesNotMatch(out, /blocklistd-helper: add \S+ tcp 127\.0\.0\.1 /, 'the helper is never asked to block the host');
 }
 
 test('npm run demo: failures counted, the block, dump, a legitimate login, the release, a clean stop, exit 0', async (t) => {

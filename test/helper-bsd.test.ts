@@ -393,11 +393,11 @@ test('ipfw does not use the rule name, and log records it as it is: any name goe
   assert.deepEqual(readFileSync(calls, 'utf8'), 'add x\\ny\\c tcp 192.0.2.1 32 22 \nflush -n\n');
 });
 
-test('control capabilities prints "batch batch-flush" and runs nothing', async () => {
+test('control capabilities prints "batch batch-flush check" and runs nothing', async () => {
   for (const backend of ['npf', 'pf', 'ipfilter', 'ipfw', 'log']) {
     const log = stubLog(`capabilities-${backend}`);
     const result = await helper(['capabilities'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
-    assert.deepEqual(result, { code: 0, stdout: 'batch batch-flush\n', stderr: '' }, backend);
+    assert.deepEqual(result, { code: 0, stdout: 'batch batch-flush check\n', stderr: '' }, backend);
     assert.equal(readFileSync(log, 'utf8'), '', backend);
   }
 });
@@ -412,12 +412,13 @@ test('control batch: one call per line, one answer per line in order, an empty l
   await scenario('batch-ipfw.log', { backend: 'ipfw', calls: batch('OK', ['OK', '', 'OK', 'OK', 'OK'], { STUB_IPFW_SHOW: '0' }) });
 });
 
-test('an unknown action: "Unknown command" on stderr, exit 1, nothing on stdout, nothing run', async () => {
+test('an unknown action: "Unknown command" and the usage on stderr, exit 2 (a usage error), nothing on stdout, nothing run', async () => {
   for (const backend of ['npf', 'pf', 'ipfilter', 'ipfw', 'log']) {
     for (const args of [['x'], ['x', 'blocklistd', 'tcp', '192.0.2.1', '32', '22', ''], ['']]) {
       const log = stubLog(`unknown-${backend}`);
       const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
-      assert.deepEqual(result, { code: 1, stdout: '', stderr: `blocklistd-helper: Unknown command '${args[0]}'\n` }, `${backend} ${args.join(' ')}`);
+      assert.deepEqual([result.code, result.stdout], [2, ''], `${backend} ${args.join(' ')}`);
+      assert.match(result.stderr, new RegExp(`^blocklistd-helper: Unknown command '${args[0]}'\nusage: blocklistd-helper add\\|rem `), `${backend} ${args.join(' ')}`);
       assert.equal(readFileSync(log, 'utf8'), '');
     }
   }

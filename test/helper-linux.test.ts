@@ -8,10 +8,10 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
-import { isRoot, repoRoot, run, succeeds, tempDir, until, type RunResult } from './support.js';
+import { isRoot, repoRoot, run, sharedTree, succeeds, tempDir, until, type RunResult } from './support.js';
 
 // the filters' programs live in the sbin directories
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
@@ -393,7 +393,7 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
       test('add, rem and flush: IPv4 and IPv6, masks /32 /24 /128 /64, ports, tcp and udp', async (t) => {
         const ns = await Netns.create(t, backend);
         const caps = await ns.helper(backend, ['capabilities']);
-        assert.equal(caps.stdout, 'batch batch-flush\n');
+        assert.equal(caps.stdout, 'batch batch-flush check\n');
         const adds = [
           ['tcp', '192.0.2.1', '32', '22'],
           ['udp', '192.0.2.0', '24', '53'],
@@ -607,10 +607,10 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         await ok(ns, backend, ['add', 'blocklistd', 'tcp', '192.0.2.10', '32', '22', '']);
 
         const unknown = await ns.helper(backend, ['frob', 'blocklistd']);
-        assert.deepEqual([unknown.code, unknown.stdout], [1, '']);
+        assert.deepEqual([unknown.code, unknown.stdout], [2, ''], 'a usage error');
         assert.match(unknown.stderr, /Unknown command 'frob'/);
         const short = await ns.helper(backend, ['add', 'blocklistd', 'tcp', '192.0.2.11']);
-        assert.deepEqual([short.code, short.stdout], [1, '']);
+        assert.deepEqual([short.code, short.stdout], [2, ''], 'a usage error');
         const nobackend = await ns.helper('bogus', ['add', 'blocklistd', 'tcp', '192.0.2.11', '32', '22', '']);
         assert.deepEqual([nobackend.code, nobackend.stdout], [1, '']);
         assert.match(nobackend.stderr, /Unknown back end 'bogus'/);
@@ -834,4 +834,77 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
       }
     });
   }
+});
+
+// --- check, --help, --version (issue 15 §1) ----------------------------------
+
+describe('blocklistd-helper check: the back end, why, and whether it can operate', { skip: notRoot, concurrency: true }, () => {
+  before(installFilters);
+  const NOBODY = 65534;
+
+  /** The helper in namespace `ns`, with the environment given and nothing else chosen for it; as `uid` through setpriv. */
+  const checkIn = (ns: Netns, env: Record<string, string>, args: string[], uid?: number): Promise<RunResult> => {
+    const helper = uid === undefined ? HELPER : join(sharedTree(), 'bin/blocklistd-helper');
+    const as = uid === undefined ? [] : ['setpriv', `--reuid=${uid}`, `--regid=${uid}`, '--clear-groups'];
+    return ns.exec(['env', `PATH=${process.env.PATH}`, ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...as, helper, ...args]);
+  };
+
+  test('detected as root: nftables because "nft list tables works", verified without a change', async (t) => {
+    const ns = await Netns.create(t, 'check');
+    const absent = join(tempDir(), 'absent.conf');
+    const r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: absent }, ['check']);
+    assert.deepEqual(r, { code: 0, stdout: 'back end nftables: nft list tables works\nok: nft accepts a change of table inet blocklistd (checked, not applied)\n', stderr: '' });
+    assert.equal((await ns.exec(['nft', 'list', 'tables'])).stdout, '', 'check created nothing');
+  });
+
+  test('chosen by the configuration file or by BLOCKLISTD_BACKEND, and said so', async (t) => {
+    const ns = await Netns.create(t, 'check');
+    const conf = join(tempDir(), 'helper.conf');
+    writeFileSync(conf, 'backend=ipset\n');
+    let r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf }, ['check']);
+    assert.deepEqual(r, { code: 0, stdout: `back end ipset: backend=ipset from ${conf}\nok: ipset list and iptables -S INPUT work\n`, stderr: '' });
+    r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf, BLOCKLISTD_BACKEND: 'iptables' }, ['check']);
+    assert.deepEqual(r, { code: 0, stdout: 'back end iptables: BLOCKLISTD_BACKEND=iptables\nok: iptables -S INPUT works\n', stderr: '' });
+    r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf, BLOCKLISTD_BACKEND: 'log' }, ['check']);
+    assert.deepEqual(r, { code: 0, stdout: 'back end log: BLOCKLISTD_BACKEND=log\nok: blocks nothing, records the calls in stderr\n', stderr: '' });
+  });
+
+  test('as another user (no CAP_NET_ADMIN): nft\'s permission error is the answer, never a fall back to ipset or iptables', async (t) => {
+    const ns = await Netns.create(t, 'check');
+    const absent = join(tempDir(), 'absent.conf');
+    const refused = /^blocklistd-helper: nftables: nft list tables: .*Operation not permitted.*: not root, or no CAP_NET_ADMIN \(not falling back to ipset or iptables\)\n$/;
+    for (const args of [['check'], ['add', 'blocklistd', 'tcp', '192.0.2.1', '32', '22', '']]) {
+      const r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: absent }, args, NOBODY);
+      assert.deepEqual([r.code, r.stdout], [1, ''], `${args[0]}: ${r.stderr}`);
+      assert.match(r.stderr, refused, args[0]);
+    }
+    // forced, the back end itself says why it cannot operate
+    const r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: absent, BLOCKLISTD_BACKEND: 'nftables' }, ['check'], NOBODY);
+    assert.equal(r.code, 1);
+    assert.equal(r.stdout, 'back end nftables: BLOCKLISTD_BACKEND=nftables\n');
+    assert.match(r.stderr, /^blocklistd-helper: nftables cannot operate: nft list tables: .*Operation not permitted/);
+  });
+
+});
+
+describe('blocklistd-helper --help and --version', () => {
+  test('--help and -h: the usage of every command on stdout, exit 0; no command or an unknown one: exit 2', async () => {
+    for (const flag of ['--help', '-h']) {
+      const r = await run(HELPER, [flag]);
+      assert.equal(r.code, 0, flag);
+      assert.equal(r.stderr, '', flag);
+      for (const command of ['add|rem', 'flush', 'batch', 'capabilities', 'check', '--help', '--version']) assert.match(r.stdout, new RegExp(`^(usage:|      ) blocklistd-helper ${command.replace(/[|-]/g, '\\$&')}`, 'm'), `${flag}: ${command}`);
+    }
+    const none = await run(HELPER, []);
+    assert.deepEqual([none.code, none.stdout], [2, '']);
+    assert.match(none.stderr, /^blocklistd-helper: no command\nusage: /);
+  });
+
+  test('--version: the package\'s version, also through a link as installed', async () => {
+    const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    assert.deepEqual(await run(HELPER, ['--version']), { code: 0, stdout: `${version}\n`, stderr: '' });
+    const link = join(tempDir(), 'blocklistd-helper');
+    symlinkSync(HELPER, link);
+    assert.deepEqual(await run(link, ['--version']), { code: 0, stdout: `${version}\n`, stderr: '' });
+  });
 });

@@ -102,6 +102,7 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.equal(linux.code, 0, linux.stderr);
   const unit = readFileSync(join(stage, 'etc/systemd/system/blocklistd.service'), 'utf8');
   assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
+  assert.match(unit, /^ExecStartPre=\/opt\/bl\/sbin\/blocklistd --check --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
   assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
   assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
   const watchUnit = readFileSync(join(stage, 'etc/systemd/system/blocklistd-watch.service'), 'utf8');
@@ -128,6 +129,8 @@ test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, t
   assert.match(text, /^command="\/usr\/local\/sbin\/\$\{name\}"$/m);
   assert.match(text, /^required_files="\/usr\/local\/etc\/\$\{name\}\.conf"$/m);
   assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+  // the start-up checks before the start, with the same flags and arguments
+  assert.match(text, /^\tif ! _check=\$\(\$\{command\} --check \$\{rc_flags\} \$\{command_args\}\); then$/m);
   assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
   assert.equal((await run('sh', ['-n', rc])).code, 0);
   const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');

@@ -203,6 +203,7 @@ describe('blocklistd --metrics', () => {
       ['blocklistd_notifications_dropped_total', { reason: 'family' }, 2], // v6onv4
       ['blocklistd_notifications_dropped_total', { reason: 'type' }, 2],
       ['blocklistd_notifications_dropped_total', { reason: 'rate_limit' }, 0], // root's reports are never limited
+      ['blocklistd_notifications_dropped_total', { reason: 'self' }, 0], // no --allow-self
       ['blocklistd_evictions_total', {}, 0],
       ['blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd' }, 2],
       ['blocklistd_blocks_total', { origin: 'restore', rule: 'blocklistd' }, 1],

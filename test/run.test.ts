@@ -444,7 +444,7 @@ describe('batch mode', () => {
   }
 
   test('capabilities: the words of the first line; none from a helper that does not know the command', async () => {
-    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush']));
+    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush', 'check']));
     fixtureEnv({ HELPER_REPLY: 'Unknown command\\n' });
     assert.deepEqual(await runner(fixture('record')).runner.capabilities(), new Set(['Unknown', 'command']));
     fixtureEnv({});

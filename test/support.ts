@@ -350,6 +350,8 @@ export interface ControlStatus {
   blocked: number;
   metrics: string | null;
   counters: Record<string, Record<string, number>>;
+  /** What the last start or reload found wrong (issue 15 §1). */
+  problems: { severity: 'fatal' | 'warning'; code: string; message: string }[];
 }
 
 /** `blocklistctl status --json` through the control socket at `path`: it must answer. */

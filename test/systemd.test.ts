@@ -524,6 +524,8 @@ describe('etc/systemd units', () => {
     const exec = s.get('ExecStart')![0].split(' ');
     assert.ok(exec.includes('--foreground'), 'stays in the foreground');
     assert.ok(!exec.includes('-s') && !exec.includes('-P') && !exec.some((a) => a.startsWith('--control-socket')), 'its sockets come from the socket units');
+    // the start-up checks first, with the daemon's own options
+    assert.deepEqual(s.get('ExecStartPre')![0].split(' '), [exec[0], '--check', ...exec.slice(1)]);
     assert.deepEqual(service.get('Unit')!.get('Requires'), ['blocklistd.socket blocklistd-control.socket']);
 
     const notify = unit('blocklistd.socket').get('Socket')!;

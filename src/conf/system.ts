@@ -5,7 +5,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { constants } from '../protocol/native.js';
-import { parseIP } from './ip.js';
+import { parseIP, sameAddress } from './ip.js';
 import type { ConfEnv, InterfaceAddresses, IPAddress } from './types.js';
 
 export const DEFAULT_RULE_NAME = 'blocklistd';
@@ -128,4 +128,19 @@ export function interfaceAddresses(): InterfaceAddresses {
     result.set(name, ips);
   }
   return result;
+}
+
+/**
+ * Whether `address` is one of this host's own: in the loopback networks
+ * (127.0.0.0/8, ::1), or an address of an interface that is up.  An
+ * IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a dual-stack socket) is
+ * its IPv4 address.  One notion for --allow-self and for the refusals of
+ * manual blocks.
+ */
+export function isSelfAddress(address: IPAddress, interfaces: InterfaceAddresses): boolean {
+  const w = address.words;
+  const ip: IPAddress = address.family === 'inet6' && w[0] === 0 && w[1] === 0 && w[2] === 0xffff ? { family: 'inet', words: [w[3]] } : address;
+  if (ip.family === 'inet' ? ip.words[0] >>> 24 === 127 : ip.words[0] === 0 && ip.words[1] === 0 && ip.words[2] === 0 && ip.words[3] === 1) return true;
+  for (const addresses of interfaces.values()) for (const own of addresses) if (sameAddress(own, ip)) return true;
+  return false;
 }

@@ -120,6 +120,13 @@ function entryLines(verb: string, list: Record<string, unknown>[]): string {
     .join('');
 }
 
+/** The daemon's problems (an older daemon sends none): "problems none", or one line each. */
+function problemLines(problems: { severity: string; message: string }[] | undefined): string[] {
+  if (problems === undefined) return [];
+  if (problems.length === 0) return ['problems       none'];
+  return problems.map((p, i) => `${i === 0 ? 'problems       ' : '               '}${p.severity}: ${p.message}`);
+}
+
 const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   block(r) {
     const e = entryFromJson(r.entry as Record<string, unknown>);
@@ -157,6 +164,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
     return [
       `blocklistd ${String(r.version)}, pid ${String(r.pid)}, up ${remainingTime(Number(r.uptime)) || '0s'} (since ${String(r.started)})`,
       `configuration  ${String(r.config)}: ${rules.local} local, ${rules.remote} remote rules`,
+      ...problemLines(r.problems as { severity: string; message: string }[] | undefined),
       `database       ${String(r.database)}: ${String(r.entries)} entries, ${String(r.blocked)} blocked`,
       `sockets        ${(r.sockets as string[]).join(', ')}`,
       `socket queues  ${((r.socketQueues as { path: string; queue: number | null; waiting: number }[] | undefined) ?? []).map((q) => `${q.path}: ${q.queue ?? 'unknown'} in the kernel, ${q.waiting} waiting`).join('; ')}`,

@@ -12,6 +12,7 @@ import { unfinished } from '../run/helper.js';
 import { entryJson } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
+import type { Problem } from './checks.js';
 import type { Peer } from './control.js';
 import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
@@ -35,6 +36,8 @@ export interface CommandContext {
   controlPath(): string | undefined;
   metricsAddress(): string | undefined;
   ruleCounts(): { local: number; remote: number };
+  /** What the last start or reload found wrong (checks.ts). */
+  problems(): Problem[];
   /** The rule names a flush of everything covers. */
   flushNames(): string[];
   /** Reads the configuration; applies it only when it has no error, else throws ControlError config_error. */
@@ -102,6 +105,7 @@ async function status(c: CommandContext): Promise<unknown> {
     debug: c.debug,
     helper: { program: c.options.helper, batchMode: c.batchMode, ...c.helperQueue(), ...c.engine.inFlight },
     rules: c.ruleCounts(),
+    problems: c.problems(),
     entries: c.store.size(),
     blocked: c.store.blockedCount(),
     counters: await c.metrics.counters(),

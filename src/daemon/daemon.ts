@@ -2,8 +2,9 @@
 // the receive loop in batches, reload and the signals, and a clean stop;
 // beside it the control socket, the metrics listener and systemd's
 // notifications (issue 7).
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
-import { resolve as resolvePath } from 'node:path';
+import { execFile } from 'node:child_process';
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
 import { debugListing, ruleChanges } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
@@ -13,9 +14,12 @@ import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
 import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
+import { strerror } from '../protocol/native.js';
 import { NotificationSocket, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
+import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
+import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
 import { VERSION, runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
@@ -52,6 +56,8 @@ export class Daemon {
   /** Sockets systemd passed: neither bound nor removed here. */
   private readonly adopted = new Set<NotificationSocket>();
   private store: StateStore | undefined;
+  /** Held from before the database opens until after it closes. */
+  private lock: DatabaseLock | undefined;
   private helper: HelperRunner | undefined;
   private engine: Engine | undefined;
   private metrics: Metrics | undefined;
@@ -64,6 +70,11 @@ export class Daemon {
   private trusted: TrustedSenders = { uids: new Set([0]), gids: new Set() };
   /** Reports the drops of senders over their limit that the last log line did not tell. */
   private limitLogTimer: NodeJS.Timeout | undefined;
+  /** Facts of the start-up check that a reload does not gather again: the helper's, and warnings of the system. */
+  private helperFacts: Pick<StartupFacts, 'helperState' | 'backend' | 'warnings'> = { helperState: { state: 'ok' }, backend: undefined, warnings: [] };
+  /** What the last start or reload found wrong (checks.ts), and what the sockets' set-up found: `blocklistctl status` shows them. */
+  private problems: Problem[] = [];
+  private readonly socketProblems: Problem[] = [];
   private stopping = false;
   private started = false;
   private batchMode = false;
@@ -93,9 +104,35 @@ export class Daemon {
   async start(): Promise<void> {
     const o = this.options;
     const passed = listenSockets();
+    // a command line naming an unknown user or group is told first
+    this.trusted = await this.trustedSenders();
     const loaded = this.loadRules();
     this.applyRules(loaded);
+    // before the database: the start-up check's helper calls are counted too
+    const metrics = (this.metrics = new Metrics({ entries: () => this.store?.size() ?? 0, blocked: () => this.store?.blockedCount() ?? 0, sockets: () => this.sockets }));
+    this.helper = new HelperRunner({
+      program: o.helper,
+      timeoutMs: o.helperTimeout * 1000,
+      log: this.log,
+      debug: () => this.debug,
+      observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
+    });
+    this.countRules(loadedCleanly(loaded));
+    // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
+    const capabilities = await this.checkHelper();
+    this.capabilities = [...capabilities];
+    this.problems = this.checkProblems(loaded);
+    // fatal ones stop the start here, before the database, the sockets or the packet filter are touched
+    const fatal = this.problems.filter((p) => p.severity === 'fatal');
+    if (fatal.length > 0) throw new FatalError(`${fatal.map((p) => p.message).join('; ')} (--fail-open would start anyway)`);
+    this.logProblems();
 
+    try {
+      this.lock = DatabaseLock.acquire(o.db);
+    } catch (e) {
+      if (e instanceof LockError) throw new FatalError(e.message);
+      throw e;
+    }
     const existed = existsSync(o.db);
     try {
       this.store = StateStore.open(o.db, { renameInvalid: o.renameBadDb });
@@ -105,18 +142,8 @@ export class Daemon {
     }
     const store = this.store;
     for (const file of store.modesFixed) this.log('warning', `${file}: others could read the database; mode changed to owner-only`);
-    this.trusted = await this.trustedSenders();
     this.limiter = this.senderLimiter();
-    const metrics = (this.metrics = new Metrics({ entries: () => store.size(), blocked: () => store.blockedCount(), sockets: () => this.sockets }));
-    this.countRules(loadedCleanly(loaded));
     const env = systemEnv(o.ruleName);
-    this.helper = new HelperRunner({
-      program: o.helper,
-      timeoutMs: o.helperTimeout * 1000,
-      log: this.log,
-      debug: () => this.debug,
-      observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
-    });
     this.engine = new Engine({
       store,
       helper: this.helper,
@@ -128,12 +155,9 @@ export class Daemon {
       remRetry: o.remRetry,
       metrics,
       maxEntries: o.maxEntries,
+      allowSelf: o.allowSelf,
     });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
-
-    // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
-    const capabilities = await this.helper.capabilities();
-    this.capabilities = [...capabilities];
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
     if (this.stopping) return;
@@ -191,7 +215,8 @@ export class Daemon {
     const { local, remote } = this.ruleSet;
     const sockets = this.sockets.map((s) => s.path);
     const control = this.control?.path;
-    const helper = `${o.helper}${this.capabilities.length > 0 ? ` (${this.capabilities.join(' ')})` : ''}`;
+    const backend = this.helperFacts.backend?.message;
+    const helper = `${o.helper}${this.capabilities.length > 0 ? ` (${this.capabilities.join(' ')})` : ''}${backend === undefined ? '' : `: ${backend}`}`;
     this.log(
       'info',
       `blocklistd ${VERSION} started: configuration ${o.config} (${local.length + remote.length} rules: ${local.length} local, ${remote.length} remote), ` +
@@ -206,9 +231,66 @@ export class Daemon {
         control,
         helper: o.helper,
         capabilities: this.capabilities,
+        backend,
         metrics: o.metrics?.text,
       },
     );
+  }
+
+  /**
+   * --check: every start-up check, creating and changing nothing: the lines
+   * that say what was checked, and the problems found.
+   */
+  async check(): Promise<{ report: string[]; problems: Problem[] }> {
+    const o = this.options;
+    const loaded = loadConfig(o.config, systemEnv(o.ruleName));
+    this.ruleSet = loaded.ruleSet;
+    const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`}`];
+    for (const d of loaded.diagnostics) report.push(`  ${describe(d).replace(': ', `: ${d.severity}: `)}`);
+    this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log });
+    await this.checkHelper();
+    const { helperState, backend } = this.helperFacts;
+    const helperText = helperState.state !== 'ok' ? helperState.reason : (backend?.message ?? 'executable; it does not offer "check" (upstream\'s helper): its packet filter is not checked');
+    report.push(`helper         ${o.helper}: ${helperText}`);
+    const files = fileFacts(o);
+    report.push(`database       ${o.db}: ${files.dbHolder !== undefined ? `locked by ${files.dbHolder}` : files.dbProblem ?? (existsSync(o.db) ? 'can be opened, not locked' : 'will be created')}`);
+    for (const s of files.sockets) report.push(`socket         ${s.path}: ${s.state}`);
+    return { report, problems: [...this.checkProblems(loaded), ...fileProblems(files)] };
+  }
+
+  /**
+   * The helper's facts for the start-up check: the file, then its
+   * capabilities and, when it offers `check`, its verdict on the packet
+   * filter.  Returns the capabilities.
+   */
+  private async checkHelper(): Promise<Set<string>> {
+    const o = this.options;
+    const helperState = programState(o.helper);
+    const capabilities = helperState.state === 'ok' ? await this.helper!.capabilities() : new Set<string>();
+    const backend = capabilities.has('check') ? await backendCheck(o.helper, o.helperTimeout * 1000) : undefined;
+    const netnsProblem = ownNetns().problem;
+    this.helperFacts = { helperState, backend, warnings: netnsProblem === undefined ? [] : [netnsProblem] };
+    return capabilities;
+  }
+
+  /** The problems of the configuration `loaded` and of the rules in force, with the helper's facts of the start. */
+  private checkProblems(loaded: LoadResult): Problem[] {
+    const o = this.options;
+    const problems = startupProblems({
+      config: o.config,
+      ...unreadableParts(loaded, o.config),
+      localRules: this.ruleSet.local.length,
+      helper: o.helper,
+      ...this.helperFacts,
+      loopbackExposed: loopbackExposed(this.ruleSet, systemEnv().families),
+      allowSelf: o.allowSelf,
+    });
+    return o.failOpen ? failOpen(problems) : problems;
+  }
+
+  /** Every problem in the log, at each start and reload: a fatal one (on reload) as an error. */
+  private logProblems(): void {
+    for (const p of this.problems) this.log(p.severity === 'fatal' ? 'err' : 'warning', p.message);
   }
 
   /**
@@ -291,14 +373,16 @@ export class Daemon {
   private openSockets(passed: ListenSocket[]): void {
     const o = this.options;
     const trusted = this.trusted;
-    const netnsProblem = ownNetns().problem;
-    if (netnsProblem !== undefined) this.log('warning', netnsProblem);
     const open = (path: string, fd?: number): NotificationSocket => {
       try {
         const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid, gid) => isTrusted(trusted, uid, gid) });
         this.sockets.push(socket);
         const { length, problem } = socket.kernelQueue;
-        if (problem !== undefined) this.log('warning', `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`);
+        if (problem !== undefined) {
+          const message = `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`;
+          this.socketProblems.push({ severity: 'warning', code: 'socket_queue', message });
+          this.log('warning', message);
+        }
         if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
@@ -361,6 +445,7 @@ export class Daemon {
       controlPath: () => self.control?.path,
       metricsAddress: () => self.options.metrics?.text,
       ruleCounts: () => ({ local: self.ruleSet.local.length, remote: self.ruleSet.remote.length }),
+      problems: () => [...self.problems, ...self.socketProblems],
       flushNames: () => self.engine!.flushNames(self.ruleSet),
       reload: () => self.reloadChecked(),
     };
@@ -379,10 +464,10 @@ export class Daemon {
     const env = systemEnv(this.options.ruleName);
     this.ruleSet = loaded.ruleSet;
     if (this.debug > 0) for (const line of debugListing(this.ruleSet, this.options.ruleName, env.families).split('\n')) this.log('debug', line);
-    // interface addresses change: refresh them every -t seconds, only if a rule names an interface
+    // interface addresses change: refresh them every -t seconds, only if a rule names an interface or --allow-self needs them
     clearInterval(this.interfaceTimer);
     this.interfaceTimer = undefined;
-    if (this.ruleSet.local.some((r) => r.address.kind === 'interface')) {
+    if (this.options.allowSelf || this.ruleSet.local.some((r) => r.address.kind === 'interface')) {
       this.interfaceTimer = setInterval(() => this.engine?.setInterfaces(interfaceAddresses()), this.options.timeout * 1000);
     }
     this.engine?.setRules(compileRules(this.ruleSet), interfaceAddresses());
@@ -440,6 +525,8 @@ export class Daemon {
         const applied = this.applyRules(loaded);
         if (applied) this.logReload(before);
         this.countRules(applied && loadedCleanly(loaded));
+        this.problems = this.checkProblems(loaded);
+        this.logProblems();
         return true;
       } finally {
         if (!this.stopping) this.notifier?.ready('configuration reloaded');
@@ -522,6 +609,7 @@ export class Daemon {
     // running helper calls finish and their results are recorded before the database closes
     await this.helper?.stop(Math.min(STOP_GRACE_MS, this.options.helperTimeout * 1000));
     this.store?.close();
+    this.lock?.release();
     return status;
   }
 
@@ -547,6 +635,99 @@ export class Daemon {
 
 /** Read, and without errors. */
 const loadedCleanly = (loaded: LoadResult): boolean => loaded.found && !loaded.diagnostics.some((d) => d.severity === 'error');
+
+/**
+ * What of the configuration at `path` could not be read, as the diagnostics
+ * say: the file or its directory (nothing of it is known), or entries of a
+ * directory (the rest was read).
+ */
+function unreadableParts(loaded: LoadResult, path: string): Pick<StartupFacts, 'configUnreadable' | 'configSkipped'> {
+  const unread = loaded.diagnostics.filter((d) => d.severity === 'error' && d.source.line === 0);
+  const whole = (d: Diagnostic): boolean => d.source.file === path || d.source.file === `${path}.d`;
+  return { configUnreadable: unread.filter(whole).map((d) => d.message), configSkipped: unread.filter((d) => !whole(d)).map((d) => d.message) };
+}
+
+/** A directory this process may create files in. */
+function writableDirectory(dir: string): string | undefined {
+  try {
+    if (!statSync(dir).isDirectory()) return `${dir} is not a directory`;
+    accessSync(dir, fsConstants.W_OK | fsConstants.X_OK);
+    return undefined;
+  } catch (e) {
+    return `${dir}: ${errnoText(e)}`;
+  }
+}
+
+/**
+ * Whether a socket can be had at `path`: a socket there is systemd's (its
+ * socket units create them before ExecStartPre= runs) or a stale one the
+ * daemon replaces; else its directory must take a new one.
+ */
+function socketPlace(path: string): { problem: string | undefined; state: string } {
+  try {
+    if (statSync(path).isSocket()) return { problem: undefined, state: 'a socket is there (systemd\'s, or one the daemon replaces)' };
+    return { problem: 'another kind of file is there', state: 'not a socket' };
+  } catch {
+    const problem = writableDirectory(dirname(path));
+    return { problem, state: problem ?? 'its directory is writable' };
+  }
+}
+
+/** The database and the sockets as --check finds them, nothing created: the lock is only tried. */
+function fileFacts(o: DaemonOptions): FileFacts {
+  let dbProblem: string | undefined;
+  if (existsSync(o.db)) {
+    try {
+      accessSync(o.db, fsConstants.R_OK | fsConstants.W_OK);
+      const header = Buffer.alloc(16);
+      const fd = openSync(o.db, 'r');
+      try {
+        readSync(fd, header, 0, 16, 0);
+      } finally {
+        closeSync(fd);
+      }
+      // an empty file is one SQLite makes a database of
+      if (statSync(o.db).size > 0 && header.toString('latin1') !== 'SQLite format 3\0') dbProblem = 'not an SQLite database: move it aside, or start with --rename-bad-db';
+    } catch (e) {
+      dbProblem = errnoText(e);
+    }
+  } else {
+    // created with its directories: the nearest one that exists must take it
+    let dir = dirname(o.db);
+    while (!existsSync(dir) && dirname(dir) !== dir) dir = dirname(dir);
+    dbProblem = writableDirectory(dir);
+  }
+  const sockets = [...o.sockets, ...(o.control === null ? [] : [o.control])].map((path) => ({ path, ...socketPlace(path) }));
+  return { db: o.db, dbHolder: DatabaseLock.holderOf(o.db), dbProblem, sockets };
+}
+
+/** The C library's text for a failed system call. */
+function errnoText(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  return typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message;
+}
+
+/** A program as the file system shows it: a regular file this process may execute. */
+function programState(path: string): ProgramState {
+  try {
+    if (!statSync(path).isFile()) return { state: 'not_executable', reason: 'not a regular file' };
+    accessSync(path, fsConstants.X_OK);
+    return { state: 'ok' };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return { state: code === 'ENOENT' || code === 'ENOTDIR' ? 'missing' : 'not_executable', reason: errnoText(e) };
+  }
+}
+
+/** `control check`: the helper's verdict on its packet-filter back end, what it printed on either output. */
+function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck> {
+  return new Promise((resolve) => {
+    execFile(program, ['check'], { timeout: timeoutMs, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const message = `${stdout}\n${stderr}`.trim().replace(/\s*\n\s*/g, '; ');
+      resolve({ ok: error === null, message: message !== '' ? message : (error?.message ?? '') });
+    });
+  });
+}
 
 function describe(d: Diagnostic): string {
   return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;

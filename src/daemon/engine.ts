@@ -19,6 +19,7 @@
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
+import { isSelfAddress } from '../conf/system.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
@@ -80,7 +81,12 @@ export interface EngineOptions {
   metrics?: Metrics;
   /** --max-entries: beyond it entries not blocked are evicted, soonest expiry first; 0 or none: no limit. */
   maxEntries?: number;
+  /** --allow-self: notifications about the host's own addresses (isSelfAddress) are not counted. */
+  allowSelf?: boolean;
 }
+
+/** A self address ignored (--allow-self) is logged at most this often per address (ms). */
+const SELF_LOG_MS = 60_000;
 
 /** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
 interface PendingAdd {
@@ -201,6 +207,8 @@ export class Engine {
   private readonly monotonic: () => number;
   /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
   private clockOffset: number | undefined;
+  /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
+  private readonly selfLogged = new Map<string, number>();
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
@@ -309,6 +317,10 @@ export class Engine {
       log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
     }
     const probe = probeOf(n, this.o.families);
+    if (probe !== undefined && this.o.allowSelf === true && isSelfAddress(probe.remote, this.interfaces)) {
+      this.ignoredSelf(n.remote.address);
+      return;
+    }
     const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
     this.o.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
@@ -347,6 +359,17 @@ export class Engine {
     store.put(e);
     written.push(id);
     if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`, { ...entryFields('count', key), count: e.count });
+  }
+
+  /** --allow-self: a notification about an own address, counted as dropped and logged once a minute per address. */
+  private ignoredSelf(address: string): void {
+    this.o.metrics?.dropped('self');
+    const now = this.monotonic();
+    const last = this.selfLogged.get(address);
+    if (last !== undefined && now - last < SELF_LOG_MS) return;
+    if (this.selfLogged.size > 1000) for (const [a, at] of this.selfLogged) if (now - at >= SELF_LOG_MS) this.selfLogged.delete(a);
+    this.selfLogged.set(address, now);
+    this.o.log('debug', `${address} is an address of this host (--allow-self): not counted`);
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {

@@ -10,6 +10,7 @@ import { basename } from 'node:path';
 import { CommanderError } from 'commander';
 import { setCloseOnExec } from '../protocol/native.js';
 import { Daemon, FatalError, writePidfile } from './daemon.js';
+import { problemText } from './checks.js';
 import { createLogger, type DaemonLogger } from './log.js';
 import { StartupError, USAGE, UsageError, parseOptions, type DaemonOptions } from './options.js';
 
@@ -58,6 +59,7 @@ export async function main(argv: string[]): Promise<void> {
     else throw e;
     process.exit(1);
   }
+  if (options.check) process.exit(await check(options, progname));
   const readyFd = process.env[READY_FD_VARIABLE] === undefined ? undefined : Number(process.env[READY_FD_VARIABLE]);
   delete process.env[READY_FD_VARIABLE];
   const detached = readyFd !== undefined;
@@ -119,6 +121,24 @@ export async function main(argv: string[]): Promise<void> {
     throw e;
   }
   if (readyFd !== undefined) tellParent(readyFd, 'ready\n');
+}
+
+/** --check: prints what was checked and every problem; 0 when nothing is fatal, else 1. */
+async function check(options: DaemonOptions, progname: string): Promise<number> {
+  const silent = (): void => {};
+  const { report, problems } = await new Daemon(options, { log: silent, library: silent, close: silent }).check();
+  const fatal = problems.filter((p) => p.severity === 'fatal').length;
+  const warnings = problems.length - fatal;
+  const count = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+  process.stdout.write(
+    [
+      ...report,
+      ...problems.map(problemText),
+      `${progname} --check: ${problems.length === 0 ? 'no problem' : `${count(fatal, 'fatal problem')}, ${count(warnings, 'warning')}`}`,
+      '',
+    ].join('\n'),
+  );
+  return fatal > 0 ? 1 : 0;
 }
 
 function installSignals(daemon: Daemon, logger: DaemonLogger, stop: (reason: string) => void): void {

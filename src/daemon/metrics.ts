@@ -30,9 +30,9 @@ const TYPE_LABEL: Record<number, string> = {
 /** A wire type's name in metric labels and JSON log lines. */
 export const typeLabel = (type: number): string => TYPE_LABEL[type] ?? String(type);
 
-/** The receive path's reasons, and the per-sender limit's (`rate_limit`, the daemon's). */
-export type DroppedReason = DropReason | 'rate_limit';
-const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit'];
+/** The receive path's reasons, the per-sender limit's (`rate_limit`) and --allow-self's (`self`: about an own address), the daemon's. */
+export type DroppedReason = DropReason | 'rate_limit' | 'self';
+const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit', 'self'];
 
 /** The rule label of names the configuration does not have. */
 export const OTHER_RULE = '_other';
@@ -98,7 +98,7 @@ export class Metrics {
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
-    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit)', labelNames: ['reason'], registers });
+    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit; self: about an own address, --allow-self)', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
     this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took, by origin (a limit reached, a restore (-r), a manual block) and rule name', labelNames: ['origin', 'rule'], registers });
     this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted, by origin (expired, reset by AUTH_OK (forever blocks), manual) and rule name', labelNames: ['origin', 'rule'], registers });

@@ -76,6 +76,12 @@ export interface DaemonOptions {
   trustGroups: string[];
   /** --max-entries: entries beyond which those not blocked are evicted, soonest expiry first; 0 no limit. */
   maxEntries: number;
+  /** --fail-open: start even with a fatal problem (upstream's behaviour), logging it as a warning. */
+  failOpen: boolean;
+  /** --allow-self: the host's own addresses are never counted nor blocked. */
+  allowSelf: boolean;
+  /** --check: run the start-up checks, print them, exit. */
+  check: boolean;
 }
 
 export const DEFAULT_SENDER_RATE = 1000;
@@ -150,6 +156,9 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--trust-user <user>', 'a user trusted besides root: no sender limit, may name the peer of a TCP socket (repeatable)', repeated, [] as string[])
     .option('--trust-group <group>', 'a group whose processes are trusted as --trust-user (repeatable)', repeated, [] as string[])
     .option('--max-entries <n>', 'evict entries not blocked beyond this many, soonest expiry first (0: no limit)', String(DEFAULT_MAX_ENTRIES))
+    .option('--fail-open', 'start even when the configuration, the helper or the packet filter cannot work (upstream\'s behaviour)')
+    .option('--allow-self', 'never count nor block the host\'s own addresses (loopback and every interface\'s)')
+    .option('--check', 'run the start-up checks, print what was checked and every problem, exit 0 or 1; changes nothing')
     .helpOption('-h, --help')
     .allowExcessArguments(false)
     .exitOverride()
@@ -198,6 +207,9 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     trustUser: string[];
     trustGroup: string[];
     maxEntries: string;
+    failOpen?: boolean;
+    allowSelf?: boolean;
+    check?: boolean;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
@@ -234,6 +246,9 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     trustUsers: o.trustUser,
     trustGroups: o.trustGroup,
     maxEntries: whole(o.maxEntries, 'maximum of entries', 0),
+    failOpen: o.failOpen === true,
+    allowSelf: o.allowSelf === true,
+    check: o.check === true,
   };
 }
 

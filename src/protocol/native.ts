@@ -113,6 +113,7 @@ interface Binding {
   setSocketMode(path: string, mode: number, gid: number): number;
   processNetns(): Buffer | { errno: number };
   lingeringClosed(): number;
+  tryLock(fd: number): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -154,3 +155,10 @@ export const processNetns = binding.processNetns;
 
 /** Received descriptors that were lingering sockets (closed without waiting for their linger time). */
 export const lingeringClosed = binding.lingeringClosed;
+
+/**
+ * flock(2) LOCK_EX | LOCK_NB on an open file: 0, or the errno (EWOULDBLOCK:
+ * another open file holds the lock).  It lasts until the file is closed, by
+ * the process's end at the latest.
+ */
+export const tryLock = binding.tryLock;

@@ -6,14 +6,19 @@
 // configuration etc/blocklistd.conf and the helper's `log` back end (which
 // records the blocks it would make instead of touching the packet filter);
 // a small login server (login-server.ts) that reports each login through
-// the client API; then a legitimate user who mistypes once, an attacker
-// guessing root's password from 127.0.0.66 until the daemon blocks it, a
-// legitimate user logging in meanwhile, and the release once the block's
-// duration is over.  It prints what happens and stops the daemon cleanly.
+// the client API; then a legitimate user who mistypes once, the host itself
+// (127.0.0.1) failing to log in and never blocked, an attacker guessing
+// root's password from 127.0.0.66 until the daemon blocks it, a legitimate
+// user logging in meanwhile, and the release once the block's duration is
+// over.  It prints what happens and stops the daemon cleanly.
 //
 // The sample's catch-all line (`* * * * * 3 60`) covers the login server's
 // port, but holds a block for a minute; a drop-in file beside the sample
 // (var/demo/blocklistd.conf.d/demo.conf) gives that port a duration of 5 s.
+// The sample allow-lists loopback (127.0.0.0/8, ::1): the drop-in makes
+// 127.0.0.64/26 the demo's "internet", counted as any other address (a
+// [remote] line for a /26 comes before the sample's /8 in the order rules
+// are tried), where the attacker and the user who mistypes are.
 //
 // Options: --verbose (every line of the daemon's log), --port N (default
 // 2222, or a free port when 2222 is taken).
@@ -33,8 +38,10 @@ const NFAIL = 3;
 const DURATION = 5;
 const ATTACKER = '127.0.0.66';
 const ALICE = '127.0.0.10';
-const BOB = '127.0.0.20';
+const BOB = '127.0.0.70';
 const SERVER = '127.0.0.1';
+/** Counted as any other address: the drop-in's [remote] line. */
+const INTERNET = '127.0.0.64/26';
 
 const USAGE = `usage: npm run demo -- [--verbose] [--port N]
 
@@ -193,15 +200,19 @@ async function main(): Promise<void> {
     sample = '= etc/blocklistd.conf (a copy of the sample: no symbolic links here)';
   }
   const dropIn = `${port}\tstream\t*\t*\t*\t${NFAIL}\t${DURATION}`;
+  const internet = `${INTERNET}\t*\t*\t*\t=\t=\t=`;
   writeFileSync(
     join(dir, 'blocklistd.conf.d/demo.conf'),
-    `# npm run demo: the login server's port, blocked at ${NFAIL} failure points for ${DURATION} seconds\n[local]\n${dropIn}\n`,
+    `# npm run demo: the login server's port, blocked at ${NFAIL} failure points for ${DURATION} seconds\n[local]\n${dropIn}\n` +
+      `# the demo's "internet", out of the sample's loopback allow-list: counted as the [local] rule says\n[remote]\n${internet}\n`,
   );
 
   process.stdout.write(`blocklistd demo: a login server on ${SERVER}:${port} reports every login to blocklistd.
   config   ${rel(config)} ${sample}
            ${rel(join(dir, 'blocklistd.conf.d/demo.conf'))}: "${dropIn.replace(/\t/g, ' ')}"
            (the sample's catch-all line "* * * * * 3 60" covers port ${port} too, but for 60 s)
+           and "[remote] ${internet.replace(/\t/g, ' ')}": the demo's "internet", out of the
+           sample's loopback allow-list "127.0.0.0/8 * * * = * =" (nfail *: never blocked)
   daemon   blocklistd -d -c ${rel(config)} -D ${rel(db)} -s ${rel(sock)}
   helper   bin/blocklistd-helper, BLOCKLISTD_BACKEND=log: it logs the blocks it would make, the
            packet filter is not touched (test/e2e.test.ts does it for real with nftables)
@@ -260,6 +271,16 @@ async function main(): Promise<void> {
     if ((await attempt('bob', BOB, 'bob', 'builder')).outcome !== 'welcome') throw new Error('bob could not log in');
     await daemon.waitFor(new RegExp(`^process: final db state for ${esc(BOB)}: count=0/${NFAIL} `), mark);
 
+    // --- the host itself
+    heading(`The host itself (${SERVER}) fails to log in: never blocked, the sample allow-lists loopback`);
+    await blocklistctl(['test', '-c', config, SERVER, String(port)]);
+    for (const password of WORDLIST.slice(0, 2)) {
+      mark = daemon.mark;
+      if ((await attempt('local', SERVER, 'root', password)).outcome !== 'denied') throw new Error(`${SERVER} was not denied`);
+      const { match } = await daemon.waitFor(new RegExp(`^process: final db state for ${esc(SERVER)}: count=(\\d+)/`), mark);
+      say(`${SERVER} has ${match[1]} points, and nfail * (never): no block, however many`);
+    }
+
     // --- the attacker
     heading(`An attacker at ${ATTACKER} guesses root's password (limit ${NFAIL} points: blocked at the 2nd failure)`);
     const blockedLine = new RegExp(`^blocked ${esc(ATTACKER)}/32:${port} for ${DURATION} seconds`);
@@ -292,6 +313,7 @@ async function main(): Promise<void> {
     await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER)}/32:${port} after ${DURATION} seconds`), mark, (DURATION + 10) * 1000);
     await blocklistctl(['dump', '-a', '-D', db]);
 
+    if (daemon.lines.some((l) => l.startsWith(`blocked ${SERVER}/`))) throw new Error(`${SERVER} was blocked`);
     heading('Stopping');
     await server.close();
     server = undefined;

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1094,6 +1095,16 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
 }
 
+// tryLock(fd): flock(fd, LOCK_EX | LOCK_NB); 0, or the errno (EWOULDBLOCK:
+// another open file holds it).  The lock lasts while the open file does.
+Napi::Value TryLock(const Napi::CallbackInfo& info) {
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int rc;
+  do rc = flock(fd, LOCK_EX | LOCK_NB);
+  while (rc == -1 && errno == EINTR);
+  return Napi::Number::New(info.Env(), rc == 0 ? 0 : errno);
+}
+
 Napi::Value StrError(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), strerror(info[0].As<Napi::Number>().Int32Value()));
 }
@@ -1177,6 +1188,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setSocketMode", Napi::Function::New(env, SetSocketModeJs));
   exports.Set("processNetns", Napi::Function::New(env, ProcessNetns));
   exports.Set("lingeringClosed", Napi::Function::New(env, LingeringClosed));
+  exports.Set("tryLock", Napi::Function::New(env, TryLock));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
