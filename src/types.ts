@@ -1,4 +1,4 @@
-// Types shared by more than one folder of src/ (see ../shared/design/ARCHITECTURE.md).
+// Types shared by more than one folder of src/ (see doc/README.md for the folders and the flow).
 
 /** Syslog priorities, the levels every logger of the project speaks. */
 export type LogLevel = 'crit' | 'err' | 'warning' | 'notice' | 'info' | 'debug';

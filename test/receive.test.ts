@@ -177,7 +177,7 @@ describe('notifications over real sockets', () => {
     assert.deepEqual(n.remote, { family: 'inet6', address: '::ffff:192.0.2.9', port: 7 });
   });
 
-  test("a connected socket's peer wins over the address in the message (§6.1)", async (t) => {
+  test("a connected socket's peer wins over the address in the message (protocol.md §6.1)", async (t) => {
     const pair = await tcpPair(t, '127.0.0.1');
     assert.equal(client.notifyPeer(AUTH_FAIL, pair.accepted, { address: '192.0.2.1', port: 1 }), true);
     const n = await receiver.next();

@@ -89,7 +89,7 @@ const LOOPBACK = [
  * rule's mask: config.md §7.3) ends with nfail * (never block).  A remote
  * rule for one port only does not cover a local rule for every port; a
  * remote rule sorted before the allow-list line and matching first (the
- * sort trap of config.md E2) is seen as it works.
+ * sort trap of config.md §9, example E2) is seen as it works.
  */
 export function loopbackExposed(ruleSet: RuleSet, families: ConfEnv['families']): string[] {
   const none = new Map();

@@ -156,7 +156,7 @@ interface SockaddrRef {
   explicit: boolean;
 }
 
-/** §6: the kernel's peer of a connected socket, else the address in the message. */
+/** protocol.md §6: the kernel's peer of a connected socket, else the address in the message. */
 function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): SockaddrRef | undefined {
   const peerErrno = int32(r, L.peerErrno);
   if (peerErrno === 0) return { buffer: r, offset: L.peer, length: uint32(r, L.peerLen), explicit: false };
