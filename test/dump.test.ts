@@ -2,13 +2,13 @@
 // clock) from a database filled through the store API, the fixes G45-G48,
 // --json, and the command line's messages and exit codes.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { dumpCommand, remainingTime, type DumpOptions } from '../src/ctl/dump.js';
-import { StateStore } from '../src/state/store.js';
+import { DEFAULT_DB_PATH, StateStore } from '../src/state/store.js';
 import type { Entry } from '../src/types.js';
-import { stateKey as key, repoRoot, run, tempDir } from './support.js';
+import { DaemonProcess, stateKey as key, repoRoot, run, tempDir, until } from './support.js';
 
 process.env.TZ = 'UTC';
 const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
@@ -38,6 +38,8 @@ function dump(path: string, o: Partial<DumpOptions> = {}): { status: number; out
   const status = dumpCommand(path, options(o), { out: (t) => (out += t), err: (t) => (err += t) }, NOW);
   return { status, out, err };
 }
+
+const ctl = (...args: string[]) => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
 
 const lines = (...rows: string[]): string => rows.map((r) => `${r}\n`).join('');
 
@@ -188,9 +190,8 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
 
 describe('blocklistctl dump, the command', () => {
   const path = database(EXAMPLE);
-  const ctl = (...args: string[]) => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
   const usage =
-    'Usage: blocklistctl dump [-abdnrw] [-D dbname]\n' +
+    'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
     '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n' +
     '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]\n' +
@@ -250,5 +251,72 @@ describe('blocklistctl dump, the command', () => {
     const r = await run('sh', ['-c', `"${process.execPath}" "${join(repoRoot, 'bin/blocklistctl')}" dump -a -D "${path}" | head -1`]);
     assert.equal(r.code, 0);
     assert.equal(r.stderr, '');
+  });
+});
+
+describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
+  /** A daemon started with -r on a database of `n` entries: some blocked (no id), most counting. */
+  async function daemonWith(t: TestContext, n: number): Promise<DaemonProcess> {
+    const dir = tempDir('blocklistd-dump-');
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    const now = Math.floor(Date.now() / 1000);
+    store.transaction(() => {
+      for (let i = 0; i < n; i++) store.put({ key: key(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, { name: i % 3 === 0 ? 'ssh' : 'mail', duration: 86400 }), count: i % 7 === 0 ? 3 : 1, last: now - (i % 100), id: i % 7 === 0 ? `id${i}` : '' });
+      store.put({ key: key('2001:db8::7', { family: 10, lmask: 128, nfail: -1, duration: -1 }), count: 5, last: now, id: '' });
+    });
+    store.close();
+    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['-r'] });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/control socket /);
+    // -r adds the blocks again: their new ids recorded, the entries stay as they are
+    await until(() => daemon.entries().every((e) => e.id === '' || e.id.startsWith('id-')), 30_000);
+    return daemon;
+  }
+
+  test('without -D the daemon answers, found by -s or --control: the same output as the file gives, for every selection and form', async (t) => {
+    const daemon = await daemonWith(t, 2500);
+    const control = join(daemon.dir, 'blocklistd.ctl');
+    for (const options of [['-a'], [], ['-b'], ['-a', '-n', '-w'], ['-b', '-n']]) {
+      const fromFile = await ctl('dump', ...options, '-D', daemon.db);
+      const fromDaemon = await ctl('dump', ...options, '-s', daemon.socket);
+      assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+      assert.equal(fromDaemon.stderr, '');
+      assert.equal(fromDaemon.stdout, fromFile.stdout, `dump ${options.join(' ')}`);
+      assert.equal((await ctl('dump', ...options, '--control', control)).stdout, fromFile.stdout);
+    }
+    const all = (await ctl('dump', '-a', '-n', '-s', daemon.socket)).stdout.split('\n').filter((l) => l !== '');
+    assert.equal(all.length, 2501, 'every entry, in several chunks');
+    assert.match(all[0]!, /^blocklistd\t {4}2001:db8::7\/128:22\t\t5\/\*\tnever$/);
+    // -r's remaining time may differ by the second between two reads; the rows are the same
+    const cut = (text: string): string => text.replace(/\t[^\t\n]*$/gm, '');
+    assert.equal(cut((await ctl('dump', '-a', '-r', '-s', daemon.socket)).stdout), cut((await ctl('dump', '-a', '-r', '-D', daemon.db)).stdout));
+    // -d tells of every entry read, selected or not
+    const debug = await ctl('dump', '-b', '-d', '-s', daemon.socket);
+    assert.equal(debug.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 2501);
+    assert.equal(debug.stdout, (await ctl('dump', '-b', '-D', daemon.db)).stdout);
+  });
+
+  test('--json: the entry objects of the file, through the daemon', async (t) => {
+    const daemon = await daemonWith(t, 1200);
+    const strip = (text: string): Record<string, unknown>[] => (JSON.parse(text) as Record<string, unknown>[]).map(({ remaining: _, ...e }) => e);
+    const fromDaemon = await ctl('dump', '-a', '--json', '-s', daemon.socket);
+    assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+    assert.deepEqual(strip(fromDaemon.stdout), strip((await ctl('dump', '-a', '--json', '-D', daemon.db)).stdout));
+  });
+
+  test('no daemon: the default database file is read, as upstream does', async () => {
+    const dead = join(tempDir(), 'blocklistd.sock');
+    const r = await ctl('dump', '-s', dead);
+    if (existsSync(DEFAULT_DB_PATH)) return;
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `blocklistctl: Can't open '${DEFAULT_DB_PATH}': No such file or directory\n`);
+  });
+
+  test('a daemon whose database cannot be read any more: an error, exit 1', async (t) => {
+    const daemon = await daemonWith(t, 10);
+    rmSync(daemon.db);
+    const r = await ctl('dump', '-s', daemon.socket);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^blocklistctl: dump: Can't open '.*blocklistd\.db': /);
   });
 });

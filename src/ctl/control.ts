@@ -31,17 +31,23 @@ type Answer = { result: unknown } | { error: ControlErrorBody };
 /** A full listen queue (a burst of clients) fails a connect at once with EAGAIN: it is tried again for this long. */
 const CONNECT_RETRY_MS = 5000;
 
-/** Sends one request, reads one response line. */
-export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000): Promise<Answer> {
+/**
+ * Told of each result line of a chunked answer (dump); returns whether it
+ * was the last.  Without one, the first line is the answer.
+ */
+export type ChunkReader = (result: unknown) => boolean;
+
+/** Sends one request, reads its response line (or its chunks, each given to `chunk`: the answer is then the last). */
+export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000, chunk?: ChunkReader): Promise<Answer> {
   const deadline = Date.now() + CONNECT_RETRY_MS;
   for (;;) {
-    const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline);
+    const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline, chunk ?? (() => true));
     if (answer !== 'again') return answer;
     await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
   }
 }
 
-function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean): Promise<Answer | 'again'> {
+function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean, chunk: ChunkReader): Promise<Answer | 'again'> {
   return new Promise((resolve) => {
     const socket = connect(path);
     const lines = new LineSplitter(RESPONSE_MAX_BYTES);
@@ -54,16 +60,18 @@ function attempt(path: string, command: string, args: Record<string, unknown>, t
     };
     socket.setTimeout(timeoutMs, () => finish({ error: { code: 'internal', message: `no answer from ${path} within ${timeoutMs / 1000} s` } }));
     socket.on('connect', () => socket.write(`${JSON.stringify({ version: CONTROL_VERSION, id: 1, command, args })}\n`));
-    socket.on('data', (chunk: Buffer) => {
-      const [line] = lines.push(chunk);
-      if (line !== undefined) {
+    socket.on('data', (data: Buffer) => {
+      for (const line of lines.push(data)) {
+        let response: Answer;
         try {
-          const response = JSON.parse(line) as Answer;
-          finish('error' in response ? { error: response.error } : { result: response.result });
+          response = JSON.parse(line) as Answer;
         } catch {
-          finish({ error: { code: 'internal', message: `unreadable answer from ${path}` } });
+          return finish({ error: { code: 'internal', message: `unreadable answer from ${path}` } });
         }
-      } else if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
+        if ('error' in response) return finish({ error: response.error });
+        if (chunk(response.result)) return finish({ result: response.result });
+      }
+      if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
     });
     socket.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'EAGAIN' && retry && socket.connecting ? 'again' : { error: connectError(path, e) }));
     socket.on('close', () => finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }));

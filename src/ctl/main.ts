@@ -7,8 +7,8 @@ import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
-import { controlCommand, type ControlOptions } from './control.js';
-import { DUMP_USAGE, dumpCommand } from './dump.js';
+import { controlCommand, controlPath, type ControlOptions } from './control.js';
+import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
@@ -62,17 +62,18 @@ export function main(argv: string[]): void {
     .option('-n', 'no header')
     .option('-r', 'remaining time instead of last access')
     .option('-w', 'wide address column')
-    .option('-D <dbname>', 'database file', DEFAULT_DB_PATH)
+    .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
+    .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
+    .option('--control <path>', 'the daemon\'s control socket')
     .option('--json', 'machine-readable output: every field, times as epoch seconds and ISO-8601')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
-    .action((opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D: string; json?: boolean }) => {
-      process.exitCode = dumpCommand(
-        opts.D,
-        { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true },
-        stdio,
-      );
+    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean }) => {
+      const o = { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true };
+      // -D names a file: read it; else the daemon answers, and without one the default file is read
+      const status = opts.D === undefined ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio) : dumpCommand(opts.D, o, stdio);
+      process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
     });
 
   program

@@ -9,10 +9,10 @@ import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from
 import { ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
 import { TEXT_MAX, decodeText } from '../protocol/wire.js';
 import { unfinished } from '../run/helper.js';
-import { entryJson } from '../state/entry.js';
-import type { StateStore } from '../state/store.js';
+import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, dumpSelected, entryJson, entryRow, type DumpSelection, type EntryRow } from '../state/entry.js';
+import { StateError, StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type Notification } from '../types.js';
-import type { Peer } from './control.js';
+import { ChunkedResult, type Peer } from './control.js';
 import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -58,6 +58,8 @@ export async function runCommand(c: CommandContext, command: string, args: Recor
       return c.reload();
     case 'report':
       return report(c, args, peer);
+    case 'dump':
+      return dump(c, args);
     default:
       throw new ControlError('unknown_command', `unknown command '${command}'`);
   }
@@ -273,6 +275,45 @@ async function flush(c: CommandContext, args: Record<string, unknown>): Promise<
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };
+}
+
+// --- dump ------------------------------------------------------------------
+
+/** Entries in one chunk of a dump's answer. */
+const DUMP_CHUNK = 1000;
+
+/**
+ * blocklistctl dump through the daemon: the entries of `select` (all,
+ * blocked, counting), ordered as the file's dump orders them, in chunks of
+ * DUMP_CHUNK rows (arrays of the entry's `fields`, named in each chunk).  Read through a connection of its own: one read transaction,
+ * a consistent view however long the client takes, while the daemon goes
+ * on writing (WAL).
+ */
+function dump(c: CommandContext, args: Record<string, unknown>): ChunkedResult {
+  const select = (optionalString(args, 'select') ?? 'counting') as DumpSelection;
+  if (!DUMP_SELECTIONS.includes(select)) throw new ControlError('bad_argument', `bad selection '${select}': ${DUMP_SELECTIONS.join(', ')}`);
+  let reader: StateStore;
+  try {
+    reader = StateStore.open(c.options.db, { readonly: true });
+  } catch (e) {
+    throw new ControlError('internal', e instanceof StateError ? e.message : String(e));
+  }
+  async function* chunks(): AsyncGenerator<{ fields: readonly string[]; rows: EntryRow[]; more: boolean }> {
+    try {
+      let rows: EntryRow[] = [];
+      for (const e of reader.entries()) {
+        if (!dumpSelected(e, select)) continue;
+        rows.push(entryRow(e));
+        if (rows.length < DUMP_CHUNK) continue;
+        yield { fields: ENTRY_ROW_FIELDS, rows, more: true };
+        rows = [];
+      }
+      yield { fields: ENTRY_ROW_FIELDS, rows, more: false };
+    } finally {
+      reader.close();
+    }
+  }
+  return new ChunkedResult(chunks());
 }
 
 // --- report ------------------------------------------------------------------

@@ -18,8 +18,8 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report';
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report'];
+export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report' | 'dump';
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report', 'dump'];
 
 /** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */
 export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
