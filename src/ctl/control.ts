@@ -3,7 +3,7 @@
 // default, the daemon's answer as JSON with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration } from '../conf/format.js';
-import { CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
+import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
 import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
@@ -94,17 +94,40 @@ function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody 
 
 /** Runs a command: prints the answer, returns the exit status. */
 export async function controlCommand(command: string, args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
-  const answer = await request(controlPath(o), command, args, o.timeoutMs);
+  return printAnswer(command, await request(controlPath(o), command, args, o.timeoutMs), o, io);
+}
+
+/**
+ * `block` of several addresses: requests of BLOCK_MAX each (a helper in
+ * batch mode gets each as one batch), their answers merged into one.  A
+ * request refused as a whole (a bad address, the host's own) stops there.
+ */
+export async function blockCommand(addresses: readonly string[], args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
+  const results: unknown[] = [];
+  const counts = { blocked: 0, renewed: 0, failed: 0 };
+  for (let i = 0; i < addresses.length; i += BLOCK_MAX) {
+    const answer = await request(controlPath(o), 'block', { ...args, addresses: addresses.slice(i, i + BLOCK_MAX) }, o.timeoutMs);
+    const part = ('result' in answer ? answer.result : answer.error.details) as { results?: unknown[]; counts?: typeof counts } | undefined;
+    if (part?.results === undefined || part.counts === undefined) return printAnswer('block', answer, o, io);
+    results.push(...part.results);
+    for (const k of ['blocked', 'renewed', 'failed'] as const) counts[k] += part.counts[k];
+  }
+  return printAnswer('block', { result: { results, counts } }, o, io);
+}
+
+/** Prints an answer as JSON or for people; exit 1 for an error, or a block of several addresses of which some failed. */
+function printAnswer(command: string, answer: Answer, o: ControlOptions, io: Output): number {
+  const failed = 'error' in answer || ((answer.result as { counts?: { failed?: number } } | null)?.counts?.failed ?? 0) > 0;
   if (o.json) {
     io.out(`${JSON.stringify(answer, null, 2)}\n`);
-    return 'error' in answer ? 1 : 0;
+    return failed ? 1 : 0;
   }
   if ('error' in answer) {
     printError(command, answer.error, io);
     return 1;
   }
   io.out(HUMAN[command]?.(answer.result as Record<string, unknown>) ?? `${JSON.stringify(answer.result, null, 2)}\n`);
-  return 0;
+  return failed ? 1 : 0;
 }
 
 function printError(command: string, error: ControlErrorBody, io: Output): void {
@@ -128,10 +151,20 @@ function entryLines(verb: string, list: Record<string, unknown>[]): string {
     .join('');
 }
 
+/** The line of one block's answer. */
+function blocked(r: Record<string, unknown>): string {
+  const e = entryFromJson(r.entry as Record<string, unknown>);
+  return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+}
+
 const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   block(r) {
-    const e = entryFromJson(r.entry as Record<string, unknown>);
-    return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+    if (Array.isArray(r.results)) {
+      const counts = r.counts as Record<string, number>;
+      const lines = (r.results as Record<string, unknown>[]).map((o) => ('error' in o ? `failed ${String(o.address)}: ${(o.error as ControlErrorBody).message}\n` : blocked(o)));
+      return `${lines.join('')}${counts.blocked} blocked, ${counts.renewed} renewed, ${counts.failed} failed\n`;
+    }
+    return blocked(r);
   },
   unblock(r) {
     const counts = r.counts as Record<string, number>;

@@ -2,12 +2,13 @@
 // options and messages); config and test check a configuration; block,
 // unblock, flush, report, reload and status talk to the daemon's control socket.
 import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
-import { controlCommand, controlPath, type ControlOptions } from './control.js';
+import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 
 const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
@@ -21,7 +22,7 @@ const USAGE = [
   DUMP_USAGE,
   '       blocklistctl config [-c config] [-R rulename] [--json]',
   '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port',
-  '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]',
+  '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin',
   '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all',
   '       blocklistctl flush [control options] [name]',
   '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
@@ -29,6 +30,14 @@ const USAGE = [
   '       blocklistctl status [control options]',
   '       control options: [-s sockpath] [--control path] [--json]',
 ].join('\n');
+
+/** Standard input's lines, trimmed; blank ones and # comments left out. */
+function stdinLines(): string[] {
+  return readFileSync(0, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter((l) => l !== '');
+}
 
 function usage(complaint: string): never {
   process.stderr.write(`${complaint}\n${USAGE}\n`);
@@ -112,24 +121,35 @@ export function main(argv: string[]): void {
       .exitOverride()
       .action(async (...a: unknown[]) => {
         const opts = (a.at(-2) ?? {}) as { s?: string; control?: string; json?: boolean };
-        const [command, args] = run(...a);
+        const [command, { addresses, ...args }] = run(...a);
         const o: ControlOptions = { control: opts.control, socket: opts.s, json: opts.json === true };
-        process.exitCode = await controlCommand(command, args, o, stdio);
+        process.exitCode = Array.isArray(addresses) ? await blockCommand(addresses as string[], args, o, stdio) : await controlCommand(command, args, o, stdio);
       });
   };
   daemonCommand(
     'block',
-    'block an address (or network) now, in the packet filter and the database; released at expiry like any other',
+    'block addresses (or networks) now, in the packet filter and the database; released at expiry like any other',
     (c) =>
       c
-        .argument('<address>', 'address[/mask]')
+        .argument('[address...]', 'address[/mask], several, or - to read them from standard input')
         .option('-p <port>', 'the local port or service (default: every port)')
         .option('-P <proto>', 'tcp (default) or udp, with -p')
         .option('-n <name>', 'rule name (default: that of the rule a failure would meet)')
-        .option('-t <duration>', 'how long: seconds, 6h, 1d12h or forever (default: that of the rule a failure would meet)'),
-    (address, opts) => {
-      const o = opts as { p?: string; P?: string; n?: string; t?: string };
-      return ['block', { address, port: o.p, proto: o.P, name: o.n, duration: o.t }];
+        .option('-t <duration>', 'how long: seconds, 6h, 1d12h or forever (default: that of the rule a failure would meet)')
+        .option('--stdin', 'read the addresses from standard input, one a line (# comments and blank lines skipped)')
+        .option('--force', 'block loopback or an address of this host all the same'),
+    (given, opts) => {
+      const o = opts as { p?: string; P?: string; n?: string; t?: string; stdin?: boolean; force?: boolean };
+      const list = given as string[];
+      const dash = list.length === 1 && list[0] === '-';
+      if (o.stdin === true && list.length > 0) usage('block: --stdin reads the addresses: give none on the command line');
+      if (o.stdin !== true && list.length === 0) usage("block: missing required argument 'address'");
+      const fromStdin = o.stdin === true || dash;
+      const addresses = fromStdin ? stdinLines() : list;
+      if (addresses.length === 0) usage('block: no address on standard input');
+      const args = { port: o.p, proto: o.P, name: o.n, duration: o.t, ...(o.force === true ? { force: true } : {}) };
+      // one address keeps the answer of one block; several (or any from stdin) get one answer per address
+      return ['block', fromStdin || addresses.length > 1 ? { ...args, addresses } : { ...args, address: addresses[0] }];
     },
   );
   daemonCommand(

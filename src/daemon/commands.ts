@@ -2,11 +2,11 @@
 // flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
 import { createRequire } from 'node:module';
-import { maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
+import { LOOPBACK_NETWORKS, coveredNetwork, maskAddress, parseIP, toText, widthOf, type OwnNetwork } from '../conf/ip.js';
 import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
-import { systemEnv } from '../conf/system.js';
+import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
-import { ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
+import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
 import { TEXT_MAX, decodeText } from '../protocol/wire.js';
 import { unfinished } from '../run/helper.js';
 import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, dumpSelected, entryJson, entryRow, type DumpSelection, type EntryRow } from '../state/entry.js';
@@ -155,42 +155,118 @@ function matchFor(c: CommandContext, address: IPAddress, port: number, proto: nu
   return c.engine.match(probe);
 }
 
+/** What a block of one address came to. */
+type BlockOutcome = { entry: Record<string, unknown>; renewed: boolean } | { error: ControlError };
+
+/**
+ * The networks a block request names: `address`, or `addresses` (an array
+ * of up to BLOCK_MAX, duplicates dropped).  All are checked before any is
+ * blocked: a typo in a list blocks nothing.
+ */
+function blockNetworks(args: Record<string, unknown>): { text: string; address: IPAddress; mask: number }[] {
+  const list = args.addresses;
+  if (list !== undefined && args.address !== undefined) throw new ControlError('bad_argument', 'block takes "address" or "addresses", not both');
+  let texts: string[];
+  if (list === undefined) {
+    const text = optionalString(args, 'address');
+    if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
+    texts = [text];
+  } else {
+    if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === 'string')) throw new ControlError('bad_argument', '"addresses" must be an array of address strings');
+    if (list.length > BLOCK_MAX) throw new ControlError('bad_argument', `at most ${BLOCK_MAX} addresses in one block request`);
+    texts = list as string[];
+  }
+  const seen = new Set<string>();
+  const networks: { text: string; address: IPAddress; mask: number }[] = [];
+  for (const text of texts) {
+    const { address, mask } = parseNetwork(text);
+    const id = `${toText(address)}/${mask}`;
+    if (!seen.has(id)) networks.push({ text, address, mask });
+    seen.add(id);
+  }
+  return networks;
+}
+
+/** The host's own networks a block must not cover without `force`: loopback, and the interfaces' addresses now. */
+function ownNetworks(): OwnNetwork[] {
+  const own: OwnNetwork[] = LOOPBACK_NETWORKS.map((n) => ({ ...n, what: 'loopback' }));
+  for (const [name, addresses] of interfaceAddresses()) for (const address of addresses) own.push({ address, mask: widthOf(address.family), what: `an address of ${name}` });
+  return own;
+}
+
 async function block(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
-  const text = optionalString(args, 'address');
-  if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
-  const { address, mask } = parseNetwork(text);
+  const networks = blockNetworks(args);
   const port = parsePort(optionalString(args, 'port'));
   let proto = parseProto(optionalString(args, 'proto'));
   if (proto !== undefined && port === undefined) throw new ControlError('bad_argument', 'a protocol needs a port: without one, every port and protocol is blocked');
   if (port !== undefined) proto ??= IPPROTO_TCP;
-  let name = parseName(optionalString(args, 'name'));
-  let duration = parseDurationArg(optionalString(args, 'duration'));
-  if (name === undefined || duration === undefined) {
-    const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
-    if (duration === undefined && match === undefined) {
-      throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+  const givenName = parseName(optionalString(args, 'name'));
+  const givenDuration = parseDurationArg(optionalString(args, 'duration'));
+  if (args.force !== true) {
+    // the policy is here, not in blocklistctl: a raw control client cannot lock the host out either
+    const own = ownNetworks();
+    const refused = networks.flatMap(({ text, address, mask }) => {
+      const hit = coveredNetwork(address, mask, own);
+      return hit === undefined ? [] : [`${text} covers ${toText(hit.address)}${hit.mask === widthOf(hit.address.family) ? '' : `/${hit.mask}`} (${hit.what})`];
+    });
+    if (refused.length > 0) {
+      throw new ControlError('self_address', `refusing to block this host's own address: ${refused.slice(0, 5).join('; ')}${refused.length > 5 ? `; and ${refused.length - 5} more` : ''} (force it with --force)`, { refused });
     }
-    name ??= match?.effective.name ?? c.options.ruleName;
-    duration ??= match!.effective.duration;
   }
   const env = systemEnv(c.options.ruleName);
-  const key: EffectiveRule = {
-    family: address.family === 'inet' ? env.families.inet : env.families.inet6,
-    address: toText(address),
-    lmask: mask,
-    port: port ?? ANY,
-    proto: proto ?? ANY,
-    uid: ANY,
-    name,
-    rmask: ANY,
-    nfail: 1,
-    duration,
-  };
+  const keys = networks.map(({ address, mask }) => {
+    let name = givenName;
+    let duration = givenDuration;
+    if (name === undefined || duration === undefined) {
+      const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
+      if (duration === undefined && match === undefined) {
+        throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+      }
+      name ??= match?.effective.name ?? c.options.ruleName;
+      duration ??= match!.effective.duration;
+    }
+    const key: EffectiveRule = {
+      family: address.family === 'inet' ? env.families.inet : env.families.inet6,
+      address: toText(address),
+      lmask: mask,
+      port: port ?? ANY,
+      proto: proto ?? ANY,
+      uid: ANY,
+      name,
+      rmask: ANY,
+      nfail: 1,
+      duration,
+    };
+    return key;
+  });
+  // started together: their adds go to a helper in batch mode as one batch
+  const outcomes = await Promise.all(keys.map((key) => blockOne(c, key)));
+  if (args.addresses === undefined) {
+    const [outcome] = outcomes;
+    if ('error' in outcome) throw outcome.error;
+    return outcome;
+  }
+  const counts = { blocked: 0, renewed: 0, failed: 0 };
+  const results = outcomes.map((o, i) => {
+    const address = networks[i].text;
+    if ('error' in o) {
+      counts.failed++;
+      return { address, error: o.error.body };
+    }
+    counts[o.renewed ? 'renewed' : 'blocked']++;
+    return { address, ...o };
+  });
+  if (counts.failed === results.length) throw new ControlError(outcomes.every((o) => 'error' in o && o.error.code === 'busy') ? 'busy' : 'helper_failed', `nothing blocked: ${(results[0] as { error: { message: string } }).error.message}`, { results, counts });
+  return { results, counts };
+}
+
+/** One block: the engine's add, its outcome (a failure as a ControlError, not thrown). */
+async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
   let outcome: Awaited<ReturnType<Engine['manualBlock']>>;
   try {
     outcome = await c.engine.manualBlock(key);
   } catch (e) {
-    if (e instanceof EngineBusy) throw new ControlError(e.code, e.message);
+    if (e instanceof EngineBusy) return { error: new ControlError(e.code, e.message) };
     throw e;
   }
   const now = Math.floor(Date.now() / 1000);
@@ -198,8 +274,8 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
   if (result !== undefined && result.line === undefined) {
     const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
     // the entry stays at its limit then, and expiry lifts what may be in the filter
-    if (unfinished(result)) throw new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) });
-    throw new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) });
+    if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
+    return { error: new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
 }

@@ -21,6 +21,9 @@ export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report' | 'dump';
 export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report', 'dump'];
 
+/** Addresses in one block request at most: a line of them (IPv6 networks too) stays below REQUEST_MAX_BYTES, and goes to the helper as one batch. */
+export const BLOCK_MAX = 1000;
+
 /** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */
 export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
 export type ReportType = (typeof REPORT_TYPES)[number];
@@ -34,6 +37,7 @@ export type ErrorCode =
   | 'access_denied'
   | 'not_found' // unblock: nothing matched
   | 'busy' // a helper call of that entry is running: try again
+  | 'self_address' // block: loopback or an address of the host, without force
   | 'helper_failed' // the packet filter did not take the change
   | 'config_error' // reload: the new configuration has errors
   | 'stopping' // the daemon is shutting down
