@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { DaemonProcess, ctl, freePort, type RunResult } from './support.js';
+import { DaemonProcess, ctl, freePort, repoRoot, run, type RunResult } from './support.js';
 
 async function started(t: TestContext, config: string, env: Record<string, string> = {}): Promise<{ daemon: DaemonProcess; control: string }> {
   const daemon = await DaemonProcess.start({ config, env });
@@ -110,5 +110,49 @@ describe("the host's own addresses (issue 15 §2)", () => {
     const r = await ctl(['block', '--force', '-t', '1h', '--control', control, '127.0.0.1']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^blocked 127\.0\.0\.1\/32 every port/);
+  });
+});
+
+describe('unblock: --if-present, and progress on a terminal', () => {
+  test('--if-present: an address without entry is success (exit 0), said so; without it, not_found (exit 1)', async (t) => {
+    const { control } = await started(t, '22 stream * * * 3 1h\n');
+    let r = await ctl(['unblock', '--control', control, '198.51.100.40']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^blocklistctl: unblock: no entry for 198\.51\.100\.40\n$/);
+    r = await ctl(['unblock', '--if-present', '--control', control, '198.51.100.40']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'no entry: nothing to unblock\n0 released, 0 deleted without a block, 0 failed\n');
+    r = await ctl(['unblock', '--if-present', '--json', '--control', control, '198.51.100.40']);
+    assert.equal(r.code, 0);
+    assert.deepEqual(parsed(r).result.counts, { released: 0, deleted: 0, failed: 0 });
+  });
+
+  /** A daemon with 3,000 blocks of port 22 (one batch helper call each 1,000). */
+  async function blocked(t: TestContext): Promise<{ daemon: DaemonProcess; control: string }> {
+    const port = await freePort();
+    const started_ = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.3' });
+    const input = Array.from({ length: 3000 }, (_, i) => `10.79.${i >> 8}.${i & 255}`).join('\n');
+    const r = await ctl(['block', '-p', String(port), '--control', started_.control, '-'], { input });
+    assert.equal(r.code, 0, r.stderr);
+    return started_;
+  }
+
+  test('not on a terminal: no progress, only the answer', async (t) => {
+    const { control } = await blocked(t);
+    const r = await ctl(['unblock', '--all', '--control', control]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /\n3000 released, 0 deleted without a block, 0 failed\n$/);
+  });
+
+  test('on a terminal (script -qc): a counter on standard error while the daemon releases, erased at the end', async (t) => {
+    const { daemon, control } = await blocked(t);
+    const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} unblock --all --control ${control}`;
+    const r = await run('script', ['-qec', command, '/dev/null']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\runblock: 0 of 3000\x1b\[K/);
+    assert.match(r.stdout, /\runblock: 3000 of 3000\x1b\[K\r\x1b\[K/);
+    assert.match(r.stdout, /3000 released, 0 deleted without a block, 0 failed\r?\n$/);
+    assert.equal(daemon.entries().length, 0);
   });
 });

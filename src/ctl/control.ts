@@ -15,6 +15,8 @@ export interface ControlOptions {
   control?: string;
   socket?: string;
   json?: boolean;
+  /** Ask for the daemon's progress and show it on standard error (a terminal's, for a command that may take long). */
+  progress?: boolean;
   /** Milliseconds to wait for the answer. */
   timeoutMs?: number;
 }
@@ -94,7 +96,19 @@ function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody 
 
 /** Runs a command: prints the answer, returns the exit status. */
 export async function controlCommand(command: string, args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
-  return printAnswer(command, await request(controlPath(o), command, args, o.timeoutMs), o, io);
+  if (!o.progress) return printAnswer(command, await request(controlPath(o), command, args, o.timeoutMs), o, io);
+  // a counter on the terminal while the daemon works, rewritten in place, erased at the end
+  let shown = false;
+  const answer = await request(controlPath(o), command, { ...args, progress: true }, o.timeoutMs, (result) => {
+    const r = result as { more?: boolean; progress?: { done: number; total: number } };
+    if (r.more !== true || r.progress === undefined) return true;
+    io.err(`\r${command}: ${r.progress.done} of ${r.progress.total}\x1b[K`);
+    shown = true;
+    return false;
+  });
+  if (shown) io.err('\r\x1b[K');
+  if ('result' in answer) delete (answer.result as { more?: boolean }).more;
+  return printAnswer(command, answer, o, io);
 }
 
 /**
@@ -169,7 +183,8 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   unblock(r) {
     const counts = r.counts as Record<string, number>;
     const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
-    return `${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
+    const none = counts.released + counts.deleted + counts.failed === 0 ? 'no entry: nothing to unblock\n' : '';
+    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
   },
   flush(r) {
     return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');

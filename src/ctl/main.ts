@@ -23,7 +23,7 @@ const USAGE = [
   '       blocklistctl config [-c config] [-R rulename] [--json]',
   '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port',
   '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin',
-  '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all',
+  '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all',
   '       blocklistctl flush [control options] [name]',
   '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
   '       blocklistctl reload [control options]',
@@ -122,7 +122,10 @@ export function main(argv: string[]): void {
       .action(async (...a: unknown[]) => {
         const opts = (a.at(-2) ?? {}) as { s?: string; control?: string; json?: boolean };
         const [command, { addresses, ...args }] = run(...a);
-        const o: ControlOptions = { control: opts.control, socket: opts.s, json: opts.json === true };
+        const json = opts.json === true;
+        // progress only for people watching a terminal: never in a pipe, a file or JSON
+        const progress = command === 'unblock' && !json && process.stdout.isTTY && process.stderr.isTTY;
+        const o: ControlOptions = { control: opts.control, socket: opts.s, json, progress };
         process.exitCode = Array.isArray(addresses) ? await blockCommand(addresses as string[], args, o, stdio) : await controlCommand(command, args, o, stdio);
       });
   };
@@ -155,11 +158,17 @@ export function main(argv: string[]): void {
   daemonCommand(
     'unblock',
     'lift the blocks that hold an address (or all), and forget its failures',
-    (c) => c.argument('[address]', 'address[/mask]').option('-p <port>', 'only entries of this port').option('-n <name>', 'only entries of this rule name').option('--all', 'every entry'),
+    (c) =>
+      c
+        .argument('[address]', 'address[/mask]')
+        .option('-p <port>', 'only entries of this port')
+        .option('-n <name>', 'only entries of this rule name')
+        .option('--all', 'every entry')
+        .option('--if-present', 'no entry for it is success (exit 0), not an error'),
     (address, opts) => {
-      const o = opts as { p?: string; n?: string; all?: boolean };
+      const o = opts as { p?: string; n?: string; all?: boolean; ifPresent?: boolean };
       if ((address === undefined) === (o.all !== true)) usage('unblock: give an address, or --all');
-      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true }];
+      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true, ...(o.ifPresent === true ? { ifPresent: true } : {}) }];
     },
   );
   daemonCommand(

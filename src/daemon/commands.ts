@@ -308,38 +308,94 @@ function unblockSelection(c: CommandContext, args: Record<string, unknown>): { s
   return { selected, what };
 }
 
-async function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
-  const { selected, what } = unblockSelection(c, args);
-  // a page at a time (its deletions one transaction), the event loop free in between:
-  // notifications go on being received while a large table is emptied
-  const unblocking: Promise<UnblockResult>[] = [];
-  for (let after = 0; ; ) {
-    const page = c.store.page(after, UNBLOCK_PAGE);
-    if (page.length === 0) break;
-    after = page[page.length - 1].rowid;
-    const entries = page.filter(selected);
-    if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  if (unblocking.length === 0) throw new ControlError('not_found', `no entry for ${what}`);
-  const done: UnblockResult = { released: [], deleted: [], failed: [] };
-  for (const part of await Promise.all(unblocking)) {
-    done.released.push(...part.released);
-    done.deleted.push(...part.deleted);
-    done.failed.push(...part.failed);
-  }
-  const now = Math.floor(Date.now() / 1000);
-  const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
-  const result = {
-    released: list(done.released),
-    deleted: list(done.deleted),
-    failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
-    counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+/** Progress of a long request, told this often at most (ms). */
+const PROGRESS_MS = 200;
+
+/**
+ * `progress: true` in a request's args: its answer comes as chunks, some
+ * `{progress: {done, total}, more: true}` while it runs, then its result
+ * with `more: false` (for blocklistctl's counter on a terminal).
+ */
+function withProgress(args: Record<string, unknown>, run: (progress: (done: number, total: number) => void) => Promise<Record<string, unknown>>): Promise<unknown> | ChunkedResult {
+  if (args.progress !== true) return run(() => {});
+  let told = 0;
+  let wake: (() => void) | undefined;
+  const pending: { done: number; total: number }[] = [];
+  const progress = (done: number, total: number): void => {
+    if (Date.now() - told < PROGRESS_MS && done < total) return;
+    told = Date.now();
+    pending.push({ done, total });
+    wake?.();
   };
-  if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
-    throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);
+  let finished = false;
+  const result = run(progress).finally(() => {
+    finished = true;
+    wake?.();
+  });
+  // its failure is the last chunk's, when the chunks get there
+  result.catch(() => {});
+  async function* chunks(): AsyncGenerator<{ more: boolean; [field: string]: unknown }> {
+    for (;;) {
+      while (pending.length > 0) yield { progress: pending.shift()!, more: true };
+      if (finished) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    yield { ...(await result), more: false };
   }
-  return result;
+  return new ChunkedResult(chunks());
+}
+
+function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> | ChunkedResult {
+  const { selected, what } = unblockSelection(c, args);
+  return withProgress(args, async (progress) => {
+    // a page at a time (its deletions one transaction), the event loop free in between:
+    // notifications go on being received while a large table is emptied
+    const unblocking: Promise<UnblockResult>[] = [];
+    let total = 0;
+    for (let after = 0; ; ) {
+      const page = c.store.page(after, UNBLOCK_PAGE);
+      if (page.length === 0) break;
+      after = page[page.length - 1].rowid;
+      const entries = page.filter(selected);
+      total += entries.length;
+      if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (unblocking.length === 0) {
+      // --if-present: nothing there is what was wanted
+      if (args.ifPresent === true) return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 } };
+      throw new ControlError('not_found', `no entry for ${what}`);
+    }
+    let settled = 0;
+    progress(0, total);
+    const done: UnblockResult = { released: [], deleted: [], failed: [] };
+    for (const part of await Promise.all(
+      unblocking.map((p) =>
+        p.then((part) => {
+          settled += part.released.length + part.deleted.length + part.failed.length;
+          progress(settled, total);
+          return part;
+        }),
+      ),
+    )) {
+      done.released.push(...part.released);
+      done.deleted.push(...part.deleted);
+      done.failed.push(...part.failed);
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
+    const result = {
+      released: list(done.released),
+      deleted: list(done.deleted),
+      failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
+      counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+    };
+    if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
+      throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);
+    }
+    return result;
+  });
 }
 
 // --- flush -------------------------------------------------------------------

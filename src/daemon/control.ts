@@ -19,7 +19,7 @@ import type { LogFn } from '../types.js';
  * holds more than a socket buffer and a chunk of it.
  */
 export class ChunkedResult {
-  constructor(readonly chunks: AsyncIterable<{ more: boolean }>) {}
+  constructor(readonly chunks: AsyncIterable<{ more: boolean; [field: string]: unknown }>) {}
 }
 
 /** Who is at the other end of a control connection. */
