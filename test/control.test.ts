@@ -567,7 +567,7 @@ describe('blocklistctl control commands against a running daemon', () => {
       assert.equal(parsed(json).error.code, 'bad_argument', args.join(' '));
       assert.match(parsed(json).error.message, new RegExp(`^${message}`), args.join(' '));
     }
-    // what blocklistctl itself refuses: usage, exit 1, the daemon not asked
+    // what blocklistctl itself refuses: usage, exit 2, the daemon not asked
     const usage: [string[], string][] = [
       [['unblock'], 'unblock: give an address, or --all'],
       [['unblock', '--all', '192.0.2.70'], 'unblock: give an address, or --all'],
@@ -577,7 +577,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     ];
     const complaints = await Promise.all(usage.map(([args]) => ctl([...args, '--control', control])));
     for (const [i, r] of complaints.entries()) {
-      assert.equal(r.code, 1, usage[i][0].join(' '));
+      assert.equal(r.code, 2, usage[i][0].join(' '));
       assert.ok(r.stderr.startsWith(`${usage[i][1]}\nUsage: blocklistctl `), r.stderr);
     }
     assert.deepEqual(snapshot(daemon), before);

@@ -200,6 +200,7 @@ describe('blocklistctl dump, the command', () => {
     '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
     '       blocklistctl reload [control options]\n' +
     '       blocklistctl status [control options]\n' +
+    '       blocklistctl help [command]\n' +
     '       control options: [-s sockpath] [--control path] [--json]\n';
 
   test('upstream options, combined, extra words ignored', async () => {
@@ -215,16 +216,17 @@ describe('blocklistctl dump, the command', () => {
     assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 4);
   });
 
-  test('no command, an unknown command, an unknown option: upstream texts, exit 1', async () => {
+  test('no command, an unknown command, an unknown option: upstream texts, exit 2 (a usage error)', async () => {
     for (const args of [[], ['show']]) {
       const r = await ctl(...args);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
     }
     let r = await ctl('dump', '-x', '-D', path);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.equal(r.stderr, `dump: invalid option -- 'x'\n${usage}`);
     r = await ctl('dump', '-D');
+    assert.equal(r.code, 2);
     assert.equal(r.stderr, `dump: option requires an argument -- 'D'\n${usage}`);
     r = await ctl('-a');
     assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);

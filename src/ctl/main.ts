@@ -3,15 +3,15 @@
 // unblock, flush, report, reload and status talk to the daemon's control socket.
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { EXIT_USAGE, HELP_CONFIG, VERSION } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
+import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
 import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 const stdio: Output = {
   out: (text) => process.stdout.write(text),
@@ -28,6 +28,7 @@ const USAGE = [
   '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
   '       blocklistctl reload [control options]',
   '       blocklistctl status [control options]',
+  '       blocklistctl help [command]',
   '       control options: [-s sockpath] [--control path] [--json]',
 ].join('\n');
 
@@ -41,7 +42,7 @@ function stdinLines(): string[] {
 
 function usage(complaint: string): never {
   process.stderr.write(`${complaint}\n${USAGE}\n`);
-  process.exit(1);
+  process.exit(EXIT_USAGE);
 }
 
 export function main(argv: string[]): void {
@@ -54,11 +55,13 @@ export function main(argv: string[]): void {
     if (e.code !== 'EPIPE') throw e;
   });
   const program = new Command('blocklistctl')
-    .version(version, '-V, --version')
+    .version(VERSION, '-V, --version')
     .description('query and maintain blocklistd')
     .helpOption('-h, --help')
-    // `help <command>` is refused as an unknown command: --help must not list it
+    // `help [command]` is handled below, not listed among the commands
     .helpCommand(false)
+    .configureHelp(HELP_CONFIG)
+    .addHelpText('after', '\n`blocklistctl help <command>` (or <command> --help) shows the options of a command.')
     .configureOutput({ writeErr: () => {} })
     .exitOverride();
 
@@ -73,7 +76,7 @@ export function main(argv: string[]): void {
     .option('-w', 'wide address column')
     .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
     .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
-    .option('--control <path>', 'the daemon\'s control socket')
+    .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
     .option('--json', 'machine-readable output: every field, times as epoch seconds and ISO-8601')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
@@ -116,7 +119,7 @@ export function main(argv: string[]): void {
   const daemonCommand = (name: string, description: string, setup: (c: Command) => Command, run: (...a: unknown[]) => [string, Record<string, unknown>]): void => {
     setup(program.command(name).description(description))
       .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
-      .option('--control <path>', 'the daemon\'s control socket', undefined)
+      .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
       .option('--json', 'the daemon\'s answer as JSON')
       .exitOverride()
       .action(async (...a: unknown[]) => {
@@ -197,6 +200,14 @@ export function main(argv: string[]): void {
   daemonCommand('status', 'the daemon\'s state: sockets, rules, entries, helper queue, counters', (c) => c, () => ['status', {}]);
 
   const command = argv[2];
+  if (command === 'help') {
+    // `help` alone: the overview; `help <command>`: that command's options
+    const topic = argv[3];
+    const sub = program.commands.find((c) => c.name() === topic);
+    if (argv.length > 4 || (topic !== undefined && sub === undefined)) usage(`help: ${topic === undefined || sub !== undefined ? 'one command at most' : `unknown command '${topic}'`}`);
+    (sub ?? program).outputHelp();
+    return;
+  }
   const known = program.commands.some((c) => c.name() === command) || ['-h', '--help', '-V', '--version'].includes(command ?? '');
   if (!known) usage('blocklistctl: Missing/unknown command');
   program.parseAsync(argv).catch((e: unknown) => {
