@@ -433,7 +433,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.stderr, `${conf}:3: Bad number for nfail [abc]\nblocklistctl: reload: 1 error in the configuration: nothing changed\n`);
     r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
-    assert.deepEqual(parsed(r), { error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
+    assert.deepEqual(parsed(r), { ok: false, command: 'reload', error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
     assert.deepEqual((await status(daemon)).rules, { local: 2, remote: 0 });
     // still the old rules: p3 has none, p2's still counts
     const r3 = await Reporter.connect(daemon.socket, p3, '127.0.0.3');
@@ -598,7 +598,7 @@ describe('blocklistctl when the daemon is not there', () => {
       assert.equal(human.stdout, '');
       assert.equal(human.stderr, `blocklistctl: ${command}: blocklistd is not running (${reason}; see --control and -s)\n`);
       assert.equal(json.code, 1, command);
-      assert.deepEqual(parsed(json), { error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` } });
+      assert.deepEqual(parsed(json), { ok: false, command, error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` } });
     }
   }
 
@@ -700,7 +700,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     assert.equal(human.code, 1);
     assert.equal(human.stderr, `blocklistctl: status: ${message}\n`);
     assert.equal(json.code, 1);
-    assert.deepEqual(parsed(json), { error: { code: 'access_denied', message } });
+    assert.deepEqual(parsed(json), { ok: false, command: 'status', error: { code: 'access_denied', message } });
     assert.equal(block.code, 1);
     assert.equal(block.stderr, `blocklistctl: block: ${message}\n`);
     assert.deepEqual(snapshot(daemon), before);
@@ -740,7 +740,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     const runs = await Promise.all(Array.from({ length: 3 }, () => Promise.all([ctlAs(NOBODY, NOBODY, ['status', '--control', control]), ctlAs(NOBODY, NOBODY, ['status', '--json', '--control', control])])));
     for (const [human, json] of runs) {
       assert.equal(human.stderr, `blocklistctl: status: access denied: uid ${NOBODY} may not control blocklistd\n`);
-      assert.deepEqual(parsed(json), { error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } });
+      assert.deepEqual(parsed(json), { ok: false, command: 'status', error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } });
     }
   });
 

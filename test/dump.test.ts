@@ -150,7 +150,8 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
   });
 
   test('--json: every field, epoch and ISO-8601 times, the same selection', () => {
-    const doc = JSON.parse(dump(path, { json: true, all: true }).out) as Record<string, unknown>[];
+    const { ok, command, result: doc } = JSON.parse(dump(path, { json: true, all: true }).out) as { ok: boolean; command: string; result: Record<string, unknown>[] };
+    assert.deepEqual([ok, command], [true, 'dump']);
     assert.equal(doc.length, entries.length);
     assert.deepEqual(doc.find((e) => e.name === 'f'), {
       family: 2,
@@ -174,7 +175,7 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
     });
     const forever = doc.find((e) => e.port === 27189)!;
     assert.deepEqual([forever.expires, forever.expiresTime, forever.remaining], [null, null, null]);
-    assert.equal((JSON.parse(dump(path, { json: true, blocked: true }).out) as unknown[]).length, 0);
+    assert.deepEqual(JSON.parse(dump(path, { json: true, blocked: true }).out), { ok: true, command: 'dump', result: [] });
   });
 
   test('a read error mid-way stops the dump with exit 1 (G48)', () => {
@@ -185,6 +186,14 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
     const r = dump(big, { all: true });
     assert.equal(r.status, 1);
     assert.match(r.err, /^blocklistctl: reading '.*' failed: database disk image is malformed\n$/);
+    // --json: the entries read, and the error, in the envelope; nothing on stderr
+    const j = dump(big, { all: true, json: true });
+    assert.equal(j.status, 1);
+    assert.equal(j.err, '');
+    const doc = JSON.parse(j.out) as { ok: boolean; command: string; result: unknown[]; error: { code: string; message: string } };
+    assert.deepEqual([doc.ok, doc.command, doc.error.code], [false, 'dump', 'database_error']);
+    assert.match(doc.error.message, /^reading '.*' failed: database disk image is malformed$/);
+    assert.ok(Array.isArray(doc.result) && doc.result.length < 5000, 'the entries read before the damage (none: the sort reads them all first)');
   });
 });
 
@@ -300,7 +309,7 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
 
   test('--json: the entry objects of the file, through the daemon', async (t) => {
     const daemon = await daemonWith(t, 1200);
-    const strip = (text: string): Record<string, unknown>[] => (JSON.parse(text) as Record<string, unknown>[]).map(({ remaining: _, ...e }) => e);
+    const strip = (text: string): Record<string, unknown>[] => (JSON.parse(text) as { result: Record<string, unknown>[] }).result.map(({ remaining: _, ...e }) => e);
     const fromDaemon = await ctl('dump', '-a', '--json', '-s', daemon.socket);
     assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
     assert.deepEqual(strip(fromDaemon.stdout), strip((await ctl('dump', '-a', '--json', '-D', daemon.db)).stdout));

@@ -8,6 +8,7 @@ import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
 import type { Output } from './conf.js';
+import { envelope } from './json.js';
 import { remainingTime } from './dump.js';
 
 export interface ControlOptions {
@@ -131,17 +132,20 @@ export async function blockCommand(addresses: readonly string[], args: Record<st
 
 /** Prints an answer as JSON or for people; exit 1 for an error, or a block of several addresses of which some failed. */
 function printAnswer(command: string, answer: Answer, o: ControlOptions, io: Output): number {
-  const failed = 'error' in answer || ((answer.result as { counts?: { failed?: number } } | null)?.counts?.failed ?? 0) > 0;
+  const result = 'result' in answer ? (answer.result as { results?: { error?: ControlErrorBody }[]; counts?: { failed?: number } } | null) : undefined;
+  const someFailed = (result?.counts?.failed ?? 0) > 0;
   if (o.json) {
-    io.out(`${JSON.stringify(answer, null, 2)}\n`);
-    return failed ? 1 : 0;
+    // some of several blocks failed: the result, and an error saying so (the first failure's code)
+    const partial = someFailed ? { code: result!.results!.find((r) => r.error !== undefined)!.error!.code, message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked` } : undefined;
+    io.out(envelope(command, 'error' in answer ? answer : { result: answer.result, error: partial }));
+    return 'error' in answer || someFailed ? 1 : 0;
   }
   if ('error' in answer) {
     printError(command, answer.error, io);
     return 1;
   }
   io.out(HUMAN[command]?.(answer.result as Record<string, unknown>) ?? `${JSON.stringify(answer.result, null, 2)}\n`);
-  return failed ? 1 : 0;
+  return someFailed ? 1 : 0;
 }
 
 function printError(command: string, error: ControlErrorBody, io: Output): void {

@@ -9,8 +9,10 @@ import { dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRo
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
+import type { ControlErrorBody } from '../protocol/control.js';
 import type { Output } from './conf.js';
 import { request } from './control.js';
+import { EnvelopeStream, envelope } from './json.js';
 
 export interface DumpOptions {
   /** -a: every entry (wins over -b). */
@@ -79,11 +81,12 @@ export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname] [contr
 /** Rows are written in chunks of this many: a dump of millions of entries is not held in memory. */
 const CHUNK = 1000;
 
-/** Prints the entries read (from the file or the daemon) as the table or as JSON, CHUNK rows per write. */
+/** Prints the entries read (from the file or the daemon) as the table or in the JSON envelope, CHUNK rows per write. */
 class DumpWriter {
   private chunk: string[] = [];
   private rows = 0;
   private readonly selection: DumpSelection;
+  private readonly json: EnvelopeStream | undefined;
 
   constructor(
     private readonly o: DumpOptions,
@@ -91,7 +94,7 @@ class DumpWriter {
     private readonly now: number,
   ) {
     this.selection = selectionOf(o);
-    if (o.json) this.chunk.push('[');
+    if (o.json) this.json = new EnvelopeStream('dump', io);
     else if (!o.noHeader) this.chunk.push(dumpHeader(o));
   }
 
@@ -99,15 +102,16 @@ class DumpWriter {
   entry(e: Entry): void {
     if (this.o.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
     if (!dumpSelected(e, this.selection)) return;
-    if (this.o.json) this.chunk.push(`${this.rows === 0 ? '' : ','}\n${JSON.stringify(entryJson(e, this.now))}`);
-    else this.chunk.push(dumpRow(e, this.o, this.now));
+    this.chunk.push(this.json === undefined ? dumpRow(e, this.o, this.now) : this.json.item(entryJson(e, this.now)));
     if (++this.rows % CHUNK === 0) this.flush();
   }
 
-  /** The end of the entries: the rest written, the JSON array closed, unless the dump failed. */
-  end(complete: boolean): void {
-    if (complete && this.o.json) this.chunk.push(this.rows === 0 ? ']\n' : '\n]\n');
+  /** The end of the entries, or the error that cut them short: exit status 0 or 1. */
+  end(error?: ControlErrorBody): number {
+    if (this.json !== undefined) this.chunk.push(this.json.end(error));
     this.flush();
+    if (error !== undefined && this.json === undefined) this.io.err(`blocklistctl: ${error.message}\n`);
+    return error === undefined ? 0 : 1;
   }
 
   private flush(): void {
@@ -116,35 +120,35 @@ class DumpWriter {
   }
 }
 
+/** A dump that failed before any entry: its message on stderr, or its envelope with --json; exit 1. */
+function failed(o: DumpOptions, io: Output, error: ControlErrorBody): number {
+  if (o.json) io.out(envelope('dump', { error }));
+  else io.err(`blocklistctl: ${error.message}\n`);
+  return 1;
+}
+
 /** `blocklistctl dump -D path`: the file read; exit 0, or 1 when the database cannot be read (G48). */
 export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math.floor(Date.now() / 1000)): number {
   let store: StateStore;
   try {
     // SQLite would say "disk I/O error" for a directory
-    if (statSync(path).isDirectory()) {
-      io.err(`blocklistctl: Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}\n`);
-      return 1;
-    }
+    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}` });
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (typeof err.errno === 'number') io.err(`blocklistctl: Can't open '${path}': ${strerror(Math.abs(err.errno))}\n`);
-    else io.err(`blocklistctl: ${e instanceof StateError ? e.message : String(e)}\n`);
-    return 1;
+    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${strerror(Math.abs(err.errno))}` : e instanceof StateError ? e.message : String(e);
+    return failed(o, io, { code: 'database_error', message });
   }
   const writer = new DumpWriter(o, io, now);
   try {
     for (const e of store.entries()) writer.entry(e);
   } catch (e) {
-    writer.end(false);
-    io.err(`blocklistctl: reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}\n`);
-    return 1;
+    return writer.end({ code: 'database_error', message: `reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}` });
   } finally {
     store.close();
   }
-  writer.end(true);
-  return 0;
+  return writer.end();
 }
 
 /**
@@ -162,12 +166,8 @@ export async function dumpFromDaemon(control: string, o: DumpOptions, io: Output
     for (const row of chunk.rows) writer.entry(entryFromRow(row));
     return chunk.more !== true;
   });
-  if ('result' in answer) {
-    writer!.end(true);
-    return 0;
-  }
+  if ('result' in answer) return writer!.end();
   if (answer.error.code === 'not_running' && writer === undefined) return 'not_running';
-  writer?.end(false);
-  io.err(`blocklistctl: dump: ${answer.error.message}\n`);
-  return 1;
+  const error = { ...answer.error, message: `dump: ${answer.error.message}` };
+  return writer === undefined ? failed(o, io, error) : writer.end(error);
 }

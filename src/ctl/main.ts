@@ -11,6 +11,7 @@ import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
 import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
+import { envelope } from './json.js';
 
 
 const stdio: Output = {
@@ -40,7 +41,9 @@ function stdinLines(): string[] {
     .filter((l) => l !== '');
 }
 
+/** A command line that cannot be used: the complaint and the usage on stderr (and with --json the envelope on stdout), exit 2. */
 function usage(complaint: string): never {
+  if (process.argv.includes('--json')) process.stdout.write(envelope(process.argv[2] ?? '', { error: { code: 'usage', message: complaint } }));
   process.stderr.write(`${complaint}\n${USAGE}\n`);
   process.exit(EXIT_USAGE);
 }
@@ -77,7 +80,7 @@ export function main(argv: string[]): void {
     .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
     .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
     .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
-    .option('--json', 'machine-readable output: every field, times as epoch seconds and ISO-8601')
+    .option('--json', 'JSON output: every field, times as epoch seconds and ISO-8601 (blocklistctl(8), JSON OUTPUT)')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
@@ -120,7 +123,7 @@ export function main(argv: string[]): void {
     setup(program.command(name).description(description))
       .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
       .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
-      .option('--json', 'the daemon\'s answer as JSON')
+      .option('--json', 'the answer as JSON (blocklistctl(8), JSON OUTPUT)')
       .exitOverride()
       .action(async (...a: unknown[]) => {
         const opts = (a.at(-2) ?? {}) as { s?: string; control?: string; json?: boolean };

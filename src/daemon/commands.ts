@@ -1,7 +1,7 @@
 // What the control socket's requests do (issue 7): status, block, unblock,
 // flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
-import { createRequire } from 'node:module';
+import { VERSION } from '../cli.js';
 import { LOOPBACK_NETWORKS, coveredNetwork, maskAddress, parseIP, toText, widthOf, type OwnNetwork } from '../conf/ip.js';
 import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
@@ -42,7 +42,6 @@ export interface CommandContext {
 /** Entries listed in one response at most; counts are always complete. */
 const LIST_MAX = 1000;
 
-const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   switch (command) {

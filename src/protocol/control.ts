@@ -42,7 +42,10 @@ export type ErrorCode =
   | 'config_error' // reload: the new configuration has errors
   | 'stopping' // the daemon is shutting down
   | 'internal'
-  | 'not_running'; // blocklistctl: nobody listens on the control socket
+  | 'not_running' // blocklistctl: nobody listens on the control socket
+  | 'usage' // blocklistctl: a command line that cannot be used (exit 2)
+  | 'no_match' // blocklistctl test: no rule matches
+  | 'database_error'; // blocklistctl dump: the database file cannot be read
 
 export interface ControlErrorBody {
   code: ErrorCode;
