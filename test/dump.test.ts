@@ -2,13 +2,13 @@
 // clock) from a database filled through the store API, the fixes G45-G48,
 // --json, and the command line's messages and exit codes.
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { dumpCommand, remainingTime, type DumpOptions } from '../src/ctl/dump.js';
 import { DEFAULT_DB_PATH, StateStore } from '../src/state/store.js';
 import type { Entry } from '../src/types.js';
-import { DaemonProcess, stateKey as key, repoRoot, run, tempDir, until } from './support.js';
+import { DaemonProcess, isRoot, stateKey as key, repoRoot, run, sharedTree, tempDir, until } from './support.js';
 
 process.env.TZ = 'UTC';
 const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
@@ -313,6 +313,25 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
     const fromDaemon = await ctl('dump', '-a', '--json', '-s', daemon.socket);
     assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
     assert.deepEqual(strip(fromDaemon.stdout), strip((await ctl('dump', '-a', '--json', '-D', daemon.db)).stdout));
+  });
+
+  test('a member of --control-group, who may not read the database file, gets the dump from the daemon', { skip: isRoot ? false : 'not root: cannot run blocklistctl as another uid' }, async (t) => {
+    const NOBODY = 65534;
+    const dir = tempDir('blocklistd-dump-');
+    chmodSync(dir, 0o755);
+    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['--control-group', String(NOBODY)] });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/control socket /);
+    assert.equal(statSync(daemon.db).mode & 0o777, 0o600, 'the database is owner-only');
+    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'report', '-t', 'fail', '-p', '22', '-s', daemon.socket, '198.51.100.9']);
+    assert.equal(r.code, 0, r.stderr);
+    const as = (args: string[]) => run('setpriv', ['--reuid=65533', `--regid=${NOBODY}`, '--clear-groups', process.execPath, join(sharedTree(), 'bin/blocklistctl'), ...args]);
+    const fromFile = await as(['dump', '-n', '-D', daemon.db]);
+    assert.equal(fromFile.code, 1);
+    assert.match(fromFile.stderr, /Permission denied/);
+    const fromDaemon = await as(['dump', '-n', '-s', daemon.socket]);
+    assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+    assert.match(fromDaemon.stdout, /^blocklistd\t {3}198\.51\.100\.9\/32:22\t\t2\/3\t/);
   });
 
   test('no daemon: the default database file is read, as upstream does', async () => {
