@@ -1,6 +1,7 @@
 // What the control socket's requests do (issue 7): status, block, unblock,
 // flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
+import { Worker } from 'node:worker_threads';
 import { VERSION } from '../cli.js';
 import { LOOPBACK_NETWORKS, coveredNetwork, maskAddress, parseIP, toText, widthOf, type OwnNetwork } from '../conf/ip.js';
 import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
@@ -9,10 +10,11 @@ import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from
 import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
 import { TEXT_MAX, decodeText } from '../protocol/wire.js';
 import { unfinished } from '../run/helper.js';
-import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, dumpSelected, entryJson, entryRow, type DumpSelection, type EntryRow } from '../state/entry.js';
-import { StateError, StateStore } from '../state/store.js';
+import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
+import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type Notification } from '../types.js';
 import { ChunkedResult, type Peer } from './control.js';
+import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
 import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -416,32 +418,39 @@ const DUMP_CHUNK = 1000;
 /**
  * blocklistctl dump through the daemon: the entries of `select` (all,
  * blocked, counting), ordered as the file's dump orders them, in chunks of
- * DUMP_CHUNK rows (arrays of the entry's `fields`, named in each chunk).  Read through a connection of its own: one read transaction,
- * a consistent view however long the client takes, while the daemon goes
- * on writing (WAL).
+ * DUMP_CHUNK rows (arrays of the entry's `fields`, named in each chunk).
+ * Read by a worker thread (dump-worker.ts) through a connection of its
+ * own: one read transaction, a consistent view however long the client
+ * takes, while the daemon goes on writing (WAL) and receiving.
  */
 function dump(c: CommandContext, args: Record<string, unknown>): ChunkedResult {
   const select = (optionalString(args, 'select') ?? 'counting') as DumpSelection;
   if (!DUMP_SELECTIONS.includes(select)) throw new ControlError('bad_argument', `bad selection '${select}': ${DUMP_SELECTIONS.join(', ')}`);
-  let reader: StateStore;
-  try {
-    reader = StateStore.open(c.options.db, { readonly: true });
-  } catch (e) {
-    throw new ControlError('internal', e instanceof StateError ? e.message : String(e));
-  }
+  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), { workerData: { path: c.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData });
+  // messages are queued here: one may come while the chunk before is being sent
+  const received: DumpWorkerMessage[] = [];
+  let wake: (() => void) | undefined;
+  const push = (m: DumpWorkerMessage): void => {
+    received.push(m);
+    wake?.();
+  };
+  worker.on('message', push);
+  worker.on('error', (e) => push({ error: e.message }));
+  worker.on('exit', () => push({ error: 'the reading thread stopped' }));
   async function* chunks(): AsyncGenerator<{ fields: readonly string[]; rows: EntryRow[]; more: boolean }> {
     try {
-      let rows: EntryRow[] = [];
-      for (const e of reader.entries()) {
-        if (!dumpSelected(e, select)) continue;
-        rows.push(entryRow(e));
-        if (rows.length < DUMP_CHUNK) continue;
-        yield { fields: ENTRY_ROW_FIELDS, rows, more: true };
-        rows = [];
+      for (;;) {
+        while (received.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        const m = received.shift()!;
+        if ('error' in m) throw new ControlError('internal', m.error);
+        // the next chunk is read while this one goes out
+        if (m.more) worker.postMessage('next');
+        yield { fields: ENTRY_ROW_FIELDS, rows: m.rows, more: m.more };
+        if (!m.more) return;
       }
-      yield { fields: ENTRY_ROW_FIELDS, rows, more: false };
     } finally {
-      reader.close();
+      worker.removeAllListeners().on('error', () => {});
+      void worker.terminate();
     }
   }
   return new ChunkedResult(chunks());
