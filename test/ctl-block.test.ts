@@ -65,6 +65,21 @@ describe('block of many addresses', () => {
     assert.match(r.stdout, /^blocked 192\.0\.2\.8\/32 .*\nfailed 192\.0\.2\.9: the packet filter did not take the block .*\n1 blocked, 0 renewed, 1 failed\n$/);
   });
 
+  test('a request of a long list refused as a whole stops the list there: the requests before it done and shown, exit 1', async (t) => {
+    const port = await freePort();
+    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const addresses = Array.from({ length: 1500 }, (_, i) => (i === 1200 ? '127.0.0.1' : `10.80.${i >> 8}.${i & 255}`));
+    let r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: addresses.join('\n') });
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /\n1000 blocked, 0 renewed, 0 failed\n$/);
+    assert.match(r.stderr, /^blocklistctl: block: refusing to block this host's own address: 127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/);
+    assert.equal(daemon.entries().length, 1000);
+    r = await ctl(['block', '-p', String(port), '--json', '--control', control, '-'], { input: addresses.join('\n') });
+    assert.equal(r.code, 1);
+    const doc = parsed(r);
+    assert.deepEqual([doc.ok, doc.error.code, doc.result.counts], [false, 'self_address', { blocked: 0, renewed: 1000, failed: 0 }]);
+  });
+
   test('--stdin with addresses, or nothing to read: usage errors', async () => {
     let r = await ctl(['block', '--stdin', '192.0.2.1']);
     assert.match(r.stderr, /^block: --stdin reads the addresses: give none on the command line\n/);

@@ -8,7 +8,7 @@ import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
 import type { Output } from './conf.js';
-import { envelope } from './json.js';
+import { envelope, type Outcome } from './json.js';
 import { remainingTime } from './dump.js';
 
 export interface ControlOptions {
@@ -115,7 +115,8 @@ export async function controlCommand(command: string, args: Record<string, unkno
 /**
  * `block` of several addresses: requests of BLOCK_MAX each (a helper in
  * batch mode gets each as one batch), their answers merged into one.  A
- * request refused as a whole (a bad address, the host's own) stops there.
+ * request refused as a whole (a bad address, the host's own) stops there,
+ * the earlier ones done and shown.
  */
 export async function blockCommand(addresses: readonly string[], args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
   const results: unknown[] = [];
@@ -123,29 +124,25 @@ export async function blockCommand(addresses: readonly string[], args: Record<st
   for (let i = 0; i < addresses.length; i += BLOCK_MAX) {
     const answer = await request(controlPath(o), 'block', { ...args, addresses: addresses.slice(i, i + BLOCK_MAX) }, o.timeoutMs);
     const part = ('result' in answer ? answer.result : answer.error.details) as { results?: unknown[]; counts?: typeof counts } | undefined;
-    if (part?.results === undefined || part.counts === undefined) return printAnswer('block', answer, o, io);
+    if (part?.results === undefined || part.counts === undefined) return printAnswer('block', results.length === 0 ? answer : { result: { results, counts }, error: (answer as { error: ControlErrorBody }).error }, o, io);
     results.push(...part.results);
     for (const k of ['blocked', 'renewed', 'failed'] as const) counts[k] += part.counts[k];
   }
   return printAnswer('block', { result: { results, counts } }, o, io);
 }
 
-/** Prints an answer as JSON or for people; exit 1 for an error, or a block of several addresses of which some failed. */
-function printAnswer(command: string, answer: Answer, o: ControlOptions, io: Output): number {
-  const result = 'result' in answer ? (answer.result as { results?: { error?: ControlErrorBody }[]; counts?: { failed?: number } } | null) : undefined;
-  const someFailed = (result?.counts?.failed ?? 0) > 0;
-  if (o.json) {
-    // some of several blocks failed: the result, and an error saying so (the first failure's code)
-    const partial = someFailed ? { code: result!.results!.find((r) => r.error !== undefined)!.error!.code, message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked` } : undefined;
-    io.out(envelope(command, 'error' in answer ? answer : { result: answer.result, error: partial }));
-    return 'error' in answer || someFailed ? 1 : 0;
+/** Prints an outcome as JSON or for people; exit 1 for an error, or a block of several addresses of which some failed. */
+function printAnswer(command: string, outcome: Outcome, o: ControlOptions, io: Output): number {
+  const result = outcome.result as { results?: { error?: ControlErrorBody }[]; counts?: { failed?: number } } | null | undefined;
+  // some of several blocks failed: the result, and an error saying so (the first failure's code)
+  const failed = (result?.counts?.failed ?? 0) > 0;
+  const error = outcome.error ?? (failed ? { code: result!.results!.find((r) => r.error !== undefined)!.error!.code, message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked` } : undefined);
+  if (o.json) io.out(envelope(command, { result: outcome.result, error }));
+  else {
+    if (outcome.result !== undefined) io.out(HUMAN[command]?.(outcome.result as Record<string, unknown>) ?? `${JSON.stringify(outcome.result, null, 2)}\n`);
+    if (outcome.error !== undefined) printError(command, outcome.error, io);
   }
-  if ('error' in answer) {
-    printError(command, answer.error, io);
-    return 1;
-  }
-  io.out(HUMAN[command]?.(answer.result as Record<string, unknown>) ?? `${JSON.stringify(answer.result, null, 2)}\n`);
-  return someFailed ? 1 : 0;
+  return error === undefined ? 0 : 1;
 }
 
 function printError(command: string, error: ControlErrorBody, io: Output): void {
