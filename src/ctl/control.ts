@@ -1,6 +1,7 @@
 // blocklistctl's commands that talk to the daemon over its control socket
-// (issue 7): block, unblock, flush, reload, status; report (issue 14).  Human output by
-// default, the daemon's answer as JSON with --json; exit 0 or 1.
+// (issue 7): block, unblock, flush, reload, status; report (issue 14); dump
+// (issue 15, dump.ts).  Human output by default, the daemon's answer in the
+// JSON envelope with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration } from '../conf/format.js';
 import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';

@@ -1,6 +1,9 @@
-// blocklistctl: dump reads the state database (upstream's command, same
-// options and messages); config and test check a configuration; block,
-// unblock, flush, report, reload and status talk to the daemon's control socket.
+// blocklistctl: dump shows the state database (upstream's command, same
+// options and messages), asking the running daemon or reading the file;
+// config and test check a configuration; block, unblock, flush, report,
+// reload and status talk to the daemon's control socket.  Exit 0, 1 for a
+// failure, 2 for a usage error (src/cli.ts); --json output in one envelope
+// (json.ts).
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { EXIT_USAGE, HELP_CONFIG, VERSION } from '../cli.js';
