@@ -2,10 +2,11 @@
 // the refusal of the host's own addresses without --force (issue 15 §2, §6),
 // end to end against the daemon with the recording helper fixture.
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { DaemonProcess, ctl, freePort, repoRoot, run, type RunResult } from './support.js';
+import { DaemonProcess, ctl, freePort, repoRoot, run, tempDir, type RunResult } from './support.js';
 
 async function started(t: TestContext, config: string, env: Record<string, string> = {}): Promise<{ daemon: DaemonProcess; control: string }> {
   const daemon = await DaemonProcess.start({ config, env });
@@ -169,5 +170,20 @@ describe('unblock: --if-present, and progress on a terminal', () => {
     assert.match(r.stdout, /\runblock: 3000 of 3000\x1b\[K\r\x1b\[K/);
     assert.match(r.stdout, /3000 released, 0 deleted without a block, 0 failed\r?\n$/);
     assert.equal(daemon.entries().length, 0);
+  });
+
+  test('block of more than 1,000 addresses on a terminal: a counter of the addresses sent; in a pipe none', async (t) => {
+    const port = await freePort();
+    const { control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const dir = tempDir();
+    writeFileSync(join(dir, 'list'), Array.from({ length: 2500 }, (_, i) => `10.81.${i >> 8}.${i & 255}`).join('\n'));
+    const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ${join(dir, 'list')}`;
+    const r = await run('script', ['-qec', command, '/dev/null']);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, /\rblock: 0 of 2500\x1b\[K\r\x1b\[K\rblock: 1000 of 2500\x1b\[K\r\x1b\[K\rblock: 2000 of 2500\x1b\[K\r\x1b\[K/);
+    assert.match(r.stdout, /2500 blocked, 0 renewed, 0 failed\r?\n$/);
+    const piped = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: readFileSync(join(dir, 'list'), 'utf8') });
+    assert.equal(piped.stderr, '');
+    assert.match(piped.stdout, /0 blocked, 2500 renewed, 0 failed\n$/);
   });
 });

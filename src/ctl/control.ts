@@ -122,8 +122,12 @@ export async function controlCommand(command: string, args: Record<string, unkno
 export async function blockCommand(addresses: readonly string[], args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
   const results: unknown[] = [];
   const counts = { blocked: 0, renewed: 0, failed: 0 };
+  // more than one request: on a terminal, a counter of the addresses sent, erased at the end
+  const counter = o.progress === true && addresses.length > BLOCK_MAX;
   for (let i = 0; i < addresses.length; i += BLOCK_MAX) {
+    if (counter) io.err(`\rblock: ${i} of ${addresses.length}\x1b[K`);
     const answer = await request(controlPath(o), 'block', { ...args, addresses: addresses.slice(i, i + BLOCK_MAX) }, o.timeoutMs);
+    if (counter) io.err('\r\x1b[K');
     const part = ('result' in answer ? answer.result : answer.error.details) as { results?: unknown[]; counts?: typeof counts } | undefined;
     if (part?.results === undefined || part.counts === undefined) return printAnswer('block', results.length === 0 ? answer : { result: { results, counts }, error: (answer as { error: ControlErrorBody }).error }, o, io);
     results.push(...part.results);

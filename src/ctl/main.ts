@@ -133,7 +133,7 @@ export function main(argv: string[]): void {
         const [command, { addresses, ...args }] = run(...a);
         const json = opts.json === true;
         // progress only for people watching a terminal: never in a pipe, a file or JSON
-        const progress = command === 'unblock' && !json && process.stdout.isTTY && process.stderr.isTTY;
+        const progress = (command === 'unblock' || Array.isArray(addresses)) && !json && process.stdout.isTTY && process.stderr.isTTY;
         const o: ControlOptions = { control: opts.control, socket: opts.s, json, progress };
         process.exitCode = Array.isArray(addresses) ? await blockCommand(addresses as string[], args, o, stdio) : await controlCommand(command, args, o, stdio);
       });
