@@ -433,7 +433,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.stderr, `${conf}:3: Bad number for nfail [abc]\nblocklistctl: reload: 1 error in the configuration: nothing changed\n`);
     r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
-    assert.deepEqual(parsed(r), { error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
+    assert.deepEqual(parsed(r), { ok: false, command: 'reload', error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
     assert.deepEqual((await status(daemon)).rules, { local: 2, remote: 0 });
     // still the old rules: p3 has none, p2's still counts
     const r3 = await Reporter.connect(daemon.socket, p3, '127.0.0.3');
@@ -572,7 +572,7 @@ describe('blocklistctl control commands against a running daemon', () => {
       assert.equal(parsed(json).error.code, 'bad_argument', args.join(' '));
       assert.match(parsed(json).error.message, new RegExp(`^${message}`), args.join(' '));
     }
-    // what blocklistctl itself refuses: usage, exit 1, the daemon not asked
+    // what blocklistctl itself refuses: usage, exit 2, the daemon not asked
     const usage: [string[], string][] = [
       [['unblock'], 'unblock: give an address, or --all'],
       [['unblock', '--all', '192.0.2.70'], 'unblock: give an address, or --all'],
@@ -582,7 +582,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     ];
     const complaints = await Promise.all(usage.map(([args]) => ctl([...args, '--control', control])));
     for (const [i, r] of complaints.entries()) {
-      assert.equal(r.code, 1, usage[i][0].join(' '));
+      assert.equal(r.code, 2, usage[i][0].join(' '));
       assert.ok(r.stderr.startsWith(`${usage[i][1]}\nUsage: blocklistctl `), r.stderr);
     }
     assert.deepEqual(snapshot(daemon), before);
@@ -603,7 +603,7 @@ describe('blocklistctl when the daemon is not there', () => {
       assert.equal(human.stdout, '');
       assert.equal(human.stderr, `blocklistctl: ${command}: blocklistd is not running (${reason}; see --control and -s)\n`);
       assert.equal(json.code, 1, command);
-      assert.deepEqual(parsed(json), { error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` } });
+      assert.deepEqual(parsed(json), { ok: false, command, error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` } });
     }
   }
 
@@ -705,7 +705,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     assert.equal(human.code, 1);
     assert.equal(human.stderr, `blocklistctl: status: ${message}\n`);
     assert.equal(json.code, 1);
-    assert.deepEqual(parsed(json), { error: { code: 'access_denied', message } });
+    assert.deepEqual(parsed(json), { ok: false, command: 'status', error: { code: 'access_denied', message } });
     assert.equal(block.code, 1);
     assert.equal(block.stderr, `blocklistctl: block: ${message}\n`);
     assert.deepEqual(snapshot(daemon), before);
@@ -745,7 +745,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     const runs = await Promise.all(Array.from({ length: 3 }, () => Promise.all([ctlAs(NOBODY, NOBODY, ['status', '--control', control]), ctlAs(NOBODY, NOBODY, ['status', '--json', '--control', control])])));
     for (const [human, json] of runs) {
       assert.equal(human.stderr, `blocklistctl: status: access denied: uid ${NOBODY} may not control blocklistd\n`);
-      assert.deepEqual(parsed(json), { error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } });
+      assert.deepEqual(parsed(json), { ok: false, command: 'status', error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } });
     }
   });
 

@@ -49,7 +49,7 @@ const alive = (pid: number): boolean => {
 };
 
 describe('blocklistd command line', () => {
-  test("usage errors: upstream's texts, exit 1", async () => {
+  test("usage errors: upstream's texts, exit 2; a -P file that cannot be read, exit 1", async () => {
     const cases: [string[], string][] = [
       [['-x'], `blocklistd: invalid option -- 'x'\n${USAGE}`],
       [['-c'], `blocklistd: option requires an argument -- 'c'\n${USAGE}`],
@@ -64,7 +64,7 @@ describe('blocklistd command line', () => {
     ];
     for (const [args, stderr] of cases) {
       const r = await blocklistd(args);
-      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.code, args[0] === '-P' ? 1 : 2, args.join(' '));
       assert.equal(r.stderr, stderr, args.join(' '));
     }
   });

@@ -2,13 +2,13 @@
 // clock) from a database filled through the store API, the fixes G45-G48,
 // --json, and the command line's messages and exit codes.
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { dumpCommand, remainingTime, type DumpOptions } from '../src/ctl/dump.js';
-import { StateStore } from '../src/state/store.js';
+import { DEFAULT_DB_PATH, StateStore } from '../src/state/store.js';
 import type { Entry } from '../src/types.js';
-import { stateKey as key, repoRoot, run, tempDir } from './support.js';
+import { DaemonProcess, isRoot, stateKey as key, repoRoot, run, sharedTree, tempDir, until } from './support.js';
 
 process.env.TZ = 'UTC';
 const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
@@ -38,6 +38,8 @@ function dump(path: string, o: Partial<DumpOptions> = {}): { status: number; out
   const status = dumpCommand(path, options(o), { out: (t) => (out += t), err: (t) => (err += t) }, NOW);
   return { status, out, err };
 }
+
+const ctl = (...args: string[]) => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
 
 const lines = (...rows: string[]): string => rows.map((r) => `${r}\n`).join('');
 
@@ -148,7 +150,8 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
   });
 
   test('--json: every field, epoch and ISO-8601 times, the same selection', () => {
-    const doc = JSON.parse(dump(path, { json: true, all: true }).out) as Record<string, unknown>[];
+    const { ok, command, result: doc } = JSON.parse(dump(path, { json: true, all: true }).out) as { ok: boolean; command: string; result: Record<string, unknown>[] };
+    assert.deepEqual([ok, command], [true, 'dump']);
     assert.equal(doc.length, entries.length);
     assert.deepEqual(doc.find((e) => e.name === 'f'), {
       family: 2,
@@ -172,7 +175,7 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
     });
     const forever = doc.find((e) => e.port === 27189)!;
     assert.deepEqual([forever.expires, forever.expiresTime, forever.remaining], [null, null, null]);
-    assert.equal((JSON.parse(dump(path, { json: true, blocked: true }).out) as unknown[]).length, 0);
+    assert.deepEqual(JSON.parse(dump(path, { json: true, blocked: true }).out), { ok: true, command: 'dump', result: [] });
   });
 
   test('a read error mid-way stops the dump with exit 1 (G48)', () => {
@@ -183,22 +186,30 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
     const r = dump(big, { all: true });
     assert.equal(r.status, 1);
     assert.match(r.err, /^blocklistctl: reading '.*' failed: database disk image is malformed\n$/);
+    // --json: the entries read, and the error, in the envelope; nothing on stderr
+    const j = dump(big, { all: true, json: true });
+    assert.equal(j.status, 1);
+    assert.equal(j.err, '');
+    const doc = JSON.parse(j.out) as { ok: boolean; command: string; result: unknown[]; error: { code: string; message: string } };
+    assert.deepEqual([doc.ok, doc.command, doc.error.code], [false, 'dump', 'database_error']);
+    assert.match(doc.error.message, /^reading '.*' failed: database disk image is malformed$/);
+    assert.ok(Array.isArray(doc.result) && doc.result.length < 5000, 'the entries read before the damage (none: the sort reads them all first)');
   });
 });
 
 describe('blocklistctl dump, the command', () => {
   const path = database(EXAMPLE);
-  const ctl = (...args: string[]) => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), ...args]);
   const usage =
-    'Usage: blocklistctl dump [-abdnrw] [-D dbname]\n' +
+    'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
     '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n' +
-    '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]\n' +
-    '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all\n' +
+    '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin\n' +
+    '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all\n' +
     '       blocklistctl flush [control options] [name]\n' +
     '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
     '       blocklistctl reload [control options]\n' +
     '       blocklistctl status [control options]\n' +
+    '       blocklistctl help [command]\n' +
     '       control options: [-s sockpath] [--control path] [--json]\n';
 
   test('upstream options, combined, extra words ignored', async () => {
@@ -214,16 +225,17 @@ describe('blocklistctl dump, the command', () => {
     assert.equal(r.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 4);
   });
 
-  test('no command, an unknown command, an unknown option: upstream texts, exit 1', async () => {
+  test('no command, an unknown command, an unknown option: upstream texts, exit 2 (a usage error)', async () => {
     for (const args of [[], ['show']]) {
       const r = await ctl(...args);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
     }
     let r = await ctl('dump', '-x', '-D', path);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     assert.equal(r.stderr, `dump: invalid option -- 'x'\n${usage}`);
     r = await ctl('dump', '-D');
+    assert.equal(r.code, 2);
     assert.equal(r.stderr, `dump: option requires an argument -- 'D'\n${usage}`);
     r = await ctl('-a');
     assert.equal(r.stderr, `blocklistctl: Missing/unknown command\n${usage}`);
@@ -250,5 +262,91 @@ describe('blocklistctl dump, the command', () => {
     const r = await run('sh', ['-c', `"${process.execPath}" "${join(repoRoot, 'bin/blocklistctl')}" dump -a -D "${path}" | head -1`]);
     assert.equal(r.code, 0);
     assert.equal(r.stderr, '');
+  });
+});
+
+describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
+  /** A daemon started with -r on a database of `n` entries: some blocked (no id), most counting. */
+  async function daemonWith(t: TestContext, n: number): Promise<DaemonProcess> {
+    const dir = tempDir('blocklistd-dump-');
+    const store = StateStore.open(join(dir, 'blocklistd.db'));
+    const now = Math.floor(Date.now() / 1000);
+    store.transaction(() => {
+      for (let i = 0; i < n; i++) store.put({ key: key(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, { name: i % 3 === 0 ? 'ssh' : 'mail', duration: 86400 }), count: i % 7 === 0 ? 3 : 1, last: now - (i % 100), id: i % 7 === 0 ? `id${i}` : '' });
+      store.put({ key: key('2001:db8::7', { family: 10, lmask: 128, nfail: -1, duration: -1 }), count: 5, last: now, id: '' });
+    });
+    store.close();
+    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['-r'] });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/control socket /);
+    // -r adds the blocks again: their new ids recorded, the entries stay as they are
+    await until(() => daemon.entries().every((e) => e.id === '' || e.id.startsWith('id-')), 30_000);
+    return daemon;
+  }
+
+  test('without -D the daemon answers, found by -s or --control: the same output as the file gives, for every selection and form', async (t) => {
+    const daemon = await daemonWith(t, 2500);
+    const control = join(daemon.dir, 'blocklistd.ctl');
+    for (const options of [['-a'], [], ['-b'], ['-a', '-n', '-w'], ['-b', '-n']]) {
+      const fromFile = await ctl('dump', ...options, '-D', daemon.db);
+      const fromDaemon = await ctl('dump', ...options, '-s', daemon.socket);
+      assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+      assert.equal(fromDaemon.stderr, '');
+      assert.equal(fromDaemon.stdout, fromFile.stdout, `dump ${options.join(' ')}`);
+      assert.equal((await ctl('dump', ...options, '--control', control)).stdout, fromFile.stdout);
+    }
+    const all = (await ctl('dump', '-a', '-n', '-s', daemon.socket)).stdout.split('\n').filter((l) => l !== '');
+    assert.equal(all.length, 2501, 'every entry, in several chunks');
+    assert.match(all[0]!, /^blocklistd\t {4}2001:db8::7\/128:22\t\t5\/\*\tnever$/);
+    // -r's remaining time may differ by the second between two reads; the rows are the same
+    const cut = (text: string): string => text.replace(/\t[^\t\n]*$/gm, '');
+    assert.equal(cut((await ctl('dump', '-a', '-r', '-s', daemon.socket)).stdout), cut((await ctl('dump', '-a', '-r', '-D', daemon.db)).stdout));
+    // -d tells of every entry read, selected or not
+    const debug = await ctl('dump', '-b', '-d', '-s', daemon.socket);
+    assert.equal(debug.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 2501);
+    assert.equal(debug.stdout, (await ctl('dump', '-b', '-D', daemon.db)).stdout);
+  });
+
+  test('--json: the entry objects of the file, through the daemon', async (t) => {
+    const daemon = await daemonWith(t, 1200);
+    const strip = (text: string): Record<string, unknown>[] => (JSON.parse(text) as { result: Record<string, unknown>[] }).result.map(({ remaining: _, ...e }) => e);
+    const fromDaemon = await ctl('dump', '-a', '--json', '-s', daemon.socket);
+    assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+    assert.deepEqual(strip(fromDaemon.stdout), strip((await ctl('dump', '-a', '--json', '-D', daemon.db)).stdout));
+  });
+
+  test('a member of --control-group, who may not read the database file, gets the dump from the daemon', { skip: isRoot ? false : 'not root: cannot run blocklistctl as another uid' }, async (t) => {
+    const NOBODY = 65534;
+    const dir = tempDir('blocklistd-dump-');
+    chmodSync(dir, 0o755);
+    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['--control-group', String(NOBODY)] });
+    t.after(() => daemon.stop('SIGKILL'));
+    await daemon.waitFor(/control socket /);
+    assert.equal(statSync(daemon.db).mode & 0o777, 0o600, 'the database is owner-only');
+    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'report', '-t', 'fail', '-p', '22', '-s', daemon.socket, '198.51.100.9']);
+    assert.equal(r.code, 0, r.stderr);
+    const as = (args: string[]) => run('setpriv', ['--reuid=65533', `--regid=${NOBODY}`, '--clear-groups', process.execPath, join(sharedTree(), 'bin/blocklistctl'), ...args]);
+    const fromFile = await as(['dump', '-n', '-D', daemon.db]);
+    assert.equal(fromFile.code, 1);
+    assert.match(fromFile.stderr, /Permission denied/);
+    const fromDaemon = await as(['dump', '-n', '-s', daemon.socket]);
+    assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+    assert.match(fromDaemon.stdout, /^blocklistd\t {3}198\.51\.100\.9\/32:22\t\t2\/3\t/);
+  });
+
+  test('no daemon: the default database file is read, as upstream does', async () => {
+    const dead = join(tempDir(), 'blocklistd.sock');
+    const r = await ctl('dump', '-s', dead);
+    if (existsSync(DEFAULT_DB_PATH)) return;
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `blocklistctl: Can't open '${DEFAULT_DB_PATH}': No such file or directory\n`);
+  });
+
+  test('a daemon whose database cannot be read any more: an error, exit 1', async (t) => {
+    const daemon = await daemonWith(t, 10);
+    rmSync(daemon.db);
+    const r = await ctl('dump', '-s', daemon.socket);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /^blocklistctl: dump: Can't open '.*blocklistd\.db': /);
   });
 });

@@ -216,7 +216,9 @@ describe('manual pages', () => {
     assert.deepEqual(sorted(lists.get('Help and version') ?? []), global, 'option list of help and version');
     // nothing documented beyond the commands, their options and the shared lists
     assert.deepEqual(sorted(lists.keys()), sorted([...commands.filter((c) => c !== 'reload' && c !== 'status' && c !== 'flush'), 'Talking to the daemon', 'Help and version']));
-    assert.deepEqual([...synopsis.keys()], commands);
+    // and `help [command]`, which takes no option
+    assert.deepEqual([...synopsis.keys()], [...commands, 'help']);
+    assert.deepEqual(synopsis.get('help'), []);
   });
 });
 

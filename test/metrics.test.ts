@@ -370,11 +370,11 @@ describe('blocklistd --metrics', () => {
   test('a bad --metrics address is a usage error', async () => {
     for (const bad of ['localhost', '127.0.0.1:0', '127.0.0.1:65536', '127.0.0.1:http', '::1:9100', '[::1]', ':']) {
       const r = await blocklistd(['-d', '--metrics', bad]);
-      assert.equal(r.code, 1, bad);
+      assert.equal(r.code, 2, bad);
       assert.equal(r.stderr, `blocklistd: bad metrics address '${bad}': host:port\n${USAGE}\n`);
     }
     const missing = await blocklistd(['-d', '--metrics']);
-    assert.equal(missing.code, 1);
+    assert.equal(missing.code, 2);
     assert.equal(missing.stderr, `blocklistd: option '--metrics' requires an argument\n${USAGE}\n`);
   });
 

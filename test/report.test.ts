@@ -166,7 +166,7 @@ describe('report', () => {
     assert.equal(r.code, 1);
     assert.equal(r.stderr, "blocklistctl: report: bad address '300.1.1.1': an IPv4 or IPv6 address\n");
     const missing = await ctl(['report', '--control', control, '-p', String(port), '192.0.2.1']);
-    assert.equal(missing.code, 1);
+    assert.equal(missing.code, 2, 'a usage error');
     assert.match(missing.stderr, /required option '-t <type>' not specified/);
   });
 

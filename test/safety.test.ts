@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { loadConfig } from '../src/conf/load.js';
 import { parseIP } from '../src/conf/ip.js';
-import { isSelfAddress, systemEnv } from '../src/conf/system.js';
+import { isSelfAddress, ownNetworks, systemEnv } from '../src/conf/system.js';
 import type { IPAddress } from '../src/conf/types.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type StartupFacts } from '../src/daemon/checks.js';
 import { AUTH_FAIL } from '../src/index.js';
@@ -123,8 +123,8 @@ describe('isSelfAddress: the host\'s own addresses', () => {
   const interfaces = new Map([['eth0', [ip('192.0.2.10'), ip('2001:db8::10')]]]);
 
   test('loopback networks, interface addresses, IPv4-mapped addresses as their IPv4', () => {
-    for (const own of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1', '192.0.2.10', '::ffff:192.0.2.10', '2001:db8::10']) assert.equal(isSelfAddress(ip(own), interfaces), true, own);
-    for (const other of ['192.0.2.11', '128.0.0.1', '::2', '2001:db8::11', '::ffff:192.0.2.11', '::']) assert.equal(isSelfAddress(ip(other), interfaces), false, other);
+    for (const own of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1', '192.0.2.10', '::ffff:192.0.2.10', '2001:db8::10']) assert.equal(isSelfAddress(ip(own), ownNetworks(interfaces)), true, own);
+    for (const other of ['192.0.2.11', '128.0.0.1', '::2', '2001:db8::11', '::ffff:192.0.2.11', '::']) assert.equal(isSelfAddress(ip(other), ownNetworks(interfaces)), false, other);
   });
 });
 

@@ -332,7 +332,7 @@ describe('the file source', () => {
     await reported(daemon, { '198.51.100.5': 2 });
 
     const noPattern = await run(process.execPath, [watchBin, '--file', log]);
-    assert.equal(noPattern.code, 1);
+    assert.equal(noPattern.code, 2, 'a usage error');
     assert.match(noPattern.stderr, /--file .*: needs a --pattern after it/);
     const unusable = await run(process.execPath, [watchBin, '--patterns', PATTERNS, '--file', log, '--pattern', 'nosuch']);
     assert.equal(unusable.code, 1);

@@ -70,6 +70,34 @@ export function prefixEqual(a: readonly number[], b: readonly number[], bits: nu
   return true;
 }
 
+/** A network of this host, and what it is (for messages). */
+export interface OwnNetwork {
+  address: IPAddress;
+  mask: number;
+  what: string;
+}
+
+/** Loopback: 127.0.0.0/8, ::1 and the IPv4-mapped 127.0.0.0/8 (::ffff:127.0.0.0/104). */
+export const LOOPBACK_NETWORKS: readonly { address: IPAddress; mask: number }[] = [
+  { address: { family: 'inet', words: [0x7f000000] }, mask: 8 },
+  { address: { family: 'inet6', words: [0, 0, 0, 1] }, mask: 128 },
+  { address: { family: 'inet6', words: [0, 0, 0xffff, 0x7f000000] }, mask: 104 },
+];
+
+/**
+ * The first of `own` that the network `address`/`mask` overlaps: one
+ * holding the other (a block of 0.0.0.0/0 covers every address; one of
+ * 127.0.0.5 lies in loopback).  An IPv4-mapped IPv6 network is compared
+ * as the IPv4 network it carries too.
+ */
+export function coveredNetwork<T extends { address: IPAddress; mask: number }>(address: IPAddress, mask: number, own: readonly T[]): T | undefined {
+  const [w0, w1, w2] = address.words;
+  const mapped = address.family === 'inet6' && mask >= 96 && w0 === 0 && w1 === 0 && w2 === 0xffff ? { address: { family: 'inet' as const, words: [address.words[3]] }, mask: mask - 96 } : undefined;
+  return own.find((n) =>
+    [{ address, mask }, ...(mapped === undefined ? [] : [mapped])].some((b) => b.address.family === n.address.family && prefixEqual(b.address.words, n.address.words, Math.min(b.mask, n.mask))),
+  );
+}
+
 export function sameAddress(a: IPAddress, b: IPAddress): boolean {
   return a.family === b.family && prefixEqual(a.words, b.words, widthOf(a.family));
 }

@@ -5,7 +5,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { constants } from '../protocol/native.js';
-import { parseIP, sameAddress } from './ip.js';
+import { LOOPBACK_NETWORKS, coveredNetwork, parseIP, widthOf, type OwnNetwork } from './ip.js';
 import type { ConfEnv, InterfaceAddresses, IPAddress } from './types.js';
 
 export const DEFAULT_RULE_NAME = 'blocklistd';
@@ -131,16 +131,18 @@ export function interfaceAddresses(): InterfaceAddresses {
 }
 
 /**
- * Whether `address` is one of this host's own: in the loopback networks
- * (127.0.0.0/8, ::1), or an address of an interface that is up.  An
- * IPv4-mapped IPv6 address (::ffff:a.b.c.d, from a dual-stack socket) is
- * its IPv4 address.  One notion for --allow-self and for the refusals of
- * manual blocks.
+ * This host's own networks: loopback (127.0.0.0/8, ::1 and their
+ * IPv4-mapped form) and every address of an interface that is up.  One
+ * notion for --allow-self (notifications about them are not counted) and
+ * for the refusal of manual blocks that cover one of them.
  */
-export function isSelfAddress(address: IPAddress, interfaces: InterfaceAddresses): boolean {
-  const w = address.words;
-  const ip: IPAddress = address.family === 'inet6' && w[0] === 0 && w[1] === 0 && w[2] === 0xffff ? { family: 'inet', words: [w[3]] } : address;
-  if (ip.family === 'inet' ? ip.words[0] >>> 24 === 127 : ip.words[0] === 0 && ip.words[1] === 0 && ip.words[2] === 0 && ip.words[3] === 1) return true;
-  for (const addresses of interfaces.values()) for (const own of addresses) if (sameAddress(own, ip)) return true;
-  return false;
+export function ownNetworks(interfaces: InterfaceAddresses): OwnNetwork[] {
+  const own: OwnNetwork[] = LOOPBACK_NETWORKS.map((n) => ({ ...n, what: 'loopback' }));
+  for (const [name, addresses] of interfaces) for (const address of addresses) own.push({ address, mask: widthOf(address.family), what: `an address of ${name}` });
+  return own;
+}
+
+/** Whether `address` is in one of the host's networks `own` (ownNetworks); an IPv4-mapped address counts as its IPv4 one. */
+export function isSelfAddress(address: IPAddress, own: readonly OwnNetwork[]): boolean {
+  return coveredNetwork(address, widthOf(address.family), own) !== undefined;
 }

@@ -8,6 +8,7 @@ import { compileRules, matchProbe } from '../conf/match.js';
 import { where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Diagnostic, type Rule } from '../conf/types.js';
+import { envelope } from './json.js';
 
 export interface Output {
   out: (text: string) => void;
@@ -36,18 +37,14 @@ export function configCommand(options: ConfOptions, io: Output): number {
   const { ruleSet, diagnostics, files } = loadConfig(options.config, env);
   const failed = diagnostics.some((d) => d.severity === 'error');
   if (options.json) {
-    io.out(
-      JSON.stringify(
-        {
-          files,
-          local: ruleSet.local.map((r) => ruleJson(r, env.families)),
-          remote: ruleSet.remote.map((r) => ruleJson(r, env.families)),
-          diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
-        },
-        null,
-        2,
-      ) + '\n',
-    );
+    const result = {
+      files,
+      local: ruleSet.local.map((r) => ruleJson(r, env.families)),
+      remote: ruleSet.remote.map((r) => ruleJson(r, env.families)),
+      diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
+    };
+    const errors = diagnostics.filter((d) => d.severity === 'error').length;
+    io.out(envelope('config', { result, error: failed ? { code: 'config_error', message: `${errors} error${errors === 1 ? '' : 's'} in the configuration` } : undefined }));
     return failed ? 1 : 0;
   }
   for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
@@ -80,22 +77,20 @@ function ordinal(n: number): string {
 /** `blocklistctl test`: the rules a notification from `address` to local `port` meets. Exit 1 when none. */
 export function testCommand(address: string, portText: string, options: TestOptions, io: Output): number {
   const env = systemEnv(options.ruleName);
+  const bad = (message: string): number => {
+    if (options.json) io.out(envelope('test', { error: { code: 'bad_argument', message } }));
+    else io.err(`blocklistctl: ${message}\n`);
+    return 1;
+  };
   const remote = parseIP(address);
-  if (remote === undefined) {
-    io.err(`blocklistctl: bad address '${address}'\n`);
-    return 1;
-  }
+  if (remote === undefined) return bad(`bad address '${address}'`);
   const local = parseIP(options.local ?? (remote.family === 'inet' ? '0.0.0.0' : '::'), remote.family);
-  if (local === undefined) {
-    io.err(`blocklistctl: bad local address '${options.local}' for a ${remote.family === 'inet' ? 'IPv4' : 'IPv6'} client\n`);
-    return 1;
-  }
+  if (local === undefined) return bad(`bad local address '${options.local}' for a ${remote.family === 'inet' ? 'IPv4' : 'IPv6'} client`);
   // as the configuration reads them: service or C number, user name or C number
   const port = servicePort(portText, env);
   const uid = env.user(options.uid) ?? cNumber(options.uid);
   if (port === undefined || uid === undefined || (options.type !== 'stream' && options.type !== 'dgram')) {
-    io.err(`blocklistctl: bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}\n`);
-    return 1;
+    return bad(`bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}`);
   }
   const { ruleSet, diagnostics } = loadConfig(options.config, env);
   for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
@@ -103,24 +98,13 @@ export function testCommand(address: string, portText: string, options: TestOpti
   const family = remote.family === 'inet' ? env.families.inet : env.families.inet6;
   const match = matchProbe(compileRules(ruleSet), { family, local, port, proto, uid, remote }, interfaceAddresses());
   if (match === undefined) {
-    if (options.json) io.out(`${JSON.stringify({ matched: false })}\n`);
+    if (options.json) io.out(envelope('test', { result: { matched: false }, error: { code: 'no_match', message: 'no rule matched' } }));
     else io.out('no rule matched\n');
     return 1;
   }
   const e = match.effective;
   if (options.json) {
-    io.out(
-      `${JSON.stringify(
-        {
-          matched: true,
-          local: ruleJson(match.local, env.families),
-          remote: match.remote === undefined ? null : ruleJson(match.remote, env.families),
-          effective: e,
-        },
-        null,
-        2,
-      )}\n`,
-    );
+    io.out(envelope('test', { result: { matched: true, local: ruleJson(match.local, env.families), remote: match.remote === undefined ? null : ruleJson(match.remote, env.families), effective: e } }));
     return 0;
   }
   const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${where(r.source)}  ${formatRule(r, env.families)}`);

@@ -1,13 +1,15 @@
 // blocklistctl's commands that talk to the daemon over its control socket
-// (issue 7): block, unblock, flush, reload, status; report (issue 14).  Human output by
-// default, the daemon's answer as JSON with --json; exit 0 or 1.
+// (issue 7): block, unblock, flush, reload, status; report (issue 14); dump
+// (issue 15, dump.ts).  Human output by default, the daemon's answer in the
+// JSON envelope with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration } from '../conf/format.js';
-import { CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
+import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
 import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
 import type { Output } from './conf.js';
+import { envelope, type Outcome } from './json.js';
 import { remainingTime } from './dump.js';
 
 export interface ControlOptions {
@@ -15,6 +17,8 @@ export interface ControlOptions {
   control?: string;
   socket?: string;
   json?: boolean;
+  /** Ask for the daemon's progress and show it on standard error (a terminal's, for a command that may take long). */
+  progress?: boolean;
   /** Milliseconds to wait for the answer. */
   timeoutMs?: number;
 }
@@ -31,17 +35,23 @@ type Answer = { result: unknown } | { error: ControlErrorBody };
 /** A full listen queue (a burst of clients) fails a connect at once with EAGAIN: it is tried again for this long. */
 const CONNECT_RETRY_MS = 5000;
 
-/** Sends one request, reads one response line. */
-export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000): Promise<Answer> {
+/**
+ * Told of each result line of a chunked answer (dump); returns whether it
+ * was the last.  Without one, the first line is the answer.
+ */
+export type ChunkReader = (result: unknown) => boolean;
+
+/** Sends one request, reads its response line (or its chunks, each given to `chunk`: the answer is then the last). */
+export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000, chunk?: ChunkReader): Promise<Answer> {
   const deadline = Date.now() + CONNECT_RETRY_MS;
   for (;;) {
-    const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline);
+    const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline, chunk ?? (() => true));
     if (answer !== 'again') return answer;
     await new Promise((resolve) => setTimeout(resolve, 10 + Math.random() * 40));
   }
 }
 
-function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean): Promise<Answer | 'again'> {
+function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean, chunk: ChunkReader): Promise<Answer | 'again'> {
   return new Promise((resolve) => {
     const socket = connect(path);
     const lines = new LineSplitter(RESPONSE_MAX_BYTES);
@@ -54,16 +64,18 @@ function attempt(path: string, command: string, args: Record<string, unknown>, t
     };
     socket.setTimeout(timeoutMs, () => finish({ error: { code: 'internal', message: `no answer from ${path} within ${timeoutMs / 1000} s` } }));
     socket.on('connect', () => socket.write(`${JSON.stringify({ version: CONTROL_VERSION, id: 1, command, args })}\n`));
-    socket.on('data', (chunk: Buffer) => {
-      const [line] = lines.push(chunk);
-      if (line !== undefined) {
+    socket.on('data', (data: Buffer) => {
+      for (const line of lines.push(data)) {
+        let response: Answer;
         try {
-          const response = JSON.parse(line) as Answer;
-          finish('error' in response ? { error: response.error } : { result: response.result });
+          response = JSON.parse(line) as Answer;
         } catch {
-          finish({ error: { code: 'internal', message: `unreadable answer from ${path}` } });
+          return finish({ error: { code: 'internal', message: `unreadable answer from ${path}` } });
         }
-      } else if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
+        if ('error' in response) return finish({ error: response.error });
+        if (chunk(response.result)) return finish({ result: response.result });
+      }
+      if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
     });
     socket.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'EAGAIN' && retry && socket.connecting ? 'again' : { error: connectError(path, e) }));
     socket.on('close', () => finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }));
@@ -86,17 +98,56 @@ function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody 
 
 /** Runs a command: prints the answer, returns the exit status. */
 export async function controlCommand(command: string, args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
-  const answer = await request(controlPath(o), command, args, o.timeoutMs);
-  if (o.json) {
-    io.out(`${JSON.stringify(answer, null, 2)}\n`);
-    return 'error' in answer ? 1 : 0;
+  if (!o.progress) return printAnswer(command, await request(controlPath(o), command, args, o.timeoutMs), o, io);
+  // a counter on the terminal while the daemon works, rewritten in place, erased at the end
+  let shown = false;
+  const answer = await request(controlPath(o), command, { ...args, progress: true }, o.timeoutMs, (result) => {
+    const r = result as { more?: boolean; progress?: { done: number; total: number } };
+    if (r.more !== true || r.progress === undefined) return true;
+    io.err(`\r${command}: ${r.progress.done} of ${r.progress.total}\x1b[K`);
+    shown = true;
+    return false;
+  });
+  if (shown) io.err('\r\x1b[K');
+  if ('result' in answer) delete (answer.result as { more?: boolean }).more;
+  return printAnswer(command, answer, o, io);
+}
+
+/**
+ * `block` of several addresses: requests of BLOCK_MAX each (a helper in
+ * batch mode gets each as one batch), their answers merged into one.  A
+ * request refused as a whole (a bad address, the host's own) stops there,
+ * the earlier ones done and shown.
+ */
+export async function blockCommand(addresses: readonly string[], args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
+  const results: unknown[] = [];
+  const counts = { blocked: 0, renewed: 0, failed: 0 };
+  // more than one request: on a terminal, a counter of the addresses sent, erased at the end
+  const counter = o.progress === true && addresses.length > BLOCK_MAX;
+  for (let i = 0; i < addresses.length; i += BLOCK_MAX) {
+    if (counter) io.err(`\rblock: ${i} of ${addresses.length}\x1b[K`);
+    const answer = await request(controlPath(o), 'block', { ...args, addresses: addresses.slice(i, i + BLOCK_MAX) }, o.timeoutMs);
+    if (counter) io.err('\r\x1b[K');
+    const part = ('result' in answer ? answer.result : answer.error.details) as { results?: unknown[]; counts?: typeof counts } | undefined;
+    if (part?.results === undefined || part.counts === undefined) return printAnswer('block', results.length === 0 ? answer : { result: { results, counts }, error: (answer as { error: ControlErrorBody }).error }, o, io);
+    results.push(...part.results);
+    for (const k of ['blocked', 'renewed', 'failed'] as const) counts[k] += part.counts[k];
   }
-  if ('error' in answer) {
-    printError(command, answer.error, io);
-    return 1;
+  return printAnswer('block', { result: { results, counts } }, o, io);
+}
+
+/** Prints an outcome as JSON or for people; exit 1 for an error, or a block of several addresses of which some failed. */
+function printAnswer(command: string, outcome: Outcome, o: ControlOptions, io: Output): number {
+  const result = outcome.result as { results?: { error?: ControlErrorBody }[]; counts?: { failed?: number } } | null | undefined;
+  // some of several blocks failed: the result, and an error saying so (the first failure's code)
+  const failed = (result?.counts?.failed ?? 0) > 0;
+  const error = outcome.error ?? (failed ? { code: result!.results!.find((r) => r.error !== undefined)!.error!.code, message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked` } : undefined);
+  if (o.json) io.out(envelope(command, { result: outcome.result, error }));
+  else {
+    if (outcome.result !== undefined) io.out(HUMAN[command]?.(outcome.result as Record<string, unknown>) ?? `${JSON.stringify(outcome.result, null, 2)}\n`);
+    if (outcome.error !== undefined) printError(command, outcome.error, io);
   }
-  io.out(HUMAN[command]?.(answer.result as Record<string, unknown>) ?? `${JSON.stringify(answer.result, null, 2)}\n`);
-  return 0;
+  return error === undefined ? 0 : 1;
 }
 
 function printError(command: string, error: ControlErrorBody, io: Output): void {
@@ -127,15 +178,26 @@ function problemLines(problems: { severity: string; message: string }[] | undefi
   return problems.map((p, i) => `${i === 0 ? 'problems       ' : '               '}${p.severity}: ${p.message}`);
 }
 
+/** The line of one block's answer. */
+function blocked(r: Record<string, unknown>): string {
+  const e = entryFromJson(r.entry as Record<string, unknown>);
+  return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+}
+
 const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   block(r) {
-    const e = entryFromJson(r.entry as Record<string, unknown>);
-    return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+    if (Array.isArray(r.results)) {
+      const counts = r.counts as Record<string, number>;
+      const lines = (r.results as Record<string, unknown>[]).map((o) => ('error' in o ? `failed ${String(o.address)}: ${(o.error as ControlErrorBody).message}\n` : blocked(o)));
+      return `${lines.join('')}${counts.blocked} blocked, ${counts.renewed} renewed, ${counts.failed} failed\n`;
+    }
+    return blocked(r);
   },
   unblock(r) {
     const counts = r.counts as Record<string, number>;
     const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
-    return `${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
+    const none = counts.released + counts.deleted + counts.failed === 0 ? 'no entry: nothing to unblock\n' : '';
+    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
   },
   flush(r) {
     return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');

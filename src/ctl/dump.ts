@@ -1,14 +1,18 @@
 // blocklistctl dump (state-and-ctl.md §2): upstream's columns, widths and
 // row selection, with the fixes G45-G48, and --json (G49).  The rows come
-// from the live database, ordered by name, address and port.
+// from the running daemon over its control socket, or from the database
+// file (-D, or no daemon running), ordered by name, address and port.
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { strerror } from '../protocol/native.js';
-import { entryJson, isBlocked } from '../state/entry.js';
+import { dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
+import type { ControlErrorBody } from '../protocol/control.js';
 import type { Output } from './conf.js';
+import { request } from './control.js';
+import { EnvelopeStream, envelope } from './json.js';
 
 export interface DumpOptions {
   /** -a: every entry (wins over -b). */
@@ -26,12 +30,8 @@ export interface DumpOptions {
   json: boolean;
 }
 
-/** Which entries a dump shows (§2.2): by default those counting but not yet blocked. */
-export function selected(e: Entry, o: Pick<DumpOptions, 'all' | 'blocked'>): boolean {
-  if (o.all) return true;
-  if (o.blocked) return isBlocked(e);
-  return e.count < e.key.nfail;
-}
+/** The entries -a and -b ask for. */
+export const selectionOf = (o: Pick<DumpOptions, 'all' | 'blocked'>): DumpSelection => (o.all ? 'all' : o.blocked ? 'blocked' : 'counting');
 
 const star = (n: number): string => (n === ANY ? '*' : String(n));
 const PARTS: [string, number][] = [
@@ -76,53 +76,98 @@ export function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, no
   return `${k.name}\t${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
 }
 
-export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname]';
+export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]';
 
 /** Rows are written in chunks of this many: a dump of millions of entries is not held in memory. */
 const CHUNK = 1000;
 
-/** `blocklistctl dump`: exit 0, or 1 when the database cannot be read (G48). */
+/** Prints the entries read (from the file or the daemon) as the table or in the JSON envelope, CHUNK rows per write. */
+class DumpWriter {
+  private chunk: string[] = [];
+  private rows = 0;
+  private readonly selection: DumpSelection;
+  private readonly json: EnvelopeStream | undefined;
+
+  constructor(
+    private readonly o: DumpOptions,
+    private readonly io: Output,
+    private readonly now: number,
+  ) {
+    this.selection = selectionOf(o);
+    if (o.json) this.json = new EnvelopeStream('dump', io);
+    else if (!o.noHeader) this.chunk.push(dumpHeader(o));
+  }
+
+  /** An entry read: printed if selected; -d tells of every one. */
+  entry(e: Entry): void {
+    if (this.o.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
+    if (!dumpSelected(e, this.selection)) return;
+    this.chunk.push(this.json === undefined ? dumpRow(e, this.o, this.now) : this.json.item(entryJson(e, this.now)));
+    if (++this.rows % CHUNK === 0) this.flush();
+  }
+
+  /** The end of the entries, or the error that cut them short: exit status 0 or 1. */
+  end(error?: ControlErrorBody): number {
+    if (this.json !== undefined) this.chunk.push(this.json.end(error));
+    this.flush();
+    if (error !== undefined && this.json === undefined) this.io.err(`blocklistctl: ${error.message}\n`);
+    return error === undefined ? 0 : 1;
+  }
+
+  private flush(): void {
+    this.io.out(this.chunk.join(''));
+    this.chunk = [];
+  }
+}
+
+/** A dump that failed before any entry: its message on stderr, or its envelope with --json; exit 1. */
+function failed(o: DumpOptions, io: Output, error: ControlErrorBody): number {
+  if (o.json) io.out(envelope('dump', { error }));
+  else io.err(`blocklistctl: ${error.message}\n`);
+  return 1;
+}
+
+/** `blocklistctl dump -D path`: the file read; exit 0, or 1 when the database cannot be read (G48). */
 export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math.floor(Date.now() / 1000)): number {
   let store: StateStore;
   try {
     // SQLite would say "disk I/O error" for a directory
-    if (statSync(path).isDirectory()) {
-      io.err(`blocklistctl: Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}\n`);
-      return 1;
-    }
+    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}` });
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (typeof err.errno === 'number') io.err(`blocklistctl: Can't open '${path}': ${strerror(Math.abs(err.errno))}\n`);
-    else io.err(`blocklistctl: ${e instanceof StateError ? e.message : String(e)}\n`);
-    return 1;
+    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${strerror(Math.abs(err.errno))}` : e instanceof StateError ? e.message : String(e);
+    return failed(o, io, { code: 'database_error', message });
   }
-  let chunk: string[] = [];
-  let rows = 0;
-  const flush = (): void => {
-    io.out(chunk.join(''));
-    chunk = [];
-  };
-  let status = 0;
+  const writer = new DumpWriter(o, io, now);
   try {
-    if (o.json) chunk.push('[');
-    else if (!o.noHeader) chunk.push(dumpHeader(o));
-    for (const e of store.entries()) {
-      if (o.debug > 0) io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
-      if (!selected(e, o)) continue;
-      if (o.json) chunk.push(`${rows === 0 ? '' : ','}\n${JSON.stringify(entryJson(e, now))}`);
-      else chunk.push(dumpRow(e, o, now));
-      if (++rows % CHUNK === 0) flush();
-    }
-    if (o.json) chunk.push(rows === 0 ? ']\n' : '\n]\n');
+    for (const e of store.entries()) writer.entry(e);
   } catch (e) {
-    status = 1;
-    flush();
-    io.err(`blocklistctl: reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}\n`);
+    return writer.end({ code: 'database_error', message: `reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}` });
   } finally {
     store.close();
   }
-  flush();
-  return status;
+  return writer.end();
+}
+
+/**
+ * `blocklistctl dump` without -D: the running daemon's entries, asked over
+ * its control socket (it knows its database, and may read it where the
+ * caller may not); 'not_running' when no daemon listens there.
+ */
+export async function dumpFromDaemon(control: string, o: DumpOptions, io: Output, now = Math.floor(Date.now() / 1000)): Promise<number | 'not_running'> {
+  let writer: DumpWriter | undefined;
+  // -d tells of every entry read: then all of them come, and are selected here
+  const select = o.debug > 0 ? 'all' : selectionOf(o);
+  const answer = await request(control, 'dump', { select }, undefined, (result) => {
+    const chunk = result as { rows: EntryRow[]; more: boolean };
+    writer ??= new DumpWriter(o, io, now);
+    for (const row of chunk.rows) writer.entry(entryFromRow(row));
+    return chunk.more !== true;
+  });
+  if ('result' in answer) return writer!.end();
+  if (answer.error.code === 'not_running' && writer === undefined) return 'not_running';
+  const error = { ...answer.error, message: `dump: ${answer.error.message}` };
+  return writer === undefined ? failed(o, io, error) : writer.end(error);
 }

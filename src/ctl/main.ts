@@ -1,16 +1,21 @@
-// blocklistctl: dump reads the state database (upstream's command, same
-// options and messages); config and test check a configuration; block,
-// unblock, flush, report, reload and status talk to the daemon's control socket.
+// blocklistctl: dump shows the state database (upstream's command, same
+// options and messages), asking the running daemon or reading the file;
+// config and test check a configuration; block, unblock, flush, report,
+// reload and status talk to the daemon's control socket.  Exit 0, 1 for a
+// failure, 2 for a usage error (src/cli.ts); --json output in one envelope
+// (json.ts).
 import { Command, CommanderError } from 'commander';
-import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { EXIT_USAGE, HELP_CONFIG, VERSION } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
+import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { configCommand, testCommand, type Output } from './conf.js';
-import { controlCommand, type ControlOptions } from './control.js';
-import { DUMP_USAGE, dumpCommand } from './dump.js';
+import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
+import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
+import { envelope } from './json.js';
 
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 const stdio: Output = {
   out: (text) => process.stdout.write(text),
@@ -21,18 +26,29 @@ const USAGE = [
   DUMP_USAGE,
   '       blocklistctl config [-c config] [-R rulename] [--json]',
   '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port',
-  '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [control options] address[/mask]',
-  '       blocklistctl unblock [-p port] [-n name] [control options] address[/mask] | --all',
+  '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin',
+  '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all',
   '       blocklistctl flush [control options] [name]',
   '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
   '       blocklistctl reload [control options]',
   '       blocklistctl status [control options]',
+  '       blocklistctl help [command]',
   '       control options: [-s sockpath] [--control path] [--json]',
 ].join('\n');
 
+/** Standard input's lines, trimmed; blank ones and # comments left out. */
+function stdinLines(): string[] {
+  return readFileSync(0, 'utf8')
+    .split('\n')
+    .map((l) => l.replace(/#.*/, '').trim())
+    .filter((l) => l !== '');
+}
+
+/** A command line that cannot be used: the complaint and the usage on stderr (and with --json the envelope on stdout), exit 2. */
 function usage(complaint: string): never {
+  if (process.argv.includes('--json')) process.stdout.write(envelope(process.argv[2] ?? '', { error: { code: 'usage', message: complaint } }));
   process.stderr.write(`${complaint}\n${USAGE}\n`);
-  process.exit(1);
+  process.exit(EXIT_USAGE);
 }
 
 export function main(argv: string[]): void {
@@ -45,11 +61,13 @@ export function main(argv: string[]): void {
     if (e.code !== 'EPIPE') throw e;
   });
   const program = new Command('blocklistctl')
-    .version(version, '-V, --version')
+    .version(VERSION, '-V, --version')
     .description('query and maintain blocklistd')
     .helpOption('-h, --help')
-    // `help <command>` is refused as an unknown command: --help must not list it
+    // `help [command]` is handled below, not listed among the commands
     .helpCommand(false)
+    .configureHelp(HELP_CONFIG)
+    .addHelpText('after', '\n`blocklistctl help <command>` (or <command> --help) shows the options of a command.')
     .configureOutput({ writeErr: () => {} })
     .exitOverride();
 
@@ -62,17 +80,18 @@ export function main(argv: string[]): void {
     .option('-n', 'no header')
     .option('-r', 'remaining time instead of last access')
     .option('-w', 'wide address column')
-    .option('-D <dbname>', 'database file', DEFAULT_DB_PATH)
-    .option('--json', 'machine-readable output: every field, times as epoch seconds and ISO-8601')
+    .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
+    .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
+    .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
+    .option('--json', 'JSON output: every field, times as epoch seconds and ISO-8601 (blocklistctl(8), JSON OUTPUT)')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
-    .action((opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D: string; json?: boolean }) => {
-      process.exitCode = dumpCommand(
-        opts.D,
-        { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true },
-        stdio,
-      );
+    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean }) => {
+      const o = { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true };
+      // -D names a file: read it; else the daemon answers, and without one the default file is read
+      const status = opts.D === undefined ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio) : dumpCommand(opts.D, o, stdio);
+      process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
     });
 
   program
@@ -106,39 +125,59 @@ export function main(argv: string[]): void {
   const daemonCommand = (name: string, description: string, setup: (c: Command) => Command, run: (...a: unknown[]) => [string, Record<string, unknown>]): void => {
     setup(program.command(name).description(description))
       .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
-      .option('--control <path>', 'the daemon\'s control socket', undefined)
-      .option('--json', 'the daemon\'s answer as JSON')
+      .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
+      .option('--json', 'the answer as JSON (blocklistctl(8), JSON OUTPUT)')
       .exitOverride()
       .action(async (...a: unknown[]) => {
         const opts = (a.at(-2) ?? {}) as { s?: string; control?: string; json?: boolean };
-        const [command, args] = run(...a);
-        const o: ControlOptions = { control: opts.control, socket: opts.s, json: opts.json === true };
-        process.exitCode = await controlCommand(command, args, o, stdio);
+        const [command, { addresses, ...args }] = run(...a);
+        const json = opts.json === true;
+        // progress only for people watching a terminal: never in a pipe, a file or JSON
+        const progress = (command === 'unblock' || Array.isArray(addresses)) && !json && process.stdout.isTTY && process.stderr.isTTY;
+        const o: ControlOptions = { control: opts.control, socket: opts.s, json, progress };
+        process.exitCode = Array.isArray(addresses) ? await blockCommand(addresses as string[], args, o, stdio) : await controlCommand(command, args, o, stdio);
       });
   };
   daemonCommand(
     'block',
-    'block an address (or network) now, in the packet filter and the database; released at expiry like any other',
+    'block addresses (or networks) now, in the packet filter and the database; released at expiry like any other',
     (c) =>
       c
-        .argument('<address>', 'address[/mask]')
+        .argument('[address...]', 'address[/mask], several, or - to read them from standard input')
         .option('-p <port>', 'the local port or service (default: every port)')
         .option('-P <proto>', 'tcp (default) or udp, with -p')
         .option('-n <name>', 'rule name (default: that of the rule a failure would meet)')
-        .option('-t <duration>', 'how long: seconds, 6h, 1d12h or forever (default: that of the rule a failure would meet)'),
-    (address, opts) => {
-      const o = opts as { p?: string; P?: string; n?: string; t?: string };
-      return ['block', { address, port: o.p, proto: o.P, name: o.n, duration: o.t }];
+        .option('-t <duration>', 'how long: seconds, 6h, 1d12h or forever (default: that of the rule a failure would meet)')
+        .option('--stdin', 'read the addresses from standard input, one a line (# comments and blank lines skipped)')
+        .option('--force', 'block loopback or an address of this host all the same'),
+    (given, opts) => {
+      const o = opts as { p?: string; P?: string; n?: string; t?: string; stdin?: boolean; force?: boolean };
+      const list = given as string[];
+      const dash = list.length === 1 && list[0] === '-';
+      if (o.stdin === true && list.length > 0) usage('block: --stdin reads the addresses: give none on the command line');
+      if (o.stdin !== true && list.length === 0) usage("block: missing required argument 'address'");
+      const fromStdin = o.stdin === true || dash;
+      const addresses = fromStdin ? stdinLines() : list;
+      if (addresses.length === 0) usage('block: no address on standard input');
+      const args = { port: o.p, proto: o.P, name: o.n, duration: o.t, ...(o.force === true ? { force: true } : {}) };
+      // one address keeps the answer of one block; several (or any from stdin) get one answer per address
+      return ['block', fromStdin || addresses.length > 1 ? { ...args, addresses } : { ...args, address: addresses[0] }];
     },
   );
   daemonCommand(
     'unblock',
     'lift the blocks that hold an address (or all), and forget its failures',
-    (c) => c.argument('[address]', 'address[/mask]').option('-p <port>', 'only entries of this port').option('-n <name>', 'only entries of this rule name').option('--all', 'every entry'),
+    (c) =>
+      c
+        .argument('[address]', 'address[/mask]')
+        .option('-p <port>', 'only entries of this port')
+        .option('-n <name>', 'only entries of this rule name')
+        .option('--all', 'every entry')
+        .option('--if-present', 'no entry for it is success (exit 0), not an error'),
     (address, opts) => {
-      const o = opts as { p?: string; n?: string; all?: boolean };
+      const o = opts as { p?: string; n?: string; all?: boolean; ifPresent?: boolean };
       if ((address === undefined) === (o.all !== true)) usage('unblock: give an address, or --all');
-      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true }];
+      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true, ...(o.ifPresent === true ? { ifPresent: true } : {}) }];
     },
   );
   daemonCommand(
@@ -167,6 +206,14 @@ export function main(argv: string[]): void {
   daemonCommand('status', 'the daemon\'s state: sockets, rules, entries, helper queue, counters', (c) => c, () => ['status', {}]);
 
   const command = argv[2];
+  if (command === 'help') {
+    // `help` alone: the overview; `help <command>`: that command's options
+    const topic = argv[3];
+    const sub = program.commands.find((c) => c.name() === topic);
+    if (argv.length > 4 || (topic !== undefined && sub === undefined)) usage(`help: ${topic === undefined || sub !== undefined ? 'one command at most' : `unknown command '${topic}'`}`);
+    (sub ?? program).outputHelp();
+    return;
+  }
   const known = program.commands.some((c) => c.name() === command) || ['-h', '--help', '-V', '--version'].includes(command ?? '');
   if (!known) usage('blocklistctl: Missing/unknown command');
   program.parseAsync(argv).catch((e: unknown) => {

@@ -1,19 +1,21 @@
 // What the control socket's requests do (issue 7): status, block, unblock,
 // flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
-import { createRequire } from 'node:module';
-import { maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
+import { Worker } from 'node:worker_threads';
+import { VERSION } from '../cli.js';
+import { coveredNetwork, maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
 import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
-import { systemEnv } from '../conf/system.js';
+import { interfaceAddresses, ownNetworks, systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
-import { ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
+import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
 import { TEXT_MAX, decodeText } from '../protocol/wire.js';
 import { unfinished } from '../run/helper.js';
-import { entryJson } from '../state/entry.js';
+import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
 import type { Problem } from './checks.js';
-import type { Peer } from './control.js';
+import { ChunkedResult, type Peer } from './control.js';
+import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
 import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -46,8 +48,6 @@ export interface CommandContext {
 
 /** Entries listed in one response at most; counts are always complete. */
 const LIST_MAX = 1000;
-
-export const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 /** Requests that change the daemon's state: logged with the requesting uid and pid (reports have their processing line). */
 const MANUAL = new Set(['block', 'unblock', 'flush', 'reload']);
@@ -84,6 +84,8 @@ async function dispatch(c: CommandContext, command: string, args: Record<string,
       return c.reload();
     case 'report':
       return report(c, args, peer);
+    case 'dump':
+      return dump(c, args);
     default:
       throw new ControlError('unknown_command', `unknown command '${command}'`);
   }
@@ -180,42 +182,111 @@ function matchFor(c: CommandContext, address: IPAddress, port: number, proto: nu
   return c.engine.match(probe);
 }
 
+/** What a block of one address came to. */
+type BlockOutcome = { entry: Record<string, unknown>; renewed: boolean } | { error: ControlError };
+
+/**
+ * The networks a block request names: `address`, or `addresses` (an array
+ * of up to BLOCK_MAX, duplicates dropped).  All are checked before any is
+ * blocked: a typo in a list blocks nothing.
+ */
+function blockNetworks(args: Record<string, unknown>): { text: string; address: IPAddress; mask: number }[] {
+  const list = args.addresses;
+  if (list !== undefined && args.address !== undefined) throw new ControlError('bad_argument', 'block takes "address" or "addresses", not both');
+  let texts: string[];
+  if (list === undefined) {
+    const text = optionalString(args, 'address');
+    if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
+    texts = [text];
+  } else {
+    if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === 'string')) throw new ControlError('bad_argument', '"addresses" must be an array of address strings');
+    if (list.length > BLOCK_MAX) throw new ControlError('bad_argument', `at most ${BLOCK_MAX} addresses in one block request`);
+    texts = list as string[];
+  }
+  const seen = new Set<string>();
+  const networks: { text: string; address: IPAddress; mask: number }[] = [];
+  for (const text of texts) {
+    const { address, mask } = parseNetwork(text);
+    const id = `${toText(address)}/${mask}`;
+    if (!seen.has(id)) networks.push({ text, address, mask });
+    seen.add(id);
+  }
+  return networks;
+}
+
 async function block(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
-  const text = optionalString(args, 'address');
-  if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
-  const { address, mask } = parseNetwork(text);
+  const networks = blockNetworks(args);
   const port = parsePort(optionalString(args, 'port'));
   let proto = parseProto(optionalString(args, 'proto'));
   if (proto !== undefined && port === undefined) throw new ControlError('bad_argument', 'a protocol needs a port: without one, every port and protocol is blocked');
   if (port !== undefined) proto ??= IPPROTO_TCP;
-  let name = parseName(optionalString(args, 'name'));
-  let duration = parseDurationArg(optionalString(args, 'duration'));
-  if (name === undefined || duration === undefined) {
-    const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
-    if (duration === undefined && match === undefined) {
-      throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+  const givenName = parseName(optionalString(args, 'name'));
+  const givenDuration = parseDurationArg(optionalString(args, 'duration'));
+  if (args.force !== true) {
+    // the policy is here, not in blocklistctl: a raw control client cannot lock the host out either
+    const own = ownNetworks(interfaceAddresses());
+    const refused = networks.flatMap(({ text, address, mask }) => {
+      const hit = coveredNetwork(address, mask, own);
+      return hit === undefined ? [] : [`${text} covers ${toText(hit.address)}${hit.mask === widthOf(hit.address.family) ? '' : `/${hit.mask}`} (${hit.what})`];
+    });
+    if (refused.length > 0) {
+      throw new ControlError('self_address', `refusing to block this host's own address: ${refused.slice(0, 5).join('; ')}${refused.length > 5 ? `; and ${refused.length - 5} more` : ''} (force it with --force)`, { refused });
     }
-    name ??= match?.effective.name ?? c.options.ruleName;
-    duration ??= match!.effective.duration;
   }
   const env = systemEnv(c.options.ruleName);
-  const key: EffectiveRule = {
-    family: address.family === 'inet' ? env.families.inet : env.families.inet6,
-    address: toText(address),
-    lmask: mask,
-    port: port ?? ANY,
-    proto: proto ?? ANY,
-    uid: ANY,
-    name,
-    rmask: ANY,
-    nfail: 1,
-    duration,
-  };
+  const keys = networks.map(({ address, mask }) => {
+    let name = givenName;
+    let duration = givenDuration;
+    if (name === undefined || duration === undefined) {
+      const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
+      if (duration === undefined && match === undefined) {
+        throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+      }
+      name ??= match?.effective.name ?? c.options.ruleName;
+      duration ??= match!.effective.duration;
+    }
+    const key: EffectiveRule = {
+      family: address.family === 'inet' ? env.families.inet : env.families.inet6,
+      address: toText(address),
+      lmask: mask,
+      port: port ?? ANY,
+      proto: proto ?? ANY,
+      uid: ANY,
+      name,
+      rmask: ANY,
+      nfail: 1,
+      duration,
+    };
+    return key;
+  });
+  // started together: their adds go to a helper in batch mode as one batch
+  const outcomes = await Promise.all(keys.map((key) => blockOne(c, key)));
+  if (args.addresses === undefined) {
+    const [outcome] = outcomes;
+    if ('error' in outcome) throw outcome.error;
+    return outcome;
+  }
+  const counts = { blocked: 0, renewed: 0, failed: 0 };
+  const results = outcomes.map((o, i) => {
+    const address = networks[i].text;
+    if ('error' in o) {
+      counts.failed++;
+      return { address, error: o.error.body };
+    }
+    counts[o.renewed ? 'renewed' : 'blocked']++;
+    return { address, ...o };
+  });
+  if (counts.failed === results.length) throw new ControlError(outcomes.every((o) => 'error' in o && o.error.code === 'busy') ? 'busy' : 'helper_failed', `nothing blocked: ${(results[0] as { error: { message: string } }).error.message}`, { results, counts });
+  return { results, counts };
+}
+
+/** One block: the engine's add, its outcome (a failure as a ControlError, not thrown). */
+async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
   let outcome: Awaited<ReturnType<Engine['manualBlock']>>;
   try {
     outcome = await c.engine.manualBlock(key);
   } catch (e) {
-    if (e instanceof EngineBusy) throw new ControlError(e.code, e.message);
+    if (e instanceof EngineBusy) return { error: new ControlError(e.code, e.message) };
     throw e;
   }
   const now = Math.floor(Date.now() / 1000);
@@ -223,8 +294,8 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
   if (result !== undefined && result.line === undefined) {
     const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
     // the entry stays at its limit then, and expiry lifts what may be in the filter
-    if (unfinished(result)) throw new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) });
-    throw new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) });
+    if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
+    return { error: new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
 }
@@ -257,38 +328,94 @@ function unblockSelection(c: CommandContext, args: Record<string, unknown>): { s
   return { selected, what };
 }
 
-async function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
-  const { selected, what } = unblockSelection(c, args);
-  // a page at a time (its deletions one transaction), the event loop free in between:
-  // notifications go on being received while a large table is emptied
-  const unblocking: Promise<UnblockResult>[] = [];
-  for (let after = 0; ; ) {
-    const page = c.store.page(after, UNBLOCK_PAGE);
-    if (page.length === 0) break;
-    after = page[page.length - 1].rowid;
-    const entries = page.filter(selected);
-    if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-  if (unblocking.length === 0) throw new ControlError('not_found', `no entry for ${what}`);
-  const done: UnblockResult = { released: [], deleted: [], failed: [] };
-  for (const part of await Promise.all(unblocking)) {
-    done.released.push(...part.released);
-    done.deleted.push(...part.deleted);
-    done.failed.push(...part.failed);
-  }
-  const now = Math.floor(Date.now() / 1000);
-  const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
-  const result = {
-    released: list(done.released),
-    deleted: list(done.deleted),
-    failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
-    counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+/** Progress of a long request, told this often at most (ms). */
+const PROGRESS_MS = 200;
+
+/**
+ * `progress: true` in a request's args: its answer comes as chunks, some
+ * `{progress: {done, total}, more: true}` while it runs, then its result
+ * with `more: false` (for blocklistctl's counter on a terminal).
+ */
+function withProgress(args: Record<string, unknown>, run: (progress: (done: number, total: number) => void) => Promise<Record<string, unknown>>): Promise<unknown> | ChunkedResult {
+  if (args.progress !== true) return run(() => {});
+  let told = 0;
+  let wake: (() => void) | undefined;
+  const pending: { done: number; total: number }[] = [];
+  const progress = (done: number, total: number): void => {
+    if (Date.now() - told < PROGRESS_MS && done < total) return;
+    told = Date.now();
+    pending.push({ done, total });
+    wake?.();
   };
-  if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
-    throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);
+  let finished = false;
+  const result = run(progress).finally(() => {
+    finished = true;
+    wake?.();
+  });
+  // its failure is the last chunk's, when the chunks get there
+  result.catch(() => {});
+  async function* chunks(): AsyncGenerator<{ more: boolean; [field: string]: unknown }> {
+    for (;;) {
+      while (pending.length > 0) yield { progress: pending.shift()!, more: true };
+      if (finished) break;
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+    }
+    yield { ...(await result), more: false };
   }
-  return result;
+  return new ChunkedResult(chunks());
+}
+
+function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> | ChunkedResult {
+  const { selected, what } = unblockSelection(c, args);
+  return withProgress(args, async (progress) => {
+    // a page at a time (its deletions one transaction), the event loop free in between:
+    // notifications go on being received while a large table is emptied
+    const unblocking: Promise<UnblockResult>[] = [];
+    let total = 0;
+    for (let after = 0; ; ) {
+      const page = c.store.page(after, UNBLOCK_PAGE);
+      if (page.length === 0) break;
+      after = page[page.length - 1].rowid;
+      const entries = page.filter(selected);
+      total += entries.length;
+      if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    if (unblocking.length === 0) {
+      // --if-present: nothing there is what was wanted
+      if (args.ifPresent === true) return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 } };
+      throw new ControlError('not_found', `no entry for ${what}`);
+    }
+    let settled = 0;
+    progress(0, total);
+    const done: UnblockResult = { released: [], deleted: [], failed: [] };
+    for (const part of await Promise.all(
+      unblocking.map((p) =>
+        p.then((part) => {
+          settled += part.released.length + part.deleted.length + part.failed.length;
+          progress(settled, total);
+          return part;
+        }),
+      ),
+    )) {
+      done.released.push(...part.released);
+      done.deleted.push(...part.deleted);
+      done.failed.push(...part.failed);
+    }
+    const now = Math.floor(Date.now() / 1000);
+    const list = (es: readonly Entry[]): unknown[] => es.slice(0, LIST_MAX).map((e) => entryJson(e, now));
+    const result = {
+      released: list(done.released),
+      deleted: list(done.deleted),
+      failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
+      counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+    };
+    if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
+      throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);
+    }
+    return result;
+  });
 }
 
 // --- flush -------------------------------------------------------------------
@@ -300,6 +427,52 @@ async function flush(c: CommandContext, args: Record<string, unknown>): Promise<
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };
+}
+
+// --- dump ------------------------------------------------------------------
+
+/** Entries in one chunk of a dump's answer. */
+const DUMP_CHUNK = 1000;
+
+/**
+ * blocklistctl dump through the daemon: the entries of `select` (all,
+ * blocked, counting), ordered as the file's dump orders them, in chunks of
+ * DUMP_CHUNK rows (arrays of the entry's `fields`, named in each chunk).
+ * Read by a worker thread (dump-worker.ts) through a connection of its
+ * own: one read transaction, a consistent view however long the client
+ * takes, while the daemon goes on writing (WAL) and receiving.
+ */
+function dump(c: CommandContext, args: Record<string, unknown>): ChunkedResult {
+  const select = (optionalString(args, 'select') ?? 'counting') as DumpSelection;
+  if (!DUMP_SELECTIONS.includes(select)) throw new ControlError('bad_argument', `bad selection '${select}': ${DUMP_SELECTIONS.join(', ')}`);
+  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), { workerData: { path: c.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData });
+  // messages are queued here: one may come while the chunk before is being sent
+  const received: DumpWorkerMessage[] = [];
+  let wake: (() => void) | undefined;
+  const push = (m: DumpWorkerMessage): void => {
+    received.push(m);
+    wake?.();
+  };
+  worker.on('message', push);
+  worker.on('error', (e) => push({ error: e.message }));
+  worker.on('exit', () => push({ error: 'the reading thread stopped' }));
+  async function* chunks(): AsyncGenerator<{ fields: readonly string[]; rows: EntryRow[]; more: boolean }> {
+    try {
+      for (;;) {
+        while (received.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        const m = received.shift()!;
+        if ('error' in m) throw new ControlError('internal', m.error);
+        // the next chunk is read while this one goes out
+        if (m.more) worker.postMessage('next');
+        yield { fields: ENTRY_ROW_FIELDS, rows: m.rows, more: m.more };
+        if (!m.more) return;
+      }
+    } finally {
+      worker.removeAllListeners().on('error', () => {});
+      void worker.terminate();
+    }
+  }
+  return new ChunkedResult(chunks());
 }
 
 // --- report ------------------------------------------------------------------

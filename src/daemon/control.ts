@@ -11,6 +11,17 @@ import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseReq
 import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
 
+/**
+ * A result too large for one line (a dump of the whole database): sent as
+ * one response line per chunk, in order, each with the request's id; the
+ * last chunk has `more: false`, the others `more: true`.  The next chunk is
+ * read only once the client has taken the previous ones: the daemon never
+ * holds more than a socket buffer and a chunk of it.
+ */
+export class ChunkedResult {
+  constructor(readonly chunks: AsyncIterable<{ more: boolean; [field: string]: unknown }>) {}
+}
+
 /** Who is at the other end of a control connection. */
 export interface Peer {
   uid: number;
@@ -168,7 +179,7 @@ export class ControlServer {
       while (queue.length > 0 && !socket.destroyed) {
         const line = queue.shift()!;
         if (line.trim() === '') continue;
-        socket.write(await this.answer(line, creds));
+        await this.answer(socket, line, creds);
         if (socket.writableLength > UNREAD_MAX_BYTES) {
           socket.destroy();
           return;
@@ -195,8 +206,8 @@ export class ControlServer {
     socket.resume();
   }
 
-  /** One request line → one response line. */
-  private async answer(line: string, peer: Peer): Promise<string> {
+  /** One request line → one response line written (a line per chunk for a ChunkedResult). */
+  private async answer(socket: Socket, line: string, peer: Peer): Promise<void> {
     let id: unknown;
     let command = 'invalid';
     try {
@@ -204,15 +215,53 @@ export class ControlServer {
       id = request.id;
       command = request.command;
       const result = await this.o.handle(request.command, request.args, peer);
+      if (result instanceof ChunkedResult) await sendChunks(socket, id, result);
+      else socket.write(encodeResponse(id, { result }));
       this.o.counted?.(command, true);
-      return encodeResponse(id, { result });
     } catch (e) {
       // a label per name a client makes up would grow the metrics without bound
       if (e instanceof ControlError && e.code === 'unknown_command') command = 'unknown';
       this.o.counted?.(command, false);
-      if (e instanceof ControlError) return encodeResponse(id ?? e.requestId, { error: e.body });
+      if (e instanceof ControlError) {
+        socket.write(encodeResponse(id ?? e.requestId, { error: e.body }));
+        return;
+      }
       this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
-      return encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } });
+      socket.write(encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } }));
+    }
+  }
+}
+
+/** Chunks written waiting this long for the client to read closes the connection. */
+const CHUNK_WAIT_MS = IDLE_MS;
+
+/**
+ * Writes the chunks as response lines, each after the client has read enough
+ * of the earlier ones (or a turn of the event loop: notifications are
+ * received between two chunks); a client gone, or not reading for
+ * CHUNK_WAIT_MS, ends it (the chunks' source is closed).
+ */
+async function sendChunks(socket: Socket, id: unknown, result: ChunkedResult): Promise<void> {
+  for await (const chunk of result.chunks) {
+    if (socket.destroyed) return;
+    if (socket.write(encodeResponse(id, { result: chunk }))) {
+      await new Promise((resolve) => setImmediate(resolve));
+      continue;
+    }
+    const drained = await new Promise<boolean>((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        socket.off('drain', onDrain).off('close', onClose);
+        resolve(ok);
+      };
+      const onDrain = (): void => done(true);
+      const onClose = (): void => done(false);
+      const timer = setTimeout(() => done(false), CHUNK_WAIT_MS);
+      socket.once('drain', onDrain).once('close', onClose);
+    });
+    if (!drained) {
+      socket.destroy();
+      return;
     }
   }
 }

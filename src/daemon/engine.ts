@@ -19,8 +19,9 @@
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe, probeOf } from '../conf/match.js';
-import { isSelfAddress } from '../conf/system.js';
+import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
+import type { OwnNetwork } from '../conf/ip.js';
 import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
@@ -171,6 +172,8 @@ export class EngineBusy extends Error {
 export class Engine {
   private rules: CompiledRules | undefined;
   private interfaces: InterfaceAddresses = new Map();
+  /** ownNetworks() of `interfaces`, for --allow-self: made when they change, not per notification. */
+  private ownNetworks: OwnNetwork[] = ownNetworks(new Map());
   private readonly pendingAdds = new Map<string, PendingAdd>();
   private readonly pendingRems = new Set<string>();
   /** Failed rems: the entry and when to try again. */
@@ -216,11 +219,12 @@ export class Engine {
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
     this.rules = rules;
-    this.interfaces = interfaces;
+    this.setInterfaces(interfaces);
   }
 
   setInterfaces(interfaces: InterfaceAddresses): void {
     this.interfaces = interfaces;
+    this.ownNetworks = ownNetworks(interfaces);
   }
 
   /** The rules a probe meets, as a notification would. */
@@ -317,7 +321,7 @@ export class Engine {
       log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
     }
     const probe = probeOf(n, this.o.families);
-    if (probe !== undefined && this.o.allowSelf === true && isSelfAddress(probe.remote, this.interfaces)) {
+    if (probe !== undefined && this.o.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
       this.ignoredSelf(n.remote.address);
       return;
     }

@@ -8,6 +8,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, unlinkSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { CommanderError } from 'commander';
+import { EXIT_FAILURE, EXIT_USAGE } from '../cli.js';
 import { setCloseOnExec } from '../protocol/native.js';
 import { Daemon, FatalError, writePidfile } from './daemon.js';
 import { problemText } from './checks.js';
@@ -53,11 +54,14 @@ export async function main(argv: string[]): Promise<void> {
   try {
     options = parseOptions(argv, progname);
   } catch (e) {
-    if (e instanceof CommanderError) process.exit(e.exitCode); // --help
-    if (e instanceof UsageError) process.stderr.write(`${e.message === '' ? '' : `${progname}: ${e.message}\n`}${USAGE}\n`);
-    else if (e instanceof StartupError) process.stderr.write(`${progname}: ${e.message}\n`);
-    else throw e;
-    process.exit(1);
+    if (e instanceof CommanderError) process.exit(e.exitCode); // --help, --version
+    if (e instanceof UsageError) {
+      process.stderr.write(`${e.message === '' ? '' : `${progname}: ${e.message}\n`}${USAGE}\n`);
+      process.exit(EXIT_USAGE);
+    }
+    if (!(e instanceof StartupError)) throw e;
+    process.stderr.write(`${progname}: ${e.message}\n`);
+    process.exit(EXIT_FAILURE);
   }
   if (options.check) process.exit(await check(options, progname));
   const readyFd = process.env[READY_FD_VARIABLE] === undefined ? undefined : Number(process.env[READY_FD_VARIABLE]);
@@ -66,7 +70,7 @@ export async function main(argv: string[]): Promise<void> {
   if (options.debug === 0 && !options.foreground && !detached) {
     if (options.logFormat === 'json') {
       process.stderr.write(`${progname}: --log-format json writes on stdout: use it with --foreground or -d\n`);
-      process.exit(1);
+      process.exit(EXIT_USAGE);
     }
     await detach(argv, progname);
   }

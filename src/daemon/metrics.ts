@@ -11,7 +11,7 @@
 // (process_cpu_seconds_total, process_resident_memory_bytes, ...).
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
-import { createRequire } from 'node:module';
+import { VERSION } from '../cli.js';
 import type { DropReason } from '../protocol/receive.js';
 import { WireType } from '../types.js';
 
@@ -40,7 +40,6 @@ export const OTHER_RULE = '_other';
 /** prom-client's gauges whose names end in _total, which Prometheus reserves for counters: nodejs_active_handles etc. say the same by type. */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
-const { version: VERSION } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 /** Scrapes served at once; connections beyond are closed at once (a scrape is cheap: no table is counted). */
 export const METRICS_MAX_CONNECTIONS = 64;

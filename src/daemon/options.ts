@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { HELP_CONFIG, VERSION } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
@@ -88,7 +89,7 @@ export const DEFAULT_SENDER_RATE = 1000;
 export const DEFAULT_SENDER_BURST = 5000;
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
-/** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 1. */
+/** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 2. */
 export class UsageError extends Error {}
 
 /** A start-up failure: printed as `<progname>: <message>`, exit 1. */
@@ -136,11 +137,11 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('-P <sockpathsfile>', 'file listing socket paths')
     .option('-r', 're-add the blocks of the database at start and on reload')
     .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
-    .option('-s <sockpath>', 'socket to listen on (repeatable)', (p: string, all: string[]) => [...all, p], [] as string[])
-    .option('-t <timeout>', 'seconds between interface address refreshes')
+    .option('-s <sockpath>', `socket to listen on (repeatable) (default: ${DEFAULT_SOCKET_PATH})`, (p: string, all: string[]) => [...all, p], [] as string[])
+    .option('-t <timeout>', 'seconds between interface address refreshes (default: 15, 5 with -d)')
     .option('-v', 'socket-layer messages on stderr')
     .option('--foreground', 'stay attached to the terminal without debug output')
-    .option('--log-format <format>', 'syslog (default) or json (lines on stdout)', 'syslog')
+    .option('--log-format <format>', 'syslog, or json (lines on stdout)', 'syslog')
     .option('--pidfile <path>', 'pid file when detached', `/var/run/${progname}.pid`)
     .option('--helper-timeout <seconds>', 'kill a helper call after this long', '30')
     .option('--rem-retry <seconds>', 'try a failed rem again after this long', '60')
@@ -156,10 +157,12 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--trust-user <user>', 'a user trusted besides root: no sender limit, may name the peer of a TCP socket (repeatable)', repeated, [] as string[])
     .option('--trust-group <group>', 'a group whose processes are trusted as --trust-user (repeatable)', repeated, [] as string[])
     .option('--max-entries <n>', 'evict entries not blocked beyond this many, soonest expiry first (0: no limit)', String(DEFAULT_MAX_ENTRIES))
+    .version(VERSION, '-V, --version')
     .option('--fail-open', 'start even when the configuration, the helper or the packet filter cannot work (upstream\'s behaviour)')
     .option('--allow-self', 'never count nor block the host\'s own addresses (loopback and every interface\'s)')
     .option('--check', 'run the start-up checks, print what was checked and every problem, exit 0 or 1; changes nothing')
     .helpOption('-h, --help')
+    .configureHelp(HELP_CONFIG)
     .allowExcessArguments(false)
     .exitOverride()
     .configureOutput({ writeErr: () => {} });
@@ -167,7 +170,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     program.parse(argv);
   } catch (e) {
     if (!(e instanceof CommanderError)) throw e;
-    if (e.exitCode === 0) throw e; // --help
+    if (e.exitCode === 0) throw e; // --help, --version
     if (e.code === 'commander.excessArguments') throw new UsageError(''); // upstream prints just the usage
     const unknown = /unknown option '(-{1,2})([^']*)'/.exec(e.message);
     const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);

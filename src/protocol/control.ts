@@ -18,8 +18,11 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report';
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report'];
+export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report' | 'dump';
+export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report', 'dump'];
+
+/** Addresses in one block request at most: a line of them (IPv6 networks too) stays below REQUEST_MAX_BYTES, and goes to the helper as one batch. */
+export const BLOCK_MAX = 1000;
 
 /** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */
 export const REPORT_TYPES = ['fail', 'baduser', 'abuse', 'ok'] as const;
@@ -34,11 +37,15 @@ export type ErrorCode =
   | 'access_denied'
   | 'not_found' // unblock: nothing matched
   | 'busy' // a helper call of that entry is running: try again
+  | 'self_address' // block: loopback or an address of the host, without force
   | 'helper_failed' // the packet filter did not take the change
   | 'config_error' // reload: the new configuration has errors
   | 'stopping' // the daemon is shutting down
   | 'internal'
-  | 'not_running'; // blocklistctl: nobody listens on the control socket
+  | 'not_running' // blocklistctl: nobody listens on the control socket
+  | 'usage' // blocklistctl: a command line that cannot be used (exit 2)
+  | 'no_match' // blocklistctl test: no rule matches
+  | 'database_error'; // blocklistctl dump: the database file cannot be read
 
 export interface ControlErrorBody {
   code: ErrorCode;

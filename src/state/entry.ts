@@ -4,6 +4,17 @@ import { ANY, type Entry } from '../types.js';
 /** At its limit: blocked, or its add pending. */
 export const isBlocked = (e: Entry): boolean => e.key.nfail !== ANY && e.count >= e.key.nfail;
 
+/** Which entries a dump shows: every one, the blocked ones, or (by default) those counting but not yet blocked. */
+export type DumpSelection = 'all' | 'blocked' | 'counting';
+export const DUMP_SELECTIONS: readonly DumpSelection[] = ['all', 'blocked', 'counting'];
+
+/** Whether `e` is one of `selection` (state-and-ctl.md §2.2). */
+export function dumpSelected(e: Entry, selection: DumpSelection): boolean {
+  if (selection === 'all') return true;
+  if (selection === 'blocked') return isBlocked(e);
+  return e.count < e.key.nfail;
+}
+
 const iso = (seconds: number): string | null => {
   const d = new Date(seconds * 1000);
   return Number.isNaN(d.getTime()) ? null : d.toISOString();
@@ -22,6 +33,24 @@ export function entryJson(e: Entry, now: number): Record<string, unknown> {
     expires,
     expiresTime: expires === null ? null : iso(expires),
     remaining: expires === null ? null : expires - now,
+  };
+}
+
+/** The fields of an entry as a row of a dump's chunk, in this order: compact, for millions of them. */
+export const ENTRY_ROW_FIELDS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id'] as const;
+export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string];
+
+export function entryRow(e: Entry): EntryRow {
+  const k = e.key;
+  return [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id];
+}
+
+export function entryFromRow(r: EntryRow): Entry {
+  return {
+    key: { name: r[0], address: r[1], port: r[2], family: r[3], lmask: r[4], proto: r[5], uid: r[6], nfail: r[7], rmask: r[8], duration: r[9] },
+    count: r[10],
+    last: r[11],
+    id: r[12],
   };
 }
 

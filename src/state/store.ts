@@ -11,7 +11,12 @@ import { strerror } from '../protocol/native.js';
 import type { EffectiveRule, Entry } from '../types.js';
 import { isBlocked } from './entry.js';
 
-export const DEFAULT_DB_PATH = '/var/db/blocklistd.db';
+/**
+ * The database the daemon and blocklistctl use without -D: Linux keeps a
+ * service's state under /var/lib (FHS; what systemd's StateDirectory gives),
+ * the BSDs under /var/db, as upstream does.
+ */
+export const DEFAULT_DB_PATH = process.platform === 'linux' ? '/var/lib/blocklistd/blocklistd.db' : '/var/db/blocklistd.db';
 
 /** `PRAGMA application_id`: marks the file as ours ("blkd"). */
 export const APPLICATION_ID = 0x626c6b64;

@@ -5,12 +5,13 @@
 // logs and to reach the control socket.
 import { Command, CommanderError } from 'commander';
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { EXIT_FAILURE, EXIT_USAGE, HELP_CONFIG, VERSION } from '../cli.js';
 import { servicePort } from '../conf/parse.js';
 import { systemEnv } from '../conf/system.js';
 import { controlPath } from '../ctl/control.js';
+import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
 import { createLogger } from '../daemon/log.js';
 import type { LogFn } from '../types.js';
 import { ReportClient } from './client.js';
@@ -18,7 +19,6 @@ import { matchFileLine, matchJournalEntry, type JournalEntry, type LineMatch } f
 import { parsePattern, type Pattern } from './patterns.js';
 import { FileSource, JournalSource, WatchState, type Source } from './sources.js';
 
-const { version } = createRequire(import.meta.url)('../../../package.json') as { version: string };
 
 export const DEFAULT_WATCH_CONFIG = '/etc/blocklistd-watch.conf';
 export const DEFAULT_PATTERN_DIR = '/etc/blocklistd-watch.d';
@@ -294,27 +294,29 @@ const USAGE = [
 ].join('\n');
 
 export function main(argv: string[]): void {
-  const fail = (message: string): never => {
+  const fail = (message: string, status = EXIT_FAILURE): never => {
     process.stderr.write(`blocklistd-watch: ${message}\n`);
-    process.exit(1);
+    process.exit(status);
   };
+  const usage = (message: string): never => fail(`${message}\n${USAGE}`, EXIT_USAGE);
   const sources: SourceSpec[] = [];
   const addPattern = (name: string): string => {
     const last = sources.at(-1);
-    if (last === undefined || last.pattern !== undefined) fail(`--pattern ${name}: give --journal or --file before each --pattern`);
+    if (last === undefined || last.pattern !== undefined) usage(`--pattern ${name}: give --journal or --file before each --pattern`);
     last!.pattern = name;
     return name;
   };
   const program = new Command('blocklistd-watch')
-    .version(version, '-V, --version')
+    .version(VERSION, '-V, --version')
     .description('report the failures the journal and log files show to blocklistd')
     .helpOption('-h, --help')
     .helpCommand(false)
+    .configureHelp(HELP_CONFIG)
     // the root's --pattern pairs with a source; test's is its own
     .enablePositionalOptions()
     .option('-c <conf>', 'configuration: the sources to read', DEFAULT_WATCH_CONFIG)
     .option('-s <sockpath>', "the daemon's notification socket: its control socket is beside it (.ctl for .sock)")
-    .option('--control <path>', "the daemon's control socket (default /var/run/blocklistd.ctl)")
+    .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
     .option('-d', 'debug: log every line matched')
     .option('--patterns <dir>', 'the pattern directory', DEFAULT_PATTERN_DIR)
     .option('--state <file>', 'where the journal cursor and the files\' offsets are kept', DEFAULT_STATE)
@@ -328,11 +330,12 @@ export function main(argv: string[]): void {
     })
     .option('--pattern <name>', 'the pattern of the source before it: /etc/blocklistd-watch.d/NAME.conf, or a path', addPattern)
     .option('--journal-directory <dir>', 'read the journal files of this directory instead of the system journal (journalctl --directory)')
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) })
+    // commander's complaints come once, from usage() below
+    .configureOutput({ writeErr: () => {} })
     .exitOverride()
     .action(async (opts: { c: string; s?: string; control?: string; d?: boolean; patterns: string; state: string; journalDirectory?: string }) => {
       const incomplete = sources.find((s) => s.pattern === undefined);
-      if (incomplete !== undefined) fail(`${incomplete.where}: needs a --pattern after it`);
+      if (incomplete !== undefined) usage(`${incomplete.where}: needs a --pattern after it`);
       try {
         await watch({
           config: opts.c,
@@ -381,6 +384,6 @@ export function main(argv: string[]): void {
   program.parseAsync(argv).catch((e: unknown) => {
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) process.exit(0);
-    fail(`${e.message.replace(/^error: /, '')}\n${USAGE}`);
+    usage(e.message.replace(/^error: /, ''));
   });
 }
