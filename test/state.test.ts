@@ -218,10 +218,14 @@ describe('StateStore', () => {
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       let output = '';
+      // mid-loop: once it has written (a loaded machine may take longer than the delay to start node)
+      const closed = new Promise((resolve) => writer.once('close', resolve));
+      const writing = new Promise((resolve) => writer.stdout.once('data', resolve));
       writer.stdout.on('data', (d: Buffer) => (output += d.toString()));
-      await new Promise((resolve) => setTimeout(resolve, 150 + Math.random() * 400));
+      await Promise.race([writing, closed]);
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 400));
       writer.kill('SIGKILL');
-      await new Promise((resolve) => writer.once('close', resolve));
+      await closed;
       const batches = output.split('\n').filter((l) => /^\d+$/.test(l)).map(Number);
       const acknowledged = batches.length === 0 ? 0 : Math.max(...batches);
       assert.ok(existsSync(path));
