@@ -6,13 +6,36 @@
 // uid under setpriv; 1,000 concurrent control clients during a notification
 // flood; and what a hostile or careless client can send on the socket.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
 import { REQUEST_MAX_BYTES } from '../src/protocol/control.js';
-import { DaemonProcess, Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, sharedTree, tempDir, until, type RunResult } from './support.js';
+import {
+  Connection,
+  DaemonProcess,
+  Reporter,
+  controlRequest,
+  counted,
+  ctl,
+  descriptors,
+  escapeRegExp,
+  freePort,
+  isRoot,
+  parsed,
+  repoRoot,
+  requestStatus,
+  run,
+  runBlprobe,
+  sharedTree,
+  snapshot,
+  startDaemon,
+  steadyDescriptors,
+  tempDir,
+  until,
+  type Json,
+  type RunResult,
+} from './support.js';
 
 const { version: VERSION } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 
@@ -31,151 +54,16 @@ const ctlAs = (uid: number, gid: number, args: string[], groups?: number[]): Pro
     ...args,
   ]);
 
-/** A JSON answer, read field by field as the tests go. */
-type Json = Record<string, any>;
-
-/** The daemon's answer as blocklistctl --json prints it. */
-function parsed(r: RunResult): Json {
-  try {
-    return JSON.parse(r.stdout) as Json;
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
-  }
-}
-
-async function started(t: TestContext, config: string, args: string[] = []): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config, args });
-  t.after(() => daemon.stop('SIGKILL'));
-  // "listening on" comes with the notification sockets; the control socket opens after them
-  if (!args.includes('--no-control-socket')) await daemon.waitFor(/control socket /);
-  return daemon;
-}
-
-const controlOf = (daemon: DaemonProcess): string => join(daemon.dir, 'blocklistd.ctl');
-
-/** The daemon's descriptors now. */
-const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
-
-/** The daemon's descriptors once the connections just closed are gone on its side too (no change for 200 ms). */
-async function steadyDescriptors(pid: number): Promise<number> {
-  let last = descriptors(pid);
-  for (let same = 0; same < 4; ) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const now = descriptors(pid);
-    same = now === last ? same + 1 : 0;
-    last = now;
-  }
-  return last;
-}
-
 /** A daemon, a second connection already answered (it must stay served), and the daemon's steady descriptor count. */
 async function watched(t: TestContext): Promise<{ daemon: DaemonProcess; control: string; pid: number; other: Connection; baseline: number }> {
-  const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-  const control = controlOf(daemon);
+  const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+  const control = daemon.control;
   const pid = daemon.child.pid!;
   const other = await Connection.open(control);
   t.after(() => other.close());
   await other.ask('status', {}, 'warm');
   return { daemon, control, pid, other, baseline: await steadyDescriptors(pid) };
 }
-
-/** A raw connection to the control socket: what it sends is up to the test, the answers are collected as lines. */
-class Connection {
-  readonly lines: string[] = [];
-  /** Bytes received after the last newline. */
-  partial = '';
-  error: NodeJS.ErrnoException | undefined;
-  readonly closed: Promise<void>;
-  private waiters: (() => void)[] = [];
-
-  private constructor(readonly socket: net.Socket) {
-    socket.setEncoding('utf8');
-    socket.on('data', (d: string) => {
-      const parts = (this.partial + d).split('\n');
-      this.partial = parts.pop()!;
-      this.lines.push(...parts);
-      this.wake();
-    });
-    socket.on('error', (e: NodeJS.ErrnoException) => (this.error = e));
-    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
-    void this.closed.then(() => this.wake());
-  }
-
-  static open(path: string): Promise<Connection> {
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(path);
-      socket.once('connect', () => {
-        socket.off('error', reject);
-        resolve(new Connection(socket));
-      });
-      socket.once('error', reject);
-    });
-  }
-
-  get isClosed(): boolean {
-    return this.socket.destroyed;
-  }
-
-  private wake(): void {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  send(data: string | Buffer): void {
-    this.socket.write(data);
-  }
-
-  /** The first `n` answers, parsed; rejects when the connection closes before or after `ms`. */
-  async answers(n: number, ms = 10_000): Promise<Json[]> {
-    const deadline = Date.now() + ms;
-    while (this.lines.length < n) {
-      if (this.isClosed) throw new Error(`connection closed after ${this.lines.length} of ${n} answers (${this.error?.code ?? 'no error'}): ${this.lines.join('\n')}`);
-      if (Date.now() > deadline) throw new Error(`${this.lines.length} of ${n} answers within ${ms} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, 50);
-        this.waiters.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
-    return this.lines.slice(0, n).map((l) => JSON.parse(l) as Json);
-  }
-
-  /** Sends one request and waits for its answer (the connection must have nothing else outstanding). */
-  async ask(command: string, args: Json = {}, id: unknown = 1): Promise<Json> {
-    const before = this.lines.length;
-    this.send(`${JSON.stringify({ version: 1, id, command, args })}\n`);
-    return (await this.answers(before + 1)).at(-1)!;
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
-}
-
-/** One request on a fresh connection. */
-async function ask(path: string, command: string, args: Json = {}): Promise<Json> {
-  const c = await Connection.open(path);
-  try {
-    return await c.ask(command, args);
-  } finally {
-    c.close();
-  }
-}
-
-async function status(daemon: DaemonProcess): Promise<Json> {
-  const answer = await ask(controlOf(daemon), 'status');
-  assert.ok('result' in answer, JSON.stringify(answer));
-  return answer.result as Json;
-}
-
-/** What a command must not have changed: the helper's calls and the database. */
-function snapshot(daemon: DaemonProcess): { calls: string[]; entries: string } {
-  return { calls: daemon.helperCalls(), entries: JSON.stringify(daemon.entries()) };
-}
-
-/** A counter's series that counted something (those at 0 may or may not be listed). */
-const counted = (series: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(series).filter(([, v]) => v !== 0));
 
 /** node -e: connects to argv[1], sends nothing, prints as JSON what arrives until the close (or for 2 s). */
 const PEEK = `const c = require('net').connect(process.argv[1]); let data = ''; let error = null;
@@ -184,13 +72,12 @@ c.on('close', () => console.log(JSON.stringify({ data, error })));
 setTimeout(() => { console.log(JSON.stringify({ data, error, open: true })); process.exit(0); }, 2000).unref();`;
 
 const errorLine = (command: string, message: string): RegExp => new RegExp(`^blocklistctl: ${command}: ${message}`, 'm');
-const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 describe('blocklistctl control commands against a running daemon', () => {
   test('block: the helper adds it, the database records it (dump -b), human and --json output; released at expiry', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
 
     // the defaults come from the rule a failure on that port would meet: its name and duration
     let r = await ctl(['block', '-p', String(port), '--control', control, '192.0.2.10']);
@@ -237,13 +124,13 @@ describe('blocklistctl control commands against a running daemon', () => {
     await until(() => !daemon.entries().some((e) => e.key.name === 'dns'));
     r = await ctl(['dump', '-b', '-n', '-D', daemon.db]);
     assert.equal(r.stdout.split('\n').filter((l) => l !== '').length, 2, r.stdout);
-    assert.equal((await status(daemon)).counters.releases.expiry, 1);
+    assert.equal((await requestStatus(daemon)).counters.releases.expiry, 1);
   });
 
   test('block: the helper refusing is an error (exit 1), nothing blocked; an entry whose add is running is busy', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
     daemon.helperMode('silent'); // add prints no rule id
     let r = await ctl(['block', '-t', '1h', '--control', control, '192.0.2.20']);
     assert.equal(r.code, 1);
@@ -257,7 +144,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     daemon.helperMode('slow');
     const first = ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.21']);
     await until(() => daemon.helperCalls().some((c) => c.startsWith('add blocklistd \'\' 192.0.2.21 ')));
-    const during = await status(daemon);
+    const during = await requestStatus(daemon);
     assert.equal(during.helper.adds, 1, 'the add in flight shows in status');
     assert.equal(during.helper.running, 1, 'the helper running shows in status');
     r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.21']);
@@ -270,8 +157,8 @@ describe('blocklistctl control commands against a running daemon', () => {
 
   test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at its limit without id', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
+    const control = daemon.control;
     daemon.helperMode('hang');
     const r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.30']);
     assert.equal(r.code, 1);
@@ -286,8 +173,8 @@ describe('blocklistctl control commands against a running daemon', () => {
 
   test('unblock: by address, network, port and name, and --all; rem called for blocks, entries deleted', async (t) => {
     const [port, other] = await Promise.all([freePort(), freePort()]);
-    const daemon = await started(t, `${port} stream * * * 3 1h\n${other} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n${other} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const block = async (...args: string[]): Promise<void> => {
       const r = await ctl(['block', '--control', control, ...args]);
       assert.equal(r.code, 0, r.stderr);
@@ -367,8 +254,8 @@ describe('blocklistctl control commands against a running daemon', () => {
 
   test('flush [name]: the helper flushes each name, the entries of those names go', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
     for (const [name, address] of [['alpha', '192.0.2.50'], ['alpha', '192.0.2.51'], ['beta', '192.0.2.52'], ['blocklistd', '192.0.2.53']]) {
       const r = await ctl(['block', '-t', '1h', '-n', name, '--control', control, address]);
       assert.equal(r.code, 0, r.stderr);
@@ -404,10 +291,10 @@ describe('blocklistctl control commands against a running daemon', () => {
 
   test('reload: diagnostics returned; a configuration with errors changes nothing (exit 1, file:line shown)', async (t) => {
     const [p1, p2, p3] = await Promise.all([freePort(), freePort(), freePort()]);
-    const daemon = await started(t, `${p1} stream * * * 1 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${p1} stream * * * 1 1h\n`);
+    const control = daemon.control;
     const conf = daemon.config;
-    assert.deepEqual((await status(daemon)).rules, { local: 1, remote: 0 });
+    assert.deepEqual((await requestStatus(daemon)).rules, { local: 1, remote: 0 });
 
     // a warning is no error: applied, and the diagnostic printed with its place
     writeFileSync(conf, `${p1} stream * * * 1 1h\n${p2} stream * * * 1 1h extra\n`);
@@ -434,7 +321,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
     assert.deepEqual(parsed(r), { ok: false, command: 'reload', error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
-    assert.deepEqual((await status(daemon)).rules, { local: 2, remote: 0 });
+    assert.deepEqual((await requestStatus(daemon)).rules, { local: 2, remote: 0 });
     // still the old rules: p3 has none, p2's still counts
     const r3 = await Reporter.connect(daemon.socket, p3, '127.0.0.3');
     t.after(() => r3.close());
@@ -442,7 +329,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     await daemon.settled('on-p3');
     r2.report(AUTH_FAIL, 'on-p2-again');
     await daemon.settled('on-p2-again');
-    const notifications = (await status(daemon)).counters.notifications;
+    const notifications = (await requestStatus(daemon)).counters.notifications;
     assert.equal(notifications['auth_fail:no_rule'], 1, 'p3 met no rule');
     assert.equal(notifications['auth_fail:matched'], 2, 'p2 still matched');
     assert.equal(daemon.entries().find((e) => e.key.port === p2)?.count, 4, 'AUTH_FAIL counts 2');
@@ -453,14 +340,14 @@ describe('blocklistctl control commands against a running daemon', () => {
     r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
     assert.equal(parsed(r).error.code, 'config_error');
-    assert.match(parsed(r).error.message, new RegExp(`cannot read ${escape(conf)}: nothing changed`));
-    assert.deepEqual((await status(daemon)).rules, { local: 2, remote: 0 });
+    assert.match(parsed(r).error.message, new RegExp(`cannot read ${escapeRegExp(conf)}: nothing changed`));
+    assert.deepEqual((await requestStatus(daemon)).rules, { local: 2, remote: 0 });
   });
 
   test('status: version, uptime, sockets, rules, entries, blocked, helper queue and counters, human and --json', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 2 1h\n[remote]\n192.0.2.0/24:${port} stream * * * 5 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 2 1h\n[remote]\n192.0.2.0/24:${port} stream * * * 5 1h\n`);
+    const control = daemon.control;
     const reporter = await Reporter.connect(daemon.socket, port, '127.0.0.6');
     t.after(() => reporter.close());
     reporter.report(AUTH_FAIL, 's1');
@@ -508,15 +395,15 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.stderr, '');
     const lines = r.stdout.split('\n');
     const expected = [
-      new RegExp(`^blocklistd ${escape(VERSION)}, pid ${daemon.child.pid}, up \\d+s \\(since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z\\)$`),
-      new RegExp(`^configuration  ${escape(daemon.config)}: 1 local, 1 remote rules$`),
+      new RegExp(`^blocklistd ${escapeRegExp(VERSION)}, pid ${daemon.child.pid}, up \\d+s \\(since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z\\)$`),
+      new RegExp(`^configuration  ${escapeRegExp(daemon.config)}: 1 local, 1 remote rules$`),
       /^problems       warning: no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 /,
-      new RegExp(`^database       ${escape(daemon.db)}: 2 entries, 2 blocked$`),
-      new RegExp(`^sockets        ${escape(daemon.socket)}$`),
-      new RegExp(`^socket queues  ${escape(daemon.socket)}: ${isRoot ? 1024 : '\\d+'} in the kernel, 0 waiting$`),
-      new RegExp(`^control        ${escape(control)}$`),
+      new RegExp(`^database       ${escapeRegExp(daemon.db)}: 2 entries, 2 blocked$`),
+      new RegExp(`^sockets        ${escapeRegExp(daemon.socket)}$`),
+      new RegExp(`^socket queues  ${escapeRegExp(daemon.socket)}: ${isRoot ? 1024 : '\\d+'} in the kernel, 0 waiting$`),
+      new RegExp(`^control        ${escapeRegExp(control)}$`),
       /^metrics        off$/,
-      new RegExp(`^helper         ${escape(join(repoRoot, 'test/fixtures/control'))}: 0 running, 0 queued$`),
+      new RegExp(`^helper         ${escapeRegExp(join(repoRoot, 'test/fixtures/control'))}: 0 running, 0 queued$`),
       /^notifications  2: auth_fail:matched 2$/,
       /^of them reports 0: none$/,
       /^dropped        0: none$/,
@@ -532,8 +419,8 @@ describe('blocklistctl control commands against a running daemon', () => {
 
   test('bad arguments: exit 1 with a message naming the fault, in human and --json output; nothing changed', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const r0 = await ctl(['block', '-t', '1h', '--control', control, '192.0.2.70']);
     assert.equal(r0.code, 0, r0.stderr);
     const before = snapshot(daemon);
@@ -588,7 +475,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.deepEqual(snapshot(daemon), before);
     const refused: Record<string, number> = { 'block:ok': 1 };
     cases.forEach(([args], i) => (refused[`${args[0]}:error`] = (refused[`${args[0]}:error`] ?? 0) + (withJson(i) ? 2 : 1)));
-    assert.deepEqual(counted((await status(daemon)).counters.control_requests), refused);
+    assert.deepEqual(counted((await requestStatus(daemon)).counters.control_requests), refused);
   });
 });
 
@@ -622,8 +509,8 @@ describe('blocklistctl when the daemon is not there', () => {
   test('a stale socket file (the daemon was killed): "not running"; the next daemon replaces it', async (t) => {
     const port = await freePort();
     const config = `${port} stream * * * 3 1h\n`;
-    const daemon = await started(t, config);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, config);
+    const control = daemon.control;
     await daemon.stop('SIGKILL');
     assert.ok(statSync(control).isSocket(), 'the killed daemon left its socket file');
     await notRunning(['--control', control], control, [['status'], ['block', '-t', '1h', '192.0.2.1']], `nothing listens on ${control}`);
@@ -634,17 +521,15 @@ describe('blocklistctl when the daemon is not there', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /blocklistd is not running/);
 
-    const again = await DaemonProcess.start({ config, dir: daemon.dir });
-    t.after(() => again.stop('SIGKILL'));
-    await again.waitFor(/control socket /);
-    assert.equal((await status(again)).pid, again.child.pid);
+    const again = await startDaemon(t, config, [], { dir: daemon.dir });
+    assert.equal((await requestStatus(again)).pid, again.child.pid);
   });
 
   test('--control-socket elsewhere, --no-control-socket, and a second daemon on a control socket in use', async (t) => {
     const port = await freePort();
     const elsewhere = join(tempDir('blocklistd-ctl-'), 'admin.ctl');
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`, ['--control-socket', elsewhere]);
-    assert.equal(existsSync(controlOf(daemon)), false);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--control-socket', elsewhere]);
+    assert.equal(existsSync(daemon.control), false);
     let r = await ctl(['status', '--json', '--control', elsewhere]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(parsed(r).result.control, elsewhere);
@@ -659,8 +544,8 @@ describe('blocklistctl when the daemon is not there', () => {
       env: { HELPER_LOG: join(dir, 'helper.log') },
     });
     assert.equal(second.code, 1);
-    assert.match(second.stderr, new RegExp(`control socket ${escape(elsewhere)}: another daemon is handling it`));
-    assert.equal((await ask(elsewhere, 'status')).result.pid, daemon.child.pid, 'the first one still serves');
+    assert.match(second.stderr, new RegExp(`control socket ${escapeRegExp(elsewhere)}: another daemon is handling it`));
+    assert.equal((await controlRequest(elsewhere, 'status')).result.pid, daemon.child.pid, 'the first one still serves');
 
     // a group that does not exist: the daemon does not start
     const unknown = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'db'), '-s', join(dir, 'blocklistd.sock'), '--control-group', 'no-such-group-here'], {
@@ -669,9 +554,9 @@ describe('blocklistctl when the daemon is not there', () => {
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /--control-group: unknown group 'no-such-group-here'/);
 
-    const none = await started(t, `${port} stream * * * 3 1h\n`, ['--no-control-socket']);
+    const none = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--no-control-socket']);
     await none.waitFor(/listening on /);
-    assert.equal(existsSync(controlOf(none)), false);
+    assert.equal(existsSync(none.control), false);
     r = await ctl(['status', '-s', none.socket]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /blocklistd is not running/);
@@ -683,14 +568,14 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
   const OTHER = 65533; // a uid and gid no account has
 
   async function daemonFor(t: TestContext, args: string[] = []): Promise<DaemonProcess> {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, args);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, args);
     chmodSync(daemon.dir, 0o755); // the socket's own mode is what is tried, not its directory's
     return daemon;
   }
 
   test('the default socket is 0600: another uid cannot connect (EACCES), "permission denied", exit 1', async (t) => {
     const daemon = await daemonFor(t);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     const st = statSync(control);
     assert.ok(st.isSocket());
     assert.equal(st.mode & 0o777, 0o600);
@@ -713,7 +598,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
 
   test('the socket opened to all (0666): the daemon itself refuses other uids by SO_PEERCRED, access_denied', async (t) => {
     const daemon = await daemonFor(t);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     chmodSync(control, 0o666);
     const before = snapshot(daemon);
     // a client that only listens: the daemon's refusal, then the close
@@ -735,12 +620,12 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     await daemon.waitFor(new RegExp(`control: uid ${NOBODY} \\(pid \\d+\\) refused`));
     await daemon.waitFor(new RegExp(`control: uid ${OTHER} \\(pid \\d+\\) refused`));
     // root is still served, and the refusals were counted as such
-    assert.equal((await status(daemon)).counters.control_requests['connect:error'], 5);
+    assert.equal((await requestStatus(daemon)).counters.control_requests['connect:error'], 5);
   });
 
   test('refused by SO_PEERCRED, blocklistctl prints the daemon\'s "access denied" (human and --json), every time', async (t) => {
     const daemon = await daemonFor(t);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     chmodSync(control, 0o666);
     const runs = await Promise.all(Array.from({ length: 3 }, () => Promise.all([ctlAs(NOBODY, NOBODY, ['status', '--control', control]), ctlAs(NOBODY, NOBODY, ['status', '--json', '--control', control])])));
     for (const [human, json] of runs) {
@@ -751,7 +636,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
 
   test('--control-group GID: the socket 0660 of that group, whose members are served; others are not', async (t) => {
     const daemon = await daemonFor(t, ['--control-group', String(NOBODY)]);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     const st = statSync(control);
     assert.equal(st.mode & 0o777, 0o660);
     assert.equal(st.gid, NOBODY);
@@ -781,7 +666,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     }
     if (found === undefined) return t.skip('no group in /etc/group lists a non-root user whose primary group it is not');
     const daemon = await daemonFor(t, ['--control-group', found.group]);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     assert.equal(statSync(control).gid, found.gid);
     const r = await ctlAs(found.uid, found.userGid, ['status', '--json', '--control', control], [found.gid]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -790,7 +675,7 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
 
   test('--control-group GID: a process with the group among its supplementary groups is served', async (t) => {
     const daemon = await daemonFor(t, ['--control-group', String(NOBODY)]);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     // the file mode lets it in (supplementary groups count there); what does the daemon say?
     const peek = await run('setpriv', [`--reuid=${OTHER}`, `--regid=${OTHER}`, `--groups=${NOBODY}`, process.execPath, '-e', PEEK, control]);
     assert.equal(peek.code, 0, peek.stderr);
@@ -807,10 +692,10 @@ describe('many clients at once', () => {
     const CLIENTS = 1000;
     const port = await freePort();
     // nfail *: the flood only counts, so the helper runs for the manual blocks alone
-    const daemon = await started(t, `${port} stream * * * * 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${port} stream * * * * 1h\n`);
+    const control = daemon.control;
     const pid = daemon.child.pid!;
-    await status(daemon);
+    await requestStatus(daemon);
     const baseline = await steadyDescriptors(pid);
 
     // paced (5 s), so that it is still running while the clients come and go
@@ -889,7 +774,7 @@ describe('many clients at once', () => {
     assert.ok(duringFlood.some((n) => n > 0 && n < FLOOD), `notifications counted when the status requests were answered: ${Math.min(...duringFlood)} to ${Math.max(...duringFlood)}`);
 
     // every notification processed: counted, and in the entries (AUTH_FAIL counts 2)
-    const s = await status(daemon);
+    const s = await requestStatus(daemon);
     assert.equal(s.counters.notifications['auth_fail:matched'], FLOOD);
     assert.deepEqual(counted(s.counters.notifications_dropped), {});
     const flooded = daemon.entries().filter((e) => e.key.port === port);
@@ -905,8 +790,8 @@ describe('many clients at once', () => {
   });
 
   test('a burst of 1,000 connects is accepted without EAGAIN (what blocklistctl would report as an error)', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const results = await Promise.allSettled(Array.from({ length: 1000 }, () => Connection.open(control)));
     t.after(() => results.forEach((r) => r.status === 'fulfilled' && r.value.close()));
     const failed = results.filter((r) => r.status === 'rejected').map((r) => (r.reason as NodeJS.ErrnoException).code);
@@ -916,8 +801,8 @@ describe('many clients at once', () => {
 
 describe('hostile and careless clients on the control socket', () => {
   test('malformed requests: each gets its error answer, in order, and the connection goes on serving', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const c = await Connection.open(controlOf(daemon));
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const c = await Connection.open(daemon.control);
     t.after(() => c.close());
     const notObject = { code: 'bad_request', message: 'the request is not a JSON object' };
     const cases: [string | Buffer, Json][] = [
@@ -975,8 +860,8 @@ describe('hostile and careless clients on the control socket', () => {
   });
 
   test('pipelining: several requests in one write are answered in order with their ids, a slow one holding back only its own connection', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const c = await Connection.open(control);
     t.after(() => c.close());
     const requests: Json[] = [
@@ -1029,10 +914,10 @@ describe('hostile and careless clients on the control socket', () => {
   });
 
   test('a request arriving a byte at a time is answered once; a last line without newline, then the close, is not run', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const pid = daemon.child.pid!;
-    await status(daemon); // the first request sets up what stays (a descriptor of the thread pool)
+    await requestStatus(daemon); // the first request sets up what stays (a descriptor of the thread pool)
     const baseline = await steadyDescriptors(pid);
     const c = await Connection.open(control);
     t.after(() => c.close());
@@ -1052,15 +937,15 @@ describe('hostile and careless clients on the control socket', () => {
     assert.equal(cut.partial, '');
     c.close();
     // a status after it: had the block run, it would have been before
-    assert.equal((await status(daemon)).counters.control_requests['block:ok'] ?? 0, 0);
+    assert.equal((await requestStatus(daemon)).counters.control_requests['block:ok'] ?? 0, 0);
     assert.deepEqual(daemon.helperCalls(), ['capabilities']);
     assert.deepEqual(daemon.entries(), []);
     await until(() => descriptors(pid) <= baseline);
   });
 
   test('64 KiB is the longest request; a byte more is too_large and the connection closed', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const line = (length: number): string => {
       const head = '{"version":1,"id":"big","command":"status","args":{"pad":"';
       const tail = '"}}';
@@ -1078,7 +963,7 @@ describe('hostile and careless clients on the control socket', () => {
     over.send(`${line(REQUEST_MAX_BYTES + 1)}\n${JSON.stringify({ version: 1, id: 'never', command: 'status' })}\n`);
     await over.closed;
     assert.deepEqual(over.lines.map((l) => JSON.parse(l) as Json), [{ version: 1, error: { code: 'too_large', message: `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed` } }]);
-    assert.equal((await status(daemon)).counters.control_requests['oversized:error'], 1);
+    assert.equal((await requestStatus(daemon)).counters.control_requests['oversized:error'], 1);
   });
 
   test('10 MiB lines, in one write or trickled: too_large, connection closed; meanwhile another connection is answered without delay', async (t) => {
@@ -1153,8 +1038,8 @@ describe('hostile and careless clients on the control socket', () => {
   });
 
   test('a client still sending its oversized line reads the too_large answer, every time', async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const payload = Buffer.alloc(10 * 1024 * 1024, 'x');
     const lost: string[] = [];
     // the loss is a race: try often, four at a time

@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, WatchedProcess, controlStatus as status, ctl, freePort, isRoot, repoRoot, run, runBlprobe, succeeds, tempDir, until } from './support.js';
+import { Reporter, WatchedProcess, controlStatus as status, ctl, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, succeeds, tempDir, until } from './support.js';
 
 const FIXTURES = join(repoRoot, 'test/fixtures/systemd-tests');
 const CONTROL_FIXTURE = join(repoRoot, 'test/fixtures/control');
@@ -132,11 +132,8 @@ function setup(port = 22): { dir: string; args: string[]; env: Record<string, st
 }
 
 
-async function started(t: TestContext, env: Record<string, string>): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', env });
-  t.after(() => daemon.stop('SIGKILL'));
-  return daemon;
-}
+/** The configuration of the sd_notify tests; they wait for "listening on" only: what comes after it is theirs to see. */
+const SSH_RULE = '22 stream * * * 3 1h\n';
 
 const notifyPath = (): string => join(tempDir('blocklistd-notify-'), 'notify');
 const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -144,7 +141,7 @@ const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\
 describe('sd_notify', () => {
   test('READY=1 once listening; RELOADING=1 and READY=1 around SIGHUP and control reloads, refused ones too; STOPPING=1 last', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address }, listeningOnly: true });
     const pid = daemon.child.pid!;
     const control = join(daemon.dir, 'blocklistd.ctl');
     const { notice: ready } = await receiver.next('READY');
@@ -187,7 +184,7 @@ describe('sd_notify', () => {
 
   test('WATCHDOG=1 at once and every WATCHDOG_USEC/2 while WATCHDOG_PID is unset; none after STOPPING=1', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '300000' });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '300000' }, listeningOnly: true });
     await daemon.waitFor(/systemd watchdog: a ping every 150 ms/);
     const { index: ready } = await receiver.next('READY');
     await until(() => receiver.messages(ready).filter((m) => m === 'WATCHDOG=1').length >= 8);
@@ -218,7 +215,7 @@ describe('sd_notify', () => {
     assert.ok(own.notices.every((n) => n.pid === daemon.child.pid));
 
     const other = await NotifyReceiver.bind(t, notifyPath());
-    const unwatched = await started(t, { NOTIFY_SOCKET: other.address, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) });
+    const unwatched = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: other.address, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) }, listeningOnly: true });
     await other.next('READY');
     // four periods: a watchdog would have pinged by now
     await new Promise((resolve) => setTimeout(resolve, 400));
@@ -231,7 +228,7 @@ describe('sd_notify', () => {
   test('a watchdog period beyond a timer\'s range does not make the pings continuous', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
     // 58 days: WatchdogSec=58d
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: String(58 * 86_400 * 1_000_000) });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: String(58 * 86_400 * 1_000_000) }, listeningOnly: true });
     const { index } = await receiver.next('READY');
     await new Promise((resolve) => setTimeout(resolve, 300));
     await daemon.stop('SIGTERM');
@@ -241,7 +238,7 @@ describe('sd_notify', () => {
 
   test('an abstract NOTIFY_SOCKET (@name)', async (t) => {
     const receiver = await NotifyReceiver.bind(t, `@blocklistd-test-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address }, listeningOnly: true });
     const { notice } = await receiver.next('READY');
     assert.equal(notice.message, `READY=1\nSTATUS=listening on ${daemon.socket}\nMAINPID=${daemon.child.pid}`);
     daemon.child.kill('SIGHUP');
@@ -253,7 +250,7 @@ describe('sd_notify', () => {
 
   test('a NOTIFY_SOCKET nobody listens on: one warning, and the daemon carries on', async (t) => {
     const path = notifyPath();
-    const daemon = await started(t, { NOTIFY_SOCKET: path });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: path }, listeningOnly: true });
     await daemon.waitFor(new RegExp(`cannot notify systemd at ${escape(path)}: `));
     const at = daemon.stderr.length;
     daemon.child.kill('SIGHUP');
