@@ -624,6 +624,9 @@ export async function steadyDescriptors(pid: number): Promise<number> {
   return last;
 }
 
+/** blocklistctl's error line for `command` (a RegExp source) on its stderr. */
+export const errorLine = (command: string, message: string): RegExp => new RegExp(`^blocklistctl: ${command}: ${message}`, 'm');
+
 /** `text` matched literally inside a RegExp. */
 export const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
