@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -21,16 +21,12 @@ import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '..
 import type { HelperResult, HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
-import { DaemonProcess, SyslogReceiver, controlStatus as status, cpuTicks, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, tempDir, until, type ControlStatus as Status } from './support.js';
+import { DaemonProcess, SyslogReceiver, controlStatus as status, cpuTicks, descriptors, escapeRegExp, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, tempDir, until, type ControlStatus as Status } from './support.js';
 
 const FAULTY = join(repoRoot, 'test/fixtures/robustness/faulty');
 const CONTROL = join(repoRoot, 'test/fixtures/control');
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** The descriptors a process has open now. */
-const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 /** A process's resident memory, in MB. */
 function rssMB(pid: number): number {
