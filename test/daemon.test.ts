@@ -267,8 +267,8 @@ describe('blocklistd processing', () => {
       }
     });
     store.close();
-    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 10 1h\n`, dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    // the report goes in while the releases run: not after the control socket opens
+    const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`, [], { dir, listeningOnly: true });
     await daemon.waitFor(/released 10\.1\./);
     const r = await reporter(t, daemon, port);
     const t0 = Date.now();
@@ -289,8 +289,7 @@ describe('blocklistd start-up, reload and stop', () => {
     await daemon.waitFor(/add returns OK/);
     assert.equal(await daemon.stop(), 0);
     const calls = daemon.helperCalls().length;
-    daemon = await DaemonProcess.start({ config, args: ['-r'], dir: daemon.dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    daemon = await startDaemon(t, config, ['-r'], { dir: daemon.dir });
     await daemon.waitFor(/add returns OK/);
     assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
   });
@@ -303,8 +302,7 @@ describe('blocklistd start-up, reload and stop', () => {
     await daemon.waitFor(/add returns OK/);
     await daemon.stop();
     const calls = daemon.helperCalls().length;
-    daemon = await DaemonProcess.start({ config: `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, args: ['-f'], dir: daemon.dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    daemon = await startDaemon(t, `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, ['-f'], { dir: daemon.dir });
     // the socket comes first: the flush follows it
     await until(() => daemon.helperCalls().length >= calls + 4);
     assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
@@ -396,9 +394,7 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
   }
 
   async function batchDaemon(t: TestContext, port: number, dir: string, args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
-    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 1 1h\n`, dir, args, env: { HELPER_BATCH: '1', ...env } });
-    t.after(() => daemon.stop('SIGKILL'));
-    return daemon;
+    return startDaemon(t, `${port} stream * * * 1 1h\n`, args, { dir, env: { HELPER_BATCH: '1', ...env } });
   }
 
   /** The sizes of the batch calls among `calls`, and the operations they carried. */
@@ -425,8 +421,7 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     const port = await freePort();
     // batches that take 50 ms, as an nft -f transaction may: with two in flight, what arrives meanwhile
     // waits and goes together (with an instant helper the count would hang on the 5 ms window and the timers alone)
-    const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1 1h\n`, env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
-    t.after(() => daemon.stop('SIGKILL'));
+    const daemon = await startDaemon(t, `${port} dgram * * * 1 1h\n`, [], { env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
     await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '100', '-M', '100', '-R', '200', '-A', '10.0.0.1', '-m', '', '-w', '0']);
     await until(() => batches(daemon.helperCalls()).ops.length === 100, 20_000);
     const calls = daemon.helperCalls();

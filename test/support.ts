@@ -1,5 +1,7 @@
 // Shared by the test files: temp dirs, a log collector, a receiving socket
-// that hands notifications to promises, and the independent C peer blprobe.
+// that hands notifications to promises, the independent C peer blprobe, one
+// harness for a running process (WatchedProcess, and DaemonProcess on it,
+// started for a test by startDaemon) and a raw control connection.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
