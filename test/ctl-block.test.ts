@@ -6,22 +6,13 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
-import { DaemonProcess, ctl, freePort, repoRoot, run, tempDir, type RunResult } from './support.js';
-
-async function started(t: TestContext, config: string, env: Record<string, string> = {}): Promise<{ daemon: DaemonProcess; control: string }> {
-  const daemon = await DaemonProcess.start({ config, env });
-  t.after(() => daemon.stop('SIGKILL'));
-  await daemon.waitFor(/control socket /);
-  return { daemon, control: join(daemon.dir, 'blocklistd.ctl') };
-}
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const parsed = (r: RunResult): any => JSON.parse(r.stdout);
+import { DaemonProcess, ctl, freePort, parsed, repoRoot, run, startDaemon, tempDir } from './support.js';
 
 describe('block of many addresses', () => {
   test('1,000 addresses from standard input cost one batch call of the helper; each is blocked and recorded', async (t) => {
     const port = await freePort();
-    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
+    const { control } = daemon;
     const addresses = Array.from({ length: 1000 }, (_, i) => `10.77.${i >> 8}.${i & 255}`);
     const before = daemon.helperCalls().length;
     const r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: `# from a list\n${addresses.join('\n')}\n\n` });
@@ -38,7 +29,8 @@ describe('block of many addresses', () => {
 
   test('several arguments and --stdin; more than 1,000 go as requests of 1,000; --json has one result per address', async (t) => {
     const port = await freePort();
-    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
+    const { control } = daemon;
     let r = await ctl(['block', '-p', String(port), '--control', control, '198.51.100.1', '198.51.100.2', '198.51.100.1']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^blocked 198\.51\.100\.1\/32 .*\nblocked 198\.51\.100\.2\/32 .*\n2 blocked, 0 renewed, 0 failed\n$/);
@@ -56,7 +48,8 @@ describe('block of many addresses', () => {
 
   test('a bad address anywhere in the list blocks nothing; an address the filter refuses fails alone (exit 1)', async (t) => {
     const port = await freePort();
-    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1', HELPER_REFUSE: '192.0.2.9' });
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1', HELPER_REFUSE: '192.0.2.9' } });
+    const { control } = daemon;
     let r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: '192.0.2.7\n192.0.2.300\n' });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^blocklistctl: block: bad address '192\.0\.2\.300'\n$/);
@@ -68,7 +61,8 @@ describe('block of many addresses', () => {
 
   test('a request of a long list refused as a whole stops the list there: the requests before it done and shown, exit 1', async (t) => {
     const port = await freePort();
-    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
+    const { control } = daemon;
     const addresses = Array.from({ length: 1500 }, (_, i) => (i === 1200 ? '127.0.0.1' : `10.80.${i >> 8}.${i & 255}`));
     let r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: addresses.join('\n') });
     assert.equal(r.code, 1);
@@ -97,7 +91,8 @@ describe("the host's own addresses (issue 15 §2)", () => {
 
   test('loopback, a network holding it, or an address of an interface: refused by the daemon (self_address, exit 1) unless --force', async (t) => {
     const port = await freePort();
-    const { daemon, control } = await started(t, `${port} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+    const { control } = daemon;
     const refusals: [string[], RegExp][] = [
       [['127.0.0.1'], /127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/],
       [['127.3.4.5/16'], /127\.3\.4\.5\/16 covers 127\.0\.0\.0\/8 \(loopback\)/],
@@ -131,7 +126,7 @@ describe("the host's own addresses (issue 15 §2)", () => {
 
 describe('unblock: --if-present, and progress on a terminal', () => {
   test('--if-present: an address without entry is success (exit 0), said so; without it, not_found (exit 1)', async (t) => {
-    const { control } = await started(t, '22 stream * * * 3 1h\n');
+    const { control } = await startDaemon(t, '22 stream * * * 3 1h\n');
     let r = await ctl(['unblock', '--control', control, '198.51.100.40']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^blocklistctl: unblock: no entry for 198\.51\.100\.40\n$/);
@@ -146,11 +141,11 @@ describe('unblock: --if-present, and progress on a terminal', () => {
   /** A daemon with 3,000 blocks of port 22 (one batch helper call each 1,000). */
   async function blocked(t: TestContext): Promise<{ daemon: DaemonProcess; control: string }> {
     const port = await freePort();
-    const started_ = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.3' });
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.3' } });
     const input = Array.from({ length: 3000 }, (_, i) => `10.79.${i >> 8}.${i & 255}`).join('\n');
-    const r = await ctl(['block', '-p', String(port), '--control', started_.control, '-'], { input });
+    const r = await ctl(['block', '-p', String(port), '--control', daemon.control, '-'], { input });
     assert.equal(r.code, 0, r.stderr);
-    return started_;
+    return { daemon, control: daemon.control };
   }
 
   test('not on a terminal: no progress, only the answer', async (t) => {
@@ -174,7 +169,7 @@ describe('unblock: --if-present, and progress on a terminal', () => {
 
   test('block of more than 1,000 addresses on a terminal: a counter of the addresses sent; in a pipe none', async (t) => {
     const port = await freePort();
-    const { control } = await started(t, `${port} stream * * * 3 1h\n`, { HELPER_BATCH: '1' });
+    const { control } = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
     const dir = tempDir();
     writeFileSync(join(dir, 'list'), Array.from({ length: 2500 }, (_, i) => `10.81.${i >> 8}.${i & 255}`).join('\n'));
     const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ${join(dir, 'list')}`;

@@ -9,7 +9,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, type BlocklistAction } from '../src/index.js';
 import { encodeNotification } from '../src/protocol/wire.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, cpuTicks, freePort, repoRoot, run, runBlprobe, tempDir, until } from './support.js';
+import { DaemonProcess, Reporter, cpuTicks, freePort, repoRoot, run, runBlprobe, startDaemon, tempDir, until } from './support.js';
 
 const ACTIONS: [string, BlocklistAction][] = [
   ['AUTH_FAIL', AUTH_FAIL],
@@ -31,12 +31,6 @@ const THRESHOLDS: [string, number, number, number][] = [
 let serial = 0;
 const tag = (): string => `n${++serial}`;
 
-async function started(t: TestContext, config: string, args: string[] = []): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config, args });
-  t.after(() => daemon.stop('SIGKILL'));
-  return daemon;
-}
-
 async function reporter(t: TestContext, daemon: DaemonProcess, port: number, client = '127.0.0.1'): Promise<Reporter> {
   const r = await Reporter.connect(daemon.socket, port, client);
   t.after(() => r.close());
@@ -56,7 +50,7 @@ describe('blocklistd processing', () => {
   test('the thresholds table: which failure blocks, for each nfail and action (daemon.md §5.3)', async (t) => {
     const ports = await Promise.all(THRESHOLDS.map(() => freePort()));
     const config = THRESHOLDS.map(([nfail], i) => `${ports[i]}\tstream\t*\t*\t-n${nfail === '*' ? 'never' : nfail}\t${nfail}\t1h`).join('\n');
-    const daemon = await started(t, `${config}\n`);
+    const daemon = await startDaemon(t, `${config}\n`);
     for (const [i, [nfail, ...blocksAt]] of THRESHOLDS.entries()) {
       for (const [a, [name, action]] of ACTIONS.entries()) {
         const client = `127.0.0.${10 + a}`;
@@ -88,7 +82,7 @@ describe('blocklistd processing', () => {
 
   test('mixed types add up: BAD_USER then AUTH_FAIL reach nfail 3', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, BAD_USER);
     assert.equal(daemon.entries()[0].count, 1);
@@ -100,7 +94,7 @@ describe('blocklistd processing', () => {
 
   test('AUTH_OK resets a blocked entry; the next expiry releases it through the helper', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 2 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -112,7 +106,7 @@ describe('blocklistd processing', () => {
 
   test('AUTH_OK without an entry or on a reset entry writes nothing', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_OK);
     assert.deepEqual(daemon.entries(), []);
@@ -120,7 +114,7 @@ describe('blocklistd processing', () => {
 
   test('a block expires after its duration, measured from the last failure, at most a second late', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 2\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 2\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -133,7 +127,7 @@ describe('blocklistd processing', () => {
 
   test('forever: never released by time; AUTH_OK lifts it at once (G15)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 *\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 *\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -146,7 +140,7 @@ describe('blocklistd processing', () => {
 
   test('an unknown type is logged and dropped without a state entry (G26)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
     const r = await reporter(t, daemon, port);
     r.reportRaw(encodeNotification(99, null, Buffer.from('weird')), daemon.socket);
     await daemon.waitFor(/unknown message 99/);
@@ -156,7 +150,7 @@ describe('blocklistd processing', () => {
 
   test('a helper that prints nothing: the count is not saved, the next failure tries again (G16)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 2 1h\n`);
     daemon.helperMode('silent');
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
@@ -172,7 +166,7 @@ describe('blocklistd processing', () => {
 
   test('a helper that prints an empty line: a warning, and add runs again on the next failure (G16)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 2 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 2 1h\n`);
     daemon.helperMode('empty');
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
@@ -185,7 +179,7 @@ describe('blocklistd processing', () => {
 
   test('a hanging helper is killed after --helper-timeout; the daemon keeps counting meanwhile (G27)', async (t) => {
     const [slow, other] = [await freePort(), await freePort()];
-    const daemon = await started(t, `${slow} stream * * -slow 1 1h\n${other} stream * * -other 10 1h\n`, ['--helper-timeout', '2']);
+    const daemon = await startDaemon(t, `${slow} stream * * -slow 1 1h\n${other} stream * * -other 10 1h\n`, ['--helper-timeout', '2']);
     daemon.helperMode('hang');
     const r = await reporter(t, daemon, slow);
     const o = await reporter(t, daemon, other);
@@ -201,7 +195,7 @@ describe('blocklistd processing', () => {
 
   test('a timed-out add may have reached the filter: the entry stays at its limit without id, and expiry runs rem for it', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 2\n`, ['--helper-timeout', '1']);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 2\n`, ['--helper-timeout', '1']);
     daemon.helperMode('hang');
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
@@ -218,7 +212,7 @@ describe('blocklistd processing', () => {
 
   test('a failed rem keeps the entry and is tried again, without spinning, until it works (G17)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 1\n`, ['--rem-retry', '2']);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 1\n`, ['--rem-retry', '2']);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -235,7 +229,7 @@ describe('blocklistd processing', () => {
 
   test('a forever block whose release failed is released when the helper works again (G15, G17)', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 *\n`, ['--rem-retry', '1']);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 *\n`, ['--rem-retry', '1']);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -250,7 +244,7 @@ describe('blocklistd processing', () => {
 
   test('a database write that fails loses the batch, not the daemon', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`);
     const r = await reporter(t, daemon, port);
     const lock = new Database(daemon.db);
     lock.exec('BEGIN IMMEDIATE');
@@ -273,8 +267,8 @@ describe('blocklistd processing', () => {
       }
     });
     store.close();
-    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 10 1h\n`, dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    // the report goes in while the releases run: not after the control socket opens
+    const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`, [], { dir, listeningOnly: true });
     await daemon.waitFor(/released 10\.1\./);
     const r = await reporter(t, daemon, port);
     const t0 = Date.now();
@@ -289,28 +283,26 @@ describe('blocklistd start-up, reload and stop', () => {
   test('-r: after a restart the blocks are flushed and added again with their old ids (daemon.md §7.2)', async (t) => {
     const port = await freePort();
     const config = `${port} stream * * -r 1 1h\n`;
-    let daemon = await started(t, config);
+    let daemon = await startDaemon(t, config);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
     assert.equal(await daemon.stop(), 0);
     const calls = daemon.helperCalls().length;
-    daemon = await DaemonProcess.start({ config, args: ['-r'], dir: daemon.dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    daemon = await startDaemon(t, config, ['-r'], { dir: daemon.dir });
     await daemon.waitFor(/add returns OK/);
     assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
   });
 
   test('-f: every configured and stored rule name is flushed (G18), the database emptied without -r', async (t) => {
     const port = await freePort();
-    let daemon = await started(t, `${port} stream * * -old 1 1h\n`);
+    let daemon = await startDaemon(t, `${port} stream * * -old 1 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
     await daemon.stop();
     const calls = daemon.helperCalls().length;
-    daemon = await DaemonProcess.start({ config: `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, args: ['-f'], dir: daemon.dir });
-    t.after(() => daemon.stop('SIGKILL'));
+    daemon = await startDaemon(t, `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, ['-f'], { dir: daemon.dir });
     // the socket comes first: the flush follows it
     await until(() => daemon.helperCalls().length >= calls + 4);
     assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
@@ -319,7 +311,7 @@ describe('blocklistd start-up, reload and stop', () => {
 
   test('SIGHUP replaces the rule set (G14)', async (t) => {
     const [a, b] = [await freePort(), await freePort()];
-    const daemon = await started(t, `${a} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `${a} stream * * * 3 1h\n`);
     const ra = await reporter(t, daemon, a);
     const rb = await reporter(t, daemon, b);
     await report(daemon, rb, BAD_USER);
@@ -339,7 +331,7 @@ describe('blocklistd start-up, reload and stop', () => {
 
   test('SIGTERM while an add runs: its rule id is recorded before the database closes', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 1h\n`);
     daemon.helperMode('slow');
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
@@ -350,7 +342,7 @@ describe('blocklistd start-up, reload and stop', () => {
 
   test('a second daemon started with -f touches neither the packet filter nor the database', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 10 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, BAD_USER);
     const second = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-f', '-c', daemon.config, '-C', join(repoRoot, 'test/fixtures/control'), '-D', daemon.db, '-s', daemon.socket], {});
@@ -363,7 +355,7 @@ describe('blocklistd start-up, reload and stop', () => {
 
   test('SIGTERM: running helper calls finish, the socket file goes, exit 0', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${port} stream * * * 1 1h\n`);
+    const daemon = await startDaemon(t, `${port} stream * * * 1 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, AUTH_FAIL);
     await daemon.waitFor(/add returns OK/);
@@ -373,7 +365,7 @@ describe('blocklistd start-up, reload and stop', () => {
   });
 
   test('SIGUSR1 and SIGUSR2 raise and lower the debug level, never below 0 (G20)', async (t) => {
-    const daemon = await started(t, '22 stream * * * 3 1h\n');
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n');
     daemon.child.kill('SIGUSR1');
     await daemon.waitFor(/debug level 3/);
     // one at a time: the kernel merges signals still pending
@@ -402,9 +394,7 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
   }
 
   async function batchDaemon(t: TestContext, port: number, dir: string, args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
-    const daemon = await DaemonProcess.start({ config: `${port} stream * * * 1 1h\n`, dir, args, env: { HELPER_BATCH: '1', ...env } });
-    t.after(() => daemon.stop('SIGKILL'));
-    return daemon;
+    return startDaemon(t, `${port} stream * * * 1 1h\n`, args, { dir, env: { HELPER_BATCH: '1', ...env } });
   }
 
   /** The sizes of the batch calls among `calls`, and the operations they carried. */
@@ -431,8 +421,7 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     const port = await freePort();
     // batches that take 50 ms, as an nft -f transaction may: with two in flight, what arrives meanwhile
     // waits and goes together (with an instant helper the count would hang on the 5 ms window and the timers alone)
-    const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1 1h\n`, env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
-    t.after(() => daemon.stop('SIGKILL'));
+    const daemon = await startDaemon(t, `${port} dgram * * * 1 1h\n`, [], { env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
     await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '100', '-M', '100', '-R', '200', '-A', '10.0.0.1', '-m', '', '-w', '0']);
     await until(() => batches(daemon.helperCalls()).ops.length === 100, 20_000);
     const calls = daemon.helperCalls();

@@ -8,7 +8,7 @@ import { describe, test, type TestContext } from 'node:test';
 import { dumpCommand, remainingTime, type DumpOptions } from '../src/ctl/dump.js';
 import { DEFAULT_DB_PATH, StateStore } from '../src/state/store.js';
 import type { Entry } from '../src/types.js';
-import { DaemonProcess, isRoot, stateKey as key, repoRoot, run, sharedTree, tempDir, until } from './support.js';
+import { DaemonProcess, isRoot, stateKey as key, repoRoot, run, sharedTree, startDaemon, tempDir, until } from './support.js';
 
 process.env.TZ = 'UTC';
 const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
@@ -276,9 +276,7 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
       store.put({ key: key('2001:db8::7', { family: 10, lmask: 128, nfail: -1, duration: -1 }), count: 5, last: now, id: '' });
     });
     store.close();
-    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['-r'] });
-    t.after(() => daemon.stop('SIGKILL'));
-    await daemon.waitFor(/control socket /);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1d\n', ['-r'], { dir });
     // -r adds the blocks again: their new ids recorded, the entries stay as they are
     await until(() => daemon.entries().every((e) => e.id === '' || e.id.startsWith('id-')), 30_000);
     return daemon;
@@ -319,9 +317,7 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
     const NOBODY = 65534;
     const dir = tempDir('blocklistd-dump-');
     chmodSync(dir, 0o755);
-    const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1d\n', dir, args: ['--control-group', String(NOBODY)] });
-    t.after(() => daemon.stop('SIGKILL'));
-    await daemon.waitFor(/control socket /);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1d\n', ['--control-group', String(NOBODY)], { dir });
     assert.equal(statSync(daemon.db).mode & 0o777, 0o600, 'the database is owner-only');
     const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'report', '-t', 'fail', '-p', '22', '-s', daemon.socket, '198.51.100.9']);
     assert.equal(r.code, 0, r.stderr);

@@ -16,7 +16,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { AttemptOutcome, AttemptResult } from './demo/attacker.js';
-import { WatchedProcess, blprobe, deleteNamespaces, isRoot, killWatched, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
+import { WatchedProcess, blprobe, deleteNamespaces, escapeRegExp, isRoot, killWatched, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -35,7 +35,6 @@ const ATTACKER = { 4: '10.97.0.2', 6: 'fd97::2' } as const;
 const USER = { 4: '10.97.0.3', 6: 'fd97::3' } as const;
 type Family = 4 | 6;
 const mask = (f: Family): number => (f === 4 ? 32 : 128);
-const esc = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const missing = ['ip', 'nft', 'flock'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
 const skip = !isRoot ? 'needs root (network namespaces, nftables)' : missing.length > 0 ? `missing programs: ${missing.join(', ')}` : false;
@@ -88,7 +87,7 @@ async function startLoginServer(s: Server, reporter: string | undefined): Promis
   // its stderr: blprobe's complaints while the daemon is down, expected
   const child = spawn('ip', ['netns', 'exec', s.srv, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const server = new WatchedProcess('login-server', child);
-  await server.waitFor(new RegExp(`^listening on \\[${esc(SERVER[6])}\\]:${PORT}$`, 'm'));
+  await server.waitFor(new RegExp(`^listening on \\[${escapeRegExp(SERVER[6])}\\]:${PORT}$`, 'm'));
   return server;
 }
 
@@ -142,8 +141,8 @@ async function attack(t: TestContext, s: Server, daemon: WatchedProcess, f: Fami
       return failures;
     }
     failures++;
-    await daemon.waitFor(new RegExp(`^process: final db state for ${esc(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `, 'm'), from);
-    if (2 * failures >= NFAIL) await daemon.waitFor(new RegExp(`^blocked ${esc(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`, 'm'), from);
+    await daemon.waitFor(new RegExp(`^process: final db state for ${escapeRegExp(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `, 'm'), from);
+    if (2 * failures >= NFAIL) await daemon.waitFor(new RegExp(`^blocked ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`, 'm'), from);
   }
   assert.fail(`${ATTACKER[f]} was never blocked`);
 }
@@ -187,7 +186,7 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   // what the database and the packet filter hold
   const dump = await dumpBlocked(s);
   for (const f of [4, 6] as const) {
-    assert.match(dump, new RegExp(`^blocklistd\\s+${esc(ATTACKER[f])}/${mask(f)}:${PORT}\\s+\\S+\\s+4/${NFAIL}\\s`, 'm'), `dump -b:\n${dump}`);
+    assert.match(dump, new RegExp(`^blocklistd\\s+${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT}\\s+\\S+\\s+4/${NFAIL}\\s`, 'm'), `dump -b:\n${dump}`);
   }
   assert.equal(dump.trim().split('\n').length, 2, `dump -b:\n${dump}`);
   assert.deepEqual(await nftBlocks(s), [blockOf(4), blockOf(6)]);
@@ -216,7 +215,7 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
 
   // after the duration the blocks are released and the attacker gets through
   for (const f of [4, 6] as const) {
-    await daemon.waitFor(new RegExp(`^released ${esc(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds \\(blocked (?:\\d+m)?\\d+s\\)$`, 'm'), 0, (DURATION + 5) * 1000);
+    await daemon.waitFor(new RegExp(`^released ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds \\(blocked (?:\\d+m)?\\d+s\\)$`, 'm'), 0, (DURATION + 5) * 1000);
   }
   t.diagnostic(`released ${((Date.now() - blockedAt) / 1000).toFixed(1)} s after the first block (duration ${DURATION} s)`);
   assert.deepEqual(await nftBlocks(s), []);

@@ -8,12 +8,12 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { MAX_CONNECTIONS } from '../src/daemon/control.js';
 import { METRICS_MAX_CONNECTIONS } from '../src/daemon/metrics.js';
 import { APPLICATION_ID, StateStore } from '../src/state/store.js';
-import { DaemonProcess, controlStatus, ctl, freePort, isRoot, run, runBlprobe, sharedTree, stateKey as key, tempDir, until } from './support.js';
+import { controlStatus, ctl, freePort, isRoot, run, runBlprobe, sharedTree, startDaemon, stateKey as key, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
 
@@ -184,20 +184,13 @@ describe('StateStore: kept counts, eviction, file modes', () => {
   });
 });
 
-async function started(t: TestContext, config: string, args: string[] = [], dir?: string): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config, args, dir });
-  t.after(() => daemon.stop('SIGKILL'));
-  await daemon.waitFor(/control socket /);
-  return daemon;
-}
-const controlOf = (daemon: DaemonProcess): string => join(daemon.dir, 'blocklistd.ctl');
 
 describe('blocklistd --max-entries', () => {
   test('a spray of distinct addresses: the oldest entries not blocked are evicted, blocked ones stay; a lowered limit applies at start', async (t) => {
     const [blockPort, countPort] = [await freePort(), await freePort()];
     const config = `${blockPort} dgram * * * 1 1h\n${countPort} dgram * * * 1000000 1h\n`;
-    const daemon = await started(t, config, ['--max-entries', '100']);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, config, ['--max-entries', '100']);
+    const control = daemon.control;
     const spray = async (port: number, n: number, base: string): Promise<void> => {
       const r = await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', String(n), '-M', String(n), '-A', base, '-w', '30000']);
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -218,8 +211,8 @@ describe('blocklistd --max-entries', () => {
     await daemon.waitFor(/--max-entries 100 reached: evicted \d+ entries not blocked, soonest expiry first/);
 
     await daemon.stop();
-    const again = await started(t, config, ['--max-entries', '50'], daemon.dir);
-    s = await controlStatus(controlOf(again));
+    const again = await startDaemon(t, config, ['--max-entries', '50'], { dir: daemon.dir });
+    s = await controlStatus(again.control);
     assert.equal(s.entries, 50);
     assert.equal(s.blocked, 5);
     entries = again.entries();
@@ -262,8 +255,8 @@ describe('no stalls, no descriptor hoarding', () => {
   test('unblock --all of 100,000 entries: done a page at a time; status requests meanwhile answered within 1 s', async (t) => {
     const dir = tempDir('blocklistd-daemon-');
     preload(join(dir, 'blocklistd.db'), 100_000);
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, [], dir);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, [], { dir });
+    const control = daemon.control;
     const { result: r, latencies } = await statusLatencies(control, ctl(['unblock', '--all', '--json', '--control', control]));
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual((JSON.parse(r.stdout) as { result: { counts: unknown } }).result.counts, { released: 0, deleted: 100_000, failed: 0 });
@@ -277,8 +270,8 @@ describe('no stalls, no descriptor hoarding', () => {
   test('flush of a name with 300,000 entries: deleted a chunk at a time; status requests meanwhile answered within 400 ms', async (t) => {
     const dir = tempDir('blocklistd-daemon-');
     preload(join(dir, 'blocklistd.db'), 300_000);
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, [], dir);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, [], { dir });
+    const control = daemon.control;
     const { result: r, latencies } = await statusLatencies(control, ctl(['flush', '--json', '--control', control, 'blocklistd']));
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual((JSON.parse(r.stdout) as { result: unknown }).result, { names: [{ name: 'blocklistd', ok: true, deleted: 300_000 }] });
@@ -290,8 +283,8 @@ describe('no stalls, no descriptor hoarding', () => {
   });
 
   test(`control connections beyond ${MAX_CONNECTIONS} are told busy and closed; a slot freed is served again`, async (t) => {
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const open = (): Promise<net.Socket> =>
       new Promise((resolve, reject) => {
         const s = net.connect(control, () => resolve(s));
@@ -324,7 +317,7 @@ describe('no stalls, no descriptor hoarding', () => {
 
   test(`metrics connections beyond ${METRICS_MAX_CONNECTIONS} are closed at once; scrapes go on once they are fewer`, async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, ['--metrics', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, ['--metrics', `127.0.0.1:${port}`]);
     await daemon.waitFor(/metrics on http/);
     const held: net.Socket[] = [];
     t.after(() => held.forEach((s) => s.destroy()));
@@ -360,9 +353,9 @@ describe('hardening', () => {
     writeFileSync(join(dir, 'blocklistd.conf.d', 'a.conf'), `${port} stream * * * 3 1h\n`);
     execFileSync('mkfifo', [join(dir, 'blocklistd.conf.d', 'fifo')]);
     mkdirSync(join(dir, 'blocklistd.conf.d', 'sub'));
-    const daemon = await started(t, '', [], dir);
+    const daemon = await startDaemon(t, '', [], { dir });
     await daemon.waitFor(/blocklistd\.conf\.d\/fifo: Cannot open '[^']*fifo' \(not a regular file\)/);
-    const control = controlOf(daemon);
+    const control = daemon.control;
     const r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
     const answer = JSON.parse(r.stdout) as { error: { code: string; details: { diagnostics: string[] } } };
@@ -382,7 +375,7 @@ describe('hardening', () => {
     const path = join(dir, 'blocklistd.db');
     preload(path, 10);
     chmodSync(path, 0o644);
-    const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, [], dir);
+    const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, [], { dir });
     await daemon.waitFor(/blocklistd\.db \(0644\): others could read the database; mode changed to owner-only/);
     for (const file of [path, `${path}-wal`, `${path}-shm`]) assert.equal(statSync(file).mode & 0o777, 0o600, file);
   });
@@ -395,9 +388,9 @@ describe('hardening', () => {
       execFileSync('groupadd', [group]);
       t.after(() => execFileSync('groupdel', [group]));
       execFileSync('gpasswd', ['-a', 'nobody', group], { stdio: 'ignore' });
-      const daemon = await started(t, `${await freePort()} stream * * * 3 1h\n`, ['--control-group', group]);
+      const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`, ['--control-group', group]);
       chmodSync(daemon.dir, 0o755);
-      const control = controlOf(daemon);
+      const control = daemon.control;
       // the file lets anyone in: what is tried is the daemon's own check, by the listed membership alone
       chmodSync(control, 0o666);
       const asNobody = (): Promise<{ code: number | null; stdout: string; stderr: string }> =>

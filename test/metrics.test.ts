@@ -9,11 +9,11 @@ import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } fr
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
+import { describe, test } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, type BlocklistAction } from '../src/index.js';
 import { USAGE } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, stateKey, tempDir, until, type RunResult } from './support.js';
+import { Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, stateKey, tempDir, until, type RunResult } from './support.js';
 
 interface Response {
   status: number;
@@ -84,12 +84,6 @@ function listeningPorts(pid: number): number[] {
 const blocklistd = (args: string[], env: Record<string, string> = {}): Promise<RunResult> => run(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args], { env });
 
 
-async function started(t: TestContext, config: string, args: string[], dir?: string): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config, args, dir });
-  t.after(() => daemon.stop('SIGKILL'));
-  return daemon;
-}
-
 const occurrences = (text: string, pattern: RegExp): number => text.match(pattern)?.length ?? 0;
 
 describe('blocklistd --metrics', () => {
@@ -101,7 +95,7 @@ describe('blocklistd --metrics', () => {
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.put({ key: stateKey('192.0.2.9'), count: 3, last: Math.floor(Date.now() / 1000), id: 'old-id' });
     store.close();
-    const daemon = await started(t, `${matched} stream * * * 3 2\n${forever} stream * * * 1 *\n`, ['-r', '--metrics', address], dir);
+    const daemon = await startDaemon(t, `${matched} stream * * * 3 2\n${forever} stream * * * 1 *\n`, ['-r', '--metrics', address], { dir });
     const control = join(dir, 'blocklistd.ctl');
     await daemon.waitFor(new RegExp(`metrics on http://127\\.0\\.0\\.1:${metricsPort}/metrics`));
     assert.deepEqual(listeningPorts(daemon.child.pid!), [metricsPort]);
@@ -254,7 +248,7 @@ describe('blocklistd --metrics', () => {
 
   test('GET /metrics only; the process metrics under their standard names, and no gauge named _total', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
     await daemon.waitFor(new RegExp(`metrics on http://127\\.0\\.0\\.1:${port}/metrics`));
     const base = `http://127.0.0.1:${port}`;
     const ok = await request(`${base}/metrics?name[]=x`);
@@ -280,7 +274,7 @@ describe('blocklistd --metrics', () => {
 
   test('the series of every notification type and outcome, rule and drop reason are there from the start, at 0', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
     await daemon.waitFor(/metrics on /);
     const samples = await scrape(`127.0.0.1:${port}`);
     for (const type of ['auth_fail', 'auth_ok', 'abusive_behavior', 'bad_user']) {
@@ -303,7 +297,7 @@ describe('blocklistd --metrics', () => {
 
   test('requests for commands the daemon does not know add no series of their own', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
     await daemon.waitFor(/metrics on /);
     const connection = net.connect(join(daemon.dir, 'blocklistd.ctl'));
     t.after(() => connection.destroy());
@@ -321,7 +315,7 @@ describe('blocklistd --metrics', () => {
 
   test('[::1]:port: served on the IPv6 loopback only', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `[::1]:${port}`]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `[::1]:${port}`]);
     await daemon.waitFor(/metrics on /);
     const samples = await scrape(`[::1]:${port}`);
     assert.equal(samples.get('blocklistd_entries'), 0);
@@ -330,7 +324,7 @@ describe('blocklistd --metrics', () => {
 
   test('[::1]:port: the log and `status` show the address with its brackets', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `[::1]:${port}`]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `[::1]:${port}`]);
     await daemon.waitFor(/metrics on /);
     assert.match(daemon.stderr, new RegExp(`metrics on http://\\[::1\\]:${port}/metrics`));
     const status = await ctl(['status', '--json', '--control', join(daemon.dir, 'blocklistd.ctl')]);
@@ -379,7 +373,7 @@ describe('blocklistd --metrics', () => {
   });
 
   test('without --metrics nothing listens, and status says so', async (t) => {
-    const daemon = await started(t, '22 stream * * * 3 1h\n', []);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', []);
     await daemon.waitFor(/control socket /);
     assert.deepEqual(listeningPorts(daemon.child.pid!), []);
     assert.doesNotMatch(daemon.stderr, /metrics on /);
@@ -400,8 +394,8 @@ describe('blocklistd --metrics', () => {
       return count() - before;
     };
     const port = await freePort();
-    const plain = await started(t, '22 stream * * * 3 1h\n', []);
-    const scraped = await started(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
+    const plain = await startDaemon(t, '22 stream * * * 3 1h\n', []);
+    const scraped = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', String(port)]);
     await Promise.all([plain.waitFor(/control socket /), scraped.waitFor(/metrics on /)]);
     // start-up work (the first GCs, the helper's exit) settles first
     await new Promise((resolve) => setTimeout(resolve, 1000));
@@ -418,7 +412,7 @@ describe('blocklistd --metrics for dashboards (issue 15)', () => {
     const [ssh, web, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
     const address = `127.0.0.1:${metricsPort}`;
     const before = Date.now() / 1000;
-    const daemon = await started(t, `${ssh} stream * * ssh 3 1h\n${web} stream * * -web 1 1h\n`, ['--metrics', address]);
+    const daemon = await startDaemon(t, `${ssh} stream * * ssh 3 1h\n${web} stream * * -web 1 1h\n`, ['--metrics', address]);
     await daemon.waitFor(/metrics on /);
     const control = join(daemon.dir, 'blocklistd.ctl');
     const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
@@ -514,7 +508,7 @@ describe('blocklistd --metrics for dashboards (issue 15)', () => {
     for (const m of text.matchAll(/"datasource":\{"type":"(\w+)","uid":"([^"]*)"\}/g)) assert.deepEqual([m[1], m[2]], ['prometheus', '${datasource}']);
 
     const port = await freePort();
-    const daemon = await started(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
+    const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
     await daemon.waitFor(/metrics on /);
     const body = (await request(`http://127.0.0.1:${port}/metrics`)).body;
     const exported = new Map([...body.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => [m[1], m[2]]));

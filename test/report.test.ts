@@ -7,56 +7,24 @@
 // nothing; who may report; many reports pipelined on one connection.
 import assert from 'node:assert/strict';
 import { chmodSync } from 'node:fs';
-import net from 'node:net';
 import { join } from 'node:path';
-import { describe, test, type TestContext } from 'node:test';
-import { DaemonProcess, ctl, freePort, isRoot, run, sharedTree, until, type RunResult } from './support.js';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = Record<string, any>;
-
-async function started(t: TestContext, config: string, args: string[] = []): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config, args });
-  t.after(() => daemon.stop('SIGKILL'));
-  await daemon.waitFor(/control socket /);
-  return daemon;
-}
-
-const controlOf = (daemon: DaemonProcess): string => join(daemon.dir, 'blocklistd.ctl');
-
-function parsed(r: RunResult): Json {
-  try {
-    return JSON.parse(r.stdout) as Json;
-  } catch {
-    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
-  }
-}
+import { describe, test } from 'node:test';
+import { Connection, DaemonProcess, ctl, freePort, isRoot, parsed, run, sharedTree, startDaemon, until, type Json, type RunResult } from './support.js';
 
 /** `blocklistctl report --json` against the daemon. */
 async function report(daemon: DaemonProcess, args: string[]): Promise<Json> {
-  return parsed(await ctl(['report', '--json', '--control', controlOf(daemon), ...args]));
+  return parsed(await ctl(['report', '--json', '--control', daemon.control, ...args]));
 }
 
 /** Sends `requests` on one connection at once, returns the answers in order. */
-function pipelined(path: string, requests: Json[]): Promise<Json[]> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(path);
-    const answers: Json[] = [];
-    let partial = '';
-    socket.setEncoding('utf8');
-    socket.on('connect', () => socket.write(requests.map((r) => `${JSON.stringify(r)}\n`).join('')));
-    socket.on('data', (d: string) => {
-      const parts = (partial + d).split('\n');
-      partial = parts.pop()!;
-      for (const p of parts) answers.push(JSON.parse(p) as Json);
-      if (answers.length === requests.length) {
-        socket.destroy();
-        resolve(answers);
-      }
-    });
-    socket.on('error', reject);
-    socket.on('close', () => reject(new Error(`closed after ${answers.length} of ${requests.length} answers`)));
-  });
+async function pipelined(path: string, requests: Json[]): Promise<Json[]> {
+  const connection = await Connection.open(path);
+  try {
+    connection.send(requests.map((r) => `${JSON.stringify(r)}\n`).join(''));
+    return await connection.answers(requests.length);
+  } finally {
+    connection.close();
+  }
 }
 
 const entryOf = (daemon: DaemonProcess, address: string, port: number): Json | undefined => daemon.entries().find((e) => e.key.address === address && e.key.port === port);
@@ -64,8 +32,8 @@ const entryOf = (daemon: DaemonProcess, address: string, port: number): Json | u
 describe('report', () => {
   test('fail counts 2, baduser 1, the limit blocks through the helper, ok resets; human and --json output; the log line and counters say report', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
 
     let r = await ctl(['report', '--control', control, '-t', 'baduser', '-p', String(port), '198.51.100.7', 'Invalid user bob']);
     assert.equal(r.code, 0, r.stderr);
@@ -97,7 +65,7 @@ describe('report', () => {
 
   test('abuse blocks at once; nfail * never blocks; a port by service name; udp meets only udp rules', async (t) => {
     const [p1, p2] = [await freePort(), await freePort()];
-    const daemon = await started(t, `[local]\n${p1} stream * * * 5 1h\n${p2} dgram * * * * 1h\nssh stream * * * 3 6h\n`);
+    const daemon = await startDaemon(t, `[local]\n${p1} stream * * * 5 1h\n${p2} dgram * * * * 1h\nssh stream * * * 3 6h\n`);
     let a = await report(daemon, ['-t', 'abuse', '-p', String(p1), '203.0.113.9']);
     assert.equal(a.result.entry.count, 5);
     assert.equal(a.result.entry.blocked, true);
@@ -121,7 +89,7 @@ describe('report', () => {
 
   test('IPv6 and IPv4-mapped addresses; the local address is the unspecified one: a [local] rule with an address does not meet a report', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n192.0.2.1:${port} stream * * * 1 1h\n${port} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `[local]\n192.0.2.1:${port} stream * * * 1 1h\n${port} stream * * * 3 1h\n`);
     let a = await report(daemon, ['-t', 'fail', '-p', String(port), '2001:db8::7']);
     assert.equal(a.result.address, '2001:db8::7');
     assert.equal(a.result.entry.count, 2);
@@ -134,8 +102,8 @@ describe('report', () => {
 
   test('a bad request gets a clear error and changes nothing', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n${port} stream * * * 3 1h\n`);
-    const control = controlOf(daemon);
+    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
+    const control = daemon.control;
     const cases: [Json, RegExp][] = [
       [{ type: 'fail', address: '198.51.100.300', port }, /bad address '198\.51\.100\.300'/],
       [{ type: 'fail', address: 'example.org', port }, /bad address 'example\.org'/],
@@ -172,7 +140,7 @@ describe('report', () => {
 
   test('the message is cut at 128 bytes and escaped as a wire message is', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n${port} stream * * * 3 1h\n`);
+    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
     await report(daemon, ['-t', 'fail', '-p', String(port), '192.0.2.5', `say "hi"\x1b[31m ${'x'.repeat(200)}`]);
     const m = /msg="(.*)" uid=0/.exec(daemon.stderr);
     assert.ok(m, daemon.stderr);
@@ -182,10 +150,10 @@ describe('report', () => {
 
   test('1,000 reports pipelined on one connection: answered in order, all counted', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n${port} stream * * * * 1h\n`);
+    const daemon = await startDaemon(t, `[local]\n${port} stream * * * * 1h\n`);
     const requests = Array.from({ length: 1000 }, (_, i) => ({ version: 1, id: i, command: 'report', args: { type: 'baduser', address: `10.0.${i % 4}.1`, port, source: 'bench' } }));
     const start = process.hrtime.bigint();
-    const answers = await pipelined(controlOf(daemon), requests);
+    const answers = await pipelined(daemon.control, requests);
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
     assert.deepEqual(
       answers.map((a) => a.id),
@@ -201,10 +169,10 @@ describe('report', () => {
 
   test('who may report: as the other commands, a user outside --control-group is refused', { skip: isRoot ? false : 'needs root to run blocklistctl as another user' }, async (t) => {
     const port = await freePort();
-    const daemon = await started(t, `[local]\n${port} stream * * * 3 1h\n`, ['--control-group', '65534']);
+    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`, ['--control-group', '65534']);
     chmodSync(daemon.dir, 0o755); // the socket's own mode and the daemon's check decide
     const as = (groups: string): Promise<RunResult> =>
-      run('setpriv', ['--reuid=65534', '--regid=65533', `--groups=${groups}`, process.execPath, join(sharedTree(), 'bin/blocklistctl'), 'report', '--json', '--control', controlOf(daemon), '-t', 'fail', '-p', String(port), '192.0.2.9']);
+      run('setpriv', ['--reuid=65534', '--regid=65533', `--groups=${groups}`, process.execPath, join(sharedTree(), 'bin/blocklistctl'), 'report', '--json', '--control', daemon.control, '-t', 'fail', '-p', String(port), '192.0.2.9']);
     const refused = parsed(await as('65533'));
     assert.equal(refused.error.code, 'access_denied');
     assert.deepEqual(daemon.entries(), []);

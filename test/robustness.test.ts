@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, existsSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
@@ -21,16 +21,12 @@ import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '..
 import type { HelperResult, HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
-import { DaemonProcess, SyslogReceiver, controlStatus as status, cpuTicks, freePort, isRoot, repoRoot, run, runBlprobe, tempDir, until, type ControlStatus as Status } from './support.js';
+import { DaemonProcess, SyslogReceiver, controlStatus as status, cpuTicks, descriptors, escapeRegExp, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, tempDir, until, type ControlStatus as Status } from './support.js';
 
 const FAULTY = join(repoRoot, 'test/fixtures/robustness/faulty');
 const CONTROL = join(repoRoot, 'test/fixtures/control');
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** The descriptors a process has open now. */
-const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 /** A process's resident memory, in MB. */
 function rssMB(pid: number): number {
@@ -167,12 +163,6 @@ const total = (counts: Record<string, number> | undefined): number => Object.val
 /** Every datagram the daemon took off its socket: dropped, or a notification (matched or not). */
 const accounted = (s: Status): number => total(s.counters.notifications) + total(s.counters.notifications_dropped);
 
-async function started(t: TestContext, setup: Parameters<typeof DaemonProcess.start>[0]): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start(setup);
-  t.after(() => daemon.stop('SIGKILL'));
-  return daemon;
-}
-
 /** blocklistd in the foreground without -d: its daemon log goes to syslog or, with --log-format json, to stdout. */
 class ForegroundDaemon {
   stdout = '';
@@ -225,7 +215,7 @@ describe('robustness: malformed input', () => {
     const [counted, stranger, fuzzPort] = [await freePort(), await freePort(), await freePort()];
     // `counted` blocks nobody (nfail *): every valid BAD_USER adds exactly 1 to its one entry;
     // no rule has `stranger` or `fuzzPort`, so what decodes there is counted as no_rule
-    const daemon = await started(t, { config: `${counted} stream * * * * 1h\n` });
+    const daemon = await startDaemon(t, `${counted} stream * * * * 1h\n`);
     const pid = daemon.child.pid!;
     const controlPath = join(daemon.dir, 'blocklistd.ctl');
     await status(controlPath);
@@ -389,7 +379,7 @@ describe('robustness: faulty helpers', () => {
     const [blocking, serving, lift] = [await freePort(), await freePort(), await freePort()];
     // blocking: the first AUTH_FAIL blocks for an hour; serving: counts, never blocks; lift: blocks, for AUTH_OK to lift
     const config = `${blocking} stream * * * 2 1h\n${serving} stream * * * * 1h\n${lift} stream * * -lift 1 1h\n`;
-    const daemon = await started(t, { config, dir, args: ['-C', helper, '--helper-timeout', '1', '--rem-retry', '1'], env: { FAULT_MODE_FILE: join(dir, 'fault') } });
+    const daemon = await startDaemon(t, config, ['-C', helper, '--helper-timeout', '1', '--rem-retry', '1'], { dir, env: { FAULT_MODE_FILE: join(dir, 'fault') } });
     const controlPath = join(dir, 'blocklistd.ctl');
     const sender = await RawSender.connect(daemon.socket);
     t.after(() => sender.close());
@@ -498,7 +488,7 @@ describe('robustness: faulty helpers', () => {
     const install = installer(dir);
     install('ok');
     const port = await freePort();
-    const daemon = await started(t, { config: `${port} stream * * * 1 1h\n`, dir, args: ['-C', helper, '--rem-retry', '1'], env: { FAULT_MODE_FILE: join(dir, 'fault') } });
+    const daemon = await startDaemon(t, `${port} stream * * * 1 1h\n`, ['-C', helper, '--rem-retry', '1'], { dir, env: { FAULT_MODE_FILE: join(dir, 'fault') } });
     const sender = await RawSender.connect(daemon.socket);
     t.after(() => sender.close());
     const server = await Server.open(port);
@@ -613,7 +603,7 @@ describe('robustness: hostile message text', () => {
 
   test('stderr (-d): escaped, one line each, no forged line, never on the helper command line', async (t) => {
     const port = await freePort();
-    const daemon = await started(t, { config: `${port} stream * * * 2 1h\n` });
+    const daemon = await startDaemon(t, `${port} stream * * * 2 1h\n`);
     await check(t, port, daemon.socket, () => daemon.stderr.split('\n'), () => daemon.helperCalls());
   });
 

@@ -13,14 +13,13 @@ import { isSelfAddress, ownNetworks, systemEnv } from '../src/conf/system.js';
 import type { IPAddress } from '../src/conf/types.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type StartupFacts } from '../src/daemon/checks.js';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, blprobe, controlStatus, freePort, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, until, vethPair, WatchedProcess } from './support.js';
+import { DaemonProcess, Reporter, blprobe, controlStatus, escapeRegExp, freePort, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, until, vethPair, WatchedProcess } from './support.js';
 
 const env = systemEnv('blocklistd');
 const daemonBin = join(repoRoot, 'bin/blocklistd');
 const CONTROL = join(repoRoot, 'test/fixtures/control');
 const NOBODY = 65534;
 const LOOPBACK_LINES = '[remote]\n127.0.0.0/8 * * * = * =\n[::1] * * * = * =\n';
-const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A rule set from configuration text. */
 function rules(text: string): ReturnType<typeof loadConfig>['ruleSet'] {
@@ -206,7 +205,7 @@ describe('a reload that finds a fatal problem', () => {
     rmSync(daemon.config);
     const mark = daemon.stderr.length;
     daemon.child.kill('SIGHUP');
-    await daemon.waitFor(new RegExp(`^configuration ${escape(daemon.config)}: Cannot open '${escape(daemon.config)}' \\(No such file or directory\\)$`, 'm'), mark);
+    await daemon.waitFor(new RegExp(`^configuration ${escapeRegExp(daemon.config)}: Cannot open '${escapeRegExp(daemon.config)}' \\(No such file or directory\\)$`, 'm'), mark);
     const status = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
     assert.deepEqual(status.problems.map((p) => `${p.severity} ${p.code}`), ['fatal config_unreadable']);
     assert.deepEqual((status as unknown as { rules: unknown }).rules, { local: 1, remote: 2 }, 'the rules kept');
@@ -222,7 +221,7 @@ describe('one daemon per database', () => {
     const args = ['-d', '-c', first.config, '-C', CONTROL, '-D', first.db, '-s', join(other, 'second.sock')];
     const second = await blocklistd(args, { HELPER_LOG: join(other, 'helper.log') });
     assert.equal(second.code, 1);
-    assert.match(second.stderr, new RegExp(`^database '${escape(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ${escape(first.config)} .*\\): one daemon per database$`, 'm'));
+    assert.match(second.stderr, new RegExp(`^database '${escapeRegExp(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ${escapeRegExp(first.config)} .*\\): one daemon per database$`, 'm'));
     assert.equal(existsSync(join(other, 'second.sock')), false, 'refused before its sockets');
 
     assert.equal(await first.stop('SIGKILL'), null);
@@ -254,7 +253,7 @@ describe('blocklistd --check', () => {
     const f = files('22 stream * * * 3 1h\n23 stream * * * abc 1h\n');
     const r = await blocklistd(['--check', ...f.args, '-C', '/nonexistent/helper']);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, new RegExp(`^  ${escape(f.conf)}:2: error: Bad number for nfail \\[abc\\]$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^  ${escapeRegExp(f.conf)}:2: error: Bad number for nfail \\[abc\\]$`, 'm'));
     assert.match(r.stdout, /^fatal: helper \/nonexistent\/helper: No such file or directory, no block could be added/m);
     assert.match(r.stdout, /^warning: no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1/m);
     assert.match(r.stdout, /^blocklistd --check: 1 fatal problem, 1 warning$/m);
@@ -266,15 +265,15 @@ describe('blocklistd --check', () => {
     t.after(() => daemon.stop('SIGKILL'));
     let r = await blocklistd(['--check', '-c', daemon.config, '-C', CONTROL, '-D', daemon.db, '-s', join(tempDir(), 's.sock')]);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, new RegExp(`^fatal: database '${escape(daemon.db)}' is in use by pid ${daemon.child.pid} `, 'm'));
+    assert.match(r.stdout, new RegExp(`^fatal: database '${escapeRegExp(daemon.db)}' is in use by pid ${daemon.child.pid} `, 'm'));
     // the check took no lock: the daemon still holds it
     assert.match((await blocklistd(['--check', '-c', daemon.config, '-C', CONTROL, '-D', daemon.db])).stdout, /is in use by pid/);
 
     // a socket already there (systemd's socket units make them before ExecStartPre=) is no problem; another file is
     r = await blocklistd(['--check', '-c', daemon.config, '-C', CONTROL, '-D', join(tempDir(), 'x.db'), '-s', daemon.socket, '-s', daemon.config, '--no-control-socket']);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, new RegExp(`^socket         ${escape(daemon.socket)}: a socket is there \\(systemd's, or one the daemon replaces\\)$`, 'm'));
-    assert.match(r.stdout, new RegExp(`^fatal: socket '${escape(daemon.config)}': another kind of file is there$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^socket         ${escapeRegExp(daemon.socket)}: a socket is there \\(systemd's, or one the daemon replaces\\)$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^fatal: socket '${escapeRegExp(daemon.config)}': another kind of file is there$`, 'm'));
 
     const f = files(`22 stream * * * 3 1h\n${LOOPBACK_LINES}`);
     writeFileSync(f.db, 'Berkeley DB 1.85 hash\n'.repeat(10));
@@ -327,7 +326,7 @@ describe('--allow-self: an address added to an interface is covered from the nex
     const probe = async (...more: string[]): Promise<void> => {
       await succeeds(run('ip', ['netns', 'exec', srv, await blprobe(), '-s', sock, '-L', '192.0.2.1', '-p', String(port), '-n', '1', '-w', '0', ...more]), `blprobe ${more.join(' ')}`);
     };
-    const ignored = (address: string): RegExp => new RegExp(`^${escape(address)} is an address of this host \\(--allow-self\\): not counted$`, 'm');
+    const ignored = (address: string): RegExp => new RegExp(`^${escapeRegExp(address)} is an address of this host \\(--allow-self\\): not counted$`, 'm');
 
     await probe('-b', '192.0.2.1');
     await daemon.waitFor(ignored('192.0.2.1'));

@@ -1,5 +1,7 @@
 // Shared by the test files: temp dirs, a log collector, a receiving socket
-// that hands notifications to promises, and the independent C peer blprobe.
+// that hands notifications to promises, the independent C peer blprobe, one
+// harness for a running process (WatchedProcess, and DaemonProcess on it,
+// started for a test by startDaemon) and a raw control connection.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -383,11 +385,6 @@ export function stateKey(address: string, fields: Partial<EffectiveRule> = {}): 
   return { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 3600, ...fields };
 }
 
-const daemons = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of daemons) child.kill('SIGKILL');
-});
-
 export interface DaemonSetup {
   /** blocklistd.conf text. */
   config: string;
@@ -398,32 +395,33 @@ export interface DaemonSetup {
   dir?: string;
 }
 
-/** blocklistd as a process, in the foreground with -dd -v, its log on stderr, the control fixture as helper. */
+/**
+ * blocklistd as a process, in the foreground with -dd -v, its log on stderr, the control fixture as helper:
+ * a WatchedProcess of its stderr with the daemon's files beside it.
+ */
 export class DaemonProcess {
-  stderr = '';
+  /** Its exit status; null when a signal ended it. */
   readonly exited: Promise<number | null>;
-  private waiters = new Set<() => void>();
+  private readonly log: WatchedProcess;
 
   private constructor(
     readonly child: ChildProcess,
     readonly dir: string,
   ) {
-    daemons.add(child);
-    child.stderr!.on('data', (d: Buffer) => {
-      this.stderr += d.toString();
-      for (const check of this.waiters) check();
-    });
-    this.exited = new Promise((resolve) =>
-      child.once('exit', (code) => {
-        daemons.delete(child);
-        resolve(code);
-        for (const check of this.waiters) check();
-      }),
-    );
+    this.log = new WatchedProcess('blocklistd', child, [child.stderr]);
+    this.exited = this.log.exited.then((code) => (code === -1 ? null : code));
   }
 
+  /** Its log so far. */
+  get stderr(): string {
+    return this.log.text;
+  }
   get socket(): string {
     return join(this.dir, 'blocklistd.sock');
+  }
+  /** The control socket's default path, beside the notification socket. */
+  get control(): string {
+    return join(this.dir, 'blocklistd.ctl');
   }
   get db(): string {
     return join(this.dir, 'blocklistd.db');
@@ -449,24 +447,8 @@ export class DaemonProcess {
   }
 
   /** Resolves with the index of the first match of `pattern` in stderr from `from` on; rejects if the daemon exits first. */
-  waitFor(pattern: RegExp, from = 0, ms = 10_000): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`no ${pattern} within ${ms} ms; stderr:\n${this.stderr}`)), ms);
-      const done = (error?: Error, index?: number): void => {
-        this.waiters.delete(check);
-        clearTimeout(timer);
-        if (error) reject(error);
-        else resolve(index!);
-      };
-      const check = (): void => {
-        const rest = this.stderr.slice(from);
-        const m = pattern.exec(rest);
-        if (m !== null) done(undefined, from + m.index);
-        else if (this.child.exitCode !== null || this.child.signalCode !== null) done(new Error(`daemon exited before ${pattern}; stderr:\n${this.stderr}`));
-      };
-      this.waiters.add(check);
-      check();
-    });
+  async waitFor(pattern: RegExp, from = 0, ms = 10_000): Promise<number> {
+    return from + (await this.log.waitFor(pattern, from, ms)).index;
   }
 
   /** Waits until the notification with message `text` is processed and its batch committed. */
@@ -500,6 +482,155 @@ export class DaemonProcess {
     return this.exited;
   }
 }
+
+export interface StartOptions extends Omit<DaemonSetup, 'config' | 'args'> {
+  /** Resolve once the notification sockets listen, before the control socket opens (to see what comes before it). */
+  listeningOnly?: boolean;
+}
+
+/**
+ * blocklistd started for test `t` and killed after it: resolves once its control socket is open too ("listening on"
+ * comes with the notification sockets, the control socket after them), unless --no-control-socket or `listeningOnly`.
+ */
+export async function startDaemon(t: TestContext, config: string, args: string[] = [], { listeningOnly = false, ...setup }: StartOptions = {}): Promise<DaemonProcess> {
+  const daemon = await DaemonProcess.start({ config, args, ...setup });
+  t.after(() => daemon.stop('SIGKILL'));
+  if (!listeningOnly && !args.includes('--no-control-socket')) await daemon.waitFor(/control socket /);
+  return daemon;
+}
+
+/** A JSON answer of the daemon, read field by field as the tests go. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>;
+
+/** The daemon's answer as `blocklistctl --json` prints it. */
+export function parsed(r: RunResult): Json {
+  try {
+    return JSON.parse(r.stdout) as Json;
+  } catch {
+    throw new Error(`not JSON (exit ${r.code}): ${r.stdout}${r.stderr}`);
+  }
+}
+
+/** A raw connection to the control socket: what it sends is up to the test, the answers are collected as lines. */
+export class Connection {
+  readonly lines: string[] = [];
+  /** Bytes received after the last newline. */
+  partial = '';
+  error: NodeJS.ErrnoException | undefined;
+  readonly closed: Promise<void>;
+  private waiters: (() => void)[] = [];
+
+  private constructor(readonly socket: net.Socket) {
+    socket.setEncoding('utf8');
+    socket.on('data', (d: string) => {
+      const parts = (this.partial + d).split('\n');
+      this.partial = parts.pop()!;
+      this.lines.push(...parts);
+      this.wake();
+    });
+    socket.on('error', (e: NodeJS.ErrnoException) => (this.error = e));
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    void this.closed.then(() => this.wake());
+  }
+
+  static open(path: string): Promise<Connection> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(path);
+      socket.once('connect', () => {
+        socket.off('error', reject);
+        resolve(new Connection(socket));
+      });
+      socket.once('error', reject);
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  send(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  /** The first `n` answers, parsed; rejects when the connection closes before or after `ms`. */
+  async answers(n: number, ms = 10_000): Promise<Json[]> {
+    const deadline = Date.now() + ms;
+    while (this.lines.length < n) {
+      if (this.isClosed) throw new Error(`connection closed after ${this.lines.length} of ${n} answers (${this.error?.code ?? 'no error'}): ${this.lines.join('\n')}`);
+      if (Date.now() > deadline) throw new Error(`${this.lines.length} of ${n} answers within ${ms} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 50);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    return this.lines.slice(0, n).map((l) => JSON.parse(l) as Json);
+  }
+
+  /** Sends one request and waits for its answer (the connection must have nothing else outstanding). */
+  async ask(command: string, args: Json = {}, id: unknown = 1): Promise<Json> {
+    const before = this.lines.length;
+    this.send(`${JSON.stringify({ version: 1, id, command, args })}\n`);
+    return (await this.answers(before + 1)).at(-1)!;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** One request to the control socket at `path` on a fresh connection: the daemon's answer. */
+export async function controlRequest(path: string, command: string, args: Json = {}): Promise<Json> {
+  const c = await Connection.open(path);
+  try {
+    return await c.ask(command, args);
+  } finally {
+    c.close();
+  }
+}
+
+/** `status` through a fresh control connection to `daemon`: its result. */
+export async function requestStatus(daemon: DaemonProcess): Promise<Json> {
+  const answer = await controlRequest(daemon.control, 'status');
+  assert.ok('result' in answer, JSON.stringify(answer));
+  return answer.result as Json;
+}
+
+/** What a command must not have changed: the helper's calls and the database. */
+export function snapshot(daemon: DaemonProcess): { calls: string[]; entries: string } {
+  return { calls: daemon.helperCalls(), entries: JSON.stringify(daemon.entries()) };
+}
+
+/** A counter's series that counted something (those at 0 may or may not be listed). */
+export const counted = (series: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(series).filter(([, v]) => v !== 0));
+
+/** A process's descriptors now. */
+export const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
+
+/** A process's descriptors once the connections just closed are gone on its side too (no change for 200 ms). */
+export async function steadyDescriptors(pid: number): Promise<number> {
+  let last = descriptors(pid);
+  for (let same = 0; same < 4; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const now = descriptors(pid);
+    same = now === last ? same + 1 : 0;
+    last = now;
+  }
+  return last;
+}
+
+/** blocklistctl's error line for `command` (a RegExp source) on its stderr. */
+export const errorLine = (command: string, message: string): RegExp => new RegExp(`^blocklistctl: ${command}: ${message}`, 'm');
+
+/** `text` matched literally inside a RegExp. */
+export const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 /** A TCP connection from `client` to a loopback server on `port` (0: any), reported through the client API. */
 export class Reporter {

@@ -4,14 +4,14 @@
 // through systemd-socket-activate and through a launcher that passes a mix
 // of sockets; the unit files as systemd-analyze reads them.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, WatchedProcess, controlStatus as status, ctl, freePort, isRoot, repoRoot, run, runBlprobe, succeeds, tempDir, until } from './support.js';
+import { Reporter, WatchedProcess, controlStatus as status, ctl, escapeRegExp, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, succeeds, tempDir, until } from './support.js';
 
 const FIXTURES = join(repoRoot, 'test/fixtures/systemd-tests');
 const CONTROL_FIXTURE = join(repoRoot, 'test/fixtures/control');
@@ -86,38 +86,11 @@ class NotifyReceiver {
   }
 }
 
-/** A daemon started through a launcher (which execs it, keeping its pid), its stderr collected. */
-class Launched {
-  stderr = '';
-  readonly exited: Promise<number | null>;
-
-  constructor(
-    t: TestContext,
-    readonly child: ChildProcess,
-  ) {
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
-    t.after(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    });
-  }
-
-  static start(t: TestContext, command: string[], env: Record<string, string> = {}): Launched {
-    return new Launched(t, spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
-  }
-
-  async waitFor(pattern: RegExp): Promise<void> {
-    await until(() => {
-      if (pattern.test(this.stderr)) return true;
-      if (this.child.exitCode !== null) throw new Error(`exited (${this.child.exitCode}) before ${pattern}; stderr:\n${this.stderr}`);
-      return false;
-    }, 10_000);
-  }
-
-  async stop(): Promise<number | null> {
-    this.child.kill('SIGTERM');
-    return this.exited;
-  }
+/** A daemon started through a launcher (which execs it, keeping its pid), its stderr watched; killed after the test. */
+function startThroughLauncher(t: TestContext, command: string[], env: Record<string, string> = {}): WatchedProcess {
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  t.after(() => child.kill('SIGKILL'));
+  return new WatchedProcess('launched blocklistd', child, [child.stderr]);
 }
 
 /** A directory with a configuration for `port`, and the daemon's arguments for it (no socket: the caller adds those). */
@@ -131,20 +104,15 @@ function setup(port = 22): { dir: string; args: string[]; env: Record<string, st
   };
 }
 
-
-async function started(t: TestContext, env: Record<string, string>): Promise<DaemonProcess> {
-  const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', env });
-  t.after(() => daemon.stop('SIGKILL'));
-  return daemon;
-}
+/** The configuration of the sd_notify tests; they wait for "listening on" only: what comes after it is theirs to see. */
+const SSH_RULE = '22 stream * * * 3 1h\n';
 
 const notifyPath = (): string => join(tempDir('blocklistd-notify-'), 'notify');
-const escape = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 describe('sd_notify', () => {
   test('READY=1 once listening; RELOADING=1 and READY=1 around SIGHUP and control reloads, refused ones too; STOPPING=1 last', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address }, listeningOnly: true });
     const pid = daemon.child.pid!;
     const control = join(daemon.dir, 'blocklistd.ctl');
     const { notice: ready } = await receiver.next('READY');
@@ -187,7 +155,7 @@ describe('sd_notify', () => {
 
   test('WATCHDOG=1 at once and every WATCHDOG_USEC/2 while WATCHDOG_PID is unset; none after STOPPING=1', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '300000' });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '300000' }, listeningOnly: true });
     await daemon.waitFor(/systemd watchdog: a ping every 150 ms/);
     const { index: ready } = await receiver.next('READY');
     await until(() => receiver.messages(ready).filter((m) => m === 'WATCHDOG=1').length >= 8);
@@ -208,7 +176,7 @@ describe('sd_notify', () => {
     const own = await NotifyReceiver.bind(t, notifyPath());
     const s = setup();
     // sh execs the daemon: $$ is then the daemon's pid
-    const daemon = Launched.start(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...s.args, '-s', join(s.dir, 'blocklistd.sock')], {
+    const daemon = startThroughLauncher(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...s.args, '-s', join(s.dir, 'blocklistd.sock')], {
       ...s.env,
       NOTIFY_SOCKET: own.address,
       WATCHDOG_USEC: '200000',
@@ -218,7 +186,7 @@ describe('sd_notify', () => {
     assert.ok(own.notices.every((n) => n.pid === daemon.child.pid));
 
     const other = await NotifyReceiver.bind(t, notifyPath());
-    const unwatched = await started(t, { NOTIFY_SOCKET: other.address, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) });
+    const unwatched = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: other.address, WATCHDOG_USEC: '200000', WATCHDOG_PID: String(process.pid) }, listeningOnly: true });
     await other.next('READY');
     // four periods: a watchdog would have pinged by now
     await new Promise((resolve) => setTimeout(resolve, 400));
@@ -231,7 +199,7 @@ describe('sd_notify', () => {
   test('a watchdog period beyond a timer\'s range does not make the pings continuous', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
     // 58 days: WatchdogSec=58d
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: String(58 * 86_400 * 1_000_000) });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: String(58 * 86_400 * 1_000_000) }, listeningOnly: true });
     const { index } = await receiver.next('READY');
     await new Promise((resolve) => setTimeout(resolve, 300));
     await daemon.stop('SIGTERM');
@@ -241,7 +209,7 @@ describe('sd_notify', () => {
 
   test('an abstract NOTIFY_SOCKET (@name)', async (t) => {
     const receiver = await NotifyReceiver.bind(t, `@blocklistd-test-${process.pid}-${randomBytes(4).toString('hex')}`);
-    const daemon = await started(t, { NOTIFY_SOCKET: receiver.address });
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address }, listeningOnly: true });
     const { notice } = await receiver.next('READY');
     assert.equal(notice.message, `READY=1\nSTATUS=listening on ${daemon.socket}\nMAINPID=${daemon.child.pid}`);
     daemon.child.kill('SIGHUP');
@@ -253,8 +221,8 @@ describe('sd_notify', () => {
 
   test('a NOTIFY_SOCKET nobody listens on: one warning, and the daemon carries on', async (t) => {
     const path = notifyPath();
-    const daemon = await started(t, { NOTIFY_SOCKET: path });
-    await daemon.waitFor(new RegExp(`cannot notify systemd at ${escape(path)}: `));
+    const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: path }, listeningOnly: true });
+    await daemon.waitFor(new RegExp(`cannot notify systemd at ${escapeRegExp(path)}: `));
     const at = daemon.stderr.length;
     daemon.child.kill('SIGHUP');
     await daemon.waitFor(/\[local\]/, at);
@@ -270,7 +238,7 @@ describe('sd_notify', () => {
     const sock = join(s.dir, 'blocklistd.sock');
     // as systemd starts it: a passed socket, $NOTIFY_SOCKET, the watchdog for its own pid (sh and the launcher exec)
     const launch = [join(FIXTURES, 'listen-fds'), `dgram:${sock}`, '--', ...s.args, '-C', join(FIXTURES, 'env-helper'), '--control-socket', join(s.dir, 'blocklistd.ctl')];
-    const daemon = Launched.start(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...launch], { ...s.env, NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '60000000' });
+    const daemon = startThroughLauncher(t, ['sh', '-c', 'WATCHDOG_PID=$$ exec "$@"', 'sh', ...launch], { ...s.env, NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '60000000' });
     await receiver.next('WATCHDOG');
     const r = await Reporter.connect(sock, port);
     t.after(() => r.close());
@@ -301,14 +269,14 @@ describe('socket activation', () => {
     const control = join(s.dir, 'blocklistd.ctl');
     // it passes on only the environment it is told to
     const env = Object.entries(s.env).flatMap(([k, v]) => ['-E', `${k}=${v}`]);
-    const daemon = Launched.start(t, [SOCKET_ACTIVATE, '--datagram', '-l', sock, '--fdname=notify', ...env, ...s.args, '--control-socket', control]);
+    const daemon = startThroughLauncher(t, [SOCKET_ACTIVATE, '--datagram', '-l', sock, '--fdname=notify', ...env, ...s.args, '--control-socket', control]);
     await daemon.waitFor(/Listening on /);
     const probe = await runBlprobe(['-s', sock, '-p', String(port), '-m', 'wake-up']);
     assert.equal(probe.code, 0, probe.stdout + probe.stderr);
-    await daemon.waitFor(new RegExp(`listening on ${escape(sock)} \\(from systemd, descriptor 3\\)`));
+    await daemon.waitFor(new RegExp(`listening on ${escapeRegExp(sock)} \\(from systemd, descriptor 3\\)`));
     await daemon.waitFor(new RegExp(`blocked 127\\.0\\.0\\.1/32:${port} for 3600 seconds`));
-    assert.match(daemon.stderr, /msg="wake-up"/);
-    assert.equal(daemon.stderr.match(/listening on /g)!.length, 1, 'the default path is not bound');
+    assert.match(daemon.text, /msg="wake-up"/);
+    assert.equal(daemon.text.match(/listening on /g)!.length, 1, 'the default path is not bound');
     const st = await status(control);
     assert.equal(st.pid, daemon.child.pid, 'systemd-socket-activate execs the daemon: LISTEN_PID is its pid');
     assert.deepEqual(st.sockets, [sock]);
@@ -323,16 +291,16 @@ describe('socket activation', () => {
     const s = setup(port);
     const [control, passed, own] = ['passed.ctl', 'passed.sock', 'own.sock'].map((f) => join(s.dir, f));
     // the stream socket first: a socket's kind decides its role, not its place
-    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), `stream:${control}=control`, `dgram:${passed}=notify`, 'file:/dev/null=junk', '--', ...s.args, '-s', own], {
+    const daemon = startThroughLauncher(t, [join(FIXTURES, 'listen-fds'), `stream:${control}=control`, `dgram:${passed}=notify`, 'file:/dev/null=junk', '--', ...s.args, '-s', own], {
       ...s.env,
       NOTIFY_SOCKET: receiver.address,
     });
     const { notice } = await receiver.next('READY');
     assert.equal(notice.fields.get('STATUS'), `listening on ${passed}, ${own}`);
-    assert.match(daemon.stderr, new RegExp(`listening on ${escape(passed)} \\(from systemd, descriptor 4\\)`));
-    assert.match(daemon.stderr, new RegExp(`listening on ${escape(own)}\n`));
-    assert.match(daemon.stderr, new RegExp(`control socket ${escape(control)}\n`));
-    assert.match(daemon.stderr, /systemd passed descriptor 5 \(junk\), neither a unix datagram nor a listening unix stream socket: ignored/);
+    assert.match(daemon.text, new RegExp(`listening on ${escapeRegExp(passed)} \\(from systemd, descriptor 4\\)`));
+    assert.match(daemon.text, new RegExp(`listening on ${escapeRegExp(own)}\n`));
+    assert.match(daemon.text, new RegExp(`control socket ${escapeRegExp(control)}\n`));
+    assert.match(daemon.text, /systemd passed descriptor 5 \(junk\), neither a unix datagram nor a listening unix stream socket: ignored/);
 
     for (const [sock, text] of [[passed, 'through-passed'], [own, 'through-own']]) {
       const probe = await runBlprobe(['-s', sock, '-p', String(port), '-t', 'baduser', '-m', text]);
@@ -353,7 +321,7 @@ describe('socket activation', () => {
   test('-s naming the socket systemd passed: that socket, not a second bind', async (t) => {
     const s = setup();
     const passed = join(s.dir, 'blocklistd.sock');
-    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), `dgram:${passed}`, '--', ...s.args, '-s', passed], s.env);
+    const daemon = startThroughLauncher(t, [join(FIXTURES, 'listen-fds'), `dgram:${passed}`, '--', ...s.args, '-s', passed], s.env);
     await daemon.waitFor(/control socket /);
     assert.deepEqual((await status(join(s.dir, 'blocklistd.ctl'))).sockets, [passed]);
     assert.equal(await daemon.stop(), 0);
@@ -363,9 +331,9 @@ describe('socket activation', () => {
   test('LISTEN_PID naming another process: the passed sockets are not used', async (t) => {
     const s = setup();
     const [passed, own] = ['passed.sock', 'own.sock'].map((f) => join(s.dir, f));
-    const daemon = Launched.start(t, [join(FIXTURES, 'listen-fds'), '--listen-pid', '1', `dgram:${passed}`, '--', ...s.args, '-s', own], s.env);
+    const daemon = startThroughLauncher(t, [join(FIXTURES, 'listen-fds'), '--listen-pid', '1', `dgram:${passed}`, '--', ...s.args, '-s', own], s.env);
     await daemon.waitFor(/control socket /);
-    assert.doesNotMatch(daemon.stderr, /from systemd|systemd passed/);
+    assert.doesNotMatch(daemon.text, /from systemd|systemd passed/);
     assert.deepEqual((await status(join(s.dir, 'own.ctl'))).sockets, [own]);
     assert.equal(await daemon.stop(), 0);
   });

@@ -19,7 +19,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
-import { WatchedProcess, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, vethPair, type RunResult } from './support.js';
+import { WatchedProcess, escapeRegExp, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, vethPair, type RunResult } from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -30,7 +30,6 @@ const USER = '10.99.0.3';
 const ATTACKER2 = '10.99.0.4';
 const TABLE = 'blocklistd_watch_e2e';
 const NOBODY = 65534;
-const esc = (text: string): string => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 const missing = ['ip', 'nft', 'sshd', 'sshpass', 'ssh', 'ssh-keygen', 'unshare', 'nsenter', 'setpriv', 'logger'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
 if (!existsSync(JOURNALD)) missing.push(JOURNALD);
@@ -120,7 +119,7 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     const r = await inClient(['ssh', ...sshOptions, '-o', 'BatchMode=yes', '-i', key, '-b', from, `root@${SERVER}`, 'echo', 'logged-in']);
     return (r.stdout + r.stderr).trim();
   };
-  const counted = (address: string, count: number, from: number): Promise<RegExpExecArray> => daemon.waitFor(new RegExp(`process: final db state for ${esc(address)}: count=${count}/3 `), from);
+  const counted = (address: string, count: number, from: number): Promise<RegExpExecArray> => daemon.waitFor(new RegExp(`process: final db state for ${escapeRegExp(address)}: count=${count}/3 `), from);
   const blocks = async (): Promise<string> => (await inNs(['nft', 'list', 'table', 'inet', TABLE], srv)).stdout;
 
   // the watcher as nobody: the journal's group, the daemon's control group
@@ -145,12 +144,12 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     let from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 2, from);
-    assert.match(daemon.text.slice(from), new RegExp(`remote=${esc(ATTACKER)}:0 msg="Failed password for root from ${esc(ATTACKER)} port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`));
+    assert.match(daemon.text.slice(from), new RegExp(`remote=${escapeRegExp(ATTACKER)}:0 msg="Failed password for root from ${escapeRegExp(ATTACKER)} port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`));
     from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 4, from);
-    await daemon.waitFor(new RegExp(`blocked ${esc(ATTACKER)}/32:22 for 21600 seconds`), from);
-    assert.match(await blocks(), new RegExp(esc(ATTACKER)));
+    await daemon.waitFor(new RegExp(`blocked ${escapeRegExp(ATTACKER)}/32:22 for 21600 seconds`), from);
+    assert.match(await blocks(), new RegExp(escapeRegExp(ATTACKER)));
     const r = await inClient(['ssh', ...sshOptions, '-o', 'ConnectTimeout=2', '-b', ATTACKER, `root@${SERVER}`, 'true']);
     assert.match(r.stderr, /timed out/, `the attacker's next connection: ${r.stderr}`);
     assert.equal(await keyLogin(USER), 'logged-in', 'another address still logs in');
@@ -174,8 +173,8 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     const forged = await inNs(['journalctl', '--no-pager', '-o', 'json', 'SYSLOG_IDENTIFIER=sshd']);
     assert.equal(forged.stdout.split('\n').filter((l) => l.includes(`from ${ATTACKER2} port 4711`)).length, 3, 'the forged lines are in the journal');
     assert.equal(await keyLogin(USER), 'logged-in');
-    await w.waitFor(new RegExp(`sshd: ok ${esc(USER)} user root`));
-    assert.equal(daemon.count(new RegExp(`remote=${esc(ATTACKER2)}:`), from), 0, 'the forged lines reported nothing');
+    await w.waitFor(new RegExp(`sshd: ok ${escapeRegExp(USER)} user root`));
+    assert.equal(daemon.count(new RegExp(`remote=${escapeRegExp(ATTACKER2)}:`), from), 0, 'the forged lines reported nothing');
 
     // the attacker: two failed passwords, blocked
     from = daemon.mark;
@@ -183,7 +182,7 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     await counted(ATTACKER2, 2, from);
     await wrongPassword(ATTACKER2);
     await counted(ATTACKER2, 4, from);
-    await daemon.waitFor(new RegExp(`blocked ${esc(ATTACKER2)}/32:22 for 21600 seconds`), from);
+    await daemon.waitFor(new RegExp(`blocked ${escapeRegExp(ATTACKER2)}/32:22 for 21600 seconds`), from);
     const r = await inClient(['ssh', ...sshOptions, '-o', 'ConnectTimeout=2', '-b', ATTACKER2, `root@${SERVER}`, 'true']);
     assert.match(r.stderr, /timed out/, `the attacker's next connection: ${r.stderr}`);
 

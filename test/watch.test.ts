@@ -12,13 +12,13 @@ import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { appendFileSync, readFileSync, readdirSync, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { describe, test, type TestContext } from 'node:test';
 import { matchFileLine, matchJournalEntry, parseSyslog } from '../src/watch/matcher.js';
 import { parsePattern, type Pattern } from '../src/watch/patterns.js';
 import { LineReader } from '../src/lines.js';
 import { loadPattern, testPattern } from '../src/watch/main.js';
-import { DaemonProcess, repoRoot, run, tempDir, until } from './support.js';
+import { DaemonProcess, WatchedProcess, repoRoot, run, tempDir, until } from './support.js';
 
 const PATTERNS = join(repoRoot, 'etc/blocklistd-watch.d');
 const CORPORA = join(repoRoot, 'test/fixtures/watch');
@@ -203,19 +203,11 @@ describe('matching', () => {
 
 // --- the file source against the daemon ------------------------------------------
 
-/** The watcher as a process; its log kept. */
-class Watcher {
-  stderr = '';
-  readonly exited: Promise<number | null>;
-  constructor(readonly child: ChildProcess) {
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    this.exited = new Promise((resolve) => child.once('exit', resolve));
-  }
-  static start(t: TestContext, args: string[]): Watcher {
-    const w = new Watcher(spawn(process.execPath, [watchBin, '-d', '--patterns', PATTERNS, ...args], { stdio: ['ignore', 'ignore', 'pipe'] }));
-    t.after(() => w.child.kill('SIGKILL'));
-    return w;
-  }
+/** The watcher as a process, its log watched; killed after the test. */
+function startWatcher(t: TestContext, args: string[]): WatchedProcess {
+  const child = spawn(process.execPath, [watchBin, '-d', '--patterns', PATTERNS, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  return new WatchedProcess('blocklistd-watch', child, [child.stderr]);
 }
 
 const fail = (address: string): string => `Dec  4 14:00:00 host sshd[7]: Failed password for root from ${address} port 4711 ssh2\n`;
@@ -240,8 +232,8 @@ describe('the file source', () => {
     const log = join(dir, 'auth.log');
     writeFileSync(log, fail('192.0.2.250')); // before the start: not read
     const state = join(dir, 'state.json');
-    let w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
-    await until(() => w.stderr.includes('watching file'), 10_000);
+    let w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+    await w.waitFor(/watching file/, 0, 10_000);
     await new Promise((r) => setTimeout(r, 300));
 
     appendFileSync(log, fail('192.0.2.1') + fail('192.0.2.1'));
@@ -264,18 +256,18 @@ describe('the file source', () => {
     appendFileSync(log, Buffer.concat([Buffer.from('Dec  4 14:00:00 host sshd[7]: Invalid user \xff\xfe from 192.0.2.5 port 1\n', 'latin1')]));
     appendFileSync(log, fail('192.0.2.6'));
     await reported(daemon, { '192.0.2.5': 1, '192.0.2.6': 2 });
-    assert.match(w.stderr, /a line longer than 65536 bytes skipped/);
+    assert.match(w.text, /a line longer than 65536 bytes skipped/);
 
     // the daemon restarts: what is read meanwhile is sent when it is back
     await daemon.stop();
     appendFileSync(log, fail('192.0.2.7'));
-    await until(() => w.stderr.includes('192.0.2.7'), 10_000);
+    await w.waitFor(/192\.0\.2\.7/, 0, 10_000);
     daemon = await DaemonProcess.start({ config, dir: daemon.dir });
     await reported(daemon, { '192.0.2.7': 2 });
 
     // removed, then back
     rmSync(log);
-    await until(() => /removed; waiting for it/.test(w.stderr), 15_000);
+    await w.waitFor(/removed; waiting for it/, 0, 15_000);
     writeFileSync(log, fail('192.0.2.8'));
     await reported(daemon, { '192.0.2.8': 2 });
 
@@ -288,14 +280,14 @@ describe('the file source', () => {
     // stopped: lines written meanwhile are read at the next start, from the offset kept, and nothing before them
     assert.equal((JSON.parse(readFileSync(state, 'utf8')) as { files: Record<string, { pos: number }> }).files[log].pos, readFileSync(log).length);
     appendFileSync(log, fail('192.0.2.9'));
-    w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+    w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
     await reported(daemon, { '192.0.2.9': 2 });
     w.child.kill('SIGTERM');
     assert.equal(await w.exited, 0);
     // rotated while it was stopped: the new file is read from its start
     renameSync(log, `${log}.2`);
     writeFileSync(log, fail('192.0.2.10'));
-    w = Watcher.start(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+    w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
     await reported(daemon, { '192.0.2.10': 2 });
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual(counts(daemon), { '192.0.2.1': 4, '192.0.2.2': 2, '192.0.2.3': 2, '192.0.2.4': 2, '192.0.2.5': 1, '192.0.2.6': 2, '192.0.2.7': 2, '192.0.2.8': 2, '192.0.2.9': 2, '192.0.2.10': 2 }, 'nothing read twice');
@@ -311,9 +303,9 @@ describe('the file source', () => {
     writeFileSync(patternFile, 'port ssh\nfail ^Failed (?<addr>\nfail ^bad login from (?<addr>\\S+)$\n');
     const log = join(dir, 'app.log');
     writeFileSync(log, '');
-    const w = Watcher.start(t, ['-s', daemon.socket, '--state', join(dir, 'state.json'), '--file', log, '--pattern', patternFile]);
-    await until(() => w.stderr.includes('watching file'), 10_000);
-    assert.match(w.stderr, new RegExp(`${patternFile}:2: bad regular expression`));
+    const w = startWatcher(t, ['-s', daemon.socket, '--state', join(dir, 'state.json'), '--file', log, '--pattern', patternFile]);
+    await w.waitFor(/watching file/, 0, 10_000);
+    assert.match(w.text, new RegExp(`${patternFile}:2: bad regular expression`));
     await new Promise((r) => setTimeout(r, 300));
     appendFileSync(log, 'bad login from 198.51.100.4\n');
     await reported(daemon, { '198.51.100.4': 2 });
@@ -324,9 +316,9 @@ describe('the file source', () => {
     const other = join(dir, 'other.log');
     writeFileSync(other, '');
     writeFileSync(conf, `# a comment\nfile ${other} ${patternFile}\nfiles ${other}\n`);
-    const c = Watcher.start(t, ['-s', daemon.socket, '--state', join(dir, 'state2.json'), '-c', conf]);
-    await until(() => c.stderr.includes('watching file'), 10_000);
-    assert.match(c.stderr, new RegExp(`${conf}:3: expected 'journal PATTERN' or 'file PATH PATTERN'`));
+    const c = startWatcher(t, ['-s', daemon.socket, '--state', join(dir, 'state2.json'), '-c', conf]);
+    await c.waitFor(/watching file/, 0, 10_000);
+    assert.match(c.text, new RegExp(`${conf}:3: expected 'journal PATTERN' or 'file PATH PATTERN'`));
     await new Promise((r) => setTimeout(r, 300));
     appendFileSync(other, 'bad login from 198.51.100.5\n');
     await reported(daemon, { '198.51.100.5': 2 });
@@ -379,10 +371,10 @@ describe('faults', () => {
 
   test('a journal that cannot be read: said once, tried again every second, the watcher goes on', async (t) => {
     const dir = tempDir();
-    const w = Watcher.start(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'state.json'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
-    await until(() => w.stderr.includes('journalctl exited'), 10_000);
+    const w = startWatcher(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'state.json'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
+    await w.waitFor(/journalctl exited/, 0, 10_000);
     await new Promise((r) => setTimeout(r, 3500));
-    assert.equal(w.stderr.split('journalctl exited').length - 1, 1, w.stderr);
+    assert.equal(w.text.split('journalctl exited').length - 1, 1, w.text);
     assert.equal(w.child.exitCode, null);
     w.child.kill('SIGTERM');
     assert.equal(await w.exited, 0);
