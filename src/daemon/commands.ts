@@ -523,8 +523,8 @@ async function report(c: CommandContext, args: Record<string, unknown>, peer: Pe
     gid: peer.gid,
     socketType: proto === IPPROTO_TCP ? 'stream' : 'dgram',
     ipProtocol: proto,
-    local: { family, address: unspecified(family), port },
-    remote: { family, address: remote, port: 0 },
+    local: { ...parseIP(unspecified(family))!, port },
+    remote: { ...address, port: 0 },
     explicitPeer: true,
     report: { source },
   };

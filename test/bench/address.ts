@@ -3,10 +3,10 @@
 // key's address in hand; 1e6 IPv6 and 1e6 IPv4 notifications, CPU time per
 // notification.  Prints figures only.  Run: node dist/test/bench/address.js
 import { compileRules, matchProbe } from '../../src/conf/match.js';
-import { probeOf } from '../../src/conf/match.js';
 import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
+import { probeOf } from '../../src/daemon/probe.js';
 import { constants as C, layout as L } from '../../src/protocol/native.js';
 import { decodeRecord, rootOnly } from '../../src/protocol/receive.js';
 import { encodeNotification, encodeSockaddr, writeHost32 } from '../../src/protocol/wire.js';
@@ -61,7 +61,7 @@ function measure(rs: Buffer[], n: number): { micros: number; matched: number } {
   let matched = 0;
   const once = (r: Buffer): void => {
     const notification = decodeRecord(r, ignore, policy)!;
-    const probe = probeOf(notification, env.families)!;
+    const probe = probeOf(notification, env.families);
     const match = matchProbe(compiled, probe, NO_INTERFACES);
     if (match !== undefined && match.effective.address.length > 0) matched++;
   };
