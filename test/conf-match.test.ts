@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { nativeFamily } from '../src/address.js';
 import { parseIP, toText } from '../src/conf/ip.js';
 import { loadConfig } from '../src/conf/load.js';
 import { compileRules, matchProbe } from '../src/conf/match.js';
@@ -39,7 +40,7 @@ function match(rules: RuleSet, n: Notify, interfaces = NO_INTERFACES): Match | u
   const remote = parseIP(n.remote)!;
   return matchProbe(
     compileRules(rules),
-    { family: local.family === 'inet' ? env.families.inet : env.families.inet6, local, port: n.port, proto: n.proto === 'udp' ? 17 : 6, uid: n.uid ?? 0, remote },
+    { family: nativeFamily(env.families, local.family), local, port: n.port, proto: n.proto === 'udp' ? 17 : 6, uid: n.uid ?? 0, remote },
     interfaces,
   );
 }

@@ -12,6 +12,7 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
+import { nativeFamily } from '../src/address.js';
 import { parseIP, toText } from '../src/conf/ip.js';
 import { loadConfig } from '../src/conf/load.js';
 import { compileRules, matchProbe } from '../src/conf/match.js';
@@ -254,7 +255,7 @@ describe('blocklistd.conf(5): the examples', () => {
         assert.ok(local !== undefined && remote !== undefined, where);
         const match = matchProbe(
           compiled,
-          { family: local.family === 'inet' ? env.families.inet : env.families.inet6, local, port: Number(m[3]), proto: m[4] ? 17 : 6, uid: 0, remote },
+          { family: nativeFamily(env.families, local.family), local, port: Number(m[3]), proto: m[4] ? 17 : 6, uid: 0, remote },
           new Map(),
         );
         rows++;
