@@ -1,7 +1,7 @@
 // Micro-benchmark of a notification's address path: a drained record
 // decoded, its probe made, matched against a small rule set, the state
 // key's address in hand; 1e6 IPv6 and 1e6 IPv4 notifications, CPU time per
-// notification.  Prints figures only.  Run: node dist/test/bench/address.js
+// notification.  Prints figures only.  Run: npm run bench -- address
 import { compileRules, matchProbe } from '../../src/conf/match.js';
 import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
@@ -11,6 +11,7 @@ import { constants as C, layout as L } from '../../src/protocol/native.js';
 import { decodeRecord, rootOnly } from '../../src/protocol/receive.js';
 import { encodeNotification, encodeSockaddr, writeHost32 } from '../../src/protocol/wire.js';
 import { WireType, type AddressFamily } from '../../src/types.js';
+import { record } from './results.js';
 
 const N = Number(process.env.BENCH_N ?? 1_000_000);
 const DISTINCT = 1024;
@@ -22,7 +23,7 @@ const policy = { netns: undefined, trusted: rootOnly };
 const ignore = (): void => {};
 
 /** A record as the receive thread drains it: a TCP socket of `family` connected from `remote` to port 22. */
-function record(family: AddressFamily, local: Uint8Array, remote: Uint8Array): Buffer {
+function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Array): Buffer {
   const r = Buffer.alloc(L.size);
   const payload = encodeNotification(WireType.ADD, null, Buffer.from('ssh'));
   writeHost32(r, L.length, payload.length);
@@ -48,11 +49,11 @@ function record(family: AddressFamily, local: Uint8Array, remote: Uint8Array): B
 
 function records(family: AddressFamily): Buffer[] {
   return Array.from({ length: DISTINCT }, (_, i) => {
-    if (family === 'inet') return record(family, Uint8Array.of(192, 0, 2, 1), Uint8Array.of(198, 51, i >> 8, i & 0xff));
+    if (family === 'inet') return drainedRecord(family, Uint8Array.of(192, 0, 2, 1), Uint8Array.of(198, 51, i >> 8, i & 0xff));
     const remote = Buffer.from('20010db8000000000000000000000000', 'hex');
     remote.writeUInt16BE(i, 6);
     remote.writeUInt16BE((i * 7919) & 0xffff, 14);
-    return record(family, Buffer.from('20010db8000000000000000000000001', 'hex'), remote);
+    return drainedRecord(family, Buffer.from('20010db8000000000000000000000001', 'hex'), remote);
   });
 }
 
@@ -78,5 +79,7 @@ for (const family of ['inet6', 'inet'] as const) {
   const rs = records(family);
   const runs = [0, 1, 2].map(() => measure(rs, N));
   const sorted = runs.map((r) => r.micros).sort((a, b) => a - b);
-  console.log(`${family === 'inet' ? 'IPv4' : 'IPv6'}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`);
+  const name = family === 'inet' ? 'IPv4' : 'IPv6';
+  console.log(`${name}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`);
+  record({ id: `address.${family}`, name: `an ${name} notification decoded, probed, matched, keyed: CPU time`, value: sorted[1], unit: 'µs' });
 }
