@@ -1,47 +1,23 @@
-// Numeric IP addresses as text and bytes, shared by the wire codec, the
-// client API and the configuration (no native code here).
+// Numeric IP address text parsed to bytes, and the two namings of a
+// family, shared by the wire codec, the client API and the configuration
+// (no native code here: the platform's numbers are handed in).
 import { isIP } from 'node:net';
 import ipaddr from 'ipaddr.js';
 import type { AddressFamily } from './types.js';
 
-export function formatIPv4(b: Uint8Array, offset: number): string {
-  return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}`;
+/** The platform's numbers of AF_INET and AF_INET6: the addon's constants, given to pure code as ConfEnv.families. */
+export type FamilyNumbers = Readonly<Record<AddressFamily, number>>;
+
+/** A family's number on this platform (AF_INET, AF_INET6): with familyOfNative, the one place the two namings meet. */
+export function nativeFamily(numbers: FamilyNumbers, family: AddressFamily): number {
+  return family === 'inet' ? numbers.inet : numbers.inet6;
 }
 
-/** inet_ntop(3) for 16 address bytes: the longest zero run as `::`, embedded IPv4 as upstream prints it. */
-export function formatIPv6(b: Uint8Array, offset: number): string {
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push((b[offset + 2 * i] << 8) | b[offset + 2 * i + 1]);
-  let bestBase = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestBase = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (bestLen < 2) bestBase = -1;
-  let s = '';
-  for (let i = 0; i < 8; i++) {
-    if (bestBase >= 0 && i >= bestBase && i < bestBase + bestLen) {
-      if (i === bestBase) s += ':';
-      continue;
-    }
-    if (i !== 0) s += ':';
-    if (i === 6 && bestBase === 0 && (bestLen === 6 || (bestLen === 5 && words[5] === 0xffff))) {
-      return s + formatIPv4(b, offset + 12);
-    }
-    s += words[i].toString(16);
-  }
-  if (bestBase >= 0 && bestBase + bestLen === 8) s += ':';
-  return s;
+/** The family a platform number stands for; undefined for any but AF_INET and AF_INET6. */
+export function familyOfNative(numbers: FamilyNumbers, native: number): AddressFamily | undefined {
+  if (native === numbers.inet) return 'inet';
+  if (native === numbers.inet6) return 'inet6';
+  return undefined;
 }
 
 export interface ParsedAddress {

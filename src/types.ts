@@ -18,10 +18,18 @@ export type LogFn = (level: LogLevel, message: string, fields?: LogFields) => vo
 
 export type AddressFamily = 'inet' | 'inet6';
 
-/** A numeric IP endpoint: IPv6 without brackets, IPv4-mapped as `::ffff:a.b.c.d`. */
-export interface SocketAddress {
+/** An IP address as unsigned 32-bit words in network order: one for IPv4, four for IPv6. */
+export interface IPAddress {
   family: AddressFamily;
-  address: string;
+  words: readonly number[];
+}
+
+/**
+ * A numeric IP endpoint, the address kept as words from the decoded
+ * sockaddr to the state key: text is made only where it is shown or
+ * stored (conf/ip.ts toText); an IPv4-mapped IPv6 peer stays IPv6.
+ */
+export interface SocketAddress extends IPAddress {
   port: number;
 }
 

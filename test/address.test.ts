@@ -1,11 +1,14 @@
-// Address text: inet_ntop(3) output and inet_pton(3) parsing.
+// Address text: inet_ntop(3) output and inet_pton(3) parsing; the two namings of a family.
 import assert from 'node:assert/strict';
 import { SocketAddress as NodeSocketAddress } from 'node:net';
 import { describe, test } from 'node:test';
 import ipaddr from 'ipaddr.js';
-import { formatIPv6, parseIPAddress } from '../src/address.js';
+import { familyOfNative, nativeFamily, parseIPAddress } from '../src/address.js';
+import { fromBytes, toText } from '../src/conf/ip.js';
+import { NATIVE_FAMILIES } from '../src/protocol/wire.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const ipv6Text = (bytes: Uint8Array): string => toText(fromBytes('inet6', bytes));
 
 describe('address text', () => {
   test('IPv6 text is inet_ntop(3) text', () => {
@@ -21,8 +24,11 @@ describe('address text', () => {
       ['00010000000000000000000000000000', '1::'],
       ['00010002000300040005000600070008', '1:2:3:4:5:6:7:8'],
       ['00010000000200000003000000040000', '1:0:2:0:3:0:4:0'],
+      ['00000000000000000000ffff00000000', '::ffff:0.0.0.0'],
+      ['00000000000000000000fffe7f000001', '::fffe:7f00:1'],
+      ['ffffffffffffffffffffffffffffffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'],
     ];
-    for (const [bytes, text] of cases) assert.equal(formatIPv6(hex(bytes), 0), text, bytes);
+    for (const [bytes, text] of cases) assert.equal(ipv6Text(hex(bytes)), text, bytes);
   });
 
   test('IPv6 text agrees with libuv and parses back to the same bytes', () => {
@@ -30,12 +36,25 @@ describe('address text', () => {
       const b = Buffer.alloc(16);
       for (let w = 0; w < 8; w++) if (Math.random() < 0.4) b.writeUInt16BE((Math.random() * 0x10000) | 0, 2 * w);
       if (i % 5 === 0) b.writeUInt16BE(0xffff, 10);
-      const text = formatIPv6(b, 0);
+      const text = ipv6Text(b);
       assert.equal(new NodeSocketAddress({ address: text, family: 'ipv6' }).address, text);
       // ipaddr.js reads the deprecated ::a.b.c.d form as ::ffff:a.b.c.d
       if (!text.startsWith('::') || !text.includes('.') || text.startsWith('::ffff:'))
         assert.deepEqual(ipaddr.IPv6.parse(text).toByteArray(), [...b]);
     }
+  });
+
+  test('IPv4 text is dotted decimal, from the word', () => {
+    for (const [bytes, text] of [['00000000', '0.0.0.0'], ['c0000207', '192.0.2.7'], ['ffffffff', '255.255.255.255'], ['7f000001', '127.0.0.1']])
+      assert.equal(toText(fromBytes('inet', hex(bytes))), text, bytes);
+  });
+
+  test("a family's name and its platform number map one to one, other numbers to none", () => {
+    for (const family of ['inet', 'inet6'] as const) assert.equal(familyOfNative(NATIVE_FAMILIES, nativeFamily(NATIVE_FAMILIES, family)), family);
+    assert.notEqual(NATIVE_FAMILIES.inet, NATIVE_FAMILIES.inet6);
+    const other = { inet: 20, inet6: 30 };
+    assert.deepEqual([nativeFamily(other, 'inet'), nativeFamily(other, 'inet6'), familyOfNative(other, 30), familyOfNative(other, 2)], [20, 30, 'inet6', undefined]);
+    assert.equal(familyOfNative(NATIVE_FAMILIES, 1), undefined, 'AF_UNIX');
   });
 
   test('address text is parsed as inet_pton(3) parses it', () => {

@@ -15,6 +15,7 @@ import { burst } from './burst.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { controlPathFor } from '../src/protocol/control.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
+import { toText } from '../src/conf/ip.js';
 import { DaemonProcess, LogCollector, Receiver, controlStatus, isRoot, openDescriptors, repoRoot, run, sharedTree, tempDir, until } from './support.js';
 
 const NOBODY = 65534;
@@ -267,8 +268,8 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     await reportAsNobody(receiver.path, 'tcp-connected', 0, false);
     await receiver.waitFor(before + 2);
     const [udp, tcp] = receiver.received.slice(before);
-    assert.deepEqual([udp.uid, udp.socketType, udp.remote.address, udp.explicitPeer], [NOBODY, 'dgram', '203.0.113.9', true]);
-    assert.deepEqual([tcp.uid, tcp.socketType, tcp.remote.address, tcp.explicitPeer], [NOBODY, 'stream', '127.0.0.1', false]);
+    assert.deepEqual([udp.uid, udp.socketType, toText(udp.remote), udp.explicitPeer], [NOBODY, 'dgram', '203.0.113.9', true]);
+    assert.deepEqual([tcp.uid, tcp.socketType, toText(tcp.remote), tcp.explicitPeer], [NOBODY, 'stream', '127.0.0.1', false]);
   });
 });
 

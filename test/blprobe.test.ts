@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { toText } from '../src/conf/ip.js';
 import { WireType } from '../src/types.js';
-import { Receiver, blprobe, freePort, openDescriptors, runBlprobe, tempDir, until } from './support.js';
+import { Receiver, blprobe, endpointText, freePort, openDescriptors, runBlprobe, tempDir, until } from './support.js';
 
 describe('blprobe, an independent C client', () => {
   const path = join(tempDir(), 'blocklistd.sock');
@@ -59,8 +60,8 @@ describe('blprobe, an independent C client', () => {
         assert.equal(n.text, c.args[c.args.indexOf('-m') + 1]);
         assert.equal(n.uid, process.getuid!());
         assert.equal(n.socketType, c.socketType);
-        assert.deepEqual(n.local, { family: c.family, address: c.local, port });
-        assert.deepEqual(n.remote, { family: c.family, address: client[1], port: Number(client[2]) });
+        assert.deepEqual(endpointText(n.local), { family: c.family, address: c.local, port });
+        assert.deepEqual(endpointText(n.remote), { family: c.family, address: client[1], port: Number(client[2]) });
         assert.equal(n.explicitPeer, c.socketType === 'dgram');
       }
     });
@@ -69,10 +70,10 @@ describe('blprobe, an independent C client', () => {
   test('an explicit peer with the listening socket, and a connected socket whose peer wins', async () => {
     const port = await freePort();
     let { received } = await probe(['-a', '192.0.2.7', '-p', String(port)]);
-    assert.deepEqual(received[0].remote, { family: 'inet', address: '192.0.2.7', port: 0 });
+    assert.deepEqual(endpointText(received[0].remote), { family: 'inet', address: '192.0.2.7', port: 0 });
     assert.equal(received[0].explicitPeer, true);
     ({ received } = await probe(['-a', '192.0.2.7', '-l', '-p', String(port)]));
-    assert.equal(received[0].remote.address, '127.0.0.1');
+    assert.equal(toText(received[0].remote), '127.0.0.1');
     assert.equal(received[0].explicitPeer, false);
   });
 

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { nativeFamily } from '../src/address.js';
 import { parseIP, toText } from '../src/conf/ip.js';
 import { loadConfig } from '../src/conf/load.js';
 import { compileRules, matchProbe } from '../src/conf/match.js';
@@ -13,8 +14,10 @@ import { parseConfig } from '../src/conf/parse.js';
 import { buildRuleSet } from '../src/conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../src/conf/system.js';
 import { ANY, type EffectiveRule, type InterfaceAddresses, type Match, type RuleSet } from '../src/conf/types.js';
+import { probeOf } from '../src/daemon/probe.js';
+import { decodeSockaddr, encodeSockaddr } from '../src/protocol/wire.js';
 import { formatLocation } from '../src/conf/format.js';
-import { isRoot, repoRoot, run, sharedTree, tempDir } from './support.js';
+import { isRoot, repoRoot, run, sharedTree, tcpNotification, tempDir } from './support.js';
 
 const env = systemEnv('blocklistd');
 const NO_INTERFACES: InterfaceAddresses = new Map();
@@ -39,7 +42,7 @@ function match(rules: RuleSet, n: Notify, interfaces = NO_INTERFACES): Match | u
   const remote = parseIP(n.remote)!;
   return matchProbe(
     compileRules(rules),
-    { family: local.family === 'inet' ? env.families.inet : env.families.inet6, local, port: n.port, proto: n.proto === 'udp' ? 17 : 6, uid: n.uid ?? 0, remote },
+    { family: nativeFamily(env.families, local.family), local, port: n.port, proto: n.proto === 'udp' ? 17 : 6, uid: n.uid ?? 0, remote },
     interfaces,
   );
 }
@@ -197,6 +200,32 @@ describe('worked examples (config.md §9)', () => {
     assert.deepEqual([other.nfail, other.duration], [3, 60], 'the catch-all');
     // our sample (etc/blocklistd.conf) loads without errors on this host (G43)
     assert.deepEqual(loadConfig('etc/blocklistd.conf', env).diagnostics, []);
+  });
+});
+
+describe('a received notification against the rules', () => {
+  test("the decoded sockaddrs' words reach the state key as inet_ntop text, masked", () => {
+    const { rules } = ruleSet(['[local]', '22\tstream\t*\t*\t*\t3\t24h', '[remote]', '[2001:db8::]/32\t*\t*\t*\t=/64\t=\t=', '[::ffff:0.0.0.0]/96\t*\t*\t*\t=/120\t=\t='].join('\n'));
+    const cases: [string, string, string][] = [
+      // local, remote, the key's address
+      ['192.0.2.1', '198.51.100.7', '198.51.100.7'],
+      ['2001:db8::1', '2001:db8:1:2:3:4:5:6', '2001:db8:1:2::'],
+      ['::', '::ffff:192.0.2.77', '::ffff:192.0.2.0'],
+      ['::1', '::1.2.3.4', '::1.2.3.4'],
+      ['fe80::1', 'fe80:0:0:a::1', 'fe80:0:0:a::1'],
+    ];
+    for (const [localText, remoteText, key] of cases) {
+      const endpoint = (text: string, port: number) => {
+        const address = parseIP(text)!;
+        const bytes = Buffer.alloc(address.words.length * 4);
+        address.words.forEach((w, i) => bytes.writeUInt32BE(w, 4 * i));
+        return decodeSockaddr(encodeSockaddr(address.family, bytes, port), 0, address.family === 'inet' ? 16 : 28)!;
+      };
+      const n = tcpNotification(22, '192.0.2.9', { local: endpoint(localText, 22), remote: endpoint(remoteText, 40000) });
+      const probe = probeOf(n, env.families);
+      assert.deepEqual([probe.family, probe.port, probe.proto, toText(probe.local), toText(probe.remote)], [nativeFamily(env.families, n.local.family), 22, 6, localText, remoteText]);
+      assert.equal(matchProbe(compileRules(rules), probe, NO_INTERFACES)?.effective.address, key, remoteText);
+    }
   });
 });
 

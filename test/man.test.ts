@@ -12,7 +12,8 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
-import { parseIP } from '../src/conf/ip.js';
+import { nativeFamily } from '../src/address.js';
+import { parseIP, toText } from '../src/conf/ip.js';
 import { loadConfig } from '../src/conf/load.js';
 import { compileRules, matchProbe } from '../src/conf/match.js';
 import { parseDuration, upstreamDuration } from '../src/conf/parse.js';
@@ -254,7 +255,7 @@ describe('blocklistd.conf(5): the examples', () => {
         assert.ok(local !== undefined && remote !== undefined, where);
         const match = matchProbe(
           compiled,
-          { family: local.family === 'inet' ? env.families.inet : env.families.inet6, local, port: Number(m[3]), proto: m[4] ? 17 : 6, uid: 0, remote },
+          { family: nativeFamily(env.families, local.family), local, port: Number(m[3]), proto: m[4] ? 17 : 6, uid: 0, remote },
           new Map(),
         );
         rows++;
@@ -433,11 +434,11 @@ describe('blocklist(3): the example servers', () => {
       const n = await nextReport();
       asked.hangUp();
       assert.deepEqual(
-        { type: n.type, text: n.text, socketType: n.socketType, port: n.local.port, remote: n.remote.address, explicit: n.explicitPeer },
-        { type, text: 'toy', socketType: 'stream', port: tcpPort, remote: n.remote.address, explicit: false },
+        { type: n.type, text: n.text, socketType: n.socketType, port: n.local.port, remote: toText(n.remote), explicit: n.explicitPeer },
+        { type, text: 'toy', socketType: 'stream', port: tcpPort, remote: toText(n.remote), explicit: false },
         line,
       );
-      assert.match(n.remote.address, /^(::ffff:)?127\.0\.0\.1$/);
+      assert.match(toText(n.remote), /^(::ffff:)?127\.0\.0\.1$/);
     }
 
     const udp = dgram.createSocket('udp4');
@@ -447,7 +448,7 @@ describe('blocklist(3): the example servers', () => {
     assert.equal(await within(10_000, 'the UDP answer', reply), 'denied\n');
     const n = await nextReport();
     assert.deepEqual(
-      { type: n.type, text: n.text, socketType: n.socketType, port: n.local.port, remote: n.remote.address, family: n.remote.family, explicit: n.explicitPeer },
+      { type: n.type, text: n.text, socketType: n.socketType, port: n.local.port, remote: toText(n.remote), family: n.remote.family, explicit: n.explicitPeer },
       { type: WireType.ADD, text: 'toy-udp', socketType: 'dgram', port: udpPort, remote: '::ffff:127.0.0.1', family: 'inet6', explicit: true },
     );
 
@@ -474,7 +475,7 @@ describe('blocklist(3): an explicit peer on a connection', () => {
     assert.equal(handle.notifyPeer(AUTH_FAIL, conn, { address: '203.0.113.9', port: 9 }, 'peer'), true);
     await within(10_000, 'the report', receiver.waitFor(1));
     const n = receiver.received[0]!;
-    assert.deepEqual([n.remote.address, n.remote.port, n.explicitPeer], ['127.0.0.1', client.localPort, false]);
+    assert.deepEqual([toText(n.remote), n.remote.port, n.explicitPeer], ['127.0.0.1', client.localPort, false]);
   });
 });
 

@@ -13,11 +13,12 @@ import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { descriptorOf } from '../src/client/index.js';
+import { parseIP, toText } from '../src/conf/ip.js';
 import { Blocklist, type BlocklistAction } from '../src/index.js';
 import { ClientSocket } from '../src/protocol/native.js';
 import { NotificationSocket } from '../src/protocol/server.js';
 import { StateStore } from '../src/state/store.js';
-import type { EffectiveRule, Entry, LogFn, LogLevel, Notification } from '../src/types.js';
+import type { EffectiveRule, Entry, LogFn, LogLevel, Notification, SocketAddress } from '../src/types.js';
 
 /** The repository (this file runs as dist/test/support.js). */
 export const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -363,6 +364,11 @@ export async function controlStatus(path: string): Promise<ControlStatus> {
   return (JSON.parse(r.stdout) as { result: ControlStatus }).result;
 }
 
+/** A received endpoint with its address as text, for assertions. */
+export function endpointText(endpoint: SocketAddress): { family: SocketAddress['family']; address: string; port: number } {
+  return { family: endpoint.family, address: toText(endpoint), port: endpoint.port };
+}
+
 /** A TCP notification from an IPv4 client `remote` to 192.0.2.1:`port`, as the receive path decodes it. */
 export function tcpNotification(port: number, remote: string, fields: Partial<Notification> = {}): Notification {
   return {
@@ -373,8 +379,8 @@ export function tcpNotification(port: number, remote: string, fields: Partial<No
     gid: 0,
     socketType: 'stream',
     ipProtocol: 6,
-    local: { family: 'inet', address: '192.0.2.1', port },
-    remote: { family: 'inet', address: remote, port: 40000 },
+    local: { ...parseIP('192.0.2.1', 'inet')!, port },
+    remote: { ...parseIP(remote, 'inet')!, port: 40000 },
     explicitPeer: false,
     ...fields,
   };

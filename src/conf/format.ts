@@ -1,7 +1,8 @@
 // Rules back to configuration syntax: what `blocklistctl config` prints.
 // Parsing the printed text gives the same rules, and upstream reads it the
 // same way (durations are written as `1h,30m`, which both agree on).
-import { toText } from './ip.js';
+import { familyOfNative } from '../address.js';
+import { toText, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type ConfEnv, type Rule, type RuleSet } from './types.js';
 
 /** A number field: `*`, `=` or the value. */
@@ -55,9 +56,9 @@ export function formatType(proto: number): string {
 /** The family field; the tcp/udp prefix only follows the rule's type for readability. */
 export function formatFamily(family: number, proto: number, families: ConfEnv['families']): string {
   const prefix = proto === IPPROTO_UDP ? 'udp' : 'tcp';
-  if (family === families.inet) return prefix;
-  if (family === families.inet6) return `${prefix}6`;
-  return formatNumber(family);
+  const name = familyOfNative(families, family);
+  if (name === undefined) return formatNumber(family);
+  return name === 'inet' ? prefix : `${prefix}6`;
 }
 
 /**
@@ -95,7 +96,8 @@ function debugMask(mask: number, width: number | undefined): string {
 /** One rule as upstream's `-d` listing shows it (daemon.md §11). */
 export function debugRule(rule: Rule, defaultName: string, families: ConfEnv['families']): string {
   const a = rule.address;
-  const width = a.kind === 'ip' ? (a.address.family === 'inet' ? 32 : 128) : rule.family === families.inet ? 32 : rule.family === families.inet6 ? 128 : undefined;
+  const family = a.kind === 'ip' ? a.address.family : familyOfNative(families, rule.family);
+  const width = family === undefined ? undefined : widthOf(family);
   let loc = (a.kind === 'ip' ? toText(a.address) : a.kind === 'interface' ? a.name : '*') + debugMask(rule.lmask, a.kind === 'ip' ? width : undefined);
   if (rule.port === SAME) loc = loc === '' || loc === '*' ? '-2' : `${loc}:-2`;
   else if (rule.port !== ANY) loc = loc === '' || loc === '*' ? String(rule.port) : `${loc}:${rule.port}`;

@@ -1,6 +1,6 @@
 // IP addresses as 32-bit words: parsing, masking and comparing them is what
-// matching does on every notification.
-import { formatIPv4, formatIPv6, parseIPAddress } from '../address.js';
+// matching does on every notification; formatting them, what is shown.
+import { parseIPAddress } from '../address.js';
 import type { AddressFamily } from '../types.js';
 import type { IPAddress } from './types.js';
 
@@ -24,27 +24,47 @@ export function parseIP(text: string, family?: AddressFamily): IPAddress | undef
   return fromBytes(parsed.family, parsed.bytes);
 }
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** parseIP for the canonical text the receive path produces; IPv4 without the general parser. */
-export function parseCanonicalIP(family: AddressFamily, text: string): IPAddress | undefined {
-  if (family === 'inet6') return parseIP(text, 'inet6');
-  const m = IPV4.exec(text);
-  if (m === null) return undefined;
-  const [a, b, c, d] = [+m[1], +m[2], +m[3], +m[4]];
-  if (a > 255 || b > 255 || c > 255 || d > 255) return undefined;
-  return { family, words: [((a << 24) | (b << 16) | (c << 8) | d) >>> 0] };
+/** inet_ntop(3) text of an address: what logs, control answers and the state database show. */
+export function toText(address: IPAddress): string {
+  return address.family === 'inet' ? ipv4Text(address.words[0]) : ipv6Text(address.words);
 }
 
-export function toText(address: IPAddress): string {
-  const bytes = new Uint8Array(address.words.length * 4);
-  address.words.forEach((w, i) => {
-    bytes[4 * i] = w >>> 24;
-    bytes[4 * i + 1] = (w >>> 16) & 0xff;
-    bytes[4 * i + 2] = (w >>> 8) & 0xff;
-    bytes[4 * i + 3] = w & 0xff;
-  });
-  return address.family === 'inet' ? formatIPv4(bytes, 0) : formatIPv6(bytes, 0);
+const ipv4Text = (word: number): string => `${word >>> 24}.${(word >>> 16) & 0xff}.${(word >>> 8) & 0xff}.${word & 0xff}`;
+
+/** IPv6 as inet_ntop(3) writes it: the first longest run of two or more zero groups as `::`, an embedded IPv4 address (::a.b.c.d, ::ffff:a.b.c.d) dotted. */
+function ipv6Text(words: readonly number[]): string {
+  const groups = [
+    words[0] >>> 16, words[0] & 0xffff, words[1] >>> 16, words[1] & 0xffff,
+    words[2] >>> 16, words[2] & 0xffff, words[3] >>> 16, words[3] & 0xffff,
+  ];
+  let bestBase = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) {
+      bestBase = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  if (bestLen < 2) bestBase = -1;
+  let s = '';
+  for (let i = 0; i < 8; i++) {
+    if (bestBase >= 0 && i >= bestBase && i < bestBase + bestLen) {
+      if (i === bestBase) s += ':';
+      continue;
+    }
+    if (i !== 0) s += ':';
+    if (i === 6 && bestBase === 0 && (bestLen === 6 || (bestLen === 5 && groups[5] === 0xffff))) return s + ipv4Text(words[3]);
+    s += groups[i].toString(16);
+  }
+  if (bestBase >= 0 && bestBase + bestLen === 8) s += ':';
+  return s;
 }
 
 /** The mask of `bits` leading ones for word `i` (bits beyond the width keep everything). */

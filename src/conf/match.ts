@@ -6,14 +6,10 @@
 // sorted list, so each such group is looked up by the masked address; a
 // run of any-address rules for given ports is looked up by port; the rest
 // (any port, interfaces) is walked.
-import type { Notification } from '../types.js';
-import { maskAddress, maskedKey, parseCanonicalIP, prefixEqual, sameAddress, toText, widthOf } from './ip.js';
+import { maskAddress, maskedKey, prefixEqual, sameAddress, toText, widthOf } from './ip.js';
 import {
   ANY,
-  IPPROTO_TCP,
-  IPPROTO_UDP,
   SAME,
-  type ConfEnv,
   type InterfaceAddresses,
   type IPAddress,
   type Match,
@@ -166,20 +162,5 @@ export function matchWith(find: FindRule, probe: Probe): Match | undefined {
       nfail,
       duration,
     },
-  };
-}
-
-/** The probe of a received notification; undefined if its addresses are not numeric text. */
-export function probeOf(n: Notification, families: ConfEnv['families']): Probe | undefined {
-  const local = parseCanonicalIP(n.local.family, n.local.address);
-  const remote = parseCanonicalIP(n.remote.family, n.remote.address);
-  if (local === undefined || remote === undefined) return undefined;
-  return {
-    family: n.local.family === 'inet' ? families.inet : families.inet6,
-    local,
-    port: n.local.port,
-    proto: n.socketType === 'stream' ? IPPROTO_TCP : IPPROTO_UDP,
-    uid: n.uid,
-    remote,
   };
 }

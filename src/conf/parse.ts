@@ -2,6 +2,7 @@
 // §2-§4, §8).  Pure: the system's services, users and interfaces come in
 // through ConfEnv.  A bad line is reported with file:line and skipped; the
 // rest of the file still loads.
+import { nativeFamily } from '../address.js';
 import { parseIP, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type Section, type Source } from './types.js';
 
@@ -162,7 +163,7 @@ function getType(text: string, section: Section): number {
 
 /** Field 3: the address family; `tcp6`/`udp6` mean IPv6, any other tcp…/udp… IPv4. */
 function getFamily(text: string, section: Section, env: ConfEnv): number {
-  if (text.startsWith('tcp') || text.startsWith('udp')) return text[3] === '6' ? env.families.inet6 : env.families.inet;
+  if (text.startsWith('tcp') || text.startsWith('udp')) return nativeFamily(env.families, text[3] === '6' ? 'inet6' : 'inet');
   return getNumber(text, 'family', section);
 }
 

@@ -2,6 +2,7 @@
 // (config.md §6): rules with identical selectors merged (G36), both lists
 // sorted in upstream's order with a stable sort (G37, G38), and a warning
 // where that order hides a host rule behind a network rule.
+import { nativeFamily } from '../address.js';
 import { formatDuration, formatNumber } from './format.js';
 import { maskedKey, toText, widthOf } from './ip.js';
 import type { ParseResult } from './parse.js';
@@ -98,7 +99,7 @@ function shadowWarnings(list: readonly Rule[], families: ConfEnv['families'], di
     if (host.address.kind !== 'ip' || host.lmask !== ANY) continue;
     const address = host.address.address;
     // an IP rule only ever meets probes of its own family, so that family covers any
-    const familyNumber = address.family === 'inet' ? families.inet : families.inet6;
+    const familyNumber = nativeFamily(families, address.family);
     const shadows = (n: Rule): boolean =>
       covers(n.port, host.port) && covers(n.proto, host.proto) && covers(n.uid, host.uid) && (covers(n.family, host.family) || n.family === familyNumber);
     for (const [bits, buckets] of networks[address.family]) {

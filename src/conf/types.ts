@@ -1,18 +1,12 @@
 // The configuration's data: rules as parsed (config.md §5), what matching
 // consumes (a probe) and produces (the effective rule, which is also the
 // state key), diagnostics, and the system facts parsing needs.
-import type { AddressFamily, EffectiveRule } from '../types.js';
+import type { EffectiveRule, IPAddress } from '../types.js';
 
-export { ANY, SAME, type EffectiveRule } from '../types.js';
+export { ANY, SAME, type EffectiveRule, type IPAddress } from '../types.js';
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
-
-/** An IP address as unsigned 32-bit words in network order: one for IPv4, four for IPv6. */
-export interface IPAddress {
-  family: AddressFamily;
-  words: readonly number[];
-}
 
 /** Field 1's host part: any address, an IP address, or a network interface's addresses. */
 export type AddressSelector =

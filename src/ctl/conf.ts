@@ -1,5 +1,6 @@
 // blocklistctl config and blocklistctl test: what a sysadmin runs before
 // reloading the daemon, and to see which rule a client would meet.
+import { nativeFamily } from '../address.js';
 import { parseIP, toText } from '../conf/ip.js';
 import { formatDuration, formatNumber, formatRule } from '../conf/format.js';
 import { loadConfig } from '../conf/load.js';
@@ -95,7 +96,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
   const { ruleSet, diagnostics } = loadConfig(options.config, env);
   for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
   const proto = options.type === 'stream' ? IPPROTO_TCP : IPPROTO_UDP;
-  const family = remote.family === 'inet' ? env.families.inet : env.families.inet6;
+  const family = nativeFamily(env.families, remote.family);
   const match = matchProbe(compileRules(ruleSet), { family, local, port, proto, uid, remote }, interfaceAddresses());
   if (match === undefined) {
     if (options.json) io.out(envelope('test', { result: { matched: false }, error: { code: 'no_match', message: 'no rule matched' } }));

@@ -3,6 +3,7 @@
 // reload, --check and `blocklistctl status` tell the same problems.
 // Fatal problems stop the start (exit 1) unless --fail-open, upstream's
 // behaviour, turns them into warnings.
+import { nativeFamily } from '../address.js';
 import { firstMatchLinear, matchWith } from '../conf/match.js';
 import { parseIP } from '../conf/ip.js';
 import { ANY, type ConfEnv, type RuleSet } from '../conf/types.js';
@@ -95,7 +96,7 @@ export function loopbackExposed(ruleSet: RuleSet, families: ConfEnv['families'])
   const none = new Map();
   const findRemote = (x: Parameters<typeof firstMatchLinear>[1]) => firstMatchLinear(ruleSet.remote, x, none);
   return LOOPBACK.filter(({ address }) => {
-    const family = address.family === 'inet' ? families.inet : families.inet6;
+    const family = nativeFamily(families, address.family);
     return ruleSet.local.some((local) => {
       if (local.family !== ANY && local.family !== family) return false;
       const match = matchWith((list, x) => (list === 'local' ? local : findRemote(x)), { family, local: address, port: local.port, proto: local.proto, uid: ANY, remote: address });

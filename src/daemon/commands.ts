@@ -2,6 +2,7 @@
 // flush and reload; report (issue 14), a failure seen in a log.  Arguments arrive as the user typed them (blocklistctl
 // passes them through) and are checked here, the one place that must.
 import { Worker } from 'node:worker_threads';
+import { nativeFamily } from '../address.js';
 import { VERSION } from '../cli.js';
 import { coveredNetwork, maskAddress, parseIP, toText, widthOf } from '../conf/ip.js';
 import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from '../conf/parse.js';
@@ -176,7 +177,7 @@ const unspecified = (family: IPAddress['family']): string => (family === 'inet' 
 /** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to. */
 function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
   const env = systemEnv(c.options.ruleName);
-  const family = address.family === 'inet' ? env.families.inet : env.families.inet6;
+  const family = nativeFamily(env.families, address.family);
   const local = parseIP(unspecified(address.family))!;
   const probe: Probe = { family, local, port, proto, uid, remote: address };
   return c.engine.match(probe);
@@ -246,7 +247,7 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
       duration ??= match!.effective.duration;
     }
     const key: EffectiveRule = {
-      family: address.family === 'inet' ? env.families.inet : env.families.inet6,
+      family: nativeFamily(env.families, address.family),
       address: toText(address),
       lmask: mask,
       port: port ?? ANY,
@@ -314,7 +315,7 @@ function unblockSelection(c: CommandContext, args: Record<string, unknown>): { s
   const name = parseName(optionalString(args, 'name'));
   const network = text === undefined ? undefined : parseNetwork(text);
   const env = systemEnv(c.options.ruleName);
-  const family = network === undefined ? undefined : network.address.family === 'inet' ? env.families.inet : env.families.inet6;
+  const family = network === undefined ? undefined : nativeFamily(env.families, network.address.family);
   const selected = (e: Entry): boolean => {
     if (port !== undefined && e.key.port !== port) return false;
     if (name !== undefined && e.key.name !== name) return false;
@@ -523,8 +524,8 @@ async function report(c: CommandContext, args: Record<string, unknown>, peer: Pe
     gid: peer.gid,
     socketType: proto === IPPROTO_TCP ? 'stream' : 'dgram',
     ipProtocol: proto,
-    local: { family, address: unspecified(family), port },
-    remote: { family, address: remote, port: 0 },
+    local: { ...parseIP(unspecified(family))!, port },
+    remote: { ...address, port: 0 },
     explicitPeer: true,
     report: { source },
   };

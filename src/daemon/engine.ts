@@ -18,14 +18,15 @@
 // Time: deadlines are wall-clock (`last + duration`); a step of the wall
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
-import { matchProbe, probeOf } from '../conf/match.js';
+import { matchProbe } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
-import type { OwnNetwork } from '../conf/ip.js';
+import { toText, type OwnNetwork } from '../conf/ip.js';
 import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
+import { probeOf } from './probe.js';
 import { elapsed, localTime } from '../time.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFields, type LogFn, type Notification } from '../types.js';
 
@@ -317,15 +318,16 @@ export class Engine {
     const debug = this.o.debug() > 0;
     if (debug || n.text !== '' || n.report !== undefined) {
       const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
-      const fields: LogFields = { event: 'notification', type: typeLabel(n.type), address: n.remote.address, port: n.remote.port, uid: n.uid, gid: n.gid, peerPid: n.pid, text: n.text, source: n.report?.source };
-      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${n.remote.address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
+      const client = toText(n.remote);
+      const fields: LogFields = { event: 'notification', type: typeLabel(n.type), address: client, port: n.remote.port, uid: n.uid, gid: n.gid, peerPid: n.pid, text: n.text, source: n.report?.source };
+      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${client}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
     }
     const probe = probeOf(n, this.o.families);
-    if (probe !== undefined && this.o.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
-      this.ignoredSelf(n.remote.address);
+    if (this.o.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
+      this.ignoredSelf(toText(n.remote));
       return;
     }
-    const match = probe && this.rules && matchProbe(this.rules, probe, this.interfaces);
+    const match = this.rules && matchProbe(this.rules, probe, this.interfaces);
     this.o.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
@@ -352,9 +354,9 @@ export class Engine {
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${n.remote.address}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, n.remote.address, 'limit', e.count), renewed: true });
+        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
         else if (!this.pendingAdds.has(id)) {
-          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: n.remote.address, origin: 'limit' });
+          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, ''));
         }

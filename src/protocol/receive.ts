@@ -4,17 +4,18 @@
 // remote address (§6), the local side of the passed socket (daemon.md
 // §5.2), then the message type (G26: unknown ones never reach the state).
 // The descriptor itself is already on its way to being closed.
+import { familyOfNative } from '../address.js';
 import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
 import { constants as C, layout as L, strerror } from './native.js';
 import {
   HEADER_SIZE,
+  NATIVE_FAMILIES,
   SOCKADDR_OFFSET,
   TEXT_MAX,
   WIRE_VERSION,
   decodeHeader,
   decodeSockaddr,
   decodeText,
-  familyOf,
   readHost32,
   sockaddrFamily,
   sockaddrSize,
@@ -168,10 +169,10 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
     log('err', 'unconnected socket with no peer in message');
     return undefined;
   }
-  const nativeFamily = sockaddrFamily(payload, SOCKADDR_OFFSET);
-  const family = familyOf(nativeFamily);
+  const familyNumber = sockaddrFamily(payload, SOCKADDR_OFFSET);
+  const family = familyOfNative(NATIVE_FAMILIES, familyNumber);
   if (family === undefined) {
-    log('err', `bad client passed socket family ${nativeFamily}`);
+    log('err', `bad client passed socket family ${familyNumber}`);
     return undefined;
   }
   if (salen !== sockaddrSize(family)) {

@@ -2,7 +2,7 @@
 // byte order, an embedded sockaddr in the kernel's layout (ports and
 // addresses in network order), then at most 128 bytes of text.
 import { endianness } from 'node:os';
-import { formatIPv4, formatIPv6 } from '../address.js';
+import { familyOfNative, nativeFamily, type FamilyNumbers } from '../address.js';
 import { WireType, type AddressFamily, type SocketAddress } from '../types.js';
 import { constants } from './native.js';
 
@@ -76,11 +76,8 @@ export function sockaddrFamily(b: Buffer, offset: number): number {
   return HOST_LE ? b.readUInt16LE(offset) : b.readUInt16BE(offset);
 }
 
-export function familyOf(nativeFamily: number): AddressFamily | undefined {
-  if (nativeFamily === constants.AF_INET) return 'inet';
-  if (nativeFamily === constants.AF_INET6) return 'inet6';
-  return undefined;
-}
+/** This platform's AF_INET and AF_INET6. */
+export const NATIVE_FAMILIES: FamilyNumbers = { inet: constants.AF_INET, inet6: constants.AF_INET6 };
 
 export function sockaddrSize(family: AddressFamily): number {
   return family === 'inet' ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;
@@ -89,14 +86,14 @@ export function sockaddrSize(family: AddressFamily): number {
 /** A `sockaddr_in` (4 address bytes) or `sockaddr_in6` (16), as the kernel lays them out. */
 export function encodeSockaddr(family: AddressFamily, address: Uint8Array, port: number, scopeId = 0): Buffer {
   const b = Buffer.alloc(sockaddrSize(family));
-  const nativeFamily = family === 'inet' ? constants.AF_INET : constants.AF_INET6;
+  const familyNumber = nativeFamily(NATIVE_FAMILIES, family);
   if (constants.HAVE_SA_LEN) {
     b[0] = b.length;
-    b[1] = nativeFamily;
+    b[1] = familyNumber;
   } else if (HOST_LE) {
-    b.writeUInt16LE(nativeFamily, 0);
+    b.writeUInt16LE(familyNumber, 0);
   } else {
-    b.writeUInt16BE(nativeFamily, 0);
+    b.writeUInt16BE(familyNumber, 0);
   }
   b.writeUInt16BE(port, 2);
   if (family === 'inet') {
@@ -108,16 +105,19 @@ export function encodeSockaddr(family: AddressFamily, address: Uint8Array, port:
   return b;
 }
 
-/** Decodes `len` bytes of sockaddr at `offset`; undefined unless a complete IPv4/IPv6 one. */
+/**
+ * Decodes `len` bytes of sockaddr at `offset`; undefined unless a complete
+ * IPv4/IPv6 one.  The address stays words in network order (sin_addr at
+ * +4, sin6_addr at +8): nothing on the way to the state key needs its text.
+ */
 export function decodeSockaddr(b: Buffer, offset: number, len: number): SocketAddress | undefined {
   if (len < 2) return undefined;
-  const family = familyOf(sockaddrFamily(b, offset));
+  const family = familyOfNative(NATIVE_FAMILIES, sockaddrFamily(b, offset));
   if (family === undefined || len < sockaddrSize(family)) return undefined;
-  return {
-    family,
-    address: family === 'inet' ? formatIPv4(b, offset + 4) : formatIPv6(b, offset + 8),
-    port: b.readUInt16BE(offset + 2),
-  };
+  const port = b.readUInt16BE(offset + 2);
+  if (family === 'inet') return { family, words: [b.readUInt32BE(offset + 4)], port };
+  const at = offset + 8;
+  return { family, words: [b.readUInt32BE(at), b.readUInt32BE(at + 4), b.readUInt32BE(at + 8), b.readUInt32BE(at + 12)], port };
 }
 
 /** The message as a client library sends it: UTF-8, cut to 128 bytes on a character boundary. */

@@ -2,11 +2,12 @@
 // remote rules, time per notification (indexed, and a plain walk for
 // comparison); a 10,000-line configuration parsed.  Prints figures only.
 import { performance } from 'node:perf_hooks';
-import { formatIPv4 } from '../../src/address.js';
-import { compileRules, firstMatchLinear, matchProbe, matchWith, probeOf } from '../../src/conf/match.js';
+import { toText } from '../../src/conf/ip.js';
+import { compileRules, firstMatchLinear, matchProbe, matchWith } from '../../src/conf/match.js';
 import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
+import { probeOf } from '../../src/daemon/probe.js';
 import { tcpNotification } from '../support.js';
 import { atMost, record } from './results.js';
 
@@ -20,7 +21,7 @@ function random(seed: number): () => number {
 }
 const rnd = random(42);
 const int = (n: number): number => Math.floor(rnd() * n);
-const ipv4 = (): string => formatIPv4(Uint8Array.of(1 + int(223), int(256), int(256), int(256)), 0);
+const ipv4 = (): string => toText({ family: 'inet', words: [(((1 + int(223)) << 24) | (int(256) << 16) | (int(256) << 8) | int(256)) >>> 0] });
 
 function config(localRules: number, remoteRules: number): string {
   const lines = ['[local]'];
@@ -64,13 +65,13 @@ function main(): void {
   const { ruleSet } = buildRuleSet([parsed], env.families);
   const compiled = compileRules(ruleSet);
   const notifications = Array.from({ length: 20000 }, () => tcpNotification(1000 + int(1100), ipv4(), { text: 'ssh' }));
-  const probes = notifications.map((n) => probeOf(n, env.families)!);
+  const probes = notifications.map((n) => probeOf(n, env.families));
   let matched = 0;
   for (const p of probes) if (matchProbe(compiled, p, NO_INTERFACES)) matched++;
 
   for (let round = 0; round < 3; round++) for (const p of probes) matchProbe(compiled, p, NO_INTERFACES); // warm up
   const indexed = timeEach(probes.length, (i) => matchProbe(compiled, probes[i], NO_INTERFACES));
-  const end2end = timeEach(notifications.length, (i) => matchProbe(compiled, probeOf(notifications[i], env.families)!, NO_INTERFACES));
+  const end2end = timeEach(notifications.length, (i) => matchProbe(compiled, probeOf(notifications[i], env.families), NO_INTERFACES));
   const linear = timeEach(2000, (i) => matchWith((list, x) => firstMatchLinear(ruleSet[list], x, NO_INTERFACES), probes[i]));
 
   const fmt = (t: { median: number; p99: number; mean: number }): string =>
