@@ -4,7 +4,7 @@
 // file (-D, or no daemon running), ordered by name, address and port.
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { strerror } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
 import { dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
@@ -132,12 +132,12 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   let store: StateStore;
   try {
     // SQLite would say "disk I/O error" for a directory
-    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}` });
+    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${errnoMessage(osConstants.errno.EISDIR)}` });
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${strerror(Math.abs(err.errno))}` : e instanceof StateError ? e.message : String(e);
+    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${errnoMessage(err.errno)}` : e instanceof StateError ? e.message : String(e);
     return failed(o, io, { code: 'database_error', message });
   }
   const writer = new DumpWriter(o, io, now);

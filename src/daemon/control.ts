@@ -8,7 +8,8 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
-import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
+import { peerCredentials, setSocketMode } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
 
 /**
@@ -103,7 +104,7 @@ export class ControlServer {
       const err = setSocketMode(o.path, o.group === undefined ? 0o600 : 0o660, o.group?.gid ?? -1);
       if (err !== 0) {
         server.close();
-        throw new ControlSetupError(`control socket ${o.path}: cannot set its mode (${strerror(err)})`);
+        throw new ControlSetupError(`control socket ${o.path}: cannot set its mode (${errnoMessage(err)})`);
       }
     }
     return new ControlServer(server, o);

@@ -15,7 +15,7 @@ import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
 import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import { NotificationSocket, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
@@ -700,12 +700,6 @@ function fileFacts(o: DaemonOptions): FileFacts {
   }
   const sockets = [...o.sockets, ...(o.control === null ? [] : [o.control])].map((path) => ({ path, ...socketPlace(path) }));
   return { db: o.db, dbHolder: DatabaseLock.holderOf(o.db), dbProblem, sockets };
-}
-
-/** The C library's text for a failed system call. */
-function errnoText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  return typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message;
 }
 
 /** A program as the file system shows it: a regular file this process may execute. */

@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { controlPathFor } from '../protocol/control.js';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import { DEFAULT_BACKLOG, DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 
@@ -101,8 +101,7 @@ export function readSocketsFile(path: string): string[] {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new StartupError(`Can't open '${path}': ${typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message}`);
+    throw new StartupError(`Can't open '${path}': ${errnoText(e)}`);
   }
   return [...logicalLines(text)].map((l) => l.text.trim()).filter((p) => p !== '');
 }

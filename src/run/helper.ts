@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { strerror } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
 import { printable } from '../protocol/wire.js';
 import type { LogFn } from '../types.js';
 
@@ -448,7 +448,7 @@ export class HelperRunner {
 
   private spawnFailed(e: unknown): HelperResult {
     const errno = (e as NodeJS.ErrnoException).errno;
-    const reason = typeof errno === 'number' ? strerror(Math.abs(errno)) : String((e as Error).message ?? e);
+    const reason = typeof errno === 'number' ? errnoMessage(errno) : String((e as Error).message ?? e);
     this.log('err', `popen ${this.program} failed (${printable(reason)})`);
     return { ...NO_RESULT, error: reason };
   }

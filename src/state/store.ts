@@ -7,7 +7,7 @@
 import { accessSync, chmodSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import type { EffectiveRule, Entry } from '../types.js';
 import { isBlocked } from './entry.js';
 
@@ -214,8 +214,7 @@ export class StateStore {
       }
       this.db = new Database(path, { readonly, fileMustExist: readonly, timeout: 5000 });
     } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new StateError(`Can't open '${path}': ${typeof err.errno === 'number' && err.syscall ? strerror(Math.abs(err.errno)) : describe(e)}`);
+      throw new StateError(`Can't open '${path}': ${errnoText(e)}`);
     }
     let fresh: boolean;
     try {
