@@ -35,7 +35,7 @@ test('conf, state and run load without the native addon', async () => {
   // dist/ without build/: loading the addon fails there
   execFileSync('cp', ['-R', join(repoRoot, 'dist'), join(repoRoot, 'package.json'), root]);
   symlinkSync(join(repoRoot, 'node_modules'), join(root, 'node_modules'));
-  const modules = ['conf/load', 'conf/parse', 'conf/ruleset', 'conf/match', 'conf/format', 'state/store', 'state/entry', 'errno'];
+  const modules = ['conf/load', 'conf/parse', 'conf/ruleset', 'conf/match', 'conf/format', 'state/store', 'state/entry', 'run/helper', 'errno', 'text'];
   const script = `for (const m of ${JSON.stringify(modules)}) await import(${JSON.stringify(root)} + '/dist/src/' + m + '.js'); console.log('loaded');`;
   const loaded = await run(process.execPath, ['--input-type=module', '-e', script]);
   assert.equal(loaded.stderr, '');

@@ -2,6 +2,7 @@
 // §2-§4, §8).  Pure: the system's services, users and interfaces come in
 // through ConfEnv.  A bad line is reported with file:line and skipped; the
 // rest of the file still loads.
+import { cutUtf8 } from '../text.js';
 import { parseIP, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type Section, type Source } from './types.js';
 
@@ -187,7 +188,7 @@ function getName(text: string, section: Section, env: ConfEnv): { name: string; 
   if (name === '' && section === 'local') throw new LineError('Empty name not allowed in local config'); // G42
   const problem = ruleNameProblem(name);
   if (problem !== undefined) throw new LineError(`Bad name [${shownName(name)}]: ${problem}`);
-  return { name: truncateBytes(name, NAME_MAX), rmask };
+  return { name: cutUtf8(Buffer.from(name, 'utf8'), NAME_MAX).toString('utf8'), rmask };
 }
 
 /**
@@ -204,14 +205,6 @@ export function ruleNameProblem(name: string): string | undefined {
 
 /** A rule name as a message shows it: control characters as \xNN. */
 export const shownName = (name: string): string => name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
-
-function truncateBytes(s: string, max: number): string {
-  const b = Buffer.from(s, 'utf8');
-  if (b.length <= max) return s;
-  let end = max;
-  while (end > 0 && (b[end] & 0xc0) === 0x80) end--;
-  return b.subarray(0, end).toString('utf8');
-}
 
 const UNIT: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
 /** A C number (base 0) with its sign, as strtoimax(3) reads a prefix. */

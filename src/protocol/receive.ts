@@ -14,12 +14,12 @@ import {
   WIRE_VERSION,
   decodeHeader,
   decodeSockaddr,
-  decodeText,
   familyOf,
   readHost32,
   sockaddrFamily,
   sockaddrSize,
 } from './wire.js';
+import { decodeText } from '../text.js';
 
 /** Why a datagram was dropped, for the daemon's counters. */
 export type DropReason = 'recv' | 'credentials' | 'short' | 'version' | 'peer' | 'local' | 'netns' | 'untrusted' | 'family' | 'type';
