@@ -17,7 +17,9 @@ export interface ParseResult {
 }
 
 /** A line that cannot be loaded: the message says why. */
-class LineError extends Error {}
+class LineError extends Error {
+  override readonly name = 'LineError';
+}
 
 /** Physical lines joined into logical ones as fparseln(3) does (config.md §2). */
 export function* logicalLines(text: string): Generator<{ line: number; text: string }> {

@@ -60,7 +60,9 @@ export const MAX_CONNECTIONS = 1024;
 const BACKLOG = 4096;
 
 /** Why the control socket could not be set up (the daemon exits 1). */
-export class ControlSetupError extends Error {}
+export class ControlSetupError extends Error {
+  override readonly name = 'ControlSetupError';
+}
 
 export class ControlServer {
   private readonly connections = new Set<Socket>();

@@ -16,7 +16,7 @@ import type { Diagnostic, RuleSet } from '../conf/types.js';
 import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
 import { errnoText } from '../errno.js';
-import { NotificationSocket, ownNetns } from '../protocol/server.js';
+import { NotificationSocket, SocketSetupError, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
@@ -31,7 +31,9 @@ import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
-export class FatalError extends Error {}
+export class FatalError extends Error {
+  override readonly name = 'FatalError';
+}
 
 const SEVERITY_LEVEL = { error: 'err', warning: 'warning', info: 'info' } as const;
 
@@ -169,6 +171,7 @@ export class Daemon {
       try {
         this.metricsServer = await metrics.listen(o.metrics.host, o.metrics.port);
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).syscall === undefined) throw e;
         throw new FatalError(`metrics listener ${o.metrics.text}: ${(e as Error).message}`);
       }
       if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
@@ -387,7 +390,8 @@ export class Daemon {
         if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
-        throw new FatalError((e as Error).message);
+        if (e instanceof SocketSetupError) throw new FatalError(e.message);
+        throw e;
       }
     };
     for (const s of passed.filter((p) => p.datagram)) this.adopted.add(open(s.path || `descriptor ${s.fd}`, s.fd));

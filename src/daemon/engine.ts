@@ -161,6 +161,8 @@ const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, cou
 
 /** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
 export class EngineBusy extends Error {
+  override readonly name = 'EngineBusy';
+
   constructor(
     message: string,
     readonly code: 'stopping' | 'busy',

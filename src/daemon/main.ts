@@ -102,16 +102,16 @@ export async function main(argv: string[]): Promise<void> {
     logger.close();
     process.exit(status);
   };
-  const fatal = (message: string): never => {
-    logger.log('err', message);
+  /** In the log, and where the one who started the daemon sees it (-d already shows the log on stderr). */
+  const fail = (level: 'err' | 'crit', message: string): never => {
+    logger.log(level, message);
     if (readyFd !== undefined) tellParent(readyFd, `${progname}: ${message}\n`);
     else if (options.debug === 0) process.stderr.write(`${progname}: ${message}\n`);
     return exit(1);
   };
-  process.on('uncaughtException', (e) => {
-    logger.log('crit', `internal error: ${e.stack ?? String(e)}`);
-    exit(1);
-  });
+  // a known failure is one line; anything else is a bug: its stack helps whoever reports it
+  const crash = (e: unknown): never => fail('crit', `internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  process.on('uncaughtException', crash);
   installSignals(daemon, logger, (reason) => void daemon.stop(0, reason).then(exit));
 
   try {
@@ -121,8 +121,8 @@ export async function main(argv: string[]): Promise<void> {
       pidfile = options.pidfile;
     }
   } catch (e) {
-    if (e instanceof FatalError) fatal(e.message);
-    throw e;
+    if (e instanceof FatalError) fail('err', e.message);
+    crash(e);
   }
   if (readyFd !== undefined) tellParent(readyFd, 'ready\n');
 }

@@ -90,10 +90,14 @@ export const DEFAULT_SENDER_BURST = 5000;
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 2. */
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
 
 /** A start-up failure: printed as `<progname>: <message>`, exit 1. */
-export class StartupError extends Error {}
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
 
 /** The socket paths listed in a -P file: config comment and continuation rules, blanks skipped, trimmed (G22). */
 export function readSocketsFile(path: string): string[] {

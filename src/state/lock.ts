@@ -10,7 +10,9 @@ import { constants as native, tryLock } from '../protocol/native.js';
 export const lockPathFor = (db: string): string => `${db}.lock`;
 
 /** Another process holds the lock, or the lock file cannot be used. */
-export class LockError extends Error {}
+export class LockError extends Error {
+  override readonly name = 'LockError';
+}
 
 /** The pid in a lock file, and the holder's command line when /proc tells it. */
 function holder(path: string): string {
