@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { HELP_CONFIG, VERSION } from '../cli.js';
+import { HELP_CONFIG, VERSION, getoptMessage } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
@@ -175,15 +175,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) throw e; // --help, --version
     if (e.code === 'commander.excessArguments') throw new UsageError(''); // upstream prints just the usage
-    const unknown = /unknown option '(-{1,2})([^']*)'/.exec(e.message);
-    const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);
-    if (unknown !== null) {
-      throw new UsageError(unknown[1] === '-' ? `invalid option -- '${unknown[2]}'` : `unrecognized option '--${unknown[2]}'`);
-    }
-    if (e.code === 'commander.optionMissingArgument' && missing !== null) {
-      throw new UsageError(missing[1].startsWith('--') ? `option '${missing[1]}' requires an argument` : `option requires an argument -- '${missing[1].slice(1)}'`);
-    }
-    throw new UsageError(e.message.replace(/^error: /, ''));
+    throw new UsageError(getoptMessage(e));
   }
   const o = program.opts<{
     C: string;
