@@ -3,6 +3,7 @@
 // through ConfEnv.  A bad line is reported with file:line and skipped; the
 // rest of the file still loads.
 import { cutUtf8 } from '../text.js';
+import { DURATION_UNITS } from '../time.js';
 import { parseIP, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type Section, type Source } from './types.js';
 
@@ -208,7 +209,7 @@ export function ruleNameProblem(name: string): string | undefined {
 /** A rule name as a message shows it: control characters as \xNN. */
 export const shownName = (name: string): string => name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 
-const UNIT: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
+const UNIT: Readonly<Record<string, number>> = Object.fromEntries(DURATION_UNITS);
 /** A C number (base 0) with its sign, as strtoimax(3) reads a prefix. */
 const C_PREFIX = /[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/y;
 const DECIMAL_TERM = /\+?[0-9]+/y;

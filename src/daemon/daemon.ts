@@ -10,7 +10,7 @@ import { VERSION } from '../cli.js';
 import { debugListing, ruleChanges } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
 import { compileRules } from '../conf/match.js';
-import { where } from '../conf/ruleset.js';
+import { formatDiagnostic } from '../conf/ruleset.js';
 import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
 import type { Notification } from '../types.js';
@@ -250,7 +250,7 @@ export class Daemon {
     const loaded = loadConfig(o.config, systemEnv(o.ruleName));
     this.ruleSet = loaded.ruleSet;
     const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`}`];
-    for (const d of loaded.diagnostics) report.push(`  ${describe(d).replace(': ', `: ${d.severity}: `)}`);
+    for (const d of loaded.diagnostics) report.push(`  ${formatDiagnostic(d, true)}`);
     this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log });
     await this.checkHelper();
     const { helperState, backend } = this.helperFacts;
@@ -459,7 +459,7 @@ export class Daemon {
   /** Reads the configuration, logging its diagnostics. */
   private loadRules(): LoadResult {
     const loaded = loadConfig(this.options.config, systemEnv(this.options.ruleName));
-    for (const d of loaded.diagnostics) this.log(SEVERITY_LEVEL[d.severity], describe(d));
+    for (const d of loaded.diagnostics) this.log(SEVERITY_LEVEL[d.severity], formatDiagnostic(d, false));
     return loaded;
   }
 
@@ -500,7 +500,7 @@ export class Daemon {
     let refusal: ControlError | undefined;
     let diagnostics: string[] = [];
     await this.reloadWith((loaded) => {
-      diagnostics = loaded.diagnostics.map(describe);
+      diagnostics = loaded.diagnostics.map((d) => formatDiagnostic(d, false));
       const errors = loaded.diagnostics.filter((d) => d.severity === 'error').length;
       if (!loaded.found) refusal = new ControlError('config_error', `cannot read ${this.options.config}: nothing changed`, { diagnostics });
       else if (errors > 0) refusal = new ControlError('config_error', `${errors} error${errors === 1 ? '' : 's'} in the configuration: nothing changed`, { diagnostics });
@@ -726,10 +726,6 @@ function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck>
       resolve({ ok: error === null, message: message !== '' ? message : (error?.message ?? '') });
     });
   });
-}
-
-function describe(d: Diagnostic): string {
-  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;
 }
 
 /** The pid file of a detached daemon: `<pid>\n`. */
