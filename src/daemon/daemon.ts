@@ -3,7 +3,7 @@
 // beside it the control socket, the metrics listener and systemd's
 // notifications (issue 7).
 import { execFile } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
 import { VERSION } from '../cli.js';
@@ -726,13 +726,4 @@ function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck>
       resolve({ ok: error === null, message: message !== '' ? message : (error?.message ?? '') });
     });
   });
-}
-
-/** The pid file of a detached daemon: `<pid>\n`. */
-export function writePidfile(path: string): void {
-  try {
-    writeFileSync(path, `${process.pid}\n`, { mode: 0o644 });
-  } catch (e) {
-    throw new FatalError(`Can't write pid file '${path}': ${(e as Error).message}`);
-  }
 }
