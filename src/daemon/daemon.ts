@@ -24,7 +24,7 @@ import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendC
 import { runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
-import type { DaemonLogger } from './log.js';
+import { debugLog, type DaemonLogger } from './log.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
@@ -103,6 +103,8 @@ export class Daemon {
     return this.logger.log;
   }
 
+  private readonly debugLine = debugLog((level, message) => this.log(level, message), () => this.debug);
+
   /** Steps 6-10 of daemon.md §2; throws FatalError. */
   async start(): Promise<void> {
     const o = this.options;
@@ -174,14 +176,15 @@ export class Daemon {
         if ((e as NodeJS.ErrnoException).syscall === undefined) throw e;
         throw new FatalError(`metrics listener ${o.metrics.text}: ${(e as Error).message}`);
       }
-      if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
+      const { text } = o.metrics;
+      this.debugLine(1, () => `metrics on http://${text}/metrics`);
     }
     this.engine.limitFutureTimes();
     if (o.restore && existed) {
       // flushed and re-added (with -f too), in one transaction when the helper can
       const { blocks } = await this.engine.refresh(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
-      if (this.debug > 0) this.log('debug', `restoring ${blocks} blocks`);
+      this.debugLine(1, () => `restoring ${blocks} blocks`);
     } else if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
@@ -194,7 +197,7 @@ export class Daemon {
     for (const socket of this.sockets) {
       socket.start(
         (received) => {
-          if (this.debug > 0) this.log('debug', `received ${received.length} from ${socket.path}`);
+          this.debugLine(1, () => `received ${received.length} from ${socket.path}`);
           metrics.receiveBatchSize(received.length);
           const batch = this.limited(received);
           if (batch.length > 0) engine.processBatch(batch);
@@ -209,7 +212,7 @@ export class Daemon {
     this.logStart();
     this.notifier?.ready(`listening on ${this.sockets.map((s) => s.path).join(', ')}`);
     const watchdog = this.notifier?.startWatchdog();
-    if (watchdog !== undefined && this.debug > 0) this.log('debug', `systemd watchdog: a ping every ${watchdog} ms`);
+    if (watchdog !== undefined) this.debugLine(1, () => `systemd watchdog: a ping every ${watchdog} ms`);
     if (this.reloadPending) this.reload();
   }
 
@@ -387,7 +390,7 @@ export class Daemon {
           this.socketProblems.push({ severity: 'warning', code: 'socket_queue', message });
           this.log('warning', message);
         }
-        if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
+        this.debugLine(1, () => `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
         if (e instanceof SocketSetupError) throw new FatalError(e.message);
@@ -421,7 +424,7 @@ export class Daemon {
       if (e instanceof ControlSetupError || e instanceof ControlError) throw new FatalError(e.message);
       throw e;
     }
-    if (this.debug > 0) this.log('debug', `control socket ${path}`);
+    this.debugLine(1, () => `control socket ${path}`);
   }
 
   /** --control-group: its gid now (the socket's group), and a lookup of its members at each connection. */
