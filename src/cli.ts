@@ -36,7 +36,8 @@ export function getoptMessage(e: CommanderError): string {
   if (unknown !== null) return unknown[1] === '-' ? `invalid option -- '${unknown[2]}'` : `unrecognized option '--${unknown[2]}'`;
   const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);
   if (e.code === 'commander.optionMissingArgument' && missing !== null) {
-    return missing[1]!.startsWith('--') ? `option '${missing[1]}' requires an argument` : `option requires an argument -- '${missing[1]!.slice(1)}'`;
+    const option = missing[1]!;
+    return option.startsWith('--') ? `option '${option}' requires an argument` : `option requires an argument -- '${option.slice(1)}'`;
   }
   return e.message.replace(/^error: /, '');
 }

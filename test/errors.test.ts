@@ -37,11 +37,13 @@ test('conf, state and run load without the native addon', async () => {
   execFileSync('cp', ['-R', join(repoRoot, 'dist'), join(repoRoot, 'package.json'), root]);
   symlinkSync(join(repoRoot, 'node_modules'), join(root, 'node_modules'));
   const modules = ['conf/load', 'conf/parse', 'conf/ruleset', 'conf/match', 'conf/format', 'state/store', 'state/entry', 'run/helper', 'errno', 'text'];
-  const script = `for (const m of ${JSON.stringify(modules)}) await import(${JSON.stringify(root)} + '/dist/src/' + m + '.js'); console.log('loaded');`;
+  const paths = modules.map((m) => join(root, 'dist/src', `${m}.js`));
+  const script = `for (const path of ${JSON.stringify(paths)}) await import(path); console.log('loaded');`;
   const loaded = await run(process.execPath, ['--input-type=module', '-e', script]);
   assert.equal(loaded.stderr, '');
   assert.equal(loaded.stdout, 'loaded\n');
-  const addon = await run(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(join(root, 'dist/src/protocol/native.js'))})`]);
+  const addonPath = join(root, 'dist/src/protocol/native.js');
+  const addon = await run(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(addonPath)})`]);
   assert.notEqual(addon.code, 0, 'the addon is really hidden');
 });
 
@@ -49,7 +51,8 @@ test('a bug at start-up is an internal error with its stack, in the log and on s
   const dir = tempDir();
   const syslog = new SyslogReceiver();
   t.after(() => syslog.close());
-  const args = ['node', 'blocklistd', '--foreground', '--syslog-socket', syslog.path, '-c', '/dev/null', '-D', join(dir, 'db'), '-s', join(dir, 's.sock')];
+  const args = ['node', 'blocklistd', '--foreground', '--syslog-socket', syslog.path, '-c', '/dev/null'];
+  args.push('-D', join(dir, 'db'), '-s', join(dir, 's.sock'));
   // a programming error injected into start(): nothing else of the daemon is replaced
   const script = (start: string): string => `
     import { Daemon, FatalError } from ${JSON.stringify(join(repoRoot, 'dist/src/daemon/daemon.js'))};
@@ -60,7 +63,8 @@ test('a bug at start-up is an internal error with its stack, in the log and on s
   writeFileSync(bug, script('return undefined.programmingError;'));
   const crashed = await run(process.execPath, [bug]);
   assert.equal(crashed.code, 1);
-  assert.match(crashed.stderr, /^blocklistd: internal error: TypeError: Cannot read properties of undefined \(reading 'programmingError'\)\n {4}at Daemon\.start /);
+  const stack = /^blocklistd: internal error: TypeError: Cannot read properties of undefined \(reading 'programmingError'\)\n {4}at Daemon\.start /;
+  assert.match(crashed.stderr, stack);
   // syslog gets one record a line
   const records = await syslog.wait(2);
   assert.match(records[0]!, /internal error: TypeError: Cannot read properties of undefined/);
@@ -81,7 +85,18 @@ test('every error class says its name', async () => {
   const { ControlError } = await import('../src/protocol/control.js');
   const { SocketSetupError } = await import('../src/protocol/server.js');
   const { WatchError } = await import('../src/watch/main.js');
-  const errors = [new StateError('m'), new LockError('m'), new FatalError('m'), new StartupError('m'), new UsageError('m'), new ControlSetupError('m'), new EngineBusy('m', 'busy'), new ControlError('busy', 'm'), new SocketSetupError('m', 'EINVAL'), new WatchError('m')];
+  const errors = [
+    new StateError('m'),
+    new LockError('m'),
+    new FatalError('m'),
+    new StartupError('m'),
+    new UsageError('m'),
+    new ControlSetupError('m'),
+    new EngineBusy('m', 'busy'),
+    new ControlError('busy', 'm'),
+    new SocketSetupError('m', 'EINVAL'),
+    new WatchError('m'),
+  ];
   for (const e of errors) assert.equal(e.name, e.constructor.name);
   assert.equal(new StateError('m').code, 'unavailable');
 });

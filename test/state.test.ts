@@ -109,7 +109,8 @@ describe('StateStore', () => {
         truncate: () => store.truncate(),
       };
       for (const [method, write] of Object.entries(writes)) {
-        assert.throws(write, (e: unknown) => e instanceof StateError && e.name === 'StateError' && e.code === 'read_only' && e.message === `'${path}' is opened read-only`, `${method} on ${path}`);
+        const refused = (e: unknown): boolean => e instanceof StateError && e.name === 'StateError' && e.code === 'read_only' && e.message === `'${path}' is opened read-only`;
+        assert.throws(write, refused, `${method} on ${path}`);
       }
       assert.equal(store.size(), path === initialised ? 1 : 0, 'nothing written');
       store.close();
