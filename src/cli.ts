@@ -1,7 +1,8 @@
 // What the command-line programs share: their version (package.json's, the
-// one source), their exit statuses, and how their --help shows defaults.
+// one source), their exit statuses, how their --help shows defaults, and
+// how they word a command line they cannot use.
 import { createRequire } from 'node:module';
-import type { HelpConfiguration, Option } from 'commander';
+import type { CommanderError, HelpConfiguration, Option } from 'commander';
 
 export const VERSION = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
@@ -23,3 +24,20 @@ export const HELP_CONFIG: HelpConfiguration = {
     return `${option.description} (default: ${Array.isArray(value) ? value.join(', ') : String(value)})`;
   },
 };
+
+/**
+ * A commander parse error in getopt(3)'s words, as upstream's tools complain:
+ * `invalid option -- 'x'`, `unrecognized option '--xy'`, `option requires an
+ * argument -- 'c'`, `option '--metrics' requires an argument`; any other in
+ * commander's words.
+ */
+export function getoptMessage(e: CommanderError): string {
+  const unknown = /unknown option '(-{1,2})([^']*)'/.exec(e.message);
+  if (unknown !== null) return unknown[1] === '-' ? `invalid option -- '${unknown[2]}'` : `unrecognized option '--${unknown[2]}'`;
+  const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);
+  if (e.code === 'commander.optionMissingArgument' && missing !== null) {
+    const option = missing[1]!;
+    return option.startsWith('--') ? `option '${option}' requires an argument` : `option requires an argument -- '${option.slice(1)}'`;
+  }
+  return e.message.replace(/^error: /, '');
+}

@@ -90,6 +90,33 @@ describe('StateStore', () => {
     store.close();
   });
 
+  test('a read-only store refuses every write with one error, whether the file was initialised or not', () => {
+    const initialised = join(dir, 'read-only-initialised.db');
+    const writer = StateStore.open(initialised);
+    writer.put({ key: key('192.0.2.7'), count: 9, last: 100, id: '' });
+    writer.close();
+    const fresh = join(dir, 'read-only-fresh.db');
+    writeFileSync(fresh, '');
+    for (const path of [initialised, fresh]) {
+      const store = StateStore.open(path, { readonly: true });
+      const writes: Record<string, () => unknown> = {
+        put: () => store.put({ key: key('192.0.2.8'), count: 1, last: 100, id: '' }),
+        delete: () => store.delete(key('192.0.2.7')),
+        evict: () => store.evict(1, () => false, 0),
+        deleteName: () => store.deleteName('blocklistd'),
+        shiftTimes: () => store.shiftTimes(10),
+        limitTimes: () => store.limitTimes(0),
+        truncate: () => store.truncate(),
+      };
+      for (const [method, write] of Object.entries(writes)) {
+        const refused = (e: unknown): boolean => e instanceof StateError && e.name === 'StateError' && e.code === 'read_only' && e.message === `'${path}' is opened read-only`;
+        assert.throws(write, refused, `${method} on ${path}`);
+      }
+      assert.equal(store.size(), path === initialised ? 1 : 0, 'nothing written');
+      store.close();
+    }
+  });
+
   test('a database the daemon cannot write is an error, not a silent read-only open', { skip: process.getuid?.() === 0 && 'root may write any file' }, () => {
     const path = join(dir, 'readonly.db');
     StateStore.open(path).close();

@@ -9,12 +9,12 @@ import {
   HEADER_SIZE,
   decodeHeader,
   decodeSockaddr,
-  decodeText,
   encodeNotification,
   encodeSockaddr,
   encodeText,
   wireTypeOf,
 } from '../src/protocol/wire.js';
+import { decodeText } from '../src/text.js';
 import { WireType } from '../src/types.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');

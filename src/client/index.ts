@@ -5,7 +5,8 @@ import { Socket as DgramSocket } from 'node:dgram';
 import type { Socket as NetSocket } from 'node:net';
 import { parseIPAddress } from '../address.js';
 import type { AddressFamily } from '../types.js';
-import { ClientSocket, constants, strerror, type ClientSocketHandle } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
+import { ClientSocket, constants, type ClientSocketHandle } from '../protocol/native.js';
 import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import {
   encodeNotification,
@@ -165,7 +166,7 @@ export class Blocklist {
       const socket = new ClientSocket();
       const err = socket.open();
       if (err !== 0) {
-        this.log('err', `bl_init: socket failed (${strerror(err)})`);
+        this.log('err', `bl_init: socket failed (${errnoMessage(err)})`);
         return false;
       }
       this.socket = socket;
@@ -173,14 +174,14 @@ export class Blocklist {
     if (this.connected) return true;
     const err = this.socket.connect(this.socketPath);
     if (err !== 0) {
-      if (!this.connectFailed) this.log('debug', `bl_init: connect failed for '${this.socketPath}' (${strerror(err)})`);
+      if (!this.connectFailed) this.log('debug', `bl_init: connect failed for '${this.socketPath}' (${errnoMessage(err)})`);
       this.connectFailed = true;
       return false;
     }
     this.connectFailed = false;
     const credErr = this.socket.passCredentials();
     if (credErr !== 0) {
-      this.log('err', `bl_init: setsockopt SO_PASSCRED failed (${strerror(credErr)})`);
+      this.log('err', `bl_init: setsockopt SO_PASSCRED failed (${errnoMessage(credErr)})`);
       this.reset();
       return false;
     }
@@ -212,7 +213,7 @@ export class Blocklist {
       if (err === constants.EBADF) break; // the reported descriptor is not open: no retry helps
       this.reset();
     }
-    if (!this.sendFailed) this.log('err', `bl_send: sendmsg failed (${strerror(err)})`);
+    if (!this.sendFailed) this.log('err', `bl_send: sendmsg failed (${errnoMessage(err)})`);
     this.sendFailed = true;
     return false;
   }

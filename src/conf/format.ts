@@ -2,6 +2,7 @@
 // Parsing the printed text gives the same rules, and upstream reads it the
 // same way (durations are written as `1h,30m`, which both agree on).
 import { familyOfNative } from '../address.js';
+import { DURATION_UNITS, durationParts } from '../time.js';
 import { toText, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type ConfEnv, type Rule, type RuleSet } from './types.js';
 
@@ -10,26 +11,11 @@ export function formatNumber(n: number): string {
   return n === ANY ? '*' : n === SAME ? '=' : String(n);
 }
 
-const UNITS: [string, number][] = [
-  ['d', 86400],
-  ['h', 3600],
-  ['m', 60],
-  ['s', 1],
-];
-
 /** Seconds as units (`6h`, `1h,30m`, `45s`); `*` forever, `=` inherit. */
 export function formatDuration(seconds: number): string {
   if (seconds === ANY || seconds === SAME) return formatNumber(seconds);
   if (seconds === 0) return '0';
-  const parts: string[] = [];
-  let rest = seconds;
-  for (const [unit, size] of UNITS) {
-    if (rest >= size) {
-      parts.push(`${Math.floor(rest / size)}${unit}`);
-      rest %= size;
-    }
-  }
-  return parts.join(',');
+  return durationParts(seconds, DURATION_UNITS).join(',');
 }
 
 function formatMask(mask: number): string {
@@ -53,9 +39,12 @@ export function formatType(proto: number): string {
   return proto === IPPROTO_TCP ? 'stream' : proto === IPPROTO_UDP ? 'dgram' : formatNumber(proto);
 }
 
+/** The name of a rule's or entry's protocol (IPPROTO_TCP or IPPROTO_UDP), as a port is written: 22/tcp. */
+export const protocolName = (proto: number): 'tcp' | 'udp' => (proto === IPPROTO_UDP ? 'udp' : 'tcp');
+
 /** The family field; the tcp/udp prefix only follows the rule's type for readability. */
 export function formatFamily(family: number, proto: number, families: ConfEnv['families']): string {
-  const prefix = proto === IPPROTO_UDP ? 'udp' : 'tcp';
+  const prefix = protocolName(proto);
   const name = familyOfNative(families, family);
   if (name === undefined) return formatNumber(family);
   return name === 'inet' ? prefix : `${prefix}6`;

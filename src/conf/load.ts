@@ -4,7 +4,7 @@
 import { closeSync, constants, fstatSync, openSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import { parseConfig, type ParseResult } from './parse.js';
 import { buildRuleSet } from './ruleset.js';
 import type { ConfEnv, Diagnostic, RuleSet } from './types.js';
@@ -21,12 +21,6 @@ export interface LoadResult {
   files: string[];
   /** False when neither the path nor its `.d` directory could be read: keep the rules you had. */
   found: boolean;
-}
-
-/** The C library's text for a failed read, as upstream logs it. */
-function reason(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  return typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message;
 }
 
 function isDirectory(path: string): boolean {
@@ -77,7 +71,7 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
   const parsed: ParseResult[] = [];
   const files: string[] = [];
   const cannotOpen = (file: string, e: unknown): void => {
-    diagnostics.push({ source: { file, line: 0 }, severity: 'error', message: `Cannot open '${file}' (${reason(e)})` });
+    diagnostics.push({ source: { file, line: 0 }, severity: 'error', message: `Cannot open '${file}' (${errnoText(e)})` });
   };
   /** Reads and parses one file; returns why it could not be read. */
   const read = (file: ConfigFile): unknown => {

@@ -3,6 +3,8 @@
 // through ConfEnv.  A bad line is reported with file:line and skipped; the
 // rest of the file still loads.
 import { nativeFamily } from '../address.js';
+import { cutUtf8 } from '../text.js';
+import { DURATION_UNITS } from '../time.js';
 import { parseIP, widthOf } from './ip.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type Section, type Source } from './types.js';
 
@@ -17,7 +19,9 @@ export interface ParseResult {
 }
 
 /** A line that cannot be loaded: the message says why. */
-class LineError extends Error {}
+class LineError extends Error {
+  override readonly name = 'LineError';
+}
 
 /** Physical lines joined into logical ones as fparseln(3) does (config.md §2). */
 export function* logicalLines(text: string): Generator<{ line: number; text: string }> {
@@ -188,7 +192,7 @@ function getName(text: string, section: Section, env: ConfEnv): { name: string; 
   if (name === '' && section === 'local') throw new LineError('Empty name not allowed in local config'); // G42
   const problem = ruleNameProblem(name);
   if (problem !== undefined) throw new LineError(`Bad name [${shownName(name)}]: ${problem}`);
-  return { name: truncateBytes(name, NAME_MAX), rmask };
+  return { name: cutUtf8(Buffer.from(name, 'utf8'), NAME_MAX).toString('utf8'), rmask };
 }
 
 /**
@@ -206,15 +210,7 @@ export function ruleNameProblem(name: string): string | undefined {
 /** A rule name as a message shows it: control characters as \xNN. */
 export const shownName = (name: string): string => name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 
-function truncateBytes(s: string, max: number): string {
-  const b = Buffer.from(s, 'utf8');
-  if (b.length <= max) return s;
-  let end = max;
-  while (end > 0 && (b[end] & 0xc0) === 0x80) end--;
-  return b.subarray(0, end).toString('utf8');
-}
-
-const UNIT: Readonly<Record<string, number>> = { d: 86400, h: 3600, m: 60, s: 1 };
+const UNIT: Readonly<Record<string, number>> = Object.fromEntries(DURATION_UNITS);
 /** A C number (base 0) with its sign, as strtoimax(3) reads a prefix. */
 const C_PREFIX = /[+-]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)/y;
 const DECIMAL_TERM = /\+?[0-9]+/y;

@@ -8,7 +8,16 @@ import { maskedKey, toText, widthOf } from './ip.js';
 import type { ParseResult } from './parse.js';
 import { ANY, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type RuleSet, type Source } from './types.js';
 
+/** A rule's place, `file:line`. */
 export const where = (s: Source): string => `${s.file}:${s.line}`;
+
+/**
+ * A diagnostic as logs and listings show it: `file:line: message` (the file
+ * alone when it concerns the whole file), the severity after the place when asked.
+ */
+export function formatDiagnostic(d: Diagnostic, withSeverity: boolean): string {
+  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${withSeverity ? `${d.severity}: ` : ''}${d.message}`;
+}
 
 /** Identical keys mean identical selectors: address, location mask, port, type, family, owner. */
 function selectorKey(rule: Rule): string {

@@ -2,13 +2,13 @@
 // reloading the daemon, and to see which rule a client would meet.
 import { nativeFamily } from '../address.js';
 import { parseIP, toText } from '../conf/ip.js';
-import { formatDuration, formatNumber, formatRule } from '../conf/format.js';
+import { formatDuration, formatNumber, formatRule, protocolName } from '../conf/format.js';
 import { loadConfig } from '../conf/load.js';
 import { cNumber, servicePort } from '../conf/parse.js';
 import { compileRules, matchProbe } from '../conf/match.js';
-import { where } from '../conf/ruleset.js';
+import { formatDiagnostic, where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
-import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Diagnostic, type Rule } from '../conf/types.js';
+import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Rule } from '../conf/types.js';
 import { envelope } from './json.js';
 
 export interface Output {
@@ -20,10 +20,6 @@ export interface ConfOptions {
   config: string;
   ruleName: string;
   json?: boolean;
-}
-
-function formatDiagnostic(d: Diagnostic): string {
-  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.severity}: ${d.message}`;
 }
 
 function ruleJson(rule: Rule, families: ConfEnv['families']): Record<string, unknown> {
@@ -48,7 +44,7 @@ export function configCommand(options: ConfOptions, io: Output): number {
     io.out(envelope('config', { result, error: failed ? { code: 'config_error', message: `${errors} error${errors === 1 ? '' : 's'} in the configuration` } : undefined }));
     return failed ? 1 : 0;
   }
-  for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
+  for (const d of diagnostics) io.err(`${formatDiagnostic(d, true)}\n`);
   for (const section of ['local', 'remote'] as const) {
     io.out(`[${section}]\n`);
     for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${where(rule.source)}\n`);
@@ -94,7 +90,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
     return bad(`bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}`);
   }
   const { ruleSet, diagnostics } = loadConfig(options.config, env);
-  for (const d of diagnostics) io.err(`${formatDiagnostic(d)}\n`);
+  for (const d of diagnostics) io.err(`${formatDiagnostic(d, true)}\n`);
   const proto = options.type === 'stream' ? IPPROTO_TCP : IPPROTO_UDP;
   const family = nativeFamily(env.families, remote.family);
   const match = matchProbe(compileRules(ruleSet), { family, local, port, proto, uid, remote }, interfaceAddresses());
@@ -113,7 +109,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
     `local rule   ${rule(match.local)}\n` +
       `remote rule  ${rule(match.remote)}\n` +
       `name         ${e.name}\n` +
-      `address      ${e.address}/${e.lmask} port ${e.port}/${e.proto === IPPROTO_TCP ? 'tcp' : 'udp'}\n` +
+      `address      ${e.address}/${e.lmask} port ${e.port}/${protocolName(e.proto)}\n` +
       `nfail        ${formatNumber(e.nfail)}: ${threshold(e.nfail)}\n` +
       `duration     ${e.duration === ANY ? 'forever' : `${formatDuration(e.duration)} (${e.duration} s)`}\n` +
       `owner        ${formatNumber(e.uid)}\n`,

@@ -3,7 +3,7 @@
 // (issue 15, dump.ts).  Human output by default, the daemon's answer in the
 // JSON envelope with --json; exit 0 or 1.
 import { connect } from 'node:net';
-import { formatDuration } from '../conf/format.js';
+import { formatDuration, protocolName } from '../conf/format.js';
 import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
 import { entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
@@ -159,7 +159,7 @@ function printError(command: string, error: ControlErrorBody, io: Output): void 
 
 // --- human output ------------------------------------------------------------
 
-const port = (e: Entry): string => (e.key.port === ANY ? 'every port' : `port ${e.key.port}/${e.key.proto === 17 ? 'udp' : 'tcp'}`);
+const port = (e: Entry): string => (e.key.port === ANY ? 'every port' : `port ${e.key.port}/${protocolName(e.key.proto)}`);
 const forHowLong = (e: Entry): string => (e.key.duration === ANY ? 'for good' : `for ${formatDuration(e.key.duration)}, until ${localTime(e.last + e.key.duration)}`);
 
 function entryLines(verb: string, list: Record<string, unknown>[]): string {

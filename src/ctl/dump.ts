@@ -4,11 +4,11 @@
 // file (-D, or no daemon running), ordered by name, address and port.
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { strerror } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
 import { dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
-import { localTime } from '../time.js';
+import { DURATION_UNITS, durationParts, localTime } from '../time.js';
 import type { ControlErrorBody } from '../protocol/control.js';
 import type { Output } from './conf.js';
 import { request } from './control.js';
@@ -34,24 +34,12 @@ export interface DumpOptions {
 export const selectionOf = (o: Pick<DumpOptions, 'all' | 'blocked'>): DumpSelection => (o.all ? 'all' : o.blocked ? 'blocked' : 'counting');
 
 const star = (n: number): string => (n === ANY ? '*' : String(n));
-const PARTS: [string, number][] = [
-  ['y', 365 * 86400],
-  ['d', 86400],
-  ['h', 3600],
-  ['m', 60],
-  ['s', 1],
-];
+/** A remaining time may be years (a long block's), unlike a configured duration. */
+const REMAINING_UNITS = [['y', 365 * 86400] as const, ...DURATION_UNITS];
 
 /** A positive number of seconds as its non-zero parts: `59m56s`, `1d1h1m1s`, `1y1d`. */
 export function remainingTime(seconds: number): string {
-  let rest = seconds;
-  let text = '';
-  for (const [unit, size] of PARTS) {
-    const n = Math.floor(rest / size);
-    if (n > 0) text += `${n}${unit}`;
-    rest -= n * size;
-  }
-  return text;
+  return durationParts(seconds, REMAINING_UNITS).join('');
 }
 
 /** The last column: `never` for forever, else remaining time (`0s`, `expired`: G46, G47) or last access. */
@@ -132,12 +120,12 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   let store: StateStore;
   try {
     // SQLite would say "disk I/O error" for a directory
-    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${strerror(osConstants.errno.EISDIR)}` });
+    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${errnoMessage(osConstants.errno.EISDIR)}` });
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${strerror(Math.abs(err.errno))}` : e instanceof StateError ? e.message : String(e);
+    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${errnoMessage(err.errno)}` : e instanceof StateError ? e.message : String(e);
     return failed(o, io, { code: 'database_error', message });
   }
   const writer = new DumpWriter(o, io, now);

@@ -6,7 +6,7 @@
 // (json.ts).
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { EXIT_USAGE, HELP_CONFIG, VERSION } from '../cli.js';
+import { EXIT_USAGE, HELP_CONFIG, VERSION, getoptMessage } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
@@ -219,11 +219,7 @@ export function main(argv: string[]): void {
   program.parseAsync(argv).catch((e: unknown) => {
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) process.exit(0); // --help, --version
-    const option = /unknown option '-{1,2}([^']*)'/.exec(e.message);
-    const missing = /option '-(\w)[ ,]/.exec(e.message);
     // upstream's getopt complaint names the command, as it sees `dump` as its argv[0]
-    if (option !== null) usage(option[1].length === 1 ? `${command}: invalid option -- '${option[1]}'` : `${command}: unrecognized option '--${option[1]}'`);
-    if (e.code === 'commander.optionMissingArgument' && missing !== null) usage(`${command}: option requires an argument -- '${missing[1]}'`);
-    usage(`${command}: ${e.message.replace(/^error: /, '')}`);
+    usage(`${command}: ${getoptMessage(e)}`);
   });
 }

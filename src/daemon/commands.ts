@@ -9,7 +9,8 @@ import { NAME_MAX, parseDuration, ruleNameProblem, servicePort, shownName } from
 import { interfaceAddresses, ownNetworks, systemEnv } from '../conf/system.js';
 import { IPPROTO_TCP, IPPROTO_UDP, type IPAddress, type Match, type Probe } from '../conf/types.js';
 import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../protocol/control.js';
-import { TEXT_MAX, decodeText } from '../protocol/wire.js';
+import { TEXT_MAX } from '../protocol/wire.js';
+import { decodeText } from '../text.js';
 import { unfinished } from '../run/helper.js';
 import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';

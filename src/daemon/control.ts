@@ -8,7 +8,8 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
-import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
+import { errnoMessage } from '../errno.js';
+import { peerCredentials, setSocketMode } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
 
 /**
@@ -59,7 +60,9 @@ export const MAX_CONNECTIONS = 1024;
 const BACKLOG = 4096;
 
 /** Why the control socket could not be set up (the daemon exits 1). */
-export class ControlSetupError extends Error {}
+export class ControlSetupError extends Error {
+  override readonly name = 'ControlSetupError';
+}
 
 export class ControlServer {
   private readonly connections = new Set<Socket>();
@@ -103,7 +106,7 @@ export class ControlServer {
       const err = setSocketMode(o.path, o.group === undefined ? 0o600 : 0o660, o.group?.gid ?? -1);
       if (err !== 0) {
         server.close();
-        throw new ControlSetupError(`control socket ${o.path}: cannot set its mode (${strerror(err)})`);
+        throw new ControlSetupError(`control socket ${o.path}: cannot set its mode (${errnoMessage(err)})`);
       }
     }
     return new ControlServer(server, o);

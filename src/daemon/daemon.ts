@@ -3,20 +3,20 @@
 // beside it the control socket, the metrics listener and systemd's
 // notifications (issue 7).
 import { execFile } from 'node:child_process';
-import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readSync, statSync, unlinkSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import type { Server } from 'node:http';
 import { VERSION } from '../cli.js';
 import { debugListing, ruleChanges } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
 import { compileRules } from '../conf/match.js';
-import { where } from '../conf/ruleset.js';
+import { formatDiagnostic } from '../conf/ruleset.js';
 import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
 import type { Diagnostic, RuleSet } from '../conf/types.js';
 import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
-import { strerror } from '../protocol/native.js';
-import { NotificationSocket, ownNetns } from '../protocol/server.js';
+import { errnoText } from '../errno.js';
+import { NotificationSocket, SocketSetupError, ownNetns } from '../protocol/server.js';
 import { HelperRunner, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
@@ -24,14 +24,16 @@ import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendC
 import { runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
-import type { DaemonLogger } from './log.js';
+import { debugLog, type DaemonLogger } from './log.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
-export class FatalError extends Error {}
+export class FatalError extends Error {
+  override readonly name = 'FatalError';
+}
 
 const SEVERITY_LEVEL = { error: 'err', warning: 'warning', info: 'info' } as const;
 
@@ -101,6 +103,8 @@ export class Daemon {
     return this.logger.log;
   }
 
+  private readonly debugLine = debugLog((level, message) => this.log(level, message), () => this.debug);
+
   /** Steps 6-10 of daemon.md §2; throws FatalError. */
   async start(): Promise<void> {
     const o = this.options;
@@ -169,16 +173,18 @@ export class Daemon {
       try {
         this.metricsServer = await metrics.listen(o.metrics.host, o.metrics.port);
       } catch (e) {
+        if ((e as NodeJS.ErrnoException).syscall === undefined) throw e;
         throw new FatalError(`metrics listener ${o.metrics.text}: ${(e as Error).message}`);
       }
-      if (this.debug > 0) this.log('debug', `metrics on http://${o.metrics.text}/metrics`);
+      const { text } = o.metrics;
+      this.debugLine(1, () => `metrics on http://${text}/metrics`);
     }
     this.engine.limitFutureTimes();
     if (o.restore && existed) {
       // flushed and re-added (with -f too), in one transaction when the helper can
       const { blocks } = await this.engine.refresh(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
-      if (this.debug > 0) this.log('debug', `restoring ${blocks} blocks`);
+      this.debugLine(1, () => `restoring ${blocks} blocks`);
     } else if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
@@ -191,7 +197,7 @@ export class Daemon {
     for (const socket of this.sockets) {
       socket.start(
         (received) => {
-          if (this.debug > 0) this.log('debug', `received ${received.length} from ${socket.path}`);
+          this.debugLine(1, () => `received ${received.length} from ${socket.path}`);
           metrics.receiveBatchSize(received.length);
           const batch = this.limited(received);
           if (batch.length > 0) engine.processBatch(batch);
@@ -206,7 +212,7 @@ export class Daemon {
     this.logStart();
     this.notifier?.ready(`listening on ${this.sockets.map((s) => s.path).join(', ')}`);
     const watchdog = this.notifier?.startWatchdog();
-    if (watchdog !== undefined && this.debug > 0) this.log('debug', `systemd watchdog: a ping every ${watchdog} ms`);
+    if (watchdog !== undefined) this.debugLine(1, () => `systemd watchdog: a ping every ${watchdog} ms`);
     if (this.reloadPending) this.reload();
   }
 
@@ -247,7 +253,7 @@ export class Daemon {
     const loaded = loadConfig(o.config, systemEnv(o.ruleName));
     this.ruleSet = loaded.ruleSet;
     const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`}`];
-    for (const d of loaded.diagnostics) report.push(`  ${describe(d).replace(': ', `: ${d.severity}: `)}`);
+    for (const d of loaded.diagnostics) report.push(`  ${formatDiagnostic(d, true)}`);
     this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log });
     await this.checkHelper();
     const { helperState, backend } = this.helperFacts;
@@ -384,10 +390,11 @@ export class Daemon {
           this.socketProblems.push({ severity: 'warning', code: 'socket_queue', message });
           this.log('warning', message);
         }
-        if (this.debug > 0) this.log('debug', `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
+        this.debugLine(1, () => `listening on ${path}${fd === undefined ? '' : ` (from systemd, descriptor ${fd})`}`);
         return socket;
       } catch (e) {
-        throw new FatalError((e as Error).message);
+        if (e instanceof SocketSetupError) throw new FatalError(e.message);
+        throw e;
       }
     };
     for (const s of passed.filter((p) => p.datagram)) this.adopted.add(open(s.path || `descriptor ${s.fd}`, s.fd));
@@ -417,7 +424,7 @@ export class Daemon {
       if (e instanceof ControlSetupError || e instanceof ControlError) throw new FatalError(e.message);
       throw e;
     }
-    if (this.debug > 0) this.log('debug', `control socket ${path}`);
+    this.debugLine(1, () => `control socket ${path}`);
   }
 
   /** --control-group: its gid now (the socket's group), and a lookup of its members at each connection. */
@@ -455,7 +462,7 @@ export class Daemon {
   /** Reads the configuration, logging its diagnostics. */
   private loadRules(): LoadResult {
     const loaded = loadConfig(this.options.config, systemEnv(this.options.ruleName));
-    for (const d of loaded.diagnostics) this.log(SEVERITY_LEVEL[d.severity], describe(d));
+    for (const d of loaded.diagnostics) this.log(SEVERITY_LEVEL[d.severity], formatDiagnostic(d, false));
     return loaded;
   }
 
@@ -496,7 +503,7 @@ export class Daemon {
     let refusal: ControlError | undefined;
     let diagnostics: string[] = [];
     await this.reloadWith((loaded) => {
-      diagnostics = loaded.diagnostics.map(describe);
+      diagnostics = loaded.diagnostics.map((d) => formatDiagnostic(d, false));
       const errors = loaded.diagnostics.filter((d) => d.severity === 'error').length;
       if (!loaded.found) refusal = new ControlError('config_error', `cannot read ${this.options.config}: nothing changed`, { diagnostics });
       else if (errors > 0) refusal = new ControlError('config_error', `${errors} error${errors === 1 ? '' : 's'} in the configuration: nothing changed`, { diagnostics });
@@ -702,12 +709,6 @@ function fileFacts(o: DaemonOptions): FileFacts {
   return { db: o.db, dbHolder: DatabaseLock.holderOf(o.db), dbProblem, sockets };
 }
 
-/** The C library's text for a failed system call. */
-function errnoText(e: unknown): string {
-  const err = e as NodeJS.ErrnoException;
-  return typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message;
-}
-
 /** A program as the file system shows it: a regular file this process may execute. */
 function programState(path: string): ProgramState {
   try {
@@ -728,17 +729,4 @@ function backendCheck(program: string, timeoutMs: number): Promise<BackendCheck>
       resolve({ ok: error === null, message: message !== '' ? message : (error?.message ?? '') });
     });
   });
-}
-
-function describe(d: Diagnostic): string {
-  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${d.message}`;
-}
-
-/** The pid file of a detached daemon: `<pid>\n`. */
-export function writePidfile(path: string): void {
-  try {
-    writeFileSync(path, `${process.pid}\n`, { mode: 0o644 });
-  } catch (e) {
-    throw new FatalError(`Can't write pid file '${path}': ${(e as Error).message}`);
-  }
 }

@@ -20,6 +20,7 @@
 import type { CompiledRules } from '../conf/match.js';
 import { matchProbe } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
+import { protocolName } from '../conf/format.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import { toText, type OwnNetwork } from '../conf/ip.js';
 import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
@@ -112,7 +113,7 @@ export interface UnblockResult {
 const keyOf = (k: EffectiveRule): string =>
   `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
 
-export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
+export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
 
 /** Batch lines cannot carry empty fields: a manual block of every port goes alone. */
 const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
@@ -162,6 +163,8 @@ const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, cou
 
 /** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
 export class EngineBusy extends Error {
+  override readonly name = 'EngineBusy';
+
   constructor(
     message: string,
     readonly code: 'stopping' | 'busy',

@@ -5,12 +5,12 @@
 // as a detached child with the same arguments and waits for one line on a
 // pipe: "ready" once the child listens, or the child's error.
 import { spawn } from 'node:child_process';
-import { closeSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename } from 'node:path';
 import { CommanderError } from 'commander';
 import { EXIT_FAILURE, EXIT_USAGE } from '../cli.js';
 import { setCloseOnExec } from '../protocol/native.js';
-import { Daemon, FatalError, writePidfile } from './daemon.js';
+import { Daemon, FatalError } from './daemon.js';
 import { problemText } from './checks.js';
 import { createLogger, type DaemonLogger } from './log.js';
 import { StartupError, USAGE, UsageError, parseOptions, type DaemonOptions } from './options.js';
@@ -36,6 +36,15 @@ async function detach(argv: string[], progname: string): Promise<never> {
   const status = await exited;
   process.stderr.write(report !== '' ? report : `${progname}: the daemon exited during start-up (status ${status})\n`);
   process.exit(1);
+}
+
+/** The pid file of a detached daemon: `<pid>\n`. */
+function writePidfile(path: string): void {
+  try {
+    writeFileSync(path, `${process.pid}\n`, { mode: 0o644 });
+  } catch (e) {
+    throw new FatalError(`Can't write pid file '${path}': ${(e as Error).message}`);
+  }
 }
 
 /** Tells the waiting parent; it may be gone (killed meanwhile), which changes nothing for the daemon. */
@@ -102,16 +111,16 @@ export async function main(argv: string[]): Promise<void> {
     logger.close();
     process.exit(status);
   };
-  const fatal = (message: string): never => {
-    logger.log('err', message);
+  /** In the log, and where the one who started the daemon sees it (-d already shows the log on stderr). */
+  const fail = (level: 'err' | 'crit', message: string): never => {
+    logger.log(level, message);
     if (readyFd !== undefined) tellParent(readyFd, `${progname}: ${message}\n`);
     else if (options.debug === 0) process.stderr.write(`${progname}: ${message}\n`);
     return exit(1);
   };
-  process.on('uncaughtException', (e) => {
-    logger.log('crit', `internal error: ${e.stack ?? String(e)}`);
-    exit(1);
-  });
+  // a known failure is one line; anything else is a bug: its stack helps whoever reports it
+  const crash = (e: unknown): never => fail('crit', `internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  process.on('uncaughtException', crash);
   installSignals(daemon, logger, (reason) => void daemon.stop(0, reason).then(exit));
 
   try {
@@ -121,8 +130,8 @@ export async function main(argv: string[]): Promise<void> {
       pidfile = options.pidfile;
     }
   } catch (e) {
-    if (e instanceof FatalError) fatal(e.message);
-    throw e;
+    if (e instanceof FatalError) fail('err', e.message);
+    crash(e);
   }
   if (readyFd !== undefined) tellParent(readyFd, 'ready\n');
 }

@@ -5,12 +5,12 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { HELP_CONFIG, VERSION } from '../cli.js';
+import { HELP_CONFIG, VERSION, getoptMessage } from '../cli.js';
 import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { logicalLines, ruleNameProblem, shownName } from '../conf/parse.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { controlPathFor } from '../protocol/control.js';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import { DEFAULT_BACKLOG, DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 
@@ -90,10 +90,14 @@ export const DEFAULT_SENDER_BURST = 5000;
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
 
 /** A command line that cannot be used: printed as `<progname>: <message>` and the usage line, exit 2. */
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
 
 /** A start-up failure: printed as `<progname>: <message>`, exit 1. */
-export class StartupError extends Error {}
+export class StartupError extends Error {
+  override readonly name = 'StartupError';
+}
 
 /** The socket paths listed in a -P file: config comment and continuation rules, blanks skipped, trimmed (G22). */
 export function readSocketsFile(path: string): string[] {
@@ -101,8 +105,7 @@ export function readSocketsFile(path: string): string[] {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    const err = e as NodeJS.ErrnoException;
-    throw new StartupError(`Can't open '${path}': ${typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message}`);
+    throw new StartupError(`Can't open '${path}': ${errnoText(e)}`);
   }
   return [...logicalLines(text)].map((l) => l.text.trim()).filter((p) => p !== '');
 }
@@ -172,15 +175,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     if (!(e instanceof CommanderError)) throw e;
     if (e.exitCode === 0) throw e; // --help, --version
     if (e.code === 'commander.excessArguments') throw new UsageError(''); // upstream prints just the usage
-    const unknown = /unknown option '(-{1,2})([^']*)'/.exec(e.message);
-    const missing = /option '(-\w|--[\w-]+)[ ,]/.exec(e.message);
-    if (unknown !== null) {
-      throw new UsageError(unknown[1] === '-' ? `invalid option -- '${unknown[2]}'` : `unrecognized option '--${unknown[2]}'`);
-    }
-    if (e.code === 'commander.optionMissingArgument' && missing !== null) {
-      throw new UsageError(missing[1].startsWith('--') ? `option '${missing[1]}' requires an argument` : `option requires an argument -- '${missing[1].slice(1)}'`);
-    }
-    throw new UsageError(e.message.replace(/^error: /, ''));
+    throw new UsageError(getoptMessage(e));
   }
   const o = program.opts<{
     C: string;

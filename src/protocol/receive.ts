@@ -6,7 +6,8 @@
 // The descriptor itself is already on its way to being closed.
 import { familyOfNative } from '../address.js';
 import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
-import { constants as C, layout as L, strerror } from './native.js';
+import { errnoMessage } from '../errno.js';
+import { constants as C, layout as L } from './native.js';
 import {
   HEADER_SIZE,
   NATIVE_FAMILIES,
@@ -15,11 +16,11 @@ import {
   WIRE_VERSION,
   decodeHeader,
   decodeSockaddr,
-  decodeText,
   readHost32,
   sockaddrFamily,
   sockaddrSize,
 } from './wire.js';
+import { decodeText } from '../text.js';
 
 /** Why a datagram was dropped, for the daemon's counters. */
 export type DropReason = 'recv' | 'credentials' | 'short' | 'version' | 'peer' | 'local' | 'netns' | 'untrusted' | 'family' | 'type';
@@ -57,7 +58,7 @@ const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
 export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
   const recvErrno = int32(r, L.recvErrno);
   if (recvErrno !== 0) {
-    log('err', `bl_recv: recvmsg failed (${strerror(recvErrno)})`);
+    log('err', `bl_recv: recvmsg failed (${errnoMessage(recvErrno)})`);
     drop('recv');
     return undefined;
   }
@@ -162,7 +163,7 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
   const peerErrno = int32(r, L.peerErrno);
   if (peerErrno === 0) return { buffer: r, offset: L.peer, length: uint32(r, L.peerLen), explicit: false };
   if (peerErrno !== C.ENOTCONN) {
-    log('err', `getpeername failed (${strerror(peerErrno)})`);
+    log('err', `getpeername failed (${errnoMessage(peerErrno)})`);
     return undefined;
   }
   if (salen === 0) {
@@ -186,7 +187,7 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
 function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): { reason: DropReason; message: string } | undefined {
   if (policy.netns !== undefined) {
     const netnsErrno = int32(r, L.netnsErrno);
-    if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${strerror(netnsErrno)})` };
+    if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${errnoMessage(netnsErrno)})` };
     if (policy.netns.compare(r, L.netns, L.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
   }
   if (explicitStreamPeer && !policy.trusted(uint32(r, L.uid), uint32(r, L.gid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
@@ -197,7 +198,7 @@ function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): 
 function localEndpoint(r: Buffer, log: LogFn): { address: SocketAddress; socketType: SocketType } | undefined {
   const localErrno = int32(r, L.localErrno);
   if (localErrno !== 0) {
-    log('err', `getsockname failed (${strerror(localErrno)})`);
+    log('err', `getsockname failed (${errnoMessage(localErrno)})`);
     return undefined;
   }
   const localLen = uint32(r, L.localLen);
@@ -208,7 +209,7 @@ function localEndpoint(r: Buffer, log: LogFn): { address: SocketAddress; socketT
   }
   const typeErrno = int32(r, L.typeErrno);
   if (typeErrno !== 0) {
-    log('err', `getsockopt failed (${strerror(typeErrno)})`);
+    log('err', `getsockopt failed (${errnoMessage(typeErrno)})`);
     return undefined;
   }
   const type = int32(r, L.type);

@@ -3,7 +3,8 @@
 // JavaScript in batches, one per turn of the loop.
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { LogFn, Notification } from '../types.js';
-import { ServerSocket, constants as C, layout, processNetns, strerror, type ServerSocketHandle } from './native.js';
+import { errnoMessage, errnoText } from '../errno.js';
+import { ServerSocket, constants as C, layout, processNetns, type ServerSocketHandle } from './native.js';
 import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
@@ -94,7 +95,7 @@ export function ownNetns(): { id: Buffer | undefined; problem: string | undefine
     if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
     else if (process.platform !== 'linux') netns = { id: undefined, problem: undefined }; // no network namespaces to check
     else {
-      const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${strerror(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
+      const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${errnoMessage(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
       netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
     }
   }
@@ -113,7 +114,7 @@ export class SocketSetupError extends Error {
 }
 
 function setupMessage(path: string, e: NodeJS.ErrnoException): string {
-  const reason = typeof e.errno === 'number' ? strerror(e.errno) : e.message;
+  const reason = errnoText(e);
   switch (e.syscall) {
     case 'probe':
       return `bl_init: another daemon is handling '${path}'`;
@@ -186,7 +187,7 @@ export class NotificationSocket {
   start(onBatch: (batch: Notification[]) => void, onError: (message: string) => void): void {
     this.handle.start((errno) => {
       if (errno !== 0) {
-        onError(`poll (${strerror(errno)})`);
+        onError(`poll (${errnoMessage(errno)})`);
         return;
       }
       const batch = this.receive();

@@ -5,8 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { strerror } from '../protocol/native.js';
-import { printable } from '../protocol/wire.js';
+import { errnoMessage } from '../errno.js';
+import { cutUtf8, printable } from '../text.js';
 import type { LogFn } from '../types.js';
 
 export interface HelperTarget {
@@ -107,14 +107,6 @@ const NO_RESULT: HelperResult = {
   cancelled: false,
 };
 const CANCELLED: HelperResult = { ...NO_RESULT, cancelled: true };
-
-/** The longest prefix of `bytes` of at most `max` bytes that does not split a UTF-8 sequence. */
-function cutUtf8(bytes: Buffer, max: number): Buffer {
-  if (bytes.length <= max) return bytes;
-  let end = max;
-  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
-  return bytes.subarray(0, end);
-}
 
 function idOf(line: string): string {
   const rest = line.startsWith('OK ') ? line.slice(3) : line;
@@ -448,7 +440,7 @@ export class HelperRunner {
 
   private spawnFailed(e: unknown): HelperResult {
     const errno = (e as NodeJS.ErrnoException).errno;
-    const reason = typeof errno === 'number' ? strerror(Math.abs(errno)) : String((e as Error).message ?? e);
+    const reason = typeof errno === 'number' ? errnoMessage(errno) : String((e as Error).message ?? e);
     this.log('err', `popen ${this.program} failed (${printable(reason)})`);
     return { ...NO_RESULT, error: reason };
   }

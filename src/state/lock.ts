@@ -4,12 +4,15 @@
 // is never stale, and the file left behind means nothing by itself.
 import { closeSync, constants, ftruncateSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { constants as native, strerror, tryLock } from '../protocol/native.js';
+import { errnoMessage, errnoText } from '../errno.js';
+import { constants as native, tryLock } from '../protocol/native.js';
 
 export const lockPathFor = (db: string): string => `${db}.lock`;
 
 /** Another process holds the lock, or the lock file cannot be used. */
-export class LockError extends Error {}
+export class LockError extends Error {
+  override readonly name = 'LockError';
+}
 
 /** The pid in a lock file, and the holder's command line when /proc tells it. */
 function holder(path: string): string {
@@ -29,11 +32,6 @@ function holder(path: string): string {
   return `pid ${pid}${command === '' ? '' : ` (${command})`}`;
 }
 
-const reason = (e: unknown): string => {
-  const err = e as NodeJS.ErrnoException;
-  return typeof err.errno === 'number' ? strerror(Math.abs(err.errno)) : err.message;
-};
-
 export class DatabaseLock {
   private constructor(private fd: number | undefined) {}
 
@@ -49,13 +47,13 @@ export class DatabaseLock {
       mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
       fd = openSync(path, constants.O_RDWR | constants.O_CREAT, 0o600);
     } catch (e) {
-      throw new LockError(`Can't open the database lock '${path}': ${reason(e)}`);
+      throw new LockError(`Can't open the database lock '${path}': ${errnoText(e)}`);
     }
     const errno = tryLock(fd);
     if (errno !== 0) {
       closeSync(fd);
       if (errno === native.EAGAIN) throw new LockError(`database '${db}' is in use by ${holder(path)}: one daemon per database`);
-      throw new LockError(`Can't lock '${path}': ${strerror(errno)}`);
+      throw new LockError(`Can't lock '${path}': ${errnoMessage(errno)}`);
     }
     ftruncateSync(fd);
     writeSync(fd, `${process.pid}\n`, 0);

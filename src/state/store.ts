@@ -7,7 +7,7 @@
 import { accessSync, chmodSync, closeSync, constants as fsConstants, existsSync, mkdirSync, openSync, renameSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { strerror } from '../protocol/native.js';
+import { errnoText } from '../errno.js';
 import type { EffectiveRule, Entry } from '../types.js';
 import { isBlocked } from './entry.js';
 
@@ -58,15 +58,27 @@ const MIGRATIONS: readonly string[] = [
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/**
+ * What went wrong: `invalid_database`, the file is not a usable blocklistd
+ * database (corrupt, foreign, too new); `read_only`, a write to a store
+ * opened read-only; `unavailable`, it cannot be opened (the message says why).
+ */
+export type StateErrorCode = 'invalid_database' | 'read_only' | 'unavailable';
+
 /** The database cannot be used; the message says why and what to do. */
 export class StateError extends Error {
+  override readonly name = 'StateError';
+
   constructor(
     message: string,
-    /** The file is not a usable blocklistd database (corrupt, foreign, too new). */
-    readonly invalid = false,
+    readonly code: StateErrorCode = 'unavailable',
   ) {
     super(message);
-    this.name = 'StateError';
+  }
+
+  /** The file is not a usable blocklistd database: moved aside with --rename-bad-db. */
+  get invalid(): boolean {
+    return this.code === 'invalid_database';
   }
 }
 
@@ -126,10 +138,6 @@ export interface OpenOptions {
   readonly?: boolean;
   /** Move an unusable file aside (`<path>.invalid-<time>`) and start empty, instead of failing. */
   renameInvalid?: boolean;
-}
-
-function describe(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** Only these SQLite errors say the file is not (or no longer) a database; others are I/O or permission problems. */
@@ -214,8 +222,7 @@ export class StateStore {
       }
       this.db = new Database(path, { readonly, fileMustExist: readonly, timeout: 5000 });
     } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new StateError(`Can't open '${path}': ${typeof err.errno === 'number' && err.syscall ? strerror(Math.abs(err.errno)) : describe(e)}`);
+      throw new StateError(`Can't open '${path}': ${errnoText(e)}`);
     }
     let fresh: boolean;
     try {
@@ -223,8 +230,8 @@ export class StateStore {
     } catch (e) {
       this.db.close();
       if (e instanceof StateError) throw e;
-      if (isInvalidFile(e)) throw new StateError(`'${path}' is not a blocklistd database (${describe(e)})`, true);
-      throw new StateError(`Can't open '${path}': ${describe(e)}`);
+      if (isInvalidFile(e)) throw new StateError(`'${path}' is not a blocklistd database (${errnoText(e)})`, 'invalid_database');
+      throw new StateError(`Can't open '${path}': ${errnoText(e)}`);
     }
     // read-only on a file no daemon has initialised yet: no statements, no entries
     if (readonly && fresh) return;
@@ -265,10 +272,10 @@ export class StateStore {
     const { applicationId, version, tables } = this.readSchema();
     const fresh = applicationId === 0 && version === 0 && tables === 0;
     if (applicationId !== APPLICATION_ID && !fresh) {
-      throw new StateError(`'${this.path}' is not a blocklistd database (application id ${applicationId})`, true);
+      throw new StateError(`'${this.path}' is not a blocklistd database (application id ${applicationId})`, 'invalid_database');
     }
     if (version > SCHEMA_VERSION) {
-      throw new StateError(`'${this.path}' was written by a newer blocklistd (schema ${version}, this one knows ${SCHEMA_VERSION})`, true);
+      throw new StateError(`'${this.path}' was written by a newer blocklistd (schema ${version}, this one knows ${SCHEMA_VERSION})`, 'invalid_database');
     }
     if (!fresh && version < SCHEMA_VERSION && this.db.readonly) {
       throw new StateError(`'${this.path}' has an older schema (${version}); start blocklistd once to upgrade it`);
@@ -284,7 +291,7 @@ export class StateStore {
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('cache_size = -65536');
     const check = this.db.pragma('quick_check', { simple: true });
-    if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)})`, true);
+    if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)})`, 'invalid_database');
     // one writer migrates; another opening at the same time waits and finds it done
     this.db.transaction(() => {
       this.checkSchema();
@@ -298,10 +305,15 @@ export class StateStore {
     return false;
   }
 
-  /** A writing statement; a store opened read-only on a fresh file has none. */
+  /** Every write of a read-only store fails here, with one error, whether or not the file was initialised. */
+  private refuseReadOnly(): void {
+    if (this.db.readonly) throw new StateError(`'${this.path}' is opened read-only`, 'read_only');
+  }
+
+  /** A writing statement: a writable store has them all. */
   private statement(stmt: Database.Statement | undefined): Database.Statement {
-    if (stmt === undefined) throw new StateError(`'${this.path}' is opened read-only`);
-    return stmt;
+    this.refuseReadOnly();
+    return stmt!;
   }
 
   get(key: EffectiveRule): StoredEntry | undefined {
@@ -423,7 +435,7 @@ export class StateStore {
 
   /** Deletes entries of rule name `name`, at most `limit` of them (default: all); returns how many. */
   deleteName(name: string, limit = -1): number {
-    const rows = (this.deleteNameStmt?.all(name, limit) ?? []) as { blocked: number }[];
+    const rows = this.statement(this.deleteNameStmt).all(name, limit) as { blocked: number }[];
     this.kept(-rows.length, -rows.reduce((n, r) => n + r.blocked, 0));
     return rows.length;
   }
@@ -435,11 +447,13 @@ export class StateStore {
 
   /** Last failures after `now` set to `now`; how many.  Writes only when there are some. */
   limitTimes(now: number): number {
-    if (this.futureStmt?.get(now) === 0) return 0;
-    return this.statement(this.limitStmt).run(now, now).changes;
+    const limit = this.statement(this.limitStmt);
+    if (this.futureStmt!.get(now) === 0) return 0;
+    return limit.run(now, now).changes;
   }
 
   truncate(): void {
+    this.refuseReadOnly();
     this.db.exec('DELETE FROM entry');
     this.counts = { entries: 0, blocked: 0 };
   }

@@ -35,7 +35,9 @@ const MESSAGE_MAX = 200;
 /** A source as the command line or the configuration names it. */
 export type SourceSpec = { kind: 'journal'; pattern?: string; where: string } | { kind: 'file'; path: string; pattern?: string; where: string };
 
-export class WatchError extends Error {}
+export class WatchError extends Error {
+  override readonly name = 'WatchError';
+}
 
 /** blocklistd-watch.conf: `journal PATTERN` and `file PATH PATTERN` lines, `#` comments. */
 export function parseWatchConfig(file: string, text: string): { sources: SourceSpec[]; diagnostics: string[] } {
