@@ -291,8 +291,8 @@ async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOut
   }
   const now = Math.floor(Date.now() / 1000);
   const { entry, result } = outcome;
-  if (result !== undefined && result.line === undefined) {
-    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
+  if (result !== undefined && result.outcome !== 'ok') {
+    const why = { timeout: 'timed out', error: result.error, cancelled: 'the daemon is stopping', killed: `killed by ${result.signal}`, failed: 'no rule id' }[result.outcome];
     // the entry stays at its limit then, and expiry lifts what may be in the filter
     if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
     return { error: new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };

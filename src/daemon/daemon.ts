@@ -44,13 +44,8 @@ const RELOAD_LIST_MAX = 20;
 /** How long running helper calls may take to finish at shutdown. */
 const STOP_GRACE_MS = 10_000;
 
-/** A helper call's result as the metrics count it. */
-function outcomeOf(action: string, r: HelperResult): HelperOutcome {
-  if (r.timedOut) return 'timeout';
-  if (r.error !== undefined) return 'error';
-  if (action === 'add') return r.line !== undefined ? 'ok' : 'failed';
-  return r.exitCode === 0 || (action !== 'batch' && r.line !== undefined) ? 'ok' : 'failed';
-}
+/** A helper call's outcome as the metrics count it: killed by a signal is a failure there. */
+const metricOutcome = (r: HelperResult): HelperOutcome => (r.outcome === 'killed' || r.outcome === 'cancelled' ? 'failed' : r.outcome);
 
 export class Daemon {
   private readonly sockets: NotificationSocket[] = [];
@@ -116,7 +111,7 @@ export class Daemon {
       timeoutMs: o.helperTimeout * 1000,
       log: this.log,
       debug: () => this.debug,
-      observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
+      observe: (action, result, seconds) => metrics.helperCall(action, metricOutcome(result), seconds),
     });
     this.countRules(loadedCleanly(loaded));
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)

@@ -22,7 +22,7 @@ import { matchProbe, probeOf } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import type { OwnNetwork } from '../conf/ip.js';
-import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
+import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
@@ -117,19 +117,12 @@ export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, pro
 const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
 
 
-function describeFailure(r: HelperResult): string {
-  if (r.timedOut) return ' (timed out)';
-  if (r.error) return ` (${r.error})`;
-  if (r.signal) return ` (killed by ${r.signal})`;
-  return r.exitCode ? ` (exit status ${r.exitCode})` : '';
-}
-
 /**
  * A rem after which the rule may still be in the filter: it failed for an
  * entry with a rule id, or the helper was killed midway.  A plain failure
  * for an entry without id (its add had failed) is a best try that counts.
  */
-const remLeftRule = (r: HelperResult, id: string): boolean => r.line === undefined && r.exitCode !== 0 && (id !== '' || unfinished(r));
+const remLeftRule = (r: HelperResult, id: string): boolean => r.outcome !== 'ok' && (id !== '' || unfinished(r));
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
 const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
@@ -467,19 +460,19 @@ export class Engine {
     const id = keyOf(key);
     const pending = this.pendingAdds.get(id);
     this.pendingAdds.delete(id);
-    if (pending === undefined || result.cancelled) return; // cancelled at stop: still at its limit, restore re-adds it
+    if (pending === undefined || result.outcome === 'cancelled') return; // cancelled at stop: still at its limit, restore re-adds it
     const { log, store } = this.o;
     const target = `${key.name} ${targetOf(key).proto} ${where(key)}`;
     this.guard(() => {
       const e = store.get(key);
-      if (result.line === undefined) {
+      if (result.outcome !== 'ok') {
         // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
         if (unfinished(result)) {
           // the add may have happened: the entry stays at its limit without id, so that expiry removes it (crash safety above)
-          log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}; the block may be in the packet filter: kept until it expires`);
+          log('err', `add ${target}: the helper gave no rule id${failureText(result)}; the block may be in the packet filter: kept until it expires`);
           return;
         }
-        log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}`);
+        log('err', `add ${target}: the helper gave no rule id${failureText(result)}`);
         if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
         if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
           if (pending.before === undefined) store.delete(key);
@@ -517,10 +510,10 @@ export class Engine {
     const k = e.key;
     this.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.pendingRems.delete(id);
-      if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
+      if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
       if (remLeftRule(result, e.id)) {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
+        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${failureText(result)}; retrying in ${this.o.remRetry} s`);
         this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
         this.armExpiry();
         return;
@@ -794,7 +787,7 @@ export class Engine {
       if (this.pendingAdds.has(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
         done = (result) => {
-          if (result.line === undefined) return;
+          if (result.outcome !== 'ok') return;
           const current = this.o.store.get(e.key);
           this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
         };
@@ -868,9 +861,9 @@ export class Engine {
         this.remRetry.delete(id);
         const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
         this.pendingRems.delete(id);
-        if (result.cancelled) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
+        if (result.outcome === 'cancelled') return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         // an entry without id had a failed add: the rem is a best try
-        if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
+        if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${failureText(result)}` });
         this.guard(() => store.delete(e.key));
         const lasted = this.lasted(id, e);
         if (e.id === '') return void done.deleted.push(e);
@@ -892,7 +885,7 @@ export class Engine {
     const results = await Promise.all(
       names.map(async (name) => {
         const r = await this.o.helper.flush(name);
-        if (r.line === undefined && r.exitCode !== 0) return { name, ok: false, deleted: 0, error: `flush failed${describeFailure(r)}` };
+        if (r.outcome !== 'ok') return { name, ok: false, deleted: 0, error: `flush failed${failureText(r)}` };
         // a chunk at a time, a turn of the event loop between: a name with many entries does not stall the notifications
         let deleted = 0;
         for (let chunk = DELETE_CHUNK; chunk === DELETE_CHUNK; deleted += chunk) {
