@@ -22,6 +22,7 @@ import { matchProbe, probeOf } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import type { OwnNetwork } from '../conf/ip.js';
+import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
@@ -35,16 +36,6 @@ const EXPIRE_CHUNK = 64;
 const EXPIRE_CHUNK_BATCH = 2000;
 /** Entries without a filter rule deleted in one transaction. */
 const DELETE_CHUNK = 500;
-/** Operations in one batch call: few calls for a restore, each a bounded one. */
-const BATCH_MAX = 10000;
-/**
- * Batch mode: helper calls made within this many milliseconds go as one
- * batch, so that notifications arriving one at a time do not each start a
- * helper process (issue 13: 2,000 attackers at 200/s took 208 s to block).
- */
-const BATCH_WINDOW_MS = 5;
-/** Batches running at once; what comes meanwhile waits and goes as the next batch. */
-const BATCHES_IN_FLIGHT = 2;
 /**
  * Database writes failing (a full disk): expiry tries again after this
  * long, doubling up to STORE_RETRY_MAX_MS, instead of at once; failures
@@ -113,8 +104,6 @@ const keyOf = (k: EffectiveRule): string =>
 
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
 
-/** Batch lines cannot carry empty fields: a manual block of every port goes alone. */
-const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
 
 
 /**
@@ -189,16 +178,11 @@ export class Engine {
   private expiryTimer: NodeJS.Timeout | undefined;
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
-  private batchMode = false;
+  private readonly batcher: HelperBatcher;
   private flushInBatch = false;
   /** When eviction was last logged (ms), and what went since. */
   private evictLog = { at: -Infinity, evicted: 0 };
   private evictScheduled = false;
-  /** Helper calls of the current stretch of work, dispatched together. */
-  private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
-  /** Batch mode: the end of the window gathering `calls`. */
-  private dispatchTimer: NodeJS.Timeout | undefined;
-  private batchesInFlight = 0;
 
   private readonly monotonic: () => number;
   /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
@@ -208,6 +192,7 @@ export class Engine {
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
+    this.batcher = new HelperBatcher({ helper: o.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
@@ -370,66 +355,14 @@ export class Engine {
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
-    this.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
       this.addDone(key, oldId, result);
       then?.(result);
     });
   }
 
-  /**
-   * Runs a helper call.  The calls made in one stretch of work (a batch of
-   * notifications, an expiry pass, a restore) go to a helper that knows
-   * batch mode as batches: one process, one packet-filter transaction.  In
-   * batch mode the stretch is a few milliseconds, longer while batches
-   * run: then the calls wait for one to finish and go together.
-   */
-  private call(change: Change, done: (result: HelperResult) => void): void {
-    this.calls.push({ change, done });
-    if (this.calls.length > 1) return;
-    if (!this.batchMode) queueMicrotask(() => this.dispatchCalls());
-    else this.gather();
-  }
-
-  /** Batch mode: dispatch at the end of the window, unless batches are running (their end dispatches). */
-  private gather(): void {
-    if (this.dispatchTimer !== undefined || this.batchesInFlight >= BATCHES_IN_FLIGHT) return;
-    this.dispatchTimer = setTimeout(() => {
-      this.dispatchTimer = undefined;
-      this.dispatchCalls();
-    }, BATCH_WINDOW_MS);
-  }
-
-  private dispatchCalls(): void {
-    clearTimeout(this.dispatchTimer);
-    this.dispatchTimer = undefined;
-    let calls = this.calls.splice(0);
-    if (this.batchMode && calls.length > 1) {
-      const singles = calls.filter((c) => !batchable(c.change));
-      calls = calls.filter((c) => batchable(c.change));
-      this.dispatchSingles(singles);
-    }
-    if (!this.batchMode || calls.length === 1) {
-      this.dispatchSingles(calls);
-      return;
-    }
-    for (let i = 0; i < calls.length; i += BATCH_MAX) {
-      const chunk = calls.slice(i, i + BATCH_MAX);
-      this.batchesInFlight++;
-      void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => {
-        this.batchesInFlight--;
-        this.settleBatch(chunk, results);
-        // what came while the batches ran has waited long enough
-        if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
-      });
-    }
-  }
-
-  private dispatchSingles(calls: { change: Change; done: (result: HelperResult) => void }[]): void {
-    for (const { change, done } of calls) void this.o.helper.change(change.action, change.target, change.id).then(done);
-  }
-
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
-  private settleBatch(chunk: { done: (result: HelperResult) => void }[], results: HelperResult[]): void {
+  private settleBatch(chunk: readonly HelperCall[], results: readonly HelperResult[]): void {
     const settling: (() => void)[] = (this.settling = []);
     try {
       this.o.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
@@ -452,7 +385,7 @@ export class Engine {
 
   /** The helper answered `batch` to `capabilities`; `batch-flush` too: a batch may flush names (see refresh). */
   setBatchMode(on: boolean, flushInBatch = false): void {
-    this.batchMode = on;
+    this.batcher.setBatchMode(on);
     this.flushInBatch = on && flushInBatch;
   }
 
@@ -508,7 +441,7 @@ export class Engine {
     this.pendingRems.add(id);
     this.remRetry.delete(id);
     const k = e.key;
-    this.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
+    this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.pendingRems.delete(id);
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
@@ -594,7 +527,7 @@ export class Engine {
     }
     // what is in flight or waiting to be retried is read again and skipped
     const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size + this.unrecorded.size;
-    const capacity = Math.max(0, (this.batchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
+    const capacity = Math.max(0, (this.batcher.inBatchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
     const limit = busy + DELETE_CHUNK + capacity;
     const due = store.due(now, limit);
     const releases: Entry[] = [];
@@ -775,9 +708,7 @@ export class Engine {
       return { blocks: this.restore(), applied: Promise.resolve() };
     }
     if (this.stopped) return { blocks: 0, applied: Promise.resolve() };
-    // what was gathered goes first: the batch then waits for it, as for the names' other calls before it
-    if (this.calls.length > 0) this.dispatchCalls();
-    const batch: { change: Change; done: (result: HelperResult) => void }[] = [];
+    const batch: HelperCall[] = [];
     const after: typeof batch = [];
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
@@ -798,19 +729,9 @@ export class Engine {
       // a block of every port cannot be a line of a batch: added after it (missing meanwhile)
       (batchable(change) ? batch : after).push({ change, done });
     }
-    this.batchesInFlight++;
-    const applied = this.o.helper
-      .batch(
-        batch.map((c) => c.change),
-        names,
-      )
-      .then((results) => {
-        this.batchesInFlight--;
-        this.settleBatch(batch, results);
-        this.armExpiry();
-        if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
-      });
-    for (const { change, done } of after) this.call(change, done);
+    // after what was gathered: the batch then waits for it, as for the names' other calls before it
+    const applied = this.batcher.batchNow(batch, names).then(() => this.armExpiry());
+    for (const { change, done } of after) this.batcher.call(change, done);
     return { blocks: batch.length + after.length, applied };
   }
 
@@ -859,7 +780,7 @@ export class Engine {
         if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) return void plain.push(e);
         this.pendingRems.add(id);
         this.remRetry.delete(id);
-        const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+        const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
         this.pendingRems.delete(id);
         if (result.outcome === 'cancelled') return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         // an entry without id had a failed add: the rem is a best try
@@ -924,6 +845,6 @@ export class Engine {
     this.stopped = true;
     clearTimeout(this.expiryTimer);
     // the calls gathered go to the helper now: started before it stops, or cancelled by its stop
-    if (this.calls.length > 0) this.dispatchCalls();
+    this.batcher.flush();
   }
 }
