@@ -10,6 +10,7 @@ import { loadConfig } from '../src/conf/load.js';
 import { compileRules } from '../src/conf/match.js';
 import { systemEnv } from '../src/conf/system.js';
 import { Engine } from '../src/daemon/engine.js';
+import { EngineBusy, ManualCommands } from '../src/daemon/manual.js';
 import { HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType, type Entry } from '../src/types.js';
@@ -22,6 +23,7 @@ const REM_RETRY = 60;
 
 interface Setup {
   engine: Engine;
+  manual: ManualCommands;
   store: StateStore;
   /** The clock `seconds` on. */
   pass: (seconds: number) => void;
@@ -55,6 +57,7 @@ function setup(t: TestContext, options: { config?: string; seed?: (store: StateS
   const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => now, remRetry: REM_RETRY });
   engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
   engine.setBatchMode(options.batch === true);
+  const manual = new ManualCommands({ engine, store, helper, log: log.log });
   t.after(async () => {
     engine.stop();
     await helper.stop(1000);
@@ -64,6 +67,7 @@ function setup(t: TestContext, options: { config?: string; seed?: (store: StateS
   });
   return {
     engine,
+    manual,
     store,
     pass: (seconds) => (now += seconds),
     calls: () => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').slice(0, -1) : []),
@@ -264,4 +268,73 @@ test('restore re-adds every block with its old id, not those counting nor those 
       ['192.0.2.23', 0, 'old23'],
     ],
   );
+});
+
+test('a manual block adds at once and records the id; a second one only renews the time', async (t) => {
+  const { manual, pass, calls, entries } = setup(t);
+  const key = stateKey('192.0.2.30', { port: PORT, nfail: 6, duration: 40 });
+  const first = await manual.block(key);
+  assert.equal(first.result?.outcome, 'ok');
+  assert.deepEqual([first.entry.count, first.entry.last, first.entry.id], [6, T, idOf('192.0.2.30')]);
+  pass(5);
+  const second = await manual.block(key);
+  assert.equal(second.result, undefined, 'no helper call');
+  assert.deepEqual(calls(), [addCall('192.0.2.30')]);
+  assert.deepEqual(
+    entries().map((e) => [e.last, e.id]),
+    [[T + 5, idOf('192.0.2.30')]],
+  );
+});
+
+test('a manual block of an entry whose add is running is refused as busy; one after stop as stopping', async (t) => {
+  const { engine, manual, mode } = setup(t);
+  mode('slow');
+  engine.processBatch([failure('192.0.2.31', WireType.ABUSE)]);
+  const key = stateKey('192.0.2.31', { port: PORT, nfail: 6, duration: 40 });
+  await assert.rejects(manual.block(key), (e) => e instanceof EngineBusy && e.code === 'busy');
+  engine.stop();
+  await assert.rejects(manual.block(key), (e) => e instanceof EngineBusy && e.code === 'stopping');
+});
+
+test('a manual unblock: rem for a block, the entry deleted; an entry without a block deleted without a helper call', async (t) => {
+  const { engine, manual, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.32', WireType.ABUSE), failure('192.0.2.33')]);
+  await until(() => idle(engine));
+  const result = await manual.unblock(entries());
+  assert.deepEqual(
+    result.released.map((e) => e.key.address),
+    ['192.0.2.32'],
+  );
+  assert.deepEqual(
+    result.deleted.map((e) => e.key.address),
+    ['192.0.2.33'],
+  );
+  assert.deepEqual(result.failed, []);
+  assert.deepEqual(calls(), [addCall('192.0.2.32'), remCall('192.0.2.32', idOf('192.0.2.32'))]);
+  assert.deepEqual(entries(), []);
+});
+
+test('a manual unblock whose rem fails keeps the entry and says why', async (t) => {
+  const { engine, manual, mode, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.34', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  mode('remfail');
+  const result = await manual.unblock(entries());
+  assert.deepEqual(
+    result.failed.map((f) => [f.entry.key.address, f.reason]),
+    [['192.0.2.34', 'rem failed (exit status 1)']],
+  );
+  assert.deepEqual(
+    entries().map((e) => e.id),
+    [idOf('192.0.2.34')],
+  );
+});
+
+test('a manual flush: flush of the name, then its entries deleted', async (t) => {
+  const { engine, manual, calls, store } = setup(t);
+  engine.processBatch([failure('192.0.2.35', WireType.ABUSE), failure('192.0.2.36')]);
+  await until(() => idle(engine));
+  assert.deepEqual(await manual.flush(['blocklistd']), [{ name: 'blocklistd', ok: true, deleted: 2 }]);
+  assert.deepEqual(calls(), [addCall('192.0.2.35'), 'flush blocklistd']);
+  assert.equal(store.size(), 0);
 });

@@ -16,7 +16,8 @@ import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notific
 import type { Problem } from './checks.js';
 import { ChunkedResult, type Peer } from './control.js';
 import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
-import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
+import type { Engine } from './engine.js';
+import { EngineBusy, type ManualCommands, type UnblockResult } from './manual.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 
@@ -24,6 +25,8 @@ import type { DaemonOptions } from './options.js';
 export interface CommandContext {
   readonly options: DaemonOptions;
   readonly engine: Engine;
+  /** block, unblock and flush by hand. */
+  readonly manual: ManualCommands;
   readonly store: StateStore;
   readonly metrics: Metrics;
   readonly debug: number;
@@ -282,9 +285,9 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
 
 /** One block: the engine's add, its outcome (a failure as a ControlError, not thrown). */
 async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
-  let outcome: Awaited<ReturnType<Engine['manualBlock']>>;
+  let outcome: Awaited<ReturnType<ManualCommands['block']>>;
   try {
-    outcome = await c.engine.manualBlock(key);
+    outcome = await c.manual.block(key);
   } catch (e) {
     if (e instanceof EngineBusy) return { error: new ControlError(e.code, e.message) };
     throw e;
@@ -379,7 +382,7 @@ function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unkn
       after = page[page.length - 1].rowid;
       const entries = page.filter(selected);
       total += entries.length;
-      if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
+      if (entries.length > 0) unblocking.push(c.manual.unblock(entries));
       await new Promise((resolve) => setImmediate(resolve));
     }
     if (unblocking.length === 0) {
@@ -423,7 +426,7 @@ function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unkn
 async function flush(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
   const name = parseName(optionalString(args, 'name'));
   const names = name === undefined ? c.flushNames() : [name];
-  const results = await c.engine.flushEntries(names);
+  const results = await c.manual.flush(names);
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };

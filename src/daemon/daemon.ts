@@ -24,6 +24,7 @@ import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendC
 import { runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
+import { ManualCommands } from './manual.js';
 import type { DaemonLogger } from './log.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -56,6 +57,7 @@ export class Daemon {
   private lock: DatabaseLock | undefined;
   private helper: HelperRunner | undefined;
   private engine: Engine | undefined;
+  private manual: ManualCommands | undefined;
   private metrics: Metrics | undefined;
   private control: ControlServer | undefined;
   private metricsServer: Server | undefined;
@@ -153,6 +155,7 @@ export class Daemon {
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
     });
+    this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
@@ -430,6 +433,7 @@ export class Daemon {
     return {
       options: this.options,
       engine: this.engine!,
+      manual: this.manual!,
       store: this.store!,
       metrics: this.metrics!,
       debug: this.debug,

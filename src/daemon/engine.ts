@@ -1,6 +1,8 @@
 // What the daemon does with notifications and time (daemon.md §5-§7): the
 // count arithmetic per message type, the block check, expiry, flush and
-// restore; the helper runs beside it (G27).
+// restore; the helper runs beside it (G27), its calls gathered into batches
+// by run/batch.ts.  blocklistctl's block, unblock and flush are manual.ts's,
+// through the primitives at the end of the class.
 //
 // Crash safety: the database always knows every rule that may be in the
 // packet filter.  An entry reaching its limit is committed (limit reached,
@@ -35,7 +37,7 @@ const EXPIRE_CHUNK = 64;
 /** The same in batch mode, where they go to the helper as one call. */
 const EXPIRE_CHUNK_BATCH = 2000;
 /** Entries without a filter rule deleted in one transaction. */
-const DELETE_CHUNK = 500;
+export const DELETE_CHUNK = 500;
 /**
  * Database writes failing (a full disk): expiry tries again after this
  * long, doubling up to STORE_RETRY_MAX_MS, instead of at once; failures
@@ -89,17 +91,7 @@ interface PendingAdd {
   origin: BlockOrigin;
 }
 
-/** What a manual unblock did. */
-export interface UnblockResult {
-  /** Blocks lifted through the helper, their entries deleted. */
-  released: Entry[];
-  /** Entries deleted that had no block (still counting, or their add had failed). */
-  deleted: Entry[];
-  /** Entries kept: their rem failed, or an add or rem of them was in flight. */
-  failed: { entry: Entry; reason: string }[];
-}
-
-const keyOf = (k: EffectiveRule): string =>
+export const keyOf = (k: EffectiveRule): string =>
   `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
 
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : k.proto === 6 ? 'tcp' : 'udp', address: k.address, mask: k.lmask, port: k.port });
@@ -111,13 +103,13 @@ export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, pro
  * entry with a rule id, or the helper was killed midway.  A plain failure
  * for an entry without id (its add had failed) is a best try that counts.
  */
-const remLeftRule = (r: HelperResult, id: string): boolean => r.outcome !== 'ok' && (id !== '' || unfinished(r));
+export const remLeftRule = (r: HelperResult, id: string): boolean => r.outcome !== 'ok' && (id !== '' || unfinished(r));
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
-const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
+export const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
 
 /** An entry's fields in a JSON log line (`address`: the client's, unmasked); a port or protocol of any, and forever (-1), left out. */
-function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
+export function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
   const proto = targetOf(k).proto;
   return {
     event,
@@ -131,7 +123,7 @@ function entryFields(event: string, k: EffectiveRule, address = k.address): LogF
 }
 
 /** What a release line adds to upstream's: how long the block lasted, when known. */
-const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
+export const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
 
 /** The fields of a "blocked" line; `duration` is the rule's. */
 const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
@@ -140,16 +132,6 @@ const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, cou
   count,
   duration: k.duration === ANY ? undefined : k.duration,
 });
-
-/** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
-export class EngineBusy extends Error {
-  constructor(
-    message: string,
-    readonly code: 'stopping' | 'busy',
-  ) {
-    super(message);
-  }
-}
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -468,7 +450,7 @@ export class Engine {
    * start; undefined when unknown (a forever block lifted by AUTH_OK after a
    * restart: its last failure is gone too).
    */
-  private lasted(id: string, e: Entry): number | undefined {
+  lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
     return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
@@ -735,93 +717,61 @@ export class Engine {
     return { blocks: batch.length + after.length, applied };
   }
 
-  /**
-   * blocklistctl block: the entry at its limit from now on, and `add`;
-   * resolves with the helper's result (a failure leaves the entry as it
-   * was).  An entry already blocked only gets its time renewed.
-   */
-  async manualBlock(key: EffectiveRule): Promise<{ entry: Entry; result: HelperResult | undefined }> {
+  // --- for the manual commands (manual.ts): the state of work in flight and the steps they take ---
+
+  /** No new helper calls: the daemon stops. */
+  get stopping(): boolean {
+    return this.stopped;
+  }
+
+  /** An add or rem of the entry is running. */
+  busy(key: EffectiveRule): boolean {
     const id = keyOf(key);
-    if (this.stopped) throw new EngineBusy('the daemon is stopping', 'stopping');
-    if (this.pendingAdds.has(id) || this.pendingRems.has(id)) throw new EngineBusy('an add or rem of this entry is running: try again', 'busy');
-    const { store } = this.o;
+    return this.pendingAdds.has(id) || this.pendingRems.has(id);
+  }
+
+  /** Its rem worked and its entry is not written yet: the block is gone. */
+  released(key: EffectiveRule): boolean {
+    return this.unrecorded.has(keyOf(key));
+  }
+
+  /** The entry was written or deleted since: no longer a release to record. */
+  forgetRelease(key: EffectiveRule): void {
+    this.unrecorded.delete(keyOf(key));
+  }
+
+  /** Now, in seconds, after a step of the wall clock has moved the stored times (followClock). */
+  now(): number {
     this.followClock();
-    const now = this.o.clock();
-    const existing = store.get(key);
-    const count = Math.max(existing?.count ?? 0, key.nfail === ANY ? 0 : key.nfail);
-    if (existing !== undefined && existing.id !== '' && !this.unrecorded.has(id)) {
-      const entry = { key, count, last: now, id: existing.id };
-      store.put(entry);
-      this.armExpiry();
-      return { entry, result: undefined };
-    }
-    store.put({ key, count, last: now, id: '' });
-    this.unrecorded.delete(id);
-    this.pendingAdds.set(id, { before: existing && { count: existing.count, last: existing.last }, wrote: { count, last: now }, client: key.address, origin: 'manual' });
-    const result = await new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
-    return { entry: store.get(key) ?? { key, count, last: now, id: '' }, result };
+    return this.o.clock();
   }
 
   /**
-   * blocklistctl unblock: `rem` for the entries with a filter rule (or whose
-   * add may have happened), then the entries deleted.  One whose rem fails
-   * stays as it was.
+   * The entry at its limit, just written as `wrote` (was `before`): `add`,
+   * recorded as any other; resolves with the helper's result.
    */
-  async manualUnblock(entries: readonly Entry[]): Promise<UnblockResult> {
-    const { store, log } = this.o;
-    const done: UnblockResult = { released: [], deleted: [], failed: [] };
-    const plain: Entry[] = [];
-    const releasing = Promise.all(
-      entries.map(async (e) => {
-        const id = keyOf(e.key);
-        if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
-        if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
-        // released already (its entry not deleted yet), or never blocked
-        if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) return void plain.push(e);
-        this.pendingRems.add(id);
-        this.remRetry.delete(id);
-        const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
-        this.pendingRems.delete(id);
-        if (result.outcome === 'cancelled') return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
-        // an entry without id had a failed add: the rem is a best try
-        if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${failureText(result)}` });
-        this.guard(() => store.delete(e.key));
-        const lasted = this.lasted(id, e);
-        if (e.id === '') return void done.deleted.push(e);
-        log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
-        this.o.metrics?.release('manual', e.key.name);
-        done.released.push(e);
-      }),
-    );
-    // the entries without a block in one transaction: one commit, not one per entry
-    if (this.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key))))) for (const e of plain) this.unrecorded.delete(keyOf(e.key));
-    done.deleted.push(...plain);
-    await releasing;
-    this.armExpiry();
-    return done;
+  add(key: EffectiveRule, before: { count: number; last: number } | undefined, wrote: { count: number; last: number }, origin: BlockOrigin): Promise<HelperResult> {
+    const id = keyOf(key);
+    this.unrecorded.delete(id);
+    this.pendingAdds.set(id, { before, wrote, client: key.address, origin });
+    return new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
   }
 
-  /** blocklistctl flush: `flush <name>` for each name, then the entries of the names flushed deleted. */
-  async flushEntries(names: readonly string[]): Promise<{ name: string; ok: boolean; deleted: number; error?: string }[]> {
-    const results = await Promise.all(
-      names.map(async (name) => {
-        const r = await this.o.helper.flush(name);
-        if (r.outcome !== 'ok') return { name, ok: false, deleted: 0, error: `flush failed${failureText(r)}` };
-        // a chunk at a time, a turn of the event loop between: a name with many entries does not stall the notifications
-        let deleted = 0;
-        for (let chunk = DELETE_CHUNK; chunk === DELETE_CHUNK; deleted += chunk) {
-          chunk = 0;
-          this.guard(() => (chunk = this.o.store.deleteName(name, DELETE_CHUNK)));
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
-        for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
-        for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
-        return { name, ok: true, deleted };
-      }),
-    );
-    this.armExpiry();
-    return results;
+  /** `rem` of the entry's rule, marked in flight meanwhile and no longer waiting for a retry; the entry is the caller's. */
+  async remove(e: Entry): Promise<HelperResult> {
+    const id = keyOf(e.key);
+    this.pendingRems.add(id);
+    this.remRetry.delete(id);
+    const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+    this.pendingRems.delete(id);
+    return result;
+  }
+
+  /** The entries of rule `name` are flushed: their retries, unwritten releases and block starts go. */
+  forgetName(name: string): void {
+    for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
+    for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
+    for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
   }
 
   /** Helper work in flight, for `status`. */
@@ -830,7 +780,7 @@ export class Engine {
   }
 
   /** A store write outside a batch: a failure is logged (storeFailed), not fatal; false then. */
-  private guard(write: () => void): boolean {
+  guard(write: () => void): boolean {
     try {
       write();
       return true;
