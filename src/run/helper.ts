@@ -31,10 +31,10 @@ export interface HelperTarget {
  * - error: the program could not be started;
  * - cancelled: dropped by stop() before it started.
  */
-export type HelperOutcome = 'ok' | 'failed' | 'timeout' | 'killed' | 'error' | 'cancelled';
+export type CallOutcome = 'ok' | 'failed' | 'timeout' | 'killed' | 'error' | 'cancelled';
 
 export interface HelperResult {
-  outcome: HelperOutcome;
+  outcome: CallOutcome;
   /** The first stdout line as written (without the newline), undefined when the helper printed nothing at all. */
   line: string | undefined;
   /** The rule id: `line` with an `OK ` prefix removed, cut at a NUL and to 63 bytes (on a UTF-8 boundary); undefined when no line. */
@@ -68,9 +68,9 @@ export function failureText(r: HelperResult): string {
 
 /**
  * The outcome of a call that ran: `answered`, whether its answer says it
- * worked (see HelperOutcome); otherwise how it ended.
+ * worked (see CallOutcome); otherwise how it ended.
  */
-function outcomeOf(answered: boolean, timedOut: boolean, signal: NodeJS.Signals | null): HelperOutcome {
+function outcomeOf(answered: boolean, timedOut: boolean, signal: NodeJS.Signals | null): CallOutcome {
   if (answered) return 'ok';
   if (timedOut) return 'timeout';
   return signal === null ? 'failed' : 'killed';
