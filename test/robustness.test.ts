@@ -650,7 +650,7 @@ describe('robustness: expiry on an idle daemon', () => {
       const helper = {
         change: (action: string, target: { address: string }, id: string): Promise<HelperResult> => {
           rems.push(`${action} ${target.address} ${id}`);
-          return Promise.resolve({ line: 'OK', id: '', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
+          return Promise.resolve({ outcome: 'ok', line: 'OK', id: '', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
         },
       } as unknown as HelperRunner;
       // the pass starts in second 1002 (its timer fired a little early); the second ends before it re-arms

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { HelperRunner, type Change, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
+import { failureText, HelperRunner, unfinished, type Change, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
 import { LogCollector, repoRoot, tempDir } from './support.js';
 
 const fixtures = join(repoRoot, 'test/fixtures');
@@ -14,16 +14,17 @@ const dir = tempDir('blocklistd-run-');
 const O_CLOEXEC = 0o2000000;
 let logSerial = 0;
 
-/** What the record fixture does: its log file, its answer, its sleep. */
+/** What the record fixture does: its log file, its answer, its sleep, its exit status. */
 interface FixtureEnv {
   HELPER_LOG?: string;
   HELPER_REPLY?: string;
   HELPER_SLEEP?: string;
+  HELPER_EXIT?: string;
 }
 
 /** Sets the fixture variables of the environment the helpers inherit; the others are removed. */
 function fixtureEnv(env: FixtureEnv): void {
-  for (const key of ['HELPER_LOG', 'HELPER_REPLY', 'HELPER_SLEEP'] as const) {
+  for (const key of ['HELPER_LOG', 'HELPER_REPLY', 'HELPER_SLEEP', 'HELPER_EXIT'] as const) {
     if (env[key] === undefined) delete process.env[key];
     else process.env[key] = env[key];
   }
@@ -139,7 +140,7 @@ test('the first line of the output is the answer, the id without "OK ", cut to 6
     const result = await record.change('add', target('192.0.2.1'), '');
     assert.deepEqual(
       result,
-      { line, id, exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false },
+      { outcome: line === undefined ? 'failed' : 'ok', line, id, exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false },
       JSON.stringify(reply),
     );
   }
@@ -174,6 +175,7 @@ test('a helper that does not finish in time is killed and the call fails', async
   // The shell's child (a sleep) dies with it: the whole process group is killed.
   assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
   assert.deepEqual(result, {
+    outcome: 'timeout',
     line: undefined,
     id: undefined,
     exitCode: null,
@@ -204,7 +206,7 @@ test('the answer is read when the helper exits: a process it leaves in the backg
   let started = Date.now();
   const result = await background.change('add', target('192.0.2.1'), '');
   assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
-  assert.deepEqual(result, { line: 'OK bg', id: 'bg', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
+  assert.deepEqual(result, { outcome: 'ok', line: 'OK bg', id: 'bg', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
   // A batch's answer is many lines: all of them are read, none waits for the background process.
   fixtureEnv({ HELPER_REPLY: 'OK 1\\n\\nOK 3\\n' });
   started = Date.now();
@@ -234,6 +236,37 @@ test('a character split between two reads of the answer stays whole; a batch lin
   fixtureEnv({});
 });
 
+test('the outcome is decided once: an add works with a line, a rem or flush with a line or exit status 0, capabilities with exit status 0', async () => {
+  const { runner: record } = runner(fixture('record'));
+  const cases: [call: () => Promise<HelperResult>, reply: string, exit: string, outcome: HelperResult['outcome']][] = [
+    [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '0', 'ok'],
+    [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '1', 'ok'],
+    [() => record.change('add', target('192.0.2.1'), ''), '', '0', 'failed'],
+    [() => record.change('rem', target('192.0.2.1'), '1'), '', '0', 'ok'],
+    [() => record.change('rem', target('192.0.2.1'), '1'), 'OK\\n', '1', 'ok'],
+    [() => record.change('rem', target('192.0.2.1'), '1'), '', '1', 'failed'],
+    [() => record.flush('blocklistd'), '', '1', 'failed'],
+    [() => record.flush('blocklistd'), '', '0', 'ok'],
+  ];
+  for (const [call, reply, exit, outcome] of cases) {
+    fixtureEnv({ HELPER_REPLY: reply, HELPER_EXIT: exit });
+    const result = await call();
+    assert.equal(result.outcome, outcome, `${reply} ${exit}`);
+    assert.equal(unfinished(result), false);
+  }
+  fixtureEnv({});
+  // a line that is not a list of words, from a program that exits 1: no capabilities
+  fixtureEnv({ HELPER_REPLY: 'usage: control add|rem|flush\\n', HELPER_EXIT: '1' });
+  assert.deepEqual(await record.capabilities(), new Set());
+  fixtureEnv({});
+  const stopped = runner(fixture('record')).runner;
+  await stopped.stop(0);
+  const cancelled = await stopped.flush('blocklistd');
+  assert.equal(cancelled.outcome, 'cancelled');
+  assert.equal(unfinished(cancelled), false);
+  assert.equal(failureText(cancelled), '');
+});
+
 test('a program that cannot be started fails the call with the C library text', async () => {
   fixtureEnv({});
   for (const [program, reason] of [
@@ -243,6 +276,7 @@ test('a program that cannot be started fails the call with the C library text', 
     const { runner: broken, logs } = runner(program);
     const result = await broken.flush('blocklistd');
     assert.deepEqual(result, {
+      outcome: 'error',
       line: undefined,
       id: undefined,
       exitCode: null,
@@ -505,6 +539,23 @@ describe('batch mode', () => {
       [0, null, 0, null],
     );
     assert.ok(results.every((r) => !('lines' in r)));
+    assert.deepEqual(
+      results.map((r) => r.outcome),
+      ['ok', 'failed', 'ok', 'failed'],
+    );
+  });
+
+  test('batch: the changes of a batch that timed out are unfinished', async () => {
+    fixtureEnv({ HELPER_REPLY: 'OK a\\n', HELPER_SLEEP: '10' });
+    const results = await runner(fixture('record'), { timeoutMs: 300 }).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')]);
+    fixtureEnv({});
+    assert.deepEqual(
+      results.map((r) => [r.outcome, unfinished(r)]),
+      [
+        ['timeout', true],
+        ['timeout', true],
+      ],
+    );
   });
 
   test('batch: waits for a running call of one of its targets, and holds back later ones', async () => {

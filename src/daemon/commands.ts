@@ -18,7 +18,8 @@ import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notific
 import type { Problem } from './checks.js';
 import { ChunkedResult, type Peer } from './control.js';
 import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
-import { EngineBusy, type Engine, type UnblockResult } from './engine.js';
+import type { Engine } from './engine.js';
+import { EngineBusy, type ManualCommands, type UnblockResult } from './manual.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 
@@ -26,6 +27,8 @@ import type { DaemonOptions } from './options.js';
 export interface CommandContext {
   readonly options: DaemonOptions;
   readonly engine: Engine;
+  /** block, unblock and flush by hand. */
+  readonly manual: ManualCommands;
   readonly store: StateStore;
   readonly metrics: Metrics;
   readonly debug: number;
@@ -284,17 +287,17 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
 
 /** One block: the engine's add, its outcome (a failure as a ControlError, not thrown). */
 async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
-  let outcome: Awaited<ReturnType<Engine['manualBlock']>>;
+  let outcome: Awaited<ReturnType<ManualCommands['block']>>;
   try {
-    outcome = await c.engine.manualBlock(key);
+    outcome = await c.manual.block(key);
   } catch (e) {
     if (e instanceof EngineBusy) return { error: new ControlError(e.code, e.message) };
     throw e;
   }
   const now = Math.floor(Date.now() / 1000);
   const { entry, result } = outcome;
-  if (result !== undefined && result.line === undefined) {
-    const why = result.timedOut ? 'timed out' : result.error ?? (result.cancelled ? 'the daemon is stopping' : result.signal ? `killed by ${result.signal}` : 'no rule id');
+  if (result !== undefined && result.outcome !== 'ok') {
+    const why = { timeout: 'timed out', error: result.error, cancelled: 'the daemon is stopping', killed: `killed by ${result.signal}`, failed: 'no rule id' }[result.outcome];
     // the entry stays at its limit then, and expiry lifts what may be in the filter
     if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
     return { error: new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
@@ -381,7 +384,7 @@ function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unkn
       after = page[page.length - 1].rowid;
       const entries = page.filter(selected);
       total += entries.length;
-      if (entries.length > 0) unblocking.push(c.engine.manualUnblock(entries));
+      if (entries.length > 0) unblocking.push(c.manual.unblock(entries));
       await new Promise((resolve) => setImmediate(resolve));
     }
     if (unblocking.length === 0) {
@@ -425,7 +428,7 @@ function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unkn
 async function flush(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
   const name = parseName(optionalString(args, 'name'));
   const names = name === undefined ? c.flushNames() : [name];
-  const results = await c.engine.flushEntries(names);
+  const results = await c.manual.flush(names);
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };

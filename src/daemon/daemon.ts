@@ -25,6 +25,7 @@ import { runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
 import { debugLog, type DaemonLogger } from './log.js';
+import { ManualCommands } from './manual.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
@@ -46,13 +47,8 @@ const RELOAD_LIST_MAX = 20;
 /** How long running helper calls may take to finish at shutdown. */
 const STOP_GRACE_MS = 10_000;
 
-/** A helper call's result as the metrics count it. */
-function outcomeOf(action: string, r: HelperResult): HelperOutcome {
-  if (r.timedOut) return 'timeout';
-  if (r.error !== undefined) return 'error';
-  if (action === 'add') return r.line !== undefined ? 'ok' : 'failed';
-  return r.exitCode === 0 || (action !== 'batch' && r.line !== undefined) ? 'ok' : 'failed';
-}
+/** A helper call's outcome as the metrics count it: killed by a signal is a failure there. */
+const metricOutcome = (r: HelperResult): HelperOutcome => (r.outcome === 'killed' || r.outcome === 'cancelled' ? 'failed' : r.outcome);
 
 export class Daemon {
   private readonly sockets: NotificationSocket[] = [];
@@ -63,6 +59,7 @@ export class Daemon {
   private lock: DatabaseLock | undefined;
   private helper: HelperRunner | undefined;
   private engine: Engine | undefined;
+  private manual: ManualCommands | undefined;
   private metrics: Metrics | undefined;
   private control: ControlServer | undefined;
   private metricsServer: Server | undefined;
@@ -120,7 +117,7 @@ export class Daemon {
       timeoutMs: o.helperTimeout * 1000,
       log: this.log,
       debug: () => this.debug,
-      observe: (action, result, seconds) => metrics.helperCall(action, outcomeOf(action, result), seconds),
+      observe: (action, result, seconds) => metrics.helperCall(action, metricOutcome(result), seconds),
     });
     this.countRules(loadedCleanly(loaded));
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
@@ -162,6 +159,7 @@ export class Daemon {
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
     });
+    this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
@@ -442,6 +440,7 @@ export class Daemon {
     return {
       options: this.options,
       engine: this.engine!,
+      manual: this.manual!,
       store: this.store!,
       metrics: this.metrics!,
       debug: this.debug,

@@ -1,6 +1,8 @@
 // What the daemon does with notifications and time (daemon.md §5-§7): the
 // count arithmetic per message type, the block check, expiry, flush and
-// restore; the helper runs beside it (G27).
+// restore; the helper runs beside it (G27), its calls gathered into batches
+// by run/batch.ts.  blocklistctl's block, unblock and flush are manual.ts's,
+// through the primitives at the end of the class.
 //
 // Crash safety: the database always knows every rule that may be in the
 // packet filter.  An entry reaching its limit is committed (limit reached,
@@ -23,7 +25,8 @@ import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import { protocolName } from '../conf/format.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import { toText, type OwnNetwork } from '../conf/ip.js';
-import { unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
+import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
+import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
@@ -36,17 +39,7 @@ const EXPIRE_CHUNK = 64;
 /** The same in batch mode, where they go to the helper as one call. */
 const EXPIRE_CHUNK_BATCH = 2000;
 /** Entries without a filter rule deleted in one transaction. */
-const DELETE_CHUNK = 500;
-/** Operations in one batch call: few calls for a restore, each a bounded one. */
-const BATCH_MAX = 10000;
-/**
- * Batch mode: helper calls made within this many milliseconds go as one
- * batch, so that notifications arriving one at a time do not each start a
- * helper process (issue 13: 2,000 attackers at 200/s took 208 s to block).
- */
-const BATCH_WINDOW_MS = 5;
-/** Batches running at once; what comes meanwhile waits and goes as the next batch. */
-const BATCHES_IN_FLIGHT = 2;
+export const DELETE_CHUNK = 500;
 /**
  * Database writes failing (a full disk): expiry tries again after this
  * long, doubling up to STORE_RETRY_MAX_MS, instead of at once; failures
@@ -100,44 +93,25 @@ interface PendingAdd {
   origin: BlockOrigin;
 }
 
-/** What a manual unblock did. */
-export interface UnblockResult {
-  /** Blocks lifted through the helper, their entries deleted. */
-  released: Entry[];
-  /** Entries deleted that had no block (still counting, or their add had failed). */
-  deleted: Entry[];
-  /** Entries kept: their rem failed, or an add or rem of them was in flight. */
-  failed: { entry: Entry; reason: string }[];
-}
-
-const keyOf = (k: EffectiveRule): string =>
+export const keyOf = (k: EffectiveRule): string =>
   `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
 
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
 
-/** Batch lines cannot carry empty fields: a manual block of every port goes alone. */
-const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
 
-
-function describeFailure(r: HelperResult): string {
-  if (r.timedOut) return ' (timed out)';
-  if (r.error) return ` (${r.error})`;
-  if (r.signal) return ` (killed by ${r.signal})`;
-  return r.exitCode ? ` (exit status ${r.exitCode})` : '';
-}
 
 /**
  * A rem after which the rule may still be in the filter: it failed for an
  * entry with a rule id, or the helper was killed midway.  A plain failure
  * for an entry without id (its add had failed) is a best try that counts.
  */
-const remLeftRule = (r: HelperResult, id: string): boolean => r.line === undefined && r.exitCode !== 0 && (id !== '' || unfinished(r));
+export const remLeftRule = (r: HelperResult, id: string): boolean => r.outcome !== 'ok' && (id !== '' || unfinished(r));
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
-const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
+export const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
 
 /** An entry's fields in a JSON log line (`address`: the client's, unmasked); a port or protocol of any, and forever (-1), left out. */
-function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
+export function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
   const proto = targetOf(k).proto;
   return {
     event,
@@ -151,7 +125,7 @@ function entryFields(event: string, k: EffectiveRule, address = k.address): LogF
 }
 
 /** What a release line adds to upstream's: how long the block lasted, when known. */
-const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
+export const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
 
 /** The fields of a "blocked" line; `duration` is the rule's. */
 const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
@@ -160,18 +134,6 @@ const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, cou
   count,
   duration: k.duration === ANY ? undefined : k.duration,
 });
-
-/** A manual change refused for now: the daemon stops, or the entry has a helper call running. */
-export class EngineBusy extends Error {
-  override readonly name = 'EngineBusy';
-
-  constructor(
-    message: string,
-    readonly code: 'stopping' | 'busy',
-  ) {
-    super(message);
-  }
-}
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -200,16 +162,11 @@ export class Engine {
   private expiryTimer: NodeJS.Timeout | undefined;
   /** No new helper calls; results of running ones are still recorded until the store closes. */
   private stopped = false;
-  private batchMode = false;
+  private readonly batcher: HelperBatcher;
   private flushInBatch = false;
   /** When eviction was last logged (ms), and what went since. */
   private evictLog = { at: -Infinity, evicted: 0 };
   private evictScheduled = false;
-  /** Helper calls of the current stretch of work, dispatched together. */
-  private readonly calls: { change: Change; done: (result: HelperResult) => void }[] = [];
-  /** Batch mode: the end of the window gathering `calls`. */
-  private dispatchTimer: NodeJS.Timeout | undefined;
-  private batchesInFlight = 0;
 
   private readonly monotonic: () => number;
   /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
@@ -219,6 +176,7 @@ export class Engine {
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
+    this.batcher = new HelperBatcher({ helper: o.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
@@ -382,66 +340,14 @@ export class Engine {
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
-    this.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
       this.addDone(key, oldId, result);
       then?.(result);
     });
   }
 
-  /**
-   * Runs a helper call.  The calls made in one stretch of work (a batch of
-   * notifications, an expiry pass, a restore) go to a helper that knows
-   * batch mode as batches: one process, one packet-filter transaction.  In
-   * batch mode the stretch is a few milliseconds, longer while batches
-   * run: then the calls wait for one to finish and go together.
-   */
-  private call(change: Change, done: (result: HelperResult) => void): void {
-    this.calls.push({ change, done });
-    if (this.calls.length > 1) return;
-    if (!this.batchMode) queueMicrotask(() => this.dispatchCalls());
-    else this.gather();
-  }
-
-  /** Batch mode: dispatch at the end of the window, unless batches are running (their end dispatches). */
-  private gather(): void {
-    if (this.dispatchTimer !== undefined || this.batchesInFlight >= BATCHES_IN_FLIGHT) return;
-    this.dispatchTimer = setTimeout(() => {
-      this.dispatchTimer = undefined;
-      this.dispatchCalls();
-    }, BATCH_WINDOW_MS);
-  }
-
-  private dispatchCalls(): void {
-    clearTimeout(this.dispatchTimer);
-    this.dispatchTimer = undefined;
-    let calls = this.calls.splice(0);
-    if (this.batchMode && calls.length > 1) {
-      const singles = calls.filter((c) => !batchable(c.change));
-      calls = calls.filter((c) => batchable(c.change));
-      this.dispatchSingles(singles);
-    }
-    if (!this.batchMode || calls.length === 1) {
-      this.dispatchSingles(calls);
-      return;
-    }
-    for (let i = 0; i < calls.length; i += BATCH_MAX) {
-      const chunk = calls.slice(i, i + BATCH_MAX);
-      this.batchesInFlight++;
-      void this.o.helper.batch(chunk.map((c) => c.change)).then((results) => {
-        this.batchesInFlight--;
-        this.settleBatch(chunk, results);
-        // what came while the batches ran has waited long enough
-        if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
-      });
-    }
-  }
-
-  private dispatchSingles(calls: { change: Change; done: (result: HelperResult) => void }[]): void {
-    for (const { change, done } of calls) void this.o.helper.change(change.action, change.target, change.id).then(done);
-  }
-
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
-  private settleBatch(chunk: { done: (result: HelperResult) => void }[], results: HelperResult[]): void {
+  private settleBatch(chunk: readonly HelperCall[], results: readonly HelperResult[]): void {
     const settling: (() => void)[] = (this.settling = []);
     try {
       this.o.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
@@ -464,7 +370,7 @@ export class Engine {
 
   /** The helper answered `batch` to `capabilities`; `batch-flush` too: a batch may flush names (see refresh). */
   setBatchMode(on: boolean, flushInBatch = false): void {
-    this.batchMode = on;
+    this.batcher.setBatchMode(on);
     this.flushInBatch = on && flushInBatch;
   }
 
@@ -472,19 +378,19 @@ export class Engine {
     const id = keyOf(key);
     const pending = this.pendingAdds.get(id);
     this.pendingAdds.delete(id);
-    if (pending === undefined || result.cancelled) return; // cancelled at stop: still at its limit, restore re-adds it
+    if (pending === undefined || result.outcome === 'cancelled') return; // cancelled at stop: still at its limit, restore re-adds it
     const { log, store } = this.o;
     const target = `${key.name} ${targetOf(key).proto} ${where(key)}`;
     this.guard(() => {
       const e = store.get(key);
-      if (result.line === undefined) {
+      if (result.outcome !== 'ok') {
         // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
         if (unfinished(result)) {
           // the add may have happened: the entry stays at its limit without id, so that expiry removes it (crash safety above)
-          log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}; the block may be in the packet filter: kept until it expires`);
+          log('err', `add ${target}: the helper gave no rule id${failureText(result)}; the block may be in the packet filter: kept until it expires`);
           return;
         }
-        log('err', `add ${target}: the helper gave no rule id${describeFailure(result)}`);
+        log('err', `add ${target}: the helper gave no rule id${failureText(result)}`);
         if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
         if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
           if (pending.before === undefined) store.delete(key);
@@ -520,12 +426,12 @@ export class Engine {
     this.pendingRems.add(id);
     this.remRetry.delete(id);
     const k = e.key;
-    this.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
+    this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.pendingRems.delete(id);
-      if (result.cancelled) return; // at stop: the entry is still there, the next start releases it
+      if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
       if (remLeftRule(result, e.id)) {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${describeFailure(result)}; retrying in ${this.o.remRetry} s`);
+        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${failureText(result)}; retrying in ${this.o.remRetry} s`);
         this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
         this.armExpiry();
         return;
@@ -547,7 +453,7 @@ export class Engine {
    * start; undefined when unknown (a forever block lifted by AUTH_OK after a
    * restart: its last failure is gone too).
    */
-  private lasted(id: string, e: Entry): number | undefined {
+  lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
     return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
@@ -606,7 +512,7 @@ export class Engine {
     }
     // what is in flight or waiting to be retried is read again and skipped
     const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size + this.unrecorded.size;
-    const capacity = Math.max(0, (this.batchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
+    const capacity = Math.max(0, (this.batcher.inBatchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
     const limit = busy + DELETE_CHUNK + capacity;
     const due = store.due(now, limit);
     const releases: Entry[] = [];
@@ -787,9 +693,7 @@ export class Engine {
       return { blocks: this.restore(), applied: Promise.resolve() };
     }
     if (this.stopped) return { blocks: 0, applied: Promise.resolve() };
-    // what was gathered goes first: the batch then waits for it, as for the names' other calls before it
-    if (this.calls.length > 0) this.dispatchCalls();
-    const batch: { change: Change; done: (result: HelperResult) => void }[] = [];
+    const batch: HelperCall[] = [];
     const after: typeof batch = [];
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
@@ -799,7 +703,7 @@ export class Engine {
       if (this.pendingAdds.has(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
         done = (result) => {
-          if (result.line === undefined) return;
+          if (result.outcome !== 'ok') return;
           const current = this.o.store.get(e.key);
           this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
         };
@@ -810,109 +714,67 @@ export class Engine {
       // a block of every port cannot be a line of a batch: added after it (missing meanwhile)
       (batchable(change) ? batch : after).push({ change, done });
     }
-    this.batchesInFlight++;
-    const applied = this.o.helper
-      .batch(
-        batch.map((c) => c.change),
-        names,
-      )
-      .then((results) => {
-        this.batchesInFlight--;
-        this.settleBatch(batch, results);
-        this.armExpiry();
-        if (this.calls.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatchCalls();
-      });
-    for (const { change, done } of after) this.call(change, done);
+    // after what was gathered: the batch then waits for it, as for the names' other calls before it
+    const applied = this.batcher.batchNow(batch, names).then(() => this.armExpiry());
+    for (const { change, done } of after) this.batcher.call(change, done);
     return { blocks: batch.length + after.length, applied };
   }
 
-  /**
-   * blocklistctl block: the entry at its limit from now on, and `add`;
-   * resolves with the helper's result (a failure leaves the entry as it
-   * was).  An entry already blocked only gets its time renewed.
-   */
-  async manualBlock(key: EffectiveRule): Promise<{ entry: Entry; result: HelperResult | undefined }> {
+  // --- for the manual commands (manual.ts): the state of work in flight and the steps they take ---
+
+  /** No new helper calls: the daemon stops. */
+  get stopping(): boolean {
+    return this.stopped;
+  }
+
+  /** An add or rem of the entry is running. */
+  busy(key: EffectiveRule): boolean {
     const id = keyOf(key);
-    if (this.stopped) throw new EngineBusy('the daemon is stopping', 'stopping');
-    if (this.pendingAdds.has(id) || this.pendingRems.has(id)) throw new EngineBusy('an add or rem of this entry is running: try again', 'busy');
-    const { store } = this.o;
+    return this.pendingAdds.has(id) || this.pendingRems.has(id);
+  }
+
+  /** Its rem worked and its entry is not written yet: the block is gone. */
+  released(key: EffectiveRule): boolean {
+    return this.unrecorded.has(keyOf(key));
+  }
+
+  /** The entry was written or deleted since: no longer a release to record. */
+  forgetRelease(key: EffectiveRule): void {
+    this.unrecorded.delete(keyOf(key));
+  }
+
+  /** Now, in seconds, after a step of the wall clock has moved the stored times (followClock). */
+  now(): number {
     this.followClock();
-    const now = this.o.clock();
-    const existing = store.get(key);
-    const count = Math.max(existing?.count ?? 0, key.nfail === ANY ? 0 : key.nfail);
-    if (existing !== undefined && existing.id !== '' && !this.unrecorded.has(id)) {
-      const entry = { key, count, last: now, id: existing.id };
-      store.put(entry);
-      this.armExpiry();
-      return { entry, result: undefined };
-    }
-    store.put({ key, count, last: now, id: '' });
-    this.unrecorded.delete(id);
-    this.pendingAdds.set(id, { before: existing && { count: existing.count, last: existing.last }, wrote: { count, last: now }, client: key.address, origin: 'manual' });
-    const result = await new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
-    return { entry: store.get(key) ?? { key, count, last: now, id: '' }, result };
+    return this.o.clock();
   }
 
   /**
-   * blocklistctl unblock: `rem` for the entries with a filter rule (or whose
-   * add may have happened), then the entries deleted.  One whose rem fails
-   * stays as it was.
+   * The entry at its limit, just written as `wrote` (was `before`): `add`,
+   * recorded as any other; resolves with the helper's result.
    */
-  async manualUnblock(entries: readonly Entry[]): Promise<UnblockResult> {
-    const { store, log } = this.o;
-    const done: UnblockResult = { released: [], deleted: [], failed: [] };
-    const plain: Entry[] = [];
-    const releasing = Promise.all(
-      entries.map(async (e) => {
-        const id = keyOf(e.key);
-        if (this.stopped) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
-        if (this.pendingAdds.has(id) || this.pendingRems.has(id)) return void done.failed.push({ entry: e, reason: 'an add or rem of it is running' });
-        // released already (its entry not deleted yet), or never blocked
-        if (this.unrecorded.has(id) || (e.id === '' && !isBlocked(e))) return void plain.push(e);
-        this.pendingRems.add(id);
-        this.remRetry.delete(id);
-        const result = await new Promise<HelperResult>((resolve) => this.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
-        this.pendingRems.delete(id);
-        if (result.cancelled) return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
-        // an entry without id had a failed add: the rem is a best try
-        if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${describeFailure(result)}` });
-        this.guard(() => store.delete(e.key));
-        const lasted = this.lasted(id, e);
-        if (e.id === '') return void done.deleted.push(e);
-        log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
-        this.o.metrics?.release('manual', e.key.name);
-        done.released.push(e);
-      }),
-    );
-    // the entries without a block in one transaction: one commit, not one per entry
-    if (this.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key))))) for (const e of plain) this.unrecorded.delete(keyOf(e.key));
-    done.deleted.push(...plain);
-    await releasing;
-    this.armExpiry();
-    return done;
+  add(key: EffectiveRule, before: { count: number; last: number } | undefined, wrote: { count: number; last: number }, origin: BlockOrigin): Promise<HelperResult> {
+    const id = keyOf(key);
+    this.unrecorded.delete(id);
+    this.pendingAdds.set(id, { before, wrote, client: key.address, origin });
+    return new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
   }
 
-  /** blocklistctl flush: `flush <name>` for each name, then the entries of the names flushed deleted. */
-  async flushEntries(names: readonly string[]): Promise<{ name: string; ok: boolean; deleted: number; error?: string }[]> {
-    const results = await Promise.all(
-      names.map(async (name) => {
-        const r = await this.o.helper.flush(name);
-        if (r.line === undefined && r.exitCode !== 0) return { name, ok: false, deleted: 0, error: `flush failed${describeFailure(r)}` };
-        // a chunk at a time, a turn of the event loop between: a name with many entries does not stall the notifications
-        let deleted = 0;
-        for (let chunk = DELETE_CHUNK; chunk === DELETE_CHUNK; deleted += chunk) {
-          chunk = 0;
-          this.guard(() => (chunk = this.o.store.deleteName(name, DELETE_CHUNK)));
-          await new Promise((resolve) => setImmediate(resolve));
-        }
-        for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
-        for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
-        for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
-        return { name, ok: true, deleted };
-      }),
-    );
-    this.armExpiry();
-    return results;
+  /** `rem` of the entry's rule, marked in flight meanwhile and no longer waiting for a retry; the entry is the caller's. */
+  async remove(e: Entry): Promise<HelperResult> {
+    const id = keyOf(e.key);
+    this.pendingRems.add(id);
+    this.remRetry.delete(id);
+    const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+    this.pendingRems.delete(id);
+    return result;
+  }
+
+  /** The entries of rule `name` are flushed: their retries, unwritten releases and block starts go. */
+  forgetName(name: string): void {
+    for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
+    for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
+    for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
   }
 
   /** Helper work in flight, for `status`. */
@@ -921,7 +783,7 @@ export class Engine {
   }
 
   /** A store write outside a batch: a failure is logged (storeFailed), not fatal; false then. */
-  private guard(write: () => void): boolean {
+  guard(write: () => void): boolean {
     try {
       write();
       return true;
@@ -936,6 +798,6 @@ export class Engine {
     this.stopped = true;
     clearTimeout(this.expiryTimer);
     // the calls gathered go to the helper now: started before it stops, or cancelled by its stop
-    if (this.calls.length > 0) this.dispatchCalls();
+    this.batcher.flush();
   }
 }

@@ -19,7 +19,22 @@ export interface HelperTarget {
   port: number;
 }
 
+/**
+ * What a call came to, decided here once for every caller:
+ * - ok: the change is in the packet filter (add: the helper printed a line;
+ *   rem, flush: a line or exit status 0; batch and capabilities as a whole:
+ *   exit status 0; a change of a batch: its answer line is not empty);
+ * - failed: the helper ran to its end and refused;
+ * - timeout, killed: ended by a signal (its time ran out, the daemon
+ *   stopped, someone else killed it) without that answer: what it was doing
+ *   may or may not have reached the packet filter (`unfinished`);
+ * - error: the program could not be started;
+ * - cancelled: dropped by stop() before it started.
+ */
+export type CallOutcome = 'ok' | 'failed' | 'timeout' | 'killed' | 'error' | 'cancelled';
+
 export interface HelperResult {
+  outcome: CallOutcome;
   /** The first stdout line as written (without the newline), undefined when the helper printed nothing at all. */
   line: string | undefined;
   /** The rule id: `line` with an `OK ` prefix removed, cut at a NUL and to 63 bytes (on a UTF-8 boundary); undefined when no line. */
@@ -41,7 +56,32 @@ export interface HelperResult {
  * not have reached the packet filter.  Its whole process group is dead by
  * then when the daemon killed it, so nothing changes the filter later.
  */
-export const unfinished = (r: HelperResult): boolean => r.line === undefined && (r.timedOut || r.signal !== null);
+export const unfinished = (r: HelperResult): boolean => r.outcome === 'timeout' || r.outcome === 'killed';
+
+/** A failed call as the log lines end it: ' (timed out)', ' (exit status 1)' ...; '' for a plain refusal. */
+export function failureText(r: HelperResult): string {
+  if (r.timedOut) return ' (timed out)';
+  if (r.error) return ` (${r.error})`;
+  if (r.signal) return ` (killed by ${r.signal})`;
+  return r.exitCode ? ` (exit status ${r.exitCode})` : '';
+}
+
+/**
+ * The outcome of a call that ran: `answered`, whether its answer says it
+ * worked (see CallOutcome); otherwise how it ended.
+ */
+function outcomeOf(answered: boolean, timedOut: boolean, signal: NodeJS.Signals | null): CallOutcome {
+  if (answered) return 'ok';
+  if (timedOut) return 'timeout';
+  return signal === null ? 'failed' : 'killed';
+}
+
+/** Whether a call's answer says it worked: the line an add prints, the exit status of a batch or capabilities, either for the rest. */
+function answered(action: Action, line: string | undefined, exitCode: number | null): boolean {
+  if (action === 'add') return line !== undefined;
+  if (action === 'batch' || action === 'capabilities') return exitCode === 0;
+  return line !== undefined || exitCode === 0;
+}
 
 /** One operation of a batch. */
 export interface Change {
@@ -98,6 +138,7 @@ interface Call extends Conflicts {
 }
 
 const NO_RESULT: HelperResult = {
+  outcome: 'error',
   line: undefined,
   id: undefined,
   exitCode: null,
@@ -106,7 +147,7 @@ const NO_RESULT: HelperResult = {
   error: undefined,
   cancelled: false,
 };
-const CANCELLED: HelperResult = { ...NO_RESULT, cancelled: true };
+const CANCELLED: HelperResult = { ...NO_RESULT, outcome: 'cancelled', cancelled: true };
 
 function idOf(line: string): string {
   const rest = line.startsWith('OK ') ? line.slice(3) : line;
@@ -245,14 +286,16 @@ export class HelperRunner {
     return changes.map((_, i) => {
       const line = lines[flushes.length + i] || undefined;
       // an empty line is that change's failure, whatever the batch's exit status
-      return { ...common, exitCode: line === undefined ? null : common.exitCode, line, id: line === undefined ? undefined : idOf(line) };
+      if (line !== undefined) return { ...common, outcome: 'ok', line, id: idOf(line) };
+      const outcome = common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
+      return { ...common, outcome, exitCode: null, line, id: undefined };
     });
   }
 
   /** control capabilities: the words of its first line; none from a helper that does not know the command. */
   async capabilities(): Promise<Set<string>> {
     const result = await this.submit('capabilities', ['capabilities'], { holds: [], waitsFor: [] });
-    return new Set(result.exitCode === 0 ? (result.line ?? '').split(/\s+/).filter((w) => w !== '') : []);
+    return new Set(result.outcome === 'ok' ? (result.line ?? '').split(/\s+/).filter((w) => w !== '') : []);
   }
 
   /** Calls queued or running. */
@@ -421,6 +464,7 @@ export class HelperRunner {
         const line = lines[0];
         if (this.debug() >= 1) this.traceAnswer(call, line, call.lines === undefined ? undefined : lines);
         settle({
+          outcome: outcomeOf(answered(call.action, line, code), timedOut, signal),
           line,
           id: line === undefined ? undefined : idOf(line),
           exitCode: code,

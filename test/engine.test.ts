@@ -1,0 +1,340 @@
+// The engine in process (issue 16 §8): counting, blocking, expiry, AUTH_OK,
+// retries, batches and restore, with a clock of the test's, a real database
+// and the control fixture as the helper.  The assertions are on the
+// database and on the helper calls the fixture recorded, not on log lines.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { loadConfig } from '../src/conf/load.js';
+import { compileRules } from '../src/conf/match.js';
+import { systemEnv } from '../src/conf/system.js';
+import { Engine } from '../src/daemon/engine.js';
+import { EngineBusy, ManualCommands } from '../src/daemon/manual.js';
+import { HelperRunner } from '../src/run/helper.js';
+import { StateStore } from '../src/state/store.js';
+import { WireType, type Entry } from '../src/types.js';
+import { LogCollector, repoRoot, stateKey, tcpNotification, tempDir, until } from './support.js';
+
+const T = 1_800_000_000;
+const PORT = 2222;
+/** Seconds between tries of a failed rem. */
+const REM_RETRY = 60;
+
+interface Setup {
+  engine: Engine;
+  manual: ManualCommands;
+  store: StateStore;
+  /** The clock `seconds` on. */
+  pass: (seconds: number) => void;
+  /** The helper calls so far, one line each as the control fixture records them. */
+  calls: () => string[];
+  /** How the control fixture answers from now on (ok, remfail, ...). */
+  mode: (mode: string) => void;
+  entries: () => Entry[];
+  log: LogCollector;
+}
+
+/**
+ * An engine with the rule `<PORT> stream * * * 6 40` (three failures block
+ * for 40 s) unless `config` says otherwise; `seed` fills the database first.
+ */
+function setup(t: TestContext, options: { config?: string; seed?: (store: StateStore) => void; batch?: boolean } = {}): Setup {
+  const dir = tempDir('blocklistd-engine-');
+  const env = systemEnv('blocklistd');
+  writeFileSync(join(dir, 'blocklistd.conf'), options.config ?? `${PORT} stream * * * 6 40\n`);
+  const store = StateStore.open(join(dir, 'state.db'));
+  options.seed?.(store);
+  const helperLog = join(dir, 'helper.log');
+  const modeFile = join(dir, 'mode');
+  process.env.HELPER_LOG = helperLog;
+  process.env.HELPER_MODE_FILE = modeFile;
+  if (options.batch === true) process.env.HELPER_BATCH = '1';
+  else delete process.env.HELPER_BATCH;
+  const helper = new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} });
+  let now = T;
+  const log = new LogCollector();
+  const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => now, remRetry: REM_RETRY });
+  engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
+  engine.setBatchMode(options.batch === true);
+  const manual = new ManualCommands({ engine, store, helper, log: log.log });
+  t.after(async () => {
+    engine.stop();
+    await helper.stop(1000);
+    store.close();
+    delete process.env.HELPER_BATCH;
+    delete process.env.HELPER_MODE_FILE;
+  });
+  return {
+    engine,
+    manual,
+    store,
+    pass: (seconds) => (now += seconds),
+    calls: () => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').slice(0, -1) : []),
+    mode: (mode) => writeFileSync(modeFile, mode),
+    entries: () => [...store.entries()],
+    log,
+  };
+}
+
+const failure = (address: string, type: WireType = WireType.ADD) => tcpNotification(PORT, address, { type: type as typeof WireType.ADD });
+const addCall = (address: string, id = "''") => `add blocklistd tcp ${address} 32 ${PORT} ${id}`;
+const remCall = (address: string, id: string) => `rem blocklistd tcp ${address} 32 ${PORT} ${id}`;
+const idOf = (address: string) => `id-${address}:${PORT}`;
+/** The helper calls started and answered: nothing in flight. */
+const idle = (engine: Engine): boolean => engine.inFlight.adds === 0 && engine.inFlight.rems === 0;
+
+test('failures count to the limit; the one that reaches it blocks, and the id the helper gave is recorded', async (t) => {
+  const { engine, pass, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.1')]);
+  pass(1);
+  engine.processBatch([failure('192.0.2.1')]);
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.last, e.id]),
+    [[4, T + 1, '']],
+  );
+  assert.equal(engine.inFlight.adds, 0, 'no add below the limit');
+  pass(1);
+  engine.processBatch([failure('192.0.2.1')]);
+  // committed at its limit before the add starts: the crash-safety contract
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.id]),
+    [[6, '']],
+  );
+  assert.equal(engine.inFlight.adds, 1);
+  await until(() => idle(engine));
+  assert.deepEqual(calls(), [addCall('192.0.2.1')]);
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.last, e.id]),
+    [[6, T + 2, idOf('192.0.2.1')]],
+  );
+  // a failure while blocked renews the time, without another add
+  pass(5);
+  engine.processBatch([failure('192.0.2.1')]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.deepEqual(calls(), [addCall('192.0.2.1')]);
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.last, e.id]),
+    [[8, T + 7, idOf('192.0.2.1')]],
+  );
+});
+
+test('BADUSER counts one, ADD two, ABUSE blocks at once', async (t) => {
+  const { engine, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.2', WireType.BADUSER), failure('192.0.2.3', WireType.ADD), failure('192.0.2.4', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  assert.deepEqual(
+    entries()
+      .map((e) => [e.key.address, e.count, e.id])
+      .sort(),
+    [
+      ['192.0.2.2', 1, ''],
+      ['192.0.2.3', 2, ''],
+      ['192.0.2.4', 6, idOf('192.0.2.4')],
+    ],
+  );
+  assert.deepEqual(calls(), [addCall('192.0.2.4')]);
+});
+
+test('a block expires after its duration: rem with its id, then the entry goes', async (t) => {
+  const { engine, store, pass, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.5', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  pass(40);
+  engine.expire();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(store.size(), 1, 'last + duration < now: not yet at 40 s');
+  assert.deepEqual(calls(), [addCall('192.0.2.5')]);
+  pass(1);
+  engine.expire();
+  await until(() => store.size() === 0);
+  assert.deepEqual(calls(), [addCall('192.0.2.5'), remCall('192.0.2.5', idOf('192.0.2.5'))]);
+  assert.deepEqual(entries(), []);
+});
+
+test('AUTH_OK resets the count; the entry without a block goes at its expiry without a helper call', async (t) => {
+  const { engine, store, pass, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.6'), failure('192.0.2.6')]);
+  assert.equal(entries()[0]!.count, 4);
+  engine.processBatch([failure('192.0.2.6', WireType.DELETE)]);
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.last, e.id]),
+    [[0, 0, '']],
+  );
+  // counting starts again from nothing: two more failures do not block
+  pass(1);
+  engine.processBatch([failure('192.0.2.6'), failure('192.0.2.6')]);
+  assert.equal(entries()[0]!.count, 4);
+  assert.equal(engine.inFlight.adds, 0);
+  pass(41);
+  engine.expire();
+  assert.equal(store.size(), 0);
+  assert.deepEqual(calls(), []);
+});
+
+test('AUTH_OK lifts a forever block at once (G15): rem, then the entry goes', async (t) => {
+  const { engine, store, calls } = setup(t, { config: `${PORT} stream * * * 6 *\n` });
+  engine.processBatch([failure('192.0.2.7', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  engine.processBatch([failure('192.0.2.7', WireType.DELETE)]);
+  await until(() => store.size() === 0);
+  assert.deepEqual(calls(), [addCall('192.0.2.7'), remCall('192.0.2.7', idOf('192.0.2.7'))]);
+});
+
+test('a failed rem keeps the entry and is tried again after --rem-retry seconds', async (t) => {
+  const { engine, store, pass, calls, mode, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.8', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  mode('remfail');
+  pass(41);
+  engine.expire();
+  await until(() => engine.inFlight.remRetries === 1);
+  assert.deepEqual(
+    entries().map((e) => e.id),
+    [idOf('192.0.2.8')],
+    'kept with its id: the rule may still be in the filter',
+  );
+  mode('ok');
+  pass(REM_RETRY - 1);
+  engine.expire();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(calls().filter((c) => c.startsWith('rem ')).length, 1, 'not before its time');
+  pass(1);
+  engine.expire();
+  await until(() => store.size() === 0);
+  assert.deepEqual(calls(), [addCall('192.0.2.8'), remCall('192.0.2.8', idOf('192.0.2.8')), remCall('192.0.2.8', idOf('192.0.2.8'))]);
+  assert.equal(engine.inFlight.remRetries, 0);
+});
+
+test('a failed add puts the count back as it was before the failure that reached the limit', async (t) => {
+  const { engine, calls, mode, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.9'), failure('192.0.2.9')]);
+  mode('silent'); // no line: the add failed
+  engine.processBatch([failure('192.0.2.9')]);
+  await until(() => idle(engine));
+  assert.deepEqual(calls(), [addCall('192.0.2.9')]);
+  assert.deepEqual(
+    entries().map((e) => [e.count, e.id]),
+    [[4, '']],
+  );
+});
+
+test('batch mode: the adds of one batch of notifications go to the helper as one call', async (t) => {
+  const { engine, calls, entries } = setup(t, { batch: true });
+  const addresses = ['192.0.2.10', '192.0.2.11', '192.0.2.12', '192.0.2.13', '192.0.2.14'];
+  engine.processBatch(addresses.map((a) => failure(a, WireType.ABUSE)));
+  await until(() => idle(engine));
+  assert.deepEqual(calls(), ['batch 5', ...addresses.map((a) => addCall(a))]);
+  assert.deepEqual(
+    entries()
+      .map((e) => e.id)
+      .sort(),
+    addresses.map(idOf).sort(),
+  );
+});
+
+test('batch mode: the releases of one expiry pass go as one call', async (t) => {
+  const { engine, store, pass, calls } = setup(t, { batch: true });
+  const addresses = ['192.0.2.15', '192.0.2.16', '192.0.2.17'];
+  engine.processBatch(addresses.map((a) => failure(a, WireType.ABUSE)));
+  await until(() => idle(engine));
+  pass(41);
+  engine.expire();
+  await until(() => store.size() === 0);
+  assert.deepEqual(calls().slice(4), ['batch 3', ...addresses.map((a) => remCall(a, idOf(a)))]);
+});
+
+test('restore re-adds every block with its old id, not those counting nor those being released', async (t) => {
+  const { engine, calls, entries } = setup(t, {
+    seed: (store) => {
+      store.put({ key: stateKey('192.0.2.20', { port: PORT, nfail: 6, duration: 40 }), count: 6, last: T, id: 'old20' });
+      store.put({ key: stateKey('192.0.2.21', { port: PORT, nfail: 6, duration: 40 }), count: 6, last: T, id: '' });
+      store.put({ key: stateKey('192.0.2.22', { port: PORT, nfail: 6, duration: 40 }), count: 2, last: T, id: '' });
+      // a forever block lifted by AUTH_OK whose rem had not worked yet
+      store.put({ key: stateKey('192.0.2.23', { port: PORT, nfail: 6, duration: -1 }), count: 0, last: 0, id: 'old23' });
+    },
+  });
+  assert.equal(engine.restore(), 2);
+  await until(() => idle(engine));
+  assert.deepEqual(calls().sort(), [addCall('192.0.2.20', 'old20'), addCall('192.0.2.21')]);
+  assert.deepEqual(
+    entries()
+      .map((e) => [e.key.address, e.count, e.id])
+      .sort(),
+    [
+      ['192.0.2.20', 6, idOf('192.0.2.20')],
+      ['192.0.2.21', 6, idOf('192.0.2.21')],
+      ['192.0.2.22', 2, ''],
+      ['192.0.2.23', 0, 'old23'],
+    ],
+  );
+});
+
+test('a manual block adds at once and records the id; a second one only renews the time', async (t) => {
+  const { manual, pass, calls, entries } = setup(t);
+  const key = stateKey('192.0.2.30', { port: PORT, nfail: 6, duration: 40 });
+  const first = await manual.block(key);
+  assert.equal(first.result?.outcome, 'ok');
+  assert.deepEqual([first.entry.count, first.entry.last, first.entry.id], [6, T, idOf('192.0.2.30')]);
+  pass(5);
+  const second = await manual.block(key);
+  assert.equal(second.result, undefined, 'no helper call');
+  assert.deepEqual(calls(), [addCall('192.0.2.30')]);
+  assert.deepEqual(
+    entries().map((e) => [e.last, e.id]),
+    [[T + 5, idOf('192.0.2.30')]],
+  );
+});
+
+test('a manual block of an entry whose add is running is refused as busy; one after stop as stopping', async (t) => {
+  const { engine, manual, mode } = setup(t);
+  mode('slow');
+  engine.processBatch([failure('192.0.2.31', WireType.ABUSE)]);
+  const key = stateKey('192.0.2.31', { port: PORT, nfail: 6, duration: 40 });
+  await assert.rejects(manual.block(key), (e) => e instanceof EngineBusy && e.code === 'busy');
+  engine.stop();
+  await assert.rejects(manual.block(key), (e) => e instanceof EngineBusy && e.code === 'stopping');
+});
+
+test('a manual unblock: rem for a block, the entry deleted; an entry without a block deleted without a helper call', async (t) => {
+  const { engine, manual, calls, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.32', WireType.ABUSE), failure('192.0.2.33')]);
+  await until(() => idle(engine));
+  const result = await manual.unblock(entries());
+  assert.deepEqual(
+    result.released.map((e) => e.key.address),
+    ['192.0.2.32'],
+  );
+  assert.deepEqual(
+    result.deleted.map((e) => e.key.address),
+    ['192.0.2.33'],
+  );
+  assert.deepEqual(result.failed, []);
+  assert.deepEqual(calls(), [addCall('192.0.2.32'), remCall('192.0.2.32', idOf('192.0.2.32'))]);
+  assert.deepEqual(entries(), []);
+});
+
+test('a manual unblock whose rem fails keeps the entry and says why', async (t) => {
+  const { engine, manual, mode, entries } = setup(t);
+  engine.processBatch([failure('192.0.2.34', WireType.ABUSE)]);
+  await until(() => idle(engine));
+  mode('remfail');
+  const result = await manual.unblock(entries());
+  assert.deepEqual(
+    result.failed.map((f) => [f.entry.key.address, f.reason]),
+    [['192.0.2.34', 'rem failed (exit status 1)']],
+  );
+  assert.deepEqual(
+    entries().map((e) => e.id),
+    [idOf('192.0.2.34')],
+  );
+});
+
+test('a manual flush: flush of the name, then its entries deleted', async (t) => {
+  const { engine, manual, calls, store } = setup(t);
+  engine.processBatch([failure('192.0.2.35', WireType.ABUSE), failure('192.0.2.36')]);
+  await until(() => idle(engine));
+  assert.deepEqual(await manual.flush(['blocklistd']), [{ name: 'blocklistd', ok: true, deleted: 2 }]);
+  assert.deepEqual(calls(), [addCall('192.0.2.35'), 'flush blocklistd']);
+  assert.equal(store.size(), 0);
+});
