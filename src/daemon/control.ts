@@ -4,11 +4,12 @@
 // a time, its requests answered in order; a line beyond REQUEST_MAX_BYTES
 // is refused and the connection closed, a slow or silent client cannot
 // hold the daemon up: nothing here waits for a client.
-import { lstatSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { unlinkSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
 import { peerCredentials, setSocketMode, strerror } from '../protocol/native.js';
+import { removeStaleSocket } from '../protocol/socketfile.js';
 import type { LogFn } from '../types.js';
 
 /**
@@ -89,7 +90,9 @@ export class ControlServer {
     if (o.fd !== undefined) {
       server.listen({ fd: o.fd });
     } else {
-      await removeStale(o.path);
+      const found = removeStaleSocket(o.path);
+      if (found === 'not-socket') throw new ControlSetupError(`control socket ${o.path}: the path exists and is not a socket`);
+      if (found === 'live' || found === 'taken') throw new ControlSetupError(`control socket ${o.path}: another daemon is handling it`);
       server.listen({ path: o.path, backlog: BACKLOG });
     }
     try {
@@ -264,30 +267,6 @@ async function sendChunks(socket: Socket, id: unknown, result: ChunkedResult): P
       return;
     }
   }
-}
-
-/**
- * The path is free, or holds a socket nobody listens on (removed); a live
- * socket or any other file there is an error.
- */
-async function removeStale(path: string): Promise<void> {
-  let isSocket: boolean;
-  try {
-    isSocket = lstatSync(path).isSocket();
-  } catch {
-    return;
-  }
-  if (!isSocket) throw new ControlSetupError(`control socket ${path}: the path exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = createConnection(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code !== 'ECONNREFUSED'));
-  });
-  if (live) throw new ControlSetupError(`control socket ${path}: another daemon is handling it`);
-  unlinkSync(path);
 }
 
 /**
