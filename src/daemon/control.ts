@@ -42,6 +42,8 @@ export interface ControlServerOptions {
   handle: (command: string, args: Record<string, unknown>, peer: Peer) => Promise<unknown>;
   /** Told of each request and whether it succeeded. */
   counted?: (command: string, ok: boolean) => void;
+  /** Waiting this long for a request closes the connection (IDLE_MS by default). */
+  idleMs?: number;
 }
 
 /** Waiting for a request this long closes the connection. */
@@ -174,7 +176,7 @@ export class ControlServer {
       return;
     }
     const lines = new LineSplitter(REQUEST_MAX_BYTES);
-    for await (const line of requestLines(socket, lines)) {
+    for await (const line of requestLines(socket, lines, this.o.idleMs ?? IDLE_MS)) {
       if (line.trim() === '') continue;
       await this.answer(socket, line, peer);
       if (socket.writableLength > UNREAD_MAX_BYTES) {
@@ -218,19 +220,19 @@ export class ControlServer {
  * The lines a connection sends, each read only when the one before has been
  * answered, up to the first beyond REQUEST_MAX_BYTES (`lines.overflow` is
  * then set) or the end of the stream; an unterminated last line is no
- * request.  Waiting for a line longer than IDLE_MS closes the connection;
+ * request.  Waiting for a line longer than `idleMs` closes the connection;
  * the time a request takes to answer does not count.
  */
-async function* requestLines(socket: Socket, lines: LineSplitter): AsyncGenerator<string> {
+async function* requestLines(socket: Socket, lines: LineSplitter, idleMs: number): AsyncGenerator<string> {
   socket.on('timeout', () => socket.destroy());
-  socket.setTimeout(IDLE_MS);
+  socket.setTimeout(idleMs);
   // on an early return (too long a line) the socket stays open for closeWith's answer
   for await (const chunk of socket.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     for (const line of lines.push(chunk)) {
       if (socket.destroyed) return;
       socket.setTimeout(0);
       yield line;
-      socket.setTimeout(IDLE_MS);
+      socket.setTimeout(idleMs);
     }
     if (lines.overflow) return;
   }
