@@ -24,7 +24,7 @@ test('a Worker that ends with its socket started, by terminate() or process.exit
         });
       } else {
         const socket = new NotificationSocket(${JSON.stringify(join(dir, `${ending}.sock`))}, { log: () => {} });
-        socket.start(() => {}, () => {});
+        socket.start(() => {});
         ${ending === 'terminate' ? "parentPort.postMessage('started');" : 'setTimeout(() => process.exit(0), 20);'}
       }`;
     const file = join(dir, `${ending}.mjs`);

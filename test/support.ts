@@ -107,18 +107,13 @@ export class Receiver {
   }
 
   start(): void {
-    this.socket.start(
-      (batch) => {
-        this.batches++;
-        this.received.push(...batch);
-        const ready = this.waiters.filter((w) => this.received.length >= w.n);
-        this.waiters = this.waiters.filter((w) => this.received.length < w.n);
-        for (const w of ready) w.resolve();
-      },
-      (message) => {
-        throw new Error(message);
-      },
-    );
+    this.socket.start((batch) => {
+      this.batches++;
+      this.received.push(...batch);
+      const ready = this.waiters.filter((w) => this.received.length >= w.n);
+      this.waiters = this.waiters.filter((w) => this.received.length < w.n);
+      for (const w of ready) w.resolve();
+    });
   }
 
   /** Resolves once `n` notifications in all have arrived. */

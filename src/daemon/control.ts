@@ -4,12 +4,13 @@
 // a time, its requests answered in order; a line beyond REQUEST_MAX_BYTES
 // is refused and the connection closed, a slow or silent client cannot
 // hold the daemon up: nothing here waits for a client.
-import { lstatSync, unlinkSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { unlinkSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { userName, type GroupEntry } from '../conf/system.js';
 import { ControlError, LineSplitter, REQUEST_MAX_BYTES, encodeResponse, parseRequest } from '../protocol/control.js';
 import { errnoMessage } from '../errno.js';
 import { peerCredentials, setSocketMode } from '../protocol/native.js';
+import { removeStaleSocket } from '../protocol/socketfile.js';
 import type { LogFn } from '../types.js';
 
 /**
@@ -42,6 +43,8 @@ export interface ControlServerOptions {
   handle: (command: string, args: Record<string, unknown>, peer: Peer) => Promise<unknown>;
   /** Told of each request and whether it succeeded. */
   counted?: (command: string, ok: boolean) => void;
+  /** Waiting this long for a request closes the connection (IDLE_MS by default). */
+  idleMs?: number;
 }
 
 /** Waiting for a request this long closes the connection. */
@@ -92,7 +95,9 @@ export class ControlServer {
     if (o.fd !== undefined) {
       server.listen({ fd: o.fd });
     } else {
-      await removeStale(o.path);
+      const found = removeStaleSocket(o.path);
+      if (found === 'not-socket') throw new ControlSetupError(`control socket ${o.path}: the path exists and is not a socket`);
+      if (found === 'live' || found === 'taken') throw new ControlSetupError(`control socket ${o.path}: another daemon is handling it`);
       server.listen({ path: o.path, backlog: BACKLOG });
     }
     try {
@@ -151,62 +156,41 @@ export class ControlServer {
     }
     this.connections.add(socket);
     socket.on('close', () => this.connections.delete(socket));
-    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-    const creds = typeof fd === 'number' && fd >= 0 ? peerCredentials(fd) : { errno: -1 };
-    // nothing is read until the peer is known to be allowed
-    socket.pause();
-    void ('errno' in creds ? Promise.resolve(false) : this.allowed(creds)).then(
-      (ok) => this.serve(socket, creds, ok),
-      () => this.serve(socket, creds, false),
-    );
+    // a client gone meanwhile ends the reading: nothing to report
+    this.serve(socket).catch(() => socket.destroy());
   }
 
-  private serve(socket: Socket, creds: Peer | { errno: number }, ok: boolean): void {
+  /**
+   * Reads nothing until the peer is known to be allowed, then answers its
+   * requests one at a time, in order: the next line is read only once the
+   * answer to the one before is written, so a client that pipelines is held
+   * back by the kernel's buffers, not by memory here.
+   */
+  private async serve(socket: Socket): Promise<void> {
+    const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+    const peer = typeof fd === 'number' && fd >= 0 ? peerCredentials(fd) : { errno: -1 };
+    const allowed = 'errno' in peer ? false : await this.allowed(peer).catch(() => false);
     if (socket.destroyed) return;
-    if ('errno' in creds || !ok) {
-      const who = 'errno' in creds ? 'a peer whose credentials cannot be read' : `uid ${creds.uid} (pid ${creds.pid})`;
+    if ('errno' in peer || !allowed) {
+      const who = 'errno' in peer ? 'a peer whose credentials cannot be read' : `uid ${peer.uid} (pid ${peer.pid})`;
       this.o.log('notice', `control: ${who} refused`);
       this.o.counted?.('connect', false);
-      closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in creds ? 'unknown peer' : `uid ${creds.uid}`} may not control blocklistd`).body }));
+      closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in peer ? 'unknown peer' : `uid ${peer.uid}`} may not control blocklistd`).body }));
       return;
     }
     const lines = new LineSplitter(REQUEST_MAX_BYTES);
-    const queue: string[] = [];
-    let busy = false;
-    socket.setTimeout(IDLE_MS, () => {
-      if (!busy) socket.destroy();
-    });
-
-    const next = async (): Promise<void> => {
-      busy = true;
-      while (queue.length > 0 && !socket.destroyed) {
-        const line = queue.shift()!;
-        if (line.trim() === '') continue;
-        await this.answer(socket, line, creds);
-        if (socket.writableLength > UNREAD_MAX_BYTES) {
-          socket.destroy();
-          return;
-        }
+    for await (const line of requestLines(socket, lines, this.o.idleMs ?? IDLE_MS)) {
+      if (line.trim() === '') continue;
+      await this.answer(socket, line, peer);
+      if (socket.writableLength > UNREAD_MAX_BYTES) {
+        socket.destroy();
+        return;
       }
-      busy = false;
-      if (lines.overflow) refuse();
-      else socket.resume();
-    };
-    const refuse = (): void => {
+    }
+    if (lines.overflow) {
       this.o.counted?.('oversized', false);
       closeWith(socket, encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
-    };
-
-    // one request at a time: reading waits while one is answered, next() resumes it
-    socket.on('data', (chunk: Buffer) => {
-      queue.push(...lines.push(chunk));
-      if (busy) socket.pause();
-      else if (queue.length > 0) {
-        socket.pause();
-        void next();
-      } else if (lines.overflow) refuse();
-    });
-    socket.resume();
+    }
   }
 
   /** One request line → one response line written (a line per chunk for a ChunkedResult). */
@@ -232,6 +216,28 @@ export class ControlServer {
       this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
       socket.write(encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } }));
     }
+  }
+}
+
+/**
+ * The lines a connection sends, each read only when the one before has been
+ * answered, up to the first beyond REQUEST_MAX_BYTES (`lines.overflow` is
+ * then set) or the end of the stream; an unterminated last line is no
+ * request.  Waiting for a line longer than `idleMs` closes the connection;
+ * the time a request takes to answer does not count.
+ */
+async function* requestLines(socket: Socket, lines: LineSplitter, idleMs: number): AsyncGenerator<string> {
+  socket.on('timeout', () => socket.destroy());
+  socket.setTimeout(idleMs);
+  // on an early return (too long a line) the socket stays open for closeWith's answer
+  for await (const chunk of socket.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    for (const line of lines.push(chunk)) {
+      if (socket.destroyed) return;
+      socket.setTimeout(0);
+      yield line;
+      socket.setTimeout(idleMs);
+    }
+    if (lines.overflow) return;
   }
 }
 
@@ -270,36 +276,11 @@ async function sendChunks(socket: Socket, id: unknown, result: ChunkedResult): P
 }
 
 /**
- * The path is free, or holds a socket nobody listens on (removed); a live
- * socket or any other file there is an error.
- */
-async function removeStale(path: string): Promise<void> {
-  let isSocket: boolean;
-  try {
-    isSocket = lstatSync(path).isSocket();
-  } catch {
-    return;
-  }
-  if (!isSocket) throw new ControlSetupError(`control socket ${path}: the path exists and is not a socket`);
-  const live = await new Promise<boolean>((resolve) => {
-    const probe = createConnection(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code !== 'ECONNREFUSED'));
-  });
-  if (live) throw new ControlSetupError(`control socket ${path}: another daemon is handling it`);
-  unlinkSync(path);
-}
-
-/**
  * Sends a last answer and closes, reading on (and dropping what comes) until
  * the peer closes or LINGER_MS pass: a client still writing its request
  * then reads the answer instead of failing with EPIPE.
  */
 function closeWith(socket: Socket, answer: string): void {
-  socket.removeAllListeners('data');
   socket.on('data', () => {});
   socket.end(answer);
   socket.resume();

@@ -200,9 +200,6 @@ export class Daemon {
           const batch = this.limited(received);
           if (batch.length > 0) engine.processBatch(batch);
         },
-        (message) => {
-          void this.stop(1, message);
-        },
       );
     }
     engine.armExpiry();

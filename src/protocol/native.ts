@@ -6,9 +6,9 @@ import { createRequire } from 'node:module';
 export interface ServerSocketHandle {
   /**
    * Starts the receiving thread, which keeps up to `capacity` records;
-   * `onReadable(0)` runs on the event loop when records wait.
+   * `onReadable` runs on the event loop when records wait.
    */
-  start(onReadable: (errno: number) => void, capacity: number): void;
+  start(onReadable: () => void, capacity: number): void;
   /** Moves up to `max` received records into `buffer`; returns how many. */
   drain(buffer: Buffer, max: number): number;
   /** Datagrams received and not yet drained. */
@@ -57,9 +57,7 @@ export interface RecordLayout {
   peer: number;
   payload: number;
   size: number;
-  alignment: number;
   cmsgSlots: number;
-  addressMax: number;
   payloadMax: number;
 }
 
@@ -81,7 +79,6 @@ export interface NativeConstants {
   ENOTCONN: number;
   EAGAIN: number;
   EBADF: number;
-  EADDRINUSE: number;
   ELOOP: number;
   ENOTSOCK: number;
   ENOPROTOOPT: number;
@@ -101,8 +98,9 @@ export type PeerCredentials = { uid: number; gid: number; pid: number; groups?: 
 
 interface Binding {
   ServerSocket: {
-    new (path: string, mode: number): ServerSocketHandle;
-    /** Adopts a bound unix datagram socket; throws, leaving it open, when it is not one. */
+    /** Asks for the senders' credentials and binds `path`; throws an errno error (`syscall`: socket, setsockopt, bind). */
+    new (path: string): ServerSocketHandle;
+    /** Adopts a bound socket (checked with socketInfo first) and asks for credentials; throws, leaving it open, when it cannot. */
     new (fd: number): ServerSocketHandle;
   };
   ClientSocket: new () => ClientSocketHandle;

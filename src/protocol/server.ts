@@ -1,11 +1,14 @@
 // The daemon's notification socket (protocol.md §8): bound, emptied by a
 // thread of the addon whatever the event loop is doing, and handed to
 // JavaScript in batches, one per turn of the loop.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { constants as os } from 'node:os';
+import { getSystemErrorName } from 'node:util';
 import type { LogFn, Notification } from '../types.js';
 import { errnoMessage, errnoText } from '../errno.js';
-import { ServerSocket, constants as C, layout, processNetns, type ServerSocketHandle } from './native.js';
+import { ServerSocket, constants as C, layout, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
 import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
+import { removeStaleSocket } from './socketfile.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
 
@@ -113,25 +116,58 @@ export class SocketSetupError extends Error {
   }
 }
 
-function setupMessage(path: string, e: NodeJS.ErrnoException): string {
+/** The addon's errno error from binding or adopting, as upstream words it. */
+function setupError(path: string, e: NodeJS.ErrnoException): SocketSetupError {
   const reason = errnoText(e);
+  const code = e.code ?? 'EINVAL';
   switch (e.syscall) {
-    case 'probe':
-      return `bl_init: another daemon is handling '${path}'`;
     case 'socket':
-      return `bl_init: socket failed (${reason})`;
+      return new SocketSetupError(`bl_init: socket failed (${reason})`, code);
     case 'setsockopt':
-      return `bl_init: setsockopt SO_PASSCRED failed (${reason})`;
-    case 'chmod':
-      return `bl_init: chmod failed for '${path}' (${reason})`;
-    case 'adopt':
-      return `bl_init: ${path} is not a unix datagram socket`;
-    case 'getsockopt':
-    case 'getsockname':
-      return `bl_init: ${e.syscall} failed for ${path} (${reason})`;
+      return new SocketSetupError(`bl_init: setsockopt SO_PASSCRED failed (${reason})`, code);
     default:
-      return `bl_init: bind failed for '${path}' (${reason})`;
+      return new SocketSetupError(`bl_init: bind failed for '${path}' (${reason})`, code);
   }
+}
+
+/** Runs the addon's `create`, its errors worded by setupError. */
+function native<T>(path: string, create: () => T): T {
+  try {
+    return create();
+  } catch (e) {
+    throw setupError(path, e as NodeJS.ErrnoException);
+  }
+}
+
+/**
+ * Binds `path` with the permission bits `mode`: a stale socket there is
+ * replaced, a live one refused; anything else there makes bind() fail.
+ */
+function bindPath(path: string, mode: number, backlog: number): { handle: ServerSocketHandle; queue: KernelQueue } {
+  if (removeStaleSocket(path) === 'live') throw new SocketSetupError(`bl_init: another daemon is handling '${path}'`, 'EADDRINUSE');
+  const created = withBacklog(backlog, () => native(path, () => new ServerSocket(path)));
+  const err = setSocketMode(path, mode, -1);
+  if (err !== 0) {
+    created.value.close();
+    // a symlink or another file swapped in after bind() is not ours to remove
+    if (err !== os.errno.ELOOP && err !== os.errno.ENOTSOCK) {
+      try {
+        unlinkSync(path);
+      } catch {
+        // already gone
+      }
+    }
+    throw new SocketSetupError(`bl_init: chmod failed for '${path}' (${errnoMessage(err)})`, getSystemErrorName(-err));
+  }
+  return { handle: created.value, queue: created.queue };
+}
+
+/** Adopts descriptor `fd` (named `path` in messages) when it is a unix datagram socket. */
+function adopt(path: string, fd: number): ServerSocketHandle {
+  const info = socketInfo(fd);
+  if ('errno' in info) throw new SocketSetupError(`bl_init: getsockopt failed for ${path} (${errnoMessage(info.errno)})`, getSystemErrorName(-info.errno));
+  if (info.family !== C.AF_UNIX || info.type !== C.SOCK_DGRAM) throw new SocketSetupError(`bl_init: ${path} is not a unix datagram socket`, 'EPROTOTYPE');
+  return native(path, () => new ServerSocket(fd));
 }
 
 export class NotificationSocket {
@@ -162,34 +198,25 @@ export class NotificationSocket {
     this.policy = { netns: ownNetns().id, trusted: options.trusted ?? rootOnly };
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
-    try {
-      if (options.fd !== undefined) {
-        this.handle = new ServerSocket(options.fd);
-        const length = readQlen();
-        // the sysctl may have changed since systemd made the socket: its value now is only a hint
-        const short = length !== undefined && options.backlog !== undefined && length < options.backlog;
-        const problem = short ? `a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it (now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)` : undefined;
-        this.kernelQueue = { length: undefined, problem };
-      } else {
-        const created = withBacklog(options.backlog ?? 0, () => new ServerSocket(path, options.mode ?? 0o666));
-        this.handle = created.value;
-        this.kernelQueue = created.queue;
-      }
-    } catch (e) {
-      const err = e as NodeJS.ErrnoException;
-      throw new SocketSetupError(setupMessage(path, err), err.code ?? 'EINVAL');
+    if (options.fd !== undefined) {
+      this.handle = adopt(path, options.fd);
+      const length = readQlen();
+      // the sysctl may have changed since systemd made the socket: its value now is only a hint
+      const short = length !== undefined && options.backlog !== undefined && length < options.backlog;
+      const problem = short ? `a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it (now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)` : undefined;
+      this.kernelQueue = { length: undefined, problem };
+    } else {
+      const bound = bindPath(path, options.mode ?? 0o666, options.backlog ?? 0);
+      this.handle = bound.handle;
+      this.kernelQueue = bound.queue;
     }
     // Not from the pool: the addon needs the records aligned.
     this.records = Buffer.alloc(this.batchSize * layout.size);
   }
 
   /** Calls `onBatch` with the notifications of each wake-up, in arrival order. */
-  start(onBatch: (batch: Notification[]) => void, onError: (message: string) => void): void {
-    this.handle.start((errno) => {
-      if (errno !== 0) {
-        onError(`poll (${errnoMessage(errno)})`);
-        return;
-      }
+  start(onBatch: (batch: Notification[]) => void): void {
+    this.handle.start(() => {
       const batch = this.receive();
       if (batch.length > 0) onBatch(batch);
     }, this.queue);

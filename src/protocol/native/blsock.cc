@@ -634,23 +634,22 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
                         InstanceMethod("close", &ServerSocket::Close)});
   }
 
-  // new ServerSocket(path, mode): probe for a live owner, replace a stale
-  // socket file, ask for credentials, bind, set the permission bits.
-  // new ServerSocket(fd): adopts a bound unix datagram socket (systemd's
-  // socket activation), asks for credentials; the fd is left alone when it
-  // is not such a socket.
+  // new ServerSocket(path): asks for credentials and binds `path`.
+  // new ServerSocket(fd): adopts a bound socket (systemd's socket
+  // activation) and asks for credentials.  What is at the path before,
+  // which descriptors are fit to adopt and the file's mode are decided in
+  // TypeScript (src/protocol/socketfile.ts, server.ts).
   explicit ServerSocket(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ServerSocket>(info) {
     Napi::Env env = info.Env();
     if (info.Length() == 1 && info[0].IsNumber()) {
       Adopt(env, info[0].As<Napi::Number>().Int32Value());
       return;
     }
-    if (!info[0].IsString() || !info[1].IsNumber()) {
-      Napi::TypeError::New(env, "ServerSocket(path: string, mode: number)").ThrowAsJavaScriptException();
+    if (!info[0].IsString()) {
+      Napi::TypeError::New(env, "ServerSocket(path: string)").ThrowAsJavaScriptException();
       return;
     }
     std::string path = info[0].As<Napi::String>().Utf8Value();
-    mode_t mode = info[1].As<Napi::Number>().Uint32Value() & 0777;
     sockaddr_un sun;
     if (int err = MakeUnixAddress(path, &sun)) {
       ErrnoError(env, err, "bind", path).ThrowAsJavaScriptException();
@@ -661,29 +660,13 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
       ErrnoError(env, errno, "socket", path).ThrowAsJavaScriptException();
       return;
     }
-    // A live daemon accepts the connection: the path is taken.
-    if (connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == 0) {
-      close(fd);
-      ErrnoError(env, EADDRINUSE, "probe", path).ThrowAsJavaScriptException();
-      return;
-    }
-    // Only a stale socket refuses the connection: it is replaced.  A live
-    // socket of another type, or a file, is left alone and bind fails.
-    struct stat st;
-    if (errno == ECONNREFUSED && lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path.c_str());
-    // Credentials before bind, so that no datagram arrives without them
-    // (and after the probe: a connect with them set would autobind).
+    // Credentials before bind, so that no datagram arrives without them.
     int one = 1;
     const char* failed = nullptr;
     if (setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
       failed = "setsockopt";
     } else if (bind(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == -1) {
       failed = "bind";
-    } else if (int err = SetSocketMode(path.c_str(), mode, static_cast<gid_t>(-1))) {
-      failed = "chmod";
-      // what is there now is not ours when it is no socket
-      if (err != ELOOP && err != ENOTSOCK) unlink(path.c_str());
-      errno = err;
     }
     if (failed != nullptr) {
       int err = errno;
@@ -701,27 +684,19 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
   }
 
  private:
+  // The descriptor's kind was checked with socketInfo(); a failing system
+  // call throws and leaves it open.
   void Adopt(Napi::Env env, int fd) {
-    std::string name = "descriptor " + std::to_string(fd);
-    int32_t type = 0;
-    sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
     int one = 1;
-    if (int err = SocketOption(fd, SO_TYPE, &type)) {
-      ErrnoError(env, err, "getsockopt", name).ThrowAsJavaScriptException();
-    } else if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == -1) {
-      ErrnoError(env, errno, "getsockname", name).ThrowAsJavaScriptException();
-    } else if (type != SOCK_DGRAM || ss.ss_family != AF_UNIX) {
-      ErrnoError(env, EPROTOTYPE, "adopt", name).ThrowAsJavaScriptException();
-    } else if (setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
-      ErrnoError(env, errno, "setsockopt", name).ThrowAsJavaScriptException();
-    } else {
-      int flags = fcntl(fd, F_GETFL);
-      if (flags != -1) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-      fcntl(fd, F_SETFD, FD_CLOEXEC);
-      fd_ = fd;
-      if (napi_add_async_cleanup_hook(env, OnEnvCleanup, this, &cleanup_) != napi_ok) cleanup_ = nullptr;
+    if (setsockopt(fd, kCredLevel, kCredOption, &one, sizeof(one)) == -1) {
+      ErrnoError(env, errno, "setsockopt", "descriptor " + std::to_string(fd)).ThrowAsJavaScriptException();
+      return;
     }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags != -1) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    fd_ = fd;
+    if (napi_add_async_cleanup_hook(env, OnEnvCleanup, this, &cleanup_) != napi_ok) cleanup_ = nullptr;
   }
 
   struct Async {
@@ -731,7 +706,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     napi_async_cleanup_hook_handle cleanup = nullptr;
   };
 
-  // start(onReadable, capacity): starts the receiving thread; onReadable(0)
+  // start(onReadable, capacity): starts the receiving thread; onReadable()
   // runs on the event loop when datagrams wait in the ring of `capacity`
   // records, and again after each drain() that leaves some.
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -777,7 +752,7 @@ class ServerSocket : public Napi::ObjectWrap<ServerSocket> {
     if (self == nullptr) return;
     Napi::Env env = self->Env();
     Napi::HandleScope scope(env);
-    self->onReadable_.MakeCallback(self->Value(), {Napi::Number::New(env, 0)}, *self->context_);
+    self->onReadable_.MakeCallback(self->Value(), {}, *self->context_);
     if (env.IsExceptionPending()) {
       Napi::Error e = env.GetAndClearPendingException();
       napi_fatal_exception(env, e.Value());
@@ -1063,7 +1038,7 @@ Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// setSocketMode(path, mode, gid): SetSocketMode for the control socket
+// setSocketMode(path, mode, gid): SetSocketMode for a socket just bound
 // (gid -1: the group is left); returns 0 or an errno.
 Napi::Value SetSocketModeJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -1139,9 +1114,7 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(payload);
 #undef FIELD
   o.Set("size", Napi::Number::New(env, sizeof(Record)));
-  o.Set("alignment", Napi::Number::New(env, alignof(Record)));
   o.Set("cmsgSlots", Napi::Number::New(env, kCmsgSlots));
-  o.Set("addressMax", Napi::Number::New(env, kAddrMax));
   o.Set("payloadMax", Napi::Number::New(env, kPayloadMax));
   return o;
 }
@@ -1163,7 +1136,6 @@ Napi::Object Constants(Napi::Env env) {
   CONSTANT(ENOTCONN);
   CONSTANT(EAGAIN);
   CONSTANT(EBADF);
-  CONSTANT(EADDRINUSE);
   CONSTANT(ELOOP);
   CONSTANT(ENOTSOCK);
   CONSTANT(ENOPROTOOPT);
