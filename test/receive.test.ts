@@ -13,7 +13,7 @@ import { ClientSocket, type ClientSocketHandle } from '../src/protocol/native.js
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '../src/protocol/wire.js';
 import { WireType } from '../src/types.js';
-import { LogCollector, Receiver, blprobe, endpointText, isRoot, openDescriptors, repoRoot, run, sharedTree, tempDir, until } from './support.js';
+import { LogCollector, Receiver, blprobe, endpointText, isRoot, openDescriptors, run, sharedTree, staleSocket, tempDir, until } from './support.js';
 
 /** A connected TCP pair on `host`, closed after the test `t`: the accepted socket and the client's. */
 async function tcpPair(t: TestContext, host: string): Promise<{ accepted: net.Socket; client: net.Socket }> {
@@ -282,15 +282,7 @@ describe('the socket file (protocol.md §8)', () => {
   test('a stale socket file is replaced: after close and after a killed daemon', async (t) => {
     const path = join(dir, 'stale.sock');
     new Receiver(path).close();
-    const killed = await run(process.execPath, [
-      '--input-type=module',
-      '-e',
-      `import { NotificationSocket } from ${JSON.stringify(join(repoRoot, 'dist/src/protocol/server.js'))};
-       new NotificationSocket(${JSON.stringify(path)}, { log: () => {} });
-       process.kill(process.pid, 'SIGKILL');`,
-    ]);
-    assert.equal(killed.code, null);
-    assert.ok(lstatSync(path).isSocket());
+    await staleSocket(path);
     const receiver = new Receiver(path);
     const pair = await tcpPair(t, '127.0.0.1');
     assert.equal(new Blocklist({ socketPath: path, logger: null }).notify(AUTH_FAIL, pair.accepted, 'again'), true);

@@ -13,7 +13,7 @@ import { descriptorOf } from '../src/client/index.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { removeStaleSocket } from '../src/protocol/socketfile.js';
-import { LogCollector, Receiver, repoRoot, run, tempDir } from './support.js';
+import { LogCollector, Receiver, staleSocket, tempDir } from './support.js';
 
 /** The descriptor of a listening Node server. */
 const serverFd = (o: unknown): number => (o as { _handle: { fd: number } })._handle.fd;
@@ -39,19 +39,6 @@ async function reply(path: string): Promise<string> {
     c.on('data', (d) => resolve(d.toString()));
     c.on('error', reject);
   });
-}
-
-/** A socket file left behind by a notification socket in a process killed with SIGKILL. */
-async function staleSocket(path: string): Promise<void> {
-  const killed = await run(process.execPath, [
-    '--input-type=module',
-    '-e',
-    `import { NotificationSocket } from ${JSON.stringify(join(repoRoot, 'dist/src/protocol/server.js'))};
-     new NotificationSocket(${JSON.stringify(path)}, { log: () => {} });
-     process.kill(process.pid, 'SIGKILL');`,
-  ]);
-  assert.equal(killed.code, null);
-  assert.ok(lstatSync(path).isSocket());
 }
 
 describe('removeStaleSocket', () => {

@@ -4,7 +4,7 @@
 // started for a test by startDaemon) and a raw control connection.
 import assert from 'node:assert/strict';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -717,4 +717,17 @@ export class SyslogReceiver {
 export function cpuTicks(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   return Number(fields[11]) + Number(fields[12]);
+}
+
+/** A socket file left behind by a notification socket in a process killed with SIGKILL. */
+export async function staleSocket(path: string): Promise<void> {
+  const killed = await run(process.execPath, [
+    '--input-type=module',
+    '-e',
+    `import { NotificationSocket } from ${JSON.stringify(join(repoRoot, 'dist/src/protocol/server.js'))};
+     new NotificationSocket(${JSON.stringify(path)}, { log: () => {} });
+     process.kill(process.pid, 'SIGKILL');`,
+  ]);
+  assert.equal(killed.code, null);
+  assert.ok(lstatSync(path).isSocket());
 }
