@@ -35,7 +35,7 @@ export type DroppedReason = DropReason | 'rate_limit' | 'self';
 const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit', 'self'];
 
 /** The rule label of names the configuration does not have. */
-export const OTHER_RULE = '_other';
+const OTHER_RULE = '_other';
 
 /** prom-client's gauges whose names end in _total, which Prometheus reserves for counters: nodejs_active_handles etc. say the same by type. */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
