@@ -1,7 +1,8 @@
 // What the daemon does with notifications and time (daemon.md §5-§7): the
 // count arithmetic per message type, the block check, expiry, flush and
 // restore; the helper runs beside it (G27), its calls gathered into batches
-// by run/batch.ts.  blocklistctl's block, unblock and flush are manual.ts's,
+// by run/batch.ts, the work of each entry not settled yet kept by
+// run/inflight.ts.  blocklistctl's block, unblock and flush are manual.ts's,
 // through the primitives at the end of the class.
 //
 // Crash safety: the database always knows every rule that may be in the
@@ -26,6 +27,7 @@ import { protocolName } from '../conf/format.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
 import { toText, type OwnNetwork } from '../conf/ip.js';
 import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
+import { entryId, InFlight, type Counted } from '../run/inflight.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
@@ -84,18 +86,6 @@ export interface EngineOptions {
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
 const SELF_LOG_MS = 60_000;
 
-/** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
-interface PendingAdd {
-  before: { count: number; last: number } | undefined;
-  wrote: { count: number; last: number };
-  /** The unmasked client address, for the "blocked" line; undefined for a restore. */
-  client: string | undefined;
-  origin: BlockOrigin;
-}
-
-export const keyOf = (k: EffectiveRule): string =>
-  `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
-
 export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
 
 
@@ -140,15 +130,8 @@ export class Engine {
   private interfaces: InterfaceAddresses = new Map();
   /** ownNetworks() of `interfaces`, for --allow-self: made when they change, not per notification. */
   private ownNetworks: OwnNetwork[] = ownNetworks(new Map());
-  private readonly pendingAdds = new Map<string, PendingAdd>();
-  private readonly pendingRems = new Set<string>();
-  /** Failed rems: the entry and when to try again. */
-  private readonly remRetry = new Map<string, { entry: Entry; at: number }>();
-  /**
-   * Blocks whose rem worked but whose entry could not be deleted (or its
-   * id cleared): written again by expiry, never released again.
-   */
-  private readonly unrecorded = new Map<string, Entry>();
+  /** The helper work of each entry not settled yet: adds, rems, rems to retry, releases to write. */
+  private readonly work = new InFlight<BlockOrigin>();
   /**
    * When each block in the packet filter began (seconds), for the release
    * line: the failure that reached the limit, a manual block's request.
@@ -211,12 +194,12 @@ export class Engine {
     } catch (e) {
       // upstream logs state_put failures and goes on; the batch is lost
       this.storeFailed(`state_put: failed (${(e as Error).message}), ${batch.length} notifications lost`);
-      for (const id of added) this.pendingAdds.delete(id);
+      for (const id of added) this.work.addEnded(id);
       return;
     }
     if (written.length > 0) this.storeWorked();
     // their blocks are gone, and their entries say so now
-    for (const id of written) this.unrecorded.delete(id);
+    for (const id of written) this.work.recorded(id);
     if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.evicted(evicted);
@@ -245,11 +228,8 @@ export class Engine {
     const { store } = this.o;
     const excess = store.size() - max;
     if (excess <= 0) return undefined;
-    const busy = (k: EffectiveRule): boolean => {
-      const id = keyOf(k);
-      return this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id);
-    };
-    return store.evict(Math.min(excess, EVICT_CHUNK), busy, this.pendingAdds.size + this.pendingRems.size + this.remRetry.size);
+    const { adds, rems, remRetries } = this.work.counts;
+    return store.evict(Math.min(excess, EVICT_CHUNK), (k) => !this.work.evictable(entryId(k)), adds + rems + remRetries);
   }
 
   /** After the commit: evictions counted and logged (at most once per interval), a full chunk followed by the next. */
@@ -295,11 +275,11 @@ export class Engine {
       return;
     }
     const key = match.effective;
-    const id = keyOf(key);
+    const id = entryId(key);
     const stored = store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
     // released, though the entry still has the id: the rule is gone
-    if (this.unrecorded.has(id)) e.id = '';
+    if (this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
     if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
 
@@ -308,7 +288,7 @@ export class Engine {
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e, 'reset'));
+      if (key.duration === ANY && e.id !== '' && !this.work.busy(id)) afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
@@ -316,8 +296,8 @@ export class Engine {
       e.last = now;
       if (isBlocked(e)) {
         if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
-        else if (!this.pendingAdds.has(id)) {
-          this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
+        else if (!this.work.adding(id)) {
+          this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, ''));
         }
@@ -375,9 +355,8 @@ export class Engine {
   }
 
   private addDone(key: EffectiveRule, oldId: string, result: HelperResult): void {
-    const id = keyOf(key);
-    const pending = this.pendingAdds.get(id);
-    this.pendingAdds.delete(id);
+    const id = entryId(key);
+    const pending = this.work.addEnded(id);
     if (pending === undefined || result.outcome === 'cancelled') return; // cancelled at stop: still at its limit, restore re-adds it
     const { log, store } = this.o;
     const target = `${key.name} ${targetOf(key).proto} ${where(key)}`;
@@ -421,18 +400,17 @@ export class Engine {
    * is unknown (its add may or may not have happened) gets one best try.
    */
   private release(e: Entry, origin: ReleaseOrigin = 'expiry'): void {
-    const id = keyOf(e.key);
-    if (this.stopped || this.pendingRems.has(id)) return;
-    this.pendingRems.add(id);
-    this.remRetry.delete(id);
+    const id = entryId(e.key);
+    if (this.stopped || this.work.removing(id)) return;
+    this.work.remStarted(id);
     const k = e.key;
     this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
-      this.pendingRems.delete(id);
+      this.work.remEnded(id);
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
       if (remLeftRule(result, e.id)) {
         log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${failureText(result)}; retrying in ${this.o.remRetry} s`);
-        this.remRetry.set(id, { entry: e, at: this.o.clock() + this.o.remRetry });
+        this.work.retryRem(id, e, this.o.clock() + this.o.remRetry);
         this.armExpiry();
         return;
       }
@@ -442,8 +420,8 @@ export class Engine {
         this.o.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
-      this.unrecorded.set(id, e);
-      if (this.guard(() => this.recordRelease(k))) this.committed(() => this.unrecorded.delete(id));
+      this.work.releaseUnrecorded(id, e);
+      if (this.guard(() => this.recordRelease(k))) this.committed(() => this.work.recorded(id));
       this.armExpiry();
     });
   }
@@ -470,9 +448,9 @@ export class Engine {
     }
     // the rule is gone, go on counting
     store.put({ ...current, id: '' });
-    const id = keyOf(k);
-    if (isBlocked(current) && !this.stopped && !this.pendingAdds.has(id)) {
-      this.pendingAdds.set(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
+    const id = entryId(k);
+    if (isBlocked(current) && !this.stopped && !this.work.adding(id)) {
+      this.work.addStarted(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
       this.startAdd(k, '');
     }
   }
@@ -497,22 +475,22 @@ export class Engine {
     const now = this.o.clock();
     const { store } = this.o;
     // releases that worked and are not written yet: written, not released again
-    if (this.unrecorded.size > 0) {
-      const written = this.guard(() => store.transaction(() => this.unrecorded.forEach((e) => this.recordRelease(e.key))));
+    const unrecorded = this.work.unrecordedEntries();
+    if (unrecorded.length > 0) {
+      const written = this.guard(() => store.transaction(() => unrecorded.forEach((e) => this.recordRelease(e.key))));
       if (!written) return this.backOff();
       this.storeWorked();
-      this.unrecorded.clear();
+      this.work.allRecorded();
     }
-    for (const [id, retry] of this.remRetry) {
-      if (retry.at > now) continue;
-      this.remRetry.delete(id);
+    for (const retried of this.work.takeDueRetries(now)) {
       // try again only if the entry still waits for its release
-      const current = store.get(retry.entry.key);
-      if (current !== undefined && current.id === retry.entry.id && this.isDue(current, now)) this.release(current);
+      const current = store.get(retried.key);
+      if (current !== undefined && current.id === retried.id && this.isDue(current, now)) this.release(current);
     }
     // what is in flight or waiting to be retried is read again and skipped
-    const busy = this.pendingAdds.size + this.pendingRems.size + this.remRetry.size + this.unrecorded.size;
-    const capacity = Math.max(0, (this.batcher.inBatchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - this.pendingRems.size);
+    const counts = this.work.counts;
+    const busy = counts.adds + counts.rems + counts.remRetries + counts.unrecorded;
+    const capacity = Math.max(0, (this.batcher.inBatchMode ? EXPIRE_CHUNK_BATCH : EXPIRE_CHUNK) - counts.rems);
     const limit = busy + DELETE_CHUNK + capacity;
     const due = store.due(now, limit);
     const releases: Entry[] = [];
@@ -520,8 +498,8 @@ export class Engine {
     const written = this.guard(() =>
       store.transaction(() => {
         for (const e of due) {
-          const id = keyOf(e.key);
-          if (this.pendingAdds.has(id) || this.pendingRems.has(id) || this.remRetry.has(id) || this.unrecorded.has(id)) continue;
+          const id = entryId(e.key);
+          if (this.work.unsettled(id)) continue;
           if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
           if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
@@ -552,9 +530,10 @@ export class Engine {
     if (this.stopped) return;
     let next = this.o.store.nextExpiry(passAt);
     if (next !== undefined) next += 1; // expired means last + duration < now: the second after
-    for (const { at } of this.remRetry.values()) if (next === undefined || at < next) next = at;
+    const retry = this.work.nextRetry();
+    if (retry !== undefined && (next === undefined || retry < next)) next = retry;
     // releases to write: as soon as the back-off lets
-    if (this.unrecorded.size > 0) next = 0;
+    if (this.work.counts.unrecorded > 0) next = 0;
     if (next === undefined) {
       clearTimeout(this.expiryTimer);
       this.expiryTimer = undefined;
@@ -582,11 +561,7 @@ export class Engine {
     const step = Math.round((offset - before) / 1000);
     let moved = 0;
     this.guard(() => (moved = this.o.store.shiftTimes(step)));
-    for (const retry of this.remRetry.values()) retry.at += step;
-    for (const { before: old, wrote } of this.pendingAdds.values()) {
-      wrote.last += step;
-      if (old !== undefined && old.last !== 0) old.last += step;
-    }
+    this.work.shiftTimes(step);
     this.o.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
   }
 
@@ -670,9 +645,9 @@ export class Engine {
   restore(): number {
     let n = 0;
     for (const e of this.o.store.blocked()) {
-      const id = keyOf(e.key);
-      if (e.last === 0 || this.pendingAdds.has(id) || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
-      this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
+      const id = entryId(e.key);
+      if (e.last === 0 || this.work.busy(id) || this.work.released(id)) continue;
+      this.work.addStarted(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
       this.startAdd(e.key, e.id);
       n++;
     }
@@ -696,11 +671,11 @@ export class Engine {
     const batch: HelperCall[] = [];
     const after: typeof batch = [];
     for (const e of this.o.store.blocked()) {
-      const id = keyOf(e.key);
-      if (e.last === 0 || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
+      const id = entryId(e.key);
+      if (e.last === 0 || this.work.removing(id) || this.work.released(id)) continue;
       const change: Change = { action: 'add', target: targetOf(e.key), id: e.id };
       let done: (result: HelperResult) => void;
-      if (this.pendingAdds.has(id)) {
+      if (this.work.adding(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
         done = (result) => {
           if (result.outcome !== 'ok') return;
@@ -708,7 +683,7 @@ export class Engine {
           this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
         };
       } else {
-        this.pendingAdds.set(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
+        this.work.addStarted(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
         done = (result) => this.addDone(e.key, e.id, result);
       }
       // a block of every port cannot be a line of a batch: added after it (missing meanwhile)
@@ -729,18 +704,17 @@ export class Engine {
 
   /** An add or rem of the entry is running. */
   busy(key: EffectiveRule): boolean {
-    const id = keyOf(key);
-    return this.pendingAdds.has(id) || this.pendingRems.has(id);
+    return this.work.busy(entryId(key));
   }
 
   /** Its rem worked and its entry is not written yet: the block is gone. */
   released(key: EffectiveRule): boolean {
-    return this.unrecorded.has(keyOf(key));
+    return this.work.released(entryId(key));
   }
 
   /** The entry was written or deleted since: no longer a release to record. */
   forgetRelease(key: EffectiveRule): void {
-    this.unrecorded.delete(keyOf(key));
+    this.work.recorded(entryId(key));
   }
 
   /** Now, in seconds, after a step of the wall clock has moved the stored times (followClock). */
@@ -753,33 +727,32 @@ export class Engine {
    * The entry at its limit, just written as `wrote` (was `before`): `add`,
    * recorded as any other; resolves with the helper's result.
    */
-  add(key: EffectiveRule, before: { count: number; last: number } | undefined, wrote: { count: number; last: number }, origin: BlockOrigin): Promise<HelperResult> {
-    const id = keyOf(key);
-    this.unrecorded.delete(id);
-    this.pendingAdds.set(id, { before, wrote, client: key.address, origin });
+  add(key: EffectiveRule, before: Counted | undefined, wrote: Counted, origin: BlockOrigin): Promise<HelperResult> {
+    const id = entryId(key);
+    this.work.recorded(id);
+    this.work.addStarted(id, { before, wrote, client: key.address, origin });
     return new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
   }
 
   /** `rem` of the entry's rule, marked in flight meanwhile and no longer waiting for a retry; the entry is the caller's. */
   async remove(e: Entry): Promise<HelperResult> {
-    const id = keyOf(e.key);
-    this.pendingRems.add(id);
-    this.remRetry.delete(id);
+    const id = entryId(e.key);
+    this.work.remStarted(id);
     const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
-    this.pendingRems.delete(id);
+    this.work.remEnded(id);
     return result;
   }
 
   /** The entries of rule `name` are flushed: their retries, unwritten releases and block starts go. */
   forgetName(name: string): void {
-    for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
-    for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
+    this.work.forgetName(name);
     for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
   }
 
   /** Helper work in flight, for `status`. */
   get inFlight(): { adds: number; rems: number; remRetries: number } {
-    return { adds: this.pendingAdds.size, rems: this.pendingRems.size, remRetries: this.remRetry.size };
+    const { adds, rems, remRetries } = this.work.counts;
+    return { adds, rems, remRetries };
   }
 
   /** A store write outside a batch: a failure is logged (storeFailed), not fatal; false then. */

@@ -8,7 +8,8 @@ import { failureText, type HelperResult } from '../run/helper.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, type EffectiveRule, type Entry, type LogFn } from '../types.js';
-import { blockedFor, DELETE_CHUNK, entryFields, keyOf, remLeftRule, where, type Engine } from './engine.js';
+import { entryId } from '../run/inflight.js';
+import { blockedFor, DELETE_CHUNK, entryFields, remLeftRule, where, type Engine } from './engine.js';
 import type { Metrics } from './metrics.js';
 
 /** What a manual unblock did. */
@@ -100,7 +101,7 @@ export class ManualCommands {
         // an entry without id had a failed add: the rem is a best try
         if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${failureText(result)}` });
         engine.guard(() => store.delete(e.key));
-        const lasted = engine.lasted(keyOf(e.key), e);
+        const lasted = engine.lasted(entryId(e.key), e);
         if (e.id === '') return void done.deleted.push(e);
         this.log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
         this.metrics?.release('manual', e.key.name);

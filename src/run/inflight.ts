@@ -1,0 +1,155 @@
+// The helper work of each entry that is not settled yet, in one place
+// (helper.md §1.7): adds running, rems running, rems to try again, and
+// releases done but not written to the database.  The engine asks it
+// before it starts a call and tells it what each call came to; the
+// manual commands ask it whether an entry is busy.  Keyed by the entry's
+// id (every field of its effective rule): two entries of one filter rule
+// are two entries here, while the runner orders their calls by the filter
+// rule they change (helper.ts, `changeConflicts`).
+import type { EffectiveRule, Entry } from '../types.js';
+
+/** An entry's id: its effective rule, every field. */
+export const entryId = (k: EffectiveRule): string =>
+  `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
+
+/** A count and time of an entry. */
+export interface Counted {
+  count: number;
+  last: number;
+}
+
+/** An add in flight: what to put back when the helper fails (upstream does not save the failing count). */
+export interface PendingAdd<Origin extends string = string> {
+  before: Counted | undefined;
+  wrote: Counted;
+  /** The unmasked client address, for the "blocked" line; undefined for a restore. */
+  client: string | undefined;
+  origin: Origin;
+}
+
+export class InFlight<Origin extends string = string> {
+  private readonly adds = new Map<string, PendingAdd<Origin>>();
+  private readonly rems = new Set<string>();
+  /** Failed rems: the entry and when to try again (seconds). */
+  private readonly retries = new Map<string, { entry: Entry; at: number }>();
+  /**
+   * Blocks whose rem worked but whose entry could not be deleted (or its
+   * id cleared) yet: written again by expiry, never released again.
+   */
+  private readonly unrecorded = new Map<string, Entry>();
+
+  /** An add of the entry is running (or its start waits for a commit). */
+  adding(id: string): boolean {
+    return this.adds.has(id);
+  }
+
+  addStarted(id: string, add: PendingAdd<Origin>): void {
+    this.adds.set(id, add);
+  }
+
+  /** The add is over (or was never started): what it was, undefined when it was not in flight. */
+  addEnded(id: string): PendingAdd<Origin> | undefined {
+    const add = this.adds.get(id);
+    this.adds.delete(id);
+    return add;
+  }
+
+  removing(id: string): boolean {
+    return this.rems.has(id);
+  }
+
+  /** A rem starts: no longer waiting for a retry. */
+  remStarted(id: string): void {
+    this.rems.add(id);
+    this.retries.delete(id);
+  }
+
+  remEnded(id: string): void {
+    this.rems.delete(id);
+  }
+
+  /** An add or rem of the entry is running. */
+  busy(id: string): boolean {
+    return this.adds.has(id) || this.rems.has(id);
+  }
+
+  /** A failed rem, tried again at `at` (seconds). */
+  retryRem(id: string, entry: Entry, at: number): void {
+    this.retries.set(id, { entry, at });
+  }
+
+  retrying(id: string): boolean {
+    return this.retries.has(id);
+  }
+
+  /** The retries due at `now`, no longer waiting. */
+  takeDueRetries(now: number): Entry[] {
+    const due: Entry[] = [];
+    for (const [id, retry] of this.retries) {
+      if (retry.at > now) continue;
+      this.retries.delete(id);
+      due.push(retry.entry);
+    }
+    return due;
+  }
+
+  /** When the first retry is due (seconds), undefined when none waits. */
+  nextRetry(): number | undefined {
+    let next: number | undefined;
+    for (const { at } of this.retries.values()) if (next === undefined || at < next) next = at;
+    return next;
+  }
+
+  /** Its rem worked and its entry is not written yet: the block is gone. */
+  released(id: string): boolean {
+    return this.unrecorded.has(id);
+  }
+
+  releaseUnrecorded(id: string, entry: Entry): void {
+    this.unrecorded.set(id, entry);
+  }
+
+  /** The entry was written or deleted since: no longer a release to record. */
+  recorded(id: string): void {
+    this.unrecorded.delete(id);
+  }
+
+  /** The releases to write, in the order they came. */
+  unrecordedEntries(): Entry[] {
+    return [...this.unrecorded.values()];
+  }
+
+  /** Every release to write was written. */
+  allRecorded(): void {
+    this.unrecorded.clear();
+  }
+
+  /** Any of the four: an add or rem running, a rem to try again, a release to write. */
+  unsettled(id: string): boolean {
+    return this.adds.has(id) || this.rems.has(id) || this.retries.has(id) || this.unrecorded.has(id);
+  }
+
+  /** Not an add or rem running nor a rem to try again: eviction may delete the entry. */
+  evictable(id: string): boolean {
+    return !(this.adds.has(id) || this.rems.has(id) || this.retries.has(id));
+  }
+
+  get counts(): { adds: number; rems: number; remRetries: number; unrecorded: number } {
+    return { adds: this.adds.size, rems: this.rems.size, remRetries: this.retries.size, unrecorded: this.unrecorded.size };
+  }
+
+  /** The wall clock stepped by `step` seconds: the times held here move with the entries'. */
+  shiftTimes(step: number): void {
+    for (const retry of this.retries.values()) retry.at += step;
+    for (const { before, wrote } of this.adds.values()) {
+      wrote.last += step;
+      if (before !== undefined && before.last !== 0) before.last += step;
+    }
+  }
+
+  /** The entries of rule `name` were flushed: their retries and unwritten releases go. */
+  forgetName(name: string): void {
+    for (const [id, retry] of this.retries) if (retry.entry.key.name === name) this.retries.delete(id);
+    for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
+  }
+}
