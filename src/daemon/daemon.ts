@@ -24,7 +24,8 @@ import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendC
 import { runCommand, type CommandContext } from './commands.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
-import { debugLog, type DaemonLogger } from './log.js';
+import { type DaemonLogger } from './log.js';
+import { debugLog } from '../debug.js';
 import { ManualCommands } from './manual.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -100,7 +101,7 @@ export class Daemon {
     return this.logger.log;
   }
 
-  private readonly debugLine = debugLog((level, message) => this.log(level, message), () => this.debug);
+  private readonly debugLine = debugLog((level, message, fields) => this.log(level, message, fields), () => this.debug);
 
   /** Steps 6-10 of daemon.md §2; throws FatalError. */
   async start(): Promise<void> {
@@ -467,7 +468,7 @@ export class Daemon {
     if (!loaded.found) return false;
     const env = systemEnv(this.options.ruleName);
     this.ruleSet = loaded.ruleSet;
-    if (this.debug > 0) for (const line of debugListing(this.ruleSet, this.options.ruleName, env.families).split('\n')) this.log('debug', line);
+    this.debugLine(1, () => debugListing(this.ruleSet, this.options.ruleName, env.families).split('\n'));
     // interface addresses change: refresh them every -t seconds, only if a rule names an interface or --allow-self needs them
     clearInterval(this.interfaceTimer);
     this.interfaceTimer = undefined;

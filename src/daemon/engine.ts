@@ -34,6 +34,7 @@ import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
 import { probeOf } from './probe.js';
 import { elapsed, localTime } from '../time.js';
+import { debugLog, type DebugLog } from '../debug.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFields, type LogFn, type Notification } from '../types.js';
 
 /** Releases started by one expiry pass; the next pass starts when they finish. */
@@ -117,6 +118,24 @@ export function entryFields(event: string, k: EffectiveRule, address = k.address
 /** What a release line adds to upstream's: how long the block lasted, when known. */
 export const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
 
+/** upstream's line for a notification processed; `report`: sent through the control socket's report command. */
+const processingLine = (n: Notification): string => {
+  const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
+  return `processing type=${n.type} remote=${toText(n.remote)}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`;
+};
+
+const processingFields = (n: Notification): LogFields => ({
+  event: 'notification',
+  type: typeLabel(n.type),
+  address: toText(n.remote),
+  port: n.remote.port,
+  uid: n.uid,
+  gid: n.gid,
+  peerPid: n.pid,
+  text: n.text,
+  source: n.report?.source,
+});
+
 /** The fields of a "blocked" line; `duration` is the rule's. */
 const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
   ...entryFields('block', k, address),
@@ -152,6 +171,7 @@ export class Engine {
   private evictScheduled = false;
 
   private readonly monotonic: () => number;
+  private readonly debugLine: DebugLog;
   /** The wall clock minus the monotonic one when last looked at (ms); undefined before the first look. */
   private clockOffset: number | undefined;
   /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
@@ -159,6 +179,7 @@ export class Engine {
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
+    this.debugLine = debugLog(o.log, o.debug);
     this.batcher = new HelperBatcher({ helper: o.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
@@ -200,7 +221,7 @@ export class Engine {
     if (written.length > 0) this.storeWorked();
     // their blocks are gone, and their entries say so now
     for (const id of written) this.work.recorded(id);
-    if (this.o.debug() > 1) this.o.log('debug', `committed ${batch.length}`);
+    this.debugLine(2, () => `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.evicted(evicted);
     this.armExpiry();
@@ -256,13 +277,9 @@ export class Engine {
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
     const { log, store } = this.o;
-    const debug = this.o.debug() > 0;
-    if (debug || n.text !== '' || n.report !== undefined) {
-      const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
-      const client = toText(n.remote);
-      const fields: LogFields = { event: 'notification', type: typeLabel(n.type), address: client, port: n.remote.port, uid: n.uid, gid: n.gid, peerPid: n.pid, text: n.text, source: n.report?.source };
-      log(n.text !== '' || n.report !== undefined ? 'info' : 'debug', `processing type=${n.type} remote=${client}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`, fields);
-    }
+    // with a text or as a report, the notification is logged at info; else only as a debug line
+    if (n.text !== '' || n.report !== undefined) log('info', processingLine(n), processingFields(n));
+    else this.debugLine(1, () => processingLine(n), () => processingFields(n));
     const probe = probeOf(n, this.o.families);
     if (this.o.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
       this.ignoredSelf(toText(n.remote));
@@ -281,7 +298,7 @@ export class Engine {
     // released, though the entry still has the id: the rule is gone
     if (this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
-    if (debug) log('debug', `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
+    this.debugLine(1, () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
 
     if (n.type === WireType.DELETE) {
       if (e.last === 0) return;
@@ -305,7 +322,11 @@ export class Engine {
     }
     store.put(e);
     written.push(id);
-    if (debug) log('debug', `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`, { ...entryFields('count', key), count: e.count });
+    this.debugLine(
+      1,
+      () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+      () => ({ ...entryFields('count', key), count: e.count }),
+    );
   }
 
   /** --allow-self: a notification about an own address, counted as dropped and logged once a minute per address. */
@@ -500,7 +521,7 @@ export class Engine {
         for (const e of due) {
           const id = entryId(e.key);
           if (this.work.unsettled(id)) continue;
-          if (this.o.debug() > 1) this.o.log('debug', `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
+          this.debugLine(2, () => `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
           if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
               store.delete(e.key);
@@ -581,7 +602,8 @@ export class Engine {
   private backOff(): void {
     const failing = this.storeFailing!;
     failing.retryAt = this.monotonic() + failing.delay;
-    if (this.o.debug() > 0) this.o.log('debug', `expiry: the database cannot be written, next try in ${failing.delay / 1000} s`);
+    const delay = failing.delay;
+    this.debugLine(1, () => `expiry: the database cannot be written, next try in ${delay / 1000} s`);
     failing.delay = Math.min(failing.delay * 2, STORE_RETRY_MAX_MS);
     this.schedule(failing.retryAt - this.monotonic());
   }

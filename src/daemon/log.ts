@@ -210,16 +210,3 @@ export function createLogger(options: LoggerOptions): DaemonLogger {
   const library = libraryOutput === options.output ? log : open(libraryOutput);
   return { log, library, close: () => syslog?.close() };
 }
-
-/**
- * Debug lines at `level` (1: -d, 2: -dd) written while the debug level
- * (SIGUSR1/SIGUSR2 change it) reaches it; a line is built only then, so a
- * daemon without -d spends nothing on them.
- */
-export type DebugLog = (level: number, message: () => string) => void;
-
-export function debugLog(log: LogFn, debugLevel: () => number): DebugLog {
-  return (level, message) => {
-    if (debugLevel() >= level) log('debug', message());
-  };
-}

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { errnoMessage } from '../errno.js';
 import { cutUtf8, printable } from '../text.js';
 import type { LogFn } from '../types.js';
+import { debugLog, type DebugLog } from '../debug.js';
 
 export interface HelperTarget {
   name: string;
@@ -238,7 +239,7 @@ export class HelperRunner {
   private readonly timeoutMs: number;
   private readonly concurrency: number;
   private readonly log: LogFn;
-  private readonly debug: () => number;
+  private readonly debugLine: DebugLog;
   private readonly observe: HelperRunnerOptions['observe'];
   /** Submitted and not started, in submission order. */
   private readonly waiting: Call[] = [];
@@ -252,7 +253,7 @@ export class HelperRunner {
     this.timeoutMs = options.timeoutMs ?? 30_000;
     this.concurrency = Math.max(1, options.concurrency ?? 4);
     this.log = options.log;
-    this.debug = options.debug ?? (() => 0);
+    this.debugLine = debugLog(options.log, options.debug ?? (() => 0));
     this.observe = options.observe;
   }
 
@@ -392,18 +393,20 @@ export class HelperRunner {
   /** Upstream's debug lines; a batch's operations each as the call they stand for. */
   private traceRun(call: Call): void {
     // the ids in a rem came from a helper's output: escaped like everything else it prints
-    this.log('debug', `run ${this.program} [control ${printable(call.args.join(' '))}]`);
+    this.debugLine(1, () => `run ${this.program} [control ${printable(call.args.join(' '))}]`);
     if (call.input === undefined) return;
-    for (const op of call.input.split('\n').slice(0, -1)) this.log('debug', `run ${this.program} [control ${printable(op)}] (batch)`);
+    const input = call.input;
+    this.debugLine(1, () => input.split('\n').slice(0, -1).map((op) => `run ${this.program} [control ${printable(op)}] (batch)`));
   }
 
   private traceAnswer(call: Call, line: string | undefined, lines: string[] | undefined): void {
     if (lines === undefined || call.input === undefined) {
-      this.log('debug', `${call.action} returns ${line === undefined ? '(null)' : printable(line)}`);
+      this.debugLine(1, () => `${call.action} returns ${line === undefined ? '(null)' : printable(line)}`);
       return;
     }
-    const ops = call.input.split('\n');
-    for (let i = 0; i < (call.lines ?? 0); i++) this.log('debug', `${ops[i]!.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`);
+    const input = call.input;
+    const count = call.lines ?? 0;
+    this.debugLine(1, () => input.split('\n').slice(0, count).map((op, i) => `${op.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`));
   }
 
   /**
@@ -415,7 +418,7 @@ export class HelperRunner {
    * the output, which a process left in the background may keep open.
    */
   private execute(call: Call): Promise<HelperResult> {
-    if (this.debug() >= 1) this.traceRun(call);
+    this.traceRun(call);
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
@@ -462,7 +465,7 @@ export class HelperRunner {
         drainPipe(stdout, output);
         const lines = output.lines(lineCount);
         const line = lines[0];
-        if (this.debug() >= 1) this.traceAnswer(call, line, call.lines === undefined ? undefined : lines);
+        this.traceAnswer(call, line, call.lines === undefined ? undefined : lines);
         settle({
           outcome: outcomeOf(answered(call.action, line, code), timedOut, signal),
           line,
