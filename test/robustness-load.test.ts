@@ -150,7 +150,7 @@ describe('robustness: crash safety', () => {
       await daemon.exited;
       await until(() => helpers.every(exited), 10_000);
       for (const c of senders) c.kill('SIGKILL');
-      await Promise.all(senders.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((resolve) => c.once('exit', resolve)))));
+      await Promise.all(senders.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => new Promise((resolve) => c.once('exit', resolve))));
 
       // no block lost: every target whose last helper call was an add is blocked in the database
       // (its entry was committed at its limit before the add started, and leaves only after a rem worked)

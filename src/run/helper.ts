@@ -321,7 +321,8 @@ export class HelperRunner {
       call.resolve(CANCELLED);
     }
     if (this.running.size === 0) return;
-    const finished = Promise.all([...this.running].map((call) => call.done));
+    // a running call's `done` is set when it starts
+    const finished = Promise.all([...this.running].map((call) => call.done!));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = await Promise.race([
       finished.then(() => false),
