@@ -9,7 +9,7 @@ import { chmodSync, lstatSync, mkdirSync, statSync, symlinkSync, unlinkSync, wri
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ControlServer, ControlSetupError } from '../src/daemon/control.js';
-import { constants as C, lingeringClosed, setSocketMode } from '../src/protocol/native.js';
+import { constants, lingeringClosed, setSocketMode } from '../src/protocol/native.js';
 import { encodeNotification } from '../src/protocol/wire.js';
 import { burst } from './burst.js';
 import { AUTH_FAIL, Blocklist } from '../src/index.js';
@@ -113,8 +113,8 @@ describe('socket files are never chmod-ed through a symlink', () => {
     const target = join(dir, 'target');
     writeFileSync(target, '', { mode: 0o600 });
     symlinkSync(target, join(dir, 'link'));
-    assert.equal(setSocketMode(join(dir, 'link'), 0o666, -1), C.ELOOP);
-    assert.equal(setSocketMode(target, 0o666, -1), C.ENOTSOCK);
+    assert.equal(setSocketMode(join(dir, 'link'), 0o666, -1), constants.ELOOP);
+    assert.equal(setSocketMode(target, 0o666, -1), constants.ENOTSOCK);
     assert.equal(statSync(target).mode & 0o777, 0o600);
     const socket = new NotificationSocket(join(dir, 's.sock'), { log: () => {}, mode: 0o600 });
     assert.equal(lstatSync(join(dir, 's.sock')).mode & 0o777, 0o600);

@@ -9,14 +9,14 @@ import type { ParseResult } from './parse.js';
 import { ANY, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type RuleSet, type Source } from './types.js';
 
 /** A rule's place, `file:line`. */
-export const where = (s: Source): string => `${s.file}:${s.line}`;
+export const fileLine = (s: Source): string => `${s.file}:${s.line}`;
 
 /**
  * A diagnostic as logs and listings show it: `file:line: message` (the file
  * alone when it concerns the whole file), the severity after the place when asked.
  */
 export function formatDiagnostic(d: Diagnostic, withSeverity: boolean): string {
-  return `${d.source.line > 0 ? where(d.source) : d.source.file}: ${withSeverity ? `${d.severity}: ` : ''}${d.message}`;
+  return `${d.source.line > 0 ? fileLine(d.source) : d.source.file}: ${withSeverity ? `${d.severity}: ` : ''}${d.message}`;
 }
 
 /** Identical keys mean identical selectors: address, location mask, port, type, family, owner. */
@@ -58,7 +58,7 @@ function mergeInto(list: Rule[], index: Map<string, number>, rules: readonly Rul
     diagnostics.push({
       source: rule.source,
       severity: 'warning',
-      message: `same selectors as ${where(earlier.source)}: merged into it (nfail ${formatNumber(merged.nfail)}, duration ${formatDuration(merged.duration)})${ignored}`,
+      message: `same selectors as ${fileLine(earlier.source)}: merged into it (nfail ${formatNumber(merged.nfail)}, duration ${formatDuration(merged.duration)})${ignored}`,
     });
   }
 }
@@ -122,7 +122,7 @@ function shadowWarnings(list: readonly Rule[], families: ConfEnv['families'], di
         severity: 'warning',
         message:
           `the rule for ${text} is never used: the network rule ${toText(network.address.address)}/${network.lmask} ` +
-          `at ${where(network.source)} sorts before it and matches the same notifications${advice}`,
+          `at ${fileLine(network.source)} sorts before it and matches the same notifications${advice}`,
       });
       break;
     }

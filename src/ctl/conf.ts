@@ -6,7 +6,7 @@ import { formatDuration, formatNumber, formatRule, protocolName } from '../conf/
 import { loadConfig } from '../conf/load.js';
 import { cNumber, servicePort } from '../conf/parse.js';
 import { compileRules, matchProbe } from '../conf/match.js';
-import { formatDiagnostic, where } from '../conf/ruleset.js';
+import { fileLine, formatDiagnostic } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Rule } from '../conf/types.js';
 import { envelope } from './json.js';
@@ -47,7 +47,7 @@ export function configCommand(options: ConfOptions, io: Output): number {
   for (const d of diagnostics) io.err(`${formatDiagnostic(d, true)}\n`);
   for (const section of ['local', 'remote'] as const) {
     io.out(`[${section}]\n`);
-    for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${where(rule.source)}\n`);
+    for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${fileLine(rule.source)}\n`);
   }
   return failed ? 1 : 0;
 }
@@ -104,7 +104,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
     io.out(envelope('test', { result: { matched: true, local: ruleJson(match.local, env.families), remote: match.remote === undefined ? null : ruleJson(match.remote, env.families), effective: e } }));
     return 0;
   }
-  const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${where(r.source)}  ${formatRule(r, env.families)}`);
+  const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${fileLine(r.source)}  ${formatRule(r, env.families)}`);
   io.out(
     `local rule   ${rule(match.local)}\n` +
       `remote rule  ${rule(match.remote)}\n` +

@@ -77,20 +77,20 @@ class DumpWriter {
   private readonly json: EnvelopeStream | undefined;
 
   constructor(
-    private readonly o: DumpOptions,
+    private readonly options: DumpOptions,
     private readonly io: Output,
     private readonly now: number,
   ) {
-    this.selection = selectionOf(o);
-    if (o.json) this.json = new EnvelopeStream('dump', io);
-    else if (!o.noHeader) this.chunk.push(dumpHeader(o));
+    this.selection = selectionOf(options);
+    if (options.json) this.json = new EnvelopeStream('dump', io);
+    else if (!options.noHeader) this.chunk.push(dumpHeader(options));
   }
 
   /** An entry read: printed if selected; -d tells of every one. */
   entry(e: Entry): void {
-    if (this.o.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
+    if (this.options.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
     if (!dumpSelected(e, this.selection)) return;
-    this.chunk.push(this.json === undefined ? dumpRow(e, this.o, this.now) : this.json.item(entryJson(e, this.now)));
+    this.chunk.push(this.json === undefined ? dumpRow(e, this.options, this.now) : this.json.item(entryJson(e, this.now)));
     if (++this.rows % CHUNK === 0) this.flush();
   }
 

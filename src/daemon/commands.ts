@@ -59,63 +59,63 @@ const MANUAL = new Set(['block', 'unblock', 'flush', 'reload']);
 /** A request's arguments in its log line, at most this many characters. */
 const ARGS_SHOWN_MAX = 300;
 
-export async function runCommand(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
-  if (!MANUAL.has(command)) return dispatch(c, command, args, peer);
+export async function runCommand(context: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
+  if (!MANUAL.has(command)) return dispatch(context, command, args, peer);
   // as JSON: whatever the client sent, it cannot break the line (a newline would be a second syslog record)
   let shown = JSON.stringify(args);
   if (shown.length > ARGS_SHOWN_MAX) shown = `${shown.slice(0, ARGS_SHOWN_MAX)}...`;
   const who = `uid ${peer.uid} pid ${peer.pid}`;
   const fields = { event: 'manual', command, request: shown, uid: peer.uid, gid: peer.gid, peerPid: peer.pid };
-  c.log('notice', `control: ${command} ${shown} requested by ${who}`, fields);
+  context.log('notice', `control: ${command} ${shown} requested by ${who}`, fields);
   try {
-    return await dispatch(c, command, args, peer);
+    return await dispatch(context, command, args, peer);
   } catch (e) {
-    c.log('warning', `control: ${command} requested by ${who} failed: ${(e as Error).message}`, { ...fields, error: (e as Error).message });
+    context.log('warning', `control: ${command} requested by ${who} failed: ${(e as Error).message}`, { ...fields, error: (e as Error).message });
     throw e;
   }
 }
 
-async function dispatch(c: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
+async function dispatch(context: CommandContext, command: string, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   switch (command) {
     case 'status':
-      return status(c);
+      return status(context);
     case 'block':
-      return block(c, args);
+      return block(context, args);
     case 'unblock':
-      return unblock(c, args);
+      return unblock(context, args);
     case 'flush':
-      return flush(c, args);
+      return flush(context, args);
     case 'reload':
-      return c.reload();
+      return context.reload();
     case 'report':
-      return report(c, args, peer);
+      return report(context, args, peer);
     case 'dump':
-      return dump(c, args);
+      return dump(context, args);
     default:
       throw new ControlError('unknown_command', `unknown command '${command}'`);
   }
 }
 
-async function status(c: CommandContext): Promise<unknown> {
+async function status(context: CommandContext): Promise<unknown> {
   const now = Date.now();
   return {
     version: VERSION,
     pid: process.pid,
-    started: new Date(c.metrics.started).toISOString(),
-    uptime: Math.floor((now - c.metrics.started) / 1000),
-    config: c.options.config,
-    database: c.options.db,
-    sockets: c.sockets(),
-    socketQueues: c.socketQueues(),
-    control: c.controlPath() ?? null,
-    metrics: c.metricsAddress() ?? null,
-    debug: c.debug,
-    helper: { program: c.options.helper, batchMode: c.batchMode, ...c.helperQueue(), ...c.engine.inFlight },
-    rules: c.ruleCounts(),
-    problems: c.problems(),
-    entries: c.store.size(),
-    blocked: c.store.blockedCount(),
-    counters: await c.metrics.counters(),
+    started: new Date(context.metrics.started).toISOString(),
+    uptime: Math.floor((now - context.metrics.started) / 1000),
+    config: context.options.config,
+    database: context.options.db,
+    sockets: context.sockets(),
+    socketQueues: context.socketQueues(),
+    control: context.controlPath() ?? null,
+    metrics: context.metricsAddress() ?? null,
+    debug: context.debug,
+    helper: { program: context.options.helper, batchMode: context.batchMode, ...context.helperQueue(), ...context.engine.inFlight },
+    rules: context.ruleCounts(),
+    problems: context.problems(),
+    entries: context.store.size(),
+    blocked: context.store.blockedCount(),
+    counters: await context.metrics.counters(),
   };
 }
 
@@ -179,12 +179,12 @@ function parseName(text: string | undefined): string | undefined {
 const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
 
 /** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to. */
-function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
-  const env = systemEnv(c.options.ruleName);
+function matchFor(context: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
+  const env = systemEnv(context.options.ruleName);
   const family = nativeFamily(env.families, address.family);
   const local = parseIP(unspecified(address.family))!;
   const probe: Probe = { family, local, port, proto, uid, remote: address };
-  return c.engine.match(probe);
+  return context.engine.match(probe);
 }
 
 /** What a block of one address came to. */
@@ -219,7 +219,7 @@ function blockNetworks(args: Record<string, unknown>): { text: string; address: 
   return networks;
 }
 
-async function block(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
+async function block(context: CommandContext, args: Record<string, unknown>): Promise<unknown> {
   const networks = blockNetworks(args);
   const port = parsePort(optionalString(args, 'port'));
   let proto = parseProto(optionalString(args, 'proto'));
@@ -238,16 +238,16 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
       throw new ControlError('self_address', `refusing to block this host's own address: ${refused.slice(0, 5).join('; ')}${refused.length > 5 ? `; and ${refused.length - 5} more` : ''} (force it with --force)`, { refused });
     }
   }
-  const env = systemEnv(c.options.ruleName);
+  const env = systemEnv(context.options.ruleName);
   const keys = networks.map(({ address, mask }) => {
     let name = givenName;
     let duration = givenDuration;
     if (name === undefined || duration === undefined) {
-      const match = matchFor(c, address, port ?? ANY, proto ?? IPPROTO_TCP);
+      const match = matchFor(context, address, port ?? ANY, proto ?? IPPROTO_TCP);
       if (duration === undefined && match === undefined) {
         throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
       }
-      name ??= match?.effective.name ?? c.options.ruleName;
+      name ??= match?.effective.name ?? context.options.ruleName;
       duration ??= match!.effective.duration;
     }
     const key: EffectiveRule = {
@@ -265,7 +265,7 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
     return key;
   });
   // started together: their adds go to a helper in batch mode as one batch
-  const outcomes = await Promise.all(keys.map((key) => blockOne(c, key)));
+  const outcomes = await Promise.all(keys.map((key) => blockOne(context, key)));
   if (args.addresses === undefined) {
     const [outcome] = outcomes;
     if ('error' in outcome) throw outcome.error;
@@ -286,10 +286,10 @@ async function block(c: CommandContext, args: Record<string, unknown>): Promise<
 }
 
 /** One block: the engine's add, its outcome (a failure as a ControlError, not thrown). */
-async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
+async function blockOne(context: CommandContext, key: EffectiveRule): Promise<BlockOutcome> {
   let outcome: Awaited<ReturnType<ManualCommands['block']>>;
   try {
-    outcome = await c.manual.block(key);
+    outcome = await context.manual.block(key);
   } catch (e) {
     if (e instanceof EngineBusy) return { error: new ControlError(e.code, e.message) };
     throw e;
@@ -299,8 +299,8 @@ async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOut
   if (result !== undefined && result.outcome !== 'ok') {
     const why = { timeout: 'timed out', error: result.error, cancelled: 'the daemon is stopping', killed: `killed by ${result.signal}`, failed: 'no rule id' }[result.outcome];
     // the entry stays at its limit then, and expiry lifts what may be in the filter
-    if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${c.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
-    return { error: new ControlError('helper_failed', `the packet filter did not take the block (${c.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
+    if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${context.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
+    return { error: new ControlError('helper_failed', `the packet filter did not take the block (${context.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
 }
@@ -311,14 +311,14 @@ async function blockOne(c: CommandContext, key: EffectiveRule): Promise<BlockOut
 const UNBLOCK_PAGE = 1000;
 
 /** What an unblock takes: the entries whose network holds the address given (or all), of the port and name given. */
-function unblockSelection(c: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string } {
+function unblockSelection(context: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string } {
   const all = args.all === true;
   const text = optionalString(args, 'address');
   if (all === (text !== undefined)) throw new ControlError('bad_argument', 'unblock needs an address, or all');
   const port = parsePort(optionalString(args, 'port'));
   const name = parseName(optionalString(args, 'name'));
   const network = text === undefined ? undefined : parseNetwork(text);
-  const env = systemEnv(c.options.ruleName);
+  const env = systemEnv(context.options.ruleName);
   const family = network === undefined ? undefined : nativeFamily(env.families, network.address.family);
   const selected = (e: Entry): boolean => {
     if (port !== undefined && e.key.port !== port) return false;
@@ -371,20 +371,20 @@ function withProgress(args: Record<string, unknown>, run: (progress: (done: numb
   return new ChunkedResult(chunks());
 }
 
-function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unknown> | ChunkedResult {
-  const { selected, what } = unblockSelection(c, args);
+function unblock(context: CommandContext, args: Record<string, unknown>): Promise<unknown> | ChunkedResult {
+  const { selected, what } = unblockSelection(context, args);
   return withProgress(args, async (progress) => {
     // a page at a time (its deletions one transaction), the event loop free in between:
     // notifications go on being received while a large table is emptied
     const unblocking: Promise<UnblockResult>[] = [];
     let total = 0;
     for (let after = 0; ; ) {
-      const page = c.store.page(after, UNBLOCK_PAGE);
+      const page = context.store.page(after, UNBLOCK_PAGE);
       if (page.length === 0) break;
       after = page[page.length - 1].rowid;
       const entries = page.filter(selected);
       total += entries.length;
-      if (entries.length > 0) unblocking.push(c.manual.unblock(entries));
+      if (entries.length > 0) unblocking.push(context.manual.unblock(entries));
       await new Promise((resolve) => setImmediate(resolve));
     }
     if (unblocking.length === 0) {
@@ -425,10 +425,10 @@ function unblock(c: CommandContext, args: Record<string, unknown>): Promise<unkn
 
 // --- flush -------------------------------------------------------------------
 
-async function flush(c: CommandContext, args: Record<string, unknown>): Promise<unknown> {
+async function flush(context: CommandContext, args: Record<string, unknown>): Promise<unknown> {
   const name = parseName(optionalString(args, 'name'));
-  const names = name === undefined ? c.flushNames() : [name];
-  const results = await c.manual.flush(names);
+  const names = name === undefined ? context.flushNames() : [name];
+  const results = await context.manual.flush(names);
   const failed = results.filter((r) => !r.ok);
   if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };
@@ -447,10 +447,10 @@ const DUMP_CHUNK = 1000;
  * own: one read transaction, a consistent view however long the client
  * takes, while the daemon goes on writing (WAL) and receiving.
  */
-function dump(c: CommandContext, args: Record<string, unknown>): ChunkedResult {
+function dump(context: CommandContext, args: Record<string, unknown>): ChunkedResult {
   const select = (optionalString(args, 'select') ?? 'counting') as DumpSelection;
   if (!DUMP_SELECTIONS.includes(select)) throw new ControlError('bad_argument', `bad selection '${select}': ${DUMP_SELECTIONS.join(', ')}`);
-  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), { workerData: { path: c.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData });
+  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), { workerData: { path: context.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData });
   // messages are queued here: one may come while the chunk before is being sent
   const received: DumpWorkerMessage[] = [];
   let wake: (() => void) | undefined;
@@ -506,7 +506,7 @@ export function parseReportAddress(text: string): IPAddress {
  * protocol given, the local address being the unspecified one of the
  * family, and the owner the requesting uid.
  */
-async function report(c: CommandContext, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
+async function report(context: CommandContext, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   const type = optionalString(args, 'type');
   if (type === undefined || !(REPORT_TYPES as readonly string[]).includes(type)) throw new ControlError('bad_argument', `report needs a type: ${REPORT_TYPES.join(', ')}`);
   const text = optionalString(args, 'address');
@@ -533,9 +533,9 @@ async function report(c: CommandContext, args: Record<string, unknown>, peer: Pe
     explicitPeer: true,
     report: { source },
   };
-  c.engine.processBatch([n]);
-  const match = matchFor(c, address, port, proto, peer.uid);
+  context.engine.processBatch([n]);
+  const match = matchFor(context, address, port, proto, peer.uid);
   if (match === undefined) return { address: remote, matched: false };
-  const entry = c.store.get(match.effective);
+  const entry = context.store.get(match.effective);
   return { address: remote, matched: true, entry: entry === undefined ? null : entryJson(entry, Math.floor(Date.now() / 1000)) };
 }

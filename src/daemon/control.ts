@@ -72,14 +72,14 @@ export class ControlServer {
 
   private constructor(
     private readonly server: Server,
-    private readonly o: ControlServerOptions,
+    private readonly options: ControlServerOptions,
   ) {
     server.on('connection', (socket) => this.accept(socket));
-    server.on('error', (e) => o.log('err', `control socket ${o.path}: ${e.message}`));
+    server.on('error', (e) => options.log('err', `control socket ${options.path}: ${e.message}`));
   }
 
   get path(): string {
-    return this.o.path;
+    return this.options.path;
   }
 
   /** Listens on the path (a stale socket file replaced, a live one refused) or on the passed socket. */
@@ -121,9 +121,9 @@ export class ControlServer {
   close(): void {
     this.server.close();
     for (const socket of this.connections) socket.destroy();
-    if (this.o.fd === undefined) {
+    if (this.options.fd === undefined) {
       try {
-        unlinkSync(this.o.path);
+        unlinkSync(this.options.path);
       } catch {
         // already gone
       }
@@ -137,7 +137,7 @@ export class ControlServer {
    */
   private async allowed(peer: Peer): Promise<boolean> {
     if (peer.uid === 0 || peer.uid === process.geteuid?.()) return true;
-    const group = await this.o.group?.lookup();
+    const group = await this.options.group?.lookup();
     if (group === undefined) return false;
     if (peer.gid === group.gid || (peer.groups?.includes(group.gid) ?? false)) return true;
     // the kernel does not tell every peer's groups (NetBSD: the primary one only): the members the group lists
@@ -148,7 +148,7 @@ export class ControlServer {
   private accept(socket: Socket): void {
     socket.on('error', () => {}); // a client gone: nothing to report
     if (this.connections.size >= MAX_CONNECTIONS) {
-      this.o.counted?.('connect', false);
+      this.options.counted?.('connect', false);
       // no lingering read: a crowd beyond the limit must not hold descriptors
       socket.end(encodeResponse(undefined, { error: new ControlError('busy', `${MAX_CONNECTIONS} control connections are open: try again later`).body }));
       socket.once('finish', () => socket.destroy());
@@ -173,13 +173,13 @@ export class ControlServer {
     if (socket.destroyed) return;
     if ('errno' in peer || !allowed) {
       const who = 'errno' in peer ? 'a peer whose credentials cannot be read' : `uid ${peer.uid} (pid ${peer.pid})`;
-      this.o.log('notice', `control: ${who} refused`);
-      this.o.counted?.('connect', false);
+      this.options.log('notice', `control: ${who} refused`);
+      this.options.counted?.('connect', false);
       closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in peer ? 'unknown peer' : `uid ${peer.uid}`} may not control blocklistd`).body }));
       return;
     }
     const lines = new LineSplitter(REQUEST_MAX_BYTES);
-    for await (const line of requestLines(socket, lines, this.o.idleMs ?? IDLE_MS)) {
+    for await (const line of requestLines(socket, lines, this.options.idleMs ?? IDLE_MS)) {
       if (line.trim() === '') continue;
       await this.answer(socket, line, peer);
       if (socket.writableLength > UNREAD_MAX_BYTES) {
@@ -188,7 +188,7 @@ export class ControlServer {
       }
     }
     if (lines.overflow) {
-      this.o.counted?.('oversized', false);
+      this.options.counted?.('oversized', false);
       closeWith(socket, encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
     }
   }
@@ -201,19 +201,19 @@ export class ControlServer {
       const request = parseRequest(line);
       id = request.id;
       command = request.command;
-      const result = await this.o.handle(request.command, request.args, peer);
+      const result = await this.options.handle(request.command, request.args, peer);
       if (result instanceof ChunkedResult) await sendChunks(socket, id, result);
       else socket.write(encodeResponse(id, { result }));
-      this.o.counted?.(command, true);
+      this.options.counted?.(command, true);
     } catch (e) {
       // a label per name a client makes up would grow the metrics without bound
       if (e instanceof ControlError && e.code === 'unknown_command') command = 'unknown';
-      this.o.counted?.(command, false);
+      this.options.counted?.(command, false);
       if (e instanceof ControlError) {
         socket.write(encodeResponse(id ?? e.requestId, { error: e.body }));
         return;
       }
-      this.o.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
+      this.options.log('err', `control: ${command}: ${(e as Error).stack ?? String(e)}`);
       socket.write(encodeResponse(id, { error: { code: 'internal', message: `internal error: ${(e as Error).message}` } }));
     }
   }

@@ -99,7 +99,7 @@ export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, pro
 export const remLeftRule = (r: HelperResult, id: string): boolean => r.outcome !== 'ok' && (id !== '' || unfinished(r));
 
 /** address/mask:port as the log lines show an entry (`address`: the client's, unmasked); a manual block of every port as `*`. */
-export const where = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
+export const entryText = (k: EffectiveRule, address = k.address): string => `${address}/${k.lmask}:${k.port === ANY ? '*' : k.port}`;
 
 /** An entry's fields in a JSON log line (`address`: the client's, unmasked); a port or protocol of any, and forever (-1), left out. */
 export function entryFields(event: string, k: EffectiveRule, address = k.address): LogFields {
@@ -177,10 +177,10 @@ export class Engine {
   /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
   private readonly selfLogged = new Map<string, number>();
 
-  constructor(private readonly o: EngineOptions) {
-    this.monotonic = o.monotonic ?? (() => performance.now());
-    this.debugLine = debugLog(o.log, o.debug);
-    this.batcher = new HelperBatcher({ helper: o.helper, settle: (calls, results) => this.settleBatch(calls, results) });
+  constructor(private readonly options: EngineOptions) {
+    this.monotonic = options.monotonic ?? (() => performance.now());
+    this.debugLine = debugLog(options.log, options.debug);
+    this.batcher = new HelperBatcher({ helper: options.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
@@ -201,13 +201,13 @@ export class Engine {
   /** One drained batch: one transaction, in arrival order; helper calls start after the commit. */
   processBatch(batch: readonly Notification[]): void {
     this.followClock();
-    const now = this.o.clock();
+    const now = this.options.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
     const written: string[] = [];
     let evicted: number | undefined;
     try {
-      this.o.store.transaction(() => {
+      this.options.store.transaction(() => {
         for (const n of batch) this.processOne(n, now, afterCommit, added, written);
         // in the same commit: a spray of new addresses costs no second one
         evicted = this.evictSome();
@@ -235,7 +235,7 @@ export class Engine {
    */
   evict(): void {
     let evicted: number | undefined;
-    this.guard(() => (evicted = this.o.store.transaction(() => this.evictSome())));
+    this.guard(() => (evicted = this.options.store.transaction(() => this.evictSome())));
     this.evicted(evicted);
   }
 
@@ -244,9 +244,9 @@ export class Engine {
    * transaction: how many went (0: none could), undefined when within the limit.
    */
   private evictSome(): number | undefined {
-    const max = this.o.maxEntries ?? 0;
+    const max = this.options.maxEntries ?? 0;
     if (max === 0 || this.stopped || this.evictScheduled) return undefined;
-    const { store } = this.o;
+    const { store } = this.options;
     const excess = store.size() - max;
     if (excess <= 0) return undefined;
     const { adds, rems, remRetries } = this.work.counts;
@@ -256,9 +256,9 @@ export class Engine {
   /** After the commit: evictions counted and logged (at most once per interval), a full chunk followed by the next. */
   private evicted(n: number | undefined): void {
     if (n === undefined) return;
-    const { log, store } = this.o;
-    const max = this.o.maxEntries ?? 0;
-    this.o.metrics?.evicted(n);
+    const { log, store } = this.options;
+    const max = this.options.maxEntries ?? 0;
+    this.options.metrics?.evicted(n);
     this.evictLog.evicted += n;
     const now = Date.now();
     if (now - this.evictLog.at >= EVICT_LOG_MS) {
@@ -276,17 +276,17 @@ export class Engine {
   }
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
-    const { log, store } = this.o;
+    const { log, store } = this.options;
     // with a text or as a report, the notification is logged at info; else only as a debug line
     if (n.text !== '' || n.report !== undefined) log('info', processingLine(n), processingFields(n));
     else this.debugLine(1, () => processingLine(n), () => processingFields(n));
-    const probe = probeOf(n, this.o.families);
-    if (this.o.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
+    const probe = probeOf(n, this.options.families);
+    if (this.options.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
       this.ignoredSelf(toText(n.remote));
       return;
     }
     const match = this.rules && matchProbe(this.rules, probe, this.interfaces);
-    this.o.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
+    this.options.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
@@ -331,13 +331,13 @@ export class Engine {
 
   /** --allow-self: a notification about an own address, counted as dropped and logged once a minute per address. */
   private ignoredSelf(address: string): void {
-    this.o.metrics?.dropped('self');
+    this.options.metrics?.dropped('self');
     const now = this.monotonic();
     const last = this.selfLogged.get(address);
     if (last !== undefined && now - last < SELF_LOG_MS) return;
     if (this.selfLogged.size > 1000) for (const [a, at] of this.selfLogged) if (now - at >= SELF_LOG_MS) this.selfLogged.delete(a);
     this.selfLogged.set(address, now);
-    this.o.log('debug', `${address} is an address of this host (--allow-self): not counted`);
+    this.options.log('debug', `${address} is an address of this host (--allow-self): not counted`);
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
@@ -351,7 +351,7 @@ export class Engine {
   private settleBatch(chunk: readonly HelperCall[], results: readonly HelperResult[]): void {
     const settling: (() => void)[] = (this.settling = []);
     try {
-      this.o.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
+      this.options.store.transaction(() => chunk.forEach((c, j) => c.done(results[j]!)));
       this.settling = undefined;
       for (const then of settling) then();
     } catch (e) {
@@ -379,8 +379,8 @@ export class Engine {
     const id = entryId(key);
     const pending = this.work.addEnded(id);
     if (pending === undefined || result.outcome === 'cancelled') return; // cancelled at stop: still at its limit, restore re-adds it
-    const { log, store } = this.o;
-    const target = `${key.name} ${targetOf(key).proto} ${where(key)}`;
+    const { log, store } = this.options;
+    const target = `${key.name} ${targetOf(key).proto} ${entryText(key)}`;
     this.guard(() => {
       const e = store.get(key);
       if (result.outcome !== 'ok') {
@@ -401,8 +401,8 @@ export class Engine {
         return;
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
-      this.o.metrics?.block(pending.origin, key.name);
+      if (pending.client !== undefined) log('info', `blocked ${entryText(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
+      this.options.metrics?.block(pending.origin, key.name);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
@@ -428,17 +428,17 @@ export class Engine {
     this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
       this.work.remEnded(id);
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
-      const { log } = this.o;
+      const { log } = this.options;
       if (remLeftRule(result, e.id)) {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${where(k)} failed${failureText(result)}; retrying in ${this.o.remRetry} s`);
-        this.work.retryRem(id, e, this.o.clock() + this.o.remRetry);
+        log('err', `rem ${k.name} ${targetOf(k).proto} ${entryText(k)} failed${failureText(result)}; retrying in ${this.options.remRetry} s`);
+        this.work.retryRem(id, e, this.options.clock() + this.options.remRetry);
         this.armExpiry();
         return;
       }
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${where(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
-        this.o.metrics?.release(origin, k.name);
+        log('info', `released ${entryText(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
+        this.options.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
       this.work.releaseUnrecorded(id, e);
@@ -455,15 +455,15 @@ export class Engine {
   lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
-    return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
+    return since === undefined ? undefined : Math.max(0, this.options.clock() - since);
   }
 
   /** After a rem worked: the entry deleted if still due, else without its id (a failure came in meanwhile). */
   private recordRelease(k: EffectiveRule): void {
-    const { store } = this.o;
+    const { store } = this.options;
     const current = store.get(k);
     if (current === undefined) return;
-    if (this.isDue(current, this.o.clock())) {
+    if (this.isDue(current, this.options.clock())) {
       store.delete(k);
       return;
     }
@@ -493,8 +493,8 @@ export class Engine {
       return;
     }
     this.followClock();
-    const now = this.o.clock();
-    const { store } = this.o;
+    const now = this.options.clock();
+    const { store } = this.options;
     // releases that worked and are not written yet: written, not released again
     const unrecorded = this.work.unrecordedEntries();
     if (unrecorded.length > 0) {
@@ -549,7 +549,7 @@ export class Engine {
    */
   armExpiry(passAt?: number): void {
     if (this.stopped) return;
-    let next = this.o.store.nextExpiry(passAt);
+    let next = this.options.store.nextExpiry(passAt);
     if (next !== undefined) next += 1; // expired means last + duration < now: the second after
     const retry = this.work.nextRetry();
     if (retry !== undefined && (next === undefined || retry < next)) next = retry;
@@ -573,17 +573,17 @@ export class Engine {
    * it).  Looked at before every write of a new time, and by expiry.
    */
   private followClock(): void {
-    const monotonic = this.o.monotonic;
+    const monotonic = this.options.monotonic;
     if (monotonic === undefined) return;
-    const offset = this.o.clock() * 1000 - monotonic();
+    const offset = this.options.clock() * 1000 - monotonic();
     const before = this.clockOffset;
     this.clockOffset = offset;
     if (before === undefined || Math.abs(offset - before) < CLOCK_STEP_MS) return;
     const step = Math.round((offset - before) / 1000);
     let moved = 0;
-    this.guard(() => (moved = this.o.store.shiftTimes(step)));
+    this.guard(() => (moved = this.options.store.shiftTimes(step)));
     this.work.shiftTimes(step);
-    this.o.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
+    this.options.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
   }
 
   /**
@@ -593,8 +593,8 @@ export class Engine {
    */
   limitFutureTimes(): void {
     this.guard(() => {
-      const n = this.o.store.limitTimes(this.o.clock());
-      if (n > 0) this.o.log('warning', `${n} entries had their last failure in the future: now instead`);
+      const n = this.options.store.limitTimes(this.options.clock());
+      if (n > 0) this.options.log('warning', `${n} entries had their last failure in the future: now instead`);
     });
   }
 
@@ -616,7 +616,7 @@ export class Engine {
     const now = this.monotonic();
     if (this.storeFailing === undefined) {
       this.storeFailing = { retryAt: now + STORE_RETRY_MS, delay: STORE_RETRY_MS, logAt: now + STORE_LOG_MS, unlogged: 0 };
-      this.o.log('err', message);
+      this.options.log('err', message);
       return;
     }
     const failing = this.storeFailing;
@@ -624,7 +624,7 @@ export class Engine {
       failing.unlogged++;
       return;
     }
-    this.o.log('err', `${message}${failing.unlogged > 0 ? ` (and ${failing.unlogged} more failures in the last ${Math.round((now - failing.logAt + STORE_LOG_MS) / 1000)} s)` : ''}`);
+    this.options.log('err', `${message}${failing.unlogged > 0 ? ` (and ${failing.unlogged} more failures in the last ${Math.round((now - failing.logAt + STORE_LOG_MS) / 1000)} s)` : ''}`);
     failing.logAt = now + STORE_LOG_MS;
     failing.unlogged = 0;
   }
@@ -634,7 +634,7 @@ export class Engine {
     if (this.storeFailing === undefined) return;
     const { unlogged } = this.storeFailing;
     this.storeFailing = undefined;
-    this.o.log('info', `state_put: writes work again${unlogged > 0 ? ` (${unlogged} failures not logged)` : ''}`);
+    this.options.log('info', `state_put: writes work again${unlogged > 0 ? ` (${unlogged} failures not logged)` : ''}`);
   }
 
   private schedule(delay: number): void {
@@ -644,20 +644,20 @@ export class Engine {
 
   /** Start-up: forever blocks lifted by AUTH_OK whose rem had not worked yet. */
   resumeReleases(): void {
-    for (const e of this.o.store.lifted()) this.release(e, 'reset');
+    for (const e of this.options.store.lifted()) this.release(e, 'reset');
   }
 
   /** Rule names to flush (daemon.md §7.1, G18): remote then local configured names, then those only in the database. */
   flushNames(rules: RuleSet): string[] {
     const names = new Set<string>();
     for (const r of [...rules.remote, ...rules.local]) if (r.name !== '') names.add(r.name);
-    for (const name of this.o.store.names()) if (name !== '') names.add(name);
+    for (const name of this.options.store.names()) if (name !== '') names.add(name);
     return [...names];
   }
 
   /** `flush <name>` for each name, one after another in their order (as upstream); results ignored. */
   async flush(names: readonly string[]): Promise<void> {
-    for (const name of names) await this.o.helper.flush(name);
+    for (const name of names) await this.options.helper.flush(name);
   }
 
   /**
@@ -666,7 +666,7 @@ export class Engine {
    */
   restore(): number {
     let n = 0;
-    for (const e of this.o.store.blocked()) {
+    for (const e of this.options.store.blocked()) {
       const id = entryId(e.key);
       if (e.last === 0 || this.work.busy(id) || this.work.released(id)) continue;
       this.work.addStarted(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
@@ -692,7 +692,7 @@ export class Engine {
     if (this.stopped) return { blocks: 0, applied: Promise.resolve() };
     const batch: HelperCall[] = [];
     const after: typeof batch = [];
-    for (const e of this.o.store.blocked()) {
+    for (const e of this.options.store.blocked()) {
       const id = entryId(e.key);
       if (e.last === 0 || this.work.removing(id) || this.work.released(id)) continue;
       const change: Change = { action: 'add', target: targetOf(e.key), id: e.id };
@@ -701,8 +701,8 @@ export class Engine {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
         done = (result) => {
           if (result.outcome !== 'ok') return;
-          const current = this.o.store.get(e.key);
-          this.o.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
+          const current = this.options.store.get(e.key);
+          this.options.store.put({ ...(current ?? { key: e.key, count: 0, last: e.last }), id: result.id ?? e.id });
         };
       } else {
         this.work.addStarted(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
@@ -742,7 +742,7 @@ export class Engine {
   /** Now, in seconds, after a step of the wall clock has moved the stored times (followClock). */
   now(): number {
     this.followClock();
-    return this.o.clock();
+    return this.options.clock();
   }
 
   /**

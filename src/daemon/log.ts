@@ -92,7 +92,8 @@ export function syslogRecords(ident: string, pid: number, level: LogLevel, time:
     .map((line) => head + line);
 }
 
-function describe(syscall: string, error: unknown): string {
+/** `syscall: text (CODE)` for a failed system call of the syslog socket; the error itself when its code is unknown. */
+function syscallFailure(syscall: string, error: unknown): string {
   const code = (error as Partial<UnixDgramError>).code;
   const known = typeof code === 'number' ? getSystemErrorMap().get(code) : undefined;
   return `${syscall}: ${known !== undefined ? `${known[1]} (${known[0]})` : String(error)}`;
@@ -158,7 +159,7 @@ class SyslogSender {
     this.retryAt = performance.now() + this.retryMs;
     if (this.failing) return;
     this.failing = true;
-    this.report(`cannot log to ${this.path}: ${describe(syscall, error)}; syslog messages are dropped`);
+    this.report(`cannot log to ${this.path}: ${syscallFailure(syscall, error)}; syslog messages are dropped`);
   }
 }
 

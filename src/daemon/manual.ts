@@ -9,7 +9,7 @@ import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, type EffectiveRule, type Entry, type LogFn } from '../types.js';
 import { entryId } from '../run/inflight.js';
-import { blockedFor, DELETE_CHUNK, entryFields, remLeftRule, where, type Engine } from './engine.js';
+import { blockedFor, DELETE_CHUNK, entryFields, remLeftRule, entryText, type Engine } from './engine.js';
 import type { Metrics } from './metrics.js';
 
 /** What a manual unblock did. */
@@ -103,7 +103,7 @@ export class ManualCommands {
         engine.guard(() => store.delete(e.key));
         const lasted = engine.lasted(entryId(e.key), e);
         if (e.id === '') return void done.deleted.push(e);
-        this.log('info', `released ${where(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
+        this.log('info', `released ${entryText(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
         this.metrics?.release('manual', e.key.name);
         done.released.push(e);
       }),

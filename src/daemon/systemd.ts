@@ -3,7 +3,7 @@
 // sd_listen_fds(3) for socket activation.  Everything is a no-op outside
 // systemd.
 import { createRequire } from 'node:module';
-import { ClientSocket, socketInfo, constants as C } from '../protocol/native.js';
+import { ClientSocket, socketInfo, constants } from '../protocol/native.js';
 import type { LogFn } from '../types.js';
 
 /** What this file uses of unix-dgram (untyped CommonJS). */
@@ -142,12 +142,12 @@ export function listenSockets(env: NodeJS.ProcessEnv = process.env): ListenSocke
   for (let i = 0; i < count; i++) {
     const fd = FIRST_FD + i;
     const info = socketInfo(fd);
-    const unix = !('errno' in info) && info.family === C.AF_UNIX;
+    const unix = !('errno' in info) && info.family === constants.AF_UNIX;
     sockets.push({
       fd,
       name: names[i] ?? '',
-      datagram: unix && info.type === C.SOCK_DGRAM,
-      stream: unix && info.type === C.SOCK_STREAM && info.listening,
+      datagram: unix && info.type === constants.SOCK_DGRAM,
+      stream: unix && info.type === constants.SOCK_STREAM && info.listening,
       path: 'errno' in info ? '' : info.path,
     });
   }

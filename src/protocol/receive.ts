@@ -7,7 +7,7 @@
 import { familyOfNative } from '../address.js';
 import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
 import { errnoMessage } from '../errno.js';
-import { constants as C, layout as L } from './native.js';
+import { constants, layout } from './native.js';
 import {
   HEADER_SIZE,
   NATIVE_FAMILIES,
@@ -56,7 +56,7 @@ const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
  * daemon.md §5.2).
  */
 export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
-  const recvErrno = int32(r, L.recvErrno);
+  const recvErrno = int32(r, layout.recvErrno);
   if (recvErrno !== 0) {
     log('err', `bl_recv: recvmsg failed (${errnoMessage(recvErrno)})`);
     drop('recv');
@@ -64,34 +64,34 @@ export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: 
   }
 
   let gotFd = false;
-  const cmsgCount = int32(r, L.cmsgCount);
-  for (let k = 0; k < Math.min(cmsgCount, L.cmsgSlots); k++) {
-    const level = int32(r, L.cmsgLevel + 4 * k);
-    const type = int32(r, L.cmsgType + 4 * k);
-    const len = uint32(r, L.cmsgLen + 4 * k);
-    if (level !== C.SOL_SOCKET) log('err', `unexpected cmsg_level ${level}`);
-    else if (type === C.SCM_RIGHTS) {
-      if (len === C.CMSG_LEN_INT) gotFd = true;
-      else log('err', `unexpected cmsg_len ${len} != ${C.CMSG_LEN_INT}`);
-    } else if (type !== C.SCM_CREDENTIALS) log('err', `unexpected cmsg_type ${type}`);
+  const cmsgCount = int32(r, layout.cmsgCount);
+  for (let k = 0; k < Math.min(cmsgCount, layout.cmsgSlots); k++) {
+    const level = int32(r, layout.cmsgLevel + 4 * k);
+    const type = int32(r, layout.cmsgType + 4 * k);
+    const len = uint32(r, layout.cmsgLen + 4 * k);
+    if (level !== constants.SOL_SOCKET) log('err', `unexpected cmsg_level ${level}`);
+    else if (type === constants.SCM_RIGHTS) {
+      if (len === constants.CMSG_LEN_INT) gotFd = true;
+      else log('err', `unexpected cmsg_len ${len} != ${constants.CMSG_LEN_INT}`);
+    } else if (type !== constants.SCM_CREDENTIALS) log('err', `unexpected cmsg_type ${type}`);
   }
-  if (cmsgCount > L.cmsgSlots) log('err', `unexpected cmsg count ${cmsgCount}`);
-  const flags = int32(r, L.flags);
-  if (flags & C.MSG_CTRUNC) log('debug', 'control data truncated');
+  if (cmsgCount > layout.cmsgSlots) log('err', `unexpected cmsg count ${cmsgCount}`);
+  const flags = int32(r, layout.flags);
+  if (flags & constants.MSG_CTRUNC) log('debug', 'control data truncated');
 
-  const hasCred = int32(r, L.hasCred) !== 0;
+  const hasCred = int32(r, layout.hasCred) !== 0;
   if (!hasCred || !gotFd) {
     log('err', `message missing ${hasCred ? '' : 'cred'} ${gotFd ? '' : 'fd'}`);
     drop('credentials');
     return undefined;
   }
-  const length = uint32(r, L.length);
+  const length = uint32(r, layout.length);
   if (length < HEADER_SIZE) {
     log('err', `message too short ${length}`);
     drop('short');
     return undefined;
   }
-  const payload = r.subarray(L.payload, L.payload + Math.min(length, L.payloadMax));
+  const payload = r.subarray(layout.payload, layout.payload + Math.min(length, layout.payloadMax));
   const header = decodeHeader(payload);
   if (header.version !== WIRE_VERSION) {
     log('err', `bad version ${header.version}`);
@@ -99,7 +99,7 @@ export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: 
     return undefined;
   }
   // Linux reports the real length of a datagram cut at the buffer; the BSDs only that it was cut.
-  const lengthUnknown = (flags & C.MSG_TRUNC) !== 0 && length <= L.payloadMax;
+  const lengthUnknown = (flags & constants.MSG_TRUNC) !== 0 && length <= layout.payloadMax;
   if (!lengthUnknown && header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
 
   const peer = peerSockaddr(r, payload, header.salen, log);
@@ -114,14 +114,14 @@ export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: 
   }
   const refusal = refused(r, policy, peer.explicit && local.socketType === 'stream');
   if (refusal !== undefined) {
-    log('err', `${refusal.message} from uid ${uint32(r, L.uid)} (pid ${int32(r, L.pid)})`);
+    log('err', `${refusal.message} from uid ${uint32(r, layout.uid)} (pid ${int32(r, layout.pid)})`);
     drop(refusal.reason);
     return undefined;
   }
   const remote = decodeSockaddr(peer.buffer, peer.offset, peer.length);
   if (remote?.family !== local.address.family) {
     // Upstream aborts here (G9): a local denial of service.
-    log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, L.local)}`);
+    log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, layout.local)}`);
     drop('family');
     return undefined;
   }
@@ -140,11 +140,11 @@ export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: 
   return {
     type: header.type as Notification['type'],
     text: decodeText(payload, HEADER_SIZE, textEnd),
-    pid: int32(r, L.pid),
-    uid: uint32(r, L.uid),
-    gid: uint32(r, L.gid),
+    pid: int32(r, layout.pid),
+    uid: uint32(r, layout.uid),
+    gid: uint32(r, layout.gid),
     socketType: local.socketType,
-    ipProtocol: int32(r, L.protoErrno) === 0 ? int32(r, L.proto) : 0,
+    ipProtocol: int32(r, layout.protoErrno) === 0 ? int32(r, layout.proto) : 0,
     local: local.address,
     remote,
     explicitPeer: peer.explicit,
@@ -160,9 +160,9 @@ interface SockaddrRef {
 
 /** protocol.md §6: the kernel's peer of a connected socket, else the address in the message. */
 function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): SockaddrRef | undefined {
-  const peerErrno = int32(r, L.peerErrno);
-  if (peerErrno === 0) return { buffer: r, offset: L.peer, length: uint32(r, L.peerLen), explicit: false };
-  if (peerErrno !== C.ENOTCONN) {
+  const peerErrno = int32(r, layout.peerErrno);
+  if (peerErrno === 0) return { buffer: r, offset: layout.peer, length: uint32(r, layout.peerLen), explicit: false };
+  if (peerErrno !== constants.ENOTCONN) {
     log('err', `getpeername failed (${errnoMessage(peerErrno)})`);
     return undefined;
   }
@@ -186,35 +186,35 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
 /** The sender policy's objection to a valid record, if any. */
 function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): { reason: DropReason; message: string } | undefined {
   if (policy.netns !== undefined) {
-    const netnsErrno = int32(r, L.netnsErrno);
+    const netnsErrno = int32(r, layout.netnsErrno);
     if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${errnoMessage(netnsErrno)})` };
-    if (policy.netns.compare(r, L.netns, L.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
+    if (policy.netns.compare(r, layout.netns, layout.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
   }
-  if (explicitStreamPeer && !policy.trusted(uint32(r, L.uid), uint32(r, L.gid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
+  if (explicitStreamPeer && !policy.trusted(uint32(r, layout.uid), uint32(r, layout.gid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
   return undefined;
 }
 
 /** daemon.md §5.2: the local address, port and socket type of the passed socket. */
 function localEndpoint(r: Buffer, log: LogFn): { address: SocketAddress; socketType: SocketType } | undefined {
-  const localErrno = int32(r, L.localErrno);
+  const localErrno = int32(r, layout.localErrno);
   if (localErrno !== 0) {
     log('err', `getsockname failed (${errnoMessage(localErrno)})`);
     return undefined;
   }
-  const localLen = uint32(r, L.localLen);
-  const address = decodeSockaddr(r, L.local, localLen);
+  const localLen = uint32(r, layout.localLen);
+  const address = decodeSockaddr(r, layout.local, localLen);
   if (address === undefined) {
-    log('err', `unsupported family ${localLen >= 2 ? sockaddrFamily(r, L.local) : 0}`);
+    log('err', `unsupported family ${localLen >= 2 ? sockaddrFamily(r, layout.local) : 0}`);
     return undefined;
   }
-  const typeErrno = int32(r, L.typeErrno);
+  const typeErrno = int32(r, layout.typeErrno);
   if (typeErrno !== 0) {
     log('err', `getsockopt failed (${errnoMessage(typeErrno)})`);
     return undefined;
   }
-  const type = int32(r, L.type);
-  if (type === C.SOCK_STREAM) return { address, socketType: 'stream' };
-  if (type === C.SOCK_DGRAM) return { address, socketType: 'dgram' };
+  const type = int32(r, layout.type);
+  if (type === constants.SOCK_STREAM) return { address, socketType: 'stream' };
+  if (type === constants.SOCK_DGRAM) return { address, socketType: 'dgram' };
   log('err', `unsupported protocol ${type}`);
   return undefined;
 }

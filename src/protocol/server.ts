@@ -6,7 +6,7 @@ import { constants as os } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import type { LogFn, Notification } from '../types.js';
 import { errnoMessage, errnoText } from '../errno.js';
-import { ServerSocket, constants as C, layout, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
+import { ServerSocket, constants, layout, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
 import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 import { removeStaleSocket } from './socketfile.js';
 
@@ -98,7 +98,7 @@ export function ownNetns(): { id: Buffer | undefined; problem: string | undefine
     if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
     else if (process.platform !== 'linux') netns = { id: undefined, problem: undefined }; // no network namespaces to check
     else {
-      const why = id.errno === C.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${errnoMessage(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
+      const why = id.errno === constants.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${errnoMessage(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
       netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
     }
   }
@@ -166,7 +166,7 @@ function bindPath(path: string, mode: number, backlog: number): { handle: Server
 function adopt(path: string, fd: number): ServerSocketHandle {
   const info = socketInfo(fd);
   if ('errno' in info) throw new SocketSetupError(`bl_init: getsockopt failed for ${path} (${errnoMessage(info.errno)})`, getSystemErrorName(-info.errno));
-  if (info.family !== C.AF_UNIX || info.type !== C.SOCK_DGRAM) throw new SocketSetupError(`bl_init: ${path} is not a unix datagram socket`, 'EPROTOTYPE');
+  if (info.family !== constants.AF_UNIX || info.type !== constants.SOCK_DGRAM) throw new SocketSetupError(`bl_init: ${path} is not a unix datagram socket`, 'EPROTOTYPE');
   return native(path, () => new ServerSocket(fd));
 }
 

@@ -78,7 +78,8 @@ export function loadPattern(name: string, dir: string, log: LogFn): Pattern {
   return pattern;
 }
 
-const describe = (m: LineMatch): string => `${m.type} ${m.address}${m.user === undefined ? '' : ` user ${m.user}`}`;
+/** A line's match as the debug line shows it: type, address, and the user when the pattern names one. */
+const matchText = (m: LineMatch): string => `${m.type} ${m.address}${m.user === undefined ? '' : ` user ${m.user}`}`;
 
 interface WatchOptions {
   config: string;
@@ -125,7 +126,7 @@ async function watch(o: WatchOptions): Promise<void> {
   const env = systemEnv();
   const ports = new Map<Pattern, string>();
   const send = (pattern: Pattern, match: LineMatch, message: string, done: () => void): void => {
-    log('debug', `${pattern.name}: ${describe(match)} (${match.rule.where})`);
+    log('debug', `${pattern.name}: ${matchText(match)} (${match.rule.where})`);
     client.report({ type: match.type, address: match.address, port: ports.get(pattern)!, proto: pattern.proto, message: message.slice(0, MESSAGE_MAX), source: pattern.name }, () => {
       done();
       settle();

@@ -254,14 +254,14 @@ export class JournalSource implements Source {
   private readonly order: InOrder<string>;
   private readonly reader: LineReader;
 
-  constructor(private readonly o: JournalOptions) {
-    this.read = o.state.journal;
-    this.order = new InOrder((cursor) => (o.state.journal = cursor));
-    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () => o.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`));
+  constructor(private readonly options: JournalOptions) {
+    this.read = options.state.journal;
+    this.order = new InOrder((cursor) => (options.state.journal = cursor));
+    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () => options.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`));
   }
 
   get name(): string {
-    return this.o.directory === undefined ? 'journal' : `journal ${this.o.directory}`;
+    return this.options.directory === undefined ? 'journal' : `journal ${this.options.directory}`;
   }
 
   /** The arguments journalctl runs with. */
@@ -269,8 +269,8 @@ export class JournalSource implements Source {
     const args = ['-o', 'json', '-f', '--no-pager'];
     if (this.read !== undefined) args.push('--no-tail', `--after-cursor=${this.read}`);
     else args.push('-n', '0');
-    if (this.o.directory !== undefined) args.push(`--directory=${this.o.directory}`);
-    for (const [i, match] of this.o.matches.entries()) {
+    if (this.options.directory !== undefined) args.push(`--directory=${this.options.directory}`);
+    for (const [i, match] of this.options.matches.entries()) {
       if (i > 0) args.push('+');
       for (const [field, value] of Object.entries(match)) args.push(`${field}=${value}`);
     }
@@ -279,23 +279,23 @@ export class JournalSource implements Source {
 
   start(): void {
     if (this.stopped) return;
-    const child = spawn(this.o.journalctl ?? 'journalctl', this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(this.options.journalctl ?? 'journalctl', this.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
     child.stdout!.on('data', (chunk: Buffer) => this.reader.push(chunk, (line) => this.line(line)));
-    child.on('error', (e) => this.o.log('err', `journal: ${e.message}`));
+    child.on('error', (e) => this.options.log('err', `journal: ${e.message}`));
     let read = false;
     child.stdout!.once('data', () => {
       read = true;
-      if (this.failing) this.o.log('notice', 'journal: reading again');
+      if (this.failing) this.options.log('notice', 'journal: reading again');
       this.failing = false;
     });
     child.on('close', (code, signal) => {
       this.child = undefined;
       if (this.stopped) return;
       // said once while it keeps failing (no journal, no permission), not every second
-      if (read || !this.failing) this.o.log('warning', `journal: journalctl exited (${signal ?? `status ${code}`})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; starting it again every ${RESTART_MS / 1000} s`);
+      if (read || !this.failing) this.options.log('warning', `journal: journalctl exited (${signal ?? `status ${code}`})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; starting it again every ${RESTART_MS / 1000} s`);
       this.failing = !read;
       this.timer = setTimeout(() => this.start(), RESTART_MS);
     });
@@ -307,13 +307,13 @@ export class JournalSource implements Source {
     try {
       entry = JSON.parse(line) as JournalEntry;
     } catch {
-      this.o.log('warning', 'journal: journalctl printed a line that is not JSON');
+      this.options.log('warning', 'journal: journalctl printed a line that is not JSON');
       return;
     }
     const cursor = entry.__CURSOR;
     if (typeof cursor !== 'string') return;
     this.read = cursor;
-    this.o.entry(entry, this.order.add(cursor));
+    this.options.entry(entry, this.order.add(cursor));
   }
 
   pause(): void {

@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/conf/parse.js';
 import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
 import { probeOf } from '../../src/daemon/probe.js';
-import { constants as C, layout as L } from '../../src/protocol/native.js';
+import { constants, layout } from '../../src/protocol/native.js';
 import { decodeRecord, rootOnly } from '../../src/protocol/receive.js';
 import { encodeNotification, encodeSockaddr, writeHost32 } from '../../src/protocol/wire.js';
 import { WireType, type AddressFamily } from '../../src/types.js';
@@ -24,26 +24,26 @@ const ignore = (): void => {};
 
 /** A record as the receive thread drains it: a TCP socket of `family` connected from `remote` to port 22. */
 function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Array): Buffer {
-  const r = Buffer.alloc(L.size);
+  const r = Buffer.alloc(layout.size);
   const payload = encodeNotification(WireType.ADD, null, Buffer.from('ssh'));
-  writeHost32(r, L.length, payload.length);
-  writeHost32(r, L.cmsgCount, 2);
-  writeHost32(r, L.cmsgLevel, C.SOL_SOCKET);
-  writeHost32(r, L.cmsgType, C.SCM_RIGHTS);
-  writeHost32(r, L.cmsgLen, C.CMSG_LEN_INT);
-  writeHost32(r, L.cmsgLevel + 4, C.SOL_SOCKET);
-  writeHost32(r, L.cmsgType + 4, C.SCM_CREDENTIALS);
-  writeHost32(r, L.hasCred, 1);
-  writeHost32(r, L.pid, 1234);
-  writeHost32(r, L.proto, 6);
-  writeHost32(r, L.type, C.SOCK_STREAM);
+  writeHost32(r, layout.length, payload.length);
+  writeHost32(r, layout.cmsgCount, 2);
+  writeHost32(r, layout.cmsgLevel, constants.SOL_SOCKET);
+  writeHost32(r, layout.cmsgType, constants.SCM_RIGHTS);
+  writeHost32(r, layout.cmsgLen, constants.CMSG_LEN_INT);
+  writeHost32(r, layout.cmsgLevel + 4, constants.SOL_SOCKET);
+  writeHost32(r, layout.cmsgType + 4, constants.SCM_CREDENTIALS);
+  writeHost32(r, layout.hasCred, 1);
+  writeHost32(r, layout.pid, 1234);
+  writeHost32(r, layout.proto, 6);
+  writeHost32(r, layout.type, constants.SOCK_STREAM);
   const localSockaddr = encodeSockaddr(family, local, 22);
-  localSockaddr.copy(r, L.local);
-  writeHost32(r, L.localLen, localSockaddr.length);
+  localSockaddr.copy(r, layout.local);
+  writeHost32(r, layout.localLen, localSockaddr.length);
   const peer = encodeSockaddr(family, remote, 40000);
-  peer.copy(r, L.peer);
-  writeHost32(r, L.peerLen, peer.length);
-  payload.copy(r, L.payload);
+  peer.copy(r, layout.peer);
+  writeHost32(r, layout.peerLen, peer.length);
+  payload.copy(r, layout.payload);
   return r;
 }
 
