@@ -35,7 +35,7 @@ export function formatLocation(rule: Rule): string {
   return `*${mask}:${port}`;
 }
 
-export function formatType(proto: number): string {
+function formatType(proto: number): string {
   return proto === IPPROTO_TCP ? 'stream' : proto === IPPROTO_UDP ? 'dgram' : formatNumber(proto);
 }
 
@@ -43,7 +43,7 @@ export function formatType(proto: number): string {
 export const protocolName = (proto: number): 'tcp' | 'udp' => (proto === IPPROTO_UDP ? 'udp' : 'tcp');
 
 /** The family field; the tcp/udp prefix only follows the rule's type for readability. */
-export function formatFamily(family: number, proto: number, families: ConfEnv['families']): string {
+function formatFamily(family: number, proto: number, families: ConfEnv['families']): string {
   const prefix = protocolName(proto);
   const name = familyOfNative(families, family);
   if (name === undefined) return formatNumber(family);
@@ -54,7 +54,7 @@ export function formatFamily(family: number, proto: number, families: ConfEnv['f
  * The name field.  An empty name is `=` (inherit); a name with `/` or `:`
  * is written after a `:`, which the parser takes literally (config.md §4.6).
  */
-export function formatName(name: string, rmask: number): string {
+function formatName(name: string, rmask: number): string {
   const mask = formatMask(rmask);
   if (name === '') return `=${mask}`;
   if (/[/:]/.test(name)) return `${mask}:${name}`;
@@ -74,16 +74,13 @@ export function formatRule(rule: Rule, families: ConfEnv['families']): string {
   ].join('\t');
 }
 
-/** A number as upstream's debug listing prints it: `*`, `=` or decimal. */
-const debugNumber = (n: number): string => formatNumber(n);
-
 function debugMask(mask: number, width: number | undefined): string {
   if (mask === ANY || mask === width) return '';
-  return `/${debugNumber(mask)}`;
+  return `/${formatNumber(mask)}`;
 }
 
 /** One rule as upstream's `-d` listing shows it (daemon.md §11). */
-export function debugRule(rule: Rule, defaultName: string, families: ConfEnv['families']): string {
+function debugRule(rule: Rule, defaultName: string, families: ConfEnv['families']): string {
   const a = rule.address;
   const family = a.kind === 'ip' ? a.address.family : familyOfNative(families, rule.family);
   const width = family === undefined ? undefined : widthOf(family);
@@ -92,7 +89,7 @@ export function debugRule(rule: Rule, defaultName: string, families: ConfEnv['fa
   else if (rule.port !== ANY) loc = loc === '' || loc === '*' ? String(rule.port) : `${loc}:${rule.port}`;
   let name = rule.name === '' ? '=' : rule.name.startsWith(defaultName) ? rule.name.slice(defaultName.length) || '*' : rule.name;
   if (!(rule.name === '' && rule.rmask === SAME)) name += debugMask(rule.rmask, width);
-  const fields = [debugNumber(rule.proto), debugNumber(rule.family), debugNumber(rule.uid), name, debugNumber(rule.nfail), debugNumber(rule.duration)];
+  const fields = [formatNumber(rule.proto), formatNumber(rule.family), formatNumber(rule.uid), name, formatNumber(rule.nfail), formatNumber(rule.duration)];
   return [loc.padStart(20).slice(0, 20), ...fields].join('\t');
 }
 

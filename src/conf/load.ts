@@ -12,7 +12,7 @@ import type { ConfEnv, Diagnostic, RuleSet } from './types.js';
 export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
 
 /** A configuration file larger than this is refused: a mistake (a log, a dump), not a rule set. */
-export const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
+const CONFIG_MAX_BYTES = 4 * 1024 * 1024;
 
 export interface LoadResult {
   ruleSet: RuleSet;

@@ -34,7 +34,7 @@ function otherFieldsMatch(rule: Rule, x: Fields): boolean {
 }
 
 /** config.md §7.2: whether `rule` matches. */
-export function ruleMatches(rule: Rule, x: Fields, interfaces: InterfaceAddresses): boolean {
+function ruleMatches(rule: Rule, x: Fields, interfaces: InterfaceAddresses): boolean {
   const a = rule.address;
   if (a.kind === 'ip') {
     const bits = rule.lmask === ANY ? widthOf(a.address.family) : rule.lmask;

@@ -19,7 +19,7 @@ function readOrEmpty(path: string): string {
 }
 
 /** name or alias → port, for tcp and udp, from services(5) text. */
-export function parseServices(text: string): { tcp: Map<string, number>; udp: Map<string, number> } {
+function parseServices(text: string): { tcp: Map<string, number>; udp: Map<string, number> } {
   const maps = { tcp: new Map<string, number>(), udp: new Map<string, number>() };
   for (const line of text.split('\n')) {
     const [name, portProto, ...aliases] = line.replace(/#.*/, '').trim().split(/\s+/);
@@ -32,7 +32,7 @@ export function parseServices(text: string): { tcp: Map<string, number>; udp: Ma
 }
 
 /** name → uid from passwd(5) text. */
-export function parsePasswd(text: string): Map<string, number | undefined> {
+function parsePasswd(text: string): Map<string, number | undefined> {
   const users = new Map<string, number | undefined>();
   for (const line of text.split('\n')) {
     const [name, , uid] = line.split(':');

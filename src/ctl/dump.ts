@@ -31,7 +31,7 @@ export interface DumpOptions {
 }
 
 /** The entries -a and -b ask for. */
-export const selectionOf = (o: Pick<DumpOptions, 'all' | 'blocked'>): DumpSelection => (o.all ? 'all' : o.blocked ? 'blocked' : 'counting');
+const selectionOf = (o: Pick<DumpOptions, 'all' | 'blocked'>): DumpSelection => (o.all ? 'all' : o.blocked ? 'blocked' : 'counting');
 
 const star = (n: number): string => (n === ANY ? '*' : String(n));
 /** A remaining time may be years (a long block's), unlike a configured duration. */
@@ -52,13 +52,13 @@ function timeColumn(e: Entry, remaining: boolean, now: number): string {
 }
 
 /** The header line (§2.3). */
-export function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining'>): string {
+function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining'>): string {
   const width = o.wide ? 39 : 15;
   return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}\n`;
 }
 
 /** One row (§2.3); the address is right-aligned, never cut (G45). */
-export function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, now: number): string {
+function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, now: number): string {
   const k = e.key;
   const width = o.wide ? 39 : 15;
   return `${k.name}\t${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;

@@ -130,7 +130,7 @@ function optionalString(args: Record<string, unknown>, name: string): string | u
 }
 
 /** `address[/mask]`, IPv6 also as `[address]/mask`; the address masked. */
-export function parseNetwork(text: string): { address: IPAddress; mask: number } {
+function parseNetwork(text: string): { address: IPAddress; mask: number } {
   const m = /^\[?([^\]/]+)\]?(?:\/(\d+))?$/.exec(text.trim());
   const address = m === null ? undefined : parseIP(m[1]);
   if (m === null || address === undefined) throw new ControlError('bad_argument', `bad address '${text}'`);
@@ -492,7 +492,7 @@ const SOURCE = /^[\x21-\x7e]{1,64}$/;
  * address (`::ffff:192.0.2.1`, as a dual-stack server logs an IPv4 client)
  * is the IPv4 address it carries, the one the packet filter sees.
  */
-export function parseReportAddress(text: string): IPAddress {
+function parseReportAddress(text: string): IPAddress {
   const address = parseIP(text);
   if (address === undefined) throw new ControlError('bad_argument', `bad address '${text}': an IPv4 or IPv6 address`);
   const [w0, w1, w2, w3] = address.words;

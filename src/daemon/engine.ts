@@ -87,7 +87,7 @@ export interface EngineOptions {
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
 const SELF_LOG_MS = 60_000;
 
-export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
+const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
 
 
 

@@ -49,7 +49,7 @@ export interface DaemonLogger {
   close(): void;
 }
 
-export const DEFAULT_SYSLOG_PATH = '/dev/log';
+const DEFAULT_SYSLOG_PATH = '/dev/log';
 const DEFAULT_RETRY_MS = 10_000;
 
 /** Higher is more severe, as pino wants. */

@@ -18,9 +18,6 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-export type ControlCommand = 'status' | 'block' | 'unblock' | 'flush' | 'reload' | 'report' | 'dump';
-export const CONTROL_COMMANDS: readonly ControlCommand[] = ['status', 'block', 'unblock', 'flush', 'reload', 'report', 'dump'];
-
 /** Addresses in one block request at most: a line of them (IPv6 networks too) stays below REQUEST_MAX_BYTES, and goes to the helper as one batch. */
 export const BLOCK_MAX = 1000;
 
@@ -59,8 +56,6 @@ export interface ControlRequest {
   command: string;
   args: Record<string, unknown>;
 }
-
-export type ControlResponse = { version: number; id?: unknown; result: unknown } | { version: number; id?: unknown; error: ControlErrorBody };
 
 /** An error a request ends with; the server turns it into an error response. */
 export class ControlError extends Error {

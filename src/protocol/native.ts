@@ -74,8 +74,6 @@ export interface NativeConstants {
   CMSG_LEN_INT: number;
   MSG_TRUNC: number;
   MSG_CTRUNC: number;
-  IPPROTO_TCP: number;
-  IPPROTO_UDP: number;
   ENOTCONN: number;
   EAGAIN: number;
   EBADF: number;

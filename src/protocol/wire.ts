@@ -12,9 +12,8 @@ export const HEADER_SIZE = 144;
 export const TEXT_MAX = 128;
 /** Offset of the `sockaddr_storage` (the explicit peer) in the header. */
 export const SOCKADDR_OFFSET = 16;
-export const SOCKADDR_STORAGE_SIZE = 128;
-export const SOCKADDR_IN_SIZE = 16;
-export const SOCKADDR_IN6_SIZE = 28;
+const SOCKADDR_IN_SIZE = 16;
+const SOCKADDR_IN6_SIZE = 28;
 
 /** libblocklist's public action values (client.md §1.1); never sent as such. */
 export const AUTH_OK = 0;

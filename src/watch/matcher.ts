@@ -16,7 +16,7 @@ export interface LineMatch {
  * The first rule of the pattern matching the message; a match whose `addr`
  * is not a numeric address (a host name logged with UseDNS) counts nothing.
  */
-export function matchMessage(pattern: Pattern, message: string): LineMatch | undefined {
+function matchMessage(pattern: Pattern, message: string): LineMatch | undefined {
   for (const rule of pattern.rules) {
     const m = rule.regex.exec(message);
     if (m === null) continue;
@@ -65,7 +65,7 @@ export function matchFileLine(pattern: Pattern, line: string): FileLineResult {
 export type JournalEntry = Record<string, unknown>;
 
 /** A field's text; bytes decoded as UTF-8 (invalid sequences replaced); undefined when absent or repeated. */
-export function journalField(entry: JournalEntry, field: string): string | undefined {
+function journalField(entry: JournalEntry, field: string): string | undefined {
   const v = entry[field];
   if (typeof v === 'string') return v;
   if (Array.isArray(v) && v.every((b) => typeof b === 'number')) return Buffer.from(v as number[]).toString('utf8');
@@ -73,7 +73,7 @@ export function journalField(entry: JournalEntry, field: string): string | undef
 }
 
 /** Whether the entry is the service's by the pattern's trusted-field matches. */
-export function isServiceEntry(pattern: Pattern, entry: JournalEntry): boolean {
+function isServiceEntry(pattern: Pattern, entry: JournalEntry): boolean {
   return pattern.journal.some((match) => Object.entries(match).every(([field, value]) => journalField(entry, field) === value));
 }
 

@@ -40,12 +40,12 @@ export interface Pattern {
 }
 
 /** A line that looks like a failure, for `test`'s list of what the rules missed. */
-export const DEFAULT_SUSPECT = /fail|invalid|illegal|denied|refused|not allowed|bad |unknown user|no such user|authenticat|mismatch|too many|maximum|closed by|preauth/i;
+const DEFAULT_SUSPECT = /fail|invalid|illegal|denied|refused|not allowed|bad |unknown user|no such user|authenticat|mismatch|too many|maximum|closed by|preauth/i;
 
 const TYPES: readonly string[] = ['fail', 'baduser', 'abuse', 'ok'];
 
 /** Journal fields a pattern may select by: those journald sets itself, that a client cannot forge. */
-export const TRUSTED_FIELDS = ['_SYSTEMD_UNIT', '_COMM', '_EXE', '_PID', '_UID', '_TRANSPORT', '_CMDLINE', '_SYSTEMD_SLICE'] as const;
+const TRUSTED_FIELDS = ['_SYSTEMD_UNIT', '_COMM', '_EXE', '_PID', '_UID', '_TRANSPORT', '_CMDLINE', '_SYSTEMD_SLICE'] as const;
 
 export interface ParsedPattern {
   /** Undefined when the file cannot be used (no port, no rule). */

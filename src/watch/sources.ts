@@ -12,7 +12,7 @@ import type { LogFn } from '../types.js';
 import type { JournalEntry } from './matcher.js';
 
 /** A longer line cannot be a service's authentication message: it is skipped (and said so), the next one read. */
-export const LINE_MAX_BYTES = 64 * 1024;
+const LINE_MAX_BYTES = 64 * 1024;
 /** A journal entry as JSON is larger than its message: its fields, bytes as number arrays. */
 const JOURNAL_LINE_MAX_BYTES = 8 * LINE_MAX_BYTES;
 
