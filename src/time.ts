@@ -7,7 +7,8 @@ const two = (n: number): string => String(n).padStart(2, '0');
 export function localTime(seconds: number): string {
   const d = new Date(seconds * 1000);
   if (Number.isNaN(d.getTime())) return String(seconds); // beyond what a Date holds
-  return `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+  const date = `${d.getFullYear()}/${two(d.getMonth() + 1)}/${two(d.getDate())}`;
+  return `${date} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
 }
 
 /** The units of a configured duration (`6h`, `1d12h`) and their seconds, largest first. */

@@ -142,7 +142,7 @@ describe('socket files are never chmod-ed through a symlink', () => {
           } catch (e) {
             // a swap between bind and the mode, or a link left at the path: set-up fails, the target is untouched
             assert.ok(e instanceof SocketSetupError || e instanceof ControlSetupError, String(e));
-            assert.match((e as Error).message, /Too many levels of symbolic links|Socket operation on non-socket|No such file|Address already in use|EADDRINUSE|is not a socket/);
+            assert.match((e as Error).message, new RegExp(['Too many levels of symbolic links', 'Socket operation on non-socket', 'No such file', 'Address already in use', 'EADDRINUSE', 'is not a socket'].join('|')));
             refused++;
           }
           try {
@@ -359,7 +359,9 @@ describe('out of descriptors', () => {
     const script = `
       import { openSync } from 'node:fs';
       import { SystemdNotifier } from ${JSON.stringify(join(sharedTree(), 'dist/src/daemon/systemd.js'))};
-      const notifier = SystemdNotifier.fromEnv((level, message) => console.log(level, message), { NOTIFY_SOCKET: ${JSON.stringify(join(dir, 'notify'))} });
+      const notifier = SystemdNotifier.fromEnv((level, message) => console.log(level, message), {
+        NOTIFY_SOCKET: ${JSON.stringify(join(dir, 'notify'))},
+      });
       let open = 0;
       try { for (;;) { openSync('/dev/null'); open++; } } catch (e) { console.log('filled', e.code); }
       notifier.notify('WATCHDOG=1');

@@ -68,7 +68,8 @@ describe('who may use the control socket', { skip: isRoot ? false : 'not root: c
     // a client that only listens: the daemon's refusal, then the close
     const listen = await run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, '-e', PEEK, control]);
     assert.equal(listen.code, 0, listen.stderr);
-    assert.deepEqual(JSON.parse(listen.stdout), { data: `${JSON.stringify({ version: 1, error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } })}\n`, error: null });
+    const denied = { version: 1, error: { code: 'access_denied', message: `access denied: uid ${NOBODY} may not control blocklistd` } };
+    assert.deepEqual(JSON.parse(listen.stdout), { data: `${JSON.stringify(denied)}\n`, error: null });
     // blocklistctl's requests, whatever it manages to print (see the next test), do nothing
     const [human, json, block, unblock] = await Promise.all([
       ctlAs(NOBODY, NOBODY, ['status', '--control', control]),

@@ -89,7 +89,8 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(parsed(r).result.entry.id, 'id-192.0.2.21:');
   });
 
-  test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at its limit without id', async (t) => {
+  test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at ' +
+    'its limit without id', async (t) => {
     const port = await freePort();
     const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
     const control = daemon.control;

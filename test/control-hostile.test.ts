@@ -79,7 +79,8 @@ describe('hostile and careless clients on the control socket', () => {
     assert.deepEqual(daemon.helperCalls(), ['capabilities']);
   });
 
-  test('pipelining: several requests in one write are answered in order with their ids, a slow one holding back only its own connection', async (t) => {
+  test('pipelining: several requests in one write are answered in order with their ids, a slow one holding ' +
+    'back only its own connection', async (t) => {
     const daemon = await startDaemon(t, `${await freePort()} stream * * * 3 1h\n`);
     const control = daemon.control;
     const c = await Connection.open(control);
@@ -118,7 +119,8 @@ describe('hostile and careless clients on the control socket', () => {
     const other = await Connection.open(control);
     t.after(() => other.close());
     const sent = performance.now();
-    c.send(`${JSON.stringify({ version: 1, id: 'slow', command: 'block', args: { address: '192.0.2.101', duration: '1h' } })}\n${JSON.stringify({ version: 1, id: 'after', command: 'status' })}\n`);
+    const slowBlock = JSON.stringify({ version: 1, id: 'slow', command: 'block', args: { address: '192.0.2.101', duration: '1h' } });
+    c.send(`${slowBlock}\n${JSON.stringify({ version: 1, id: 'after', command: 'status' })}\n`);
     await until(() => daemon.helperCalls().some((l) => l.includes('192.0.2.101')));
     const quick = await other.ask('status', {}, 'other');
     const quickMs = performance.now() - sent;
@@ -186,7 +188,8 @@ describe('hostile and careless clients on the control socket', () => {
     assert.equal((await requestStatus(daemon)).counters.control_requests['oversized:error'], 1);
   });
 
-  test('10 MiB lines, in one write or trickled: too_large, connection closed; meanwhile another connection is answered without delay', async (t) => {
+  test('10 MiB lines, in one write or trickled: too_large, connection closed; meanwhile another connection ' +
+    'is answered without delay', async (t) => {
     const { daemon, control, pid, other, baseline } = await watched(t);
     const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
     const rssBefore = rss();
@@ -246,8 +249,10 @@ describe('hostile and careless clients on the control socket', () => {
     const during = (from: number, to: number): number[] => answered.filter((a) => a.at >= from && a.at <= to).map((a) => a.ms);
     const worst = Math.max(...answered.map((a) => a.ms));
     t.diagnostic(
-      `trickle closed after ${(trickleEnd - trickleStart).toFixed(0)} ms and ${trickled} bytes, with ${during(trickleStart, trickleEnd).length} status answers meanwhile; ` +
-        `single writes closed after ${(bigEnd - bigStart).toFixed(0)} ms; ${answered.length} status answers, the slowest in ${worst.toFixed(1)} ms; ` +
+      `trickle closed after ${(trickleEnd - trickleStart).toFixed(0)} ms and ${trickled} bytes, with ` +
+        `${during(trickleStart, trickleEnd).length} status answers meanwhile; ` +
+        `single writes closed after ${(bigEnd - bigStart).toFixed(0)} ms; ${answered.length} status answers, ` +
+          `the slowest in ${worst.toFixed(1)} ms; ` +
         `daemon RSS ${((rss() - rssBefore) / MiB).toFixed(1)} MiB more`,
     );
     assert.ok(during(trickleStart, trickleEnd).length >= 3, 'status answered while the trickle went on');

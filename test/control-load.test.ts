@@ -7,7 +7,8 @@ import { describe, test } from 'node:test';
 import { Connection, counted, ctl, descriptors, freePort, parsed, requestStatus, runBlprobe, startDaemon, steadyDescriptors, until, type Json } from './support.js';
 
 describe('many clients at once', () => {
-  test('1,000 concurrent control clients while blprobe floods notifications: every answer right, every notification counted, descriptors back to the baseline', async (t) => {
+  test('1,000 concurrent control clients while blprobe floods notifications: every answer right, every ' +
+    'notification counted, descriptors back to the baseline', async (t) => {
     const FLOOD = 20_000;
     const DISTINCT = 400;
     const CLIENTS = 1000;

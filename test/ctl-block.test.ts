@@ -89,7 +89,8 @@ describe("the host's own addresses (issue 15 §2)", () => {
     .flat()
     .find((a) => a !== undefined && !a.internal && a.family === 'IPv4')?.address;
 
-  test('loopback, a network holding it, or an address of an interface: refused by the daemon (self_address, exit 1) unless --force', async (t) => {
+  test('loopback, a network holding it, or an address of an interface: refused by the daemon (self_address, ' +
+    'exit 1) unless --force', async (t) => {
     const port = await freePort();
     const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
     const { control } = daemon;
@@ -172,7 +173,8 @@ describe('unblock: --if-present, and progress on a terminal', () => {
     const { control } = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
     const dir = tempDir();
     writeFileSync(join(dir, 'list'), Array.from({ length: 2500 }, (_, i) => `10.81.${i >> 8}.${i & 255}`).join('\n'));
-    const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ${join(dir, 'list')}`;
+    const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ` +
+      `${join(dir, 'list')}`;
     const r = await run('script', ['-qec', command, '/dev/null']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /\rblock: 0 of 2500\x1b\[K\r\x1b\[K\rblock: 1000 of 2500\x1b\[K\r\x1b\[K\rblock: 2000 of 2500\x1b\[K\r\x1b\[K/);

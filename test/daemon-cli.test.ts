@@ -13,7 +13,8 @@ import { DaemonProcess, Reporter, SyslogReceiver, freePort, repoRoot, run, tempD
 const daemonBin = join(repoRoot, 'bin/blocklistd');
 const control = join(repoRoot, 'test/fixtures/control');
 const USAGE =
-  'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] [-D <dbfile>] [-s <sockpath>] [-t <timeout>]\n';
+  'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] [-D ' +
+    '<dbfile>] [-s <sockpath>] [-t <timeout>]\n';
 
 const blocklistd = (args: string[], cwd?: string) => run(process.execPath, [daemonBin, ...args], cwd === undefined ? {} : { cwd } as object);
 
@@ -126,7 +127,8 @@ describe('blocklistd detached', () => {
     await until(() => dbSize(f.db) === 1);
     await until(() => syslog.records.some((l) => l.includes('processing type=1 ')));
     const record = syslog.records.find((l) => l.includes('processing type=1 '))!;
-    assert.match(record, new RegExp(`^<30>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d blocklistd\\[${pid}\\]: processing type=1 remote=127\\.0\\.0\\.1:\\d+ msg="ssh" uid=0 gid=0$`));
+    assert.match(record, new RegExp(`^<30>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d blocklistd\\[${pid}\\]: processing type=1 ` +
+      `remote=127\\.0\\.0\\.1:\\d+ msg="ssh" uid=0 gid=0$`));
 
     process.kill(pid, 'SIGTERM');
     await until(() => !alive(pid));

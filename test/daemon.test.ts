@@ -471,7 +471,8 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.match(daemon.stderr, new RegExp(`released 10\\.2\\.0\\.1/32:${port} after 3600 seconds`));
   });
 
-  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one transaction); a block of every port after it', async (t) => {
+  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one ' +
+    'transaction); a block of every port after it', async (t) => {
     const port = await freePort();
     const now = Math.floor(Date.now() / 1000);
     const dir = seeded(3, port, now);

@@ -145,7 +145,8 @@ test(
 );
 
 test(
-  "the helper's log back end writes a batch's calls to stderr as it does single calls (what npm start shows after a restore with -r)",
+  "the helper's log back end writes a batch's calls to stderr as it does single calls (what npm start " +
+    "shows after a restore with -r)",
   async () => {
     const env = { BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: join(tmpdir(), 'blocklistd-no-such-helper.conf') };
     const input = 'add blocklistd tcp 192.0.2.7 32 22 \nrem blocklistd tcp 192.0.2.8 32 22 blocklistd:192.0.2.8/32:22\n';

@@ -10,7 +10,10 @@ import { describe, test } from 'node:test';
 import { repoRoot } from './support.js';
 
 const DOC = join(repoRoot, 'doc');
-/** What is scanned: the code, the shipped files and the manuals; test/fixtures holds data (log corpora), not prose, and this file's examples are not references. */
+/**
+ * What is scanned: the code, the shipped files and the manuals; test/fixtures
+ * holds data (log corpora), not prose, and this file's examples are not references.
+ */
 const SCANNED = ['src', 'bin', 'etc', 'test', 'man', 'pkg', 'README.md'];
 const SKIPPED = new Set([join(repoRoot, 'test/fixtures'), join(repoRoot, 'test/doc.test.ts')]);
 

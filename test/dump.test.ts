@@ -203,7 +203,8 @@ describe('blocklistctl dump, the command', () => {
     'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
     '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n' +
-    '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin\n' +
+    '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control ' +
+      'options] address[/mask] ... | - | --stdin\n' +
     '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all\n' +
     '       blocklistctl flush [control options] [name]\n' +
     '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
@@ -282,7 +283,8 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
     return daemon;
   }
 
-  test('without -D the daemon answers, found by -s or --control: the same output as the file gives, for every selection and form', async (t) => {
+  test('without -D the daemon answers, found by -s or --control: the same output as the file gives, for ' +
+    'every selection and form', async (t) => {
     const daemon = await daemonWith(t, 2500);
     const control = join(daemon.dir, 'blocklistd.ctl');
     for (const options of [['-a'], [], ['-b'], ['-a', '-n', '-w'], ['-b', '-n']]) {

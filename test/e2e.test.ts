@@ -225,7 +225,8 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   assert.equal(await daemon.stop(), 0, 'the daemon stops cleanly');
 }
 
-test('end to end with the client API: a Node login server reports, nftables drops the attacker (IPv4, IPv6), -r restores, the duration releases', { skip }, async (t) => {
+test('end to end with the client API: a Node login server reports, nftables drops the attacker (IPv4, ' +
+  'IPv6), -r restores, the duration releases', { skip }, async (t) => {
   await flow(t, undefined);
 });
 

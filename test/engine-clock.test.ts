@@ -75,7 +75,8 @@ test('a block made before the clock stepped forward a day still lasts its 40 s',
   await until(() => store.size() === 0);
 });
 
-test('an entry whose last failure is in the future when the daemon starts (the clock was ahead while it was down): now instead', async (t) => {
+test('an entry whose last failure is in the future when the daemon starts (the clock was ahead while it ' +
+  'was down): now instead', async (t) => {
   const { engine, store, pass, entries } = setup(t, (s) => s.put({ key: stateKey('192.0.2.11', { port: PORT, nfail: 1, duration: 40 }), count: 1, last: T + DAY, id: 'old' }));
   engine.limitFutureTimes();
   engine.expire();

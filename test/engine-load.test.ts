@@ -19,7 +19,8 @@ import { freePort, isRoot, tempDir } from './support.js';
 const notRoot = isRoot ? false : 'needs root: nftables in a network namespace';
 
 describe('the engine under load, through nftables', { skip: notRoot }, () => {
-  test('400 attackers at 200/s: all blocked as fast as they are reported, each released within 3 s of its time, none left in the filter', async (t) => {
+  test('400 attackers at 200/s: all blocked as fast as they are reported, each released within 3 s of its ' +
+    'time, none left in the filter', async (t) => {
     const f = await attack(400, 200, 5);
     t.diagnostic(`all 400 blocked ${f.blockAll.toFixed(2)} s after the first report (reports take 2 s); released at ${f.releaseRate.toFixed(0)}/s`);
     t.diagnostic(`blocks outlived their 5 s by ${f.overshootMedian.toFixed(2)} s (median), ${f.overshootMax.toFixed(2)} s at most`);

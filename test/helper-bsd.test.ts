@@ -344,7 +344,8 @@ test('ipfw: a block of every port (no protocol nor port) in table portall, rule 
   });
 });
 
-test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask less 96 (upstream: /128 only); below 96 it is left untouched', async () => {
+test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask less 96 (upstream: /128 ' +
+  'only); below 96 it is left untouched', async () => {
   // A dual-stack server's IPv4 clients reach the packet filter as IPv4: an
   // ::ffff: network in an IPv6 table would never match them.
   await scenario('mapped-mask.log', {
@@ -359,11 +360,13 @@ test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask 
   });
 });
 
-test('npf, pf and ipfilter take the rule name as it is, as upstream: a name they cannot read as one plain name is refused, nothing run', async () => {
+test('npf, pf and ipfilter take the rule name as it is, as upstream: a name they cannot read as one plain ' +
+  'name is refused, nothing run', async () => {
   // npf.conf, pf.conf and ipf.conf refer to these names: upstream's (blocklistd, blocklistd-ext) stay as they are
   for (const backend of ['npf', 'pf', 'ipfilter']) {
     for (const name of ['a+b', 'ä', '_x', '-x', '.x', 'a/b', 'a b', 'x\\y', '']) {
-      const refused = { code: 1, stdout: '', stderr: `blocklistd-helper: rule name '${name}' not usable with ${backend}: letters, digits, '.', '_' and '-' only, starting with a letter or digit\n` };
+      const refused = { code: 1, stdout: '', stderr: `blocklistd-helper: rule name '${name}' not usable with ${backend}: letters, digits, '.', '_' and ` +
+        `'-' only, starting with a letter or digit\n` };
       for (const args of [add(name, 'tcp', '192.0.2.1', 32, '22'), rem(name, 'tcp', '192.0.2.1', 32, '22', 'OK'), ['flush', name]]) {
         const log = stubLog(`name-${backend}`);
         const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });

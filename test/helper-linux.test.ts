@@ -327,7 +327,10 @@ s.on('data', (d) => (data += d));
 s.on('end', () => { process.stdout.write(data); process.exit(0); });
 s.on('error', (e) => { process.stdout.write('error ' + e.code); process.exit(0); });`;
 
-/** A server namespace (10.99.0.1, fd99::1) and a client namespace (10.99.0.2/.3, fd99::2/::3) joined by a veth pair, a TCP server on [::]:2222 answering `hi`. */
+/**
+ * A server namespace (10.99.0.1, fd99::1) and a client namespace (10.99.0.2/.3,
+ * fd99::2/::3) joined by a veth pair, a TCP server on [::]:2222 answering `hi`.
+ */
 async function servedPair(t: TestContext): Promise<{ srv: Netns; connect: (from: string) => Promise<string> }> {
   const srv = await Netns.create(t, 'srv');
   const cli = await Netns.create(t, 'cli');
@@ -527,7 +530,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await blocksOf(ns, backend, names[3]), own(3));
       });
 
-      test("distinct rule names never share a filter object (ä/ö, a+b/a_b, 1abc); no name reaches the host's INPUT chain, sets or tables", async (t) => {
+      const namesApart = "distinct rule names never share a filter object (ä/ö, a+b/a_b, 1abc); no name reaches the host's INPUT chain, sets or tables";
+      test(namesApart, async (t) => {
         const ns = await Netns.create(t, backend);
         // the host's own objects, named as a rule name would name them without the helper's encoding and prefix
         const host: string[][] = [
@@ -535,8 +539,9 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
           ['ip6tables', '-A', 'INPUT', '-s', '2001:db8:77::1/128', '-j', 'ACCEPT'],
           ['ipset', 'create', 'trusted-4', 'hash:net'],
           ['ipset', 'add', 'trusted-4', '203.0.113.0/24'],
-          ['nft', 'add table inet filter; add set inet filter trusted-v4 { type ipv4_addr; }; add element inet filter trusted-v4 { 203.0.113.1 }'],
-          ['nft', 'add chain inet filter INPUT-input { type filter hook input priority 10; }; add rule inet filter INPUT-input ip saddr 203.0.113.78 accept'],
+          ['nft', 'add table inet filter; add set inet filter trusted-v4 { type ipv4_addr; }; ' + 'add element inet filter trusted-v4 { 203.0.113.1 }'],
+          ['nft', 'add chain inet filter INPUT-input { type filter hook input priority 10; }; add rule inet filter ' +
+            'INPUT-input ip saddr 203.0.113.78 accept'],
         ];
         for (const command of host) await succeeds(ns.exec(command), command.join(' '));
         const hostObjects = async (): Promise<string[]> => [
@@ -569,7 +574,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await hostObjects(), before, "the host's objects are as they were");
       });
 
-      test('batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction', async (t) => {
+      const encodedInBatch = 'batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction';
+      test(encodedInBatch, async (t) => {
         const ns = await Netns.create(t, backend);
         const names = ['ä', 'a+b', 'a_b', 'x\\y', '1abc'];
         await ok(ns, backend, ['add', 'ä', 'tcp', '192.0.2.100', '32', '22', '']);
@@ -692,7 +698,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         });
       }
 
-      test(`batch with flush lines (a reload): the names' blocks replaced at once (${backend === 'ipset' ? 'ipset swap' : 'one transaction'}), another name's kept`, async (t) => {
+      test(`batch with flush lines (a reload): the names' blocks replaced at once ` +
+        `(${backend === 'ipset' ? 'ipset swap' : 'one transaction'}), another name's kept`, async (t) => {
         const ns = await Netns.create(t, backend);
         for (const a of ['192.0.2.1', '192.0.2.2']) await ok(ns, backend, ['add', 'blocklistd', 'tcp', a, '32', '22', '']);
         await ok(ns, backend, ['add', 'blocklistd-gone', 'udp', '2001:db8::9', '128', '53', '']);
@@ -727,7 +734,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[6], [blk('udp', '2001:db8::5', 128, 53)]);
       });
 
-      test("traffic: a blocked client's connections are dropped, others' get through; rem lets it in again (IPv4, IPv6, ::ffff:)", async (t) => {
+      test("traffic: a blocked client's connections are dropped, others' get through; rem lets it in again " +
+        "(IPv4, IPv6, ::ffff:)", async (t) => {
         const { srv, connect } = await servedPair(t);
         const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
         assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
@@ -757,7 +765,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
       });
 
-      test('a block of every port (no protocol nor port: blocklistctl block without -p) drops all of the client, beside the port blocks; rem and flush lift it', async (t) => {
+      test('a block of every port (no protocol nor port: blocklistctl block without -p) drops all of the ' +
+        'client, beside the port blocks; rem and flush lift it', async (t) => {
         const { srv, connect } = await servedPair(t);
         const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
         await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.3', '32', '2222', '']);
@@ -786,7 +795,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         },
       );
 
-      test('an address inside a network already blocked (10.0.1.7/32 in 10.0.0.0/16, same proto and port) is OK, and so is its rem', async (t) => {
+      test('an address inside a network already blocked (10.0.1.7/32 in 10.0.0.0/16, same proto and port) is ' +
+        'OK, and so is its rem', async (t) => {
         const ns = await Netns.create(t, backend);
         await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.0.0', '16', '22', '']);
         await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.1.7', '32', '22', '']);
@@ -872,7 +882,10 @@ describe('blocklistd-helper check: the back end, why, and whether it can operate
   test('as another user (no CAP_NET_ADMIN): nft\'s permission error is the answer, never a fall back to ipset or iptables', async (t) => {
     const ns = await Netns.create(t, 'check');
     const absent = join(tempDir(), 'absent.conf');
-    const refused = /^blocklistd-helper: nftables: nft list tables: .*Operation not permitted.*: not root, or no CAP_NET_ADMIN \(not falling back to ipset or iptables\)\n$/;
+    const refused = new RegExp(
+      String.raw`^blocklistd-helper: nftables: nft list tables: .*Operation not permitted.*: not root, or no CAP_NET_ADMIN ` +
+        String.raw`\(not falling back to ipset or iptables\)\n$`,
+    );
     for (const args of [['check'], ['add', 'blocklistd', 'tcp', '192.0.2.1', '32', '22', '']]) {
       const r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: absent }, args, NOBODY);
       assert.deepEqual([r.code, r.stdout], [1, ''], `${args[0]}: ${r.stderr}`);

@@ -96,7 +96,8 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.ok(!existsSync(join(lib, 'stale')));
 });
 
-test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, the rc.d script name the prefix and the configuration', async () => {
+test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, the rc.d script name the ' +
+  'prefix and the configuration', async () => {
   const stage = tempDir('blocklistd-stage-');
   const linux = await install(['--destdir', stage, '--prefix', '/opt/bl', '--sysconfdir', '/etc/bl']);
   assert.equal(linux.code, 0, linux.stderr);

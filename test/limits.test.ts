@@ -87,9 +87,11 @@ describe('StateStore: kept counts, eviction, file modes', () => {
     const db = new Database(path);
     db.pragma('journal_mode = WAL');
     db.pragma(`application_id = ${APPLICATION_ID}`);
-    db.exec(`CREATE TABLE entry (name TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL, family INTEGER NOT NULL, lmask INTEGER NOT NULL,
+    db.exec(`CREATE TABLE entry (name TEXT NOT NULL, address TEXT NOT NULL, port INTEGER NOT NULL,
+       family INTEGER NOT NULL, lmask INTEGER NOT NULL,
        proto INTEGER NOT NULL, uid INTEGER NOT NULL, nfail INTEGER NOT NULL, rmask INTEGER NOT NULL, duration INTEGER NOT NULL,
-       count INTEGER NOT NULL, last INTEGER NOT NULL, id TEXT NOT NULL, UNIQUE (address, port, name, family, lmask, proto, uid, nfail, rmask, duration));
+       count INTEGER NOT NULL, last INTEGER NOT NULL, id TEXT NOT NULL,
+       UNIQUE (address, port, name, family, lmask, proto, uid, nfail, rmask, duration));
        CREATE INDEX entry_expiry ON entry (last + duration) WHERE duration >= 0;
        PRAGMA user_version = 1;`);
     const insert = db.prepare("INSERT INTO entry VALUES ('blocklistd', ?, 22, 2, 32, 6, -1, 3, -1, 3600, ?, 100, ?)");
@@ -186,7 +188,8 @@ describe('StateStore: kept counts, eviction, file modes', () => {
 
 
 describe('blocklistd --max-entries', () => {
-  test('a spray of distinct addresses: the oldest entries not blocked are evicted, blocked ones stay; a lowered limit applies at start', async (t) => {
+  test('a spray of distinct addresses: the oldest entries not blocked are evicted, blocked ones stay; a ' +
+    'lowered limit applies at start', async (t) => {
     const [blockPort, countPort] = [await freePort(), await freePort()];
     const config = `${blockPort} dgram * * * 1 1h\n${countPort} dgram * * * 1000000 1h\n`;
     const daemon = await startDaemon(t, config, ['--max-entries', '100']);

@@ -380,7 +380,8 @@ describe('a daemon logging JSON (--log-format json)', () => {
       { version: start.version, config: start.config, rules: start.rules, database: start.database, sockets: start.sockets, control: start.control, helper: start.helper },
       { version, config: conf, rules: 2, database: join(dir, 'blocklistd.db'), sockets: [socket], control, helper },
     );
-    assert.equal(start.msg, `blocklistd ${version} started: configuration ${conf} (2 rules: 2 local, 0 remote), database ${join(dir, 'blocklistd.db')}, sockets ${socket}, control socket ${control}, helper ${helper}`);
+    assert.equal(start.msg, `blocklistd ${version} started: configuration ${conf} (2 rules: 2 local, 0 remote), database ` +
+      `${join(dir, 'blocklistd.db')}, sockets ${socket}, control socket ${control}, helper ${helper}`);
 
     // a failure reaches the limit of 1: blocked for 2 seconds, released by expiry
     const reporter = await Reporter.connect(socket, port, '127.0.0.5');

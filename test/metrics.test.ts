@@ -408,7 +408,8 @@ describe('blocklistd --metrics', () => {
 });
 
 describe('blocklistd --metrics for dashboards (issue 15)', () => {
-  test('rule names as labels, bound at each load; _other for a name the configuration lacks; build info; reload success, time and rule counts', async (t) => {
+  test('rule names as labels, bound at each load; _other for a name the configuration lacks; build info; ' +
+    'reload success, time and rule counts', async (t) => {
     const [ssh, web, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
     const address = `127.0.0.1:${metricsPort}`;
     const before = Date.now() / 1000;

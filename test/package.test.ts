@@ -59,7 +59,8 @@ function reason(): string | false {
   return false;
 }
 
-test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w, a block through the daemon), a reinstall and dpkg -r keep a changed conffile, dpkg -P removes everything', { skip: reason() }, async (t) => {
+test('npm run package-deb: dpkg -i, the programs run (--check, --version, man -w, a block through the ' +
+  'daemon), a reinstall and dpkg -r keep a changed conffile, dpkg -P removes everything', { skip: reason() }, async (t) => {
   // the programs are run by /usr/bin/node, with native modules built for this node's major version
   const installedNode = await run('/usr/bin/node', ['-p', 'process.versions.node.split(".")[0]']).catch(() => undefined);
   const major = process.versions.node.split('.')[0];

@@ -59,7 +59,8 @@ describe('SenderLimiter', () => {
 
   test('the buckets of many uids do not grow without bound: full ones are pruned', () => {
     const l = limiter(1000, 10);
-    for (let uid = 1; uid <= 100_000; uid++) l.admit(uid, uid, uid); // one each, a millisecond apart: each refilled when the next prune comes
+    // one each, a millisecond apart: each refilled when the next prune comes
+    for (let uid = 1; uid <= 100_000; uid++) l.admit(uid, uid, uid);
     const size = (l as unknown as { buckets: Map<number, unknown> }).buckets.size;
     assert.ok(size <= 4097, `${size} buckets kept`);
   });
@@ -67,7 +68,8 @@ describe('SenderLimiter', () => {
 
 describe('blocklistd --sender-rate', () => {
   test(
-    'uid 65534 floods as fast as it can while root sends 1,000 paced notifications: all 1,000 counted exactly, the flood bounded by the bucket and in the metrics',
+    'uid 65534 floods as fast as it can while root sends 1,000 paced notifications: all 1,000 counted ' +
+      'exactly, the flood bounded by the bucket and in the metrics',
     { skip: !isRoot && 'needs root to run the flood as another user (setpriv)' },
     async (t) => {
       const FLOOD = 200_000;

@@ -106,7 +106,8 @@ test('the npm scripts named in the text exist', () => {
   assert.deepEqual(named.filter((s) => !(s in scripts)), []);
 });
 
-test("blocklistctl: each command the README uses exists; those that talk to the daemon name npm start's socket; config, test and --help run", async () => {
+test("blocklistctl: each command the README uses exists; those that talk to the daemon name npm start's " +
+  "socket; config, test and --help run", async () => {
   const help = await run(join(repoRoot, 'bin/blocklistctl'), ['--help'], { env });
   assert.equal(help.code, 0, help.stderr);
   const known = new Set([...help.stdout.matchAll(/^ {2}(\w+)\b/gm)].map((m) => m[1]));
@@ -142,7 +143,8 @@ test('npm run demo -- --help prints the usage and exits 0; an unknown option is 
   assert.doesNotMatch(bad.stderr, /\n\s+at /, 'no stack trace');
 });
 
-test('npm run bench -- NAME writes var/bench/RESULTS.md, not the committed test/bench/RESULTS.md; an unknown name is a usage error', async () => {
+test('npm run bench -- NAME writes var/bench/RESULTS.md, not the committed test/bench/RESULTS.md; an ' +
+  'unknown name is a usage error', async () => {
   const bench = join(repoRoot, 'dist/test/bench/run.js');
   const committed = join(repoRoot, 'test/bench/RESULTS.md');
   const before = readFileSync(committed, 'utf8');

@@ -414,6 +414,7 @@ describe("the kernel's queue of the notification socket", () => {
     assert.equal(r.code, 0, r.stderr);
     const q = JSON.parse(r.stdout) as { length: number; problem: string };
     assert.equal(q.length, Number(readFileSync(QLEN, 'utf8')));
-    assert.match(q.problem, /^cannot raise net\.unix\.max_dgram_qlen \(EACCES\): raise net\.unix\.max_dgram_qlen to 100000 \(sysctl -w, or etc\/sysctl\.d\/blocklistd\.conf\)/);
+    const advice = String.raw`raise net\.unix\.max_dgram_qlen to 100000 \(sysctl -w, or etc/sysctl\.d/blocklistd\.conf\)`;
+    assert.match(q.problem, new RegExp(String.raw`^cannot raise net\.unix\.max_dgram_qlen \(EACCES\): ` + advice));
   });
 });

@@ -30,7 +30,8 @@ async function pipelined(path: string, requests: Json[]): Promise<Json[]> {
 const entryOf = (daemon: DaemonProcess, address: string, port: number): Json | undefined => daemon.entries().find((e) => e.key.address === address && e.key.port === port);
 
 describe('report', () => {
-  test('fail counts 2, baduser 1, the limit blocks through the helper, ok resets; human and --json output; the log line and counters say report', async (t) => {
+  test('fail counts 2, baduser 1, the limit blocks through the helper, ok resets; human and --json output; ' +
+    'the log line and counters say report', async (t) => {
     const port = await freePort();
     const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
     const control = daemon.control;
@@ -87,7 +88,8 @@ describe('report', () => {
     );
   });
 
-  test('IPv6 and IPv4-mapped addresses; the local address is the unspecified one: a [local] rule with an address does not meet a report', async (t) => {
+  test('IPv6 and IPv4-mapped addresses; the local address is the unspecified one: a [local] rule with an ' +
+    'address does not meet a report', async (t) => {
     const port = await freePort();
     const daemon = await startDaemon(t, `[local]\n192.0.2.1:${port} stream * * * 1 1h\n${port} stream * * * 3 1h\n`);
     let a = await report(daemon, ['-t', 'fail', '-p', String(port), '2001:db8::7']);

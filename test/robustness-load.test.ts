@@ -65,7 +65,8 @@ function helperCalls(lines: readonly string[]): { action: string; target: string
 }
 
 describe('robustness: crash safety', () => {
-  test('20 rounds of kill -9 at a random moment of a flood: the database opens intact, no block lost, -r restores exactly its blocks', async (t) => {
+  test('20 rounds of kill -9 at a random moment of a flood: the database opens intact, no block lost, -r ' +
+    'restores exactly its blocks', async (t) => {
     const ROUNDS = 20;
     const seed = Number(process.env.ROBUSTNESS_SEED ?? Date.now() % 2 ** 31);
     let s = seed;
@@ -186,17 +187,20 @@ describe('robustness: crash safety', () => {
     totals.helperAdds = calls.filter((c) => c.action === 'add').length;
     totals.rems = calls.filter((c) => c.action === 'rem').length;
     const seconds = (Date.now() - t0) / 1000;
-    t.diagnostic(`seed ${seed} (ROBUSTNESS_SEED to replay); ${ROUNDS} kills in ${seconds.toFixed(1)} s, ${totals.inFlight} of them with helper calls running`);
+    t.diagnostic(`seed ${seed} (ROBUSTNESS_SEED to replay); ${ROUNDS} kills in ${seconds.toFixed(1)} s, ` +
+      `${totals.inFlight} of them with helper calls running`);
     t.diagnostic(
       `${totals.acknowledged} blocks acknowledged, ${totals.helperAdds} adds and ${totals.rems} rems asked of the helper, none lost; ` +
-        `${ROUNDS} restarts with -r restored ${totals.restored} blocks (at most ${totals.maxRestored} at once), each exactly the database's`,
+        `${ROUNDS} restarts with -r restored ${totals.restored} blocks (at most ${totals.maxRestored} at ` +
+          `once), each exactly the database's`,
     );
     assert.ok(totals.acknowledged > 0, 'blocks happened');
   });
 });
 
 describe('robustness: address spray', () => {
-  test('1,000,000 distinct addresses reported as a UDP server does (blocklist_sa): every one counted, memory bounded, throughput', async (t) => {
+  test('1,000,000 distinct addresses reported as a UDP server does (blocklist_sa): every one counted, ' +
+    'memory bounded, throughput', async (t) => {
     const N = 1_000_000;
     const port = await freePort();
     const dir = tempDir('blocklistd-spray-');
@@ -249,8 +253,10 @@ describe('robustness: address spray', () => {
     assert.equal(s.blocked, 255, 'the /24 blocked, address by address');
     const rssAfter = rssMB(pid);
     const size = (name: string): number => (existsSync(join(dir, name)) ? statSync(join(dir, name)).size / 2 ** 20 : 0);
-    t.diagnostic(`${N} notifications from ${N} distinct addresses in ${seconds.toFixed(1)} s; the daemon processed ${rate}/s (blprobe: ${r.stdout.trim().split('\n').join('; ')})`);
-    t.diagnostic(`${s.entries} entries, ${s.blocked} blocked through the helper; database ${size('blocklistd.db').toFixed(0)} MB + WAL ${size('blocklistd.db-wal').toFixed(0)} MB on disk`);
+    t.diagnostic(`${N} notifications from ${N} distinct addresses in ${seconds.toFixed(1)} s; the daemon processed ` +
+      `${rate}/s (blprobe: ${r.stdout.trim().split('\n').join('; ')})`);
+    t.diagnostic(`${s.entries} entries, ${s.blocked} blocked through the helper; database ` +
+      `${size('blocklistd.db').toFixed(0)} MB + WAL ${size('blocklistd.db-wal').toFixed(0)} MB on disk`);
     t.diagnostic(`RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB, peak ${peak.toFixed(0)} MB over ${samples.length} samples`);
     assert.ok(peak < 300, `RSS peaked at ${peak.toFixed(0)} MB`);
     assert.ok(rate > 5000, `${rate} notifications/s`);

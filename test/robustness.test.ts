@@ -209,7 +209,8 @@ class ForegroundDaemon {
 }
 
 describe('robustness: malformed input', () => {
-  test('every blprobe fuzz case and 100,000 random datagrams among 5,000 valid notifications: all counted exactly, no descriptor kept, memory bounded', async (t) => {
+  test('every blprobe fuzz case and 100,000 random datagrams among 5,000 valid notifications: all counted ' +
+    'exactly, no descriptor kept, memory bounded', async (t) => {
     const seed = Number(process.env.ROBUSTNESS_SEED ?? Date.now() % 2 ** 31);
     const rnd = generator(seed);
     const [counted, stranger, fuzzPort] = [await freePort(), await freePort(), await freePort()];
@@ -345,11 +346,15 @@ describe('robustness: malformed input', () => {
       .join(', ');
     t.diagnostic(`seed ${seed} (ROBUSTNESS_SEED to replay)`);
     t.diagnostic(
-      `${RANDOM} random datagrams (${kinds.raw} raw, ${kinds.structured} header-shaped, ${kinds.truncated} truncated headers and ${kinds.refused} refused ones with the counted connection) ` +
-        `and ${validSent} valid notifications sent in ${sendSeconds.toFixed(1)} s (${sender.waits} waits on a full queue); blprobe: 15 fuzz cases, ${fuzzSent} datagrams`,
+      `${RANDOM} random datagrams (${kinds.raw} raw, ${kinds.structured} header-shaped, ${kinds.truncated} ` +
+        `truncated headers and ${kinds.refused} refused ones with the counted connection) ` +
+        `and ${validSent} valid notifications sent in ${sendSeconds.toFixed(1)} s (${sender.waits} waits on ` +
+          `a full queue); blprobe: 15 fuzz cases, ${fuzzSent} datagrams`,
     );
-    t.diagnostic(`daemon: ${accounted(s)} datagrams accounted of ${expected} sent; ${validSent} valid notifications, all ${entries[0].count} counted; dropped: ${dropped}`);
-    t.diagnostic(`fds ${fdsBefore} -> ${fdsAfter}, RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB (peak ${memory.peak.toFixed(0)} MB over ${memory.samples} samples)`);
+    t.diagnostic(`daemon: ${accounted(s)} datagrams accounted of ${expected} sent; ${validSent} valid notifications, ` +
+      `all ${entries[0].count} counted; dropped: ${dropped}`);
+    t.diagnostic(`fds ${fdsBefore} -> ${fdsAfter}, RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB (peak ` +
+      `${memory.peak.toFixed(0)} MB over ${memory.samples} samples)`);
   });
 });
 
@@ -371,7 +376,8 @@ describe('robustness: faulty helpers', () => {
     };
   }
 
-  test('missing, not executable, exits non-zero, hangs past --helper-timeout: each logged, the daemon keeps serving, adds and rems tried again until the helper works', async (t) => {
+  test('missing, not executable, exits non-zero, hangs past --helper-timeout: each logged, the daemon keeps ' +
+    'serving, adds and rems tried again until the helper works', async (t) => {
     const dir = tempDir('blocklistd-faulty-');
     const helper = join(dir, 'helper');
     const install = installer(dir);
@@ -515,7 +521,8 @@ describe('robustness: faulty helpers', () => {
     return id;
   }
 
-  test('a helper that prints garbage (control characters, invalid UTF-8, 300 kB without a newline): its first line is the rule id, the rem gets it back', async (t) => {
+  test('a helper that prints garbage (control characters, invalid UTF-8, 300 kB without a newline): its ' +
+    'first line is the rule id, the rem gets it back', async (t) => {
     await garbageBlock(t, 'garbage');
   });
 
@@ -598,7 +605,8 @@ describe('robustness: hostile message text', () => {
       texts.map((_, i) => `add blocklistd tcp 127.0.0.${100 + i} 32 ${port} ''`).sort(),
     );
     for (const n of [1, 2, 3, 4, 5]) assert.equal(existsSync(join(marks, String(n))), false, `no shell ran 'touch ${marks}/${n}'`);
-    t.diagnostic(`${texts.length} hostile texts: ${texts.length} log lines of ${all.length} show them, escaped; ${texts.length} helper calls, none with the text; no file touched`);
+    t.diagnostic(`${texts.length} hostile texts: ${texts.length} log lines of ${all.length} show them, escaped; ` +
+      `${texts.length} helper calls, none with the text; no file touched`);
   }
 
   test('stderr (-d): escaped, one line each, no forged line, never on the helper command line', async (t) => {
@@ -672,7 +680,8 @@ describe('robustness: a full disk', { skip: isRoot ? false : 'needs root: mounts
   // blocks again, counted each as a release and logged each failure, at once and forever (75 % CPU,
   // 190 error lines/s).  A tmpfs filled up makes SQLite's writes fail as a full disk does.
   for (const mode of ['one call per change', 'batch mode']) {
-    test(`expiry backs off (${mode}): each block released once and counted once, one error line, little CPU; written when space comes back`, async (t) => {
+    test(`expiry backs off (${mode}): each block released once and counted once, one error line, little CPU; ` +
+      `written when space comes back`, async (t) => {
       const N = 50;
       const disk = tempDir('blocklistd-full-');
       await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', disk]);
@@ -709,7 +718,8 @@ describe('robustness: a full disk', { skip: isRoot ? false : 'needs root: mounts
       const rems = daemon.helperCalls().filter((c) => c.startsWith('rem '));
       const released = daemon.stderr.match(/^released 10\.4\.0\.\d+\/32:\d+ after 3 seconds \(blocked \d+s\)$/gm) ?? [];
       const errors = daemon.stderr.slice(failedAt).match(/^state_put: failed/gm) ?? [];
-      t.diagnostic(`full disk, 6 s: ${rems.length} rems for ${N} blocks, ${released.length} released lines, ${errors.length} error lines, ${cpu.toFixed(1)} clock ticks of CPU a second`);
+      t.diagnostic(`full disk, 6 s: ${rems.length} rems for ${N} blocks, ${released.length} released lines, ` +
+        `${errors.length} error lines, ${cpu.toFixed(1)} clock ticks of CPU a second`);
       assert.equal(rems.length, N, 'one rem per block');
       assert.equal(new Set(rems).size, N);
       assert.equal(released.length, N, 'each released once');

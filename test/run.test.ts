@@ -219,7 +219,8 @@ test('the answer is read when the helper exits: a process it leaves in the backg
   fixtureEnv({});
 });
 
-test('a character split between two reads of the answer stays whole; a batch line is cut at 4096 bytes on a character boundary', async () => {
+test('a character split between two reads of the answer stays whole; a batch line is cut at 4096 bytes on ' +
+  'a character boundary', async () => {
   const split = runner(fixture('split-utf8')).runner;
   assert.deepEqual(
     (await split.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')])).map((r) => r.id),
@@ -236,7 +237,8 @@ test('a character split between two reads of the answer stays whole; a batch lin
   fixtureEnv({});
 });
 
-test('the outcome is decided once: an add works with a line, a rem or flush with a line or exit status 0, capabilities with exit status 0', async () => {
+test('the outcome is decided once: an add works with a line, a rem or flush with a line or exit status 0, ' +
+  'capabilities with exit status 0', async () => {
   const { runner: record } = runner(fixture('record'));
   const cases: [call: () => Promise<HelperResult>, reply: string, exit: string, outcome: HelperResult['outcome']][] = [
     [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '0', 'ok'],

@@ -170,7 +170,8 @@ describe('fail closed: the daemon refuses to start when it could protect nothing
     chmodSync(f.dir, 0o777);
     const r = await run(process.execPath, [join(sharedTree(), 'bin/blocklistd'), '-d', ...f.args], { uid: NOBODY, gid: NOBODY, env: { BLOCKLISTD_HELPER_CONF: join(f.dir, 'absent.conf') } });
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /helper \S+blocklistd-helper: the packet filter cannot be used: .*nft list tables: .*Operation not permitted.*not root, or no CAP_NET_ADMIN/);
+    const unusable = String.raw`helper \S+blocklistd-helper: the packet filter cannot be used: .*nft list tables: `;
+    assert.match(r.stderr, new RegExp(`${unusable}.*Operation not permitted.*not root, or no CAP_NET_ADMIN`));
     assert.equal(existsSync(f.db), false);
   });
 });
@@ -221,7 +222,8 @@ describe('one daemon per database', () => {
     const args = ['-d', '-c', first.config, '-C', CONTROL, '-D', first.db, '-s', join(other, 'second.sock')];
     const second = await blocklistd(args, { HELPER_LOG: join(other, 'helper.log') });
     assert.equal(second.code, 1);
-    assert.match(second.stderr, new RegExp(`^database '${escapeRegExp(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ${escapeRegExp(first.config)} .*\\): one daemon per database$`, 'm'));
+    assert.match(second.stderr, new RegExp(`^database '${escapeRegExp(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ` +
+      `${escapeRegExp(first.config)} .*\\): one daemon per database$`, 'm'));
     assert.equal(existsSync(join(other, 'second.sock')), false, 'refused before its sockets');
 
     assert.equal(await first.stop('SIGKILL'), null);
@@ -239,7 +241,8 @@ describe('blocklistd --check', () => {
     assert.equal(r.stderr, '');
     assert.deepEqual(r.stdout.split('\n'), [
       `configuration  ${f.conf}: 1 local, 2 remote rules (${f.conf})`,
-      `helper         ${join(repoRoot, 'bin/blocklistd-helper')}: back end log: BLOCKLISTD_BACKEND=log; ok: blocks nothing, records the calls in stderr`,
+      `helper         ${join(repoRoot, 'bin/blocklistd-helper')}: back end log: BLOCKLISTD_BACKEND=log; ` +
+        `ok: blocks nothing, records the calls in stderr`,
       `database       ${f.db}: will be created`,
       `socket         ${f.sock}: its directory is writable`,
       `socket         ${join(f.dir, 'blocklistd.ctl')}: its directory is writable`,

@@ -73,7 +73,10 @@ describe('StateStore', () => {
   test('processes opening a new database at the same time all succeed', async () => {
     const path = join(dir, 'race.db');
     const script = `import { StateStore } from ${JSON.stringify(join(repoRoot, 'dist/src/state/store.js'))};
-      const s = StateStore.open(${JSON.stringify(path)}); s.put({ key: { family: 2, address: '10.0.0.' + process.pid % 250, lmask: 32, port: 22, proto: 6, uid: -1, name: 'x', rmask: -1, nfail: 3, duration: 60 }, count: 1, last: 1, id: '' }); s.close();`;
+      const s = StateStore.open(${JSON.stringify(path)});
+      const address = '10.0.0.' + process.pid % 250;
+      const key = { family: 2, address, lmask: 32, port: 22, proto: 6, uid: -1, name: 'x', rmask: -1, nfail: 3, duration: 60 };
+      s.put({ key, count: 1, last: 1, id: '' }); s.close();`;
     const results = await Promise.all(Array.from({ length: 8 }, () => run(process.execPath, ['--input-type=module', '-e', script])));
     for (const r of results) assert.equal(r.code, 0, r.stderr);
     const store = StateStore.open(path, { readonly: true });

@@ -110,7 +110,8 @@ const SSH_RULE = '22 stream * * * 3 1h\n';
 const notifyPath = (): string => join(tempDir('blocklistd-notify-'), 'notify');
 
 describe('sd_notify', () => {
-  test('READY=1 once listening; RELOADING=1 and READY=1 around SIGHUP and control reloads, refused ones too; STOPPING=1 last', async (t) => {
+  test('READY=1 once listening; RELOADING=1 and READY=1 around SIGHUP and control reloads, refused ones ' +
+    'too; STOPPING=1 last', async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
     const daemon = await startDaemon(t, SSH_RULE, [], { env: { NOTIFY_SOCKET: receiver.address }, listeningOnly: true });
     const pid = daemon.child.pid!;
@@ -262,7 +263,8 @@ describe('sd_notify', () => {
 });
 
 describe('socket activation', () => {
-  test('systemd-socket-activate --datagram: the socket adopted, the notification that woke the daemon processed, no default socket bound, the file left at stop', { skip: existsSync(SOCKET_ACTIVATE) ? false : `no ${SOCKET_ACTIVATE}` }, async (t) => {
+  test('systemd-socket-activate --datagram: the socket adopted, the notification that woke the daemon ' +
+    'processed, no default socket bound, the file left at stop', { skip: existsSync(SOCKET_ACTIVATE) ? false : `no ${SOCKET_ACTIVATE}` }, async (t) => {
     const port = await freePort();
     const s = setup(port);
     const sock = join(s.dir, 'blocklistd.sock');
@@ -285,7 +287,10 @@ describe('socket activation', () => {
     assert.equal(existsSync(control), false, 'the control socket the daemon bound is removed');
   });
 
-  test('a datagram and a listening stream socket passed: notifications through one, blocklistctl through the other, -s besides; only the daemon\'s own file removed at stop', async (t) => {
+  test(
+    'a datagram and a listening stream socket passed: notifications through one, blocklistctl through the other, -s besides; ' +
+      "only the daemon's own file removed at stop",
+    async (t) => {
     const receiver = await NotifyReceiver.bind(t, notifyPath());
     const port = await freePort();
     const s = setup(port);
@@ -374,7 +379,10 @@ describe('etc/systemd units', () => {
     });
   }
 
-  test('the sandbox leaves the helper what it writes: the lock of iptables-legacy, made outside it; the database and the helper lock in the unit\'s own directories', () => {
+  test(
+    'the sandbox leaves the helper what it writes: the lock of iptables-legacy, made outside it; ' +
+      "the database and the helper lock in the unit's own directories",
+    () => {
     const s = unit('blocklistd.service').get('Service')!;
     assert.deepEqual(s.get('ProtectSystem'), ['strict']);
     assert.deepEqual(s.get('StateDirectory'), ['blocklistd']);
@@ -387,7 +395,10 @@ describe('etc/systemd units', () => {
     assert.equal(s.get('MemoryDenyWriteExecute'), undefined);
   });
 
-  /** Every system call the SystemCallFilter= lines allow (an allow-list, then ~ lines taking calls out), groups expanded as systemd-analyze lists them. */
+  /**
+   * Every system call the SystemCallFilter= lines allow (an allow-list, then
+   * ~ lines taking calls out), groups expanded as systemd-analyze lists them.
+   */
   async function allowedSyscalls(lines: string[]): Promise<string[]> {
     const listing = await succeeds(run(SYSTEMD_ANALYZE, ['syscall-filter', '--no-pager']), 'systemd-analyze syscall-filter');
     const groups = new Map<string, string[]>();
@@ -425,7 +436,8 @@ describe('etc/systemd units', () => {
   // state directory, the capability bounding set, no new privileges, the
   // system call allow-list failing the others with EPERM) around the daemon,
   // which must still block and release through nft.
-  test("the unit's sandbox, rebuilt without systemd: the helper blocks and releases through nftables (IPv4, IPv6); the receiving thread gets its priority", { skip: sandboxSkip }, async (t) => {
+  test("the unit's sandbox, rebuilt without systemd: the helper blocks and releases through nftables (IPv4, " +
+    "IPv6); the receiving thread gets its priority", { skip: sandboxSkip }, async (t) => {
     const s = unit('blocklistd.service').get('Service')!;
     assert.deepEqual(s.get('SystemCallErrorNumber'), ['EPERM']);
     assert.deepEqual(s.get('NoNewPrivileges'), ['yes']);
@@ -447,9 +459,13 @@ describe('etc/systemd units', () => {
       'mount --make-rprivate /',
       `mount --bind '${state}' '${state}'`,
       // ProtectSystem=strict: every mount read-only but the API file systems and the state directory
-      `findmnt -rno TARGET | while read -r m; do case $m in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*|'${state}') ;; *) mount -o remount,bind,ro "$m" 2>/dev/null || true ;; esac; done`,
+      `findmnt -rno TARGET | while read -r m; do case $m in ` +
+        `/proc|/proc/*|/sys|/sys/*|/dev|/dev/*|'${state}') ;; *) mount -o remount,bind,ro "$m" 2>/dev/null ` +
+        `|| true ;; esac; done`,
       `! touch '${dir}/writable' 2>/dev/null`,
-      `exec setpriv --no-new-privs --bounding-set -all,${caps.join(',')} --inh-caps=-all '${seccompExec}' '${allow}' '${process.execPath}' '${join(repoRoot, 'bin/blocklistd')}' -d -c '${conf}' -D '${state}/db' -s '${sock}'`,
+      `exec setpriv --no-new-privs --bounding-set -all,${caps.join(',')} --inh-caps=-all '${seccompExec}' ` +
+        `'${allow}' '${process.execPath}' '${join(repoRoot, 'bin/blocklistd')}' -d -c '${conf}' -D ` +
+        `'${state}/db' -s '${sock}'`,
     ].join('\n');
     const child = spawn('unshare', ['--mount', '--net', 'sh', '-c', script], {
       env: { ...process.env, BLOCKLISTD_BACKEND: 'nftables', BLOCKLISTD_HELPER_LOCK: join(state, 'helper.lock') },

@@ -144,7 +144,8 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     let from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 2, from);
-    assert.match(daemon.text.slice(from), new RegExp(`remote=${escapeRegExp(ATTACKER)}:0 msg="Failed password for root from ${escapeRegExp(ATTACKER)} port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`));
+    assert.match(daemon.text.slice(from), new RegExp(`remote=${escapeRegExp(ATTACKER)}:0 msg="Failed password for root from ${escapeRegExp(ATTACKER)} ` +
+      `port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`));
     from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 4, from);

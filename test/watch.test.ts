@@ -58,7 +58,8 @@ describe('pattern files', () => {
     assert.equal(diagnostics[0], "x.conf:2: bad proto 'sctp': tcp or udp");
     assert.match(diagnostics[1], /^x\.conf:3: bad regular expression: .*Unterminated group/);
     assert.equal(diagnostics[2], 'x.conf:5: the regular expression has no (?<addr>...) group');
-    assert.equal(diagnostics[3], "x.conf:6: journal field 'SYSLOG_IDENTIFIER' can be forged by a client: use one of _SYSTEMD_UNIT, _COMM, _EXE, _PID, _UID, _TRANSPORT, _CMDLINE, _SYSTEMD_SLICE");
+    assert.equal(diagnostics[3], "x.conf:6: journal field 'SYSLOG_IDENTIFIER' can be forged by a client: use one of _SYSTEMD_UNIT, " +
+      "_COMM, _EXE, _PID, _UID, _TRANSPORT, _CMDLINE, _SYSTEMD_SLICE");
     assert.equal(diagnostics[4], "x.conf:7: bad journal match '_COMM': FIELD=value");
     assert.equal(diagnostics[5], "x.conf:8: unknown keyword 'colour': port, proto, program, journal, fail, baduser, abuse, ok or suspect");
     assert.deepEqual(
@@ -162,7 +163,8 @@ describe('matching', () => {
         '1: fail 192.0.2.1 user=root\tDec  4 14:00:00 host sshd[1]: Failed password for root from 192.0.2.1 port 2 ssh2',
         '2: -\tDec  4 14:00:01 host sshd[1]: Connection closed by authenticating user root 192.0.2.1 port 2 [preauth]',
         '3: other\tDec  4 14:00:02 host CRON[2]: pam_unix(cron:session): session opened for user root',
-        '4: ok 2001:db8::5 user=ann\tDec  4 14:00:03 host sshd[3]: Accepted publickey for ann from 2001:db8::5 port 3 ssh2: ED25519 SHA256:x',
+        '4: ok 2001:db8::5 user=ann\tDec  4 14:00:03 host sshd[3]: Accepted publickey for ann from ' +
+          '2001:db8::5 port 3 ssh2: ED25519 SHA256:x',
         '',
         '4 lines: 2 matched (fail 1, ok 1), 1 unmatched, 1 of other programs',
         '1 unmatched lines look like failures:',
@@ -224,7 +226,8 @@ async function reported(daemon: DaemonProcess, expected: Record<string, number>)
 }
 
 describe('the file source', () => {
-  test('rotation by rename (with late writes to the old file), truncation, removal and return, a 1 MB line, invalid UTF-8, a daemon restart: every line reported once', async (t) => {
+  test('rotation by rename (with late writes to the old file), truncation, removal and return, a 1 MB line, ' +
+    'invalid UTF-8, a daemon restart: every line reported once', async (t) => {
     const config = 'ssh stream * * * * 1h\n';
     let daemon = await DaemonProcess.start({ config });
     t.after(() => daemon.stop('SIGKILL'));
@@ -333,7 +336,8 @@ describe('the file source', () => {
 });
 
 describe('the line reader', () => {
-  test('lines cut anywhere in the chunks; an overlong line skipped whole, told once, the next read; end() gives the unfinished line', () => {
+  test('lines cut anywhere in the chunks; an overlong line skipped whole, told once, the next read; end() ' +
+    'gives the unfinished line', () => {
     const lines: string[] = [];
     let tooLong = 0;
     const reader = new LineReader(8, () => tooLong++);
@@ -349,7 +353,8 @@ describe('the line reader', () => {
 });
 
 describe('faults', () => {
-  test('a line of 64 KiB built against each shipped pattern (user names full of "from ADDR port N", digits, brackets) is matched in milliseconds', () => {
+  test('a line of 64 KiB built against each shipped pattern (user names full of "from ADDR port N", digits, ' +
+    'brackets) is matched in milliseconds', () => {
     const fillers = ['x from 192.0.2.1 port 1 ', '1'.repeat(16), ']: user "a", client: 1.2.3.4, server: ', '>, method=PLAIN, rip=1.2.3.4, lip=', ' (10.0.0.1[10.0.0.1]): USER ', '[1.2.3.4]: SASL '];
     for (const file of readdirSync(CORPORA).filter((f) => f.endsWith('.corpus'))) {
       const p = pattern(file.slice(0, -'.corpus'.length));

@@ -31,7 +31,10 @@ export function toText(address: IPAddress): string {
 
 const ipv4Text = (word: number): string => `${word >>> 24}.${(word >>> 16) & 0xff}.${(word >>> 8) & 0xff}.${word & 0xff}`;
 
-/** IPv6 as inet_ntop(3) writes it: the first longest run of two or more zero groups as `::`, an embedded IPv4 address (::a.b.c.d, ::ffff:a.b.c.d) dotted. */
+/**
+ * IPv6 as inet_ntop(3) writes it: the first longest run of two or more
+ * zero groups as `::`, an embedded IPv4 address (::a.b.c.d, ::ffff:a.b.c.d) dotted.
+ */
 function ipv6Text(words: readonly number[]): string {
   const groups = [
     words[0] >>> 16, words[0] & 0xffff, words[1] >>> 16, words[1] & 0xffff,
@@ -126,5 +129,7 @@ export function sameAddress(a: IPAddress, b: IPAddress): boolean {
 export function maskedKey(address: IPAddress, bits: number): number | string {
   if (address.family === 'inet') return (address.words[0] & wordMask(bits, 0)) >>> 0;
   const w = address.words;
-  return `${(w[0] & wordMask(bits, 0)) >>> 0},${(w[1] & wordMask(bits, 1)) >>> 0},${(w[2] & wordMask(bits, 2)) >>> 0},${(w[3] & wordMask(bits, 3)) >>> 0}`;
+  return (
+    `${(w[0] & wordMask(bits, 0)) >>> 0},${(w[1] & wordMask(bits, 1)) >>> 0},` + `${(w[2] & wordMask(bits, 2)) >>> 0},${(w[3] & wordMask(bits, 3)) >>> 0}`
+  );
 }

@@ -280,7 +280,8 @@ function getDuration(text: string, section: Section, warn: (message: string) => 
   if (seconds === undefined) throw new LineError(`Bad number [${text}]`);
   const upstream = upstreamDuration(text);
   if (upstream !== seconds) {
-    warn(`duration ${text} is ${seconds} seconds; upstream blocklistd reads it as ${upstream === undefined ? 'an error' : `${upstream} seconds`}`);
+    const upstreamReading = upstream === undefined ? 'an error' : `${upstream} seconds`;
+    warn(`duration ${text} is ${seconds} seconds; upstream blocklistd reads it as ${upstreamReading}`);
   }
   return seconds;
 }

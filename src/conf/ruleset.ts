@@ -58,7 +58,9 @@ function mergeInto(list: Rule[], index: Map<string, number>, rules: readonly Rul
     diagnostics.push({
       source: rule.source,
       severity: 'warning',
-      message: `same selectors as ${fileLine(earlier.source)}: merged into it (nfail ${formatNumber(merged.nfail)}, duration ${formatDuration(merged.duration)})${ignored}`,
+      message:
+        `same selectors as ${fileLine(earlier.source)}: merged into it ` +
+        `(nfail ${formatNumber(merged.nfail)}, duration ${formatDuration(merged.duration)})${ignored}`,
     });
   }
 }

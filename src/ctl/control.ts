@@ -181,7 +181,8 @@ function problemLines(problems: { severity: string; message: string }[] | undefi
 /** The line of one block's answer. */
 function blocked(r: Record<string, unknown>): string {
   const e = entryFromJson(r.entry as Record<string, unknown>);
-  return `${r.renewed ? 'already blocked, renewed' : 'blocked'} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
+  const what = r.renewed ? 'already blocked, renewed' : 'blocked';
+  return `${what} ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${forHowLong(e)}\n`;
 }
 
 const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
@@ -207,16 +208,19 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
     if (r.entry === null) return `reported ${String(r.address)}: nothing counted against it\n`;
     const e = entryFromJson(r.entry as Record<string, unknown>);
     const count = `count ${e.count}/${e.key.nfail === ANY ? '*' : e.key.nfail}`;
-    return `reported ${String(r.address)}: ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${count}${(r.entry as { blocked: boolean }).blocked ? `, blocked ${forHowLong(e)}` : ''}\n`;
+    const blocked = (r.entry as { blocked: boolean }).blocked ? `, blocked ${forHowLong(e)}` : '';
+    return `reported ${String(r.address)}: ${e.key.address}/${e.key.lmask} ${port(e)} (${e.key.name}) ${count}${blocked}\n`;
   },
   reload(r) {
     const rules = r.rules as { local: number; remote: number };
-    return `${(r.diagnostics as string[]).map((d) => `${d}\n`).join('')}configuration reloaded: ${rules.local} local, ${rules.remote} remote rules\n`;
+    const diagnostics = (r.diagnostics as string[]).map((d) => `${d}\n`).join('');
+    return `${diagnostics}configuration reloaded: ${rules.local} local, ${rules.remote} remote rules\n`;
   },
   status(r) {
     const helper = r.helper as Record<string, unknown>;
     const counters = r.counters as Record<string, Record<string, number>>;
     const rules = r.rules as { local: number; remote: number };
+    const queues = (r.socketQueues as { path: string; queue: number | null; waiting: number }[] | undefined) ?? [];
     const sum = (c: Record<string, number> | undefined): number => Object.values(c ?? {}).reduce((a, b) => a + b, 0);
     const pairs = (c: Record<string, number> | undefined): string =>
       Object.entries(c ?? {})
@@ -229,10 +233,11 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       ...problemLines(r.problems as { severity: string; message: string }[] | undefined),
       `database       ${String(r.database)}: ${String(r.entries)} entries, ${String(r.blocked)} blocked`,
       `sockets        ${(r.sockets as string[]).join(', ')}`,
-      `socket queues  ${((r.socketQueues as { path: string; queue: number | null; waiting: number }[] | undefined) ?? []).map((q) => `${q.path}: ${q.queue ?? 'unknown'} in the kernel, ${q.waiting} waiting`).join('; ')}`,
+      `socket queues  ${queues.map((q) => `${q.path}: ${q.queue ?? 'unknown'} in the kernel, ${q.waiting} waiting`).join('; ')}`,
       `control        ${String(r.control)}`,
       `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
-      `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ${String(helper.running)} running, ${String(helper.pending)} queued`,
+      `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ` +
+        `${String(helper.running)} running, ${String(helper.pending)} queued`,
       `notifications  ${sum(counters.notifications)}: ${pairs(counters.notifications)}`,
       `of them reports ${sum(counters.reports)}: ${pairs(counters.reports)}`,
       `dropped        ${sum(counters.notifications_dropped)}: ${pairs(counters.notifications_dropped)}`,

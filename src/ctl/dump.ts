@@ -61,7 +61,8 @@ function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining'>): string {
 function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, now: number): string {
   const k = e.key;
   const width = o.wide ? 39 : 15;
-  return `${k.name}\t${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
+  const address = `${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}`;
+  return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
 }
 
 export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]';

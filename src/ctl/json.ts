@@ -15,7 +15,8 @@ export interface Outcome {
 
 /** The envelope of a command's outcome, as printed. */
 export function envelope(command: string, { result, error }: Outcome): string {
-  return `${JSON.stringify({ ok: error === undefined, command, ...(result === undefined ? {} : { result }), ...(error === undefined ? {} : { error }) }, null, 2)}\n`;
+  const body = { ok: error === undefined, command, ...(result === undefined ? {} : { result }), ...(error === undefined ? {} : { error }) };
+  return `${JSON.stringify(body, null, 2)}\n`;
 }
 
 /**

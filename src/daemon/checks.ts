@@ -62,7 +62,8 @@ export function startupProblems(f: StartupFacts): Problem[] {
   if (f.loopbackExposed.length > 0 && !f.allowSelf) {
     warning(
       'loopback_not_allowed',
-      `no [remote] rule with nfail * covers ${f.loopbackExposed.join(' and ')} for every [local] rule: the host may block itself; add "127.0.0.0/8 * * * = * =" and "[::1] * * * = * =" under [remote], or start with --allow-self`,
+      `no [remote] rule with nfail * covers ${f.loopbackExposed.join(' and ')} for every [local] rule: the host may block itself; ` +
+        'add "127.0.0.0/8 * * * = * =" and "[::1] * * * = * =" under [remote], or start with --allow-self',
     );
   }
   for (const message of f.warnings) warning('system', message);

@@ -165,7 +165,10 @@ function parseDurationArg(text: string | undefined): number | undefined {
   return seconds;
 }
 
-/** A rule name as the configuration allows it (the helper gets it as an argument and as one field of a batch line), up to NAME_MAX bytes. */
+/**
+ * A rule name as the configuration allows it (the helper gets it as an
+ * argument and as one field of a batch line), up to NAME_MAX bytes.
+ */
 function parseName(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
   const problem = text === '' ? 'it is empty' : (ruleNameProblem(text) ?? (Buffer.byteLength(text) > NAME_MAX ? `longer than ${NAME_MAX} bytes` : undefined));
@@ -235,7 +238,9 @@ async function block(context: CommandContext, args: Record<string, unknown>): Pr
       return hit === undefined ? [] : [`${text} covers ${toText(hit.address)}${hit.mask === widthOf(hit.address.family) ? '' : `/${hit.mask}`} (${hit.what})`];
     });
     if (refused.length > 0) {
-      throw new ControlError('self_address', `refusing to block this host's own address: ${refused.slice(0, 5).join('; ')}${refused.length > 5 ? `; and ${refused.length - 5} more` : ''} (force it with --force)`, { refused });
+      const more = refused.length > 5 ? `; and ${refused.length - 5} more` : '';
+      const message = `refusing to block this host's own address: ${refused.slice(0, 5).join('; ')}${more} (force it with --force)`;
+      throw new ControlError('self_address', message, { refused });
     }
   }
   const env = systemEnv(context.options.ruleName);

@@ -219,11 +219,14 @@ export class Daemon {
     const sockets = this.sockets.map((s) => s.path);
     const control = this.control?.path;
     const backend = this.helperFacts.backend?.message;
-    const helper = `${o.helper}${this.capabilities.length > 0 ? ` (${this.capabilities.join(' ')})` : ''}${backend === undefined ? '' : `: ${backend}`}`;
+    const capabilities = this.capabilities.length > 0 ? ` (${this.capabilities.join(' ')})` : '';
+    const helper = `${o.helper}${capabilities}${backend === undefined ? '' : `: ${backend}`}`;
     this.log(
       'info',
-      `blocklistd ${VERSION} started: configuration ${o.config} (${local.length + remote.length} rules: ${local.length} local, ${remote.length} remote), ` +
-        `database ${o.db}, sockets ${sockets.join(', ')}, control socket ${control ?? 'none'}, helper ${helper}${o.metrics === undefined ? '' : `, metrics on ${o.metrics.text}`}`,
+      `blocklistd ${VERSION} started: configuration ${o.config} ` +
+        `(${local.length + remote.length} rules: ${local.length} local, ${remote.length} remote), ` +
+        `database ${o.db}, sockets ${sockets.join(', ')}, control socket ${control ?? 'none'}, helper ${helper}` +
+        `${o.metrics === undefined ? '' : `, metrics on ${o.metrics.text}`}`,
       {
         event: 'start',
         version: VERSION,
@@ -248,7 +251,8 @@ export class Daemon {
     const o = this.options;
     const loaded = loadConfig(o.config, systemEnv(o.ruleName));
     this.ruleSet = loaded.ruleSet;
-    const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`}`];
+    const included = loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`;
+    const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${included}`];
     for (const d of loaded.diagnostics) report.push(`  ${formatDiagnostic(d, true)}`);
     this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log });
     await this.checkHelper();
@@ -256,7 +260,8 @@ export class Daemon {
     const helperText = helperState.state !== 'ok' ? helperState.reason : (backend?.message ?? 'executable; it does not offer "check" (upstream\'s helper): its packet filter is not checked');
     report.push(`helper         ${o.helper}: ${helperText}`);
     const files = fileFacts(o);
-    report.push(`database       ${o.db}: ${files.dbHolder !== undefined ? `locked by ${files.dbHolder}` : files.dbProblem ?? (existsSync(o.db) ? 'can be opened, not locked' : 'will be created')}`);
+    const dbState = files.dbHolder !== undefined ? `locked by ${files.dbHolder}` : (files.dbProblem ?? (existsSync(o.db) ? 'can be opened, not locked' : 'will be created'));
+    report.push(`database       ${o.db}: ${dbState}`);
     for (const s of files.sockets) report.push(`socket         ${s.path}: ${s.state}`);
     return { report, problems: [...this.checkProblems(loaded), ...fileProblems(files)] };
   }
@@ -359,7 +364,8 @@ export class Daemon {
       this.log(
         'warning',
         r.since === 0
-          ? `uid ${r.uid} sends more than ${o.senderRate} notifications per second (burst ${o.senderBurst}): dropping the excess, logged at most once a minute`
+          ? `uid ${r.uid} sends more than ${o.senderRate} notifications per second (burst ${o.senderBurst}): ` +
+            'dropping the excess, logged at most once a minute'
           : `uid ${r.uid}: ${r.dropped} notifications over the limit dropped in the last ${Math.round(r.since / 1000)} s`,
       );
     }
@@ -382,7 +388,8 @@ export class Daemon {
         this.sockets.push(socket);
         const { length, problem } = socket.kernelQueue;
         if (problem !== undefined) {
-          const message = `${path}: ${length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `}${problem}`;
+          const queued = length === undefined ? '' : `the kernel queues ${length} datagrams, not --queue ${o.queue}: bursts may be lost; `;
+          const message = `${path}: ${queued}${problem}`;
           this.socketProblems.push({ severity: 'warning', code: 'socket_queue', message });
           this.log('warning', message);
         }
@@ -561,7 +568,8 @@ export class Daemon {
     const { added, removed, changed } = changes;
     this.log(
       'info',
-      `reloaded ${this.options.config}: ${local.length + remote.length} rules (${local.length} local, ${remote.length} remote): ${added.length} added, ${removed.length} removed, ${changed.length} changed`,
+      `reloaded ${this.options.config}: ${local.length + remote.length} rules (${local.length} local, ${remote.length} remote): ` +
+        `${added.length} added, ${removed.length} removed, ${changed.length} changed`,
       { event: 'reload', config: this.options.config, rules: local.length + remote.length, added: added.slice(0, RELOAD_LIST_MAX), removed: removed.slice(0, RELOAD_LIST_MAX), changed: changed.slice(0, RELOAD_LIST_MAX) },
     );
     const lines = (['added', 'removed', 'changed'] as const).flatMap((change) => changes[change].map((line) => ({ change, line })));

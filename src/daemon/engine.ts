@@ -521,7 +521,10 @@ export class Engine {
         for (const e of due) {
           const id = entryId(e.key);
           if (this.work.unsettled(id)) continue;
-          this.debugLine(2, () => `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} last=${localTime(e.last)} now=${localTime(now)}`);
+          this.debugLine(
+            2,
+            () => `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} ` + `last=${localTime(e.last)} now=${localTime(now)}`,
+          );
           if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
               store.delete(e.key);
@@ -624,7 +627,8 @@ export class Engine {
       failing.unlogged++;
       return;
     }
-    this.options.log('err', `${message}${failing.unlogged > 0 ? ` (and ${failing.unlogged} more failures in the last ${Math.round((now - failing.logAt + STORE_LOG_MS) / 1000)} s)` : ''}`);
+    const seconds = Math.round((now - failing.logAt + STORE_LOG_MS) / 1000);
+    this.options.log('err', `${message}${failing.unlogged > 0 ? ` (and ${failing.unlogged} more failures in the last ${seconds} s)` : ''}`);
     failing.logAt = now + STORE_LOG_MS;
     failing.unlogged = 0;
   }

@@ -37,7 +37,10 @@ const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version'
 /** The rule label of names the configuration does not have. */
 const OTHER_RULE = '_other';
 
-/** prom-client's gauges whose names end in _total, which Prometheus reserves for counters: nodejs_active_handles etc. say the same by type. */
+/**
+ * prom-client's gauges whose names end in _total, which Prometheus reserves
+ * for counters: nodejs_active_handles etc. say the same by type.
+ */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
 
 
@@ -97,7 +100,9 @@ export class Metrics {
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
-    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help: 'Datagrams dropped before matching, by reason (rate_limit: over the per-sender limit; self: about an own address, --allow-self)', labelNames: ['reason'], registers });
+    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help:
+        'Datagrams dropped before matching, by reason ' +
+        '(rate_limit: over the per-sender limit; self: about an own address, --allow-self)', labelNames: ['reason'], registers });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
     this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took, by origin (a limit reached, a restore (-r), a manual block) and rule name', labelNames: ['origin', 'rule'], registers });
     this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted, by origin (expired, reset by AUTH_OK (forever blocks), manual) and rule name', labelNames: ['origin', 'rule'], registers });

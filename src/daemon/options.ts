@@ -18,7 +18,8 @@ import { DEFAULT_DB_PATH } from '../state/store.js';
 export const DEFAULT_HELPER = fileURLToPath(new URL('../../../bin/blocklistd-helper', import.meta.url));
 
 export const USAGE =
-  'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] [-D <dbfile>] [-s <sockpath>] [-t <timeout>]';
+  'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] ' +
+  '[-D <dbfile>] [-s <sockpath>] [-t <timeout>]';
 
 export type LogFormat = 'syslog' | 'json';
 

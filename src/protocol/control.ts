@@ -18,7 +18,10 @@ export const REQUEST_MAX_BYTES = 64 * 1024;
 /** The longest response line blocklistctl reads. */
 export const RESPONSE_MAX_BYTES = 256 * 1024 * 1024;
 
-/** Addresses in one block request at most: a line of them (IPv6 networks too) stays below REQUEST_MAX_BYTES, and goes to the helper as one batch. */
+/**
+ * Addresses in one block request at most: a line of them (IPv6 networks
+ * too) stays below REQUEST_MAX_BYTES, and goes to the helper as one batch.
+ */
 export const BLOCK_MAX = 1000;
 
 /** The `report` request's types: fail (+2), baduser (+1), abuse (to the limit), ok (reset). */

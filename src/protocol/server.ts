@@ -203,7 +203,10 @@ export class NotificationSocket {
       const length = readQlen();
       // the sysctl may have changed since systemd made the socket: its value now is only a hint
       const short = length !== undefined && options.backlog !== undefined && length < options.backlog;
-      const problem = short ? `a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it (now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)` : undefined;
+      const problem = short
+        ? 'a socket systemd passed queues net.unix.max_dgram_qlen + 1 datagrams as the sysctl was when systemd made it ' +
+          `(now ${length}, not --queue ${options.backlog}): raise it before (etc/sysctl.d/blocklistd.conf)`
+        : undefined;
       this.kernelQueue = { length: undefined, problem };
     } else {
       const bound = bindPath(path, options.mode ?? 0o666, options.backlog ?? 0);

@@ -280,7 +280,8 @@ function formatTest(r: TestReport): string {
     .map(([t, n]) => `${t} ${n}`)
     .join(', ');
   out.push('');
-  out.push(`${r.counts.lines} lines: ${r.counts.matched} matched${types === '' ? '' : ` (${types})`}, ${r.counts.unmatched} unmatched, ${r.counts.other} of other programs`);
+  const matched = `${r.counts.matched} matched${types === '' ? '' : ` (${types})`}`;
+  out.push(`${r.counts.lines} lines: ${matched}, ${r.counts.unmatched} unmatched, ${r.counts.other} of other programs`);
   if (r.missed.length > 0) {
     out.push(`${r.missed.length} unmatched lines look like failures:`);
     for (const l of r.missed) out.push(`${l.line}: ${l.text}`);

@@ -38,7 +38,8 @@ export interface SyslogLine {
  * `Dec  4 14:00:00 host sshd[123]: text` or the RFC 3339 form
  * `2026-12-04T14:00:00.123456+00:00 host sshd[123]: text`.
  */
-const SYSLOG = /^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)) [^\s:]+ ([^\s[:]+)(?:\[\d+\])?: ?/;
+const SYSLOG_STAMP = String.raw`(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d))`;
+const SYSLOG = new RegExp(String.raw`^${SYSLOG_STAMP} [^\s:]+ ([^\s[:]+)(?:\[\d+\])?: ?`);
 
 export function parseSyslog(line: string): SyslogLine | undefined {
   const m = SYSLOG.exec(line);
@@ -61,7 +62,10 @@ export function matchFileLine(pattern: Pattern, line: string): FileLineResult {
   return { match: matchMessage(pattern, message), message };
 }
 
-/** A journal entry as `journalctl -o json` prints it: a field is a string, or an array of bytes when not UTF-8 text, or an array of those when repeated. */
+/**
+ * A journal entry as `journalctl -o json` prints it: a field is a string,
+ * or an array of bytes when not UTF-8 text, or an array of those when repeated.
+ */
 export type JournalEntry = Record<string, unknown>;
 
 /** A field's text; bytes decoded as UTF-8 (invalid sequences replaced); undefined when absent or repeated. */

@@ -295,7 +295,9 @@ export class JournalSource implements Source {
       this.child = undefined;
       if (this.stopped) return;
       // said once while it keeps failing (no journal, no permission), not every second
-      if (read || !this.failing) this.options.log('warning', `journal: journalctl exited (${signal ?? `status ${code}`})${stderr.trim() === '' ? '' : `: ${stderr.trim()}`}; starting it again every ${RESTART_MS / 1000} s`);
+      const why = `${signal ?? `status ${code}`}`;
+      const said = stderr.trim() === '' ? '' : `: ${stderr.trim()}`;
+      if (read || !this.failing) this.options.log('warning', `journal: journalctl exited (${why})${said}; starting it again every ${RESTART_MS / 1000} s`);
       this.failing = !read;
       this.timer = setTimeout(() => this.start(), RESTART_MS);
     });

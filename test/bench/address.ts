@@ -80,6 +80,7 @@ for (const family of ['inet6', 'inet'] as const) {
   const runs = [0, 1, 2].map(() => measure(rs, N));
   const sorted = runs.map((r) => r.micros).sort((a, b) => a - b);
   const name = family === 'inet' ? 'IPv4' : 'IPv6';
-  console.log(`${name}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`);
+  console.log(`${name}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ` +
+    `${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`);
   record({ id: `address.${family}`, name: `an ${name} notification decoded, probed, matched, keyed: CPU time`, value: sorted[1], unit: 'µs' });
 }

@@ -76,7 +76,8 @@ function main(): void {
 
   const fmt = (t: { median: number; p99: number; mean: number }): string =>
     `median ${t.median.toFixed(2)} µs, p99 ${t.p99.toFixed(2)} µs, mean ${t.mean.toFixed(2)} µs`;
-  console.log(`matching: ${ruleSet.local.length} local and ${ruleSet.remote.length} remote rules, ${probes.length} notifications (${matched} matched)`);
+  console.log(`matching: ${ruleSet.local.length} local and ${ruleSet.remote.length} remote rules, ${probes.length} ` +
+    `notifications (${matched} matched)`);
   console.log(`  indexed             ${fmt(indexed)}`);
   console.log(`  with probeOf()      ${fmt(end2end)}`);
   console.log(`  linear walk         ${fmt(linear)}`);

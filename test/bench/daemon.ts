@@ -99,14 +99,16 @@ async function main(): Promise<void> {
   const markerRule = `${markerPort} stream * * -marker 1000000 1h\n`;
   const noHelper = `${port} dgram * * * 1000000 1h\n${markerRule}`;
 
-  console.log(`daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported addresses, no helper calls (target >= 30,000/s, flat)`);
+  console.log(`daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported ` +
+    `addresses, no helper calls (target >= 30,000/s, flat)`);
   for (const preload of SIZES) {
     const d = await startDaemon(noHelper, join(fixtures, 'control'), {}, preload);
     const marker = await Reporter.connect(d.socket, markerPort);
     const rate = await flood(d, port, marker);
     marker.close();
     const rss = status(d.child.pid!, 'VmRSS') / 1024;
-    console.log(`  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`);
+    console.log(`  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} ` +
+      `MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`);
     record({ id: `daemon.rate.${preload}`, name: `daemon, UDP flood, ${fmt(preload)} entries`, value: rate, unit: 'notifications/s', target: atLeast(30_000), entries: preload });
     record({ id: `daemon.rss.${preload}`, name: `daemon RSS after the flood, ${fmt(preload)} entries`, value: rss, unit: 'MB', ...(preload === WATCHED ? { target: atMost(150) } : {}) });
     if (preload === WATCHED) {
@@ -132,7 +134,8 @@ async function main(): Promise<void> {
   const rate = await flood(d, port, marker);
   marker.close();
   const started = existsSync(slowLog) ? readFileSync(slowLog, 'utf8').split('\n').filter((l) => l.startsWith('start')).length : 0;
-  console.log(`daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target >= 10,000/s), ${started} helper calls started meanwhile`);
+  console.log(`daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target ` +
+    `>= 10,000/s), ${started} helper calls started meanwhile`);
   record({ id: 'daemon.slowhelper', name: 'daemon, receive rate while a 200 ms helper blocks every new address', value: rate, unit: 'notifications/s', target: atLeast(10_000) });
   await stopDaemon(d);
 
@@ -157,7 +160,8 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   latencies.sort((a, b) => a - b);
-  console.log(`daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ${latencies[39].toFixed(2)} ms (target <= 5 ms median)`);
+  console.log(`daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ` +
+    `${latencies[39].toFixed(2)} ms (target <= 5 ms median)`);
   record({ id: 'daemon.latency.median', name: 'blocking notification to helper start: median', value: latencies[20], unit: 'ms', target: atMost(5) });
   record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
   await stopDaemon(d);
@@ -177,7 +181,8 @@ async function main(): Promise<void> {
       );
       const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
       const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
-      console.log(`daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of 100,000 lost (net.unix.max_dgram_qlen = ${length})`);
+      console.log(`daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of ` +
+        `100,000 lost (net.unix.max_dgram_qlen = ${length})`);
       record({ id: `daemon.lost.${length}.${pace}`, name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`, value: lost, unit: 'notifications' });
     }
     await stopDaemon(d);

@@ -60,7 +60,9 @@ async function backendRates(backend: string): Promise<void> {
     record({ id: `helper.${backend}.batch.add`, name: `helper, ${backend}: batch of ${BATCH} adds`, value: (BATCH * 1000) / adds, unit: 'adds/s' });
     record({ id: `helper.${backend}.batch.rem`, name: `helper, ${backend}: batch of ${BATCH} rems`, value: (BATCH * 1000) / remMs, unit: 'rems/s' });
     console.log(
-      `${backend.padEnd(9)} single calls ${single.toFixed(0).padStart(4)}/s | batch of ${BATCH}: adds ${((BATCH * 1000) / adds).toFixed(0)}/s (${adds.toFixed(0)} ms), rems ${((BATCH * 1000) / remMs).toFixed(0)}/s (${remMs.toFixed(0)} ms)`,
+      `${backend.padEnd(9)} single calls ${single.toFixed(0).padStart(4)}/s | batch of ${BATCH}: adds ` +
+        `${((BATCH * 1000) / adds).toFixed(0)}/s (${adds.toFixed(0)} ms), rems ` +
+        `${((BATCH * 1000) / remMs).toFixed(0)}/s (${remMs.toFixed(0)} ms)`,
     );
   } finally {
     ns.remove();
@@ -96,7 +98,9 @@ async function restore(): Promise<void> {
       const ms = performance.now() - t;
       const listed = spawnSync('ip', ['netns', 'exec', ns.name, 'nft', '-j', 'list', 'set', 'inet', 'blocklistd', 'blocklistd-v4'], { env: helperEnv('nftables', dir), maxBuffer: 1 << 30 });
       const elements = (JSON.parse(listed.stdout.toString()) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set?.elem?.length;
-      console.log(`restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ${elements} elements in the set`);
+      console.log(`restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ` +
+        `${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ` +
+        `${elements} elements in the set`);
       record({ id: 'restore.seconds', name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`, value: ms / 1000, unit: 's', target: atMost(5) });
     } finally {
       reader.close();

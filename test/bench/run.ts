@@ -63,12 +63,15 @@ function markdown(figures: Figure[], failed: string[]): string {
   lines.push('| | |', '|---|---|', ...machine().map(([k, v]) => `| ${k} | ${v} |`), '');
   if (failed.length > 0) lines.push(`Benchmarks that could not run: ${failed.join(', ')}.`, '');
   lines.push('| figure | value | unit | target | met |', '|---|--:|---|--:|:-:|');
-  for (const f of figures) lines.push(`| ${f.name} | ${format(f.value)} | ${f.unit} | ${f.target === undefined ? '' : `${f.target.op} ${format(f.target.value)}`} | ${met(f)} |`);
+  for (const f of figures) lines.push(`| ${f.name} | ${format(f.value)} | ${f.unit} | ` +
+    `${f.target === undefined ? '' : `${f.target.op} ${format(f.target.value)}`} | ${met(f)} |`);
   lines.push('', '## Against the raw limits of this machine', '', '| comparison | ours | raw limit | ratio | target |', '|---|--:|--:|--:|--:|');
   for (const r of RATIOS) {
     const [ours, limit] = [byId.get(r.ours), byId.get(r.limit)];
     if (ours === undefined || limit === undefined) continue;
-    lines.push(`| ${r.what} | ${format(ours.value)} ${ours.unit} | ${format(limit.value)} ${limit.unit} | ${r.slower(ours.value, limit.value).toFixed(2)}x | ${r.target === undefined ? '' : `<= ${r.target}x`} |`);
+    lines.push(`| ${r.what} | ${format(ours.value)} ${ours.unit} | ${format(limit.value)} ${limit.unit} | ` +
+      `${r.slower(ours.value, limit.value).toFixed(2)}x | ` +
+      `${r.target === undefined ? '' : `<= ${r.target}x`} |`);
   }
   lines.push('', '## Notifications per second against the state size', '', `![notifications per second against the number of entries](${CHART})`, '');
   return lines.join('\n');
@@ -93,7 +96,8 @@ function chart(figures: Figure[]): string {
   const y = (v: number): number => h - bottom - (v / yMax) * (h - top - bottom);
   const text = (tx: number, ty: number, s: string, anchor = 'middle'): string => `<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" text-anchor="${anchor}">${s}</text>`;
   const hline = (v: number, label: string, style: string): string =>
-    `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" ${style}/>${text(left + 6, y(v) + 16, label, 'start')}`;
+    `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" ` +
+      `${style}/>${text(left + 6, y(v) + 16, label, 'start')}`;
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
@@ -107,7 +111,8 @@ function chart(figures: Figure[]): string {
   out.push(text((left + w - right) / 2, h - 15, 'entries in the state database (log scale; 0 at the left)'));
   if (showLimit) out.push(hline(limit, `C recvmsg loop, same flood: ${format(limit)}/s`, 'stroke="gray" stroke-dasharray="6 4"'));
   out.push(hline(target, `target: ${format(target)}/s`, 'stroke="red" stroke-dasharray="2 3"'));
-  out.push(`<polyline fill="none" stroke="steelblue" stroke-width="2" points="${points.map((p, i) => `${x(xs[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ')}"/>`);
+  out.push(`<polyline fill="none" stroke="steelblue" stroke-width="2" ` +
+    `points="${points.map((p, i) => `${x(xs[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ')}"/>`);
   for (const [i, p] of points.entries()) out.push(`<circle cx="${x(xs[i]).toFixed(1)}" cy="${y(p.value).toFixed(1)}" r="4" fill="steelblue"/>`, text(x(xs[i]), y(p.value) - 10, `${format(p.value)}/s`));
   out.push('</svg>', '');
   return out.join('\n');
@@ -159,7 +164,9 @@ function main(): number {
     if (ours !== undefined && limit !== undefined) console.log(`${r.what}: ${r.slower(ours.value, limit.value).toFixed(2)}x${r.target === undefined ? '' : ` (target <= ${r.target}x)`}`);
   }
   const missed = figures.filter((f) => met(f) === '**no**');
-  console.log(`\n${figures.length} figures, ${missed.length} below target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ${join(out, 'RESULTS.md')} and ${join(out, CHART)}`);
+  console.log(`\n${figures.length} figures, ${missed.length} below ` +
+    `target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ` +
+    `${join(out, 'RESULTS.md')} and ${join(out, CHART)}`);
   if (failed.length > 0) console.log(`benchmarks that failed to run: ${failed.join(', ')}`);
   return failed.length > 0 ? 1 : 0;
 }

@@ -54,7 +54,9 @@ async function main(): Promise<void> {
     if (r.code !== 0 || !/processed all/.test(r.stdout)) throw new Error(`blprobe: ${r.stdout}${r.stderr}`);
     const s = await controlStatus(join(dir, 'blocklistd.ctl'));
     const seconds = (performance.now() - t0) / 1000;
-    console.log(`  ${fmt(done + n).padStart(10)} sent: ${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} evicted, RSS ${(status(pid, 'VmRSS') / 1024).toFixed(0)} MB, database ${diskMB(db).toFixed(0)} MB, ${fmt((done + n) / seconds)}/s so far`);
+    console.log(`  ${fmt(done + n).padStart(10)} sent: ${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} ` +
+      `evicted, RSS ${(status(pid, 'VmRSS') / 1024).toFixed(0)} MB, database ${diskMB(db).toFixed(0)} MB, ` +
+      `${fmt((done + n) / seconds)}/s so far`);
   }
   // blprobe's barrier says every datagram was received; the last batches may still be committing
   const ctl = join(dir, 'blocklistd.ctl');
@@ -65,7 +67,9 @@ async function main(): Promise<void> {
   const rss = status(pid, 'VmRSS') / 1024;
   const peak = status(pid, 'VmHWM') / 1024;
   const disk = diskMB(db);
-  console.log(`spray done in ${seconds.toFixed(0)} s (${fmt(SPRAY / seconds)}/s, daemon CPU ${cpu.toFixed(0)} s): ${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} evicted; RSS ${rss.toFixed(0)} MB (peak ${peak.toFixed(0)} MB), database ${disk.toFixed(0)} MB on disk`);
+  console.log(`spray done in ${seconds.toFixed(0)} s (${fmt(SPRAY / seconds)}/s, daemon CPU ${cpu.toFixed(0)} s): ` +
+    `${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} evicted; RSS ${rss.toFixed(0)} MB ` +
+    `(peak ${peak.toFixed(0)} MB), database ${disk.toFixed(0)} MB on disk`);
   record({ id: 'spray.rate', name: `spray of ${fmt(SPRAY)} distinct addresses, --max-entries ${fmt(MAX)}: notifications/s`, value: SPRAY / seconds, unit: 'notifications/s' });
   record({ id: 'spray.entries', name: `spray of ${fmt(SPRAY)} distinct addresses: entries at the end`, value: s.entries, unit: 'entries', target: atMost(MAX) });
   record({ id: 'spray.evicted', name: `spray of ${fmt(SPRAY)} distinct addresses: evictions`, value: s.counters.evictions.total, unit: 'entries' });

@@ -41,7 +41,8 @@ function getPut(id: string, name: string, pick: (i: number) => number): string {
   return path;
 }
 
-console.log(`state: get+put per notification, ${NOTIFICATIONS.toLocaleString('en-US')} notifications in transactions of ${BATCH} (target >= 200,000/s)`);
+console.log(`state: get+put per notification, ${NOTIFICATIONS.toLocaleString('en-US')} notifications in ` +
+  `transactions of ${BATCH} (target >= 200,000/s)`);
 getPut('attack', 'an attack from 1,000 addresses', (i) => (i * 7919) % 1000);
 getPut('ordered', `addresses in order over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => i % ENTRIES);
 const path = getPut('random', `random addresses over ${ENTRIES.toLocaleString('en-US')} entries`, (i) => (i * 7919) % ENTRIES);
@@ -56,5 +57,6 @@ for (let i = 0; i < 3; i++) {
   runs.push(performance.now() - t);
 }
 runs.sort((a, b) => a - b);
-console.log(`dump: blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries, median of 3: ${(runs[1] / 1000).toFixed(2)} s wall (target <= 1.5 s)`);
+console.log(`dump: blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries, median of 3: ` +
+  `${(runs[1] / 1000).toFixed(2)} s wall (target <= 1.5 s)`);
 record({ id: 'dump.seconds', name: `blocklistctl dump -a of ${ENTRIES.toLocaleString('en-US')} entries (wall, with Node's start-up)`, value: runs[1] / 1000, unit: 's', target: atMost(1.5) });

@@ -118,7 +118,8 @@ await new Promise<void>((resolve) => {
   });
 });
 await new Promise((resolve) => setTimeout(resolve, 300));
-const requests = Array.from({ length: REPORTS }, (_, i) => `${JSON.stringify({ version: 1, id: i, command: 'report', args: { type: 'fail', address: `10.1.${(i >> 8) & 255}.${i & 255}`, port: '22', message: 'Failed password for root', source: 'bench' } })}\n`).join('');
+const reportArgs = (i: number) => ({ type: 'fail', address: `10.1.${(i >> 8) & 255}.${i & 255}`, port: '22', message: 'Failed password for root', source: 'bench' });
+const requests = Array.from({ length: REPORTS }, (_, i) => `${JSON.stringify({ version: 1, id: i, command: 'report', args: reportArgs(i) })}\n`).join('');
 const reportStart = performance.now();
 await new Promise<void>((resolve, reject) => {
   const socket = connect(join(dir, 'blocklistd.ctl'));
