@@ -78,10 +78,6 @@ export class InFlight<Origin extends string = string> {
     this.retries.set(id, { entry, at });
   }
 
-  retrying(id: string): boolean {
-    return this.retries.has(id);
-  }
-
   /** The retries due at `now`, no longer waiting. */
   takeDueRetries(now: number): Entry[] {
     const due: Entry[] = [];
