@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { errnoText } from '../errno.js';
 import { parseConfig, type ParseResult } from './parse.js';
-import { buildRuleSet } from './ruleset.js';
-import type { ConfEnv, Diagnostic, RuleSet } from './types.js';
+import { buildRuleSet, where } from './ruleset.js';
+import type { ConfEnv, Diagnostic, RuleSet, Source } from './types.js';
+import { parsePolicy, PolicyError, type EscalationPolicy } from '../escalate/policy.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
 
@@ -21,6 +22,27 @@ export interface LoadResult {
   files: string[];
   /** False when neither the path nor its `.d` directory could be read: keep the rules you had. */
   found: boolean;
+  /** The `[escalate]` policies by rule name (doc/escalation.md §1); empty: upstream's fixed durations. */
+  escalation: Map<string, EscalationPolicy>;
+}
+
+/** The `[escalate]` lines of every file, in order: a later line for a name replaces an earlier one (a drop-in overrides). */
+function escalationPolicies(parsed: readonly ParseResult[], ruleSet: RuleSet, diagnostics: Diagnostic[]): Map<string, EscalationPolicy> {
+  const policies = new Map<string, { policy: EscalationPolicy; source: Source }>();
+  const names = new Set([...ruleSet.local, ...ruleSet.remote].map((r) => r.name));
+  for (const { source, fields } of parsed.flatMap((p) => p.escalate)) {
+    try {
+      const policy = parsePolicy(fields);
+      const earlier = policies.get(policy.name);
+      if (earlier !== undefined) diagnostics.push({ source, severity: 'warning', message: `[escalate] ${policy.name} replaces the line at ${where(earlier.source)}` });
+      if (!names.has(policy.name)) diagnostics.push({ source, severity: 'warning', message: `[escalate] ${policy.name}: no rule has this name` });
+      policies.set(policy.name, { policy, source });
+    } catch (e) {
+      if (!(e instanceof PolicyError)) throw e;
+      diagnostics.push({ source, severity: 'error', message: `[escalate] ${e.message}` });
+    }
+  }
+  return new Map([...policies].map(([name, { policy }]) => [name, policy]));
 }
 
 function isDirectory(path: string): boolean {
@@ -112,6 +134,8 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
     found = (hasDropIn && readAll(dropIn)) || error === undefined;
   }
   const built = buildRuleSet(parsed, env.families);
+  const escalating: Diagnostic[] = [];
+  const escalation = escalationPolicies(parsed, built.ruleSet, escalating);
   // file-level errors first, then each file's lines, then what the merge and sort found
-  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics], files, found };
+  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...escalating], files, found, escalation };
 }

@@ -65,6 +65,8 @@ export class Daemon {
   private metricsServer: Server | undefined;
   private readonly notifier: SystemdNotifier | undefined;
   private ruleSet: RuleSet = { local: [], remote: [] };
+  /** The `[escalate]` policies in force (doc/escalation.md). */
+  private escalation: LoadResult['escalation'] = new Map();
   private interfaceTimer: NodeJS.Timeout | undefined;
   private limiter: SenderLimiter | undefined;
   private trusted: TrustedSenders = { uids: new Set([0]), gids: new Set() };
@@ -161,6 +163,7 @@ export class Daemon {
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
+    this.engine.setEscalation(this.escalation);
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
     if (this.stopping) return;
@@ -475,6 +478,8 @@ export class Daemon {
       this.interfaceTimer = setInterval(() => this.engine?.setInterfaces(interfaceAddresses()), this.options.timeout * 1000);
     }
     this.engine?.setRules(compileRules(this.ruleSet), interfaceAddresses());
+    this.escalation = loaded.escalation;
+    this.engine?.setEscalation(this.escalation);
     return true;
   }
 

@@ -27,7 +27,9 @@ import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf
 import { toText, type OwnNetwork } from '../conf/ip.js';
 import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
-import { isBlocked } from '../state/entry.js';
+import { blockSeconds, isBlocked } from '../state/entry.js';
+import { Escalator } from '../escalate/escalator.js';
+import type { EscalationPolicy } from '../escalate/policy.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
 import { probeOf } from './probe.js';
@@ -79,6 +81,8 @@ export interface EngineOptions {
   maxEntries?: number;
   /** --allow-self: notifications about the host's own addresses (isSelfAddress) are not counted. */
   allowSelf?: boolean;
+  /** In [0, 1): the source of escalation's jitter (default Math.random). */
+  random?: () => number;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
@@ -127,13 +131,17 @@ export function entryFields(event: string, k: EffectiveRule, address = k.address
 /** What a release line adds to upstream's: how long the block lasted, when known. */
 export const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
 
-/** The fields of a "blocked" line; `duration` is the rule's. */
-const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
-  ...entryFields('block', k, address),
+/** The fields of a "blocked" line; `duration` is the block's (the rule's, or an escalated block's), `block` an escalated block's number. */
+const blockFields = (e: Entry, address: string, origin: BlockOrigin, count: number): LogFields => ({
+  ...entryFields('block', e.key, address),
   origin,
   count,
-  duration: k.duration === ANY ? undefined : k.duration,
+  duration: blockSeconds(e) === ANY ? undefined : blockSeconds(e),
+  block: e.block,
 });
+
+/** What a "blocked" line adds for an escalated block: its number. */
+const blockNumber = (e: Entry): string => (e.block === undefined ? '' : ` (block ${e.block})`);
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -173,15 +181,23 @@ export class Engine {
   private clockOffset: number | undefined;
   /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
   private readonly selfLogged = new Map<string, number>();
+  /** Escalation of repeat offenders, per rule name (doc/escalation.md). */
+  private readonly escalator: Escalator;
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
+    this.escalator = new Escalator(o.store, o.random ?? Math.random);
     this.batcher = new HelperBatcher({ helper: o.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
     this.rules = rules;
     this.setInterfaces(interfaces);
+  }
+
+  /** The `[escalate]` policies of the configuration (doc/escalation.md); blocks running keep their length. */
+  setEscalation(policies: ReadonlyMap<string, EscalationPolicy>): void {
+    this.escalator.setPolicies(policies);
   }
 
   setInterfaces(interfaces: InterfaceAddresses): void {
@@ -308,15 +324,17 @@ export class Engine {
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (key.duration === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e, 'reset'));
+      if (blockSeconds(e) === ANY && e.id !== '' && !this.pendingAdds.has(id) && !this.pendingRems.has(id)) afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
+        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, { ...blockFields(e, toText(n.remote), 'limit', e.count), renewed: true });
         else if (!this.pendingAdds.has(id)) {
+          // a new block: its number and length by the address's history (escalation)
+          Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
           this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, ''));
@@ -394,14 +412,17 @@ export class Engine {
         if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
         if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
           if (pending.before === undefined) store.delete(key);
-          else store.put({ ...e, ...pending.before });
+          else store.put({ ...e, ...pending.before, block: undefined, hold: undefined });
         } else {
           store.put({ ...e, count: Math.max(0, e.count - (pending.wrote.count - (pending.before?.count ?? 0))) });
         }
         return;
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
+      const blockedEntry = e ?? { key, count: pending.wrote.count, last: pending.wrote.last, id: '' };
+      if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${blockSeconds(blockedEntry)} seconds${blockNumber(blockedEntry)}`, blockFields(blockedEntry, pending.client, pending.origin, pending.wrote.count));
+      // the history counts the blocks the filter took (a restore's was counted when it began)
+      if (pending.origin !== 'restore') this.escalator.record(blockedEntry, pending.wrote.last);
       this.o.metrics?.block(pending.origin, key.name);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
@@ -438,7 +459,7 @@ export class Engine {
       }
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${where(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
+        log('info', `released ${where(k)} after ${blockSeconds(e)} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
         this.o.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
@@ -477,9 +498,10 @@ export class Engine {
     }
   }
 
-  /** Expired (`last + duration < now`), or a forever block lifted by AUTH_OK. */
+  /** Expired (`last + duration < now`, an escalated block's length instead of duration), or a forever (or permanent) block lifted by AUTH_OK. */
   private isDue(e: Entry, now: number): boolean {
-    return e.key.duration === ANY ? e.last === 0 && e.id !== '' : e.last + e.key.duration < now;
+    const seconds = blockSeconds(e);
+    return seconds === ANY ? e.last === 0 && e.id !== '' : e.last + seconds < now;
   }
 
   /**
@@ -503,6 +525,8 @@ export class Engine {
       this.storeWorked();
       this.unrecorded.clear();
     }
+    // histories forgiven to nothing go, at most once an hour
+    this.guard(() => this.escalator.purge(now, this.monotonic()));
     for (const [id, retry] of this.remRetry) {
       if (retry.at > now) continue;
       this.remRetry.delete(id);
