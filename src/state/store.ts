@@ -288,11 +288,11 @@ export class StateStore {
     this.limitStmt = this.db.prepare('UPDATE entry SET last = ? WHERE last > ?');
     this.historyGetStmt = this.db.prepare('SELECT * FROM history WHERE address = ? AND name = ?');
     this.historyPutStmt = this.db.prepare('INSERT OR REPLACE INTO history (name, address, count, last, until) VALUES (?, ?, ?, ?, ?)');
-    this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (?1 IS NULL OR address = ?1) AND (?2 IS NULL OR name = ?2) ORDER BY name, address');
-    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE address = ?1 AND (?2 IS NULL OR name = ?2)');
+    this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address');
+    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE address = @address AND (@name IS NULL OR name = @name)');
     // forgiven to nothing (a count of one per `forget` since the block ended), or kept `keep` after it (doc/escalation.md §4)
     this.historyPurgeStmt = this.db.prepare(
-      'DELETE FROM history WHERE name = ?1 AND until >= 0 AND ((?3 IS NOT NULL AND ?2 > until AND count <= (?2 - until) / ?3) OR (?4 IS NOT NULL AND ?2 >= until + ?4))',
+      'DELETE FROM history WHERE name = @name AND until >= 0 AND ((@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
     );
   }
 
@@ -400,17 +400,17 @@ export class StateStore {
 
   /** Every history, or those of one address and/or name, ordered by name and address. */
   histories(address?: string, name?: string): History[] {
-    return (this.historyListStmt?.all(address ?? null, name ?? null) ?? []) as History[];
+    return (this.historyListStmt?.all({ address: address ?? null, name: name ?? null }) ?? []) as History[];
   }
 
   /** Deletes the histories of `address` (of rule `name` only, if given); how many. */
   forgetHistory(address: string, name?: string): number {
-    return this.statement(this.historyForgetStmt).run(address, name ?? null).changes;
+    return this.statement(this.historyForgetStmt).run({ address, name: name ?? null }).changes;
   }
 
   /** Deletes the histories of rule `name` forgiven at `now` (`forget` seconds a block) or kept `keep` seconds after their block; how many. */
   purgeHistory(name: string, now: number, forget: number | undefined, keep: number | undefined): number {
-    return this.statement(this.historyPurgeStmt).run(name, now, forget ?? null, keep ?? null).changes;
+    return this.statement(this.historyPurgeStmt).run({ name, now, forget: forget ?? null, keep: keep ?? null }).changes;
   }
 
   delete(key: EffectiveRule): boolean {

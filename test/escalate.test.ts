@@ -1,0 +1,300 @@
+// Escalation of repeat offenders (issue 18, doc/escalation.md): the pure
+// arithmetic, the [escalate] lines with file:line errors, and the engine in
+// process with a clock of the test's, a real database and the control
+// fixture as the helper.
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { loadConfig } from '../src/conf/load.js';
+import { compileRules } from '../src/conf/match.js';
+import { systemEnv } from '../src/conf/system.js';
+import { Engine } from '../src/daemon/engine.js';
+import { ManualCommands } from '../src/daemon/manual.js';
+import { blockLength, forgivenCount, formatPolicy, parsePolicy, PERMANENT, PolicyError, type EscalationPolicy } from '../src/escalate/policy.js';
+import { HelperRunner } from '../src/run/helper.js';
+import { entryJson } from '../src/state/entry.js';
+import { StateStore } from '../src/state/store.js';
+import { WireType } from '../src/types.js';
+import { LogCollector, repoRoot, tcpNotification, tempDir, until } from './support.js';
+
+const policy = (words: string): EscalationPolicy => parsePolicy(['ssh', ...words.split(' ').filter((w) => w !== '')]);
+const noJitter = (): number => 0;
+
+describe('the length of the nth block', () => {
+  test('base × factor^(n-1), capped by max; base defaults to the rule duration', () => {
+    const p = policy('factor=2 max=1d');
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((n) => blockLength(p, n, 600, noJitter)), [600, 1200, 2400, 4800, 9600, 19200, 38400, 76800, 86400, 86400]);
+    assert.deepEqual([1, 2, 3].map((n) => blockLength(policy('base=1h factor=1.5'), n, 600, noJitter)), [3600, 5400, 8100]);
+  });
+
+  test('an explicit list, its last length repeating', () => {
+    const p = policy('list=10m,1h,1d');
+    assert.deepEqual([1, 2, 3, 4].map((n) => blockLength(p, n, 60, noJitter)), [600, 3600, 86400, 86400]);
+  });
+
+  test('permanent from the nth block on', () => {
+    const p = policy('factor=3 permanent=3');
+    assert.deepEqual([1, 2, 3, 4].map((n) => blockLength(p, n, 100, noJitter)), [100, 300, PERMANENT, PERMANENT]);
+  });
+
+  test('jitter adds 0 to jitter seconds, from the random source given', () => {
+    const p = policy('jitter=60');
+    assert.equal(blockLength(p, 1, 100, () => 0), 100);
+    assert.equal(blockLength(p, 1, 100, () => 0.999999), 160);
+    assert.equal(blockLength(p, 1, 100, () => 0.5), 130);
+  });
+
+  test('never shorter than the rule duration; a huge product stays finite', () => {
+    assert.equal(blockLength(policy('list=1m'), 1, 600, noJitter), 600);
+    assert.ok(Number.isSafeInteger(blockLength(policy('factor=1000'), 200, 600, noJitter)));
+  });
+
+  test('forgiveness: one block a forget period after the last ended, never below 0, never while permanent', () => {
+    const h = { count: 3, until: 1000 };
+    assert.equal(forgivenCount(h, 1000, 100), 3);
+    assert.equal(forgivenCount(h, 1099, 100), 3);
+    assert.equal(forgivenCount(h, 1100, 100), 2);
+    assert.equal(forgivenCount(h, 1250, 100), 1);
+    assert.equal(forgivenCount(h, 9999, 100), 0);
+    assert.equal(forgivenCount(h, 9999, undefined), 3, 'no forget: never forgiven');
+    assert.equal(forgivenCount({ count: 5, until: PERMANENT }, 9999, 100), 5);
+  });
+});
+
+describe('[escalate] lines', () => {
+  test('keys and their values; a policy prints as a line that reads back the same', () => {
+    const p = policy('base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d');
+    assert.deepEqual(p, { name: 'ssh', base: 600, factor: 1.5, max: 129600, jitter: 30, permanent: 6, forget: 604800, keep: 7776000 });
+    assert.equal(formatPolicy(p), 'ssh base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d');
+    assert.deepEqual(parsePolicy(formatPolicy(p).split(' ')), p);
+    const list = policy('list=10m,1h30m,1d');
+    assert.deepEqual(list.list, [600, 5400, 86400]);
+    assert.deepEqual(parsePolicy(formatPolicy(list).split(' ')), list);
+  });
+
+  test('bad words are errors that name them', () => {
+    const cases: [string, RegExp][] = [
+      ['speed=2', /unknown key \[speed\]/],
+      ['factor', /factor: a value is missing/],
+      ['factor=0.5', /factor: a number from 1 to 1000/],
+      ['factor=x', /factor: a number/],
+      ['max=soon', /max: bad duration \[soon\]/],
+      ['base=0', /base: must be more than 0/],
+      ['permanent=0', /permanent: the number of the first permanent block/],
+      ['list=1h factor=2', /list replaces base and factor/],
+      ['base=1d max=1h', /max \(3600\) is less than base \(86400\)/],
+      ['forget=1d forget=2d', /forget: given twice/],
+    ];
+    for (const [words, message] of cases) assert.throws(() => policy(words), (e: unknown) => e instanceof PolicyError && message.test(e.message), words);
+    assert.throws(() => parsePolicy(['factor=2']), /starts with the rule name/);
+  });
+
+  test('in blocklistd.conf: errors with file:line, a later line for a name replaces an earlier one, [local] and [remote] as before', () => {
+    const dir = tempDir('blocklistd-escalate-conf-');
+    const conf = join(dir, 'blocklistd.conf');
+    writeFileSync(
+      conf,
+      [
+        '[local]',
+        'ssh stream * * * 3 10m',
+        '[escalate]',
+        'blocklistd factor=2 max=1d',
+        'blocklistd factor=3 # a second line for the name',
+        'blocklistd speed=2',
+        'other factor=2',
+        '[remote]',
+        '192.0.2.0/24 * * * = * *',
+        '',
+      ].join('\n'),
+    );
+    const loaded = loadConfig(conf, systemEnv('blocklistd'));
+    assert.deepEqual(
+      loaded.diagnostics.map((d) => `${d.source.line} ${d.severity} ${d.message}`),
+      [`5 warning [escalate] blocklistd replaces the line at ${conf}:4`, '6 error [escalate] unknown key [speed]: one of base, factor, max, list, jitter, permanent, forget, keep', '7 warning [escalate] other: no rule has this name'],
+    );
+    assert.equal(loaded.ruleSet.local.length, 1);
+    assert.equal(loaded.ruleSet.remote.length, 1, 'a section after [escalate] is read as before');
+    assert.deepEqual([...loaded.escalation.keys()], ['blocklistd', 'other']);
+    assert.equal(loaded.escalation.get('blocklistd')?.factor, 3);
+  });
+
+  test('a file without [escalate] has no policies', () => {
+    const dir = tempDir('blocklistd-escalate-conf-');
+    writeFileSync(join(dir, 'blocklistd.conf'), 'ssh stream * * * 3 10m\n');
+    assert.equal(loadConfig(join(dir, 'blocklistd.conf'), systemEnv('blocklistd')).escalation.size, 0);
+  });
+});
+
+// --- the engine ---------------------------------------------------------------
+
+const T = 1_800_000_000;
+const PORT = 2222;
+
+/** An engine with `<PORT> stream * * * 6 100` (three failures block for 100 s) and the [escalate] lines given. */
+function setup(t: TestContext, escalate: string, random: () => number = noJitter) {
+  const dir = tempDir('blocklistd-escalate-');
+  const env = systemEnv('blocklistd');
+  writeFileSync(join(dir, 'blocklistd.conf'), `${PORT} stream * * * 6 100\n[escalate]\n${escalate}\n`);
+  const db = join(dir, 'state.db');
+  let store = StateStore.open(db);
+  const helperLog = join(dir, 'helper.log');
+  process.env.HELPER_LOG = helperLog;
+  delete process.env.HELPER_BATCH;
+  const helper = new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} });
+  let now = T;
+  const log = new LogCollector();
+  const loaded = loadConfig(join(dir, 'blocklistd.conf'), env);
+  assert.deepEqual(loaded.diagnostics.filter((d) => d.severity === 'error'), []);
+  const make = (): Engine => {
+    const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => now, remRetry: 60, random });
+    engine.setRules(compileRules(loaded.ruleSet), new Map());
+    engine.setEscalation(loaded.escalation);
+    return engine;
+  };
+  let engine = make();
+  t.after(async () => {
+    engine.stop();
+    await helper.stop(1000);
+    store.close();
+  });
+  const s = {
+    get engine() {
+      return engine;
+    },
+    get store() {
+      return store;
+    },
+    log,
+    pass: (seconds: number) => (now += seconds),
+    now: () => now,
+    calls: () => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').slice(0, -1) : []),
+    /** Three failures of `address`: a block; resolves when its add is done. */
+    offend: async (address: string) => {
+      for (let i = 0; i < 3; i++) engine.processBatch([tcpNotification(PORT, address, { type: WireType.ADD })]);
+      await until(() => engine.inFlight.adds === 0);
+    },
+    /** The clock past the entry's end, and expiry: resolves when released. */
+    expire: async () => {
+      engine.expire();
+      await until(() => engine.inFlight.rems === 0 && [...store.entries()].length === 0);
+    },
+    /** A daemon restart: a new engine on the database reopened. */
+    restart: () => {
+      engine.stop();
+      store.close();
+      store = StateStore.open(db);
+      engine = make();
+    },
+  };
+  return s;
+}
+
+describe('escalation in the engine', () => {
+  test('each block of an address lasts factor times the one before, up to max; the history counts them', async (t) => {
+    const s = setup(t, 'blocklistd factor=2 max=350');
+    const lengths: number[] = [];
+    for (let n = 1; n <= 4; n++) {
+      await s.offend('192.0.2.1');
+      const [e] = [...s.store.entries()];
+      assert.equal(e.block, n);
+      lengths.push(e.key.duration + (e.hold ?? 0));
+      assert.deepEqual(entryJson(e, s.now()).block, n, 'dump --json shows the block number');
+      assert.equal(s.store.history('blocklistd', '192.0.2.1')?.count, n);
+      // not due the second before its own end
+      s.pass(lengths[n - 1]);
+      s.engine.expire();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal([...s.store.entries()].length, 1, `block ${n} still there at its end`);
+      s.pass(1);
+      await s.expire();
+    }
+    assert.deepEqual(lengths, [100, 200, 350, 350]);
+    assert.ok(s.log.lines.some((l) => l.message === 'blocked 192.0.2.1/32:2222 for 200 seconds (block 2)'));
+    assert.ok(s.log.lines.some((l) => l.message.startsWith('released 192.0.2.1/32:2222 after 350 seconds')));
+    // another address starts at the first
+    await s.offend('192.0.2.2');
+    assert.equal([...s.store.entries()][0].block, 1);
+  });
+
+  test('forgiveness decays the count one block per forget period after the last block ended', async (t) => {
+    const s = setup(t, 'blocklistd factor=2 forget=1000');
+    await s.offend('192.0.2.1');
+    s.pass(101);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, 2);
+    s.pass(201);
+    await s.expire();
+    // two periods and a bit after the end of the 2nd block: forgiven down to 0, the next block is the 1st again
+    s.pass(2000);
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, 1);
+    s.pass(101);
+    await s.expire();
+    // a second short of a period after its end: not forgiven
+    s.pass(998);
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, 2, 'not yet a whole period');
+  });
+
+  test('permanent from the nth block: no expiry, and the history is kept', async (t) => {
+    const s = setup(t, 'blocklistd list=100,300 permanent=3 forget=10');
+    await s.offend('192.0.2.1');
+    s.pass(101);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    s.pass(301);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    const [e] = [...s.store.entries()];
+    assert.equal(e.block, 3);
+    assert.equal(e.hold, PERMANENT);
+    assert.equal(entryJson(e, s.now()).expires, null);
+    s.pass(10 * 365 * 86400);
+    s.engine.expire();
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal([...s.store.entries()].length, 1, 'still blocked ten years on');
+    assert.equal(s.store.nextExpiry(), undefined);
+    assert.equal(s.store.history('blocklistd', '192.0.2.1')?.until, PERMANENT);
+  });
+
+  test('the history survives a restart, a flush and -f (the entries go, not the history)', async (t) => {
+    const s = setup(t, 'blocklistd factor=2');
+    await s.offend('192.0.2.1');
+    s.restart();
+    s.store.truncate(); // -f
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, 2);
+    const manual = new ManualCommands({ engine: s.engine, store: s.store, helper: new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} }), log: () => {} });
+    await manual.flush(['blocklistd']);
+    assert.equal([...s.store.entries()].length, 0);
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, 3);
+  });
+
+  test('jitter comes from the random source; histories forgiven to nothing are purged', async (t) => {
+    const s = setup(t, 'blocklistd factor=1 jitter=50 forget=100', () => 0.5);
+    await s.offend('192.0.2.1');
+    const [e] = [...s.store.entries()];
+    assert.equal(e.hold, 25);
+    s.pass(126);
+    await s.expire();
+    assert.equal(s.store.histories().length, 1);
+    s.pass(100);
+    s.restart(); // the purge runs at most hourly: a new engine purges at its first pass
+    s.engine.expire();
+    assert.equal(s.store.histories().length, 0);
+  });
+
+  test('without a policy for the name: upstream blocks, entries without block number', async (t) => {
+    const s = setup(t, 'other factor=2');
+    await s.offend('192.0.2.1');
+    const [e] = [...s.store.entries()];
+    assert.equal(e.block, undefined);
+    assert.equal(e.hold, undefined);
+    assert.equal('block' in entryJson(e, s.now()), false);
+    assert.equal(s.store.histories().length, 0);
+    assert.ok(s.log.lines.some((l) => l.message === 'blocked 192.0.2.1/32:2222 for 100 seconds'));
+  });
+});
