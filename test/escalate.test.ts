@@ -16,7 +16,7 @@ import { HelperRunner } from '../src/run/helper.js';
 import { entryJson } from '../src/state/entry.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
-import { LogCollector, repoRoot, tcpNotification, tempDir, until } from './support.js';
+import { DaemonProcess, LogCollector, ctl, repoRoot, tcpNotification, tempDir, until } from './support.js';
 
 const policy = (words: string): EscalationPolicy => parsePolicy(['ssh', ...words.split(' ').filter((w) => w !== '')]);
 const noJitter = (): number => 0;
@@ -297,4 +297,55 @@ describe('escalation in the engine', () => {
     assert.equal(s.store.histories().length, 0);
     assert.ok(s.log.lines.some((l) => l.message === 'blocked 192.0.2.1/32:2222 for 100 seconds'));
   });
+});
+
+// --- end to end ----------------------------------------------------------------
+
+test('end to end: the daemon with the log helper escalates a repeat offender; ctl shows and forgets its history', async (t) => {
+  const dir = tempDir('blocklistd-escalate-e2e-');
+  const helperLog = join(dir, 'calls.log');
+  writeFileSync(join(dir, 'helper.conf'), `backend=log\nlog_file=${helperLog}\n`);
+  // two AUTH_FAILs block for 2 s, the next block 4 s, then 8 s
+  const config = `${PORT} stream * * * 3 2\n[escalate]\nblocklistd factor=2 forget=1d\n`;
+  const daemon = await DaemonProcess.start({ dir, config, args: ['-C', join(repoRoot, 'bin/blocklistd-helper')], env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') } });
+  t.after(() => daemon.stop());
+  const control = ['--control', daemon.control];
+  const offend = async (): Promise<void> => {
+    for (let i = 0; i < 2; i++) assert.equal((await ctl(['report', '-t', 'fail', '-p', String(PORT), ...control, '192.0.2.7'])).code, 0);
+  };
+  const calls = (): string[] => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').filter((l) => l !== '') : []);
+
+  await offend();
+  await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/);
+  await daemon.waitFor(/released 192\.0\.2\.7\/32:2222 after 2 seconds/);
+  await offend();
+  await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 4 seconds \(block 2\)/);
+  assert.deepEqual(
+    calls().map((l) => l.split(' ').slice(0, 4).join(' ')),
+    ['add blocklistd tcp 192.0.2.7', 'rem blocklistd tcp 192.0.2.7', 'add blocklistd tcp 192.0.2.7'],
+  );
+
+  const dump = await ctl(['dump', '-b', '-n', '--block-number', ...control]);
+  assert.match(dump.stdout, /^blocklistd\t\s*192\.0\.2\.7\/32:2222\t\S+\t4\/3\t\S+ \S+\t2\n$/);
+  const json = JSON.parse((await ctl(['dump', '-b', '--json', ...control])).stdout) as { result: { block: number; blockDuration: number }[] };
+  assert.deepEqual(json.result.map((e) => [e.block, e.blockDuration]), [[2, 4]]);
+
+  const history = await ctl(['history', '-D', daemon.db, '-c', daemon.config, '192.0.2.7']);
+  assert.equal(history.code, 0, history.stderr);
+  assert.match(history.stdout, /^rulename\taddress\tblocks\tnow\tlast block\tended\nblocklistd\t192\.0\.2\.7\t2\t2\t/);
+  const next = await ctl(['test', '-c', daemon.config, '-D', daemon.db, '192.0.2.7', String(PORT)]);
+  assert.match(next.stdout, /next block {3}the 3rd: 8s \(8 s\)\n/);
+  const configured = await ctl(['config', '-c', daemon.config]);
+  assert.match(configured.stdout, /\[escalate\]\nblocklistd factor=2 forget=1d\n$/);
+
+  const unblock = await ctl(['unblock', '--forget', ...control, '192.0.2.7']);
+  assert.equal(unblock.code, 0, unblock.stderr);
+  assert.match(unblock.stdout, /1 released, 0 deleted without a block, 0 failed\n1 history of blocks forgotten\n$/);
+  const gone = await ctl(['history', '-D', daemon.db, '-c', daemon.config, '192.0.2.7']);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /no history for 192\.0\.2\.7/);
+  // forgotten: a first block again
+  const from = daemon.stderr.length;
+  await offend();
+  await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/, from);
 });

@@ -197,7 +197,8 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
     const counts = r.counts as Record<string, number>;
     const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
     const none = counts.released + counts.deleted + counts.failed === 0 ? 'no entry: nothing to unblock\n' : '';
-    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
+    const forgotten = typeof r.forgotten === 'number' ? `${r.forgotten} histor${r.forgotten === 1 ? 'y' : 'ies'} of blocks forgotten\n` : '';
+    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n${forgotten}`;
   },
   flush(r) {
     return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');

@@ -5,7 +5,7 @@
 import type { StateStore } from '../state/store.js';
 import type { EffectiveRule, Entry } from '../types.js';
 import { ANY } from '../types.js';
-import { blockLength, forgivenCount, PERMANENT, type EscalationPolicy } from './policy.js';
+import { blockLength, nextBlockNumber, PERMANENT, type EscalationPolicy } from './policy.js';
 
 /** Forgiven histories are purged at most this often (monotonic ms). */
 const PURGE_MS = 3_600_000;
@@ -39,8 +39,7 @@ export class Escalator {
     const p = this.policies.get(key.name);
     // a forever rule's blocks have nothing to grow
     if (p === undefined || key.duration === ANY) return undefined;
-    const h = this.store.history(key.name, key.address);
-    const block = (h === undefined ? 0 : forgivenCount(h, now, p.forget)) + 1;
+    const block = nextBlockNumber(p, this.store.history(key.name, key.address), now);
     const length = blockLength(p, block, key.duration, this.random);
     return { block, hold: length === PERMANENT ? PERMANENT : length - key.duration };
   }

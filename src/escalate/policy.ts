@@ -51,6 +51,9 @@ export function forgivenCount(h: Pick<History, 'count' | 'until'>, now: number, 
   return Math.max(0, h.count - Math.floor((now - h.until) / forget));
 }
 
+/** The number of the next block of an address whose history is `h` (none: the first), forgiveness applied. */
+export const nextBlockNumber = (p: EscalationPolicy, h: History | undefined, now: number): number => (h === undefined ? 0 : forgivenCount(h, now, p.forget)) + 1;
+
 /**
  * How long the nth block (n ≥ 1) lasts in seconds, or PERMANENT:
  * `min(base × factor^(n-1), max)` or the list's nth, plus jitter (`random`

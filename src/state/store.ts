@@ -289,7 +289,7 @@ export class StateStore {
     this.historyGetStmt = this.db.prepare('SELECT * FROM history WHERE address = ? AND name = ?');
     this.historyPutStmt = this.db.prepare('INSERT OR REPLACE INTO history (name, address, count, last, until) VALUES (?, ?, ?, ?, ?)');
     this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address');
-    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE address = @address AND (@name IS NULL OR name = @name)');
+    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name)');
     // forgiven to nothing (a count of one per `forget` since the block ended), or kept `keep` after it (doc/escalation.md §4)
     this.historyPurgeStmt = this.db.prepare(
       'DELETE FROM history WHERE name = @name AND until >= 0 AND ((@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
@@ -403,9 +403,9 @@ export class StateStore {
     return (this.historyListStmt?.all({ address: address ?? null, name: name ?? null }) ?? []) as History[];
   }
 
-  /** Deletes the histories of `address` (of rule `name` only, if given); how many. */
-  forgetHistory(address: string, name?: string): number {
-    return this.statement(this.historyForgetStmt).run({ address, name: name ?? null }).changes;
+  /** Deletes the histories of `address` (undefined: every address), of rule `name` only if given; how many. */
+  forgetHistory(address: string | undefined, name?: string): number {
+    return this.statement(this.historyForgetStmt).run({ address: address ?? null, name: name ?? null }).changes;
   }
 
   /** Deletes the histories of rule `name` forgiven at `now` (`forget` seconds a block) or kept `keep` seconds after their block; how many. */
