@@ -28,7 +28,7 @@ export interface DumpOptions {
   /** -w: a wide address column. */
   wide: boolean;
   json: boolean;
-  /** --block-number: a last column with an escalated block's number (doc/escalation.md §5). */
+  /** --block-number: a last column with an escalated block's number (escalation). */
   blockNumber?: boolean;
 }
 
