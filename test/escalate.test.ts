@@ -13,6 +13,9 @@ import { Engine } from '../src/daemon/engine.js';
 import { ManualCommands } from '../src/daemon/manual.js';
 import { blockLength, forgivenCount, formatPolicy, parsePolicy, PERMANENT, PolicyError, type EscalationPolicy } from '../src/escalate/policy.js';
 import { HelperRunner } from '../src/run/helper.js';
+import { allowedNetworks, parseAggregate, textRange } from '../src/escalate/aggregate.js';
+import { Aggregator } from '../src/escalate/aggregator.js';
+import { parseIP } from '../src/conf/ip.js';
 import { entryJson } from '../src/state/entry.js';
 import { StateStore } from '../src/state/store.js';
 import { WireType } from '../src/types.js';
@@ -131,11 +134,11 @@ describe('[escalate] lines', () => {
 const T = 1_800_000_000;
 const PORT = 2222;
 
-/** An engine with `<PORT> stream * * * 6 100` (three failures block for 100 s) and the [escalate] lines given. */
-function setup(t: TestContext, escalate: string, random: () => number = noJitter) {
+/** An engine with `<PORT> stream * * * 6 100` (three failures block for 100 s), the [escalate] lines given and `more` configuration after them. */
+function setup(t: TestContext, escalate: string, random: () => number = noJitter, more = '') {
   const dir = tempDir('blocklistd-escalate-');
   const env = systemEnv('blocklistd');
-  writeFileSync(join(dir, 'blocklistd.conf'), `${PORT} stream * * * 6 100\n[escalate]\n${escalate}\n`);
+  writeFileSync(join(dir, 'blocklistd.conf'), `${PORT} stream * * * 6 100\n[escalate]\n${escalate}\n${more}`);
   const db = join(dir, 'state.db');
   let store = StateStore.open(db);
   const helperLog = join(dir, 'helper.log');
@@ -150,8 +153,13 @@ function setup(t: TestContext, escalate: string, random: () => number = noJitter
     const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => now, remRetry: 60, random });
     engine.setRules(compileRules(loaded.ruleSet), new Map());
     engine.setEscalation(loaded.escalation);
+    const aggregator = new Aggregator(engine, store, log.log);
+    aggregator.setPolicies(loaded.aggregation, allowedNetworks(loaded.ruleSet));
+    engine.blockHook = (key) => void (aggregating = aggregator.blocked(key));
     return engine;
   };
+  /** The last aggregation started: the tests wait for it. */
+  let aggregating: Promise<void> = Promise.resolve();
   let engine = make();
   t.after(async () => {
     engine.stop();
@@ -168,6 +176,8 @@ function setup(t: TestContext, escalate: string, random: () => number = noJitter
     log,
     pass: (seconds: number) => (now += seconds),
     now: () => now,
+    aggregated: () => aggregating,
+    dir,
     calls: () => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').slice(0, -1) : []),
     /** Three failures of `address`: a block; resolves when its add is done. */
     offend: async (address: string) => {
@@ -296,6 +306,64 @@ describe('escalation in the engine', () => {
     assert.equal('block' in entryJson(e, s.now()), false);
     assert.equal(s.store.histories().length, 0);
     assert.ok(s.log.lines.some((l) => l.message === 'blocked 192.0.2.1/32:2222 for 100 seconds'));
+  });
+});
+
+describe('subnet aggregation', () => {
+  test('[aggregate] lines: defaults, limits, errors', () => {
+    assert.deepEqual(parseAggregate(['ssh']), { name: 'ssh', count: 3, v4: 24, v6: 64 });
+    assert.deepEqual(parseAggregate(['ssh', 'count=5', 'v4=16', 'v6=48']), { name: 'ssh', count: 5, v4: 16, v6: 48 });
+    for (const [word, message] of [
+      ['count=1', /count: a number from 2 to 65536 \[1\]/],
+      ['v4=32', /v4: a number from 8 to 31/],
+      ['v6=x', /v6: a number from 16 to 127 \[x\]/],
+      ['size=3', /unknown key \[size\]/],
+    ] as const) {
+      assert.throws(() => parseAggregate(['ssh', word]), message);
+    }
+  });
+
+  test('the text range of a network holds the text of its addresses', () => {
+    const net = (text: string, mask: number) => ({ address: parseIP(text)!, mask });
+    assert.deepEqual(textRange(net('192.0.2.0', 24)), ['192.0.2.', '192.0.2/']);
+    assert.deepEqual(textRange(net('10.16.0.0', 12)), ['10.', '10/']);
+    assert.deepEqual(textRange(net('2001:db8::', 64)), ['2001:', '2001;']);
+    assert.deepEqual(textRange(net('::', 64))[0], '');
+    const [from, to] = textRange(net('192.0.2.0', 24));
+    for (const a of ['192.0.2.0', '192.0.2.9', '192.0.2.10', '192.0.2.255']) assert.ok(a >= from && a < to, a);
+  });
+
+  test('k blocks of one /24 become one block of the network, as long as the longest; released as one', async (t) => {
+    const s = setup(t, 'other factor=2', noJitter, '[aggregate]\nblocklistd count=3 v4=24\n');
+    await s.offend('192.0.2.1');
+    s.pass(10);
+    await s.offend('198.51.100.1'); // another network
+    await s.offend('192.0.2.2');
+    s.pass(10);
+    await s.offend('192.0.2.3');
+    await s.aggregated();
+    await until(() => s.engine.inFlight.rems === 0 && s.engine.inFlight.adds === 0);
+    assert.deepEqual(
+      [...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask} ${e.id !== ''} ${e.last + e.key.duration + (e.hold ?? 0)}`),
+      [`192.0.2.0/24 true ${T + 20 + 100}`, `198.51.100.1/32 true ${T + 10 + 100}`],
+    );
+    const calls = s.calls().map((l) => l.split(' ').slice(0, 5).join(' '));
+    assert.deepEqual(calls.slice(0, 5), ['add blocklistd tcp 192.0.2.1 32', 'add blocklistd tcp 198.51.100.1 32', 'add blocklistd tcp 192.0.2.2 32', 'add blocklistd tcp 192.0.2.3 32', 'add blocklistd tcp 192.0.2.0 24']);
+    assert.deepEqual(calls.slice(5).sort(), ['rem blocklistd tcp 192.0.2.1 32', 'rem blocklistd tcp 192.0.2.2 32', 'rem blocklistd tcp 192.0.2.3 32']);
+    assert.ok(s.log.lines.some((l) => l.message === 'aggregating 3 blocks of 192.0.2.0/24 (blocklistd) into one'));
+    s.pass(101);
+    await s.expire();
+    assert.equal(s.calls().filter((l) => l.startsWith('rem blocklistd tcp 192.0.2.0 24')).length, 1, 'released as one');
+  });
+
+  test('an allow-list rule inside the network: no aggregate, and the log says why', async (t) => {
+    const s = setup(t, 'other factor=2', noJitter, '[aggregate]\nblocklistd count=2\n[remote]\n192.0.2.128/25 * * * = * *\n');
+    await s.offend('192.0.2.1');
+    await s.offend('192.0.2.2');
+    await s.aggregated();
+    assert.deepEqual([...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`), ['192.0.2.1/32', '192.0.2.2/32']);
+    const why = `not aggregating 2 blocks of 192.0.2.0/24 (blocklistd): the allow-list rule at ${join(s.dir, 'blocklistd.conf')}:7 is inside it`;
+    assert.ok(s.log.lines.some((l) => l.level === 'notice' && l.message === why), JSON.stringify(s.log.lines));
   });
 });
 

@@ -9,6 +9,7 @@ import { parseConfig, type ParseResult } from './parse.js';
 import { buildRuleSet, where } from './ruleset.js';
 import type { ConfEnv, Diagnostic, RuleSet, Source } from './types.js';
 import { parsePolicy, PolicyError, type EscalationPolicy } from '../escalate/policy.js';
+import { parseAggregate, type AggregatePolicy } from '../escalate/aggregate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
 
@@ -24,22 +25,33 @@ export interface LoadResult {
   found: boolean;
   /** The `[escalate]` policies by rule name (doc/escalation.md §1); empty: upstream's fixed durations. */
   escalation: Map<string, EscalationPolicy>;
+  /** The `[aggregate]` policies by rule name (doc/escalation.md §6); empty: no aggregates. */
+  aggregation: Map<string, AggregatePolicy>;
 }
 
-/** The `[escalate]` lines of every file, in order: a later line for a name replaces an earlier one (a drop-in overrides). */
-function escalationPolicies(parsed: readonly ParseResult[], ruleSet: RuleSet, diagnostics: Diagnostic[]): Map<string, EscalationPolicy> {
-  const policies = new Map<string, { policy: EscalationPolicy; source: Source }>();
+/**
+ * The lines of section `section` of every file, in order, by `parse`: a
+ * later line for a name replaces an earlier one (a drop-in overrides).
+ */
+function sectionPolicies<P extends { name: string }>(
+  section: 'escalate' | 'aggregate',
+  parse: (fields: string[]) => P,
+  parsed: readonly ParseResult[],
+  ruleSet: RuleSet,
+  diagnostics: Diagnostic[],
+): Map<string, P> {
+  const policies = new Map<string, { policy: P; source: Source }>();
   const names = new Set([...ruleSet.local, ...ruleSet.remote].map((r) => r.name));
-  for (const { source, fields } of parsed.flatMap((p) => p.escalate)) {
+  for (const { source, fields } of parsed.flatMap((p) => p[section])) {
     try {
-      const policy = parsePolicy(fields);
+      const policy = parse(fields);
       const earlier = policies.get(policy.name);
-      if (earlier !== undefined) diagnostics.push({ source, severity: 'warning', message: `[escalate] ${policy.name} replaces the line at ${where(earlier.source)}` });
-      if (!names.has(policy.name)) diagnostics.push({ source, severity: 'warning', message: `[escalate] ${policy.name}: no rule has this name` });
+      if (earlier !== undefined) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name} replaces the line at ${where(earlier.source)}` });
+      if (!names.has(policy.name)) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name}: no rule has this name` });
       policies.set(policy.name, { policy, source });
     } catch (e) {
       if (!(e instanceof PolicyError)) throw e;
-      diagnostics.push({ source, severity: 'error', message: `[escalate] ${e.message}` });
+      diagnostics.push({ source, severity: 'error', message: `[${section}] ${e.message}` });
     }
   }
   return new Map([...policies].map(([name, { policy }]) => [name, policy]));
@@ -134,8 +146,9 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
     found = (hasDropIn && readAll(dropIn)) || error === undefined;
   }
   const built = buildRuleSet(parsed, env.families);
-  const escalating: Diagnostic[] = [];
-  const escalation = escalationPolicies(parsed, built.ruleSet, escalating);
-  // file-level errors first, then each file's lines, then what the merge and sort found
-  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...escalating], files, found, escalation };
+  const policies: Diagnostic[] = [];
+  const escalation = sectionPolicies('escalate', parsePolicy, parsed, built.ruleSet, policies);
+  const aggregation = sectionPolicies('aggregate', parseAggregate, parsed, built.ruleSet, policies);
+  // file-level errors first, then each file's lines, then what the merge and sort found, then the policies
+  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...policies], files, found, escalation, aggregation };
 }

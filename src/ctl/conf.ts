@@ -11,6 +11,7 @@ import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type EffectiveRule, type Rule } from '../conf/types.js';
 import { envelope } from './json.js';
 import { readStore } from './history.js';
+import { formatAggregate } from '../escalate/aggregate.js';
 import { blockLength, formatPolicy, nextBlockNumber, PERMANENT, type EscalationPolicy, type History } from '../escalate/policy.js';
 
 export interface Output {
@@ -33,7 +34,7 @@ function ruleJson(rule: Rule, families: ConfEnv['families']): Record<string, unk
 /** `blocklistctl config`: the rules as the daemon will walk them, and every diagnostic. Exit 1 if a line was rejected. */
 export function configCommand(options: ConfOptions, io: Output): number {
   const env = systemEnv(options.ruleName);
-  const { ruleSet, diagnostics, files, escalation } = loadConfig(options.config, env);
+  const { ruleSet, diagnostics, files, escalation, aggregation } = loadConfig(options.config, env);
   const failed = diagnostics.some((d) => d.severity === 'error');
   if (options.json) {
     const result = {
@@ -42,6 +43,7 @@ export function configCommand(options: ConfOptions, io: Output): number {
       remote: ruleSet.remote.map((r) => ruleJson(r, env.families)),
       // the effective escalation policies (doc/escalation.md §1); none: upstream's fixed durations
       ...(escalation.size === 0 ? {} : { escalate: [...escalation.values()].map((p) => ({ ...p, text: formatPolicy(p) })) }),
+      ...(aggregation.size === 0 ? {} : { aggregate: [...aggregation.values()].map((p) => ({ ...p, text: formatAggregate(p) })) }),
       diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
     };
     const errors = diagnostics.filter((d) => d.severity === 'error').length;
@@ -54,6 +56,7 @@ export function configCommand(options: ConfOptions, io: Output): number {
     for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${where(rule.source)}\n`);
   }
   if (escalation.size > 0) io.out(`[escalate]\n${[...escalation.values()].map((p) => `${formatPolicy(p)}\n`).join('')}`);
+  if (aggregation.size > 0) io.out(`[aggregate]\n${[...aggregation.values()].map((p) => `${formatAggregate(p)}\n`).join('')}`);
   return failed ? 1 : 0;
 }
 

@@ -183,6 +183,8 @@ export class Engine {
   private readonly selfLogged = new Map<string, number>();
   /** Escalation of repeat offenders, per rule name (doc/escalation.md). */
   private readonly escalator: Escalator;
+  /** Told of each block the filter took that began from failures, after its commit (subnet aggregation, escalate/aggregator.ts). */
+  blockHook: ((key: EffectiveRule) => void) | undefined;
 
   constructor(private readonly o: EngineOptions) {
     this.monotonic = o.monotonic ?? (() => performance.now());
@@ -430,6 +432,7 @@ export class Engine {
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
       if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
+      else if (pending.origin === 'limit' && this.blockHook !== undefined) this.committed(() => this.blockHook?.(key));
     });
     this.armExpiry();
   }

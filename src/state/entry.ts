@@ -31,8 +31,9 @@ export function entryJson(e: Entry, now: number): Record<string, unknown> {
     ...e.key,
     count: e.count,
     id: e.id,
-    // an escalated block (doc/escalation.md §5): its number, and how long it lasts (null: permanent)
-    ...(e.block === undefined ? {} : { block: e.block, blockDuration: seconds === ANY ? null : seconds }),
+    // an escalated block (doc/escalation.md §5): its number, and how long it lasts (null: permanent); an aggregate: how long
+    ...(e.block === undefined ? {} : { block: e.block }),
+    ...(e.block === undefined && e.hold === undefined ? {} : { blockDuration: seconds === ANY ? null : seconds }),
     blocked: isBlocked(e),
     last: e.last,
     lastTime: iso(e.last),
@@ -59,10 +60,8 @@ export function entryFromRow(r: EntryRow): Entry {
     id: r[12],
   };
   // a daemon before escalation sends 13 fields
-  if ((r[13] ?? 0) !== 0) {
-    e.block = r[13];
-    e.hold = r[14] ?? 0;
-  }
+  if ((r[13] ?? 0) !== 0) e.block = r[13];
+  if ((r[14] ?? 0) !== 0) e.hold = r[14];
   return e;
 }
 
@@ -74,6 +73,7 @@ export function entryFromJson(o: Record<string, unknown>): Entry {
     count: n('count'),
     last: n('last'),
     id: String(o.id ?? ''),
-    ...(o.block === undefined ? {} : { block: n('block'), hold: o.blockDuration === null ? -1 : n('blockDuration') - n('duration') }),
+    ...(o.block === undefined ? {} : { block: n('block') }),
+    ...(o.blockDuration === undefined ? {} : { hold: o.blockDuration === null ? -1 : n('blockDuration') - n('duration') }),
   };
 }

@@ -72,7 +72,8 @@ const MIGRATIONS: readonly string[] = [
      last INTEGER NOT NULL,
      until INTEGER NOT NULL,
      PRIMARY KEY (address, name)
-   ) WITHOUT ROWID;`,
+   ) WITHOUT ROWID;
+   CREATE INDEX entry_blocked ON entry (name, address) WHERE id != '';`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -154,8 +155,8 @@ function entryOf(r: Row): Entry {
   };
 }
 
-/** An escalated block's fields, left out of every other entry: those stay as upstream's. */
-const escalated = (r: { block: number; hold: number }): Pick<Entry, 'block' | 'hold'> => (r.block === 0 ? {} : { block: r.block, hold: r.hold });
+/** An escalated (or aggregate) block's fields, left out of every other entry: those stay as upstream's. */
+const escalated = (r: { block: number; hold: number }): Pick<Entry, 'block' | 'hold'> => ({ ...(r.block === 0 ? {} : { block: r.block }), ...(r.hold === 0 ? {} : { hold: r.hold }) });
 
 export interface OpenOptions {
   /** Read-only, for blocklistctl: never creates, migrates or writes. */
@@ -218,6 +219,7 @@ export class StateStore {
   private readonly futureStmt: Database.Statement | undefined;
   private readonly limitStmt: Database.Statement | undefined;
   private readonly historyGetStmt: Database.Statement | undefined;
+  private readonly blockedInStmt: Database.Statement | undefined;
   private readonly historyPutStmt: Database.Statement | undefined;
   private readonly historyListStmt: Database.Statement | undefined;
   private readonly historyForgetStmt: Database.Statement | undefined;
@@ -287,6 +289,7 @@ export class StateStore {
     this.futureStmt = this.db.prepare('SELECT count(*) FROM entry WHERE last > ?').pluck();
     this.limitStmt = this.db.prepare('UPDATE entry SET last = ? WHERE last > ?');
     this.historyGetStmt = this.db.prepare('SELECT * FROM history WHERE address = ? AND name = ?');
+    this.blockedInStmt = this.db.prepare("SELECT * FROM entry WHERE id != '' AND name = ? AND address >= ? AND address < ?");
     this.historyPutStmt = this.db.prepare('INSERT OR REPLACE INTO history (name, address, count, last, until) VALUES (?, ?, ?, ?, ?)');
     this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address');
     this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name)');
@@ -359,10 +362,8 @@ export class StateStore {
     if (row === undefined) return undefined;
     // one literal with every field: a spread here made the hot path a third slower
     const e: Entry & { rowid: number; wasBlocked: boolean } = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
-    if (row.block !== 0) {
-      e.block = row.block;
-      e.hold = row.hold;
-    }
+    if (row.block !== 0) e.block = row.block;
+    if (row.hold !== 0) e.hold = row.hold;
     e.wasBlocked = blocked(e);
     return e;
   }
@@ -385,6 +386,11 @@ export class StateStore {
     const old = this.get(entry.key)!;
     update.run(entry.count, entry.last, entry.id, hold, block, old.rowid, ...keyValues(entry.key));
     this.kept(0, now - (old.wasBlocked ? 1 : 0));
+  }
+
+  /** Entries of rule `name` with a filter rule whose address text is in [from, to) (subnet aggregation: escalate/aggregate.ts textRange). */
+  blockedIn(name: string, from: string, to: string): Entry[] {
+    return ((this.blockedInStmt?.all(name, from, to) ?? []) as Row[]).map(entryOf);
   }
 
   // --- the history of blocks (escalation, doc/escalation.md §3) ---
