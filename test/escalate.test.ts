@@ -416,4 +416,16 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   const from = daemon.stderr.length;
   await offend();
   await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/, from);
+  const histories = JSON.parse((await ctl(['history', '--json', '-D', daemon.db, '-c', daemon.config])).stdout) as { result: { histories: { name: string; address: string; count: number; forgiven: number; permanent: boolean }[] } };
+  assert.deepEqual(
+    histories.result.histories.map((h) => [h.name, h.address, h.count, h.forgiven, h.permanent]),
+    [['blocklistd', '192.0.2.7', 1, 1, false]],
+  );
+  const configJson = JSON.parse((await ctl(['config', '--json', '-c', daemon.config])).stdout) as { result: { escalate: { name: string; factor: number; text: string }[] } };
+  assert.deepEqual(configJson.result.escalate, [{ name: 'blocklistd', factor: 2, jitter: 0, forget: 86400, text: 'blocklistd factor=2 forget=1d' }]);
+  // --all --forget: every block lifted, every history forgotten
+  const all = await ctl(['unblock', '--all', '--forget', '--json', ...control]);
+  assert.equal((JSON.parse(all.stdout) as { result: { forgotten: number } }).result.forgotten, 1);
+  const none = await ctl(['history', '-D', daemon.db, '-c', daemon.config]);
+  assert.deepEqual([none.code, none.stdout], [0, '']);
 });
