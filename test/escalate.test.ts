@@ -297,6 +297,26 @@ describe('escalation in the engine', () => {
     assert.equal(s.store.histories().length, 0);
   });
 
+  test('a reload applies new policies to the blocks that begin after it; a running block keeps its length', async (t) => {
+    const s = setup(t, 'blocklistd factor=2');
+    await s.offend('192.0.2.1');
+    s.pass(101);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].hold, 100, 'the 2nd block: 200 s');
+    s.engine.setEscalation(new Map([['blocklistd', policy('factor=5')]]));
+    assert.equal([...s.store.entries()][0].hold, 100);
+    s.pass(201);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].hold, 2400, 'the 3rd block by the new policy: 100 × 5²');
+    s.engine.setEscalation(new Map());
+    s.pass(2501);
+    await s.expire();
+    await s.offend('192.0.2.1');
+    assert.equal([...s.store.entries()][0].block, undefined, 'no policy any more: upstream');
+  });
+
   test('without a policy for the name: upstream blocks, entries without block number', async (t) => {
     const s = setup(t, 'other factor=2');
     await s.offend('192.0.2.1');
@@ -367,7 +387,31 @@ describe('subnet aggregation', () => {
   });
 });
 
-// --- end to end ----------------------------------------------------------------
+// --- end to end -------------------------------------------------------------
+
+test('end to end: the daemon aggregates two blocks of one /24 into one network block', async (t) => {
+  const dir = tempDir('blocklistd-aggregate-e2e-');
+  const helperLog = join(dir, 'calls.log');
+  writeFileSync(join(dir, 'helper.conf'), `backend=log\nlog_file=${helperLog}\n`);
+  const config = `${PORT} stream * * * 3 1h\n[aggregate]\nblocklistd count=2\n`;
+  const daemon = await DaemonProcess.start({ dir, config, args: ['-C', join(repoRoot, 'bin/blocklistd-helper')], env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') } });
+  t.after(() => daemon.stop());
+  for (const address of ['192.0.2.7', '192.0.2.8']) {
+    for (let i = 0; i < 2; i++) assert.equal((await ctl(['report', '-t', 'fail', '-p', String(PORT), '--control', daemon.control, address])).code, 0);
+  }
+  await daemon.waitFor(/aggregating 2 blocks of 192\.0\.2\.0\/24 \(blocklistd\) into one/);
+  await until(() => existsSync(helperLog) && readFileSync(helperLog, 'utf8').split('\n').filter((l) => l.startsWith('rem')).length === 2);
+  const calls = readFileSync(helperLog, 'utf8').split('\n').filter((l) => l !== '').map((l) => l.split(' ').slice(0, 5).join(' '));
+  assert.deepEqual(calls.slice(0, 3), ['add blocklistd tcp 192.0.2.7 32', 'add blocklistd tcp 192.0.2.8 32', 'add blocklistd tcp 192.0.2.0 24']);
+  assert.deepEqual(calls.slice(3).sort(), ['rem blocklistd tcp 192.0.2.7 32', 'rem blocklistd tcp 192.0.2.8 32']);
+  // the addresses' entries go once their rems answered
+  let dump = '';
+  for (let tries = 0; tries < 50 && dump.split('\n').length !== 2; tries++) {
+    dump = (await ctl(['dump', '-b', '-n', '--control', daemon.control])).stdout;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.match(dump, /^blocklistd\t\s*192\.0\.2\.0\/24:2222\t\S+\t3\/3\t[^\n]+\n$/);
+});
 
 test('end to end: the daemon with the log helper escalates a repeat offender; ctl shows and forgets its history', async (t) => {
   const dir = tempDir('blocklistd-escalate-e2e-');
