@@ -67,9 +67,9 @@ describe('the length of the nth block', () => {
 
 describe('[escalate] lines', () => {
   test('keys and their values; a policy prints as a line that reads back the same', () => {
-    const p = policy('base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d');
-    assert.deepEqual(p, { name: 'ssh', base: 600, factor: 1.5, max: 129600, jitter: 30, permanent: 6, forget: 604800, keep: 7776000 });
-    assert.equal(formatPolicy(p), 'ssh base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d');
+    const p = policy('base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d nfail=2');
+    assert.deepEqual(p, { name: 'ssh', base: 600, factor: 1.5, max: 129600, jitter: 30, permanent: 6, forget: 604800, keep: 7776000, nfail: 2 });
+    assert.equal(formatPolicy(p), 'ssh base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d nfail=2');
     assert.deepEqual(parsePolicy(formatPolicy(p).split(' ')), p);
     const list = policy('list=10m,1h30m,1d');
     assert.deepEqual(list.list, [600, 5400, 86400]);
@@ -88,6 +88,7 @@ describe('[escalate] lines', () => {
       ['list=1h factor=2', /list replaces base and factor/],
       ['base=1d max=1h', /max \(3600\) is less than base \(86400\)/],
       ['forget=1d forget=2d', /forget: given twice/],
+      ['nfail=0', /nfail: the failure points that block a known offender/],
     ];
     for (const [words, message] of cases) assert.throws(() => policy(words), (e: unknown) => e instanceof PolicyError && message.test(e.message), words);
     assert.throws(() => parsePolicy(['factor=2']), /starts with the rule name/);
@@ -114,7 +115,7 @@ describe('[escalate] lines', () => {
     const loaded = loadConfig(conf, systemEnv('blocklistd'));
     assert.deepEqual(
       loaded.diagnostics.map((d) => `${d.source.line} ${d.severity} ${d.message}`),
-      [`5 warning [escalate] blocklistd replaces the line at ${conf}:4`, '6 error [escalate] unknown key [speed]: one of base, factor, max, list, jitter, permanent, forget, keep', '7 warning [escalate] other: no rule has this name'],
+      [`5 warning [escalate] blocklistd replaces the line at ${conf}:4`, '6 error [escalate] unknown key [speed]: one of base, factor, max, list, jitter, permanent, forget, keep, nfail', '7 warning [escalate] other: no rule has this name'],
     );
     assert.equal(loaded.ruleSet.local.length, 1);
     assert.equal(loaded.ruleSet.remote.length, 1, 'a section after [escalate] is read as before');
@@ -295,6 +296,26 @@ describe('escalation in the engine', () => {
     s.restart(); // the purge runs at most hourly: a new engine purges at its first pass
     s.engine.expire();
     assert.equal(s.store.histories().length, 0);
+  });
+
+  test('a known offender meets the lower nfail of the policy; forgiven, the rule\'s again', async (t) => {
+    const s = setup(t, 'blocklistd factor=1 nfail=2 forget=1000');
+    const fail = () => s.engine.processBatch([tcpNotification(PORT, '192.0.2.1', { type: WireType.ADD })]);
+    await s.offend('192.0.2.1'); // three failures (6 points) the first time
+    s.pass(101);
+    await s.expire();
+    fail(); // one (2 points) from now on
+    await until(() => s.engine.inFlight.adds === 0);
+    const [e] = [...s.store.entries()];
+    assert.deepEqual([e.count, e.id !== '', e.block], [6, true, 2]);
+    s.pass(101);
+    await s.expire();
+    // forgiven (two periods after the 2nd block): the rule's nfail again
+    s.pass(2000);
+    fail();
+    fail();
+    await until(() => s.engine.inFlight.adds === 0);
+    assert.deepEqual([...s.store.entries()].map((x) => [x.count, x.id]), [[4, '']]);
   });
 
   test('a reload applies new policies to the blocks that begin after it; a running block keeps its length', async (t) => {

@@ -331,6 +331,8 @@ export class Engine {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
       e.count += n.type === WireType.BADUSER ? 1 : 2;
+      // a known offender meets its escalation policy's lower nfail: at the rule's limit now, as ABUSE is
+      if (!isBlocked(e) && this.escalator.knownOffender(key, e.count, now)) e.count = key.nfail;
       e.last = now;
       if (isBlocked(e)) {
         if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, { ...blockFields(e, toText(n.remote), 'limit', e.count), renewed: true });

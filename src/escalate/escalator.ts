@@ -5,7 +5,7 @@
 import type { StateStore } from '../state/store.js';
 import type { EffectiveRule, Entry } from '../types.js';
 import { ANY } from '../types.js';
-import { blockLength, nextBlockNumber, PERMANENT, type EscalationPolicy } from './policy.js';
+import { blockLength, forgivenCount, nextBlockNumber, PERMANENT, type EscalationPolicy } from './policy.js';
 
 /** Forgiven histories are purged at most this often (monotonic ms). */
 const PURGE_MS = 3_600_000;
@@ -42,6 +42,18 @@ export class Escalator {
     const block = nextBlockNumber(p, this.store.history(key.name, key.address), now);
     const length = blockLength(p, block, key.duration, this.random);
     return { block, hold: length === PERMANENT ? PERMANENT : length - key.duration };
+  }
+
+  /**
+   * A known offender of `key` (its history not forgiven to nothing) with
+   * `count` failure points reaches its policy's lower `nfail`: blocked now.
+   * Reads the history only for rule names whose policy has one.
+   */
+  knownOffender(key: EffectiveRule, count: number, now: number): boolean {
+    const p = this.policies.get(key.name);
+    if (p?.nfail === undefined || key.nfail === ANY || count < p.nfail || key.duration === ANY) return false;
+    const h = this.store.history(key.name, key.address);
+    return h !== undefined && forgivenCount(h, now, p.forget) > 0;
   }
 
   /** The filter took escalated block `e`, begun at `start`: the history counts it. */

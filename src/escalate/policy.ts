@@ -27,6 +27,8 @@ export interface EscalationPolicy {
   forget?: number;
   /** A history is deleted this long after its last block ended (seconds); undefined: kept until forgiven. */
   keep?: number;
+  /** Known offenders (a history not forgiven to nothing) are blocked at this many failure points instead of the rule's nfail. */
+  nfail?: number;
 }
 
 /** One address's history under a rule name, as stored. */
@@ -76,7 +78,7 @@ export class PolicyError extends Error {
   override readonly name = 'PolicyError';
 }
 
-const KEYS = ['base', 'factor', 'max', 'list', 'jitter', 'permanent', 'forget', 'keep'] as const;
+const KEYS = ['base', 'factor', 'max', 'list', 'jitter', 'permanent', 'forget', 'keep', 'nfail'] as const;
 
 function duration(key: string, text: string): number {
   const seconds = parseDuration(text);
@@ -122,6 +124,11 @@ export function parsePolicy(fields: readonly string[]): EscalationPolicy {
         p.permanent = Number(value);
         break;
       }
+      case 'nfail': {
+        if (!/^[1-9][0-9]{0,8}$/.test(value)) throw new PolicyError(`nfail: the failure points that block a known offender, 1 or more [${value}]`);
+        p.nfail = Number(value);
+        break;
+      }
       case 'jitter':
         p.jitter = duration(key, value);
         break;
@@ -146,5 +153,6 @@ export function formatPolicy(p: EscalationPolicy): string {
   if (p.permanent !== undefined) words.push(`permanent=${p.permanent}`);
   if (p.forget !== undefined) words.push(`forget=${d(p.forget)}`);
   if (p.keep !== undefined) words.push(`keep=${d(p.keep)}`);
+  if (p.nfail !== undefined) words.push(`nfail=${p.nfail}`);
   return words.join(' ');
 }
