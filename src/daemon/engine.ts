@@ -433,7 +433,7 @@ export class Engine {
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
-      if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
+      if (updated.last === 0 && blockSeconds(updated) === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
       else if (pending.origin === 'limit' && this.blockHook !== undefined) this.committed(() => this.blockHook?.(key));
     });
     this.armExpiry();

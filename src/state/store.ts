@@ -60,7 +60,9 @@ const MIGRATIONS: readonly string[] = [
   // its rule's duration (`hold`; -1 permanent) and its number in the
   // address's history; expiry goes by `last + duration + hold`.  The
   // history of blocks per (rule name, masked address) in a table of its
-  // own, which -f and flushes leave alone.
+  // own, which -f and flushes leave alone.  Subnet aggregation (§6) finds
+  // the blocks of a network by `entry_blocked`, which holds only entries
+  // with a filter rule: counting entries cost it nothing.
   `ALTER TABLE entry ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;
    ALTER TABLE entry ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
    DROP INDEX entry_expiry;
