@@ -397,6 +397,18 @@ describe('subnet aggregation', () => {
     assert.equal(s.calls().filter((l) => l.startsWith('rem blocklistd tcp 192.0.2.0 24')).length, 1, 'released as one');
   });
 
+  test('IPv6: k blocks of one /64 become one block of the network', async (t) => {
+    const s = setup(t, 'other factor=2', noJitter, '[aggregate]\nblocklistd count=2 v6=64\n');
+    const v6 = (address: string) => tcpNotification(PORT, '192.0.2.1', { type: WireType.ADD, local: { ...parseIP('2001:db8::1')!, port: PORT }, remote: { ...parseIP(address)!, port: 40000 } });
+    for (const address of ['2001:db8:0:1::5', '2001:db8:0:2::5', '2001:db8:0:1:ab::6']) {
+      for (let i = 0; i < 3; i++) s.engine.processBatch([v6(address)]);
+      await until(() => s.engine.inFlight.adds === 0);
+    }
+    await s.aggregated();
+    await until(() => s.engine.inFlight.rems === 0 && s.engine.inFlight.adds === 0);
+    assert.deepEqual([...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`).sort(), ['2001:db8:0:1::/64', '2001:db8:0:2::5/128']);
+  });
+
   test('an allow-list rule inside the network: no aggregate, and the log says why', async (t) => {
     const s = setup(t, 'other factor=2', noJitter, '[aggregate]\nblocklistd count=2\n[remote]\n192.0.2.128/25 * * * = * *\n');
     await s.offend('192.0.2.1');
