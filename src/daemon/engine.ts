@@ -200,6 +200,8 @@ export class Engine {
   /** The `[escalate]` policies of the configuration (doc/escalation.md); blocks running keep their length. */
   setEscalation(policies: ReadonlyMap<string, EscalationPolicy>): void {
     this.escalator.setPolicies(policies);
+    // forgiven histories go now, and then at most hourly with the expiry passes
+    this.guard(() => this.escalator.purge(this.o.clock(), this.monotonic()));
   }
 
   setInterfaces(interfaces: InterfaceAddresses): void {
