@@ -11,7 +11,7 @@ import { compileRules } from '../src/conf/match.js';
 import { systemEnv } from '../src/conf/system.js';
 import { Engine } from '../src/daemon/engine.js';
 import { ManualCommands } from '../src/daemon/manual.js';
-import { blockLength, forgivenCount, formatPolicy, parsePolicy, PERMANENT, PolicyError, type EscalationPolicy } from '../src/escalate/policy.js';
+import { blockLength, forgivenCount, formatPolicy, historyAddresses, parsePolicy, PERMANENT, PolicyError, type EscalationPolicy } from '../src/escalate/policy.js';
 import { HelperRunner } from '../src/run/helper.js';
 import { allowedNetworks, parseAggregate, textRange } from '../src/escalate/aggregate.js';
 import { Aggregator } from '../src/escalate/aggregator.js';
@@ -51,6 +51,13 @@ describe('the length of the nth block', () => {
   test('never shorter than the rule duration; a huge product stays finite', () => {
     assert.equal(blockLength(policy('list=1m'), 1, 600, noJitter), 600);
     assert.ok(Number.isSafeInteger(blockLength(policy('factor=1000'), 200, 600, noJitter)));
+  });
+
+  test('the histories that may hold an address: its own and its networks\'', () => {
+    assert.deepEqual(historyAddresses(parseIP('192.0.2.7')!).slice(0, 4), ['192.0.2.7', '192.0.2.6', '192.0.2.4', '192.0.2.0']);
+    assert.equal(new Set(historyAddresses(parseIP('192.0.2.7')!)).size, historyAddresses(parseIP('192.0.2.7')!).length, 'each once');
+    assert.deepEqual(historyAddresses(parseIP('192.0.2.0')!, 24).slice(0, 2), ['192.0.2.0', '192.0.0.0']);
+    assert.ok(historyAddresses(parseIP('2001:db8::1')!).includes('2001:db8::'));
   });
 
   test('forgiveness: one block a forget period after the last ended, never below 0, never while permanent', () => {
@@ -451,8 +458,8 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   const dir = tempDir('blocklistd-escalate-e2e-');
   const helperLog = join(dir, 'calls.log');
   writeFileSync(join(dir, 'helper.conf'), `backend=log\nlog_file=${helperLog}\n`);
-  // two AUTH_FAILs block for 2 s, the next block 4 s, then 8 s
-  const config = `${PORT} stream * * * 3 2\n[escalate]\nblocklistd factor=2 forget=1d\n`;
+  // two AUTH_FAILs block for 2 s, the next block 20 s (long enough for the checks on a loaded machine), then 200 s
+  const config = `${PORT} stream * * * 3 2\n[escalate]\nblocklistd factor=10 forget=1d\n`;
   const daemon = await DaemonProcess.start({ dir, config, args: ['-C', join(repoRoot, 'bin/blocklistd-helper')], env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') } });
   t.after(() => daemon.stop());
   const control = ['--control', daemon.control];
@@ -465,7 +472,7 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/);
   await daemon.waitFor(/released 192\.0\.2\.7\/32:2222 after 2 seconds/);
   await offend();
-  await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 4 seconds \(block 2\)/);
+  await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 20 seconds \(block 2\)/);
   assert.deepEqual(
     calls().map((l) => l.split(' ').slice(0, 4).join(' ')),
     ['add blocklistd tcp 192.0.2.7', 'rem blocklistd tcp 192.0.2.7', 'add blocklistd tcp 192.0.2.7'],
@@ -474,15 +481,15 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   const dump = await ctl(['dump', '-b', '-n', '--block-number', ...control]);
   assert.match(dump.stdout, /^blocklistd\t\s*192\.0\.2\.7\/32:2222\t\S+\t4\/3\t\S+ \S+\t2\n$/);
   const json = JSON.parse((await ctl(['dump', '-b', '--json', ...control])).stdout) as { result: { block: number; blockDuration: number }[] };
-  assert.deepEqual(json.result.map((e) => [e.block, e.blockDuration]), [[2, 4]]);
+  assert.deepEqual(json.result.map((e) => [e.block, e.blockDuration]), [[2, 20]]);
 
   const history = await ctl(['history', '-D', daemon.db, '-c', daemon.config, '192.0.2.7']);
   assert.equal(history.code, 0, history.stderr);
   assert.match(history.stdout, /^rulename\taddress\tblocks\tnow\tlast block\tended\nblocklistd\t192\.0\.2\.7\t2\t2\t/);
   const next = await ctl(['test', '-c', daemon.config, '-D', daemon.db, '192.0.2.7', String(PORT)]);
-  assert.match(next.stdout, /next block {3}the 3rd: 8s \(8 s\)\n/);
+  assert.match(next.stdout, /next block {3}the 3rd: 3m,20s \(200 s\)\n/);
   const configured = await ctl(['config', '-c', daemon.config]);
-  assert.match(configured.stdout, /\[escalate\]\nblocklistd factor=2 forget=1d\n$/);
+  assert.match(configured.stdout, /\[escalate\]\nblocklistd factor=10 forget=1d\n$/);
 
   const unblock = await ctl(['unblock', '--forget', ...control, '192.0.2.7']);
   assert.equal(unblock.code, 0, unblock.stderr);
@@ -500,7 +507,7 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
     [['blocklistd', '192.0.2.7', 1, 1, false]],
   );
   const configJson = JSON.parse((await ctl(['config', '--json', '-c', daemon.config])).stdout) as { result: { escalate: { name: string; factor: number; text: string }[] } };
-  assert.deepEqual(configJson.result.escalate, [{ name: 'blocklistd', factor: 2, jitter: 0, forget: 86400, text: 'blocklistd factor=2 forget=1d' }]);
+  assert.deepEqual(configJson.result.escalate, [{ name: 'blocklistd', factor: 10, jitter: 0, forget: 86400, text: 'blocklistd factor=10 forget=1d' }]);
   // --all --forget: every block lifted, every history forgotten
   const all = await ctl(['unblock', '--all', '--forget', '--json', ...control]);
   assert.equal((JSON.parse(all.stdout) as { result: { forgotten: number } }).result.forgotten, 1);

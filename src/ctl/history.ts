@@ -2,9 +2,9 @@
 // under a rule name, read from the database file, with the forgiveness of
 // the configuration's [escalate] policies applied.
 import { loadConfig } from '../conf/load.js';
-import { parseIP, toText } from '../conf/ip.js';
+import { parseIP } from '../conf/ip.js';
 import { systemEnv } from '../conf/system.js';
-import { forgivenCount, PERMANENT, type EscalationPolicy, type History } from '../escalate/policy.js';
+import { forgivenCount, historyAddresses, PERMANENT, type EscalationPolicy, type History } from '../escalate/policy.js';
 import { StateError, StateStore } from '../state/store.js';
 import { localTime } from '../time.js';
 import type { Output } from './conf.js';
@@ -58,7 +58,8 @@ export function historyCommand(address: string | undefined, o: HistoryOptions, i
   if (typeof store === 'string') return fail('database_error', store);
   let rows: History[];
   try {
-    rows = store.histories(ip === undefined ? undefined : toText(ip), o.name);
+    // the address's own history, and those of the networks around it (rules with a /mask)
+    rows = ip === undefined ? store.histories(undefined, o.name) : historyAddresses(ip).flatMap((a) => store.histories(a, o.name));
   } finally {
     store.close();
   }

@@ -128,7 +128,7 @@ export function main(argv: string[]): void {
   program
     .command('history')
     .description('the blocks each address had under a rule name (escalation), and the count forgiveness leaves now')
-    .argument('[address]', 'only this address (as the entries show it: masked by the rule)')
+    .argument('[address]', 'only the histories that hold this address: its own, and those of networks (rules with a /mask)')
     .option('-c <config>', 'configuration file or directory: its [escalate] forgiveness', DEFAULT_CONFIG_PATH)
     .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
     .option('-n <name>', 'only this rule name')

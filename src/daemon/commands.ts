@@ -12,6 +12,7 @@ import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../proto
 import { TEXT_MAX } from '../protocol/wire.js';
 import { decodeText } from '../text.js';
 import { unfinished } from '../run/helper.js';
+import { historyAddresses } from '../escalate/policy.js';
 import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
@@ -342,8 +343,7 @@ function unblockSelection(c: CommandContext, args: Record<string, unknown>): { s
       c.engine.guard(() => (forgotten = c.store.forgetHistory(undefined, name)));
       return forgotten;
     }
-    const addresses = new Set(entries.map((e) => e.key.address));
-    for (let mask = network.mask; mask >= 0; mask--) addresses.add(toText(maskAddress(network.address, mask)));
+    const addresses = new Set([...entries.map((e) => e.key.address), ...historyAddresses(network.address, network.mask)]);
     c.engine.guard(() => c.store.transaction(() => addresses.forEach((a) => (forgotten += c.store.forgetHistory(a, name)))));
     return forgotten;
   };

@@ -2,7 +2,9 @@
 // block of a (rule name, address), the history's forgiveness, and the
 // `[escalate]` lines of blocklistd.conf.  Pure: the clock and the random
 // source come in as arguments.
+import { maskAddress, toText, widthOf } from '../conf/ip.js';
 import { parseDuration } from '../conf/parse.js';
+import type { IPAddress } from '../types.js';
 import { DURATION_UNITS, durationParts } from '../time.js';
 
 /** A block that never expires by itself (an entry's `hold`): lifted only by hand or AUTH_OK. */
@@ -51,6 +53,17 @@ export interface History {
 export function forgivenCount(h: Pick<History, 'count' | 'until'>, now: number, forget: number | undefined): number {
   if (forget === undefined || h.until === PERMANENT || now <= h.until) return h.count;
   return Math.max(0, h.count - Math.floor((now - h.until) / forget));
+}
+
+/**
+ * The addresses under which a history may hold `address`/`mask`: itself
+ * and every network around it, as rules with a `/mask` key theirs (a
+ * history's address is the entry's, masked by the rule).
+ */
+export function historyAddresses(address: IPAddress, mask = widthOf(address.family)): string[] {
+  const addresses = new Set<string>();
+  for (let m = mask; m >= 0; m--) addresses.add(toText(maskAddress(address, m)));
+  return [...addresses];
 }
 
 /** The number of the next block of an address whose history is `h` (none: the first), forgiveness applied. */
