@@ -7,6 +7,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { loadConfig } from '../src/conf/load.js';
+import { configCommand, testCommand } from '../src/ctl/conf.js';
 import { compileRules } from '../src/conf/match.js';
 import { systemEnv } from '../src/conf/system.js';
 import { Engine } from '../src/daemon/engine.js';
@@ -128,6 +129,19 @@ describe('[escalate] lines', () => {
     assert.equal(loaded.ruleSet.remote.length, 1, 'a section after [escalate] is read as before');
     assert.deepEqual([...loaded.escalation.keys()], ['blocklistd', 'other']);
     assert.equal(loaded.escalation.get('blocklistd')?.factor, 3);
+  });
+
+  test('blocklistctl test: the next block of an address without history (no database yet) is the 1st; config prints the sections', () => {
+    const dir = tempDir('blocklistd-escalate-conf-');
+    const conf = join(dir, 'blocklistd.conf');
+    writeFileSync(conf, `${PORT} stream * * * 3 10m\n[escalate]\nblocklistd base=1h permanent=1 nfail=1\n[aggregate]\nblocklistd\n`);
+    let out = '';
+    const io = { out: (text: string) => void (out += text), err: () => {} };
+    assert.equal(testCommand('192.0.2.7', String(PORT), { config: conf, ruleName: 'blocklistd', uid: '0', type: 'stream', db: join(dir, 'none.db') }, io), 0);
+    assert.match(out, /\nnext block {3}the 1st: permanent\n$/);
+    out = '';
+    assert.equal(configCommand({ config: conf, ruleName: 'blocklistd' }, io), 0);
+    assert.match(out, /\n\[escalate\]\nblocklistd base=1h factor=2 permanent=1 nfail=1\n\[aggregate\]\nblocklistd count=3 v4=24 v6=64\n$/);
   });
 
   test('a file without [escalate] has no policies', () => {

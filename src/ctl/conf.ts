@@ -10,6 +10,7 @@ import { formatDiagnostic, where } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
 import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type EffectiveRule, type Rule } from '../conf/types.js';
 import { envelope } from './json.js';
+import { existsSync } from 'node:fs';
 import { readStore } from './history.js';
 import { formatAggregate } from '../escalate/aggregate.js';
 import { blockLength, formatPolicy, nextBlockNumber, PERMANENT, type EscalationPolicy, type History } from '../escalate/policy.js';
@@ -68,11 +69,11 @@ export interface TestOptions extends ConfOptions {
   db: string;
 }
 
-/** What the next block of `key`'s address lasts under `p`, by the history in database `db` (unreadable: as if none). */
+/** What the next block of `key`'s address lasts under `p`, by the history in database `db` (none there yet: no history; unreadable: as if none, and why). */
 function nextBlock(p: EscalationPolicy, key: EffectiveRule, db: string, now: number): { block: number; seconds: number; jitter: number; history: string | undefined } {
-  const store = readStore(db);
+  const store = existsSync(db) ? readStore(db) : undefined;
   let h: History | undefined;
-  if (typeof store !== 'string') {
+  if (typeof store === 'object') {
     try {
       h = store.history(key.name, key.address);
     } finally {

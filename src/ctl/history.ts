@@ -19,11 +19,6 @@ export interface HistoryOptions {
   json?: boolean;
 }
 
-/** The policies of the configuration, or none when it cannot be read (the history is shown as stored). */
-export function escalationPolicies(config: string, ruleName: string): Map<string, EscalationPolicy> {
-  return loadConfig(config, systemEnv(ruleName)).escalation;
-}
-
 /** A database file opened read-only, or the message why it cannot be. */
 export function readStore(path: string): StateStore | string {
   try {
@@ -63,7 +58,8 @@ export function historyCommand(address: string | undefined, o: HistoryOptions, i
   } finally {
     store.close();
   }
-  const policies = escalationPolicies(o.config, o.ruleName);
+  // the configuration's forgiveness; none there (or no configuration): the counts as stored
+  const policies = loadConfig(o.config, systemEnv(o.ruleName)).escalation;
   if (o.json === true) {
     io.out(envelope('history', { result: { histories: rows.map((h) => historyJson(h, now, policies.get(h.name))) } }));
     return 0;
