@@ -110,4 +110,8 @@ export interface Entry {
   last: number;
   /** The packet-filter rule id the helper's add returned; "" when no rule is installed. */
   id: string;
+  /** An escalated block (doc/escalation.md): its number in the address's history; absent for upstream's fixed blocks. */
+  block?: number;
+  /** An escalated block's seconds beyond the rule's duration; -1 (PERMANENT): it never expires by itself. */
+  hold?: number;
 }

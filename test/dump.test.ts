@@ -202,10 +202,11 @@ describe('blocklistctl dump, the command', () => {
   const usage =
     'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
-    '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port\n' +
+    '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [-D dbname] [--json] address port\n' +
+    '       blocklistctl history [-c config] [-R rulename] [-n name] [-D dbname] [--json] [address]\n' +
     '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control ' +
       'options] address[/mask] ... | - | --stdin\n' +
-    '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all\n' +
+    '       blocklistctl unblock [-p port] [-n name] [--if-present] [--forget] [control options] address[/mask] | --all\n' +
     '       blocklistctl flush [control options] [name]\n' +
     '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
     '       blocklistctl reload [control options]\n' +

@@ -174,7 +174,7 @@ describe('manual pages', () => {
     const s = sections(lines);
     const top = help('blocklistctl', []);
     const commands = helpCommands(top);
-    assert.deepEqual(commands, ['dump', 'config', 'test', 'block', 'unblock', 'flush', 'report', 'reload', 'status']);
+    assert.deepEqual(commands, ['dump', 'config', 'test', 'history', 'block', 'unblock', 'flush', 'report', 'reload', 'status']);
 
     // the synopsis: one `.Nm` form per command, then the help and version forms
     const forms: { command?: string; flags: string[] }[] = [];

@@ -6,8 +6,10 @@ import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { errnoText } from '../errno.js';
 import { parseConfig, type ParseResult } from './parse.js';
-import { buildRuleSet } from './ruleset.js';
-import type { ConfEnv, Diagnostic, RuleSet } from './types.js';
+import { buildRuleSet, fileLine } from './ruleset.js';
+import type { ConfEnv, Diagnostic, RuleSet, Source } from './types.js';
+import { parsePolicy, PolicyError, type EscalationPolicy } from '../escalate/policy.js';
+import { parseAggregate, type AggregatePolicy } from '../escalate/aggregate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
 
@@ -21,6 +23,38 @@ export interface LoadResult {
   files: string[];
   /** False when neither the path nor its `.d` directory could be read: keep the rules you had. */
   found: boolean;
+  /** The `[escalate]` policies by rule name (doc/escalation.md §1); empty: upstream's fixed durations. */
+  escalation: Map<string, EscalationPolicy>;
+  /** The `[aggregate]` policies by rule name (doc/escalation.md §6); empty: no aggregates. */
+  aggregation: Map<string, AggregatePolicy>;
+}
+
+/**
+ * The lines of section `section` of every file, in order, by `parse`: a
+ * later line for a name replaces an earlier one (a drop-in overrides).
+ */
+function sectionPolicies<P extends { name: string }>(
+  section: 'escalate' | 'aggregate',
+  parse: (fields: string[]) => P,
+  parsed: readonly ParseResult[],
+  ruleSet: RuleSet,
+  diagnostics: Diagnostic[],
+): Map<string, P> {
+  const policies = new Map<string, { policy: P; source: Source }>();
+  const names = new Set([...ruleSet.local, ...ruleSet.remote].map((r) => r.name));
+  for (const { source, fields } of parsed.flatMap((p) => p[section])) {
+    try {
+      const policy = parse(fields);
+      const earlier = policies.get(policy.name);
+      if (earlier !== undefined) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name} replaces the line at ${fileLine(earlier.source)}` });
+      if (!names.has(policy.name)) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name}: no rule has this name` });
+      policies.set(policy.name, { policy, source });
+    } catch (e) {
+      if (!(e instanceof PolicyError)) throw e;
+      diagnostics.push({ source, severity: 'error', message: `[${section}] ${e.message}` });
+    }
+  }
+  return new Map([...policies].map(([name, { policy }]) => [name, policy]));
 }
 
 function isDirectory(path: string): boolean {
@@ -112,6 +146,9 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
     found = (hasDropIn && readAll(dropIn)) || error === undefined;
   }
   const built = buildRuleSet(parsed, env.families);
-  // file-level errors first, then each file's lines, then what the merge and sort found
-  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics], files, found };
+  const policies: Diagnostic[] = [];
+  const escalation = sectionPolicies('escalate', parsePolicy, parsed, built.ruleSet, policies);
+  const aggregation = sectionPolicies('aggregate', parseAggregate, parsed, built.ruleSet, policies);
+  // file-level errors first, then each file's lines, then what the merge and sort found, then the policies
+  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...policies], files, found, escalation, aggregation };
 }

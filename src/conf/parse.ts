@@ -15,6 +15,9 @@ export const NAME_MAX = 127;
 export interface ParseResult {
   local: Rule[];
   remote: Rule[];
+  /** The `[escalate]` and `[aggregate]` sections' lines, as fields: load.ts reads them (escalate/). */
+  escalate: { source: Source; fields: string[] }[];
+  aggregate: { source: Source; fields: string[] }[];
   diagnostics: Diagnostic[];
 }
 
@@ -286,21 +289,27 @@ function getDuration(text: string, section: Section, warn: (message: string) => 
   return seconds;
 }
 
-const SECTION_HEADER = /^\s*\[(local|remote)\]\s*$/;
+// [escalate] and [aggregate]: this port's extensions (doc/escalation.md §1, §6)
+const SECTION_HEADER = /^\s*\[(local|remote|escalate|aggregate)\]\s*$/;
+type FileSection = Section | 'escalate' | 'aggregate';
 
 /** Parses one file's text; `file` names it in diagnostics. */
 export function parseConfig(text: string, file: string, env: ConfEnv): ParseResult {
-  const result: ParseResult = { local: [], remote: [], diagnostics: [] };
-  let section: Section = 'local';
+  const result: ParseResult = { local: [], remote: [], escalate: [], aggregate: [], diagnostics: [] };
+  let section: FileSection = 'local';
   for (const { line, text: logical } of logicalLines(text)) {
     const source: Source = { file, line };
     const header = SECTION_HEADER.exec(logical); // trailing blanks allowed (G33)
     if (header !== null) {
-      section = header[1] as Section;
+      section = header[1] as FileSection;
       continue;
     }
     const fields = logical.split(/[ \t\n\v\f\r]+/).filter((f) => f !== '');
     if (fields.length === 0) continue; // blank, or an indented comment (G34)
+    if (section === 'escalate' || section === 'aggregate') {
+      result[section].push({ source, fields });
+      continue;
+    }
     try {
       const warn = (message: string): void => void result.diagnostics.push({ source, severity: 'warning', message });
       result[section].push(parseRule(fields, section, source, env, warn));

@@ -8,8 +8,12 @@ import { cNumber, servicePort } from '../conf/parse.js';
 import { compileRules, matchProbe } from '../conf/match.js';
 import { fileLine, formatDiagnostic } from '../conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../conf/system.js';
-import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type Rule } from '../conf/types.js';
+import { ANY, IPPROTO_TCP, IPPROTO_UDP, type ConfEnv, type EffectiveRule, type Rule } from '../conf/types.js';
 import { envelope } from './json.js';
+import { existsSync } from 'node:fs';
+import { readStore } from './history.js';
+import { formatAggregate } from '../escalate/aggregate.js';
+import { blockLength, formatPolicy, nextBlockNumber, PERMANENT, type EscalationPolicy, type History } from '../escalate/policy.js';
 
 export interface Output {
   out: (text: string) => void;
@@ -31,13 +35,16 @@ function ruleJson(rule: Rule, families: ConfEnv['families']): Record<string, unk
 /** `blocklistctl config`: the rules as the daemon will walk them, and every diagnostic. Exit 1 if a line was rejected. */
 export function configCommand(options: ConfOptions, io: Output): number {
   const env = systemEnv(options.ruleName);
-  const { ruleSet, diagnostics, files } = loadConfig(options.config, env);
+  const { ruleSet, diagnostics, files, escalation, aggregation } = loadConfig(options.config, env);
   const failed = diagnostics.some((d) => d.severity === 'error');
   if (options.json) {
     const result = {
       files,
       local: ruleSet.local.map((r) => ruleJson(r, env.families)),
       remote: ruleSet.remote.map((r) => ruleJson(r, env.families)),
+      // the effective escalation policies (doc/escalation.md §1); none: upstream's fixed durations
+      ...(escalation.size === 0 ? {} : { escalate: [...escalation.values()].map((p) => ({ ...p, text: formatPolicy(p) })) }),
+      ...(aggregation.size === 0 ? {} : { aggregate: [...aggregation.values()].map((p) => ({ ...p, text: formatAggregate(p) })) }),
       diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
     };
     const errors = diagnostics.filter((d) => d.severity === 'error').length;
@@ -49,6 +56,8 @@ export function configCommand(options: ConfOptions, io: Output): number {
     io.out(`[${section}]\n`);
     for (const rule of ruleSet[section]) io.out(`${formatRule(rule, env.families)}\t# ${fileLine(rule.source)}\n`);
   }
+  if (escalation.size > 0) io.out(`[escalate]\n${[...escalation.values()].map((p) => `${formatPolicy(p)}\n`).join('')}`);
+  if (aggregation.size > 0) io.out(`[aggregate]\n${[...aggregation.values()].map((p) => `${formatAggregate(p)}\n`).join('')}`);
   return failed ? 1 : 0;
 }
 
@@ -56,6 +65,29 @@ export interface TestOptions extends ConfOptions {
   uid: string;
   type: string;
   local?: string;
+  /** The database whose history says what the next block lasts (escalation). */
+  db: string;
+}
+
+/** What the next block of `key`'s address lasts under `p`, by the history in database `db` (none there yet: no history; unreadable: as if none, and why). */
+function nextBlock(p: EscalationPolicy, key: EffectiveRule, db: string, now: number): { block: number; seconds: number; jitter: number; history: string | undefined } {
+  const store = existsSync(db) ? readStore(db) : undefined;
+  let h: History | undefined;
+  if (typeof store === 'object') {
+    try {
+      h = store.history(key.name, key.address);
+    } finally {
+      store.close();
+    }
+  }
+  const block = nextBlockNumber(p, h, now);
+  return { block, seconds: blockLength({ ...p, jitter: 0 }, block, key.duration, () => 0), jitter: p.jitter, history: typeof store === 'string' ? store : undefined };
+}
+
+/** A next block as `test` prints it. */
+function nextBlockText(n: ReturnType<typeof nextBlock>): string {
+  const length = n.seconds === PERMANENT ? 'permanent' : `${formatDuration(n.seconds)} (${n.seconds} s)${n.jitter > 0 ? ` plus up to ${n.jitter} s of jitter` : ''}`;
+  return `next block   the ${ordinal(n.block)}: ${length}${n.history === undefined ? '' : ` (no history read: ${n.history})`}\n`;
 }
 
 /** How many failures of each kind reach a limit (daemon.md §5.3). */
@@ -89,7 +121,7 @@ export function testCommand(address: string, portText: string, options: TestOpti
   if (port === undefined || uid === undefined || (options.type !== 'stream' && options.type !== 'dgram')) {
     return bad(`bad ${port === undefined ? `port '${portText}'` : uid === undefined ? `user '${options.uid}'` : `type '${options.type}'`}`);
   }
-  const { ruleSet, diagnostics } = loadConfig(options.config, env);
+  const { ruleSet, diagnostics, escalation } = loadConfig(options.config, env);
   for (const d of diagnostics) io.err(`${formatDiagnostic(d, true)}\n`);
   const proto = options.type === 'stream' ? IPPROTO_TCP : IPPROTO_UDP;
   const family = nativeFamily(env.families, remote.family);
@@ -100,8 +132,11 @@ export function testCommand(address: string, portText: string, options: TestOpti
     return 1;
   }
   const e = match.effective;
+  const policy = e.duration === ANY ? undefined : escalation.get(e.name);
+  const next = policy === undefined ? undefined : nextBlock(policy, e, options.db, Math.floor(Date.now() / 1000));
   if (options.json) {
-    io.out(envelope('test', { result: { matched: true, local: ruleJson(match.local, env.families), remote: match.remote === undefined ? null : ruleJson(match.remote, env.families), effective: e } }));
+    const nextJson = next && { nextBlock: { block: next.block, duration: next.seconds === PERMANENT ? null : next.seconds, permanent: next.seconds === PERMANENT, jitter: next.jitter } };
+    io.out(envelope('test', { result: { matched: true, local: ruleJson(match.local, env.families), remote: match.remote === undefined ? null : ruleJson(match.remote, env.families), effective: e, ...nextJson } }));
     return 0;
   }
   const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${fileLine(r.source)}  ${formatRule(r, env.families)}`);
@@ -112,7 +147,8 @@ export function testCommand(address: string, portText: string, options: TestOpti
       `address      ${e.address}/${e.lmask} port ${e.port}/${protocolName(e.proto)}\n` +
       `nfail        ${formatNumber(e.nfail)}: ${threshold(e.nfail)}\n` +
       `duration     ${e.duration === ANY ? 'forever' : `${formatDuration(e.duration)} (${e.duration} s)`}\n` +
-      `owner        ${formatNumber(e.uid)}\n`,
+      `owner        ${formatNumber(e.uid)}\n` +
+      (next === undefined ? '' : nextBlockText(next)),
   );
   return 0;
 }

@@ -5,7 +5,7 @@
 import { connect } from 'node:net';
 import { formatDuration, protocolName } from '../conf/format.js';
 import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
-import { entryFromJson } from '../state/entry.js';
+import { blockSeconds, entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
 import type { Output } from './conf.js';
@@ -160,7 +160,11 @@ function printError(command: string, error: ControlErrorBody, io: Output): void 
 // --- human output ------------------------------------------------------------
 
 const port = (e: Entry): string => (e.key.port === ANY ? 'every port' : `port ${e.key.port}/${protocolName(e.key.proto)}`);
-const forHowLong = (e: Entry): string => (e.key.duration === ANY ? 'for good' : `for ${formatDuration(e.key.duration)}, until ${localTime(e.last + e.key.duration)}`);
+/** How long a block lasts: its rule's duration, or an escalated block's own length (and its number). */
+function forHowLong(e: Entry): string {
+  const seconds = blockSeconds(e);
+  return seconds === ANY ? 'for good' : `for ${formatDuration(seconds)}, until ${localTime(e.last + seconds)}${e.block === undefined ? '' : ` (block ${e.block})`}`;
+}
 
 function entryLines(verb: string, list: Record<string, unknown>[]): string {
   return list
@@ -198,7 +202,8 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
     const counts = r.counts as Record<string, number>;
     const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
     const none = counts.released + counts.deleted + counts.failed === 0 ? 'no entry: nothing to unblock\n' : '';
-    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n`;
+    const forgotten = typeof r.forgotten === 'number' ? `${r.forgotten} histor${r.forgotten === 1 ? 'y' : 'ies'} of blocks forgotten\n` : '';
+    return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n${forgotten}`;
   },
   flush(r) {
     return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');

@@ -5,7 +5,7 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { errnoMessage } from '../errno.js';
-import { dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
+import { blockSeconds, dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { ANY, type Entry } from '../types.js';
 import { DURATION_UNITS, durationParts, localTime } from '../time.js';
@@ -28,6 +28,8 @@ export interface DumpOptions {
   /** -w: a wide address column. */
   wide: boolean;
   json: boolean;
+  /** --block-number: a last column with an escalated block's number (escalation). */
+  blockNumber?: boolean;
 }
 
 /** The entries -a and -b ask for. */
@@ -44,25 +46,28 @@ export function remainingTime(seconds: number): string {
 
 /** The last column: `never` for forever, else remaining time (`0s`, `expired`: G46, G47) or last access. */
 function timeColumn(e: Entry, remaining: boolean, now: number): string {
-  if (e.key.duration === ANY) return 'never';
+  // an escalated block's own length (permanent: never)
+  const seconds = blockSeconds(e);
+  if (seconds === ANY) return 'never';
   if (!remaining) return localTime(e.last);
-  const left = e.key.duration - (now - e.last);
+  const left = seconds - (now - e.last);
   if (left < 0) return 'expired';
   return left === 0 ? '0s' : remainingTime(left);
 }
 
 /** The header line (§2.3). */
-function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining'>): string {
+function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber'>): string {
   const width = o.wide ? 39 : 15;
-  return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}\n`;
+  return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}${o.blockNumber === true ? '\tblock' : ''}\n`;
 }
 
 /** One row (§2.3); the address is right-aligned, never cut (G45). */
-function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining'>, now: number): string {
+function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber'>, now: number): string {
   const k = e.key;
   const width = o.wide ? 39 : 15;
   const address = `${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}`;
-  return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}\n`;
+  const block = o.blockNumber === true ? `\t${e.block ?? '-'}` : '';
+  return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}${block}\n`;
 }
 
 export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]';

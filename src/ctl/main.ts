@@ -15,6 +15,7 @@ import { configCommand, testCommand, type Output } from './conf.js';
 import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 import { envelope } from './json.js';
+import { historyCommand } from './history.js';
 
 
 const stdio: Output = {
@@ -25,9 +26,10 @@ const stdio: Output = {
 const USAGE = [
   DUMP_USAGE,
   '       blocklistctl config [-c config] [-R rulename] [--json]',
-  '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [--json] address port',
+  '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [-D dbname] [--json] address port',
+  '       blocklistctl history [-c config] [-R rulename] [-n name] [-D dbname] [--json] [address]',
   '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control options] address[/mask] ... | - | --stdin',
-  '       blocklistctl unblock [-p port] [-n name] [--if-present] [control options] address[/mask] | --all',
+  '       blocklistctl unblock [-p port] [-n name] [--if-present] [--forget] [control options] address[/mask] | --all',
   '       blocklistctl flush [control options] [name]',
   '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]',
   '       blocklistctl reload [control options]',
@@ -84,11 +86,12 @@ export function main(argv: string[]): void {
     .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
     .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
     .option('--json', 'JSON output: every field, times as epoch seconds and ISO-8601 (blocklistctl(8), JSON OUTPUT)')
+    .option('--block-number', 'a last column with the number of an escalated block (blocklistd.conf(5), ESCALATION)')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
-    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean }) => {
-      const o = { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true };
+    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean; blockNumber?: boolean }) => {
+      const o = { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true, blockNumber: opts.blockNumber === true };
       // -D names a file: read it; else the daemon answers, and without one the default file is read
       const status = opts.D === undefined ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio) : dumpCommand(opts.D, o, stdio);
       process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
@@ -115,10 +118,25 @@ export function main(argv: string[]): void {
     .option('-u <uid>', 'uid or user name of the reporting server', '0')
     .option('-t <type>', 'socket type: stream or dgram', 'stream')
     .option('-l <address>', 'local address of the server socket (default: the unspecified address)')
+    .option('-D <dbname>', 'the database whose history says what the next escalated block lasts', DEFAULT_DB_PATH)
     .option('--json', 'machine-readable output')
     .exitOverride()
-    .action((address: string, port: string, opts: { c: string; R: string; u: string; t: string; l?: string; json?: boolean }) => {
-      process.exitCode = testCommand(address, port, { config: opts.c, ruleName: opts.R, uid: opts.u, type: opts.t, local: opts.l, json: opts.json }, stdio);
+    .action((address: string, port: string, opts: { c: string; R: string; u: string; t: string; l?: string; D: string; json?: boolean }) => {
+      process.exitCode = testCommand(address, port, { config: opts.c, ruleName: opts.R, uid: opts.u, type: opts.t, local: opts.l, db: opts.D, json: opts.json }, stdio);
+    });
+
+  program
+    .command('history')
+    .description('the blocks each address had under a rule name (escalation), and the count forgiveness leaves now')
+    .argument('[address]', 'only the histories that hold this address: its own, and those of networks (rules with a /mask)')
+    .option('-c <config>', 'configuration file or directory: its [escalate] forgiveness', DEFAULT_CONFIG_PATH)
+    .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
+    .option('-n <name>', 'only this rule name')
+    .option('-D <dbname>', 'read this database file', DEFAULT_DB_PATH)
+    .option('--json', 'machine-readable output')
+    .exitOverride()
+    .action((address: string | undefined, opts: { c: string; R: string; n?: string; D: string; json?: boolean }) => {
+      process.exitCode = historyCommand(address, { db: opts.D, config: opts.c, ruleName: opts.R, name: opts.n, json: opts.json }, stdio);
     });
 
   /** The options every command of the daemon takes; `run` gets the arguments and the options. */
@@ -173,11 +191,12 @@ export function main(argv: string[]): void {
         .option('-p <port>', 'only entries of this port')
         .option('-n <name>', 'only entries of this rule name')
         .option('--all', 'every entry')
-        .option('--if-present', 'no entry for it is success (exit 0), not an error'),
+        .option('--if-present', 'no entry for it is success (exit 0), not an error')
+        .option('--forget', 'forget its history of blocks too (with --all: every history): its next block is a first one (escalation)'),
     (address, opts) => {
-      const o = opts as { p?: string; n?: string; all?: boolean; ifPresent?: boolean };
+      const o = opts as { p?: string; n?: string; all?: boolean; ifPresent?: boolean; forget?: boolean };
       if ((address === undefined) === (o.all !== true)) usage('unblock: give an address, or --all');
-      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true, ...(o.ifPresent === true ? { ifPresent: true } : {}) }];
+      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true, ...(o.ifPresent === true ? { ifPresent: true } : {}), ...(o.forget === true ? { forget: true } : {}) }];
     },
   );
   daemonCommand(

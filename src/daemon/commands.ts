@@ -12,6 +12,7 @@ import { BLOCK_MAX, ControlError, REPORT_TYPES, type ReportType } from '../proto
 import { TEXT_MAX } from '../protocol/wire.js';
 import { decodeText } from '../text.js';
 import { unfinished } from '../run/helper.js';
+import { historyAddresses } from '../escalate/policy.js';
 import { DUMP_SELECTIONS, ENTRY_ROW_FIELDS, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFn, type Notification } from '../types.js';
@@ -316,7 +317,7 @@ async function blockOne(context: CommandContext, key: EffectiveRule): Promise<Bl
 const UNBLOCK_PAGE = 1000;
 
 /** What an unblock takes: the entries whose network holds the address given (or all), of the port and name given. */
-function unblockSelection(context: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string } {
+function unblockSelection(context: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string; forget: (entries: readonly Entry[]) => number } {
   const all = args.all === true;
   const text = optionalString(args, 'address');
   if (all === (text !== undefined)) throw new ControlError('bad_argument', 'unblock needs an address, or all');
@@ -335,7 +336,23 @@ function unblockSelection(context: CommandContext, args: Record<string, unknown>
     return true;
   };
   const what = `${all ? 'any address' : text}${port === undefined ? '' : ` port ${port}`}${name === undefined ? '' : ` name ${name}`}`;
-  return { selected, what };
+  /**
+   * --forget (escalation, doc/escalation.md §5): the histories of the
+   * entries unblocked, and those that hold the address given (a rule with
+   * a /mask keeps one for its network), or with --all every one (of the
+   * name given); how many went.
+   */
+  const forget = (entries: readonly Entry[]): number => {
+    let forgotten = 0;
+    if (network === undefined) {
+      context.engine.guard(() => (forgotten = context.store.forgetHistory(undefined, name)));
+      return forgotten;
+    }
+    const addresses = new Set([...entries.map((e) => e.key.address), ...historyAddresses(network.address, network.mask)]);
+    context.engine.guard(() => context.store.transaction(() => addresses.forEach((a) => (forgotten += context.store.forgetHistory(a, name)))));
+    return forgotten;
+  };
+  return { selected, what, forget };
 }
 
 /** Progress of a long request, told this often at most (ms). */
@@ -377,24 +394,28 @@ function withProgress(args: Record<string, unknown>, run: (progress: (done: numb
 }
 
 function unblock(context: CommandContext, args: Record<string, unknown>): Promise<unknown> | ChunkedResult {
-  const { selected, what } = unblockSelection(context, args);
+  const { selected, what, forget } = unblockSelection(context, args);
   return withProgress(args, async (progress) => {
     // a page at a time (its deletions one transaction), the event loop free in between:
     // notifications go on being received while a large table is emptied
     const unblocking: Promise<UnblockResult>[] = [];
+    const unblocked: Entry[] = [];
     let total = 0;
     for (let after = 0; ; ) {
       const page = context.store.page(after, UNBLOCK_PAGE);
       if (page.length === 0) break;
       after = page[page.length - 1].rowid;
       const entries = page.filter(selected);
+      if (args.forget === true) unblocked.push(...entries);
       total += entries.length;
       if (entries.length > 0) unblocking.push(context.manual.unblock(entries));
       await new Promise((resolve) => setImmediate(resolve));
     }
+    // --forget: the count of histories forgotten, in the answer only then
+    const forgotten = args.forget === true ? { forgotten: forget(unblocked) } : {};
     if (unblocking.length === 0) {
-      // --if-present: nothing there is what was wanted
-      if (args.ifPresent === true) return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 } };
+      // --if-present: nothing there is what was wanted; --forget: a history forgotten is something done
+      if (args.ifPresent === true || (forgotten.forgotten ?? 0) > 0) return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 }, ...forgotten };
       throw new ControlError('not_found', `no entry for ${what}`);
     }
     let settled = 0;
@@ -420,6 +441,7 @@ function unblock(context: CommandContext, args: Record<string, unknown>): Promis
       deleted: list(done.deleted),
       failed: done.failed.slice(0, LIST_MAX).map((f) => ({ ...entryJson(f.entry, now), reason: f.reason })),
       counts: { released: done.released.length, deleted: done.deleted.length, failed: done.failed.length },
+      ...forgotten,
     };
     if (done.failed.length > 0 && done.released.length + done.deleted.length === 0) {
       throw new ControlError('helper_failed', `nothing unblocked: ${done.failed[0].reason}`, result);

@@ -9,6 +9,8 @@ import type { Server } from 'node:http';
 import { VERSION } from '../cli.js';
 import { debugListing, ruleChanges } from '../conf/format.js';
 import { loadConfig, type LoadResult } from '../conf/load.js';
+import { allowedNetworks } from '../escalate/aggregate.js';
+import { Aggregator } from '../escalate/aggregator.js';
 import { compileRules } from '../conf/match.js';
 import { formatDiagnostic } from '../conf/ruleset.js';
 import { interfaceAddresses, lookupGroup, systemEnv } from '../conf/system.js';
@@ -66,6 +68,10 @@ export class Daemon {
   private metricsServer: Server | undefined;
   private readonly notifier: SystemdNotifier | undefined;
   private ruleSet: RuleSet = { local: [], remote: [] };
+  /** The `[escalate]` and `[aggregate]` policies in force (doc/escalation.md). */
+  private escalation: LoadResult['escalation'] = new Map();
+  private aggregation: LoadResult['aggregation'] = new Map();
+  private aggregator: Aggregator | undefined;
   private interfaceTimer: NodeJS.Timeout | undefined;
   private limiter: SenderLimiter | undefined;
   private trusted: TrustedSenders = { uids: new Set([0]), gids: new Set() };
@@ -162,6 +168,11 @@ export class Daemon {
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
+    this.engine.setEscalation(this.escalation);
+    this.aggregator = new Aggregator(this.engine, store, this.log);
+    this.aggregator.setPolicies(this.aggregation, allowedNetworks(this.ruleSet));
+    const aggregator = this.aggregator;
+    this.engine.blockHook = (key) => void aggregator.blocked(key);
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
     if (this.stopping) return;
@@ -483,6 +494,10 @@ export class Daemon {
       this.interfaceTimer = setInterval(() => this.engine?.setInterfaces(interfaceAddresses()), this.options.timeout * 1000);
     }
     this.engine?.setRules(compileRules(this.ruleSet), interfaceAddresses());
+    this.escalation = loaded.escalation;
+    this.engine?.setEscalation(this.escalation);
+    this.aggregation = loaded.aggregation;
+    this.aggregator?.setPolicies(this.aggregation, allowedNetworks(this.ruleSet));
     return true;
   }
 

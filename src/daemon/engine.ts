@@ -29,7 +29,9 @@ import { toText, type OwnNetwork } from '../conf/ip.js';
 import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
 import { entryId, InFlight, type Counted } from '../run/inflight.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
-import { isBlocked } from '../state/entry.js';
+import { blockSeconds, isBlocked } from '../state/entry.js';
+import { Escalator } from '../escalate/escalator.js';
+import type { EscalationPolicy } from '../escalate/policy.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
 import { probeOf } from './probe.js';
@@ -82,6 +84,8 @@ export interface EngineOptions {
   maxEntries?: number;
   /** --allow-self: notifications about the host's own addresses (isSelfAddress) are not counted. */
   allowSelf?: boolean;
+  /** In [0, 1): the source of escalation's jitter (default Math.random). */
+  random?: () => number;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
@@ -136,13 +140,17 @@ const processingFields = (n: Notification): LogFields => ({
   source: n.report?.source,
 });
 
-/** The fields of a "blocked" line; `duration` is the rule's. */
-const blockFields = (k: EffectiveRule, address: string, origin: BlockOrigin, count: number): LogFields => ({
-  ...entryFields('block', k, address),
+/** The fields of a "blocked" line; `duration` is the block's (the rule's, or an escalated block's), `block` an escalated block's number. */
+const blockFields = (e: Entry, address: string, origin: BlockOrigin, count: number): LogFields => ({
+  ...entryFields('block', e.key, address),
   origin,
   count,
-  duration: k.duration === ANY ? undefined : k.duration,
+  duration: blockSeconds(e) === ANY ? undefined : blockSeconds(e),
+  block: e.block,
 });
+
+/** What a "blocked" line adds for an escalated block: its number. */
+const blockNumber = (e: Entry): string => (e.block === undefined ? '' : ` (block ${e.block})`);
 
 export class Engine {
   private rules: CompiledRules | undefined;
@@ -176,16 +184,28 @@ export class Engine {
   private clockOffset: number | undefined;
   /** --allow-self: when each self address ignored was last logged (ms), kept for the addresses of the last minute. */
   private readonly selfLogged = new Map<string, number>();
+  /** Escalation of repeat offenders, per rule name (doc/escalation.md). */
+  private readonly escalator: Escalator;
+  /** Told of each block the filter took that began from failures, after its commit (subnet aggregation, escalate/aggregator.ts). */
+  blockHook: ((key: EffectiveRule) => void) | undefined;
 
   constructor(private readonly options: EngineOptions) {
     this.monotonic = options.monotonic ?? (() => performance.now());
     this.debugLine = debugLog(options.log, options.debug);
+    this.escalator = new Escalator(options.store, options.random ?? Math.random);
     this.batcher = new HelperBatcher({ helper: options.helper, settle: (calls, results) => this.settleBatch(calls, results) });
   }
 
   setRules(rules: CompiledRules, interfaces: InterfaceAddresses): void {
     this.rules = rules;
     this.setInterfaces(interfaces);
+  }
+
+  /** The `[escalate]` policies of the configuration (doc/escalation.md); blocks running keep their length. */
+  setEscalation(policies: ReadonlyMap<string, EscalationPolicy>): void {
+    this.escalator.setPolicies(policies);
+    // forgiven histories go now, and then at most hourly with the expiry passes
+    this.guard(() => this.escalator.purge(this.options.clock(), this.monotonic()));
   }
 
   setInterfaces(interfaces: InterfaceAddresses): void {
@@ -305,15 +325,23 @@ export class Engine {
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (key.duration === ANY && e.id !== '' && !this.work.busy(id)) afterCommit.push(() => this.release(e, 'reset'));
+      if (blockSeconds(e) === ANY && e.id !== '' && !this.work.busy(id)) afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
       e.count += n.type === WireType.BADUSER ? 1 : 2;
+      // a known offender meets its escalation policy's lower nfail: at the rule's limit now, as ABUSE is
+      if (!isBlocked(e) && this.escalator.knownOffender(key, e.count, now)) e.count = key.nfail;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
-        else if (!this.work.adding(id)) {
+        if (e.id !== '') {
+          log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, {
+            ...blockFields(e, toText(n.remote), 'limit', e.count),
+            renewed: true,
+          });
+        } else if (!this.work.adding(id)) {
+          // a new block: its number and length by the address's history (escalation)
+          Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
           this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, ''));
@@ -394,21 +422,27 @@ export class Engine {
         if (e === undefined || pending.client === undefined) return; // a restore keeps its old id
         if (e.count === pending.wrote.count && e.last === pending.wrote.last) {
           if (pending.before === undefined) store.delete(key);
-          else store.put({ ...e, ...pending.before });
+          else store.put({ ...e, ...pending.before, block: undefined, hold: undefined });
         } else {
           store.put({ ...e, count: Math.max(0, e.count - (pending.wrote.count - (pending.before?.count ?? 0))) });
         }
         return;
       }
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
-      if (pending.client !== undefined) log('info', `blocked ${entryText(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
+      const blockedEntry = e ?? { key, count: pending.wrote.count, last: pending.wrote.last, id: '' };
+      if (pending.client !== undefined) {
+        log('info', `blocked ${entryText(key, pending.client)} for ${blockSeconds(blockedEntry)} seconds${blockNumber(blockedEntry)}`, blockFields(blockedEntry, pending.client, pending.origin, pending.wrote.count));
+      }
+      // the history counts the blocks the filter took (a restore's was counted when it began)
+      if (pending.origin !== 'restore') this.escalator.record(blockedEntry, pending.wrote.last);
       this.options.metrics?.block(pending.origin, key.name);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
-      if (updated.last === 0 && key.duration === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
+      if (updated.last === 0 && blockSeconds(updated) === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
+      else if (pending.origin === 'limit' && this.blockHook !== undefined) this.committed(() => this.blockHook?.(key));
     });
     this.armExpiry();
   }
@@ -437,7 +471,7 @@ export class Engine {
       }
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${entryText(k)} after ${k.duration} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
+        log('info', `released ${entryText(k)} after ${blockSeconds(e)} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
         this.options.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
@@ -476,9 +510,10 @@ export class Engine {
     }
   }
 
-  /** Expired (`last + duration < now`), or a forever block lifted by AUTH_OK. */
+  /** Expired (`last + duration < now`, an escalated block's length instead of duration), or a forever (or permanent) block lifted by AUTH_OK. */
   private isDue(e: Entry, now: number): boolean {
-    return e.key.duration === ANY ? e.last === 0 && e.id !== '' : e.last + e.key.duration < now;
+    const seconds = blockSeconds(e);
+    return seconds === ANY ? e.last === 0 && e.id !== '' : e.last + seconds < now;
   }
 
   /**
@@ -503,6 +538,8 @@ export class Engine {
       this.storeWorked();
       this.work.allRecorded();
     }
+    // histories forgiven to nothing go, at most once an hour
+    this.guard(() => this.escalator.purge(now, this.monotonic()));
     for (const retried of this.work.takeDueRetries(now)) {
       // try again only if the entry still waits for its release
       const current = store.get(retried.key);

@@ -1,6 +1,9 @@
 // An entry as blocklistctl dump --json and the control socket show it.
 import { ANY, type Entry } from '../types.js';
 
+/** How long the entry's block lasts (seconds): its rule's duration, and an escalated block's hold; ANY (-1) for forever or permanent. */
+export const blockSeconds = (e: Entry): number => (e.key.duration === ANY || (e.hold ?? 0) < 0 ? ANY : e.key.duration + (e.hold ?? 0));
+
 /** At its limit: blocked, or its add pending. */
 export const isBlocked = (e: Entry): boolean => e.key.nfail !== ANY && e.count >= e.key.nfail;
 
@@ -22,11 +25,15 @@ const iso = (seconds: number): string | null => {
 
 /** An entry with every field, times as epoch seconds and ISO-8601 (G49). */
 export function entryJson(e: Entry, now: number): Record<string, unknown> {
-  const expires = e.key.duration === ANY ? null : e.last + e.key.duration;
+  const seconds = blockSeconds(e);
+  const expires = seconds === ANY ? null : e.last + seconds;
   return {
     ...e.key,
     count: e.count,
     id: e.id,
+    // an escalated block (doc/escalation.md §5): its number, and how long it lasts (null: permanent); an aggregate: how long
+    ...(e.block === undefined ? {} : { block: e.block }),
+    ...(e.block === undefined && e.hold === undefined ? {} : { blockDuration: seconds === ANY ? null : seconds }),
     blocked: isBlocked(e),
     last: e.last,
     lastTime: iso(e.last),
@@ -37,21 +44,25 @@ export function entryJson(e: Entry, now: number): Record<string, unknown> {
 }
 
 /** The fields of an entry as a row of a dump's chunk, in this order: compact, for millions of them. */
-export const ENTRY_ROW_FIELDS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id'] as const;
-export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string];
+export const ENTRY_ROW_FIELDS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id', 'block', 'hold'] as const;
+export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string, number?, number?];
 
 export function entryRow(e: Entry): EntryRow {
   const k = e.key;
-  return [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id];
+  return [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id, e.block ?? 0, e.hold ?? 0];
 }
 
 export function entryFromRow(r: EntryRow): Entry {
-  return {
+  const e: Entry = {
     key: { name: r[0], address: r[1], port: r[2], family: r[3], lmask: r[4], proto: r[5], uid: r[6], nfail: r[7], rmask: r[8], duration: r[9] },
     count: r[10],
     last: r[11],
     id: r[12],
   };
+  // a daemon before escalation sends 13 fields
+  if ((r[13] ?? 0) !== 0) e.block = r[13];
+  if ((r[14] ?? 0) !== 0) e.hold = r[14];
+  return e;
 }
 
 /** entryJson's object back to an entry (blocklistctl reads the control socket's answers with it). */
@@ -62,5 +73,7 @@ export function entryFromJson(o: Record<string, unknown>): Entry {
     count: n('count'),
     last: n('last'),
     id: String(o.id ?? ''),
+    ...(o.block === undefined ? {} : { block: n('block') }),
+    ...(o.blockDuration === undefined ? {} : { hold: o.blockDuration === null ? -1 : n('blockDuration') - n('duration') }),
   };
 }

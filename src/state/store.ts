@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { errnoText } from '../errno.js';
 import type { EffectiveRule, Entry } from '../types.js';
+import type { History } from '../escalate/policy.js';
 import { isBlocked } from './entry.js';
 
 /**
@@ -55,6 +56,26 @@ const MIGRATIONS: readonly string[] = [
   // only in an index of their own, which an update of any other entry
   // leaves alone.
   `CREATE INDEX entry_forever ON entry (last) WHERE duration < 0 AND ${EVICTABLE};`,
+  // issue 18, escalation (doc/escalation.md §3): a block's own length beyond
+  // its rule's duration (`hold`; -1 permanent) and its number in the
+  // address's history; expiry goes by `last + duration + hold`.  The
+  // history of blocks per (rule name, masked address) in a table of its
+  // own, which -f and flushes leave alone.  Subnet aggregation (§6) finds
+  // the blocks of a network by `entry_blocked`, which holds only entries
+  // with a filter rule: counting entries cost it nothing.
+  `ALTER TABLE entry ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;
+   ALTER TABLE entry ADD COLUMN block INTEGER NOT NULL DEFAULT 0;
+   DROP INDEX entry_expiry;
+   CREATE INDEX entry_expiry ON entry (last + duration + hold) WHERE duration >= 0 AND hold >= 0;
+   CREATE TABLE history (
+     name TEXT NOT NULL,
+     address TEXT NOT NULL,
+     count INTEGER NOT NULL,
+     last INTEGER NOT NULL,
+     until INTEGER NOT NULL,
+     PRIMARY KEY (address, name)
+   ) WITHOUT ROWID;
+   CREATE INDEX entry_blocked ON entry (name, address) WHERE id != '';`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -107,6 +128,8 @@ interface Row {
   count: number;
   last: number;
   id: string;
+  hold: number;
+  block: number;
 }
 
 function keyValues(k: EffectiveRule): (string | number)[] {
@@ -130,8 +153,12 @@ function entryOf(r: Row): Entry {
     count: r.count,
     last: r.last,
     id: r.id,
+    ...escalated(r),
   };
 }
+
+/** An escalated (or aggregate) block's fields, left out of every other entry: those stay as upstream's. */
+const escalated = (r: { block: number; hold: number }): Pick<Entry, 'block' | 'hold'> => ({ ...(r.block === 0 ? {} : { block: r.block }), ...(r.hold === 0 ? {} : { hold: r.hold }) });
 
 export interface OpenOptions {
   /** Read-only, for blocklistctl: never creates, migrates or writes. */
@@ -193,6 +220,12 @@ export class StateStore {
   private readonly shiftStmt: Database.Statement | undefined;
   private readonly futureStmt: Database.Statement | undefined;
   private readonly limitStmt: Database.Statement | undefined;
+  private readonly historyGetStmt: Database.Statement | undefined;
+  private readonly blockedInStmt: Database.Statement | undefined;
+  private readonly historyPutStmt: Database.Statement | undefined;
+  private readonly historyListStmt: Database.Statement | undefined;
+  private readonly historyForgetStmt: Database.Statement | undefined;
+  private readonly historyPurgeStmt: Database.Statement | undefined;
 
   /** Opens `path`; read-write opens create it (mode 0600, parent directories too). */
   static open(path: string, options: OpenOptions = {}): StateStore {
@@ -235,27 +268,37 @@ export class StateStore {
     }
     // read-only on a file no daemon has initialised yet: no statements, no entries
     if (readonly && fresh) return;
-    this.getStmt = this.db.prepare(`SELECT rowid, count, last, id FROM entry WHERE ${KEY_MATCH}`);
-    this.insertNewStmt = this.db.prepare(`INSERT INTO entry (${COLUMNS}, count, last, id) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?) ON CONFLICT DO NOTHING`);
+    this.getStmt = this.db.prepare(`SELECT rowid, count, last, id, hold, block FROM entry WHERE ${KEY_MATCH}`);
+    this.insertNewStmt = this.db.prepare(`INSERT INTO entry (${COLUMNS}, count, last, id, hold, block) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`);
     // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
-    this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ? WHERE rowid = ? AND ${KEY_MATCH}`);
+    this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ?, hold = ?, block = ? WHERE rowid = ? AND ${KEY_MATCH}`);
     this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH} RETURNING (${BLOCKED}) AS blocked`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
-    this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration) AS at FROM entry WHERE duration >= 0 AND last + duration >= ?').pluck();
-    this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND last + duration < ? ORDER BY last + duration LIMIT ?');
+    // a block's end is `last + duration + hold` (escalation, doc/escalation.md §3); a permanent one (hold < 0) has none
+    this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration + hold) AS at FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold >= ?').pluck();
+    this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold < ? ORDER BY last + duration + hold LIMIT ?');
     this.countStmt = this.db.prepare(`SELECT count(*) AS entries, count(*) FILTER (WHERE ${BLOCKED}) AS blocked FROM entry`);
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
     this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
-    this.expiringStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration >= 0 AND ${EVICTABLE} ORDER BY last + duration LIMIT ?`);
+    this.expiringStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration >= 0 AND hold >= 0 AND ${EVICTABLE} ORDER BY last + duration + hold LIMIT ?`);
     this.foreverStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration < 0 AND ${EVICTABLE} ORDER BY last LIMIT ?`);
     this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
     this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
     this.deleteNameStmt = this.db.prepare(`DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?) RETURNING (${BLOCKED}) AS blocked`);
-    this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE duration < 0 AND last = 0 AND id != ''");
+    this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE (duration < 0 OR hold < 0) AND last = 0 AND id != ''");
     // `last` 0 is a reset entry, not a time
     this.shiftStmt = this.db.prepare('UPDATE entry SET last = last + ? WHERE last != 0');
     this.futureStmt = this.db.prepare('SELECT count(*) FROM entry WHERE last > ?').pluck();
     this.limitStmt = this.db.prepare('UPDATE entry SET last = ? WHERE last > ?');
+    this.historyGetStmt = this.db.prepare('SELECT * FROM history WHERE address = ? AND name = ?');
+    this.blockedInStmt = this.db.prepare("SELECT * FROM entry WHERE id != '' AND name = ? AND address >= ? AND address < ?");
+    this.historyPutStmt = this.db.prepare('INSERT OR REPLACE INTO history (name, address, count, last, until) VALUES (?, ?, ?, ?, ?)');
+    this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address');
+    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name)');
+    // forgiven to nothing (a count of one per `forget` since the block ended), or kept `keep` after it (doc/escalation.md §4)
+    this.historyPurgeStmt = this.db.prepare(
+      'DELETE FROM history WHERE name = @name AND until >= 0 AND ((@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
+    );
   }
 
   /** The file's mark and schema version, read in one transaction. */
@@ -317,10 +360,12 @@ export class StateStore {
   }
 
   get(key: EffectiveRule): StoredEntry | undefined {
-    const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string } | undefined;
+    const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string; hold: number; block: number } | undefined;
     if (row === undefined) return undefined;
     // one literal with every field: a spread here made the hot path a third slower
-    const e = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
+    const e: Entry & { rowid: number; wasBlocked: boolean } = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
+    if (row.block !== 0) e.block = row.block;
+    if (row.hold !== 0) e.hold = row.hold;
     e.wasBlocked = blocked(e);
     return e;
   }
@@ -329,18 +374,51 @@ export class StateStore {
   put(entry: Entry | StoredEntry): void {
     const update = this.statement(this.updateStmt);
     const now = blocked(entry) ? 1 : 0;
-    if ('rowid' in entry && update.run(entry.count, entry.last, entry.id, entry.rowid, ...keyValues(entry.key)).changes > 0) {
+    const hold = entry.hold ?? 0;
+    const block = entry.block ?? 0;
+    if ('rowid' in entry && update.run(entry.count, entry.last, entry.id, hold, block, entry.rowid, ...keyValues(entry.key)).changes > 0) {
       this.kept(0, now - (entry.wasBlocked ? 1 : 0));
       return;
     }
-    if (this.statement(this.insertNewStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id).changes > 0) {
+    if (this.statement(this.insertNewStmt).run(...keyValues(entry.key), entry.count, entry.last, entry.id, hold, block).changes > 0) {
       this.kept(1, now);
       return;
     }
     // its key's entry is there (not as read, or not read at all): replace it
     const old = this.get(entry.key)!;
-    update.run(entry.count, entry.last, entry.id, old.rowid, ...keyValues(entry.key));
+    update.run(entry.count, entry.last, entry.id, hold, block, old.rowid, ...keyValues(entry.key));
     this.kept(0, now - (old.wasBlocked ? 1 : 0));
+  }
+
+  /** Entries of rule `name` with a filter rule whose address text is in [from, to) (subnet aggregation: escalate/aggregate.ts textRange). */
+  blockedIn(name: string, from: string, to: string): Entry[] {
+    return ((this.blockedInStmt?.all(name, from, to) ?? []) as Row[]).map(entryOf);
+  }
+
+  // --- the history of blocks (escalation, doc/escalation.md §3) ---
+
+  /** The history of `address` (masked) under rule `name`. */
+  history(name: string, address: string): History | undefined {
+    return this.historyGetStmt?.get(address, name) as History | undefined;
+  }
+
+  putHistory(h: History): void {
+    this.statement(this.historyPutStmt).run(h.name, h.address, h.count, h.last, h.until);
+  }
+
+  /** Every history, or those of one address and/or name, ordered by name and address. */
+  histories(address?: string, name?: string): History[] {
+    return (this.historyListStmt?.all({ address: address ?? null, name: name ?? null }) ?? []) as History[];
+  }
+
+  /** Deletes the histories of `address` (undefined: every address), of rule `name` only if given; how many. */
+  forgetHistory(address: string | undefined, name?: string): number {
+    return this.statement(this.historyForgetStmt).run({ address: address ?? null, name: name ?? null }).changes;
+  }
+
+  /** Deletes the histories of rule `name` forgiven at `now` (`forget` seconds a block) or kept `keep` seconds after their block; how many. */
+  purgeHistory(name: string, now: number, forget: number | undefined, keep: number | undefined): number {
+    return this.statement(this.historyPurgeStmt).run({ name, now, forget: forget ?? null, keep: keep ?? null }).changes;
   }
 
   delete(key: EffectiveRule): boolean {

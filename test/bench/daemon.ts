@@ -20,6 +20,8 @@ const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split('
 /** The size at which RSS and the idle daemon are watched. */
 const WATCHED = 100_000;
 const fixtures = join(repoRoot, 'test/fixtures');
+/** BENCH_ESCALATE=1: every daemon with an [escalate] policy for its rules (issue 18: the cost of escalation, doc/escalation.md). */
+const ESCALATE = process.env.BENCH_ESCALATE === '1' ? '[escalate]\nblocklistd factor=2 max=1d jitter=1m forget=1d\n' : '';
 
 interface Daemon {
   child: ChildProcess;
@@ -30,7 +32,7 @@ interface Daemon {
 /** A detached-style daemon in the foreground, logging to a syslog receiver like a production one. */
 async function startDaemon(config: string, helper: string, env: Record<string, string> = {}, preload = 0, qlen?: number): Promise<Daemon> {
   const dir = tempDir('blocklistd-bench-');
-  writeFileSync(join(dir, 'blocklistd.conf'), config);
+  writeFileSync(join(dir, 'blocklistd.conf'), config + ESCALATE);
   if (preload > 0) {
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.transaction(() => {
