@@ -29,6 +29,7 @@ import { ManualCommands } from './manual.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
+import { helperExtensions } from './kernel-expiry.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
@@ -123,6 +124,8 @@ export class Daemon {
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
     const capabilities = await this.checkHelper();
     this.capabilities = [...capabilities];
+    const extensions = helperExtensions(o, capabilities, this.log);
+    this.helper.setExtensions(extensions);
     this.problems = this.checkProblems(loaded);
     // fatal ones stop the start here, before the database, the sockets or the packet filter are touched
     const fatal = this.problems.filter((p) => p.severity === 'fatal');
@@ -158,6 +161,7 @@ export class Daemon {
       metrics,
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
+      kernelExpiryMargin: extensions.timeouts ? o.kernelExpiryMargin : undefined,
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());

@@ -32,6 +32,7 @@ import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
 import { probeOf } from './probe.js';
 import { elapsed, localTime } from '../time.js';
+import { kernelTimeout } from './kernel-expiry.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFields, type LogFn, type Notification } from '../types.js';
 
 /** Releases started by one expiry pass; the next pass starts when they finish. */
@@ -79,6 +80,8 @@ export interface EngineOptions {
   maxEntries?: number;
   /** --allow-self: notifications about the host's own addresses (isSelfAddress) are not counted. */
   allowSelf?: boolean;
+  /** --kernel-expiry-margin: adds carry a kernel timeout this long after the block's deadline (kernel-expiry.ts); undefined: none. */
+  kernelExpiryMargin?: number;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
@@ -155,6 +158,12 @@ export class Engine {
    * Not in the database: after a restart the entry's last failure stands in.
    */
   private readonly blockedSince = new Map<string, number>();
+  /**
+   * Kernel expiry (--kernel-expiry-margin): when the kernel drops each
+   * block added with a timeout by this daemon (seconds), for renewals
+   * (timeoutOutlived).
+   */
+  private readonly kernelUntil = new Map<string, number>();
   /** During settleBatch's transaction: what waits for its commit. */
   private settling: (() => void)[] | undefined;
   /** Database writes failing: when expiry tries again, the back-off, the log's rate limit (monotonic ms). */
@@ -315,7 +324,10 @@ export class Engine {
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
+        if (e.id !== '') {
+          log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
+          if (this.timeoutOutlived(key, now)) afterCommit.push(() => this.renewTimeout(key, e.id, now));
+        }
         else if (!this.pendingAdds.has(id)) {
           this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
@@ -339,8 +351,45 @@ export class Engine {
     this.o.log('debug', `${address} is an address of this host (--allow-self): not counted`);
   }
 
+  /** The kernel timeout of an add of a block of `key` whose last failure was at `last`, and when it ends (kernelUntil). */
+  private timeoutOf(key: EffectiveRule, last: number): number | undefined {
+    const now = this.o.clock();
+    const timeout = kernelTimeout(key.duration, last, now, this.o.kernelExpiryMargin);
+    if (timeout === undefined) this.kernelUntil.delete(keyOf(key));
+    else this.kernelUntil.set(keyOf(key), now + timeout);
+    return timeout;
+  }
+
+  /**
+   * A blocked entry renewed at `now` (a failure while blocked: its deadline
+   * moved): whether the kernel would drop its block less than half the
+   * margin after the new deadline, or when, is unknown (added before a
+   * restart).  Not while an add or rem of it runs: its rem would wait for
+   * the add, the add would put back what the rem took.
+   */
+  private timeoutOutlived(key: EffectiveRule, now: number): boolean {
+    const margin = this.o.kernelExpiryMargin;
+    const id = keyOf(key);
+    if (margin === undefined || key.duration === ANY || this.pendingAdds.has(id) || this.pendingRems.has(id)) return false;
+    const until = this.kernelUntil.get(id);
+    return until === undefined || now + key.duration + 1 + margin / 2 > until;
+  }
+
+  /**
+   * The block added again with the timeout its new deadline needs: the
+   * helper takes an add of what is there as a new timeout (helper.md §1.7).
+   * The entry keeps its id; a failure leaves the old timeout, tried again
+   * at the next renewal.
+   */
+  private renewTimeout(key: EffectiveRule, id: string, last: number): void {
+    this.batcher.call({ action: 'add', target: targetOf(key), id, timeout: this.timeoutOf(key, last) }, (result) => {
+      if (result.outcome !== 'ok') this.kernelUntil.delete(keyOf(key));
+    });
+  }
+
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
-    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+    const last = this.pendingAdds.get(keyOf(key))?.wrote.last ?? this.o.clock();
+    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId, timeout: this.timeoutOf(key, last) }, (result) => {
       this.addDone(key, oldId, result);
       then?.(result);
     });
@@ -456,6 +505,7 @@ export class Engine {
   lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
+    this.kernelUntil.delete(id);
     return since === undefined ? undefined : Math.max(0, this.o.clock() - since);
   }
 
@@ -698,7 +748,7 @@ export class Engine {
     for (const e of this.o.store.blocked()) {
       const id = keyOf(e.key);
       if (e.last === 0 || this.pendingRems.has(id) || this.unrecorded.has(id)) continue;
-      const change: Change = { action: 'add', target: targetOf(e.key), id: e.id };
+      const change: Change = { action: 'add', target: targetOf(e.key), id: e.id, timeout: this.timeoutOf(e.key, e.last) };
       let done: (result: HelperResult) => void;
       if (this.pendingAdds.has(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
@@ -775,6 +825,7 @@ export class Engine {
     for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
     for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
     for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
+    for (const id of this.kernelUntil.keys()) if (id.startsWith(`${name}\0`)) this.kernelUntil.delete(id);
   }
 
   /** Helper work in flight, for `status`. */
