@@ -11,10 +11,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
+import { loadConfig } from '../src/conf/load.js';
+import { compileRules } from '../src/conf/match.js';
+import { systemEnv } from '../src/conf/system.js';
+import { Engine } from '../src/daemon/engine.js';
 import { kernelTimeout } from '../src/daemon/kernel-expiry.js';
+import { StateStore } from '../src/state/store.js';
 import { HelperRunner, type Change } from '../src/run/helper.js';
 import { NetnsDaemon } from './attack-scenario.js';
-import { ctl, isRoot, LogCollector, repoRoot, run, succeeds, tempDir, until, vethPair, type RunResult } from './support.js';
+import { ctl, isRoot, LogCollector, repoRoot, run, succeeds, tcpNotification, tempDir, until, vethPair, type RunResult } from './support.js';
 
 // the filters' programs live in the sbin directories
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
@@ -32,27 +37,39 @@ test('kernelTimeout: what remains to the second after the deadline, plus the mar
   assert.equal(kernelTimeout(60, 1000, 1000, 0), 61);
 });
 
-describe('the runner passes timeouts and the cut to a helper that offers them (helper.md §1.7)', () => {
+/**
+ * A helper that records its calls: argv, the two variables, stdin; answers
+ * OK per input line (or one).  `recorded()`: the lines so far, and clears them.
+ */
+function recorder(): { program: string; recorded: () => string[] } {
   const dir = tempDir('blocklistd-kernel-');
-  const record = join(dir, 'record');
+  const program = join(dir, 'record');
   const calls = join(dir, 'calls');
-  // argv, the two variables, stdin; one OK per input line (or one)
+  writeFileSync(calls, '');
   writeFileSync(
-    record,
+    program,
     `#!/bin/sh\n{ printf 'args'; for a; do printf ' [%s]' "$a"; done; printf ' timeout=%s cut=%s\\n' "\${BLOCKLISTD_TIMEOUT-unset}" "\${BLOCKLISTD_CUT-unset}"; } >>${calls}\n` +
       `if [ "$1" = batch ]; then while IFS= read -r l; do printf 'line %s\\n' "$l" >>${calls}; echo OK; done; else echo OK; fi\n`,
   );
-  chmodSync(record, 0o755);
+  chmodSync(program, 0o755);
+  const recorded = (): string[] => {
+    const lines = readFileSync(calls, 'utf8').split('\n').slice(0, -1);
+    writeFileSync(calls, '');
+    return lines;
+  };
+  return { program, recorded };
+}
+
+describe('the runner passes timeouts and the cut to a helper that offers them (helper.md §1.7)', () => {
+  const { program: record, recorded } = recorder();
   const target = { name: 'blocklistd', proto: 'tcp' as const, address: '192.0.2.1', mask: 32, port: 22 };
   const changes: Change[] = [
     { action: 'add', target, id: '', timeout: 70 },
     { action: 'add', target: { ...target, address: '192.0.2.2' }, id: 'x' },
     { action: 'rem', target: { ...target, address: '192.0.2.3' }, id: 'OK' },
   ];
-  const recorded = (): string[] => readFileSync(calls, 'utf8').split('\n').slice(0, -1);
 
   test('without them (an upstream helper, or options off): upstream\'s calls, nothing in the environment', async () => {
-    writeFileSync(calls, '');
     const helper = new HelperRunner({ program: record, log: new LogCollector().log });
     await helper.change('add', target, '', 70);
     await helper.batch(changes);
@@ -66,7 +83,6 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
   });
 
   test('with them: BLOCKLISTD_TIMEOUT for an add with a timeout, BLOCKLISTD_CUT for adds and batches, `batch timeout` with the field before the id', async () => {
-    writeFileSync(calls, '');
     const logs = new LogCollector();
     const helper = new HelperRunner({ program: record, log: logs.log, debug: () => 1 });
     helper.setExtensions({ timeouts: true, cut: true });
@@ -85,6 +101,41 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
     ]);
     assert.equal(logs.count('debug', `run ${record} [control add blocklistd tcp 192.0.2.1 32 22 ] (BLOCKLISTD_TIMEOUT=70 BLOCKLISTD_CUT=1)`), 1, 'the debug line shows them');
   });
+});
+
+test('the engine: an add carries what remains plus the margin; a renewal re-adds only when the kernel would drop the block less than half the margin after its new end', async (t) => {
+  const { program, recorded } = recorder();
+  const dir = tempDir('blocklistd-kernel-engine-');
+  const env = systemEnv('blocklistd');
+  writeFileSync(join(dir, 'blocklistd.conf'), '2222 stream * * * 1 40\n');
+  const store = StateStore.open(join(dir, 'state.db'));
+  const helper = new HelperRunner({ program, log: () => {} });
+  helper.setExtensions({ timeouts: true, cut: false });
+  const T = 1_800_000_000;
+  let now = T;
+  const engine = new Engine({ store, helper, families: env.families, log: () => {}, debug: () => 0, clock: () => now, remRetry: 60, kernelExpiryMargin: 10 });
+  engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
+  t.after(async () => {
+    engine.stop();
+    await helper.stop(1000);
+    store.close();
+  });
+  const fail = async (at: number): Promise<string[]> => {
+    now = T + at;
+    engine.processBatch([tcpNotification(2222, '192.0.2.9')]);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return recorded();
+  };
+  const add = (id: string, timeout: number): string => `args [add] [blocklistd] [tcp] [192.0.2.9] [32] [2222] [${id}] timeout=${timeout} cut=unset`;
+  // blocked at T for 40 s: released at T + 41, the kernel's at T + 51
+  assert.deepEqual(await fail(0), [add('', 51)]);
+  await until(() => [...store.entries()][0]?.id === 'OK');
+  // renewed at T + 3: ends at T + 44, 7 s before the kernel's: enough
+  assert.deepEqual(await fail(3), []);
+  // renewed at T + 13: ends at T + 54, after it: added again, 41 + 10 s from now
+  assert.deepEqual(await fail(13), [add('OK', 51)]);
+  assert.deepEqual(await fail(14), [], 'the kernel\'s end is known now: T + 64');
+  assert.equal([...store.entries()][0]?.id, 'OK', 'the entry keeps its id');
 });
 
 // --- namespaces -------------------------------------------------------------
