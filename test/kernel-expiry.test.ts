@@ -15,7 +15,8 @@ import { loadConfig } from '../src/conf/load.js';
 import { compileRules } from '../src/conf/match.js';
 import { systemEnv } from '../src/conf/system.js';
 import { Engine } from '../src/daemon/engine.js';
-import { kernelTimeout } from '../src/daemon/kernel-expiry.js';
+import { helperExtensions, kernelTimeout } from '../src/daemon/kernel-expiry.js';
+import { parseOptions, UsageError } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
 import { HelperRunner, type Change } from '../src/run/helper.js';
 import { NetnsDaemon } from './attack-scenario.js';
@@ -59,6 +60,23 @@ function recorder(): { program: string; recorded: () => string[] } {
   };
   return { program, recorded };
 }
+
+test('the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry off, --cut-connections opt-in; asked of the helper only when it offers them', () => {
+  const parse = (...args: string[]) => parseOptions(['node', 'blocklistd', ...args], 'blocklistd');
+  assert.deepEqual([parse().kernelExpiryMargin, parse().cutConnections], [60, false]);
+  assert.equal(parse('--kernel-expiry-margin', '0').kernelExpiryMargin, 0);
+  assert.equal(parse('--no-kernel-expiry').kernelExpiryMargin, undefined);
+  assert.equal(parse('--cut-connections').cutConnections, true);
+  assert.throws(() => parse('--kernel-expiry-margin', '1m'), (e) => e instanceof UsageError && e.message === "bad kernel expiry margin '1m': a whole number from 0 to 2147483");
+  const logs = new LogCollector();
+  const all = new Set(['batch', 'timeout', 'cut']);
+  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, all, logs.log), { timeouts: true, cut: true });
+  assert.deepEqual(helperExtensions({ kernelExpiryMargin: undefined, cutConnections: false }, all, logs.log), { timeouts: false, cut: false });
+  assert.deepEqual(logs.lines, []);
+  // upstream's helper: nothing beyond its contract, and the operator told that connections are not ended
+  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, new Set(), logs.log), { timeouts: false, cut: false });
+  assert.deepEqual(logs.lines, [{ level: 'warning', message: '--cut-connections: the helper does not offer "cut": connections are not ended' }]);
+});
 
 describe('the runner passes timeouts and the cut to a helper that offers them (helper.md §1.7)', () => {
   const { program: record, recorded } = recorder();
