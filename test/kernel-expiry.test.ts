@@ -359,6 +359,15 @@ describe('cutting connections (BLOCKLISTD_CUT, --cut-connections)', { skip: notR
     });
   }
 
+  test('a batch of 2,500 blocks ends the connection of its last one: ss gets 1,000 a call (a longer filter silently matches nothing)', async (t) => {
+    const { srv, said, established } = await connected(t, 'kcbig');
+    const others = Array.from({ length: 2499 }, (_, i) => `add bl tcp 10.50.${i >> 8}.${i & 255} 32 2222 \n`).join('');
+    const r = await helper(srv, 'nftables', ['batch'], { BLOCKLISTD_CUT: '1' }, `${others}add bl tcp 10.97.0.2 32 2222 \n`);
+    assert.equal(r.stdout, 'OK\n'.repeat(2500), r.stderr);
+    await until(() => said['10.97.0.2']!().includes('closed'), 5000);
+    assert.deepEqual(await established(), ['10.97.0.3', 'fd97::2', 'fd97::3']);
+  });
+
   test('without BLOCKLISTD_CUT the connections stay (blocked, not ended), as upstream', async (t) => {
     const { srv, said, established } = await connected(t, 'kcno');
     await ok(helper(srv, 'nftables', ['add', 'bl', 'tcp', '10.97.0.2', '32', '2222', '']));
