@@ -418,8 +418,10 @@ export class HelperRunner {
   /** Upstream's debug lines; a batch's operations each as the call they stand for. */
   private traceRun(call: Call): void {
     // the ids in a rem came from a helper's output: escaped like everything else it prints
-    const env = Object.entries(call.env ?? {}).map(([k, v]) => ` ${k}=${v}`);
-    this.log('debug', `run ${this.program} [control ${printable(call.args.join(' '))}]${env.length > 0 ? ` (${env.join('').slice(1)})` : ''}`);
+    this.log('debug', `run ${this.program} [control ${printable(call.args.join(' '))}]`);
+    // a line of its own: upstream's stays as it was
+    const env = Object.entries(call.env ?? {}).map(([k, v]) => `${k}=${v}`);
+    if (env.length > 0) this.log('debug', `run ${call.action} with ${env.join(' ')}`);
     if (call.input === undefined) return;
     for (const op of call.input.split('\n').slice(0, -1)) this.log('debug', `run ${this.program} [control ${printable(op)}] (batch)`);
   }
