@@ -391,6 +391,7 @@ describe('cutting connections (BLOCKLISTD_CUT, --cut-connections)', { skip: notR
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '10.97.0.2']), 'blocklistctl block');
     await until(() => said['10.97.0.2']!().includes('closed'), 5000);
     assert.deepEqual(await established(), ['10.97.0.3', 'fd97::2', 'fd97::3']);
+    assert.match((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /^helper extras {2}kernel timeouts \(60 s after each block's end\), connections cut$/m);
   });
 });
 
@@ -412,6 +413,9 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', 'forever', '10.0.0.3']), 'blocklistctl block forever');
     const elements = await nftElements(ns, 'blocklistd-v4');
     assert.deepEqual(elements.map(bare).sort(), ['tcp . 10.0.0.1 . 2222', 'tcp . 10.0.0.2 . 2222', 'tcp . 10.0.0.3 . 2222']);
+    assert.match((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /^helper extras {2}kernel timeouts \(1 s after each block's end\)$/m);
+    const { helper: status } = (JSON.parse((await succeeds(ctl(['status', '--json', '-s', daemon.socket]), 'status --json')).stdout) as { result: { helper: Record<string, unknown> } }).result;
+    assert.deepEqual([status.kernelExpiryMargin, status.cutConnections], [1, false]);
     // 2 s, to the second after, and the margin: 4 s, or 3 s when the second turned meanwhile
     for (const e of elements) assert.ok(/10\.0\.0\.3 /.test(e) ? timeoutOf(e) === undefined : [3, 4].includes(timeoutOf(e)!), e);
     daemon.kill();
@@ -446,6 +450,7 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
     const daemon = await start(ns, ['--no-kernel-expiry']);
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '60', '10.0.0.1']), 'blocklistctl block');
     assert.deepEqual(await nftElements(ns, 'blocklistd-v4'), ['tcp . 10.0.0.1 . 2222']);
+    assert.doesNotMatch((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /helper extras/);
     daemon.kill();
   });
 });

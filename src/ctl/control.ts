@@ -172,6 +172,15 @@ function entryLines(verb: string, list: Record<string, unknown>[]): string {
 }
 
 /** The daemon's problems (an older daemon sends none): "problems none", or one line each. */
+/** What the daemon asks of the helper beyond upstream's contract (helper.md §1.7), when anything: a line of its own. */
+function helperExtrasLine(helper: Record<string, unknown>): string[] {
+  const extras = [
+    ...(typeof helper.kernelExpiryMargin === 'number' ? [`kernel timeouts (${helper.kernelExpiryMargin} s after each block's end)`] : []),
+    ...(helper.cutConnections === true ? ['connections cut'] : []),
+  ];
+  return extras.length === 0 ? [] : [`helper extras  ${extras.join(', ')}`];
+}
+
 function problemLines(problems: { severity: string; message: string }[] | undefined): string[] {
   if (problems === undefined) return [];
   if (problems.length === 0) return ['problems       none'];
@@ -233,6 +242,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       `control        ${String(r.control)}`,
       `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
       `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ${String(helper.running)} running, ${String(helper.pending)} queued`,
+      ...helperExtrasLine(helper),
       `notifications  ${sum(counters.notifications)}: ${pairs(counters.notifications)}`,
       `of them reports ${sum(counters.reports)}: ${pairs(counters.reports)}`,
       `dropped        ${sum(counters.notifications_dropped)}: ${pairs(counters.notifications_dropped)}`,

@@ -35,6 +35,10 @@ export interface CommandContext {
   /** The daemon channel: manual actions are logged with who asked. */
   readonly log: LogFn;
   readonly batchMode: boolean;
+  /** Kernel timeouts in use (helper.md §1.7): their margin in seconds; undefined when off or not offered. */
+  readonly kernelExpiryMargin: number | undefined;
+  /** --cut-connections in use (the helper offers `cut`). */
+  readonly cutConnections: boolean;
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
   sockets(): string[];
@@ -110,7 +114,7 @@ async function status(c: CommandContext): Promise<unknown> {
     control: c.controlPath() ?? null,
     metrics: c.metricsAddress() ?? null,
     debug: c.debug,
-    helper: { program: c.options.helper, batchMode: c.batchMode, ...c.helperQueue(), ...c.engine.inFlight },
+    helper: { program: c.options.helper, batchMode: c.batchMode, kernelExpiryMargin: c.kernelExpiryMargin ?? null, cutConnections: c.cutConnections, ...c.helperQueue(), ...c.engine.inFlight },
     rules: c.ruleCounts(),
     problems: c.problems(),
     entries: c.store.size(),

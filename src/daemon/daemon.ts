@@ -17,7 +17,7 @@ import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
 import { errnoText } from '../errno.js';
 import { NotificationSocket, SocketSetupError, ownNetns } from '../protocol/server.js';
-import { HelperRunner, type HelperResult } from '../run/helper.js';
+import { HelperRunner, type HelperExtensions, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
@@ -79,6 +79,8 @@ export class Daemon {
   private stopping = false;
   private started = false;
   private batchMode = false;
+  /** What is asked of the helper beyond upstream's contract (kernel-expiry.ts). */
+  private extensions: HelperExtensions = { timeouts: false, cut: false };
   /** The helper's answer to `capabilities`, for the start line. */
   private capabilities: string[] = [];
   private reloadPending = false;
@@ -124,7 +126,7 @@ export class Daemon {
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
     const capabilities = await this.checkHelper();
     this.capabilities = [...capabilities];
-    const extensions = helperExtensions(o, capabilities, this.log);
+    const extensions = (this.extensions = helperExtensions(o, capabilities, this.log));
     this.helper.setExtensions(extensions);
     this.problems = this.checkProblems(loaded);
     // fatal ones stop the start here, before the database, the sockets or the packet filter are touched
@@ -447,6 +449,8 @@ export class Daemon {
       debug: this.debug,
       log: this.log,
       batchMode: this.batchMode,
+      kernelExpiryMargin: this.extensions.timeouts ? this.options.kernelExpiryMargin : undefined,
+      cutConnections: this.extensions.cut,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
       socketQueues: () => self.sockets.map((s) => ({ path: s.path, queue: s.kernelQueue.length ?? null, waiting: s.waiting })),
