@@ -8,7 +8,7 @@
 // address's not.  The namespace tests need root.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test, type TestContext } from 'node:test';
 import { loadConfig } from '../src/conf/load.js';
@@ -40,16 +40,17 @@ test('kernelTimeout: what remains to the second after the deadline, plus the mar
 
 /**
  * A helper that records its calls: argv, the two variables, stdin; answers
- * OK per input line (or one).  `recorded()`: the lines so far, and clears them.
+ * OK per input line (or one), or fails (exit 1, no answer) while
+ * `failing(true)`.  `recorded()`: the lines so far, and clears them.
  */
-function recorder(): { program: string; recorded: () => string[] } {
+function recorder(): { program: string; recorded: () => string[]; failing: (on: boolean) => void } {
   const dir = tempDir('blocklistd-kernel-');
   const program = join(dir, 'record');
   const calls = join(dir, 'calls');
   writeFileSync(calls, '');
   writeFileSync(
     program,
-    `#!/bin/sh\n{ printf 'args'; for a; do printf ' [%s]' "$a"; done; printf ' timeout=%s cut=%s\\n' "\${BLOCKLISTD_TIMEOUT-unset}" "\${BLOCKLISTD_CUT-unset}"; } >>${calls}\n` +
+    `#!/bin/sh\n[ -e ${dir}/fail ] && exit 1\n{ printf 'args'; for a; do printf ' [%s]' "$a"; done; printf ' timeout=%s cut=%s\\n' "\${BLOCKLISTD_TIMEOUT-unset}" "\${BLOCKLISTD_CUT-unset}"; } >>${calls}\n` +
       `if [ "$1" = batch ]; then while IFS= read -r l; do printf 'line %s\\n' "$l" >>${calls}; echo OK; done; else echo OK; fi\n`,
   );
   chmodSync(program, 0o755);
@@ -58,7 +59,8 @@ function recorder(): { program: string; recorded: () => string[] } {
     writeFileSync(calls, '');
     return lines;
   };
-  return { program, recorded };
+  const failing = (on: boolean): void => (on ? writeFileSync(join(dir, 'fail'), '') : rmSync(join(dir, 'fail'), { force: true }));
+  return { program, recorded, failing };
 }
 
 test('the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry off, --cut-connections opt-in; asked of the helper only when it offers them', () => {
@@ -123,8 +125,9 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
 });
 
 test('the engine: an add carries what remains plus the margin; a renewal re-adds only when the kernel would drop the block less than half the margin after its new end', async (t) => {
-  const { program, recorded } = recorder();
+  const { program, recorded, failing } = recorder();
   const dir = tempDir('blocklistd-kernel-engine-');
+  const logs = new LogCollector();
   const env = systemEnv('blocklistd');
   writeFileSync(join(dir, 'blocklistd.conf'), '2222 stream * * * 1 40\n');
   const store = StateStore.open(join(dir, 'state.db'));
@@ -132,7 +135,7 @@ test('the engine: an add carries what remains plus the margin; a renewal re-adds
   helper.setExtensions({ timeouts: true, cut: false });
   const T = 1_800_000_000;
   let now = T;
-  const engine = new Engine({ store, helper, families: env.families, log: () => {}, debug: () => 0, clock: () => now, remRetry: 60, kernelExpiryMargin: 10 });
+  const engine = new Engine({ store, helper, families: env.families, log: logs.log, debug: () => 0, clock: () => now, remRetry: 60, kernelExpiryMargin: 10 });
   engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
   t.after(async () => {
     engine.stop();
@@ -155,6 +158,14 @@ test('the engine: an add carries what remains plus the margin; a renewal re-adds
   assert.deepEqual(await fail(13), [add('OK', 51)]);
   assert.deepEqual(await fail(14), [], 'the kernel\'s end is known now: T + 64');
   assert.equal([...store.entries()][0]?.id, 'OK', 'the entry keeps its id');
+  // a renewal the helper fails: logged, and not tried again at the next failure but half a margin later
+  failing(true);
+  assert.deepEqual(await fail(30), []);
+  assert.equal(logs.count('err', 'add blocklistd tcp 192.0.2.9/32:2222 (a new kernel timeout) failed (exit status 1); the packet filter may drop the block before its end'), 1);
+  failing(false);
+  assert.deepEqual(await fail(31), []);
+  assert.deepEqual(await fail(50), [add('OK', 51)]);
+  assert.equal([...store.entries()][0]?.id, 'OK');
 });
 
 // --- namespaces -------------------------------------------------------------

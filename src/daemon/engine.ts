@@ -378,12 +378,14 @@ export class Engine {
   /**
    * The block added again with the timeout its new deadline needs: the
    * helper takes an add of what is there as a new timeout (helper.md §1.7).
-   * The entry keeps its id; a failure leaves the old timeout, tried again
-   * at the next renewal.
+   * The entry keeps its id.  A failure is logged; the next try comes when
+   * the deadline has moved another half margin, not at every renewal.
    */
   private renewTimeout(key: EffectiveRule, id: string, last: number): void {
     this.batcher.call({ action: 'add', target: targetOf(key), id, timeout: this.timeoutOf(key, last) }, (result) => {
-      if (result.outcome !== 'ok') this.kernelUntil.delete(keyOf(key));
+      if (result.outcome !== 'ok' && result.outcome !== 'cancelled') {
+        this.o.log('err', `add ${key.name} ${targetOf(key).proto} ${where(key)} (a new kernel timeout) failed${failureText(result)}; the packet filter may drop the block before its end`);
+      }
     });
   }
 
