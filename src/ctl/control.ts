@@ -171,7 +171,6 @@ function entryLines(verb: string, list: Record<string, unknown>[]): string {
     .join('');
 }
 
-/** The daemon's problems (an older daemon sends none): "problems none", or one line each. */
 /** What the daemon asks of the helper beyond upstream's contract (helper.md §1.7), when anything: a line of its own. */
 function helperExtrasLine(helper: Record<string, unknown>): string[] {
   const extras = [
@@ -181,6 +180,7 @@ function helperExtrasLine(helper: Record<string, unknown>): string[] {
   return extras.length === 0 ? [] : [`helper extras  ${extras.join(', ')}`];
 }
 
+/** The daemon's problems (an older daemon sends none): "problems none", or one line each. */
 function problemLines(problems: { severity: string; message: string }[] | undefined): string[] {
   if (problems === undefined) return [];
   if (problems.length === 0) return ['problems       none'];

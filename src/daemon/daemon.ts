@@ -81,6 +81,11 @@ export class Daemon {
   private batchMode = false;
   /** What is asked of the helper beyond upstream's contract (kernel-expiry.ts). */
   private extensions: HelperExtensions = { timeouts: false, cut: false };
+
+  /** The margin of the kernel timeouts in use; undefined when off, or the helper does not take them. */
+  private get kernelExpiryMargin(): number | undefined {
+    return this.extensions.timeouts ? this.options.kernelExpiryMargin : undefined;
+  }
   /** The helper's answer to `capabilities`, for the start line. */
   private capabilities: string[] = [];
   private reloadPending = false;
@@ -163,7 +168,7 @@ export class Daemon {
       metrics,
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
-      kernelExpiryMargin: extensions.timeouts ? o.kernelExpiryMargin : undefined,
+      kernelExpiryMargin: this.kernelExpiryMargin,
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
@@ -449,7 +454,7 @@ export class Daemon {
       debug: this.debug,
       log: this.log,
       batchMode: this.batchMode,
-      kernelExpiryMargin: this.extensions.timeouts ? this.options.kernelExpiryMargin : undefined,
+      kernelExpiryMargin: this.kernelExpiryMargin,
       cutConnections: this.extensions.cut,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
