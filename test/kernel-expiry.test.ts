@@ -457,6 +457,20 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
     second.kill();
   });
 
+  test('a block renewed by hand (blocklistctl block again) gets a new kernel timeout once the old one would end too soon', async (t) => {
+    const ns = await netns(t);
+    const daemon = await start(ns, ['--kernel-expiry-margin', '2']);
+    const block = (): Promise<RunResult> => succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '20', '10.0.0.1']), 'blocklistctl block');
+    const expires = async (): Promise<number> => Number(/expires (\d+)s/.exec((await nftElements(ns, 'blocklistd-v4'))[0] ?? '')?.[1]);
+    await block();
+    // 20 s, the second after, the margin: 23 s
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    assert.ok((await expires()) <= 20, 'three seconds later');
+    await block();
+    await eventually(async () => (await expires()) >= 21, 5000);
+    daemon.kill();
+  });
+
   test('--no-kernel-expiry: blocks without timeouts, as upstream', async (t) => {
     const ns = await netns(t);
     const daemon = await start(ns, ['--no-kernel-expiry']);

@@ -326,7 +326,7 @@ export class Engine {
       if (isBlocked(e)) {
         if (e.id !== '') {
           log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
-          if (this.timeoutOutlived(key, now)) afterCommit.push(() => this.renewTimeout(key, e.id, now));
+          afterCommit.push(() => this.renewed(key, e.id, now));
         }
         else if (!this.pendingAdds.has(id)) {
           this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
@@ -373,6 +373,15 @@ export class Engine {
     if (margin === undefined || key.duration === ANY || this.pendingAdds.has(id) || this.pendingRems.has(id)) return false;
     const until = this.kernelUntil.get(id);
     return until === undefined || now + key.duration + 1 + margin / 2 > until;
+  }
+
+  /**
+   * A blocked entry with rule id `id` renewed at `now`, by a failure or by
+   * hand, its write committed: its block added again with a new kernel
+   * timeout when the old one would end too soon (timeoutOutlived).
+   */
+  renewed(key: EffectiveRule, id: string, now: number): void {
+    if (this.timeoutOutlived(key, now)) this.renewTimeout(key, id, now);
   }
 
   /**
