@@ -53,12 +53,18 @@ export class NetnsDaemon {
     return join(this.dir, 'blocklistd.sock');
   }
 
-  static async start(config: string, options: { dir?: string; args?: string[]; onLine?: (line: string, at: number) => void } = {}): Promise<NetnsDaemon> {
+  /**
+   * `netns`: a named namespace (ip netns) instead of one of the daemon's
+   * own, which would go with the daemon: what it leaves in the packet
+   * filter when killed can then be looked at.
+   */
+  static async start(config: string, options: { dir?: string; args?: string[]; netns?: string; onLine?: (line: string, at: number) => void } = {}): Promise<NetnsDaemon> {
     const dir = options.dir ?? tempDir('blocklistd-netns-');
     writeFileSync(join(dir, 'blocklistd.conf'), config);
     writeFileSync(join(dir, 'helper.conf'), 'backend=nftables\n');
     const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', join(dir, 'blocklistd.conf'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock')];
-    const child = spawn('unshare', ['-n', ...argv, '-C', join(repoRoot, 'bin/blocklistd-helper'), ...(options.args ?? [])], {
+    const [wrapper, ...wrap] = options.netns === undefined ? ['unshare', '-n'] : ['ip', 'netns', 'exec', options.netns];
+    const child = spawn(wrapper!, [...wrap, ...argv, '-C', join(repoRoot, 'bin/blocklistd-helper'), ...(options.args ?? [])], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf'), BLOCKLISTD_HELPER_LOCK: join(dir, 'helper.lock') },
     });

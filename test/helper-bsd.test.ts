@@ -396,11 +396,11 @@ test('ipfw does not use the rule name, and log records it as it is: any name goe
   assert.deepEqual(readFileSync(calls, 'utf8'), 'add x\\ny\\c tcp 192.0.2.1 32 22 \nflush -n\n');
 });
 
-test('control capabilities prints "batch batch-flush check" and runs nothing', async () => {
+test('control capabilities prints "batch batch-flush check timeout cut" and runs nothing', async () => {
   for (const backend of ['npf', 'pf', 'ipfilter', 'ipfw', 'log']) {
     const log = stubLog(`capabilities-${backend}`);
     const result = await helper(['capabilities'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
-    assert.deepEqual(result, { code: 0, stdout: 'batch batch-flush check\n', stderr: '' }, backend);
+    assert.deepEqual(result, { code: 0, stdout: 'batch batch-flush check timeout cut\n', stderr: '' }, backend);
     assert.equal(readFileSync(log, 'utf8'), '', backend);
   }
 });

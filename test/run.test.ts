@@ -480,7 +480,7 @@ describe('batch mode', () => {
   }
 
   test('capabilities: the words of the first line; none from a helper that does not know the command', async () => {
-    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush', 'check']));
+    assert.deepEqual(await logHelper().runner.capabilities(), new Set(['batch', 'batch-flush', 'check', 'timeout', 'cut']));
     fixtureEnv({ HELPER_REPLY: 'Unknown command\\n' });
     assert.deepEqual(await runner(fixture('record')).runner.capabilities(), new Set(['Unknown', 'command']));
     fixtureEnv({});

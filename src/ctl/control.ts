@@ -175,6 +175,15 @@ function entryLines(verb: string, list: Record<string, unknown>[]): string {
     .join('');
 }
 
+/** What the daemon asks of the helper beyond upstream's contract (helper.md §1.8), when anything: a line of its own. */
+function helperExtrasLine(helper: Record<string, unknown>): string[] {
+  const extras = [
+    ...(typeof helper.kernelExpiryMargin === 'number' ? [`kernel timeouts (${helper.kernelExpiryMargin} s after each block's end)`] : []),
+    ...(helper.cutConnections === true ? ['connections cut'] : []),
+  ];
+  return extras.length === 0 ? [] : [`helper extras  ${extras.join(', ')}`];
+}
+
 /** The daemon's problems (an older daemon sends none): "problems none", or one line each. */
 function problemLines(problems: { severity: string; message: string }[] | undefined): string[] {
   if (problems === undefined) return [];
@@ -243,6 +252,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       `metrics        ${r.metrics === null ? 'off' : `http://${String(r.metrics)}/metrics`}`,
       `helper         ${String(helper.program)}${helper.batchMode ? ' (batch mode)' : ''}: ` +
         `${String(helper.running)} running, ${String(helper.pending)} queued`,
+      ...helperExtrasLine(helper),
       `notifications  ${sum(counters.notifications)}: ${pairs(counters.notifications)}`,
       `of them reports ${sum(counters.reports)}: ${pairs(counters.reports)}`,
       `dropped        ${sum(counters.notifications_dropped)}: ${pairs(counters.notifications_dropped)}`,

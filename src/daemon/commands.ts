@@ -36,6 +36,10 @@ export interface CommandContext {
   /** The daemon channel: manual actions are logged with who asked. */
   readonly log: LogFn;
   readonly batchMode: boolean;
+  /** Kernel timeouts in use (helper.md §1.8): their margin in seconds; undefined when off or not offered. */
+  readonly kernelExpiryMargin: number | undefined;
+  /** --cut-connections in use (the helper offers `cut`). */
+  readonly cutConnections: boolean;
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
   sockets(): string[];
@@ -111,7 +115,10 @@ async function status(context: CommandContext): Promise<unknown> {
     control: context.controlPath() ?? null,
     metrics: context.metricsAddress() ?? null,
     debug: context.debug,
-    helper: { program: context.options.helper, batchMode: context.batchMode, ...context.helperQueue(), ...context.engine.inFlight },
+    helper: { program: context.options.helper, batchMode: context.batchMode,
+      kernelExpiryMargin: context.kernelExpiryMargin ?? null,
+      cutConnections: context.cutConnections,
+      ...context.helperQueue(), ...context.engine.inFlight },
     rules: context.ruleCounts(),
     problems: context.problems(),
     entries: context.store.size(),

@@ -19,7 +19,7 @@ import type { Notification } from '../types.js';
 import { ControlError } from '../protocol/control.js';
 import { errnoText } from '../errno.js';
 import { NotificationSocket, SocketSetupError, ownNetns } from '../protocol/server.js';
-import { HelperRunner, type HelperResult } from '../run/helper.js';
+import { HelperRunner, type HelperExtensions, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
@@ -32,6 +32,7 @@ import { ManualCommands } from './manual.js';
 import { Metrics, type HelperOutcome } from './metrics.js';
 import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
+import { helperExtensions } from './kernel-expiry.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
 
 /** A start-up failure: the daemon logs it and exits 1. */
@@ -85,6 +86,13 @@ export class Daemon {
   private stopping = false;
   private started = false;
   private batchMode = false;
+  /** What is asked of the helper beyond upstream's contract (kernel-expiry.ts). */
+  private extensions: HelperExtensions = { timeouts: false, cut: false };
+
+  /** The margin of the kernel timeouts in use; undefined when off, or the helper does not take them. */
+  private get kernelExpiryMargin(): number | undefined {
+    return this.extensions.timeouts ? this.options.kernelExpiryMargin : undefined;
+  }
   /** The helper's answer to `capabilities`, for the start line. */
   private capabilities: string[] = [];
   private reloadPending = false;
@@ -130,6 +138,8 @@ export class Daemon {
     // helpers that know batch mode get the work of a stretch in one call (upstream's ones do not)
     const capabilities = await this.checkHelper();
     this.capabilities = [...capabilities];
+    const extensions = (this.extensions = helperExtensions(o, capabilities, this.log));
+    this.helper.setExtensions(extensions);
     this.problems = this.checkProblems(loaded);
     // fatal ones stop the start here, before the database, the sockets or the packet filter are touched
     const fatal = this.problems.filter((p) => p.severity === 'fatal');
@@ -165,6 +175,7 @@ export class Daemon {
       metrics,
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
+      kernelExpiryMargin: this.kernelExpiryMargin,
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
@@ -462,6 +473,8 @@ export class Daemon {
       debug: this.debug,
       log: this.log,
       batchMode: this.batchMode,
+      kernelExpiryMargin: this.kernelExpiryMargin,
+      cutConnections: this.extensions.cut,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
       socketQueues: () => self.sockets.map((s) => ({ path: s.path, queue: s.kernelQueue.length ?? null, waiting: s.waiting })),

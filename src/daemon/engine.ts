@@ -37,6 +37,7 @@ import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from '.
 import { probeOf } from './probe.js';
 import { elapsed, localTime } from '../time.js';
 import { debugLog, type DebugLog } from '../debug.js';
+import { kernelTimeout } from './kernel-expiry.js';
 import { ANY, WireType, type EffectiveRule, type Entry, type LogFields, type LogFn, type Notification } from '../types.js';
 
 /** Releases started by one expiry pass; the next pass starts when they finish. */
@@ -86,6 +87,8 @@ export interface EngineOptions {
   allowSelf?: boolean;
   /** In [0, 1): the source of escalation's jitter (default Math.random). */
   random?: () => number;
+  /** --kernel-expiry-margin: adds carry a kernel timeout this long after the block's deadline (kernel-expiry.ts); undefined: none. */
+  kernelExpiryMargin?: number;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
@@ -165,6 +168,12 @@ export class Engine {
    * Not in the database: after a restart the entry's last failure stands in.
    */
   private readonly blockedSince = new Map<string, number>();
+  /**
+   * Kernel expiry (--kernel-expiry-margin): when the kernel drops each
+   * block added with a timeout by this daemon (seconds), for renewals
+   * (timeoutOutlived).
+   */
+  private readonly kernelUntil = new Map<string, number>();
   /** During settleBatch's transaction: what waits for its commit. */
   private settling: (() => void)[] | undefined;
   /** Database writes failing: when expiry tries again, the back-off, the log's rate limit (monotonic ms). */
@@ -339,12 +348,13 @@ export class Engine {
             ...blockFields(e, toText(n.remote), 'limit', e.count),
             renewed: true,
           });
+          afterCommit.push(() => this.renewed(key, e.id, now, blockSeconds(e)));
         } else if (!this.work.adding(id)) {
           // a new block: its number and length by the address's history (escalation)
           Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
           this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
-          afterCommit.push(() => this.startAdd(key, ''));
+          afterCommit.push(() => this.startAdd(key, '', blockSeconds(e)));
         }
       }
     }
@@ -368,8 +378,61 @@ export class Engine {
     this.options.log('debug', `${address} is an address of this host (--allow-self): not counted`);
   }
 
-  private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
-    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+  /**
+   * The kernel timeout of an add of a block of `key` lasting `seconds` (blockSeconds: the rule's duration or an escalated
+   * block's) from its last failure at `last`, and when it ends (kernelUntil).
+   */
+  private timeoutOf(key: EffectiveRule, last: number, seconds: number): number | undefined {
+    const now = this.options.clock();
+    const timeout = kernelTimeout(seconds, last, now, this.options.kernelExpiryMargin);
+    if (timeout === undefined) this.kernelUntil.delete(entryId(key));
+    else this.kernelUntil.set(entryId(key), now + timeout);
+    return timeout;
+  }
+
+  /**
+   * A blocked entry renewed at `now` (a failure while blocked: its deadline
+   * moved): whether the kernel would drop its block less than half the
+   * margin after the new deadline, or when, is unknown (added before a
+   * restart).  Not while an add or rem of it runs: its rem would wait for
+   * the add, the add would put back what the rem took.
+   */
+  private timeoutOutlived(key: EffectiveRule, seconds: number, now: number): boolean {
+    const margin = this.options.kernelExpiryMargin;
+    const id = entryId(key);
+    if (margin === undefined || seconds === ANY || this.work.adding(id) || this.work.removing(id)) return false;
+    const until = this.kernelUntil.get(id);
+    return until === undefined || now + seconds + 1 + margin / 2 > until;
+  }
+
+  /**
+   * A blocked entry with rule id `id` renewed at `now`, by a failure or by
+   * hand, its write committed: its block added again with a new kernel
+   * timeout when the old one would end too soon (timeoutOutlived).
+   */
+  renewed(key: EffectiveRule, id: string, now: number, seconds: number): void {
+    if (this.timeoutOutlived(key, seconds, now)) this.renewTimeout(key, id, now, seconds);
+  }
+
+  /**
+   * The block added again with the timeout its new deadline needs: the
+   * helper takes an add of what is there as a new timeout (helper.md §1.8).
+   * The entry keeps its id.  A failure is logged; the next try comes when
+   * the deadline has moved another half margin, not at every renewal.
+   */
+  private renewTimeout(key: EffectiveRule, id: string, last: number, seconds: number): void {
+    this.batcher.call({ action: 'add', target: targetOf(key), id, timeout: this.timeoutOf(key, last, seconds) }, (result) => {
+      if (result.outcome !== 'ok' && result.outcome !== 'cancelled') {
+        const what = `add ${key.name} ${targetOf(key).proto} ${entryText(key)} (a new kernel timeout)`;
+        this.options.log('err', `${what} failed${failureText(result)}; the packet filter may drop the block before its end`);
+      }
+    });
+  }
+
+  /** An add of a block of `key` lasting `seconds` (blockSeconds) from the last failure the pending add wrote. */
+  private startAdd(key: EffectiveRule, oldId: string, seconds: number, then?: (result: HelperResult) => void): void {
+    const last = this.work.pendingAdd(entryId(key))?.wrote.last ?? this.options.clock();
+    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId, timeout: this.timeoutOf(key, last, seconds) }, (result) => {
       this.addDone(key, oldId, result);
       then?.(result);
     });
@@ -489,6 +552,7 @@ export class Engine {
   lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? (e.last === 0 ? undefined : e.last);
     this.blockedSince.delete(id);
+    this.kernelUntil.delete(id);
     return since === undefined ? undefined : Math.max(0, this.options.clock() - since);
   }
 
@@ -506,7 +570,7 @@ export class Engine {
     const id = entryId(k);
     if (isBlocked(current) && !this.stopped && !this.work.adding(id)) {
       this.work.addStarted(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
-      this.startAdd(k, '');
+      this.startAdd(k, '', blockSeconds(current));
     }
   }
 
@@ -711,7 +775,7 @@ export class Engine {
       const id = entryId(e.key);
       if (e.last === 0 || this.work.busy(id) || this.work.released(id)) continue;
       this.work.addStarted(id, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
-      this.startAdd(e.key, e.id);
+      this.startAdd(e.key, e.id, blockSeconds(e));
       n++;
     }
     return n;
@@ -736,7 +800,7 @@ export class Engine {
     for (const e of this.options.store.blocked()) {
       const id = entryId(e.key);
       if (e.last === 0 || this.work.removing(id) || this.work.released(id)) continue;
-      const change: Change = { action: 'add', target: targetOf(e.key), id: e.id };
+      const change: Change = { action: 'add', target: targetOf(e.key), id: e.id, timeout: this.timeoutOf(e.key, e.last, blockSeconds(e)) };
       let done: (result: HelperResult) => void;
       if (this.work.adding(id)) {
         // its add runs before this batch, and records its id; the flush removes that rule, this add puts it back
@@ -790,11 +854,11 @@ export class Engine {
    * The entry at its limit, just written as `wrote` (was `before`): `add`,
    * recorded as any other; resolves with the helper's result.
    */
-  add(key: EffectiveRule, before: Counted | undefined, wrote: Counted, origin: BlockOrigin): Promise<HelperResult> {
+  add(key: EffectiveRule, before: Counted | undefined, wrote: Counted, origin: BlockOrigin, seconds = key.duration): Promise<HelperResult> {
     const id = entryId(key);
     this.work.recorded(id);
     this.work.addStarted(id, { before, wrote, client: key.address, origin });
-    return new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
+    return new Promise<HelperResult>((resolve) => this.startAdd(key, '', seconds, resolve));
   }
 
   /** `rem` of the entry's rule, marked in flight meanwhile and no longer waiting for a retry; the entry is the caller's. */
@@ -810,6 +874,7 @@ export class Engine {
   forgetName(name: string): void {
     this.work.forgetName(name);
     for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
+    for (const id of this.kernelUntil.keys()) if (id.startsWith(`${name}\0`)) this.kernelUntil.delete(id);
   }
 
   /** Helper work in flight, for `status`. */

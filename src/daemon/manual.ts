@@ -74,6 +74,7 @@ export class ManualCommands {
       const entry = { key, count, last: now, id: existing.id };
       store.put(entry);
       engine.armExpiry();
+      engine.renewed(key, existing.id, now, key.duration);
       return { entry, result: undefined };
     }
     store.put({ key, count, last: now, id: '' });

@@ -13,6 +13,7 @@ import { controlPathFor } from '../protocol/control.js';
 import { errnoText } from '../errno.js';
 import { DEFAULT_BACKLOG, DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
+import { DEFAULT_KERNEL_EXPIRY_MARGIN } from './kernel-expiry.js';
 
 /** The helper shipped beside the daemon (bin/blocklistd-helper). */
 export const DEFAULT_HELPER = fileURLToPath(new URL('../../../bin/blocklistd-helper', import.meta.url));
@@ -84,6 +85,10 @@ export interface DaemonOptions {
   allowSelf: boolean;
   /** --check: run the start-up checks, print them, exit. */
   check: boolean;
+  /** --kernel-expiry-margin: blocks get a kernel timeout this many seconds after their deadline; undefined with --no-kernel-expiry. */
+  kernelExpiryMargin: number | undefined;
+  /** --cut-connections: a block also ends the established connections it blocks. */
+  cutConnections: boolean;
 }
 
 export const DEFAULT_SENDER_RATE = 1000;
@@ -165,6 +170,9 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--fail-open', 'start even when the configuration, the helper or the packet filter cannot work (upstream\'s behaviour)')
     .option('--allow-self', 'never count nor block the host\'s own addresses (loopback and every interface\'s)')
     .option('--check', 'run the start-up checks, print what was checked and every problem, exit 0 or 1; changes nothing')
+    .option('--kernel-expiry-margin <seconds>', 'blocks carry a kernel timeout (nftables, ipset) this long after their end, should the daemon die', String(DEFAULT_KERNEL_EXPIRY_MARGIN))
+    .option('--no-kernel-expiry', 'no kernel timeouts: blocks stay in the packet filter until the daemon releases them')
+    .option('--cut-connections', 'a block also ends the established connections it blocks (Linux: ss -K)')
     .helpOption('-h, --help')
     .configureHelp(HELP_CONFIG)
     .allowExcessArguments(false)
@@ -209,6 +217,9 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     failOpen?: boolean;
     allowSelf?: boolean;
     check?: boolean;
+    kernelExpiryMargin: string;
+    kernelExpiry: boolean;
+    cutConnections?: boolean;
   }>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
@@ -248,6 +259,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     failOpen: o.failOpen === true,
     allowSelf: o.allowSelf === true,
     check: o.check === true,
+    kernelExpiryMargin: o.kernelExpiry ? whole(o.kernelExpiryMargin, 'kernel expiry margin', 0, 2147483) : undefined,
+    cutConnections: o.cutConnections === true,
   };
 }
 

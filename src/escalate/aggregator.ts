@@ -63,7 +63,7 @@ export class Aggregator {
     const wrote = { count: key.nfail, last: now };
     if (!engine.guard(() => store.put({ key: netKey, ...wrote, id: '', hold }))) return;
     log('notice', `aggregating ${members.length} blocks of ${network} (${key.name}) into one`, { ...entryFields('aggregate', netKey), count: members.length });
-    const result = await engine.add(netKey, undefined, wrote, 'limit');
+    const result = await engine.add(netKey, undefined, wrote, 'limit', blockSeconds({ key: netKey, ...wrote, id: '', hold }));
     // not taken: the entry went with the failure, the addresses' blocks stay
     if (result.outcome !== 'ok') return;
     await Promise.all(members.map((e) => this.dissolve(e, network)));

@@ -111,7 +111,7 @@ export class HelperBatcher {
   }
 
   private dispatchSingles(calls: readonly HelperCall[]): void {
-    for (const { change, done } of calls) void this.helper.change(change.action, change.target, change.id).then(done);
+    for (const { change, done } of calls) void this.helper.change(change.action, change.target, change.id, change.timeout).then(done);
   }
 
   private async runBatch(calls: readonly HelperCall[], flushes: readonly string[]): Promise<void> {

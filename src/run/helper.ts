@@ -89,6 +89,16 @@ export interface Change {
   action: 'add' | 'rem';
   target: HelperTarget;
   id: string;
+  /** An add's kernel timeout in seconds (helper.md §1.8), for a helper that takes them; none for a forever block. */
+  timeout?: number;
+}
+
+/** What the daemon asks of a helper beyond upstream's contract, each only when the helper offers it (helper.md §1.8). */
+export interface HelperExtensions {
+  /** Adds carry their kernel timeout: BLOCKLISTD_TIMEOUT, or a batch's `timeout` field. */
+  timeouts: boolean;
+  /** Adds end the established connections they block: BLOCKLISTD_CUT=1. */
+  cut: boolean;
 }
 
 export interface HelperRunnerOptions {
@@ -129,6 +139,8 @@ interface Call extends Conflicts {
   args: string[];
   /** Written to stdin (batch mode); every output line is then read, not only the first. */
   input?: string;
+  /** Added to the daemon's environment (helper.md §1.8). */
+  env?: Record<string, string>;
   /** The answer is expected in this many lines (batch mode). */
   lines?: number;
   resolve: (result: HelperResult) => void;
@@ -247,6 +259,7 @@ export class HelperRunner {
   /** How many waiting or running calls hold each conflict key. */
   private readonly held = new Map<string, number>();
   private stopped = false;
+  private extensions: HelperExtensions = { timeouts: false, cut: false };
 
   constructor(options: HelperRunnerOptions) {
     this.program = options.program;
@@ -257,10 +270,18 @@ export class HelperRunner {
     this.observe = options.observe;
   }
 
-  /** control add|rem <name> <proto> <address> <mask> <port> <id> */
-  change(action: 'add' | 'rem', target: HelperTarget, id: string): Promise<HelperResult> {
+  /** From now on (after `capabilities`): what the helper offers and the daemon asks for. */
+  setExtensions(extensions: HelperExtensions): void {
+    this.extensions = extensions;
+  }
+
+  /** control add|rem <name> <proto> <address> <mask> <port> <id>; an add's timeout and the cut in the environment (helper.md §1.8). */
+  change(action: 'add' | 'rem', target: HelperTarget, id: string, timeout?: number): Promise<HelperResult> {
     const args = [action, target.name, target.proto, target.address, String(target.mask), portArg(target.port), id];
-    return this.submit(action, args, changeConflicts(target));
+    const env: Record<string, string> = {};
+    if (action === 'add' && this.extensions.timeouts && timeout !== undefined) env.BLOCKLISTD_TIMEOUT = String(timeout);
+    if (action === 'add' && this.extensions.cut) env.BLOCKLISTD_CUT = '1';
+    return this.submit(action, args, changeConflicts(target), undefined, undefined, env);
   }
 
   /** control flush <name> */
@@ -281,8 +302,13 @@ export class HelperRunner {
    */
   async batch(changes: readonly Change[], flushes: readonly string[] = []): Promise<HelperResult[]> {
     const conflicts = [...flushes.map(flushConflicts), ...changes.map((c) => changeConflicts(c.target))];
-    const input = [...flushes.map((name) => `flush ${name}`), ...changes.map((c) => [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, c.id].join(' '))].join('\n') + '\n';
-    const result = await this.submit('batch', ['batch'], { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] }, input, flushes.length + changes.length);
+    const { timeouts, cut } = this.extensions;
+    // `batch timeout`: the timeout before the id, which may be empty (0: none)
+    const line = (c: Change): string =>
+      [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, ...(timeouts ? [c.action === 'add' ? (c.timeout ?? 0) : 0] : []), c.id].join(' ');
+    const input = [...flushes.map((name) => `flush ${name}`), ...changes.map(line)].join('\n') + '\n';
+    const conflict = { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] };
+    const result = await this.submit('batch', timeouts ? ['batch', 'timeout'] : ['batch'], conflict, input, flushes.length + changes.length, cut ? { BLOCKLISTD_CUT: '1' } : undefined);
     const { lines = [], ...common } = result;
     return changes.map((_, i) => {
       const line = lines[flushes.length + i] || undefined;
@@ -342,10 +368,10 @@ export class HelperRunner {
    * conflicts with it and a slot is free; this keeps the invariant that
    * every waiting call is held back by a conflict or by the limit.
    */
-  private submit(action: Action, args: string[], conflicts: Conflicts, input?: string, lines?: number): Promise<HelperResult> {
+  private submit(action: Action, args: string[], conflicts: Conflicts, input?: string, lines?: number, env?: Record<string, string>): Promise<HelperResult> {
     if (this.stopped) return Promise.resolve(CANCELLED);
     return new Promise((resolve) => {
-      const call: Call = { action, args, ...conflicts, input, lines, resolve };
+      const call: Call = { action, args, ...conflicts, input, lines, env, resolve };
       const blocked = call.waitsFor.some((key) => this.held.has(key));
       for (const key of call.holds) this.held.set(key, (this.held.get(key) ?? 0) + 1);
       if (blocked || this.running.size >= this.concurrency) this.waiting.push(call);
@@ -395,6 +421,9 @@ export class HelperRunner {
   private traceRun(call: Call): void {
     // the ids in a rem came from a helper's output: escaped like everything else it prints
     this.debugLine(1, () => `run ${this.program} [control ${printable(call.args.join(' '))}]`);
+    // a line of its own: upstream's stays as it was
+    const env = Object.entries(call.env ?? {}).map(([name, value]) => `${name}=${value}`);
+    if (env.length > 0) this.debugLine(1, () => `run ${call.action} with ${env.join(' ')}`);
     if (call.input === undefined) return;
     const input = call.input;
     this.debugLine(1, () => input.split('\n').slice(0, -1).map((op) => `run ${this.program} [control ${printable(op)}] (batch)`));
@@ -423,7 +452,8 @@ export class HelperRunner {
     return new Promise((resolve) => {
       let child: ChildProcess;
       try {
-        child = spawn(this.program, call.args, { argv0: 'control', detached: true, stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
+        const env = call.env === undefined || Object.keys(call.env).length === 0 ? undefined : { ...process.env, ...call.env };
+        child = spawn(this.program, call.args, { argv0: 'control', detached: true, env, stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
       } catch (e) {
         resolve(this.spawnFailed(e));
         return;

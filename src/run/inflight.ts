@@ -43,6 +43,11 @@ export class InFlight<Origin extends string = string> {
     return this.adds.has(id);
   }
 
+  /** The add running for the entry, undefined when none. */
+  pendingAdd(id: string): PendingAdd<Origin> | undefined {
+    return this.adds.get(id);
+  }
+
   addStarted(id: string, add: PendingAdd<Origin>): void {
     this.adds.set(id, add);
   }
