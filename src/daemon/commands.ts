@@ -19,6 +19,7 @@ import type { Problem } from './checks.js';
 import { ChunkedResult, type Peer } from './control.js';
 import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
 import type { Engine } from './engine.js';
+import type { Fleet } from '../fleet/fleet.js';
 import { EngineBusy, type ManualCommands, type UnblockResult } from './manual.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -35,6 +36,8 @@ export interface CommandContext {
   /** The daemon channel: manual actions are logged with who asked. */
   readonly log: LogFn;
   readonly batchMode: boolean;
+  /** --fleet: the link to the other hosts (issue 17). */
+  readonly fleet?: Fleet;
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
   sockets(): string[];
@@ -116,6 +119,7 @@ async function status(c: CommandContext): Promise<unknown> {
     entries: c.store.size(),
     blocked: c.store.blockedCount(),
     counters: await c.metrics.counters(),
+    ...(c.fleet === undefined ? {} : { fleet: c.fleet.status() }),
   };
 }
 
@@ -178,8 +182,8 @@ function parseName(text: string | undefined): string | undefined {
 /** The local address of a failure that names none (a block, a report): the unspecified address of the family. */
 const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
 
-/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to. */
-function matchFor(c: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
+/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to (and the fleet's allow-list check). */
+export function matchFor(c: Pick<CommandContext, 'options' | 'engine'>, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
   const env = systemEnv(c.options.ruleName);
   const family = nativeFamily(env.families, address.family);
   const local = parseIP(unspecified(address.family))!;

@@ -27,6 +27,7 @@ import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf
 import { toText, type OwnNetwork } from '../conf/ip.js';
 import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
+import { heldResult, type SharedBlocks } from '../fleet/hook.js';
 import { isBlocked } from '../state/entry.js';
 import type { StateStore } from '../state/store.js';
 import { typeLabel, type BlockOrigin, type Metrics, type ReleaseOrigin } from './metrics.js';
@@ -79,6 +80,8 @@ export interface EngineOptions {
   maxEntries?: number;
   /** --allow-self: notifications about the host's own addresses (isSelfAddress) are not counted. */
   allowSelf?: boolean;
+  /** --fleet (issue 17): told of this host's blocks and releases; an element it holds is not added or removed again. */
+  fleet?: SharedBlocks;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
@@ -340,10 +343,26 @@ export class Engine {
   }
 
   private startAdd(key: EffectiveRule, oldId: string, then?: (result: HelperResult) => void): void {
-    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId }, (result) => {
+    const done = (result: HelperResult): void => {
       this.addDone(key, oldId, result);
       then?.(result);
-    });
+    };
+    const target = targetOf(key);
+    // the fleet's block of the same element is in the filter already: shared, not added twice
+    const held = this.o.fleet?.holding(target);
+    if (held !== undefined) queueMicrotask(() => done(heldResult(held)));
+    else this.batcher.call({ action: 'add', target, id: oldId }, done);
+  }
+
+  /** `rem` of a blocked entry's rule, unless the fleet still holds the element; a release that worked is deleted from the fleet's bucket. */
+  private remCall(e: Entry, done: (result: HelperResult) => void): void {
+    const target = targetOf(e.key);
+    const released = (result: HelperResult): void => {
+      if (result.outcome === 'ok' && e.id !== '') this.o.fleet?.released(e.key);
+      done(result);
+    };
+    if (this.o.fleet?.holding(target) !== undefined) queueMicrotask(() => released(heldResult(e.id)));
+    else this.batcher.call({ action: 'rem', target, id: e.id }, released);
   }
 
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
@@ -403,6 +422,7 @@ export class Engine {
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
       if (pending.client !== undefined) log('info', `blocked ${where(key, pending.client)} for ${key.duration} seconds`, blockFields(key, pending.client, pending.origin, pending.wrote.count));
       this.o.metrics?.block(pending.origin, key.name);
+      this.o.fleet?.blocked(key, pending.wrote.last, pending.origin);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
@@ -426,7 +446,7 @@ export class Engine {
     this.pendingRems.add(id);
     this.remRetry.delete(id);
     const k = e.key;
-    this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
+    this.remCall(e, (result) => {
       this.pendingRems.delete(id);
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.o;
@@ -765,7 +785,7 @@ export class Engine {
     const id = keyOf(e.key);
     this.pendingRems.add(id);
     this.remRetry.delete(id);
-    const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+    const result = await new Promise<HelperResult>((resolve) => this.remCall(e, resolve));
     this.pendingRems.delete(id);
     return result;
   }

@@ -1,0 +1,149 @@
+// Blocks shared through NATS JetStream key-value (issue 17): three daemons
+// (own sockets, databases, recording helpers) and a real nats-server on
+// loopback.  A block made on A reaches B and C; its release releases it
+// there; a daemon started later learns every block in force; publishes
+// survive a server down and a daemon restart; a hostile value is ignored.
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test, type TestContext } from 'node:test';
+import { Kvm } from '@nats-io/kv';
+import { ctl, DaemonProcess, freePort, parsed, requestStatus, startDaemon, tempDir, until, type Json } from './support.js';
+import { BUCKET, createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
+import { keyOf } from '../src/fleet/record.js';
+
+const missing = natsMissing();
+
+/** The arguments that put a daemon in the fleet as `origin`, its password in a file beside its database. */
+function fleetArgs(server: string | string[], origin: string, dir: string, more: string[] = []): string[] {
+  const userFile = join(dir, 'fleet.user');
+  writeFileSync(userFile, `${origin}:${origin}-secret\n`, { mode: 0o600 });
+  return ['--fleet', [server].flat().join(','), '--fleet-name', origin, '--fleet-user-file', userFile, ...more];
+}
+
+interface Host {
+  daemon: DaemonProcess;
+  dir: string;
+  origin: string;
+}
+
+async function startHost(t: TestContext, server: string | string[], origin: string, config: string, { dir = tempDir(`blocklistd-${origin}-`), more = [] as string[], env = {} as Record<string, string> } = {}): Promise<Host> {
+  const daemon = await startDaemon(t, config, fleetArgs(server, origin, dir, more), { dir, env });
+  await daemon.waitFor(/fleet: connected to /);
+  return { daemon, dir, origin };
+}
+
+/** The helper calls of `host` that add or remove `address`. */
+const callsOf = (host: Host, address: string): string[] => host.daemon.helperCalls().filter((l) => / (add|rem) /.test(` ${l}`) && l.includes(` ${address} `));
+
+/** `blocklistctl dump -a --json` through the daemon: every entry and learned block. */
+async function dumpJson(host: Host): Promise<Json[]> {
+  const r = await ctl(['dump', '-a', '--json', '--control', host.daemon.control]);
+  assert.equal(r.code, 0, r.stderr);
+  return parsed(r).result as Json[];
+}
+
+/** The daemon's fleet link as `status` shows it. */
+const status = async (host: Host): Promise<Json> => requestStatus(host.daemon);
+
+/** Waits for an asynchronous condition (a status read over the control socket). */
+async function eventually(condition: () => Promise<boolean>, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${ms} ms: ${condition.toString()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () => {
+  test('a block on A reaches B and C and its release releases it there; a daemon started later learns it; a hostile value is ignored', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b', 'c', 'd'] });
+    const admin = await natsClient(t, nats.url);
+    await createBucket(admin);
+    const port = await freePort();
+    const config = `${port} stream * * * 3 1h\n`;
+    const a = await startHost(t, nats.url, 'a', config);
+    const b = await startHost(t, nats.url, 'b', config);
+    const c = await startHost(t, nats.url, 'c', config);
+
+    let r = await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.7']);
+    assert.equal(r.code, 0, r.stderr);
+    for (const host of [b, c]) {
+      await host.daemon.waitFor(/fleet: blocked 198\.51\.100\.7\/32:\d+ \(blocklistd tcp\) from a for \d+ seconds/);
+      await until(() => callsOf(host, '198.51.100.7').length === 1);
+      assert.match(callsOf(host, '198.51.100.7')[0]!, new RegExp(`^add blocklistd tcp 198\\.51\\.100\\.7 32 ${port} ''$`));
+    }
+    // A never applies its own block a second time
+    assert.equal(callsOf(a, '198.51.100.7').length, 1);
+
+    // a daemon started later learns every block in force
+    const d = await startHost(t, nats.url, 'd', config);
+    await until(() => callsOf(d, '198.51.100.7').length === 1);
+    const learned = (await dumpJson(d)).filter((e) => e.address === '198.51.100.7');
+    assert.equal(learned.length, 1);
+    assert.equal(learned[0]!.origin, 'a');
+
+    // a hostile value under A's prefix (as A's user could put it): logged and ignored
+    const kv = await new Kvm(admin).open(BUCKET);
+    await kv.put('v1.a.4.203=2E0=2E113=2E5.32.tcp.22.blocklistd', JSON.stringify({ origin: 'a', name: 'x; rm -rf /', family: 4, address: '203.0.113.5', mask: 32, proto: 'tcp', port: 22, duration: 60, start: 1, end: 61 }));
+    await kv.put('v1.a.4.203=2E0=2E113=2E6.32.tcp.22.blocklistd', 'not json');
+    for (const host of [b, c]) await host.daemon.waitFor(/fleet: ignored v1\.a\.4\.203=2E0=2E113=2E5.*bad name/);
+    await eventually(async () => (await status(b)).fleet.rejected >= 2);
+    assert.equal(callsOf(b, '203.0.113.5').length, 0);
+
+    // released on A: released on B, C and D
+    r = await ctl(['unblock', '-p', String(port), '--control', a.daemon.control, '198.51.100.7']);
+    assert.equal(r.code, 0, r.stderr);
+    for (const host of [b, c, d]) {
+      await until(() => callsOf(host, '198.51.100.7').length === 2);
+      assert.match(callsOf(host, '198.51.100.7')[1]!, /^rem blocklistd tcp 198\.51\.100\.7 32 \d+ /);
+    }
+    assert.equal((await dumpJson(b)).filter((e) => e.address === '198.51.100.7').length, 0);
+    const s = await status(b);
+    assert.equal(s.fleet.connected, true);
+    assert.equal(s.fleet.applied, 1);
+    assert.equal(s.fleet.released, 1);
+    assert.equal(s.fleet.pending, 0);
+  });
+
+  test('the server down: A blocks locally and keeps its publishes, across a restart of A too; B catches up when the server is back', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    const admin = await natsClient(t, nats.url);
+    await createBucket(admin);
+    await admin.close();
+    const port = await freePort();
+    const config = `${port} stream * * * 3 1h\n`;
+    let a = await startHost(t, nats.url, 'a', config);
+    const b = await startHost(t, nats.url, 'b', config);
+
+    await nats.stop();
+    await a.daemon.waitFor(/fleet: disconnected/);
+    let r = await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.20', '198.51.100.21']);
+    assert.equal(r.code, 0, r.stderr);
+    await eventually(async () => (await status(a)).fleet.pending === 2);
+    // A restarts while the server is down: nothing of what it must publish is lost
+    await a.daemon.stop();
+    const restarted = await startDaemon(t, config, fleetArgs(nats.url, 'a', a.dir), { dir: a.dir });
+    a = { ...a, daemon: restarted };
+    assert.equal((await status(a)).fleet.pending, 2);
+
+    await nats.run();
+    await eventually(async () => (await status(a)).fleet.pending === 0, 20_000);
+    for (const address of ['198.51.100.20', '198.51.100.21']) await until(() => callsOf(b, address).length === 1, 20_000);
+    assert.equal((await status(b)).fleet.blocks, 2);
+  });
+
+  test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    const admin = await natsClient(t, nats.url);
+    const kv = await createBucket(admin);
+    const asA = await natsClient(t, nats.url, 'a');
+    const kvA = await new Kvm(asA).open(BUCKET);
+    const own = keyOf({ origin: 'a', family: 4, address: '192.0.2.1', mask: 32, proto: 'tcp', port: 22, name: 'blocklistd' });
+    const forged = keyOf({ origin: 'b', family: 4, address: '192.0.2.1', mask: 32, proto: 'tcp', port: 22, name: 'blocklistd' });
+    await kvA.put(own, '{}');
+    await assert.rejects(kvA.put(forged, '{}'), /permission|timeout|503|no responders/i);
+    assert.equal(await kv.get(forged), null);
+    assert.notEqual(await kv.get(own), null);
+  });
+});
