@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { Kvm } from '@nats-io/kv';
-import { ctl, DaemonProcess, freePort, parsed, requestStatus, startDaemon, tempDir, until, type Json } from './support.js';
+import { ctl, DaemonProcess, freePort, parsed, repoRoot, requestStatus, run, startDaemon, tempDir, until, type Json } from './support.js';
 import { BUCKET, createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
 import { keyOf } from '../src/fleet/record.js';
 
@@ -113,7 +113,8 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     await admin.close();
     const port = await freePort();
     const config = `${port} stream * * * 3 1h\n`;
-    let a = await startHost(t, nats.url, 'a', config);
+    const metricsPort = await freePort();
+    let a = await startHost(t, nats.url, 'a', config, { more: ['--metrics', `127.0.0.1:${metricsPort}`] });
     const b = await startHost(t, nats.url, 'b', config);
 
     await nats.stop();
@@ -121,6 +122,9 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     let r = await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.20', '198.51.100.21']);
     assert.equal(r.code, 0, r.stderr);
     await eventually(async () => (await status(a)).fleet.pending === 2);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    assert.match(metrics, /^blocklistd_fleet_connected 0$/m);
+    assert.match(metrics, /^blocklistd_fleet_pending 2$/m);
     // A restarts while the server is down: nothing of what it must publish is lost
     await a.daemon.stop();
     const restarted = await startDaemon(t, config, fleetArgs(nats.url, 'a', a.dir), { dir: a.dir });
@@ -131,6 +135,43 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     await eventually(async () => (await status(a)).fleet.pending === 0, 20_000);
     for (const address of ['198.51.100.20', '198.51.100.21']) await until(() => callsOf(b, address).length === 1, 20_000);
     assert.equal((await status(b)).fleet.blocks, 2);
+  });
+
+  test('one element, two holders: added once, removed by the last holder; an allow-list rule wins over the fleet', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b', 'c'] });
+    await createBucket(await natsClient(t, nats.url));
+    const port = await freePort();
+    const config = `${port} stream * * * 3 1h\n`;
+    const a = await startHost(t, nats.url, 'a', config);
+    const b = await startHost(t, nats.url, 'b', config);
+    // C never blocks 198.51.100.0/24 on that port
+    const c = await startHost(t, nats.url, 'c', `${config}[remote]\n198.51.100.0/24:${port} * * * = * =\n`);
+    const x = '198.51.100.9';
+    const block = async (host: Host): Promise<void> => assert.equal((await ctl(['block', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
+    const unblock = async (host: Host): Promise<void> => assert.equal((await ctl(['unblock', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
+
+    await block(b);
+    await block(a);
+    await a.daemon.waitFor(/fleet: blocked 198\.51\.100\.9\/32:\d+ .* from b/);
+    await b.daemon.waitFor(/fleet: blocked 198\.51\.100\.9\/32:\d+ .* from a/);
+    // each host added the element once: its own block, or the one learned first
+    await eventually(async () => (await status(c)).fleet.allowListed === 2);
+    assert.equal(callsOf(a, x).length, 1);
+    assert.equal(callsOf(b, x).length, 1);
+    assert.deepEqual(callsOf(c, x), []);
+    // A lifts its block: B's still holds the element on A, and on B its own
+    await unblock(a);
+    await b.daemon.waitFor(/fleet: released 198\.51\.100\.9\/32:\d+ from a: deleted by its origin/);
+    assert.equal(callsOf(a, x).length, 1);
+    assert.equal(callsOf(b, x).length, 1);
+    // B lifts its own: now both remove it, once each
+    await unblock(b);
+    await a.daemon.waitFor(/fleet: released 198\.51\.100\.9\/32:\d+ from b: deleted by its origin/);
+    await until(() => callsOf(a, x).length === 2);
+    assert.match(callsOf(a, x)[1]!, /^rem /);
+    assert.equal(callsOf(b, x).length, 2);
+    assert.match(callsOf(b, x)[1]!, /^rem /);
+    assert.deepEqual(callsOf(c, x), []);
   });
 
   test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {
@@ -147,3 +188,10 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.notEqual(await kv.get(own), null);
   });
 });
+
+test('--fleet: a plain-text URL to another host is a usage error (exit 2) unless --fleet-insecure', async () => {
+  const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '--check', '--fleet', 'nats://192.0.2.1:4222']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^blocklistd: --fleet server 'nats:\/\/192\.0\.2\.1:4222' is plain text to another host: use tls:\/\/ \(and --fleet-ca\), or --fleet-insecure to allow it\n/);
+});
+

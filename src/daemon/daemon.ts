@@ -23,6 +23,7 @@ import { StateError, StateStore } from '../state/store.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
 import { matchFor, runCommand, type CommandContext } from './commands.js';
 import { Fleet } from '../fleet/fleet.js';
+import { registerFleetMetrics } from '../fleet/metrics.js';
 import { parseIP } from '../conf/ip.js';
 import { ANY } from '../types.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
@@ -162,6 +163,8 @@ export class Daemon {
         // a rule in force that never blocks the address (an allow-list line, nfail *) wins over the fleet
         allowListed: (b) => matchFor({ options: o, engine: this.engine! }, parseIP(b.address)!, b.port, b.proto === 'udp' ? 17 : 6)?.effective.nfail === ANY,
       });
+      const fleet = this.fleet;
+      registerFleetMetrics(metrics.registry, () => fleet.status());
     }
     this.engine = new Engine({
       store,

@@ -82,7 +82,7 @@ const isInt = (v: unknown, min: number, max: number): v is number => typeof v ==
 
 /**
  * A value from the bucket, checked: every field of the right type and
- * range, the address numeric text of its family, masked, and the key it
+ * range, the address numeric text of its family, and the key it
  * was found under the one its fields make (a host cannot put a block of
  * one address under another's key, nor another origin in its value).
  */
@@ -132,13 +132,15 @@ export function parseValue(key: string, data: Uint8Array): FleetBlock {
 
 /**
  * The end a block learned from the fleet gets here (doc/fleet.md §4): its
- * origin's start when the two clocks agree within `skew` seconds, else the
- * time it was received (the duration is kept, so a clock minutes off
- * neither shortens nor lengthens it by more than the skew); a duration over
- * `maxDuration` (0: no cap), or forever, is cut to it.  Undefined when it has ended.
+ * origin's start plus its duration, but a start more than `skew` seconds
+ * ahead of the local clock is the time it was received: a clock ahead
+ * cannot lengthen a block beyond its duration from now, a clock behind
+ * shortens it by its skew at most, and an old block replayed to a host
+ * that joins late keeps its start.  A duration over `maxDuration` (0: no
+ * cap), or forever, is cut to it.  Null: forever; undefined: it has ended.
  */
 export function localEnd(b: FleetBlock, now: number, skew: number, maxDuration: number): number | undefined | null {
-  const start = Math.abs(b.start - now) > skew ? now : b.start;
+  const start = b.start > now + skew ? now : b.start;
   let duration = b.duration;
   if (maxDuration > 0 && (duration < 0 || duration > maxDuration)) duration = maxDuration;
   if (duration < 0) return null;
