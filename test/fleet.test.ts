@@ -104,6 +104,13 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.equal(s.fleet.applied, 1);
     assert.equal(s.fleet.released, 1);
     assert.equal(s.fleet.pending, 0);
+
+    // a flush by hand on A deletes its keys: B releases them
+    assert.equal((await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.8'])).code, 0);
+    await until(() => callsOf(b, '198.51.100.8').length === 1);
+    assert.equal((await ctl(['flush', '--control', a.daemon.control, 'blocklistd'])).code, 0);
+    await until(() => callsOf(b, '198.51.100.8').length === 2);
+    assert.match(callsOf(b, '198.51.100.8')[1]!, /^rem /);
   });
 
   test('the server down: A blocks locally and keeps its publishes, across a restart of A too; B catches up when the server is back', async (t) => {

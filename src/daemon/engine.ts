@@ -795,6 +795,7 @@ export class Engine {
     for (const [id, retry] of this.remRetry) if (retry.entry.key.name === name) this.remRetry.delete(id);
     for (const [id, e] of this.unrecorded) if (e.key.name === name) this.unrecorded.delete(id);
     for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
+    this.o.fleet?.flushed(name);
   }
 
   /** Helper work in flight, for `status`. */

@@ -118,6 +118,8 @@ export class Fleet implements SharedBlocks {
   private publishDelay = RETRY_MS;
   private publishTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
+  /** This host's keys in the bucket, as the watch shows them, by key: what a flush or a lost database leaves there. */
+  private readonly ownKeys = new Map<string, Element>();
   /** Learned blocks whose add runs; one released meanwhile is removed when it returns. */
   private readonly adding = new Set<string>();
   private stopped = false;
@@ -150,6 +152,10 @@ export class Fleet implements SharedBlocks {
   released(key: EffectiveRule): void {
     this.state.enqueue(keyOf(blockOf(this.o.name, key, 0, '')), null);
     this.kick();
+  }
+
+  flushed(name: string): void {
+    this.pruneOwn((element) => element.name === name);
   }
 
   holding(target: HelperTarget): string | undefined {
@@ -299,7 +305,7 @@ export class Fleet implements SharedBlocks {
 
   private applyEntry(e: KvEntry, now: number, after: (() => void)[]): void {
     const origin = originOfKey(e.key);
-    if (origin === this.o.name) return; // this host's own
+    if (origin === this.o.name) return this.ownKey(e);
     if (e.operation !== 'PUT') return this.release(e.key, 'deleted by its origin', after);
     if (origin === undefined) return this.reject(e.key, 'a key of an unknown layout');
     if (this.trust.size > 0 && !this.trust.has(origin)) return this.reject(e.key, `origin ${origin} is not in --fleet-trust`);
@@ -371,14 +377,46 @@ export class Fleet implements SharedBlocks {
     });
   }
 
-  /** After a replay: learned blocks whose key the bucket no longer has were deleted meanwhile. */
+  /** After a replay: learned blocks whose key the bucket no longer has were deleted meanwhile; this host's keys without a block here go. */
   private reconcile(seen: Set<string>): void {
     const after: (() => void)[] = [];
     this.state.transaction(() => {
       for (const row of this.state.all()) if (!seen.has(row.key)) this.release(row.key, 'gone from the bucket', after);
     });
     for (const start of after) start();
+    for (const key of this.ownKeys.keys()) if (!seen.has(key)) this.ownKeys.delete(key);
+    this.pruneOwn(() => true);
     this.armExpiry();
+  }
+
+  /** One of this host's keys, put or deleted: kept track of, never applied. */
+  private ownKey(e: KvEntry): void {
+    if (e.operation !== 'PUT') return void this.ownKeys.delete(e.key);
+    try {
+      this.ownKeys.set(e.key, parseValue(e.key, e.value));
+    } catch {
+      // not one this version wrote: left alone
+    }
+  }
+
+  /**
+   * This host's keys in the bucket whose element no entry here holds (its
+   * rule flushed by hand, the database lost or replaced): deleted, so
+   * that the other hosts release them.
+   */
+  private pruneOwn(select: (element: Element) => boolean): void {
+    let n = 0;
+    this.state.transaction(() => {
+      for (const [key, element] of this.ownKeys) {
+        if (!select(element) || this.state.localHolder(element) !== undefined || this.state.queued(key)) continue;
+        this.state.enqueue(key, null);
+        this.ownKeys.delete(key);
+        n++;
+      }
+    });
+    if (n === 0) return;
+    this.o.log('info', `fleet: deleting ${n} keys of this host that no block here holds any more`);
+    this.kick();
   }
 
   private reject(key: string, why: string): void {

@@ -9,6 +9,8 @@ export interface SharedBlocks {
   blocked(key: EffectiveRule, start: number, reason: string): void;
   /** A block this host released: its key to delete. */
   released(key: EffectiveRule): void;
+  /** The entries of rule `name` were flushed by hand: their keys to delete. */
+  flushed(name: string): void;
   /** The helper's id of the fleet's block of this element when it is in the packet filter: the engine's add and rem then leave the filter alone. */
   holding(target: HelperTarget): string | undefined;
 }

@@ -64,6 +64,7 @@ export class FleetState {
   private readonly outboxStmt: Database.Statement;
   private readonly sentStmt: Database.Statement;
   private readonly pendingStmt: Database.Statement;
+  private readonly queuedStmt: Database.Statement;
 
   constructor(store: StateStore) {
     const db = (this.db = store.database);
@@ -85,6 +86,7 @@ export class FleetState {
     this.outboxStmt = db.prepare('SELECT seq, key, value FROM fleet_outbox ORDER BY seq LIMIT ?');
     this.sentStmt = db.prepare('DELETE FROM fleet_outbox WHERE key = ? AND seq = ?');
     this.pendingStmt = db.prepare('SELECT count(*) FROM fleet_outbox').pluck();
+    this.queuedStmt = db.prepare('SELECT 1 FROM fleet_outbox WHERE key = ?').pluck();
   }
 
   transaction<T>(fn: () => T): T {
@@ -146,6 +148,11 @@ export class FleetState {
   /** Sent: gone from the outbox, unless a newer word about its key came meanwhile. */
   sent(item: OutboxItem): void {
     this.sentStmt.run(item.key, item.seq);
+  }
+
+  /** A word about `key` waits in the outbox. */
+  queued(key: string): boolean {
+    return this.queuedStmt.get(key) !== undefined;
   }
 
   pending(): number {
