@@ -26,7 +26,7 @@ const APPLY_CHUNK = 2000;
 const PUBLISH_CHUNK = 512;
 /** A failed publish is tried again after this long, doubling up to the maximum (ms). */
 const RETRY_MS = 500;
-const RETRY_MAX_MS = 30_000;
+const RETRY_MAX_MS = 5000;
 /** Ends looked at at least this often (ms): the timer runs on a monotonic clock. */
 const MAX_TIMER_MS = 3_600_000;
 /** Rejected values are logged at most this often (ms); the rest are counted. */
