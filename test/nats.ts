@@ -53,6 +53,8 @@ export interface NatsOptions {
   /** The client port; a free one by default. */
   port?: number;
   dir?: string;
+  /** A whole configuration instead (the shipped example's), given the port and the directory. */
+  config?: (port: number, dir: string) => string;
 }
 
 export class NatsServer {
@@ -76,7 +78,7 @@ export class NatsServer {
       `{ user: ${ADMIN.user}, password: ${ADMIN.password} }`,
       ...o.hosts.map((h) => `{ user: ${h}, password: ${h}-secret, permissions: ${hostPermissions(h)} }`),
     ];
-    const config = [
+    const config = o.config?.(port, dir) ?? [
       `listen: 127.0.0.1:${port}`,
       `server_name: ${o.serverName ?? `n${port}`}`,
       `jetstream { store_dir: "${join(dir, 'js')}" }`,
@@ -117,8 +119,8 @@ export class NatsServer {
 }
 
 /** A client connection as `user` (default: the admin), closed after the test. */
-export async function natsClient(t: TestContext, servers: string | string[], user = ADMIN.user, password = user === ADMIN.user ? ADMIN.password : `${user}-secret`): Promise<NatsConnection> {
-  const nc = await connect({ servers, user, pass: password, reconnect: false });
+export async function natsClient(t: TestContext, servers: string | string[], user = ADMIN.user, password = user === ADMIN.user ? ADMIN.password : `${user}-secret`, caFile?: string): Promise<NatsConnection> {
+  const nc = await connect({ servers, user, pass: password, reconnect: false, ...(caFile === undefined ? {} : { tls: { caFile } }) });
   t.after(() => nc.close().catch(() => {}));
   return nc;
 }
