@@ -71,7 +71,8 @@ export class NatsServer {
     return `nats://127.0.0.1:${this.port}`;
   }
 
-  static async start(t: TestContext, o: NatsOptions): Promise<NatsServer> {
+  /** Started for test `t` (killed after it), or for a benchmark (`undefined`: its caller stops it). */
+  static async start(t: TestContext | undefined, o: NatsOptions): Promise<NatsServer> {
     const port = o.port ?? (await freePort());
     const dir = o.dir ?? tempDir('blocklistd-nats-');
     const users = [
@@ -90,7 +91,7 @@ export class NatsServer {
     const configPath = join(dir, 'nats.conf');
     writeFileSync(configPath, config);
     const server = new NatsServer(port, dir, configPath);
-    t.after(() => server.stop());
+    t?.after(() => server.stop());
     await server.run();
     return server;
   }
