@@ -29,6 +29,8 @@ const RETRY_MS = 500;
 const RETRY_MAX_MS = 5000;
 /** Ends looked at at least this often (ms): the timer runs on a monotonic clock. */
 const MAX_TIMER_MS = 3_600_000;
+/** No connection this long after the start: logged (the client tries again quietly). */
+const FIRST_CONNECT_WARN_MS = 5000;
 /** Rejected values are logged at most this often (ms); the rest are counted. */
 const REJECT_LOG_MS = 10_000;
 
@@ -145,17 +147,30 @@ export class Fleet implements SharedBlocks {
 
   blocked(key: EffectiveRule, start: number, reason: string): void {
     const b = blockOf(this.o.name, key, start, reason);
-    this.state.enqueue(keyOf(b), valueOf(b));
+    this.safely('the publish of a block', () => this.state.enqueue(keyOf(b), valueOf(b)));
     this.kick();
   }
 
   released(key: EffectiveRule): void {
-    this.state.enqueue(keyOf(blockOf(this.o.name, key, 0, '')), null);
+    this.safely('the delete of a released block', () => this.state.enqueue(keyOf(blockOf(this.o.name, key, 0, '')), null));
     this.kick();
   }
 
   flushed(name: string): void {
-    this.pruneOwn((element) => element.name === name);
+    this.safely('the deletes of a flush', () => this.pruneOwn((element) => element.name === name));
+  }
+
+  /**
+   * A write of the fleet's tables outside the engine's control (the watch,
+   * a timer) or inside its transaction: a failure (a full disk) is logged,
+   * never thrown into the caller, the engine's block or the event loop.
+   */
+  private safely(what: string, write: () => void): void {
+    try {
+      write();
+    } catch (e) {
+      this.o.log('err', `fleet: ${what} could not be written (${(e as Error).message})`);
+    }
   }
 
   holding(target: HelperTarget): string | undefined {
@@ -194,9 +209,14 @@ export class Fleet implements SharedBlocks {
 
   private async connectLoop(): Promise<void> {
     let nc: NatsConnection;
+    // the client tries again quietly until the first connection: say so once
+    const quiet = setTimeout(() => this.o.log('warning', `fleet: no server of ${this.o.servers.join(',')} reachable yet: blocking locally, publishes kept, still trying`), FIRST_CONNECT_WARN_MS);
+    quiet.unref();
     try {
       nc = await connect(this.connectionOptions());
+      clearTimeout(quiet);
     } catch (e) {
+      clearTimeout(quiet);
       if (this.stopped) return;
       this.o.log('err', `fleet: cannot connect to ${this.o.servers.join(',')}: ${errnoText(e)}; trying again`);
       setTimeout(() => void this.connectLoop(), RETRY_MAX_MS).unref();
@@ -262,7 +282,7 @@ export class Fleet implements SharedBlocks {
     if (!replaying) this.reconcile(seen);
     const watcher = await kv.watch({ key: 'v1.>' });
     this.watchStop = () => watcher.stop();
-    void (async () => {
+    const follow = async (): Promise<void> => {
       for await (const e of watcher) {
         if (generation !== this.watchGeneration || this.stopped) break;
         if (replaying) {
@@ -276,6 +296,15 @@ export class Fleet implements SharedBlocks {
           }
         }
         this.enqueueReceived(e);
+      }
+    };
+    void (async () => {
+      try {
+        await follow();
+      } catch (e) {
+        if (this.stopped || generation !== this.watchGeneration) return;
+        this.o.log('err', `fleet: the watch of ${this.o.bucket} failed (${errnoText(e)}); reading the bucket again`);
+        setTimeout(() => void this.openBucket(), RETRY_MS * 4).unref();
       }
     })();
   }
@@ -294,7 +323,7 @@ export class Fleet implements SharedBlocks {
     const chunk = this.received.splice(0, APPLY_CHUNK);
     const after: (() => void)[] = [];
     const now = this.o.clock();
-    this.state.transaction(() => chunk.forEach((e) => this.applyEntry(e, now, after)));
+    this.safely(`${chunk.length} changes of the bucket`, () => this.state.transaction(() => chunk.forEach((e) => this.applyEntry(e, now, after))));
     for (const start of after) start();
     if (this.received.length > 0) {
       this.applyScheduled = true;
@@ -380,9 +409,11 @@ export class Fleet implements SharedBlocks {
   /** After a replay: learned blocks whose key the bucket no longer has were deleted meanwhile; this host's keys without a block here go. */
   private reconcile(seen: Set<string>): void {
     const after: (() => void)[] = [];
-    this.state.transaction(() => {
-      for (const row of this.state.all()) if (!seen.has(row.key)) this.release(row.key, 'gone from the bucket', after);
-    });
+    this.safely('the release of blocks gone from the bucket', () =>
+      this.state.transaction(() => {
+        for (const row of this.state.all()) if (!seen.has(row.key)) this.release(row.key, 'gone from the bucket', after);
+      }),
+    );
     for (const start of after) start();
     for (const key of this.ownKeys.keys()) if (!seen.has(key)) this.ownKeys.delete(key);
     this.pruneOwn(() => true);
@@ -446,9 +477,11 @@ export class Fleet implements SharedBlocks {
     if (this.stopped) return;
     const after: (() => void)[] = [];
     const now = this.o.clock();
-    this.state.transaction(() => {
-      for (const row of this.state.due(now, APPLY_CHUNK)) this.release(row.key, 'its end passed', after);
-    });
+    this.safely('the release of ended blocks', () =>
+      this.state.transaction(() => {
+        for (const row of this.state.due(now, APPLY_CHUNK)) this.release(row.key, 'its end passed', after);
+      }),
+    );
     for (const start of after) start();
     this.armExpiry();
   }
