@@ -181,6 +181,38 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.deepEqual(callsOf(c, x), []);
   });
 
+  test('a learned block ends at its end time without its origin; a start far ahead (a clock hours fast) counts from its arrival; restored with -r', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    const admin = await natsClient(t, nats.url);
+    await createBucket(admin);
+    const asA = await new Kvm(await natsClient(t, nats.url, 'a')).open(BUCKET);
+    const port = await freePort();
+    const dir = tempDir('blocklistd-b-');
+    let b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 1h\n`, { dir });
+    const now = Math.floor(Date.now() / 1000);
+    const put = async (address: string, start: number, duration: number): Promise<void> => {
+      const block = { origin: 'a', name: 'blocklistd', family: 4 as const, address, mask: 32, proto: 'tcp', port, duration, start, end: start + duration, reason: 'limit' };
+      await asA.put(keyOf(block), JSON.stringify(block));
+    };
+    await put('198.51.100.50', now, 3);
+    await put('198.51.100.51', now + 3600, 3);
+    await put('198.51.100.52', now, 3600);
+    for (const x of ['198.51.100.50', '198.51.100.51', '198.51.100.52']) await until(() => callsOf(b, x).length === 1);
+    for (const x of ['198.51.100.50', '198.51.100.51']) {
+      await b.daemon.waitFor(new RegExp(`fleet: released ${x.replace(/\./g, '\\.')}/32:${port} from a: its end passed`), 0, 10_000);
+      await until(() => callsOf(b, x).length === 2);
+      assert.match(callsOf(b, x)[1]!, /^rem /);
+    }
+    // B restarts with -r: the block learned is in the filter again, not published
+    await b.daemon.stop();
+    const restarted = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['-r', ...fleetArgs(nats.url, 'b', dir)], { dir });
+    b = { ...b, daemon: restarted };
+    await until(() => callsOf(b, '198.51.100.52').length === 2);
+    assert.match(callsOf(b, '198.51.100.52')[1]!, /^add /);
+    assert.equal((await status(b)).fleet.blocks, 1);
+    assert.equal((await status(b)).fleet.published, 0);
+  });
+
   test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {
     const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
     const admin = await natsClient(t, nats.url);
