@@ -29,6 +29,9 @@ const RETRY_MS = 500;
 const RETRY_MAX_MS = 5000;
 /** Ends looked at at least this often (ms): the timer runs on a monotonic clock. */
 const MAX_TIMER_MS = 3_600_000;
+/** Waits between rounds of connection tries: doubling from the first to the last (ms). */
+const RECONNECT_MS = 250;
+const RECONNECT_MAX_MS = 10_000;
 /** No connection this long after the start: logged (the client tries again quietly). */
 const FIRST_CONNECT_WARN_MS = 5000;
 /** Rejected values are logged at most this often (ms); the rest are counted. */
@@ -126,6 +129,8 @@ export class Fleet implements SharedBlocks {
   private readonly adding = new Set<string>();
   private stopped = false;
   private connected = false;
+  /** The next wait before trying the servers again (ms). */
+  private reconnectDelay = RECONNECT_MS;
   private readonly trust: Set<string>;
   private readonly counts = { published: 0, applied: 0, released: 0, rejected: 0, allowListed: 0 };
   private rejectLog = { at: -Infinity, unlogged: 0 };
@@ -191,8 +196,13 @@ export class Fleet implements SharedBlocks {
       servers: o.servers,
       name: `blocklistd ${o.name}`,
       maxReconnectAttempts: -1,
-      reconnectTimeWait: 1000,
-      reconnectJitter: 500,
+      // back-off: 250 ms doubling to 10 s (with the client's jitter) while no server answers, from 250 ms again once one did
+      reconnectDelayHandler: () => {
+        const delay = this.reconnectDelay;
+        this.reconnectDelay = Math.min(delay * 2, RECONNECT_MAX_MS);
+        return delay;
+      },
+      reconnectJitter: 250,
       waitOnFirstConnect: true,
       timeout: 5000,
     };
@@ -237,6 +247,7 @@ export class Fleet implements SharedBlocks {
         this.connected = false;
       } else if (s.type === 'reconnect') {
         this.connected = true;
+        this.reconnectDelay = RECONNECT_MS;
         this.o.log('info', `fleet: reconnected to ${s.server}`, { event: 'fleet', state: 'connected', server: s.server });
         // catch up: the bucket read again from its start, the outbox sent
         void this.openBucket();
