@@ -111,6 +111,16 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.equal((await ctl(['flush', '--control', a.daemon.control, 'blocklistd'])).code, 0);
     await until(() => callsOf(b, '198.51.100.8').length === 2);
     assert.match(callsOf(b, '198.51.100.8')[1]!, /^rem /);
+
+    // a block renewed on A (blocked again by hand) moves its end on B too, without a second add
+    const expires = async (): Promise<number | undefined> => (await dumpJson(b)).find((e) => e.address === '198.51.100.60')?.expires as number | undefined;
+    assert.equal((await ctl(['block', '-p', String(port), '-t', '20', '--control', a.daemon.control, '198.51.100.60'])).code, 0);
+    await eventually(async () => (await expires()) !== undefined);
+    const first = (await expires())!;
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    assert.equal((await ctl(['block', '-p', String(port), '-t', '20', '--control', a.daemon.control, '198.51.100.60'])).code, 0);
+    await eventually(async () => (await expires())! >= first + 2);
+    assert.equal(callsOf(b, '198.51.100.60').length, 1);
   });
 
   test('the server down: A blocks locally and keeps its publishes, across a restart of A too; B catches up when the server is back', async (t) => {

@@ -318,7 +318,10 @@ export class Engine {
       e.count += n.type === WireType.BADUSER ? 1 : 2;
       e.last = now;
       if (isBlocked(e)) {
-        if (e.id !== '') log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
+        if (e.id !== '') {
+          log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${key.duration} seconds`, { ...blockFields(key, toText(n.remote), 'limit', e.count), renewed: true });
+          this.renewed(key, now);
+        }
         else if (!this.pendingAdds.has(id)) {
           this.pendingAdds.set(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
           added.push(id);
@@ -778,6 +781,11 @@ export class Engine {
     this.unrecorded.delete(id);
     this.pendingAdds.set(id, { before, wrote, client: key.address, origin });
     return new Promise<HelperResult>((resolve) => this.startAdd(key, '', resolve));
+  }
+
+  /** A block renewed from `start` on (a failure above its limit, a block by hand again): the fleet publishes its new end. */
+  renewed(key: EffectiveRule, start: number): void {
+    this.o.fleet?.blocked(key, start, 'renewed');
   }
 
   /** `rem` of the entry's rule, marked in flight meanwhile and no longer waiting for a retry; the entry is the caller's. */

@@ -72,6 +72,7 @@ export class ManualCommands {
     if (existing !== undefined && existing.id !== '' && !engine.released(key)) {
       const entry = { key, count, last: now, id: existing.id };
       store.put(entry);
+      engine.renewed(key, now);
       engine.armExpiry();
       return { entry, result: undefined };
     }

@@ -124,7 +124,7 @@ export class Fleet implements SharedBlocks {
   private publishTimer: NodeJS.Timeout | undefined;
   private expiryTimer: NodeJS.Timeout | undefined;
   /** This host's keys in the bucket, as the watch shows them, by key: what a flush or a lost database leaves there. */
-  private readonly ownKeys = new Map<string, Element>();
+  private readonly ownKeys = new Map<string, FleetBlock>();
   /** Learned blocks whose add runs; one released meanwhile is removed when it returns. */
   private readonly adding = new Set<string>();
   private stopped = false;
@@ -152,6 +152,9 @@ export class Fleet implements SharedBlocks {
 
   blocked(key: EffectiveRule, start: number, reason: string): void {
     const b = blockOf(this.o.name, key, start, reason);
+    // a renewal moves the end the bucket has by a tenth of the duration at least (1 s): an address hammering on does not flood the fleet
+    const published = this.ownKeys.get(keyOf(b));
+    if (reason === 'renewed' && published?.end != null && b.end !== null && b.end - published.end < Math.max(1, b.duration / 10)) return;
     this.safely('the publish of a block', () => this.state.enqueue(keyOf(b), valueOf(b)));
     this.kick();
   }
