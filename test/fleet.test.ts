@@ -191,15 +191,20 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.deepEqual(callsOf(c, x), []);
   });
 
-  test('a learned block ends at its end time without its origin; a start far ahead (a clock hours fast) counts from its arrival; restored with -r', async (t) => {
+  test('--fleet-trust; a learned block ends at its end time without its origin; a start far ahead (a clock hours fast) counts from its arrival; restored with -r', async (t) => {
     const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
     const admin = await natsClient(t, nats.url);
     await createBucket(admin);
     const asA = await new Kvm(await natsClient(t, nats.url, 'a')).open(BUCKET);
     const port = await freePort();
     const dir = tempDir('blocklistd-b-');
-    let b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 1h\n`, { dir });
+    let b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 1h\n`, { dir, more: ['--fleet-trust', 'a'] });
     const now = Math.floor(Date.now() / 1000);
+    // an origin outside --fleet-trust (put by the admin: no host user may) is not applied
+    const stranger = { origin: 'x', name: 'blocklistd', family: 4 as const, address: '198.51.100.59', mask: 32, proto: 'tcp', port, duration: 60, start: now, end: now + 60, reason: 'limit' };
+    await (await new Kvm(admin).open(BUCKET)).put(keyOf(stranger), JSON.stringify(stranger));
+    await b.daemon.waitFor(/fleet: ignored v1\.x\..*: origin x is not in --fleet-trust/);
+    assert.deepEqual(callsOf(b, '198.51.100.59'), []);
     const put = async (address: string, start: number, duration: number): Promise<void> => {
       const block = { origin: 'a', name: 'blocklistd', family: 4 as const, address, mask: 32, proto: 'tcp', port, duration, start, end: start + duration, reason: 'limit' };
       await asA.put(keyOf(block), JSON.stringify(block));
