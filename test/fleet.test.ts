@@ -8,6 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { Kvm } from '@nats-io/kv';
+import { nkeys } from '@nats-io/transport-node';
 import { ctl, DaemonProcess, freePort, parsed, repoRoot, requestStatus, run, startDaemon, tempDir, until, type Json } from './support.js';
 import { BUCKET, createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
 import { keyOf } from '../src/fleet/record.js';
@@ -226,6 +227,21 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.match(callsOf(b, '198.51.100.52')[1]!, /^add /);
     assert.equal((await status(b)).fleet.blocks, 1);
     assert.equal((await status(b)).fleet.published, 0);
+  });
+
+  test('--fleet-creds with a user nkey seed: the host authenticates with its nkey', async (t) => {
+    const user = nkeys.createUser();
+    const nats = await NatsServer.start(t, { hosts: ['a'], nkeyHosts: { n: user.getPublicKey() } });
+    await createBucket(await natsClient(t, nats.url));
+    const dir = tempDir('blocklistd-n-');
+    writeFileSync(join(dir, 'n.nk'), `${new TextDecoder().decode(user.getSeed())}\n`, { mode: 0o600 });
+    const port = await freePort();
+    const config = `${port} stream * * * 3 1h\n`;
+    const n = await startDaemon(t, config, ['--fleet', nats.url, '--fleet-name', 'n', '--fleet-creds', join(dir, 'n.nk')], { dir });
+    await n.waitFor(/fleet: connected to /);
+    const a = await startHost(t, nats.url, 'a', config);
+    assert.equal((await ctl(['block', '-p', String(port), '--control', n.control, '198.51.100.70'])).code, 0);
+    await until(() => callsOf(a, '198.51.100.70').length === 1);
   });
 
   test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {

@@ -47,6 +47,8 @@ export function hostPermissions(origin: string, bucket = BUCKET): string {
 export interface NatsOptions {
   /** Hosts (origins), each a user named after it with password `<origin>-secret`. */
   hosts: string[];
+  /** Hosts that authenticate with an nkey instead: origin and the user's public key. */
+  nkeyHosts?: Record<string, string>;
   /** A node of a cluster: its name, its route port, the other nodes' route ports. */
   cluster?: { name: string; port: number; routes: number[] };
   serverName?: string;
@@ -78,6 +80,7 @@ export class NatsServer {
     const users = [
       `{ user: ${ADMIN.user}, password: ${ADMIN.password} }`,
       ...o.hosts.map((h) => `{ user: ${h}, password: ${h}-secret, permissions: ${hostPermissions(h)} }`),
+      ...Object.entries(o.nkeyHosts ?? {}).map(([h, key]) => `{ nkey: ${key}, permissions: ${hostPermissions(h)} }`),
     ];
     const config = o.config?.(port, dir) ?? [
       `listen: 127.0.0.1:${port}`,

@@ -171,7 +171,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--fleet <urls>', 'share blocks with other hosts through these NATS servers (nats:// or tls://, comma-separated)')
     .option('--fleet-name <name>', 'this host\'s origin in the fleet (default: the host name\'s first label)')
     .option('--fleet-bucket <name>', 'the JetStream key-value bucket', DEFAULT_FLEET_BUCKET)
-    .option('--fleet-creds <file>', 'NATS credentials file (user JWT and nkey seed)')
+    .option('--fleet-creds <file>', 'NATS credentials file (user JWT and nkey seed), or a user nkey seed')
     .option('--fleet-user-file <file>', 'file with user:password for the NATS server')
     .option('--fleet-ca <file>', 'CA certificate the NATS server\'s TLS certificate must chain to')
     .option('--fleet-cert <file>', 'client TLS certificate for the NATS server')

@@ -6,7 +6,7 @@
 // or value means is record.ts's.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
+import { connect, credsAuthenticator, nkeyAuthenticator, type ConnectionOptions, type NatsConnection } from '@nats-io/transport-node';
 import { Kvm, type KV, type KvEntry, type KvWatchEntry } from '@nats-io/kv';
 import { errnoText } from '../errno.js';
 import { HelperBatcher } from '../run/batch.js';
@@ -43,7 +43,7 @@ export interface FleetConfig {
   /** This host's origin. */
   name: string;
   bucket: string;
-  /** A NATS credentials (JWT + nkey seed) file. */
+  /** A NATS credentials file (JWT + nkey seed), or a user nkey seed alone. */
   creds?: string;
   /** A file with `user:password` on its first line. */
   userFile?: string;
@@ -209,7 +209,11 @@ export class Fleet implements SharedBlocks {
       waitOnFirstConnect: true,
       timeout: 5000,
     };
-    if (o.creds !== undefined) options.authenticator = credsAuthenticator(readFileSync(o.creds));
+    if (o.creds !== undefined) {
+      const text = readFileSync(o.creds, 'utf8');
+      // a credentials file (a user JWT and its seed), or a user nkey seed alone (nkey authentication)
+      options.authenticator = text.includes('-----BEGIN NATS USER JWT-----') ? credsAuthenticator(Buffer.from(text)) : nkeyAuthenticator(Buffer.from(text.trim()));
+    }
     if (o.userFile !== undefined) {
       const line = readFileSync(o.userFile, 'utf8').split('\n')[0]!.trim();
       const colon = line.indexOf(':');
