@@ -229,7 +229,7 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.equal((await status(b)).fleet.published, 0);
   });
 
-  test('--fleet-creds with a user nkey seed: the host authenticates with its nkey', async (t) => {
+  test('--fleet-creds with a user nkey seed: the host authenticates with its nkey; an IPv6 network and a block of every port cross too', async (t) => {
     const user = nkeys.createUser();
     const nats = await NatsServer.start(t, { hosts: ['a'], nkeyHosts: { n: user.getPublicKey() } });
     await createBucket(await natsClient(t, nats.url));
@@ -242,6 +242,13 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     const a = await startHost(t, nats.url, 'a', config);
     assert.equal((await ctl(['block', '-p', String(port), '--control', n.control, '198.51.100.70'])).code, 0);
     await until(() => callsOf(a, '198.51.100.70').length === 1);
+    // an IPv6 network, and a block of every port and protocol
+    assert.equal((await ctl(['block', '-p', String(port), '--control', n.control, '2001:db8:7::/48'])).code, 0);
+    await until(() => callsOf(a, '2001:db8:7::').length === 1);
+    assert.match(callsOf(a, '2001:db8:7::')[0]!, new RegExp(`^add blocklistd tcp 2001:db8:7:: 48 ${port} ''$`));
+    assert.equal((await ctl(['block', '-t', '1h', '--control', n.control, '198.51.100.71'])).code, 0);
+    await until(() => callsOf(a, '198.51.100.71').length === 1);
+    assert.match(callsOf(a, '198.51.100.71')[0]!, /^add blocklistd '' 198\.51\.100\.71 32 '' ''$/);
   });
 
   test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {
