@@ -43,9 +43,18 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
     const a = await start('a', urls);
     const b = await start('b', [urls[1]!, urls[2]!, urls[0]!]);
     const calls = (address: string): string[] => b.helperCalls().filter((l) => l.includes(` ${address} `));
+    /** Waits for B's helper; on a timeout the fleet lines of both logs say where it stopped. */
+    const helperOfB = async (address: string, n: number, ms: number): Promise<void> => {
+      try {
+        await until(() => calls(address).length === n, ms);
+      } catch (e) {
+        const lines = (log: string): string => log.split('\n').filter((l) => l.includes('fleet')).join('\n');
+        throw new Error(`${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}`);
+      }
+    };
 
     assert.equal((await ctl(['block', '-p', String(port), '--control', a.control, '198.51.100.30'])).code, 0);
-    await until(() => calls('198.51.100.30').length === 1, 10_000);
+    await helperOfB('198.51.100.30', 1, 10_000);
 
     // the node A is connected to dies: A moves to another, the bucket keeps its quorum
     const connected = /fleet: connected to (\S+)/.exec(a.stderr)![1]!;
@@ -53,9 +62,9 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
     await victim.stop();
     await a.waitFor(/fleet: reconnected to /, 0, 30_000);
     assert.equal((await ctl(['block', '-p', String(port), '--control', a.control, '198.51.100.31'])).code, 0);
-    await until(() => calls('198.51.100.31').length === 1, 60_000);
+    await helperOfB('198.51.100.31', 1, 60_000);
     assert.equal((await ctl(['unblock', '-p', String(port), '--control', a.control, '198.51.100.30'])).code, 0);
-    await until(() => calls('198.51.100.30').length === 2, 60_000);
+    await helperOfB('198.51.100.30', 2, 60_000);
     assert.match(calls('198.51.100.30')[1]!, /^rem /);
   });
 });

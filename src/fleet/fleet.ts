@@ -317,13 +317,16 @@ export class Fleet implements SharedBlocks {
       }
     };
     void (async () => {
+      let why = 'ended';
       try {
         await follow();
       } catch (e) {
-        if (this.stopped || generation !== this.watchGeneration) return;
-        this.o.log('err', `fleet: the watch of ${this.o.bucket} failed (${errnoText(e)}); reading the bucket again`);
-        setTimeout(() => void this.openBucket(), RETRY_MS * 4).unref();
+        why = `failed (${errnoText(e)})`;
       }
+      // the watch's consumer gone (a cluster node lost with it, the server's restart): the bucket read again
+      if (this.stopped || generation !== this.watchGeneration) return;
+      this.o.log('warning', `fleet: the watch of ${this.o.bucket} ${why}; reading the bucket again`);
+      setTimeout(() => void this.openBucket(), RETRY_MS * 4).unref();
     })();
   }
 
