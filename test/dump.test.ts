@@ -200,7 +200,7 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
 describe('blocklistctl dump, the command', () => {
   const path = database(EXAMPLE);
   const usage =
-    'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]\n' +
+    'Usage: blocklistctl dump [-abdnorw] [-D dbname] [control options]\n' +
     '       blocklistctl config [-c config] [-R rulename] [--json]\n' +
     '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [-D dbname] [--json] address port\n' +
     '       blocklistctl history [-c config] [-R rulename] [-n name] [-D dbname] [--json] [address]\n' +

@@ -96,6 +96,15 @@ function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody 
   }
 }
 
+/** The fleet link (issue 17), when the daemon has one. */
+function fleetLines(f: Record<string, unknown> | undefined): string[] {
+  if (f === undefined) return [];
+  return [
+    `fleet          ${String(f.name)} on ${f.connected === true ? `${String(f.server)}, connected` : 'no server: disconnected'}, bucket ${String(f.bucket)}: ${String(f.pending)} to publish, ${String(f.published)} published`,
+    `fleet blocks   ${String(f.blocks)} in force: ${String(f.applied)} applied, ${String(f.released)} released, ${String(f.rejected)} rejected, ${String(f.allowListed)} allow-listed`,
+  ];
+}
+
 /** Runs a command: prints the answer, returns the exit status. */
 export async function controlCommand(command: string, args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
   if (!o.progress) return printAnswer(command, await request(controlPath(o), command, args, o.timeoutMs), o, io);
@@ -260,6 +269,7 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
       `releases       ${sum(counters.releases)}: ${pairs(counters.releases)}`,
       `helper calls   ${sum(counters.helper_calls)}: ${pairs(counters.helper_calls)}`,
       `debug level    ${String(r.debug)}`,
+      ...fleetLines(r.fleet as Record<string, unknown> | undefined),
       '',
     ].join('\n');
   },

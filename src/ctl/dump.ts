@@ -5,8 +5,10 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { errnoMessage } from '../errno.js';
-import { blockSeconds, dumpSelected, entryFromRow, entryJson, type DumpSelection, type EntryRow } from '../state/entry.js';
+import { blockSeconds, dumpSelected, entryFromRow, entryJson, type DumpEntry, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
+import { systemEnv } from '../conf/system.js';
+import { dumpEntries } from '../fleet/state.js';
 import { ANY, type Entry } from '../types.js';
 import { DURATION_UNITS, durationParts, localTime } from '../time.js';
 import type { ControlErrorBody } from '../protocol/control.js';
@@ -30,6 +32,8 @@ export interface DumpOptions {
   json: boolean;
   /** --block-number: a last column with an escalated block's number (escalation). */
   blockNumber?: boolean;
+  /** -o: an origin column: the host a block learned from the fleet came from, `-` for this host's (issue 17). */
+  origin?: boolean;
 }
 
 /** The entries -a and -b ask for. */
@@ -56,21 +60,22 @@ function timeColumn(e: Entry, remaining: boolean, now: number): string {
 }
 
 /** The header line (§2.3). */
-function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber'>): string {
+function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber' | 'origin'>): string {
   const width = o.wide ? 39 : 15;
-  return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}${o.blockNumber === true ? '\tblock' : ''}\n`;
+  const extra = `${o.blockNumber === true ? '\tblock' : ''}${o.origin === true ? '\torigin' : ''}`;
+  return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}${extra}\n`;
 }
 
 /** One row (§2.3); the address is right-aligned, never cut (G45). */
-function dumpRow(e: Entry, o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber'>, now: number): string {
+function dumpRow(e: DumpEntry, o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber' | 'origin'>, now: number): string {
   const k = e.key;
   const width = o.wide ? 39 : 15;
   const address = `${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}`;
-  const block = o.blockNumber === true ? `\t${e.block ?? '-'}` : '';
-  return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}${block}\n`;
+  const extra = `${o.blockNumber === true ? `\t${e.block ?? '-'}` : ''}${o.origin === true ? `\t${e.origin ?? '-'}` : ''}`;
+  return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}${extra}\n`;
 }
 
-export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnrw] [-D dbname] [control options]';
+export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnorw] [-D dbname] [control options]';
 
 /** Rows are written in chunks of this many: a dump of millions of entries is not held in memory. */
 const CHUNK = 1000;
@@ -93,7 +98,7 @@ class DumpWriter {
   }
 
   /** An entry read: printed if selected; -d tells of every one. */
-  entry(e: Entry): void {
+  entry(e: DumpEntry): void {
     if (this.options.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
     if (!dumpSelected(e, this.selection)) return;
     this.chunk.push(this.json === undefined ? dumpRow(e, this.options, this.now) : this.json.item(entryJson(e, this.now)));
@@ -136,7 +141,7 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   }
   const writer = new DumpWriter(o, io, now);
   try {
-    for (const e of store.entries()) writer.entry(e);
+    for (const e of dumpEntries(store, systemEnv().families)) writer.entry(e);
   } catch (e) {
     return writer.end({ code: 'database_error', message: `reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}` });
   } finally {

@@ -80,6 +80,7 @@ export function main(argv: string[]): void {
     .option('-b', 'only blocked entries')
     .option('-d', 'debug: print each entry read on stderr (repeatable)', (_v: unknown, level: number) => level + 1, 0)
     .option('-n', 'no header')
+    .option('-o', 'an origin column: the host a block learned from the fleet came from (- for this host\'s)')
     .option('-r', 'remaining time instead of last access')
     .option('-w', 'wide address column')
     .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
@@ -90,8 +91,11 @@ export function main(argv: string[]): void {
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
-    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean; blockNumber?: boolean }) => {
-      const o = { all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true, json: opts.json === true, blockNumber: opts.blockNumber === true };
+    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; o?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean; blockNumber?: boolean }) => {
+      const o = {
+        all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true,
+        json: opts.json === true, blockNumber: opts.blockNumber === true, origin: opts.o === true,
+      };
       // -D names a file: read it; else the daemon answers, and without one the default file is read
       const status = opts.D === undefined ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio) : dumpCommand(opts.D, o, stdio);
       process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;

@@ -20,6 +20,7 @@ import type { Problem } from './checks.js';
 import { ChunkedResult, type Peer } from './control.js';
 import type { DumpWorkerData, DumpWorkerMessage } from './dump-worker.js';
 import type { Engine } from './engine.js';
+import type { Fleet } from '../fleet/fleet.js';
 import { EngineBusy, type ManualCommands, type UnblockResult } from './manual.js';
 import type { Metrics } from './metrics.js';
 import type { DaemonOptions } from './options.js';
@@ -40,6 +41,8 @@ export interface CommandContext {
   readonly kernelExpiryMargin: number | undefined;
   /** --cut-connections in use (the helper offers `cut`). */
   readonly cutConnections: boolean;
+  /** --fleet: the link to the other hosts (issue 17). */
+  readonly fleet?: Fleet;
   /** The helper calls queued or running. */
   helperQueue(): { pending: number; running: number };
   sockets(): string[];
@@ -124,6 +127,7 @@ async function status(context: CommandContext): Promise<unknown> {
     entries: context.store.size(),
     blocked: context.store.blockedCount(),
     counters: await context.metrics.counters(),
+    ...(context.fleet === undefined ? {} : { fleet: context.fleet.status() }),
   };
 }
 
@@ -189,8 +193,8 @@ function parseName(text: string | undefined): string | undefined {
 /** The local address of a failure that names none (a block, a report): the unspecified address of the family. */
 const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
 
-/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to. */
-function matchFor(context: CommandContext, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
+/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to (and the fleet's allow-list check). */
+export function matchFor(context: Pick<CommandContext, 'options' | 'engine'>, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
   const env = systemEnv(context.options.ruleName);
   const family = nativeFamily(env.families, address.family);
   const local = parseIP(unspecified(address.family))!;

@@ -23,7 +23,11 @@ import { HelperRunner, type HelperExtensions, type HelperResult } from '../run/h
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
-import { runCommand, type CommandContext } from './commands.js';
+import { matchFor, runCommand, type CommandContext } from './commands.js';
+import { Fleet } from '../fleet/fleet.js';
+import { registerFleetMetrics } from '../fleet/metrics.js';
+import { parseIP } from '../conf/ip.js';
+import { ANY } from '../types.js';
 import { ControlServer, ControlSetupError, type ControlServerOptions } from './control.js';
 import { Engine } from './engine.js';
 import { type DaemonLogger } from './log.js';
@@ -63,6 +67,8 @@ export class Daemon {
   private lock: DatabaseLock | undefined;
   private helper: HelperRunner | undefined;
   private engine: Engine | undefined;
+  /** --fleet: blocks shared with other hosts (issue 17). */
+  private fleet: Fleet | undefined;
   private manual: ManualCommands | undefined;
   private metrics: Metrics | undefined;
   private control: ControlServer | undefined;
@@ -163,6 +169,20 @@ export class Daemon {
     for (const file of store.modesFixed) this.log('warning', `${file}: others could read the database; mode changed to owner-only`);
     this.limiter = this.senderLimiter();
     const env = systemEnv(o.ruleName);
+    if (o.fleet !== undefined) {
+      this.fleet = new Fleet({
+        ...o.fleet,
+        store,
+        helper: this.helper,
+        log: this.log,
+        debug: () => this.debug,
+        clock: () => Math.floor(Date.now() / 1000),
+        // a rule in force that never blocks the address (an allow-list line, nfail *) wins over the fleet
+        allowListed: (b) => matchFor({ options: o, engine: this.engine! }, parseIP(b.address)!, b.port, b.proto === 'udp' ? 17 : 6)?.effective.nfail === ANY,
+      });
+      const fleet = this.fleet;
+      registerFleetMetrics(metrics.registry, () => fleet.status());
+    }
     this.engine = new Engine({
       store,
       helper: this.helper,
@@ -176,6 +196,7 @@ export class Daemon {
       maxEntries: o.maxEntries,
       allowSelf: o.allowSelf,
       kernelExpiryMargin: this.kernelExpiryMargin,
+      fleet: this.fleet,
     });
     this.manual = new ManualCommands({ engine: this.engine, store, helper: this.helper, log: this.log, metrics });
     this.engine.setRules(compileRules(this.ruleSet), interfaceAddresses());
@@ -186,6 +207,7 @@ export class Daemon {
     this.engine.blockHook = (key) => void aggregator.blocked(key);
     this.batchMode = capabilities.has('batch');
     this.engine.setBatchMode(this.batchMode, capabilities.has('batch-flush'));
+    this.fleet?.setBatchMode(this.batchMode);
     if (this.stopping) return;
     // the sockets first: a second daemon must fail before it touches the packet filter or the database
     this.openSockets(passed);
@@ -206,10 +228,16 @@ export class Daemon {
       const { blocks } = await this.engine.refresh(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
       this.debugLine(1, () => `restoring ${blocks} blocks`);
+      const learned = this.fleet?.restore();
+      if (learned !== undefined) this.debugLine(1, () => `restoring ${learned} blocks learned from the fleet`);
     } else if (o.flush) {
       await this.engine.flush(this.engine.flushNames(this.ruleSet));
       if (this.stopping) return;
-      if (!o.restore) store.truncate();
+      if (!o.restore) {
+        store.truncate();
+        // learned again from the bucket
+        this.fleet?.forget();
+      }
     }
     const engine = this.engine;
     engine.resumeReleases();
@@ -226,6 +254,7 @@ export class Daemon {
       );
     }
     engine.armExpiry();
+    this.fleet?.start();
     this.started = true;
     this.logStart();
     this.notifier?.ready(`listening on ${this.sockets.map((s) => s.path).join(', ')}`);
@@ -475,6 +504,7 @@ export class Daemon {
       batchMode: this.batchMode,
       kernelExpiryMargin: this.kernelExpiryMargin,
       cutConnections: this.extensions.cut,
+      fleet: this.fleet,
       helperQueue: () => ({ pending: self.helper!.pending, running: self.helper!.active }),
       sockets: () => self.sockets.map((s) => s.path),
       socketQueues: () => self.sockets.map((s) => ({ path: s.path, queue: s.kernelQueue.length ?? null, waiting: s.waiting })),
@@ -617,6 +647,7 @@ export class Daemon {
       if (this.stopping || !this.engine) return;
       try {
         await (await this.engine.refresh(this.engine.flushNames(this.ruleSet))).applied;
+        this.fleet?.restore();
       } catch (e) {
         // the database could not be read: the next reload tries again
         this.log('err', `reload: the blocks were not re-added (${(e as Error).message})`);
@@ -647,6 +678,7 @@ export class Daemon {
     }
     this.removeSockets();
     this.engine?.stop();
+    await this.fleet?.stop();
     // running helper calls finish and their results are recorded before the database closes
     await this.helper?.stop(Math.min(STOP_GRACE_MS, this.options.helperTimeout * 1000));
     this.store?.close();

@@ -8,6 +8,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { dumpSelected, entryRow, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateStore } from '../state/store.js';
+import { systemEnv } from '../conf/system.js';
+import { dumpEntries } from '../fleet/state.js';
 
 export interface DumpWorkerData {
   path: string;
@@ -23,7 +25,7 @@ const port = parentPort!;
 let store: StateStore | undefined;
 try {
   store = StateStore.open(path, { readonly: true });
-  const entries = store.entries();
+  const entries = dumpEntries(store, systemEnv().families);
   const send = (): void => {
     const rows: EntryRow[] = [];
     try {

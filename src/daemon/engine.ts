@@ -29,6 +29,7 @@ import { toText, type OwnNetwork } from '../conf/ip.js';
 import { batchable, HelperBatcher, type HelperCall } from '../run/batch.js';
 import { entryId, InFlight, type Counted } from '../run/inflight.js';
 import { failureText, unfinished, type Change, type HelperResult, type HelperRunner, type HelperTarget } from '../run/helper.js';
+import { heldResult, type SharedBlocks } from '../fleet/hook.js';
 import { blockSeconds, isBlocked } from '../state/entry.js';
 import { Escalator } from '../escalate/escalator.js';
 import type { EscalationPolicy } from '../escalate/policy.js';
@@ -89,12 +90,14 @@ export interface EngineOptions {
   random?: () => number;
   /** --kernel-expiry-margin: adds carry a kernel timeout this long after the block's deadline (kernel-expiry.ts); undefined: none. */
   kernelExpiryMargin?: number;
+  /** --fleet (issue 17): told of this host's blocks and releases; an element it holds is not added or removed again. */
+  fleet?: SharedBlocks;
 }
 
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
 const SELF_LOG_MS = 60_000;
 
-const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
+export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
 
 
 
@@ -407,10 +410,12 @@ export class Engine {
 
   /**
    * A blocked entry with rule id `id` renewed at `now`, by a failure or by
-   * hand, its write committed: its block added again with a new kernel
-   * timeout when the old one would end too soon (timeoutOutlived).
+   * hand, its write committed: the fleet publishes its new end, and its
+   * block is added again with a new kernel timeout when the old one would
+   * end too soon (timeoutOutlived).
    */
   renewed(key: EffectiveRule, id: string, now: number, seconds: number): void {
+    this.options.fleet?.blocked(key, now, seconds, 'renewed');
     if (this.timeoutOutlived(key, seconds, now)) this.renewTimeout(key, id, now, seconds);
   }
 
@@ -431,11 +436,30 @@ export class Engine {
 
   /** An add of a block of `key` lasting `seconds` (blockSeconds) from the last failure the pending add wrote. */
   private startAdd(key: EffectiveRule, oldId: string, seconds: number, then?: (result: HelperResult) => void): void {
-    const last = this.work.pendingAdd(entryId(key))?.wrote.last ?? this.options.clock();
-    this.batcher.call({ action: 'add', target: targetOf(key), id: oldId, timeout: this.timeoutOf(key, last, seconds) }, (result) => {
+    const done = (result: HelperResult): void => {
       this.addDone(key, oldId, result);
       then?.(result);
-    });
+    };
+    const target = targetOf(key);
+    // the fleet's block of the same element is in the filter already: shared, not added twice
+    const held = this.options.fleet?.holding(target);
+    if (held !== undefined) {
+      queueMicrotask(() => done(heldResult(held)));
+      return;
+    }
+    const last = this.work.pendingAdd(entryId(key))?.wrote.last ?? this.options.clock();
+    this.batcher.call({ action: 'add', target, id: oldId, timeout: this.timeoutOf(key, last, seconds) }, done);
+  }
+
+  /** `rem` of a blocked entry's rule, unless the fleet still holds the element; a release that worked is deleted from the fleet's bucket. */
+  private remCall(e: Entry, done: (result: HelperResult) => void): void {
+    const target = targetOf(e.key);
+    const released = (result: HelperResult): void => {
+      if (result.outcome === 'ok' && e.id !== '') this.options.fleet?.released(e.key);
+      done(result);
+    };
+    if (this.options.fleet?.holding(target) !== undefined) queueMicrotask(() => released(heldResult(e.id)));
+    else this.batcher.call({ action: 'rem', target, id: e.id }, released);
   }
 
   /** A batch's results recorded in one transaction: one commit, not one per entry. */
@@ -499,6 +523,7 @@ export class Engine {
       // the history counts the blocks the filter took (a restore's was counted when it began)
       if (pending.origin !== 'restore') this.escalator.record(blockedEntry, pending.wrote.last);
       this.options.metrics?.block(pending.origin, key.name);
+      this.options.fleet?.blocked(key, pending.wrote.last, blockSeconds(blockedEntry), pending.origin);
       // a restore (-r) keeps the start it knows; after a restart the last failure is the best there is
       if (pending.origin !== 'restore' || !this.blockedSince.has(id)) this.blockedSince.set(id, pending.wrote.last);
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
@@ -522,7 +547,7 @@ export class Engine {
     if (this.stopped || this.work.removing(id)) return;
     this.work.remStarted(id);
     const k = e.key;
-    this.batcher.call({ action: 'rem', target: targetOf(k), id: e.id }, (result) => {
+    this.remCall(e, (result) => {
       this.work.remEnded(id);
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.options;
@@ -865,7 +890,7 @@ export class Engine {
   async remove(e: Entry): Promise<HelperResult> {
     const id = entryId(e.key);
     this.work.remStarted(id);
-    const result = await new Promise<HelperResult>((resolve) => this.batcher.call({ action: 'rem', target: targetOf(e.key), id: e.id }, resolve));
+    const result = await new Promise<HelperResult>((resolve) => this.remCall(e, resolve));
     this.work.remEnded(id);
     return result;
   }
@@ -875,6 +900,7 @@ export class Engine {
     this.work.forgetName(name);
     for (const id of this.blockedSince.keys()) if (id.startsWith(`${name}\0`)) this.blockedSince.delete(id);
     for (const id of this.kernelUntil.keys()) if (id.startsWith(`${name}\0`)) this.kernelUntil.delete(id);
+    this.options.fleet?.flushed(name);
   }
 
   /** Helper work in flight, for `status`. */

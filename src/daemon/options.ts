@@ -14,6 +14,8 @@ import { errnoText } from '../errno.js';
 import { DEFAULT_BACKLOG, DEFAULT_SOCKET_PATH } from '../protocol/server.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import { DEFAULT_KERNEL_EXPIRY_MARGIN } from './kernel-expiry.js';
+import { DEFAULT_FLEET_BUCKET, fleetConfig, type FleetArguments } from '../fleet/config.js';
+import type { FleetConfig } from '../fleet/fleet.js';
 
 /** The helper shipped beside the daemon (bin/blocklistd-helper). */
 export const DEFAULT_HELPER = fileURLToPath(new URL('../../../bin/blocklistd-helper', import.meta.url));
@@ -89,6 +91,8 @@ export interface DaemonOptions {
   kernelExpiryMargin: number | undefined;
   /** --cut-connections: a block also ends the established connections it blocks. */
   cutConnections: boolean;
+  /** --fleet and its options (issue 17): blocks shared through NATS JetStream; undefined without --fleet. */
+  fleet: FleetConfig | undefined;
 }
 
 export const DEFAULT_SENDER_RATE = 1000;
@@ -173,6 +177,17 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--kernel-expiry-margin <seconds>', 'blocks carry a kernel timeout (nftables, ipset) this long after their end, should the daemon die', String(DEFAULT_KERNEL_EXPIRY_MARGIN))
     .option('--no-kernel-expiry', 'no kernel timeouts: blocks stay in the packet filter until the daemon releases them')
     .option('--cut-connections', 'a block also ends the established connections it blocks (Linux: ss -K)')
+    .option('--fleet <urls>', 'share blocks with other hosts through these NATS servers (nats:// or tls://, comma-separated)')
+    .option('--fleet-name <name>', 'this host\'s origin in the fleet (default: the host name\'s first label)')
+    .option('--fleet-bucket <name>', 'the JetStream key-value bucket', DEFAULT_FLEET_BUCKET)
+    .option('--fleet-creds <file>', 'NATS credentials file (user JWT and nkey seed), or a user nkey seed')
+    .option('--fleet-user-file <file>', 'file with user:password for the NATS server')
+    .option('--fleet-ca <file>', 'CA certificate the NATS server\'s TLS certificate must chain to')
+    .option('--fleet-cert <file>', 'client TLS certificate for the NATS server')
+    .option('--fleet-key <file>', 'client TLS key for the NATS server')
+    .option('--fleet-insecure', 'allow a plain-text nats:// URL to a host other than this one')
+    .option('--fleet-max-duration <seconds>', 'cap on the duration of blocks from other hosts (0: no cap)', '0')
+    .option('--fleet-trust <names>', 'apply only blocks of these origins (comma-separated, repeatable)', repeated, [] as string[])
     .helpOption('-h, --help')
     .configureHelp(HELP_CONFIG)
     .allowExcessArguments(false)
@@ -220,7 +235,7 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     kernelExpiryMargin: string;
     kernelExpiry: boolean;
     cutConnections?: boolean;
-  }>();
+  } & FleetArguments>();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
   if (nameProblem !== undefined) throw new UsageError(`bad rule name '${shownName(o.R)}': ${nameProblem}`);
@@ -261,7 +276,18 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     check: o.check === true,
     kernelExpiryMargin: o.kernelExpiry ? whole(o.kernelExpiryMargin, 'kernel expiry margin', 0, 2147483) : undefined,
     cutConnections: o.cutConnections === true,
+    fleet: fleetOptions(o, abs),
   };
+}
+
+/** The fleet's options checked (fleet/config.ts), last: after the problems of the others. */
+function fleetOptions(o: FleetArguments, abs: (path: string) => string): FleetConfig | undefined {
+  const { fleet, fleetName, fleetBucket, fleetCreds, fleetUserFile, fleetCa, fleetCert, fleetKey, fleetInsecure, fleetMaxDuration, fleetTrust } = o;
+  try {
+    return fleetConfig({ fleet, fleetName, fleetBucket, fleetCreds, fleetUserFile, fleetCa, fleetCert, fleetKey, fleetInsecure, fleetMaxDuration, fleetTrust }, abs);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 export interface ListenAddress {

@@ -23,8 +23,11 @@ const iso = (seconds: number): string | null => {
   return Number.isNaN(d.getTime()) ? null : d.toISOString();
 };
 
-/** An entry with every field, times as epoch seconds and ISO-8601 (G49). */
-export function entryJson(e: Entry, now: number): Record<string, unknown> {
+/** An entry as dump shows it: a block learned from the fleet (issue 17) names its origin host. */
+export type DumpEntry = Entry & { origin?: string };
+
+/** An entry with every field, times as epoch seconds and ISO-8601 (G49); a learned block's origin too. */
+export function entryJson(e: DumpEntry, now: number): Record<string, unknown> {
   const seconds = blockSeconds(e);
   const expires = seconds === ANY ? null : e.last + seconds;
   return {
@@ -40,24 +43,31 @@ export function entryJson(e: Entry, now: number): Record<string, unknown> {
     expires,
     expiresTime: expires === null ? null : iso(expires),
     remaining: expires === null ? null : expires - now,
+    ...(e.origin === undefined ? {} : { origin: e.origin }),
   };
 }
 
 /** The fields of an entry as a row of a dump's chunk, in this order: compact, for millions of them. */
-export const ENTRY_ROW_FIELDS = ['name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id', 'block', 'hold'] as const;
-export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string, number?, number?];
+export const ENTRY_ROW_FIELDS = [
+  'name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id', 'block', 'hold', 'origin',
+] as const;
+/** A row; `block` and `hold` 0 when not escalated, `origin` only for a block learned from the fleet. */
+export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string, number?, number?, string?];
 
-export function entryRow(e: Entry): EntryRow {
+export function entryRow(e: DumpEntry): EntryRow {
   const k = e.key;
-  return [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id, e.block ?? 0, e.hold ?? 0];
+  const row: EntryRow = [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id, e.block ?? 0, e.hold ?? 0];
+  if (e.origin !== undefined) row.push(e.origin);
+  return row;
 }
 
-export function entryFromRow(r: EntryRow): Entry {
-  const e: Entry = {
+export function entryFromRow(r: EntryRow): DumpEntry {
+  const e: DumpEntry = {
     key: { name: r[0], address: r[1], port: r[2], family: r[3], lmask: r[4], proto: r[5], uid: r[6], nfail: r[7], rmask: r[8], duration: r[9] },
     count: r[10],
     last: r[11],
     id: r[12],
+    ...(r[15] === undefined ? {} : { origin: r[15] }),
   };
   // a daemon before escalation sends 13 fields
   if ((r[13] ?? 0) !== 0) e.block = r[13];

@@ -76,6 +76,28 @@ const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (address, name)
    ) WITHOUT ROWID;
    CREATE INDEX entry_blocked ON entry (name, address) WHERE id != '';`,
+  // fleet (issue 17, doc/fleet.md §3): blocks learned from other hosts, kept
+  // apart from the entries, and the publishes and deletes not yet sent
+  `CREATE TABLE fleet_block (
+     key TEXT PRIMARY KEY,
+     origin TEXT NOT NULL,
+     name TEXT NOT NULL,
+     address TEXT NOT NULL,
+     mask INTEGER NOT NULL,
+     proto TEXT NOT NULL,
+     port INTEGER NOT NULL,
+     start INTEGER NOT NULL,
+     ends INTEGER,
+     reason TEXT NOT NULL,
+     id TEXT NOT NULL
+   );
+   CREATE INDEX fleet_block_target ON fleet_block (address, port, name, mask, proto);
+   CREATE INDEX fleet_block_ends ON fleet_block (ends) WHERE ends IS NOT NULL;
+   CREATE TABLE fleet_outbox (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     key TEXT NOT NULL UNIQUE,
+     value TEXT
+   );`,
 ];
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -545,6 +567,11 @@ export class StateStore {
       this.counts = before;
       throw e;
     }
+  }
+
+  /** The connection, for the tables of the fleet (fleet/state.ts): one database, one writer, its transactions shared. */
+  get database(): Database.Database {
+    return this.db;
   }
 
   /** `PRAGMA integrity_check`: 'ok' or what is wrong. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { repoRoot, tempDir } from '../support.js';
 import type { Figure } from './results.js';
 
-const BENCHMARKS = ['receive', 'address', 'conf', 'state', 'daemon', 'helper', 'watch', 'attack', 'burst', 'spray'];
+const BENCHMARKS = ['receive', 'address', 'conf', 'state', 'daemon', 'helper', 'watch', 'attack', 'burst', 'spray', 'fleet'];
 /** Where a full run writes: the committed results, figures of every benchmark. */
 const COMMITTED = join(repoRoot, 'test/bench');
 /** Where a run of some benchmarks writes: it must not replace the committed full results with a part of them (git ignores var/). */
