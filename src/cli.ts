@@ -19,7 +19,9 @@ export const HELP_CONFIG: HelpConfiguration = {
   optionDescription(option: Option): string {
     // a flag (-d, counted) has no value to default
     if (!option.required && !option.optional) return option.description;
-    const value = option.defaultValueDescription ?? (Array.isArray(option.defaultValue) && option.defaultValue.length === 0 ? undefined : option.defaultValue);
+    const value =
+      option.defaultValueDescription ??
+      (Array.isArray(option.defaultValue) && option.defaultValue.length === 0 ? undefined : option.defaultValue);
     if (value === undefined || value === false || /\(default/.test(option.description)) return option.description;
     return `${option.description} (default: ${Array.isArray(value) ? value.join(', ') : String(value)})`;
   },

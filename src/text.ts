@@ -33,7 +33,7 @@ export function printable(text: string): string {
 
 function escapeText(b: Buffer, start: number, end: number): string {
   let out = '';
-  for (let i = start; i < end; ) {
+  for (let i = start; i < end;) {
     const c = b[i];
     if (c >= 0x20 && c < 0x7f) {
       out += c === 0x5c || c === 0x22 ? `\\${String.fromCharCode(c)}` : String.fromCharCode(c);
@@ -62,13 +62,7 @@ function escapeByte(c: number): string {
 }
 
 function isFormatControl(cp: number): boolean {
-  return (
-    (cp >= 0x80 && cp <= 0x9f) ||
-    cp === 0x200e ||
-    cp === 0x200f ||
-    (cp >= 0x2028 && cp <= 0x202e) ||
-    (cp >= 0x2066 && cp <= 0x2069)
-  );
+  return (cp >= 0x80 && cp <= 0x9f) || cp === 0x200e || cp === 0x200f || (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
 /** Length of the well-formed UTF-8 sequence at `i` (RFC 3629), 0 when there is none. */

@@ -45,15 +45,24 @@ describe('address text', () => {
   });
 
   test('IPv4 text is dotted decimal, from the word', () => {
-    for (const [bytes, text] of [['00000000', '0.0.0.0'], ['c0000207', '192.0.2.7'], ['ffffffff', '255.255.255.255'], ['7f000001', '127.0.0.1']])
+    for (const [bytes, text] of [
+      ['00000000', '0.0.0.0'],
+      ['c0000207', '192.0.2.7'],
+      ['ffffffff', '255.255.255.255'],
+      ['7f000001', '127.0.0.1'],
+    ])
       assert.equal(toText(fromBytes('inet', hex(bytes))), text, bytes);
   });
 
   test("a family's name and its platform number map one to one, other numbers to none", () => {
-    for (const family of ['inet', 'inet6'] as const) assert.equal(familyOfNative(NATIVE_FAMILIES, nativeFamily(NATIVE_FAMILIES, family)), family);
+    for (const family of ['inet', 'inet6'] as const)
+      assert.equal(familyOfNative(NATIVE_FAMILIES, nativeFamily(NATIVE_FAMILIES, family)), family);
     assert.notEqual(NATIVE_FAMILIES.inet, NATIVE_FAMILIES.inet6);
     const other = { inet: 20, inet6: 30 };
-    assert.deepEqual([nativeFamily(other, 'inet'), nativeFamily(other, 'inet6'), familyOfNative(other, 30), familyOfNative(other, 2)], [20, 30, 'inet6', undefined]);
+    assert.deepEqual(
+      [nativeFamily(other, 'inet'), nativeFamily(other, 'inet6'), familyOfNative(other, 30), familyOfNative(other, 2)],
+      [20, 30, 'inet6', undefined],
+    );
     assert.equal(familyOfNative(NATIVE_FAMILIES, 1), undefined, 'AF_UNIX');
   });
 

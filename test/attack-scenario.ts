@@ -58,11 +58,26 @@ export class NetnsDaemon {
    * own, which would go with the daemon: what it leaves in the packet
    * filter when killed can then be looked at.
    */
-  static async start(config: string, options: { dir?: string; args?: string[]; netns?: string; onLine?: (line: string, at: number) => void } = {}): Promise<NetnsDaemon> {
+  static async start(
+    config: string,
+    options: { dir?: string; args?: string[]; netns?: string; onLine?: (line: string, at: number) => void } = {},
+  ): Promise<NetnsDaemon> {
     const dir = options.dir ?? tempDir('blocklistd-netns-');
     writeFileSync(join(dir, 'blocklistd.conf'), config);
     writeFileSync(join(dir, 'helper.conf'), 'backend=nftables\n');
-    const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', join(dir, 'blocklistd.conf'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock')];
+    const argv = [
+      process.execPath,
+      join(repoRoot, 'bin/blocklistd'),
+      '--foreground',
+      '--log-format',
+      'json',
+      '-c',
+      join(dir, 'blocklistd.conf'),
+      '-D',
+      join(dir, 'blocklistd.db'),
+      '-s',
+      join(dir, 'blocklistd.sock'),
+    ];
     const [wrapper, ...wrap] = options.netns === undefined ? ['unshare', '-n'] : ['ip', 'netns', 'exec', options.netns];
     const child = spawn(wrapper!, [...wrap, ...argv, '-C', join(repoRoot, 'bin/blocklistd-helper'), ...(options.args ?? [])], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -100,7 +115,8 @@ export class NetnsDaemon {
       const r = await run('nsenter', args, { env: { LC_ALL: 'C' } });
       if (r.code === 0) return true;
       if (r.stderr.includes('No such file or directory')) return false;
-      if (!r.stderr.includes('Interrupted system call') || tries === 10) throw new Error(`nft get element: exit status ${r.code}: ${r.stderr.trim()}`);
+      if (!r.stderr.includes('Interrupted system call') || tries === 10)
+        throw new Error(`nft get element: exit status ${r.code}: ${r.stderr.trim()}`);
     }
   }
 
@@ -123,7 +139,29 @@ export async function attack(attackers: number, rate: number, duration: number):
   try {
     const t0 = performance.now();
     // from the daemon's network namespace: it refuses sockets of another one
-    const flood = await run('nsenter', ['-t', String(daemon.child.pid), '-n', probe, '-s', daemon.socket, '-u', '-p', String(port), '-F', String(attackers), '-M', String(attackers), '-R', String(rate), '-A', '10.0.0.1', '-m', '', '-w', '0']);
+    const flood = await run('nsenter', [
+      '-t',
+      String(daemon.child.pid),
+      '-n',
+      probe,
+      '-s',
+      daemon.socket,
+      '-u',
+      '-p',
+      String(port),
+      '-F',
+      String(attackers),
+      '-M',
+      String(attackers),
+      '-R',
+      String(rate),
+      '-A',
+      '10.0.0.1',
+      '-m',
+      '',
+      '-w',
+      '0',
+    ]);
     if (!new RegExp(`sent ${attackers} notifications`).test(flood.stdout)) throw new Error(`blprobe: ${flood.stdout}${flood.stderr}`);
     const bound = (attackers / rate + duration) * 1000 + 60_000;
     await until(() => releasedAt.size >= attackers || daemon.child.exitCode !== null, bound);

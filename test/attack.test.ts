@@ -16,7 +16,19 @@ import { AUTH_FAIL, Blocklist } from '../src/index.js';
 import { controlPathFor } from '../src/protocol/control.js';
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { toText } from '../src/conf/ip.js';
-import { DaemonProcess, LogCollector, Receiver, controlStatus, isRoot, openDescriptors, repoRoot, run, sharedTree, tempDir, until } from './support.js';
+import {
+  DaemonProcess,
+  LogCollector,
+  Receiver,
+  controlStatus,
+  isRoot,
+  openDescriptors,
+  repoRoot,
+  run,
+  sharedTree,
+  tempDir,
+  until,
+} from './support.js';
 
 const NOBODY = 65534;
 
@@ -124,41 +136,60 @@ describe('socket files are never chmod-ed through a symlink', () => {
   });
 
   const ROUNDS = 40;
-  test(`a local user swapping in a symlink during set-up: ${ROUNDS} notification and control sockets`, { skip: !isRoot && 'needs root to run the attacker as nobody' }, async () => {
-    const dir = writableByNobody();
-    const target = secretFile();
-    const notify = join(dir, 'blocklistd.sock');
-    const control = join(dir, 'blocklistd.ctl');
-    let refused = 0;
-    for (const [path, open] of [
-      [notify, async () => lingerThenClose(new NotificationSocket(notify, { log: () => {} }))],
-      [control, async () => lingerThenClose(await ControlServer.open({ path: control, log: new LogCollector().log, handle: async () => ({}) }))],
-    ] as const) {
-      const stop = await startSwapper(path, target);
-      try {
-        for (let round = 0; round < ROUNDS; round++) {
-          try {
-            await open();
-          } catch (e) {
-            // a swap between bind and the mode, or a link left at the path: set-up fails, the target is untouched
-            assert.ok(e instanceof SocketSetupError || e instanceof ControlSetupError, String(e));
-            assert.match((e as Error).message, new RegExp(['Too many levels of symbolic links', 'Socket operation on non-socket', 'No such file', 'Address already in use', 'EADDRINUSE', 'is not a socket'].join('|')));
-            refused++;
+  test(
+    `a local user swapping in a symlink during set-up: ${ROUNDS} notification and control sockets`,
+    { skip: !isRoot && 'needs root to run the attacker as nobody' },
+    async () => {
+      const dir = writableByNobody();
+      const target = secretFile();
+      const notify = join(dir, 'blocklistd.sock');
+      const control = join(dir, 'blocklistd.ctl');
+      let refused = 0;
+      for (const [path, open] of [
+        [notify, async () => lingerThenClose(new NotificationSocket(notify, { log: () => {} }))],
+        [
+          control,
+          async () => lingerThenClose(await ControlServer.open({ path: control, log: new LogCollector().log, handle: async () => ({}) })),
+        ],
+      ] as const) {
+        const stop = await startSwapper(path, target);
+        try {
+          for (let round = 0; round < ROUNDS; round++) {
+            try {
+              await open();
+            } catch (e) {
+              // a swap between bind and the mode, or a link left at the path: set-up fails, the target is untouched
+              assert.ok(e instanceof SocketSetupError || e instanceof ControlSetupError, String(e));
+              assert.match(
+                (e as Error).message,
+                new RegExp(
+                  [
+                    'Too many levels of symbolic links',
+                    'Socket operation on non-socket',
+                    'No such file',
+                    'Address already in use',
+                    'EADDRINUSE',
+                    'is not a socket',
+                  ].join('|'),
+                ),
+              );
+              refused++;
+            }
+            try {
+              unlinkSync(path);
+            } catch {
+              // the daemon removed it, or the swapper's link is gone
+            }
+            assert.equal(statSync(target).mode & 0o777, 0o600, `round ${round}: the target's mode changed`);
           }
-          try {
-            unlinkSync(path);
-          } catch {
-            // the daemon removed it, or the swapper's link is gone
-          }
-          assert.equal(statSync(target).mode & 0o777, 0o600, `round ${round}: the target's mode changed`);
+        } finally {
+          assert.ok((await stop()) > 0, 'the swapper never saw the socket');
         }
-      } finally {
-        assert.ok((await stop()) > 0, 'the swapper never saw the socket');
       }
-    }
-    assert.equal(statSync(target).mode & 0o777, 0o600);
-    console.log(`# ${refused} of ${2 * ROUNDS} set-ups refused because a symlink was swapped in`);
-  });
+      assert.equal(statSync(target).mode & 0o777, 0o600);
+      console.log(`# ${refused} of ${2 * ROUNDS} set-ups refused because a symlink was swapped in`);
+    },
+  );
 });
 
 /**
@@ -168,7 +199,12 @@ describe('socket files are never chmod-ed through a symlink', () => {
  * With `namespace`, in a user and network namespace of its own (unshare
  * -rn), where port 22 is its to bind.
  */
-async function reportAsNobody(socketPath: string, mode: 'tcp-explicit' | 'tcp-connected' | 'udp-explicit', port: number, namespace: boolean): Promise<void> {
+async function reportAsNobody(
+  socketPath: string,
+  mode: 'tcp-explicit' | 'tcp-connected' | 'udp-explicit',
+  port: number,
+  namespace: boolean,
+): Promise<void> {
   const script = `
     import net from 'node:net';
     import dgram from 'node:dgram';
@@ -201,7 +237,11 @@ async function reportAsNobody(socketPath: string, mode: 'tcp-explicit' | 'tcp-co
     if (!ok) process.exit(2);`;
   const node = ['--input-type=module', '-e', script];
   const r = namespace
-    ? await run('unshare', ['-rn', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...node], { uid: NOBODY, gid: NOBODY, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' } })
+    ? await run('unshare', ['-rn', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"', process.execPath, ...node], {
+        uid: NOBODY,
+        gid: NOBODY,
+        env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
+      })
     : await run(process.execPath, node, { uid: NOBODY, gid: NOBODY });
   assert.equal(r.code, 0, `${mode}: ${r.stdout}${r.stderr}`);
 }
@@ -218,9 +258,11 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     receiver = new Receiver(join(dir, 'blocklistd.sock'));
   });
   after(() => receiver.close());
-  const refusals = (text: string): number => receiver.logs.lines.filter((l) => l.level === 'err' && l.message.startsWith(text) && / from uid 65534 \(pid \d+\)$/.test(l.message)).length;
+  const refusals = (text: string): number =>
+    receiver.logs.lines.filter((l) => l.level === 'err' && l.message.startsWith(text) && / from uid 65534 \(pid \d+\)$/.test(l.message))
+      .length;
 
-  test('no report for a socket of a network namespace of their own, for the host\'s port 22', { skip: noUserNamespaces }, async () => {
+  test("no report for a socket of a network namespace of their own, for the host's port 22", { skip: noUserNamespaces }, async () => {
     const before = receiver.received.length;
     const modes = ['tcp-explicit', 'tcp-connected', 'udp-explicit'] as const;
     for (const mode of modes) await reportAsNobody(receiver.path, mode, 22, true);
@@ -228,17 +270,24 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.equal(receiver.received.length, before, 'nothing forged reaches the daemon');
   });
 
-  test("the daemon: a forged report from a namespace of their own blocks nobody on the host's port 22, and is counted", { skip: noUserNamespaces }, async (t) => {
-    const daemon = await DaemonProcess.start({ config: '22 stream * * * 1 6h\n' });
-    t.after(() => daemon.stop());
-    chmodSync(daemon.dir, 0o755);
-    await reportAsNobody(daemon.socket, 'tcp-connected', 22, true);
-    await daemon.waitFor(/refused a socket of another network namespace from uid 65534 \(pid \d+\)/);
-    const status = await controlStatus(controlPathFor(daemon.socket));
-    assert.equal(status.counters.notifications_dropped.netns, 1);
-    assert.equal(status.entries, 0);
-    assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
-  });
+  test(
+    "the daemon: a forged report from a namespace of their own blocks nobody on the host's port 22, and is counted",
+    { skip: noUserNamespaces },
+    async (t) => {
+      const daemon = await DaemonProcess.start({ config: '22 stream * * * 1 6h\n' });
+      t.after(() => daemon.stop());
+      chmodSync(daemon.dir, 0o755);
+      await reportAsNobody(daemon.socket, 'tcp-connected', 22, true);
+      await daemon.waitFor(/refused a socket of another network namespace from uid 65534 \(pid \d+\)/);
+      const status = await controlStatus(controlPathFor(daemon.socket));
+      assert.equal(status.counters.notifications_dropped.netns, 1);
+      assert.equal(status.entries, 0);
+      assert.deepEqual(
+        daemon.helperCalls().filter((c) => c.startsWith('add')),
+        [],
+      );
+    },
+  );
 
   test('--trust-user: that user may name the peer of a TCP socket; an unknown user is a start-up error', async (t) => {
     const daemon = await DaemonProcess.start({ config: '* stream * * * 3 6h\n', args: ['--trust-user', 'nobody'] });
@@ -255,7 +304,18 @@ describe('reports a local user may not make', { skip: !isRoot && 'needs root to 
     assert.equal(status.counters.notifications_dropped.untrusted, 0);
 
     const dir = tempDir();
-    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '--trust-user', 'no-such-user-here', '-c', daemon.config, '-D', join(dir, 'db'), '-s', join(dir, 's.sock')]);
+    const r = await run(process.execPath, [
+      join(repoRoot, 'bin/blocklistd'),
+      '-d',
+      '--trust-user',
+      'no-such-user-here',
+      '-c',
+      daemon.config,
+      '-D',
+      join(dir, 'db'),
+      '-s',
+      join(dir, 's.sock'),
+    ]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /--trust-user: unknown user 'no-such-user-here'/);
   });
@@ -303,7 +363,11 @@ for i in range(n):
 print('sent', flush=True)
 sys.stdin.read()
 `;
-  const child = spawn('python3', ['-c', script, socketPath, String(n), datagram], { uid: NOBODY, gid: NOBODY, stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn('python3', ['-c', script, socketPath, String(n), datagram], {
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', (d: Buffer) => d.toString().includes('sent') && resolve());
     child.once('exit', (code) => reject(new Error(`the lingering sender exited with ${code}`)));
@@ -346,11 +410,15 @@ describe('lingering descriptors', { skip: !isRoot && 'needs root to run the atta
 
 describe('bursts from many servers', () => {
   // the full proof (20 x 500, paced and unpaced) is the benchmark test/bench/burst.ts
-  test('20 libblocklist-style senders x 100 at 100/s, a 2 ms helper per notification (nfail 1): none given up, every one blocked', { skip: !isRoot && 'needs root for the --queue of the socket' }, async () => {
-    const r = await burst({ senders: 20, each: 100, rate: 100, helperMs: 2 });
-    console.log(`# 20 x 100 at 100/s: ${r.givenUp} given up, ${r.entries} entries, ${r.adds} adds, ${r.seconds.toFixed(1)} s`);
-    assert.deepEqual({ givenUp: r.givenUp, entries: r.entries, adds: r.adds }, { givenUp: 0, entries: 2000, adds: 2000 });
-  });
+  test(
+    '20 libblocklist-style senders x 100 at 100/s, a 2 ms helper per notification (nfail 1): none given up, every one blocked',
+    { skip: !isRoot && 'needs root for the --queue of the socket' },
+    async () => {
+      const r = await burst({ senders: 20, each: 100, rate: 100, helperMs: 2 });
+      console.log(`# 20 x 100 at 100/s: ${r.givenUp} given up, ${r.entries} entries, ${r.adds} adds, ${r.seconds.toFixed(1)} s`);
+      assert.deepEqual({ givenUp: r.givenUp, entries: r.entries, adds: r.adds }, { givenUp: 0, entries: 2000, adds: 2000 });
+    },
+  );
 });
 
 describe('out of descriptors', () => {

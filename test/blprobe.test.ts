@@ -25,7 +25,9 @@ describe('blprobe, an independent C client', () => {
     const result = await runBlprobe(['-s', path, ...args]);
     assert.equal(result.code, 0, `blprobe ${args.join(' ')}: ${result.stdout}${result.stderr}`);
     // blprobe's exit may be seen before the receiving thread hands over its last datagram
-    await until(() => receiver.received.length > start && receiver.received.at(-1)!.type === WireType.DELETE && receiver.received.at(-1)!.text === '').catch(() => {});
+    await until(
+      () => receiver.received.length > start && receiver.received.at(-1)!.type === WireType.DELETE && receiver.received.at(-1)!.text === '',
+    ).catch(() => {});
     const received = receiver.received.slice(start);
     const barrier = received.pop();
     assert.equal(barrier?.type, WireType.DELETE, 'the barrier arrives last');
@@ -35,9 +37,30 @@ describe('blprobe, an independent C client', () => {
 
   const conversations: { name: string; args: string[]; type: number; local: string; family: string; socketType: string }[] = [
     { name: 'TCP over IPv4', args: ['-m', 'ssh'], type: WireType.ADD, local: '127.0.0.1', family: 'inet', socketType: 'stream' },
-    { name: 'TCP over IPv6', args: ['-6', '-t', 'baduser', '-m', 'ssh'], type: WireType.BADUSER, local: '::1', family: 'inet6', socketType: 'stream' },
-    { name: 'UDP over IPv4', args: ['-u', '-t', 'abuse', '-m', 'dns'], type: WireType.ABUSE, local: '127.0.0.1', family: 'inet', socketType: 'dgram' },
-    { name: 'UDP over IPv6', args: ['-u', '-6', '-t', 'ok', '-m', 'dns'], type: WireType.DELETE, local: '::1', family: 'inet6', socketType: 'dgram' },
+    {
+      name: 'TCP over IPv6',
+      args: ['-6', '-t', 'baduser', '-m', 'ssh'],
+      type: WireType.BADUSER,
+      local: '::1',
+      family: 'inet6',
+      socketType: 'stream',
+    },
+    {
+      name: 'UDP over IPv4',
+      args: ['-u', '-t', 'abuse', '-m', 'dns'],
+      type: WireType.ABUSE,
+      local: '127.0.0.1',
+      family: 'inet',
+      socketType: 'dgram',
+    },
+    {
+      name: 'UDP over IPv6',
+      args: ['-u', '-6', '-t', 'ok', '-m', 'dns'],
+      type: WireType.DELETE,
+      local: '::1',
+      family: 'inet6',
+      socketType: 'dgram',
+    },
     {
       name: 'TCP on a dual-stack socket seen from IPv4',
       args: ['-L', '::ffff:127.0.0.1', '-m', 'ssh'],
@@ -83,7 +106,13 @@ describe('blprobe, an independent C client', () => {
     { kind: 'empty', lines: [['err', 'message too short 0']] },
     { kind: 'badver', lines: [['err', 'bad version 2']] },
     { kind: 'nofd', lines: [['err', 'message missing  fd']] },
-    { kind: 'twofd', lines: [['err', 'unexpected cmsg_len 24 != 20'], ['err', 'message missing  fd']] },
+    {
+      kind: 'twofd',
+      lines: [
+        ['err', 'unexpected cmsg_len 24 != 20'],
+        ['err', 'message missing  fd'],
+      ],
+    },
     { kind: 'file', lines: [['err', 'getpeername failed (Socket operation on non-socket)']] },
     { kind: 'udp', lines: [['err', 'unconnected socket with no peer in message']] },
     { kind: 'salen7', lines: [['err', 'bad client passed socket length 16 != 7']] },
@@ -92,7 +121,13 @@ describe('blprobe, an independent C client', () => {
     { kind: 'bigmsg', lines: [['debug', 'message text truncated from 400 to 128 bytes']], valid: PER_CASE },
     { kind: 'badtype', lines: [['err', 'unknown message 99']] },
     { kind: 'random', lines: [] },
-    { kind: 'twofd34', lines: [['err', 'unexpected cmsg_len 24 != 20'], ['err', 'message missing  fd']] },
+    {
+      kind: 'twofd34',
+      lines: [
+        ['err', 'unexpected cmsg_len 24 != 20'],
+        ['err', 'message missing  fd'],
+      ],
+    },
     { kind: 'v6onv4', lines: [['err', 'mismatched family 10 != 2']] },
   ];
 
@@ -110,8 +145,7 @@ describe('blprobe, an independent C client', () => {
       // blprobe's first count may catch our spawn's pipes still open: it must not grow
       assert.ok(Number(report[4]) <= Number(report[3]), `${c.kind}: descriptors ${report[3]} -> ${report[4]}`);
       sent += Number(report[1]);
-      for (const [level, message] of c.lines)
-        assert.equal(receiver.logs.count(level as 'err', message), PER_CASE, `${c.kind}: ${message}`);
+      for (const [level, message] of c.lines) assert.equal(receiver.logs.count(level as 'err', message), PER_CASE, `${c.kind}: ${message}`);
       if (c.kind === 'random') {
         const known = new RegExp(
           `^(${[

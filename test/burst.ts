@@ -45,9 +45,25 @@ export async function burst(o: BurstOptions): Promise<BurstResult> {
   const socket = join(dir, 'blocklistd.sock');
   writeFileSync(join(dir, 'blocklistd.conf'), '* dgram * * * 1 1h\n');
   const syslog = new SyslogReceiver();
-  const args = [join(repoRoot, 'bin/blocklistd'), '--foreground', '-c', join(dir, 'blocklistd.conf'), '-C', sleeperHelper(), '-D', join(dir, 'blocklistd.db'), '-s', socket, '--syslog-socket', syslog.path];
+  const args = [
+    join(repoRoot, 'bin/blocklistd'),
+    '--foreground',
+    '-c',
+    join(dir, 'blocklistd.conf'),
+    '-C',
+    sleeperHelper(),
+    '-D',
+    join(dir, 'blocklistd.db'),
+    '-s',
+    socket,
+    '--syslog-socket',
+    syslog.path,
+  ];
   if (o.queue !== undefined) args.push('--queue', String(o.queue));
-  const daemon = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HELPER_SLEEP_MS: String(o.helperMs) } });
+  const daemon = spawn(process.execPath, args, {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, HELPER_SLEEP_MS: String(o.helperMs) },
+  });
   const exited = new Promise((resolve) => daemon.once('exit', resolve));
   try {
     await until(() => existsSync(`${socket.replace(/\.sock$/, '')}.ctl`), 10_000);
@@ -57,7 +73,25 @@ export async function burst(o: BurstOptions): Promise<BurstResult> {
     const started = Date.now();
     const runs = await Promise.all(
       ports.map((port, i) =>
-        runBlprobe(['-s', socket, '-u', '-p', String(port), '-N', '-F', String(o.each), '-M', String(o.each), '-A', `10.${i}.0.1`, '-m', '', '-w', '120000', ...(o.rate > 0 ? ['-R', String(o.rate)] : [])]),
+        runBlprobe([
+          '-s',
+          socket,
+          '-u',
+          '-p',
+          String(port),
+          '-N',
+          '-F',
+          String(o.each),
+          '-M',
+          String(o.each),
+          '-A',
+          `10.${i}.0.1`,
+          '-m',
+          '',
+          '-w',
+          '120000',
+          ...(o.rate > 0 ? ['-R', String(o.rate)] : []),
+        ]),
       ),
     );
     const givenUp = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);

@@ -52,7 +52,8 @@ function helperArgs(e: EffectiveRule): string {
   return `${e.name} ${e.proto === 6 ? 'tcp' : 'udp'} ${e.address} ${e.lmask} ${e.port}`;
 }
 
-const order = (rules: RuleSet, section: 'local' | 'remote'): string[] => rules[section].map((r) => formatLocation(r) + (r.family === env.families.inet6 ? '/tcp6' : ''));
+const order = (rules: RuleSet, section: 'local' | 'remote'): string[] =>
+  rules[section].map((r) => formatLocation(r) + (r.family === env.families.inet6 ? '/tcp6' : ''));
 
 describe('worked examples (config.md §9)', () => {
   test('E1: README-style local rules', () => {
@@ -121,7 +122,11 @@ describe('worked examples (config.md §9)', () => {
     assert.equal(helper('198.51.0.0/16:ssh * * * = = ='), 'blocklistd tcp 198.51.100.0 32 22', 'a name without /mask resets the mask');
     assert.equal(helper('198.51.0.0/16:ssh * * * =/= = ='), 'blocklistd tcp 198.51.100.0 24 22');
     assert.equal(helper('198.51.0.0/16:ssh * * * =/16 = ='), 'blocklistd tcp 198.51.0.0 16 22');
-    assert.equal(helper('198.51.100.77:ssh * * * * * *'), 'blocklistd tcp 198.51.100.0 24 22', 'the host rule cannot match the masked address');
+    assert.equal(
+      helper('198.51.100.77:ssh * * * * * *'),
+      'blocklistd tcp 198.51.100.0 24 22',
+      'the host rule cannot match the masked address',
+    );
 
     const { rules } = ruleSet('[local]\n192.0.2.1:ssh stream * * -x 5 1h\n[remote]\n8.8.0.0/16:ssh * * * /24 = =\n');
     const e = match(rules, { local: '192.0.2.1', port: 22, remote: '8.8.4.4' })!.effective;
@@ -137,12 +142,16 @@ describe('worked examples (config.md §9)', () => {
     assert.deepEqual([other.name, other.nfail, other.duration], ['blocklistd-b', 2, 600], 'another local address still matches');
   });
 
-  test('E5: the remote pass compares the local rule\'s owner, not the sender (G41 kept)', () => {
+  test("E5: the remote pass compares the local rule's owner, not the sender (G41 kept)", () => {
     let { rules } = ruleSet('[local]\n*:ssh stream * * * 3 1h\n[remote]\n*:ssh * * 0 * * *\n');
     assert.equal(match(rules, { local: '192.0.2.1', port: 22, remote: '198.51.100.1', uid: 0 })!.remote, undefined);
     ({ rules } = ruleSet('[local]\n*:ssh stream * root * 3 1h\n[remote]\n*:ssh * * 0 * * *\n'));
     assert.equal(match(rules, { local: '192.0.2.1', port: 22, remote: '198.51.100.1', uid: 0 })!.effective.nfail, ANY);
-    assert.equal(match(rules, { local: '192.0.2.1', port: 22, remote: '198.51.100.1', uid: 1000 }), undefined, 'the local rule is for root');
+    assert.equal(
+      match(rules, { local: '192.0.2.1', port: 22, remote: '198.51.100.1', uid: 1000 }),
+      undefined,
+      'the local rule is for root',
+    );
   });
 
   test('E6: a UDP server reporting its peer explicitly on 0.0.0.0:53', () => {
@@ -205,7 +214,15 @@ describe('worked examples (config.md §9)', () => {
 
 describe('a received notification against the rules', () => {
   test("the decoded sockaddrs' words reach the state key as inet_ntop text, masked", () => {
-    const { rules } = ruleSet(['[local]', '22\tstream\t*\t*\t*\t3\t24h', '[remote]', '[2001:db8::]/32\t*\t*\t*\t=/64\t=\t=', '[::ffff:0.0.0.0]/96\t*\t*\t*\t=/120\t=\t='].join('\n'));
+    const { rules } = ruleSet(
+      [
+        '[local]',
+        '22\tstream\t*\t*\t*\t3\t24h',
+        '[remote]',
+        '[2001:db8::]/32\t*\t*\t*\t=/64\t=\t=',
+        '[::ffff:0.0.0.0]/96\t*\t*\t*\t=/120\t=\t=',
+      ].join('\n'),
+    );
     const cases: [string, string, string][] = [
       // local, remote, the key's address
       ['192.0.2.1', '198.51.100.7', '198.51.100.7'],
@@ -223,7 +240,10 @@ describe('a received notification against the rules', () => {
       };
       const n = tcpNotification(22, '192.0.2.9', { local: endpoint(localText, 22), remote: endpoint(remoteText, 40000) });
       const probe = probeOf(n, env.families);
-      assert.deepEqual([probe.family, probe.port, probe.proto, toText(probe.local), toText(probe.remote)], [nativeFamily(env.families, n.local.family), 22, 6, localText, remoteText]);
+      assert.deepEqual(
+        [probe.family, probe.port, probe.proto, toText(probe.local), toText(probe.remote)],
+        [nativeFamily(env.families, n.local.family), 22, 6, localText, remoteText],
+      );
       assert.equal(matchProbe(compileRules(rules), probe, NO_INTERFACES)?.effective.address, key, remoteText);
     }
   });
@@ -268,19 +288,27 @@ describe('interface rules on this machine (G31)', () => {
   const interfaces = interfaceAddresses();
   const up = [...interfaces].filter(([, addresses]) => addresses.length > 0);
 
-  test('an interface rule matches exactly the addresses of that interface', { skip: up.length === 0 && 'no interface with an address' }, () => {
-    for (const [name, addresses] of up) {
-      const { rules, messages } = ruleSet(`${name}:ssh stream * * -if 3 1h\nssh stream * * -any 3 1h\n`);
-      assert.deepEqual(messages, []);
-      for (const address of addresses) {
-        const text = toText(address);
-        const client = address.family === 'inet' ? '192.0.2.1' : '2001:db8::1';
-        assert.equal(match(rules, { local: text, port: 22, remote: client }, interfaces)?.effective.name, 'blocklistd-if', `${name} ${text}`);
+  test(
+    'an interface rule matches exactly the addresses of that interface',
+    { skip: up.length === 0 && 'no interface with an address' },
+    () => {
+      for (const [name, addresses] of up) {
+        const { rules, messages } = ruleSet(`${name}:ssh stream * * -if 3 1h\nssh stream * * -any 3 1h\n`);
+        assert.deepEqual(messages, []);
+        for (const address of addresses) {
+          const text = toText(address);
+          const client = address.family === 'inet' ? '192.0.2.1' : '2001:db8::1';
+          assert.equal(
+            match(rules, { local: text, port: 22, remote: client }, interfaces)?.effective.name,
+            'blocklistd-if',
+            `${name} ${text}`,
+          );
+        }
+        const elsewhere = match(rules, { local: '192.0.2.254', port: 22, remote: '192.0.2.1' }, interfaces);
+        assert.equal(elsewhere?.effective.name, 'blocklistd-any', `${name}: another address`);
       }
-      const elsewhere = match(rules, { local: '192.0.2.254', port: 22, remote: '192.0.2.1' }, interfaces);
-      assert.equal(elsewhere?.effective.name, 'blocklistd-any', `${name}: another address`);
-    }
-  });
+    },
+  );
 
   test('addresses with a label (lo:1) belong to their interface', { skip: !isRoot && 'needs root for a network namespace' }, async (t) => {
     const ns = `blt-conf-${process.pid}`;
@@ -319,11 +347,17 @@ describe('loading files and directories (config.md §1, G39, G14)', () => {
     mkdirSync(join(`${conf}.d`, 'sub'));
     const r = loadConfig(conf, env);
     assert.deepEqual(r.files, [conf, join(`${conf}.d`, 'B.conf'), join(`${conf}.d`, 'a.conf'), join(`${conf}.d`, 'b.conf')]);
-    assert.deepEqual(r.ruleSet.local.map((x) => x.name), ['blocklistd-upper', 'blocklistd-main', 'blocklistd-b']);
+    assert.deepEqual(
+      r.ruleSet.local.map((x) => x.name),
+      ['blocklistd-upper', 'blocklistd-main', 'blocklistd-b'],
+    );
     assert.equal(r.ruleSet.remote.length, 1, 'a remote section in one file does not leak into the next');
     assert.deepEqual(
       r.diagnostics.map((d) => `${d.source.file}:${d.source.line}: ${d.message}`),
-      [`${join(`${conf}.d`, 'sub')}:0: Cannot open '${join(`${conf}.d`, 'sub')}' (Is a directory)`, `${join(`${conf}.d`, 'b.conf')}:2: Bad number for service [bad]`],
+      [
+        `${join(`${conf}.d`, 'sub')}:0: Cannot open '${join(`${conf}.d`, 'sub')}' (Is a directory)`,
+        `${join(`${conf}.d`, 'b.conf')}:2: Bad number for service [bad]`,
+      ],
     );
     assert.equal(r.found, true);
   });
@@ -351,14 +385,20 @@ describe('loading files and directories (config.md §1, G39, G14)', () => {
     writeFileSync(join(d, '10-ssh'), 'ssh stream * * * 3 1h\n');
     writeFileSync(join(`${d}.d`, 'x'), 'ftp stream * * * 3 1h\n');
     const r = loadConfig(d, env);
-    assert.deepEqual(r.ruleSet.local.map((x) => x.port), [22]);
+    assert.deepEqual(
+      r.ruleSet.local.map((x) => x.port),
+      [22],
+    );
   });
 
   test('a missing path: an error, and found is false so that the caller keeps its rules', () => {
     const missing = join(dir, 'missing.conf');
     const r = loadConfig(missing, env);
     assert.equal(r.found, false);
-    assert.deepEqual(r.diagnostics.map((d) => d.message), [`Cannot open '${missing}' (No such file or directory)`]);
+    assert.deepEqual(
+      r.diagnostics.map((d) => d.message),
+      [`Cannot open '${missing}' (No such file or directory)`],
+    );
   });
 
   test('only the .d directory exists: it is used', () => {
@@ -377,6 +417,9 @@ describe('loading files and directories (config.md §1, G39, G14)', () => {
     assert.equal(loadConfig(conf, env).ruleSet.local.length, 2);
     writeFileSync(conf, 'ssh stream * * * 6 1h\n');
     const r = loadConfig(conf, env);
-    assert.deepEqual(r.ruleSet.local.map((x) => [x.port, x.nfail]), [[22, 6]]);
+    assert.deepEqual(
+      r.ruleSet.local.map((x) => [x.port, x.nfail]),
+      [[22, 6]],
+    );
   });
 });

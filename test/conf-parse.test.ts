@@ -17,7 +17,11 @@ function parse(text: string, file = 'test.conf') {
 /** The one rule of a one-line config, in `section`. */
 function rule(line: string, section: 'local' | 'remote' = 'local'): Rule {
   const r = parse(`[${section}]\n${line}\n`);
-  assert.deepEqual(r.diagnostics.filter((d) => d.severity === 'error'), [], line);
+  assert.deepEqual(
+    r.diagnostics.filter((d) => d.severity === 'error'),
+    [],
+    line,
+  );
   assert.equal(r[section].length, 1, line);
   return r[section][0];
 }
@@ -41,21 +45,34 @@ const location = (r: Rule): string => {
 describe('lexical rules (config.md §2)', () => {
   test('comments anywhere, escaped #, continuation, line numbers of the last physical line', () => {
     const text = ['# a comment line', 'ssh stream \\', '  * * * 3 6h # trailing', 'a\\#b', '', '   # indented'].join('\n');
-    assert.deepEqual([...logicalLines(text)], [
-      { line: 3, text: 'ssh stream   * * * 3 6h' },
-      { line: 4, text: 'a\\#b' },
-      { line: 5, text: '' },
-      { line: 6, text: '' },
-    ]);
+    assert.deepEqual(
+      [...logicalLines(text)],
+      [
+        { line: 3, text: 'ssh stream   * * * 3 6h' },
+        { line: 4, text: 'a\\#b' },
+        { line: 5, text: '' },
+        { line: 6, text: '' },
+      ],
+    );
   });
 
   test('a comment line in a continuation ends it; a comment line before text is skipped', () => {
-    assert.deepEqual([...logicalLines('a \\\n# c\nb\n')], [
-      { line: 2, text: 'a ' },
-      { line: 3, text: 'b' },
-    ]);
+    assert.deepEqual(
+      [...logicalLines('a \\\n# c\nb\n')],
+      [
+        { line: 2, text: 'a ' },
+        { line: 3, text: 'b' },
+      ],
+    );
     assert.deepEqual([...logicalLines('# one\n# two\nb')], [{ line: 3, text: 'b' }]);
-    assert.deepEqual([...logicalLines('a \\\\\nb')], [{ line: 1, text: 'a \\\\' }, { line: 2, text: 'b' }], 'an escaped backslash does not continue');
+    assert.deepEqual(
+      [...logicalLines('a \\\\\nb')],
+      [
+        { line: 1, text: 'a \\\\' },
+        { line: 2, text: 'b' },
+      ],
+      'an escaped backslash does not continue',
+    );
     assert.deepEqual([...logicalLines('a \\  \t\nb')], [{ line: 2, text: 'a b' }], 'blanks after the continuation are tolerated');
   });
 
@@ -69,7 +86,9 @@ describe('lexical rules (config.md §2)', () => {
   test('fields beyond the seventh are ignored with a warning', () => {
     const r = parse('27188 stream * * * 2 5 extra words\n');
     assert.equal(r.local[0].duration, 5);
-    assert.deepEqual(r.diagnostics, [{ source: { file: 'test.conf', line: 1 }, severity: 'warning', message: 'extra fields ignored: extra words' }]);
+    assert.deepEqual(r.diagnostics, [
+      { source: { file: 'test.conf', line: 1 }, severity: 'warning', message: 'extra fields ignored: extra words' },
+    ]);
   });
 });
 
@@ -261,10 +280,16 @@ describe('errors (config.md §8): the line is skipped with file:line, the rest l
   test('a bad line does not stop the file', () => {
     const r = parse('ssh stream * * * 3 6h\nbad line\n\nftp stream * * * 3 6h\n');
     assert.equal(r.local.length, 2);
-    assert.deepEqual(r.diagnostics, [{ source: { file: 'test.conf', line: 2 }, severity: 'error', message: 'Bad number for service [bad]' }]);
+    assert.deepEqual(r.diagnostics, [
+      { source: { file: 'test.conf', line: 2 }, severity: 'error', message: 'Bad number for service [bad]' },
+    ]);
   });
 
-  test('an unknown user such as `named` on hosts without it (E8)', { skip: env.user('named') !== undefined && 'this host has a named user' }, () => {
-    assert.equal(error('domain * * named * 3 12h'), '2: Bad number for user [named]');
-  });
+  test(
+    'an unknown user such as `named` on hosts without it (E8)',
+    { skip: env.user('named') !== undefined && 'this host has a named user' },
+    () => {
+      assert.equal(error('domain * * named * 3 12h'), '2: Bad number for user [named]');
+    },
+  );
 });

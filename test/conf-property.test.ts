@@ -21,16 +21,27 @@ const field = (section: Section, value: fc.Arbitrary<number>): fc.Arbitrary<numb
   section === 'remote' ? fc.oneof(value, fc.constant(ANY), fc.constant(SAME)) : fc.oneof(value, fc.constant(ANY));
 
 /** Addresses from a small space, so that generated rules and probes meet. */
-const ipv4 = fc.tuple(fc.constantFrom(10, 192), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 255 })).map(([a, b, c]) => fromBytes('inet', Uint8Array.of(a, 0, b, c)));
+const ipv4 = fc
+  .tuple(fc.constantFrom(10, 192), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 255 }))
+  .map(([a, b, c]) => fromBytes('inet', Uint8Array.of(a, 0, b, c)));
 const ipv6 = fc
   .tuple(fc.constantFrom(0x20010db8, 0), fc.integer({ min: 0, max: 3 }), fc.integer({ min: 0, max: 0xffff }))
   .map(([a, b, c]): IPAddress => ({ family: 'inet6', words: [a >>> 0, 0, b === 3 ? 0xffff : b, c] }));
 
 const selector = (section: Section): fc.Arbitrary<{ address: AddressSelector; lmask: number }> =>
   fc.oneof(
-    fc.record({ address: fc.constant<AddressSelector>({ kind: 'any' }), lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 32 })) }),
-    fc.record({ address: ipv4.map((a): AddressSelector => ({ kind: 'ip', address: a })), lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 33 })) }),
-    fc.record({ address: ipv6.map((a): AddressSelector => ({ kind: 'ip', address: a })), lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 128 })) }),
+    fc.record({
+      address: fc.constant<AddressSelector>({ kind: 'any' }),
+      lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 32 })),
+    }),
+    fc.record({
+      address: ipv4.map((a): AddressSelector => ({ kind: 'ip', address: a })),
+      lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 33 })),
+    }),
+    fc.record({
+      address: ipv6.map((a): AddressSelector => ({ kind: 'ip', address: a })),
+      lmask: fc.oneof(fc.constant(ANY), fc.integer({ min: 0, max: 128 })),
+    }),
     ...(section === 'local' ? [fc.constant({ address: { kind: 'interface', name: 'lo' } as AddressSelector, lmask: ANY })] : []),
   );
 
@@ -65,7 +76,15 @@ describe('configuration properties', () => {
       fc.constantFrom('*', '=', '[local]', '[remote]', '\\', '#', '[', ']', ':', '/', 'ssh', 'lo', '::', '1h30m', '0x', '-'),
       fc.string({ unit: fc.constantFrom(...'[]:/*=#\\.-0123456789abcdefhmsx \t\r\n') }),
     );
-    const text = fc.oneof(fc.string({ unit: 'binary' }), fc.array(fc.array(token, { maxLength: 9 }).map((t) => t.join(' ')), { maxLength: 8 }).map((l) => l.join('\n')));
+    const text = fc.oneof(
+      fc.string({ unit: 'binary' }),
+      fc
+        .array(
+          fc.array(token, { maxLength: 9 }).map((t) => t.join(' ')),
+          { maxLength: 8 },
+        )
+        .map((l) => l.join('\n')),
+    );
     fc.assert(
       fc.property(text, (t) => {
         const r = parseConfig(t, 'fuzz.conf', env);
@@ -77,23 +96,33 @@ describe('configuration properties', () => {
 
   test('printing the rules and parsing the text gives the same rules', () => {
     fc.assert(
-      fc.property(fc.array(ruleArbitrary('local'), { maxLength: 6 }), fc.array(ruleArbitrary('remote'), { maxLength: 6 }), (local, remote) => {
-        const text = ['[local]', ...local.map((r) => formatRule(r, env.families)), '[remote]', ...remote.map((r) => formatRule(r, env.families))].join('\n');
-        const parsed = parseConfig(text, 'printed.conf', env);
-        assert.deepEqual(parsed.diagnostics.filter((d) => d.severity === 'error'), [], text);
-        assert.deepEqual(withoutSource(parsed.local), withoutSource(local), text);
-        assert.deepEqual(withoutSource(parsed.remote), withoutSource(remote), text);
-      }),
+      fc.property(
+        fc.array(ruleArbitrary('local'), { maxLength: 6 }),
+        fc.array(ruleArbitrary('remote'), { maxLength: 6 }),
+        (local, remote) => {
+          const text = [
+            '[local]',
+            ...local.map((r) => formatRule(r, env.families)),
+            '[remote]',
+            ...remote.map((r) => formatRule(r, env.families)),
+          ].join('\n');
+          const parsed = parseConfig(text, 'printed.conf', env);
+          assert.deepEqual(
+            parsed.diagnostics.filter((d) => d.severity === 'error'),
+            [],
+            text,
+          );
+          assert.deepEqual(withoutSource(parsed.local), withoutSource(local), text);
+          assert.deepEqual(withoutSource(parsed.remote), withoutSource(remote), text);
+        },
+      ),
       { numRuns: RUNS },
     );
   });
 
   test('the indexed matcher finds what a walk of the sorted lists finds', (t) => {
     const lo = new Map([['lo', [fromBytes('inet', Uint8Array.of(10, 0, 0, 1)), fromBytes('inet', Uint8Array.of(192, 0, 1, 1))]]]);
-    const probe = fc.oneof(
-      fc.record({ local: ipv4, remote: ipv4 }),
-      fc.record({ local: ipv6, remote: ipv6 }),
-    ).chain(({ local, remote }) =>
+    const probe = fc.oneof(fc.record({ local: ipv4, remote: ipv4 }), fc.record({ local: ipv6, remote: ipv6 })).chain(({ local, remote }) =>
       fc.record({
         family: fc.constant(local.family === 'inet' ? inet : inet6),
         local: fc.constant(local),
@@ -105,17 +134,22 @@ describe('configuration properties', () => {
     );
     const seen = { matched: 0, unmatched: 0, remote: 0 };
     fc.assert(
-      fc.property(fc.array(ruleArbitrary('local'), { maxLength: 40 }), fc.array(ruleArbitrary('remote'), { maxLength: 40 }), fc.array(probe, { minLength: 1, maxLength: 20 }), (local, remote, probes) => {
-        const rules = { local: [...local].sort(compareRules), remote: [...remote].sort(compareRules) };
-        const compiled = compileRules(rules);
-        for (const p of probes as Probe[]) {
-          const indexed = matchProbe(compiled, p, lo);
-          const walked = matchWith((list, x) => firstMatchLinear(rules[list], x, lo), p);
-          assert.deepEqual(indexed, walked);
-          seen[indexed === undefined ? 'unmatched' : 'matched']++;
-          if (indexed?.remote !== undefined) seen.remote++;
-        }
-      }),
+      fc.property(
+        fc.array(ruleArbitrary('local'), { maxLength: 40 }),
+        fc.array(ruleArbitrary('remote'), { maxLength: 40 }),
+        fc.array(probe, { minLength: 1, maxLength: 20 }),
+        (local, remote, probes) => {
+          const rules = { local: [...local].sort(compareRules), remote: [...remote].sort(compareRules) };
+          const compiled = compileRules(rules);
+          for (const p of probes as Probe[]) {
+            const indexed = matchProbe(compiled, p, lo);
+            const walked = matchWith((list, x) => firstMatchLinear(rules[list], x, lo), p);
+            assert.deepEqual(indexed, walked);
+            seen[indexed === undefined ? 'unmatched' : 'matched']++;
+            if (indexed?.remote !== undefined) seen.remote++;
+          }
+        },
+      ),
       { numRuns: RUNS },
     );
     assert.ok(seen.matched > 0 && seen.unmatched > 0 && seen.remote > 0, JSON.stringify(seen));

@@ -37,7 +37,11 @@ describe('blocklistctl control commands against a running daemon', () => {
     ];
     // every case in human output, every third also with --json (the same answer, printed as it is)
     const withJson = (i: number): boolean => i % 3 === 0;
-    const results = await Promise.all(cases.map(([args], i) => Promise.all([ctl([...args, '--control', control]), withJson(i) ? ctl([...args, '--json', '--control', control]) : undefined])));
+    const results = await Promise.all(
+      cases.map(([args], i) =>
+        Promise.all([ctl([...args, '--control', control]), withJson(i) ? ctl([...args, '--json', '--control', control]) : undefined]),
+      ),
+    );
     for (const [i, [args, message]] of cases.entries()) {
       const [human, json] = results[i];
       assert.equal(human.code, 1, args.join(' '));

@@ -17,7 +17,12 @@ describe('blocklistctl control commands against a running daemon', () => {
     let r = await ctl(['block', '-p', String(port), '--control', control, '192.0.2.10']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stderr, '');
-    assert.match(r.stdout, new RegExp(`^blocked 192\\.0\\.2\\.10/32 port ${port}/tcp \\(blocklistd\\) for 1h, until \\d{4}/\\d\\d/\\d\\d \\d\\d:\\d\\d:\\d\\d\\n$`));
+    assert.match(
+      r.stdout,
+      new RegExp(
+        `^blocked 192\\.0\\.2\\.10/32 port ${port}/tcp \\(blocklistd\\) for 1h, until \\d{4}/\\d\\d/\\d\\d \\d\\d:\\d\\d:\\d\\d\\n$`,
+      ),
+    );
     assert.deepEqual(daemon.helperCalls().slice(-1), [`add blocklistd tcp 192.0.2.10 32 ${port} ''`]);
 
     // everything given, found by -s (the control socket beside the notification socket), as JSON
@@ -26,7 +31,16 @@ describe('blocklistctl control commands against a running daemon', () => {
     const { result } = parsed(r);
     assert.equal(result.renewed, false);
     assert.deepEqual(
-      { address: result.entry.address, lmask: result.entry.lmask, port: result.entry.port, proto: result.entry.proto, name: result.entry.name, duration: result.entry.duration, id: result.entry.id, blocked: result.entry.blocked },
+      {
+        address: result.entry.address,
+        lmask: result.entry.lmask,
+        port: result.entry.port,
+        proto: result.entry.proto,
+        name: result.entry.name,
+        duration: result.entry.duration,
+        id: result.entry.id,
+        blocked: result.entry.blocked,
+      },
       { address: '198.51.100.0', lmask: 24, port: 53, proto: 17, name: 'dns', duration: 2, id: 'id-198.51.100.0:53', blocked: true },
     );
     assert.deepEqual(daemon.helperCalls().slice(-1), [`add dns udp 198.51.100.0 24 53 ''`]);
@@ -49,9 +63,18 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.code, 0, r.stderr);
     const rows = r.stdout.split('\n').filter((l) => l !== '');
     assert.equal(rows.length, 3, r.stdout);
-    assert.ok(rows.some((l) => /^dns\t +198\.51\.100\.0\/24:53\tid-198\.51\.100\.0:53\t1\/1\t/.test(l)), r.stdout);
-    assert.ok(rows.some((l) => new RegExp(`^blocklistd\\t +192\\.0\\.2\\.10/32:${port}\\tid-192\\.0\\.2\\.10:${port}\\t`).test(l)), r.stdout);
-    assert.ok(rows.some((l) => /^blocklistd\t +2001:db8::\/48:\*\tid-2001:db8:::\t1\/1\tnever$/.test(l)), r.stdout);
+    assert.ok(
+      rows.some((l) => /^dns\t +198\.51\.100\.0\/24:53\tid-198\.51\.100\.0:53\t1\/1\t/.test(l)),
+      r.stdout,
+    );
+    assert.ok(
+      rows.some((l) => new RegExp(`^blocklistd\\t +192\\.0\\.2\\.10/32:${port}\\tid-192\\.0\\.2\\.10:${port}\\t`).test(l)),
+      r.stdout,
+    );
+    assert.ok(
+      rows.some((l) => /^blocklistd\t +2001:db8::\/48:\*\tid-2001:db8:::\t1\/1\tnever$/.test(l)),
+      r.stdout,
+    );
 
     // the two-second block is released by expiry like any other: rem with its id, entry gone
     await until(() => daemon.helperCalls().includes('rem dns udp 198.51.100.0 24 53 id-198.51.100.0:53'), 8000);
@@ -77,7 +100,7 @@ describe('blocklistctl control commands against a running daemon', () => {
     // a slow add: a second block of the same entry meanwhile is refused as busy, other connections are served
     daemon.helperMode('slow');
     const first = ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.21']);
-    await until(() => daemon.helperCalls().some((c) => c.startsWith('add blocklistd \'\' 192.0.2.21 ')));
+    await until(() => daemon.helperCalls().some((c) => c.startsWith("add blocklistd '' 192.0.2.21 ")));
     const during = await requestStatus(daemon);
     assert.equal(during.helper.adds, 1, 'the add in flight shows in status');
     assert.equal(during.helper.running, 1, 'the helper running shows in status');
@@ -89,20 +112,25 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(parsed(r).result.entry.id, 'id-192.0.2.21:');
   });
 
-  test('block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at ' +
-    'its limit without id', async (t) => {
-    const port = await freePort();
-    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
-    const control = daemon.control;
-    daemon.helperMode('hang');
-    const r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.30']);
-    assert.equal(r.code, 1);
-    assert.equal(parsed(r).error.code, 'helper_failed');
-    assert.match(parsed(r).error.message, /^the helper did not finish \(.*: timed out\): the block may be in the packet filter until the entry expires$/);
-    const entries = daemon.entries().filter((e) => e.key.address === '192.0.2.30');
-    assert.deepEqual(
-      entries.map((e) => [e.id, e.count >= e.key.nfail]),
-      [['', true]],
-    );
-  });
+  test(
+    'block: a helper killed at --helper-timeout may have blocked: exit 1 saying so, the entry kept at ' + 'its limit without id',
+    async (t) => {
+      const port = await freePort();
+      const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`, ['--helper-timeout', '1']);
+      const control = daemon.control;
+      daemon.helperMode('hang');
+      const r = await ctl(['block', '-t', '1h', '--json', '--control', control, '192.0.2.30']);
+      assert.equal(r.code, 1);
+      assert.equal(parsed(r).error.code, 'helper_failed');
+      assert.match(
+        parsed(r).error.message,
+        /^the helper did not finish \(.*: timed out\): the block may be in the packet filter until the entry expires$/,
+      );
+      const entries = daemon.entries().filter((e) => e.key.address === '192.0.2.30');
+      assert.deepEqual(
+        entries.map((e) => [e.id, e.count >= e.key.nfail]),
+        [['', true]],
+      );
+    },
+  );
 });

@@ -13,7 +13,11 @@ import { LogCollector, tempDir } from './support.js';
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A control server at a fresh path whose `handle` is given; closed after the test. */
-async function serverWith(t: TestContext, handle: ControlServerOptions['handle'], more: Partial<ControlServerOptions> = {}): Promise<string> {
+async function serverWith(
+  t: TestContext,
+  handle: ControlServerOptions['handle'],
+  more: Partial<ControlServerOptions> = {},
+): Promise<string> {
   const path = join(tempDir(), 'c.ctl');
   const server = await ControlServer.open({ path, log: new LogCollector().log, handle, ...more });
   t.after(() => server.close());
@@ -21,7 +25,11 @@ async function serverWith(t: TestContext, handle: ControlServerOptions['handle']
 }
 
 /** Connects, writes `text` and collects what arrives until the server closes, or until `answers` lines came. */
-async function exchange(path: string, text: string, answers = Infinity): Promise<{ lines: Record<string, unknown>[]; closedAfterMs: number }> {
+async function exchange(
+  path: string,
+  text: string,
+  answers = Infinity,
+): Promise<{ lines: Record<string, unknown>[]; closedAfterMs: number }> {
   const socket = net.connect(path);
   await new Promise((resolve) => socket.once('connect', resolve));
   const start = performance.now();
@@ -67,7 +75,9 @@ test('pipelined requests with answers of different speeds: answered one at a tim
 
 test('the idle limit counts the wait for a request, not the time an answer takes', async (t) => {
   const IDLE = 300;
-  const path = await serverWith(t, async (command) => (command === 'slow' ? sleep(3 * IDLE).then(() => ({ slow: true })) : {}), { idleMs: IDLE });
+  const path = await serverWith(t, async (command) => (command === 'slow' ? sleep(3 * IDLE).then(() => ({ slow: true })) : {}), {
+    idleMs: IDLE,
+  });
   // a request that takes three idle limits to answer is answered, then the silence closes the connection
   const { lines, closedAfterMs } = await exchange(path, request(1, 'slow'));
   assert.deepEqual(lines, [{ version: 1, id: 1, result: { slow: true } }]);

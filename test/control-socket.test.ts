@@ -19,7 +19,11 @@ describe('blocklistctl when the daemon is not there', () => {
       assert.equal(human.stdout, '');
       assert.equal(human.stderr, `blocklistctl: ${command}: blocklistd is not running (${reason}; see --control and -s)\n`);
       assert.equal(json.code, 1, command);
-      assert.deepEqual(parsed(json), { ok: false, command, error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` } });
+      assert.deepEqual(parsed(json), {
+        ok: false,
+        command,
+        error: { code: 'not_running', message: `blocklistd is not running (${reason}; see --control and -s)` },
+      });
     }
   }
 
@@ -69,17 +73,51 @@ describe('blocklistctl when the daemon is not there', () => {
     // a second daemon with other files but the same control socket: refused before it takes over anything
     const dir = tempDir('blocklistd-second-');
     writeFileSync(join(dir, 'blocklistd.conf'), `${port} stream * * * 3 1h\n`);
-    const second = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'db'), '-s', join(dir, 'blocklistd.sock'), '--control-socket', elsewhere], {
-      env: { HELPER_LOG: join(dir, 'helper.log') },
-    });
+    const second = await run(
+      process.execPath,
+      [
+        join(repoRoot, 'bin/blocklistd'),
+        '-d',
+        '-c',
+        join(dir, 'blocklistd.conf'),
+        '-C',
+        join(repoRoot, 'test/fixtures/control'),
+        '-D',
+        join(dir, 'db'),
+        '-s',
+        join(dir, 'blocklistd.sock'),
+        '--control-socket',
+        elsewhere,
+      ],
+      {
+        env: { HELPER_LOG: join(dir, 'helper.log') },
+      },
+    );
     assert.equal(second.code, 1);
     assert.match(second.stderr, new RegExp(`control socket ${escapeRegExp(elsewhere)}: another daemon is handling it`));
     assert.equal((await controlRequest(elsewhere, 'status')).result.pid, daemon.child.pid, 'the first one still serves');
 
     // a group that does not exist: the daemon does not start
-    const unknown = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'db'), '-s', join(dir, 'blocklistd.sock'), '--control-group', 'no-such-group-here'], {
-      env: { HELPER_LOG: join(dir, 'helper.log') },
-    });
+    const unknown = await run(
+      process.execPath,
+      [
+        join(repoRoot, 'bin/blocklistd'),
+        '-d',
+        '-c',
+        join(dir, 'blocklistd.conf'),
+        '-C',
+        join(repoRoot, 'test/fixtures/control'),
+        '-D',
+        join(dir, 'db'),
+        '-s',
+        join(dir, 'blocklistd.sock'),
+        '--control-group',
+        'no-such-group-here',
+      ],
+      {
+        env: { HELPER_LOG: join(dir, 'helper.log') },
+      },
+    );
     assert.equal(unknown.code, 1);
     assert.match(unknown.stderr, /--control-group: unknown group 'no-such-group-here'/);
 

@@ -44,7 +44,15 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.stderr, `${conf}:3: Bad number for nfail [abc]\nblocklistctl: reload: 1 error in the configuration: nothing changed\n`);
     r = await ctl(['reload', '--json', '--control', control]);
     assert.equal(r.code, 1);
-    assert.deepEqual(parsed(r), { ok: false, command: 'reload', error: { code: 'config_error', message: '1 error in the configuration: nothing changed', details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] } } });
+    assert.deepEqual(parsed(r), {
+      ok: false,
+      command: 'reload',
+      error: {
+        code: 'config_error',
+        message: '1 error in the configuration: nothing changed',
+        details: { diagnostics: [`${conf}:3: Bad number for nfail [abc]`] },
+      },
+    });
     assert.deepEqual((await requestStatus(daemon)).rules, { local: 2, remote: 0 });
     // still the old rules: p3 has none, p2's still counts
     const r3 = await Reporter.connect(daemon.socket, p3, '127.0.0.3');
@@ -57,7 +65,10 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(notifications['auth_fail:no_rule'], 1, 'p3 met no rule');
     assert.equal(notifications['auth_fail:matched'], 2, 'p2 still matched');
     assert.equal(daemon.entries().find((e) => e.key.port === p2)?.count, 4, 'AUTH_FAIL counts 2');
-    assert.equal(daemon.entries().some((e) => e.key.port === p3), false);
+    assert.equal(
+      daemon.entries().some((e) => e.key.port === p3),
+      false,
+    );
 
     // no configuration at all: refused the same way
     rmSync(conf);
@@ -99,12 +110,25 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.deepEqual(s.rules, { local: 1, remote: 1 });
     // no [remote] line allow-lists loopback here: a warning (checks.ts), not an error
     const loopback = (s.problems as { severity: string; code: string; message: string }[]).filter((p) => p.code === 'loopback_not_allowed');
-    assert.deepEqual(loopback.map((p) => p.severity), ['warning']);
-    assert.match(loopback[0]!.message, /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule: the host may block itself;/);
+    assert.deepEqual(
+      loopback.map((p) => p.severity),
+      ['warning'],
+    );
+    assert.match(
+      loopback[0]!.message,
+      /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule: the host may block itself;/,
+    );
     assert.equal(s.entries, 2);
     assert.equal(s.blocked, 2);
     assert.deepEqual(
-      { program: s.helper.program, batchMode: s.helper.batchMode, pending: s.helper.pending, running: s.helper.running, adds: s.helper.adds, rems: s.helper.rems },
+      {
+        program: s.helper.program,
+        batchMode: s.helper.batchMode,
+        pending: s.helper.pending,
+        running: s.helper.running,
+        adds: s.helper.adds,
+        rems: s.helper.rems,
+      },
       { program: join(repoRoot, 'test/fixtures/control'), batchMode: false, pending: 0, running: 0, adds: 0, rems: 0 },
     );
     assert.deepEqual(counted(s.counters.notifications), { 'auth_fail:matched': 2 });

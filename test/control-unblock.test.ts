@@ -35,7 +35,10 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `released 192.0.2.30/32 port ${other}/tcp (blocklistd)\n1 released, 0 deleted without a block, 0 failed\n`);
     assert.deepEqual(rems(), [`rem blocklistd tcp 192.0.2.30 32 ${other} id-192.0.2.30:${other}`]);
-    assert.ok(daemon.entries().some((e) => e.key.address === '192.0.2.30' && e.key.port === port), 'the other port stays');
+    assert.ok(
+      daemon.entries().some((e) => e.key.address === '192.0.2.30' && e.key.port === port),
+      'the other port stays',
+    );
 
     // a name: only that rule's entry of the address
     r = await ctl(['unblock', '-n', 'special', '--json', '--control', control, '192.0.2.31']);
@@ -93,7 +96,12 @@ describe('blocklistctl control commands against a running daemon', () => {
     const port = await freePort();
     const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
     const control = daemon.control;
-    for (const [name, address] of [['alpha', '192.0.2.50'], ['alpha', '192.0.2.51'], ['beta', '192.0.2.52'], ['blocklistd', '192.0.2.53']]) {
+    for (const [name, address] of [
+      ['alpha', '192.0.2.50'],
+      ['alpha', '192.0.2.51'],
+      ['beta', '192.0.2.52'],
+      ['blocklistd', '192.0.2.53'],
+    ]) {
       const r = await ctl(['block', '-t', '1h', '-n', name, '--control', control, address]);
       assert.equal(r.code, 0, r.stderr);
     }
@@ -101,7 +109,13 @@ describe('blocklistctl control commands against a running daemon', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'flushed alpha: 2 entries deleted\n');
     assert.deepEqual(daemon.helperCalls().slice(-1), ['flush alpha']);
-    assert.deepEqual(daemon.entries().map((e) => e.key.name).sort(), ['beta', 'blocklistd']);
+    assert.deepEqual(
+      daemon
+        .entries()
+        .map((e) => e.key.name)
+        .sort(),
+      ['beta', 'blocklistd'],
+    );
 
     // a name without entries: flushed all the same (the packet filter may hold some)
     r = await ctl(['flush', '--json', '--control', control, 'gamma']);
@@ -116,7 +130,10 @@ describe('blocklistctl control commands against a running daemon', () => {
     r = await ctl(['flush', '--json', '--control', control]);
     assert.equal(r.code, 0, r.stderr);
     const names = (parsed(r).result.names as Json[]).map((n) => [n.name, n.deleted]).sort();
-    assert.deepEqual(names, [['beta', 1], ['blocklistd', 1]]);
+    assert.deepEqual(names, [
+      ['beta', 1],
+      ['blocklistd', 1],
+    ]);
     const flushes = daemon.helperCalls().filter((c) => c.startsWith('flush '));
     assert.deepEqual(flushes.slice(0, 3), ['flush alpha', 'flush gamma', 'flush ä']);
     assert.deepEqual(flushes.slice(3).sort(), ['flush beta', 'flush blocklistd']);

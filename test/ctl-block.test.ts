@@ -18,7 +18,11 @@ describe('block of many addresses', () => {
     const r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: `# from a list\n${addresses.join('\n')}\n\n` });
     assert.equal(r.code, 0, r.stderr);
     const calls = daemon.helperCalls().slice(before);
-    assert.deepEqual(calls.filter((l) => l.startsWith('batch')), ['batch 1000'], 'one batch call');
+    assert.deepEqual(
+      calls.filter((l) => l.startsWith('batch')),
+      ['batch 1000'],
+      'one batch call',
+    );
     assert.equal(calls.filter((l) => l.startsWith('add ')).length, 1000);
     const lines = r.stdout.split('\n').filter((l) => l !== '');
     assert.equal(lines.length, 1001);
@@ -36,14 +40,23 @@ describe('block of many addresses', () => {
     assert.match(r.stdout, /^blocked 198\.51\.100\.1\/32 .*\nblocked 198\.51\.100\.2\/32 .*\n2 blocked, 0 renewed, 0 failed\n$/);
     const before = daemon.helperCalls().length;
     const addresses = Array.from({ length: 2500 }, (_, i) => `10.78.${i >> 8}.${i & 255}`);
-    r = await ctl(['block', '-p', String(port), '--stdin', '--json', '--control', control], { input: ['198.51.100.2', ...addresses].join('\n') });
+    r = await ctl(['block', '-p', String(port), '--stdin', '--json', '--control', control], {
+      input: ['198.51.100.2', ...addresses].join('\n'),
+    });
     assert.equal(r.code, 0, r.stderr);
     const { result } = parsed(r);
     assert.deepEqual(result.counts, { blocked: 2500, renewed: 1, failed: 0 });
     assert.equal(result.results.length, 2501);
     assert.deepEqual(Object.keys(result.results[0]).sort(), ['address', 'entry', 'renewed']);
     assert.equal(result.results[0].renewed, true);
-    assert.deepEqual(daemon.helperCalls().slice(before).filter((l) => l.startsWith('batch')), ['batch 999', 'batch 1000', 'batch 501'], 'the renewal calls no helper');
+    assert.deepEqual(
+      daemon
+        .helperCalls()
+        .slice(before)
+        .filter((l) => l.startsWith('batch')),
+      ['batch 999', 'batch 1000', 'batch 501'],
+      'the renewal calls no helper',
+    );
   });
 
   test('a bad address anywhere in the list blocks nothing; an address the filter refuses fails alone (exit 1)', async (t) => {
@@ -56,7 +69,10 @@ describe('block of many addresses', () => {
     assert.equal(daemon.entries().length, 0);
     r = await ctl(['block', '-p', String(port), '--control', control, '192.0.2.8', '192.0.2.9']);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, /^blocked 192\.0\.2\.8\/32 .*\nfailed 192\.0\.2\.9: the packet filter did not take the block .*\n1 blocked, 0 renewed, 1 failed\n$/);
+    assert.match(
+      r.stdout,
+      /^blocked 192\.0\.2\.8\/32 .*\nfailed 192\.0\.2\.9: the packet filter did not take the block .*\n1 blocked, 0 renewed, 1 failed\n$/,
+    );
   });
 
   test('a request of a long list refused as a whole stops the list there: the requests before it done and shown, exit 1', async (t) => {
@@ -67,7 +83,10 @@ describe('block of many addresses', () => {
     let r = await ctl(['block', '-p', String(port), '--control', control, '-'], { input: addresses.join('\n') });
     assert.equal(r.code, 1);
     assert.match(r.stdout, /\n1000 blocked, 0 renewed, 0 failed\n$/);
-    assert.match(r.stderr, /^blocklistctl: block: refusing to block this host's own address: 127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/);
+    assert.match(
+      r.stderr,
+      /^blocklistctl: block: refusing to block this host's own address: 127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/,
+    );
     assert.equal(daemon.entries().length, 1000);
     r = await ctl(['block', '-p', String(port), '--json', '--control', control, '-'], { input: addresses.join('\n') });
     assert.equal(r.code, 1);
@@ -89,40 +108,49 @@ describe("the host's own addresses (issue 15 §2)", () => {
     .flat()
     .find((a) => a !== undefined && !a.internal && a.family === 'IPv4')?.address;
 
-  test('loopback, a network holding it, or an address of an interface: refused by the daemon (self_address, ' +
-    'exit 1) unless --force', async (t) => {
-    const port = await freePort();
-    const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
-    const { control } = daemon;
-    const refusals: [string[], RegExp][] = [
-      [['127.0.0.1'], /127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/],
-      [['127.3.4.5/16'], /127\.3\.4\.5\/16 covers 127\.0\.0\.0\/8 \(loopback\)/],
-      [['::1'], /::1 covers ::1 \(loopback\)/],
-      [['::ffff:127.0.0.9'], /::ffff:127\.0\.0\.9 covers 127\.0\.0\.0\/8 \(loopback\)/],
-      [['0.0.0.0/0'], /0\.0\.0\.0\/0 covers 127\.0\.0\.0\/8 \(loopback\)/],
-      [['::/0'], /::\/0 covers ::1 \(loopback\)/],
-      [['198.51.100.1', '127.0.0.2'], /127\.0\.0\.2 covers/],
-      ...(own === undefined ? [] : [[[own], new RegExp(`${own.replace(/\./g, '\\.')} covers ${own.replace(/\./g, '\\.')} \\(an address of `)] as [string[], RegExp]]),
-    ];
-    for (const [addresses, message] of refusals) {
-      const r = await ctl(['block', '-t', '1h', '--control', control, ...addresses]);
-      assert.equal(r.code, 1, addresses.join(' '));
-      assert.match(r.stderr, /^blocklistctl: block: refusing to block this host's own address: /);
-      assert.match(r.stderr, message);
-      assert.match(r.stderr, /\(force it with --force\)\n$/);
-    }
-    assert.equal(daemon.entries().length, 0, 'nothing blocked');
-    assert.equal(daemon.helperCalls().filter((l) => l.startsWith('add')).length, 0);
-    // a raw client of the control socket meets the same policy
-    const raw = await ctl(['block', '--json', '-t', '1h', '--control', control, '127.0.0.1']);
-    assert.equal(parsed(raw).error.code, 'self_address');
-    // next to loopback is not loopback
-    assert.equal((await ctl(['block', '-t', '1h', '--control', control, '128.0.0.1'])).code, 0);
-    // --force: blocked all the same
-    const r = await ctl(['block', '--force', '-t', '1h', '--control', control, '127.0.0.1']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^blocked 127\.0\.0\.1\/32 every port/);
-  });
+  test(
+    'loopback, a network holding it, or an address of an interface: refused by the daemon (self_address, ' + 'exit 1) unless --force',
+    async (t) => {
+      const port = await freePort();
+      const daemon = await startDaemon(t, `${port} stream * * * 3 1h\n`);
+      const { control } = daemon;
+      const refusals: [string[], RegExp][] = [
+        [['127.0.0.1'], /127\.0\.0\.1 covers 127\.0\.0\.0\/8 \(loopback\)/],
+        [['127.3.4.5/16'], /127\.3\.4\.5\/16 covers 127\.0\.0\.0\/8 \(loopback\)/],
+        [['::1'], /::1 covers ::1 \(loopback\)/],
+        [['::ffff:127.0.0.9'], /::ffff:127\.0\.0\.9 covers 127\.0\.0\.0\/8 \(loopback\)/],
+        [['0.0.0.0/0'], /0\.0\.0\.0\/0 covers 127\.0\.0\.0\/8 \(loopback\)/],
+        [['::/0'], /::\/0 covers ::1 \(loopback\)/],
+        [['198.51.100.1', '127.0.0.2'], /127\.0\.0\.2 covers/],
+        ...(own === undefined
+          ? []
+          : [
+              [[own], new RegExp(`${own.replace(/\./g, '\\.')} covers ${own.replace(/\./g, '\\.')} \\(an address of `)] as [
+                string[],
+                RegExp,
+              ],
+            ]),
+      ];
+      for (const [addresses, message] of refusals) {
+        const r = await ctl(['block', '-t', '1h', '--control', control, ...addresses]);
+        assert.equal(r.code, 1, addresses.join(' '));
+        assert.match(r.stderr, /^blocklistctl: block: refusing to block this host's own address: /);
+        assert.match(r.stderr, message);
+        assert.match(r.stderr, /\(force it with --force\)\n$/);
+      }
+      assert.equal(daemon.entries().length, 0, 'nothing blocked');
+      assert.equal(daemon.helperCalls().filter((l) => l.startsWith('add')).length, 0);
+      // a raw client of the control socket meets the same policy
+      const raw = await ctl(['block', '--json', '-t', '1h', '--control', control, '127.0.0.1']);
+      assert.equal(parsed(raw).error.code, 'self_address');
+      // next to loopback is not loopback
+      assert.equal((await ctl(['block', '-t', '1h', '--control', control, '128.0.0.1'])).code, 0);
+      // --force: blocked all the same
+      const r = await ctl(['block', '--force', '-t', '1h', '--control', control, '127.0.0.1']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^blocked 127\.0\.0\.1\/32 every port/);
+    },
+  );
 });
 
 describe('unblock: --if-present, and progress on a terminal', () => {
@@ -173,8 +201,8 @@ describe('unblock: --if-present, and progress on a terminal', () => {
     const { control } = await startDaemon(t, `${port} stream * * * 3 1h\n`, [], { env: { HELPER_BATCH: '1' } });
     const dir = tempDir();
     writeFileSync(join(dir, 'list'), Array.from({ length: 2500 }, (_, i) => `10.81.${i >> 8}.${i & 255}`).join('\n'));
-    const command = `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ` +
-      `${join(dir, 'list')}`;
+    const command =
+      `${process.execPath} ${join(repoRoot, 'bin/blocklistctl')} block -p ${port} --control ${control} - < ` + `${join(dir, 'list')}`;
     const r = await run('script', ['-qec', command, '/dev/null']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stdout, /\rblock: 0 of 2500\x1b\[K\r\x1b\[K\rblock: 1000 of 2500\x1b\[K\r\x1b\[K\rblock: 2000 of 2500\x1b\[K\r\x1b\[K/);

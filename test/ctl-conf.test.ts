@@ -53,10 +53,23 @@ describe('blocklistctl config and test', () => {
   test('config --json', async () => {
     const r = await ctl('config', '-c', bad, '--json');
     assert.equal(r.code, 1);
-    const { ok, command, result: doc, error } = JSON.parse(r.stdout) as { ok: boolean; command: string; result: { files: string[]; local: { line: number; text: string; port: number; nfail: number }[]; diagnostics: unknown[] }; error: unknown };
+    const {
+      ok,
+      command,
+      result: doc,
+      error,
+    } = JSON.parse(r.stdout) as {
+      ok: boolean;
+      command: string;
+      result: { files: string[]; local: { line: number; text: string; port: number; nfail: number }[]; diagnostics: unknown[] };
+      error: unknown;
+    };
     assert.deepEqual([ok, command, error], [false, 'config', { code: 'config_error', message: '1 error in the configuration' }]);
     assert.deepEqual(doc.files, [bad]);
-    assert.deepEqual(doc.local.map((x) => [x.line, x.text, x.port, x.nfail]), [[1, '22\tstream\t*\t*\tblocklistd\t3\t6h', 22, 3]]);
+    assert.deepEqual(
+      doc.local.map((x) => [x.line, x.text, x.port, x.nfail]),
+      [[1, '22\tstream\t*\t*\tblocklistd\t3\t6h', 22, 3]],
+    );
     assert.deepEqual(doc.diagnostics, [{ file: bad, line: 2, severity: 'error', message: 'Bad number [6x]' }]);
   });
 
@@ -91,12 +104,27 @@ describe('blocklistctl config and test', () => {
   test('test: UDP, JSON, and no rule', async () => {
     let r = await ctl('test', '-c', good, '-t', 'dgram', '--json', '203.0.113.9', 'domain');
     assert.equal(r.code, 0, r.stderr);
-    const { ok, command, result: doc } = JSON.parse(r.stdout) as { ok: boolean; command: string; result: { matched: boolean; effective: Record<string, unknown>; remote: unknown } };
+    const {
+      ok,
+      command,
+      result: doc,
+    } = JSON.parse(r.stdout) as {
+      ok: boolean;
+      command: string;
+      result: { matched: boolean; effective: Record<string, unknown>; remote: unknown };
+    };
     assert.deepEqual([ok, command], [true, 'test']);
     assert.equal(doc.matched, true);
     assert.equal(doc.remote, null);
     assert.deepEqual(
-      { address: doc.effective.address, lmask: doc.effective.lmask, port: doc.effective.port, proto: doc.effective.proto, nfail: doc.effective.nfail, duration: doc.effective.duration },
+      {
+        address: doc.effective.address,
+        lmask: doc.effective.lmask,
+        port: doc.effective.port,
+        proto: doc.effective.proto,
+        nfail: doc.effective.nfail,
+        duration: doc.effective.duration,
+      },
       { address: '203.0.113.9', lmask: 32, port: 53, proto: 17, nfail: 3, duration: 43200 },
     );
     r = await ctl('test', '-c', good, '203.0.113.9', '8080');
@@ -104,10 +132,19 @@ describe('blocklistctl config and test', () => {
     assert.equal(r.stdout, 'no rule matched\n');
     r = await ctl('test', '-c', good, '--json', '203.0.113.9', '8080');
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.stdout), { ok: false, command: 'test', result: { matched: false }, error: { code: 'no_match', message: 'no rule matched' } });
+    assert.deepEqual(JSON.parse(r.stdout), {
+      ok: false,
+      command: 'test',
+      result: { matched: false },
+      error: { code: 'no_match', message: 'no rule matched' },
+    });
     r = await ctl('test', '-c', good, '--json', 'not-an-address', '22');
     assert.equal(r.code, 1);
-    assert.deepEqual(JSON.parse(r.stdout), { ok: false, command: 'test', error: { code: 'bad_argument', message: "bad address 'not-an-address'" } });
+    assert.deepEqual(JSON.parse(r.stdout), {
+      ok: false,
+      command: 'test',
+      error: { code: 'bad_argument', message: "bad address 'not-an-address'" },
+    });
     r = await ctl('test', '-c', good, 'not-an-address', '22');
     assert.equal(r.code, 1);
     assert.equal(r.stderr, "blocklistctl: bad address 'not-an-address'\n");

@@ -14,9 +14,10 @@ const daemonBin = join(repoRoot, 'bin/blocklistd');
 const control = join(repoRoot, 'test/fixtures/control');
 const USAGE =
   'Usage: blocklistd [-vdfr] [-c <config>] [-R <rulename>] [-P <sockpathsfile>] [-C <controlprog>] [-D ' +
-    '<dbfile>] [-s <sockpath>] [-t <timeout>]\n';
+  '<dbfile>] [-s <sockpath>] [-t <timeout>]\n';
 
-const blocklistd = (args: string[], cwd?: string) => run(process.execPath, [daemonBin, ...args], cwd === undefined ? {} : { cwd } as object);
+const blocklistd = (args: string[], cwd?: string) =>
+  run(process.execPath, [daemonBin, ...args], cwd === undefined ? {} : ({ cwd } as object));
 
 /** Files for a daemon in a fresh directory. */
 function files(config = '22 stream * * * 3 1h\n'): { dir: string; conf: string; db: string; sock: string; pid: string; args: string[] } {
@@ -77,7 +78,10 @@ describe('blocklistd command line', () => {
     const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n', args: ['-P', list], dir: f.dir });
     t.after(() => daemon.stop('SIGKILL'));
     await daemon.waitFor(/listening on .*b\.sock\n/);
-    assert.match(daemon.stderr, new RegExp(`listening on ${daemon.socket}\\nlistening on ${join(f.dir, 'a.sock')}\\nlistening on ${join(f.dir, 'b.sock')}\\n`));
+    assert.match(
+      daemon.stderr,
+      new RegExp(`listening on ${daemon.socket}\\nlistening on ${join(f.dir, 'a.sock')}\\nlistening on ${join(f.dir, 'b.sock')}\\n`),
+    );
     for (const s of ['a.sock', 'b.sock']) assert.ok(existsSync(join(f.dir, s)));
   });
 
@@ -94,7 +98,10 @@ describe('blocklistd command line', () => {
     writeFileSync(f.db, 'Berkeley DB 1.85 hash\n'.repeat(400));
     let r = await blocklistd(['-d', ...f.args]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, new RegExp(`'${f.db}' is not a blocklistd database \\(file is not a database\\): move it aside, or start with --rename-bad-db`));
+    assert.match(
+      r.stderr,
+      new RegExp(`'${f.db}' is not a blocklistd database \\(file is not a database\\): move it aside, or start with --rename-bad-db`),
+    );
     const daemon = await DaemonProcess.start({ config: readFileSync(f.conf, 'utf8'), args: ['--rename-bad-db', '-D', f.db], dir: f.dir });
     await daemon.stop();
     r = await run('sh', ['-c', `ls ${f.dir} | grep -c '^blocklistd.db.invalid-'`]);
@@ -127,8 +134,13 @@ describe('blocklistd detached', () => {
     await until(() => dbSize(f.db) === 1);
     await until(() => syslog.records.some((l) => l.includes('processing type=1 ')));
     const record = syslog.records.find((l) => l.includes('processing type=1 '))!;
-    assert.match(record, new RegExp(`^<30>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d blocklistd\\[${pid}\\]: processing type=1 ` +
-      `remote=127\\.0\\.0\\.1:\\d+ msg="ssh" uid=0 gid=0$`));
+    assert.match(
+      record,
+      new RegExp(
+        `^<30>[A-Z][a-z]{2} [ \\d]\\d \\d\\d:\\d\\d:\\d\\d blocklistd\\[${pid}\\]: processing type=1 ` +
+          `remote=127\\.0\\.0\\.1:\\d+ msg="ssh" uid=0 gid=0$`,
+      ),
+    );
 
     process.kill(pid, 'SIGTERM');
     await until(() => !alive(pid));
@@ -148,7 +160,10 @@ describe('blocklistd detached', () => {
     const [a, b] = [await freePort(), await freePort()];
     const f = files(`${a} stream * * * 3 1h\n`);
     mkdirSync(join(f.dir, 'run'));
-    const r = await blocklistd(['-c', 'blocklistd.conf', '-C', control, '-D', 'blocklistd.db', '-s', 'run/bl.sock', '--pidfile', 'bl.pid'], f.dir);
+    const r = await blocklistd(
+      ['-c', 'blocklistd.conf', '-C', control, '-D', 'blocklistd.db', '-s', 'run/bl.sock', '--pidfile', 'bl.pid'],
+      f.dir,
+    );
     assert.equal(r.code, 0, r.stderr);
     const pid = Number(readFileSync(join(f.dir, 'bl.pid'), 'utf8'));
     t.after(() => {
@@ -172,7 +187,10 @@ describe('blocklistd in the foreground', () => {
   test('-d --log-format json: the debugging lines as JSON on stdout, nothing on stderr', async (t) => {
     const port = await freePort();
     const f = files(`${port} stream * * * 3 1h\n`);
-    const child = spawn(process.execPath, [daemonBin, ...f.args, '-d', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELPER_LOG: `${f.db}.helper.log` } });
+    const child = spawn(process.execPath, [daemonBin, ...f.args, '-d', '--log-format', 'json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, HELPER_LOG: `${f.db}.helper.log` },
+    });
     t.after(() => child.kill('SIGKILL'));
     let [stdout, stderr] = ['', ''];
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -180,15 +198,23 @@ describe('blocklistd in the foreground', () => {
     await until(() => stdout.includes('listening on '));
     child.kill('SIGTERM');
     assert.equal(await new Promise((resolve) => child.once('exit', resolve)), 0);
-    const records = stdout.trim().split('\n').map((line) => JSON.parse(line) as { level: string; msg: string });
-    assert.ok(records.some((r) => r.level === 'debug' && r.msg.startsWith('listening on ')), stdout);
+    const records = stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { level: string; msg: string });
+    assert.ok(
+      records.some((r) => r.level === 'debug' && r.msg.startsWith('listening on ')),
+      stdout,
+    );
     assert.equal(stderr, '');
   });
 
   test('--foreground --log-format json: attached, JSON lines on stdout, no pid file', async (t) => {
     const port = await freePort();
     const f = files(`${port} stream * * * 3 1h\n`);
-    const child = spawn(process.execPath, [daemonBin, ...f.args, '--foreground', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [daemonBin, ...f.args, '--foreground', '--log-format', 'json'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     t.after(() => child.kill('SIGKILL'));
     let stdout = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -44,12 +44,15 @@ async function report(daemon: DaemonProcess, r: Reporter, action: BlocklistActio
   await daemon.settled(text);
 }
 
-const adds = (daemon: DaemonProcess, port: number): string[] => daemon.helperCalls().filter((c) => c.startsWith('add ') && c.includes(` ${port} `));
+const adds = (daemon: DaemonProcess, port: number): string[] =>
+  daemon.helperCalls().filter((c) => c.startsWith('add ') && c.includes(` ${port} `));
 
 describe('blocklistd processing', () => {
   test('the thresholds table: which failure blocks, for each nfail and action (daemon.md §5.3)', async (t) => {
     const ports = await Promise.all(THRESHOLDS.map(() => freePort()));
-    const config = THRESHOLDS.map(([nfail], i) => `${ports[i]}\tstream\t*\t*\t-n${nfail === '*' ? 'never' : nfail}\t${nfail}\t1h`).join('\n');
+    const config = THRESHOLDS.map(([nfail], i) => `${ports[i]}\tstream\t*\t*\t-n${nfail === '*' ? 'never' : nfail}\t${nfail}\t1h`).join(
+      '\n',
+    );
     const daemon = await startDaemon(t, `${config}\n`);
     for (const [i, [nfail, ...blocksAt]] of THRESHOLDS.entries()) {
       for (const [a, [name, action]] of ACTIONS.entries()) {
@@ -61,7 +64,11 @@ describe('blocklistd processing', () => {
           await report(daemon, r, action);
           if (k < sends || at === 0) {
             await new Promise((resolve) => setTimeout(resolve, k === sends ? 200 : 0));
-            assert.deepEqual(adds(daemon, ports[i]).filter((c) => c.includes(client)), [], `nfail ${nfail}, ${name}: no block after ${k}`);
+            assert.deepEqual(
+              adds(daemon, ports[i]).filter((c) => c.includes(client)),
+              [],
+              `nfail ${nfail}, ${name}: no block after ${k}`,
+            );
           }
         }
         if (at > 0) {
@@ -262,7 +269,18 @@ describe('blocklistd processing', () => {
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.transaction(() => {
       for (let i = 0; i < 2000; i++) {
-        const key = { family: 2, address: `10.1.${i >> 8}.${i & 255}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 1 };
+        const key = {
+          family: 2,
+          address: `10.1.${i >> 8}.${i & 255}`,
+          lmask: 32,
+          port,
+          proto: 6,
+          uid: -1,
+          name: 'blocklistd',
+          rmask: -1,
+          nfail: 1,
+          duration: 1,
+        };
         store.put({ key, count: 2, last: 1000, id: `id${i}` });
       }
     });
@@ -291,7 +309,11 @@ describe('blocklistd start-up, reload and stop', () => {
     const calls = daemon.helperCalls().length;
     daemon = await startDaemon(t, config, ['-r'], { dir: daemon.dir });
     await daemon.waitFor(/add returns OK/);
-    assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-r', `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`]);
+    assert.deepEqual(daemon.helperCalls().slice(calls), [
+      'capabilities',
+      'flush blocklistd-r',
+      `add blocklistd-r tcp 127.0.0.1 32 ${port} id-127.0.0.1:${port}`,
+    ]);
   });
 
   test('-f: every configured and stored rule name is flushed (G18), the database emptied without -r', async (t) => {
@@ -305,7 +327,12 @@ describe('blocklistd start-up, reload and stop', () => {
     daemon = await startDaemon(t, `${port} stream * * -new 1 1h\n[remote]\n10.0.0.0/8 * * * -remote * *\n`, ['-f'], { dir: daemon.dir });
     // the socket comes first: the flush follows it
     await until(() => daemon.helperCalls().length >= calls + 4);
-    assert.deepEqual(daemon.helperCalls().slice(calls), ['capabilities', 'flush blocklistd-remote', 'flush blocklistd-new', 'flush blocklistd-old']);
+    assert.deepEqual(daemon.helperCalls().slice(calls), [
+      'capabilities',
+      'flush blocklistd-remote',
+      'flush blocklistd-new',
+      'flush blocklistd-old',
+    ]);
     await until(() => daemon.entries().length === 0);
   });
 
@@ -345,12 +372,34 @@ describe('blocklistd start-up, reload and stop', () => {
     const daemon = await startDaemon(t, `${port} stream * * * 10 1h\n`);
     const r = await reporter(t, daemon, port);
     await report(daemon, r, BAD_USER);
-    const second = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-f', '-c', daemon.config, '-C', join(repoRoot, 'test/fixtures/control'), '-D', daemon.db, '-s', daemon.socket], {});
+    const second = await run(
+      process.execPath,
+      [
+        join(repoRoot, 'bin/blocklistd'),
+        '-d',
+        '-f',
+        '-c',
+        daemon.config,
+        '-C',
+        join(repoRoot, 'test/fixtures/control'),
+        '-D',
+        daemon.db,
+        '-s',
+        daemon.socket,
+      ],
+      {},
+    );
     assert.equal(second.code, 1);
     // the database's lock refuses it first, naming the holder
-    assert.match(second.stderr, new RegExp(`database '${daemon.db.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}' is in use by pid ${daemon.child.pid} \\(`));
+    assert.match(
+      second.stderr,
+      new RegExp(`database '${daemon.db.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}' is in use by pid ${daemon.child.pid} \\(`),
+    );
     assert.equal(daemon.entries().length, 1);
-    assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('flush')), []);
+    assert.deepEqual(
+      daemon.helperCalls().filter((c) => c.startsWith('flush')),
+      [],
+    );
   });
 
   test('SIGTERM: running helper calls finish, the socket file goes, exit 0', async (t) => {
@@ -385,7 +434,18 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.transaction(() => {
       for (let i = 0; i < n; i++) {
-        const key = { family: 2, address: `10.2.${i >> 8}.${i & 255}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3600 };
+        const key = {
+          family: 2,
+          address: `10.2.${i >> 8}.${i & 255}`,
+          lmask: 32,
+          port,
+          proto: 6,
+          uid: -1,
+          name: 'blocklistd',
+          rmask: -1,
+          nfail: 1,
+          duration: 3600,
+        };
         store.put({ key, count: 1, last, id: `old${i}` });
       }
     });
@@ -393,7 +453,13 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     return dir;
   }
 
-  async function batchDaemon(t: TestContext, port: number, dir: string, args: string[] = [], env: Record<string, string> = {}): Promise<DaemonProcess> {
+  async function batchDaemon(
+    t: TestContext,
+    port: number,
+    dir: string,
+    args: string[] = [],
+    env: Record<string, string> = {},
+  ): Promise<DaemonProcess> {
     return startDaemon(t, `${port} stream * * * 1 1h\n`, args, { dir, env: { HELPER_BATCH: '1', ...env } });
   }
 
@@ -422,7 +488,25 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     // batches that take 50 ms, as an nft -f transaction may: with two in flight, what arrives meanwhile
     // waits and goes together (with an instant helper the count would hang on the 5 ms window and the timers alone)
     const daemon = await startDaemon(t, `${port} dgram * * * 1 1h\n`, [], { env: { HELPER_BATCH: '1', HELPER_BATCH_DELAY: '0.05' } });
-    await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '100', '-M', '100', '-R', '200', '-A', '10.0.0.1', '-m', '', '-w', '0']);
+    await runBlprobe([
+      '-s',
+      daemon.socket,
+      '-u',
+      '-p',
+      String(port),
+      '-F',
+      '100',
+      '-M',
+      '100',
+      '-R',
+      '200',
+      '-A',
+      '10.0.0.1',
+      '-m',
+      '',
+      '-w',
+      '0',
+    ]);
     await until(() => batches(daemon.helperCalls()).ops.length === 100, 20_000);
     const calls = daemon.helperCalls();
     const { sizes, ops } = batches(calls);
@@ -441,11 +525,17 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     await until(() => daemon.entries().filter((e) => e.id.startsWith('id-')).length === 2);
     assert.deepEqual(batches(daemon.helperCalls()).sizes, [3]);
     // a restore keeps the old id of a block the helper could not confirm
-    assert.deepEqual(daemon.entries().map((e) => [e.key.address, e.id]).sort(), [
-      ['10.2.0.0', `id-10.2.0.0:${port}`],
-      ['10.2.0.1', 'old1'],
-      ['10.2.0.2', `id-10.2.0.2:${port}`],
-    ]);
+    assert.deepEqual(
+      daemon
+        .entries()
+        .map((e) => [e.key.address, e.id])
+        .sort(),
+      [
+        ['10.2.0.0', `id-10.2.0.0:${port}`],
+        ['10.2.0.1', 'old1'],
+        ['10.2.0.2', `id-10.2.0.2:${port}`],
+      ],
+    );
   });
 
   test('expiry: the blocks due in one pass are released by one batch of rems', async (t) => {
@@ -454,8 +544,14 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     await until(() => daemon.entries().length === 0, 30_000);
     const { sizes, ops } = batches(daemon.helperCalls());
     assert.equal(ops.length, 200);
-    assert.ok(ops.every((op) => op.startsWith('rem blocklistd tcp 10.2.')), ops.join('\n'));
-    assert.equal(sizes.reduce((a, b) => a + b, 0), 200);
+    assert.ok(
+      ops.every((op) => op.startsWith('rem blocklistd tcp 10.2.')),
+      ops.join('\n'),
+    );
+    assert.equal(
+      sizes.reduce((a, b) => a + b, 0),
+      200,
+    );
     assert.ok(sizes.length < 200 / 10, `${sizes.length} batches: ${sizes.join(' ')}`);
   });
 
@@ -471,28 +567,47 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     assert.match(daemon.stderr, new RegExp(`released 10\\.2\\.0\\.1/32:${port} after 3600 seconds`));
   });
 
-  test('SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one ' +
-    'transaction); a block of every port after it', async (t) => {
-    const port = await freePort();
-    const now = Math.floor(Date.now() / 1000);
-    const dir = seeded(3, port, now);
-    const store = StateStore.open(join(dir, 'blocklistd.db'));
-    store.put({ key: { family: 2, address: '10.2.9.9', lmask: 32, port: -1, proto: -1, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3600 }, count: 1, last: now, id: 'old' });
-    store.close();
-    const daemon = await batchDaemon(t, port, dir, ['-r'], { HELPER_BATCH: 'flush' });
-    await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
-    const start = daemon.helperCalls();
-    assert.deepEqual(start.slice(0, 3), ['capabilities', 'batch 4', 'flush blocklistd'], 'the restore at start too');
-    daemon.child.kill('SIGHUP');
-    await until(() => daemon.helperCalls().length === start.length + 6);
-    assert.deepEqual(daemon.helperCalls().slice(start.length), [
-      'batch 4',
-      'flush blocklistd',
-      ...[0, 1, 2].map((i) => `add blocklistd tcp 10.2.0.${i} 32 ${port} id-10.2.0.${i}:${port}`),
-      // batch lines have no empty fields
-      "add blocklistd '' 10.2.9.9 32 '' id-10.2.9.9:",
-    ]);
-  });
+  test(
+    'SIGHUP with -r, a helper answering batch-flush: one batch, the flush first, then the blocks (one ' +
+      'transaction); a block of every port after it',
+    async (t) => {
+      const port = await freePort();
+      const now = Math.floor(Date.now() / 1000);
+      const dir = seeded(3, port, now);
+      const store = StateStore.open(join(dir, 'blocklistd.db'));
+      store.put({
+        key: {
+          family: 2,
+          address: '10.2.9.9',
+          lmask: 32,
+          port: -1,
+          proto: -1,
+          uid: -1,
+          name: 'blocklistd',
+          rmask: -1,
+          nfail: 1,
+          duration: 3600,
+        },
+        count: 1,
+        last: now,
+        id: 'old',
+      });
+      store.close();
+      const daemon = await batchDaemon(t, port, dir, ['-r'], { HELPER_BATCH: 'flush' });
+      await until(() => daemon.entries().every((e) => e.id.startsWith('id-')));
+      const start = daemon.helperCalls();
+      assert.deepEqual(start.slice(0, 3), ['capabilities', 'batch 4', 'flush blocklistd'], 'the restore at start too');
+      daemon.child.kill('SIGHUP');
+      await until(() => daemon.helperCalls().length === start.length + 6);
+      assert.deepEqual(daemon.helperCalls().slice(start.length), [
+        'batch 4',
+        'flush blocklistd',
+        ...[0, 1, 2].map((i) => `add blocklistd tcp 10.2.0.${i} 32 ${port} id-10.2.0.${i}:${port}`),
+        // batch lines have no empty fields
+        "add blocklistd '' 10.2.9.9 32 '' id-10.2.9.9:",
+      ]);
+    },
+  );
 
   test('100 reloads in a burst with -r: the packet filter refreshed a few times, not 100, the last time with the last rules', async (t) => {
     const port = await freePort();
@@ -509,7 +624,7 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     }
     // done when the helper has had nothing to do for a second
     const t0 = Date.now();
-    for (let seen = -1; daemon.helperCalls().length !== seen; ) {
+    for (let seen = -1; daemon.helperCalls().length !== seen;) {
       seen = daemon.helperCalls().length;
       await new Promise((resolve) => setTimeout(resolve, 1000));
     }
@@ -517,7 +632,11 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
     const refreshes = calls.filter((c) => c === 'flush blocklistd').length;
     t.diagnostic(`${refreshes} refreshes of the packet filter for 100 SIGHUPs, done after ${((Date.now() - t0) / 1000 - 1).toFixed(1)} s`);
     assert.ok(refreshes <= 20, `${refreshes} refreshes`);
-    assert.deepEqual(calls.slice(-53, -50).sort(), ['batch 52', 'flush blocklistd', 'flush blocklistd-new'], 'the last refresh: one batch, both names flushed first');
+    assert.deepEqual(
+      calls.slice(-53, -50).sort(),
+      ['batch 52', 'flush blocklistd', 'flush blocklistd-new'],
+      'the last refresh: one batch, both names flushed first',
+    );
     assert.equal(calls.slice(-50).filter((c) => c.startsWith('add blocklistd tcp 10.2.0.')).length, 50, 'then every block');
   });
 
@@ -535,7 +654,9 @@ describe('batch mode: a helper that answers "batch" to capabilities', () => {
       `add blocklistd tcp 10.2.0.0 32 ${port} id-10.2.0.0:${port}`,
       `add blocklistd tcp 10.2.0.1 32 ${port} id-10.2.0.1:${port}`,
     ]);
-    await daemon.waitFor(new RegExp(`run \\S+ \\[control add blocklistd tcp 10\\.2\\.0\\.1 32 ${port} id-10\\.2\\.0\\.1:${port}\\] \\(batch\\)`));
+    await daemon.waitFor(
+      new RegExp(`run \\S+ \\[control add blocklistd tcp 10\\.2\\.0\\.1 32 ${port} id-10\\.2\\.0\\.1:${port}\\] \\(batch\\)`),
+    );
     await daemon.waitFor(new RegExp(`add returns OK id-10\\.2\\.0\\.1:${port}`));
   });
 });

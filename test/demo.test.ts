@@ -131,13 +131,23 @@ test(
     const chown = await run('chown', ['-R', `${NOBODY}:${NOBODY}`, copy]);
     assert.equal(chown.code, 0, chown.stderr);
     const start = Date.now();
-    const r = await run(
-      'setpriv',
-      [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'env', '-C', copy, `HOME=${copy}`, `npm_config_cache=${join(copy, '.npm')}`, 'npm', 'run', '--silent', 'demo'],
-    );
+    const r = await run('setpriv', [
+      `--reuid=${NOBODY}`,
+      `--regid=${NOBODY}`,
+      '--clear-groups',
+      'env',
+      '-C',
+      copy,
+      `HOME=${copy}`,
+      `npm_config_cache=${join(copy, '.npm')}`,
+      'npm',
+      'run',
+      '--silent',
+      'demo',
+    ]);
     t.diagnostic(`npm run demo as uid ${NOBODY}, building first: ${((Date.now() - start) / 1000).toFixed(1)} s`);
     assert.match(r.stdout, /demo: compiling the TypeScript/);
-      // the whole build may report errors in test files the demo does not use; the demo must run all the same
+    // the whole build may report errors in test files the demo does not use; the demo must run all the same
     const story = { ...r, stdout: r.stdout.slice(r.stdout.indexOf('blocklistd demo:')) };
     assertStory(story, NOBODY);
     assert.ok(existsSync(join(copy, 'var/demo/blocklistd.db')));
@@ -145,8 +155,7 @@ test(
 );
 
 test(
-  "the helper's log back end writes a batch's calls to stderr as it does single calls (what npm start " +
-    "shows after a restore with -r)",
+  "the helper's log back end writes a batch's calls to stderr as it does single calls (what npm start " + 'shows after a restore with -r)',
   async () => {
     const env = { BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: join(tmpdir(), 'blocklistd-no-such-helper.conf') };
     const input = 'add blocklistd tcp 192.0.2.7 32 22 \nrem blocklistd tcp 192.0.2.8 32 22 blocklistd:192.0.2.8/32:22\n';

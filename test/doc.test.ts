@@ -27,7 +27,10 @@ interface Reference {
 
 function files(path: string): string[] {
   if (SKIPPED.has(path) || !existsSync(path)) return [];
-  if (statSync(path).isDirectory()) return readdirSync(path).sort().flatMap((name) => files(join(path, name)));
+  if (statSync(path).isDirectory())
+    return readdirSync(path)
+      .sort()
+      .flatMap((name) => files(join(path, name)));
   return [path];
 }
 
@@ -39,7 +42,8 @@ function files(path: string): string[] {
  */
 export function references(text: string, file: string): Reference[] {
   const found: Reference[] = [];
-  const token = /(?<![\w./-])(?:doc\/)?([a-z][a-z0-9-]*)\.md\b|\bissue \d+|§\s?(\d+(?:\.\d+)*)|\bG(\d+)\b|\bTODO (\d+(?:(?:, | and )\d+)*)/g;
+  const token =
+    /(?<![\w./-])(?:doc\/)?([a-z][a-z0-9-]*)\.md\b|\bissue \d+|§\s?(\d+(?:\.\d+)*)|\bG(\d+)\b|\bTODO (\d+(?:(?:, | and )\d+)*)/g;
   const lineStarts = [0];
   for (let i = text.indexOf('\n'); i !== -1; i = text.indexOf('\n', i + 1)) lineStarts.push(i + 1);
   const lineOf = (offset: number): number => {
@@ -129,7 +133,8 @@ describe('design notes (doc/)', () => {
         if (!cache.has(r.note)) cache.set(r.note, headings(r.note));
         const known = cache.get(r.note);
         if (known === undefined) unresolved.push(`${r.where}: ${r.note}: no doc/${r.note}`);
-        else if (r.heading !== undefined && !known.has(r.heading)) unresolved.push(`${r.where}: ${r.note} ${r.heading}: no such heading in doc/${r.note}`);
+        else if (r.heading !== undefined && !known.has(r.heading))
+          unresolved.push(`${r.where}: ${r.note} ${r.heading}: no such heading in doc/${r.note}`);
       }
     }
     assert.ok(count > 100, `only ${count} references found: the scanner is broken`);

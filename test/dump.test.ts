@@ -14,7 +14,16 @@ process.env.TZ = 'UTC';
 const T = Date.UTC(2026, 10, 21, 4, 53, 0) / 1000; // 2026/11/21 04:53:00
 const NOW = T + 52;
 
-const options = (o: Partial<DumpOptions> = {}): DumpOptions => ({ all: false, blocked: false, debug: 0, noHeader: false, remaining: false, wide: false, json: false, ...o });
+const options = (o: Partial<DumpOptions> = {}): DumpOptions => ({
+  all: false,
+  blocked: false,
+  debug: 0,
+  noHeader: false,
+  remaining: false,
+  wide: false,
+  json: false,
+  ...o,
+});
 
 /** The entries of the upstream examples in §2.4. */
 const EXAMPLE: Entry[] = [
@@ -47,20 +56,17 @@ describe('blocklistctl dump output (state-and-ctl.md §2.3, §2.4)', () => {
   const path = database(EXAMPLE);
 
   test('-a: every entry, ordered by name, address and port (G49)', () => {
-    assert.deepEqual(
-      dump(path, { all: true }),
-      {
-        status: 0,
-        err: '',
-        out: lines(
-          'rulename\t        address/ma:port\tid\tnfail\tlast access',
-          'blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46',
-          'blocklistd\t            ::1/128:27163\t\t2/4\t2026/11/21 04:53:47',
-          'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43',
-          'blocklistd-int\t      127.0.0.6/32:27161\t\t1/3\t2026/11/21 04:53:46',
-        ),
-      },
-    );
+    assert.deepEqual(dump(path, { all: true }), {
+      status: 0,
+      err: '',
+      out: lines(
+        'rulename\t        address/ma:port\tid\tnfail\tlast access',
+        'blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46',
+        'blocklistd\t            ::1/128:27163\t\t2/4\t2026/11/21 04:53:47',
+        'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43',
+        'blocklistd-int\t      127.0.0.6/32:27161\t\t1/3\t2026/11/21 04:53:46',
+      ),
+    });
   });
 
   test('default: the entries counting but not yet blocked; -b: the blocked ones', () => {
@@ -74,7 +80,10 @@ describe('blocklistctl dump output (state-and-ctl.md §2.3, §2.4)', () => {
     );
     assert.equal(
       dump(path, { blocked: true, noHeader: true }).out,
-      lines('blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46', 'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43'),
+      lines(
+        'blocklistd\t      127.0.0.7/32:27162\tid2\t2/2\t2026/11/21 04:53:46',
+        'blocklistd-int\t      127.0.0.5/32:27161\tid1\t4/3\t2026/11/21 04:53:43',
+      ),
     );
     assert.equal(dump(path, { all: true, blocked: true }).out.split('\n').length, 6, '-a wins over -b');
   });
@@ -150,36 +159,50 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
   });
 
   test('--json: every field, epoch and ISO-8601 times, the same selection', () => {
-    const { ok, command, result: doc } = JSON.parse(dump(path, { json: true, all: true }).out) as { ok: boolean; command: string; result: Record<string, unknown>[] };
+    const {
+      ok,
+      command,
+      result: doc,
+    } = JSON.parse(dump(path, { json: true, all: true }).out) as { ok: boolean; command: string; result: Record<string, unknown>[] };
     assert.deepEqual([ok, command], [true, 'dump']);
     assert.equal(doc.length, entries.length);
-    assert.deepEqual(doc.find((e) => e.name === 'f'), {
-      family: 2,
-      address: '192.0.2.1',
-      lmask: 32,
-      port: 22,
-      proto: 6,
-      uid: -1,
-      name: 'f',
-      rmask: -1,
-      nfail: 3,
-      duration: 52,
-      count: 1,
-      id: '',
-      blocked: false,
-      last: T,
-      lastTime: '2026-11-21T04:53:00.000Z',
-      expires: T + 52,
-      expiresTime: '2026-11-21T04:53:52.000Z',
-      remaining: 0,
-    });
+    assert.deepEqual(
+      doc.find((e) => e.name === 'f'),
+      {
+        family: 2,
+        address: '192.0.2.1',
+        lmask: 32,
+        port: 22,
+        proto: 6,
+        uid: -1,
+        name: 'f',
+        rmask: -1,
+        nfail: 3,
+        duration: 52,
+        count: 1,
+        id: '',
+        blocked: false,
+        last: T,
+        lastTime: '2026-11-21T04:53:00.000Z',
+        expires: T + 52,
+        expiresTime: '2026-11-21T04:53:52.000Z',
+        remaining: 0,
+      },
+    );
     const forever = doc.find((e) => e.port === 27189)!;
     assert.deepEqual([forever.expires, forever.expiresTime, forever.remaining], [null, null, null]);
     assert.deepEqual(JSON.parse(dump(path, { json: true, blocked: true }).out), { ok: true, command: 'dump', result: [] });
   });
 
   test('a read error mid-way stops the dump with exit 1 (G48)', () => {
-    const big = database(Array.from({ length: 5000 }, (_, i) => ({ key: key(`10.0.${i >> 8}.${i & 255}`, { name: 'x'.repeat(60) }), count: 1, last: T, id: '' })));
+    const big = database(
+      Array.from({ length: 5000 }, (_, i) => ({
+        key: key(`10.0.${i >> 8}.${i & 255}`, { name: 'x'.repeat(60) }),
+        count: 1,
+        last: T,
+        id: '',
+      })),
+    );
     const bytes = readFileSync(big);
     bytes.fill(0xff, 4096 * 40, 4096 * 60);
     writeFileSync(big, bytes);
@@ -193,7 +216,10 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
     const doc = JSON.parse(j.out) as { ok: boolean; command: string; result: unknown[]; error: { code: string; message: string } };
     assert.deepEqual([doc.ok, doc.command, doc.error.code], [false, 'dump', 'database_error']);
     assert.match(doc.error.message, /^reading '.*' failed: database disk image is malformed$/);
-    assert.ok(Array.isArray(doc.result) && doc.result.length < 5000, 'the entries read before the damage (none: the sort reads them all first)');
+    assert.ok(
+      Array.isArray(doc.result) && doc.result.length < 5000,
+      'the entries read before the damage (none: the sort reads them all first)',
+    );
   });
 });
 
@@ -205,7 +231,7 @@ describe('blocklistctl dump, the command', () => {
     '       blocklistctl test [-c config] [-R rulename] [-u uid] [-t stream|dgram] [-l address] [-D dbname] [--json] address port\n' +
     '       blocklistctl history [-c config] [-R rulename] [-n name] [-D dbname] [--json] [address]\n' +
     '       blocklistctl block [-p port] [-P tcp|udp] [-n name] [-t duration] [--force] [control ' +
-      'options] address[/mask] ... | - | --stdin\n' +
+    'options] address[/mask] ... | - | --stdin\n' +
     '       blocklistctl unblock [-p port] [-n name] [--if-present] [--forget] [control options] address[/mask] | --all\n' +
     '       blocklistctl flush [control options] [name]\n' +
     '       blocklistctl report -t fail|baduser|abuse|ok -p port [-P tcp|udp] [--source label] [control options] address [message]\n' +
@@ -274,7 +300,13 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     const now = Math.floor(Date.now() / 1000);
     store.transaction(() => {
-      for (let i = 0; i < n; i++) store.put({ key: key(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, { name: i % 3 === 0 ? 'ssh' : 'mail', duration: 86400 }), count: i % 7 === 0 ? 3 : 1, last: now - (i % 100), id: i % 7 === 0 ? `id${i}` : '' });
+      for (let i = 0; i < n; i++)
+        store.put({
+          key: key(`10.${i >> 16}.${(i >> 8) & 255}.${i & 255}`, { name: i % 3 === 0 ? 'ssh' : 'mail', duration: 86400 }),
+          count: i % 7 === 0 ? 3 : 1,
+          last: now - (i % 100),
+          id: i % 7 === 0 ? `id${i}` : '',
+        });
       store.put({ key: key('2001:db8::7', { family: 10, lmask: 128, nfail: -1, duration: -1 }), count: 5, last: now, id: '' });
     });
     store.close();
@@ -284,54 +316,82 @@ describe('blocklistctl dump through the running daemon (issue 15 §3)', () => {
     return daemon;
   }
 
-  test('without -D the daemon answers, found by -s or --control: the same output as the file gives, for ' +
-    'every selection and form', async (t) => {
-    const daemon = await daemonWith(t, 2500);
-    const control = join(daemon.dir, 'blocklistd.ctl');
-    for (const options of [['-a'], [], ['-b'], ['-a', '-n', '-w'], ['-b', '-n']]) {
-      const fromFile = await ctl('dump', ...options, '-D', daemon.db);
-      const fromDaemon = await ctl('dump', ...options, '-s', daemon.socket);
-      assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
-      assert.equal(fromDaemon.stderr, '');
-      assert.equal(fromDaemon.stdout, fromFile.stdout, `dump ${options.join(' ')}`);
-      assert.equal((await ctl('dump', ...options, '--control', control)).stdout, fromFile.stdout);
-    }
-    const all = (await ctl('dump', '-a', '-n', '-s', daemon.socket)).stdout.split('\n').filter((l) => l !== '');
-    assert.equal(all.length, 2501, 'every entry, in several chunks');
-    assert.match(all[0]!, /^blocklistd\t {4}2001:db8::7\/128:22\t\t5\/\*\tnever$/);
-    // -r's remaining time may differ by the second between two reads; the rows are the same
-    const cut = (text: string): string => text.replace(/\t[^\t\n]*$/gm, '');
-    assert.equal(cut((await ctl('dump', '-a', '-r', '-s', daemon.socket)).stdout), cut((await ctl('dump', '-a', '-r', '-D', daemon.db)).stdout));
-    // -d tells of every entry read, selected or not
-    const debug = await ctl('dump', '-b', '-d', '-s', daemon.socket);
-    assert.equal(debug.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 2501);
-    assert.equal(debug.stdout, (await ctl('dump', '-b', '-D', daemon.db)).stdout);
-  });
+  test(
+    'without -D the daemon answers, found by -s or --control: the same output as the file gives, for ' + 'every selection and form',
+    async (t) => {
+      const daemon = await daemonWith(t, 2500);
+      const control = join(daemon.dir, 'blocklistd.ctl');
+      for (const options of [['-a'], [], ['-b'], ['-a', '-n', '-w'], ['-b', '-n']]) {
+        const fromFile = await ctl('dump', ...options, '-D', daemon.db);
+        const fromDaemon = await ctl('dump', ...options, '-s', daemon.socket);
+        assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+        assert.equal(fromDaemon.stderr, '');
+        assert.equal(fromDaemon.stdout, fromFile.stdout, `dump ${options.join(' ')}`);
+        assert.equal((await ctl('dump', ...options, '--control', control)).stdout, fromFile.stdout);
+      }
+      const all = (await ctl('dump', '-a', '-n', '-s', daemon.socket)).stdout.split('\n').filter((l) => l !== '');
+      assert.equal(all.length, 2501, 'every entry, in several chunks');
+      assert.match(all[0]!, /^blocklistd\t {4}2001:db8::7\/128:22\t\t5\/\*\tnever$/);
+      // -r's remaining time may differ by the second between two reads; the rows are the same
+      const cut = (text: string): string => text.replace(/\t[^\t\n]*$/gm, '');
+      assert.equal(
+        cut((await ctl('dump', '-a', '-r', '-s', daemon.socket)).stdout),
+        cut((await ctl('dump', '-a', '-r', '-D', daemon.db)).stdout),
+      );
+      // -d tells of every entry read, selected or not
+      const debug = await ctl('dump', '-b', '-d', '-s', daemon.socket);
+      assert.equal(debug.stderr.split('\n').filter((l) => l.startsWith('iterate: ')).length, 2501);
+      assert.equal(debug.stdout, (await ctl('dump', '-b', '-D', daemon.db)).stdout);
+    },
+  );
 
   test('--json: the entry objects of the file, through the daemon', async (t) => {
     const daemon = await daemonWith(t, 1200);
-    const strip = (text: string): Record<string, unknown>[] => (JSON.parse(text) as { result: Record<string, unknown>[] }).result.map(({ remaining: _, ...e }) => e);
+    const strip = (text: string): Record<string, unknown>[] =>
+      (JSON.parse(text) as { result: Record<string, unknown>[] }).result.map(({ remaining: _, ...e }) => e);
     const fromDaemon = await ctl('dump', '-a', '--json', '-s', daemon.socket);
     assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
     assert.deepEqual(strip(fromDaemon.stdout), strip((await ctl('dump', '-a', '--json', '-D', daemon.db)).stdout));
   });
 
-  test('a member of --control-group, who may not read the database file, gets the dump from the daemon', { skip: isRoot ? false : 'not root: cannot run blocklistctl as another uid' }, async (t) => {
-    const NOBODY = 65534;
-    const dir = tempDir('blocklistd-dump-');
-    chmodSync(dir, 0o755);
-    const daemon = await startDaemon(t, '22 stream * * * 3 1d\n', ['--control-group', String(NOBODY)], { dir });
-    assert.equal(statSync(daemon.db).mode & 0o777, 0o600, 'the database is owner-only');
-    const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'report', '-t', 'fail', '-p', '22', '-s', daemon.socket, '198.51.100.9']);
-    assert.equal(r.code, 0, r.stderr);
-    const as = (args: string[]) => run('setpriv', ['--reuid=65533', `--regid=${NOBODY}`, '--clear-groups', process.execPath, join(sharedTree(), 'bin/blocklistctl'), ...args]);
-    const fromFile = await as(['dump', '-n', '-D', daemon.db]);
-    assert.equal(fromFile.code, 1);
-    assert.match(fromFile.stderr, /Permission denied/);
-    const fromDaemon = await as(['dump', '-n', '-s', daemon.socket]);
-    assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
-    assert.match(fromDaemon.stdout, /^blocklistd\t {3}198\.51\.100\.9\/32:22\t\t2\/3\t/);
-  });
+  test(
+    'a member of --control-group, who may not read the database file, gets the dump from the daemon',
+    { skip: isRoot ? false : 'not root: cannot run blocklistctl as another uid' },
+    async (t) => {
+      const NOBODY = 65534;
+      const dir = tempDir('blocklistd-dump-');
+      chmodSync(dir, 0o755);
+      const daemon = await startDaemon(t, '22 stream * * * 3 1d\n', ['--control-group', String(NOBODY)], { dir });
+      assert.equal(statSync(daemon.db).mode & 0o777, 0o600, 'the database is owner-only');
+      const r = await run(process.execPath, [
+        join(repoRoot, 'bin/blocklistctl'),
+        'report',
+        '-t',
+        'fail',
+        '-p',
+        '22',
+        '-s',
+        daemon.socket,
+        '198.51.100.9',
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const as = (args: string[]) =>
+        run('setpriv', [
+          '--reuid=65533',
+          `--regid=${NOBODY}`,
+          '--clear-groups',
+          process.execPath,
+          join(sharedTree(), 'bin/blocklistctl'),
+          ...args,
+        ]);
+      const fromFile = await as(['dump', '-n', '-D', daemon.db]);
+      assert.equal(fromFile.code, 1);
+      assert.match(fromFile.stderr, /Permission denied/);
+      const fromDaemon = await as(['dump', '-n', '-s', daemon.socket]);
+      assert.equal(fromDaemon.code, 0, fromDaemon.stderr);
+      assert.match(fromDaemon.stdout, /^blocklistd\t {3}198\.51\.100\.9\/32:22\t\t2\/3\t/);
+    },
+  );
 
   test('no daemon: the default database file is read, as upstream does', async () => {
     const dead = join(tempDir(), 'blocklistd.sock');

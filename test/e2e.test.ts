@@ -16,7 +16,19 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import type { AttemptOutcome, AttemptResult } from './demo/attacker.js';
-import { WatchedProcess, blprobe, deleteNamespaces, escapeRegExp, isRoot, killWatched, repoRoot, run, succeeds, tempDir, vethPair } from './support.js';
+import {
+  WatchedProcess,
+  blprobe,
+  deleteNamespaces,
+  escapeRegExp,
+  isRoot,
+  killWatched,
+  repoRoot,
+  run,
+  succeeds,
+  tempDir,
+  vethPair,
+} from './support.js';
 
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
 
@@ -55,7 +67,12 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 /** The server and client namespaces, joined by a veth pair, removed after the test (their processes first). */
 async function network(t: TestContext): Promise<{ srv: string; cli: string }> {
   t.after(killWatched);
-  return vethPair(t, 'ble', [`${SERVER[4]}/24`, `${SERVER[6]}/64`], [`${ATTACKER[4]}/24`, `${USER[4]}/24`, `${ATTACKER[6]}/64`, `${USER[6]}/64`]);
+  return vethPair(
+    t,
+    'ble',
+    [`${SERVER[4]}/24`, `${SERVER[6]}/64`],
+    [`${ATTACKER[4]}/24`, `${USER[4]}/24`, `${ATTACKER[6]}/64`, `${USER[6]}/64`],
+  );
 }
 
 // --- processes in the server namespace ----------------------------------------
@@ -73,9 +90,15 @@ interface Server {
 /** blocklistd -d in the server namespace, the nftables back end in table TABLE. */
 async function startDaemon(s: Server, restore: boolean): Promise<WatchedProcess> {
   const args = ['-d', '-c', s.config, '-D', s.db, '-s', s.sock, ...(restore ? ['-r'] : [])];
-  const env = [`BLOCKLISTD_BACKEND=nftables`, `BLOCKLISTD_HELPER_CONF=${s.helperConf}`, `BLOCKLISTD_HELPER_LOCK=${join(s.dir, 'helper.lock')}`];
+  const env = [
+    `BLOCKLISTD_BACKEND=nftables`,
+    `BLOCKLISTD_HELPER_CONF=${s.helperConf}`,
+    `BLOCKLISTD_HELPER_LOCK=${join(s.dir, 'helper.lock')}`,
+  ];
   // ip netns exec execs the program: the child's pid is the daemon's
-  const child = spawn('ip', ['netns', 'exec', s.srv, 'env', ...env, process.execPath, join(repoRoot, 'bin/blocklistd'), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('ip', ['netns', 'exec', s.srv, 'env', ...env, process.execPath, join(repoRoot, 'bin/blocklistd'), ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const daemon = new WatchedProcess('blocklistd', child, [child.stderr]);
   await daemon.waitFor(/^listening on /m);
   return daemon;
@@ -83,7 +106,18 @@ async function startDaemon(s: Server, restore: boolean): Promise<WatchedProcess>
 
 /** The login server in the server namespace on both addresses, reporting with the client API or blprobe. */
 async function startLoginServer(s: Server, reporter: string | undefined): Promise<WatchedProcess> {
-  const args = [join(repoRoot, 'dist/test/demo/login-server.js'), '-l', SERVER[4], '-l', SERVER[6], '-p', String(PORT), '-s', s.sock, ...(reporter === undefined ? [] : ['--blprobe', reporter])];
+  const args = [
+    join(repoRoot, 'dist/test/demo/login-server.js'),
+    '-l',
+    SERVER[4],
+    '-l',
+    SERVER[6],
+    '-p',
+    String(PORT),
+    '-s',
+    s.sock,
+    ...(reporter === undefined ? [] : ['--blprobe', reporter]),
+  ];
   // its stderr: blprobe's complaints while the daemon is down, expected
   const child = spawn('ip', ['netns', 'exec', s.srv, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const server = new WatchedProcess('login-server', child);
@@ -94,7 +128,21 @@ async function startLoginServer(s: Server, reporter: string | undefined): Promis
 /** One login from the client namespace. */
 async function login(s: Server, from: string, user: string, password: string): Promise<AttemptResult> {
   const to = from.includes(':') ? SERVER[6] : SERVER[4];
-  const args = [join(repoRoot, 'dist/test/demo/attacker.js'), '-h', to, '-p', String(PORT), '-b', from, '-u', user, '-w', password, '-t', String(CONNECT_MS)];
+  const args = [
+    join(repoRoot, 'dist/test/demo/attacker.js'),
+    '-h',
+    to,
+    '-p',
+    String(PORT),
+    '-b',
+    from,
+    '-u',
+    user,
+    '-w',
+    password,
+    '-t',
+    String(CONNECT_MS),
+  ];
   const r = await succeeds(run('ip', ['netns', 'exec', s.cli, process.execPath, ...args]), `login from ${from}`);
   return JSON.parse(r.stdout) as AttemptResult;
 }
@@ -120,7 +168,9 @@ async function nftBlocks(s: Server): Promise<string[]> {
 const blockOf = (f: Family): string => `tcp ${ATTACKER[f]} ${PORT}`;
 
 async function dumpBlocked(s: Server): Promise<string> {
-  return (await succeeds(run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'dump', '-b', '-n', '-D', s.db]), 'blocklistctl dump -b')).stdout;
+  return (
+    await succeeds(run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'dump', '-b', '-n', '-D', s.db]), 'blocklistctl dump -b')
+  ).stdout;
 }
 
 /**
@@ -141,8 +191,12 @@ async function attack(t: TestContext, s: Server, daemon: WatchedProcess, f: Fami
       return failures;
     }
     failures++;
-    await daemon.waitFor(new RegExp(`^process: final db state for ${escapeRegExp(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `, 'm'), from);
-    if (2 * failures >= NFAIL) await daemon.waitFor(new RegExp(`^blocked ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`, 'm'), from);
+    await daemon.waitFor(
+      new RegExp(`^process: final db state for ${escapeRegExp(ATTACKER[f])}: count=${2 * failures}/${NFAIL} `, 'm'),
+      from,
+    );
+    if (2 * failures >= NFAIL)
+      await daemon.waitFor(new RegExp(`^blocked ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} for ${DURATION} seconds$`, 'm'), from);
   }
   assert.fail(`${ATTACKER[f]} was never blocked`);
 }
@@ -169,7 +223,10 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   });
 
   // before: everyone gets in
-  assert.deepEqual((await Promise.all([userLogin(s, 4), userLogin(s, 6)])).map((r) => r.outcome), ['welcome', 'welcome']);
+  assert.deepEqual(
+    (await Promise.all([userLogin(s, 4), userLogin(s, 6)])).map((r) => r.outcome),
+    ['welcome', 'welcome'],
+  );
 
   // IPv4: blocked after nfail points; the other address still logs in
   assert.equal(await attack(t, s, daemon, 4), FAILURES_TO_BLOCK);
@@ -186,7 +243,11 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   // what the database and the packet filter hold
   const dump = await dumpBlocked(s);
   for (const f of [4, 6] as const) {
-    assert.match(dump, new RegExp(`^blocklistd\\s+${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT}\\s+\\S+\\s+4/${NFAIL}\\s`, 'm'), `dump -b:\n${dump}`);
+    assert.match(
+      dump,
+      new RegExp(`^blocklistd\\s+${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT}\\s+\\S+\\s+4/${NFAIL}\\s`, 'm'),
+      `dump -b:\n${dump}`,
+    );
   }
   assert.equal(dump.trim().split('\n').length, 2, `dump -b:\n${dump}`);
   assert.deepEqual(await nftBlocks(s), [blockOf(4), blockOf(6)]);
@@ -197,38 +258,66 @@ async function flow(t: TestContext, reporter: string | undefined): Promise<void>
   assert.deepEqual(await nftBlocks(s), []);
   // (the daemon is down: these failures are not counted)
   const open = await Promise.all([login(s, ATTACKER[4], 'root', 'x'), login(s, ATTACKER[6], 'root', 'x')]);
-  assert.deepEqual(open.map((r) => r.outcome), ['denied', 'denied'], 'without the rules the attacker gets through');
+  assert.deepEqual(
+    open.map((r) => r.outcome),
+    ['denied', 'denied'],
+    'without the rules the attacker gets through',
+  );
 
   // ... and a restart with -r installs the blocks again
   const restartedAt = Date.now();
   t.diagnostic(`restart with -r ${((restartedAt - blockedAt) / 1000).toFixed(1)} s after the first block`);
-  assert.ok(restartedAt - blockedAt < (DURATION - 3) * 1000, `the restart came ${restartedAt - blockedAt} ms after the first block: too slow for a ${DURATION} s duration`);
+  assert.ok(
+    restartedAt - blockedAt < (DURATION - 3) * 1000,
+    `the restart came ${restartedAt - blockedAt} ms after the first block: too slow for a ${DURATION} s duration`,
+  );
   daemon = await startDaemon(s, true);
   await daemon.waitFor(/^restoring 2 blocks$/m);
   await daemon.waitFor(/^add returns OK/m, 0);
   const deadline = Date.now() + 5000;
   while ((await nftBlocks(s)).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(await nftBlocks(s), [blockOf(4), blockOf(6)], 'nft list after the restart with -r');
-  const after = await Promise.all([login(s, ATTACKER[4], 'root', 'x'), login(s, ATTACKER[6], 'root', 'x'), userLogin(s, 4), userLogin(s, 6)]);
-  assert.deepEqual(after.map((r) => r.outcome), ['no-connect', 'no-connect', 'welcome', 'welcome'], 'after the restart with -r');
+  const after = await Promise.all([
+    login(s, ATTACKER[4], 'root', 'x'),
+    login(s, ATTACKER[6], 'root', 'x'),
+    userLogin(s, 4),
+    userLogin(s, 6),
+  ]);
+  assert.deepEqual(
+    after.map((r) => r.outcome),
+    ['no-connect', 'no-connect', 'welcome', 'welcome'],
+    'after the restart with -r',
+  );
   t.diagnostic(`restart with -r: blocks back ${Date.now() - restartedAt} ms after the start`);
 
   // after the duration the blocks are released and the attacker gets through
   for (const f of [4, 6] as const) {
-    await daemon.waitFor(new RegExp(`^released ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds \\(blocked (?:\\d+m)?\\d+s\\)$`, 'm'), 0, (DURATION + 5) * 1000);
+    await daemon.waitFor(
+      new RegExp(`^released ${escapeRegExp(ATTACKER[f])}/${mask(f)}:${PORT} after ${DURATION} seconds \\(blocked (?:\\d+m)?\\d+s\\)$`, 'm'),
+      0,
+      (DURATION + 5) * 1000,
+    );
   }
   t.diagnostic(`released ${((Date.now() - blockedAt) / 1000).toFixed(1)} s after the first block (duration ${DURATION} s)`);
   assert.deepEqual(await nftBlocks(s), []);
   assert.equal((await dumpBlocked(s)).trim(), '');
   const released = await Promise.all([login(s, ATTACKER[4], 'root', 'x'), login(s, ATTACKER[6], 'root', 'x')]);
-  assert.deepEqual(released.map((r) => r.outcome), ['denied', 'denied'], 'after the release the attacker connects again');
+  assert.deepEqual(
+    released.map((r) => r.outcome),
+    ['denied', 'denied'],
+    'after the release the attacker connects again',
+  );
   assert.equal(await daemon.stop(), 0, 'the daemon stops cleanly');
 }
 
-test('end to end with the client API: a Node login server reports, nftables drops the attacker (IPv4, ' +
-  'IPv6), -r restores, the duration releases', { skip }, async (t) => {
-  await flow(t, undefined);
-});
+test(
+  'end to end with the client API: a Node login server reports, nftables drops the attacker (IPv4, ' +
+    'IPv6), -r restores, the duration releases',
+  { skip },
+  async (t) => {
+    await flow(t, undefined);
+  },
+);
 
 test('end to end with the independent C client blprobe reporting (blocklist_sa, the address in the message)', { skip }, async (t) => {
   await flow(t, await blprobe());

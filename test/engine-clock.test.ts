@@ -29,7 +29,16 @@ function setup(t: TestContext, seed?: (store: StateStore) => void) {
   const helper = new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} });
   const clocks = { wall: T, monotonic: 0 };
   const log = new LogCollector();
-  const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => clocks.wall, monotonic: () => clocks.monotonic * 1000, remRetry: 60 });
+  const engine = new Engine({
+    store,
+    helper,
+    families: env.families,
+    log: log.log,
+    debug: () => 0,
+    clock: () => clocks.wall,
+    monotonic: () => clocks.monotonic * 1000,
+    remRetry: 60,
+  });
   engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
   t.after(async () => {
     engine.stop();
@@ -75,16 +84,20 @@ test('a block made before the clock stepped forward a day still lasts its 40 s',
   await until(() => store.size() === 0);
 });
 
-test('an entry whose last failure is in the future when the daemon starts (the clock was ahead while it ' +
-  'was down): now instead', async (t) => {
-  const { engine, store, pass, entries } = setup(t, (s) => s.put({ key: stateKey('192.0.2.11', { port: PORT, nfail: 1, duration: 40 }), count: 1, last: T + DAY, id: 'old' }));
-  engine.limitFutureTimes();
-  engine.expire();
-  assert.equal(entries()[0]!.last, T);
-  pass(41);
-  engine.expire();
-  await until(() => store.size() === 0);
-});
+test(
+  'an entry whose last failure is in the future when the daemon starts (the clock was ahead while it ' + 'was down): now instead',
+  async (t) => {
+    const { engine, store, pass, entries } = setup(t, (s) =>
+      s.put({ key: stateKey('192.0.2.11', { port: PORT, nfail: 1, duration: 40 }), count: 1, last: T + DAY, id: 'old' }),
+    );
+    engine.limitFutureTimes();
+    engine.expire();
+    assert.equal(entries()[0]!.last, T);
+    pass(41);
+    engine.expire();
+    await until(() => store.size() === 0);
+  },
+);
 
 test('without a monotonic clock the stored times are left alone', async (t) => {
   const dir = tempDir('blocklistd-clock-');
@@ -92,7 +105,15 @@ test('without a monotonic clock the stored times are left alone', async (t) => {
   t.after(() => store.close());
   store.put({ key: stateKey('192.0.2.12'), count: 1, last: T + DAY, id: '' });
   const helper = new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} });
-  const engine = new Engine({ store, helper, families: systemEnv('blocklistd').families, log: () => {}, debug: () => 0, clock: () => T, remRetry: 60 });
+  const engine = new Engine({
+    store,
+    helper,
+    families: systemEnv('blocklistd').families,
+    log: () => {},
+    debug: () => 0,
+    clock: () => T,
+    remRetry: 60,
+  });
   engine.expire();
   engine.stop();
   assert.equal([...store.entries()][0]!.last, T + DAY);

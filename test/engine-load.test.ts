@@ -19,17 +19,21 @@ import { freePort, isRoot, tempDir } from './support.js';
 const notRoot = isRoot ? false : 'needs root: nftables in a network namespace';
 
 describe('the engine under load, through nftables', { skip: notRoot }, () => {
-  test('400 attackers at 200/s: all blocked as fast as they are reported, each released within 3 s of its ' +
-    'time, none left in the filter', async (t) => {
-    const f = await attack(400, 200, 5);
-    t.diagnostic(`all 400 blocked ${f.blockAll.toFixed(2)} s after the first report (reports take 2 s); released at ${f.releaseRate.toFixed(0)}/s`);
-    t.diagnostic(`blocks outlived their 5 s by ${f.overshootMedian.toFixed(2)} s (median), ${f.overshootMax.toFixed(2)} s at most`);
-    assert.equal(f.blocked, 400);
-    assert.equal(f.released, 400);
-    assert.equal(f.leftInFilter, 0);
-    assert.ok(f.blockAll < 4, `all blocked after ${f.blockAll.toFixed(2)} s`);
-    assert.ok(f.overshootMax < 3, `a block outlived its time by ${f.overshootMax.toFixed(2)} s`);
-  });
+  test(
+    '400 attackers at 200/s: all blocked as fast as they are reported, each released within 3 s of its ' + 'time, none left in the filter',
+    async (t) => {
+      const f = await attack(400, 200, 5);
+      t.diagnostic(
+        `all 400 blocked ${f.blockAll.toFixed(2)} s after the first report (reports take 2 s); released at ${f.releaseRate.toFixed(0)}/s`,
+      );
+      t.diagnostic(`blocks outlived their 5 s by ${f.overshootMedian.toFixed(2)} s (median), ${f.overshootMax.toFixed(2)} s at most`);
+      assert.equal(f.blocked, 400);
+      assert.equal(f.released, 400);
+      assert.equal(f.leftInFilter, 0);
+      assert.ok(f.blockAll < 4, `all blocked after ${f.blockAll.toFixed(2)} s`);
+      assert.ok(f.overshootMax < 3, `a block outlived its time by ${f.overshootMax.toFixed(2)} s`);
+    },
+  );
 
   test('100 reloads with -r of 5,000 blocks: the set never misses one of them', async (t) => {
     const N = 5000;
@@ -39,7 +43,18 @@ describe('the engine under load, through nftables', { skip: notRoot }, () => {
     const now = Math.floor(Date.now() / 1000);
     store.transaction(() => {
       for (let i = 0; i < N; i++) {
-        const key = { family: 2, address: `10.3.${i >> 8}.${i & 255}`, lmask: 32, port, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 1, duration: 3600 };
+        const key = {
+          family: 2,
+          address: `10.3.${i >> 8}.${i & 255}`,
+          lmask: 32,
+          port,
+          proto: 6,
+          uid: -1,
+          name: 'blocklistd',
+          rmask: -1,
+          nfail: 1,
+          duration: 3600,
+        };
         store.put({ key, count: 1, last: now, id: '' });
       }
     });
@@ -47,7 +62,7 @@ describe('the engine under load, through nftables', { skip: notRoot }, () => {
     const daemon = await NetnsDaemon.start(`${port} stream * * * 1 1h\n`, { dir, args: ['-r'] });
     t.after(() => daemon.kill());
     let count = 0;
-    for (const t0 = Date.now(); count !== N && Date.now() - t0 < 60_000; ) count = await daemon.addresses();
+    for (const t0 = Date.now(); count !== N && Date.now() - t0 < 60_000;) count = await daemon.addresses();
     assert.equal(count, N, 'the restore at start');
     let sending = true;
     const signals = (async () => {
@@ -69,7 +84,9 @@ describe('the engine under load, through nftables', { skip: notRoot }, () => {
       if (!sending && end === Infinity) end = Date.now() + 3000;
     }
     await signals;
-    t.diagnostic(`${samples} samples of the set during 100 SIGHUPs 20 ms apart and 3 s after: ${short} without all of ${probes.length} blocks probed`);
+    t.diagnostic(
+      `${samples} samples of the set during 100 SIGHUPs 20 ms apart and 3 s after: ${short} without all of ${probes.length} blocks probed`,
+    );
     assert.equal(short, 0, 'the set is never seen empty or partial');
     assert.equal(await daemon.addresses(), N, 'all the blocks in the end');
   });

@@ -36,7 +36,18 @@ test('conf, state and run load without the native addon', async () => {
   // dist/ without build/: loading the addon fails there
   execFileSync('cp', ['-R', join(repoRoot, 'dist'), join(repoRoot, 'package.json'), root]);
   symlinkSync(join(repoRoot, 'node_modules'), join(root, 'node_modules'));
-  const modules = ['conf/load', 'conf/parse', 'conf/ruleset', 'conf/match', 'conf/format', 'state/store', 'state/entry', 'run/helper', 'errno', 'text'];
+  const modules = [
+    'conf/load',
+    'conf/parse',
+    'conf/ruleset',
+    'conf/match',
+    'conf/format',
+    'state/store',
+    'state/entry',
+    'run/helper',
+    'errno',
+    'text',
+  ];
   const paths = modules.map((m) => join(root, 'dist/src', `${m}.js`));
   const script = `for (const path of ${JSON.stringify(paths)}) await import(path); console.log('loaded');`;
   const loaded = await run(process.execPath, ['--input-type=module', '-e', script]);
@@ -63,7 +74,8 @@ test('a bug at start-up is an internal error with its stack, in the log and on s
   writeFileSync(bug, script('return undefined.programmingError;'));
   const crashed = await run(process.execPath, [bug]);
   assert.equal(crashed.code, 1);
-  const stack = /^blocklistd: internal error: TypeError: Cannot read properties of undefined \(reading 'programmingError'\)\n {4}at Daemon\.start /;
+  const stack =
+    /^blocklistd: internal error: TypeError: Cannot read properties of undefined \(reading 'programmingError'\)\n {4}at Daemon\.start /;
   assert.match(crashed.stderr, stack);
   // syslog gets one record a line
   const records = await syslog.wait(2);

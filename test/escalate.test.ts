@@ -12,7 +12,16 @@ import { compileRules } from '../src/conf/match.js';
 import { systemEnv } from '../src/conf/system.js';
 import { Engine } from '../src/daemon/engine.js';
 import { ManualCommands } from '../src/daemon/manual.js';
-import { blockLength, forgivenCount, formatPolicy, historyAddresses, parsePolicy, PERMANENT, PolicyError, type EscalationPolicy } from '../src/escalate/policy.js';
+import {
+  blockLength,
+  forgivenCount,
+  formatPolicy,
+  historyAddresses,
+  parsePolicy,
+  PERMANENT,
+  PolicyError,
+  type EscalationPolicy,
+} from '../src/escalate/policy.js';
 import { HelperRunner } from '../src/run/helper.js';
 import { allowedNetworks, parseAggregate, textRange } from '../src/escalate/aggregate.js';
 import { Aggregator } from '../src/escalate/aggregator.js';
@@ -28,25 +37,46 @@ const noJitter = (): number => 0;
 describe('the length of the nth block', () => {
   test('base × factor^(n-1), capped by max; base defaults to the rule duration', () => {
     const p = policy('factor=2 max=1d');
-    assert.deepEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((n) => blockLength(p, n, 600, noJitter)), [600, 1200, 2400, 4800, 9600, 19200, 38400, 76800, 86400, 86400]);
-    assert.deepEqual([1, 2, 3].map((n) => blockLength(policy('base=1h factor=1.5'), n, 600, noJitter)), [3600, 5400, 8100]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].map((n) => blockLength(p, n, 600, noJitter)),
+      [600, 1200, 2400, 4800, 9600, 19200, 38400, 76800, 86400, 86400],
+    );
+    assert.deepEqual(
+      [1, 2, 3].map((n) => blockLength(policy('base=1h factor=1.5'), n, 600, noJitter)),
+      [3600, 5400, 8100],
+    );
   });
 
   test('an explicit list, its last length repeating', () => {
     const p = policy('list=10m,1h,1d');
-    assert.deepEqual([1, 2, 3, 4].map((n) => blockLength(p, n, 60, noJitter)), [600, 3600, 86400, 86400]);
+    assert.deepEqual(
+      [1, 2, 3, 4].map((n) => blockLength(p, n, 60, noJitter)),
+      [600, 3600, 86400, 86400],
+    );
   });
 
   test('permanent from the nth block on', () => {
     const p = policy('factor=3 permanent=3');
-    assert.deepEqual([1, 2, 3, 4].map((n) => blockLength(p, n, 100, noJitter)), [100, 300, PERMANENT, PERMANENT]);
+    assert.deepEqual(
+      [1, 2, 3, 4].map((n) => blockLength(p, n, 100, noJitter)),
+      [100, 300, PERMANENT, PERMANENT],
+    );
   });
 
   test('jitter adds 0 to jitter seconds, from the random source given', () => {
     const p = policy('jitter=60');
-    assert.equal(blockLength(p, 1, 100, () => 0), 100);
-    assert.equal(blockLength(p, 1, 100, () => 0.999999), 160);
-    assert.equal(blockLength(p, 1, 100, () => 0.5), 130);
+    assert.equal(
+      blockLength(p, 1, 100, () => 0),
+      100,
+    );
+    assert.equal(
+      blockLength(p, 1, 100, () => 0.999999),
+      160,
+    );
+    assert.equal(
+      blockLength(p, 1, 100, () => 0.5),
+      130,
+    );
   });
 
   test('never shorter than the rule duration; a huge product stays finite', () => {
@@ -54,7 +84,7 @@ describe('the length of the nth block', () => {
     assert.ok(Number.isSafeInteger(blockLength(policy('factor=1000'), 200, 600, noJitter)));
   });
 
-  test('the histories that may hold an address: its own and its networks\'', () => {
+  test("the histories that may hold an address: its own and its networks'", () => {
     assert.deepEqual(historyAddresses(parseIP('192.0.2.7')!).slice(0, 4), ['192.0.2.7', '192.0.2.6', '192.0.2.4', '192.0.2.0']);
     assert.equal(new Set(historyAddresses(parseIP('192.0.2.7')!)).size, historyAddresses(parseIP('192.0.2.7')!).length, 'each once');
     assert.deepEqual(historyAddresses(parseIP('192.0.2.0')!, 24).slice(0, 2), ['192.0.2.0', '192.0.0.0']);
@@ -76,7 +106,17 @@ describe('the length of the nth block', () => {
 describe('[escalate] lines', () => {
   test('keys and their values; a policy prints as a line that reads back the same', () => {
     const p = policy('base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d nfail=2');
-    assert.deepEqual(p, { name: 'ssh', base: 600, factor: 1.5, max: 129600, jitter: 30, permanent: 6, forget: 604800, keep: 7776000, nfail: 2 });
+    assert.deepEqual(p, {
+      name: 'ssh',
+      base: 600,
+      factor: 1.5,
+      max: 129600,
+      jitter: 30,
+      permanent: 6,
+      forget: 604800,
+      keep: 7776000,
+      nfail: 2,
+    });
     assert.equal(formatPolicy(p), 'ssh base=10m factor=1.5 max=1d12h jitter=30s permanent=6 forget=7d keep=90d nfail=2');
     assert.deepEqual(parsePolicy(formatPolicy(p).split(' ')), p);
     const list = policy('list=10m,1h30m,1d');
@@ -98,7 +138,12 @@ describe('[escalate] lines', () => {
       ['forget=1d forget=2d', /forget: given twice/],
       ['nfail=0', /nfail: the failure points that block a known offender/],
     ];
-    for (const [words, message] of cases) assert.throws(() => policy(words), (e: unknown) => e instanceof PolicyError && message.test(e.message), words);
+    for (const [words, message] of cases)
+      assert.throws(
+        () => policy(words),
+        (e: unknown) => e instanceof PolicyError && message.test(e.message),
+        words,
+      );
     assert.throws(() => parsePolicy(['factor=2']), /starts with the rule name/);
   });
 
@@ -123,7 +168,11 @@ describe('[escalate] lines', () => {
     const loaded = loadConfig(conf, systemEnv('blocklistd'));
     assert.deepEqual(
       loaded.diagnostics.map((d) => `${d.source.line} ${d.severity} ${d.message}`),
-      [`5 warning [escalate] blocklistd replaces the line at ${conf}:4`, '6 error [escalate] unknown key [speed]: one of base, factor, max, list, jitter, permanent, forget, keep, nfail', '7 warning [escalate] other: no rule has this name'],
+      [
+        `5 warning [escalate] blocklistd replaces the line at ${conf}:4`,
+        '6 error [escalate] unknown key [speed]: one of base, factor, max, list, jitter, permanent, forget, keep, nfail',
+        '7 warning [escalate] other: no rule has this name',
+      ],
     );
     assert.equal(loaded.ruleSet.local.length, 1);
     assert.equal(loaded.ruleSet.remote.length, 1, 'a section after [escalate] is read as before');
@@ -137,7 +186,15 @@ describe('[escalate] lines', () => {
     writeFileSync(conf, `${PORT} stream * * * 3 10m\n[escalate]\nblocklistd base=1h permanent=1 nfail=1\n[aggregate]\nblocklistd\n`);
     let out = '';
     const io = { out: (text: string) => void (out += text), err: () => {} };
-    assert.equal(testCommand('192.0.2.7', String(PORT), { config: conf, ruleName: 'blocklistd', uid: '0', type: 'stream', db: join(dir, 'none.db') }, io), 0);
+    assert.equal(
+      testCommand(
+        '192.0.2.7',
+        String(PORT),
+        { config: conf, ruleName: 'blocklistd', uid: '0', type: 'stream', db: join(dir, 'none.db') },
+        io,
+      ),
+      0,
+    );
     assert.match(out, /\nnext block {3}the 1st: permanent\n$/);
     out = '';
     assert.equal(configCommand({ config: conf, ruleName: 'blocklistd' }, io), 0);
@@ -170,9 +227,21 @@ function setup(t: TestContext, escalate: string, random: () => number = noJitter
   let now = T;
   const log = new LogCollector();
   const loaded = loadConfig(join(dir, 'blocklistd.conf'), env);
-  assert.deepEqual(loaded.diagnostics.filter((d) => d.severity === 'error'), []);
+  assert.deepEqual(
+    loaded.diagnostics.filter((d) => d.severity === 'error'),
+    [],
+  );
   const make = (): Engine => {
-    const engine = new Engine({ store, helper, families: env.families, log: log.log, debug: () => 0, clock: () => now, remRetry: 60, random });
+    const engine = new Engine({
+      store,
+      helper,
+      families: env.families,
+      log: log.log,
+      debug: () => 0,
+      clock: () => now,
+      remRetry: 60,
+      random,
+    });
     engine.setRules(compileRules(loaded.ruleSet), new Map());
     engine.setEscalation(loaded.escalation);
     const aggregator = new Aggregator(engine, store, log.log);
@@ -298,7 +367,12 @@ describe('escalation in the engine', () => {
     s.store.truncate(); // -f
     await s.offend('192.0.2.1');
     assert.equal([...s.store.entries()][0].block, 2);
-    const manual = new ManualCommands({ engine: s.engine, store: s.store, helper: new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} }), log: () => {} });
+    const manual = new ManualCommands({
+      engine: s.engine,
+      store: s.store,
+      helper: new HelperRunner({ program: join(repoRoot, 'test/fixtures/control'), log: () => {} }),
+      log: () => {},
+    });
     await manual.flush(['blocklistd']);
     assert.equal([...s.store.entries()].length, 0);
     await s.offend('192.0.2.1');
@@ -320,7 +394,7 @@ describe('escalation in the engine', () => {
     assert.equal(s.store.histories().length, 0);
   });
 
-  test('a known offender meets the lower nfail of the policy; forgiven, the rule\'s again', async (t) => {
+  test("a known offender meets the lower nfail of the policy; forgiven, the rule's again", async (t) => {
     const s = setup(t, 'blocklistd factor=1 nfail=2 forget=1000');
     const fail = () => s.engine.processBatch([tcpNotification(PORT, '192.0.2.1', { type: WireType.ADD })]);
     await s.offend('192.0.2.1'); // three failures (6 points) the first time
@@ -337,7 +411,10 @@ describe('escalation in the engine', () => {
     fail();
     fail();
     await until(() => s.engine.inFlight.adds === 0);
-    assert.deepEqual([...s.store.entries()].map((x) => [x.count, x.id]), [[4, '']]);
+    assert.deepEqual(
+      [...s.store.entries()].map((x) => [x.count, x.id]),
+      [[4, '']],
+    );
   });
 
   test('a reload applies new policies to the blocks that begin after it; a running block keeps its length', async (t) => {
@@ -411,8 +488,18 @@ describe('subnet aggregation', () => {
       [`192.0.2.0/24 true ${T + 20 + 100}`, `198.51.100.1/32 true ${T + 10 + 100}`],
     );
     const calls = s.calls().map((l) => l.split(' ').slice(0, 5).join(' '));
-    assert.deepEqual(calls.slice(0, 5), ['add blocklistd tcp 192.0.2.1 32', 'add blocklistd tcp 198.51.100.1 32', 'add blocklistd tcp 192.0.2.2 32', 'add blocklistd tcp 192.0.2.3 32', 'add blocklistd tcp 192.0.2.0 24']);
-    assert.deepEqual(calls.slice(5).sort(), ['rem blocklistd tcp 192.0.2.1 32', 'rem blocklistd tcp 192.0.2.2 32', 'rem blocklistd tcp 192.0.2.3 32']);
+    assert.deepEqual(calls.slice(0, 5), [
+      'add blocklistd tcp 192.0.2.1 32',
+      'add blocklistd tcp 198.51.100.1 32',
+      'add blocklistd tcp 192.0.2.2 32',
+      'add blocklistd tcp 192.0.2.3 32',
+      'add blocklistd tcp 192.0.2.0 24',
+    ]);
+    assert.deepEqual(calls.slice(5).sort(), [
+      'rem blocklistd tcp 192.0.2.1 32',
+      'rem blocklistd tcp 192.0.2.2 32',
+      'rem blocklistd tcp 192.0.2.3 32',
+    ]);
     assert.ok(s.log.lines.some((l) => l.message === 'aggregating 3 blocks of 192.0.2.0/24 (blocklistd) into one'));
     s.pass(101);
     await s.expire();
@@ -421,14 +508,22 @@ describe('subnet aggregation', () => {
 
   test('IPv6: k blocks of one /64 become one block of the network', async (t) => {
     const s = setup(t, 'other factor=2', noJitter, '[aggregate]\nblocklistd count=2 v6=64\n');
-    const v6 = (address: string) => tcpNotification(PORT, '192.0.2.1', { type: WireType.ADD, local: { ...parseIP('2001:db8::1')!, port: PORT }, remote: { ...parseIP(address)!, port: 40000 } });
+    const v6 = (address: string) =>
+      tcpNotification(PORT, '192.0.2.1', {
+        type: WireType.ADD,
+        local: { ...parseIP('2001:db8::1')!, port: PORT },
+        remote: { ...parseIP(address)!, port: 40000 },
+      });
     for (const address of ['2001:db8:0:1::5', '2001:db8:0:2::5', '2001:db8:0:1:ab::6']) {
       for (let i = 0; i < 3; i++) s.engine.processBatch([v6(address)]);
       await until(() => s.engine.inFlight.adds === 0);
     }
     await s.aggregated();
     await until(() => s.engine.inFlight.rems === 0 && s.engine.inFlight.adds === 0);
-    assert.deepEqual([...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`).sort(), ['2001:db8:0:1::/64', '2001:db8:0:2::5/128']);
+    assert.deepEqual([...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`).sort(), [
+      '2001:db8:0:1::/64',
+      '2001:db8:0:2::5/128',
+    ]);
   });
 
   test('an allow-list rule inside the network: no aggregate, and the log says why', async (t) => {
@@ -436,9 +531,15 @@ describe('subnet aggregation', () => {
     await s.offend('192.0.2.1');
     await s.offend('192.0.2.2');
     await s.aggregated();
-    assert.deepEqual([...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`), ['192.0.2.1/32', '192.0.2.2/32']);
+    assert.deepEqual(
+      [...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`),
+      ['192.0.2.1/32', '192.0.2.2/32'],
+    );
     const why = `not aggregating 2 blocks of 192.0.2.0/24 (blocklistd): the allow-list rule at ${join(s.dir, 'blocklistd.conf')}:7 is inside it`;
-    assert.ok(s.log.lines.some((l) => l.level === 'notice' && l.message === why), JSON.stringify(s.log.lines));
+    assert.ok(
+      s.log.lines.some((l) => l.level === 'notice' && l.message === why),
+      JSON.stringify(s.log.lines),
+    );
   });
 });
 
@@ -449,15 +550,34 @@ test('end to end: the daemon aggregates two blocks of one /24 into one network b
   const helperLog = join(dir, 'calls.log');
   writeFileSync(join(dir, 'helper.conf'), `backend=log\nlog_file=${helperLog}\n`);
   const config = `${PORT} stream * * * 3 1h\n[aggregate]\nblocklistd count=2\n`;
-  const daemon = await DaemonProcess.start({ dir, config, args: ['-C', join(repoRoot, 'bin/blocklistd-helper')], env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') } });
+  const daemon = await DaemonProcess.start({
+    dir,
+    config,
+    args: ['-C', join(repoRoot, 'bin/blocklistd-helper')],
+    env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') },
+  });
   t.after(() => daemon.stop());
   for (const address of ['192.0.2.7', '192.0.2.8']) {
-    for (let i = 0; i < 2; i++) assert.equal((await ctl(['report', '-t', 'fail', '-p', String(PORT), '--control', daemon.control, address])).code, 0);
+    for (let i = 0; i < 2; i++)
+      assert.equal((await ctl(['report', '-t', 'fail', '-p', String(PORT), '--control', daemon.control, address])).code, 0);
   }
   await daemon.waitFor(/aggregating 2 blocks of 192\.0\.2\.0\/24 \(blocklistd\) into one/);
-  await until(() => existsSync(helperLog) && readFileSync(helperLog, 'utf8').split('\n').filter((l) => l.startsWith('rem')).length === 2);
-  const calls = readFileSync(helperLog, 'utf8').split('\n').filter((l) => l !== '').map((l) => l.split(' ').slice(0, 5).join(' '));
-  assert.deepEqual(calls.slice(0, 3), ['add blocklistd tcp 192.0.2.7 32', 'add blocklistd tcp 192.0.2.8 32', 'add blocklistd tcp 192.0.2.0 24']);
+  await until(
+    () =>
+      existsSync(helperLog) &&
+      readFileSync(helperLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('rem')).length === 2,
+  );
+  const calls = readFileSync(helperLog, 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.split(' ').slice(0, 5).join(' '));
+  assert.deepEqual(calls.slice(0, 3), [
+    'add blocklistd tcp 192.0.2.7 32',
+    'add blocklistd tcp 192.0.2.8 32',
+    'add blocklistd tcp 192.0.2.0 24',
+  ]);
   assert.deepEqual(calls.slice(3).sort(), ['rem blocklistd tcp 192.0.2.7 32', 'rem blocklistd tcp 192.0.2.8 32']);
   // the addresses' entries go once their rems answered
   let dump = '';
@@ -474,13 +594,23 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   writeFileSync(join(dir, 'helper.conf'), `backend=log\nlog_file=${helperLog}\n`);
   // two AUTH_FAILs block for 2 s, the next block 20 s (long enough for the checks on a loaded machine), then 200 s
   const config = `${PORT} stream * * * 3 2\n[escalate]\nblocklistd factor=10 forget=1d\n`;
-  const daemon = await DaemonProcess.start({ dir, config, args: ['-C', join(repoRoot, 'bin/blocklistd-helper')], env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') } });
+  const daemon = await DaemonProcess.start({
+    dir,
+    config,
+    args: ['-C', join(repoRoot, 'bin/blocklistd-helper')],
+    env: { BLOCKLISTD_HELPER_CONF: join(dir, 'helper.conf') },
+  });
   t.after(() => daemon.stop());
   const control = ['--control', daemon.control];
   const offend = async (): Promise<void> => {
     for (let i = 0; i < 2; i++) assert.equal((await ctl(['report', '-t', 'fail', '-p', String(PORT), ...control, '192.0.2.7'])).code, 0);
   };
-  const calls = (): string[] => (existsSync(helperLog) ? readFileSync(helperLog, 'utf8').split('\n').filter((l) => l !== '') : []);
+  const calls = (): string[] =>
+    existsSync(helperLog)
+      ? readFileSync(helperLog, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+      : [];
 
   await offend();
   await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/);
@@ -494,8 +624,13 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
 
   const dump = await ctl(['dump', '-b', '-n', '--block-number', ...control]);
   assert.match(dump.stdout, /^blocklistd\t\s*192\.0\.2\.7\/32:2222\t\S+\t4\/3\t\S+ \S+\t2\n$/);
-  const json = JSON.parse((await ctl(['dump', '-b', '--json', ...control])).stdout) as { result: { block: number; blockDuration: number }[] };
-  assert.deepEqual(json.result.map((e) => [e.block, e.blockDuration]), [[2, 20]]);
+  const json = JSON.parse((await ctl(['dump', '-b', '--json', ...control])).stdout) as {
+    result: { block: number; blockDuration: number }[];
+  };
+  assert.deepEqual(
+    json.result.map((e) => [e.block, e.blockDuration]),
+    [[2, 20]],
+  );
 
   const history = await ctl(['history', '-D', daemon.db, '-c', daemon.config, '192.0.2.7']);
   assert.equal(history.code, 0, history.stderr);
@@ -515,13 +650,19 @@ test('end to end: the daemon with the log helper escalates a repeat offender; ct
   const from = daemon.stderr.length;
   await offend();
   await daemon.waitFor(/blocked 192\.0\.2\.7\/32:2222 for 2 seconds \(block 1\)/, from);
-  const histories = JSON.parse((await ctl(['history', '--json', '-D', daemon.db, '-c', daemon.config])).stdout) as { result: { histories: { name: string; address: string; count: number; forgiven: number; permanent: boolean }[] } };
+  const histories = JSON.parse((await ctl(['history', '--json', '-D', daemon.db, '-c', daemon.config])).stdout) as {
+    result: { histories: { name: string; address: string; count: number; forgiven: number; permanent: boolean }[] };
+  };
   assert.deepEqual(
     histories.result.histories.map((h) => [h.name, h.address, h.count, h.forgiven, h.permanent]),
     [['blocklistd', '192.0.2.7', 1, 1, false]],
   );
-  const configJson = JSON.parse((await ctl(['config', '--json', '-c', daemon.config])).stdout) as { result: { escalate: { name: string; factor: number; text: string }[] } };
-  assert.deepEqual(configJson.result.escalate, [{ name: 'blocklistd', factor: 10, jitter: 0, forget: 86400, text: 'blocklistd factor=10 forget=1d' }]);
+  const configJson = JSON.parse((await ctl(['config', '--json', '-c', daemon.config])).stdout) as {
+    result: { escalate: { name: string; factor: number; text: string }[] };
+  };
+  assert.deepEqual(configJson.result.escalate, [
+    { name: 'blocklistd', factor: 10, jitter: 0, forget: 86400, text: 'blocklistd factor=10 forget=1d' },
+  ]);
   // --all --forget: every block lifted, every history forgotten
   const all = await ctl(['unblock', '--all', '--forget', '--json', ...control]);
   assert.equal((JSON.parse(all.stdout) as { result: { forgotten: number } }).result.forgotten, 1);

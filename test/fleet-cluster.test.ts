@@ -15,7 +15,9 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
     const hosts = ['a', 'b'];
     const routes = [await freePort(), await freePort(), await freePort()];
     const nodes = await Promise.all(
-      routes.map((port, i) => NatsServer.start(t, { hosts, serverName: `node${i}`, cluster: { name: 'fleet', port, routes: routes.filter((p) => p !== port) } })),
+      routes.map((port, i) =>
+        NatsServer.start(t, { hosts, serverName: `node${i}`, cluster: { name: 'fleet', port, routes: routes.filter((p) => p !== port) } }),
+      ),
     );
     const urls = nodes.map((n) => n.url);
     const admin = await natsClient(t, urls);
@@ -35,7 +37,12 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
     const start = async (origin: string, servers: string[]) => {
       const dir = tempDir(`blocklistd-${origin}-`);
       writeFileSync(join(dir, 'fleet.user'), `${origin}:${origin}-secret\n`, { mode: 0o600 });
-      const daemon = await startDaemon(t, config, ['--fleet', servers.join(','), '--fleet-name', origin, '--fleet-user-file', join(dir, 'fleet.user')], { dir });
+      const daemon = await startDaemon(
+        t,
+        config,
+        ['--fleet', servers.join(','), '--fleet-name', origin, '--fleet-user-file', join(dir, 'fleet.user')],
+        { dir },
+      );
       await daemon.waitFor(/fleet: connected to /);
       return daemon;
     };
@@ -48,7 +55,11 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
       try {
         await until(() => calls(address).length === n, ms);
       } catch (e) {
-        const lines = (log: string): string => log.split('\n').filter((l) => l.includes('fleet')).join('\n');
+        const lines = (log: string): string =>
+          log
+            .split('\n')
+            .filter((l) => l.includes('fleet'))
+            .join('\n');
         throw new Error(`${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}`);
       }
     };

@@ -29,7 +29,10 @@ describe('fleet keys', () => {
     const cases: [Partial<FleetBlock>, string][] = [
       [{}, 'v1.web1.4.192=2E0=2E2=2E1.32.tcp.22.blocklistd'],
       [{ family: 6, address: '2001:db8::1', mask: 64 }, 'v1.web1.6.2001=3Adb8=3A=3A1.64.tcp.22.blocklistd'],
-      [{ family: 6, address: '::ffff:192.0.2.1', mask: 128, proto: '', port: -1 }, 'v1.web1.6.=3A=3Affff=3A192=2E0=2E2=2E1.128.any.any.blocklistd'],
+      [
+        { family: 6, address: '::ffff:192.0.2.1', mask: 128, proto: '', port: -1 },
+        'v1.web1.6.=3A=3Affff=3A192=2E0=2E2=2E1.128.any.any.blocklistd',
+      ],
       [{ name: 'ssh.fail/x é' }, 'v1.web1.4.192=2E0=2E2=2E1.32.tcp.22.ssh=2Efail=2Fx=20=C3=A9'],
     ];
     for (const [fields, key] of cases) {
@@ -42,7 +45,8 @@ describe('fleet keys', () => {
   });
 
   test('an origin must be one token: dots, blanks, wildcards refused', () => {
-    for (const origin of ['a.b', 'a b', '>', '*', '', 'x'.repeat(65)]) assert.throws(() => keyOf(block({ origin })), FleetRecordError, origin);
+    for (const origin of ['a.b', 'a b', '>', '*', '', 'x'.repeat(65)])
+      assert.throws(() => keyOf(block({ origin })), FleetRecordError, origin);
   });
 });
 
@@ -74,14 +78,15 @@ describe('fleet values', () => {
       [{ ...block(), reason: 'x'.repeat(300) }, /bad reason/],
       [{ ...block(), origin: 'a.b' }, /bad origin/],
     ];
-    for (const [value, error] of bad) assert.throws(() => parseValue(key, bytes(typeof value === 'string' ? value : JSON.stringify(value))), error, JSON.stringify(value));
+    for (const [value, error] of bad)
+      assert.throws(() => parseValue(key, bytes(typeof value === 'string' ? value : JSON.stringify(value))), error, JSON.stringify(value));
     assert.throws(() => parseValue(key, new Uint8Array(5000)), /at most 4096/);
   });
 });
 
 describe('the local end of a learned block', () => {
   const now = 1_800_000_000;
-  test('clocks within the skew: the origin\'s end; a start far ahead: the receive time plus the duration', () => {
+  test("clocks within the skew: the origin's end; a start far ahead: the receive time plus the duration", () => {
     assert.equal(localEnd(block({ start: now - 60 }), now, 300, 0), now - 60 + 3600);
     assert.equal(localEnd(block({ start: now + 200 }), now, 300, 0), now + 200 + 3600);
     assert.equal(localEnd(block({ start: now + 7200 }), now, 300, 0), now + 3600);
@@ -99,7 +104,12 @@ describe('the local end of a learned block', () => {
 });
 
 describe('the --fleet options', () => {
-  const args = (fields: Partial<FleetArguments>): FleetArguments => ({ fleetBucket: 'blocklist', fleetMaxDuration: '0', fleetTrust: [], ...fields });
+  const args = (fields: Partial<FleetArguments>): FleetArguments => ({
+    fleetBucket: 'blocklist',
+    fleetMaxDuration: '0',
+    fleetTrust: [],
+    ...fields,
+  });
   const abs = (p: string): string => `/cwd/${p}`;
   test('without --fleet: nothing, and its options alone are an error', () => {
     assert.equal(fleetConfig(args({}), abs), undefined);
@@ -108,13 +118,17 @@ describe('the --fleet options', () => {
   test('plain text to another host refused unless --fleet-insecure; loopback, tls:// and TLS options pass', () => {
     assert.throws(() => fleetConfig(args({ fleet: 'nats://nats.example.net:4222' }), abs), /plain text to another host/);
     assert.throws(() => fleetConfig(args({ fleet: 'nats://127.0.0.1:4222,192.0.2.9:4222' }), abs), /'192\.0\.2\.9:4222' is plain text/);
-    for (const fleet of ['nats://127.0.0.1:4222', 'localhost:4222', 'nats://[::1]:4222', 'tls://nats.example.net:4222']) assert.ok(fleetConfig(args({ fleet }), abs), fleet);
+    for (const fleet of ['nats://127.0.0.1:4222', 'localhost:4222', 'nats://[::1]:4222', 'tls://nats.example.net:4222'])
+      assert.ok(fleetConfig(args({ fleet }), abs), fleet);
     assert.ok(fleetConfig(args({ fleet: 'nats://nats.example.net', fleetCa: 'ca.pem' }), abs));
     assert.ok(fleetConfig(args({ fleet: 'nats://nats.example.net', fleetInsecure: true }), abs));
     assert.throws(() => fleetConfig(args({ fleet: 'nats://u:p@127.0.0.1' }), abs), /not in the URL/);
   });
   test('names, trust list, caps checked; paths made absolute; the default origin from the host name', () => {
-    const c = fleetConfig(args({ fleet: '127.0.0.1', fleetName: 'web-1', fleetTrust: ['web2,mail', 'web3'], fleetMaxDuration: '86400', fleetUserFile: 'u' }), abs)!;
+    const c = fleetConfig(
+      args({ fleet: '127.0.0.1', fleetName: 'web-1', fleetTrust: ['web2,mail', 'web3'], fleetMaxDuration: '86400', fleetUserFile: 'u' }),
+      abs,
+    )!;
     assert.deepEqual([c.name, c.trust, c.maxDuration, c.userFile], ['web-1', ['web2', 'mail', 'web3'], 86400, '/cwd/u']);
     assert.throws(() => fleetConfig(args({ fleet: '127.0.0.1', fleetName: 'web.1' }), abs), /bad --fleet-name/);
     assert.throws(() => fleetConfig(args({ fleet: '127.0.0.1', fleetTrust: ['a>'] }), abs), /bad --fleet-trust/);

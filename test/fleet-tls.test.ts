@@ -20,15 +20,60 @@ async function certificates(dir: string): Promise<{ ca: string; cert: string; ke
     const r = await run('openssl', args);
     assert.equal(r.code, 0, r.stderr);
   };
-  await openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=fleet test CA', '-keyout', join(dir, 'ca.key'), '-out', files.ca]);
-  await openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', files.key, '-out', join(dir, 'server.csr')]);
+  await openssl([
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=fleet test CA',
+    '-keyout',
+    join(dir, 'ca.key'),
+    '-out',
+    files.ca,
+  ]);
+  await openssl([
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-keyout',
+    files.key,
+    '-out',
+    join(dir, 'server.csr'),
+  ]);
   writeFileSync(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  await openssl(['x509', '-req', '-in', join(dir, 'server.csr'), '-CA', files.ca, '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-days', '1', '-extfile', join(dir, 'ext'), '-out', files.cert]);
+  await openssl([
+    'x509',
+    '-req',
+    '-in',
+    join(dir, 'server.csr'),
+    '-CA',
+    files.ca,
+    '-CAkey',
+    join(dir, 'ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-extfile',
+    join(dir, 'ext'),
+    '-out',
+    files.cert,
+  ]);
   return files;
 }
 
 describe('the example server configuration, over TLS', { skip: missing }, () => {
-  test('host-a\'s block reaches host-b through etc/nats/blocklist.conf; host-a cannot write host-b\'s keys; a wrong CA is refused', async (t) => {
+  test("host-a's block reaches host-b through etc/nats/blocklist.conf; host-a cannot write host-b's keys; a wrong CA is refused", async (t) => {
     const dir = tempDir('blocklistd-nats-tls-');
     const tls = await certificates(dir);
     const shipped = readFileSync(join(repoRoot, 'etc/nats/blocklist.conf'), 'utf8');
@@ -52,7 +97,12 @@ describe('the example server configuration, over TLS', { skip: missing }, () => 
     const host = async (name: string) => {
       const d = tempDir(`blocklistd-${name}-`);
       writeFileSync(join(d, 'fleet.user'), `${name}:change-me-${name.slice(-1)}\n`, { mode: 0o600 });
-      const daemon = await startDaemon(t, config, ['--fleet', url, '--fleet-name', name, '--fleet-user-file', join(d, 'fleet.user'), '--fleet-ca', tls.ca], { dir: d });
+      const daemon = await startDaemon(
+        t,
+        config,
+        ['--fleet', url, '--fleet-name', name, '--fleet-user-file', join(d, 'fleet.user'), '--fleet-ca', tls.ca],
+        { dir: d },
+      );
       await daemon.waitFor(/fleet: connected to /);
       return daemon;
     };

@@ -28,14 +28,21 @@ interface Host {
   origin: string;
 }
 
-async function startHost(t: TestContext, server: string | string[], origin: string, config: string, { dir = tempDir(`blocklistd-${origin}-`), more = [] as string[], env = {} as Record<string, string> } = {}): Promise<Host> {
+async function startHost(
+  t: TestContext,
+  server: string | string[],
+  origin: string,
+  config: string,
+  { dir = tempDir(`blocklistd-${origin}-`), more = [] as string[], env = {} as Record<string, string> } = {},
+): Promise<Host> {
   const daemon = await startDaemon(t, config, fleetArgs(server, origin, dir, more), { dir, env });
   await daemon.waitFor(/fleet: connected to /);
   return { daemon, dir, origin };
 }
 
 /** The helper calls of `host` that add or remove `address`. */
-const callsOf = (host: Host, address: string): string[] => host.daemon.helperCalls().filter((l) => / (add|rem) /.test(` ${l}`) && l.includes(` ${address} `));
+const callsOf = (host: Host, address: string): string[] =>
+  host.daemon.helperCalls().filter((l) => / (add|rem) /.test(` ${l}`) && l.includes(` ${address} `));
 
 /** `blocklistctl dump -a --json` through the daemon: every entry and learned block. */
 async function dumpJson(host: Host): Promise<Json[]> {
@@ -86,7 +93,21 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
 
     // a hostile value under A's prefix (as A's user could put it): logged and ignored
     const kv = await new Kvm(admin).open(BUCKET);
-    await kv.put('v1.a.4.203=2E0=2E113=2E5.32.tcp.22.blocklistd', JSON.stringify({ origin: 'a', name: 'x; rm -rf /', family: 4, address: '203.0.113.5', mask: 32, proto: 'tcp', port: 22, duration: 60, start: 1, end: 61 }));
+    await kv.put(
+      'v1.a.4.203=2E0=2E113=2E5.32.tcp.22.blocklistd',
+      JSON.stringify({
+        origin: 'a',
+        name: 'x; rm -rf /',
+        family: 4,
+        address: '203.0.113.5',
+        mask: 32,
+        proto: 'tcp',
+        port: 22,
+        duration: 60,
+        start: 1,
+        end: 61,
+      }),
+    );
     await kv.put('v1.a.4.203=2E0=2E113=2E6.32.tcp.22.blocklistd', 'not json');
     for (const host of [b, c]) await host.daemon.waitFor(/fleet: ignored v1\.a\.4\.203=2E0=2E113=2E5.*bad name/);
     await eventually(async () => (await status(b)).fleet.rejected >= 2);
@@ -114,7 +135,8 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.match(callsOf(b, '198.51.100.8')[1]!, /^rem /);
 
     // a block renewed on A (blocked again by hand) moves its end on B too, without a second add
-    const expires = async (): Promise<number | undefined> => (await dumpJson(b)).find((e) => e.address === '198.51.100.60')?.expires as number | undefined;
+    const expires = async (): Promise<number | undefined> =>
+      (await dumpJson(b)).find((e) => e.address === '198.51.100.60')?.expires as number | undefined;
     assert.equal((await ctl(['block', '-p', String(port), '-t', '20', '--control', a.daemon.control, '198.51.100.60'])).code, 0);
     await eventually(async () => (await expires()) !== undefined);
     const first = (await expires())!;
@@ -137,7 +159,7 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
 
     await nats.stop();
     await a.daemon.waitFor(/fleet: disconnected/);
-    let r = await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.20', '198.51.100.21']);
+    const r = await ctl(['block', '-p', String(port), '--control', a.daemon.control, '198.51.100.20', '198.51.100.21']);
     assert.equal(r.code, 0, r.stderr);
     await eventually(async () => (await status(a)).fleet.pending === 2);
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
@@ -165,8 +187,10 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     // C never blocks 198.51.100.0/24 on that port
     const c = await startHost(t, nats.url, 'c', `${config}[remote]\n198.51.100.0/24:${port} * * * = * =\n`);
     const x = '198.51.100.9';
-    const block = async (host: Host): Promise<void> => assert.equal((await ctl(['block', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
-    const unblock = async (host: Host): Promise<void> => assert.equal((await ctl(['unblock', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
+    const block = async (host: Host): Promise<void> =>
+      assert.equal((await ctl(['block', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
+    const unblock = async (host: Host): Promise<void> =>
+      assert.equal((await ctl(['unblock', '-p', String(port), '--control', host.daemon.control, x])).code, 0);
 
     await block(b);
     await block(a);
@@ -202,12 +226,36 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     let b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 1h\n`, { dir, more: ['--fleet-trust', 'a'] });
     const now = Math.floor(Date.now() / 1000);
     // an origin outside --fleet-trust (put by the admin: no host user may) is not applied
-    const stranger = { origin: 'x', name: 'blocklistd', family: 4 as const, address: '198.51.100.59', mask: 32, proto: 'tcp', port, duration: 60, start: now, end: now + 60, reason: 'limit' };
+    const stranger = {
+      origin: 'x',
+      name: 'blocklistd',
+      family: 4 as const,
+      address: '198.51.100.59',
+      mask: 32,
+      proto: 'tcp',
+      port,
+      duration: 60,
+      start: now,
+      end: now + 60,
+      reason: 'limit',
+    };
     await (await new Kvm(admin).open(BUCKET)).put(keyOf(stranger), JSON.stringify(stranger));
     await b.daemon.waitFor(/fleet: ignored v1\.x\..*: origin x is not in --fleet-trust/);
     assert.deepEqual(callsOf(b, '198.51.100.59'), []);
     const put = async (address: string, start: number, duration: number): Promise<void> => {
-      const block = { origin: 'a', name: 'blocklistd', family: 4 as const, address, mask: 32, proto: 'tcp', port, duration, start, end: start + duration, reason: 'limit' };
+      const block = {
+        origin: 'a',
+        name: 'blocklistd',
+        family: 4 as const,
+        address,
+        mask: 32,
+        proto: 'tcp',
+        port,
+        duration,
+        start,
+        end: start + duration,
+        reason: 'limit',
+      };
       await asA.put(keyOf(block), JSON.stringify(block));
     };
     await put('198.51.100.50', now, 3);
@@ -251,7 +299,7 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.match(callsOf(a, '198.51.100.71')[0]!, /^add blocklistd '' 198\.51\.100\.71 32 '' ''$/);
   });
 
-  test('a host cannot forge another origin\'s key: the server refuses the publish', async (t) => {
+  test("a host cannot forge another origin's key: the server refuses the publish", async (t) => {
     const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
     const admin = await natsClient(t, nats.url);
     const kv = await createBucket(admin);
@@ -269,6 +317,8 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
 test('--fleet: a plain-text URL to another host is a usage error (exit 2) unless --fleet-insecure', async () => {
   const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '--check', '--fleet', 'nats://192.0.2.1:4222']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /^blocklistd: --fleet server 'nats:\/\/192\.0\.2\.1:4222' is plain text to another host: use tls:\/\/ \(and --fleet-ca\), or --fleet-insecure to allow it\n/);
+  assert.match(
+    r.stderr,
+    /^blocklistd: --fleet server 'nats:\/\/192\.0\.2\.1:4222' is plain text to another host: use tls:\/\/ \(and --fleet-ca\), or --fleet-insecure to allow it\n/,
+  );
 });
-

@@ -98,8 +98,24 @@ async function scenario(golden: string, { backend, conf, calls }: Scenario): Pro
   assert.deepEqual(results, expected);
 }
 
-const add = (name: string, proto: string, address: string, mask: number, port: string, id = ''): string[] => ['add', name, proto, address, String(mask), port, id];
-const rem = (name: string, proto: string, address: string, mask: number, port: string, id: string): string[] => ['rem', name, proto, address, String(mask), port, id];
+const add = (name: string, proto: string, address: string, mask: number, port: string, id = ''): string[] => [
+  'add',
+  name,
+  proto,
+  address,
+  String(mask),
+  port,
+  id,
+];
+const rem = (name: string, proto: string, address: string, mask: number, port: string, id: string): string[] => [
+  'rem',
+  name,
+  proto,
+  address,
+  String(mask),
+  port,
+  id,
+];
 
 /** A pf anchor that already holds the block rule for table port22, as `pfctl -sr` shows it. */
 const port22Rule = 'block drop in quick proto tcp from <port22> to any port = 22';
@@ -131,7 +147,12 @@ test('the BSD programs do not exist here: the stubs, later in PATH, are what the
   assert.deepEqual(realTools, [], `real packet-filter programs would run instead of the stubs: ${realTools.join(' ')}`);
   for (const tool of tools) assert.ok((statSync(join(stubs, tool)).mode & 0o111) !== 0, `${tool} stub not executable`);
   // PATH as the script makes it out of the one the tests give it.
-  const found = await run('/bin/sh', ['-c', 'PATH=/sbin:/usr/sbin:/bin:/usr/bin:$1; for t in npfctl pfctl ipf ipfstat ipfw; do command -v "$t"; done', 'sh', `${stubs}:/usr/bin:/bin`]);
+  const found = await run('/bin/sh', [
+    '-c',
+    'PATH=/sbin:/usr/sbin:/bin:/usr/bin:$1; for t in npfctl pfctl ipf ipfstat ipfw; do command -v "$t"; done',
+    'sh',
+    `${stubs}:/usr/bin:/bin`,
+  ]);
   assert.equal(found.stdout, tools.map((t) => `${join(stubs, t)}\n`).join(''));
   assert.match(readFileSync(script, 'utf8'), /^PATH=\/sbin:\/usr\/sbin:\/bin:\/usr\/bin:\$PATH$/m);
 });
@@ -144,14 +165,26 @@ test('the stubs record each call, arguments in brackets, stdin only after "-"', 
     run(join(stubs, tool), args, { onlyEnv: { ...env, ...extra }, input: stdin ?? 'never read' });
   assert.deepEqual(await direct('npfctl', ['rule', 'a b', 'add', '']), { code: 0, stdout: 'OK 1a\n', stderr: '' });
   assert.deepEqual(await direct('npfctl', ['rule', 'x', 'add'], EXIT1), { code: 1, stdout: '', stderr: '' });
-  assert.deepEqual(await direct('npfctl', ['rule', 'x', 'add'], { STUB_OUT: 'OK zz', STUB_FAIL: '[x]' }), { code: 1, stdout: 'OK zz\n', stderr: '' });
+  assert.deepEqual(await direct('npfctl', ['rule', 'x', 'add'], { STUB_OUT: 'OK zz', STUB_FAIL: '[x]' }), {
+    code: 1,
+    stdout: 'OK zz\n',
+    stderr: '',
+  });
   assert.deepEqual(await direct('pfctl', ['-a', 'x', '-f', '-'], {}, 'one\ntwo'), { code: 0, stdout: '', stderr: '' });
   assert.deepEqual(await direct('pfctl', ['-a', 'x/22', '-sr'], { STUB_RULES: 'r1\nr2' }), { code: 0, stdout: 'r1\nr2\n', stderr: '' });
-  assert.deepEqual(await direct('pfctl', ['-a', 'x', '-s', 'Anchors'], { STUB_ANCHORS: '  x/22' }), { code: 0, stdout: '  x/22\n', stderr: '' });
+  assert.deepEqual(await direct('pfctl', ['-a', 'x', '-s', 'Anchors'], { STUB_ANCHORS: '  x/22' }), {
+    code: 0,
+    stdout: '  x/22\n',
+    stderr: '',
+  });
   assert.deepEqual(await direct('ipf', ['-I', '-f', '-'], {}, 'a\n\nb\n'), { code: 0, stdout: '', stderr: '' });
   assert.deepEqual(await direct('ipfstat', ['-io'], { STUB_IPFSTAT: 'pass in all' }), { code: 0, stdout: 'pass in all\n', stderr: '' });
   assert.deepEqual(await direct('ipfw', ['-q', 'show', '2022']), { code: 1, stdout: '', stderr: '' });
-  assert.deepEqual(await direct('ipfw', ['-q', 'show', '2022'], { STUB_IPFW_SHOW: '0' }), { code: 0, stdout: '02022 deny ip from table(stub) to any\n', stderr: '' });
+  assert.deepEqual(await direct('ipfw', ['-q', 'show', '2022'], { STUB_IPFW_SHOW: '0' }), {
+    code: 0,
+    stdout: '02022 deny ip from table(stub) to any\n',
+    stderr: '',
+  });
   assert.equal(
     readFileSync(log, 'utf8'),
     [
@@ -275,7 +308,12 @@ test('ipfilter: nothing on stdout when ipf fails, the flush stopping at the firs
 test('ipfilter: flush does not swap in a rebuilt set when ipfstat could not list the active one', async () => {
   // The inactive set would then hold nothing: swapping it in drops every rule.
   const log = stubLog('ipfstat-fails');
-  const result = await helper(['flush', 'blocklistd'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: 'ipfilter', STUB_FAIL: 'ipfstat' });
+  const result = await helper(['flush', 'blocklistd'], {
+    STUB_LOG: log,
+    BLOCKLISTD_HELPER_CONF: noConf,
+    BLOCKLISTD_BACKEND: 'ipfilter',
+    STUB_FAIL: 'ipfstat',
+  });
   const calls = readFileSync(log, 'utf8').split('\n');
   assert.ok(calls.includes('ipfstat [-io]'), calls.join('\n'));
   assert.ok(!calls.includes('ipf [-s]'), `the sets were swapped:\n${calls.join('\n')}`);
@@ -328,7 +366,11 @@ test('pf: a block of every port (no protocol nor port) in anchor <name>/all, tab
     backend: 'pf',
     calls: [
       { args: add('blocklistd', '', '192.0.2.9', 32, ''), stdout: 'OK\n' },
-      { args: add('blocklistd', '', '2001:db8::', 64, ''), env: { STUB_RULES: 'block drop in quick from <portall> to any' }, stdout: 'OK\n' },
+      {
+        args: add('blocklistd', '', '2001:db8::', 64, ''),
+        env: { STUB_RULES: 'block drop in quick from <portall> to any' },
+        stdout: 'OK\n',
+      },
       { args: rem('blocklistd', '', '192.0.2.9', 32, '', 'OK'), stdout: 'OK\n' },
     ],
   });
@@ -344,54 +386,89 @@ test('ipfw: a block of every port (no protocol nor port) in table portall, rule 
   });
 });
 
-test('an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask less 96 (upstream: /128 ' +
-  'only); below 96 it is left untouched', async () => {
-  // A dual-stack server's IPv4 clients reach the packet filter as IPv4: an
-  // ::ffff: network in an IPv6 table would never match them.
-  await scenario('mapped-mask.log', {
-    calls: [
-      { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1a\n' },
-      { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'pf', STUB_RULES: port22Rule }, stdout: 'OK\n' },
-      { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'ipfilter' }, stdout: 'OK\n' },
-      { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'ipfw', STUB_IPFW_SHOW: '0' }, stdout: 'OK\n' },
-      { args: add('blocklistd', 'tcp', '::ffff:0.0.0.0', 96, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1b\n' },
-      { args: add('blocklistd', 'tcp', '::ffff:0.0.0.0', 64, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1c\n' },
-    ],
-  });
-});
+test(
+  'an ::ffff:a.b.c.d address with a mask of 96 or more is IPv4 with the mask less 96 (upstream: /128 ' +
+    'only); below 96 it is left untouched',
+  async () => {
+    // A dual-stack server's IPv4 clients reach the packet filter as IPv4: an
+    // ::ffff: network in an IPv6 table would never match them.
+    await scenario('mapped-mask.log', {
+      calls: [
+        { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1a\n' },
+        {
+          args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'),
+          env: { BLOCKLISTD_BACKEND: 'pf', STUB_RULES: port22Rule },
+          stdout: 'OK\n',
+        },
+        { args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'), env: { BLOCKLISTD_BACKEND: 'ipfilter' }, stdout: 'OK\n' },
+        {
+          args: add('blocklistd', 'tcp', '::ffff:192.0.2.0', 120, '22'),
+          env: { BLOCKLISTD_BACKEND: 'ipfw', STUB_IPFW_SHOW: '0' },
+          stdout: 'OK\n',
+        },
+        { args: add('blocklistd', 'tcp', '::ffff:0.0.0.0', 96, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1b\n' },
+        { args: add('blocklistd', 'tcp', '::ffff:0.0.0.0', 64, '22'), env: { BLOCKLISTD_BACKEND: 'npf' }, stdout: 'OK 1c\n' },
+      ],
+    });
+  },
+);
 
-test('npf, pf and ipfilter take the rule name as it is, as upstream: a name they cannot read as one plain ' +
-  'name is refused, nothing run', async () => {
-  // npf.conf, pf.conf and ipf.conf refer to these names: upstream's (blocklistd, blocklistd-ext) stay as they are
-  for (const backend of ['npf', 'pf', 'ipfilter']) {
-    for (const name of ['a+b', 'ä', '_x', '-x', '.x', 'a/b', 'a b', 'x\\y', '']) {
-      const refused = { code: 1, stdout: '', stderr: `blocklistd-helper: rule name '${name}' not usable with ${backend}: letters, digits, '.', '_' and ` +
-        `'-' only, starting with a letter or digit\n` };
-      for (const args of [add(name, 'tcp', '192.0.2.1', 32, '22'), rem(name, 'tcp', '192.0.2.1', 32, '22', 'OK'), ['flush', name]]) {
-        const log = stubLog(`name-${backend}`);
-        const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
-        assert.deepEqual(result, refused, `${backend} ${args.join(' ')}`);
-        assert.equal(readFileSync(log, 'utf8'), '', `${backend} ${args.join(' ')}: nothing run`);
+test(
+  'npf, pf and ipfilter take the rule name as it is, as upstream: a name they cannot read as one plain ' + 'name is refused, nothing run',
+  async () => {
+    // npf.conf, pf.conf and ipf.conf refer to these names: upstream's (blocklistd, blocklistd-ext) stay as they are
+    for (const backend of ['npf', 'pf', 'ipfilter']) {
+      for (const name of ['a+b', 'ä', '_x', '-x', '.x', 'a/b', 'a b', 'x\\y', '']) {
+        const refused = {
+          code: 1,
+          stdout: '',
+          stderr:
+            `blocklistd-helper: rule name '${name}' not usable with ${backend}: letters, digits, '.', '_' and ` +
+            `'-' only, starting with a letter or digit\n`,
+        };
+        for (const args of [add(name, 'tcp', '192.0.2.1', 32, '22'), rem(name, 'tcp', '192.0.2.1', 32, '22', 'OK'), ['flush', name]]) {
+          const log = stubLog(`name-${backend}`);
+          const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
+          assert.deepEqual(result, refused, `${backend} ${args.join(' ')}`);
+          assert.equal(readFileSync(log, 'utf8'), '', `${backend} ${args.join(' ')}: nothing run`);
+        }
       }
+      // in a batch, only that line fails
+      const log = stubLog(`name-batch-${backend}`);
+      const result = await helper(
+        ['batch'],
+        { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend },
+        'add a+b tcp 192.0.2.1 32 22 \nadd blocklistd.x_1-y tcp 192.0.2.2 32 22 \n',
+      );
+      assert.equal(result.code, 0, backend);
+      assert.deepEqual(
+        result.stdout.split('\n').map((l) => l !== ''),
+        [false, true, false],
+        `${backend}: ${result.stdout}`,
+      );
+      assert.match(result.stderr, /rule name 'a\+b' not usable/);
+      assert.ok(!readFileSync(log, 'utf8').includes('a+b'), `${backend}: nothing run for a+b`);
     }
-    // in a batch, only that line fails
-    const log = stubLog(`name-batch-${backend}`);
-    const result = await helper(['batch'], { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend }, 'add a+b tcp 192.0.2.1 32 22 \nadd blocklistd.x_1-y tcp 192.0.2.2 32 22 \n');
-    assert.equal(result.code, 0, backend);
-    assert.deepEqual(result.stdout.split('\n').map((l) => l !== ''), [false, true, false], `${backend}: ${result.stdout}`);
-    assert.match(result.stderr, /rule name 'a\+b' not usable/);
-    assert.ok(!readFileSync(log, 'utf8').includes('a+b'), `${backend}: nothing run for a+b`);
-  }
-});
+  },
+);
 
 test('ipfw does not use the rule name, and log records it as it is: any name goes', async () => {
   const log = stubLog('name-ipfw');
-  const result = await helper(add('a+b ä\\n', 'tcp', '192.0.2.1', 32, '22'), { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: 'ipfw', STUB_IPFW_SHOW: '0' });
+  const result = await helper(add('a+b ä\\n', 'tcp', '192.0.2.1', 32, '22'), {
+    STUB_LOG: log,
+    BLOCKLISTD_HELPER_CONF: noConf,
+    BLOCKLISTD_BACKEND: 'ipfw',
+    STUB_IPFW_SHOW: '0',
+  });
   assert.deepEqual(result, { code: 0, stdout: 'OK\n', stderr: '' });
   const calls = join(dir, 'name-log-calls');
   const env = { STUB_LOG: log, BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: configFile(`log_file=${calls}\n`) };
   // printf, not echo: a backslash in the name stays one
-  assert.deepEqual(await helper(add('x\\ny\\c', 'tcp', '192.0.2.1', 32, '22'), env), { code: 0, stdout: 'OK x\\ny\\c:192.0.2.1/32:22\n', stderr: '' });
+  assert.deepEqual(await helper(add('x\\ny\\c', 'tcp', '192.0.2.1', 32, '22'), env), {
+    code: 0,
+    stdout: 'OK x\\ny\\c:192.0.2.1/32:22\n',
+    stderr: '',
+  });
   assert.deepEqual(await helper(['flush', '-n'], env), { code: 0, stdout: 'OK\n', stderr: '' });
   assert.deepEqual(readFileSync(calls, 'utf8'), 'add x\\ny\\c tcp 192.0.2.1 32 22 \nflush -n\n');
 });
@@ -421,7 +498,11 @@ test('an unknown action: "Unknown command" and the usage on stderr, exit 2 (a us
       const log = stubLog(`unknown-${backend}`);
       const result = await helper(args, { STUB_LOG: log, BLOCKLISTD_HELPER_CONF: noConf, BLOCKLISTD_BACKEND: backend });
       assert.deepEqual([result.code, result.stdout], [2, ''], `${backend} ${args.join(' ')}`);
-      assert.match(result.stderr, new RegExp(`^blocklistd-helper: Unknown command '${args[0]}'\nusage: blocklistd-helper add\\|rem `), `${backend} ${args.join(' ')}`);
+      assert.match(
+        result.stderr,
+        new RegExp(`^blocklistd-helper: Unknown command '${args[0]}'\nusage: blocklistd-helper add\\|rem `),
+        `${backend} ${args.join(' ')}`,
+      );
       assert.equal(readFileSync(log, 'utf8'), '');
     }
   }
@@ -460,10 +541,15 @@ test('log: each call recorded in log_file; OK <name>:<address>/<mask>:<port> for
   assert.deepEqual(await helper(add('blocklistd-ext', 'udp', '2001:db8::', 64, '53'), env), ok('OK blocklistd-ext:2001:db8::/64:53\n'));
   assert.deepEqual(await helper(rem('blocklistd', 'tcp', '192.0.2.0', 24, '22', 'blocklistd:192.0.2.0/24:22'), env), ok('OK\n'));
   assert.deepEqual(await helper(['flush', 'blocklistd'], env), ok('OK\n'));
-  assert.deepEqual(await helper(['batch'], env, 'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.1 32 22 x\n'), ok('OK blocklistd:192.0.2.1/32:22\nOK\n'));
+  assert.deepEqual(
+    await helper(['batch'], env, 'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.1 32 22 x\n'),
+    ok('OK blocklistd:192.0.2.1/32:22\nOK\n'),
+  );
   // One line per call: the action and its arguments (an empty id leaves at most trailing blanks).
   assert.deepEqual(
-    readFileSync(calls, 'utf8').split('\n').map((l) => l.trimEnd()),
+    readFileSync(calls, 'utf8')
+      .split('\n')
+      .map((l) => l.trimEnd()),
     [
       'add blocklistd tcp 192.0.2.0 24 22',
       'add blocklistd-ext udp 2001:db8:: 64 53',
@@ -477,7 +563,11 @@ test('log: each call recorded in log_file; OK <name>:<address>/<mask>:<port> for
   assert.equal(readFileSync(log, 'utf8'), '', 'the log back end runs no filter program');
 
   // Without log_file the calls go to stderr.
-  const bare = await helper(add('blocklistd', 'tcp', '192.0.2.0', 24, '22'), { STUB_LOG: log, BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: noConf });
+  const bare = await helper(add('blocklistd', 'tcp', '192.0.2.0', 24, '22'), {
+    STUB_LOG: log,
+    BLOCKLISTD_BACKEND: 'log',
+    BLOCKLISTD_HELPER_CONF: noConf,
+  });
   assert.equal(bare.stdout, 'OK blocklistd:192.0.2.0/24:22\n');
   assert.match(bare.stderr, /^blocklistd-helper: add blocklistd tcp 192\.0\.2\.0 24 22 *\n$/);
 });

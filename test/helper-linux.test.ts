@@ -65,15 +65,40 @@ class Netns {
    * lock file in a temp dir and no /etc/blocklistd-helper.conf.
    */
   helper(backend: string, args: string[], input?: string, wrap: string[] = []): Promise<RunResult> {
-    const env = [`BLOCKLISTD_BACKEND=${backend}`, `BLOCKLISTD_HELPER_LOCK=${join(this.dir, 'helper.lock')}`, `BLOCKLISTD_HELPER_CONF=${join(this.dir, 'absent.conf')}`];
+    const env = [
+      `BLOCKLISTD_BACKEND=${backend}`,
+      `BLOCKLISTD_HELPER_LOCK=${join(this.dir, 'helper.lock')}`,
+      `BLOCKLISTD_HELPER_CONF=${join(this.dir, 'absent.conf')}`,
+    ];
     return this.exec(['env', ...env, ...wrap, 'bash', '-c', 'exec -a control "$0" "$@"', HELPER, ...args], input);
   }
 
   /** The helper with the calls of `programs` (nft, ipset) counted: program → the argument lines of its calls. */
-  async counted(backend: Backend, args: string[], input: string, programs: string[]): Promise<{ result: RunResult; calls: Record<string, string[]> }> {
+  async counted(
+    backend: Backend,
+    args: string[],
+    input: string,
+    programs: string[],
+  ): Promise<{ result: RunResult; calls: Record<string, string[]> }> {
     const dir = tempDir('blocklistd-counted-');
-    const result = await this.helper(backend, args, input, ['unshare', '--mount', '--propagation', 'private', COUNTED, dir, ...programs, '--']);
-    const calls = Object.fromEntries(programs.map((p) => [p, readFileSync(join(dir, `calls.${p}`), 'utf8').split('\n').slice(0, -1)]));
+    const result = await this.helper(backend, args, input, [
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      COUNTED,
+      dir,
+      ...programs,
+      '--',
+    ]);
+    const calls = Object.fromEntries(
+      programs.map((p) => [
+        p,
+        readFileSync(join(dir, `calls.${p}`), 'utf8')
+          .split('\n')
+          .slice(0, -1),
+      ]),
+    );
     return { result, calls };
   }
 }
@@ -95,7 +120,10 @@ async function batch(ns: Netns, backend: Backend, lines: string[]): Promise<{ ou
   const start = process.hrtime.bigint();
   const input = lines.map((l) => `${l}\n`).join('');
   const programs = FILTER_PROGRAM[backend];
-  const { result: r, calls } = programs.length > 0 ? await ns.counted(backend, ['batch'], input, programs) : { result: await ns.helper(backend, ['batch'], input), calls: {} };
+  const { result: r, calls } =
+    programs.length > 0
+      ? await ns.counted(backend, ['batch'], input, programs)
+      : { result: await ns.helper(backend, ['batch'], input), calls: {} };
   const ms = Number(process.hrtime.bigint() - start) / 1e6;
   assert.equal(r.code, 0, r.stderr);
   const out = r.stdout.split('\n');
@@ -108,9 +136,18 @@ async function batch(ns: Netns, backend: Backend, lines: string[]): Promise<{ ou
  * sets; for ipset one `ipset restore` besides the sets' set-up.
  */
 function assertOneTransaction(backend: Backend, calls: string[]): void {
-  if (backend === 'nftables') assert.deepEqual(calls.filter((c) => !c.startsWith('-t list sets ')), ['-f -'], 'one nft -f');
+  if (backend === 'nftables')
+    assert.deepEqual(
+      calls.filter((c) => !c.startsWith('-t list sets ')),
+      ['-f -'],
+      'one nft -f',
+    );
   if (backend === 'ipset') {
-    assert.deepEqual(calls.filter((c) => !c.startsWith('create ')), ['restore'], 'one ipset restore');
+    assert.deepEqual(
+      calls.filter((c) => !c.startsWith('create ')),
+      ['restore'],
+      'one ipset restore',
+    );
   }
 }
 
@@ -129,8 +166,10 @@ const sorted = (list: string[]): string[] => [...list].sort();
  */
 function encodedName(name: string, max: number): string {
   const bytes = [...Buffer.from(name)];
-  const kept = (b: number, i: number): boolean => /[A-Za-z]/.test(String.fromCharCode(b)) || (i > 0 && /[0-9-]/.test(String.fromCharCode(b)));
-  const n = bytes.length === 0 ? '_' : bytes.map((b, i) => (kept(b, i) ? String.fromCharCode(b) : `_${b.toString(16).padStart(2, '0')}`)).join('');
+  const kept = (b: number, i: number): boolean =>
+    /[A-Za-z]/.test(String.fromCharCode(b)) || (i > 0 && /[0-9-]/.test(String.fromCharCode(b)));
+  const n =
+    bytes.length === 0 ? '_' : bytes.map((b, i) => (kept(b, i) ? String.fromCharCode(b) : `_${b.toString(16).padStart(2, '0')}`)).join('');
   return n.length <= max ? n : `${n.slice(0, max - 18)}_h${createHash('sha256').update(name).digest('hex').slice(0, 16)}`;
 }
 
@@ -338,7 +377,24 @@ async function servedPair(t: TestContext): Promise<{ srv: Netns; connect: (from:
   const ip = (...args: string[]): Promise<RunResult> => succeeds(run('ip', args), `ip ${args.join(' ')}`);
   const srvMac = '02:00:00:99:00:01';
   const cliMac = '02:00:00:99:00:02';
-  await ip('-n', srv.name, 'link', 'add', 'blh0', 'address', srvMac, 'type', 'veth', 'peer', 'name', 'blh1', 'address', cliMac, 'netns', cli.name);
+  await ip(
+    '-n',
+    srv.name,
+    'link',
+    'add',
+    'blh0',
+    'address',
+    srvMac,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'blh1',
+    'address',
+    cliMac,
+    'netns',
+    cli.name,
+  );
   await ip('-n', srv.name, 'addr', 'add', '10.99.0.1/24', 'dev', 'blh0');
   await ip('-n', srv.name, 'addr', 'add', 'fd99::1/64', 'dev', 'blh0', 'nodad');
   for (const address of ['10.99.0.2/24', '10.99.0.3/24']) await ip('-n', cli.name, 'addr', 'add', address, 'dev', 'blh1');
@@ -346,18 +402,34 @@ async function servedPair(t: TestContext): Promise<{ srv: Netns; connect: (from:
   await ip('-n', srv.name, 'link', 'set', 'blh0', 'up');
   await ip('-n', cli.name, 'link', 'set', 'blh1', 'up');
   // fixed neighbours: no ARP or neighbour discovery to race with the first connections
-  for (const address of ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3']) await ip('-n', srv.name, 'neigh', 'replace', address, 'lladdr', cliMac, 'dev', 'blh0', 'nud', 'permanent');
-  for (const address of ['10.99.0.1', 'fd99::1']) await ip('-n', cli.name, 'neigh', 'replace', address, 'lladdr', srvMac, 'dev', 'blh1', 'nud', 'permanent');
-  const server = spawn('ip', ['netns', 'exec', srv.name, process.execPath, '-e', "require('net').createServer((c) => c.end('hi')).listen(2222, '::', () => console.log('listening'))"], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  for (const address of ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'])
+    await ip('-n', srv.name, 'neigh', 'replace', address, 'lladdr', cliMac, 'dev', 'blh0', 'nud', 'permanent');
+  for (const address of ['10.99.0.1', 'fd99::1'])
+    await ip('-n', cli.name, 'neigh', 'replace', address, 'lladdr', srvMac, 'dev', 'blh1', 'nud', 'permanent');
+  const server = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      srv.name,
+      process.execPath,
+      '-e',
+      "require('net').createServer((c) => c.end('hi')).listen(2222, '::', () => console.log('listening'))",
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   t.after(() => server.kill('SIGKILL'));
   let said = '';
   server.stdout.on('data', (d: Buffer) => (said += d.toString()));
   await until(() => said.includes('listening'), 10_000);
   const connect = async (from: string): Promise<string> => {
     const to = from.includes(':') ? 'fd99::1' : '10.99.0.1';
-    const r = await succeeds(cli.exec([process.execPath, '-e', CONNECT, to, from, '2222', String(CONNECT_TIMEOUT_MS)]), `connect from ${from}`);
+    const r = await succeeds(
+      cli.exec([process.execPath, '-e', CONNECT, to, from, '2222', String(CONNECT_TIMEOUT_MS)]),
+      `connect from ${from}`,
+    );
     return r.stdout;
   };
   return { srv, connect };
@@ -371,14 +443,19 @@ async function connectAll(connect: (from: string) => Promise<string>, from: stri
 // --- packages --------------------------------------------------------------
 
 function missingPrograms(): string[] {
-  return ['nft', 'ipset', 'iptables', 'ip6tables', 'iptables-save', 'ip6tables-save', 'ip', 'flock', 'unshare', 'mount', 'bash'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
+  return ['nft', 'ipset', 'iptables', 'ip6tables', 'iptables-save', 'ip6tables-save', 'ip', 'flock', 'unshare', 'mount', 'bash'].filter(
+    (p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0,
+  );
 }
 
 async function installFilters(): Promise<void> {
   if (missingPrograms().length === 0) return;
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
   await succeeds(run('apt-get', ['update'], { env }), 'apt-get update');
-  await succeeds(run('apt-get', ['install', '-y', '--no-install-recommends', 'nftables', 'iptables', 'ipset', 'iproute2', 'util-linux'], { env }), 'apt-get install');
+  await succeeds(
+    run('apt-get', ['install', '-y', '--no-install-recommends', 'nftables', 'iptables', 'ipset', 'iproute2', 'util-linux'], { env }),
+    'apt-get install',
+  );
   assert.deepEqual(missingPrograms(), [], 'still missing after apt-get install');
 }
 
@@ -407,8 +484,14 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         ];
         for (const a of adds) await ok(ns, backend, ['add', 'blocklistd', ...a, '']);
         const l = await listing(ns, backend);
-        assert.deepEqual(familyBlocks(l, backend, 'blocklistd', 4), sorted([blk('tcp', '192.0.2.1', 32, 22), blk('udp', '192.0.2.0', 24, 53), blk('tcp', '198.51.100.0', 24, 8080)]));
-        assert.deepEqual(familyBlocks(l, backend, 'blocklistd', 6), sorted([blk('tcp', '2001:db8::1', 128, 22), blk('udp', '2001:db8:1::', 64, 53)]));
+        assert.deepEqual(
+          familyBlocks(l, backend, 'blocklistd', 4),
+          sorted([blk('tcp', '192.0.2.1', 32, 22), blk('udp', '192.0.2.0', 24, 53), blk('tcp', '198.51.100.0', 24, 8080)]),
+        );
+        assert.deepEqual(
+          familyBlocks(l, backend, 'blocklistd', 6),
+          sorted([blk('tcp', '2001:db8::1', 128, 22), blk('udp', '2001:db8:1::', 64, 53)]),
+        );
         assertFrameOnce(l, backend, 'blocklistd', [4, 6]);
 
         await ok(ns, backend, ['rem', 'blocklistd', 'tcp', '192.0.2.1', '32', '22', 'id-1']);
@@ -452,7 +535,10 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         await ok(ns, backend, ['add', 'blocklistd', 'udp', '192.0.2.2', '32', '53', '']);
         const more = await listing(ns, backend);
         assert.deepEqual(more.frame, first.frame);
-        assert.deepEqual(familyBlocks(more, backend, 'blocklistd', 4), sorted([blk('tcp', '192.0.2.1', 32, 22), blk('udp', '192.0.2.2', 32, 53)]));
+        assert.deepEqual(
+          familyBlocks(more, backend, 'blocklistd', 4),
+          sorted([blk('tcp', '192.0.2.1', 32, 22), blk('udp', '192.0.2.2', 32, 53)]),
+        );
       });
 
       test('rem of a block that is not there prints OK and changes nothing', async (t) => {
@@ -490,7 +576,10 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         }
         await ok(ns, backend, ['flush', 'blocklistd']);
         assert.deepEqual(await blocksOf(ns, backend, 'blocklistd'), { 4: [], 6: [] });
-        assert.deepEqual(await blocksOf(ns, backend, 'blocklistd-other'), { 4: [blk('tcp', '192.0.2.1', 32, 22)], 6: [blk('udp', '2001:db8::', 64, 53)] });
+        assert.deepEqual(await blocksOf(ns, backend, 'blocklistd-other'), {
+          4: [blk('tcp', '192.0.2.1', 32, 22)],
+          6: [blk('udp', '2001:db8::', 64, 53)],
+        });
         const before = await listing(ns, backend);
         await ok(ns, backend, ['flush', 'blocklistd-never']);
         assert.deepEqual(await listing(ns, backend), before, 'nothing created for an unknown name');
@@ -501,8 +590,12 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         const stem = `blocklistd-${'a'.repeat(30)}`;
         const exact = `blocklistd-${'b'.repeat(14)}`; // 25 characters: with "bl-", the iptables limit of 28
         const names = [`${stem}-one`, `${stem}-two`, exact, `${exact}c`];
-        if (backend === 'nftables') names.push(`blocklistd-${'x'.repeat(189)}`, `blocklistd-${'x'.repeat(190)}`, `blocklistd-${'x'.repeat(220)}`);
-        const own = (k: number): Record<Family, string[]> => ({ 4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)], 6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] });
+        if (backend === 'nftables')
+          names.push(`blocklistd-${'x'.repeat(189)}`, `blocklistd-${'x'.repeat(190)}`, `blocklistd-${'x'.repeat(220)}`);
+        const own = (k: number): Record<Family, string[]> => ({
+          4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)],
+          6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)],
+        });
         for (const [k, name] of names.entries()) {
           await ok(ns, backend, ['add', name, 'tcp', `192.0.2.${k + 1}`, '32', '22', '']);
           await ok(ns, backend, ['add', name, 'tcp', `2001:db8::${k + 1}`, '128', '22', '']);
@@ -531,7 +624,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual(await blocksOf(ns, backend, names[3]), own(3));
       });
 
-      const namesApart = "distinct rule names never share a filter object (ä/ö, a+b/a_b, 1abc); no name reaches the host's INPUT chain, sets or tables";
+      const namesApart =
+        "distinct rule names never share a filter object (ä/ö, a+b/a_b, 1abc); no name reaches the host's INPUT chain, sets or tables";
       test(namesApart, async (t) => {
         const ns = await Netns.create(t, backend);
         // the host's own objects, named as a rule name would name them without the helper's encoding and prefix
@@ -540,9 +634,16 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
           ['ip6tables', '-A', 'INPUT', '-s', '2001:db8:77::1/128', '-j', 'ACCEPT'],
           ['ipset', 'create', 'trusted-4', 'hash:net'],
           ['ipset', 'add', 'trusted-4', '203.0.113.0/24'],
-          ['nft', 'add table inet filter; add set inet filter trusted-v4 { type ipv4_addr; }; ' + 'add element inet filter trusted-v4 { 203.0.113.1 }'],
-          ['nft', 'add chain inet filter INPUT-input { type filter hook input priority 10; }; add rule inet filter ' +
-            'INPUT-input ip saddr 203.0.113.78 accept'],
+          [
+            'nft',
+            'add table inet filter; add set inet filter trusted-v4 { type ipv4_addr; }; ' +
+              'add element inet filter trusted-v4 { 203.0.113.1 }',
+          ],
+          [
+            'nft',
+            'add chain inet filter INPUT-input { type filter hook input priority 10; }; add rule inet filter ' +
+              'INPUT-input ip saddr 203.0.113.78 accept',
+          ],
         ];
         for (const command of host) await succeeds(ns.exec(command), command.join(' '));
         const hostObjects = async (): Promise<string[]> => [
@@ -561,7 +662,11 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         const l = await listing(ns, backend);
         const objects = new Set<string>();
         for (const [k, name] of names.entries()) {
-          assert.deepEqual({ 4: familyBlocks(l, backend, name, 4), 6: familyBlocks(l, backend, name, 6) }, { 4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)], 6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] }, name);
+          assert.deepEqual(
+            { 4: familyBlocks(l, backend, name, 4), 6: familyBlocks(l, backend, name, 6) },
+            { 4: [blk('tcp', `192.0.2.${k + 1}`, 32, 22)], 6: [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] },
+            name,
+          );
           for (const family of [4, 6] as const) objects.add(obj(name, family));
         }
         assert.equal(objects.size, 2 * names.length, 'one object per name and family');
@@ -570,18 +675,30 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         for (const [k, name] of names.entries()) {
           const flushed = ['ä', 'a+b', 'INPUT', 'trusted'].includes(name);
           const v4 = flushed || name === 'a_b' ? [] : [blk('tcp', `192.0.2.${k + 1}`, 32, 22)];
-          assert.deepEqual(await blocksOf(ns, backend, name), { 4: v4, 6: flushed ? [] : [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] }, name);
+          assert.deepEqual(
+            await blocksOf(ns, backend, name),
+            { 4: v4, 6: flushed ? [] : [blk('tcp', `2001:db8::${k + 1}`, 128, 22)] },
+            name,
+          );
         }
         assert.deepEqual(await hostObjects(), before, "the host's objects are as they were");
       });
 
-      const encodedInBatch = 'batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction';
+      const encodedInBatch =
+        'batch: a name that needs encoding (ä, a+b, a_b, x\\y, 1abc) lands in the objects single calls use, the batch one transaction';
       test(encodedInBatch, async (t) => {
         const ns = await Netns.create(t, backend);
         const names = ['ä', 'a+b', 'a_b', 'x\\y', '1abc'];
         await ok(ns, backend, ['add', 'ä', 'tcp', '192.0.2.100', '32', '22', '']);
-        const { out, calls } = await batch(ns, backend, names.map((name, k) => `add ${name} tcp 192.0.2.${k + 1} 32 22 `));
-        assert.deepEqual(out, names.map(() => 'OK'));
+        const { out, calls } = await batch(
+          ns,
+          backend,
+          names.map((name, k) => `add ${name} tcp 192.0.2.${k + 1} 32 22 `),
+        );
+        assert.deepEqual(
+          out,
+          names.map(() => 'OK'),
+        );
         assertOneTransaction(backend, calls);
         for (const [k, name] of names.entries()) {
           const v4 = [blk('tcp', `192.0.2.${k + 1}`, 32, 22), ...(name === 'ä' ? [blk('tcp', '192.0.2.100', 32, 22)] : [])];
@@ -642,7 +759,10 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         const adds = await batch(ns, backend, lines);
         t.diagnostic(`${backend}: ${n} adds in ${adds.ms.toFixed(0)} ms, ${Math.round((n * 1000) / adds.ms)} operations per second`);
         assert.equal(adds.out.length, n);
-        assert.deepEqual(adds.out.filter((o) => o !== 'OK'), []);
+        assert.deepEqual(
+          adds.out.filter((o) => o !== 'OK'),
+          [],
+        );
         assertOneTransaction(backend, adds.calls);
         assert.deepEqual(await blocksOf(ns, backend, 'blocklistd'), { 4: sorted([...expected[4]]), 6: sorted([...expected[6]]) });
 
@@ -657,9 +777,14 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
           expected[4].add(blk('udp', fresh, 32, 4444));
         }
         const mixed = await batch(ns, backend, ops);
-        t.diagnostic(`${backend}: ${n} adds and rems in ${mixed.ms.toFixed(0)} ms, ${Math.round((n * 1000) / mixed.ms)} operations per second`);
+        t.diagnostic(
+          `${backend}: ${n} adds and rems in ${mixed.ms.toFixed(0)} ms, ${Math.round((n * 1000) / mixed.ms)} operations per second`,
+        );
         assert.equal(mixed.out.length, n);
-        assert.deepEqual(mixed.out.filter((o) => o !== 'OK'), []);
+        assert.deepEqual(
+          mixed.out.filter((o) => o !== 'OK'),
+          [],
+        );
         assertOneTransaction(backend, mixed.calls);
         assert.deepEqual(await blocksOf(ns, backend, 'blocklistd'), { 4: sorted([...expected[4]]), 6: sorted([...expected[6]]) });
         assertFrameOnce(await listing(ns, backend), backend, 'blocklistd', [4, 6]);
@@ -671,11 +796,18 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         await ok(ns, backend, ['add', 'blocklistd-other', 'udp', '2001:db8:ff::', '64', '53', '']);
         const lines = ['rem blocklistd tcp 192.0.2.200 32 22 id', 'rem blocklistd-other udp 2001:db8:ff:: 64 53 id'];
         for (let i = 0; i < 30; i++) {
-          lines.push(`add blocklistd tcp 192.0.2.${i} 32 22 `, `add blocklistd-other udp 2001:db8:${i + 1}:: 64 53 `, `add blocklistd-other tcp ::ffff:198.51.100.${i} 128 80 `);
+          lines.push(
+            `add blocklistd tcp 192.0.2.${i} 32 22 `,
+            `add blocklistd-other udp 2001:db8:${i + 1}:: 64 53 `,
+            `add blocklistd-other tcp ::ffff:198.51.100.${i} 128 80 `,
+          );
         }
         lines.push(`add blocklistd-${'z'.repeat(40)} tcp 203.0.113.0 24 25 `);
         const { out, calls } = await batch(ns, backend, lines);
-        assert.deepEqual(out, lines.map(() => 'OK'));
+        assert.deepEqual(
+          out,
+          lines.map(() => 'OK'),
+        );
         assertOneTransaction(backend, calls);
         const range = [...Array(30).keys()];
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd'))[4], sorted(range.map((i) => blk('tcp', `192.0.2.${i}`, 32, 22))));
@@ -699,21 +831,33 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         });
       }
 
-      test(`batch with flush lines (a reload): the names' blocks replaced at once ` +
-        `(${backend === 'ipset' ? 'ipset swap' : 'one transaction'}), another name's kept`, async (t) => {
-        const ns = await Netns.create(t, backend);
-        for (const a of ['192.0.2.1', '192.0.2.2']) await ok(ns, backend, ['add', 'blocklistd', 'tcp', a, '32', '22', '']);
-        await ok(ns, backend, ['add', 'blocklistd-gone', 'udp', '2001:db8::9', '128', '53', '']);
-        await ok(ns, backend, ['add', 'blocklistd-other', 'tcp', '192.0.2.3', '32', '22', '']);
-        const lines = ['flush blocklistd', 'flush blocklistd-gone', 'add blocklistd tcp 192.0.2.2 32 22 ', 'add blocklistd tcp 198.51.100.0 24 22 '];
-        const { out, calls } = await batch(ns, backend, lines);
-        assert.deepEqual(out, ['OK', 'OK', 'OK', 'OK']);
-        if (backend === 'nftables') assertOneTransaction(backend, calls);
-        if (backend === 'ipset') assert.equal(calls.filter((c) => c.startsWith('swap ')).length, 2, 'each set of blocklistd and blocklistd-gone swapped');
-        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd'))[4], sorted([blk('tcp', '192.0.2.2', 32, 22), blk('tcp', '198.51.100.0', 24, 22)]));
-        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-gone'))[6] ?? [], []);
-        assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[4], [blk('tcp', '192.0.2.3', 32, 22)]);
-      });
+      test(
+        `batch with flush lines (a reload): the names' blocks replaced at once ` +
+          `(${backend === 'ipset' ? 'ipset swap' : 'one transaction'}), another name's kept`,
+        async (t) => {
+          const ns = await Netns.create(t, backend);
+          for (const a of ['192.0.2.1', '192.0.2.2']) await ok(ns, backend, ['add', 'blocklistd', 'tcp', a, '32', '22', '']);
+          await ok(ns, backend, ['add', 'blocklistd-gone', 'udp', '2001:db8::9', '128', '53', '']);
+          await ok(ns, backend, ['add', 'blocklistd-other', 'tcp', '192.0.2.3', '32', '22', '']);
+          const lines = [
+            'flush blocklistd',
+            'flush blocklistd-gone',
+            'add blocklistd tcp 192.0.2.2 32 22 ',
+            'add blocklistd tcp 198.51.100.0 24 22 ',
+          ];
+          const { out, calls } = await batch(ns, backend, lines);
+          assert.deepEqual(out, ['OK', 'OK', 'OK', 'OK']);
+          if (backend === 'nftables') assertOneTransaction(backend, calls);
+          if (backend === 'ipset')
+            assert.equal(calls.filter((c) => c.startsWith('swap ')).length, 2, 'each set of blocklistd and blocklistd-gone swapped');
+          assert.deepEqual(
+            (await blocksOf(ns, backend, 'blocklistd'))[4],
+            sorted([blk('tcp', '192.0.2.2', 32, 22), blk('tcp', '198.51.100.0', 24, 22)]),
+          );
+          assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-gone'))[6] ?? [], []);
+          assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[4], [blk('tcp', '192.0.2.3', 32, 22)]);
+        },
+      );
 
       test('batch: a line the filter refuses is answered with an empty line, every other line with OK', async (t) => {
         const ns = await Netns.create(t, backend);
@@ -725,7 +869,8 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         lines[15] = 'rem blocklistd tcp 192.0.2.200 32 22 id';
         lines[17] = 'add blocklistd-other udp 2001:db8::5 128 53 ';
         const { out, calls } = await batch(ns, backend, lines);
-        if (backend !== 'iptables') t.diagnostic(`${backend}: ${calls.length} ${FILTER_PROGRAM[backend][0]} calls for ${lines.length} lines, one refused`);
+        if (backend !== 'iptables')
+          t.diagnostic(`${backend}: ${calls.length} ${FILTER_PROGRAM[backend][0]} calls for ${lines.length} lines, one refused`);
         assert.deepEqual(
           out,
           lines.map((_, i) => (i === 5 || i === 11 ? '' : 'OK')),
@@ -735,113 +880,132 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
         assert.deepEqual((await blocksOf(ns, backend, 'blocklistd-other'))[6], [blk('udp', '2001:db8::5', 128, 53)]);
       });
 
-      test("traffic: a blocked client's connections are dropped, others' get through; rem lets it in again " +
-        "(IPv4, IPv6, ::ffff:)", async (t) => {
-        const { srv, connect } = await servedPair(t);
-        const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
-
-        // another proto or port does not block 2222/tcp
-        await ok(srv, backend, ['add', 'blocklistd', 'udp', '10.99.0.2', '32', '2222', '']);
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.2', '32', '2223', '']);
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::2', '128', '2223', '']);
-        assert.deepEqual(await connectAll(connect, ['10.99.0.2', 'fd99::2']), { '10.99.0.2': 'hi', 'fd99::2': 'hi' });
-
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.2', '32', '2222', '']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'timeout', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
-        await ok(srv, backend, ['rem', 'blocklistd', 'tcp', '10.99.0.2', '32', '2222', 'id']);
-        assert.equal(await connect('10.99.0.2'), 'hi');
-
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::2', '128', '2222', '']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
-        await ok(srv, backend, ['rem', 'blocklistd', 'tcp', 'fd99::2', '128', '2222', 'id']);
-        assert.equal(await connect('fd99::2'), 'hi');
-
-        // what the daemon passes for an IPv4 client of the dual-stack server, and whole networks
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', '::ffff:10.99.0.3', '128', '2222', '']);
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::', '64', '2222', '']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'timeout', 'fd99::2': 'timeout', 'fd99::3': 'timeout' });
-        await ok(srv, backend, ['rem', 'blocklistd', 'tcp', '::ffff:10.99.0.3', '128', '2222', 'id']);
-        await ok(srv, backend, ['flush', 'blocklistd']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
-      });
-
-      test('a block of every port (no protocol nor port: blocklistctl block without -p) drops all of the ' +
-        'client, beside the port blocks; rem and flush lift it', async (t) => {
-        const { srv, connect } = await servedPair(t);
-        const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
-        await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.3', '32', '2222', '']);
-        await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
-        await ok(srv, backend, ['add', 'blocklistd', '', 'fd99::2', '128', '', '']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'timeout', '10.99.0.3': 'timeout', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
-        // again: no second rule, no error
-        await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
-        await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'timeout', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
-        // a rem of what is gone succeeds
-        await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
-        await ok(srv, backend, ['flush', 'blocklistd']);
-        assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
-      });
-
       test(
-        'rule names that read as nft keywords or numbers (log, counter, 1abc) are blocked like any other',
+        "traffic: a blocked client's connections are dropped, others' get through; rem lets it in again " + '(IPv4, IPv6, ::ffff:)',
         async (t) => {
-          const ns = await Netns.create(t, backend);
-          for (const name of ['log', 'counter', '1abc']) {
-            await ok(ns, backend, ['add', name, 'tcp', '192.0.2.1', '32', '22', '']);
-            const l = await listing(ns, backend);
-            assert.ok([...l.blocks.values()].filter((b) => b.includes(blk('tcp', '192.0.2.1', 32, 22))).length > 0, name);
-          }
+          const { srv, connect } = await servedPair(t);
+          const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
+          assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
+
+          // another proto or port does not block 2222/tcp
+          await ok(srv, backend, ['add', 'blocklistd', 'udp', '10.99.0.2', '32', '2222', '']);
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.2', '32', '2223', '']);
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::2', '128', '2223', '']);
+          assert.deepEqual(await connectAll(connect, ['10.99.0.2', 'fd99::2']), { '10.99.0.2': 'hi', 'fd99::2': 'hi' });
+
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.2', '32', '2222', '']);
+          assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'timeout', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
+          await ok(srv, backend, ['rem', 'blocklistd', 'tcp', '10.99.0.2', '32', '2222', 'id']);
+          assert.equal(await connect('10.99.0.2'), 'hi');
+
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::2', '128', '2222', '']);
+          assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'timeout', 'fd99::3': 'hi' });
+          await ok(srv, backend, ['rem', 'blocklistd', 'tcp', 'fd99::2', '128', '2222', 'id']);
+          assert.equal(await connect('fd99::2'), 'hi');
+
+          // what the daemon passes for an IPv4 client of the dual-stack server, and whole networks
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', '::ffff:10.99.0.3', '128', '2222', '']);
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', 'fd99::', '64', '2222', '']);
+          assert.deepEqual(await connectAll(connect, all), {
+            '10.99.0.2': 'hi',
+            '10.99.0.3': 'timeout',
+            'fd99::2': 'timeout',
+            'fd99::3': 'timeout',
+          });
+          await ok(srv, backend, ['rem', 'blocklistd', 'tcp', '::ffff:10.99.0.3', '128', '2222', 'id']);
+          await ok(srv, backend, ['flush', 'blocklistd']);
+          assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
         },
       );
 
-      test('an address inside a network already blocked (10.0.1.7/32 in 10.0.0.0/16, same proto and port) is ' +
-        'OK, and so is its rem', async (t) => {
+      test(
+        'a block of every port (no protocol nor port: blocklistctl block without -p) drops all of the ' +
+          'client, beside the port blocks; rem and flush lift it',
+        async (t) => {
+          const { srv, connect } = await servedPair(t);
+          const all = ['10.99.0.2', '10.99.0.3', 'fd99::2', 'fd99::3'];
+          await ok(srv, backend, ['add', 'blocklistd', 'tcp', '10.99.0.3', '32', '2222', '']);
+          await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
+          await ok(srv, backend, ['add', 'blocklistd', '', 'fd99::2', '128', '', '']);
+          assert.deepEqual(await connectAll(connect, all), {
+            '10.99.0.2': 'timeout',
+            '10.99.0.3': 'timeout',
+            'fd99::2': 'timeout',
+            'fd99::3': 'hi',
+          });
+          // again: no second rule, no error
+          await ok(srv, backend, ['add', 'blocklistd', '', '10.99.0.2', '32', '', '']);
+          await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
+          assert.deepEqual(await connectAll(connect, all), {
+            '10.99.0.2': 'hi',
+            '10.99.0.3': 'timeout',
+            'fd99::2': 'timeout',
+            'fd99::3': 'hi',
+          });
+          // a rem of what is gone succeeds
+          await ok(srv, backend, ['rem', 'blocklistd', '', '10.99.0.2', '32', '', 'id']);
+          await ok(srv, backend, ['flush', 'blocklistd']);
+          assert.deepEqual(await connectAll(connect, all), { '10.99.0.2': 'hi', '10.99.0.3': 'hi', 'fd99::2': 'hi', 'fd99::3': 'hi' });
+        },
+      );
+
+      test('rule names that read as nft keywords or numbers (log, counter, 1abc) are blocked like any other', async (t) => {
         const ns = await Netns.create(t, backend);
-        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.0.0', '16', '22', '']);
-        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.1.7', '32', '22', '']);
-        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8::', '32', '22', '']);
-        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8:1::7', '128', '22', '']);
-        await ok(ns, backend, ['rem', 'blocklistd', 'tcp', '10.0.1.7', '32', '22', 'id']);
-        await ok(ns, backend, ['rem', 'blocklistd', 'tcp', '2001:db8:1::7', '128', '22', 'id']);
-        assert.deepEqual(await blocksOf(ns, backend, 'blocklistd'), { 4: [blk('tcp', '10.0.0.0', 16, 22)], 6: [blk('tcp', '2001:db8::', 32, 22)] });
+        for (const name of ['log', 'counter', '1abc']) {
+          await ok(ns, backend, ['add', name, 'tcp', '192.0.2.1', '32', '22', '']);
+          const l = await listing(ns, backend);
+          assert.ok([...l.blocks.values()].filter((b) => b.includes(blk('tcp', '192.0.2.1', 32, 22))).length > 0, name);
+        }
       });
 
       test(
-        'a network inside one already blocked (10.0.1.0/24 in 10.0.0.0/16, 2001:db8:1::/64 in 2001:db8::/32) is OK',
+        'an address inside a network already blocked (10.0.1.7/32 in 10.0.0.0/16, same proto and port) is ' + 'OK, and so is its rem',
         async (t) => {
           const ns = await Netns.create(t, backend);
           await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.0.0', '16', '22', '']);
-          await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.1.0', '24', '22', '']);
+          await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.1.7', '32', '22', '']);
           await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8::', '32', '22', '']);
-          await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8:1::', '64', '22', '']);
+          await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8:1::7', '128', '22', '']);
+          await ok(ns, backend, ['rem', 'blocklistd', 'tcp', '10.0.1.7', '32', '22', 'id']);
+          await ok(ns, backend, ['rem', 'blocklistd', 'tcp', '2001:db8:1::7', '128', '22', 'id']);
+          assert.deepEqual(await blocksOf(ns, backend, 'blocklistd'), {
+            4: [blk('tcp', '10.0.0.0', 16, 22)],
+            6: [blk('tcp', '2001:db8::', 32, 22)],
+          });
         },
       );
 
-      test(
-        'batch: a line with an unknown action is answered with an empty line',
-        async (t) => {
-          const ns = await Netns.create(t, backend);
-          const { out } = await batch(ns, backend, ['add blocklistd tcp 192.0.2.1 32 22 ', 'frob blocklistd tcp 192.0.2.2 32 22 ', 'add blocklistd tcp 192.0.2.3 32 22 ']);
-          assert.deepEqual(out, ['OK', '', 'OK']);
-        },
-      );
+      test('a network inside one already blocked (10.0.1.0/24 in 10.0.0.0/16, 2001:db8:1::/64 in 2001:db8::/32) is OK', async (t) => {
+        const ns = await Netns.create(t, backend);
+        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.0.0', '16', '22', '']);
+        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '10.0.1.0', '24', '22', '']);
+        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8::', '32', '22', '']);
+        await ok(ns, backend, ['add', 'blocklistd', 'tcp', '2001:db8:1::', '64', '22', '']);
+      });
+
+      test('batch: a line with an unknown action is answered with an empty line', async (t) => {
+        const ns = await Netns.create(t, backend);
+        const { out } = await batch(ns, backend, [
+          'add blocklistd tcp 192.0.2.1 32 22 ',
+          'frob blocklistd tcp 192.0.2.2 32 22 ',
+          'add blocklistd tcp 192.0.2.3 32 22 ',
+        ]);
+        assert.deepEqual(out, ['OK', '', 'OK']);
+      });
 
       if (backend === 'nftables') {
-        test(
-          'batch: a rem of a block not there keeps the batch one transaction',
-          async (t) => {
-            const ns = await Netns.create(t, backend);
-            const lines = ['rem blocklistd tcp 203.0.113.9 32 22 id'];
-            for (let i = 0; i < 100; i++) lines.push(`add blocklistd tcp 10.0.${i}.1 32 22 `);
-            const { out, ms, calls } = await batch(ns, backend, lines);
-            t.diagnostic(`${lines.length} lines, one rem of an absent block: ${ms.toFixed(0)} ms, ${calls.length} nft calls`);
-            assert.deepEqual(out.filter((o) => o !== 'OK'), []);
-            assertOneTransaction(backend, calls);
-          },
-        );
-
+        test('batch: a rem of a block not there keeps the batch one transaction', async (t) => {
+          const ns = await Netns.create(t, backend);
+          const lines = ['rem blocklistd tcp 203.0.113.9 32 22 id'];
+          for (let i = 0; i < 100; i++) lines.push(`add blocklistd tcp 10.0.${i}.1 32 22 `);
+          const { out, ms, calls } = await batch(ns, backend, lines);
+          t.diagnostic(`${lines.length} lines, one rem of an absent block: ${ms.toFixed(0)} ms, ${calls.length} nft calls`);
+          assert.deepEqual(
+            out.filter((o) => o !== 'OK'),
+            [],
+          );
+          assertOneTransaction(backend, calls);
+        });
       }
     });
   }
@@ -864,7 +1028,11 @@ describe('blocklistd-helper check: the back end, why, and whether it can operate
     const ns = await Netns.create(t, 'check');
     const absent = join(tempDir(), 'absent.conf');
     const r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: absent }, ['check']);
-    assert.deepEqual(r, { code: 0, stdout: 'back end nftables: nft list tables works\nok: nft accepts a change of table inet blocklistd (checked, not applied)\n', stderr: '' });
+    assert.deepEqual(r, {
+      code: 0,
+      stdout: 'back end nftables: nft list tables works\nok: nft accepts a change of table inet blocklistd (checked, not applied)\n',
+      stderr: '',
+    });
     assert.equal((await ns.exec(['nft', 'list', 'tables'])).stdout, '', 'check created nothing');
   });
 
@@ -873,14 +1041,22 @@ describe('blocklistd-helper check: the back end, why, and whether it can operate
     const conf = join(tempDir(), 'helper.conf');
     writeFileSync(conf, 'backend=ipset\n');
     let r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf }, ['check']);
-    assert.deepEqual(r, { code: 0, stdout: `back end ipset: backend=ipset from ${conf}\nok: ipset list and iptables -S INPUT work\n`, stderr: '' });
+    assert.deepEqual(r, {
+      code: 0,
+      stdout: `back end ipset: backend=ipset from ${conf}\nok: ipset list and iptables -S INPUT work\n`,
+      stderr: '',
+    });
     r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf, BLOCKLISTD_BACKEND: 'iptables' }, ['check']);
     assert.deepEqual(r, { code: 0, stdout: 'back end iptables: BLOCKLISTD_BACKEND=iptables\nok: iptables -S INPUT works\n', stderr: '' });
     r = await checkIn(ns, { BLOCKLISTD_HELPER_CONF: conf, BLOCKLISTD_BACKEND: 'log' }, ['check']);
-    assert.deepEqual(r, { code: 0, stdout: 'back end log: BLOCKLISTD_BACKEND=log\nok: blocks nothing, records the calls in stderr\n', stderr: '' });
+    assert.deepEqual(r, {
+      code: 0,
+      stdout: 'back end log: BLOCKLISTD_BACKEND=log\nok: blocks nothing, records the calls in stderr\n',
+      stderr: '',
+    });
   });
 
-  test('as another user (no CAP_NET_ADMIN): nft\'s permission error is the answer, never a fall back to ipset or iptables', async (t) => {
+  test("as another user (no CAP_NET_ADMIN): nft's permission error is the answer, never a fall back to ipset or iptables", async (t) => {
     const ns = await Netns.create(t, 'check');
     const absent = join(tempDir(), 'absent.conf');
     const refused = new RegExp(
@@ -898,7 +1074,6 @@ describe('blocklistd-helper check: the back end, why, and whether it can operate
     assert.equal(r.stdout, 'back end nftables: BLOCKLISTD_BACKEND=nftables\n');
     assert.match(r.stderr, /^blocklistd-helper: nftables cannot operate: nft list tables: .*Operation not permitted/);
   });
-
 });
 
 describe('blocklistd-helper --help and --version', () => {
@@ -907,14 +1082,19 @@ describe('blocklistd-helper --help and --version', () => {
       const r = await run(HELPER, [flag]);
       assert.equal(r.code, 0, flag);
       assert.equal(r.stderr, '', flag);
-      for (const command of ['add|rem', 'flush', 'batch', 'capabilities', 'check', '--help', '--version']) assert.match(r.stdout, new RegExp(`^(usage:|      ) blocklistd-helper ${command.replace(/[|-]/g, '\\$&')}`, 'm'), `${flag}: ${command}`);
+      for (const command of ['add|rem', 'flush', 'batch', 'capabilities', 'check', '--help', '--version'])
+        assert.match(
+          r.stdout,
+          new RegExp(`^(usage:|      ) blocklistd-helper ${command.replace(/[|-]/g, '\\$&')}`, 'm'),
+          `${flag}: ${command}`,
+        );
     }
     const none = await run(HELPER, []);
     assert.deepEqual([none.code, none.stdout], [2, '']);
     assert.match(none.stderr, /^blocklistd-helper: no command\nusage: /);
   });
 
-  test('--version: the package\'s version, also through a link as installed', async () => {
+  test("--version: the package's version, also through a link as installed", async () => {
     const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
     assert.deepEqual(await run(HELPER, ['--version']), { code: 0, stdout: `${version}\n`, stderr: '' });
     const link = join(tempDir(), 'blocklistd-helper');

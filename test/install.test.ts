@@ -48,7 +48,13 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   for (const name of pages) {
     const installed = join(prefix, `share/man/man${name.slice(name.lastIndexOf('.') + 1)}`, name);
     assert.equal(lstatSync(installed).mode & 0o777, 0o644, name);
-    assert.equal(readFileSync(installed, 'utf8'), readFileSync(join(repoRoot, 'man', name), 'utf8').split('/usr/local/').join(`${prefix}/`), name);
+    assert.equal(
+      readFileSync(installed, 'utf8'),
+      readFileSync(join(repoRoot, 'man', name), 'utf8')
+        .split('/usr/local/')
+        .join(`${prefix}/`),
+      name,
+    );
   }
   assert.ok(readFileSync(join(prefix, 'share/man/man8/blocklistd.8'), 'utf8').includes(`\n.It Pa ${prefix}/libexec/blocklistd-helper\n`));
 
@@ -59,7 +65,14 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.deepEqual(readdirSync(join(etc, 'blocklistd-watch.d')).sort(), readdirSync(join(repoRoot, 'etc/blocklistd-watch.d')).sort());
   const line = join(root, 'auth.log');
   writeFileSync(line, 'Dec  4 14:00:00 host sshd[1]: Failed password for root from 192.0.2.1 port 2 ssh2\n');
-  const watchTest = await run(join(prefix, 'sbin/blocklistd-watch'), ['test', '--patterns', join(etc, 'blocklistd-watch.d'), '--pattern', 'sshd', line]);
+  const watchTest = await run(join(prefix, 'sbin/blocklistd-watch'), [
+    'test',
+    '--patterns',
+    join(etc, 'blocklistd-watch.d'),
+    '--pattern',
+    'sshd',
+    line,
+  ]);
   assert.equal(watchTest.code, 0, watchTest.stderr);
   assert.match(watchTest.stdout, /^1: fail 192\.0\.2\.1 user=root\t/);
   const check = await run(join(prefix, 'sbin/blocklistctl'), ['config', '-c', conf]);
@@ -96,58 +109,82 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
   assert.ok(!existsSync(join(lib, 'stale')));
 });
 
-test('staged with --destdir: the systemd unit, the manual pages and, on a BSD, the rc.d script name the ' +
-  'prefix and the configuration', async () => {
-  const stage = tempDir('blocklistd-stage-');
-  const linux = await install(['--destdir', stage, '--prefix', '/opt/bl', '--sysconfdir', '/etc/bl']);
-  assert.equal(linux.code, 0, linux.stderr);
-  const unit = readFileSync(join(stage, 'etc/systemd/system/blocklistd.service'), 'utf8');
-  assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
-  assert.match(unit, /^ExecStartPre=\/opt\/bl\/sbin\/blocklistd --check --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
-  assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
-  assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
-  const watchUnit = readFileSync(join(stage, 'etc/systemd/system/blocklistd-watch.service'), 'utf8');
-  assert.match(watchUnit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd-watch -c \/etc\/bl\/blocklistd-watch\.conf --patterns \/etc\/bl\/blocklistd-watch\.d /m);
-  assert.ok(existsSync(join(stage, 'etc/bl/blocklistd-watch.d/sshd.conf')));
-  assert.ok(existsSync(join(stage, 'etc/bl/blocklistd.conf')));
-  assert.equal(readlinkSync(join(stage, 'opt/bl/sbin/blocklistd')), '/opt/bl/lib/blocklistd/bin/blocklistd');
-  for (const page of ['man3/blocklist.3', 'man5/blocklistd.conf.5', 'man8/blocklistd.8', 'man8/blocklistctl.8', 'man8/blocklistd-helper.8']) {
-    const text = readFileSync(join(stage, 'opt/bl/share/man', page), 'utf8');
-    assert.ok(!text.includes('/usr/local/'), page);
-  }
-  assert.match(readFileSync(join(stage, 'opt/bl/share/man/man8/blocklistd-helper.8'), 'utf8'), /^\.It Pa \/opt\/bl\/libexec\/blocklistd-helper$/m);
+test(
+  'staged with --destdir: the systemd unit, the manual pages and, on a BSD, the rc.d script name the ' + 'prefix and the configuration',
+  async () => {
+    const stage = tempDir('blocklistd-stage-');
+    const linux = await install(['--destdir', stage, '--prefix', '/opt/bl', '--sysconfdir', '/etc/bl']);
+    assert.equal(linux.code, 0, linux.stderr);
+    const unit = readFileSync(join(stage, 'etc/systemd/system/blocklistd.service'), 'utf8');
+    assert.match(unit, /^ExecStart=\/opt\/bl\/sbin\/blocklistd --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
+    assert.match(unit, /^ExecStartPre=\/opt\/bl\/sbin\/blocklistd --check --foreground -c \/etc\/bl\/blocklistd\.conf -r /m);
+    assert.match(unit, /^Environment=BLOCKLISTD_HELPER_CONF=\/etc\/bl\/blocklistd-helper\.conf$/m);
+    assert.match(unit, /^ExecReload=\/bin\/kill -HUP \$MAINPID$/m);
+    const watchUnit = readFileSync(join(stage, 'etc/systemd/system/blocklistd-watch.service'), 'utf8');
+    assert.match(
+      watchUnit,
+      /^ExecStart=\/opt\/bl\/sbin\/blocklistd-watch -c \/etc\/bl\/blocklistd-watch\.conf --patterns \/etc\/bl\/blocklistd-watch\.d /m,
+    );
+    assert.ok(existsSync(join(stage, 'etc/bl/blocklistd-watch.d/sshd.conf')));
+    assert.ok(existsSync(join(stage, 'etc/bl/blocklistd.conf')));
+    assert.equal(readlinkSync(join(stage, 'opt/bl/sbin/blocklistd')), '/opt/bl/lib/blocklistd/bin/blocklistd');
+    for (const page of [
+      'man3/blocklist.3',
+      'man5/blocklistd.conf.5',
+      'man8/blocklistd.8',
+      'man8/blocklistctl.8',
+      'man8/blocklistd-helper.8',
+    ]) {
+      const text = readFileSync(join(stage, 'opt/bl/share/man', page), 'utf8');
+      assert.ok(!text.includes('/usr/local/'), page);
+    }
+    assert.match(
+      readFileSync(join(stage, 'opt/bl/share/man/man8/blocklistd-helper.8'), 'utf8'),
+      /^\.It Pa \/opt\/bl\/libexec\/blocklistd-helper$/m,
+    );
 
-  // FreeBSD, as far as the installer can tell
-  const bin = tempDir('blocklistd-uname-');
-  mkdirSync(bin, { recursive: true });
-  writeFileSync(join(bin, 'uname'), '#!/bin/sh\necho FreeBSD\n');
-  chmodSync(join(bin, 'uname'), 0o755);
-  const bsd = await install(['--destdir', stage, '--prefix', '/usr/local', '--sysconfdir', '/usr/local/etc'], { PATH: `${bin}:${process.env.PATH}` });
-  assert.equal(bsd.code, 0, bsd.stderr);
-  const rc = join(stage, 'usr/local/etc/rc.d/blocklistd');
-  assert.equal(lstatSync(rc).mode & 0o777, 0o555);
-  const text = readFileSync(rc, 'utf8');
-  assert.match(text, /^command="\/usr\/local\/sbin\/\$\{name\}"$/m);
-  assert.match(text, /^required_files="\/usr\/local\/etc\/\$\{name\}\.conf"$/m);
-  assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
-  // the start-up checks before the start, with the same flags and arguments
-  assert.match(text, /^\tif ! _check=\$\(\$\{command\} --check \$\{rc_flags\} \$\{command_args\}\); then$/m);
-  assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
-  assert.equal((await run('sh', ['-n', rc])).code, 0);
-  const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');
-  assert.match(watchRc, /^procname="\/usr\/local\/sbin\/blocklistd-watch"$/m);
-  // rc.subr matches the watcher's process as "<node> <script>": the node the installed scripts name
-  assert.match(watchRc, new RegExp(`^command_interpreter="${process.execPath}"$`, 'm'));
-  assert.equal(readFileSync(join(stage, 'usr/local/lib/blocklistd/bin/blocklistd-watch'), 'utf8').split('\n')[0], `#!${process.execPath}`);
-  assert.equal((await run('sh', ['-n', join(stage, 'usr/local/etc/rc.d/blocklistd-watch')])).code, 0);
+    // FreeBSD, as far as the installer can tell
+    const bin = tempDir('blocklistd-uname-');
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(join(bin, 'uname'), '#!/bin/sh\necho FreeBSD\n');
+    chmodSync(join(bin, 'uname'), 0o755);
+    const bsd = await install(['--destdir', stage, '--prefix', '/usr/local', '--sysconfdir', '/usr/local/etc'], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
+    assert.equal(bsd.code, 0, bsd.stderr);
+    const rc = join(stage, 'usr/local/etc/rc.d/blocklistd');
+    assert.equal(lstatSync(rc).mode & 0o777, 0o555);
+    const text = readFileSync(rc, 'utf8');
+    assert.match(text, /^command="\/usr\/local\/sbin\/\$\{name\}"$/m);
+    assert.match(text, /^required_files="\/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+    assert.match(text, /^command_args="-c \/usr\/local\/etc\/\$\{name\}\.conf"$/m);
+    // the start-up checks before the start, with the same flags and arguments
+    assert.match(text, /^\tif ! _check=\$\(\$\{command\} --check \$\{rc_flags\} \$\{command_args\}\); then$/m);
+    assert.match(text, /^export BLOCKLISTD_HELPER_CONF="\/usr\/local\/etc\/blocklistd-helper\.conf"$/m);
+    assert.equal((await run('sh', ['-n', rc])).code, 0);
+    const watchRc = readFileSync(join(stage, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8');
+    assert.match(watchRc, /^procname="\/usr\/local\/sbin\/blocklistd-watch"$/m);
+    // rc.subr matches the watcher's process as "<node> <script>": the node the installed scripts name
+    assert.match(watchRc, new RegExp(`^command_interpreter="${process.execPath}"$`, 'm'));
+    assert.equal(
+      readFileSync(join(stage, 'usr/local/lib/blocklistd/bin/blocklistd-watch'), 'utf8').split('\n')[0],
+      `#!${process.execPath}`,
+    );
+    assert.equal((await run('sh', ['-n', join(stage, 'usr/local/etc/rc.d/blocklistd-watch')])).code, 0);
 
-  // --node names the target's node (a package built elsewhere), which need not exist here
-  const other = tempDir('blocklistd-stage-node-');
-  const named = await install(['--destdir', other, '--prefix', '/usr/local', '--node', '/usr/local/bin/node'], { PATH: `${bin}:${process.env.PATH}` });
-  assert.equal(named.code, 0, named.stderr);
-  assert.equal(readFileSync(join(other, 'usr/local/lib/blocklistd/bin/blocklistd'), 'utf8').split('\n')[0], '#!/usr/local/bin/node');
-  assert.match(readFileSync(join(other, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8'), /^command_interpreter="\/usr\/local\/bin\/node"$/m);
-  const relative = await install(['--destdir', other, '--node', 'node']);
-  assert.equal(relative.code, 2);
-  assert.match(relative.stderr, /--node must be absolute/);
-});
+    // --node names the target's node (a package built elsewhere), which need not exist here
+    const other = tempDir('blocklistd-stage-node-');
+    const named = await install(['--destdir', other, '--prefix', '/usr/local', '--node', '/usr/local/bin/node'], {
+      PATH: `${bin}:${process.env.PATH}`,
+    });
+    assert.equal(named.code, 0, named.stderr);
+    assert.equal(readFileSync(join(other, 'usr/local/lib/blocklistd/bin/blocklistd'), 'utf8').split('\n')[0], '#!/usr/local/bin/node');
+    assert.match(
+      readFileSync(join(other, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8'),
+      /^command_interpreter="\/usr\/local\/bin\/node"$/m,
+    );
+    const relative = await install(['--destdir', other, '--node', 'node']);
+    assert.equal(relative.code, 2);
+    assert.match(relative.stderr, /--node must be absolute/);
+  },
+);

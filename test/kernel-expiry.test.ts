@@ -20,7 +20,19 @@ import { parseOptions, UsageError } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
 import { HelperRunner, type Change } from '../src/run/helper.js';
 import { NetnsDaemon } from './attack-scenario.js';
-import { ctl, isRoot, LogCollector, repoRoot, run, succeeds, tcpNotification, tempDir, until, vethPair, type RunResult } from './support.js';
+import {
+  ctl,
+  isRoot,
+  LogCollector,
+  repoRoot,
+  run,
+  succeeds,
+  tcpNotification,
+  tempDir,
+  until,
+  vethPair,
+  type RunResult,
+} from './support.js';
 
 // the filters' programs live in the sbin directories
 process.env.PATH = `/usr/sbin:/sbin:${process.env.PATH ?? '/usr/bin:/bin'}`;
@@ -69,15 +81,26 @@ test('the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry of
   assert.equal(parse('--kernel-expiry-margin', '0').kernelExpiryMargin, 0);
   assert.equal(parse('--no-kernel-expiry').kernelExpiryMargin, undefined);
   assert.equal(parse('--cut-connections').cutConnections, true);
-  assert.throws(() => parse('--kernel-expiry-margin', '1m'), (e) => e instanceof UsageError && e.message === "bad kernel expiry margin '1m': a whole number from 0 to 2147483");
+  assert.throws(
+    () => parse('--kernel-expiry-margin', '1m'),
+    (e) => e instanceof UsageError && e.message === "bad kernel expiry margin '1m': a whole number from 0 to 2147483",
+  );
   const logs = new LogCollector();
   const all = new Set(['batch', 'timeout', 'cut']);
   assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, all, logs.log), { timeouts: true, cut: true });
-  assert.deepEqual(helperExtensions({ kernelExpiryMargin: undefined, cutConnections: false }, all, logs.log), { timeouts: false, cut: false });
+  assert.deepEqual(helperExtensions({ kernelExpiryMargin: undefined, cutConnections: false }, all, logs.log), {
+    timeouts: false,
+    cut: false,
+  });
   assert.deepEqual(logs.lines, []);
   // upstream's helper: nothing beyond its contract, and the operator told that connections are not ended
-  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, new Set(), logs.log), { timeouts: false, cut: false });
-  assert.deepEqual(logs.lines, [{ level: 'warning', message: '--cut-connections: the helper does not offer "cut": connections are not ended' }]);
+  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, new Set(), logs.log), {
+    timeouts: false,
+    cut: false,
+  });
+  assert.deepEqual(logs.lines, [
+    { level: 'warning', message: '--cut-connections: the helper does not offer "cut": connections are not ended' },
+  ]);
 });
 
 describe('the runner passes timeouts and the cut to a helper that offers them (helper.md ยง1.8)', () => {
@@ -89,7 +112,7 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
     { action: 'rem', target: { ...target, address: '192.0.2.3' }, id: 'OK' },
   ];
 
-  test('without them (an upstream helper, or options off): upstream\'s calls, nothing in the environment', async () => {
+  test("without them (an upstream helper, or options off): upstream's calls, nothing in the environment", async () => {
     const helper = new HelperRunner({ program: record, log: new LogCollector().log });
     await helper.change('add', target, '', 70);
     await helper.batch(changes);
@@ -119,7 +142,7 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
       'line add blocklistd tcp 192.0.2.2 32 22 0 x',
       'line rem blocklistd tcp 192.0.2.3 32 22 0 OK',
     ]);
-    assert.equal(logs.count('debug', `run ${record} [control add blocklistd tcp 192.0.2.1 32 22 ]`), 2, 'upstream\'s debug line as it was');
+    assert.equal(logs.count('debug', `run ${record} [control add blocklistd tcp 192.0.2.1 32 22 ]`), 2, "upstream's debug line as it was");
     assert.equal(logs.count('debug', 'run add with BLOCKLISTD_TIMEOUT=70 BLOCKLISTD_CUT=1'), 1, 'and one more that shows them');
   });
 });
@@ -135,7 +158,16 @@ test('the engine: an add carries what remains plus the margin; a renewal re-adds
   helper.setExtensions({ timeouts: true, cut: false });
   const T = 1_800_000_000;
   let now = T;
-  const engine = new Engine({ store, helper, families: env.families, log: logs.log, debug: () => 0, clock: () => now, remRetry: 60, kernelExpiryMargin: 10 });
+  const engine = new Engine({
+    store,
+    helper,
+    families: env.families,
+    log: logs.log,
+    debug: () => 0,
+    clock: () => now,
+    remRetry: 60,
+    kernelExpiryMargin: 10,
+  });
   engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
   t.after(async () => {
     engine.stop();
@@ -148,7 +180,8 @@ test('the engine: an add carries what remains plus the margin; a renewal re-adds
     await new Promise((resolve) => setTimeout(resolve, 300));
     return recorded();
   };
-  const add = (id: string, timeout: number): string => `args [add] [blocklistd] [tcp] [192.0.2.9] [32] [2222] [${id}] timeout=${timeout} cut=unset`;
+  const add = (id: string, timeout: number): string =>
+    `args [add] [blocklistd] [tcp] [192.0.2.9] [32] [2222] [${id}] timeout=${timeout} cut=unset`;
   // blocked at T for 40 s: released at T + 41, the kernel's at T + 51
   assert.deepEqual(await fail(0), [add('', 51)]);
   await until(() => [...store.entries()][0]?.id === 'OK');
@@ -156,12 +189,18 @@ test('the engine: an add carries what remains plus the margin; a renewal re-adds
   assert.deepEqual(await fail(3), []);
   // renewed at T + 13: ends at T + 54, after it: added again, 41 + 10 s from now
   assert.deepEqual(await fail(13), [add('OK', 51)]);
-  assert.deepEqual(await fail(14), [], 'the kernel\'s end is known now: T + 64');
+  assert.deepEqual(await fail(14), [], "the kernel's end is known now: T + 64");
   assert.equal([...store.entries()][0]?.id, 'OK', 'the entry keeps its id');
   // a renewal the helper fails: logged, and not tried again at the next failure but half a margin later
   failing(true);
   assert.deepEqual(await fail(30), []);
-  assert.equal(logs.count('err', 'add blocklistd tcp 192.0.2.9/32:2222 (a new kernel timeout) failed (exit status 1); the packet filter may drop the block before its end'), 1);
+  assert.equal(
+    logs.count(
+      'err',
+      'add blocklistd tcp 192.0.2.9/32:2222 (a new kernel timeout) failed (exit status 1); the packet filter may drop the block before its end',
+    ),
+    1,
+  );
   failing(false);
   assert.deepEqual(await fail(31), []);
   assert.deepEqual(await fail(50), [add('OK', 51)]);
@@ -195,7 +234,11 @@ const inNetns = (ns: string, args: string[], input?: string, env: Record<string,
 /** The shipped helper in `ns` as the daemon runs it, `backend` forced; `env`: BLOCKLISTD_TIMEOUT, BLOCKLISTD_CUT. */
 function helper(ns: string, backend: string, args: string[], env: Record<string, string> = {}, input?: string): Promise<RunResult> {
   const dir = tempDir('blocklistd-kernel-helper-');
-  const fixed = { BLOCKLISTD_BACKEND: backend, BLOCKLISTD_HELPER_LOCK: join(dir, 'lock'), BLOCKLISTD_HELPER_CONF: join(dir, 'absent.conf') };
+  const fixed = {
+    BLOCKLISTD_BACKEND: backend,
+    BLOCKLISTD_HELPER_LOCK: join(dir, 'lock'),
+    BLOCKLISTD_HELPER_CONF: join(dir, 'absent.conf'),
+  };
   return inNetns(ns, ['bash', '-c', 'exec -a control "$0" "$@"', HELPER, ...args], input, { ...fixed, ...env });
 }
 
@@ -245,13 +288,29 @@ describe('the shipped helper: kernel timeouts in nftables and ipset (helper.md ย
     await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.1', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '2' }));
     await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.2', '32', '22', '']));
     await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.1.0', '24', '22', ''], { BLOCKLISTD_TIMEOUT: '2' }));
-    await ok(helper(ns, 'nftables', ['batch', 'timeout'], {}, 'add bl tcp 10.0.0.3 32 22 2 \nadd bl udp 10.0.0.4 32 53 0 \nadd bl tcp 10.0.2.0 24 22 2 \n'), 3);
+    await ok(
+      helper(
+        ns,
+        'nftables',
+        ['batch', 'timeout'],
+        {},
+        'add bl tcp 10.0.0.3 32 22 2 \nadd bl udp 10.0.0.4 32 53 0 \nadd bl tcp 10.0.2.0 24 22 2 \n',
+      ),
+      3,
+    );
     const v4 = await nftElements(ns, 'bl-v4');
     assert.deepEqual(v4.map(bare).sort(), ['tcp . 10.0.0.1 . 22', 'tcp . 10.0.0.2 . 22', 'tcp . 10.0.0.3 . 22', 'udp . 10.0.0.4 . 53']);
-    assert.deepEqual(v4.map(timeoutOf), v4.map((e) => (/10\.0\.0\.[13] /.test(e) ? 2 : undefined)));
+    assert.deepEqual(
+      v4.map(timeoutOf),
+      v4.map((e) => (/10\.0\.0\.[13] /.test(e) ? 2 : undefined)),
+    );
     assert.equal((await nftElements(ns, 'bl-v4-24')).map(timeoutOf).join(), '2,2', 'networks too (interval sets)');
     await new Promise((resolve) => setTimeout(resolve, 3000));
-    assert.deepEqual((await nftElements(ns, 'bl-v4')).sort(), ['tcp . 10.0.0.2 . 22', 'udp . 10.0.0.4 . 53'], 'the timed ones left by themselves');
+    assert.deepEqual(
+      (await nftElements(ns, 'bl-v4')).sort(),
+      ['tcp . 10.0.0.2 . 22', 'udp . 10.0.0.4 . 53'],
+      'the timed ones left by themselves',
+    );
     assert.deepEqual(await nftElements(ns, 'bl-v4-24'), []);
   });
 
@@ -281,17 +340,25 @@ describe('the shipped helper: kernel timeouts in nftables and ipset (helper.md ย
     await succeeds(inNetns(ns, ['nft', '-f', '-'], `${old.join('\n')}\n`), 'old sets');
     // without a timeout nothing changes
     await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.3', '32', '22', '']));
-    assert.doesNotMatch((await succeeds(inNetns(ns, ['nft', 'list', 'set', 'inet', 'blocklistd', 'bl-v4']), 'list')).stdout, /flags timeout/);
+    assert.doesNotMatch(
+      (await succeeds(inNetns(ns, ['nft', 'list', 'set', 'inet', 'blocklistd', 'bl-v4']), 'list')).stdout,
+      /flags timeout/,
+    );
     await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.4', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '30' }));
     const table = (await succeeds(inNetns(ns, ['nft', 'list', 'table', 'inet', 'blocklistd']), 'list')).stdout;
     assert.match(table, /set bl-v4 \{[^}]*flags timeout\n/);
     assert.match(table, /set bl-v4-24 \{[^}]*flags interval,timeout\n/);
-    assert.deepEqual((await nftElements(ns, 'bl-v4')).map(bare).sort(), ['tcp . 10.0.0.1 . 22', 'tcp . 10.0.0.3 . 22', 'tcp . 10.0.0.4 . 22', 'udp . 10.0.0.2 . 53']);
+    assert.deepEqual((await nftElements(ns, 'bl-v4')).map(bare).sort(), [
+      'tcp . 10.0.0.1 . 22',
+      'tcp . 10.0.0.3 . 22',
+      'tcp . 10.0.0.4 . 22',
+      'udp . 10.0.0.2 . 53',
+    ]);
     assert.deepEqual((await nftElements(ns, 'bl-v4-24')).sort(), ['0-255 . 10.0.2.0/24 . 0-65535', 'tcp . 10.0.1.0/24 . 22']);
     assert.equal([...table.matchAll(/@bl-v4(-24)? drop/g)].length, 2, 'the drop rules, once each');
   });
 
-  test('ipset: members with a timeout leave by themselves; old sets swapped with ones that take timeouts, members kept; beyond ipset\'s longest, none', async (t) => {
+  test("ipset: members with a timeout leave by themselves; old sets swapped with ones that take timeouts, members kept; beyond ipset's longest, none", async (t) => {
     const ns = await netns(t);
     const set = 'bl-bl-4';
     await succeeds(inNetns(ns, ['ipset', 'create', set, 'hash:net,port', 'family', 'inet', 'maxelem', '4194304']), 'old set');
@@ -301,15 +368,22 @@ describe('the shipped helper: kernel timeouts in nftables and ipset (helper.md ย
     await ok(helper(ns, 'ipset', ['add', 'bl', 'tcp', '10.0.0.2', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '9999999' }));
     await ok(helper(ns, 'ipset', ['batch', 'timeout'], {}, 'add bl tcp 10.0.0.3 32 22 2 \nadd bl udp 10.0.0.4 32 53 0 \n'), 2);
     const members = await ipsetMembers(ns, set);
-    assert.deepEqual(members.map((m) => m.replace(/ timeout [12]$/, ' timeout 2')).sort(), [
-      '10.0.0.1,tcp:22 timeout 2',
-      '10.0.0.2,tcp:22 timeout 0',
-      '10.0.0.3,tcp:22 timeout 2',
-      '10.0.0.9,tcp:22 timeout 0',
-      '10.0.0.4,udp:53 timeout 0',
-    ].sort());
+    assert.deepEqual(
+      members.map((m) => m.replace(/ timeout [12]$/, ' timeout 2')).sort(),
+      [
+        '10.0.0.1,tcp:22 timeout 2',
+        '10.0.0.2,tcp:22 timeout 0',
+        '10.0.0.3,tcp:22 timeout 2',
+        '10.0.0.9,tcp:22 timeout 0',
+        '10.0.0.4,udp:53 timeout 0',
+      ].sort(),
+    );
     await new Promise((resolve) => setTimeout(resolve, 3000));
-    assert.deepEqual((await ipsetMembers(ns, set)).sort(), ['10.0.0.2,tcp:22 timeout 0', '10.0.0.4,udp:53 timeout 0', '10.0.0.9,tcp:22 timeout 0']);
+    assert.deepEqual((await ipsetMembers(ns, set)).sort(), [
+      '10.0.0.2,tcp:22 timeout 0',
+      '10.0.0.4,udp:53 timeout 0',
+      '10.0.0.9,tcp:22 timeout 0',
+    ]);
     const rules = (await succeeds(inNetns(ns, ['iptables', '-S', 'INPUT']), 'iptables -S')).stdout;
     assert.equal([...rules.matchAll(/--match-set bl-bl-4 src,dst -j DROP/g)].length, 1, 'the rule still matches the set, once');
   });
@@ -325,18 +399,39 @@ s.on('error', (e) => { console.log('closed ' + e.code); process.exit(0); });
 s.on('close', () => { console.log('closed'); process.exit(0); });`;
 
 /** Servers on both ends of a veth pair: the server's 2222 echoes; clients from 10.97.0.2/.3 and fd97::2/::3 keep a connection each. */
-async function connected(t: TestContext, link: string): Promise<{ srv: string; said: Record<string, () => string>; established: () => Promise<string[]> }> {
-  const { srv, cli } = await vethPair(t, link, ['10.97.0.1/24', 'fd97::1/64'], ['10.97.0.2/24', '10.97.0.3/24', 'fd97::2/64', 'fd97::3/64']);
-  const server = spawn('ip', ['netns', 'exec', srv, process.execPath, '-e', "require('net').createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen(2222, '::', () => console.log('listening'))"], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+async function connected(
+  t: TestContext,
+  link: string,
+): Promise<{ srv: string; said: Record<string, () => string>; established: () => Promise<string[]> }> {
+  const { srv, cli } = await vethPair(
+    t,
+    link,
+    ['10.97.0.1/24', 'fd97::1/64'],
+    ['10.97.0.2/24', '10.97.0.3/24', 'fd97::2/64', 'fd97::3/64'],
+  );
+  const server = spawn(
+    'ip',
+    [
+      'netns',
+      'exec',
+      srv,
+      process.execPath,
+      '-e',
+      "require('net').createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen(2222, '::', () => console.log('listening'))",
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   t.after(() => server.kill('SIGKILL'));
   let listening = '';
   server.stdout.on('data', (d: Buffer) => (listening += d.toString()));
   await until(() => listening.includes('listening'), 10_000);
   const said: Record<string, () => string> = {};
   for (const from of ['10.97.0.2', '10.97.0.3', 'fd97::2', 'fd97::3']) {
-    const client = spawn('ip', ['netns', 'exec', cli, process.execPath, '-e', CLIENT, from.includes(':') ? 'fd97::1' : '10.97.0.1', from], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const client = spawn('ip', ['netns', 'exec', cli, process.execPath, '-e', CLIENT, from.includes(':') ? 'fd97::1' : '10.97.0.1', from], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     t.after(() => client.kill('SIGKILL'));
     let out = '';
     client.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -350,7 +445,13 @@ async function connected(t: TestContext, link: string): Promise<{ srv: string; s
     return r.stdout
       .split('\n')
       .filter(Boolean)
-      .map((l) => l.trim().split(/\s+/).pop()!.replace(/^\[(::ffff:)?|\]?:\d+$/g, ''))
+      .map((l) =>
+        l
+          .trim()
+          .split(/\s+/)
+          .pop()!
+          .replace(/^\[(::ffff:)?|\]?:\d+$/g, ''),
+      )
       .sort();
   };
   assert.deepEqual(await established(), ['10.97.0.2', '10.97.0.3', 'fd97::2', 'fd97::3']);
@@ -402,7 +503,10 @@ describe('cutting connections (BLOCKLISTD_CUT, --cut-connections)', { skip: notR
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '10.97.0.2']), 'blocklistctl block');
     await until(() => said['10.97.0.2']!().includes('closed'), 5000);
     assert.deepEqual(await established(), ['10.97.0.3', 'fd97::2', 'fd97::3']);
-    assert.match((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /^helper extras {2}kernel timeouts \(60 s after each block's end\), connections cut$/m);
+    assert.match(
+      (await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout,
+      /^helper extras {2}kernel timeouts \(60 s after each block's end\), connections cut$/m,
+    );
   });
 });
 
@@ -420,8 +524,15 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
   test('a daemon killed with SIGKILL leaves blocks that leave the filter by themselves, a margin after their end', async (t) => {
     const ns = await netns(t);
     const daemon = await start(ns, ['--kernel-expiry-margin', '1']);
-    assert.match((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /^helper extras {2}kernel timeouts \(1 s after each block's end\)$/m);
-    const { helper: status } = (JSON.parse((await succeeds(ctl(['status', '--json', '-s', daemon.socket]), 'status --json')).stdout) as { result: { helper: Record<string, unknown> } }).result;
+    assert.match(
+      (await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout,
+      /^helper extras {2}kernel timeouts \(1 s after each block's end\)$/m,
+    );
+    const { helper: status } = (
+      JSON.parse((await succeeds(ctl(['status', '--json', '-s', daemon.socket]), 'status --json')).stdout) as {
+        result: { helper: Record<string, unknown> };
+      }
+    ).result;
     assert.deepEqual([status.kernelExpiryMargin, status.cutConnections], [1, false]);
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', 'forever', '10.0.0.3']), 'blocklistctl block forever');
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '8', '10.0.0.1', '10.0.0.2']), 'blocklistctl block');
@@ -460,7 +571,8 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
   test('a block renewed by hand (blocklistctl block again) gets a new kernel timeout once the old one would end too soon', async (t) => {
     const ns = await netns(t);
     const daemon = await start(ns, ['--kernel-expiry-margin', '2']);
-    const block = (): Promise<RunResult> => succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '20', '10.0.0.1']), 'blocklistctl block');
+    const block = (): Promise<RunResult> =>
+      succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '20', '10.0.0.1']), 'blocklistctl block');
     const expires = async (): Promise<number> => Number(/expires (\d+)s/.exec((await nftElements(ns, 'blocklistd-v4'))[0] ?? '')?.[1]);
     await block();
     // 20 s, the second after, the margin: 23 s

@@ -13,7 +13,19 @@ import Database from 'better-sqlite3';
 import { MAX_CONNECTIONS } from '../src/daemon/control.js';
 import { METRICS_MAX_CONNECTIONS } from '../src/daemon/metrics.js';
 import { APPLICATION_ID, StateStore } from '../src/state/store.js';
-import { controlStatus, ctl, freePort, isRoot, run, runBlprobe, sharedTree, startDaemon, stateKey as key, tempDir, until } from './support.js';
+import {
+  controlStatus,
+  ctl,
+  freePort,
+  isRoot,
+  run,
+  runBlprobe,
+  sharedTree,
+  startDaemon,
+  stateKey as key,
+  tempDir,
+  until,
+} from './support.js';
 
 const NOBODY = 65534;
 
@@ -21,7 +33,9 @@ const NOBODY = 65534;
 function counted(path: string): { entries: number; blocked: number } {
   const db = new Database(path, { readonly: true });
   try {
-    return db.prepare("SELECT count(*) AS entries, count(*) FILTER (WHERE id != '' OR (nfail >= 0 AND count >= nfail)) AS blocked FROM entry").get() as { entries: number; blocked: number };
+    return db
+      .prepare("SELECT count(*) AS entries, count(*) FILTER (WHERE id != '' OR (nfail >= 0 AND count >= nfail)) AS blocked FROM entry")
+      .get() as { entries: number; blocked: number };
   } finally {
     db.close();
   }
@@ -31,7 +45,8 @@ function counted(path: string): { entries: number; blocked: number } {
 function preload(path: string, n: number, last = Math.floor(Date.now() / 1000)): void {
   const store = StateStore.open(path);
   store.transaction(() => {
-    for (let i = 0; i < n; i++) store.put({ key: key(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, { duration: 86400 * 365 }), count: 1, last, id: '' });
+    for (let i = 0; i < n; i++)
+      store.put({ key: key(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, { duration: 86400 * 365 }), count: 1, last, id: '' });
   });
   store.close();
 }
@@ -114,7 +129,10 @@ describe('StateStore: kept counts, eviction, file modes', () => {
     for (const gone of ['192.0.2.9', '192.0.2.7', '192.0.2.6']) assert.ok(!left.has(gone), gone);
     for (const kept of ['192.0.2.8', '198.51.100.1', '198.51.100.2', '192.0.2.0']) assert.ok(left.has(kept), kept);
     // asked for more than can go: only the entries not blocked go
-    assert.equal(store.evict(100, () => false, 0), 7);
+    assert.equal(
+      store.evict(100, () => false, 0),
+      7,
+    );
     assert.deepEqual([...store.entries()].map((e) => e.key.address).sort(), ['198.51.100.1', '198.51.100.2']);
     assert.equal(store.size(), 2);
     store.close();
@@ -145,7 +163,12 @@ describe('StateStore: kept counts, eviction, file modes', () => {
     const store = StateStore.open(path);
     let seed = 42;
     const random = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
-    const k = (): ReturnType<typeof key> => key(`198.51.100.${random(60)}`, { nfail: random(3) === 0 ? -1 : 3, duration: random(4) === 0 ? -1 : 3600, name: random(5) === 0 ? 'other' : 'blocklistd' });
+    const k = (): ReturnType<typeof key> =>
+      key(`198.51.100.${random(60)}`, {
+        nfail: random(3) === 0 ? -1 : 3,
+        duration: random(4) === 0 ? -1 : 3600,
+        name: random(5) === 0 ? 'other' : 'blocklistd',
+      });
     for (let i = 0; i < 20_000; i++) {
       const op = random(10);
       const e = store.get(k());
@@ -186,41 +209,56 @@ describe('StateStore: kept counts, eviction, file modes', () => {
   });
 });
 
-
 describe('blocklistd --max-entries', () => {
-  test('a spray of distinct addresses: the oldest entries not blocked are evicted, blocked ones stay; a ' +
-    'lowered limit applies at start', async (t) => {
-    const [blockPort, countPort] = [await freePort(), await freePort()];
-    const config = `${blockPort} dgram * * * 1 1h\n${countPort} dgram * * * 1000000 1h\n`;
-    const daemon = await startDaemon(t, config, ['--max-entries', '100']);
-    const control = daemon.control;
-    const spray = async (port: number, n: number, base: string): Promise<void> => {
-      const r = await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', String(n), '-M', String(n), '-A', base, '-w', '30000']);
-      assert.equal(r.code, 0, r.stdout + r.stderr);
-    };
-    await spray(blockPort, 5, '10.1.0.1');
-    await until(() => daemon.helperCalls().filter((c) => c.startsWith('add ')).length === 5);
-    await spray(countPort, 500, '10.2.0.1');
-    // a second later: the next 95 are younger than every one of the 500
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    await spray(countPort, 95, '10.3.0.1');
-    let s = await controlStatus(control);
-    assert.equal(s.entries, 100);
-    assert.equal(s.blocked, 5);
-    assert.equal(s.counters.evictions.total, 500);
-    let entries = daemon.entries();
-    assert.equal(entries.filter((e) => e.key.address.startsWith('10.1.')).length, 5, 'the blocked entries');
-    assert.equal(entries.filter((e) => e.key.address.startsWith('10.3.')).length, 95, 'the youngest');
-    await daemon.waitFor(/--max-entries 100 reached: evicted \d+ entries not blocked, soonest expiry first/);
+  test(
+    'a spray of distinct addresses: the oldest entries not blocked are evicted, blocked ones stay; a ' + 'lowered limit applies at start',
+    async (t) => {
+      const [blockPort, countPort] = [await freePort(), await freePort()];
+      const config = `${blockPort} dgram * * * 1 1h\n${countPort} dgram * * * 1000000 1h\n`;
+      const daemon = await startDaemon(t, config, ['--max-entries', '100']);
+      const control = daemon.control;
+      const spray = async (port: number, n: number, base: string): Promise<void> => {
+        const r = await runBlprobe([
+          '-s',
+          daemon.socket,
+          '-u',
+          '-p',
+          String(port),
+          '-F',
+          String(n),
+          '-M',
+          String(n),
+          '-A',
+          base,
+          '-w',
+          '30000',
+        ]);
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+      };
+      await spray(blockPort, 5, '10.1.0.1');
+      await until(() => daemon.helperCalls().filter((c) => c.startsWith('add ')).length === 5);
+      await spray(countPort, 500, '10.2.0.1');
+      // a second later: the next 95 are younger than every one of the 500
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      await spray(countPort, 95, '10.3.0.1');
+      let s = await controlStatus(control);
+      assert.equal(s.entries, 100);
+      assert.equal(s.blocked, 5);
+      assert.equal(s.counters.evictions.total, 500);
+      let entries = daemon.entries();
+      assert.equal(entries.filter((e) => e.key.address.startsWith('10.1.')).length, 5, 'the blocked entries');
+      assert.equal(entries.filter((e) => e.key.address.startsWith('10.3.')).length, 95, 'the youngest');
+      await daemon.waitFor(/--max-entries 100 reached: evicted \d+ entries not blocked, soonest expiry first/);
 
-    await daemon.stop();
-    const again = await startDaemon(t, config, ['--max-entries', '50'], { dir: daemon.dir });
-    s = await controlStatus(again.control);
-    assert.equal(s.entries, 50);
-    assert.equal(s.blocked, 5);
-    entries = again.entries();
-    assert.equal(entries.filter((e) => e.key.address.startsWith('10.1.')).length, 5, 'the blocked entries stay');
-  });
+      await daemon.stop();
+      const again = await startDaemon(t, config, ['--max-entries', '50'], { dir: daemon.dir });
+      s = await controlStatus(again.control);
+      assert.equal(s.entries, 50);
+      assert.equal(s.blocked, 5);
+      entries = again.entries();
+      assert.equal(entries.filter((e) => e.key.address.startsWith('10.1.')).length, 5, 'the blocked entries stay');
+    },
+  );
 });
 
 /** How long status requests on one connection wait for their answers, one after another, until `work` is done. */
@@ -363,8 +401,14 @@ describe('hardening', () => {
     assert.equal(r.code, 1);
     const answer = JSON.parse(r.stdout) as { error: { code: string; details: { diagnostics: string[] } } };
     assert.equal(answer.error.code, 'config_error');
-    assert.ok(answer.error.details.diagnostics.some((d) => /fifo' \(not a regular file\)$/.test(d)), JSON.stringify(answer));
-    assert.ok(answer.error.details.diagnostics.some((d) => /sub' \(Is a directory\)$/.test(d)), JSON.stringify(answer));
+    assert.ok(
+      answer.error.details.diagnostics.some((d) => /fifo' \(not a regular file\)$/.test(d)),
+      JSON.stringify(answer),
+    );
+    assert.ok(
+      answer.error.details.diagnostics.some((d) => /sub' \(Is a directory\)$/.test(d)),
+      JSON.stringify(answer),
+    );
     // SIGHUP applies what could be read
     const from = daemon.stderr.length;
     daemon.child.kill('SIGHUP');
@@ -397,7 +441,17 @@ describe('hardening', () => {
       // the file lets anyone in: what is tried is the daemon's own check, by the listed membership alone
       chmodSync(control, 0o666);
       const asNobody = (): Promise<{ code: number | null; stdout: string; stderr: string }> =>
-        run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', process.execPath, join(sharedTree(), 'bin/blocklistctl'), 'status', '--json', '--control', control]);
+        run('setpriv', [
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          '--clear-groups',
+          process.execPath,
+          join(sharedTree(), 'bin/blocklistctl'),
+          'status',
+          '--json',
+          '--control',
+          control,
+        ]);
       let r = await asNobody();
       assert.equal(r.code, 0, r.stdout + r.stderr);
       execFileSync('gpasswd', ['-d', 'nobody', group], { stdio: 'ignore' });

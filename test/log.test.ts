@@ -15,7 +15,18 @@ import type { LogLevel } from '../src/types.js';
 import { AUTH_FAIL } from '../src/index.js';
 import { elapsed } from '../src/time.js';
 import { StateStore } from '../src/state/store.js';
-import { DaemonProcess, Reporter, SyslogReceiver, WatchedProcess, ctl, freePort, openDescriptors, repoRoot, stateKey, tempDir } from './support.js';
+import {
+  DaemonProcess,
+  Reporter,
+  SyslogReceiver,
+  WatchedProcess,
+  ctl,
+  freePort,
+  openDescriptors,
+  repoRoot,
+  stateKey,
+  tempDir,
+} from './support.js';
 
 // Local time is UTC unless a test says otherwise (Node applies TZ changes at once).
 process.env.TZ = 'UTC';
@@ -202,7 +213,10 @@ logger.log('info', 'blocked 192.0.2.1/32:22 for 60 seconds', { event: 'block', a
 `);
   assert.equal(r.code, 0);
   assert.equal(r.stdout.length, 0);
-  assert.deepEqual(r.stderr, Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\nblocked 192.0.2.1/32:22 for 60 seconds\n'));
+  assert.deepEqual(
+    r.stderr,
+    Buffer.from('crit line\n[local]\nrule 1\nnée %s %d\nno message (message too short)\n\nblocked 192.0.2.1/32:22 for 60 seconds\n'),
+  );
 });
 
 test('json output: pino lines on stdout with the level label', async () => {
@@ -251,7 +265,16 @@ const ROUTING: Routing[] = [
 test('json output: the fields beside the message; syslog records the message alone', async (t) => {
   const receiver = new SyslogReceiver(socketPath());
   t.after(() => receiver.close());
-  const fields = { event: 'release', address: '2001:db8::1', mask: 64, port: 22, proto: 'tcp', rule: 'ssh', duration: 21612, names: ['a', 'b'] };
+  const fields = {
+    event: 'release',
+    address: '2001:db8::1',
+    mask: 64,
+    port: 22,
+    proto: 'tcp',
+    rule: 'ssh',
+    duration: 21612,
+    names: ['a', 'b'],
+  };
   const message = 'released 2001:db8::/64:22 after 21600 seconds (blocked 6h0m12s)';
   const r = await child(
     `
@@ -305,7 +328,12 @@ logger.library('err', 'library line');
         assert.equal(r.stderr.toString(), expected.stderr, name);
         const stdout = r.stdout.toString();
         assert.deepEqual(
-          stdout === '' ? [] : stdout.trimEnd().split('\n').map((l) => (JSON.parse(l) as { msg: string }).msg),
+          stdout === ''
+            ? []
+            : stdout
+                .trimEnd()
+                .split('\n')
+                .map((l) => (JSON.parse(l) as { msg: string }).msg),
           expected.stdout,
           name,
         );
@@ -335,7 +363,17 @@ setTimeout(() => {
 });
 
 test('elapsed: how long a block lasted, as the release line shows it', () => {
-  assert.deepEqual([0, 45, 60, 180, 3600, 21612, 86400 + 3600 + 5, -3, 59.9].map(elapsed), ['0s', '45s', '1m0s', '3m0s', '1h0m0s', '6h0m12s', '1d1h0m5s', '0s', '59s']);
+  assert.deepEqual([0, 45, 60, 180, 3600, 21612, 86400 + 3600 + 5, -3, 59.9].map(elapsed), [
+    '0s',
+    '45s',
+    '1m0s',
+    '3m0s',
+    '1h0m0s',
+    '6h0m12s',
+    '1d1h0m5s',
+    '0s',
+    '59s',
+  ]);
 });
 
 describe('a daemon logging JSON (--log-format json)', () => {
@@ -348,7 +386,10 @@ describe('a daemon logging JSON (--log-format json)', () => {
       .map((l) => JSON.parse(l) as Line);
   /** The first line of `event` from line `from` on whose fields include `match`. */
   const line = async (p: WatchedProcess, event: string, match: Record<string, unknown> = {}, from = 0): Promise<Line> => {
-    const find = (): Line | undefined => lines(p).slice(from).find((l) => l.event === event && Object.entries(match).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v)));
+    const find = (): Line | undefined =>
+      lines(p)
+        .slice(from)
+        .find((l) => l.event === event && Object.entries(match).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v)));
     await p.waitFor(new RegExp(`"event":"${event}"`), 0);
     const deadline = Date.now() + 15_000;
     for (let found = find(); ; found = find()) {
@@ -366,10 +407,27 @@ describe('a daemon logging JSON (--log-format json)', () => {
     const socket = join(dir, 'blocklistd.sock');
     const control = join(dir, 'blocklistd.ctl');
     const helper = join(repoRoot, 'test/fixtures/control');
-    const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), '--foreground', '--log-format', 'json', '-c', conf, '-C', helper, '-D', join(dir, 'blocklistd.db'), '-s', socket], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        join(repoRoot, 'bin/blocklistd'),
+        '--foreground',
+        '--log-format',
+        'json',
+        '-c',
+        conf,
+        '-C',
+        helper,
+        '-D',
+        join(dir, 'blocklistd.db'),
+        '-s',
+        socket,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
+      },
+    );
     const daemon = new WatchedProcess('blocklistd', child, [child.stdout]);
     t.after(() => daemon.stop());
 
@@ -377,11 +435,22 @@ describe('a daemon logging JSON (--log-format json)', () => {
     const start = await line(daemon, 'start');
     assert.equal(start.level, 'info');
     assert.deepEqual(
-      { version: start.version, config: start.config, rules: start.rules, database: start.database, sockets: start.sockets, control: start.control, helper: start.helper },
+      {
+        version: start.version,
+        config: start.config,
+        rules: start.rules,
+        database: start.database,
+        sockets: start.sockets,
+        control: start.control,
+        helper: start.helper,
+      },
       { version, config: conf, rules: 2, database: join(dir, 'blocklistd.db'), sockets: [socket], control, helper },
     );
-    assert.equal(start.msg, `blocklistd ${version} started: configuration ${conf} (2 rules: 2 local, 0 remote), database ` +
-      `${join(dir, 'blocklistd.db')}, sockets ${socket}, control socket ${control}, helper ${helper}`);
+    assert.equal(
+      start.msg,
+      `blocklistd ${version} started: configuration ${conf} (2 rules: 2 local, 0 remote), database ` +
+        `${join(dir, 'blocklistd.db')}, sockets ${socket}, control socket ${control}, helper ${helper}`,
+    );
 
     // a failure reaches the limit of 1: blocked for 2 seconds, released by expiry
     const reporter = await Reporter.connect(socket, port, '127.0.0.5');
@@ -394,12 +463,39 @@ describe('a daemon logging JSON (--log-format json)', () => {
     );
     const block = await line(daemon, 'block', { address: '127.0.0.5' });
     const entry = { address: '127.0.0.5', mask: 32, port, proto: 'tcp', rule: 'blocklistd', nfail: 1 };
-    assert.deepEqual({ ...block, time: 0, pid: 0, hostname: '' }, { level: 'info', time: 0, pid: 0, hostname: '', event: 'block', ...entry, origin: 'limit', count: 2, duration: 2, msg: `blocked 127.0.0.5/32:${port} for 2 seconds` });
+    assert.deepEqual(
+      { ...block, time: 0, pid: 0, hostname: '' },
+      {
+        level: 'info',
+        time: 0,
+        pid: 0,
+        hostname: '',
+        event: 'block',
+        ...entry,
+        origin: 'limit',
+        count: 2,
+        duration: 2,
+        msg: `blocked 127.0.0.5/32:${port} for 2 seconds`,
+      },
+    );
     const release = await line(daemon, 'release', { address: '127.0.0.5' });
     const lasted = release.duration as number;
     // expired means last + duration < now: the second after the duration, within a second of the pass
     assert.ok(lasted >= 3 && lasted <= 5, `lasted ${lasted} s`);
-    assert.deepEqual({ ...release, time: 0, pid: 0, hostname: '' }, { level: 'info', time: 0, pid: 0, hostname: '', event: 'release', ...entry, origin: 'expiry', duration: lasted, msg: `released 127.0.0.5/32:${port} after 2 seconds (blocked ${lasted}s)` });
+    assert.deepEqual(
+      { ...release, time: 0, pid: 0, hostname: '' },
+      {
+        level: 'info',
+        time: 0,
+        pid: 0,
+        hostname: '',
+        event: 'release',
+        ...entry,
+        origin: 'expiry',
+        duration: lasted,
+        msg: `released 127.0.0.5/32:${port} after 2 seconds (blocked ${lasted}s)`,
+      },
+    );
 
     // manual actions: who asked (uid, the client's pid), what, and the outcome
     let r = await ctl(['block', '-t', '1h', '--control', control, '10.9.9.9']);
@@ -407,10 +503,21 @@ describe('a daemon logging JSON (--log-format json)', () => {
     const manual = await line(daemon, 'manual', { command: 'block' });
     assert.equal(manual.level, 'notice');
     assert.equal(manual.uid, process.getuid!());
-    assert.ok(typeof manual.peerPid === 'number' && manual.peerPid > 0 && manual.peerPid !== process.pid && manual.peerPid !== child.pid, `peer pid ${String(manual.peerPid)}`);
-    assert.match(manual.msg, new RegExp(`^control: block \\{.*"address":"10\\.9\\.9\\.9".*\\} requested by uid ${process.getuid!()} pid ${manual.peerPid as number}$`));
+    assert.ok(
+      typeof manual.peerPid === 'number' && manual.peerPid > 0 && manual.peerPid !== process.pid && manual.peerPid !== child.pid,
+      `peer pid ${String(manual.peerPid)}`,
+    );
+    assert.match(
+      manual.msg,
+      new RegExp(
+        `^control: block \\{.*"address":"10\\.9\\.9\\.9".*\\} requested by uid ${process.getuid!()} pid ${manual.peerPid as number}$`,
+      ),
+    );
     const manualBlock = await line(daemon, 'block', { address: '10.9.9.9' });
-    assert.deepEqual([manualBlock.origin, manualBlock.duration, manualBlock.port, manualBlock.proto], ['manual', 3600, undefined, undefined]);
+    assert.deepEqual(
+      [manualBlock.origin, manualBlock.duration, manualBlock.port, manualBlock.proto],
+      ['manual', 3600, undefined, undefined],
+    );
     r = await ctl(['unblock', '--control', control, '10.9.9.9']);
     assert.equal(r.code, 0, r.stderr);
     await line(daemon, 'manual', { command: 'unblock' });
@@ -432,11 +539,19 @@ describe('a daemon logging JSON (--log-format json)', () => {
     const reload = await line(daemon, 'reload', {}, mark);
     assert.deepEqual(
       { added: reload.added, removed: reload.removed, changed: reload.changed, rules: reload.rules },
-      { added: [`[local] ${other + 1} dgram * * blocklistd 3 1h`], removed: [`[local] ${other} stream * * blocklistd 3 1h`], changed: [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`], rules: 2 },
+      {
+        added: [`[local] ${other + 1} dgram * * blocklistd 3 1h`],
+        removed: [`[local] ${other} stream * * blocklistd 3 1h`],
+        changed: [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`],
+        rules: 2,
+      },
     );
     assert.equal(reload.msg, `reloaded ${conf}: 2 rules (2 local, 0 remote): 1 added, 1 removed, 1 changed`);
     const change = await line(daemon, 'reload', { change: 'changed' }, mark);
-    assert.deepEqual([change.line, change.msg], [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`, `reload: changed [local] ${port} stream * * blocklistd: 1 2s -> 1 5s`]);
+    assert.deepEqual(
+      [change.line, change.msg],
+      [`[local] ${port} stream * * blocklistd: 1 2s -> 1 5s`, `reload: changed [local] ${port} stream * * blocklistd: 1 2s -> 1 5s`],
+    );
 
     const stopMark = lines(daemon).length;
     child.kill('SIGTERM');

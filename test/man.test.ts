@@ -107,7 +107,12 @@ function tableAfter(lines: string[], index: number): string[][] {
   for (i++; lines[i] !== '.El'; i++) {
     const line = lines[i]!;
     if (!line.startsWith('.It ') || line.startsWith('.It Sy ')) continue;
-    rows.push(line.slice(4).split(' Ta ').map((cell) => unescape(cell.trim())));
+    rows.push(
+      line
+        .slice(4)
+        .split(' Ta ')
+        .map((cell) => unescape(cell.trim())),
+    );
   }
   return rows;
 }
@@ -162,14 +167,17 @@ describe('manual pages', () => {
 
   test('blocklistd(8): the synopsis and the option list hold exactly the options blocklistd accepts', () => {
     const accepted = sorted(helpOptions(help('blocklistd', [])));
-    assert.ok(accepted.includes('--control-socket') && accepted.includes('--no-control-socket') && accepted.includes('--metrics'), accepted.join(' '));
+    assert.ok(
+      accepted.includes('--control-socket') && accepted.includes('--no-control-socket') && accepted.includes('--metrics'),
+      accepted.join(' '),
+    );
     const lines = page('blocklistd.8');
     const s = sections(lines);
     assert.deepEqual(sorted(s.get('SYNOPSIS')!.flatMap(flagsOf)), accepted, 'SYNOPSIS');
     assert.deepEqual(sorted(itemFlags(s.get('DESCRIPTION')!)), accepted, 'option list');
   });
 
-  test('blocklistctl(8): each command\'s synopsis and option list hold exactly the options it accepts', () => {
+  test("blocklistctl(8): each command's synopsis and option list hold exactly the options it accepts", () => {
     const lines = page('blocklistctl.8');
     const s = sections(lines);
     const top = help('blocklistctl', []);
@@ -216,7 +224,10 @@ describe('manual pages', () => {
     assert.deepEqual(sorted(globalForms), global, 'SYNOPSIS help and version');
     assert.deepEqual(sorted(lists.get('Help and version') ?? []), global, 'option list of help and version');
     // nothing documented beyond the commands, their options and the shared lists
-    assert.deepEqual(sorted(lists.keys()), sorted([...commands.filter((c) => c !== 'reload' && c !== 'status' && c !== 'flush'), 'Talking to the daemon', 'Help and version']));
+    assert.deepEqual(
+      sorted(lists.keys()),
+      sorted([...commands.filter((c) => c !== 'reload' && c !== 'status' && c !== 'flush'), 'Talking to the daemon', 'Help and version']),
+    );
     // and `help [command]`, which takes no option
     assert.deepEqual([...synopsis.keys()], [...commands, 'help']);
     assert.deepEqual(synopsis.get('help'), []);
@@ -227,7 +238,10 @@ describe('blocklistd.conf(5): the examples', () => {
   const lines = page('blocklistd.conf.5');
 
   /** Writes the blocks of example `name` into a directory and loads it as the daemon would. */
-  function load(name: string, kind: 'example' | 'fragment'): { diagnostics: Diagnostic[]; rules: ReturnType<typeof loadConfig>['ruleSet']; dir: string; files: string[] } {
+  function load(
+    name: string,
+    kind: 'example' | 'fragment',
+  ): { diagnostics: Diagnostic[]; rules: ReturnType<typeof loadConfig>['ruleSet']; dir: string; files: string[] } {
     const dir = tempDir('blocklistd-man-');
     const blocks = markers(lines, kind).filter((m) => m.name === name);
     assert.ok(blocks.length > 0, `${kind} ${name}`);
@@ -287,7 +301,10 @@ describe('blocklistd.conf(5): the examples', () => {
   for (const name of examples) {
     test(`example "${name}" loads without a diagnostic and matches as the page says`, () => {
       const { diagnostics, rules } = load(name, 'example');
-      assert.deepEqual(diagnostics.map((d) => `${d.source.line}: ${d.severity}: ${d.message}`), []);
+      assert.deepEqual(
+        diagnostics.map((d) => `${d.source.line}: ${d.severity}: ${d.message}`),
+        [],
+      );
       assert.ok(checkMatches(name, rules) >= 3, 'rows checked');
     });
   }
@@ -342,9 +359,18 @@ describe('blocklistd(8): the count arithmetic', () => {
     assert.deepEqual(loaded.diagnostics, []);
     const store = StateStore.open(join(dir, 'db'));
     const helper = new HelperRunner({ program: helperPath, log: () => {} });
-    const engine = new Engine({ store, helper, families: env.families, log: () => {}, debug: () => 0, clock: () => 1_800_000_000, remRetry: 60 });
+    const engine = new Engine({
+      store,
+      helper,
+      families: env.families,
+      log: () => {},
+      debug: () => 0,
+      clock: () => 1_800_000_000,
+      remRetry: 60,
+    });
     engine.setRules(compileRules(loaded.ruleSet), new Map());
-    const ordinal = (n: number): string => `${n}${n % 10 === 1 && n !== 11 ? 'st' : n % 10 === 2 && n !== 12 ? 'nd' : n % 10 === 3 && n !== 13 ? 'rd' : 'th'}`;
+    const ordinal = (n: number): string =>
+      `${n}${n % 10 === 1 && n !== 11 ? 'st' : n % 10 === 2 && n !== 12 ? 'nd' : n % 10 === 3 && n !== 13 ? 'rd' : 'th'}`;
     const actions = [WireType.ADD, WireType.BADUSER, WireType.ABUSE] as const; // AUTH_FAIL, BAD_USER, ABUSIVE_BEHAVIOR
     let client = 0;
     try {
@@ -372,7 +398,7 @@ describe('blocklistd(8): the count arithmetic', () => {
 });
 
 describe('blocklist(3): the example servers', () => {
-  test('the program is valid JavaScript and reports TCP and UDP failures to a daemon\'s socket', async (t) => {
+  test("the program is valid JavaScript and reports TCP and UDP failures to a daemon's socket", async (t) => {
     const lines = page('blocklist.3');
     const [marker] = markers(lines, 'code').filter((m) => m.name === 'servers');
     const code = literalAfter(lines, marker!.index);
@@ -425,7 +451,11 @@ describe('blocklist(3): the example servers', () => {
     let received = 0;
     /** The next report, whether it came before or after the answer. */
     const nextReport = async (): Promise<Notification> => {
-      await within(10_000, `report ${received + 1} (received ${receiver.received.length}, receiver: ${JSON.stringify(receiver.logs.lines)}, server: ${out})`, receiver.waitFor(++received));
+      await within(
+        10_000,
+        `report ${received + 1} (received ${receiver.received.length}, receiver: ${JSON.stringify(receiver.logs.lines)}, server: ${out})`,
+        receiver.waitFor(++received),
+      );
       return receiver.received[received - 1]!;
     };
     for (const [line, answer, type] of expectations) {
@@ -448,8 +478,24 @@ describe('blocklist(3): the example servers', () => {
     assert.equal(await within(10_000, 'the UDP answer', reply), 'denied\n');
     const n = await nextReport();
     assert.deepEqual(
-      { type: n.type, text: n.text, socketType: n.socketType, port: n.local.port, remote: toText(n.remote), family: n.remote.family, explicit: n.explicitPeer },
-      { type: WireType.ADD, text: 'toy-udp', socketType: 'dgram', port: udpPort, remote: '::ffff:127.0.0.1', family: 'inet6', explicit: true },
+      {
+        type: n.type,
+        text: n.text,
+        socketType: n.socketType,
+        port: n.local.port,
+        remote: toText(n.remote),
+        family: n.remote.family,
+        explicit: n.explicitPeer,
+      },
+      {
+        type: WireType.ADD,
+        text: 'toy-udp',
+        socketType: 'dgram',
+        port: udpPort,
+        remote: '::ffff:127.0.0.1',
+        family: 'inet6',
+        explicit: true,
+      },
     );
 
     child.kill('SIGTERM');
@@ -458,7 +504,7 @@ describe('blocklist(3): the example servers', () => {
 });
 
 describe('blocklist(3): an explicit peer on a connection', () => {
-  test('the daemon takes the connection\'s own peer while it has one, not the address given', async (t) => {
+  test("the daemon takes the connection's own peer while it has one, not the address given", async (t) => {
     const dir = tempDir('blocklistd-man-peer-');
     const receiver = new Receiver(join(dir, 'blocklistd.sock'));
     t.after(() => receiver.close());
@@ -506,11 +552,16 @@ describe('blocklistd-helper(8): the custom helper', () => {
     t.after(() => spawnSync(ip, ['netns', 'delete', ns]));
     await run(ip, ['-n', ns, 'link', 'set', 'lo', 'up']);
     const envPath = { PATH: `${dirname(ip)}:/usr/sbin:/sbin:/usr/bin:/bin` };
-    const call = (...args: string[]): Promise<{ code: number | null; stdout: string }> => run(ip, ['netns', 'exec', ns, helper, ...args], { env: envPath });
+    const call = (...args: string[]): Promise<{ code: number | null; stdout: string }> =>
+      run(ip, ['netns', 'exec', ns, helper, ...args], { env: envPath });
     const routes = async (): Promise<string> => {
       const v4 = await run(ip, ['-n', ns, 'route', 'show', 'type', 'blackhole']);
       const v6 = await run(ip, ['-n', ns, '-6', 'route', 'show', 'type', 'blackhole']);
-      return (v4.stdout + v6.stdout).split('\n').filter((l) => l !== '').map((l) => l.split(' ')[1]).join(' ');
+      return (v4.stdout + v6.stdout)
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => l.split(' ')[1])
+        .join(' ');
     };
 
     assert.deepEqual(await call('add', 'blocklistd', 'tcp', '192.0.2.7', '32', '22', ''), { code: 0, stdout: 'OK\n', stderr: '' });

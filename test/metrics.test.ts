@@ -13,7 +13,20 @@ import { describe, test } from 'node:test';
 import { ABUSIVE_BEHAVIOR, AUTH_FAIL, AUTH_OK, BAD_USER, Blocklist, type BlocklistAction } from '../src/index.js';
 import { USAGE } from '../src/daemon/options.js';
 import { StateStore } from '../src/state/store.js';
-import { Reporter, ctl, freePort, isRoot, repoRoot, run, runBlprobe, startDaemon, stateKey, tempDir, until, type RunResult } from './support.js';
+import {
+  Reporter,
+  ctl,
+  freePort,
+  isRoot,
+  repoRoot,
+  run,
+  runBlprobe,
+  startDaemon,
+  stateKey,
+  tempDir,
+  until,
+  type RunResult,
+} from './support.js';
 
 interface Response {
   status: number;
@@ -41,7 +54,10 @@ function parseExposition(text: string): Map<string, number> {
     if (line === '' || line.startsWith('#')) continue;
     const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     assert.ok(m, `not an exposition line: ${line}`);
-    samples.set(sampleKey(m[1], Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1], l[2]]))), Number(m[3]));
+    samples.set(
+      sampleKey(m[1], Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((l) => [l[1], l[2]]))),
+      Number(m[3]),
+    );
   }
   return samples;
 }
@@ -81,21 +97,29 @@ function listeningPorts(pid: number): number[] {
   return ports;
 }
 
-const blocklistd = (args: string[], env: Record<string, string> = {}): Promise<RunResult> => run(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args], { env });
-
+const blocklistd = (args: string[], env: Record<string, string> = {}): Promise<RunResult> =>
+  run(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args], { env });
 
 const occurrences = (text: string, pattern: RegExp): number => text.match(pattern)?.length ?? 0;
 
 describe('blocklistd --metrics', () => {
   test('a known sequence of events, counted exactly, and as `status` reports it', async (t) => {
-    const [matched, forever, noRule, fuzzPort, metricsPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const [matched, forever, noRule, fuzzPort, metricsPort] = await Promise.all([
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+      freePort(),
+    ]);
     const address = `127.0.0.1:${metricsPort}`;
     const dir = tempDir('blocklistd-metrics-');
     // one block in the database for -r to restore
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.put({ key: stateKey('192.0.2.9'), count: 3, last: Math.floor(Date.now() / 1000), id: 'old-id' });
     store.close();
-    const daemon = await startDaemon(t, `${matched} stream * * * 3 2\n${forever} stream * * * 1 *\n`, ['-r', '--metrics', address], { dir });
+    const daemon = await startDaemon(t, `${matched} stream * * * 3 2\n${forever} stream * * * 1 *\n`, ['-r', '--metrics', address], {
+      dir,
+    });
     const control = join(dir, 'blocklistd.ctl');
     await daemon.waitFor(new RegExp(`metrics on http://127\\.0\\.0\\.1:${metricsPort}/metrics`));
     assert.deepEqual(listeningPorts(daemon.child.pid!), [metricsPort]);
@@ -174,7 +198,11 @@ describe('blocklistd --metrics', () => {
     await until(() => daemon.entries().length === 1);
     r = await ctl(['status', '--json', '--control', control]);
     assert.equal(r.code, 0, r.stderr);
-    const status = (JSON.parse(r.stdout) as { result: { counters: Record<string, Record<string, number>>; entries: number; blocked: number; metrics: string } }).result;
+    const status = (
+      JSON.parse(r.stdout) as {
+        result: { counters: Record<string, Record<string, number>>; entries: number; blocked: number; metrics: string };
+      }
+    ).result;
 
     const samples = await scrape(address);
     const expected: [string, Record<string, string>, number][] = [
@@ -223,9 +251,20 @@ describe('blocklistd --metrics', () => {
     ];
     // a series still at 0 may be missing: a test of its own checks that
     for (const [name, labels, value] of expected) assert.equal(samples.get(sampleKey(name, labels)) ?? 0, value, sampleKey(name, labels));
-    for (const family of ['blocklistd_notifications_total', 'blocklistd_notifications_dropped_total', 'blocklistd_blocks_total', 'blocklistd_releases_total', 'blocklistd_helper_calls_total', 'blocklistd_control_requests_total']) {
+    for (const family of [
+      'blocklistd_notifications_total',
+      'blocklistd_notifications_dropped_total',
+      'blocklistd_blocks_total',
+      'blocklistd_releases_total',
+      'blocklistd_helper_calls_total',
+      'blocklistd_control_requests_total',
+    ]) {
       const listed = new Set(expected.filter(([name]) => name === family).map(([name, labels]) => sampleKey(name, labels)));
-      assert.deepEqual([...samples.keys()].filter((k) => k.startsWith(`${family}{`) && !listed.has(k)), [], `${family}: no other series`);
+      assert.deepEqual(
+        [...samples.keys()].filter((k) => k.startsWith(`${family}{`) && !listed.has(k)),
+        [],
+        `${family}: no other series`,
+      );
     }
     // every valid notification passed through a receive batch
     const valid = [...samples].filter(([k]) => k.startsWith('blocklistd_notifications_total{')).reduce((sum, [, v]) => sum + v, 0);
@@ -255,17 +294,37 @@ describe('blocklistd --metrics', () => {
     assert.equal(ok.status, 200);
     assert.match(ok.contentType, /^text\/plain; version=0\.0\.4/);
     const samples = parseExposition(ok.body);
-    for (const name of ['process_cpu_seconds_total', 'process_cpu_user_seconds_total', 'process_start_time_seconds', 'process_resident_memory_bytes', 'process_open_fds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes']) {
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_cpu_user_seconds_total',
+      'process_start_time_seconds',
+      'process_resident_memory_bytes',
+      'process_open_fds',
+      'nodejs_eventloop_lag_seconds',
+      'nodejs_heap_size_used_bytes',
+    ]) {
       assert.ok(samples.has(name), name);
     }
-    assert.deepEqual([...samples.keys()].filter((k) => !/^(blocklistd|process|nodejs)_/.test(k)), []);
+    assert.deepEqual(
+      [...samples.keys()].filter((k) => !/^(blocklistd|process|nodejs)_/.test(k)),
+      [],
+    );
     // Prometheus reserves _total for counters
     const types = [...ok.body.matchAll(/^# TYPE (\S+) (\w+)$/gm)];
     assert.ok(types.length > 20, `${types.length} metrics`);
-    assert.deepEqual(types.filter(([, name, type]) => name.endsWith('_total') && type !== 'counter').map(([line]) => line), []);
+    assert.deepEqual(
+      types.filter(([, name, type]) => name.endsWith('_total') && type !== 'counter').map(([line]) => line),
+      [],
+    );
     assert.match(ok.body, /^# TYPE blocklistd_helper_duration_seconds histogram$/m);
     assert.match(ok.body, /^# TYPE blocklistd_entries gauge$/m);
-    for (const [path, method] of [['/', 'GET'], ['/metricsx', 'GET'], ['/metrics/', 'GET'], ['/metrics', 'POST'], ['/metrics', 'DELETE']]) {
+    for (const [path, method] of [
+      ['/', 'GET'],
+      ['/metricsx', 'GET'],
+      ['/metrics/', 'GET'],
+      ['/metrics', 'POST'],
+      ['/metrics', 'DELETE'],
+    ]) {
       const r = await request(`${base}${path}`, method);
       assert.equal(r.status, 404, `${method} ${path}`);
     }
@@ -278,13 +337,22 @@ describe('blocklistd --metrics', () => {
     await daemon.waitFor(/metrics on /);
     const samples = await scrape(`127.0.0.1:${port}`);
     for (const type of ['auth_fail', 'auth_ok', 'abusive_behavior', 'bad_user']) {
-      assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome: 'matched', rule: 'blocklistd' })), 0, `${type} matched`);
+      assert.equal(
+        samples.get(sampleKey('blocklistd_notifications_total', { type, outcome: 'matched', rule: 'blocklistd' })),
+        0,
+        `${type} matched`,
+      );
       assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type, outcome: 'no_rule', rule: '' })), 0, `${type} no_rule`);
     }
-    for (const origin of ['limit', 'restore', 'manual']) assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin, rule: 'blocklistd' })), 0, origin);
-    for (const origin of ['expiry', 'reset', 'manual']) assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin, rule: 'blocklistd' })), 0, origin);
+    for (const origin of ['limit', 'restore', 'manual'])
+      assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin, rule: 'blocklistd' })), 0, origin);
+    for (const origin of ['expiry', 'reset', 'manual'])
+      assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin, rule: 'blocklistd' })), 0, origin);
     // no series of a name the configuration does not have, until one is needed
-    assert.deepEqual([...samples.keys()].filter((k) => k.includes('rule="_other"')), []);
+    assert.deepEqual(
+      [...samples.keys()].filter((k) => k.includes('rule="_other"')),
+      [],
+    );
     for (const reason of ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type']) {
       assert.equal(samples.get(sampleKey('blocklistd_notifications_dropped_total', { reason })), 0, reason);
     }
@@ -309,8 +377,15 @@ describe('blocklistd --metrics', () => {
     const known = new Set(['status', 'block', 'unblock', 'flush', 'reload', 'invalid', 'connect', 'oversized', 'unknown']);
     const samples = await scrape(`127.0.0.1:${port}`);
     const commands = [...samples.keys()].flatMap((k) => /^blocklistd_control_requests_total\{command="([^"]*)"/.exec(k)?.[1] ?? []);
-    assert.deepEqual(commands.filter((c) => !known.has(c)), []);
-    assert.equal(samples.get(sampleKey('blocklistd_control_requests_total', { command: 'unknown', result: 'error' })), 2, 'counted under "unknown"');
+    assert.deepEqual(
+      commands.filter((c) => !known.has(c)),
+      [],
+    );
+    assert.equal(
+      samples.get(sampleKey('blocklistd_control_requests_total', { command: 'unknown', result: 'error' })),
+      2,
+      'counted under "unknown"',
+    );
   });
 
   test('[::1]:port: served on the IPv6 loopback only', async (t) => {
@@ -339,12 +414,34 @@ describe('blocklistd --metrics', () => {
     const dir = tempDir('blocklistd-metrics-');
     const conf = join(dir, 'blocklistd.conf');
     writeFileSync(conf, '22 stream * * * 3 1h\n');
-    const r = await blocklistd(['-d', '-f', '-c', conf, '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock'), '--metrics', `127.0.0.1:${port}`], {
-      HELPER_LOG: join(dir, 'helper.log'),
-    });
+    const r = await blocklistd(
+      [
+        '-d',
+        '-f',
+        '-c',
+        conf,
+        '-C',
+        join(repoRoot, 'test/fixtures/control'),
+        '-D',
+        join(dir, 'blocklistd.db'),
+        '-s',
+        join(dir, 'blocklistd.sock'),
+        '--metrics',
+        `127.0.0.1:${port}`,
+      ],
+      {
+        HELPER_LOG: join(dir, 'helper.log'),
+      },
+    );
     assert.equal(r.code, 1);
     assert.match(r.stderr, new RegExp(`metrics listener 127\\.0\\.0\\.1:${port}: listen EADDRINUSE`));
-    assert.deepEqual(readFileSync(join(dir, 'helper.log'), 'utf8').split('\n').filter((l) => l !== ''), ['capabilities'], 'no flush');
+    assert.deepEqual(
+      readFileSync(join(dir, 'helper.log'), 'utf8')
+        .split('\n')
+        .filter((l) => l !== ''),
+      ['capabilities'],
+      'no flush',
+    );
     assert.equal(existsSync(join(dir, 'blocklistd.sock')), false, 'notification socket removed');
   });
 
@@ -356,7 +453,19 @@ describe('blocklistd --metrics', () => {
     const conf = join(dir, 'blocklistd.conf');
     writeFileSync(conf, '22 stream * * * 3 1h\n');
     const port = (busy.address() as net.AddressInfo).port;
-    const r = await blocklistd(['-d', '-c', conf, '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock'), '--metrics', `127.0.0.1:${port}`]);
+    const r = await blocklistd([
+      '-d',
+      '-c',
+      conf,
+      '-C',
+      join(repoRoot, 'test/fixtures/control'),
+      '-D',
+      join(dir, 'blocklistd.db'),
+      '-s',
+      join(dir, 'blocklistd.sock'),
+      '--metrics',
+      `127.0.0.1:${port}`,
+    ]);
     assert.equal(r.code, 1);
     assert.equal(existsSync(join(dir, 'blocklistd.ctl')), false);
   });
@@ -387,7 +496,11 @@ describe('blocklistd --metrics', () => {
       const count = (): number =>
         readdirSync(`/proc/${pid}/task`).reduce((sum, task) => {
           const status = readFileSync(`/proc/${pid}/task/${task}/status`, 'utf8');
-          return sum + Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]) + Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]);
+          return (
+            sum +
+            Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1]) +
+            Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)![1])
+          );
         }, 0);
       const before = count();
       await new Promise((resolve) => setTimeout(resolve, ms));
@@ -408,81 +521,94 @@ describe('blocklistd --metrics', () => {
 });
 
 describe('blocklistd --metrics for dashboards (issue 15)', () => {
-  test('rule names as labels, bound at each load; _other for a name the configuration lacks; build info; ' +
-    'reload success, time and rule counts', async (t) => {
-    const [ssh, web, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
-    const address = `127.0.0.1:${metricsPort}`;
-    const before = Date.now() / 1000;
-    const daemon = await startDaemon(t, `${ssh} stream * * ssh 3 1h\n${web} stream * * -web 1 1h\n`, ['--metrics', address]);
-    await daemon.waitFor(/metrics on /);
-    const control = join(daemon.dir, 'blocklistd.ctl');
-    const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+  test(
+    'rule names as labels, bound at each load; _other for a name the configuration lacks; build info; ' +
+      'reload success, time and rule counts',
+    async (t) => {
+      const [ssh, web, metricsPort] = await Promise.all([freePort(), freePort(), freePort()]);
+      const address = `127.0.0.1:${metricsPort}`;
+      const before = Date.now() / 1000;
+      const daemon = await startDaemon(t, `${ssh} stream * * ssh 3 1h\n${web} stream * * -web 1 1h\n`, ['--metrics', address]);
+      await daemon.waitFor(/metrics on /);
+      const control = join(daemon.dir, 'blocklistd.ctl');
+      const { version } = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
 
-    let samples = await scrape(address);
-    assert.equal(samples.get(sampleKey('blocklistd_build_info', { version, node: process.version, platform: process.platform })), 1);
-    assert.equal(samples.get('blocklistd_reload_success'), 1);
-    const loadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
-    assert.ok(loadedAt >= Math.floor(before) && loadedAt <= Date.now() / 1000, `loaded at ${loadedAt}`);
-    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
-    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 0);
-    const rules = (name: string): Set<string> => new Set([...samples.keys()].filter((k) => k.startsWith(`${name}{`)).flatMap((k) => /rule="([^"]*)"/.exec(k)?.[1] ?? []));
-    // the rules' names and -R's (a manual block no rule matches gets it)
-    assert.deepEqual(rules('blocklistd_blocks_total'), new Set(['ssh', 'blocklistd-web', 'blocklistd']));
-    assert.deepEqual(rules('blocklistd_notifications_total'), new Set(['', 'ssh', 'blocklistd-web', 'blocklistd']));
+      let samples = await scrape(address);
+      assert.equal(samples.get(sampleKey('blocklistd_build_info', { version, node: process.version, platform: process.platform })), 1);
+      assert.equal(samples.get('blocklistd_reload_success'), 1);
+      const loadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
+      assert.ok(loadedAt >= Math.floor(before) && loadedAt <= Date.now() / 1000, `loaded at ${loadedAt}`);
+      assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
+      assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 0);
+      const rules = (name: string): Set<string> =>
+        new Set([...samples.keys()].filter((k) => k.startsWith(`${name}{`)).flatMap((k) => /rule="([^"]*)"/.exec(k)?.[1] ?? []));
+      // the rules' names and -R's (a manual block no rule matches gets it)
+      assert.deepEqual(rules('blocklistd_blocks_total'), new Set(['ssh', 'blocklistd-web', 'blocklistd']));
+      assert.deepEqual(rules('blocklistd_notifications_total'), new Set(['', 'ssh', 'blocklistd-web', 'blocklistd']));
 
-    const reporter = await Reporter.connect(daemon.socket, web, '127.0.0.7');
-    t.after(() => reporter.close());
-    reporter.report(AUTH_FAIL, 'w1');
-    await daemon.waitFor(new RegExp(`blocked 127\\.0\\.0\\.7/32:${web} for 3600 seconds`));
-    let r = await ctl(['block', '-t', '1h', '-n', 'custom', '--control', control, '10.1.1.1']);
-    assert.equal(r.code, 0, r.stderr);
-    r = await ctl(['unblock', '--control', control, '10.1.1.1']);
-    assert.equal(r.code, 0, r.stderr);
-    samples = await scrape(address);
-    assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'blocklistd-web' })), 1);
-    assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'ssh' })), 0);
-    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
-    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: '_other' })), 1);
-    assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin: 'manual', rule: '_other' })), 1);
-    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: 'custom' })), undefined, 'no series of its own');
-    // status sums the rules up
-    const status = JSON.parse((await ctl(['status', '--json', '--control', control])).stdout) as { result: { counters: Record<string, Record<string, number>> } };
-    assert.deepEqual(status.result.counters.blocks, { limit: 1, restore: 0, manual: 1 });
-    assert.equal(status.result.counters.notifications['auth_fail:matched'], 1);
+      const reporter = await Reporter.connect(daemon.socket, web, '127.0.0.7');
+      t.after(() => reporter.close());
+      reporter.report(AUTH_FAIL, 'w1');
+      await daemon.waitFor(new RegExp(`blocked 127\\.0\\.0\\.7/32:${web} for 3600 seconds`));
+      let r = await ctl(['block', '-t', '1h', '-n', 'custom', '--control', control, '10.1.1.1']);
+      assert.equal(r.code, 0, r.stderr);
+      r = await ctl(['unblock', '--control', control, '10.1.1.1']);
+      assert.equal(r.code, 0, r.stderr);
+      samples = await scrape(address);
+      assert.equal(
+        samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'blocklistd-web' })),
+        1,
+      );
+      assert.equal(samples.get(sampleKey('blocklistd_notifications_total', { type: 'auth_fail', outcome: 'matched', rule: 'ssh' })), 0);
+      assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
+      assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: '_other' })), 1);
+      assert.equal(samples.get(sampleKey('blocklistd_releases_total', { origin: 'manual', rule: '_other' })), 1);
+      assert.equal(
+        samples.get(sampleKey('blocklistd_blocks_total', { origin: 'manual', rule: 'custom' })),
+        undefined,
+        'no series of its own',
+      );
+      // status sums the rules up
+      const status = JSON.parse((await ctl(['status', '--json', '--control', control])).stdout) as {
+        result: { counters: Record<string, Record<string, number>> };
+      };
+      assert.deepEqual(status.result.counters.blocks, { limit: 1, restore: 0, manual: 1 });
+      assert.equal(status.result.counters.notifications['auth_fail:matched'], 1);
 
-    // a reload binds the new names; the old ones keep their counts
-    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} dgram * * fresh 3 1h\n[remote]\n10.0.0.0/8:${ssh} * * * /24 = =\n`);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
-    r = await ctl(['reload', '--control', control]);
-    assert.equal(r.code, 0, r.stderr);
-    samples = await scrape(address);
-    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'fresh' })), 0);
-    assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
-    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
-    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 1);
-    assert.equal(samples.get('blocklistd_reload_success'), 1);
-    const reloadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
-    assert.ok(reloadedAt > loadedAt, `${reloadedAt} after ${loadedAt}`);
+      // a reload binds the new names; the old ones keep their counts
+      writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} dgram * * fresh 3 1h\n[remote]\n10.0.0.0/8:${ssh} * * * /24 = =\n`);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      r = await ctl(['reload', '--control', control]);
+      assert.equal(r.code, 0, r.stderr);
+      samples = await scrape(address);
+      assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'fresh' })), 0);
+      assert.equal(samples.get(sampleKey('blocklistd_blocks_total', { origin: 'limit', rule: 'blocklistd-web' })), 1);
+      assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 2);
+      assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'remote' })), 1);
+      assert.equal(samples.get('blocklistd_reload_success'), 1);
+      const reloadedAt = samples.get('blocklistd_reload_timestamp_seconds')!;
+      assert.ok(reloadedAt > loadedAt, `${reloadedAt} after ${loadedAt}`);
 
-    // a configuration with an error: refused over the control socket, applied without the bad line on SIGHUP; either way a failed load
-    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} stream * * ssh three 1h\n`);
-    r = await ctl(['reload', '--control', control]);
-    assert.equal(r.code, 1);
-    samples = await scrape(address);
-    assert.equal(samples.get('blocklistd_reload_success'), 0);
-    assert.equal(samples.get('blocklistd_reload_timestamp_seconds'), reloadedAt);
-    const mark = daemon.stderr.length;
-    daemon.child.kill('SIGHUP');
-    await daemon.waitFor(/reloaded .*: 1 rules/, mark);
-    samples = await scrape(address);
-    assert.equal(samples.get('blocklistd_reload_success'), 0);
-    assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 1);
-    writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n`);
-    daemon.child.kill('SIGHUP');
-    await daemon.waitFor(/reloaded .*: 1 rules .*0 added, 0 removed, 0 changed/, mark);
-    samples = await scrape(address);
-    assert.equal(samples.get('blocklistd_reload_success'), 1);
-  });
+      // a configuration with an error: refused over the control socket, applied without the bad line on SIGHUP; either way a failed load
+      writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n${ssh} stream * * ssh three 1h\n`);
+      r = await ctl(['reload', '--control', control]);
+      assert.equal(r.code, 1);
+      samples = await scrape(address);
+      assert.equal(samples.get('blocklistd_reload_success'), 0);
+      assert.equal(samples.get('blocklistd_reload_timestamp_seconds'), reloadedAt);
+      const mark = daemon.stderr.length;
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/reloaded .*: 1 rules/, mark);
+      samples = await scrape(address);
+      assert.equal(samples.get('blocklistd_reload_success'), 0);
+      assert.equal(samples.get(sampleKey('blocklistd_config_rules', { section: 'local' })), 1);
+      writeFileSync(daemon.config, `${ssh} stream * * ssh 3 1h\n`);
+      daemon.child.kill('SIGHUP');
+      await daemon.waitFor(/reloaded .*: 1 rules .*0 added, 0 removed, 0 changed/, mark);
+      samples = await scrape(address);
+      assert.equal(samples.get('blocklistd_reload_success'), 1);
+    },
+  );
 
   test('the Grafana dashboard (etc/grafana/blocklistd.json): every metric its queries name is exported', async (t) => {
     const dashboard = JSON.parse(readFileSync(join(repoRoot, 'etc/grafana/blocklistd.json'), 'utf8')) as {
@@ -506,7 +632,8 @@ describe('blocklistd --metrics for dashboards (issue 15)', () => {
     assert.ok(panels.length >= 15, `${panels.length} panels`);
     for (const p of panels) assert.ok((p.targets ?? []).length > 0 && p.targets!.every((q) => q.expr !== ''), `${p.title}: a query`);
     const text = JSON.stringify(dashboard);
-    for (const m of text.matchAll(/"datasource":\{"type":"(\w+)","uid":"([^"]*)"\}/g)) assert.deepEqual([m[1], m[2]], ['prometheus', '${datasource}']);
+    for (const m of text.matchAll(/"datasource":\{"type":"(\w+)","uid":"([^"]*)"\}/g))
+      assert.deepEqual([m[1], m[2]], ['prometheus', '${datasource}']);
 
     const port = await freePort();
     const daemon = await startDaemon(t, '22 stream * * * 3 1h\n', ['--metrics', `127.0.0.1:${port}`]);
@@ -522,7 +649,9 @@ describe('blocklistd --metrics for dashboards (issue 15)', () => {
     });
     assert.deepEqual(missing, [], 'named by the dashboard, not exported');
     // and the dashboard shows what matters: every metric of the daemon's own
-    const unshown = [...exported.keys()].filter((name) => name.startsWith('blocklistd_') && !named.has(name) && ![...named].some((n) => n.startsWith(`${name}_`)));
+    const unshown = [...exported.keys()].filter(
+      (name) => name.startsWith('blocklistd_') && !named.has(name) && ![...named].some((n) => n.startsWith(`${name}_`)),
+    );
     assert.deepEqual(unshown, [], 'exported, not on the dashboard');
   });
 });

@@ -82,15 +82,17 @@ export class NatsServer {
       ...o.hosts.map((h) => `{ user: ${h}, password: ${h}-secret, permissions: ${hostPermissions(h)} }`),
       ...Object.entries(o.nkeyHosts ?? {}).map(([h, key]) => `{ nkey: ${key}, permissions: ${hostPermissions(h)} }`),
     ];
-    const config = o.config?.(port, dir) ?? [
-      `listen: 127.0.0.1:${port}`,
-      `server_name: ${o.serverName ?? `n${port}`}`,
-      `jetstream { store_dir: "${join(dir, 'js')}" }`,
-      `authorization { users: [\n  ${users.join(',\n  ')}\n] }`,
-      o.cluster === undefined
-        ? ''
-        : `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
-    ].join('\n');
+    const config =
+      o.config?.(port, dir) ??
+      [
+        `listen: 127.0.0.1:${port}`,
+        `server_name: ${o.serverName ?? `n${port}`}`,
+        `jetstream { store_dir: "${join(dir, 'js')}" }`,
+        `authorization { users: [\n  ${users.join(',\n  ')}\n] }`,
+        o.cluster === undefined
+          ? ''
+          : `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
+      ].join('\n');
     const configPath = join(dir, 'nats.conf');
     writeFileSync(configPath, config);
     const server = new NatsServer(port, dir, configPath);
@@ -123,7 +125,13 @@ export class NatsServer {
 }
 
 /** A client connection as `user` (default: the admin), closed after the test. */
-export async function natsClient(t: TestContext, servers: string | string[], user = ADMIN.user, password = user === ADMIN.user ? ADMIN.password : `${user}-secret`, caFile?: string): Promise<NatsConnection> {
+export async function natsClient(
+  t: TestContext,
+  servers: string | string[],
+  user = ADMIN.user,
+  password = user === ADMIN.user ? ADMIN.password : `${user}-secret`,
+  caFile?: string,
+): Promise<NatsConnection> {
   const nc = await connect({ servers, user, pass: password, reconnect: false, ...(caFile === undefined ? {} : { tls: { caFile } }) });
   t.after(() => nc.close().catch(() => {}));
   return nc;

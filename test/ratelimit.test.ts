@@ -92,12 +92,49 @@ describe('blocklistd --sender-rate', () => {
       const ticks0 = cpuTicks(pid);
       const t0 = Date.now();
       // -w 0: the flooder does not wait for its barrier (its closing notification, as likely dropped as not)
-      const flooding = run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', join(bin, 'blprobe'), '-s', daemon.socket, '-u', '-p', String(floodPort), '-F', String(FLOOD), '-M', '1000', '-A', '10.50.0.1', '-w', '0']);
-      const paced = runBlprobe(['-s', daemon.socket, '-u', '-p', String(rootPort), '-F', '1000', '-M', '1', '-A', '10.99.0.1', '-R', '500', '-w', '60000']);
+      const flooding = run('setpriv', [
+        `--reuid=${NOBODY}`,
+        `--regid=${NOBODY}`,
+        '--clear-groups',
+        join(bin, 'blprobe'),
+        '-s',
+        daemon.socket,
+        '-u',
+        '-p',
+        String(floodPort),
+        '-F',
+        String(FLOOD),
+        '-M',
+        '1000',
+        '-A',
+        '10.50.0.1',
+        '-w',
+        '0',
+      ]);
+      const paced = runBlprobe([
+        '-s',
+        daemon.socket,
+        '-u',
+        '-p',
+        String(rootPort),
+        '-F',
+        '1000',
+        '-M',
+        '1',
+        '-A',
+        '10.99.0.1',
+        '-R',
+        '500',
+        '-w',
+        '60000',
+      ]);
       const [flood, root] = await Promise.all([flooding, paced]);
       const elapsed = (Date.now() - t0) / 1000;
       // without waiting, its barrier is seen done only if the daemon was that quick
-      assert.ok(flood.code === 0 || (flood.code === 3 && /flood: daemon did not finish \(timeout\)/.test(flood.stdout)), flood.stdout + flood.stderr);
+      assert.ok(
+        flood.code === 0 || (flood.code === 3 && /flood: daemon did not finish \(timeout\)/.test(flood.stdout)),
+        flood.stdout + flood.stderr,
+      );
       assert.equal(root.code, 0, root.stdout + root.stderr);
       assert.match(root.stdout, /flood: daemon processed all/);
       assert.match(flood.stdout, new RegExp(`flood: sent ${FLOOD} notifications`));
@@ -113,7 +150,9 @@ describe('blocklistd --sender-rate', () => {
       const floodCounted = entries.filter((e) => e.key.port === floodPort).reduce((sum, e) => sum + e.count, 0) / 2;
       const dropped = s.counters.notifications_dropped.rate_limit;
       t.diagnostic(`flood: ${flood.stdout.trim().split('\n').join('; ')}`);
-      t.diagnostic(`${FLOOD} flooded in ${elapsed.toFixed(1)} s: ${floodCounted} processed, ${dropped} dropped; daemon CPU ${cpu.toFixed(2)} s`);
+      t.diagnostic(
+        `${FLOOD} flooded in ${elapsed.toFixed(1)} s: ${floodCounted} processed, ${dropped} dropped; daemon CPU ${cpu.toFixed(2)} s`,
+      );
       // root's: all, exactly (AUTH_FAIL counts 2)
       assert.equal(rootEntry?.count, 2000);
       assert.equal(s.counters.notifications['auth_fail:matched'], 1000 + floodCounted);
@@ -130,7 +169,9 @@ describe('blocklistd --sender-rate', () => {
         [],
         'nothing dropped for another reason',
       );
-      await daemon.waitFor(new RegExp(`uid ${NOBODY} sends more than ${rate} notifications per second \\(burst ${burst}\\): dropping the excess`));
+      await daemon.waitFor(
+        new RegExp(`uid ${NOBODY} sends more than ${rate} notifications per second \\(burst ${burst}\\): dropping the excess`),
+      );
       assert.equal(daemon.stderr.match(new RegExp(`uid ${NOBODY} `, 'g'))?.length, 1, 'logged once in the interval');
       // CPU: the flood costs the daemon its receive path, not the engine's work for each
       assert.ok(cpu < 2 * elapsed + 1, `daemon CPU ${cpu} s in ${elapsed} s`);
@@ -138,7 +179,7 @@ describe('blocklistd --sender-rate', () => {
   );
 
   test(
-    '--trust-user: that uid floods unlimited, every notification counted; --trust-group likewise by the sender\'s gid',
+    "--trust-user: that uid floods unlimited, every notification counted; --trust-group likewise by the sender's gid",
     { skip: !isRoot && 'needs root to send as another user (setpriv)' },
     async (t) => {
       const port = await freePort();
@@ -146,11 +187,35 @@ describe('blocklistd --sender-rate', () => {
       chmodSync(bin, 0o755);
       copyFileSync(await blprobe(), join(bin, 'blprobe'));
       chmodSync(join(bin, 'blprobe'), 0o755);
-      for (const trust of [['--trust-user', 'nobody'], ['--trust-group', String(NOBODY)]]) {
-        const daemon = await DaemonProcess.start({ config: `${port} dgram * * * 1000000 1h\n`, args: ['--sender-rate', '1', '--sender-burst', '1', ...trust] });
+      for (const trust of [
+        ['--trust-user', 'nobody'],
+        ['--trust-group', String(NOBODY)],
+      ]) {
+        const daemon = await DaemonProcess.start({
+          config: `${port} dgram * * * 1000000 1h\n`,
+          args: ['--sender-rate', '1', '--sender-burst', '1', ...trust],
+        });
         t.after(() => daemon.stop());
         chmodSync(daemon.dir, 0o755);
-        const r = await run('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', join(bin, 'blprobe'), '-s', daemon.socket, '-u', '-p', String(port), '-F', '2000', '-M', '10', '-A', '10.51.0.1', '-w', '30000']);
+        const r = await run('setpriv', [
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          '--clear-groups',
+          join(bin, 'blprobe'),
+          '-s',
+          daemon.socket,
+          '-u',
+          '-p',
+          String(port),
+          '-F',
+          '2000',
+          '-M',
+          '10',
+          '-A',
+          '10.51.0.1',
+          '-w',
+          '30000',
+        ]);
         assert.equal(r.code, 0, r.stdout + r.stderr);
         const s = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
         assert.equal(s.counters.notifications['auth_fail:matched'], 2000, trust.join(' '));
@@ -169,7 +234,17 @@ describe('blocklistd --sender-rate', () => {
       [['--trust-user', 'no-such-user-here'], /--trust-user: unknown user 'no-such-user-here'/],
       [['--trust-group', 'no-such-group-here'], /--trust-group: unknown group 'no-such-group-here'/],
     ] as const) {
-      const r = await run(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'none.conf'), '-D', join(dir, 'db'), '-s', join(dir, 'sock'), ...args]);
+      const r = await run(process.execPath, [
+        join(repoRoot, 'bin/blocklistd'),
+        '-d',
+        '-c',
+        join(dir, 'none.conf'),
+        '-D',
+        join(dir, 'db'),
+        '-s',
+        join(dir, 'sock'),
+        ...args,
+      ]);
       assert.equal(r.code, args[0].startsWith('--trust-') ? 1 : 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
     }

@@ -61,7 +61,14 @@ const ADDRESS = /^[\d.:a-f]+(\/\d+)?$/i;
 
 test('the README has the commands of the walk-through', () => {
   const texts = commands().map((c) => c.text);
-  for (const expected of ['npm ci', 'npm test', 'npm run demo', 'npm start', 'export PATH=$PWD/bin:$PATH', 'blocklistctl status -s var/blocklistd.sock']) {
+  for (const expected of [
+    'npm ci',
+    'npm test',
+    'npm run demo',
+    'npm start',
+    'export PATH=$PWD/bin:$PATH',
+    'blocklistctl status -s var/blocklistd.sock',
+  ]) {
     assert.ok(texts.includes(expected), `README lacks \`${expected}\``);
   }
 });
@@ -72,19 +79,22 @@ test('every command runs a program of the clone or of the system, an npm script 
     const where = `README.md:${c.line}: ${c.text}`;
     const [program, ...args] = c.words;
     // a program named by its path is one of the clone's
-    if (program.includes('/') && (program.startsWith('/') || !existsSync(join(repoRoot, program)))) problems.push(`${where}: ${program} is not in the repository`);
+    if (program.includes('/') && (program.startsWith('/') || !existsSync(join(repoRoot, program))))
+      problems.push(`${where}: ${program} is not in the repository`);
     if (PROGRAMS.has(program) && !existsSync(join(repoRoot, 'bin', program))) problems.push(`${where}: no bin/${program}`);
     if (program === 'npm') {
       const script = args[0] === 'run' ? args[1] : args[0];
       if (script !== 'ci' && !(script in scripts)) problems.push(`${where}: no npm script ${script}`);
     }
     if (program === 'export') {
-      for (const dir of c.text.matchAll(/\$PWD\/([^:\s]+)/g)) if (!existsSync(join(repoRoot, dir[1]))) problems.push(`${where}: no ${dir[1]}`);
+      for (const dir of c.text.matchAll(/\$PWD\/([^:\s]+)/g))
+        if (!existsSync(join(repoRoot, dir[1]))) problems.push(`${where}: no ${dir[1]}`);
       continue;
     }
     for (const arg of args) {
       // system files (/etc/nftables.conf) are the host's; a scratch file or a sibling directory is nobody's
-      if (arg.split('/').includes('..') || /^\/(tmp|home|root|work)\//.test(arg)) problems.push(`${where}: ${arg} is outside the repository`);
+      if (arg.split('/').includes('..') || /^\/(tmp|home|root|work)\//.test(arg))
+        problems.push(`${where}: ${arg} is outside the repository`);
       if (c.synopsis || arg.startsWith('-') || arg.startsWith('/') || ADDRESS.test(arg) || !arg.includes('/')) continue;
       // var/ is made by npm start and the demo
       if (!arg.startsWith('var/') && !existsSync(join(repoRoot, arg))) problems.push(`${where}: no ${arg} in the repository`);
@@ -96,36 +106,52 @@ test('every command runs a program of the clone or of the system, an npm script 
 test("the repository's files named in the text exist, and the text names none outside it", () => {
   const named = [...README.matchAll(/`(?:man )?(?:\.\/)?((?:bin|etc|man|pkg|src|test)\/[^`\s]*)`/g)].map((m) => m[1]);
   assert.ok(named.length >= 10, `${named.length} paths in the text`);
-  assert.deepEqual(named.filter((p) => !existsSync(join(repoRoot, p))), []);
-  assert.deepEqual([...README.matchAll(/`[^`]*\.\.\/[^`]*`/g)].map((m) => m[0]), []);
+  assert.deepEqual(
+    named.filter((p) => !existsSync(join(repoRoot, p))),
+    [],
+  );
+  assert.deepEqual(
+    [...README.matchAll(/`[^`]*\.\.\/[^`]*`/g)].map((m) => m[0]),
+    [],
+  );
 });
 
 test('the npm scripts named in the text exist', () => {
   const named = [...README.matchAll(/`npm run ([\w-]+)/g)].map((m) => m[1]);
   assert.ok(named.length >= 4, `${named.length} npm run commands in the text`);
-  assert.deepEqual(named.filter((s) => !(s in scripts)), []);
+  assert.deepEqual(
+    named.filter((s) => !(s in scripts)),
+    [],
+  );
 });
 
-test("blocklistctl: each command the README uses exists; those that talk to the daemon name npm start's " +
-  "socket; config, test and --help run", async () => {
-  const help = await run(join(repoRoot, 'bin/blocklistctl'), ['--help'], { env });
-  assert.equal(help.code, 0, help.stderr);
-  const known = new Set([...help.stdout.matchAll(/^ {2}(\w+)\b/gm)].map((m) => m[1]));
-  const uses = commands().filter((c) => c.words[0] === 'blocklistctl');
-  assert.ok(uses.length >= 10, `${uses.length} blocklistctl commands`);
-  for (const c of uses) {
-    const sub = c.words[1];
-    if (sub.startsWith('-')) continue;
-    assert.ok(known.has(sub), `README.md:${c.line}: blocklistctl has no command ${sub}`);
-    if (CONTROL.has(sub)) assert.ok(c.words.includes('-s') || c.words.includes('--control'), `README.md:${c.line}: ${c.text}: no -s sockpath for the daemon of npm start`);
-    if (sub === 'config' || sub === 'test' || c.words.includes('--help')) {
-      const r = await run('env', ['-C', repoRoot, 'sh', '-c', c.text], { env });
-      assert.equal(r.code, 0, `README.md:${c.line}: ${c.text}: ${r.stderr}`);
+test(
+  "blocklistctl: each command the README uses exists; those that talk to the daemon name npm start's " +
+    'socket; config, test and --help run',
+  async () => {
+    const help = await run(join(repoRoot, 'bin/blocklistctl'), ['--help'], { env });
+    assert.equal(help.code, 0, help.stderr);
+    const known = new Set([...help.stdout.matchAll(/^ {2}(\w+)\b/gm)].map((m) => m[1]));
+    const uses = commands().filter((c) => c.words[0] === 'blocklistctl');
+    assert.ok(uses.length >= 10, `${uses.length} blocklistctl commands`);
+    for (const c of uses) {
+      const sub = c.words[1];
+      if (sub.startsWith('-')) continue;
+      assert.ok(known.has(sub), `README.md:${c.line}: blocklistctl has no command ${sub}`);
+      if (CONTROL.has(sub))
+        assert.ok(
+          c.words.includes('-s') || c.words.includes('--control'),
+          `README.md:${c.line}: ${c.text}: no -s sockpath for the daemon of npm start`,
+        );
+      if (sub === 'config' || sub === 'test' || c.words.includes('--help')) {
+        const r = await run('env', ['-C', repoRoot, 'sh', '-c', c.text], { env });
+        assert.equal(r.code, 0, `README.md:${c.line}: ${c.text}: ${r.stderr}`);
+      }
     }
-  }
-});
+  },
+);
 
-test('npx blocklistctl --help, as the README offers instead of PATH, runs the clone\'s blocklistctl', async () => {
+test("npx blocklistctl --help, as the README offers instead of PATH, runs the clone's blocklistctl", async () => {
   assert.match(README, /`npx blocklistctl --help`/);
   const r = await run('env', ['-C', repoRoot, 'npx', '--offline', 'blocklistctl', '--help']);
   assert.equal(r.code, 0, r.stderr);
@@ -143,19 +169,21 @@ test('npm run demo -- --help prints the usage and exits 0; an unknown option is 
   assert.doesNotMatch(bad.stderr, /\n\s+at /, 'no stack trace');
 });
 
-test('npm run bench -- NAME writes var/bench/RESULTS.md, not the committed test/bench/RESULTS.md; an ' +
-  'unknown name is a usage error', async () => {
-  const bench = join(repoRoot, 'dist/test/bench/run.js');
-  const committed = join(repoRoot, 'test/bench/RESULTS.md');
-  const before = readFileSync(committed, 'utf8');
-  const { BENCH_OUT: _, ...inherited } = process.env;
-  const r = await run(process.execPath, [bench, 'conf'], { onlyEnv: inherited as Record<string, string> });
-  assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /written to \S*var\/bench\/RESULTS\.md/);
-  assert.equal(readFileSync(committed, 'utf8'), before);
-  assert.match(readFileSync(join(repoRoot, 'var/bench/RESULTS.md'), 'utf8'), /^# Benchmark results/);
-  const unknown = await run(process.execPath, [bench, 'conf', 'nope']);
-  assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /no benchmark named nope/);
-  assert.equal(readFileSync(committed, 'utf8'), before);
-});
+test(
+  'npm run bench -- NAME writes var/bench/RESULTS.md, not the committed test/bench/RESULTS.md; an ' + 'unknown name is a usage error',
+  async () => {
+    const bench = join(repoRoot, 'dist/test/bench/run.js');
+    const committed = join(repoRoot, 'test/bench/RESULTS.md');
+    const before = readFileSync(committed, 'utf8');
+    const { BENCH_OUT: _, ...inherited } = process.env;
+    const r = await run(process.execPath, [bench, 'conf'], { onlyEnv: inherited as Record<string, string> });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /written to \S*var\/bench\/RESULTS\.md/);
+    assert.equal(readFileSync(committed, 'utf8'), before);
+    assert.match(readFileSync(join(repoRoot, 'var/bench/RESULTS.md'), 'utf8'), /^# Benchmark results/);
+    const unknown = await run(process.execPath, [bench, 'conf', 'nope']);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /no benchmark named nope/);
+    assert.equal(readFileSync(committed, 'utf8'), before);
+  },
+);

@@ -13,7 +13,19 @@ import { ClientSocket, type ClientSocketHandle } from '../src/protocol/native.js
 import { NotificationSocket, SocketSetupError } from '../src/protocol/server.js';
 import { HEADER_SIZE, encodeNotification, encodeSockaddr, writeHost32 } from '../src/protocol/wire.js';
 import { WireType } from '../src/types.js';
-import { LogCollector, Receiver, blprobe, endpointText, isRoot, openDescriptors, run, sharedTree, staleSocket, tempDir, until } from './support.js';
+import {
+  LogCollector,
+  Receiver,
+  blprobe,
+  endpointText,
+  isRoot,
+  openDescriptors,
+  run,
+  sharedTree,
+  staleSocket,
+  tempDir,
+  until,
+} from './support.js';
 
 /** A connected TCP pair on `host`, closed after the test `t`: the accepted socket and the client's. */
 async function tcpPair(t: TestContext, host: string): Promise<{ accepted: net.Socket; client: net.Socket }> {
@@ -78,18 +90,21 @@ describe('notifications over real sockets', () => {
       for (const [action, type] of actions) {
         assert.equal(client.notify(action, pair.accepted, 'ssh'), true);
         const n = await receiver.next();
-        assert.deepEqual({ ...n, local: endpointText(n.local), remote: endpointText(n.remote) }, {
-          type,
-          text: 'ssh',
-          pid: process.pid,
-          uid: process.getuid!(),
-          gid: process.getgid!(),
-          socketType: 'stream',
-          ipProtocol: 6,
-          local: { family, address: host, port: pair.accepted.localPort },
-          remote: { family, address: host, port: pair.client.localPort },
-          explicitPeer: false,
-        });
+        assert.deepEqual(
+          { ...n, local: endpointText(n.local), remote: endpointText(n.remote) },
+          {
+            type,
+            text: 'ssh',
+            pid: process.pid,
+            uid: process.getuid!(),
+            gid: process.getgid!(),
+            socketType: 'stream',
+            ipProtocol: 6,
+            local: { family, address: host, port: pair.accepted.localPort },
+            remote: { family, address: host, port: pair.client.localPort },
+            explicitPeer: false,
+          },
+        );
       }
     });
   }
@@ -379,20 +394,24 @@ describe("the kernel's queue of the notification socket", () => {
     return n;
   }
 
-  test('as root, the socket is made with the queue asked for, and the sysctl is put back', { skip: !(linux && isRoot) && 'needs root on Linux' }, () => {
-    const before = readFileSync(QLEN, 'utf8');
-    const want = Number(before) + 500;
-    const path = join(tempDir(), 'q.sock');
-    const socket = new NotificationSocket(path, { log: () => {}, backlog: want });
-    try {
-      assert.deepEqual(socket.kernelQueue, { length: want, problem: undefined });
-      assert.equal(readFileSync(QLEN, 'utf8'), before, 'the sysctl is back at its value');
-      // Linux queues one more than the length
-      assert.equal(queued(path, want + 100), want + 1);
-    } finally {
-      socket.close();
-    }
-  });
+  test(
+    'as root, the socket is made with the queue asked for, and the sysctl is put back',
+    { skip: !(linux && isRoot) && 'needs root on Linux' },
+    () => {
+      const before = readFileSync(QLEN, 'utf8');
+      const want = Number(before) + 500;
+      const path = join(tempDir(), 'q.sock');
+      const socket = new NotificationSocket(path, { log: () => {}, backlog: want });
+      try {
+        assert.deepEqual(socket.kernelQueue, { length: want, problem: undefined });
+        assert.equal(readFileSync(QLEN, 'utf8'), before, 'the sysctl is back at its value');
+        // Linux queues one more than the length
+        assert.equal(queued(path, want + 100), want + 1);
+      } finally {
+        socket.close();
+      }
+    },
+  );
 
   test('a value already higher is kept, never lowered', { skip: !linux && 'Linux only' }, () => {
     const current = Number(readFileSync(QLEN, 'utf8'));

@@ -9,7 +9,20 @@ import assert from 'node:assert/strict';
 import { chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { Connection, DaemonProcess, ctl, freePort, isRoot, parsed, run, sharedTree, startDaemon, until, type Json, type RunResult } from './support.js';
+import {
+  Connection,
+  DaemonProcess,
+  ctl,
+  freePort,
+  isRoot,
+  parsed,
+  run,
+  sharedTree,
+  startDaemon,
+  until,
+  type Json,
+  type RunResult,
+} from './support.js';
 
 /** `blocklistctl report --json` against the daemon. */
 async function report(daemon: DaemonProcess, args: string[]): Promise<Json> {
@@ -27,42 +40,49 @@ async function pipelined(path: string, requests: Json[]): Promise<Json[]> {
   }
 }
 
-const entryOf = (daemon: DaemonProcess, address: string, port: number): Json | undefined => daemon.entries().find((e) => e.key.address === address && e.key.port === port);
+const entryOf = (daemon: DaemonProcess, address: string, port: number): Json | undefined =>
+  daemon.entries().find((e) => e.key.address === address && e.key.port === port);
 
 describe('report', () => {
-  test('fail counts 2, baduser 1, the limit blocks through the helper, ok resets; human and --json output; ' +
-    'the log line and counters say report', async (t) => {
-    const port = await freePort();
-    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
-    const control = daemon.control;
+  test(
+    'fail counts 2, baduser 1, the limit blocks through the helper, ok resets; human and --json output; ' +
+      'the log line and counters say report',
+    async (t) => {
+      const port = await freePort();
+      const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`);
+      const control = daemon.control;
 
-    let r = await ctl(['report', '--control', control, '-t', 'baduser', '-p', String(port), '198.51.100.7', 'Invalid user bob']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, `reported 198.51.100.7: 198.51.100.7/32 port ${port}/tcp (blocklistd) count 1/3\n`);
-    assert.equal(entryOf(daemon, '198.51.100.7', port)?.count, 1);
-    await daemon.waitFor(/processing type=4 remote=198\.51\.100\.7:0 msg="Invalid user bob" uid=0 gid=0 report source=blocklistctl/);
-    assert.deepEqual(daemon.helperCalls().filter((c) => c.startsWith('add')), []);
+      let r = await ctl(['report', '--control', control, '-t', 'baduser', '-p', String(port), '198.51.100.7', 'Invalid user bob']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `reported 198.51.100.7: 198.51.100.7/32 port ${port}/tcp (blocklistd) count 1/3\n`);
+      assert.equal(entryOf(daemon, '198.51.100.7', port)?.count, 1);
+      await daemon.waitFor(/processing type=4 remote=198\.51\.100\.7:0 msg="Invalid user bob" uid=0 gid=0 report source=blocklistctl/);
+      assert.deepEqual(
+        daemon.helperCalls().filter((c) => c.startsWith('add')),
+        [],
+      );
 
-    const a = await report(daemon, ['-t', 'fail', '-p', String(port), '--source', 'sshd', '198.51.100.7']);
-    assert.equal(a.result.matched, true);
-    assert.equal(a.result.entry.count, 3);
-    assert.equal(a.result.entry.blocked, true);
-    await daemon.waitFor(/processing type=1 remote=198\.51\.100\.7:0 msg="" uid=0 gid=0 report source=sshd/);
-    await daemon.waitFor(/blocked 198\.51\.100\.7\/32:/);
-    assert.ok(daemon.helperCalls().includes(`add blocklistd tcp 198.51.100.7 32 ${port} ''`), daemon.helperCalls().join('\n'));
+      const a = await report(daemon, ['-t', 'fail', '-p', String(port), '--source', 'sshd', '198.51.100.7']);
+      assert.equal(a.result.matched, true);
+      assert.equal(a.result.entry.count, 3);
+      assert.equal(a.result.entry.blocked, true);
+      await daemon.waitFor(/processing type=1 remote=198\.51\.100\.7:0 msg="" uid=0 gid=0 report source=sshd/);
+      await daemon.waitFor(/blocked 198\.51\.100\.7\/32:/);
+      assert.ok(daemon.helperCalls().includes(`add blocklistd tcp 198.51.100.7 32 ${port} ''`), daemon.helperCalls().join('\n'));
 
-    r = await ctl(['report', '--control', control, '-t', 'ok', '-p', String(port), '198.51.100.7']);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, `reported 198.51.100.7: 198.51.100.7/32 port ${port}/tcp (blocklistd) count 0/3\n`);
-    // an entry reset to last 0 is due at once: its block is lifted and it goes
-    await until(() => daemon.helperCalls().some((c) => c.startsWith(`rem blocklistd tcp 198.51.100.7 32 ${port}`)));
-    await until(() => entryOf(daemon, '198.51.100.7', port) === undefined);
+      r = await ctl(['report', '--control', control, '-t', 'ok', '-p', String(port), '198.51.100.7']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `reported 198.51.100.7: 198.51.100.7/32 port ${port}/tcp (blocklistd) count 0/3\n`);
+      // an entry reset to last 0 is due at once: its block is lifted and it goes
+      await until(() => daemon.helperCalls().some((c) => c.startsWith(`rem blocklistd tcp 198.51.100.7 32 ${port}`)));
+      await until(() => entryOf(daemon, '198.51.100.7', port) === undefined);
 
-    const s = parsed(await ctl(['status', '--json', '--control', control])).result;
-    const nonzero = (c: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(c).filter(([, v]) => v > 0));
-    assert.deepEqual(nonzero(s.counters.reports), { 'bad_user:matched': 1, 'auth_fail:matched': 1, 'auth_ok:matched': 1 });
-    assert.deepEqual(nonzero(s.counters.control_requests), { 'report:ok': 3 });
-  });
+      const s = parsed(await ctl(['status', '--json', '--control', control])).result;
+      const nonzero = (c: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(c).filter(([, v]) => v > 0));
+      assert.deepEqual(nonzero(s.counters.reports), { 'bad_user:matched': 1, 'auth_fail:matched': 1, 'auth_ok:matched': 1 });
+      assert.deepEqual(nonzero(s.counters.control_requests), { 'report:ok': 3 });
+    },
+  );
 
   test('abuse blocks at once; nfail * never blocks; a port by service name; udp meets only udp rules', async (t) => {
     const [p1, p2] = [await freePort(), await freePort()];
@@ -88,19 +108,21 @@ describe('report', () => {
     );
   });
 
-  test('IPv6 and IPv4-mapped addresses; the local address is the unspecified one: a [local] rule with an ' +
-    'address does not meet a report', async (t) => {
-    const port = await freePort();
-    const daemon = await startDaemon(t, `[local]\n192.0.2.1:${port} stream * * * 1 1h\n${port} stream * * * 3 1h\n`);
-    let a = await report(daemon, ['-t', 'fail', '-p', String(port), '2001:db8::7']);
-    assert.equal(a.result.address, '2001:db8::7');
-    assert.equal(a.result.entry.count, 2);
-    assert.equal(a.result.entry.lmask, 128);
-    a = await report(daemon, ['-t', 'fail', '-p', String(port), '::ffff:192.0.2.77']);
-    assert.equal(a.result.address, '192.0.2.77', 'an IPv4-mapped address is the IPv4 client');
-    assert.equal(a.result.entry.address, '192.0.2.77');
-    assert.equal(a.result.entry.nfail, 3, 'the rule for any local address, not the one for 192.0.2.1');
-  });
+  test(
+    'IPv6 and IPv4-mapped addresses; the local address is the unspecified one: a [local] rule with an ' + 'address does not meet a report',
+    async (t) => {
+      const port = await freePort();
+      const daemon = await startDaemon(t, `[local]\n192.0.2.1:${port} stream * * * 1 1h\n${port} stream * * * 3 1h\n`);
+      let a = await report(daemon, ['-t', 'fail', '-p', String(port), '2001:db8::7']);
+      assert.equal(a.result.address, '2001:db8::7');
+      assert.equal(a.result.entry.count, 2);
+      assert.equal(a.result.entry.lmask, 128);
+      a = await report(daemon, ['-t', 'fail', '-p', String(port), '::ffff:192.0.2.77']);
+      assert.equal(a.result.address, '192.0.2.77', 'an IPv4-mapped address is the IPv4 client');
+      assert.equal(a.result.entry.address, '192.0.2.77');
+      assert.equal(a.result.entry.nfail, 3, 'the rule for any local address, not the one for 192.0.2.1');
+    },
+  );
 
   test('a bad request gets a clear error and changes nothing', async (t) => {
     const port = await freePort();
@@ -153,7 +175,12 @@ describe('report', () => {
   test('1,000 reports pipelined on one connection: answered in order, all counted', async (t) => {
     const port = await freePort();
     const daemon = await startDaemon(t, `[local]\n${port} stream * * * * 1h\n`);
-    const requests = Array.from({ length: 1000 }, (_, i) => ({ version: 1, id: i, command: 'report', args: { type: 'baduser', address: `10.0.${i % 4}.1`, port, source: 'bench' } }));
+    const requests = Array.from({ length: 1000 }, (_, i) => ({
+      version: 1,
+      id: i,
+      command: 'report',
+      args: { type: 'baduser', address: `10.0.${i % 4}.1`, port, source: 'bench' },
+    }));
     const start = process.hrtime.bigint();
     const answers = await pipelined(daemon.control, requests);
     const ms = Number(process.hrtime.bigint() - start) / 1e6;
@@ -163,25 +190,47 @@ describe('report', () => {
     );
     assert.ok(answers.every((a) => a.result?.matched === true));
     assert.deepEqual(
-      daemon.entries().map((e) => e.count).sort(),
+      daemon
+        .entries()
+        .map((e) => e.count)
+        .sort(),
       [250, 250, 250, 250],
     );
     t.diagnostic(`1000 pipelined reports in ${ms.toFixed(0)} ms (${Math.round(1000 / (ms / 1000))}/s, the daemon at -dd)`);
   });
 
-  test('who may report: as the other commands, a user outside --control-group is refused', { skip: isRoot ? false : 'needs root to run blocklistctl as another user' }, async (t) => {
-    const port = await freePort();
-    const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`, ['--control-group', '65534']);
-    chmodSync(daemon.dir, 0o755); // the socket's own mode and the daemon's check decide
-    const as = (groups: string): Promise<RunResult> =>
-      run('setpriv', ['--reuid=65534', '--regid=65533', `--groups=${groups}`, process.execPath, join(sharedTree(), 'bin/blocklistctl'), 'report', '--json', '--control', daemon.control, '-t', 'fail', '-p', String(port), '192.0.2.9']);
-    const refused = parsed(await as('65533'));
-    assert.equal(refused.error.code, 'access_denied');
-    assert.deepEqual(daemon.entries(), []);
-    const allowedRun = await as("65534");
-    const allowed = parsed(allowedRun);
-    assert.ok(allowed.result, allowedRun.stdout + allowedRun.stderr);
-    assert.equal(allowed.result.entry.count, 2);
-    await daemon.waitFor(/remote=192\.0\.2\.9:0 msg="" uid=65534 gid=65533 report source=blocklistctl/);
-  });
+  test(
+    'who may report: as the other commands, a user outside --control-group is refused',
+    { skip: isRoot ? false : 'needs root to run blocklistctl as another user' },
+    async (t) => {
+      const port = await freePort();
+      const daemon = await startDaemon(t, `[local]\n${port} stream * * * 3 1h\n`, ['--control-group', '65534']);
+      chmodSync(daemon.dir, 0o755); // the socket's own mode and the daemon's check decide
+      const as = (groups: string): Promise<RunResult> =>
+        run('setpriv', [
+          '--reuid=65534',
+          '--regid=65533',
+          `--groups=${groups}`,
+          process.execPath,
+          join(sharedTree(), 'bin/blocklistctl'),
+          'report',
+          '--json',
+          '--control',
+          daemon.control,
+          '-t',
+          'fail',
+          '-p',
+          String(port),
+          '192.0.2.9',
+        ]);
+      const refused = parsed(await as('65533'));
+      assert.equal(refused.error.code, 'access_denied');
+      assert.deepEqual(daemon.entries(), []);
+      const allowedRun = await as('65534');
+      const allowed = parsed(allowedRun);
+      assert.ok(allowed.result, allowedRun.stdout + allowedRun.stderr);
+      assert.equal(allowed.result.entry.count, 2);
+      await daemon.waitFor(/remote=192\.0\.2\.9:0 msg="" uid=65534 gid=65533 report source=blocklistctl/);
+    },
+  );
 });

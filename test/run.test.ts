@@ -4,7 +4,15 @@ import assert from 'node:assert/strict';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { failureText, HelperRunner, unfinished, type Change, type HelperResult, type HelperRunnerOptions, type HelperTarget } from '../src/run/helper.js';
+import {
+  failureText,
+  HelperRunner,
+  unfinished,
+  type Change,
+  type HelperResult,
+  type HelperRunnerOptions,
+  type HelperTarget,
+} from '../src/run/helper.js';
 import { LogCollector, repoRoot, tempDir } from './support.js';
 
 const fixtures = join(repoRoot, 'test/fixtures');
@@ -140,7 +148,16 @@ test('the first line of the output is the answer, the id without "OK ", cut to 6
     const result = await record.change('add', target('192.0.2.1'), '');
     assert.deepEqual(
       result,
-      { outcome: line === undefined ? 'failed' : 'ok', line, id, exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false },
+      {
+        outcome: line === undefined ? 'failed' : 'ok',
+        line,
+        id,
+        exitCode: 0,
+        signal: null,
+        timedOut: false,
+        error: undefined,
+        cancelled: false,
+      },
       JSON.stringify(reply),
     );
   }
@@ -206,7 +223,16 @@ test('the answer is read when the helper exits: a process it leaves in the backg
   let started = Date.now();
   const result = await background.change('add', target('192.0.2.1'), '');
   assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
-  assert.deepEqual(result, { outcome: 'ok', line: 'OK bg', id: 'bg', exitCode: 0, signal: null, timedOut: false, error: undefined, cancelled: false });
+  assert.deepEqual(result, {
+    outcome: 'ok',
+    line: 'OK bg',
+    id: 'bg',
+    exitCode: 0,
+    signal: null,
+    timedOut: false,
+    error: undefined,
+    cancelled: false,
+  });
   // A batch's answer is many lines: all of them are read, none waits for the background process.
   fixtureEnv({ HELPER_REPLY: 'OK 1\\n\\nOK 3\\n' });
   started = Date.now();
@@ -219,55 +245,60 @@ test('the answer is read when the helper exits: a process it leaves in the backg
   fixtureEnv({});
 });
 
-test('a character split between two reads of the answer stays whole; a batch line is cut at 4096 bytes on ' +
-  'a character boundary', async () => {
-  const split = runner(fixture('split-utf8')).runner;
-  assert.deepEqual(
-    (await split.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')])).map((r) => r.id),
-    ['aé', 'b'],
-  );
-  assert.equal((await split.change('add', target('192.0.2.1'), '')).line, 'OK aé');
-  // 2-byte characters: 3 + 2046 × 2 = 4095 bytes, the next one would end at byte 4097
-  fixtureEnv({ HELPER_REPLY: `OK ${'é'.repeat(3000)}\\nOK b\\n` });
-  const results = await runner(fixture('record')).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')]);
-  assert.deepEqual(
-    results.map((r) => r.line),
-    [`OK ${'é'.repeat(2046)}`, 'OK b'],
-  );
-  fixtureEnv({});
-});
+test(
+  'a character split between two reads of the answer stays whole; a batch line is cut at 4096 bytes on ' + 'a character boundary',
+  async () => {
+    const split = runner(fixture('split-utf8')).runner;
+    assert.deepEqual(
+      (await split.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')])).map((r) => r.id),
+      ['aé', 'b'],
+    );
+    assert.equal((await split.change('add', target('192.0.2.1'), '')).line, 'OK aé');
+    // 2-byte characters: 3 + 2046 × 2 = 4095 bytes, the next one would end at byte 4097
+    fixtureEnv({ HELPER_REPLY: `OK ${'é'.repeat(3000)}\\nOK b\\n` });
+    const results = await runner(fixture('record')).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')]);
+    assert.deepEqual(
+      results.map((r) => r.line),
+      [`OK ${'é'.repeat(2046)}`, 'OK b'],
+    );
+    fixtureEnv({});
+  },
+);
 
-test('the outcome is decided once: an add works with a line, a rem or flush with a line or exit status 0, ' +
-  'capabilities with exit status 0', async () => {
-  const { runner: record } = runner(fixture('record'));
-  const cases: [call: () => Promise<HelperResult>, reply: string, exit: string, outcome: HelperResult['outcome']][] = [
-    [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '0', 'ok'],
-    [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '1', 'ok'],
-    [() => record.change('add', target('192.0.2.1'), ''), '', '0', 'failed'],
-    [() => record.change('rem', target('192.0.2.1'), '1'), '', '0', 'ok'],
-    [() => record.change('rem', target('192.0.2.1'), '1'), 'OK\\n', '1', 'ok'],
-    [() => record.change('rem', target('192.0.2.1'), '1'), '', '1', 'failed'],
-    [() => record.flush('blocklistd'), '', '1', 'failed'],
-    [() => record.flush('blocklistd'), '', '0', 'ok'],
-  ];
-  for (const [call, reply, exit, outcome] of cases) {
-    fixtureEnv({ HELPER_REPLY: reply, HELPER_EXIT: exit });
-    const result = await call();
-    assert.equal(result.outcome, outcome, `${reply} ${exit}`);
-    assert.equal(unfinished(result), false);
-  }
-  fixtureEnv({});
-  // a line that is not a list of words, from a program that exits 1: no capabilities
-  fixtureEnv({ HELPER_REPLY: 'usage: control add|rem|flush\\n', HELPER_EXIT: '1' });
-  assert.deepEqual(await record.capabilities(), new Set());
-  fixtureEnv({});
-  const stopped = runner(fixture('record')).runner;
-  await stopped.stop(0);
-  const cancelled = await stopped.flush('blocklistd');
-  assert.equal(cancelled.outcome, 'cancelled');
-  assert.equal(unfinished(cancelled), false);
-  assert.equal(failureText(cancelled), '');
-});
+test(
+  'the outcome is decided once: an add works with a line, a rem or flush with a line or exit status 0, ' +
+    'capabilities with exit status 0',
+  async () => {
+    const { runner: record } = runner(fixture('record'));
+    const cases: [call: () => Promise<HelperResult>, reply: string, exit: string, outcome: HelperResult['outcome']][] = [
+      [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '0', 'ok'],
+      [() => record.change('add', target('192.0.2.1'), ''), 'OK 1\\n', '1', 'ok'],
+      [() => record.change('add', target('192.0.2.1'), ''), '', '0', 'failed'],
+      [() => record.change('rem', target('192.0.2.1'), '1'), '', '0', 'ok'],
+      [() => record.change('rem', target('192.0.2.1'), '1'), 'OK\\n', '1', 'ok'],
+      [() => record.change('rem', target('192.0.2.1'), '1'), '', '1', 'failed'],
+      [() => record.flush('blocklistd'), '', '1', 'failed'],
+      [() => record.flush('blocklistd'), '', '0', 'ok'],
+    ];
+    for (const [call, reply, exit, outcome] of cases) {
+      fixtureEnv({ HELPER_REPLY: reply, HELPER_EXIT: exit });
+      const result = await call();
+      assert.equal(result.outcome, outcome, `${reply} ${exit}`);
+      assert.equal(unfinished(result), false);
+    }
+    fixtureEnv({});
+    // a line that is not a list of words, from a program that exits 1: no capabilities
+    fixtureEnv({ HELPER_REPLY: 'usage: control add|rem|flush\\n', HELPER_EXIT: '1' });
+    assert.deepEqual(await record.capabilities(), new Set());
+    fixtureEnv({});
+    const stopped = runner(fixture('record')).runner;
+    await stopped.stop(0);
+    const cancelled = await stopped.flush('blocklistd');
+    assert.equal(cancelled.outcome, 'cancelled');
+    assert.equal(unfinished(cancelled), false);
+    assert.equal(failureText(cancelled), '');
+  },
+);
 
 test('a program that cannot be started fails the call with the C library text', async () => {
   fixtureEnv({});
@@ -497,7 +528,11 @@ describe('batch mode', () => {
 
   test('batch: one process, the operations on stdin one per line, one result per operation in order', async () => {
     const { runner: helper, log } = logHelper();
-    const results = await helper.batch([change('add', '192.0.2.1'), change('rem', '192.0.2.2', 'old2'), change('add', '2001:db8::1', 'old3')]);
+    const results = await helper.batch([
+      change('add', '192.0.2.1'),
+      change('rem', '192.0.2.2', 'old2'),
+      change('add', '2001:db8::1', 'old3'),
+    ]);
     assert.deepEqual(
       results.map((r) => [r.line, r.id]),
       [
@@ -506,7 +541,10 @@ describe('batch mode', () => {
         ['OK blocklistd:2001:db8::1/32:22', 'blocklistd:2001:db8::1/32:22'],
       ],
     );
-    assert.equal(readFileSync(log, 'utf8'), 'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.2 32 22 old2\nadd blocklistd tcp 2001:db8::1 32 22 old3\n');
+    assert.equal(
+      readFileSync(log, 'utf8'),
+      'add blocklistd tcp 192.0.2.1 32 22 \nrem blocklistd tcp 192.0.2.2 32 22 old2\nadd blocklistd tcp 2001:db8::1 32 22 old3\n',
+    );
   });
 
   test('batch with flushes: the flush lines first, the results those of the changes', async () => {
@@ -516,7 +554,10 @@ describe('batch mode', () => {
       results.map((r) => r.id),
       ['blocklistd:192.0.2.1/32:22', 'blocklistd:192.0.2.2/32:22'],
     );
-    assert.equal(readFileSync(log, 'utf8'), 'flush blocklistd\nflush other\nadd blocklistd tcp 192.0.2.1 32 22 old1\nadd blocklistd tcp 192.0.2.2 32 22 \n');
+    assert.equal(
+      readFileSync(log, 'utf8'),
+      'flush blocklistd\nflush other\nadd blocklistd tcp 192.0.2.1 32 22 old1\nadd blocklistd tcp 192.0.2.2 32 22 \n',
+    );
   });
 
   test('batch with flushes: waits for the running calls of the names it flushes, and holds back later ones', async () => {
@@ -524,13 +565,22 @@ describe('batch mode', () => {
     const { runner: record } = runner(fixture('record'), { concurrency: 4 });
     const a = target('192.0.2.1');
     const b = target('192.0.2.2');
-    await Promise.all([record.change('add', a, 'first'), record.batch([change('add', '192.0.2.9')], ['blocklistd']), record.change('rem', b, 'last')]);
+    await Promise.all([
+      record.change('add', a, 'first'),
+      record.batch([change('add', '192.0.2.9')], ['blocklistd']),
+      record.change('rem', b, 'last'),
+    ]);
     assertSequential(spans(log), [changeArgs('add', a, 'first'), '[batch]', changeArgs('rem', b, 'last')]);
   });
 
   test('batch: an empty line or a missing one fails that operation only', async () => {
     fixtureEnv({ HELPER_REPLY: 'OK a\\n\\nOK c\\n' });
-    const results = await runner(fixture('record')).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2'), change('add', '192.0.2.3'), change('add', '192.0.2.4')]);
+    const results = await runner(fixture('record')).runner.batch([
+      change('add', '192.0.2.1'),
+      change('add', '192.0.2.2'),
+      change('add', '192.0.2.3'),
+      change('add', '192.0.2.4'),
+    ]);
     assert.deepEqual(
       results.map((r) => r.id),
       ['a', undefined, 'c', undefined],
@@ -549,7 +599,10 @@ describe('batch mode', () => {
 
   test('batch: the changes of a batch that timed out are unfinished', async () => {
     fixtureEnv({ HELPER_REPLY: 'OK a\\n', HELPER_SLEEP: '10' });
-    const results = await runner(fixture('record'), { timeoutMs: 300 }).runner.batch([change('add', '192.0.2.1'), change('add', '192.0.2.2')]);
+    const results = await runner(fixture('record'), { timeoutMs: 300 }).runner.batch([
+      change('add', '192.0.2.1'),
+      change('add', '192.0.2.2'),
+    ]);
     fixtureEnv({});
     assert.deepEqual(
       results.map((r) => [r.outcome, unfinished(r)]),
@@ -564,7 +617,11 @@ describe('batch mode', () => {
     const log = recordTo({ HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
     const { runner: record } = runner(fixture('record'), { concurrency: 4 });
     const a = target('192.0.2.1');
-    await Promise.all([record.change('add', a, 'first'), record.batch([change('rem', '192.0.2.1', 'x'), change('add', '192.0.2.9')]), record.change('rem', a, 'last')]);
+    await Promise.all([
+      record.change('add', a, 'first'),
+      record.batch([change('rem', '192.0.2.1', 'x'), change('add', '192.0.2.9')]),
+      record.change('rem', a, 'last'),
+    ]);
     const runs = spans(log);
     assertSequential(runs, [changeArgs('add', a, 'first'), '[batch]', changeArgs('rem', a, 'last')]);
   });

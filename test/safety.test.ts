@@ -13,7 +13,23 @@ import { isSelfAddress, ownNetworks, systemEnv } from '../src/conf/system.js';
 import type { IPAddress } from '../src/conf/types.js';
 import { failOpen, fileProblems, loopbackExposed, startupProblems, type StartupFacts } from '../src/daemon/checks.js';
 import { AUTH_FAIL } from '../src/index.js';
-import { DaemonProcess, Reporter, blprobe, controlStatus, escapeRegExp, freePort, isRoot, repoRoot, run, sharedTree, succeeds, tempDir, until, vethPair, WatchedProcess } from './support.js';
+import {
+  DaemonProcess,
+  Reporter,
+  blprobe,
+  controlStatus,
+  escapeRegExp,
+  freePort,
+  isRoot,
+  repoRoot,
+  run,
+  sharedTree,
+  succeeds,
+  tempDir,
+  until,
+  vethPair,
+  WatchedProcess,
+} from './support.js';
 
 const env = systemEnv('blocklistd');
 const daemonBin = join(repoRoot, 'bin/blocklistd');
@@ -51,17 +67,28 @@ describe('checks.ts: the problems the facts show', () => {
 
   test('fatal: an unreadable configuration, no local rule, a missing or non-executable helper, an unusable packet filter', () => {
     const codes = (f: Partial<StartupFacts>): string[] => startupProblems(facts(f)).map((p) => `${p.severity} ${p.code}`);
-    assert.deepEqual(codes({ configUnreadable: ["Cannot open '/etc/blocklistd.conf' (No such file or directory)"], localRules: 0 }), ['fatal config_unreadable']);
+    assert.deepEqual(codes({ configUnreadable: ["Cannot open '/etc/blocklistd.conf' (No such file or directory)"], localRules: 0 }), [
+      'fatal config_unreadable',
+    ]);
     assert.deepEqual(codes({ localRules: 0 }), ['fatal no_rules']);
     // an entry of a configuration directory that cannot be read (a FIFO): the rest was, a warning
-    assert.deepEqual(codes({ configSkipped: ["Cannot open '/etc/blocklistd.conf.d/fifo' (not a regular file)"] }), ['warning config_file_skipped']);
-    assert.deepEqual(codes({ helperState: { state: 'missing', reason: 'No such file or directory' }, backend: undefined }), ['fatal helper_missing']);
-    assert.deepEqual(codes({ helperState: { state: 'not_executable', reason: 'Permission denied' }, backend: undefined }), ['fatal helper_not_executable']);
+    assert.deepEqual(codes({ configSkipped: ["Cannot open '/etc/blocklistd.conf.d/fifo' (not a regular file)"] }), [
+      'warning config_file_skipped',
+    ]);
+    assert.deepEqual(codes({ helperState: { state: 'missing', reason: 'No such file or directory' }, backend: undefined }), [
+      'fatal helper_missing',
+    ]);
+    assert.deepEqual(codes({ helperState: { state: 'not_executable', reason: 'Permission denied' }, backend: undefined }), [
+      'fatal helper_not_executable',
+    ]);
     assert.deepEqual(codes({ backend: { ok: false, message: 'nft list tables: Operation not permitted' } }), ['fatal backend_unusable']);
     // upstream's helper offers no check: nothing is known, nothing is said
     assert.deepEqual(codes({ backend: undefined }), []);
     const [problem] = startupProblems(facts({ backend: { ok: false, message: 'nft list tables: Operation not permitted' } }));
-    assert.equal(problem!.message, 'helper /usr/local/libexec/blocklistd-helper: the packet filter cannot be used: nft list tables: Operation not permitted');
+    assert.equal(
+      problem!.message,
+      'helper /usr/local/libexec/blocklistd-helper: the packet filter cannot be used: nft list tables: Operation not permitted',
+    );
   });
 
   test('warnings: loopback not allow-listed (not with --allow-self), and those found elsewhere, after the fatal ones', () => {
@@ -71,19 +98,38 @@ describe('checks.ts: the problems the facts show', () => {
       ['fatal no_rules', 'warning loopback_not_allowed', 'warning system'],
     );
     assert.match(startupProblems(f)[1]!.message, /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule/);
-    assert.deepEqual(startupProblems({ ...f, allowSelf: true }).map((p) => p.code), ['no_rules', 'system']);
+    assert.deepEqual(
+      startupProblems({ ...f, allowSelf: true }).map((p) => p.code),
+      ['no_rules', 'system'],
+    );
   });
 
   test('--fail-open: every fatal problem a warning that says so', () => {
     const relaxed = failOpen(startupProblems(facts({ localRules: 0 })));
-    assert.deepEqual(relaxed.map((p) => p.severity), ['warning']);
+    assert.deepEqual(
+      relaxed.map((p) => p.severity),
+      ['warning'],
+    );
     assert.match(relaxed[0]!.message, /nothing would ever be blocked \(--fail-open: running anyway\)$/);
   });
 
   test('the files of --check: a held database, an unusable one, a socket directory that cannot take the socket', () => {
-    assert.deepEqual(fileProblems({ db: '/d.db', dbHolder: undefined, dbProblem: undefined, sockets: [{ path: '/s', state: 'its directory is writable', problem: undefined }] }), []);
     assert.deepEqual(
-      fileProblems({ db: '/d.db', dbHolder: 'pid 7', dbProblem: 'Permission denied', sockets: [{ path: '/x/s', state: '/x: No such file or directory', problem: '/x: No such file or directory' }] }).map((p) => `${p.severity} ${p.code}: ${p.message}`),
+      fileProblems({
+        db: '/d.db',
+        dbHolder: undefined,
+        dbProblem: undefined,
+        sockets: [{ path: '/s', state: 'its directory is writable', problem: undefined }],
+      }),
+      [],
+    );
+    assert.deepEqual(
+      fileProblems({
+        db: '/d.db',
+        dbHolder: 'pid 7',
+        dbProblem: 'Permission denied',
+        sockets: [{ path: '/x/s', state: '/x: No such file or directory', problem: '/x: No such file or directory' }],
+      }).map((p) => `${p.severity} ${p.code}: ${p.message}`),
       [
         "fatal database_locked: database '/d.db' is in use by pid 7: one daemon per database",
         "fatal database_unusable: database '/d.db': Permission denied",
@@ -108,7 +154,10 @@ describe('loopbackExposed: which loopback addresses some local rule could block'
   });
 
   test('a [remote] line for one port does not cover a local rule of every port; an IPv4-only local rule needs no ::1', () => {
-    assert.deepEqual(loopbackExposed(rules(`${local}[remote]\n127.0.0.0/8:ssh * * * = * =\n[::1]:ssh * * * = * =\n`), env.families), ['127.0.0.1', '::1']);
+    assert.deepEqual(loopbackExposed(rules(`${local}[remote]\n127.0.0.0/8:ssh * * * = * =\n[::1]:ssh * * * = * =\n`), env.families), [
+      '127.0.0.1',
+      '::1',
+    ]);
     assert.deepEqual(loopbackExposed(rules('[local]\nssh stream tcp * * 3 6h\n[remote]\n127.0.0.0/8 * * * = * =\n'), env.families), []);
   });
 
@@ -117,13 +166,15 @@ describe('loopbackExposed: which loopback addresses some local rule could block'
   });
 });
 
-describe('isSelfAddress: the host\'s own addresses', () => {
+describe("isSelfAddress: the host's own addresses", () => {
   const ip = (text: string): IPAddress => parseIP(text)!;
   const interfaces = new Map([['eth0', [ip('192.0.2.10'), ip('2001:db8::10')]]]);
 
   test('loopback networks, interface addresses, IPv4-mapped addresses as their IPv4', () => {
-    for (const own of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1', '192.0.2.10', '::ffff:192.0.2.10', '2001:db8::10']) assert.equal(isSelfAddress(ip(own), ownNetworks(interfaces)), true, own);
-    for (const other of ['192.0.2.11', '128.0.0.1', '::2', '2001:db8::11', '::ffff:192.0.2.11', '::']) assert.equal(isSelfAddress(ip(other), ownNetworks(interfaces)), false, other);
+    for (const own of ['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1', '192.0.2.10', '::ffff:192.0.2.10', '2001:db8::10'])
+      assert.equal(isSelfAddress(ip(own), ownNetworks(interfaces)), true, own);
+    for (const other of ['192.0.2.11', '128.0.0.1', '::2', '2001:db8::11', '::ffff:192.0.2.11', '::'])
+      assert.equal(isSelfAddress(ip(other), ownNetworks(interfaces)), false, other);
   });
 });
 
@@ -137,14 +188,27 @@ function files(config: string): { dir: string; conf: string; db: string; sock: s
   return { dir, conf, db, sock, args: ['-c', conf, '-D', db, '-s', sock] };
 }
 
-const blocklistd = (args: string[], environment: Record<string, string> = {}) => run(process.execPath, [daemonBin, ...args], { env: environment });
+const blocklistd = (args: string[], environment: Record<string, string> = {}) =>
+  run(process.execPath, [daemonBin, ...args], { env: environment });
 
 describe('fail closed: the daemon refuses to start when it could protect nothing', () => {
   const cases: { what: string; config?: string; helper?: string; message: RegExp }[] = [
     { what: 'a missing configuration', message: /configuration \S+: Cannot open '\S+none\.conf' \(No such file or directory\)/ },
-    { what: 'a configuration without a [local] rule', config: `${LOOPBACK_LINES}`, message: /no \[local\] rule, nothing would ever be blocked/ },
-    { what: 'a missing helper', helper: '/nonexistent/helper', message: /helper \/nonexistent\/helper: No such file or directory, no block could be added/ },
-    { what: 'a helper that is not executable', helper: join(repoRoot, 'test/fixtures/not-executable'), message: /fixtures\/not-executable: Permission denied, no block could be added/ },
+    {
+      what: 'a configuration without a [local] rule',
+      config: `${LOOPBACK_LINES}`,
+      message: /no \[local\] rule, nothing would ever be blocked/,
+    },
+    {
+      what: 'a missing helper',
+      helper: '/nonexistent/helper',
+      message: /helper \/nonexistent\/helper: No such file or directory, no block could be added/,
+    },
+    {
+      what: 'a helper that is not executable',
+      helper: join(repoRoot, 'test/fixtures/not-executable'),
+      message: /fixtures\/not-executable: Permission denied, no block could be added/,
+    },
   ];
   for (const c of cases) {
     test(`${c.what}: exit 1 with the reason, nothing created; --fail-open starts anyway with a warning`, async (t) => {
@@ -155,9 +219,16 @@ describe('fail closed: the daemon refuses to start when it could protect nothing
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, c.message);
       assert.match(r.stderr, /\(--fail-open would start anyway\)\n$/);
-      assert.deepEqual(readdirSync(f.dir).filter((n) => !['blocklistd.conf', 'helper.log'].includes(n)), [], 'no database, lock or socket');
+      assert.deepEqual(
+        readdirSync(f.dir).filter((n) => !['blocklistd.conf', 'helper.log'].includes(n)),
+        [],
+        'no database, lock or socket',
+      );
 
-      const child = spawn(process.execPath, [daemonBin, ...args, '--fail-open'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, HELPER_LOG: join(f.dir, 'helper.log') } });
+      const child = spawn(process.execPath, [daemonBin, ...args, '--fail-open'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, HELPER_LOG: join(f.dir, 'helper.log') },
+      });
       const daemon = new WatchedProcess('blocklistd', child);
       t.after(() => child.kill('SIGKILL'));
       await daemon.waitFor(/^listening on /m);
@@ -165,19 +236,27 @@ describe('fail closed: the daemon refuses to start when it could protect nothing
     });
   }
 
-  test('a packet filter the daemon\'s privileges cannot change (uid 65534, the shipped helper): exit 1 naming the cause', { skip: !isRoot && 'needs root: runs the daemon as another user' }, async () => {
-    const f = files(`22 stream * * * 3 1h\n${LOOPBACK_LINES}`);
-    chmodSync(f.dir, 0o777);
-    const r = await run(process.execPath, [join(sharedTree(), 'bin/blocklistd'), '-d', ...f.args], { uid: NOBODY, gid: NOBODY, env: { BLOCKLISTD_HELPER_CONF: join(f.dir, 'absent.conf') } });
-    assert.equal(r.code, 1, r.stderr);
-    const unusable = String.raw`helper \S+blocklistd-helper: the packet filter cannot be used: .*nft list tables: `;
-    assert.match(r.stderr, new RegExp(`${unusable}.*Operation not permitted.*not root, or no CAP_NET_ADMIN`));
-    assert.equal(existsSync(f.db), false);
-  });
+  test(
+    "a packet filter the daemon's privileges cannot change (uid 65534, the shipped helper): exit 1 naming the cause",
+    { skip: !isRoot && 'needs root: runs the daemon as another user' },
+    async () => {
+      const f = files(`22 stream * * * 3 1h\n${LOOPBACK_LINES}`);
+      chmodSync(f.dir, 0o777);
+      const r = await run(process.execPath, [join(sharedTree(), 'bin/blocklistd'), '-d', ...f.args], {
+        uid: NOBODY,
+        gid: NOBODY,
+        env: { BLOCKLISTD_HELPER_CONF: join(f.dir, 'absent.conf') },
+      });
+      assert.equal(r.code, 1, r.stderr);
+      const unusable = String.raw`helper \S+blocklistd-helper: the packet filter cannot be used: .*nft list tables: `;
+      assert.match(r.stderr, new RegExp(`${unusable}.*Operation not permitted.*not root, or no CAP_NET_ADMIN`));
+      assert.equal(existsSync(f.db), false);
+    },
+  );
 });
 
 describe('warnings: logged at every start and reload, shown by status', () => {
-  test('no loopback allow-list: a warning at start and at each reload; none with the sample\'s lines or with --allow-self', async (t) => {
+  test("no loopback allow-list: a warning at start and at each reload; none with the sample's lines or with --allow-self", async (t) => {
     const warning = /^no \[remote\] rule with nfail \* covers 127\.0\.0\.1 and ::1 for every \[local\] rule/gm;
     const daemon = await DaemonProcess.start({ config: '22 stream * * * 3 1h\n' });
     t.after(() => daemon.stop('SIGKILL'));
@@ -206,9 +285,18 @@ describe('a reload that finds a fatal problem', () => {
     rmSync(daemon.config);
     const mark = daemon.stderr.length;
     daemon.child.kill('SIGHUP');
-    await daemon.waitFor(new RegExp(`^configuration ${escapeRegExp(daemon.config)}: Cannot open '${escapeRegExp(daemon.config)}' \\(No such file or directory\\)$`, 'm'), mark);
+    await daemon.waitFor(
+      new RegExp(
+        `^configuration ${escapeRegExp(daemon.config)}: Cannot open '${escapeRegExp(daemon.config)}' \\(No such file or directory\\)$`,
+        'm',
+      ),
+      mark,
+    );
     const status = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
-    assert.deepEqual(status.problems.map((p) => `${p.severity} ${p.code}`), ['fatal config_unreadable']);
+    assert.deepEqual(
+      status.problems.map((p) => `${p.severity} ${p.code}`),
+      ['fatal config_unreadable'],
+    );
     assert.deepEqual((status as unknown as { rules: unknown }).rules, { local: 1, remote: 2 }, 'the rules kept');
     assert.equal(daemon.child.exitCode, null, 'still running');
   });
@@ -222,8 +310,14 @@ describe('one daemon per database', () => {
     const args = ['-d', '-c', first.config, '-C', CONTROL, '-D', first.db, '-s', join(other, 'second.sock')];
     const second = await blocklistd(args, { HELPER_LOG: join(other, 'helper.log') });
     assert.equal(second.code, 1);
-    assert.match(second.stderr, new RegExp(`^database '${escapeRegExp(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ` +
-      `${escapeRegExp(first.config)} .*\\): one daemon per database$`, 'm'));
+    assert.match(
+      second.stderr,
+      new RegExp(
+        `^database '${escapeRegExp(first.db)}' is in use by pid ${first.child.pid} \\(blocklistd -dd -v -c ` +
+          `${escapeRegExp(first.config)} .*\\): one daemon per database$`,
+        'm',
+      ),
+    );
     assert.equal(existsSync(join(other, 'second.sock')), false, 'refused before its sockets');
 
     assert.equal(await first.stop('SIGKILL'), null);
@@ -236,7 +330,10 @@ describe('one daemon per database', () => {
 describe('blocklistd --check', () => {
   test('a sound set-up: what was checked, no problem, exit 0, nothing created (no database, lock, socket)', async () => {
     const f = files(`22 stream * * * 3 1h\n${LOOPBACK_LINES}`);
-    const r = await blocklistd(['--check', ...f.args, '-C', join(repoRoot, 'bin/blocklistd-helper')], { BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: join(f.dir, 'absent.conf') });
+    const r = await blocklistd(['--check', ...f.args, '-C', join(repoRoot, 'bin/blocklistd-helper')], {
+      BLOCKLISTD_BACKEND: 'log',
+      BLOCKLISTD_HELPER_CONF: join(f.dir, 'absent.conf'),
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(r.stderr, '');
     assert.deepEqual(r.stdout.split('\n'), [
@@ -252,7 +349,7 @@ describe('blocklistd --check', () => {
     assert.deepEqual(readdirSync(f.dir), ['blocklistd.conf']);
   });
 
-  test('the configuration\'s diagnostics with file:line, warnings, fatal problems: exit 1', async () => {
+  test("the configuration's diagnostics with file:line, warnings, fatal problems: exit 1", async () => {
     const f = files('22 stream * * * 3 1h\n23 stream * * * abc 1h\n');
     const r = await blocklistd(['--check', ...f.args, '-C', '/nonexistent/helper']);
     assert.equal(r.code, 1);
@@ -273,9 +370,25 @@ describe('blocklistd --check', () => {
     assert.match((await blocklistd(['--check', '-c', daemon.config, '-C', CONTROL, '-D', daemon.db])).stdout, /is in use by pid/);
 
     // a socket already there (systemd's socket units make them before ExecStartPre=) is no problem; another file is
-    r = await blocklistd(['--check', '-c', daemon.config, '-C', CONTROL, '-D', join(tempDir(), 'x.db'), '-s', daemon.socket, '-s', daemon.config, '--no-control-socket']);
+    r = await blocklistd([
+      '--check',
+      '-c',
+      daemon.config,
+      '-C',
+      CONTROL,
+      '-D',
+      join(tempDir(), 'x.db'),
+      '-s',
+      daemon.socket,
+      '-s',
+      daemon.config,
+      '--no-control-socket',
+    ]);
     assert.equal(r.code, 1);
-    assert.match(r.stdout, new RegExp(`^socket         ${escapeRegExp(daemon.socket)}: a socket is there \\(systemd's, or one the daemon replaces\\)$`, 'm'));
+    assert.match(
+      r.stdout,
+      new RegExp(`^socket         ${escapeRegExp(daemon.socket)}: a socket is there \\(systemd's, or one the daemon replaces\\)$`, 'm'),
+    );
     assert.match(r.stdout, new RegExp(`^fatal: socket '${escapeRegExp(daemon.config)}': another kind of file is there$`, 'm'));
 
     const f = files(`22 stream * * * 3 1h\n${LOOPBACK_LINES}`);
@@ -286,7 +399,7 @@ describe('blocklistd --check', () => {
   });
 });
 
-describe('--allow-self: the host\'s own addresses are never counted nor blocked', () => {
+describe("--allow-self: the host's own addresses are never counted nor blocked", () => {
   async function failFromLoopback(t: TestContext, args: string[]): Promise<DaemonProcess> {
     const port = await freePort();
     const daemon = await DaemonProcess.start({ config: `${port} stream * * * 1 1h\n`, args });
@@ -299,7 +412,7 @@ describe('--allow-self: the host\'s own addresses are never counted nor blocked'
     return daemon;
   }
 
-  test('without it, 127.0.0.1 is blocked (a configuration without the loopback lines: upstream\'s behaviour)', async (t) => {
+  test("without it, 127.0.0.1 is blocked (a configuration without the loopback lines: upstream's behaviour)", async (t) => {
     const daemon = await failFromLoopback(t, []);
     await until(() => daemon.helperCalls().some((c) => c.startsWith('add blocklistd tcp 127.0.0.1 32 ')));
   });
@@ -314,32 +427,78 @@ describe('--allow-self: the host\'s own addresses are never counted nor blocked'
   });
 });
 
-describe('--allow-self: an address added to an interface is covered from the next refresh (-t)', { skip: !isRoot && 'needs root: a network namespace' }, () => {
-  test('in a namespace: the interface\'s addresses, one added while the daemon runs, not counted; another client blocked', async (t) => {
-    const { srv } = await vethPair(t, 'bls', ['192.0.2.1/24'], ['192.0.2.2/24']);
-    const dir = tempDir('blocklistd-self-');
-    const port = 2222;
-    writeFileSync(join(dir, 'blocklistd.conf'), `${port} stream * * * 1 1h\n`);
-    const sock = join(dir, 'blocklistd.sock');
-    const args = ['-d', '--allow-self', '-t', '1', '-c', join(dir, 'blocklistd.conf'), '-C', CONTROL, '-D', join(dir, 'blocklistd.db'), '-s', sock];
-    const child = spawn('ip', ['netns', 'exec', srv, 'env', `HELPER_LOG=${join(dir, 'helper.log')}`, process.execPath, daemonBin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const daemon = new WatchedProcess('blocklistd', child, [child.stderr]);
-    t.after(() => child.kill('SIGKILL'));
-    await daemon.waitFor(/^listening on /m);
-    const probe = async (...more: string[]): Promise<void> => {
-      await succeeds(run('ip', ['netns', 'exec', srv, await blprobe(), '-s', sock, '-L', '192.0.2.1', '-p', String(port), '-n', '1', '-w', '0', ...more]), `blprobe ${more.join(' ')}`);
-    };
-    const ignored = (address: string): RegExp => new RegExp(`^${escapeRegExp(address)} is an address of this host \\(--allow-self\\): not counted$`, 'm');
+describe(
+  '--allow-self: an address added to an interface is covered from the next refresh (-t)',
+  { skip: !isRoot && 'needs root: a network namespace' },
+  () => {
+    test("in a namespace: the interface's addresses, one added while the daemon runs, not counted; another client blocked", async (t) => {
+      const { srv } = await vethPair(t, 'bls', ['192.0.2.1/24'], ['192.0.2.2/24']);
+      const dir = tempDir('blocklistd-self-');
+      const port = 2222;
+      writeFileSync(join(dir, 'blocklistd.conf'), `${port} stream * * * 1 1h\n`);
+      const sock = join(dir, 'blocklistd.sock');
+      const args = [
+        '-d',
+        '--allow-self',
+        '-t',
+        '1',
+        '-c',
+        join(dir, 'blocklistd.conf'),
+        '-C',
+        CONTROL,
+        '-D',
+        join(dir, 'blocklistd.db'),
+        '-s',
+        sock,
+      ];
+      const child = spawn(
+        'ip',
+        ['netns', 'exec', srv, 'env', `HELPER_LOG=${join(dir, 'helper.log')}`, process.execPath, daemonBin, ...args],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      const daemon = new WatchedProcess('blocklistd', child, [child.stderr]);
+      t.after(() => child.kill('SIGKILL'));
+      await daemon.waitFor(/^listening on /m);
+      const probe = async (...more: string[]): Promise<void> => {
+        await succeeds(
+          run('ip', [
+            'netns',
+            'exec',
+            srv,
+            await blprobe(),
+            '-s',
+            sock,
+            '-L',
+            '192.0.2.1',
+            '-p',
+            String(port),
+            '-n',
+            '1',
+            '-w',
+            '0',
+            ...more,
+          ]),
+          `blprobe ${more.join(' ')}`,
+        );
+      };
+      const ignored = (address: string): RegExp =>
+        new RegExp(`^${escapeRegExp(address)} is an address of this host \\(--allow-self\\): not counted$`, 'm');
 
-    await probe('-b', '192.0.2.1');
-    await daemon.waitFor(ignored('192.0.2.1'));
-    await succeeds(run('ip', ['-n', srv, 'addr', 'add', '192.0.2.9/24', 'dev', 'bls0']), 'ip addr add');
-    await new Promise((resolve) => setTimeout(resolve, 2500)); // -t 1: read again within a second
-    await probe('-b', '192.0.2.9');
-    await daemon.waitFor(ignored('192.0.2.9'));
-    // a client that is not this host: counted and blocked (nfail 1)
-    await probe('-a', '192.0.2.2');
-    await until(() => existsSync(join(dir, 'helper.log')) && readFileSync(join(dir, 'helper.log'), 'utf8').includes(`add blocklistd tcp 192.0.2.2 32 ${port}`), 5000);
-    assert.doesNotMatch(readFileSync(join(dir, 'helper.log'), 'utf8'), /192\.0\.2\.[19] /);
-  });
-});
+      await probe('-b', '192.0.2.1');
+      await daemon.waitFor(ignored('192.0.2.1'));
+      await succeeds(run('ip', ['-n', srv, 'addr', 'add', '192.0.2.9/24', 'dev', 'bls0']), 'ip addr add');
+      await new Promise((resolve) => setTimeout(resolve, 2500)); // -t 1: read again within a second
+      await probe('-b', '192.0.2.9');
+      await daemon.waitFor(ignored('192.0.2.9'));
+      // a client that is not this host: counted and blocked (nfail 1)
+      await probe('-a', '192.0.2.2');
+      await until(
+        () =>
+          existsSync(join(dir, 'helper.log')) &&
+          readFileSync(join(dir, 'helper.log'), 'utf8').includes(`add blocklistd tcp 192.0.2.2 32 ${port}`),
+        5000,
+      );
+      assert.doesNotMatch(readFileSync(join(dir, 'helper.log'), 'utf8'), /192\.0\.2\.[19] /);
+    });
+  },
+);

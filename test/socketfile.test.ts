@@ -115,11 +115,20 @@ describe('the notification and the control socket share it', () => {
     t.after(() => receiver.close());
     const server = await ControlServer.open({ path: control, log: new LogCollector().log, handle: async () => ({}) });
     t.after(() => server.close());
-    assert.throws(() => new NotificationSocket(notify, { log: () => {} }), { name: 'SocketSetupError', message: `bl_init: another daemon is handling '${notify}'` });
-    await assert.rejects(ControlServer.open({ path: notify, log: new LogCollector().log, handle: async () => ({}) }), { message: `control socket ${notify}: another daemon is handling it` });
-    await assert.rejects(ControlServer.open({ path: control, log: new LogCollector().log, handle: async () => ({}) }), { message: `control socket ${control}: another daemon is handling it` });
+    assert.throws(() => new NotificationSocket(notify, { log: () => {} }), {
+      name: 'SocketSetupError',
+      message: `bl_init: another daemon is handling '${notify}'`,
+    });
+    await assert.rejects(ControlServer.open({ path: notify, log: new LogCollector().log, handle: async () => ({}) }), {
+      message: `control socket ${notify}: another daemon is handling it`,
+    });
+    await assert.rejects(ControlServer.open({ path: control, log: new LogCollector().log, handle: async () => ({}) }), {
+      message: `control socket ${control}: another daemon is handling it`,
+    });
     // a live stream socket at the notification path: bind fails, as upstream's
-    assert.throws(() => new NotificationSocket(control, { log: () => {} }), { message: `bl_init: bind failed for '${control}' (Address already in use)` });
+    assert.throws(() => new NotificationSocket(control, { log: () => {} }), {
+      message: `bl_init: bind failed for '${control}' (Address already in use)`,
+    });
     assert.ok(lstatSync(notify).isSocket() && lstatSync(control).isSocket());
   });
 });
@@ -134,7 +143,10 @@ describe('adopting a passed descriptor (socket activation)', () => {
     try {
       assert.throws(
         () => new NotificationSocket('passed', { log: () => {}, fd }),
-        (e: unknown) => e instanceof SocketSetupError && e.message === 'bl_init: getsockopt failed for passed (Socket operation on non-socket)' && e.code === 'ENOTSOCK',
+        (e: unknown) =>
+          e instanceof SocketSetupError &&
+          e.message === 'bl_init: getsockopt failed for passed (Socket operation on non-socket)' &&
+          e.code === 'ENOTSOCK',
       );
     } finally {
       closeSync(fd);
@@ -147,11 +159,14 @@ describe('adopting a passed descriptor (socket activation)', () => {
     t.after(() => server.close());
     assert.throws(
       () => new NotificationSocket('stream', { log: () => {}, fd: serverFd(server) }),
-      (e: unknown) => e instanceof SocketSetupError && e.message === 'bl_init: stream is not a unix datagram socket' && e.code === 'EPROTOTYPE',
+      (e: unknown) =>
+        e instanceof SocketSetupError && e.message === 'bl_init: stream is not a unix datagram socket' && e.code === 'EPROTOTYPE',
     );
     assert.equal(await reply(path), 'untouched\n');
     const udp = await udpSocket(t);
-    assert.throws(() => new NotificationSocket('udp', { log: () => {}, fd: descriptorOf(udp)! }), { message: 'bl_init: udp is not a unix datagram socket' });
+    assert.throws(() => new NotificationSocket('udp', { log: () => {}, fd: descriptorOf(udp)! }), {
+      message: 'bl_init: udp is not a unix datagram socket',
+    });
     assert.ok(udp.address().port > 0);
   });
 });

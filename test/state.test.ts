@@ -11,7 +11,6 @@ import { APPLICATION_ID, SCHEMA_VERSION, StateError, StateStore } from '../src/s
 import type { Entry } from '../src/types.js';
 import { stateKey as key, repoRoot, run, tempDir } from './support.js';
 
-
 const plain = (e: Entry | undefined): Entry | undefined => e && { key: e.key, count: e.count, last: e.last, id: e.id };
 
 describe('StateStore', () => {
@@ -39,7 +38,17 @@ describe('StateStore', () => {
     store.put({ ...e, count: 4, last: 101, id: 'OK' });
     assert.deepEqual(plain(store.get(key('192.0.2.1'))), { key: key('192.0.2.1'), count: 4, last: 101, id: 'OK' });
     // any differing field is another entry (state-and-ctl.md §1.1)
-    for (const other of [{ nfail: 6 }, { duration: -1 }, { name: 'x' }, { rmask: 24 }, { uid: 0 }, { port: 23 }, { proto: 17 }, { lmask: 24 }, { family: 10 }]) {
+    for (const other of [
+      { nfail: 6 },
+      { duration: -1 },
+      { name: 'x' },
+      { rmask: 24 },
+      { uid: 0 },
+      { port: 23 },
+      { proto: 17 },
+      { lmask: 24 },
+      { family: 10 },
+    ]) {
       assert.equal(store.get(key('192.0.2.1', other)), undefined, JSON.stringify(other));
     }
     // a plain entry for an existing key replaces it
@@ -112,7 +121,8 @@ describe('StateStore', () => {
         truncate: () => store.truncate(),
       };
       for (const [method, write] of Object.entries(writes)) {
-        const refused = (e: unknown): boolean => e instanceof StateError && e.name === 'StateError' && e.code === 'read_only' && e.message === `'${path}' is opened read-only`;
+        const refused = (e: unknown): boolean =>
+          e instanceof StateError && e.name === 'StateError' && e.code === 'read_only' && e.message === `'${path}' is opened read-only`;
         assert.throws(write, refused, `${method} on ${path}`);
       }
       assert.equal(store.size(), path === initialised ? 1 : 0, 'nothing written');
@@ -120,12 +130,19 @@ describe('StateStore', () => {
     }
   });
 
-  test('a database the daemon cannot write is an error, not a silent read-only open', { skip: process.getuid?.() === 0 && 'root may write any file' }, () => {
-    const path = join(dir, 'readonly.db');
-    StateStore.open(path).close();
-    chmodSync(path, 0o400);
-    assert.throws(() => StateStore.open(path), (e: unknown) => e instanceof StateError && e.message === `Can't open '${path}': Permission denied`);
-  });
+  test(
+    'a database the daemon cannot write is an error, not a silent read-only open',
+    { skip: process.getuid?.() === 0 && 'root may write any file' },
+    () => {
+      const path = join(dir, 'readonly.db');
+      StateStore.open(path).close();
+      chmodSync(path, 0o400);
+      assert.throws(
+        () => StateStore.open(path),
+        (e: unknown) => e instanceof StateError && e.message === `Can't open '${path}': Permission denied`,
+      );
+    },
+  );
 
   test('entries in order of name, address, port; next expiry and due entries without a scan', () => {
     const store = StateStore.open(join(dir, 'expiry.db'));
@@ -139,8 +156,15 @@ describe('StateStore', () => {
       ['a 2001:db8::1 22', 'b 192.0.2.1 22', 'b 192.0.2.1 80', 'b 192.0.2.9 22', 'c 192.0.2.5 22'],
     );
     assert.equal(store.nextExpiry(), 5, 'a reset entry (last 0) expires at its duration');
-    assert.deepEqual(store.due(5).map((e) => e.key.address), [], 'expired means last + duration < now');
-    assert.deepEqual(store.due(1011).map((e) => `${e.key.address}:${e.key.port}`), ['192.0.2.5:22', '192.0.2.1:80']);
+    assert.deepEqual(
+      store.due(5).map((e) => e.key.address),
+      [],
+      'expired means last + duration < now',
+    );
+    assert.deepEqual(
+      store.due(1011).map((e) => `${e.key.address}:${e.key.port}`),
+      ['192.0.2.5:22', '192.0.2.1:80'],
+    );
     assert.deepEqual(store.due(1_000_000).length, 4, 'never the forever entry');
     // an escalated block's end is last + duration + hold (doc/escalation.md §3); the store's statements spell it so
     const plan = new Database(join(dir, 'expiry.db'), { readonly: true })
@@ -171,7 +195,8 @@ describe('StateStore', () => {
     writeFileSync(path, Buffer.alloc(8192, 0x61));
     assert.throws(
       () => StateStore.open(path),
-      (e: unknown) => e instanceof StateError && e.invalid && e.message.startsWith(`'${path}' is not a blocklistd database (file is not a database)`),
+      (e: unknown) =>
+        e instanceof StateError && e.invalid && e.message.startsWith(`'${path}' is not a blocklistd database (file is not a database)`),
     );
     assert.equal(readFileSync(path).length, 8192);
     const store = StateStore.open(path, { renameInvalid: true });
@@ -187,7 +212,10 @@ describe('StateStore', () => {
     const db = new Database(path);
     db.exec('CREATE TABLE t (x)');
     db.close();
-    assert.throws(() => StateStore.open(path), (e: unknown) => e instanceof StateError && /not a blocklistd database \(application id 0\)/.test(e.message));
+    assert.throws(
+      () => StateStore.open(path),
+      (e: unknown) => e instanceof StateError && /not a blocklistd database \(application id 0\)/.test(e.message),
+    );
   });
 
   test('a database from a newer blocklistd is refused', () => {
@@ -196,26 +224,35 @@ describe('StateStore', () => {
     const db = new Database(path);
     db.pragma('user_version = 99');
     db.close();
-    assert.throws(() => StateStore.open(path), (e: unknown) => e instanceof StateError && /newer blocklistd \(schema 99/.test(e.message));
+    assert.throws(
+      () => StateStore.open(path),
+      (e: unknown) => e instanceof StateError && /newer blocklistd \(schema 99/.test(e.message),
+    );
   });
 
   test('a damaged database is refused, not used', () => {
     const path = join(dir, 'damaged.db');
     const store = StateStore.open(path);
     store.transaction(() => {
-      for (let i = 0; i < 5000; i++) store.put({ key: key(`10.0.${i >> 8}.${i & 255}`, { name: 'x'.repeat(50) }), count: 1, last: i, id: '' });
+      for (let i = 0; i < 5000; i++)
+        store.put({ key: key(`10.0.${i >> 8}.${i & 255}`, { name: 'x'.repeat(50) }), count: 1, last: i, id: '' });
     });
     store.close();
     const bytes = readFileSync(path);
     bytes.fill(0xff, 4096 * 5, 4096 * 12); // garble some pages, keep the header
     writeFileSync(path, bytes);
-    assert.throws(() => StateStore.open(path), (e: unknown) => e instanceof StateError && e.invalid);
+    assert.throws(
+      () => StateStore.open(path),
+      (e: unknown) => e instanceof StateError && e.invalid,
+    );
   });
 
   test('a reader beside a writing process: never SQLITE_BUSY, at most one batch behind (G13)', async (t) => {
     const path = join(dir, 'live.db');
     StateStore.open(path).close();
-    const writer = spawn(process.execPath, [join(repoRoot, 'dist/test/state-writer.js'), path, '0', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const writer = spawn(process.execPath, [join(repoRoot, 'dist/test/state-writer.js'), path, '0', '1'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     t.after(() => writer.kill('SIGKILL'));
     let acknowledged = 0;
     writer.stdout.on('data', (d: Buffer) => {
@@ -234,7 +271,9 @@ describe('StateStore', () => {
     }
     reader.close();
     // blocklistctl itself, many times while the writer writes
-    const dumps = await Promise.all(Array.from({ length: 8 }, () => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'dump', '-a', '-D', path])));
+    const dumps = await Promise.all(
+      Array.from({ length: 8 }, () => run(process.execPath, [join(repoRoot, 'bin/blocklistctl'), 'dump', '-a', '-D', path])),
+    );
     for (const d of dumps) assert.equal(d.code, 0, d.stderr);
     assert.ok(acknowledged > 10 && reads > 10, `${acknowledged} batches written, ${reads} reads`);
     t.diagnostic(`${acknowledged} batches written while ${reads} reads and 8 dumps ran`);
@@ -257,7 +296,10 @@ describe('StateStore', () => {
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 400));
       writer.kill('SIGKILL');
       await closed;
-      const batches = output.split('\n').filter((l) => /^\d+$/.test(l)).map(Number);
+      const batches = output
+        .split('\n')
+        .filter((l) => /^\d+$/.test(l))
+        .map(Number);
       const acknowledged = batches.length === 0 ? 0 : Math.max(...batches);
       assert.ok(existsSync(path));
       const store = StateStore.open(path);

@@ -135,11 +135,9 @@ export class Receiver {
 
 /** Where the reference peer's sources are: ../shared/tools/blprobe beside the clone. */
 function blprobeSources(): string {
-  const candidates = [
-    process.env.BLPROBE_SRC,
-    resolve(repoRoot, '../shared/tools/blprobe'),
-    '/work/shared/tools/blprobe',
-  ].filter((p): p is string => p !== undefined);
+  const candidates = [process.env.BLPROBE_SRC, resolve(repoRoot, '../shared/tools/blprobe'), '/work/shared/tools/blprobe'].filter(
+    (p): p is string => p !== undefined,
+  );
   const found = candidates.find((dir) => existsSync(join(dir, 'blprobe.c')));
   if (found === undefined) throw new Error(`blprobe sources not found in ${candidates.join(', ')} (set BLPROBE_SRC)`);
   return found;
@@ -178,7 +176,11 @@ export interface RunOptions {
 /** Runs a program without blocking the event loop (the receiver must keep draining). */
 export function run(file: string, args: readonly string[], { env, onlyEnv, input, ...rest }: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(file, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: onlyEnv ?? { ...process.env, ...env }, ...rest });
+    const child = spawn(file, args, {
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      env: onlyEnv ?? { ...process.env, ...env },
+      ...rest,
+    });
     let stdout = '';
     let stderr = '';
     child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -250,7 +252,8 @@ export class WatchedProcess {
       const check = (): void => {
         const m = pattern.exec(this.text.slice(from));
         if (m !== null) return finish(undefined, m);
-        if (this.child.exitCode !== null || this.child.signalCode !== null) finish(new Error(`${this.name} exited before ${pattern}; output:\n${this.text}`));
+        if (this.child.exitCode !== null || this.child.signalCode !== null)
+          finish(new Error(`${this.name} exited before ${pattern}; output:\n${this.text}`));
       };
       this.waiters.add(check);
       check();
@@ -298,7 +301,12 @@ let pairs = 0;
  * address detection), links up, and each side's neighbours fixed so that no
  * ARP or neighbour discovery races the first connections.
  */
-export async function vethPair(t: TestContext, link: string, server: readonly string[], client: readonly string[]): Promise<{ srv: string; cli: string }> {
+export async function vethPair(
+  t: TestContext,
+  link: string,
+  server: readonly string[],
+  client: readonly string[],
+): Promise<{ srv: string; cli: string }> {
   const base = `${link}-${process.pid}-${++pairs}`;
   const srv = `${base}-srv`;
   const cli = `${base}-cli`;
@@ -315,7 +323,24 @@ export async function vethPair(t: TestContext, link: string, server: readonly st
     await ip('-n', ns, 'link', 'set', 'lo', 'up');
   }
   const macs = { srv: '02:00:00:97:00:01', cli: '02:00:00:97:00:02' };
-  await ip('-n', srv, 'link', 'add', `${link}0`, 'address', macs.srv, 'type', 'veth', 'peer', 'name', `${link}1`, 'address', macs.cli, 'netns', cli);
+  await ip(
+    '-n',
+    srv,
+    'link',
+    'add',
+    `${link}0`,
+    'address',
+    macs.srv,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    `${link}1`,
+    'address',
+    macs.cli,
+    'netns',
+    cli,
+  );
   const ends = [
     { ns: srv, dev: `${link}0`, own: server, peers: client, peerMac: macs.cli },
     { ns: cli, dev: `${link}1`, own: client, peers: server, peerMac: macs.srv },
@@ -325,7 +350,8 @@ export async function vethPair(t: TestContext, link: string, server: readonly st
     await ip('-n', end.ns, 'link', 'set', end.dev, 'up');
   }
   for (const end of ends) {
-    for (const a of end.peers) await ip('-n', end.ns, 'neigh', 'replace', a.split('/')[0]!, 'lladdr', end.peerMac, 'dev', end.dev, 'nud', 'permanent');
+    for (const a of end.peers)
+      await ip('-n', end.ns, 'neigh', 'replace', a.split('/')[0]!, 'lladdr', end.peerMac, 'dev', end.dev, 'nud', 'permanent');
   }
   return { srv, cli };
 }
@@ -437,7 +463,18 @@ export class DaemonProcess {
   static async start(setup: DaemonSetup): Promise<DaemonProcess> {
     const dir = setup.dir ?? tempDir('blocklistd-daemon-');
     writeFileSync(join(dir, 'blocklistd.conf'), setup.config);
-    const args = ['-dd', '-v', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'blocklistd.db'), '-s', join(dir, 'blocklistd.sock')];
+    const args = [
+      '-dd',
+      '-v',
+      '-c',
+      join(dir, 'blocklistd.conf'),
+      '-C',
+      join(repoRoot, 'test/fixtures/control'),
+      '-D',
+      join(dir, 'blocklistd.db'),
+      '-s',
+      join(dir, 'blocklistd.sock'),
+    ];
     const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), ...args, ...(setup.args ?? [])], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), HELPER_MODE_FILE: join(dir, 'helper.mode'), ...setup.env },
@@ -460,7 +497,11 @@ export class DaemonProcess {
 
   /** The calls the helper received so far, one line each. */
   helperCalls(): string[] {
-    return existsSync(this.helperLog) ? readFileSync(this.helperLog, 'utf8').split('\n').filter((l) => l !== '') : [];
+    return existsSync(this.helperLog)
+      ? readFileSync(this.helperLog, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+      : [];
   }
 
   /** Changes how the control fixture answers from now on. */
@@ -493,7 +534,12 @@ export interface StartOptions extends Omit<DaemonSetup, 'config' | 'args'> {
  * blocklistd started for test `t` and killed after it: resolves once its control socket is open too ("listening on"
  * comes with the notification sockets, the control socket after them), unless --no-control-socket or `listeningOnly`.
  */
-export async function startDaemon(t: TestContext, config: string, args: string[] = [], { listeningOnly = false, ...setup }: StartOptions = {}): Promise<DaemonProcess> {
+export async function startDaemon(
+  t: TestContext,
+  config: string,
+  args: string[] = [],
+  { listeningOnly = false, ...setup }: StartOptions = {},
+): Promise<DaemonProcess> {
   const daemon = await DaemonProcess.start({ config, args, ...setup });
   t.after(() => daemon.stop('SIGKILL'));
   if (!listeningOnly && !args.includes('--no-control-socket')) await daemon.waitFor(/control socket /);
@@ -562,7 +608,10 @@ export class Connection {
   async answers(n: number, ms = 10_000): Promise<Json[]> {
     const deadline = Date.now() + ms;
     while (this.lines.length < n) {
-      if (this.isClosed) throw new Error(`connection closed after ${this.lines.length} of ${n} answers (${this.error?.code ?? 'no error'}): ${this.lines.join('\n')}`);
+      if (this.isClosed)
+        throw new Error(
+          `connection closed after ${this.lines.length} of ${n} answers (${this.error?.code ?? 'no error'}): ${this.lines.join('\n')}`,
+        );
       if (Date.now() > deadline) throw new Error(`${this.lines.length} of ${n} answers within ${ms} ms`);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 50);
@@ -610,7 +659,8 @@ export function snapshot(daemon: DaemonProcess): { calls: string[]; entries: str
 }
 
 /** A counter's series that counted something (those at 0 may or may not be listed). */
-export const counted = (series: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(series).filter(([, v]) => v !== 0));
+export const counted = (series: Record<string, number>): Record<string, number> =>
+  Object.fromEntries(Object.entries(series).filter(([, v]) => v !== 0));
 
 /** A process's descriptors now. */
 export const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
@@ -618,7 +668,7 @@ export const descriptors = (pid: number): number => readdirSync(`/proc/${pid}/fd
 /** A process's descriptors once the connections just closed are gone on its side too (no change for 200 ms). */
 export async function steadyDescriptors(pid: number): Promise<number> {
   let last = descriptors(pid);
-  for (let same = 0; same < 4; ) {
+  for (let same = 0; same < 4;) {
     await new Promise((resolve) => setTimeout(resolve, 50));
     const now = descriptors(pid);
     same = now === last ? same + 1 : 0;

@@ -31,13 +31,24 @@ const ATTACKER2 = '10.99.0.4';
 const TABLE = 'blocklistd_watch_e2e';
 const NOBODY = 65534;
 
-const missing = ['ip', 'nft', 'sshd', 'sshpass', 'ssh', 'ssh-keygen', 'unshare', 'nsenter', 'setpriv', 'logger'].filter((p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0);
+const missing = ['ip', 'nft', 'sshd', 'sshpass', 'ssh', 'ssh-keygen', 'unshare', 'nsenter', 'setpriv', 'logger'].filter(
+  (p) => spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0,
+);
 if (!existsSync(JOURNALD)) missing.push(JOURNALD);
-const skip = !isRoot ? 'needs root (network and mount namespaces, nftables, setpriv)' : missing.length > 0 ? `missing programs (see .ci/run): ${missing.join(', ')}` : false;
+const skip = !isRoot
+  ? 'needs root (network and mount namespaces, nftables, setpriv)'
+  : missing.length > 0
+    ? `missing programs (see .ci/run): ${missing.join(', ')}`
+    : false;
 
 /** The server and client namespaces joined by a veth pair. */
 const network = (t: TestContext): Promise<{ srv: string; cli: string }> =>
-  vethPair(t, 'blw', [`${SERVER}/24`], [ATTACKER, USER, ATTACKER2].map((a) => `${a}/24`));
+  vethPair(
+    t,
+    'blw',
+    [`${SERVER}/24`],
+    [ATTACKER, USER, ATTACKER2].map((a) => `${a}/24`),
+  );
 
 /**
  * A private mount namespace with its own /run/systemd, /run/log and /dev
@@ -79,7 +90,13 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   const dir = tempDir('blocklistd-watch-e2e-');
   chmodSync(dir, 0o755);
   const holder = await mountNamespace(t, dir);
-  const ns = (args: string[], netns?: string): string[] => ['-m', '-t', String(holder.child.pid), ...(netns === undefined ? [] : ['ip', 'netns', 'exec', netns]), ...args];
+  const ns = (args: string[], netns?: string): string[] => [
+    '-m',
+    '-t',
+    String(holder.child.pid),
+    ...(netns === undefined ? [] : ['ip', 'netns', 'exec', netns]),
+    ...args,
+  ];
   const start = (name: string, args: string[], netns?: string, env: NodeJS.ProcessEnv = process.env): WatchedProcess => {
     const p = new WatchedProcess(name, spawn('nsenter', ns(args, netns), { stdio: ['ignore', 'pipe', 'pipe'], env }));
     t.after(() => p.stop());
@@ -94,8 +111,30 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   const sock = join(dir, 'blocklistd.sock');
   const helperConf = join(dir, 'blocklistd-helper.conf');
   writeFileSync(helperConf, `backend=nftables\nnft_table=${TABLE}\n`);
-  const env = { ...process.env, BLOCKLISTD_BACKEND: 'nftables', BLOCKLISTD_HELPER_CONF: helperConf, BLOCKLISTD_HELPER_LOCK: join(dir, 'helper.lock') };
-  const daemon = start('blocklistd', [process.execPath, join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(repoRoot, 'etc/blocklistd.conf'), '-D', db, '-s', sock, '--control-group', String(NOBODY)], srv, env);
+  const env = {
+    ...process.env,
+    BLOCKLISTD_BACKEND: 'nftables',
+    BLOCKLISTD_HELPER_CONF: helperConf,
+    BLOCKLISTD_HELPER_LOCK: join(dir, 'helper.lock'),
+  };
+  const daemon = start(
+    'blocklistd',
+    [
+      process.execPath,
+      join(repoRoot, 'bin/blocklistd'),
+      '-d',
+      '-c',
+      join(repoRoot, 'etc/blocklistd.conf'),
+      '-D',
+      db,
+      '-s',
+      sock,
+      '--control-group',
+      String(NOBODY),
+    ],
+    srv,
+    env,
+  );
   await daemon.waitFor(/control socket /);
 
   // sshd: a key for the user's logins, passwords refused for root (wrong ones anyway)
@@ -105,13 +144,48 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   const sshdConfig = join(dir, 'sshd_config');
   writeFileSync(
     sshdConfig,
-    [`ListenAddress ${SERVER}`, 'HostKey /etc/ssh/ssh_host_ed25519_key', 'UsePAM no', 'PasswordAuthentication yes', 'KbdInteractiveAuthentication no', 'PermitRootLogin prohibit-password', `AuthorizedKeysFile ${dir}/authorized_keys`, 'StrictModes no', 'LogLevel INFO', `PidFile ${dir}/sshd.pid`, ''].join('\n'),
+    [
+      `ListenAddress ${SERVER}`,
+      'HostKey /etc/ssh/ssh_host_ed25519_key',
+      'UsePAM no',
+      'PasswordAuthentication yes',
+      'KbdInteractiveAuthentication no',
+      'PermitRootLogin prohibit-password',
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      'StrictModes no',
+      'LogLevel INFO',
+      `PidFile ${dir}/sshd.pid`,
+      '',
+    ].join('\n'),
   );
   mkdirSync('/run/sshd', { recursive: true });
-  const sshOptions = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=3', '-o', 'LogLevel=ERROR'];
+  const sshOptions = [
+    '-o',
+    'StrictHostKeyChecking=no',
+    '-o',
+    'UserKnownHostsFile=/dev/null',
+    '-o',
+    'ConnectTimeout=3',
+    '-o',
+    'LogLevel=ERROR',
+  ];
   /** A wrong password for root from `from`: "Permission denied". */
   const wrongPassword = async (from: string): Promise<void> => {
-    const r = await inClient(['sshpass', '-p', 'wrong', 'ssh', ...sshOptions, '-o', 'PreferredAuthentications=password', '-o', 'PubkeyAuthentication=no', '-b', from, `root@${SERVER}`, 'true']);
+    const r = await inClient([
+      'sshpass',
+      '-p',
+      'wrong',
+      'ssh',
+      ...sshOptions,
+      '-o',
+      'PreferredAuthentications=password',
+      '-o',
+      'PubkeyAuthentication=no',
+      '-b',
+      from,
+      `root@${SERVER}`,
+      'true',
+    ]);
     assert.match(r.stderr, /Permission denied/, `wrong password from ${from}: ${r.stdout}${r.stderr}`);
   };
   /** A login with the key from `from`: what it printed, or the error. */
@@ -119,7 +193,8 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     const r = await inClient(['ssh', ...sshOptions, '-o', 'BatchMode=yes', '-i', key, '-b', from, `root@${SERVER}`, 'echo', 'logged-in']);
     return (r.stdout + r.stderr).trim();
   };
-  const counted = (address: string, count: number, from: number): Promise<RegExpExecArray> => daemon.waitFor(new RegExp(`process: final db state for ${escapeRegExp(address)}: count=${count}/3 `), from);
+  const counted = (address: string, count: number, from: number): Promise<RegExpExecArray> =>
+    daemon.waitFor(new RegExp(`process: final db state for ${escapeRegExp(address)}: count=${count}/3 `), from);
   const blocks = async (): Promise<string> => (await inNs(['nft', 'list', 'table', 'inet', TABLE], srv)).stdout;
 
   // the watcher as nobody: the journal's group, the daemon's control group
@@ -129,7 +204,22 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
   const shared = sharedTree();
   const journalGroup = (await succeeds(run('getent', ['group', 'systemd-journal']), 'getent group systemd-journal')).stdout.split(':')[2];
   const watcher = (args: string[]): WatchedProcess =>
-    start('blocklistd-watch', ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, `--groups=${journalGroup},${NOBODY}`, process.execPath, join(shared, 'bin/blocklistd-watch'), '-d', '-s', sock, '--patterns', join(shared, 'etc/blocklistd-watch.d'), '--state', join(state, 'state.json'), ...args]);
+    start('blocklistd-watch', [
+      'setpriv',
+      `--reuid=${NOBODY}`,
+      `--regid=${NOBODY}`,
+      `--groups=${journalGroup},${NOBODY}`,
+      process.execPath,
+      join(shared, 'bin/blocklistd-watch'),
+      '-d',
+      '-s',
+      sock,
+      '--patterns',
+      join(shared, 'etc/blocklistd-watch.d'),
+      '--state',
+      join(state, 'state.json'),
+      ...args,
+    ]);
 
   await t.test('file source: sshd -E, the attacker blocked after two failed passwords, the user still logs in', async () => {
     const log = join(dir, 'sshd.log');
@@ -144,8 +234,13 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     let from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 2, from);
-    assert.match(daemon.text.slice(from), new RegExp(`remote=${escapeRegExp(ATTACKER)}:0 msg="Failed password for root from ${escapeRegExp(ATTACKER)} ` +
-      `port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`));
+    assert.match(
+      daemon.text.slice(from),
+      new RegExp(
+        `remote=${escapeRegExp(ATTACKER)}:0 msg="Failed password for root from ${escapeRegExp(ATTACKER)} ` +
+          `port \\d+ ssh2\\r?" uid=${NOBODY} gid=${NOBODY} report source=sshd`,
+      ),
+    );
     from = daemon.mark;
     await wrongPassword(ATTACKER);
     await counted(ATTACKER, 4, from);
@@ -158,60 +253,82 @@ test('blocklistd-watch end to end: a real sshd, its file and its journal, the nf
     await sshd.stop();
   });
 
-  await t.test('journal source: a forged logger line blocks nothing; the attacker is blocked; a login resets; a restart goes on from the cursor', async () => {
-    const journald = start('systemd-journald', [JOURNALD]);
-    await new Promise((r) => setTimeout(r, 700));
-    assert.ok(journald.child.exitCode === null, journald.text);
-    const sshd = start('sshd', ['/usr/sbin/sshd', '-D', '-f', sshdConfig], srv);
-    await new Promise((r) => setTimeout(r, 500));
-    let w = watcher(['--journal', '--pattern', 'sshd']);
-    await w.waitFor(/watching journal/);
-    await new Promise((r) => setTimeout(r, 500));
+  await t.test(
+    'journal source: a forged logger line blocks nothing; the attacker is blocked; a login resets; a restart goes on from the cursor',
+    async () => {
+      const journald = start('systemd-journald', [JOURNALD]);
+      await new Promise((r) => setTimeout(r, 700));
+      assert.ok(journald.child.exitCode === null, journald.text);
+      const sshd = start('sshd', ['/usr/sbin/sshd', '-D', '-f', sshdConfig], srv);
+      await new Promise((r) => setTimeout(r, 500));
+      let w = watcher(['--journal', '--pattern', 'sshd']);
+      await w.waitFor(/watching journal/);
+      await new Promise((r) => setTimeout(r, 500));
 
-    // nobody forges sshd lines: SYSLOG_IDENTIFIER=sshd, but _COMM=logger, not ssh.service nor /usr/sbin/sshd
-    let from = daemon.mark;
-    for (let i = 0; i < 3; i++) await succeeds(inNs(['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'logger', '-p', 'auth.info', '-t', 'sshd', `Failed password for root from ${ATTACKER2} port 4711 ssh2`]), 'logger');
-    const forged = await inNs(['journalctl', '--no-pager', '-o', 'json', 'SYSLOG_IDENTIFIER=sshd']);
-    assert.equal(forged.stdout.split('\n').filter((l) => l.includes(`from ${ATTACKER2} port 4711`)).length, 3, 'the forged lines are in the journal');
-    assert.equal(await keyLogin(USER), 'logged-in');
-    await w.waitFor(new RegExp(`sshd: ok ${escapeRegExp(USER)} user root`));
-    assert.equal(daemon.count(new RegExp(`remote=${escapeRegExp(ATTACKER2)}:`), from), 0, 'the forged lines reported nothing');
+      // nobody forges sshd lines: SYSLOG_IDENTIFIER=sshd, but _COMM=logger, not ssh.service nor /usr/sbin/sshd
+      let from = daemon.mark;
+      for (let i = 0; i < 3; i++)
+        await succeeds(
+          inNs([
+            'setpriv',
+            `--reuid=${NOBODY}`,
+            `--regid=${NOBODY}`,
+            '--clear-groups',
+            'logger',
+            '-p',
+            'auth.info',
+            '-t',
+            'sshd',
+            `Failed password for root from ${ATTACKER2} port 4711 ssh2`,
+          ]),
+          'logger',
+        );
+      const forged = await inNs(['journalctl', '--no-pager', '-o', 'json', 'SYSLOG_IDENTIFIER=sshd']);
+      assert.equal(
+        forged.stdout.split('\n').filter((l) => l.includes(`from ${ATTACKER2} port 4711`)).length,
+        3,
+        'the forged lines are in the journal',
+      );
+      assert.equal(await keyLogin(USER), 'logged-in');
+      await w.waitFor(new RegExp(`sshd: ok ${escapeRegExp(USER)} user root`));
+      assert.equal(daemon.count(new RegExp(`remote=${escapeRegExp(ATTACKER2)}:`), from), 0, 'the forged lines reported nothing');
 
-    // the attacker: two failed passwords, blocked
-    from = daemon.mark;
-    await wrongPassword(ATTACKER2);
-    await counted(ATTACKER2, 2, from);
-    await wrongPassword(ATTACKER2);
-    await counted(ATTACKER2, 4, from);
-    await daemon.waitFor(new RegExp(`blocked ${escapeRegExp(ATTACKER2)}/32:22 for 21600 seconds`), from);
-    const r = await inClient(['ssh', ...sshOptions, '-o', 'ConnectTimeout=2', '-b', ATTACKER2, `root@${SERVER}`, 'true']);
-    assert.match(r.stderr, /timed out/, `the attacker's next connection: ${r.stderr}`);
+      // the attacker: two failed passwords, blocked
+      from = daemon.mark;
+      await wrongPassword(ATTACKER2);
+      await counted(ATTACKER2, 2, from);
+      await wrongPassword(ATTACKER2);
+      await counted(ATTACKER2, 4, from);
+      await daemon.waitFor(new RegExp(`blocked ${escapeRegExp(ATTACKER2)}/32:22 for 21600 seconds`), from);
+      const r = await inClient(['ssh', ...sshOptions, '-o', 'ConnectTimeout=2', '-b', ATTACKER2, `root@${SERVER}`, 'true']);
+      assert.match(r.stderr, /timed out/, `the attacker's next connection: ${r.stderr}`);
 
-    // the user: a failure, a login (the count reset), a failure: 2, not 4
-    from = daemon.mark;
-    await wrongPassword(USER);
-    await counted(USER, 2, from);
-    assert.equal(await keyLogin(USER), 'logged-in');
-    await counted(USER, 0, from);
-    from = daemon.mark;
-    await wrongPassword(USER);
-    await counted(USER, 2, from);
-    from = daemon.mark;
-    assert.equal(await keyLogin(USER), 'logged-in', 'not blocked');
-    await counted(USER, 0, from);
+      // the user: a failure, a login (the count reset), a failure: 2, not 4
+      from = daemon.mark;
+      await wrongPassword(USER);
+      await counted(USER, 2, from);
+      assert.equal(await keyLogin(USER), 'logged-in');
+      await counted(USER, 0, from);
+      from = daemon.mark;
+      await wrongPassword(USER);
+      await counted(USER, 2, from);
+      from = daemon.mark;
+      assert.equal(await keyLogin(USER), 'logged-in', 'not blocked');
+      await counted(USER, 0, from);
 
-    // the watcher stops; a failure meanwhile; started again it reads that one entry from its cursor, and nothing before
-    assert.equal(await w.stop(), 0);
-    from = daemon.mark;
-    await wrongPassword(USER);
-    await new Promise((r) => setTimeout(r, 500));
-    assert.equal(daemon.count(/report source=sshd/, from), 0);
-    w = watcher(['--journal', '--pattern', 'sshd']);
-    await counted(USER, 2, from);
-    await new Promise((r) => setTimeout(r, 1500));
-    assert.equal(daemon.count(/report source=sshd/, from), 1, `one report after the restart:\n${daemon.text.slice(from)}`);
-    await w.stop();
-    await sshd.stop();
-    await journald.stop();
-  });
+      // the watcher stops; a failure meanwhile; started again it reads that one entry from its cursor, and nothing before
+      assert.equal(await w.stop(), 0);
+      from = daemon.mark;
+      await wrongPassword(USER);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(daemon.count(/report source=sshd/, from), 0);
+      w = watcher(['--journal', '--pattern', 'sshd']);
+      await counted(USER, 2, from);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(daemon.count(/report source=sshd/, from), 1, `one report after the restart:\n${daemon.text.slice(from)}`);
+      await w.stop();
+      await sshd.stop();
+      await journald.stop();
+    },
+  );
 });

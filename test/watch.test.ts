@@ -37,11 +37,14 @@ function corpus(file: string): { expected: string; line: string }[] {
     });
 }
 
-const shown = (r: ReturnType<typeof testPattern>['lines'][number]['result']): string => (r === null ? '-' : r === 'other' ? 'other' : `${r.type} ${r.address}`);
+const shown = (r: ReturnType<typeof testPattern>['lines'][number]['result']): string =>
+  r === null ? '-' : r === 'other' ? 'other' : `${r.type} ${r.address}`;
 
 describe('pattern files', () => {
   test('every shipped pattern loads without a diagnostic and has a corpus', () => {
-    const names = readdirSync(PATTERNS).filter((f) => f.endsWith('.conf')).map((f) => f.slice(0, -'.conf'.length));
+    const names = readdirSync(PATTERNS)
+      .filter((f) => f.endsWith('.conf'))
+      .map((f) => f.slice(0, -'.conf'.length));
     assert.ok(names.includes('sshd'));
     for (const name of names) {
       const p = pattern(name);
@@ -52,14 +55,27 @@ describe('pattern files', () => {
   });
 
   test('an error is reported as file:line and the rest of the file loads; a file without port or rule is refused', () => {
-    const text = ['port ssh', 'proto sctp', 'fail ^Failed (?<addr>[0-9.]+', 'fail ^Failed for \\S+ from (?<addr>[0-9.]+)$', 'baduser ^Invalid user', 'journal SYSLOG_IDENTIFIER=sshd', 'journal _COMM', 'colour blue', 'ok ^Accepted for \\S+ from (?<addr>[0-9.]+)$'].join('\n');
+    const text = [
+      'port ssh',
+      'proto sctp',
+      'fail ^Failed (?<addr>[0-9.]+',
+      'fail ^Failed for \\S+ from (?<addr>[0-9.]+)$',
+      'baduser ^Invalid user',
+      'journal SYSLOG_IDENTIFIER=sshd',
+      'journal _COMM',
+      'colour blue',
+      'ok ^Accepted for \\S+ from (?<addr>[0-9.]+)$',
+    ].join('\n');
     const { pattern: p, diagnostics } = parsePattern('x', 'x.conf', text);
     assert.equal(diagnostics.length, 6, diagnostics.join('\n'));
     assert.equal(diagnostics[0], "x.conf:2: bad proto 'sctp': tcp or udp");
     assert.match(diagnostics[1], /^x\.conf:3: bad regular expression: .*Unterminated group/);
     assert.equal(diagnostics[2], 'x.conf:5: the regular expression has no (?<addr>...) group');
-    assert.equal(diagnostics[3], "x.conf:6: journal field 'SYSLOG_IDENTIFIER' can be forged by a client: use one of _SYSTEMD_UNIT, " +
-      "_COMM, _EXE, _PID, _UID, _TRANSPORT, _CMDLINE, _SYSTEMD_SLICE");
+    assert.equal(
+      diagnostics[3],
+      "x.conf:6: journal field 'SYSLOG_IDENTIFIER' can be forged by a client: use one of _SYSTEMD_UNIT, " +
+        '_COMM, _EXE, _PID, _UID, _TRANSPORT, _CMDLINE, _SYSTEMD_SLICE',
+    );
     assert.equal(diagnostics[4], "x.conf:7: bad journal match '_COMM': FIELD=value");
     assert.equal(diagnostics[5], "x.conf:8: unknown keyword 'colour': port, proto, program, journal, fail, baduser, abuse, ok or suspect");
     assert.deepEqual(
@@ -67,7 +83,9 @@ describe('pattern files', () => {
       ['fail x.conf:4', 'ok x.conf:9'],
     );
     assert.equal(parsePattern('y', 'y.conf', 'fail ^(?<addr>.*)$\n').pattern, undefined);
-    assert.deepEqual(parsePattern('y', 'y.conf', 'port 22\n').diagnostics, ["y.conf: no rule (fail, baduser, abuse or ok): pattern 'y' not loaded"]);
+    assert.deepEqual(parsePattern('y', 'y.conf', 'port 22\n').diagnostics, [
+      "y.conf: no rule (fail, baduser, abuse or ok): pattern 'y' not loaded",
+    ]);
   });
 
   test('blocklistd-watch(8): every option of --help (and of test --help) is in the synopsis and the option list', async () => {
@@ -76,7 +94,9 @@ describe('pattern files', () => {
     const listed = new Set([...man.matchAll(/^\.It Fl (\S+)/gm)].map((m) => m[1]));
     for (const args of [['--help'], ['test', '--help']]) {
       const help = (await run(process.execPath, [watchBin, ...args])).stdout;
-      const options = [...help.matchAll(/^ {2}(?:-\w, )?(--?[\w-]+)/gm)].map((m) => m[1]).filter((o) => !['-h', '--help', '-V', '--version'].includes(o));
+      const options = [...help.matchAll(/^ {2}(?:-\w, )?(--?[\w-]+)/gm)]
+        .map((m) => m[1])
+        .filter((o) => !['-h', '--help', '-V', '--version'].includes(o));
       assert.ok(options.length > 0, help);
       for (const o of options) {
         const word = o.replace(/^-/, '').replace(/^-/, '-');
@@ -90,9 +110,15 @@ describe('pattern files', () => {
 describe('matching', () => {
   const sshd = pattern('sshd');
 
-  test('syslog headers: the traditional and the RFC 3339 form; another program\'s line is not the service\'s', () => {
-    assert.deepEqual(parseSyslog('Dec  4 14:00:00 host sshd[123]: Failed password for root from 192.0.2.1 port 2 ssh2'), { program: 'sshd', message: 'Failed password for root from 192.0.2.1 port 2 ssh2' });
-    assert.deepEqual(parseSyslog('2026-12-04T14:00:00.123456+00:00 host sshd-session[9]: Invalid user x from 2001:db8::1 port 2'), { program: 'sshd-session', message: 'Invalid user x from 2001:db8::1 port 2' });
+  test("syslog headers: the traditional and the RFC 3339 form; another program's line is not the service's", () => {
+    assert.deepEqual(parseSyslog('Dec  4 14:00:00 host sshd[123]: Failed password for root from 192.0.2.1 port 2 ssh2'), {
+      program: 'sshd',
+      message: 'Failed password for root from 192.0.2.1 port 2 ssh2',
+    });
+    assert.deepEqual(parseSyslog('2026-12-04T14:00:00.123456+00:00 host sshd-session[9]: Invalid user x from 2001:db8::1 port 2'), {
+      program: 'sshd-session',
+      message: 'Invalid user x from 2001:db8::1 port 2',
+    });
     assert.equal(matchFileLine(sshd, 'Dec  4 14:00:00 host cron[1]: Failed password for root from 192.0.2.1 port 2 ssh2'), 'other');
     const r = matchFileLine(sshd, 'Dec  4 14:00:00 host sshd-session[1]: Failed password for root from 192.0.2.1 port 2 ssh2');
     assert.equal(r !== 'other' && r.match?.address, '192.0.2.1');
@@ -108,12 +134,27 @@ describe('matching', () => {
     assert.equal(h.match, undefined);
   });
 
-  test('journal entries are the service\'s by trusted fields only: SYSLOG_IDENTIFIER=sshd from logger is not', () => {
+  test("journal entries are the service's by trusted fields only: SYSLOG_IDENTIFIER=sshd from logger is not", () => {
     const message = 'Failed password for root from 192.0.2.1 port 2 ssh2';
-    assert.equal(matchJournalEntry(sshd, { MESSAGE: message, SYSLOG_IDENTIFIER: 'sshd', _COMM: 'logger', _EXE: '/usr/bin/logger', _TRANSPORT: 'syslog' }), undefined);
-    assert.equal(matchJournalEntry(sshd, { MESSAGE: message, SYSLOG_IDENTIFIER: 'sshd', _COMM: 'sshd', _EXE: '/home/eve/sshd' }), undefined);
+    assert.equal(
+      matchJournalEntry(sshd, {
+        MESSAGE: message,
+        SYSLOG_IDENTIFIER: 'sshd',
+        _COMM: 'logger',
+        _EXE: '/usr/bin/logger',
+        _TRANSPORT: 'syslog',
+      }),
+      undefined,
+    );
+    assert.equal(
+      matchJournalEntry(sshd, { MESSAGE: message, SYSLOG_IDENTIFIER: 'sshd', _COMM: 'sshd', _EXE: '/home/eve/sshd' }),
+      undefined,
+    );
     assert.equal(matchJournalEntry(sshd, { MESSAGE: message, _EXE: '/usr/sbin/sshd' })?.match?.type, 'fail');
-    assert.equal(matchJournalEntry(sshd, { MESSAGE: message, _SYSTEMD_UNIT: 'ssh.service', _COMM: 'sshd-session' })?.match?.address, '192.0.2.1');
+    assert.equal(
+      matchJournalEntry(sshd, { MESSAGE: message, _SYSTEMD_UNIT: 'ssh.service', _COMM: 'sshd-session' })?.match?.address,
+      '192.0.2.1',
+    );
     // a message that is not UTF-8 comes as an array of bytes
     const bytes = [...Buffer.from('Invalid user \xff from 192.0.2.3 port 5', 'latin1')];
     assert.equal(matchJournalEntry(sshd, { MESSAGE: bytes, _EXE: '/usr/sbin/sshd' })?.match?.address, '192.0.2.3');
@@ -226,77 +267,110 @@ async function reported(daemon: DaemonProcess, expected: Record<string, number>)
 }
 
 describe('the file source', () => {
-  test('rotation by rename (with late writes to the old file), truncation, removal and return, a 1 MB line, ' +
-    'invalid UTF-8, a daemon restart: every line reported once', async (t) => {
-    const config = 'ssh stream * * * * 1h\n';
-    let daemon = await DaemonProcess.start({ config });
-    t.after(() => daemon.stop('SIGKILL'));
-    const dir = tempDir();
-    const log = join(dir, 'auth.log');
-    writeFileSync(log, fail('192.0.2.250')); // before the start: not read
-    const state = join(dir, 'state.json');
-    let w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
-    await w.waitFor(/watching file/, 0, 10_000);
-    await new Promise((r) => setTimeout(r, 300));
+  test(
+    'rotation by rename (with late writes to the old file), truncation, removal and return, a 1 MB line, ' +
+      'invalid UTF-8, a daemon restart: every line reported once',
+    async (t) => {
+      const config = 'ssh stream * * * * 1h\n';
+      let daemon = await DaemonProcess.start({ config });
+      t.after(() => daemon.stop('SIGKILL'));
+      const dir = tempDir();
+      const log = join(dir, 'auth.log');
+      writeFileSync(log, fail('192.0.2.250')); // before the start: not read
+      const state = join(dir, 'state.json');
+      let w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+      await w.waitFor(/watching file/, 0, 10_000);
+      await new Promise((r) => setTimeout(r, 300));
 
-    appendFileSync(log, fail('192.0.2.1') + fail('192.0.2.1'));
-    await reported(daemon, { '192.0.2.1': 4 });
+      appendFileSync(log, fail('192.0.2.1') + fail('192.0.2.1'));
+      await reported(daemon, { '192.0.2.1': 4 });
 
-    // logrotate: rename, the server still writes to the old file a moment (a last line without its newline), then to a new one
-    renameSync(log, `${log}.1`);
-    appendFileSync(`${log}.1`, fail('192.0.2.2').trimEnd());
-    writeFileSync(log, fail('192.0.2.3'));
-    await reported(daemon, { '192.0.2.2': 2, '192.0.2.3': 2 });
+      // logrotate: rename, the server still writes to the old file a moment (a last line without its newline), then to a new one
+      renameSync(log, `${log}.1`);
+      appendFileSync(`${log}.1`, fail('192.0.2.2').trimEnd());
+      writeFileSync(log, fail('192.0.2.3'));
+      await reported(daemon, { '192.0.2.2': 2, '192.0.2.3': 2 });
 
-    // copytruncate
-    truncateSync(log, 0);
-    await new Promise((r) => setTimeout(r, 1500));
-    appendFileSync(log, fail('192.0.2.4'));
-    await reported(daemon, { '192.0.2.4': 2 });
+      // copytruncate
+      truncateSync(log, 0);
+      await new Promise((r) => setTimeout(r, 1500));
+      appendFileSync(log, fail('192.0.2.4'));
+      await reported(daemon, { '192.0.2.4': 2 });
 
-    // a line of 1 MB, invalid UTF-8, then a good line
-    appendFileSync(log, `${'x'.repeat(1 << 20)}\n`);
-    appendFileSync(log, Buffer.concat([Buffer.from('Dec  4 14:00:00 host sshd[7]: Invalid user \xff\xfe from 192.0.2.5 port 1\n', 'latin1')]));
-    appendFileSync(log, fail('192.0.2.6'));
-    await reported(daemon, { '192.0.2.5': 1, '192.0.2.6': 2 });
-    assert.match(w.text, /a line longer than 65536 bytes skipped/);
+      // a line of 1 MB, invalid UTF-8, then a good line
+      appendFileSync(log, `${'x'.repeat(1 << 20)}\n`);
+      appendFileSync(
+        log,
+        Buffer.concat([Buffer.from('Dec  4 14:00:00 host sshd[7]: Invalid user \xff\xfe from 192.0.2.5 port 1\n', 'latin1')]),
+      );
+      appendFileSync(log, fail('192.0.2.6'));
+      await reported(daemon, { '192.0.2.5': 1, '192.0.2.6': 2 });
+      assert.match(w.text, /a line longer than 65536 bytes skipped/);
 
-    // the daemon restarts: what is read meanwhile is sent when it is back
-    await daemon.stop();
-    appendFileSync(log, fail('192.0.2.7'));
-    await w.waitFor(/192\.0\.2\.7/, 0, 10_000);
-    daemon = await DaemonProcess.start({ config, dir: daemon.dir });
-    await reported(daemon, { '192.0.2.7': 2 });
+      // the daemon restarts: what is read meanwhile is sent when it is back
+      await daemon.stop();
+      appendFileSync(log, fail('192.0.2.7'));
+      await w.waitFor(/192\.0\.2\.7/, 0, 10_000);
+      daemon = await DaemonProcess.start({ config, dir: daemon.dir });
+      await reported(daemon, { '192.0.2.7': 2 });
 
-    // removed, then back
-    rmSync(log);
-    await w.waitFor(/removed; waiting for it/, 0, 15_000);
-    writeFileSync(log, fail('192.0.2.8'));
-    await reported(daemon, { '192.0.2.8': 2 });
+      // removed, then back
+      rmSync(log);
+      await w.waitFor(/removed; waiting for it/, 0, 15_000);
+      writeFileSync(log, fail('192.0.2.8'));
+      await reported(daemon, { '192.0.2.8': 2 });
 
-    assert.equal(counts(daemon)['192.0.2.250'], undefined, 'lines before the first start are not read');
-    assert.deepEqual(counts(daemon), { '192.0.2.1': 4, '192.0.2.2': 2, '192.0.2.3': 2, '192.0.2.4': 2, '192.0.2.5': 1, '192.0.2.6': 2, '192.0.2.7': 2, '192.0.2.8': 2 });
-    assert.equal(w.child.exitCode, null, 'still running');
-    w.child.kill('SIGTERM');
-    assert.equal(await w.exited, 0);
+      assert.equal(counts(daemon)['192.0.2.250'], undefined, 'lines before the first start are not read');
+      assert.deepEqual(counts(daemon), {
+        '192.0.2.1': 4,
+        '192.0.2.2': 2,
+        '192.0.2.3': 2,
+        '192.0.2.4': 2,
+        '192.0.2.5': 1,
+        '192.0.2.6': 2,
+        '192.0.2.7': 2,
+        '192.0.2.8': 2,
+      });
+      assert.equal(w.child.exitCode, null, 'still running');
+      w.child.kill('SIGTERM');
+      assert.equal(await w.exited, 0);
 
-    // stopped: lines written meanwhile are read at the next start, from the offset kept, and nothing before them
-    assert.equal((JSON.parse(readFileSync(state, 'utf8')) as { files: Record<string, { pos: number }> }).files[log].pos, readFileSync(log).length);
-    appendFileSync(log, fail('192.0.2.9'));
-    w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
-    await reported(daemon, { '192.0.2.9': 2 });
-    w.child.kill('SIGTERM');
-    assert.equal(await w.exited, 0);
-    // rotated while it was stopped: the new file is read from its start
-    renameSync(log, `${log}.2`);
-    writeFileSync(log, fail('192.0.2.10'));
-    w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
-    await reported(daemon, { '192.0.2.10': 2 });
-    await new Promise((r) => setTimeout(r, 1500));
-    assert.deepEqual(counts(daemon), { '192.0.2.1': 4, '192.0.2.2': 2, '192.0.2.3': 2, '192.0.2.4': 2, '192.0.2.5': 1, '192.0.2.6': 2, '192.0.2.7': 2, '192.0.2.8': 2, '192.0.2.9': 2, '192.0.2.10': 2 }, 'nothing read twice');
-    w.child.kill('SIGTERM');
-    assert.equal(await w.exited, 0);
-  });
+      // stopped: lines written meanwhile are read at the next start, from the offset kept, and nothing before them
+      assert.equal(
+        (JSON.parse(readFileSync(state, 'utf8')) as { files: Record<string, { pos: number }> }).files[log].pos,
+        readFileSync(log).length,
+      );
+      appendFileSync(log, fail('192.0.2.9'));
+      w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+      await reported(daemon, { '192.0.2.9': 2 });
+      w.child.kill('SIGTERM');
+      assert.equal(await w.exited, 0);
+      // rotated while it was stopped: the new file is read from its start
+      renameSync(log, `${log}.2`);
+      writeFileSync(log, fail('192.0.2.10'));
+      w = startWatcher(t, ['-s', daemon.socket, '--state', state, '--file', log, '--pattern', 'sshd']);
+      await reported(daemon, { '192.0.2.10': 2 });
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.deepEqual(
+        counts(daemon),
+        {
+          '192.0.2.1': 4,
+          '192.0.2.2': 2,
+          '192.0.2.3': 2,
+          '192.0.2.4': 2,
+          '192.0.2.5': 1,
+          '192.0.2.6': 2,
+          '192.0.2.7': 2,
+          '192.0.2.8': 2,
+          '192.0.2.9': 2,
+          '192.0.2.10': 2,
+        },
+        'nothing read twice',
+      );
+      w.child.kill('SIGTERM');
+      assert.equal(await w.exited, 0);
+    },
+  );
 
   test('a pattern file with an error: file:line logged, the rest loads; command-line errors', async (t) => {
     const daemon = await DaemonProcess.start({ config: 'ssh stream * * * * 1h\n' });
@@ -336,47 +410,76 @@ describe('the file source', () => {
 });
 
 describe('the line reader', () => {
-  test('lines cut anywhere in the chunks; an overlong line skipped whole, told once, the next read; end() ' +
-    'gives the unfinished line', () => {
-    const lines: string[] = [];
-    let tooLong = 0;
-    const reader = new LineReader(8, () => tooLong++);
-    const text = Buffer.concat([Buffer.from('one\ntwo\nthis is too long\nthree\n'), Buffer.from([0xff, 0xfe, 0x21, 0x0a]), Buffer.from('four')]);
-    for (let i = 0; i < text.length; i += 3) reader.push(text.subarray(i, i + 3), (l) => lines.push(l));
-    assert.deepEqual(lines, ['one', 'two', 'three', '\ufffd\ufffd!']);
-    assert.equal(tooLong, 1);
-    reader.end((l) => lines.push(l));
-    assert.equal(lines.at(-1), 'four');
-    reader.end((l) => lines.push(l));
-    assert.equal(lines.length, 5, 'nothing more');
-  });
+  test(
+    'lines cut anywhere in the chunks; an overlong line skipped whole, told once, the next read; end() ' + 'gives the unfinished line',
+    () => {
+      const lines: string[] = [];
+      let tooLong = 0;
+      const reader = new LineReader(8, () => tooLong++);
+      const text = Buffer.concat([
+        Buffer.from('one\ntwo\nthis is too long\nthree\n'),
+        Buffer.from([0xff, 0xfe, 0x21, 0x0a]),
+        Buffer.from('four'),
+      ]);
+      for (let i = 0; i < text.length; i += 3) reader.push(text.subarray(i, i + 3), (l) => lines.push(l));
+      assert.deepEqual(lines, ['one', 'two', 'three', '\ufffd\ufffd!']);
+      assert.equal(tooLong, 1);
+      reader.end((l) => lines.push(l));
+      assert.equal(lines.at(-1), 'four');
+      reader.end((l) => lines.push(l));
+      assert.equal(lines.length, 5, 'nothing more');
+    },
+  );
 });
 
 describe('faults', () => {
-  test('a line of 64 KiB built against each shipped pattern (user names full of "from ADDR port N", digits, ' +
-    'brackets) is matched in milliseconds', () => {
-    const fillers = ['x from 192.0.2.1 port 1 ', '1'.repeat(16), ']: user "a", client: 1.2.3.4, server: ', '>, method=PLAIN, rip=1.2.3.4, lip=', ' (10.0.0.1[10.0.0.1]): USER ', '[1.2.3.4]: SASL '];
-    for (const file of readdirSync(CORPORA).filter((f) => f.endsWith('.corpus'))) {
-      const p = pattern(file.slice(0, -'.corpus'.length));
-      for (const { expected, line } of corpus(file)) {
-        if (expected === '-' || expected === 'other') continue;
-        for (const filler of fillers) {
-          // the filler where the user name or the host name is, or before the end
-          const long = filler.repeat(Math.ceil(60_000 / filler.length));
-          const cut = line.search(/user=<|user "|USER |\[|for |user /);
-          const attack = cut === -1 ? `${line}${long}` : `${line.slice(0, cut + 5)}${long}${line.slice(cut + 5)}`;
-          const start = performance.now();
-          matchFileLine(p, attack);
-          const ms = performance.now() - start;
-          assert.ok(ms < 250, `${file}: ${ms.toFixed(0)} ms for ${JSON.stringify(attack.slice(0, 80))}… (filler ${JSON.stringify(filler)})`);
+  test(
+    'a line of 64 KiB built against each shipped pattern (user names full of "from ADDR port N", digits, ' +
+      'brackets) is matched in milliseconds',
+    () => {
+      const fillers = [
+        'x from 192.0.2.1 port 1 ',
+        '1'.repeat(16),
+        ']: user "a", client: 1.2.3.4, server: ',
+        '>, method=PLAIN, rip=1.2.3.4, lip=',
+        ' (10.0.0.1[10.0.0.1]): USER ',
+        '[1.2.3.4]: SASL ',
+      ];
+      for (const file of readdirSync(CORPORA).filter((f) => f.endsWith('.corpus'))) {
+        const p = pattern(file.slice(0, -'.corpus'.length));
+        for (const { expected, line } of corpus(file)) {
+          if (expected === '-' || expected === 'other') continue;
+          for (const filler of fillers) {
+            // the filler where the user name or the host name is, or before the end
+            const long = filler.repeat(Math.ceil(60_000 / filler.length));
+            const cut = line.search(/user=<|user "|USER |\[|for |user /);
+            const attack = cut === -1 ? `${line}${long}` : `${line.slice(0, cut + 5)}${long}${line.slice(cut + 5)}`;
+            const start = performance.now();
+            matchFileLine(p, attack);
+            const ms = performance.now() - start;
+            assert.ok(
+              ms < 250,
+              `${file}: ${ms.toFixed(0)} ms for ${JSON.stringify(attack.slice(0, 80))}… (filler ${JSON.stringify(filler)})`,
+            );
+          }
         }
       }
-    }
-  });
+    },
+  );
 
   test('a journal that cannot be read: said once, tried again every second, the watcher goes on', async (t) => {
     const dir = tempDir();
-    const w = startWatcher(t, ['--control', join(dir, 'none.ctl'), '--state', join(dir, 'state', 'state.json'), '--journal-directory', join(dir, 'no-journal'), '--journal', '--pattern', 'sshd']);
+    const w = startWatcher(t, [
+      '--control',
+      join(dir, 'none.ctl'),
+      '--state',
+      join(dir, 'state', 'state.json'),
+      '--journal-directory',
+      join(dir, 'no-journal'),
+      '--journal',
+      '--pattern',
+      'sshd',
+    ]);
     await w.waitFor(/journalctl exited/, 0, 10_000);
     await new Promise((r) => setTimeout(r, 3500));
     assert.equal(w.text.split('journalctl exited').length - 1, 1, w.text);

@@ -25,7 +25,10 @@ describe('wire codec', () => {
     const b = encodeNotification(WireType.ADD, sa, Buffer.from('dns'));
     assert.equal(b.length, 147);
     assert.deepEqual(b.subarray(0, 32), hex('93000000 01000000 01000000 10000000 02000035 c0000207 00000000 00000000'));
-    assert.ok(b.subarray(32, HEADER_SIZE).every((x) => x === 0), '112 zero bytes');
+    assert.ok(
+      b.subarray(32, HEADER_SIZE).every((x) => x === 0),
+      '112 zero bytes',
+    );
     assert.equal(b.subarray(HEADER_SIZE).toString(), 'dns');
     assert.deepEqual(decodeHeader(b), { length: 147, version: 1, type: 1, salen: 16 });
   });

@@ -8,13 +8,7 @@ import type { AddressFamily } from '../types.js';
 import { errnoMessage } from '../errno.js';
 import { ClientSocket, constants, type ClientSocketHandle } from '../protocol/native.js';
 import { DEFAULT_SOCKET_PATH } from '../protocol/server.js';
-import {
-  encodeNotification,
-  encodeSockaddr,
-  encodeText,
-  wireTypeOf,
-  type BlocklistAction,
-} from '../protocol/wire.js';
+import { encodeNotification, encodeSockaddr, encodeText, wireTypeOf, type BlocklistAction } from '../protocol/wire.js';
 
 export { AUTH_OK, AUTH_FAIL, ABUSIVE_BEHAVIOR, BAD_USER, type BlocklistAction } from '../protocol/wire.js';
 export { DEFAULT_SOCKET_PATH };

@@ -84,17 +84,30 @@ function debugRule(rule: Rule, defaultName: string, families: ConfEnv['families'
   const a = rule.address;
   const family = a.kind === 'ip' ? a.address.family : familyOfNative(families, rule.family);
   const width = family === undefined ? undefined : widthOf(family);
-  let loc = (a.kind === 'ip' ? toText(a.address) : a.kind === 'interface' ? a.name : '*') + debugMask(rule.lmask, a.kind === 'ip' ? width : undefined);
+  let loc =
+    (a.kind === 'ip' ? toText(a.address) : a.kind === 'interface' ? a.name : '*') +
+    debugMask(rule.lmask, a.kind === 'ip' ? width : undefined);
   if (rule.port === SAME) loc = loc === '' || loc === '*' ? '-2' : `${loc}:-2`;
   else if (rule.port !== ANY) loc = loc === '' || loc === '*' ? String(rule.port) : `${loc}:${rule.port}`;
   let name = rule.name === '' ? '=' : rule.name.startsWith(defaultName) ? rule.name.slice(defaultName.length) || '*' : rule.name;
   if (!(rule.name === '' && rule.rmask === SAME)) name += debugMask(rule.rmask, width);
-  const fields = [formatNumber(rule.proto), formatNumber(rule.family), formatNumber(rule.uid), name, formatNumber(rule.nfail), formatNumber(rule.duration)];
+  const fields = [
+    formatNumber(rule.proto),
+    formatNumber(rule.family),
+    formatNumber(rule.uid),
+    name,
+    formatNumber(rule.nfail),
+    formatNumber(rule.duration),
+  ];
   return [loc.padStart(20).slice(0, 20), ...fields].join('\t');
 }
 
 /** The rule listing logged after each parse with -d (daemon.md §11). */
-export function debugListing(rules: { local: readonly Rule[]; remote: readonly Rule[] }, defaultName: string, families: ConfEnv['families']): string {
+export function debugListing(
+  rules: { local: readonly Rule[]; remote: readonly Rule[] },
+  defaultName: string,
+  families: ConfEnv['families'],
+): string {
   const header = (what: string): string => `${what.padStart(20)}\ttype\tproto\towner\tname\tnfail\tduration`;
   return [
     '[local]',
@@ -118,7 +131,10 @@ export interface RuleChanges {
 export function ruleChanges(before: RuleSet, after: RuleSet, families: ConfEnv['families']): RuleChanges {
   const byRule = (rules: RuleSet): Map<string, string[]> => {
     const out = new Map<string, string[]>();
-    for (const [section, list] of [['local', rules.local], ['remote', rules.remote]] as const) {
+    for (const [section, list] of [
+      ['local', rules.local],
+      ['remote', rules.remote],
+    ] as const) {
       for (const rule of list) {
         const fields = formatRule(rule, families).split('\t');
         const key = `[${section}] ${fields.slice(0, 5).join(' ')}`;

@@ -37,12 +37,18 @@ const ipv4Text = (word: number): string => `${word >>> 24}.${(word >>> 16) & 0xf
  */
 function ipv6Text(words: readonly number[]): string {
   const groups = [
-    words[0] >>> 16, words[0] & 0xffff, words[1] >>> 16, words[1] & 0xffff,
-    words[2] >>> 16, words[2] & 0xffff, words[3] >>> 16, words[3] & 0xffff,
+    words[0] >>> 16,
+    words[0] & 0xffff,
+    words[1] >>> 16,
+    words[1] & 0xffff,
+    words[2] >>> 16,
+    words[2] & 0xffff,
+    words[3] >>> 16,
+    words[3] & 0xffff,
   ];
   let bestBase = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -113,11 +119,20 @@ export const LOOPBACK_NETWORKS: readonly { address: IPAddress; mask: number }[] 
  * 127.0.0.5 lies in loopback).  An IPv4-mapped IPv6 network is compared
  * as the IPv4 network it carries too.
  */
-export function coveredNetwork<T extends { address: IPAddress; mask: number }>(address: IPAddress, mask: number, own: readonly T[]): T | undefined {
+export function coveredNetwork<T extends { address: IPAddress; mask: number }>(
+  address: IPAddress,
+  mask: number,
+  own: readonly T[],
+): T | undefined {
   const [w0, w1, w2] = address.words;
-  const mapped = address.family === 'inet6' && mask >= 96 && w0 === 0 && w1 === 0 && w2 === 0xffff ? { address: { family: 'inet' as const, words: [address.words[3]] }, mask: mask - 96 } : undefined;
+  const mapped =
+    address.family === 'inet6' && mask >= 96 && w0 === 0 && w1 === 0 && w2 === 0xffff
+      ? { address: { family: 'inet' as const, words: [address.words[3]] }, mask: mask - 96 }
+      : undefined;
   return own.find((n) =>
-    [{ address, mask }, ...(mapped === undefined ? [] : [mapped])].some((b) => b.address.family === n.address.family && prefixEqual(b.address.words, n.address.words, Math.min(b.mask, n.mask))),
+    [{ address, mask }, ...(mapped === undefined ? [] : [mapped])].some(
+      (b) => b.address.family === n.address.family && prefixEqual(b.address.words, n.address.words, Math.min(b.mask, n.mask)),
+    ),
   );
 }
 
@@ -130,6 +145,7 @@ export function maskedKey(address: IPAddress, bits: number): number | string {
   if (address.family === 'inet') return (address.words[0] & wordMask(bits, 0)) >>> 0;
   const w = address.words;
   return (
-    `${(w[0] & wordMask(bits, 0)) >>> 0},${(w[1] & wordMask(bits, 1)) >>> 0},` + `${(w[2] & wordMask(bits, 2)) >>> 0},${(w[3] & wordMask(bits, 3)) >>> 0}`
+    `${(w[0] & wordMask(bits, 0)) >>> 0},${(w[1] & wordMask(bits, 1)) >>> 0},` +
+    `${(w[2] & wordMask(bits, 2)) >>> 0},${(w[3] & wordMask(bits, 3)) >>> 0}`
   );
 }

@@ -46,8 +46,14 @@ function sectionPolicies<P extends { name: string }>(
     try {
       const policy = parse(fields);
       const earlier = policies.get(policy.name);
-      if (earlier !== undefined) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name} replaces the line at ${fileLine(earlier.source)}` });
-      if (!names.has(policy.name)) diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name}: no rule has this name` });
+      if (earlier !== undefined)
+        diagnostics.push({
+          source,
+          severity: 'warning',
+          message: `[${section}] ${policy.name} replaces the line at ${fileLine(earlier.source)}`,
+        });
+      if (!names.has(policy.name))
+        diagnostics.push({ source, severity: 'warning', message: `[${section}] ${policy.name}: no rule has this name` });
       policies.set(policy.name, { policy, source });
     } catch (e) {
       if (!(e instanceof PolicyError)) throw e;
@@ -150,5 +156,12 @@ export function loadConfig(path: string, env: ConfEnv): LoadResult {
   const escalation = sectionPolicies('escalate', parsePolicy, parsed, built.ruleSet, policies);
   const aggregation = sectionPolicies('aggregate', parseAggregate, parsed, built.ruleSet, policies);
   // file-level errors first, then each file's lines, then what the merge and sort found, then the policies
-  return { ruleSet: built.ruleSet, diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...policies], files, found, escalation, aggregation };
+  return {
+    ruleSet: built.ruleSet,
+    diagnostics: [...diagnostics, ...parsed.flatMap((p) => p.diagnostics), ...built.diagnostics, ...policies],
+    files,
+    found,
+    escalation,
+    aggregation,
+  };
 }

@@ -7,16 +7,7 @@
 // run of any-address rules for given ports is looked up by port; the rest
 // (any port, interfaces) is walked.
 import { maskAddress, maskedKey, prefixEqual, sameAddress, toText, widthOf } from './ip.js';
-import {
-  ANY,
-  SAME,
-  type InterfaceAddresses,
-  type IPAddress,
-  type Match,
-  type Probe,
-  type Rule,
-  type RuleSet,
-} from './types.js';
+import { ANY, SAME, type InterfaceAddresses, type IPAddress, type Match, type Probe, type Rule, type RuleSet } from './types.js';
 
 /** The fields a rule compares besides the address. */
 interface Fields {
@@ -30,7 +21,12 @@ interface Fields {
 const fieldMatches = (rule: number, value: number): boolean => rule === value || rule === ANY || rule === SAME;
 
 function otherFieldsMatch(rule: Rule, x: Fields): boolean {
-  return fieldMatches(rule.port, x.port) && fieldMatches(rule.proto, x.proto) && fieldMatches(rule.family, x.family) && fieldMatches(rule.uid, x.uid);
+  return (
+    fieldMatches(rule.port, x.port) &&
+    fieldMatches(rule.proto, x.proto) &&
+    fieldMatches(rule.family, x.family) &&
+    fieldMatches(rule.uid, x.uid)
+  );
 }
 
 /** config.md §7.2: whether `rule` matches. */

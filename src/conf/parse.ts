@@ -6,7 +6,18 @@ import { nativeFamily } from '../address.js';
 import { cutUtf8 } from '../text.js';
 import { DURATION_UNITS } from '../time.js';
 import { parseIP, widthOf } from './ip.js';
-import { ANY, IPPROTO_TCP, IPPROTO_UDP, SAME, type AddressSelector, type ConfEnv, type Diagnostic, type Rule, type Section, type Source } from './types.js';
+import {
+  ANY,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  SAME,
+  type AddressSelector,
+  type ConfEnv,
+  type Diagnostic,
+  type Rule,
+  type Section,
+  type Source,
+} from './types.js';
 
 export const INT_MAX = 2147483647;
 /** Upstream keeps rule names in a 128-byte buffer. */
@@ -34,7 +45,7 @@ export function* logicalLines(text: string): Generator<{ line: number; text: str
   let lineno = 0;
   while (next < physical.length) {
     let logical: string | undefined;
-    for (let more = true; more && next < physical.length; ) {
+    for (let more = true; more && next < physical.length;) {
       more = false;
       let s = physical[next++];
       lineno++;
@@ -211,7 +222,8 @@ export function ruleNameProblem(name: string): string | undefined {
 }
 
 /** A rule name as a message shows it: control characters as \xNN. */
-export const shownName = (name: string): string => name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
+export const shownName = (name: string): string =>
+  name.replace(/[\p{Cc}\\]/gu, (c) => (c === '\\' ? '\\\\' : `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`));
 
 const UNIT: Readonly<Record<string, number>> = Object.fromEntries(DURATION_UNITS);
 /** A C number (base 0) with its sign, as strtoimax(3) reads a prefix. */
@@ -227,7 +239,7 @@ const DECIMAL_TERM = /\+?[0-9]+/y;
  */
 export function parseDuration(text: string): number | 'overflow' | undefined {
   let total = 0;
-  for (let pos = 0; ; ) {
+  for (let pos = 0; ;) {
     const term = pos === 0 ? C_PREFIX : DECIMAL_TERM;
     term.lastIndex = pos;
     const m = term.exec(text);
@@ -256,7 +268,7 @@ export function parseDuration(text: string): number | 'overflow' | undefined {
  */
 export function upstreamDuration(text: string): number | undefined {
   let total = 0;
-  for (let s = text; ; ) {
+  for (let s = text; ;) {
     C_PREFIX.lastIndex = 0;
     const m = C_PREFIX.exec(s);
     const raw = m === null ? undefined : cValue(m[0]);

@@ -52,7 +52,11 @@ function mergeInto(list: Rule[], index: Map<string, number>, rules: readonly Rul
       continue;
     }
     const earlier = list[at];
-    const merged = { ...earlier, nfail: stricterNfail(earlier.nfail, rule.nfail), duration: longerDuration(earlier.duration, rule.duration) };
+    const merged = {
+      ...earlier,
+      nfail: stricterNfail(earlier.nfail, rule.nfail),
+      duration: longerDuration(earlier.duration, rule.duration),
+    };
     list[at] = merged;
     const ignored = rule.name !== earlier.name || rule.rmask !== earlier.rmask ? '; its name and mask are ignored' : '';
     diagnostics.push({
@@ -112,7 +116,10 @@ function shadowWarnings(list: readonly Rule[], families: ConfEnv['families'], di
     // an IP rule only ever meets probes of its own family, so that family covers any
     const familyNumber = nativeFamily(families, address.family);
     const shadows = (n: Rule): boolean =>
-      covers(n.port, host.port) && covers(n.proto, host.proto) && covers(n.uid, host.uid) && (covers(n.family, host.family) || n.family === familyNumber);
+      covers(n.port, host.port) &&
+      covers(n.proto, host.proto) &&
+      covers(n.uid, host.uid) &&
+      (covers(n.family, host.family) || n.family === familyNumber);
     for (const [bits, buckets] of networks[address.family]) {
       const network = buckets.get(maskedKey(address, bits))?.find(shadows);
       if (network === undefined || network.address.kind !== 'ip') continue;
@@ -132,7 +139,10 @@ function shadowWarnings(list: readonly Rule[], families: ConfEnv['families'], di
 }
 
 /** The rule set of one load from its files' rules, in loading order. */
-export function buildRuleSet(files: readonly ParseResult[], families: ConfEnv['families']): { ruleSet: RuleSet; diagnostics: Diagnostic[] } {
+export function buildRuleSet(
+  files: readonly ParseResult[],
+  families: ConfEnv['families'],
+): { ruleSet: RuleSet; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const local: Rule[] = [];
   const remote: Rule[] = [];

@@ -54,7 +54,9 @@ function getentUid(name: string): number | undefined {
 /** `getent <database> <key>` without blocking the event loop: its line, or undefined when there is none. */
 function getentLine(database: string, key: string): Promise<string | undefined> {
   return new Promise((resolve) => {
-    execFile('getent', [database, key], { encoding: 'utf8', timeout: 5000 }, (error, stdout) => resolve(error === null ? stdout.trim().split('\n')[0] : undefined));
+    execFile('getent', [database, key], { encoding: 'utf8', timeout: 5000 }, (error, stdout) =>
+      resolve(error === null ? stdout.trim().split('\n')[0] : undefined),
+    );
   });
 }
 
@@ -138,7 +140,8 @@ export function interfaceAddresses(): InterfaceAddresses {
  */
 export function ownNetworks(interfaces: InterfaceAddresses): OwnNetwork[] {
   const own: OwnNetwork[] = LOOPBACK_NETWORKS.map((n) => ({ ...n, what: 'loopback' }));
-  for (const [name, addresses] of interfaces) for (const address of addresses) own.push({ address, mask: widthOf(address.family), what: `an address of ${name}` });
+  for (const [name, addresses] of interfaces)
+    for (const address of addresses) own.push({ address, mask: widthOf(address.family), what: `an address of ${name}` });
   return own;
 }
 

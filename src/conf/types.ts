@@ -9,10 +9,7 @@ export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 
 /** Field 1's host part: any address, an IP address, or a network interface's addresses. */
-export type AddressSelector =
-  | { kind: 'any' }
-  | { kind: 'ip'; address: IPAddress }
-  | { kind: 'interface'; name: string };
+export type AddressSelector = { kind: 'any' } | { kind: 'ip'; address: IPAddress } | { kind: 'interface'; name: string };
 
 export interface Source {
   file: string;

@@ -48,7 +48,12 @@ export function configCommand(options: ConfOptions, io: Output): number {
       diagnostics: diagnostics.map((d) => ({ file: d.source.file, line: d.source.line, severity: d.severity, message: d.message })),
     };
     const errors = diagnostics.filter((d) => d.severity === 'error').length;
-    io.out(envelope('config', { result, error: failed ? { code: 'config_error', message: `${errors} error${errors === 1 ? '' : 's'} in the configuration` } : undefined }));
+    io.out(
+      envelope('config', {
+        result,
+        error: failed ? { code: 'config_error', message: `${errors} error${errors === 1 ? '' : 's'} in the configuration` } : undefined,
+      }),
+    );
     return failed ? 1 : 0;
   }
   for (const d of diagnostics) io.err(`${formatDiagnostic(d, true)}\n`);
@@ -70,7 +75,12 @@ export interface TestOptions extends ConfOptions {
 }
 
 /** What the next block of `key`'s address lasts under `p`, by the history in database `db` (none there yet: no history; unreadable: as if none, and why). */
-function nextBlock(p: EscalationPolicy, key: EffectiveRule, db: string, now: number): { block: number; seconds: number; jitter: number; history: string | undefined } {
+function nextBlock(
+  p: EscalationPolicy,
+  key: EffectiveRule,
+  db: string,
+  now: number,
+): { block: number; seconds: number; jitter: number; history: string | undefined } {
   const store = existsSync(db) ? readStore(db) : undefined;
   let h: History | undefined;
   if (typeof store === 'object') {
@@ -81,12 +91,20 @@ function nextBlock(p: EscalationPolicy, key: EffectiveRule, db: string, now: num
     }
   }
   const block = nextBlockNumber(p, h, now);
-  return { block, seconds: blockLength({ ...p, jitter: 0 }, block, key.duration, () => 0), jitter: p.jitter, history: typeof store === 'string' ? store : undefined };
+  return {
+    block,
+    seconds: blockLength({ ...p, jitter: 0 }, block, key.duration, () => 0),
+    jitter: p.jitter,
+    history: typeof store === 'string' ? store : undefined,
+  };
 }
 
 /** A next block as `test` prints it. */
 function nextBlockText(n: ReturnType<typeof nextBlock>): string {
-  const length = n.seconds === PERMANENT ? 'permanent' : `${formatDuration(n.seconds)} (${n.seconds} s)${n.jitter > 0 ? ` plus up to ${n.jitter} s of jitter` : ''}`;
+  const length =
+    n.seconds === PERMANENT
+      ? 'permanent'
+      : `${formatDuration(n.seconds)} (${n.seconds} s)${n.jitter > 0 ? ` plus up to ${n.jitter} s of jitter` : ''}`;
   return `next block   the ${ordinal(n.block)}: ${length}${n.history === undefined ? '' : ` (no history read: ${n.history})`}\n`;
 }
 
@@ -135,8 +153,25 @@ export function testCommand(address: string, portText: string, options: TestOpti
   const policy = e.duration === ANY ? undefined : escalation.get(e.name);
   const next = policy === undefined ? undefined : nextBlock(policy, e, options.db, Math.floor(Date.now() / 1000));
   if (options.json) {
-    const nextJson = next && { nextBlock: { block: next.block, duration: next.seconds === PERMANENT ? null : next.seconds, permanent: next.seconds === PERMANENT, jitter: next.jitter } };
-    io.out(envelope('test', { result: { matched: true, local: ruleJson(match.local, env.families), remote: match.remote === undefined ? null : ruleJson(match.remote, env.families), effective: e, ...nextJson } }));
+    const nextJson = next && {
+      nextBlock: {
+        block: next.block,
+        duration: next.seconds === PERMANENT ? null : next.seconds,
+        permanent: next.seconds === PERMANENT,
+        jitter: next.jitter,
+      },
+    };
+    io.out(
+      envelope('test', {
+        result: {
+          matched: true,
+          local: ruleJson(match.local, env.families),
+          remote: match.remote === undefined ? null : ruleJson(match.remote, env.families),
+          effective: e,
+          ...nextJson,
+        },
+      }),
+    );
     return 0;
   }
   const rule = (r: Rule | undefined): string => (r === undefined ? 'none' : `${fileLine(r.source)}  ${formatRule(r, env.families)}`);

@@ -4,7 +4,15 @@
 // JSON envelope with --json; exit 0 or 1.
 import { connect } from 'node:net';
 import { formatDuration, protocolName } from '../conf/format.js';
-import { BLOCK_MAX, CONTROL_VERSION, DEFAULT_CONTROL_PATH, controlPathFor, LineSplitter, RESPONSE_MAX_BYTES, type ControlErrorBody } from '../protocol/control.js';
+import {
+  BLOCK_MAX,
+  CONTROL_VERSION,
+  DEFAULT_CONTROL_PATH,
+  controlPathFor,
+  LineSplitter,
+  RESPONSE_MAX_BYTES,
+  type ControlErrorBody,
+} from '../protocol/control.js';
 import { blockSeconds, entryFromJson } from '../state/entry.js';
 import { ANY, type Entry } from '../types.js';
 import { localTime } from '../time.js';
@@ -42,7 +50,13 @@ const CONNECT_RETRY_MS = 5000;
 export type ChunkReader = (result: unknown) => boolean;
 
 /** Sends one request, reads its response line (or its chunks, each given to `chunk`: the answer is then the last). */
-export async function request(path: string, command: string, args: Record<string, unknown>, timeoutMs = 300_000, chunk?: ChunkReader): Promise<Answer> {
+export async function request(
+  path: string,
+  command: string,
+  args: Record<string, unknown>,
+  timeoutMs = 300_000,
+  chunk?: ChunkReader,
+): Promise<Answer> {
   const deadline = Date.now() + CONNECT_RETRY_MS;
   for (;;) {
     const answer = await attempt(path, command, args, timeoutMs, Date.now() < deadline, chunk ?? (() => true));
@@ -51,7 +65,14 @@ export async function request(path: string, command: string, args: Record<string
   }
 }
 
-function attempt(path: string, command: string, args: Record<string, unknown>, timeoutMs: number, retry: boolean, chunk: ChunkReader): Promise<Answer | 'again'> {
+function attempt(
+  path: string,
+  command: string,
+  args: Record<string, unknown>,
+  timeoutMs: number,
+  retry: boolean,
+  chunk: ChunkReader,
+): Promise<Answer | 'again'> {
   return new Promise((resolve) => {
     const socket = connect(path);
     const lines = new LineSplitter(RESPONSE_MAX_BYTES);
@@ -62,7 +83,9 @@ function attempt(path: string, command: string, args: Record<string, unknown>, t
       socket.destroy();
       resolve(answer);
     };
-    socket.setTimeout(timeoutMs, () => finish({ error: { code: 'internal', message: `no answer from ${path} within ${timeoutMs / 1000} s` } }));
+    socket.setTimeout(timeoutMs, () =>
+      finish({ error: { code: 'internal', message: `no answer from ${path} within ${timeoutMs / 1000} s` } }),
+    );
     socket.on('connect', () => socket.write(`${JSON.stringify({ version: CONTROL_VERSION, id: 1, command, args })}\n`));
     socket.on('data', (data: Buffer) => {
       for (const line of lines.push(data)) {
@@ -77,8 +100,12 @@ function attempt(path: string, command: string, args: Record<string, unknown>, t
       }
       if (lines.overflow) finish({ error: { code: 'internal', message: `answer from ${path} too long` } });
     });
-    socket.on('error', (e: NodeJS.ErrnoException) => finish(e.code === 'EAGAIN' && retry && socket.connecting ? 'again' : { error: connectError(path, e) }));
-    socket.on('close', () => finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }));
+    socket.on('error', (e: NodeJS.ErrnoException) =>
+      finish(e.code === 'EAGAIN' && retry && socket.connecting ? 'again' : { error: connectError(path, e) }),
+    );
+    socket.on('close', () =>
+      finish({ error: { code: 'internal', message: `${path}: the daemon closed the connection without an answer` } }),
+    );
   });
 }
 
@@ -128,7 +155,12 @@ export async function controlCommand(command: string, args: Record<string, unkno
  * request refused as a whole (a bad address, the host's own) stops there,
  * the earlier ones done and shown.
  */
-export async function blockCommand(addresses: readonly string[], args: Record<string, unknown>, o: ControlOptions, io: Output): Promise<number> {
+export async function blockCommand(
+  addresses: readonly string[],
+  args: Record<string, unknown>,
+  o: ControlOptions,
+  io: Output,
+): Promise<number> {
   const results: unknown[] = [];
   const counts = { blocked: 0, renewed: 0, failed: 0 };
   // more than one request: on a terminal, a counter of the addresses sent, erased at the end
@@ -138,7 +170,13 @@ export async function blockCommand(addresses: readonly string[], args: Record<st
     const answer = await request(controlPath(o), 'block', { ...args, addresses: addresses.slice(i, i + BLOCK_MAX) }, o.timeoutMs);
     if (counter) io.err('\r\x1b[K');
     const part = ('result' in answer ? answer.result : answer.error.details) as { results?: unknown[]; counts?: typeof counts } | undefined;
-    if (part?.results === undefined || part.counts === undefined) return printAnswer('block', results.length === 0 ? answer : { result: { results, counts }, error: (answer as { error: ControlErrorBody }).error }, o, io);
+    if (part?.results === undefined || part.counts === undefined)
+      return printAnswer(
+        'block',
+        results.length === 0 ? answer : { result: { results, counts }, error: (answer as { error: ControlErrorBody }).error },
+        o,
+        io,
+      );
     results.push(...part.results);
     for (const k of ['blocked', 'renewed', 'failed'] as const) counts[k] += part.counts[k];
   }
@@ -150,10 +188,18 @@ function printAnswer(command: string, outcome: Outcome, o: ControlOptions, io: O
   const result = outcome.result as { results?: { error?: ControlErrorBody }[]; counts?: { failed?: number } } | null | undefined;
   // some of several blocks failed: the result, and an error saying so (the first failure's code)
   const failed = (result?.counts?.failed ?? 0) > 0;
-  const error = outcome.error ?? (failed ? { code: result!.results!.find((r) => r.error !== undefined)!.error!.code, message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked` } : undefined);
+  const error =
+    outcome.error ??
+    (failed
+      ? {
+          code: result!.results!.find((r) => r.error !== undefined)!.error!.code,
+          message: `${result!.counts!.failed} of ${result!.results!.length} addresses not blocked`,
+        }
+      : undefined);
   if (o.json) io.out(envelope(command, { result: outcome.result, error }));
   else {
-    if (outcome.result !== undefined) io.out(HUMAN[command]?.(outcome.result as Record<string, unknown>) ?? `${JSON.stringify(outcome.result, null, 2)}\n`);
+    if (outcome.result !== undefined)
+      io.out(HUMAN[command]?.(outcome.result as Record<string, unknown>) ?? `${JSON.stringify(outcome.result, null, 2)}\n`);
     if (outcome.error !== undefined) printError(command, outcome.error, io);
   }
   return error === undefined ? 0 : 1;
@@ -172,7 +218,9 @@ const port = (e: Entry): string => (e.key.port === ANY ? 'every port' : `port ${
 /** How long a block lasts: its rule's duration, or an escalated block's own length (and its number). */
 function forHowLong(e: Entry): string {
   const seconds = blockSeconds(e);
-  return seconds === ANY ? 'for good' : `for ${formatDuration(seconds)}, until ${localTime(e.last + seconds)}${e.block === undefined ? '' : ` (block ${e.block})`}`;
+  return seconds === ANY
+    ? 'for good'
+    : `for ${formatDuration(seconds)}, until ${localTime(e.last + seconds)}${e.block === undefined ? '' : ` (block ${e.block})`}`;
 }
 
 function entryLines(verb: string, list: Record<string, unknown>[]): string {
@@ -211,20 +259,28 @@ const HUMAN: Record<string, (r: Record<string, unknown>) => string> = {
   block(r) {
     if (Array.isArray(r.results)) {
       const counts = r.counts as Record<string, number>;
-      const lines = (r.results as Record<string, unknown>[]).map((o) => ('error' in o ? `failed ${String(o.address)}: ${(o.error as ControlErrorBody).message}\n` : blocked(o)));
+      const lines = (r.results as Record<string, unknown>[]).map((o) =>
+        'error' in o ? `failed ${String(o.address)}: ${(o.error as ControlErrorBody).message}\n` : blocked(o),
+      );
       return `${lines.join('')}${counts.blocked} blocked, ${counts.renewed} renewed, ${counts.failed} failed\n`;
     }
     return blocked(r);
   },
   unblock(r) {
     const counts = r.counts as Record<string, number>;
-    const lines = entryLines('released', r.released as Record<string, unknown>[]) + entryLines('deleted', r.deleted as Record<string, unknown>[]) + entryLines('failed', r.failed as Record<string, unknown>[]);
+    const lines =
+      entryLines('released', r.released as Record<string, unknown>[]) +
+      entryLines('deleted', r.deleted as Record<string, unknown>[]) +
+      entryLines('failed', r.failed as Record<string, unknown>[]);
     const none = counts.released + counts.deleted + counts.failed === 0 ? 'no entry: nothing to unblock\n' : '';
-    const forgotten = typeof r.forgotten === 'number' ? `${r.forgotten} histor${r.forgotten === 1 ? 'y' : 'ies'} of blocks forgotten\n` : '';
+    const forgotten =
+      typeof r.forgotten === 'number' ? `${r.forgotten} histor${r.forgotten === 1 ? 'y' : 'ies'} of blocks forgotten\n` : '';
     return `${none}${lines}${counts.released} released, ${counts.deleted} deleted without a block, ${counts.failed} failed\n${forgotten}`;
   },
   flush(r) {
-    return (r.names as { name: string; deleted: number }[]).map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`).join('');
+    return (r.names as { name: string; deleted: number }[])
+      .map((n) => `flushed ${n.name}: ${n.deleted} entr${n.deleted === 1 ? 'y' : 'ies'} deleted\n`)
+      .join('');
   },
   report(r) {
     if (r.matched !== true) return `reported ${String(r.address)}: no rule matches, nothing counted\n`;

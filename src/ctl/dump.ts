@@ -99,7 +99,8 @@ class DumpWriter {
 
   /** An entry read: printed if selected; -d tells of every one. */
   entry(e: DumpEntry): void {
-    if (this.options.debug > 0) this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
+    if (this.options.debug > 0)
+      this.io.err(`iterate: ${e.key.name} ${e.key.address}/${e.key.lmask}:${e.key.port} count=${e.count} last=${e.last} id=${e.id}\n`);
     if (!dumpSelected(e, this.selection)) return;
     this.chunk.push(this.json === undefined ? dumpRow(e, this.options, this.now) : this.json.item(entryJson(e, this.now)));
     if (++this.rows % CHUNK === 0) this.flush();
@@ -131,12 +132,14 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   let store: StateStore;
   try {
     // SQLite would say "disk I/O error" for a directory
-    if (statSync(path).isDirectory()) return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${errnoMessage(osConstants.errno.EISDIR)}` });
+    if (statSync(path).isDirectory())
+      return failed(o, io, { code: 'database_error', message: `Can't open '${path}': ${errnoMessage(osConstants.errno.EISDIR)}` });
     accessSync(path, fsConstants.R_OK);
     store = StateStore.open(path, { readonly: true });
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const message = typeof err.errno === 'number' ? `Can't open '${path}': ${errnoMessage(err.errno)}` : e instanceof StateError ? e.message : String(e);
+    const message =
+      typeof err.errno === 'number' ? `Can't open '${path}': ${errnoMessage(err.errno)}` : e instanceof StateError ? e.message : String(e);
     return failed(o, io, { code: 'database_error', message });
   }
   const writer = new DumpWriter(o, io, now);
@@ -155,7 +158,12 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
  * its control socket (it knows its database, and may read it where the
  * caller may not); 'not_running' when no daemon listens there.
  */
-export async function dumpFromDaemon(control: string, o: DumpOptions, io: Output, now = Math.floor(Date.now() / 1000)): Promise<number | 'not_running'> {
+export async function dumpFromDaemon(
+  control: string,
+  o: DumpOptions,
+  io: Output,
+  now = Math.floor(Date.now() / 1000),
+): Promise<number | 'not_running'> {
   let writer: DumpWriter | undefined;
   // -d tells of every entry read: then all of them come, and are selected here
   const select = o.debug > 0 ? 'all' : selectionOf(o);

@@ -17,7 +17,6 @@ import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 import { envelope } from './json.js';
 import { historyCommand } from './history.js';
 
-
 const stdio: Output = {
   out: (text) => process.stdout.write(text),
   err: (text) => process.stderr.write(text),
@@ -48,7 +47,8 @@ function stdinLines(): string[] {
 
 /** A command line that cannot be used: the complaint and the usage on stderr (and with --json the envelope on stdout), exit 2. */
 function usage(complaint: string): never {
-  if (process.argv.includes('--json')) process.stdout.write(envelope(process.argv[2] ?? '', { error: { code: 'usage', message: complaint } }));
+  if (process.argv.includes('--json'))
+    process.stdout.write(envelope(process.argv[2] ?? '', { error: { code: 'usage', message: complaint } }));
   process.stderr.write(`${complaint}\n${USAGE}\n`);
   process.exit(EXIT_USAGE);
 }
@@ -80,26 +80,51 @@ export function main(argv: string[]): void {
     .option('-b', 'only blocked entries')
     .option('-d', 'debug: print each entry read on stderr (repeatable)', (_v: unknown, level: number) => level + 1, 0)
     .option('-n', 'no header')
-    .option('-o', 'an origin column: the host a block learned from the fleet came from (- for this host\'s)')
+    .option('-o', "an origin column: the host a block learned from the fleet came from (- for this host's)")
     .option('-r', 'remaining time instead of last access')
     .option('-w', 'wide address column')
     .option('-D <dbname>', `read this database file (default: ask the running daemon, else read ${DEFAULT_DB_PATH})`)
-    .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
+    .option('-s <sockpath>', "the daemon's notification socket: its control socket is beside it (.ctl for .sock)")
     .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
     .option('--json', 'JSON output: every field, times as epoch seconds and ISO-8601 (blocklistctl(8), JSON OUTPUT)')
     .option('--block-number', 'a last column with the number of an escalated block (blocklistd.conf(5), ESCALATION)')
     .allowExcessArguments(true) // upstream ignores extra words
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
-    .action(async (opts: { a?: boolean; b?: boolean; d: number; n?: boolean; o?: boolean; r?: boolean; w?: boolean; D?: string; s?: string; control?: string; json?: boolean; blockNumber?: boolean }) => {
-      const o = {
-        all: opts.a === true, blocked: opts.b === true, debug: opts.d, noHeader: opts.n === true, remaining: opts.r === true, wide: opts.w === true,
-        json: opts.json === true, blockNumber: opts.blockNumber === true, origin: opts.o === true,
-      };
-      // -D names a file: read it; else the daemon answers, and without one the default file is read
-      const status = opts.D === undefined ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio) : dumpCommand(opts.D, o, stdio);
-      process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
-    });
+    .action(
+      async (opts: {
+        a?: boolean;
+        b?: boolean;
+        d: number;
+        n?: boolean;
+        o?: boolean;
+        r?: boolean;
+        w?: boolean;
+        D?: string;
+        s?: string;
+        control?: string;
+        json?: boolean;
+        blockNumber?: boolean;
+      }) => {
+        const o = {
+          all: opts.a === true,
+          blocked: opts.b === true,
+          debug: opts.d,
+          noHeader: opts.n === true,
+          remaining: opts.r === true,
+          wide: opts.w === true,
+          json: opts.json === true,
+          blockNumber: opts.blockNumber === true,
+          origin: opts.o === true,
+        };
+        // -D names a file: read it; else the daemon answers, and without one the default file is read
+        const status =
+          opts.D === undefined
+            ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio)
+            : dumpCommand(opts.D, o, stdio);
+        process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
+      },
+    );
 
   program
     .command('config')
@@ -125,9 +150,16 @@ export function main(argv: string[]): void {
     .option('-D <dbname>', 'the database whose history says what the next escalated block lasts', DEFAULT_DB_PATH)
     .option('--json', 'machine-readable output')
     .exitOverride()
-    .action((address: string, port: string, opts: { c: string; R: string; u: string; t: string; l?: string; D: string; json?: boolean }) => {
-      process.exitCode = testCommand(address, port, { config: opts.c, ruleName: opts.R, uid: opts.u, type: opts.t, local: opts.l, db: opts.D, json: opts.json }, stdio);
-    });
+    .action(
+      (address: string, port: string, opts: { c: string; R: string; u: string; t: string; l?: string; D: string; json?: boolean }) => {
+        process.exitCode = testCommand(
+          address,
+          port,
+          { config: opts.c, ruleName: opts.R, uid: opts.u, type: opts.t, local: opts.l, db: opts.D, json: opts.json },
+          stdio,
+        );
+      },
+    );
 
   program
     .command('history')
@@ -144,9 +176,14 @@ export function main(argv: string[]): void {
     });
 
   /** The options every command of the daemon takes; `run` gets the arguments and the options. */
-  const daemonCommand = (name: string, description: string, setup: (c: Command) => Command, run: (...a: unknown[]) => [string, Record<string, unknown>]): void => {
+  const daemonCommand = (
+    name: string,
+    description: string,
+    setup: (c: Command) => Command,
+    run: (...a: unknown[]) => [string, Record<string, unknown>],
+  ): void => {
     setup(program.command(name).description(description))
-      .option('-s <sockpath>', 'the daemon\'s notification socket: its control socket is beside it (.ctl for .sock)')
+      .option('-s <sockpath>', "the daemon's notification socket: its control socket is beside it (.ctl for .sock)")
       .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
       .option('--json', 'the answer as JSON (blocklistctl(8), JSON OUTPUT)')
       .exitOverride()
@@ -157,7 +194,9 @@ export function main(argv: string[]): void {
         // progress only for people watching a terminal: never in a pipe, a file or JSON
         const progress = (command === 'unblock' || Array.isArray(addresses)) && !json && process.stdout.isTTY && process.stderr.isTTY;
         const o: ControlOptions = { control: opts.control, socket: opts.s, json, progress };
-        process.exitCode = Array.isArray(addresses) ? await blockCommand(addresses as string[], args, o, stdio) : await controlCommand(command, args, o, stdio);
+        process.exitCode = Array.isArray(addresses)
+          ? await blockCommand(addresses as string[], args, o, stdio)
+          : await controlCommand(command, args, o, stdio);
       });
   };
   daemonCommand(
@@ -200,7 +239,17 @@ export function main(argv: string[]): void {
     (address, opts) => {
       const o = opts as { p?: string; n?: string; all?: boolean; ifPresent?: boolean; forget?: boolean };
       if ((address === undefined) === (o.all !== true)) usage('unblock: give an address, or --all');
-      return ['unblock', { address, port: o.p, name: o.n, all: o.all === true, ...(o.ifPresent === true ? { ifPresent: true } : {}), ...(o.forget === true ? { forget: true } : {}) }];
+      return [
+        'unblock',
+        {
+          address,
+          port: o.p,
+          name: o.n,
+          all: o.all === true,
+          ...(o.ifPresent === true ? { ifPresent: true } : {}),
+          ...(o.forget === true ? { forget: true } : {}),
+        },
+      ];
     },
   );
   daemonCommand(
@@ -215,25 +264,36 @@ export function main(argv: string[]): void {
     (c) =>
       c
         .argument('<address>', 'the client address')
-        .argument('[message]', 'text for the daemon\'s log line')
+        .argument('[message]', "text for the daemon's log line")
         .requiredOption('-t <type>', 'fail (+2), baduser (+1), abuse (block now) or ok (reset the count)')
         .requiredOption('-p <port>', 'the local port or service the client failed on')
         .option('-P <proto>', 'tcp (default) or udp')
-        .option('--source <label>', 'who saw it, for the daemon\'s log line (default: blocklistctl)'),
+        .option('--source <label>', "who saw it, for the daemon's log line (default: blocklistctl)"),
     (address, message, opts) => {
       const o = opts as { t: string; p: string; P?: string; source?: string };
       return ['report', { type: o.t, address, port: o.p, proto: o.P, message, source: o.source ?? 'blocklistctl' }];
     },
   );
-  daemonCommand('reload', 're-read the configuration; with an error in it nothing changes (exit 1)', (c) => c, () => ['reload', {}]);
-  daemonCommand('status', 'the daemon\'s state: sockets, rules, entries, helper queue, counters', (c) => c, () => ['status', {}]);
+  daemonCommand(
+    'reload',
+    're-read the configuration; with an error in it nothing changes (exit 1)',
+    (c) => c,
+    () => ['reload', {}],
+  );
+  daemonCommand(
+    'status',
+    "the daemon's state: sockets, rules, entries, helper queue, counters",
+    (c) => c,
+    () => ['status', {}],
+  );
 
   const command = argv[2];
   if (command === 'help') {
     // `help` alone: the overview; `help <command>`: that command's options
     const topic = argv[3];
     const sub = program.commands.find((c) => c.name() === topic);
-    if (argv.length > 4 || (topic !== undefined && sub === undefined)) usage(`help: ${topic === undefined || sub !== undefined ? 'one command at most' : `unknown command '${topic}'`}`);
+    if (argv.length > 4 || (topic !== undefined && sub === undefined))
+      usage(`help: ${topic === undefined || sub !== undefined ? 'one command at most' : `unknown command '${topic}'`}`);
     (sub ?? program).outputHelp();
     return;
   }

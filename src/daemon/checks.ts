@@ -53,9 +53,13 @@ export function startupProblems(f: StartupFacts): Problem[] {
   const warning = (code: string, message: string): number => problems.push({ severity: 'warning', code, message });
   for (const reason of f.configUnreadable) fatal('config_unreadable', `configuration ${f.config}: ${reason}`);
   for (const reason of f.configSkipped) warning('config_file_skipped', `configuration ${f.config}: ${reason}: skipped`);
-  if (f.configUnreadable.length === 0 && f.localRules === 0) fatal('no_rules', `configuration ${f.config}: no [local] rule, nothing would ever be blocked`);
+  if (f.configUnreadable.length === 0 && f.localRules === 0)
+    fatal('no_rules', `configuration ${f.config}: no [local] rule, nothing would ever be blocked`);
   if (f.helperState.state !== 'ok') {
-    fatal(f.helperState.state === 'missing' ? 'helper_missing' : 'helper_not_executable', `helper ${f.helper}: ${f.helperState.reason}, no block could be added`);
+    fatal(
+      f.helperState.state === 'missing' ? 'helper_missing' : 'helper_not_executable',
+      `helper ${f.helper}: ${f.helperState.reason}, no block could be added`,
+    );
   } else if (f.backend !== undefined && !f.backend.ok) {
     fatal('backend_unusable', `helper ${f.helper}: the packet filter cannot be used: ${f.backend.message}`);
   }
@@ -72,7 +76,9 @@ export function startupProblems(f: StartupFacts): Problem[] {
 
 /** --fail-open: upstream's behaviour, every problem a warning. */
 export function failOpen(problems: readonly Problem[]): Problem[] {
-  return problems.map((p) => (p.severity === 'fatal' ? { ...p, severity: 'warning', message: `${p.message} (--fail-open: running anyway)` } : p));
+  return problems.map((p) =>
+    p.severity === 'fatal' ? { ...p, severity: 'warning', message: `${p.message} (--fail-open: running anyway)` } : p,
+  );
 }
 
 /** As a log line or a line of --check. */
@@ -100,12 +106,18 @@ export function loopbackExposed(ruleSet: RuleSet, families: ConfEnv['families'])
     const family = nativeFamily(families, address.family);
     return ruleSet.local.some((local) => {
       if (local.family !== ANY && local.family !== family) return false;
-      const match = matchWith((list, x) => (list === 'local' ? local : findRemote(x)), { family, local: address, port: local.port, proto: local.proto, uid: ANY, remote: address });
+      const match = matchWith((list, x) => (list === 'local' ? local : findRemote(x)), {
+        family,
+        local: address,
+        port: local.port,
+        proto: local.proto,
+        uid: ANY,
+        remote: address,
+      });
       return match !== undefined && match.effective.nfail !== ANY;
     });
   }).map((l) => l.text);
 }
-
 
 /** The files --check looks at, beside StartupFacts. */
 export interface FileFacts {
@@ -121,8 +133,15 @@ export interface FileFacts {
 /** What keeps the database or the sockets from being opened: fatal, --fail-open or not, as at start. */
 export function fileProblems(f: FileFacts): Problem[] {
   const problems: Problem[] = [];
-  if (f.dbHolder !== undefined) problems.push({ severity: 'fatal', code: 'database_locked', message: `database '${f.db}' is in use by ${f.dbHolder}: one daemon per database` });
-  if (f.dbProblem !== undefined) problems.push({ severity: 'fatal', code: 'database_unusable', message: `database '${f.db}': ${f.dbProblem}` });
-  for (const s of f.sockets) if (s.problem !== undefined) problems.push({ severity: 'fatal', code: 'socket_unusable', message: `socket '${s.path}': ${s.problem}` });
+  if (f.dbHolder !== undefined)
+    problems.push({
+      severity: 'fatal',
+      code: 'database_locked',
+      message: `database '${f.db}' is in use by ${f.dbHolder}: one daemon per database`,
+    });
+  if (f.dbProblem !== undefined)
+    problems.push({ severity: 'fatal', code: 'database_unusable', message: `database '${f.db}': ${f.dbProblem}` });
+  for (const s of f.sockets)
+    if (s.problem !== undefined) problems.push({ severity: 'fatal', code: 'socket_unusable', message: `socket '${s.path}': ${s.problem}` });
   return problems;
 }

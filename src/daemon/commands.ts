@@ -78,7 +78,10 @@ export async function runCommand(context: CommandContext, command: string, args:
   try {
     return await dispatch(context, command, args, peer);
   } catch (e) {
-    context.log('warning', `control: ${command} requested by ${who} failed: ${(e as Error).message}`, { ...fields, error: (e as Error).message });
+    context.log('warning', `control: ${command} requested by ${who} failed: ${(e as Error).message}`, {
+      ...fields,
+      error: (e as Error).message,
+    });
     throw e;
   }
 }
@@ -118,10 +121,14 @@ async function status(context: CommandContext): Promise<unknown> {
     control: context.controlPath() ?? null,
     metrics: context.metricsAddress() ?? null,
     debug: context.debug,
-    helper: { program: context.options.helper, batchMode: context.batchMode,
+    helper: {
+      program: context.options.helper,
+      batchMode: context.batchMode,
       kernelExpiryMargin: context.kernelExpiryMargin ?? null,
       cutConnections: context.cutConnections,
-      ...context.helperQueue(), ...context.engine.inFlight },
+      ...context.helperQueue(),
+      ...context.engine.inFlight,
+    },
     rules: context.ruleCounts(),
     problems: context.problems(),
     entries: context.store.size(),
@@ -173,7 +180,8 @@ function parseDurationArg(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   if (text === '*' || text === 'forever') return ANY;
   const seconds = parseDuration(text);
-  if (typeof seconds !== 'number' || seconds === 0) throw new ControlError('bad_argument', `bad duration '${text}': e.g. 3600, 6h, 1d12h or forever`);
+  if (typeof seconds !== 'number' || seconds === 0)
+    throw new ControlError('bad_argument', `bad duration '${text}': e.g. 3600, 6h, 1d12h or forever`);
   return seconds;
 }
 
@@ -183,7 +191,10 @@ function parseDurationArg(text: string | undefined): number | undefined {
  */
 function parseName(text: string | undefined): string | undefined {
   if (text === undefined) return undefined;
-  const problem = text === '' ? 'it is empty' : (ruleNameProblem(text) ?? (Buffer.byteLength(text) > NAME_MAX ? `longer than ${NAME_MAX} bytes` : undefined));
+  const problem =
+    text === ''
+      ? 'it is empty'
+      : (ruleNameProblem(text) ?? (Buffer.byteLength(text) > NAME_MAX ? `longer than ${NAME_MAX} bytes` : undefined));
   if (problem !== undefined) throw new ControlError('bad_argument', `bad rule name '${shownName(text)}': ${problem}`);
   return text;
 }
@@ -194,7 +205,13 @@ function parseName(text: string | undefined): string | undefined {
 const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
 
 /** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to (and the fleet's allow-list check). */
-export function matchFor(context: Pick<CommandContext, 'options' | 'engine'>, address: IPAddress, port: number, proto: number, uid = 0): Match | undefined {
+export function matchFor(
+  context: Pick<CommandContext, 'options' | 'engine'>,
+  address: IPAddress,
+  port: number,
+  proto: number,
+  uid = 0,
+): Match | undefined {
   const env = systemEnv(context.options.ruleName);
   const family = nativeFamily(env.families, address.family);
   const local = parseIP(unspecified(address.family))!;
@@ -212,14 +229,16 @@ type BlockOutcome = { entry: Record<string, unknown>; renewed: boolean } | { err
  */
 function blockNetworks(args: Record<string, unknown>): { text: string; address: IPAddress; mask: number }[] {
   const list = args.addresses;
-  if (list !== undefined && args.address !== undefined) throw new ControlError('bad_argument', 'block takes "address" or "addresses", not both');
+  if (list !== undefined && args.address !== undefined)
+    throw new ControlError('bad_argument', 'block takes "address" or "addresses", not both');
   let texts: string[];
   if (list === undefined) {
     const text = optionalString(args, 'address');
     if (text === undefined) throw new ControlError('bad_argument', 'block needs an address');
     texts = [text];
   } else {
-    if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === 'string')) throw new ControlError('bad_argument', '"addresses" must be an array of address strings');
+    if (!Array.isArray(list) || list.length === 0 || !list.every((a) => typeof a === 'string'))
+      throw new ControlError('bad_argument', '"addresses" must be an array of address strings');
     if (list.length > BLOCK_MAX) throw new ControlError('bad_argument', `at most ${BLOCK_MAX} addresses in one block request`);
     texts = list as string[];
   }
@@ -238,7 +257,8 @@ async function block(context: CommandContext, args: Record<string, unknown>): Pr
   const networks = blockNetworks(args);
   const port = parsePort(optionalString(args, 'port'));
   let proto = parseProto(optionalString(args, 'proto'));
-  if (proto !== undefined && port === undefined) throw new ControlError('bad_argument', 'a protocol needs a port: without one, every port and protocol is blocked');
+  if (proto !== undefined && port === undefined)
+    throw new ControlError('bad_argument', 'a protocol needs a port: without one, every port and protocol is blocked');
   if (port !== undefined) proto ??= IPPROTO_TCP;
   const givenName = parseName(optionalString(args, 'name'));
   const givenDuration = parseDurationArg(optionalString(args, 'duration'));
@@ -247,7 +267,9 @@ async function block(context: CommandContext, args: Record<string, unknown>): Pr
     const own = ownNetworks(interfaceAddresses());
     const refused = networks.flatMap(({ text, address, mask }) => {
       const hit = coveredNetwork(address, mask, own);
-      return hit === undefined ? [] : [`${text} covers ${toText(hit.address)}${hit.mask === widthOf(hit.address.family) ? '' : `/${hit.mask}`} (${hit.what})`];
+      return hit === undefined
+        ? []
+        : [`${text} covers ${toText(hit.address)}${hit.mask === widthOf(hit.address.family) ? '' : `/${hit.mask}`} (${hit.what})`];
     });
     if (refused.length > 0) {
       const more = refused.length > 5 ? `; and ${refused.length - 5} more` : '';
@@ -262,7 +284,10 @@ async function block(context: CommandContext, args: Record<string, unknown>): Pr
     if (name === undefined || duration === undefined) {
       const match = matchFor(context, address, port ?? ANY, proto ?? IPPROTO_TCP);
       if (duration === undefined && match === undefined) {
-        throw new ControlError('bad_argument', `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`);
+        throw new ControlError(
+          'bad_argument',
+          `no rule matches ${toText(address)}${port === undefined ? '' : ` on port ${port}`}: give a duration`,
+        );
       }
       name ??= match?.effective.name ?? context.options.ruleName;
       duration ??= match!.effective.duration;
@@ -298,7 +323,12 @@ async function block(context: CommandContext, args: Record<string, unknown>): Pr
     counts[o.renewed ? 'renewed' : 'blocked']++;
     return { address, ...o };
   });
-  if (counts.failed === results.length) throw new ControlError(outcomes.every((o) => 'error' in o && o.error.code === 'busy') ? 'busy' : 'helper_failed', `nothing blocked: ${(results[0] as { error: { message: string } }).error.message}`, { results, counts });
+  if (counts.failed === results.length)
+    throw new ControlError(
+      outcomes.every((o) => 'error' in o && o.error.code === 'busy') ? 'busy' : 'helper_failed',
+      `nothing blocked: ${(results[0] as { error: { message: string } }).error.message}`,
+      { results, counts },
+    );
   return { results, counts };
 }
 
@@ -314,10 +344,27 @@ async function blockOne(context: CommandContext, key: EffectiveRule): Promise<Bl
   const now = Math.floor(Date.now() / 1000);
   const { entry, result } = outcome;
   if (result !== undefined && result.outcome !== 'ok') {
-    const why = { timeout: 'timed out', error: result.error, cancelled: 'the daemon is stopping', killed: `killed by ${result.signal}`, failed: 'no rule id' }[result.outcome];
+    const why = {
+      timeout: 'timed out',
+      error: result.error,
+      cancelled: 'the daemon is stopping',
+      killed: `killed by ${result.signal}`,
+      failed: 'no rule id',
+    }[result.outcome];
     // the entry stays at its limit then, and expiry lifts what may be in the filter
-    if (unfinished(result)) return { error: new ControlError('helper_failed', `the helper did not finish (${context.options.helper}: ${why}): the block may be in the packet filter until the entry expires`, { entry: entryJson(entry, now) }) };
-    return { error: new ControlError('helper_failed', `the packet filter did not take the block (${context.options.helper}: ${why})`, { entry: entryJson(entry, now) }) };
+    if (unfinished(result))
+      return {
+        error: new ControlError(
+          'helper_failed',
+          `the helper did not finish (${context.options.helper}: ${why}): the block may be in the packet filter until the entry expires`,
+          { entry: entryJson(entry, now) },
+        ),
+      };
+    return {
+      error: new ControlError('helper_failed', `the packet filter did not take the block (${context.options.helper}: ${why})`, {
+        entry: entryJson(entry, now),
+      }),
+    };
   }
   return { entry: entryJson(entry, now), renewed: result === undefined };
 }
@@ -328,7 +375,10 @@ async function blockOne(context: CommandContext, key: EffectiveRule): Promise<Bl
 const UNBLOCK_PAGE = 1000;
 
 /** What an unblock takes: the entries whose network holds the address given (or all), of the port and name given. */
-function unblockSelection(context: CommandContext, args: Record<string, unknown>): { selected: (e: Entry) => boolean; what: string; forget: (entries: readonly Entry[]) => number } {
+function unblockSelection(
+  context: CommandContext,
+  args: Record<string, unknown>,
+): { selected: (e: Entry) => boolean; what: string; forget: (entries: readonly Entry[]) => number } {
   const all = args.all === true;
   const text = optionalString(args, 'address');
   if (all === (text !== undefined)) throw new ControlError('bad_argument', 'unblock needs an address, or all');
@@ -360,7 +410,9 @@ function unblockSelection(context: CommandContext, args: Record<string, unknown>
       return forgotten;
     }
     const addresses = new Set([...entries.map((e) => e.key.address), ...historyAddresses(network.address, network.mask)]);
-    context.engine.guard(() => context.store.transaction(() => addresses.forEach((a) => (forgotten += context.store.forgetHistory(a, name)))));
+    context.engine.guard(() =>
+      context.store.transaction(() => addresses.forEach((a) => (forgotten += context.store.forgetHistory(a, name)))),
+    );
     return forgotten;
   };
   return { selected, what, forget };
@@ -374,7 +426,10 @@ const PROGRESS_MS = 200;
  * `{progress: {done, total}, more: true}` while it runs, then its result
  * with `more: false` (for blocklistctl's counter on a terminal).
  */
-function withProgress(args: Record<string, unknown>, run: (progress: (done: number, total: number) => void) => Promise<Record<string, unknown>>): Promise<unknown> | ChunkedResult {
+function withProgress(
+  args: Record<string, unknown>,
+  run: (progress: (done: number, total: number) => void) => Promise<Record<string, unknown>>,
+): Promise<unknown> | ChunkedResult {
   if (args.progress !== true) return run(() => {});
   let told = 0;
   let wake: (() => void) | undefined;
@@ -412,7 +467,7 @@ function unblock(context: CommandContext, args: Record<string, unknown>): Promis
     const unblocking: Promise<UnblockResult>[] = [];
     const unblocked: Entry[] = [];
     let total = 0;
-    for (let after = 0; ; ) {
+    for (let after = 0; ;) {
       const page = context.store.page(after, UNBLOCK_PAGE);
       if (page.length === 0) break;
       after = page[page.length - 1].rowid;
@@ -426,7 +481,8 @@ function unblock(context: CommandContext, args: Record<string, unknown>): Promis
     const forgotten = args.forget === true ? { forgotten: forget(unblocked) } : {};
     if (unblocking.length === 0) {
       // --if-present: nothing there is what was wanted; --forget: a history forgotten is something done
-      if (args.ifPresent === true || (forgotten.forgotten ?? 0) > 0) return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 }, ...forgotten };
+      if (args.ifPresent === true || (forgotten.forgotten ?? 0) > 0)
+        return { released: [], deleted: [], failed: [], counts: { released: 0, deleted: 0, failed: 0 }, ...forgotten };
       throw new ControlError('not_found', `no entry for ${what}`);
     }
     let settled = 0;
@@ -468,7 +524,8 @@ async function flush(context: CommandContext, args: Record<string, unknown>): Pr
   const names = name === undefined ? context.flushNames() : [name];
   const results = await context.manual.flush(names);
   const failed = results.filter((r) => !r.ok);
-  if (failed.length > 0) throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
+  if (failed.length > 0)
+    throw new ControlError('helper_failed', `flush of ${failed.map((r) => r.name).join(', ')} failed`, { names: results });
   return { names: results };
 }
 
@@ -488,7 +545,9 @@ const DUMP_CHUNK = 1000;
 function dump(context: CommandContext, args: Record<string, unknown>): ChunkedResult {
   const select = (optionalString(args, 'select') ?? 'counting') as DumpSelection;
   if (!DUMP_SELECTIONS.includes(select)) throw new ControlError('bad_argument', `bad selection '${select}': ${DUMP_SELECTIONS.join(', ')}`);
-  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), { workerData: { path: context.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData });
+  const worker = new Worker(new URL('./dump-worker.js', import.meta.url), {
+    workerData: { path: context.options.db, select, chunk: DUMP_CHUNK } satisfies DumpWorkerData,
+  });
   // messages are queued here: one may come while the chunk before is being sent
   const received: DumpWorkerMessage[] = [];
   let wake: (() => void) | undefined;
@@ -520,7 +579,12 @@ function dump(context: CommandContext, args: Record<string, unknown>): ChunkedRe
 
 // --- report ------------------------------------------------------------------
 
-const REPORT_WIRE_TYPE: Record<ReportType, Notification['type']> = { fail: WireType.ADD, baduser: WireType.BADUSER, abuse: WireType.ABUSE, ok: WireType.DELETE };
+const REPORT_WIRE_TYPE: Record<ReportType, Notification['type']> = {
+  fail: WireType.ADD,
+  baduser: WireType.BADUSER,
+  abuse: WireType.ABUSE,
+  ok: WireType.DELETE,
+};
 
 /** Source labels travel into log lines: printable, no blanks, short. */
 const SOURCE = /^[\x21-\x7e]{1,64}$/;
@@ -546,7 +610,8 @@ function parseReportAddress(text: string): IPAddress {
  */
 async function report(context: CommandContext, args: Record<string, unknown>, peer: Peer): Promise<unknown> {
   const type = optionalString(args, 'type');
-  if (type === undefined || !(REPORT_TYPES as readonly string[]).includes(type)) throw new ControlError('bad_argument', `report needs a type: ${REPORT_TYPES.join(', ')}`);
+  if (type === undefined || !(REPORT_TYPES as readonly string[]).includes(type))
+    throw new ControlError('bad_argument', `report needs a type: ${REPORT_TYPES.join(', ')}`);
   const text = optionalString(args, 'address');
   if (text === undefined) throw new ControlError('bad_argument', 'report needs an address');
   const address = parseReportAddress(text);

@@ -150,7 +150,11 @@ export class ControlServer {
     if (this.connections.size >= MAX_CONNECTIONS) {
       this.options.counted?.('connect', false);
       // no lingering read: a crowd beyond the limit must not hold descriptors
-      socket.end(encodeResponse(undefined, { error: new ControlError('busy', `${MAX_CONNECTIONS} control connections are open: try again later`).body }));
+      socket.end(
+        encodeResponse(undefined, {
+          error: new ControlError('busy', `${MAX_CONNECTIONS} control connections are open: try again later`).body,
+        }),
+      );
       socket.once('finish', () => socket.destroy());
       return;
     }
@@ -175,7 +179,15 @@ export class ControlServer {
       const who = 'errno' in peer ? 'a peer whose credentials cannot be read' : `uid ${peer.uid} (pid ${peer.pid})`;
       this.options.log('notice', `control: ${who} refused`);
       this.options.counted?.('connect', false);
-      closeWith(socket, encodeResponse(undefined, { error: new ControlError('access_denied', `access denied: ${'errno' in peer ? 'unknown peer' : `uid ${peer.uid}`} may not control blocklistd`).body }));
+      closeWith(
+        socket,
+        encodeResponse(undefined, {
+          error: new ControlError(
+            'access_denied',
+            `access denied: ${'errno' in peer ? 'unknown peer' : `uid ${peer.uid}`} may not control blocklistd`,
+          ).body,
+        }),
+      );
       return;
     }
     const lines = new LineSplitter(REQUEST_MAX_BYTES);
@@ -189,7 +201,12 @@ export class ControlServer {
     }
     if (lines.overflow) {
       this.options.counted?.('oversized', false);
-      closeWith(socket, encodeResponse(undefined, { error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body }));
+      closeWith(
+        socket,
+        encodeResponse(undefined, {
+          error: new ControlError('too_large', `request longer than ${REQUEST_MAX_BYTES} bytes: connection closed`).body,
+        }),
+      );
     }
   }
 

@@ -22,7 +22,17 @@ import { NotificationSocket, SocketSetupError, ownNetns } from '../protocol/serv
 import { HelperRunner, type HelperExtensions, type HelperResult } from '../run/helper.js';
 import { DatabaseLock, LockError } from '../state/lock.js';
 import { StateError, StateStore } from '../state/store.js';
-import { failOpen, fileProblems, loopbackExposed, startupProblems, type BackendCheck, type FileFacts, type Problem, type ProgramState, type StartupFacts } from './checks.js';
+import {
+  failOpen,
+  fileProblems,
+  loopbackExposed,
+  startupProblems,
+  type BackendCheck,
+  type FileFacts,
+  type Problem,
+  type ProgramState,
+  type StartupFacts,
+} from './checks.js';
 import { matchFor, runCommand, type CommandContext } from './commands.js';
 import { Fleet } from '../fleet/fleet.js';
 import { registerFleetMetrics } from '../fleet/metrics.js';
@@ -85,7 +95,11 @@ export class Daemon {
   /** Reports the drops of senders over their limit that the last log line did not tell. */
   private limitLogTimer: NodeJS.Timeout | undefined;
   /** Facts of the start-up check that a reload does not gather again: the helper's, and warnings of the system. */
-  private helperFacts: Pick<StartupFacts, 'helperState' | 'backend' | 'warnings'> = { helperState: { state: 'ok' }, backend: undefined, warnings: [] };
+  private helperFacts: Pick<StartupFacts, 'helperState' | 'backend' | 'warnings'> = {
+    helperState: { state: 'ok' },
+    backend: undefined,
+    warnings: [],
+  };
   /** What the last start or reload found wrong (checks.ts), and what the sockets' set-up found: `blocklistctl status` shows them. */
   private problems: Problem[] = [];
   private readonly socketProblems: Problem[] = [];
@@ -121,7 +135,10 @@ export class Daemon {
     return this.logger.log;
   }
 
-  private readonly debugLine = debugLog((level, message, fields) => this.log(level, message, fields), () => this.debug);
+  private readonly debugLine = debugLog(
+    (level, message, fields) => this.log(level, message, fields),
+    () => this.debug,
+  );
 
   /** Steps 6-10 of daemon.md §2; throws FatalError. */
   async start(): Promise<void> {
@@ -132,7 +149,11 @@ export class Daemon {
     const loaded = this.loadRules();
     this.applyRules(loaded);
     // before the database: the start-up check's helper calls are counted too
-    const metrics = (this.metrics = new Metrics({ entries: () => this.store?.size() ?? 0, blocked: () => this.store?.blockedCount() ?? 0, sockets: () => this.sockets }));
+    const metrics = (this.metrics = new Metrics({
+      entries: () => this.store?.size() ?? 0,
+      blocked: () => this.store?.blockedCount() ?? 0,
+      sockets: () => this.sockets,
+    }));
     this.helper = new HelperRunner({
       program: o.helper,
       timeoutMs: o.helperTimeout * 1000,
@@ -178,7 +199,8 @@ export class Daemon {
         debug: () => this.debug,
         clock: () => Math.floor(Date.now() / 1000),
         // a rule in force that never blocks the address (an allow-list line, nfail *) wins over the fleet
-        allowListed: (b) => matchFor({ options: o, engine: this.engine! }, parseIP(b.address)!, b.port, b.proto === 'udp' ? 17 : 6)?.effective.nfail === ANY,
+        allowListed: (b) =>
+          matchFor({ options: o, engine: this.engine! }, parseIP(b.address)!, b.port, b.proto === 'udp' ? 17 : 6)?.effective.nfail === ANY,
       });
       const fleet = this.fleet;
       registerFleetMetrics(metrics.registry, () => fleet.status());
@@ -244,14 +266,12 @@ export class Daemon {
     // a database over a lowered --max-entries is brought down at once
     engine.evict();
     for (const socket of this.sockets) {
-      socket.start(
-        (received) => {
-          this.debugLine(1, () => `received ${received.length} from ${socket.path}`);
-          metrics.receiveBatchSize(received.length);
-          const batch = this.limited(received);
-          if (batch.length > 0) engine.processBatch(batch);
-        },
-      );
+      socket.start((received) => {
+        this.debugLine(1, () => `received ${received.length} from ${socket.path}`);
+        metrics.receiveBatchSize(received.length);
+        const batch = this.limited(received);
+        if (batch.length > 0) engine.processBatch(batch);
+      });
     }
     engine.armExpiry();
     this.fleet?.start();
@@ -303,15 +323,23 @@ export class Daemon {
     const loaded = loadConfig(o.config, systemEnv(o.ruleName));
     this.ruleSet = loaded.ruleSet;
     const included = loaded.files.length === 0 ? '' : ` (${loaded.files.join(', ')})`;
-    const report = [`configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${included}`];
+    const report = [
+      `configuration  ${o.config}: ${this.ruleSet.local.length} local, ${this.ruleSet.remote.length} remote rules${included}`,
+    ];
     for (const d of loaded.diagnostics) report.push(`  ${formatDiagnostic(d, true)}`);
     this.helper = new HelperRunner({ program: o.helper, timeoutMs: o.helperTimeout * 1000, log: this.log });
     await this.checkHelper();
     const { helperState, backend } = this.helperFacts;
-    const helperText = helperState.state !== 'ok' ? helperState.reason : (backend?.message ?? 'executable; it does not offer "check" (upstream\'s helper): its packet filter is not checked');
+    const helperText =
+      helperState.state !== 'ok'
+        ? helperState.reason
+        : (backend?.message ?? 'executable; it does not offer "check" (upstream\'s helper): its packet filter is not checked');
     report.push(`helper         ${o.helper}: ${helperText}`);
     const files = fileFacts(o);
-    const dbState = files.dbHolder !== undefined ? `locked by ${files.dbHolder}` : (files.dbProblem ?? (existsSync(o.db) ? 'can be opened, not locked' : 'will be created'));
+    const dbState =
+      files.dbHolder !== undefined
+        ? `locked by ${files.dbHolder}`
+        : (files.dbProblem ?? (existsSync(o.db) ? 'can be opened, not locked' : 'will be created'));
     report.push(`database       ${o.db}: ${dbState}`);
     for (const s of files.sockets) report.push(`socket         ${s.path}: ${s.state}`);
     return { report, problems: [...this.checkProblems(loaded), ...fileProblems(files)] };
@@ -416,7 +444,7 @@ export class Daemon {
         'warning',
         r.since === 0
           ? `uid ${r.uid} sends more than ${o.senderRate} notifications per second (burst ${o.senderBurst}): ` +
-            'dropping the excess, logged at most once a minute'
+              'dropping the excess, logged at most once a minute'
           : `uid ${r.uid}: ${r.dropped} notifications over the limit dropped in the last ${Math.round(r.since / 1000)} s`,
       );
     }
@@ -435,7 +463,13 @@ export class Daemon {
     const trusted = this.trusted;
     const open = (path: string, fd?: number): NotificationSocket => {
       try {
-        const socket = new NotificationSocket(path, { log: this.logger.library, fd, backlog: o.queue, onDrop: (reason) => this.metrics?.dropped(reason), trusted: (uid, gid) => isTrusted(trusted, uid, gid) });
+        const socket = new NotificationSocket(path, {
+          log: this.logger.library,
+          fd,
+          backlog: o.queue,
+          onDrop: (reason) => this.metrics?.dropped(reason),
+          trusted: (uid, gid) => isTrusted(trusted, uid, gid),
+        });
         this.sockets.push(socket);
         const { length, problem } = socket.kernelQueue;
         if (problem !== undefined) {
@@ -452,7 +486,11 @@ export class Daemon {
       }
     };
     for (const s of passed.filter((p) => p.datagram)) this.adopted.add(open(s.path || `descriptor ${s.fd}`, s.fd));
-    for (const s of passed.filter((p) => !p.datagram && !p.stream)) this.log('warning', `systemd passed descriptor ${s.fd} (${s.name || 'unnamed'}), neither a unix datagram nor a listening unix stream socket: ignored`);
+    for (const s of passed.filter((p) => !p.datagram && !p.stream))
+      this.log(
+        'warning',
+        `systemd passed descriptor ${s.fd} (${s.name || 'unnamed'}), neither a unix datagram nor a listening unix stream socket: ignored`,
+      );
     if (this.adopted.size > 0 && o.defaultSockets) return;
     // a -s path systemd already passed is that socket, not a second bind
     const passedPaths = new Set([...this.adopted].map((s) => resolvePath(s.path)));
@@ -568,7 +606,10 @@ export class Daemon {
       diagnostics = loaded.diagnostics.map((d) => formatDiagnostic(d, false));
       const errors = loaded.diagnostics.filter((d) => d.severity === 'error').length;
       if (!loaded.found) refusal = new ControlError('config_error', `cannot read ${this.options.config}: nothing changed`, { diagnostics });
-      else if (errors > 0) refusal = new ControlError('config_error', `${errors} error${errors === 1 ? '' : 's'} in the configuration: nothing changed`, { diagnostics });
+      else if (errors > 0)
+        refusal = new ControlError('config_error', `${errors} error${errors === 1 ? '' : 's'} in the configuration: nothing changed`, {
+          diagnostics,
+        });
       return refusal === undefined;
     });
     if (refusal !== undefined) throw refusal;
@@ -628,10 +669,18 @@ export class Daemon {
       'info',
       `reloaded ${this.options.config}: ${local.length + remote.length} rules (${local.length} local, ${remote.length} remote): ` +
         `${added.length} added, ${removed.length} removed, ${changed.length} changed`,
-      { event: 'reload', config: this.options.config, rules: local.length + remote.length, added: added.slice(0, RELOAD_LIST_MAX), removed: removed.slice(0, RELOAD_LIST_MAX), changed: changed.slice(0, RELOAD_LIST_MAX) },
+      {
+        event: 'reload',
+        config: this.options.config,
+        rules: local.length + remote.length,
+        added: added.slice(0, RELOAD_LIST_MAX),
+        removed: removed.slice(0, RELOAD_LIST_MAX),
+        changed: changed.slice(0, RELOAD_LIST_MAX),
+      },
     );
     const lines = (['added', 'removed', 'changed'] as const).flatMap((change) => changes[change].map((line) => ({ change, line })));
-    for (const { change, line } of lines.slice(0, RELOAD_LIST_MAX)) this.log('info', `reload: ${change} ${line}`, { event: 'reload', change, line });
+    for (const { change, line } of lines.slice(0, RELOAD_LIST_MAX))
+      this.log('info', `reload: ${change} ${line}`, { event: 'reload', change, line });
     if (lines.length > RELOAD_LIST_MAX) this.log('info', `reload: and ${lines.length - RELOAD_LIST_MAX} more changes`);
   }
 
@@ -646,7 +695,9 @@ export class Daemon {
       this.refreshQueued = undefined;
       if (this.stopping || !this.engine) return;
       try {
-        await (await this.engine.refresh(this.engine.flushNames(this.ruleSet))).applied;
+        await (
+          await this.engine.refresh(this.engine.flushNames(this.ruleSet))
+        ).applied;
         this.fleet?.restore();
       } catch (e) {
         // the database could not be read: the next reload tries again
@@ -717,7 +768,10 @@ const loadedCleanly = (loaded: LoadResult): boolean => loaded.found && !loaded.d
 function unreadableParts(loaded: LoadResult, path: string): Pick<StartupFacts, 'configUnreadable' | 'configSkipped'> {
   const unread = loaded.diagnostics.filter((d) => d.severity === 'error' && d.source.line === 0);
   const whole = (d: Diagnostic): boolean => d.source.file === path || d.source.file === `${path}.d`;
-  return { configUnreadable: unread.filter(whole).map((d) => d.message), configSkipped: unread.filter((d) => !whole(d)).map((d) => d.message) };
+  return {
+    configUnreadable: unread.filter(whole).map((d) => d.message),
+    configSkipped: unread.filter((d) => !whole(d)).map((d) => d.message),
+  };
 }
 
 /** A directory this process may create files in. */
@@ -738,7 +792,7 @@ function writableDirectory(dir: string): string | undefined {
  */
 function socketPlace(path: string): { problem: string | undefined; state: string } {
   try {
-    if (statSync(path).isSocket()) return { problem: undefined, state: 'a socket is there (systemd\'s, or one the daemon replaces)' };
+    if (statSync(path).isSocket()) return { problem: undefined, state: "a socket is there (systemd's, or one the daemon replaces)" };
     return { problem: 'another kind of file is there', state: 'not a socket' };
   } catch {
     const problem = writableDirectory(dirname(path));
@@ -760,7 +814,8 @@ function fileFacts(o: DaemonOptions): FileFacts {
         closeSync(fd);
       }
       // an empty file is one SQLite makes a database of
-      if (statSync(o.db).size > 0 && header.toString('latin1') !== 'SQLite format 3\0') dbProblem = 'not an SQLite database: move it aside, or start with --rename-bad-db';
+      if (statSync(o.db).size > 0 && header.toString('latin1') !== 'SQLite format 3\0')
+        dbProblem = 'not an SQLite database: move it aside, or start with --rename-bad-db';
     } catch (e) {
       dbProblem = errnoText(e);
     }

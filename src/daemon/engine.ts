@@ -97,9 +97,13 @@ export interface EngineOptions {
 /** A self address ignored (--allow-self) is logged at most this often per address (ms). */
 const SELF_LOG_MS = 60_000;
 
-export const targetOf = (k: EffectiveRule): HelperTarget => ({ name: k.name, proto: k.proto === ANY ? '' : protocolName(k.proto), address: k.address, mask: k.lmask, port: k.port });
-
-
+export const targetOf = (k: EffectiveRule): HelperTarget => ({
+  name: k.name,
+  proto: k.proto === ANY ? '' : protocolName(k.proto),
+  address: k.address,
+  mask: k.lmask,
+  port: k.port,
+});
 
 /**
  * A rem after which the rule may still be in the filter: it failed for an
@@ -311,7 +315,12 @@ export class Engine {
     const { log, store } = this.options;
     // with a text or as a report, the notification is logged at info; else only as a debug line
     if (n.text !== '' || n.report !== undefined) log('info', processingLine(n), processingFields(n));
-    else this.debugLine(1, () => processingLine(n), () => processingFields(n));
+    else
+      this.debugLine(
+        1,
+        () => processingLine(n),
+        () => processingFields(n),
+      );
     const probe = probeOf(n, this.options.families);
     if (this.options.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
       this.ignoredSelf(toText(n.remote));
@@ -330,7 +339,10 @@ export class Engine {
     // released, though the entry still has the id: the rule is gone
     if (this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
-    this.debugLine(1, () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`);
+    this.debugLine(
+      1,
+      () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+    );
 
     if (n.type === WireType.DELETE) {
       if (e.last === 0) return;
@@ -502,7 +514,10 @@ export class Engine {
         // G16: no line is a failure; upstream then does not save the count, so the next failure tries again
         if (unfinished(result)) {
           // the add may have happened: the entry stays at its limit without id, so that expiry removes it (crash safety above)
-          log('err', `add ${target}: the helper gave no rule id${failureText(result)}; the block may be in the packet filter: kept until it expires`);
+          log(
+            'err',
+            `add ${target}: the helper gave no rule id${failureText(result)}; the block may be in the packet filter: kept until it expires`,
+          );
           return;
         }
         log('err', `add ${target}: the helper gave no rule id${failureText(result)}`);
@@ -518,7 +533,11 @@ export class Engine {
       if (result.id === '') log('warning', `add ${target}: the helper printed an empty rule id; add will run again on the next failure`);
       const blockedEntry = e ?? { key, count: pending.wrote.count, last: pending.wrote.last, id: '' };
       if (pending.client !== undefined) {
-        log('info', `blocked ${entryText(key, pending.client)} for ${blockSeconds(blockedEntry)} seconds${blockNumber(blockedEntry)}`, blockFields(blockedEntry, pending.client, pending.origin, pending.wrote.count));
+        log(
+          'info',
+          `blocked ${entryText(key, pending.client)} for ${blockSeconds(blockedEntry)} seconds${blockNumber(blockedEntry)}`,
+          blockFields(blockedEntry, pending.client, pending.origin, pending.wrote.count),
+        );
       }
       // the history counts the blocks the filter took (a restore's was counted when it began)
       if (pending.origin !== 'restore') this.escalator.record(blockedEntry, pending.wrote.last);
@@ -529,7 +548,8 @@ export class Engine {
       // an entry gone meanwhile comes back, so that the rule just installed is released like any other
       const updated = { ...(e ?? { key, count: 0, last: 0 }), id: result.id ?? oldId };
       store.put(updated);
-      if (updated.last === 0 && blockSeconds(updated) === ANY && updated.id !== '') this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
+      if (updated.last === 0 && blockSeconds(updated) === ANY && updated.id !== '')
+        this.release(updated, 'reset'); // AUTH_OK came meanwhile (G15)
       else if (pending.origin === 'limit' && this.blockHook !== undefined) this.committed(() => this.blockHook?.(key));
     });
     this.armExpiry();
@@ -552,14 +572,21 @@ export class Engine {
       if (result.outcome === 'cancelled') return; // at stop: the entry is still there, the next start releases it
       const { log } = this.options;
       if (remLeftRule(result, e.id)) {
-        log('err', `rem ${k.name} ${targetOf(k).proto} ${entryText(k)} failed${failureText(result)}; retrying in ${this.options.remRetry} s`);
+        log(
+          'err',
+          `rem ${k.name} ${targetOf(k).proto} ${entryText(k)} failed${failureText(result)}; retrying in ${this.options.remRetry} s`,
+        );
         this.work.retryRem(id, e, this.options.clock() + this.options.remRetry);
         this.armExpiry();
         return;
       }
       const lasted = this.lasted(id, e);
       if (e.id !== '') {
-        log('info', `released ${entryText(k)} after ${blockSeconds(e)} seconds${blockedFor(lasted)}`, { ...entryFields('release', k), origin, duration: lasted });
+        log('info', `released ${entryText(k)} after ${blockSeconds(e)} seconds${blockedFor(lasted)}`, {
+          ...entryFields('release', k),
+          origin,
+          duration: lasted,
+        });
         this.options.metrics?.release(origin, k.name);
       }
       // unrecorded until the write is committed
@@ -594,7 +621,12 @@ export class Engine {
     store.put({ ...current, id: '' });
     const id = entryId(k);
     if (isBlocked(current) && !this.stopped && !this.work.adding(id)) {
-      this.work.addStarted(id, { before: undefined, wrote: { count: current.count, last: current.last }, client: k.address, origin: 'limit' });
+      this.work.addStarted(id, {
+        before: undefined,
+        wrote: { count: current.count, last: current.last },
+        client: k.address,
+        origin: 'limit',
+      });
       this.startAdd(k, '', blockSeconds(current));
     }
   }
@@ -649,7 +681,9 @@ export class Engine {
           if (this.work.unsettled(id)) continue;
           this.debugLine(
             2,
-            () => `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} ` + `last=${localTime(e.last)} now=${localTime(now)}`,
+            () =>
+              `update: ${e.key.address}:${e.key.port} count=${e.count} duration=${e.key.duration} ` +
+              `last=${localTime(e.last)} now=${localTime(now)}`,
           );
           if (e.id === '' && !isBlocked(e)) {
             if (deleted < DELETE_CHUNK) {
@@ -712,7 +746,10 @@ export class Engine {
     let moved = 0;
     this.guard(() => (moved = this.options.store.shiftTimes(step)));
     this.work.shiftTimes(step);
-    this.options.log('warning', `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`);
+    this.options.log(
+      'warning',
+      `the clock stepped ${step > 0 ? 'forward' : 'back'} by ${Math.abs(step)} s: the times of ${moved} entries moved with it`,
+    );
   }
 
   /**

@@ -29,7 +29,12 @@ export function kernelTimeout(duration: number, last: number, now: number, margi
  * cutting connections with --cut-connections.  An option the helper cannot
  * serve is a warning.
  */
-export function helperExtensions(o: { kernelExpiryMargin: number | undefined; cutConnections: boolean }, capabilities: ReadonlySet<string>, log: LogFn): HelperExtensions {
-  if (o.cutConnections && !capabilities.has('cut')) log('warning', '--cut-connections: the helper does not offer "cut": connections are not ended');
+export function helperExtensions(
+  o: { kernelExpiryMargin: number | undefined; cutConnections: boolean },
+  capabilities: ReadonlySet<string>,
+  log: LogFn,
+): HelperExtensions {
+  if (o.cutConnections && !capabilities.has('cut'))
+    log('warning', '--cut-connections: the helper does not offer "cut": connections are not ended');
   return { timeouts: o.kernelExpiryMargin !== undefined && capabilities.has('timeout'), cut: o.cutConnections && capabilities.has('cut') };
 }

@@ -104,13 +104,18 @@ export class ManualCommands {
         engine.guard(() => store.delete(e.key));
         const lasted = engine.lasted(entryId(e.key), e);
         if (e.id === '') return void done.deleted.push(e);
-        this.log('info', `released ${entryText(e.key)} by hand${blockedFor(lasted)}`, { ...entryFields('release', e.key), origin: 'manual', duration: lasted });
+        this.log('info', `released ${entryText(e.key)} by hand${blockedFor(lasted)}`, {
+          ...entryFields('release', e.key),
+          origin: 'manual',
+          duration: lasted,
+        });
         this.metrics?.release('manual', e.key.name);
         done.released.push(e);
       }),
     );
     // the entries without a block in one transaction: one commit, not one per entry
-    if (engine.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key))))) for (const e of plain) engine.forgetRelease(e.key);
+    if (engine.guard(() => store.transaction(() => plain.forEach((e) => store.delete(e.key)))))
+      for (const e of plain) engine.forgetRelease(e.key);
     done.deleted.push(...plain);
     await releasing;
     engine.armExpiry();

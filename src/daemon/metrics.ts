@@ -32,7 +32,20 @@ export const typeLabel = (type: number): string => TYPE_LABEL[type] ?? String(ty
 
 /** The receive path's reasons, the per-sender limit's (`rate_limit`) and --allow-self's (`self`: about an own address), the daemon's. */
 export type DroppedReason = DropReason | 'rate_limit' | 'self';
-const DROP_REASONS: DroppedReason[] = ['recv', 'credentials', 'short', 'version', 'peer', 'local', 'netns', 'untrusted', 'family', 'type', 'rate_limit', 'self'];
+const DROP_REASONS: DroppedReason[] = [
+  'recv',
+  'credentials',
+  'short',
+  'version',
+  'peer',
+  'local',
+  'netns',
+  'untrusted',
+  'family',
+  'type',
+  'rate_limit',
+  'self',
+];
 
 /** The rule label of names the configuration does not have. */
 const OTHER_RULE = '_other';
@@ -42,7 +55,6 @@ const OTHER_RULE = '_other';
  * for counters: nodejs_active_handles etc. say the same by type.
  */
 const GAUGES_NAMED_TOTAL = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
-
 
 /** Scrapes served at once; connections beyond are closed at once (a scrape is cheap: no table is counted). */
 export const METRICS_MAX_CONNECTIONS = 64;
@@ -94,19 +106,50 @@ export class Metrics {
   /** `entries()`, `blocked()` and `sockets()` are read at each scrape: they must be cheap (kept counts, no table scan). */
   constructor(sizes: { entries: () => number; blocked: () => number; sockets?: () => readonly SocketQueueSource[] }) {
     const registers = [this.registry];
-    this.notifications = new Counter({ name: 'blocklistd_notifications_total', help: 'Notifications received, by type, outcome (matched a rule or not) and rule name (empty: no rule)', labelNames: ['type', 'outcome', 'rule'], registers });
-    for (const [type, label] of Object.entries(TYPE_LABEL)) this.unmatched[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'no_rule', rule: '' }));
-    this.reports = new Counter({ name: 'blocklistd_reports_total', help: 'Notifications of them that came from control report requests (log watchers), by type and outcome', labelNames: ['type', 'outcome'], registers });
+    this.notifications = new Counter({
+      name: 'blocklistd_notifications_total',
+      help: 'Notifications received, by type, outcome (matched a rule or not) and rule name (empty: no rule)',
+      labelNames: ['type', 'outcome', 'rule'],
+      registers,
+    });
+    for (const [type, label] of Object.entries(TYPE_LABEL))
+      this.unmatched[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'no_rule', rule: '' }));
+    this.reports = new Counter({
+      name: 'blocklistd_reports_total',
+      help: 'Notifications of them that came from control report requests (log watchers), by type and outcome',
+      labelNames: ['type', 'outcome'],
+      registers,
+    });
     for (const [type, label] of Object.entries(TYPE_LABEL)) {
       this.reportChildren[Number(type)] = ['no_rule', 'matched'].map((outcome) => zeroed(this.reports.labels(label, outcome)));
     }
-    this.droppedCounter = new Counter({ name: 'blocklistd_notifications_dropped_total', help:
+    this.droppedCounter = new Counter({
+      name: 'blocklistd_notifications_dropped_total',
+      help:
         'Datagrams dropped before matching, by reason ' +
-        '(rate_limit: over the per-sender limit; self: about an own address, --allow-self)', labelNames: ['reason'], registers });
+        '(rate_limit: over the per-sender limit; self: about an own address, --allow-self)',
+      labelNames: ['reason'],
+      registers,
+    });
     for (const reason of DROP_REASONS) this.droppedChildren.set(reason, zeroed(this.droppedCounter.labels(reason)));
-    this.blocks = new Counter({ name: 'blocklistd_blocks_total', help: 'Blocks the packet filter took, by origin (a limit reached, a restore (-r), a manual block) and rule name', labelNames: ['origin', 'rule'], registers });
-    this.releases = new Counter({ name: 'blocklistd_releases_total', help: 'Blocks lifted, by origin (expired, reset by AUTH_OK (forever blocks), manual) and rule name', labelNames: ['origin', 'rule'], registers });
-    this.helperCalls = new Counter({ name: 'blocklistd_helper_calls_total', help: 'Helper calls by action and result', labelNames: ['action', 'result'], registers });
+    this.blocks = new Counter({
+      name: 'blocklistd_blocks_total',
+      help: 'Blocks the packet filter took, by origin (a limit reached, a restore (-r), a manual block) and rule name',
+      labelNames: ['origin', 'rule'],
+      registers,
+    });
+    this.releases = new Counter({
+      name: 'blocklistd_releases_total',
+      help: 'Blocks lifted, by origin (expired, reset by AUTH_OK (forever blocks), manual) and rule name',
+      labelNames: ['origin', 'rule'],
+      registers,
+    });
+    this.helperCalls = new Counter({
+      name: 'blocklistd_helper_calls_total',
+      help: 'Helper calls by action and result',
+      labelNames: ['action', 'result'],
+      registers,
+    });
     this.helperSeconds = new Histogram({
       name: 'blocklistd_helper_duration_seconds',
       help: 'Helper call latency, from start to exit',
@@ -114,35 +157,95 @@ export class Metrics {
       buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     });
-    this.receiveBatch = new Histogram({ name: 'blocklistd_receive_batch_size', help: 'Notifications handed over per wake-up of the event loop', buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512], registers });
-    this.controlRequests = new Counter({ name: 'blocklistd_control_requests_total', help: 'Control socket requests by command and result', labelNames: ['command', 'result'], registers });
-    this.evictions = new Counter({ name: 'blocklistd_evictions_total', help: 'Entries not blocked deleted, soonest expiry first, to keep the database within --max-entries', registers });
-    new Gauge({ name: 'blocklistd_build_info', help: 'Always 1: the version of blocklistd and of Node.js in the labels', labelNames: ['version', 'node', 'platform'], registers }).set({ version: VERSION, node: process.version, platform: process.platform }, 1);
-    this.reloadSuccess = new Gauge({ name: 'blocklistd_reload_success', help: 'Whether the last load of the configuration (start or reload) succeeded without errors: 1, else 0', registers });
-    this.reloadTime = new Gauge({ name: 'blocklistd_reload_timestamp_seconds', help: 'When the configuration was last loaded without errors (seconds since the epoch)', registers });
-    this.configRules = new Gauge({ name: 'blocklistd_config_rules', help: 'Rules in force, by section of the configuration', labelNames: ['section'], registers });
-    new Gauge({ name: 'blocklistd_entries', help: 'Entries in the state database', registers, collect() {
-      this.set(sizes.entries());
-    } });
-    new Gauge({ name: 'blocklistd_socket_queue_length', help: 'Datagrams the kernel queues on a notification socket (where known)', labelNames: ['socket'], registers, collect() {
-      this.reset();
-      for (const s of sizes.sockets?.() ?? []) if (s.kernelQueue.length !== undefined) this.set({ socket: s.path }, s.kernelQueue.length);
-    } });
-    new Gauge({ name: 'blocklistd_socket_waiting', help: 'Datagrams received from a notification socket and not yet processed', labelNames: ['socket'], registers, collect() {
-      this.reset();
-      for (const s of sizes.sockets?.() ?? []) this.set({ socket: s.path }, s.waiting);
-    } });
-    new Gauge({ name: 'blocklistd_blocked_entries', help: 'Entries at their limit (blocked, or their add pending)', registers, collect() {
-      this.set(sizes.blocked());
-    } });
+    this.receiveBatch = new Histogram({
+      name: 'blocklistd_receive_batch_size',
+      help: 'Notifications handed over per wake-up of the event loop',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
+      registers,
+    });
+    this.controlRequests = new Counter({
+      name: 'blocklistd_control_requests_total',
+      help: 'Control socket requests by command and result',
+      labelNames: ['command', 'result'],
+      registers,
+    });
+    this.evictions = new Counter({
+      name: 'blocklistd_evictions_total',
+      help: 'Entries not blocked deleted, soonest expiry first, to keep the database within --max-entries',
+      registers,
+    });
+    new Gauge({
+      name: 'blocklistd_build_info',
+      help: 'Always 1: the version of blocklistd and of Node.js in the labels',
+      labelNames: ['version', 'node', 'platform'],
+      registers,
+    }).set({ version: VERSION, node: process.version, platform: process.platform }, 1);
+    this.reloadSuccess = new Gauge({
+      name: 'blocklistd_reload_success',
+      help: 'Whether the last load of the configuration (start or reload) succeeded without errors: 1, else 0',
+      registers,
+    });
+    this.reloadTime = new Gauge({
+      name: 'blocklistd_reload_timestamp_seconds',
+      help: 'When the configuration was last loaded without errors (seconds since the epoch)',
+      registers,
+    });
+    this.configRules = new Gauge({
+      name: 'blocklistd_config_rules',
+      help: 'Rules in force, by section of the configuration',
+      labelNames: ['section'],
+      registers,
+    });
+    new Gauge({
+      name: 'blocklistd_entries',
+      help: 'Entries in the state database',
+      registers,
+      collect() {
+        this.set(sizes.entries());
+      },
+    });
+    new Gauge({
+      name: 'blocklistd_socket_queue_length',
+      help: 'Datagrams the kernel queues on a notification socket (where known)',
+      labelNames: ['socket'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of sizes.sockets?.() ?? []) if (s.kernelQueue.length !== undefined) this.set({ socket: s.path }, s.kernelQueue.length);
+      },
+    });
+    new Gauge({
+      name: 'blocklistd_socket_waiting',
+      help: 'Datagrams received from a notification socket and not yet processed',
+      labelNames: ['socket'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of sizes.sockets?.() ?? []) this.set({ socket: s.path }, s.waiting);
+      },
+    });
+    new Gauge({
+      name: 'blocklistd_blocked_entries',
+      help: 'Entries at their limit (blocked, or their add pending)',
+      registers,
+      collect() {
+        this.set(sizes.blocked());
+      },
+    });
   }
 
   /** Each series of `name`, at 0. */
   private ruleSeries(rule: string): RuleSeries {
     const notifications: Inc[] = [];
-    for (const [type, label] of Object.entries(TYPE_LABEL)) notifications[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'matched', rule }));
-    const blocks = Object.fromEntries(BLOCK_ORIGINS.map((origin) => [origin, zeroed(this.blocks.labels({ origin, rule }))])) as Record<BlockOrigin, Inc>;
-    const releases = Object.fromEntries(RELEASE_ORIGINS.map((origin) => [origin, zeroed(this.releases.labels({ origin, rule }))])) as Record<ReleaseOrigin, Inc>;
+    for (const [type, label] of Object.entries(TYPE_LABEL))
+      notifications[Number(type)] = zeroed(this.notifications.labels({ type: label, outcome: 'matched', rule }));
+    const blocks = Object.fromEntries(BLOCK_ORIGINS.map((origin) => [origin, zeroed(this.blocks.labels({ origin, rule }))])) as Record<
+      BlockOrigin,
+      Inc
+    >;
+    const releases = Object.fromEntries(
+      RELEASE_ORIGINS.map((origin) => [origin, zeroed(this.releases.labels({ origin, rule }))]),
+    ) as Record<ReleaseOrigin, Inc>;
     return { notifications, blocks, releases };
   }
 
@@ -203,7 +306,16 @@ export class Metrics {
   /** The counters as `status` shows them: label values → count, per counter, summed over the rules. */
   async counters(): Promise<Record<string, Record<string, number>>> {
     const out: Record<string, Record<string, number>> = {};
-    for (const counter of [this.notifications, this.reports, this.droppedCounter, this.blocks, this.releases, this.helperCalls, this.controlRequests, this.evictions]) {
+    for (const counter of [
+      this.notifications,
+      this.reports,
+      this.droppedCounter,
+      this.blocks,
+      this.releases,
+      this.helperCalls,
+      this.controlRequests,
+      this.evictions,
+    ]) {
       const { name, values } = await counter.get();
       const short = name.replace(/^blocklistd_/, '').replace(/_total$/, '');
       const sums: Record<string, number> = (out[short] = {});

@@ -129,7 +129,8 @@ function seconds(text: string, what: string): number {
 /** A whole number from `min` on, up to `max` when given (`what` names it in the complaint). */
 function whole(text: string, what: string, min: number, max?: number): number {
   const n = /^\d+$/.test(text) ? Number(text) : NaN;
-  if (!(n >= min && n <= (max ?? Number.MAX_SAFE_INTEGER))) throw new UsageError(`bad ${what} '${text}': a whole number from ${min}${max === undefined ? '' : ` to ${max}`}`);
+  if (!(n >= min && n <= (max ?? Number.MAX_SAFE_INTEGER)))
+    throw new UsageError(`bad ${what} '${text}': a whole number from ${min}${max === undefined ? '' : ` to ${max}`}`);
   return n;
 }
 
@@ -150,7 +151,12 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('-P <sockpathsfile>', 'file listing socket paths')
     .option('-r', 're-add the blocks of the database at start and on reload')
     .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
-    .option('-s <sockpath>', `socket to listen on (repeatable) (default: ${DEFAULT_SOCKET_PATH})`, (p: string, all: string[]) => [...all, p], [] as string[])
+    .option(
+      '-s <sockpath>',
+      `socket to listen on (repeatable) (default: ${DEFAULT_SOCKET_PATH})`,
+      (p: string, all: string[]) => [...all, p],
+      [] as string[],
+    )
     .option('-t <timeout>', 'seconds between interface address refreshes (default: 15, 5 with -d)')
     .option('-v', 'socket-layer messages on stderr')
     .option('--foreground', 'stay attached to the terminal without debug output')
@@ -167,22 +173,35 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--queue <datagrams>', 'datagrams the kernel queues on a notification socket (Linux, as root)', String(DEFAULT_BACKLOG))
     .option('--sender-rate <n>', 'notifications per second a sender uid may send (0: no limit)', String(DEFAULT_SENDER_RATE))
     .option('--sender-burst <n>', 'notifications a sender uid may send at once', String(DEFAULT_SENDER_BURST))
-    .option('--trust-user <user>', 'a user trusted besides root: no sender limit, may name the peer of a TCP socket (repeatable)', repeated, [] as string[])
+    .option(
+      '--trust-user <user>',
+      'a user trusted besides root: no sender limit, may name the peer of a TCP socket (repeatable)',
+      repeated,
+      [] as string[],
+    )
     .option('--trust-group <group>', 'a group whose processes are trusted as --trust-user (repeatable)', repeated, [] as string[])
-    .option('--max-entries <n>', 'evict entries not blocked beyond this many, soonest expiry first (0: no limit)', String(DEFAULT_MAX_ENTRIES))
+    .option(
+      '--max-entries <n>',
+      'evict entries not blocked beyond this many, soonest expiry first (0: no limit)',
+      String(DEFAULT_MAX_ENTRIES),
+    )
     .version(VERSION, '-V, --version')
-    .option('--fail-open', 'start even when the configuration, the helper or the packet filter cannot work (upstream\'s behaviour)')
-    .option('--allow-self', 'never count nor block the host\'s own addresses (loopback and every interface\'s)')
+    .option('--fail-open', "start even when the configuration, the helper or the packet filter cannot work (upstream's behaviour)")
+    .option('--allow-self', "never count nor block the host's own addresses (loopback and every interface's)")
     .option('--check', 'run the start-up checks, print what was checked and every problem, exit 0 or 1; changes nothing')
-    .option('--kernel-expiry-margin <seconds>', 'blocks carry a kernel timeout (nftables, ipset) this long after their end, should the daemon die', String(DEFAULT_KERNEL_EXPIRY_MARGIN))
+    .option(
+      '--kernel-expiry-margin <seconds>',
+      'blocks carry a kernel timeout (nftables, ipset) this long after their end, should the daemon die',
+      String(DEFAULT_KERNEL_EXPIRY_MARGIN),
+    )
     .option('--no-kernel-expiry', 'no kernel timeouts: blocks stay in the packet filter until the daemon releases them')
     .option('--cut-connections', 'a block also ends the established connections it blocks (Linux: ss -K)')
     .option('--fleet <urls>', 'share blocks with other hosts through these NATS servers (nats:// or tls://, comma-separated)')
-    .option('--fleet-name <name>', 'this host\'s origin in the fleet (default: the host name\'s first label)')
+    .option('--fleet-name <name>', "this host's origin in the fleet (default: the host name's first label)")
     .option('--fleet-bucket <name>', 'the JetStream key-value bucket', DEFAULT_FLEET_BUCKET)
     .option('--fleet-creds <file>', 'NATS credentials file (user JWT and nkey seed), or a user nkey seed')
     .option('--fleet-user-file <file>', 'file with user:password for the NATS server')
-    .option('--fleet-ca <file>', 'CA certificate the NATS server\'s TLS certificate must chain to')
+    .option('--fleet-ca <file>', "CA certificate the NATS server's TLS certificate must chain to")
     .option('--fleet-cert <file>', 'client TLS certificate for the NATS server')
     .option('--fleet-key <file>', 'client TLS key for the NATS server')
     .option('--fleet-insecure', 'allow a plain-text nats:// URL to a host other than this one')
@@ -201,41 +220,43 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     if (e.code === 'commander.excessArguments') throw new UsageError(''); // upstream prints just the usage
     throw new UsageError(getoptMessage(e));
   }
-  const o = program.opts<{
-    C: string;
-    c: string;
-    D: string;
-    d: number;
-    f?: boolean;
-    P?: string;
-    r?: boolean;
-    R: string;
-    s: string[];
-    t?: string;
-    v?: boolean;
-    foreground?: boolean;
-    logFormat: string;
-    pidfile: string;
-    helperTimeout: string;
-    remRetry: string;
-    syslogSocket: string;
-    renameBadDb?: boolean;
-    controlSocket: string | boolean;
-    controlGroup?: string;
-    metrics?: string;
-    queue: string;
-    senderRate: string;
-    senderBurst: string;
-    trustUser: string[];
-    trustGroup: string[];
-    maxEntries: string;
-    failOpen?: boolean;
-    allowSelf?: boolean;
-    check?: boolean;
-    kernelExpiryMargin: string;
-    kernelExpiry: boolean;
-    cutConnections?: boolean;
-  } & FleetArguments>();
+  const o = program.opts<
+    {
+      C: string;
+      c: string;
+      D: string;
+      d: number;
+      f?: boolean;
+      P?: string;
+      r?: boolean;
+      R: string;
+      s: string[];
+      t?: string;
+      v?: boolean;
+      foreground?: boolean;
+      logFormat: string;
+      pidfile: string;
+      helperTimeout: string;
+      remRetry: string;
+      syslogSocket: string;
+      renameBadDb?: boolean;
+      controlSocket: string | boolean;
+      controlGroup?: string;
+      metrics?: string;
+      queue: string;
+      senderRate: string;
+      senderBurst: string;
+      trustUser: string[];
+      trustGroup: string[];
+      maxEntries: string;
+      failOpen?: boolean;
+      allowSelf?: boolean;
+      check?: boolean;
+      kernelExpiryMargin: string;
+      kernelExpiry: boolean;
+      cutConnections?: boolean;
+    } & FleetArguments
+  >();
   if (o.logFormat !== 'syslog' && o.logFormat !== 'json') throw new UsageError(`bad log format '${o.logFormat}': syslog or json`);
   const nameProblem = ruleNameProblem(o.R);
   if (nameProblem !== undefined) throw new UsageError(`bad rule name '${shownName(o.R)}': ${nameProblem}`);
@@ -282,9 +303,36 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
 
 /** The fleet's options checked (fleet/config.ts), last: after the problems of the others. */
 function fleetOptions(o: FleetArguments, abs: (path: string) => string): FleetConfig | undefined {
-  const { fleet, fleetName, fleetBucket, fleetCreds, fleetUserFile, fleetCa, fleetCert, fleetKey, fleetInsecure, fleetMaxDuration, fleetTrust } = o;
+  const {
+    fleet,
+    fleetName,
+    fleetBucket,
+    fleetCreds,
+    fleetUserFile,
+    fleetCa,
+    fleetCert,
+    fleetKey,
+    fleetInsecure,
+    fleetMaxDuration,
+    fleetTrust,
+  } = o;
   try {
-    return fleetConfig({ fleet, fleetName, fleetBucket, fleetCreds, fleetUserFile, fleetCa, fleetCert, fleetKey, fleetInsecure, fleetMaxDuration, fleetTrust }, abs);
+    return fleetConfig(
+      {
+        fleet,
+        fleetName,
+        fleetBucket,
+        fleetCreds,
+        fleetUserFile,
+        fleetCa,
+        fleetCert,
+        fleetKey,
+        fleetInsecure,
+        fleetMaxDuration,
+        fleetTrust,
+      },
+      abs,
+    );
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

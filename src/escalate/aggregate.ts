@@ -57,7 +57,10 @@ export function textRange(net: { address: IPAddress; mask: number }): [string, s
   if (net.address.family === 'inet') {
     const octets = Math.floor(net.mask / 8);
     if (octets === 0) return all;
-    const prefix = [24, 16, 8, 0].slice(0, octets).map((shift) => (net.address.words[0] >>> shift) & 255).join('.');
+    const prefix = [24, 16, 8, 0]
+      .slice(0, octets)
+      .map((shift) => (net.address.words[0] >>> shift) & 255)
+      .join('.');
     return [`${prefix}.`, `${prefix}/`];
   }
   const first = net.address.words[0] >>> 16;

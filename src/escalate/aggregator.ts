@@ -16,7 +16,15 @@ import { PERMANENT } from './policy.js';
 
 /** The same rule but for the address: blocks that one network block can stand for. */
 const sameRule = (a: EffectiveRule, b: EffectiveRule): boolean =>
-  a.name === b.name && a.family === b.family && a.lmask === b.lmask && a.port === b.port && a.proto === b.proto && a.uid === b.uid && a.nfail === b.nfail && a.rmask === b.rmask && a.duration === b.duration;
+  a.name === b.name &&
+  a.family === b.family &&
+  a.lmask === b.lmask &&
+  a.port === b.port &&
+  a.proto === b.proto &&
+  a.uid === b.uid &&
+  a.nfail === b.nfail &&
+  a.rmask === b.rmask &&
+  a.duration === b.duration;
 
 export class Aggregator {
   private policies: ReadonlyMap<string, AggregatePolicy> = new Map();
@@ -46,12 +54,18 @@ export class Aggregator {
     const net = aggregateNetwork(ip, p);
     const netKey: EffectiveRule = { ...key, address: toText(net.address), lmask: net.mask };
     if (engine.busy(netKey) || store.get(netKey) !== undefined) return;
-    const members = store.blockedIn(key.name, ...textRange(net)).filter((e) => sameRule(e.key, key) && inNetwork(parseIP(e.key.address)!, net) && !engine.busy(e.key));
+    const members = store
+      .blockedIn(key.name, ...textRange(net))
+      .filter((e) => sameRule(e.key, key) && inNetwork(parseIP(e.key.address)!, net) && !engine.busy(e.key));
     if (members.length < p.count) return;
     const network = `${netKey.address}/${net.mask}`;
     const allow = coveredNetwork(net.address, net.mask, this.allowed);
     if (allow !== undefined) {
-      if (!this.refused.has(entryId(netKey))) log('notice', `not aggregating ${members.length} blocks of ${network} (${key.name}): the allow-list rule at ${allow.what} is inside it`);
+      if (!this.refused.has(entryId(netKey)))
+        log(
+          'notice',
+          `not aggregating ${members.length} blocks of ${network} (${key.name}): the allow-list rule at ${allow.what} is inside it`,
+        );
       this.refused.add(entryId(netKey));
       return;
     }
@@ -62,7 +76,10 @@ export class Aggregator {
     const hold = end === Infinity ? PERMANENT : Math.max(0, end - now - key.duration);
     const wrote = { count: key.nfail, last: now };
     if (!engine.guard(() => store.put({ key: netKey, ...wrote, id: '', hold }))) return;
-    log('notice', `aggregating ${members.length} blocks of ${network} (${key.name}) into one`, { ...entryFields('aggregate', netKey), count: members.length });
+    log('notice', `aggregating ${members.length} blocks of ${network} (${key.name}) into one`, {
+      ...entryFields('aggregate', netKey),
+      count: members.length,
+    });
     const result = await engine.add(netKey, undefined, wrote, 'limit', blockSeconds({ key: netKey, ...wrote, id: '', hold }));
     // not taken: the entry went with the failure, the addresses' blocks stay
     if (result.outcome !== 'ok') return;

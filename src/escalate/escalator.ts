@@ -60,7 +60,13 @@ export class Escalator {
   record(e: Entry, start: number): void {
     if (e.block === undefined) return;
     const hold = e.hold ?? 0;
-    this.store.putHistory({ name: e.key.name, address: e.key.address, count: e.block, last: start, until: hold < 0 ? PERMANENT : start + e.key.duration + hold });
+    this.store.putHistory({
+      name: e.key.name,
+      address: e.key.address,
+      count: e.block,
+      last: start,
+      until: hold < 0 ? PERMANENT : start + e.key.duration + hold,
+    });
   }
 
   /** Histories forgiven to nothing, or past their `keep`, deleted; at most once per PURGE_MS. How many. */
@@ -68,7 +74,8 @@ export class Escalator {
     if (monotonic - this.purgedAt < PURGE_MS) return 0;
     this.purgedAt = monotonic;
     let purged = 0;
-    for (const p of this.policies.values()) if (p.forget !== undefined || p.keep !== undefined) purged += this.store.purgeHistory(p.name, now, p.forget, p.keep);
+    for (const p of this.policies.values())
+      if (p.forget !== undefined || p.keep !== undefined) purged += this.store.purgeHistory(p.name, now, p.forget, p.keep);
     return purged;
   }
 }

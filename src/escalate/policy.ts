@@ -67,7 +67,8 @@ export function historyAddresses(address: IPAddress, mask = widthOf(address.fami
 }
 
 /** The number of the next block of an address whose history is `h` (none: the first), forgiveness applied. */
-export const nextBlockNumber = (p: EscalationPolicy, h: History | undefined, now: number): number => (h === undefined ? 0 : forgivenCount(h, now, p.forget)) + 1;
+export const nextBlockNumber = (p: EscalationPolicy, h: History | undefined, now: number): number =>
+  (h === undefined ? 0 : forgivenCount(h, now, p.forget)) + 1;
 
 /**
  * How long the nth block (n ≥ 1) lasts in seconds, or PERMANENT:
@@ -125,7 +126,8 @@ export function parsePolicy(fields: readonly string[]): EscalationPolicy {
     switch (key) {
       case 'factor': {
         const f = Number(value);
-        if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(f >= 1) || f > 1000) throw new PolicyError(`factor: a number from 1 to 1000 [${value}]`);
+        if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(f >= 1) || f > 1000)
+          throw new PolicyError(`factor: a number from 1 to 1000 [${value}]`);
         p.factor = f;
         break;
       }
@@ -133,12 +135,14 @@ export function parsePolicy(fields: readonly string[]): EscalationPolicy {
         p.list = value.split(',').map((t) => positive(key, duration(key, t), t));
         break;
       case 'permanent': {
-        if (!/^[1-9][0-9]{0,5}$/.test(value)) throw new PolicyError(`permanent: the number of the first permanent block, 1 or more [${value}]`);
+        if (!/^[1-9][0-9]{0,5}$/.test(value))
+          throw new PolicyError(`permanent: the number of the first permanent block, 1 or more [${value}]`);
         p.permanent = Number(value);
         break;
       }
       case 'nfail': {
-        if (!/^[1-9][0-9]{0,8}$/.test(value)) throw new PolicyError(`nfail: the failure points that block a known offender, 1 or more [${value}]`);
+        if (!/^[1-9][0-9]{0,8}$/.test(value))
+          throw new PolicyError(`nfail: the failure points that block a known offender, 1 or more [${value}]`);
         p.nfail = Number(value);
         break;
       }
@@ -149,7 +153,8 @@ export function parsePolicy(fields: readonly string[]): EscalationPolicy {
         p[key as 'base' | 'max' | 'forget' | 'keep'] = positive(key, duration(key, value), value);
     }
   }
-  if (p.list !== undefined && (seen.has('base') || seen.has('factor'))) throw new PolicyError('list replaces base and factor: give one or the other');
+  if (p.list !== undefined && (seen.has('base') || seen.has('factor')))
+    throw new PolicyError('list replaces base and factor: give one or the other');
   if (p.base !== undefined && p.max !== undefined && p.max < p.base) throw new PolicyError(`max (${p.max}) is less than base (${p.base})`);
   return p;
 }

@@ -22,7 +22,11 @@ export interface FleetArguments {
 export const DEFAULT_FLEET_BUCKET = 'blocklist';
 
 /** A host name as an origin: its first label, other characters than letters, digits, - and _ as -. */
-export const defaultOrigin = (host = hostname()): string => host.split('.')[0]!.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64) || 'host';
+export const defaultOrigin = (host = hostname()): string =>
+  host
+    .split('.')[0]!
+    .replace(/[^A-Za-z0-9_-]/g, '-')
+    .slice(0, 64) || 'host';
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[?::1\]?)$/i;
 
@@ -31,21 +35,34 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[?::1\]?)$/i;
  * Error whose message says what is wrong.  `abs` makes a path absolute.
  */
 export function fleetConfig(a: FleetArguments, abs: (path: string) => string, host = hostname()): FleetConfig | undefined {
-  const given = Object.entries(a).filter(([k, v]) => k !== 'fleet' && v !== undefined && !(k === 'fleetBucket' && v === DEFAULT_FLEET_BUCKET) && !(k === 'fleetMaxDuration' && v === '0') && !(Array.isArray(v) && v.length === 0));
+  const given = Object.entries(a).filter(
+    ([k, v]) =>
+      k !== 'fleet' &&
+      v !== undefined &&
+      !(k === 'fleetBucket' && v === DEFAULT_FLEET_BUCKET) &&
+      !(k === 'fleetMaxDuration' && v === '0') &&
+      !(Array.isArray(v) && v.length === 0),
+  );
   if (a.fleet === undefined) {
     if (given.length > 0) throw new Error(`--${given[0]![0].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --fleet`);
     return undefined;
   }
-  const tls = a.fleetCa !== undefined || a.fleetCert !== undefined || a.fleetKey !== undefined ? { ca: a.fleetCa && abs(a.fleetCa), cert: a.fleetCert && abs(a.fleetCert), key: a.fleetKey && abs(a.fleetKey) } : undefined;
+  const tls =
+    a.fleetCa !== undefined || a.fleetCert !== undefined || a.fleetKey !== undefined
+      ? { ca: a.fleetCa && abs(a.fleetCa), cert: a.fleetCert && abs(a.fleetCert), key: a.fleetKey && abs(a.fleetKey) }
+      : undefined;
   if ((a.fleetCert === undefined) !== (a.fleetKey === undefined)) throw new Error('--fleet-cert and --fleet-key go together');
   const servers = a.fleet.split(',').map((s) => s.trim());
   for (const server of servers) {
     const m = /^(?:(nats|tls):\/\/)?(?:[^@/]*@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?$/.exec(server);
     if (m === null) throw new Error(`bad --fleet server '${server}': nats://host:port or tls://host:port`);
-    if (server.includes('@')) throw new Error(`--fleet server '${server}': credentials go in --fleet-creds or --fleet-user-file, not in the URL (it shows in ps)`);
+    if (server.includes('@'))
+      throw new Error(`--fleet server '${server}': credentials go in --fleet-creds or --fleet-user-file, not in the URL (it shows in ps)`);
     const plain = m[1] !== 'tls' && tls === undefined;
     if (plain && !LOOPBACK.test(m[2]!) && a.fleetInsecure !== true) {
-      throw new Error(`--fleet server '${server}' is plain text to another host: use tls:// (and --fleet-ca), or --fleet-insecure to allow it`);
+      throw new Error(
+        `--fleet server '${server}' is plain text to another host: use tls:// (and --fleet-ca), or --fleet-insecure to allow it`,
+      );
     }
   }
   if (a.fleetCreds !== undefined && a.fleetUserFile !== undefined) throw new Error('--fleet-creds or --fleet-user-file, not both');
@@ -54,8 +71,12 @@ export function fleetConfig(a: FleetArguments, abs: (path: string) => string, ho
   if (problem !== undefined) throw new Error(`bad --fleet-name '${name}': ${problem}`);
   if (!/^[A-Za-z0-9_-]{1,64}$/.test(a.fleetBucket)) throw new Error(`bad --fleet-bucket '${a.fleetBucket}': letters, digits, - and _`);
   const maxDuration = /^\d+$/.test(a.fleetMaxDuration) ? Number(a.fleetMaxDuration) : NaN;
-  if (!(maxDuration >= 0 && maxDuration <= 2 ** 31)) throw new Error(`bad --fleet-max-duration '${a.fleetMaxDuration}': seconds, 0 for no cap`);
-  const trust = a.fleetTrust.flatMap((t) => t.split(',')).map((t) => t.trim()).filter((t) => t !== '');
+  if (!(maxDuration >= 0 && maxDuration <= 2 ** 31))
+    throw new Error(`bad --fleet-max-duration '${a.fleetMaxDuration}': seconds, 0 for no cap`);
+  const trust = a.fleetTrust
+    .flatMap((t) => t.split(','))
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
   for (const t of trust) if (originProblem(t) !== undefined) throw new Error(`bad --fleet-trust origin '${t}': ${originProblem(t)}`);
   return {
     servers,

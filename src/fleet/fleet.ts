@@ -87,7 +87,13 @@ export interface FleetStatus {
 
 /** The element of a helper target, as the fleet's tables name it. */
 const elementOf = (t: HelperTarget): Element => ({ name: t.name, address: t.address, mask: t.mask, proto: t.proto, port: t.port });
-const targetOfBlock = (b: Element): HelperTarget => ({ name: b.name, proto: b.proto as HelperTarget['proto'], address: b.address, mask: b.mask, port: b.port });
+const targetOfBlock = (b: Element): HelperTarget => ({
+  name: b.name,
+  proto: b.proto as HelperTarget['proto'],
+  address: b.address,
+  mask: b.mask,
+  port: b.port,
+});
 const whereOf = (b: Element): string => `${b.address}/${b.mask}:${b.port < 0 ? '*' : b.port}`;
 
 /** A local block as the bucket gets it, lasting `seconds` (the rule's duration, or an escalated block's own length; ANY: forever). */
@@ -154,7 +160,14 @@ export class Fleet implements SharedBlocks {
     const b = blockOf(this.o.name, key, start, reason, seconds);
     // a renewal moves the end the bucket has by a tenth of the duration at least (1 s): an address hammering on does not flood the fleet
     const published = this.ownKeys.get(keyOf(b));
-    if (reason === 'renewed' && published?.end != null && b.end !== null && b.end - published.end < Math.max(1, b.duration / 10)) return;
+    if (
+      reason === 'renewed' &&
+      published !== undefined &&
+      published.end !== null &&
+      b.end !== null &&
+      b.end - published.end < Math.max(1, b.duration / 10)
+    )
+      return;
     this.safely('the publish of a block', () => this.state.enqueue(keyOf(b), valueOf(b)));
     this.kick();
   }
@@ -212,7 +225,9 @@ export class Fleet implements SharedBlocks {
     if (o.creds !== undefined) {
       const text = readFileSync(o.creds, 'utf8');
       // a credentials file (a user JWT and its seed), or a user nkey seed alone (nkey authentication)
-      options.authenticator = text.includes('-----BEGIN NATS USER JWT-----') ? credsAuthenticator(Buffer.from(text)) : nkeyAuthenticator(Buffer.from(text.trim()));
+      options.authenticator = text.includes('-----BEGIN NATS USER JWT-----')
+        ? credsAuthenticator(Buffer.from(text))
+        : nkeyAuthenticator(Buffer.from(text.trim()));
     }
     if (o.userFile !== undefined) {
       const line = readFileSync(o.userFile, 'utf8').split('\n')[0]!.trim();
@@ -220,14 +235,22 @@ export class Fleet implements SharedBlocks {
       options.user = line.slice(0, colon);
       options.pass = line.slice(colon + 1);
     }
-    if (o.tls !== undefined || o.servers.some((s) => s.startsWith('tls://'))) options.tls = { caFile: o.tls?.ca, certFile: o.tls?.cert, keyFile: o.tls?.key };
+    if (o.tls !== undefined || o.servers.some((s) => s.startsWith('tls://')))
+      options.tls = { caFile: o.tls?.ca, certFile: o.tls?.cert, keyFile: o.tls?.key };
     return options;
   }
 
   private async connectLoop(): Promise<void> {
     let nc: NatsConnection;
     // the client tries again quietly until the first connection: say so once
-    const quiet = setTimeout(() => this.o.log('warning', `fleet: no server of ${this.o.servers.join(',')} reachable yet: blocking locally, publishes kept, still trying`), FIRST_CONNECT_WARN_MS);
+    const quiet = setTimeout(
+      () =>
+        this.o.log(
+          'warning',
+          `fleet: no server of ${this.o.servers.join(',')} reachable yet: blocking locally, publishes kept, still trying`,
+        ),
+      FIRST_CONNECT_WARN_MS,
+    );
     quiet.unref();
     try {
       nc = await connect(this.connectionOptions());
@@ -242,7 +265,11 @@ export class Fleet implements SharedBlocks {
     if (this.stopped) return void nc.close();
     this.nc = nc;
     this.connected = true;
-    this.o.log('info', `fleet: connected to ${nc.getServer()} as ${this.o.name}, bucket ${this.o.bucket}`, { event: 'fleet', state: 'connected', server: nc.getServer() });
+    this.o.log('info', `fleet: connected to ${nc.getServer()} as ${this.o.name}, bucket ${this.o.bucket}`, {
+      event: 'fleet',
+      state: 'connected',
+      server: nc.getServer(),
+    });
     void this.followStatus(nc);
     await this.openBucket();
   }
@@ -250,7 +277,11 @@ export class Fleet implements SharedBlocks {
   private async followStatus(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') {
-        if (this.connected) this.o.log('warning', `fleet: disconnected from ${s.server}: blocking locally, publishes kept until it is back`, { event: 'fleet', state: 'disconnected' });
+        if (this.connected)
+          this.o.log('warning', `fleet: disconnected from ${s.server}: blocking locally, publishes kept until it is back`, {
+            event: 'fleet',
+            state: 'disconnected',
+          });
         this.connected = false;
       } else if (s.type === 'reconnect') {
         this.connected = true;
@@ -344,7 +375,9 @@ export class Fleet implements SharedBlocks {
     const chunk = this.received.splice(0, APPLY_CHUNK);
     const after: (() => void)[] = [];
     const now = this.o.clock();
-    this.safely(`${chunk.length} changes of the bucket`, () => this.state.transaction(() => chunk.forEach((e) => this.applyEntry(e, now, after))));
+    this.safely(`${chunk.length} changes of the bucket`, () =>
+      this.state.transaction(() => chunk.forEach((e) => this.applyEntry(e, now, after))),
+    );
     for (const start of after) start();
     if (this.received.length > 0) {
       this.applyScheduled = true;
@@ -377,15 +410,19 @@ export class Fleet implements SharedBlocks {
     this.state.put({ ...b, key: e.key }, ends, existing?.id ?? '');
     if (existing !== undefined) return; // renewed: its end moved
     this.counts.applied++;
-    this.o.log('info', `fleet: blocked ${whereOf(b)} (${b.name} ${b.proto === '' ? 'any' : b.proto}) from ${origin} ${ends === null ? 'forever' : `for ${ends - now} seconds`}`, {
-      event: 'fleet-block',
-      origin,
-      rule: b.name,
-      address: b.address,
-      mask: b.mask,
-      port: b.port < 0 ? undefined : b.port,
-      ends: ends ?? undefined,
-    });
+    this.o.log(
+      'info',
+      `fleet: blocked ${whereOf(b)} (${b.name} ${b.proto === '' ? 'any' : b.proto}) from ${origin} ${ends === null ? 'forever' : `for ${ends - now} seconds`}`,
+      {
+        event: 'fleet-block',
+        origin,
+        rule: b.name,
+        address: b.address,
+        mask: b.mask,
+        port: b.port < 0 ? undefined : b.port,
+        ends: ends ?? undefined,
+      },
+    );
     // another holder has the element in the filter: shared, not added twice
     const held = this.state.localHolder(b) ?? this.state.fleetHolder(b, e.key);
     if (held !== undefined) return this.state.setId(e.key, held);
@@ -415,7 +452,14 @@ export class Fleet implements SharedBlocks {
     if (row === undefined) return;
     this.state.delete(key);
     this.counts.released++;
-    this.o.log('info', `fleet: released ${whereOf(row)} from ${row.origin}: ${why}`, { event: 'fleet-release', origin: row.origin, rule: row.name, address: row.address, mask: row.mask, reason: why });
+    this.o.log('info', `fleet: released ${whereOf(row)} from ${row.origin}: ${why}`, {
+      event: 'fleet-release',
+      origin: row.origin,
+      rule: row.name,
+      address: row.address,
+      mask: row.mask,
+      reason: why,
+    });
     if (this.adding.has(key) || row.id === '') return; // its add's return removes it; no id: the add failed, or a local entry holds it
     after.push(() => this.remove(row));
   }
@@ -479,7 +523,11 @@ export class Fleet implements SharedBlocks {
       return;
     }
     const more = this.rejectLog.unlogged > 0 ? ` (and ${this.rejectLog.unlogged} more since the last such line)` : '';
-    this.o.log('warning', `fleet: ignored ${key.slice(0, 200)}: ${why}${more}`, { event: 'fleet-reject', key: key.slice(0, 200), reason: why });
+    this.o.log('warning', `fleet: ignored ${key.slice(0, 200)}: ${why}${more}`, {
+      event: 'fleet-reject',
+      key: key.slice(0, 200),
+      reason: why,
+    });
     this.rejectLog = { at: now, unlogged: 0 };
   }
 
@@ -518,13 +566,18 @@ export class Fleet implements SharedBlocks {
   private async publish(kv: KV): Promise<void> {
     this.publishing = true;
     try {
-      for (let items: OutboxItem[]; (items = this.state.outbox(PUBLISH_CHUNK)).length > 0 && !this.stopped; ) {
-        await Promise.all(items.map((item) => (item.value === null ? kv.delete(item.key) : kv.put(item.key, item.value)).then(() => void this.sent(item))));
+      for (let items: OutboxItem[]; (items = this.state.outbox(PUBLISH_CHUNK)).length > 0 && !this.stopped;) {
+        await Promise.all(
+          items.map((item) => (item.value === null ? kv.delete(item.key) : kv.put(item.key, item.value)).then(() => void this.sent(item))),
+        );
       }
       this.publishDelay = RETRY_MS;
     } catch (e) {
       if (!this.stopped) {
-        this.o.log('warning', `fleet: publishing failed (${errnoText(e)}): ${this.state.pending()} pending, trying again in ${this.publishDelay} ms`);
+        this.o.log(
+          'warning',
+          `fleet: publishing failed (${errnoText(e)}): ${this.state.pending()} pending, trying again in ${this.publishDelay} ms`,
+        );
         this.publishTimer = setTimeout(() => {
           this.publishTimer = undefined;
           this.kick();

@@ -5,7 +5,7 @@ import type { FleetStatus } from './fleet.js';
 
 /** Counters of the status, by metric name. */
 const COUNTERS: [string, keyof FleetStatus, string][] = [
-  ['blocklistd_fleet_published_total', 'published', 'Publishes and deletes of this host\'s blocks the NATS server acknowledged'],
+  ['blocklistd_fleet_published_total', 'published', "Publishes and deletes of this host's blocks the NATS server acknowledged"],
   ['blocklistd_fleet_applied_total', 'applied', 'Blocks of other hosts applied'],
   ['blocklistd_fleet_released_total', 'released', 'Blocks of other hosts released (deleted by their origin, ended)'],
   ['blocklistd_fleet_rejected_total', 'rejected', 'Values from the bucket refused: malformed, hostile, of an origin not trusted'],
@@ -20,14 +20,24 @@ const GAUGES: [string, (s: FleetStatus) => number, string][] = [
 export function registerFleetMetrics(registry: Registry, status: () => FleetStatus): void {
   const registers = [registry];
   for (const [name, field, help] of COUNTERS) {
-    new Counter({ name, help, registers, collect() {
-      this.reset();
-      this.inc(status()[field] as number);
-    } });
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(status()[field] as number);
+      },
+    });
   }
   for (const [name, value, help] of GAUGES) {
-    new Gauge({ name, help, registers, collect() {
-      this.set(value(status()));
-    } });
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(value(status()));
+      },
+    });
   }
 }

@@ -63,7 +63,16 @@ export function keyToken(text: string): string {
 /** The bucket key of a block: v1.<origin>.<family>.<address>.<mask>.<proto>.<port>.<name>, each token checked. */
 export function keyOf(b: Pick<FleetBlock, 'origin' | 'family' | 'address' | 'mask' | 'proto' | 'port' | 'name'>): string {
   if (originProblem(b.origin) !== undefined) throw new FleetRecordError(`bad origin '${b.origin}'`);
-  return [KEY_VERSION, b.origin, String(b.family), keyToken(b.address), String(b.mask), b.proto === '' ? 'any' : keyToken(b.proto), b.port < 0 ? 'any' : String(b.port), keyToken(b.name)].join('.');
+  return [
+    KEY_VERSION,
+    b.origin,
+    String(b.family),
+    keyToken(b.address),
+    String(b.mask),
+    b.proto === '' ? 'any' : keyToken(b.proto),
+    b.port < 0 ? 'any' : String(b.port),
+    keyToken(b.name),
+  ].join('.');
 }
 
 /** The key prefix of one origin's blocks, and its subject wildcard. */

@@ -46,7 +46,8 @@ export interface OutboxItem {
 const PROTO_NUMBER: Record<string, number> = { '': -1, tcp: 6, udp: 17 };
 
 /** An entry of the engine that holds this element: blocked, or its add pending (state/store.ts BLOCKED). */
-const LOCAL_HOLDER = "SELECT id FROM entry WHERE address = ? AND port = ? AND name = ? AND lmask = ? AND proto = ? AND (id != '' OR (nfail >= 0 AND count >= nfail)) LIMIT 1";
+const LOCAL_HOLDER =
+  "SELECT id FROM entry WHERE address = ? AND port = ? AND name = ? AND lmask = ? AND proto = ? AND (id != '' OR (nfail >= 0 AND count >= nfail)) LIMIT 1";
 
 export class FleetState {
   private readonly db: Database.Database;
@@ -78,11 +79,17 @@ export class FleetState {
     this.allStmt = db.prepare('SELECT * FROM fleet_block ORDER BY name, address, port, origin');
     this.dueStmt = db.prepare('SELECT * FROM fleet_block WHERE ends IS NOT NULL AND ends <= ? ORDER BY ends LIMIT ?');
     this.nextStmt = db.prepare('SELECT min(ends) FROM fleet_block WHERE ends IS NOT NULL').pluck();
-    this.holderStmt = db.prepare("SELECT id FROM fleet_block WHERE address = ? AND port = ? AND name = ? AND mask = ? AND proto = ? AND key != ? AND id != '' LIMIT 1").pluck();
+    this.holderStmt = db
+      .prepare(
+        "SELECT id FROM fleet_block WHERE address = ? AND port = ? AND name = ? AND mask = ? AND proto = ? AND key != ? AND id != '' LIMIT 1",
+      )
+      .pluck();
     this.localStmt = db.prepare(LOCAL_HOLDER).pluck();
     this.countStmt = db.prepare('SELECT count(*) FROM fleet_block').pluck();
     // one row per key: only the last word about a key matters
-    this.enqueueStmt = db.prepare('INSERT INTO fleet_outbox (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = (SELECT max(seq) + 1 FROM fleet_outbox)');
+    this.enqueueStmt = db.prepare(
+      'INSERT INTO fleet_outbox (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = (SELECT max(seq) + 1 FROM fleet_outbox)',
+    );
     this.outboxStmt = db.prepare('SELECT seq, key, value FROM fleet_outbox ORDER BY seq LIMIT ?');
     this.sentStmt = db.prepare('DELETE FROM fleet_outbox WHERE key = ? AND seq = ?');
     this.pendingStmt = db.prepare('SELECT count(*) FROM fleet_outbox').pluck();
@@ -99,7 +106,19 @@ export class FleetState {
 
   /** A block learned, or its end and start renewed (its id kept). */
   put(b: FleetBlock & { key: string }, ends: number | null, id: string): void {
-    this.putStmt.run({ key: b.key, origin: b.origin, name: b.name, address: b.address, mask: b.mask, proto: b.proto, port: b.port, start: b.start, ends, reason: b.reason, id });
+    this.putStmt.run({
+      key: b.key,
+      origin: b.origin,
+      name: b.name,
+      address: b.address,
+      mask: b.mask,
+      proto: b.proto,
+      port: b.port,
+      start: b.start,
+      ends,
+      reason: b.reason,
+      id,
+    });
   }
 
   delete(key: string): void {
@@ -169,7 +188,9 @@ export class FleetState {
 export function* learnedEntries(store: StateStore, families: { inet: number; inet6: number }): Generator<DumpEntry> {
   const db = store.database;
   if (db.prepare("SELECT count(*) FROM sqlite_schema WHERE name = 'fleet_block'").pluck().get() === 0) return;
-  for (const b of db.prepare('SELECT * FROM fleet_block ORDER BY name, address, port, origin').iterate() as IterableIterator<LearnedBlock>) {
+  for (const b of db
+    .prepare('SELECT * FROM fleet_block ORDER BY name, address, port, origin')
+    .iterate() as IterableIterator<LearnedBlock>) {
     const key = {
       family: isIP(b.address) === 6 ? families.inet6 : families.inet,
       address: b.address,

@@ -75,7 +75,9 @@ export class ControlError extends Error {
   }
 
   get body(): ControlErrorBody {
-    return this.details === undefined ? { code: this.code, message: this.message } : { code: this.code, message: this.message, details: this.details };
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
   }
 }
 
@@ -87,12 +89,17 @@ export function parseRequest(line: string): ControlRequest {
   } catch {
     throw new ControlError('bad_request', 'the request is not JSON');
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ControlError('bad_request', 'the request is not a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new ControlError('bad_request', 'the request is not a JSON object');
   const o = value as Record<string, unknown>;
   const refuse = (code: ErrorCode, message: string): ControlError => Object.assign(new ControlError(code, message), { requestId: o.id });
   // a request without a version is taken as version 1: typed by hand into `nc -U`
   const version = o.version ?? CONTROL_VERSION;
-  if (version !== CONTROL_VERSION) throw refuse('unsupported_version', `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${CONTROL_VERSION})`);
+  if (version !== CONTROL_VERSION)
+    throw refuse(
+      'unsupported_version',
+      `protocol version ${JSON.stringify(version)} is not supported (this daemon speaks ${CONTROL_VERSION})`,
+    );
   if (typeof o.command !== 'string') throw refuse('bad_request', 'the request has no "command" string');
   const args = o.args ?? {};
   if (typeof args !== 'object' || args === null || Array.isArray(args)) throw refuse('bad_request', '"args" is not a JSON object');

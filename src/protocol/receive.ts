@@ -55,7 +55,12 @@ const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
  * and tells `drop`.  Log texts are upstream's (protocol.md §4.3, §5, §6;
  * daemon.md §5.2).
  */
-export function decodeRecord(r: Buffer, log: LogFn, policy: SenderPolicy, drop: (reason: DropReason) => void = () => {}): Notification | undefined {
+export function decodeRecord(
+  r: Buffer,
+  log: LogFn,
+  policy: SenderPolicy,
+  drop: (reason: DropReason) => void = () => {},
+): Notification | undefined {
   const recvErrno = int32(r, layout.recvErrno);
   if (recvErrno !== 0) {
     log('err', `bl_recv: recvmsg failed (${errnoMessage(recvErrno)})`);
@@ -187,10 +192,13 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
 function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): { reason: DropReason; message: string } | undefined {
   if (policy.netns !== undefined) {
     const netnsErrno = int32(r, layout.netnsErrno);
-    if (netnsErrno !== 0) return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${errnoMessage(netnsErrno)})` };
-    if (policy.netns.compare(r, layout.netns, layout.netns + 8) !== 0) return { reason: 'netns', message: 'refused a socket of another network namespace' };
+    if (netnsErrno !== 0)
+      return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${errnoMessage(netnsErrno)})` };
+    if (policy.netns.compare(r, layout.netns, layout.netns + 8) !== 0)
+      return { reason: 'netns', message: 'refused a socket of another network namespace' };
   }
-  if (explicitStreamPeer && !policy.trusted(uint32(r, layout.uid), uint32(r, layout.gid))) return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
+  if (explicitStreamPeer && !policy.trusted(uint32(r, layout.uid), uint32(r, layout.gid)))
+    return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
   return undefined;
 }
 

@@ -96,9 +96,13 @@ export function ownNetns(): { id: Buffer | undefined; problem: string | undefine
   if (netns === undefined) {
     const id = processNetns();
     if (Buffer.isBuffer(id)) netns = { id, problem: undefined };
-    else if (process.platform !== 'linux') netns = { id: undefined, problem: undefined }; // no network namespaces to check
+    else if (process.platform !== 'linux')
+      netns = { id: undefined, problem: undefined }; // no network namespaces to check
     else {
-      const why = id.errno === constants.ENOPROTOOPT ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)' : `SIOCGSKNS: ${errnoMessage(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
+      const why =
+        id.errno === constants.ENOPROTOOPT
+          ? 'the system tells no network namespace of a socket (Linux 5.14 has SO_NETNS_COOKIE, 4.9 SIOCGSKNS)'
+          : `SIOCGSKNS: ${errnoMessage(id.errno)} (without SO_NETNS_COOKIE, Linux before 5.14, it needs CAP_NET_ADMIN)`;
       netns = { id: undefined, problem: `passed sockets are not checked for their network namespace: ${why}` };
     }
   }
@@ -165,8 +169,10 @@ function bindPath(path: string, mode: number, backlog: number): { handle: Server
 /** Adopts descriptor `fd` (named `path` in messages) when it is a unix datagram socket. */
 function adopt(path: string, fd: number): ServerSocketHandle {
   const info = socketInfo(fd);
-  if ('errno' in info) throw new SocketSetupError(`bl_init: getsockopt failed for ${path} (${errnoMessage(info.errno)})`, getSystemErrorName(-info.errno));
-  if (info.family !== constants.AF_UNIX || info.type !== constants.SOCK_DGRAM) throw new SocketSetupError(`bl_init: ${path} is not a unix datagram socket`, 'EPROTOTYPE');
+  if ('errno' in info)
+    throw new SocketSetupError(`bl_init: getsockopt failed for ${path} (${errnoMessage(info.errno)})`, getSystemErrorName(-info.errno));
+  if (info.family !== constants.AF_UNIX || info.type !== constants.SOCK_DGRAM)
+    throw new SocketSetupError(`bl_init: ${path} is not a unix datagram socket`, 'EPROTOTYPE');
   return native(path, () => new ServerSocket(fd));
 }
 
@@ -197,7 +203,8 @@ export class NotificationSocket {
     this.queue = options.queue ?? 8192;
     this.policy = { netns: ownNetns().id, trusted: options.trusted ?? rootOnly };
     // A batch of 0 would leave the queue readable and the poll spinning.
-    if (!Number.isInteger(this.batchSize) || this.batchSize < 1) throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
+    if (!Number.isInteger(this.batchSize) || this.batchSize < 1)
+      throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
     if (options.fd !== undefined) {
       this.handle = adopt(path, options.fd);
       const length = readQlen();

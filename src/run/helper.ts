@@ -201,7 +201,7 @@ class Output {
     if (!this.seen) return [];
     const bytes = Buffer.concat(this.parts, this.size);
     const lines: string[] = [];
-    for (let start = 0; lines.length < n && start <= bytes.length; ) {
+    for (let start = 0; lines.length < n && start <= bytes.length;) {
       let end = bytes.indexOf(0x0a, start);
       if (end === -1) end = bytes.length;
       lines.push(cutUtf8(bytes.subarray(start, end), LINE_MAX_BYTES).toString());
@@ -305,16 +305,36 @@ export class HelperRunner {
     const { timeouts, cut } = this.extensions;
     // `batch timeout`: the timeout before the id, which may be empty (0: none)
     const line = (c: Change): string =>
-      [c.action, c.target.name, c.target.proto, c.target.address, c.target.mask, c.target.port, ...(timeouts ? [c.action === 'add' ? (c.timeout ?? 0) : 0] : []), c.id].join(' ');
+      [
+        c.action,
+        c.target.name,
+        c.target.proto,
+        c.target.address,
+        c.target.mask,
+        c.target.port,
+        ...(timeouts ? [c.action === 'add' ? (c.timeout ?? 0) : 0] : []),
+        c.id,
+      ].join(' ');
     const input = [...flushes.map((name) => `flush ${name}`), ...changes.map(line)].join('\n') + '\n';
-    const conflict = { holds: [...new Set(conflicts.flatMap((c) => c.holds))], waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))] };
-    const result = await this.submit('batch', timeouts ? ['batch', 'timeout'] : ['batch'], conflict, input, flushes.length + changes.length, cut ? { BLOCKLISTD_CUT: '1' } : undefined);
+    const conflict = {
+      holds: [...new Set(conflicts.flatMap((c) => c.holds))],
+      waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))],
+    };
+    const result = await this.submit(
+      'batch',
+      timeouts ? ['batch', 'timeout'] : ['batch'],
+      conflict,
+      input,
+      flushes.length + changes.length,
+      cut ? { BLOCKLISTD_CUT: '1' } : undefined,
+    );
     const { lines = [], ...common } = result;
     return changes.map((_, i) => {
       const line = lines[flushes.length + i] || undefined;
       // an empty line is that change's failure, whatever the batch's exit status
       if (line !== undefined) return { ...common, outcome: 'ok', line, id: idOf(line) };
-      const outcome = common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
+      const outcome =
+        common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
       return { ...common, outcome, exitCode: null, line, id: undefined };
     });
   }
@@ -368,7 +388,14 @@ export class HelperRunner {
    * conflicts with it and a slot is free; this keeps the invariant that
    * every waiting call is held back by a conflict or by the limit.
    */
-  private submit(action: Action, args: string[], conflicts: Conflicts, input?: string, lines?: number, env?: Record<string, string>): Promise<HelperResult> {
+  private submit(
+    action: Action,
+    args: string[],
+    conflicts: Conflicts,
+    input?: string,
+    lines?: number,
+    env?: Record<string, string>,
+  ): Promise<HelperResult> {
     if (this.stopped) return Promise.resolve(CANCELLED);
     return new Promise((resolve) => {
       const call: Call = { action, args, ...conflicts, input, lines, env, resolve };
@@ -426,7 +453,12 @@ export class HelperRunner {
     if (env.length > 0) this.debugLine(1, () => `run ${call.action} with ${env.join(' ')}`);
     if (call.input === undefined) return;
     const input = call.input;
-    this.debugLine(1, () => input.split('\n').slice(0, -1).map((op) => `run ${this.program} [control ${printable(op)}] (batch)`));
+    this.debugLine(1, () =>
+      input
+        .split('\n')
+        .slice(0, -1)
+        .map((op) => `run ${this.program} [control ${printable(op)}] (batch)`),
+    );
   }
 
   private traceAnswer(call: Call, line: string | undefined, lines: string[] | undefined): void {
@@ -436,7 +468,12 @@ export class HelperRunner {
     }
     const input = call.input;
     const count = call.lines ?? 0;
-    this.debugLine(1, () => input.split('\n').slice(0, count).map((op, i) => `${op.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`));
+    this.debugLine(1, () =>
+      input
+        .split('\n')
+        .slice(0, count)
+        .map((op, i) => `${op.split(' ')[0]} returns ${lines[i] ? printable(lines[i]) : '(null)'}`),
+    );
   }
 
   /**
@@ -453,7 +490,12 @@ export class HelperRunner {
       let child: ChildProcess;
       try {
         const env = call.env === undefined || Object.keys(call.env).length === 0 ? undefined : { ...process.env, ...call.env };
-        child = spawn(this.program, call.args, { argv0: 'control', detached: true, env, stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'] });
+        child = spawn(this.program, call.args, {
+          argv0: 'control',
+          detached: true,
+          env,
+          stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'],
+        });
       } catch (e) {
         resolve(this.spawnFailed(e));
         return;

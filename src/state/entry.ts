@@ -49,21 +49,80 @@ export function entryJson(e: DumpEntry, now: number): Record<string, unknown> {
 
 /** The fields of an entry as a row of a dump's chunk, in this order: compact, for millions of them. */
 export const ENTRY_ROW_FIELDS = [
-  'name', 'address', 'port', 'family', 'lmask', 'proto', 'uid', 'nfail', 'rmask', 'duration', 'count', 'last', 'id', 'block', 'hold', 'origin',
+  'name',
+  'address',
+  'port',
+  'family',
+  'lmask',
+  'proto',
+  'uid',
+  'nfail',
+  'rmask',
+  'duration',
+  'count',
+  'last',
+  'id',
+  'block',
+  'hold',
+  'origin',
 ] as const;
 /** A row; `block` and `hold` 0 when not escalated, `origin` only for a block learned from the fleet. */
-export type EntryRow = [string, string, number, number, number, number, number, number, number, number, number, number, string, number?, number?, string?];
+export type EntryRow = [
+  string,
+  string,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  string,
+  number?,
+  number?,
+  string?,
+];
 
 export function entryRow(e: DumpEntry): EntryRow {
   const k = e.key;
-  const row: EntryRow = [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration, e.count, e.last, e.id, e.block ?? 0, e.hold ?? 0];
+  const row: EntryRow = [
+    k.name,
+    k.address,
+    k.port,
+    k.family,
+    k.lmask,
+    k.proto,
+    k.uid,
+    k.nfail,
+    k.rmask,
+    k.duration,
+    e.count,
+    e.last,
+    e.id,
+    e.block ?? 0,
+    e.hold ?? 0,
+  ];
   if (e.origin !== undefined) row.push(e.origin);
   return row;
 }
 
 export function entryFromRow(r: EntryRow): DumpEntry {
   const e: DumpEntry = {
-    key: { name: r[0], address: r[1], port: r[2], family: r[3], lmask: r[4], proto: r[5], uid: r[6], nfail: r[7], rmask: r[8], duration: r[9] },
+    key: {
+      name: r[0],
+      address: r[1],
+      port: r[2],
+      family: r[3],
+      lmask: r[4],
+      proto: r[5],
+      uid: r[6],
+      nfail: r[7],
+      rmask: r[8],
+      duration: r[9],
+    },
     count: r[10],
     last: r[11],
     id: r[12],
@@ -79,7 +138,18 @@ export function entryFromRow(r: EntryRow): DumpEntry {
 export function entryFromJson(o: Record<string, unknown>): Entry {
   const n = (k: string): number => Number(o[k]);
   return {
-    key: { family: n('family'), address: String(o.address), lmask: n('lmask'), port: n('port'), proto: n('proto'), uid: n('uid'), name: String(o.name), rmask: n('rmask'), nfail: n('nfail'), duration: n('duration') },
+    key: {
+      family: n('family'),
+      address: String(o.address),
+      lmask: n('lmask'),
+      port: n('port'),
+      proto: n('proto'),
+      uid: n('uid'),
+      name: String(o.name),
+      rmask: n('rmask'),
+      nfail: n('nfail'),
+      duration: n('duration'),
+    },
     count: n('count'),
     last: n('last'),
     id: String(o.id ?? ''),

@@ -25,7 +25,10 @@ function holder(path: string): string {
   if (!/^\d+$/.test(pid)) return 'another process';
   let command = '';
   try {
-    command = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').join(' ');
+    command = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+      .split('\0')
+      .filter((a) => a !== '')
+      .join(' ');
   } catch {
     // not Linux, or gone meanwhile
   }

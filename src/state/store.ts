@@ -180,7 +180,10 @@ function entryOf(r: Row): Entry {
 }
 
 /** An escalated (or aggregate) block's fields, left out of every other entry: those stay as upstream's. */
-const escalated = (r: { block: number; hold: number }): Pick<Entry, 'block' | 'hold'> => ({ ...(r.block === 0 ? {} : { block: r.block }), ...(r.hold === 0 ? {} : { hold: r.hold }) });
+const escalated = (r: { block: number; hold: number }): Pick<Entry, 'block' | 'hold'> => ({
+  ...(r.block === 0 ? {} : { block: r.block }),
+  ...(r.hold === 0 ? {} : { hold: r.hold }),
+});
 
 export interface OpenOptions {
   /** Read-only, for blocklistctl: never creates, migrates or writes. */
@@ -291,22 +294,32 @@ export class StateStore {
     // read-only on a file no daemon has initialised yet: no statements, no entries
     if (readonly && fresh) return;
     this.getStmt = this.db.prepare(`SELECT rowid, count, last, id, hold, block FROM entry WHERE ${KEY_MATCH}`);
-    this.insertNewStmt = this.db.prepare(`INSERT INTO entry (${COLUMNS}, count, last, id, hold, block) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`);
+    this.insertNewStmt = this.db.prepare(
+      `INSERT INTO entry (${COLUMNS}, count, last, id, hold, block) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+    );
     // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
     this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ?, hold = ?, block = ? WHERE rowid = ? AND ${KEY_MATCH}`);
     this.deleteStmt = this.db.prepare(`DELETE FROM entry WHERE ${KEY_MATCH} RETURNING (${BLOCKED}) AS blocked`);
     this.iterateStmt = this.db.prepare(`SELECT * FROM entry ORDER BY ${COLUMNS}`);
     // a block's end is `last + duration + hold` (escalation, doc/escalation.md §3); a permanent one (hold < 0) has none
-    this.nextExpiryStmt = this.db.prepare('SELECT min(last + duration + hold) AS at FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold >= ?').pluck();
-    this.dueStmt = this.db.prepare('SELECT * FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold < ? ORDER BY last + duration + hold LIMIT ?');
+    this.nextExpiryStmt = this.db
+      .prepare('SELECT min(last + duration + hold) AS at FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold >= ?')
+      .pluck();
+    this.dueStmt = this.db.prepare(
+      'SELECT * FROM entry WHERE duration >= 0 AND hold >= 0 AND last + duration + hold < ? ORDER BY last + duration + hold LIMIT ?',
+    );
     this.countStmt = this.db.prepare(`SELECT count(*) AS entries, count(*) FILTER (WHERE ${BLOCKED}) AS blocked FROM entry`);
     this.namesStmt = this.db.prepare('SELECT DISTINCT name FROM entry ORDER BY name').pluck();
     this.blockedStmt = this.db.prepare(`SELECT * FROM entry WHERE ${BLOCKED}`);
-    this.expiringStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration >= 0 AND hold >= 0 AND ${EVICTABLE} ORDER BY last + duration + hold LIMIT ?`);
+    this.expiringStmt = this.db.prepare(
+      `SELECT rowid, * FROM entry WHERE duration >= 0 AND hold >= 0 AND ${EVICTABLE} ORDER BY last + duration + hold LIMIT ?`,
+    );
     this.foreverStmt = this.db.prepare(`SELECT rowid, * FROM entry WHERE duration < 0 AND ${EVICTABLE} ORDER BY last LIMIT ?`);
     this.deleteRowStmt = this.db.prepare('DELETE FROM entry WHERE rowid = ?');
     this.pageStmt = this.db.prepare('SELECT rowid, * FROM entry WHERE rowid > ? ORDER BY rowid LIMIT ?');
-    this.deleteNameStmt = this.db.prepare(`DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?) RETURNING (${BLOCKED}) AS blocked`);
+    this.deleteNameStmt = this.db.prepare(
+      `DELETE FROM entry WHERE rowid IN (SELECT rowid FROM entry WHERE name = ? LIMIT ?) RETURNING (${BLOCKED}) AS blocked`,
+    );
     this.liftedStmt = this.db.prepare("SELECT * FROM entry WHERE (duration < 0 OR hold < 0) AND last = 0 AND id != ''");
     // `last` 0 is a reset entry, not a time
     this.shiftStmt = this.db.prepare('UPDATE entry SET last = last + ? WHERE last != 0');
@@ -315,8 +328,12 @@ export class StateStore {
     this.historyGetStmt = this.db.prepare('SELECT * FROM history WHERE address = ? AND name = ?');
     this.blockedInStmt = this.db.prepare("SELECT * FROM entry WHERE id != '' AND name = ? AND address >= ? AND address < ?");
     this.historyPutStmt = this.db.prepare('INSERT OR REPLACE INTO history (name, address, count, last, until) VALUES (?, ?, ?, ?, ?)');
-    this.historyListStmt = this.db.prepare('SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address');
-    this.historyForgetStmt = this.db.prepare('DELETE FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name)');
+    this.historyListStmt = this.db.prepare(
+      'SELECT * FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name) ORDER BY name, address',
+    );
+    this.historyForgetStmt = this.db.prepare(
+      'DELETE FROM history WHERE (@address IS NULL OR address = @address) AND (@name IS NULL OR name = @name)',
+    );
     // forgiven to nothing (a count of one per `forget` since the block ended), or kept `keep` after it (doc/escalation.md §4)
     this.historyPurgeStmt = this.db.prepare(
       'DELETE FROM history WHERE name = @name AND until >= 0 AND ((@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
@@ -340,7 +357,10 @@ export class StateStore {
       throw new StateError(`'${this.path}' is not a blocklistd database (application id ${applicationId})`, 'invalid_database');
     }
     if (version > SCHEMA_VERSION) {
-      throw new StateError(`'${this.path}' was written by a newer blocklistd (schema ${version}, this one knows ${SCHEMA_VERSION})`, 'invalid_database');
+      throw new StateError(
+        `'${this.path}' was written by a newer blocklistd (schema ${version}, this one knows ${SCHEMA_VERSION})`,
+        'invalid_database',
+      );
     }
     if (!fresh && version < SCHEMA_VERSION && this.db.readonly) {
       throw new StateError(`'${this.path}' has an older schema (${version}); start blocklistd once to upgrade it`);
@@ -358,15 +378,17 @@ export class StateStore {
     const check = this.db.pragma('quick_check', { simple: true });
     if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)})`, 'invalid_database');
     // one writer migrates; another opening at the same time waits and finds it done
-    this.db.transaction(() => {
-      this.checkSchema();
-      const { version } = this.readSchema();
-      for (let v = version; v < SCHEMA_VERSION; v++) {
-        if (v === 0) this.db.pragma(`application_id = ${APPLICATION_ID}`);
-        this.db.exec(MIGRATIONS[v]);
-        this.db.pragma(`user_version = ${v + 1}`);
-      }
-    }).immediate();
+    this.db
+      .transaction(() => {
+        this.checkSchema();
+        const { version } = this.readSchema();
+        for (let v = version; v < SCHEMA_VERSION; v++) {
+          if (v === 0) this.db.pragma(`application_id = ${APPLICATION_ID}`);
+          this.db.exec(MIGRATIONS[v]);
+          this.db.pragma(`user_version = ${v + 1}`);
+        }
+      })
+      .immediate();
     return false;
   }
 
@@ -382,10 +404,18 @@ export class StateStore {
   }
 
   get(key: EffectiveRule): StoredEntry | undefined {
-    const row = this.getStmt?.get(...keyValues(key)) as { rowid: number; count: number; last: number; id: string; hold: number; block: number } | undefined;
+    const row = this.getStmt?.get(...keyValues(key)) as
+      { rowid: number; count: number; last: number; id: string; hold: number; block: number } | undefined;
     if (row === undefined) return undefined;
     // one literal with every field: a spread here made the hot path a third slower
-    const e: Entry & { rowid: number; wasBlocked: boolean } = { key, count: row.count, last: row.last, id: row.id, rowid: row.rowid, wasBlocked: false };
+    const e: Entry & { rowid: number; wasBlocked: boolean } = {
+      key,
+      count: row.count,
+      last: row.last,
+      id: row.id,
+      rowid: row.rowid,
+      wasBlocked: false,
+    };
     if (row.block !== 0) e.block = row.block;
     if (row.hold !== 0) e.hold = row.hold;
     e.wasBlocked = blocked(e);
@@ -460,7 +490,8 @@ export class StateStore {
 
   /** The counts: kept by this store's writes; counted each time when read-only (another process writes). */
   private currentCounts(): { entries: number; blocked: number } {
-    const counted = (): { entries: number; blocked: number } => (this.countStmt?.get() as { entries: number; blocked: number } | undefined) ?? { entries: 0, blocked: 0 };
+    const counted = (): { entries: number; blocked: number } =>
+      (this.countStmt?.get() as { entries: number; blocked: number } | undefined) ?? { entries: 0, blocked: 0 };
     return this.db.readonly ? counted() : (this.counts ??= counted());
   }
 

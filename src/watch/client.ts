@@ -103,13 +103,18 @@ export class ReportClient {
       for (const line of this.lines.push(chunk)) this.answer(line);
     });
     socket.on('error', (e: NodeJS.ErrnoException) => {
-      if (!this.downLogged) this.log('warning', `control socket ${this.path}: ${e.code ?? e.message}; trying again, ${this.pending.length} reports kept`);
+      if (!this.downLogged)
+        this.log('warning', `control socket ${this.path}: ${e.code ?? e.message}; trying again, ${this.pending.length} reports kept`);
       this.downLogged = true;
     });
     socket.on('close', () => {
       this.connected = false;
       if (this.closed) return;
-      if (!this.downLogged) this.log('warning', `control socket ${this.path}: the daemon closed the connection; trying again, ${this.pending.length} reports kept`);
+      if (!this.downLogged)
+        this.log(
+          'warning',
+          `control socket ${this.path}: the daemon closed the connection; trying again, ${this.pending.length} reports kept`,
+        );
       this.downLogged = true;
       this.retryTimer = setTimeout(() => this.connect(), this.retryMs);
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);

@@ -19,7 +19,6 @@ import { matchFileLine, matchJournalEntry, type JournalEntry, type LineMatch } f
 import { parsePattern, type Pattern } from './patterns.js';
 import { FileSource, JournalSource, WatchState, type Source } from './sources.js';
 
-
 export const DEFAULT_WATCH_CONFIG = '/etc/blocklistd-watch.conf';
 export const DEFAULT_PATTERN_DIR = '/etc/blocklistd-watch.d';
 export const DEFAULT_STATE = '/var/lib/blocklistd-watch/state.json';
@@ -33,7 +32,8 @@ const LOW_WATER = 1000;
 const MESSAGE_MAX = 200;
 
 /** A source as the command line or the configuration names it. */
-export type SourceSpec = { kind: 'journal'; pattern?: string; where: string } | { kind: 'file'; path: string; pattern?: string; where: string };
+export type SourceSpec =
+  { kind: 'journal'; pattern?: string; where: string } | { kind: 'file'; path: string; pattern?: string; where: string };
 
 export class WatchError extends Error {
   override readonly name = 'WatchError';
@@ -45,7 +45,11 @@ export function parseWatchConfig(file: string, text: string): { sources: SourceS
   const diagnostics: string[] = [];
   for (const [i, raw] of text.split('\n').entries()) {
     const where = `${file}:${i + 1}`;
-    const words = raw.replace(/#.*/, '').trim().split(/\s+/).filter((w) => w !== '');
+    const words = raw
+      .replace(/#.*/, '')
+      .trim()
+      .split(/\s+/)
+      .filter((w) => w !== '');
     if (words.length === 0) continue;
     if (words[0] === 'journal' && words.length === 2) sources.push({ kind: 'journal', pattern: words[1], where });
     else if (words[0] === 'file' && words.length === 3) sources.push({ kind: 'file', path: words[1], pattern: words[2], where });
@@ -127,10 +131,20 @@ async function watch(o: WatchOptions): Promise<void> {
   const ports = new Map<Pattern, string>();
   const send = (pattern: Pattern, match: LineMatch, message: string, done: () => void): void => {
     log('debug', `${pattern.name}: ${matchText(match)} (${match.rule.where})`);
-    client.report({ type: match.type, address: match.address, port: ports.get(pattern)!, proto: pattern.proto, message: message.slice(0, MESSAGE_MAX), source: pattern.name }, () => {
-      done();
-      settle();
-    });
+    client.report(
+      {
+        type: match.type,
+        address: match.address,
+        port: ports.get(pattern)!,
+        proto: pattern.proto,
+        message: message.slice(0, MESSAGE_MAX),
+        source: pattern.name,
+      },
+      () => {
+        done();
+        settle();
+      },
+    );
     if (!flow.paused && client.backlog > HIGH_WATER) {
       flow.paused = true;
       log('warning', `${client.backlog} reports waiting for the daemon: reading paused`);
@@ -240,11 +254,31 @@ export function testPattern(pattern: Pattern, file: string, text: string): TestR
       const r = matchJournalEntry(pattern, entry);
       if (r !== undefined) message = r.message;
       shown = r?.message ?? String(entry.MESSAGE ?? '');
-      result = r === undefined ? 'other' : r.match === undefined ? null : { type: r.match.type, address: r.match.address, ...(r.match.user === undefined ? {} : { user: r.match.user }), rule: r.match.rule.where };
+      result =
+        r === undefined
+          ? 'other'
+          : r.match === undefined
+            ? null
+            : {
+                type: r.match.type,
+                address: r.match.address,
+                ...(r.match.user === undefined ? {} : { user: r.match.user }),
+                rule: r.match.rule.where,
+              };
     } else {
       const r = matchFileLine(pattern, raw);
       if (r !== 'other') message = r.message;
-      result = r === 'other' ? 'other' : r.match === undefined ? null : { type: r.match.type, address: r.match.address, ...(r.match.user === undefined ? {} : { user: r.match.user }), rule: r.match.rule.where };
+      result =
+        r === 'other'
+          ? 'other'
+          : r.match === undefined
+            ? null
+            : {
+                type: r.match.type,
+                address: r.match.address,
+                ...(r.match.user === undefined ? {} : { user: r.match.user }),
+                rule: r.match.rule.where,
+              };
     }
     const row: TestLine = { line: i + 1, text: shown, result };
     lines.push(row);
@@ -273,7 +307,12 @@ function journalEntry(line: string): JournalEntry | undefined {
 function formatTest(r: TestReport): string {
   const out: string[] = [];
   for (const l of r.lines) {
-    const what = l.result === 'other' ? 'other' : l.result === null ? '-' : `${l.result.type} ${l.result.address}${l.result.user === undefined ? '' : ` user=${l.result.user}`}`;
+    const what =
+      l.result === 'other'
+        ? 'other'
+        : l.result === null
+          ? '-'
+          : `${l.result.type} ${l.result.address}${l.result.user === undefined ? '' : ` user=${l.result.user}`}`;
     out.push(`${l.line}: ${what}\t${l.text}`);
   }
   const types = Object.entries(r.counts.byType)
@@ -323,12 +362,12 @@ export function main(argv: string[]): void {
     .option('--control <path>', `the daemon's control socket (default: ${DEFAULT_CONTROL_PATH})`)
     .option('-d', 'debug: log every line matched')
     .option('--patterns <dir>', 'the pattern directory', DEFAULT_PATTERN_DIR)
-    .option('--state <file>', 'where the journal cursor and the files\' offsets are kept', DEFAULT_STATE)
-    .option('--journal', 'read the systemd journal (then --pattern); replaces the configuration\'s sources', () => {
+    .option('--state <file>', "where the journal cursor and the files' offsets are kept", DEFAULT_STATE)
+    .option('--journal', "read the systemd journal (then --pattern); replaces the configuration's sources", () => {
       sources.push({ kind: 'journal', where: '--journal' });
       return true;
     })
-    .option('--file <path>', 'read a log file (then --pattern); replaces the configuration\'s sources', (path: string) => {
+    .option('--file <path>', "read a log file (then --pattern); replaces the configuration's sources", (path: string) => {
       sources.push({ kind: 'file', path, where: `--file ${path}` });
       return path;
     })
@@ -337,26 +376,36 @@ export function main(argv: string[]): void {
     // commander's complaints come once, from usage() below
     .configureOutput({ writeErr: () => {} })
     .exitOverride()
-    .action(async (opts: { c: string; s?: string; control?: string; d?: boolean; patterns: string; state: string; journalDirectory?: string }) => {
-      const incomplete = sources.find((s) => s.pattern === undefined);
-      if (incomplete !== undefined) usage(`${incomplete.where}: needs a --pattern after it`);
-      try {
-        await watch({
-          config: opts.c,
-          control: controlPath({ control: opts.control, socket: opts.s }),
-          debug: opts.d === true,
-          patternDir: opts.patterns,
-          state: opts.state,
-          journalDirectory: opts.journalDirectory,
-          journalctl: process.env.BLOCKLISTD_WATCH_JOURNALCTL,
-          sources,
-        });
-        process.exit(0);
-      } catch (e) {
-        if (e instanceof WatchError) fail(e.message);
-        throw e;
-      }
-    });
+    .action(
+      async (opts: {
+        c: string;
+        s?: string;
+        control?: string;
+        d?: boolean;
+        patterns: string;
+        state: string;
+        journalDirectory?: string;
+      }) => {
+        const incomplete = sources.find((s) => s.pattern === undefined);
+        if (incomplete !== undefined) usage(`${incomplete.where}: needs a --pattern after it`);
+        try {
+          await watch({
+            config: opts.c,
+            control: controlPath({ control: opts.control, socket: opts.s }),
+            debug: opts.d === true,
+            patternDir: opts.patterns,
+            state: opts.state,
+            journalDirectory: opts.journalDirectory,
+            journalctl: process.env.BLOCKLISTD_WATCH_JOURNALCTL,
+            sources,
+          });
+          process.exit(0);
+        } catch (e) {
+          if (e instanceof WatchError) fail(e.message);
+          throw e;
+        }
+      },
+    );
   program
     .command('test')
     .description('show what a pattern makes of each line of a log file (or of journalctl -o json output), and the failures it misses')

@@ -40,7 +40,8 @@ export interface Pattern {
 }
 
 /** A line that looks like a failure, for `test`'s list of what the rules missed. */
-const DEFAULT_SUSPECT = /fail|invalid|illegal|denied|refused|not allowed|bad |unknown user|no such user|authenticat|mismatch|too many|maximum|closed by|preauth/i;
+const DEFAULT_SUSPECT =
+  /fail|invalid|illegal|denied|refused|not allowed|bad |unknown user|no such user|authenticat|mismatch|too many|maximum|closed by|preauth/i;
 
 const TYPES: readonly string[] = ['fail', 'baduser', 'abuse', 'ok'];
 

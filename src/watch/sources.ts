@@ -257,7 +257,9 @@ export class JournalSource implements Source {
   constructor(private readonly options: JournalOptions) {
     this.read = options.state.journal;
     this.order = new InOrder((cursor) => (options.state.journal = cursor));
-    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () => options.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`));
+    this.reader = new LineReader(JOURNAL_LINE_MAX_BYTES, () =>
+      options.log('warning', `journal: an entry longer than ${JOURNAL_LINE_MAX_BYTES} bytes skipped`),
+    );
   }
 
   get name(): string {
@@ -297,7 +299,8 @@ export class JournalSource implements Source {
       // said once while it keeps failing (no journal, no permission), not every second
       const why = `${signal ?? `status ${code}`}`;
       const said = stderr.trim() === '' ? '' : `: ${stderr.trim()}`;
-      if (read || !this.failing) this.options.log('warning', `journal: journalctl exited (${why})${said}; starting it again every ${RESTART_MS / 1000} s`);
+      if (read || !this.failing)
+        this.options.log('warning', `journal: journalctl exited (${why})${said}; starting it again every ${RESTART_MS / 1000} s`);
       this.failing = !read;
       this.timer = setTimeout(() => this.start(), RESTART_MS);
     });

@@ -16,7 +16,14 @@ import { record } from './results.js';
 const N = Number(process.env.BENCH_N ?? 1_000_000);
 const DISTINCT = 1024;
 const env = systemEnv();
-const CONFIG = ['[local]', '22\tstream\t*\t*\t*\t3\t24h', '[2001:db8::]/32:443\tstream\ttcp6\t*\t-web/64\t5\t1h', '[remote]', '192.0.2.0/24\t*\t*\t*\t=\t*\t*', '[2001:db8:ff::]/48\t*\t*\t*\t=\t*\t*'].join('\n');
+const CONFIG = [
+  '[local]',
+  '22\tstream\t*\t*\t*\t3\t24h',
+  '[2001:db8::]/32:443\tstream\ttcp6\t*\t-web/64\t5\t1h',
+  '[remote]',
+  '192.0.2.0/24\t*\t*\t*\t=\t*\t*',
+  '[2001:db8:ff::]/48\t*\t*\t*\t=\t*\t*',
+].join('\n');
 const compiled = compileRules(buildRuleSet([parseConfig(CONFIG + '\n', 'bench.conf', env)], env.families).ruleSet);
 const NO_INTERFACES = new Map();
 const policy = { netns: undefined, trusted: rootOnly };
@@ -80,7 +87,14 @@ for (const family of ['inet6', 'inet'] as const) {
   const runs = [0, 1, 2].map(() => measure(rs, N));
   const sorted = runs.map((r) => r.micros).sort((a, b) => a - b);
   const name = family === 'inet' ? 'IPv4' : 'IPv6';
-  console.log(`${name}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ` +
-    `${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`);
-  record({ id: `address.${family}`, name: `an ${name} notification decoded, probed, matched, keyed: CPU time`, value: sorted[1], unit: 'µs' });
+  console.log(
+    `${name}: decode + probe + match + key, ${N} notifications (${runs[0].matched} matched): median of 3 ` +
+      `${sorted[1].toFixed(3)} µs CPU each (runs ${sorted.map((m) => m.toFixed(3)).join(', ')})`,
+  );
+  record({
+    id: `address.${family}`,
+    name: `an ${name} notification decoded, probed, matched, keyed: CPU time`,
+    value: sorted[1],
+    unit: 'µs',
+  });
 }

@@ -18,13 +18,31 @@ async function main(): Promise<void> {
   }
   const f = await attack(ATTACKERS, RATE, DURATION);
   const sending = ATTACKERS / RATE;
-  console.log(`attack: ${ATTACKERS} attackers reported at ${RATE}/s (${sending.toFixed(0)} s of reports), blocks ` +
-    `of ${DURATION} s, helper on nftables`);
-  console.log(`  all blocked after ${f.blockAll.toFixed(1)} s (${f.blocked} blocks); released ${f.released} at ${f.releaseRate.toFixed(0)}/s`);
-  console.log(`  blocks outlived their duration by ${f.overshootMedian.toFixed(1)} s (median), ` +
-    `${f.overshootMax.toFixed(1)} s at most; ${f.leftInFilter} left in the filter`);
-  record({ id: 'attack.blockall', name: `attack, ${ATTACKERS} addresses at ${RATE}/s: seconds until all are blocked`, value: f.blockAll, unit: 's', target: atMost(sending + 2) });
-  record({ id: 'attack.overshoot', name: `attack: longest a ${DURATION} s block outlived its duration`, value: f.overshootMax, unit: 's', target: atMost(3) });
+  console.log(
+    `attack: ${ATTACKERS} attackers reported at ${RATE}/s (${sending.toFixed(0)} s of reports), blocks ` +
+      `of ${DURATION} s, helper on nftables`,
+  );
+  console.log(
+    `  all blocked after ${f.blockAll.toFixed(1)} s (${f.blocked} blocks); released ${f.released} at ${f.releaseRate.toFixed(0)}/s`,
+  );
+  console.log(
+    `  blocks outlived their duration by ${f.overshootMedian.toFixed(1)} s (median), ` +
+      `${f.overshootMax.toFixed(1)} s at most; ${f.leftInFilter} left in the filter`,
+  );
+  record({
+    id: 'attack.blockall',
+    name: `attack, ${ATTACKERS} addresses at ${RATE}/s: seconds until all are blocked`,
+    value: f.blockAll,
+    unit: 's',
+    target: atMost(sending + 2),
+  });
+  record({
+    id: 'attack.overshoot',
+    name: `attack: longest a ${DURATION} s block outlived its duration`,
+    value: f.overshootMax,
+    unit: 's',
+    target: atMost(3),
+  });
 }
 
 await main();

@@ -19,6 +19,17 @@ for (const rate of [100, 0]) {
       `${r.givenUp} of ${SENDERS * EACH} given up (target 0), ${r.entries} entries, ${r.adds} adds, all ` +
       `done in ${r.seconds.toFixed(1)} s`,
   );
-  record({ id: `burst.givenup.${rate}`, name: `${SENDERS} senders x ${EACH}, ${offered}, helper 2 ms, nfail 1: given up`, value: r.givenUp, unit: 'notifications', target: rate > 0 ? atMost(0) : undefined });
-  record({ id: `burst.seconds.${rate}`, name: `${SENDERS} senders x ${EACH}, ${offered}: until every helper add ended`, value: r.seconds, unit: 's' });
+  record({
+    id: `burst.givenup.${rate}`,
+    name: `${SENDERS} senders x ${EACH}, ${offered}, helper 2 ms, nfail 1: given up`,
+    value: r.givenUp,
+    unit: 'notifications',
+    target: rate > 0 ? atMost(0) : undefined,
+  });
+  record({
+    id: `burst.seconds.${rate}`,
+    name: `${SENDERS} senders x ${EACH}, ${offered}: until every helper add ended`,
+    value: r.seconds,
+    unit: 's',
+  });
 }

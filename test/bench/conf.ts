@@ -17,11 +17,12 @@ const NO_INTERFACES = new Map();
 /** A deterministic generator, so that runs compare. */
 function random(seed: number): () => number {
   let s = seed >>> 0;
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32;
 }
 const rnd = random(42);
 const int = (n: number): number => Math.floor(rnd() * n);
-const ipv4 = (): string => toText({ family: 'inet', words: [(((1 + int(223)) << 24) | (int(256) << 16) | (int(256) << 8) | int(256)) >>> 0] });
+const ipv4 = (): string =>
+  toText({ family: 'inet', words: [(((1 + int(223)) << 24) | (int(256) << 16) | (int(256) << 8) | int(256)) >>> 0] });
 
 function config(localRules: number, remoteRules: number): string {
   const lines = ['[local]'];
@@ -76,14 +77,27 @@ function main(): void {
 
   const fmt = (t: { median: number; p99: number; mean: number }): string =>
     `median ${t.median.toFixed(2)} µs, p99 ${t.p99.toFixed(2)} µs, mean ${t.mean.toFixed(2)} µs`;
-  console.log(`matching: ${ruleSet.local.length} local and ${ruleSet.remote.length} remote rules, ${probes.length} ` +
-    `notifications (${matched} matched)`);
+  console.log(
+    `matching: ${ruleSet.local.length} local and ${ruleSet.remote.length} remote rules, ${probes.length} ` +
+      `notifications (${matched} matched)`,
+  );
   console.log(`  indexed             ${fmt(indexed)}`);
   console.log(`  with probeOf()      ${fmt(end2end)}`);
   console.log(`  linear walk         ${fmt(linear)}`);
   console.log('  target: median <= 5 µs');
-  record({ id: 'match.median', name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: median`, value: indexed.median, unit: 'µs', target: atMost(5) });
-  record({ id: 'match.p99', name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: 99th percentile`, value: indexed.p99, unit: 'µs' });
+  record({
+    id: 'match.median',
+    name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: median`,
+    value: indexed.median,
+    unit: 'µs',
+    target: atMost(5),
+  });
+  record({
+    id: 'match.p99',
+    name: `matching over ${ruleSet.local.length + ruleSet.remote.length} rules: 99th percentile`,
+    value: indexed.p99,
+    unit: 'µs',
+  });
 
   const big = config(7000, 3000);
   const lines = big.split('\n').length - 1;

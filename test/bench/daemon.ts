@@ -37,19 +37,47 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
     const store = StateStore.open(join(dir, 'blocklistd.db'));
     store.transaction(() => {
       for (let i = 0; i < preload; i++) {
-        const key = { family: 2, address: `172.${16 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`, lmask: 32, port: 1, proto: 6, uid: -1, name: 'old', rmask: -1, nfail: 3, duration: 86400 * 365 };
+        const key = {
+          family: 2,
+          address: `172.${16 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`,
+          lmask: 32,
+          port: 1,
+          proto: 6,
+          uid: -1,
+          name: 'old',
+          rmask: -1,
+          nfail: 3,
+          duration: 86400 * 365,
+        };
         store.put({ key, count: 1, last: Math.floor(Date.now() / 1000), id: '' });
       }
     });
     store.close();
   }
   const socket = join(dir, 'blocklistd.sock');
-  const argv = [process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '-c', join(dir, 'blocklistd.conf'), '-C', helper, '-D', join(dir, 'blocklistd.db'), '-s', socket, '--syslog-socket', syslog.path];
+  const argv = [
+    process.execPath,
+    join(repoRoot, 'bin/blocklistd'),
+    '--foreground',
+    '-c',
+    join(dir, 'blocklistd.conf'),
+    '-C',
+    helper,
+    '-D',
+    join(dir, 'blocklistd.db'),
+    '-s',
+    socket,
+    '--syslog-socket',
+    syslog.path,
+  ];
   // the queue length is per network namespace: a namespace of its own changes it for this daemon only
   const [command, ...args] =
     qlen === undefined ? argv : ['unshare', '-n', 'sh', '-c', `sysctl -qw net.unix.max_dgram_qlen=${qlen} && exec "$@"`, 'sh', ...argv];
   // the control fixture records its calls (here: capabilities) in $HELPER_LOG
-  const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), ...env } });
+  const child = spawn(command, args, {
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), ...env },
+  });
   await until(() => existsSync(socket), 10_000);
   return { child, dir, socket };
 }
@@ -71,7 +99,21 @@ function status(pid: number, field: string): number {
  */
 async function flood(d: Daemon, port: number, marker: Reporter): Promise<number> {
   const t0 = performance.now();
-  const { stdout, code } = await runBlprobe(['-s', d.socket, '-u', '-p', String(port), '-F', String(FLOOD), '-M', '1000', '-A', '10.0.0.1', '-w', '120000']);
+  const { stdout, code } = await runBlprobe([
+    '-s',
+    d.socket,
+    '-u',
+    '-p',
+    String(port),
+    '-F',
+    String(FLOOD),
+    '-M',
+    '1000',
+    '-A',
+    '10.0.0.1',
+    '-w',
+    '120000',
+  ]);
   if (code !== 0 || !/processed all/.test(stdout)) throw new Error(`blprobe: ${stdout}`);
   const count = markerCount(d) + 2;
   marker.report(AUTH_FAIL, 'marker');
@@ -85,7 +127,10 @@ function markerCount(d: Daemon): number {
   if (!existsSync(path)) return 0;
   const db = new Database(path, { readonly: true, fileMustExist: true });
   try {
-    return (db.prepare("SELECT count FROM entry WHERE address = '127.0.0.1' AND name = 'blocklistd-marker'").pluck().get() as number | undefined) ?? 0;
+    return (
+      (db.prepare("SELECT count FROM entry WHERE address = '127.0.0.1' AND name = 'blocklistd-marker'").pluck().get() as
+        number | undefined) ?? 0
+    );
   } finally {
     db.close();
   }
@@ -101,18 +146,35 @@ async function main(): Promise<void> {
   const markerRule = `${markerPort} stream * * -marker 1000000 1h\n`;
   const noHelper = `${port} dgram * * * 1000000 1h\n${markerRule}`;
 
-  console.log(`daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported ` +
-    `addresses, no helper calls (target >= 30,000/s, flat)`);
+  console.log(
+    `daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported ` +
+      `addresses, no helper calls (target >= 30,000/s, flat)`,
+  );
   for (const preload of SIZES) {
     const d = await startDaemon(noHelper, join(fixtures, 'control'), {}, preload);
     const marker = await Reporter.connect(d.socket, markerPort);
     const rate = await flood(d, port, marker);
     marker.close();
     const rss = status(d.child.pid!, 'VmRSS') / 1024;
-    console.log(`  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} ` +
-      `MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`);
-    record({ id: `daemon.rate.${preload}`, name: `daemon, UDP flood, ${fmt(preload)} entries`, value: rate, unit: 'notifications/s', target: atLeast(30_000), entries: preload });
-    record({ id: `daemon.rss.${preload}`, name: `daemon RSS after the flood, ${fmt(preload)} entries`, value: rss, unit: 'MB', ...(preload === WATCHED ? { target: atMost(150) } : {}) });
+    console.log(
+      `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} ` +
+        `MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`,
+    );
+    record({
+      id: `daemon.rate.${preload}`,
+      name: `daemon, UDP flood, ${fmt(preload)} entries`,
+      value: rate,
+      unit: 'notifications/s',
+      target: atLeast(30_000),
+      entries: preload,
+    });
+    record({
+      id: `daemon.rss.${preload}`,
+      name: `daemon RSS after the flood, ${fmt(preload)} entries`,
+      value: rss,
+      unit: 'MB',
+      ...(preload === WATCHED ? { target: atMost(150) } : {}),
+    });
     if (preload === WATCHED) {
       // idle: nothing expires for a year
       const pid = d.child.pid!;
@@ -121,9 +183,21 @@ async function main(): Promise<void> {
       await new Promise((resolve) => setTimeout(resolve, IDLE_SECONDS * 1000));
       const ticks = cpuTicks(pid) - ticks0;
       const switches = status(pid, 'voluntary_ctxt_switches') + status(pid, 'nonvoluntary_ctxt_switches') - switches0;
-      console.log(`  idle with ${fmt(WATCHED)} entries for ${IDLE_SECONDS} s: ${switches} context switches, ${ticks} clock ticks of CPU (target ~0)`);
-      record({ id: 'daemon.idle.switches', name: `idle daemon, ${fmt(WATCHED)} entries: context switches in ${IDLE_SECONDS} s`, value: switches, unit: '' });
-      record({ id: 'daemon.idle.ticks', name: `idle daemon, ${fmt(WATCHED)} entries: CPU clock ticks in ${IDLE_SECONDS} s`, value: ticks, unit: 'ticks' });
+      console.log(
+        `  idle with ${fmt(WATCHED)} entries for ${IDLE_SECONDS} s: ${switches} context switches, ${ticks} clock ticks of CPU (target ~0)`,
+      );
+      record({
+        id: 'daemon.idle.switches',
+        name: `idle daemon, ${fmt(WATCHED)} entries: context switches in ${IDLE_SECONDS} s`,
+        value: switches,
+        unit: '',
+      });
+      record({
+        id: 'daemon.idle.ticks',
+        name: `idle daemon, ${fmt(WATCHED)} entries: CPU clock ticks in ${IDLE_SECONDS} s`,
+        value: ticks,
+        unit: 'ticks',
+      });
     }
     await stopDaemon(d);
   }
@@ -135,10 +209,22 @@ async function main(): Promise<void> {
   const marker = await Reporter.connect(d.socket, markerPort);
   const rate = await flood(d, port, marker);
   marker.close();
-  const started = existsSync(slowLog) ? readFileSync(slowLog, 'utf8').split('\n').filter((l) => l.startsWith('start')).length : 0;
-  console.log(`daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target ` +
-    `>= 10,000/s), ${started} helper calls started meanwhile`);
-  record({ id: 'daemon.slowhelper', name: 'daemon, receive rate while a 200 ms helper blocks every new address', value: rate, unit: 'notifications/s', target: atLeast(10_000) });
+  const started = existsSync(slowLog)
+    ? readFileSync(slowLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('start')).length
+    : 0;
+  console.log(
+    `daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target ` +
+      `>= 10,000/s), ${started} helper calls started meanwhile`,
+  );
+  record({
+    id: 'daemon.slowhelper',
+    name: 'daemon, receive rate while a 200 ms helper blocks every new address',
+    value: rate,
+    unit: 'notifications/s',
+    target: atLeast(10_000),
+  });
   await stopDaemon(d);
 
   // latency from the blocking notification to the helper's start, on an idle daemon
@@ -162,9 +248,17 @@ async function main(): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   latencies.sort((a, b) => a - b);
-  console.log(`daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ` +
-    `${latencies[39].toFixed(2)} ms (target <= 5 ms median)`);
-  record({ id: 'daemon.latency.median', name: 'blocking notification to helper start: median', value: latencies[20], unit: 'ms', target: atMost(5) });
+  console.log(
+    `daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ` +
+      `${latencies[39].toFixed(2)} ms (target <= 5 ms median)`,
+  );
+  record({
+    id: 'daemon.latency.median',
+    name: 'blocking notification to helper start: median',
+    value: latencies[20],
+    unit: 'ms',
+    target: atMost(5),
+  });
   record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
   await stopDaemon(d);
 
@@ -178,14 +272,37 @@ async function main(): Promise<void> {
     for (const pace of [1500, 0]) {
       const runs = await Promise.all(
         Array.from({ length: 20 }, (_, i) =>
-          runBlprobe(['-s', d.socket, '-u', '-p', String(ports[i]), '-N', '-F', '5000', '-M', '100', '-A', `10.${i}.0.1`, '-w', '60000', ...(pace > 0 ? ['-R', String(pace)] : [])]),
+          runBlprobe([
+            '-s',
+            d.socket,
+            '-u',
+            '-p',
+            String(ports[i]),
+            '-N',
+            '-F',
+            '5000',
+            '-M',
+            '100',
+            '-A',
+            `10.${i}.0.1`,
+            '-w',
+            '60000',
+            ...(pace > 0 ? ['-R', String(pace)] : []),
+          ]),
         ),
       );
       const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
       const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
-      console.log(`daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of ` +
-        `100,000 lost (net.unix.max_dgram_qlen = ${length})`);
-      record({ id: `daemon.lost.${length}.${pace}`, name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`, value: lost, unit: 'notifications' });
+      console.log(
+        `daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of ` +
+          `100,000 lost (net.unix.max_dgram_qlen = ${length})`,
+      );
+      record({
+        id: `daemon.lost.${length}.${pace}`,
+        name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`,
+        value: lost,
+        unit: 'notifications',
+      });
     }
     await stopDaemon(d);
   }

@@ -26,7 +26,13 @@ function netns(): { name: string; remove: () => void } {
 }
 
 function helperEnv(backend: string, dir: string): Record<string, string> {
-  return { ...process.env, PATH: sbin, BLOCKLISTD_BACKEND: backend, BLOCKLISTD_HELPER_LOCK: join(dir, 'lock'), BLOCKLISTD_HELPER_CONF: join(dir, 'absent') } as Record<string, string>;
+  return {
+    ...process.env,
+    PATH: sbin,
+    BLOCKLISTD_BACKEND: backend,
+    BLOCKLISTD_HELPER_LOCK: join(dir, 'lock'),
+    BLOCKLISTD_HELPER_CONF: join(dir, 'absent'),
+  } as Record<string, string>;
 }
 
 /** Runs the helper in the namespace; resolves with its stdout. */
@@ -56,9 +62,24 @@ async function backendRates(backend: string): Promise<void> {
     t = performance.now();
     await call(ns.name, env, ['batch'], rems);
     const remMs = performance.now() - t;
-    record({ id: `helper.${backend}.single`, name: `helper, ${backend}: single calls (a process per block, as upstream)`, value: single, unit: 'calls/s' });
-    record({ id: `helper.${backend}.batch.add`, name: `helper, ${backend}: batch of ${BATCH} adds`, value: (BATCH * 1000) / adds, unit: 'adds/s' });
-    record({ id: `helper.${backend}.batch.rem`, name: `helper, ${backend}: batch of ${BATCH} rems`, value: (BATCH * 1000) / remMs, unit: 'rems/s' });
+    record({
+      id: `helper.${backend}.single`,
+      name: `helper, ${backend}: single calls (a process per block, as upstream)`,
+      value: single,
+      unit: 'calls/s',
+    });
+    record({
+      id: `helper.${backend}.batch.add`,
+      name: `helper, ${backend}: batch of ${BATCH} adds`,
+      value: (BATCH * 1000) / adds,
+      unit: 'adds/s',
+    });
+    record({
+      id: `helper.${backend}.batch.rem`,
+      name: `helper, ${backend}: batch of ${BATCH} rems`,
+      value: (BATCH * 1000) / remMs,
+      unit: 'rems/s',
+    });
     console.log(
       `${backend.padEnd(9)} single calls ${single.toFixed(0).padStart(4)}/s | batch of ${BATCH}: adds ` +
         `${((BATCH * 1000) / adds).toFixed(0)}/s (${adds.toFixed(0)} ms), rems ` +
@@ -79,7 +100,18 @@ async function restore(): Promise<void> {
     const now = Math.floor(Date.now() / 1000);
     store.transaction(() => {
       for (let i = 0; i < RESTORE; i++) {
-        const key = { family: 2, address: address(i), lmask: 32, port: 22, proto: 6, uid: -1, name: 'blocklistd', rmask: -1, nfail: 3, duration: 86400 };
+        const key = {
+          family: 2,
+          address: address(i),
+          lmask: 32,
+          port: 22,
+          proto: 6,
+          uid: -1,
+          name: 'blocklistd',
+          rmask: -1,
+          nfail: 3,
+          duration: 86400,
+        };
         store.put({ key, count: 3, last: now, id: 'old' });
       }
     });
@@ -88,20 +120,52 @@ async function restore(): Promise<void> {
     const reader = new Database(db, { readonly: true });
     const restored = reader.prepare("SELECT count(*) AS n FROM entry WHERE id = 'OK'").pluck();
     const t = performance.now();
-    const daemon = spawn('ip', ['netns', 'exec', ns.name, process.execPath, join(repoRoot, 'bin/blocklistd'), '--foreground', '-r', '-c', join(dir, 'blocklistd.conf'), '-D', db, '-s', join(dir, 'sock'), '--syslog-socket', join(dir, 'no-syslog')], {
-      env: helperEnv('nftables', dir),
-      stdio: ['ignore', 'ignore', 'inherit'],
-    });
+    const daemon = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        ns.name,
+        process.execPath,
+        join(repoRoot, 'bin/blocklistd'),
+        '--foreground',
+        '-r',
+        '-c',
+        join(dir, 'blocklistd.conf'),
+        '-D',
+        db,
+        '-s',
+        join(dir, 'sock'),
+        '--syslog-socket',
+        join(dir, 'no-syslog'),
+      ],
+      {
+        env: helperEnv('nftables', dir),
+        stdio: ['ignore', 'ignore', 'inherit'],
+      },
+    );
     try {
       // a count is a scan of the table: now and then, not to slow the daemon down
       while ((restored.get() as number) !== RESTORE) await new Promise((resolve) => setTimeout(resolve, 50));
       const ms = performance.now() - t;
-      const listed = spawnSync('ip', ['netns', 'exec', ns.name, 'nft', '-j', 'list', 'set', 'inet', 'blocklistd', 'blocklistd-v4'], { env: helperEnv('nftables', dir), maxBuffer: 1 << 30 });
-      const elements = (JSON.parse(listed.stdout.toString()) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)?.set?.elem?.length;
-      console.log(`restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ` +
-        `${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ` +
-        `${elements} elements in the set`);
-      record({ id: 'restore.seconds', name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`, value: ms / 1000, unit: 's', target: atMost(5) });
+      const listed = spawnSync('ip', ['netns', 'exec', ns.name, 'nft', '-j', 'list', 'set', 'inet', 'blocklistd', 'blocklistd-v4'], {
+        env: helperEnv('nftables', dir),
+        maxBuffer: 1 << 30,
+      });
+      const elements = (JSON.parse(listed.stdout.toString()) as { nftables: { set?: { elem?: unknown[] } }[] }).nftables.find((x) => x.set)
+        ?.set?.elem?.length;
+      console.log(
+        `restore   -r of ${RESTORE} blocked entries through nftables in batch mode: ` +
+          `${(ms / 1000).toFixed(2)} s from the daemon's start (${((RESTORE * 1000) / ms).toFixed(0)}/s), ` +
+          `${elements} elements in the set`,
+      );
+      record({
+        id: 'restore.seconds',
+        name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`,
+        value: ms / 1000,
+        unit: 's',
+        target: atMost(5),
+      });
     } finally {
       reader.close();
       daemon.kill('SIGTERM');
@@ -120,14 +184,20 @@ async function rawNft(): Promise<void> {
     const file = join(dir, 'ruleset.nft');
     const elements = Array.from({ length: RESTORE }, (_, i) => address(i));
     const chunks: string[] = [];
-    for (let i = 0; i < elements.length; i += 1000) chunks.push(`add element inet raw blocked { ${elements.slice(i, i + 1000).join(', ')} }`);
+    for (let i = 0; i < elements.length; i += 1000)
+      chunks.push(`add element inet raw blocked { ${elements.slice(i, i + 1000).join(', ')} }`);
     writeFileSync(file, ['add table inet raw', 'add set inet raw blocked { type ipv4_addr; }', ...chunks, ''].join('\n'));
     const t = performance.now();
     const r = await run('ip', ['netns', 'exec', ns.name, 'nft', '-f', file], { env: { PATH: sbin } });
     const ms = performance.now() - t;
     if (r.code !== 0) throw new Error(`nft -f: ${r.stderr}`);
     console.log(`raw nft   one nft -f transaction of ${RESTORE} elements into a fresh set: ${(ms / 1000).toFixed(2)} s`);
-    record({ id: 'restore.raw', name: `one nft -f transaction of ${RESTORE.toLocaleString('en-US')} elements (raw limit)`, value: ms / 1000, unit: 's' });
+    record({
+      id: 'restore.raw',
+      name: `one nft -f transaction of ${RESTORE.toLocaleString('en-US')} elements (raw limit)`,
+      value: ms / 1000,
+      unit: 's',
+    });
   } finally {
     ns.remove();
   }

@@ -31,11 +31,38 @@ interface Ratio {
 
 /** Our figure against the raw limit measured in the same run. */
 const RATIOS: Ratio[] = [
-  { what: 'receive path (TCP flood) vs a C recvmsg loop', ours: 'receive.node.tcp', limit: 'receive.c.tcp', slower: (o, l) => l / o, target: 3 },
-  { what: 'receive path (UDP flood) vs a C recvmsg loop', ours: 'receive.node.udp', limit: 'receive.c.udp', slower: (o, l) => l / o, target: 3 },
-  { what: 'whole daemon, empty state (UDP flood) vs a C recvmsg loop', ours: 'daemon.rate.0', limit: 'receive.c.udp', slower: (o, l) => l / o },
-  { what: 'whole daemon, 100,000 entries (UDP flood) vs a C recvmsg loop', ours: 'daemon.rate.100000', limit: 'receive.c.udp', slower: (o, l) => l / o },
-  { what: 'restore of the blocks (-r, from start) vs one nft -f transaction of as many elements', ours: 'restore.seconds', limit: 'restore.raw', slower: (o, l) => o / l },
+  {
+    what: 'receive path (TCP flood) vs a C recvmsg loop',
+    ours: 'receive.node.tcp',
+    limit: 'receive.c.tcp',
+    slower: (o, l) => l / o,
+    target: 3,
+  },
+  {
+    what: 'receive path (UDP flood) vs a C recvmsg loop',
+    ours: 'receive.node.udp',
+    limit: 'receive.c.udp',
+    slower: (o, l) => l / o,
+    target: 3,
+  },
+  {
+    what: 'whole daemon, empty state (UDP flood) vs a C recvmsg loop',
+    ours: 'daemon.rate.0',
+    limit: 'receive.c.udp',
+    slower: (o, l) => l / o,
+  },
+  {
+    what: 'whole daemon, 100,000 entries (UDP flood) vs a C recvmsg loop',
+    ours: 'daemon.rate.100000',
+    limit: 'receive.c.udp',
+    slower: (o, l) => l / o,
+  },
+  {
+    what: 'restore of the blocks (-r, from start) vs one nft -f transaction of as many elements',
+    ours: 'restore.seconds',
+    limit: 'restore.raw',
+    slower: (o, l) => o / l,
+  },
 ];
 
 function machine(): [string, string][] {
@@ -46,7 +73,10 @@ function machine(): [string, string][] {
     ['kernel', `${process.platform} ${release()}`],
     ['Node.js', process.version],
     ['nftables', nft.status === 0 ? nft.stdout.trim() : 'not installed'],
-    ['net.unix.max_dgram_qlen', existsSync('/proc/sys/net/unix/max_dgram_qlen') ? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim() : 'n/a'],
+    [
+      'net.unix.max_dgram_qlen',
+      existsSync('/proc/sys/net/unix/max_dgram_qlen') ? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim() : 'n/a',
+    ],
   ];
 }
 
@@ -55,25 +85,48 @@ function format(value: number): string {
   return value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
 }
 
-const met = (f: Figure): string => (f.target === undefined ? '' : (f.target.op === '>=' ? f.value >= f.target.value : f.value <= f.target.value) ? 'yes' : '**no**');
+const met = (f: Figure): string =>
+  f.target === undefined ? '' : (f.target.op === '>=' ? f.value >= f.target.value : f.value <= f.target.value) ? 'yes' : '**no**';
 
 function markdown(figures: Figure[], failed: string[]): string {
   const byId = new Map(figures.map((f) => [f.id, f]));
-  const lines = ['# Benchmark results', '', 'Written by `npm run bench` (test/bench/run.ts); the figures of the last run on this machine.', ''];
+  const lines = [
+    '# Benchmark results',
+    '',
+    'Written by `npm run bench` (test/bench/run.ts); the figures of the last run on this machine.',
+    '',
+  ];
   lines.push('| | |', '|---|---|', ...machine().map(([k, v]) => `| ${k} | ${v} |`), '');
   if (failed.length > 0) lines.push(`Benchmarks that could not run: ${failed.join(', ')}.`, '');
   lines.push('| figure | value | unit | target | met |', '|---|--:|---|--:|:-:|');
-  for (const f of figures) lines.push(`| ${f.name} | ${format(f.value)} | ${f.unit} | ` +
-    `${f.target === undefined ? '' : `${f.target.op} ${format(f.target.value)}`} | ${met(f)} |`);
-  lines.push('', '## Against the raw limits of this machine', '', '| comparison | ours | raw limit | ratio | target |', '|---|--:|--:|--:|--:|');
+  for (const f of figures)
+    lines.push(
+      `| ${f.name} | ${format(f.value)} | ${f.unit} | ` +
+        `${f.target === undefined ? '' : `${f.target.op} ${format(f.target.value)}`} | ${met(f)} |`,
+    );
+  lines.push(
+    '',
+    '## Against the raw limits of this machine',
+    '',
+    '| comparison | ours | raw limit | ratio | target |',
+    '|---|--:|--:|--:|--:|',
+  );
   for (const r of RATIOS) {
     const [ours, limit] = [byId.get(r.ours), byId.get(r.limit)];
     if (ours === undefined || limit === undefined) continue;
-    lines.push(`| ${r.what} | ${format(ours.value)} ${ours.unit} | ${format(limit.value)} ${limit.unit} | ` +
-      `${r.slower(ours.value, limit.value).toFixed(2)}x | ` +
-      `${r.target === undefined ? '' : `<= ${r.target}x`} |`);
+    lines.push(
+      `| ${r.what} | ${format(ours.value)} ${ours.unit} | ${format(limit.value)} ${limit.unit} | ` +
+        `${r.slower(ours.value, limit.value).toFixed(2)}x | ` +
+        `${r.target === undefined ? '' : `<= ${r.target}x`} |`,
+    );
   }
-  lines.push('', '## Notifications per second against the state size', '', `![notifications per second against the number of entries](${CHART})`, '');
+  lines.push(
+    '',
+    '## Notifications per second against the state size',
+    '',
+    `![notifications per second against the number of entries](${CHART})`,
+    '',
+  );
   return lines.join('\n');
 }
 
@@ -94,10 +147,11 @@ function chart(figures: Figure[]): string {
   const [xMin, xMax] = [1.7, Math.max(3, ...xs) + 0.3];
   const x = (v: number): number => left + ((v - xMin) / (xMax - xMin)) * (w - left - right);
   const y = (v: number): number => h - bottom - (v / yMax) * (h - top - bottom);
-  const text = (tx: number, ty: number, s: string, anchor = 'middle'): string => `<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" text-anchor="${anchor}">${s}</text>`;
+  const text = (tx: number, ty: number, s: string, anchor = 'middle'): string =>
+    `<text x="${tx.toFixed(1)}" y="${ty.toFixed(1)}" text-anchor="${anchor}">${s}</text>`;
   const hline = (v: number, label: string, style: string): string =>
     `<line x1="${left}" x2="${w - right}" y1="${y(v).toFixed(1)}" y2="${y(v).toFixed(1)}" ` +
-      `${style}/>${text(left + 6, y(v) + 16, label, 'start')}`;
+    `${style}/>${text(left + 6, y(v) + 16, label, 'start')}`;
   const out = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" font-family="sans-serif" font-size="12">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
@@ -105,15 +159,27 @@ function chart(figures: Figure[]): string {
     `<line x1="${left}" x2="${left}" y1="${top}" y2="${h - bottom}" stroke="black"/>`,
     `<line x1="${left}" x2="${w - right}" y1="${h - bottom}" y2="${h - bottom}" stroke="black"/>`,
   ];
-  if (limit !== undefined && !showLimit) out.push(text(w / 2, 38, `(a C recvmsg loop takes the same flood at ${format(limit)}/s, off this scale)`));
-  for (let v = 0; v <= yMax; v += step) out.push(`<line x1="${left - 4}" x2="${left}" y1="${y(v)}" y2="${y(v)}" stroke="black"/>`, text(left - 8, y(v) + 4, format(v), 'end'));
-  for (const [i, p] of points.entries()) out.push(`<line x1="${x(xs[i])}" x2="${x(xs[i])}" y1="${h - bottom}" y2="${h - bottom + 4}" stroke="black"/>`, text(x(xs[i]), h - bottom + 18, format(p.entries!)));
+  if (limit !== undefined && !showLimit)
+    out.push(text(w / 2, 38, `(a C recvmsg loop takes the same flood at ${format(limit)}/s, off this scale)`));
+  for (let v = 0; v <= yMax; v += step)
+    out.push(`<line x1="${left - 4}" x2="${left}" y1="${y(v)}" y2="${y(v)}" stroke="black"/>`, text(left - 8, y(v) + 4, format(v), 'end'));
+  for (const [i, p] of points.entries())
+    out.push(
+      `<line x1="${x(xs[i])}" x2="${x(xs[i])}" y1="${h - bottom}" y2="${h - bottom + 4}" stroke="black"/>`,
+      text(x(xs[i]), h - bottom + 18, format(p.entries!)),
+    );
   out.push(text((left + w - right) / 2, h - 15, 'entries in the state database (log scale; 0 at the left)'));
   if (showLimit) out.push(hline(limit, `C recvmsg loop, same flood: ${format(limit)}/s`, 'stroke="gray" stroke-dasharray="6 4"'));
   out.push(hline(target, `target: ${format(target)}/s`, 'stroke="red" stroke-dasharray="2 3"'));
-  out.push(`<polyline fill="none" stroke="steelblue" stroke-width="2" ` +
-    `points="${points.map((p, i) => `${x(xs[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ')}"/>`);
-  for (const [i, p] of points.entries()) out.push(`<circle cx="${x(xs[i]).toFixed(1)}" cy="${y(p.value).toFixed(1)}" r="4" fill="steelblue"/>`, text(x(xs[i]), y(p.value) - 10, `${format(p.value)}/s`));
+  out.push(
+    `<polyline fill="none" stroke="steelblue" stroke-width="2" ` +
+      `points="${points.map((p, i) => `${x(xs[i]).toFixed(1)},${y(p.value).toFixed(1)}`).join(' ')}"/>`,
+  );
+  for (const [i, p] of points.entries())
+    out.push(
+      `<circle cx="${x(xs[i]).toFixed(1)}" cy="${y(p.value).toFixed(1)}" r="4" fill="steelblue"/>`,
+      text(x(xs[i]), y(p.value) - 10, `${format(p.value)}/s`),
+    );
   out.push('</svg>', '');
   return out.join('\n');
 }
@@ -145,7 +211,10 @@ function main(): number {
   const failed: string[] = [];
   for (const name of chosen) {
     console.log(`\n== ${name} ==`);
-    const r = spawnSync(process.execPath, [join(repoRoot, `dist/test/bench/${name}.js`)], { stdio: 'inherit', env: { ...process.env, BENCH_RESULTS: results } });
+    const r = spawnSync(process.execPath, [join(repoRoot, `dist/test/bench/${name}.js`)], {
+      stdio: 'inherit',
+      env: { ...process.env, BENCH_RESULTS: results },
+    });
     if (r.status !== 0) failed.push(name);
   }
   const figures = existsSync(results)
@@ -161,12 +230,17 @@ function main(): number {
   const byId = new Map(figures.map((f) => [f.id, f]));
   for (const r of RATIOS) {
     const [ours, limit] = [byId.get(r.ours), byId.get(r.limit)];
-    if (ours !== undefined && limit !== undefined) console.log(`${r.what}: ${r.slower(ours.value, limit.value).toFixed(2)}x${r.target === undefined ? '' : ` (target <= ${r.target}x)`}`);
+    if (ours !== undefined && limit !== undefined)
+      console.log(
+        `${r.what}: ${r.slower(ours.value, limit.value).toFixed(2)}x${r.target === undefined ? '' : ` (target <= ${r.target}x)`}`,
+      );
   }
   const missed = figures.filter((f) => met(f) === '**no**');
-  console.log(`\n${figures.length} figures, ${missed.length} below ` +
-    `target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ` +
-    `${join(out, 'RESULTS.md')} and ${join(out, CHART)}`);
+  console.log(
+    `\n${figures.length} figures, ${missed.length} below ` +
+      `target${missed.length > 0 ? `: ${missed.map((f) => f.id).join(', ')}` : ''}; written to ` +
+      `${join(out, 'RESULTS.md')} and ${join(out, CHART)}`,
+  );
   if (failed.length > 0) console.log(`benchmarks that failed to run: ${failed.join(', ')}`);
   return failed.length > 0 ? 1 : 0;
 }

@@ -38,12 +38,29 @@ async function main(): Promise<void> {
   const db = join(dir, 'blocklistd.db');
   const child = spawn(
     process.execPath,
-    [join(repoRoot, 'bin/blocklistd'), '--foreground', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', db, '-s', socket, '--syslog-socket', syslog.path, '--max-entries', String(MAX)],
+    [
+      join(repoRoot, 'bin/blocklistd'),
+      '--foreground',
+      '-c',
+      join(dir, 'blocklistd.conf'),
+      '-C',
+      join(repoRoot, 'test/fixtures/control'),
+      '-D',
+      db,
+      '-s',
+      socket,
+      '--syslog-socket',
+      syslog.path,
+      '--max-entries',
+      String(MAX),
+    ],
     { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') } },
   );
   await until(() => existsSync(join(dir, 'blocklistd.ctl')), 10_000);
   const pid = child.pid!;
-  console.log(`spray: ${fmt(SPRAY)} notifications, each from a distinct address (AUTH_FAIL, nfail 3: none blocks), --max-entries ${fmt(MAX)}`);
+  console.log(
+    `spray: ${fmt(SPRAY)} notifications, each from a distinct address (AUTH_FAIL, nfail 3: none blocks), --max-entries ${fmt(MAX)}`,
+  );
   const t0 = performance.now();
   const ticks0 = cpuTicks(pid);
   for (let done = 0; done < SPRAY; done += STEP) {
@@ -54,25 +71,46 @@ async function main(): Promise<void> {
     if (r.code !== 0 || !/processed all/.test(r.stdout)) throw new Error(`blprobe: ${r.stdout}${r.stderr}`);
     const s = await controlStatus(join(dir, 'blocklistd.ctl'));
     const seconds = (performance.now() - t0) / 1000;
-    console.log(`  ${fmt(done + n).padStart(10)} sent: ${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} ` +
-      `evicted, RSS ${(status(pid, 'VmRSS') / 1024).toFixed(0)} MB, database ${diskMB(db).toFixed(0)} MB, ` +
-      `${fmt((done + n) / seconds)}/s so far`);
+    console.log(
+      `  ${fmt(done + n).padStart(10)} sent: ${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} ` +
+        `evicted, RSS ${(status(pid, 'VmRSS') / 1024).toFixed(0)} MB, database ${diskMB(db).toFixed(0)} MB, ` +
+        `${fmt((done + n) / seconds)}/s so far`,
+    );
   }
   // blprobe's barrier says every datagram was received; the last batches may still be committing
   const ctl = join(dir, 'blocklistd.ctl');
-  for (let s = await controlStatus(ctl); s.entries + s.counters.evictions.total < SPRAY; s = await controlStatus(ctl)) await new Promise((resolve) => setTimeout(resolve, 100));
+  for (let s = await controlStatus(ctl); s.entries + s.counters.evictions.total < SPRAY; s = await controlStatus(ctl))
+    await new Promise((resolve) => setTimeout(resolve, 100));
   const seconds = (performance.now() - t0) / 1000;
   const cpu = (cpuTicks(pid) - ticks0) / 100;
   const s = await controlStatus(ctl);
   const rss = status(pid, 'VmRSS') / 1024;
   const peak = status(pid, 'VmHWM') / 1024;
   const disk = diskMB(db);
-  console.log(`spray done in ${seconds.toFixed(0)} s (${fmt(SPRAY / seconds)}/s, daemon CPU ${cpu.toFixed(0)} s): ` +
-    `${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} evicted; RSS ${rss.toFixed(0)} MB ` +
-    `(peak ${peak.toFixed(0)} MB), database ${disk.toFixed(0)} MB on disk`);
-  record({ id: 'spray.rate', name: `spray of ${fmt(SPRAY)} distinct addresses, --max-entries ${fmt(MAX)}: notifications/s`, value: SPRAY / seconds, unit: 'notifications/s' });
-  record({ id: 'spray.entries', name: `spray of ${fmt(SPRAY)} distinct addresses: entries at the end`, value: s.entries, unit: 'entries', target: atMost(MAX) });
-  record({ id: 'spray.evicted', name: `spray of ${fmt(SPRAY)} distinct addresses: evictions`, value: s.counters.evictions.total, unit: 'entries' });
+  console.log(
+    `spray done in ${seconds.toFixed(0)} s (${fmt(SPRAY / seconds)}/s, daemon CPU ${cpu.toFixed(0)} s): ` +
+      `${fmt(s.entries)} entries, ${fmt(s.counters.evictions.total)} evicted; RSS ${rss.toFixed(0)} MB ` +
+      `(peak ${peak.toFixed(0)} MB), database ${disk.toFixed(0)} MB on disk`,
+  );
+  record({
+    id: 'spray.rate',
+    name: `spray of ${fmt(SPRAY)} distinct addresses, --max-entries ${fmt(MAX)}: notifications/s`,
+    value: SPRAY / seconds,
+    unit: 'notifications/s',
+  });
+  record({
+    id: 'spray.entries',
+    name: `spray of ${fmt(SPRAY)} distinct addresses: entries at the end`,
+    value: s.entries,
+    unit: 'entries',
+    target: atMost(MAX),
+  });
+  record({
+    id: 'spray.evicted',
+    name: `spray of ${fmt(SPRAY)} distinct addresses: evictions`,
+    value: s.counters.evictions.total,
+    unit: 'entries',
+  });
   record({ id: 'spray.rss', name: `spray of ${fmt(SPRAY)} distinct addresses: RSS at the end`, value: rss, unit: 'MB' });
   record({ id: 'spray.rss.peak', name: `spray of ${fmt(SPRAY)} distinct addresses: peak RSS`, value: peak, unit: 'MB' });
   record({ id: 'spray.disk', name: `spray of ${fmt(SPRAY)} distinct addresses: database, -wal and -shm on disk`, value: disk, unit: 'MB' });

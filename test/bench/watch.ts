@@ -36,8 +36,11 @@ function mixedLog(n: number): string[] {
   const lines: string[] = [];
   for (let i = 0; i < n; i++) {
     const address = `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
-    const body = i % 3 === 2 ? others[i % others.length] : `sshd[${1000 + (i % 5000)}]: ${messages[i % messages.length].replace(/10\.98\.0\.\d+/g, address)}`;
-    lines.push(`Dec  4 14:${String((i / 60) % 60 | 0).padStart(2, '0')}:${String(i % 60).padStart(2, '0')} host ${body}`);
+    const body =
+      i % 3 === 2
+        ? others[i % others.length]
+        : `sshd[${1000 + (i % 5000)}]: ${messages[i % messages.length].replace(/10\.98\.0\.\d+/g, address)}`;
+    lines.push(`Dec  4 14:${String(((i / 60) % 60) | 0).padStart(2, '0')}:${String(i % 60).padStart(2, '0')} host ${body}`);
   }
   return lines;
 }
@@ -61,7 +64,13 @@ const fileRate = rate('file lines, mixed sshd syslog', LINES, () => {
   }
   return matched;
 });
-record({ id: 'watch.file', name: 'blocklistd-watch matcher: mixed sshd syslog lines, one core', value: fileRate, unit: 'lines/s', target: atLeast(50_000) });
+record({
+  id: 'watch.file',
+  name: 'blocklistd-watch matcher: mixed sshd syslog lines, one core',
+  value: fileRate,
+  unit: 'lines/s',
+  target: atLeast(50_000),
+});
 
 const journal = log.map((line, i) => {
   const m = /^\S+ +\S+ \S+ \S+ ([^[:]+)(?:\[\d+\])?: (.*)$/.exec(line)!;
@@ -88,13 +97,35 @@ const journalRate = rate('journal entries (JSON parsed, trusted fields checked),
   for (const line of journal) if (matchJournalEntry(sshd, JSON.parse(line) as JournalEntry)?.match !== undefined) matched++;
   return matched;
 });
-record({ id: 'watch.journal', name: 'blocklistd-watch matcher: mixed journal entries (JSON), one core', value: journalRate, unit: 'entries/s', target: atLeast(50_000) });
+record({
+  id: 'watch.journal',
+  name: 'blocklistd-watch matcher: mixed journal entries (JSON), one core',
+  value: journalRate,
+  unit: 'entries/s',
+  target: atLeast(50_000),
+});
 
 // at idle: the watcher with a journal source (journalctl waits in the kernel) and a file source (one stat a second)
 const dir = tempDir();
 const file = join(dir, 'auth.log');
 writeFileSync(file, '');
-const child = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd-watch'), '--control', join(dir, 'none.ctl'), '--patterns', join(repoRoot, 'etc/blocklistd-watch.d'), '--state', join(dir, 'state.json'), '--file', file, '--pattern', 'sshd'], { stdio: 'ignore' });
+const child = spawn(
+  process.execPath,
+  [
+    join(repoRoot, 'bin/blocklistd-watch'),
+    '--control',
+    join(dir, 'none.ctl'),
+    '--patterns',
+    join(repoRoot, 'etc/blocklistd-watch.d'),
+    '--state',
+    join(dir, 'state.json'),
+    '--file',
+    file,
+    '--pattern',
+    'sshd',
+  ],
+  { stdio: 'ignore' },
+);
 await new Promise((resolve) => setTimeout(resolve, 2000));
 const before = cpuTicks(child.pid!);
 await new Promise((resolve) => setTimeout(resolve, 5000));
@@ -106,10 +137,25 @@ record({ id: 'watch.idle', name: 'blocklistd-watch at idle (a file source): CPU 
 // reports through the control socket: the daemon without debug output, a rule that never blocks
 const REPORTS = 20_000;
 writeFileSync(join(dir, 'blocklistd.conf'), 'ssh stream * * * * 1h\n');
-const daemon = spawn(process.execPath, [join(repoRoot, 'bin/blocklistd'), '-d', '-c', join(dir, 'blocklistd.conf'), '-C', join(repoRoot, 'test/fixtures/control'), '-D', join(dir, 'db'), '-s', join(dir, 'blocklistd.sock')], {
-  stdio: ['ignore', 'ignore', 'pipe'],
-  env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
-});
+const daemon = spawn(
+  process.execPath,
+  [
+    join(repoRoot, 'bin/blocklistd'),
+    '-d',
+    '-c',
+    join(dir, 'blocklistd.conf'),
+    '-C',
+    join(repoRoot, 'test/fixtures/control'),
+    '-D',
+    join(dir, 'db'),
+    '-s',
+    join(dir, 'blocklistd.sock'),
+  ],
+  {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, HELPER_LOG: join(dir, 'helper.log') },
+  },
+);
 await new Promise<void>((resolve) => {
   let text = '';
   daemon.stderr!.on('data', (d: Buffer) => {
@@ -118,8 +164,17 @@ await new Promise<void>((resolve) => {
   });
 });
 await new Promise((resolve) => setTimeout(resolve, 300));
-const reportArgs = (i: number) => ({ type: 'fail', address: `10.1.${(i >> 8) & 255}.${i & 255}`, port: '22', message: 'Failed password for root', source: 'bench' });
-const requests = Array.from({ length: REPORTS }, (_, i) => `${JSON.stringify({ version: 1, id: i, command: 'report', args: reportArgs(i) })}\n`).join('');
+const reportArgs = (i: number) => ({
+  type: 'fail',
+  address: `10.1.${(i >> 8) & 255}.${i & 255}`,
+  port: '22',
+  message: 'Failed password for root',
+  source: 'bench',
+});
+const requests = Array.from(
+  { length: REPORTS },
+  (_, i) => `${JSON.stringify({ version: 1, id: i, command: 'report', args: reportArgs(i) })}\n`,
+).join('');
 const reportStart = performance.now();
 await new Promise<void>((resolve, reject) => {
   const socket = connect(join(dir, 'blocklistd.ctl'));
@@ -137,4 +192,9 @@ await new Promise<void>((resolve, reject) => {
 const reportRate = REPORTS / ((performance.now() - reportStart) / 1000);
 daemon.kill('SIGKILL');
 console.log(`report requests through the control socket, pipelined: ${Math.round(reportRate).toLocaleString('en-US')}/s`);
-record({ id: 'watch.reports', name: 'report requests through the control socket, 20,000 pipelined, 20,000 addresses', value: reportRate, unit: 'reports/s' });
+record({
+  id: 'watch.reports',
+  name: 'report requests through the control socket, 20,000 pipelined, 20,000 addresses',
+  value: reportRate,
+  unit: 'reports/s',
+});

@@ -81,7 +81,14 @@ async function main(): Promise<void> {
       timeout: { type: 'string', short: 't', default: '1000' },
     },
   });
-  const result = await tryLogin({ host: values.host, port: Number(values.port), from: values.from, user: values.user, password: values.password, timeoutMs: Number(values.timeout) });
+  const result = await tryLogin({
+    host: values.host,
+    port: Number(values.port),
+    from: values.from,
+    user: values.user,
+    password: values.password,
+    timeoutMs: Number(values.timeout),
+  });
   console.log(JSON.stringify(result));
 }
 

@@ -54,7 +54,11 @@ const USAGE = `usage: npm run demo -- [--verbose] [--port N]
 function options(): { verbose: boolean; port: string } {
   try {
     const { values } = parseArgs({
-      options: { verbose: { type: 'boolean', default: false }, port: { type: 'string', default: '2222' }, help: { type: 'boolean', short: 'h', default: false } },
+      options: {
+        verbose: { type: 'boolean', default: false },
+        port: { type: 'string', default: '2222' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
     });
     if (values.help) {
       process.stdout.write(USAGE);
@@ -136,7 +140,8 @@ class Daemon {
           const match = pattern.exec(this.lines[i]);
           if (match !== null) return finish(undefined, { index: i, match });
         }
-        if (this.child.exitCode !== null || this.child.signalCode !== null) finish(new Error(`the daemon exited before logging ${pattern}:\n${this.lines.join('\n')}`));
+        if (this.child.exitCode !== null || this.child.signalCode !== null)
+          finish(new Error(`the daemon exited before logging ${pattern}:\n${this.lines.join('\n')}`));
       };
       this.waiters.add(check);
       check();

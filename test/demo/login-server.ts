@@ -45,7 +45,11 @@ export interface LoginServerOptions {
   onLogin?: (event: LoginEvent) => void;
 }
 
-export const DEFAULT_USERS: Readonly<Record<string, string>> = { alice: 'wonderland', bob: 'builder', root: 'correct-horse-battery-staple' };
+export const DEFAULT_USERS: Readonly<Record<string, string>> = {
+  alice: 'wonderland',
+  bob: 'builder',
+  root: 'correct-horse-battery-staple',
+};
 
 const ACTION_NAME = new Map<BlocklistAction, string>([
   [AUTH_OK, 'ok'],
@@ -146,7 +150,22 @@ export class LoginServer {
     // the same port on the loopback address of the client's family
     const remote = conn.remoteAddress ?? '';
     const v4 = net.isIPv4(remote) || remote.startsWith('::ffff:');
-    const args = ['-s', this.o.socketPath ?? '/var/run/blocklistd.sock', '-L', v4 ? '127.0.0.1' : '::1', '-p', String(conn.localPort), '-a', remote.replace(/^::ffff:/, ''), '-t', ACTION_NAME.get(action)!, '-m', text, '-w', '5000'];
+    const args = [
+      '-s',
+      this.o.socketPath ?? '/var/run/blocklistd.sock',
+      '-L',
+      v4 ? '127.0.0.1' : '::1',
+      '-p',
+      String(conn.localPort),
+      '-a',
+      remote.replace(/^::ffff:/, ''),
+      '-t',
+      ACTION_NAME.get(action)!,
+      '-m',
+      text,
+      '-w',
+      '5000',
+    ];
     return new Promise((resolve) => {
       const child = spawn(this.o.blprobe!, args, { stdio: ['ignore', 'ignore', 'inherit'] });
       child.on('error', () => resolve(false));
@@ -171,7 +190,8 @@ async function main(): Promise<void> {
       blprobe: { type: 'string' },
     },
   });
-  const users = values.user === undefined ? undefined : Object.fromEntries(values.user.map((u) => [u.split(':')[0], u.split(':').slice(1).join(':')]));
+  const users =
+    values.user === undefined ? undefined : Object.fromEntries(values.user.map((u) => [u.split(':')[0], u.split(':').slice(1).join(':')]));
   const server = await LoginServer.start({
     hosts: values.listen,
     port: Number(values.port),
