@@ -213,7 +213,10 @@ describe('[escalate] lines', () => {
 const T = 1_800_000_000;
 const PORT = 2222;
 
-/** An engine with `<PORT> stream * * * 6 100` (three failures block for 100 s), the [escalate] lines given and `more` configuration after them. */
+/**
+ * An engine with `<PORT> stream * * * 6 100` (three failures block for 100 s), the [escalate] lines given and `more`
+ * configuration after them.
+ */
 function setup(t: TestContext, escalate: string, random: () => number = noJitter, more = '') {
   const dir = tempDir('blocklistd-escalate-');
   const env = systemEnv('blocklistd');
@@ -535,7 +538,8 @@ describe('subnet aggregation', () => {
       [...s.store.entries()].map((e) => `${e.key.address}/${e.key.lmask}`),
       ['192.0.2.1/32', '192.0.2.2/32'],
     );
-    const why = `not aggregating 2 blocks of 192.0.2.0/24 (blocklistd): the allow-list rule at ${join(s.dir, 'blocklistd.conf')}:7 is inside it`;
+    const allowRule = `${join(s.dir, 'blocklistd.conf')}:7`;
+    const why = `not aggregating 2 blocks of 192.0.2.0/24 (blocklistd): the allow-list rule at ${allowRule} is inside it`;
     assert.ok(
       s.log.lines.some((l) => l.level === 'notice' && l.message === why),
       JSON.stringify(s.log.lines),

@@ -62,7 +62,8 @@ function recorder(): { program: string; recorded: () => string[]; failing: (on: 
   writeFileSync(calls, '');
   writeFileSync(
     program,
-    `#!/bin/sh\n[ -e ${dir}/fail ] && exit 1\n{ printf 'args'; for a; do printf ' [%s]' "$a"; done; printf ' timeout=%s cut=%s\\n' "\${BLOCKLISTD_TIMEOUT-unset}" "\${BLOCKLISTD_CUT-unset}"; } >>${calls}\n` +
+    `#!/bin/sh\n[ -e ${dir}/fail ] && exit 1\n{ printf 'args'; for a; do printf ' [%s]' "$a"; done; ` +
+      `printf ' timeout=%s cut=%s\\n' "\${BLOCKLISTD_TIMEOUT-unset}" "\${BLOCKLISTD_CUT-unset}"; } >>${calls}\n` +
       `if [ "$1" = batch ]; then while IFS= read -r l; do printf 'line %s\\n' "$l" >>${calls}; echo OK; done; else echo OK; fi\n`,
   );
   chmodSync(program, 0o755);
@@ -75,33 +76,37 @@ function recorder(): { program: string; recorded: () => string[]; failing: (on: 
   return { program, recorded, failing };
 }
 
-test('the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry off, --cut-connections opt-in; asked of the helper only when it offers them', () => {
-  const parse = (...args: string[]) => parseOptions(['node', 'blocklistd', ...args], 'blocklistd');
-  assert.deepEqual([parse().kernelExpiryMargin, parse().cutConnections], [60, false]);
-  assert.equal(parse('--kernel-expiry-margin', '0').kernelExpiryMargin, 0);
-  assert.equal(parse('--no-kernel-expiry').kernelExpiryMargin, undefined);
-  assert.equal(parse('--cut-connections').cutConnections, true);
-  assert.throws(
-    () => parse('--kernel-expiry-margin', '1m'),
-    (e) => e instanceof UsageError && e.message === "bad kernel expiry margin '1m': a whole number from 0 to 2147483",
-  );
-  const logs = new LogCollector();
-  const all = new Set(['batch', 'timeout', 'cut']);
-  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, all, logs.log), { timeouts: true, cut: true });
-  assert.deepEqual(helperExtensions({ kernelExpiryMargin: undefined, cutConnections: false }, all, logs.log), {
-    timeouts: false,
-    cut: false,
-  });
-  assert.deepEqual(logs.lines, []);
-  // upstream's helper: nothing beyond its contract, and the operator told that connections are not ended
-  assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, new Set(), logs.log), {
-    timeouts: false,
-    cut: false,
-  });
-  assert.deepEqual(logs.lines, [
-    { level: 'warning', message: '--cut-connections: the helper does not offer "cut": connections are not ended' },
-  ]);
-});
+test(
+  'the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry off, --cut-connections opt-in; ' +
+    'asked of the helper only when it offers them',
+  () => {
+    const parse = (...args: string[]) => parseOptions(['node', 'blocklistd', ...args], 'blocklistd');
+    assert.deepEqual([parse().kernelExpiryMargin, parse().cutConnections], [60, false]);
+    assert.equal(parse('--kernel-expiry-margin', '0').kernelExpiryMargin, 0);
+    assert.equal(parse('--no-kernel-expiry').kernelExpiryMargin, undefined);
+    assert.equal(parse('--cut-connections').cutConnections, true);
+    assert.throws(
+      () => parse('--kernel-expiry-margin', '1m'),
+      (e) => e instanceof UsageError && e.message === "bad kernel expiry margin '1m': a whole number from 0 to 2147483",
+    );
+    const logs = new LogCollector();
+    const all = new Set(['batch', 'timeout', 'cut']);
+    assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, all, logs.log), { timeouts: true, cut: true });
+    assert.deepEqual(helperExtensions({ kernelExpiryMargin: undefined, cutConnections: false }, all, logs.log), {
+      timeouts: false,
+      cut: false,
+    });
+    assert.deepEqual(logs.lines, []);
+    // upstream's helper: nothing beyond its contract, and the operator told that connections are not ended
+    assert.deepEqual(helperExtensions({ kernelExpiryMargin: 60, cutConnections: true }, new Set(), logs.log), {
+      timeouts: false,
+      cut: false,
+    });
+    assert.deepEqual(logs.lines, [
+      { level: 'warning', message: '--cut-connections: the helper does not offer "cut": connections are not ended' },
+    ]);
+  },
+);
 
 describe('the runner passes timeouts and the cut to a helper that offers them (helper.md ยง1.8)', () => {
   const { program: record, recorded } = recorder();
@@ -125,87 +130,100 @@ describe('the runner passes timeouts and the cut to a helper that offers them (h
     ]);
   });
 
-  test('with them: BLOCKLISTD_TIMEOUT for an add with a timeout, BLOCKLISTD_CUT for adds and batches, `batch timeout` with the field before the id', async () => {
-    const logs = new LogCollector();
-    const helper = new HelperRunner({ program: record, log: logs.log, debug: () => 1 });
-    helper.setExtensions({ timeouts: true, cut: true });
-    await helper.change('add', target, '', 70);
-    await helper.change('add', target, '');
-    await helper.change('rem', target, 'OK', 70);
-    await helper.batch(changes);
-    assert.deepEqual(recorded(), [
-      'args [add] [blocklistd] [tcp] [192.0.2.1] [32] [22] [] timeout=70 cut=1',
-      'args [add] [blocklistd] [tcp] [192.0.2.1] [32] [22] [] timeout=unset cut=1',
-      'args [rem] [blocklistd] [tcp] [192.0.2.1] [32] [22] [OK] timeout=unset cut=unset',
-      'args [batch] [timeout] timeout=unset cut=1',
-      'line add blocklistd tcp 192.0.2.1 32 22 70 ',
-      'line add blocklistd tcp 192.0.2.2 32 22 0 x',
-      'line rem blocklistd tcp 192.0.2.3 32 22 0 OK',
-    ]);
-    assert.equal(logs.count('debug', `run ${record} [control add blocklistd tcp 192.0.2.1 32 22 ]`), 2, "upstream's debug line as it was");
-    assert.equal(logs.count('debug', 'run add with BLOCKLISTD_TIMEOUT=70 BLOCKLISTD_CUT=1'), 1, 'and one more that shows them');
-  });
+  test(
+    'with them: BLOCKLISTD_TIMEOUT for an add with a timeout, BLOCKLISTD_CUT for adds and batches, ' +
+      '`batch timeout` with the field before the id',
+    async () => {
+      const logs = new LogCollector();
+      const helper = new HelperRunner({ program: record, log: logs.log, debug: () => 1 });
+      helper.setExtensions({ timeouts: true, cut: true });
+      await helper.change('add', target, '', 70);
+      await helper.change('add', target, '');
+      await helper.change('rem', target, 'OK', 70);
+      await helper.batch(changes);
+      assert.deepEqual(recorded(), [
+        'args [add] [blocklistd] [tcp] [192.0.2.1] [32] [22] [] timeout=70 cut=1',
+        'args [add] [blocklistd] [tcp] [192.0.2.1] [32] [22] [] timeout=unset cut=1',
+        'args [rem] [blocklistd] [tcp] [192.0.2.1] [32] [22] [OK] timeout=unset cut=unset',
+        'args [batch] [timeout] timeout=unset cut=1',
+        'line add blocklistd tcp 192.0.2.1 32 22 70 ',
+        'line add blocklistd tcp 192.0.2.2 32 22 0 x',
+        'line rem blocklistd tcp 192.0.2.3 32 22 0 OK',
+      ]);
+      assert.equal(
+        logs.count('debug', `run ${record} [control add blocklistd tcp 192.0.2.1 32 22 ]`),
+        2,
+        "upstream's debug line as it was",
+      );
+      assert.equal(logs.count('debug', 'run add with BLOCKLISTD_TIMEOUT=70 BLOCKLISTD_CUT=1'), 1, 'and one more that shows them');
+    },
+  );
 });
 
-test('the engine: an add carries what remains plus the margin; a renewal re-adds only when the kernel would drop the block less than half the margin after its new end', async (t) => {
-  const { program, recorded, failing } = recorder();
-  const dir = tempDir('blocklistd-kernel-engine-');
-  const logs = new LogCollector();
-  const env = systemEnv('blocklistd');
-  writeFileSync(join(dir, 'blocklistd.conf'), '2222 stream * * * 1 40\n');
-  const store = StateStore.open(join(dir, 'state.db'));
-  const helper = new HelperRunner({ program, log: () => {} });
-  helper.setExtensions({ timeouts: true, cut: false });
-  const T = 1_800_000_000;
-  let now = T;
-  const engine = new Engine({
-    store,
-    helper,
-    families: env.families,
-    log: logs.log,
-    debug: () => 0,
-    clock: () => now,
-    remRetry: 60,
-    kernelExpiryMargin: 10,
-  });
-  engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
-  t.after(async () => {
-    engine.stop();
-    await helper.stop(1000);
-    store.close();
-  });
-  const fail = async (at: number): Promise<string[]> => {
-    now = T + at;
-    engine.processBatch([tcpNotification(2222, '192.0.2.9')]);
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    return recorded();
-  };
-  const add = (id: string, timeout: number): string =>
-    `args [add] [blocklistd] [tcp] [192.0.2.9] [32] [2222] [${id}] timeout=${timeout} cut=unset`;
-  // blocked at T for 40 s: released at T + 41, the kernel's at T + 51
-  assert.deepEqual(await fail(0), [add('', 51)]);
-  await until(() => [...store.entries()][0]?.id === 'OK');
-  // renewed at T + 3: ends at T + 44, 7 s before the kernel's: enough
-  assert.deepEqual(await fail(3), []);
-  // renewed at T + 13: ends at T + 54, after it: added again, 41 + 10 s from now
-  assert.deepEqual(await fail(13), [add('OK', 51)]);
-  assert.deepEqual(await fail(14), [], "the kernel's end is known now: T + 64");
-  assert.equal([...store.entries()][0]?.id, 'OK', 'the entry keeps its id');
-  // a renewal the helper fails: logged, and not tried again at the next failure but half a margin later
-  failing(true);
-  assert.deepEqual(await fail(30), []);
-  assert.equal(
-    logs.count(
-      'err',
-      'add blocklistd tcp 192.0.2.9/32:2222 (a new kernel timeout) failed (exit status 1); the packet filter may drop the block before its end',
-    ),
-    1,
-  );
-  failing(false);
-  assert.deepEqual(await fail(31), []);
-  assert.deepEqual(await fail(50), [add('OK', 51)]);
-  assert.equal([...store.entries()][0]?.id, 'OK');
-});
+test(
+  'the engine: an add carries what remains plus the margin; a renewal re-adds only when the kernel would drop the block ' +
+    'less than half the margin after its new end',
+  async (t) => {
+    const { program, recorded, failing } = recorder();
+    const dir = tempDir('blocklistd-kernel-engine-');
+    const logs = new LogCollector();
+    const env = systemEnv('blocklistd');
+    writeFileSync(join(dir, 'blocklistd.conf'), '2222 stream * * * 1 40\n');
+    const store = StateStore.open(join(dir, 'state.db'));
+    const helper = new HelperRunner({ program, log: () => {} });
+    helper.setExtensions({ timeouts: true, cut: false });
+    const T = 1_800_000_000;
+    let now = T;
+    const engine = new Engine({
+      store,
+      helper,
+      families: env.families,
+      log: logs.log,
+      debug: () => 0,
+      clock: () => now,
+      remRetry: 60,
+      kernelExpiryMargin: 10,
+    });
+    engine.setRules(compileRules(loadConfig(join(dir, 'blocklistd.conf'), env).ruleSet), new Map());
+    t.after(async () => {
+      engine.stop();
+      await helper.stop(1000);
+      store.close();
+    });
+    const fail = async (at: number): Promise<string[]> => {
+      now = T + at;
+      engine.processBatch([tcpNotification(2222, '192.0.2.9')]);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      return recorded();
+    };
+    const add = (id: string, timeout: number): string =>
+      `args [add] [blocklistd] [tcp] [192.0.2.9] [32] [2222] [${id}] timeout=${timeout} cut=unset`;
+    // blocked at T for 40 s: released at T + 41, the kernel's at T + 51
+    assert.deepEqual(await fail(0), [add('', 51)]);
+    await until(() => [...store.entries()][0]?.id === 'OK');
+    // renewed at T + 3: ends at T + 44, 7 s before the kernel's: enough
+    assert.deepEqual(await fail(3), []);
+    // renewed at T + 13: ends at T + 54, after it: added again, 41 + 10 s from now
+    assert.deepEqual(await fail(13), [add('OK', 51)]);
+    assert.deepEqual(await fail(14), [], "the kernel's end is known now: T + 64");
+    assert.equal([...store.entries()][0]?.id, 'OK', 'the entry keeps its id');
+    // a renewal the helper fails: logged, and not tried again at the next failure but half a margin later
+    failing(true);
+    assert.deepEqual(await fail(30), []);
+    assert.equal(
+      logs.count(
+        'err',
+        'add blocklistd tcp 192.0.2.9/32:2222 (a new kernel timeout) failed (exit status 1); ' +
+          'the packet filter may drop the block before its end',
+      ),
+      1,
+    );
+    failing(false);
+    assert.deepEqual(await fail(31), []);
+    assert.deepEqual(await fail(50), [add('OK', 51)]);
+    assert.equal([...store.entries()][0]?.id, 'OK');
+  },
+);
 
 // --- namespaces -------------------------------------------------------------
 
@@ -325,68 +343,75 @@ describe('the shipped helper: kernel timeouts in nftables and ipset (helper.md ย
     assert.deepEqual(await nftElements(ns, 'bl-v4'), []);
   });
 
-  test('nftables: sets made before timeouts are made again with their elements by the first add with a timeout, in one transaction', async (t) => {
-    const ns = await netns(t);
-    const old = [
-      'add table inet blocklistd',
-      'add set inet blocklistd bl-v4 { type inet_proto . ipv4_addr . inet_service; }',
-      'add set inet blocklistd bl-v4-24 { type inet_proto . ipv4_addr . inet_service; flags interval; }',
-      'add chain inet blocklistd bl-input { type filter hook input priority filter - 10; policy accept; }',
-      'add rule inet blocklistd bl-input meta l4proto . ip saddr . th dport @bl-v4 drop',
-      'add rule inet blocklistd bl-input meta l4proto . ip saddr . th dport @bl-v4-24 drop',
-      'add element inet blocklistd bl-v4 { tcp . 10.0.0.1 . 22, udp . 10.0.0.2 . 53 }',
-      'add element inet blocklistd bl-v4-24 { tcp . 10.0.1.0/24 . 22, 0-255 . 10.0.2.0/24 . 0-65535 }',
-    ];
-    await succeeds(inNetns(ns, ['nft', '-f', '-'], `${old.join('\n')}\n`), 'old sets');
-    // without a timeout nothing changes
-    await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.3', '32', '22', '']));
-    assert.doesNotMatch(
-      (await succeeds(inNetns(ns, ['nft', 'list', 'set', 'inet', 'blocklistd', 'bl-v4']), 'list')).stdout,
-      /flags timeout/,
-    );
-    await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.4', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '30' }));
-    const table = (await succeeds(inNetns(ns, ['nft', 'list', 'table', 'inet', 'blocklistd']), 'list')).stdout;
-    assert.match(table, /set bl-v4 \{[^}]*flags timeout\n/);
-    assert.match(table, /set bl-v4-24 \{[^}]*flags interval,timeout\n/);
-    assert.deepEqual((await nftElements(ns, 'bl-v4')).map(bare).sort(), [
-      'tcp . 10.0.0.1 . 22',
-      'tcp . 10.0.0.3 . 22',
-      'tcp . 10.0.0.4 . 22',
-      'udp . 10.0.0.2 . 53',
-    ]);
-    assert.deepEqual((await nftElements(ns, 'bl-v4-24')).sort(), ['0-255 . 10.0.2.0/24 . 0-65535', 'tcp . 10.0.1.0/24 . 22']);
-    assert.equal([...table.matchAll(/@bl-v4(-24)? drop/g)].length, 2, 'the drop rules, once each');
-  });
+  test(
+    'nftables: sets made before timeouts are made again with their elements by the first add with a timeout, ' + 'in one transaction',
+    async (t) => {
+      const ns = await netns(t);
+      const old = [
+        'add table inet blocklistd',
+        'add set inet blocklistd bl-v4 { type inet_proto . ipv4_addr . inet_service; }',
+        'add set inet blocklistd bl-v4-24 { type inet_proto . ipv4_addr . inet_service; flags interval; }',
+        'add chain inet blocklistd bl-input { type filter hook input priority filter - 10; policy accept; }',
+        'add rule inet blocklistd bl-input meta l4proto . ip saddr . th dport @bl-v4 drop',
+        'add rule inet blocklistd bl-input meta l4proto . ip saddr . th dport @bl-v4-24 drop',
+        'add element inet blocklistd bl-v4 { tcp . 10.0.0.1 . 22, udp . 10.0.0.2 . 53 }',
+        'add element inet blocklistd bl-v4-24 { tcp . 10.0.1.0/24 . 22, 0-255 . 10.0.2.0/24 . 0-65535 }',
+      ];
+      await succeeds(inNetns(ns, ['nft', '-f', '-'], `${old.join('\n')}\n`), 'old sets');
+      // without a timeout nothing changes
+      await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.3', '32', '22', '']));
+      assert.doesNotMatch(
+        (await succeeds(inNetns(ns, ['nft', 'list', 'set', 'inet', 'blocklistd', 'bl-v4']), 'list')).stdout,
+        /flags timeout/,
+      );
+      await ok(helper(ns, 'nftables', ['add', 'bl', 'tcp', '10.0.0.4', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '30' }));
+      const table = (await succeeds(inNetns(ns, ['nft', 'list', 'table', 'inet', 'blocklistd']), 'list')).stdout;
+      assert.match(table, /set bl-v4 \{[^}]*flags timeout\n/);
+      assert.match(table, /set bl-v4-24 \{[^}]*flags interval,timeout\n/);
+      assert.deepEqual((await nftElements(ns, 'bl-v4')).map(bare).sort(), [
+        'tcp . 10.0.0.1 . 22',
+        'tcp . 10.0.0.3 . 22',
+        'tcp . 10.0.0.4 . 22',
+        'udp . 10.0.0.2 . 53',
+      ]);
+      assert.deepEqual((await nftElements(ns, 'bl-v4-24')).sort(), ['0-255 . 10.0.2.0/24 . 0-65535', 'tcp . 10.0.1.0/24 . 22']);
+      assert.equal([...table.matchAll(/@bl-v4(-24)? drop/g)].length, 2, 'the drop rules, once each');
+    },
+  );
 
-  test("ipset: members with a timeout leave by themselves; old sets swapped with ones that take timeouts, members kept; beyond ipset's longest, none", async (t) => {
-    const ns = await netns(t);
-    const set = 'bl-bl-4';
-    await succeeds(inNetns(ns, ['ipset', 'create', set, 'hash:net,port', 'family', 'inet', 'maxelem', '4194304']), 'old set');
-    await succeeds(inNetns(ns, ['iptables', '-I', 'INPUT', '-m', 'set', '--match-set', set, 'src,dst', '-j', 'DROP']), 'its rule');
-    await succeeds(inNetns(ns, ['ipset', 'add', set, '10.0.0.9/32,tcp:22']), 'an old member');
-    await ok(helper(ns, 'ipset', ['add', 'bl', 'tcp', '10.0.0.1', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '2' }));
-    await ok(helper(ns, 'ipset', ['add', 'bl', 'tcp', '10.0.0.2', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '9999999' }));
-    await ok(helper(ns, 'ipset', ['batch', 'timeout'], {}, 'add bl tcp 10.0.0.3 32 22 2 \nadd bl udp 10.0.0.4 32 53 0 \n'), 2);
-    const members = await ipsetMembers(ns, set);
-    assert.deepEqual(
-      members.map((m) => m.replace(/ timeout [12]$/, ' timeout 2')).sort(),
-      [
-        '10.0.0.1,tcp:22 timeout 2',
+  test(
+    'ipset: members with a timeout leave by themselves; old sets swapped with ones that take timeouts, members kept; ' +
+      "beyond ipset's longest, none",
+    async (t) => {
+      const ns = await netns(t);
+      const set = 'bl-bl-4';
+      await succeeds(inNetns(ns, ['ipset', 'create', set, 'hash:net,port', 'family', 'inet', 'maxelem', '4194304']), 'old set');
+      await succeeds(inNetns(ns, ['iptables', '-I', 'INPUT', '-m', 'set', '--match-set', set, 'src,dst', '-j', 'DROP']), 'its rule');
+      await succeeds(inNetns(ns, ['ipset', 'add', set, '10.0.0.9/32,tcp:22']), 'an old member');
+      await ok(helper(ns, 'ipset', ['add', 'bl', 'tcp', '10.0.0.1', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '2' }));
+      await ok(helper(ns, 'ipset', ['add', 'bl', 'tcp', '10.0.0.2', '32', '22', ''], { BLOCKLISTD_TIMEOUT: '9999999' }));
+      await ok(helper(ns, 'ipset', ['batch', 'timeout'], {}, 'add bl tcp 10.0.0.3 32 22 2 \nadd bl udp 10.0.0.4 32 53 0 \n'), 2);
+      const members = await ipsetMembers(ns, set);
+      assert.deepEqual(
+        members.map((m) => m.replace(/ timeout [12]$/, ' timeout 2')).sort(),
+        [
+          '10.0.0.1,tcp:22 timeout 2',
+          '10.0.0.2,tcp:22 timeout 0',
+          '10.0.0.3,tcp:22 timeout 2',
+          '10.0.0.9,tcp:22 timeout 0',
+          '10.0.0.4,udp:53 timeout 0',
+        ].sort(),
+      );
+      await new Promise((resolve) => setTimeout(resolve, 3000));
+      assert.deepEqual((await ipsetMembers(ns, set)).sort(), [
         '10.0.0.2,tcp:22 timeout 0',
-        '10.0.0.3,tcp:22 timeout 2',
-        '10.0.0.9,tcp:22 timeout 0',
         '10.0.0.4,udp:53 timeout 0',
-      ].sort(),
-    );
-    await new Promise((resolve) => setTimeout(resolve, 3000));
-    assert.deepEqual((await ipsetMembers(ns, set)).sort(), [
-      '10.0.0.2,tcp:22 timeout 0',
-      '10.0.0.4,udp:53 timeout 0',
-      '10.0.0.9,tcp:22 timeout 0',
-    ]);
-    const rules = (await succeeds(inNetns(ns, ['iptables', '-S', 'INPUT']), 'iptables -S')).stdout;
-    assert.equal([...rules.matchAll(/--match-set bl-bl-4 src,dst -j DROP/g)].length, 1, 'the rule still matches the set, once');
-  });
+        '10.0.0.9,tcp:22 timeout 0',
+      ]);
+      const rules = (await succeeds(inNetns(ns, ['iptables', '-S', 'INPUT']), 'iptables -S')).stdout;
+      assert.equal([...rules.matchAll(/--match-set bl-bl-4 src,dst -j DROP/g)].length, 1, 'the rule still matches the set, once');
+    },
+  );
 });
 
 // --- cutting connections -----------------------------------------------------
@@ -472,14 +497,17 @@ describe('cutting connections (BLOCKLISTD_CUT, --cut-connections)', { skip: notR
     });
   }
 
-  test('a batch of 2,500 blocks ends the connection of its last one: ss gets 1,000 a call (a longer filter silently matches nothing)', async (t) => {
-    const { srv, said, established } = await connected(t, 'kcbig');
-    const others = Array.from({ length: 2499 }, (_, i) => `add bl tcp 10.50.${i >> 8}.${i & 255} 32 2222 \n`).join('');
-    const r = await helper(srv, 'nftables', ['batch'], { BLOCKLISTD_CUT: '1' }, `${others}add bl tcp 10.97.0.2 32 2222 \n`);
-    assert.equal(r.stdout, 'OK\n'.repeat(2500), r.stderr);
-    await until(() => said['10.97.0.2']!().includes('closed'), 5000);
-    assert.deepEqual(await established(), ['10.97.0.3', 'fd97::2', 'fd97::3']);
-  });
+  test(
+    'a batch of 2,500 blocks ends the connection of its last one: ss gets 1,000 a call ' + '(a longer filter silently matches nothing)',
+    async (t) => {
+      const { srv, said, established } = await connected(t, 'kcbig');
+      const others = Array.from({ length: 2499 }, (_, i) => `add bl tcp 10.50.${i >> 8}.${i & 255} 32 2222 \n`).join('');
+      const r = await helper(srv, 'nftables', ['batch'], { BLOCKLISTD_CUT: '1' }, `${others}add bl tcp 10.97.0.2 32 2222 \n`);
+      assert.equal(r.stdout, 'OK\n'.repeat(2500), r.stderr);
+      await until(() => said['10.97.0.2']!().includes('closed'), 5000);
+      assert.deepEqual(await established(), ['10.97.0.3', 'fd97::2', 'fd97::3']);
+    },
+  );
 
   test('without BLOCKLISTD_CUT the connections stay (blocked, not ended), as upstream', async (t) => {
     const { srv, said, established } = await connected(t, 'kcno');

@@ -91,7 +91,8 @@ export class NatsServer {
         `authorization { users: [\n  ${users.join(',\n  ')}\n] }`,
         o.cluster === undefined
           ? ''
-          : `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
+          : `cluster { name: ${o.cluster.name}, listen: 127.0.0.1:${o.cluster.port}, ` +
+            `routes: [${o.cluster.routes.map((p) => `nats-route://127.0.0.1:${p}`).join(', ')}] }`,
       ].join('\n');
     const configPath = join(dir, 'nats.conf');
     writeFileSync(configPath, config);

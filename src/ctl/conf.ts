@@ -74,7 +74,10 @@ export interface TestOptions extends ConfOptions {
   db: string;
 }
 
-/** What the next block of `key`'s address lasts under `p`, by the history in database `db` (none there yet: no history; unreadable: as if none, and why). */
+/**
+ * What the next block of `key`'s address lasts under `p`, by the history in database `db` (none there yet: no history;
+ * unreadable: as if none, and why).
+ */
 function nextBlock(
   p: EscalationPolicy,
   key: EffectiveRule,

@@ -127,8 +127,10 @@ function connectError(path: string, e: NodeJS.ErrnoException): ControlErrorBody 
 function fleetLines(f: Record<string, unknown> | undefined): string[] {
   if (f === undefined) return [];
   return [
-    `fleet          ${String(f.name)} on ${f.connected === true ? `${String(f.server)}, connected` : 'no server: disconnected'}, bucket ${String(f.bucket)}: ${String(f.pending)} to publish, ${String(f.published)} published`,
-    `fleet blocks   ${String(f.blocks)} in force: ${String(f.applied)} applied, ${String(f.released)} released, ${String(f.rejected)} rejected, ${String(f.allowListed)} allow-listed`,
+    `fleet          ${String(f.name)} on ${f.connected === true ? `${String(f.server)}, connected` : 'no server: disconnected'}, ` +
+      `bucket ${String(f.bucket)}: ${String(f.pending)} to publish, ${String(f.published)} published`,
+    `fleet blocks   ${String(f.blocks)} in force: ${String(f.applied)} applied, ${String(f.released)} released, ` +
+      `${String(f.rejected)} rejected, ${String(f.allowListed)} allow-listed`,
   ];
 }
 

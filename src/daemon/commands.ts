@@ -204,7 +204,10 @@ function parseName(text: string | undefined): string | undefined {
 /** The local address of a failure that names none (a block, a report): the unspecified address of the family. */
 const unspecified = (family: IPAddress['family']): string => (family === 'inet' ? '0.0.0.0' : '::');
 
-/** The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to (and the fleet's allow-list check). */
+/**
+ * The rule a failure from `address` on `port` would meet, reported by `uid`: what a block defaults to (and the fleet's
+ * allow-list check).
+ */
 export function matchFor(
   context: Pick<CommandContext, 'options' | 'engine'>,
   address: IPAddress,

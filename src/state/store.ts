@@ -295,7 +295,8 @@ export class StateStore {
     if (readonly && fresh) return;
     this.getStmt = this.db.prepare(`SELECT rowid, count, last, id, hold, block FROM entry WHERE ${KEY_MATCH}`);
     this.insertNewStmt = this.db.prepare(
-      `INSERT INTO entry (${COLUMNS}, count, last, id, hold, block) VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+      `INSERT INTO entry (${COLUMNS}, count, last, id, hold, block) ` +
+        `VALUES (${KEY_COLUMNS.map(() => '?').join(', ')}, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
     );
     // the key check makes a stale rowid (its entry deleted, the rowid reused) update nothing
     this.updateStmt = this.db.prepare(`UPDATE entry SET count = ?, last = ?, id = ?, hold = ?, block = ? WHERE rowid = ? AND ${KEY_MATCH}`);
@@ -336,7 +337,8 @@ export class StateStore {
     );
     // forgiven to nothing (a count of one per `forget` since the block ended), or kept `keep` after it (doc/escalation.md §4)
     this.historyPurgeStmt = this.db.prepare(
-      'DELETE FROM history WHERE name = @name AND until >= 0 AND ((@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
+      'DELETE FROM history WHERE name = @name AND until >= 0 AND (' +
+        '(@forget IS NOT NULL AND @now > until AND count <= (@now - until) / @forget) OR (@keep IS NOT NULL AND @now >= until + @keep))',
     );
   }
 
@@ -442,7 +444,10 @@ export class StateStore {
     this.kept(0, now - (old.wasBlocked ? 1 : 0));
   }
 
-  /** Entries of rule `name` with a filter rule whose address text is in [from, to) (subnet aggregation: escalate/aggregate.ts textRange). */
+  /**
+   * Entries of rule `name` with a filter rule whose address text is in [from, to) (subnet aggregation:
+   * escalate/aggregate.ts textRange).
+   */
   blockedIn(name: string, from: string, to: string): Entry[] {
     return ((this.blockedInStmt?.all(name, from, to) ?? []) as Row[]).map(entryOf);
   }
@@ -468,7 +473,10 @@ export class StateStore {
     return this.statement(this.historyForgetStmt).run({ address: address ?? null, name: name ?? null }).changes;
   }
 
-  /** Deletes the histories of rule `name` forgiven at `now` (`forget` seconds a block) or kept `keep` seconds after their block; how many. */
+  /**
+   * Deletes the histories of rule `name` forgiven at `now` (`forget` seconds a block) or kept `keep` seconds after their
+   * block; how many.
+   */
   purgeHistory(name: string, now: number, forget: number | undefined, keep: number | undefined): number {
     return this.statement(this.historyPurgeStmt).run({ name, now, forget: forget ?? null, keep: keep ?? null }).changes;
   }

@@ -102,7 +102,8 @@ try {
     .sort((p, q) => p - q);
   const pct = (p: number): number => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
   console.log(
-    `fleet: ${latencies.length} of ${LATENCY_BLOCKS} blocks from A's helper add to B's: median ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms, max ${latencies[latencies.length - 1]!.toFixed(1)} ms (target p99 <= 1000 ms, aim 50 ms)`,
+    `fleet: ${latencies.length} of ${LATENCY_BLOCKS} blocks from A's helper add to B's: median ${pct(50).toFixed(1)} ms, ` +
+      `p99 ${pct(99).toFixed(1)} ms, max ${latencies[latencies.length - 1]!.toFixed(1)} ms (target p99 <= 1000 ms, aim 50 ms)`,
   );
   record({
     id: 'fleet.latency.median',
@@ -161,7 +162,8 @@ try {
     .split('\n')
     .filter((l) => l.startsWith('batch ')).length;
   console.log(
-    `fleet: ${BURST_BLOCKS} blocks of A put in one burst (${published.toFixed(1)} s); ${applied} applied by B in ${seconds.toFixed(1)} s from the first put, in ${batches} helper batches (target <= 10 s)`,
+    `fleet: ${BURST_BLOCKS} blocks of A put in one burst (${published.toFixed(1)} s); ` +
+      `${applied} applied by B in ${seconds.toFixed(1)} s from the first put, in ${batches} helper batches (target <= 10 s)`,
   );
   record({
     id: 'fleet.burst.seconds',
