@@ -301,7 +301,10 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
   };
 }
 
-/** The fleet's options checked (fleet/config.ts), last: after the problems of the others. */
+/**
+ * The fleet's options checked (fleet/config.ts), last: after the problems of the others.  Only the --fleet-* options go:
+ * fleetConfig names any other set option as one that needs --fleet.
+ */
 function fleetOptions(o: FleetArguments, abs: (path: string) => string): FleetConfig | undefined {
   const {
     fleet,
