@@ -306,36 +306,10 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
  * fleetConfig names any other set option as one that needs --fleet.
  */
 function fleetOptions(o: FleetArguments, abs: (path: string) => string): FleetConfig | undefined {
-  const {
-    fleet,
-    fleetName,
-    fleetBucket,
-    fleetCreds,
-    fleetUserFile,
-    fleetCa,
-    fleetCert,
-    fleetKey,
-    fleetInsecure,
-    fleetMaxDuration,
-    fleetTrust,
-  } = o;
+  // commander names them fleet, fleetName, fleetBucket ...
+  const fleetArguments = Object.fromEntries(Object.entries(o).filter(([name]) => name.startsWith('fleet'))) as unknown as FleetArguments;
   try {
-    return fleetConfig(
-      {
-        fleet,
-        fleetName,
-        fleetBucket,
-        fleetCreds,
-        fleetUserFile,
-        fleetCa,
-        fleetCert,
-        fleetKey,
-        fleetInsecure,
-        fleetMaxDuration,
-        fleetTrust,
-      },
-      abs,
-    );
+    return fleetConfig(fleetArguments, abs);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }

@@ -235,6 +235,17 @@ export interface TestReport {
   missed: TestLine[];
 }
 
+/** A line of the service as `test` shows it: what matched, or null (no rule matched). */
+function testResult(match: LineMatch | undefined): TestLine['result'] {
+  if (match === undefined) return null;
+  return {
+    type: match.type,
+    address: match.address,
+    ...(match.user === undefined ? {} : { user: match.user }),
+    rule: match.rule.where,
+  };
+}
+
 /**
  * What a pattern makes of each line of a log: a log file's lines, or the
  * JSON entries of `journalctl -o json` (a line starting with `{`).
@@ -254,31 +265,11 @@ export function testPattern(pattern: Pattern, file: string, text: string): TestR
       const r = matchJournalEntry(pattern, entry);
       if (r !== undefined) message = r.message;
       shown = r?.message ?? String(entry.MESSAGE ?? '');
-      result =
-        r === undefined
-          ? 'other'
-          : r.match === undefined
-            ? null
-            : {
-                type: r.match.type,
-                address: r.match.address,
-                ...(r.match.user === undefined ? {} : { user: r.match.user }),
-                rule: r.match.rule.where,
-              };
+      result = r === undefined ? 'other' : testResult(r.match);
     } else {
       const r = matchFileLine(pattern, raw);
       if (r !== 'other') message = r.message;
-      result =
-        r === 'other'
-          ? 'other'
-          : r.match === undefined
-            ? null
-            : {
-                type: r.match.type,
-                address: r.match.address,
-                ...(r.match.user === undefined ? {} : { user: r.match.user }),
-                rule: r.match.rule.where,
-              };
+      result = r === 'other' ? 'other' : testResult(r.match);
     }
     const row: TestLine = { line: i + 1, text: shown, result };
     lines.push(row);
