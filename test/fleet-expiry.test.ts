@@ -90,31 +90,33 @@ describe('fleet and kernel expiry', { skip: natsMissing() }, () => {
     await until(() => a.calls(x).length === 2);
     assert.equal(a.calls(x)[1]![0], 'add');
     near(a.calls(x)[1]![1], 7200 + 1 + margin, "A's add again for B's learned block");
-    // A lifts its own block: no rem (B's block holds the element), and the kernel's timeout still covers B's end
+    // A lifts its own block: no rem (B's block holds the element), the element added again with B's block's timeout
     await unblock(a, x);
     await b.daemon.waitFor(/fleet: released 198\.51\.100\.9\/32:\d+ from a: deleted by its origin/);
-    await a.daemon.waitFor(/released 198\.51\.100\.9\/32/);
+    await until(() => a.calls(x).length === 3);
+    assert.equal(a.calls(x)[2]![0], 'add');
+    near(a.calls(x)[2]![1], 7200 + 1 + margin, "A's add again after its own block's release: B's end covered");
+    // on B, A's learned block goes, B's own stays: added again with B's own timeout, no rem
+    await until(() => b.calls(x).length === 3);
+    assert.equal(b.calls(x)[2]![0], 'add');
+    near(b.calls(x)[2]![1], 7200 + 1 + margin, "B's add again after A's learned block went");
     await new Promise((resolve) => setTimeout(resolve, 500));
-    assert.deepEqual(
-      a.calls(x).map(([action]) => action),
-      ['add', 'add'],
-    );
-    assert.deepEqual(
-      b.calls(x).map(([action]) => action),
-      ['add', 'add'],
-    );
+    assert.equal(a.calls(x).length, 3);
+    assert.equal(b.calls(x).length, 3);
 
-    // C learned both blocks of X: added for A's, then again for B's longer one
-    await until(() => c.calls(x).length === 2);
-    near(c.calls(x)[1]![1], 7200 + 1 + margin, "C's add again for B's learned block");
-    // C's own forever block over them: added again without a timeout
-    await block(c, x);
+    // C learned both blocks of X: added for A's, again for B's longer one, again when A's went (B's stays)
+    await c.daemon.waitFor(/fleet: released 198\.51\.100\.9\/32:\d+ from a: deleted by its origin/);
     await until(() => c.calls(x).length === 3);
-    assert.deepEqual(c.calls(x)[2], ['add', undefined]);
-    // the holder that set the timeout goes, the learned ones stay: added again with the timeout covering B's end
-    await unblock(c, x);
+    near(c.calls(x)[1]![1], 7200 + 1 + margin, "C's add again for B's learned block");
+    near(c.calls(x)[2]![1], 7200 + 1 + margin, "C's add again when A's learned block went");
+    // C's own forever block over B's: added again without a timeout
+    await block(c, x);
     await until(() => c.calls(x).length === 4);
-    assert.equal(c.calls(x)[3]![0], 'add');
-    near(c.calls(x)[3]![1], 7200 + 1 + margin, "C's add again for B's learned block after its own forever block went");
+    assert.deepEqual(c.calls(x)[3], ['add', undefined]);
+    // the holder that set the timeout goes, the learned one stays: added again with the timeout covering B's end
+    await unblock(c, x);
+    await until(() => c.calls(x).length === 5);
+    assert.equal(c.calls(x)[4]![0], 'add');
+    near(c.calls(x)[4]![1], 7200 + 1 + margin, "C's add again for B's learned block after its own forever block went");
   });
 });

@@ -189,7 +189,7 @@ export class Fleet implements SharedBlocks {
     // the fleet keeps the element: its timeout is the learned blocks' now (§5)
     const held = this.state.fleetHolder(element);
     if (held === undefined) this.kernelUntil.delete(elementKey(element));
-    else this.retime(element, held);
+    else this.retime(element, held, true);
     this.safely('the delete of a released block', () => this.state.enqueue(keyOf(blockOf(this.o.name, key, 0, '')), null));
     this.kick();
   }
@@ -249,17 +249,19 @@ export class Fleet implements SharedBlocks {
   }
 
   /**
-   * A holder of a shared element came, went or moved its end (§5): the
-   * element is added again with the timeout its holders need, when that
-   * ends before the kernel's timeout (the holder that set it went) or more
-   * than half a margin after it (a later holder, a renewal); `id` its id.
+   * A holder of a shared element came or moved its end, or went while
+   * others stay (`went`), §5: the element is added again with the timeout
+   * its holders need now: always when one went (whatever add came last,
+   * the timeout is then the remaining holders'), else when that ends more
+   * than half a margin after the kernel's (a later holder, a renewal) or
+   * the kernel's is not known; `id` the element's id.
    */
-  private retime(e: Element, id: string): void {
+  private retime(e: Element, id: string, went = false): void {
     const margin = this.o.kernelExpiryMargin;
     const now = this.o.clock();
     const need = this.need(e, now);
     const kernel = this.kernelUntil.get(elementKey(e));
-    if (margin === undefined || need === undefined || (kernel !== undefined && need <= kernel + margin / 2 && need >= kernel)) return;
+    if (margin === undefined || need === undefined || (!went && kernel !== undefined && need <= kernel + margin / 2)) return;
     this.kernelUntil.set(elementKey(e), need);
     const timeout = need === Infinity ? undefined : need - now;
     this.batcher.call({ action: 'add', target: targetOfBlock(e), id, timeout }, (result) => {
@@ -552,7 +554,7 @@ export class Fleet implements SharedBlocks {
   private remove(row: Element & { id: string }): void {
     // another holder keeps it: with the timeout its holders need now (§5)
     const held = this.state.localHolder(row) ?? this.state.fleetHolder(row);
-    if (held !== undefined) return this.retime(row, held || row.id);
+    if (held !== undefined) return this.retime(row, held || row.id, true);
     this.kernelUntil.delete(elementKey(row));
     this.batcher.call({ action: 'rem', target: targetOfBlock(row), id: row.id }, (result: HelperResult) => {
       if (result.outcome !== 'ok') this.o.log('err', `fleet: rem ${row.name} ${whereOf(row)} failed${failureText(result)}`);
