@@ -30,11 +30,11 @@ interface Host {
   calls: (address: string) => [string, number | undefined][];
 }
 
-async function startHost(t: TestContext, server: string, origin: string, config: string): Promise<Host> {
+async function startHost(t: TestContext, server: string, origin: string, config: string, more: string[] = []): Promise<Host> {
   const dir = tempDir(`blocklistd-${origin}-`);
   const userFile = join(dir, 'fleet.user');
   writeFileSync(userFile, `${origin}:${origin}-secret\n`, { mode: 0o600 });
-  const args = ['-C', timeoutHelper(dir), '--fleet', server, '--fleet-name', origin, '--fleet-user-file', userFile];
+  const args = ['-C', timeoutHelper(dir), '--fleet', server, '--fleet-name', origin, '--fleet-user-file', userFile, ...more];
   const daemon = await startDaemon(t, config, args, { dir });
   await daemon.waitFor(/fleet: connected to /);
   const log = join(dir, 'timeouts.log');
@@ -118,5 +118,25 @@ describe('fleet and kernel expiry', { skip: natsMissing() }, () => {
     await until(() => c.calls(x).length === 5);
     assert.equal(c.calls(x)[4]![0], 'add');
     near(c.calls(x)[4]![1], 7200 + 1 + margin, "C's add again for B's learned block after its own forever block went");
+  });
+
+  test("a learned block renewed by its origin: added again when its new end passes the kernel's timeout by half a margin", async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    await createBucket(await natsClient(t, nats.url));
+    const port = await freePort();
+    const a = await startHost(t, nats.url, 'a', `${port} stream * * * 3 20\n`);
+    const b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 20\n`, ['--kernel-expiry-margin', '2']);
+    const x = '198.51.100.9';
+    const block = async (): Promise<void> =>
+      assert.equal((await ctl(['block', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    await block();
+    await until(() => b.calls(x).length === 1);
+    near(b.calls(x)[0]![1], 20 + 1 + 2, "B's add of A's learned block");
+    // 4 s later A blocks it again: its end moves 4 s (published: more than a tenth of 20 s), more than half of B's margin
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    await block();
+    await until(() => b.calls(x).length === 2);
+    assert.equal(b.calls(x)[1]![0], 'add');
+    near(b.calls(x)[1]![1], 20 + 1 + 2, "B's add again with the renewed end");
   });
 });
