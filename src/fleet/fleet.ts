@@ -219,7 +219,7 @@ export class Fleet implements SharedBlocks {
   timeoutFor(target: HelperTarget, until: number): number {
     const element = elementOf(target);
     this.localUntil.set(elementKey(element), until);
-    const covering = Math.max(until, this.need(element, this.o.clock()) ?? until);
+    const covering = this.need(element, this.o.clock(), until) ?? until;
     this.kernelUntil.set(elementKey(element), covering);
     return covering;
   }
@@ -233,13 +233,14 @@ export class Fleet implements SharedBlocks {
   /**
    * Kernel expiry: until when the holders of an element need the kernel to
    * keep it: the latest of the learned blocks' ends and the local block's
-   * need, as kernelTimeout makes them; undefined: kernel expiry off, or
-   * no holder known.
+   * need (`local`, the engine's add's own, else as recorded while a local
+   * entry holds it), as kernelTimeout makes them; undefined: kernel expiry
+   * off, or no holder known.
    */
-  private need(e: Element, now: number): number | undefined {
+  private need(e: Element, now: number, local?: number): number | undefined {
     const margin = this.o.kernelExpiryMargin;
     if (margin === undefined) return undefined;
-    let until = this.state.localHolder(e) === undefined ? undefined : this.localUntil.get(elementKey(e));
+    let until = local ?? (this.state.localHolder(e) === undefined ? undefined : this.localUntil.get(elementKey(e)));
     for (const ends of this.state.ends(e)) {
       // a block whose deadline is `ends`: a duration of 0 from then, forever for null
       const learned = untilOf(kernelTimeout(ends === null ? ANY : 0, ends ?? 0, now, margin), now);
