@@ -195,6 +195,7 @@ export class Daemon {
         ...o.fleet,
         store,
         helper: this.helper,
+        kernelExpiryMargin: this.kernelExpiryMargin,
         log: this.log,
         debug: () => this.debug,
         clock: () => Math.floor(Date.now() / 1000),

@@ -399,7 +399,13 @@ export class Engine {
    */
   private timeoutOf(key: EffectiveRule, last: number, seconds: number): number | undefined {
     const now = this.options.clock();
-    const timeout = kernelTimeout(seconds, last, now, this.options.kernelExpiryMargin);
+    let timeout = kernelTimeout(seconds, last, now, this.options.kernelExpiryMargin);
+    const fleet = this.options.kernelExpiryMargin === undefined ? undefined : this.options.fleet;
+    if (fleet !== undefined) {
+      // the element may be the fleet's too: its timeout covers the longest holder (doc/fleet.md §5)
+      const until = fleet.timeoutFor(targetOf(key), timeout === undefined ? Infinity : now + timeout);
+      timeout = until === Infinity ? undefined : until - now;
+    }
     if (timeout === undefined) this.kernelUntil.delete(entryId(key));
     else this.kernelUntil.set(entryId(key), now + timeout);
     return timeout;
@@ -455,12 +461,20 @@ export class Engine {
     const target = targetOf(key);
     // the fleet's block of the same element is in the filter already: shared, not added twice
     const held = this.options.fleet?.holding(target);
-    if (held !== undefined) {
-      queueMicrotask(() => done(heldResult(held)));
-      return;
-    }
     const last = this.work.pendingAdd(entryId(key))?.wrote.last ?? this.options.clock();
-    this.batcher.call({ action: 'add', target, id: oldId, timeout: this.timeoutOf(key, last, seconds) }, done);
+    if (held !== undefined) {
+      // added again only when this block outlasts what the fleet's add gave the kernel (doc/fleet.md §5)
+      const now = this.options.clock();
+      const timeout = kernelTimeout(seconds, last, now, this.options.kernelExpiryMargin);
+      if (
+        this.options.kernelExpiryMargin === undefined ||
+        this.options.fleet!.covers(target, timeout === undefined ? Infinity : now + timeout)
+      ) {
+        queueMicrotask(() => done(heldResult(held)));
+        return;
+      }
+    }
+    this.batcher.call({ action: 'add', target, id: held ?? oldId, timeout: this.timeoutOf(key, last, seconds) }, done);
   }
 
   /** `rem` of a blocked entry's rule, unless the fleet still holds the element; a release that worked is deleted from the fleet's bucket. */

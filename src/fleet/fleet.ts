@@ -14,6 +14,7 @@ import { failureText, type HelperResult, type HelperRunner, type HelperTarget } 
 import type { StateStore } from '../state/store.js';
 import { ANY, type EffectiveRule, type LogFn } from '../types.js';
 import { targetOf } from '../daemon/engine.js';
+import { kernelTimeout } from '../daemon/kernel-expiry.js';
 import type { SharedBlocks } from './hook.js';
 import { FleetRecordError, keyOf, localEnd, originOfKey, parseValue, valueOf, type FleetBlock } from './record.js';
 import { FleetState, type Element, type LearnedBlock, type OutboxItem } from './state.js';
@@ -63,6 +64,8 @@ export interface FleetOptions extends FleetConfig {
   clock: () => number;
   /** A local allow-list rule covers the block's address: the fleet does not impose it. */
   allowListed: (b: FleetBlock) => boolean;
+  /** Kernel expiry on (the helper takes timeouts): the adds carry a timeout this long after the block's end (doc/fleet.md §5). */
+  kernelExpiryMargin?: number;
 }
 
 /** `blocklistctl status`'s fleet object and the metrics' source. */
@@ -94,6 +97,10 @@ const targetOfBlock = (b: Element): HelperTarget => ({
   mask: b.mask,
   port: b.port,
 });
+/** An element as a map key. */
+const elementKey = (e: Element): string => `${e.name}\0${e.address}\0${e.mask}\0${e.proto}\0${e.port}`;
+/** A kernel timeout added at `now` as when the kernel drops the element (epoch seconds, Infinity: never). */
+const untilOf = (timeout: number | undefined, now: number): number => (timeout === undefined ? Infinity : now + timeout);
 const whereOf = (b: Element): string => `${b.address}/${b.mask}:${b.port < 0 ? '*' : b.port}`;
 
 /** A local block as the bucket gets it, lasting `seconds` (the rule's duration, or an escalated block's own length; ANY: forever). */
@@ -133,6 +140,10 @@ export class Fleet implements SharedBlocks {
   private readonly ownKeys = new Map<string, FleetBlock>();
   /** Learned blocks whose add runs; one released meanwhile is removed when it returns. */
   private readonly adding = new Set<string>();
+  /** Kernel expiry: when the kernel drops each element, as its last add (the fleet's or the engine's) set it (untilOf). */
+  private readonly kernelUntil = new Map<string, number>();
+  /** Kernel expiry: until when the engine's block of each element needs it (timeoutFor, covers), forgotten at its release. */
+  private readonly localUntil = new Map<string, number>();
   private stopped = false;
   private connected = false;
   /** The next wait before trying the servers again (ms). */
@@ -173,11 +184,18 @@ export class Fleet implements SharedBlocks {
   }
 
   released(key: EffectiveRule): void {
+    const element = elementOf(targetOf(key));
+    this.localUntil.delete(elementKey(element));
+    // the fleet keeps the element: its timeout is the learned blocks' now (§5)
+    const held = this.state.fleetHolder(element);
+    if (held === undefined) this.kernelUntil.delete(elementKey(element));
+    else this.retime(element, held, true);
     this.safely('the delete of a released block', () => this.state.enqueue(keyOf(blockOf(this.o.name, key, 0, '')), null));
     this.kick();
   }
 
   flushed(name: string): void {
+    for (const map of [this.kernelUntil, this.localUntil]) for (const k of map.keys()) if (k.startsWith(`${name}\0`)) map.delete(k);
     this.safely('the deletes of a flush', () => this.pruneOwn((element) => element.name === name));
   }
 
@@ -196,6 +214,64 @@ export class Fleet implements SharedBlocks {
 
   holding(target: HelperTarget): string | undefined {
     return this.state.fleetHolder(elementOf(target));
+  }
+
+  timeoutFor(target: HelperTarget, until: number): number {
+    const element = elementOf(target);
+    this.localUntil.set(elementKey(element), until);
+    const covering = this.need(element, this.o.clock(), until) ?? until;
+    this.kernelUntil.set(elementKey(element), covering);
+    return covering;
+  }
+
+  covers(target: HelperTarget, until: number): boolean {
+    this.localUntil.set(elementKey(elementOf(target)), until);
+    const kernel = this.kernelUntil.get(elementKey(elementOf(target)));
+    return kernel !== undefined && until - (this.o.kernelExpiryMargin ?? 0) / 2 <= kernel;
+  }
+
+  /**
+   * Kernel expiry: until when the holders of an element need the kernel to
+   * keep it: the latest of the learned blocks' ends and the local block's
+   * need (`local`, the engine's add's own, else as recorded while a local
+   * entry holds it), as kernelTimeout makes them; undefined: kernel expiry
+   * off, or no holder known.
+   */
+  private need(e: Element, now: number, local?: number): number | undefined {
+    const margin = this.o.kernelExpiryMargin;
+    if (margin === undefined) return undefined;
+    let until = local ?? (this.state.localHolder(e) === undefined ? undefined : this.localUntil.get(elementKey(e)));
+    for (const ends of this.state.ends(e)) {
+      // a block whose deadline is `ends`: a duration of 0 from then, forever for null
+      const learned = untilOf(kernelTimeout(ends === null ? ANY : 0, ends ?? 0, now, margin), now);
+      if (until === undefined || learned > until) until = learned;
+    }
+    return until;
+  }
+
+  /**
+   * A holder of a shared element came or moved its end, or went while
+   * others stay (`went`), §5: the element is added again with the timeout
+   * its holders need now: always when one went (whatever add came last,
+   * the timeout is then the remaining holders'), else when that ends more
+   * than half a margin after the kernel's (a later holder, a renewal) or
+   * the kernel's is not known; `id` the element's id.
+   */
+  private retime(e: Element, id: string, went = false): void {
+    const margin = this.o.kernelExpiryMargin;
+    const now = this.o.clock();
+    const need = this.need(e, now);
+    const kernel = this.kernelUntil.get(elementKey(e));
+    if (margin === undefined || need === undefined || (!went && kernel !== undefined && need <= kernel + margin / 2)) return;
+    this.kernelUntil.set(elementKey(e), need);
+    const timeout = need === Infinity ? undefined : need - now;
+    this.batcher.call({ action: 'add', target: targetOfBlock(e), id, timeout }, (result) => {
+      if (result.outcome !== 'ok' && result.outcome !== 'cancelled')
+        this.o.log(
+          'err',
+          `fleet: add ${e.name} ${whereOf(e)} (a new kernel timeout) failed${failureText(result)}; the filter may drop it early`,
+        );
+    });
   }
 
   // --- the link ---
@@ -408,7 +484,11 @@ export class Fleet implements SharedBlocks {
     }
     const existing = this.state.get(e.key);
     this.state.put({ ...b, key: e.key }, ends, existing?.id ?? '');
-    if (existing !== undefined) return; // renewed: its end moved
+    if (existing !== undefined) {
+      // renewed: its end moved; in the filter, its kernel timeout may need to follow (§5)
+      if (existing.id !== '' && !this.adding.has(e.key)) after.push(() => this.retime(b, existing.id));
+      return;
+    }
     this.counts.applied++;
     this.o.log(
       'info',
@@ -425,13 +505,21 @@ export class Fleet implements SharedBlocks {
     );
     // another holder has the element in the filter: shared, not added twice
     const held = this.state.localHolder(b) ?? this.state.fleetHolder(b, e.key);
-    if (held !== undefined) return this.state.setId(e.key, held);
+    if (held !== undefined) {
+      this.state.setId(e.key, held);
+      // the element's timeout may end before this block: it is added again with a timeout covering it (§5)
+      return void after.push(() => this.retime(b, held));
+    }
     after.push(() => this.add(e.key, b));
   }
 
   private add(key: string, element: Element): void {
     this.adding.add(key);
-    this.batcher.call({ action: 'add', target: targetOfBlock(element), id: '' }, (result) => {
+    const now = this.o.clock();
+    const need = this.need(element, now);
+    if (need !== undefined) this.kernelUntil.set(elementKey(element), need);
+    const timeout = need === undefined || need === Infinity ? undefined : need - now;
+    this.batcher.call({ action: 'add', target: targetOfBlock(element), id: '', timeout }, (result) => {
       this.adding.delete(key);
       const row = this.state.get(key);
       if (result.outcome !== 'ok') {
@@ -465,7 +553,10 @@ export class Fleet implements SharedBlocks {
   }
 
   private remove(row: Element & { id: string }): void {
-    if (this.state.localHolder(row) !== undefined || this.state.fleetHolder(row) !== undefined) return;
+    // another holder keeps it: with the timeout its holders need now (§5)
+    const held = this.state.localHolder(row) ?? this.state.fleetHolder(row);
+    if (held !== undefined) return this.retime(row, held || row.id, true);
+    this.kernelUntil.delete(elementKey(row));
     this.batcher.call({ action: 'rem', target: targetOfBlock(row), id: row.id }, (result: HelperResult) => {
       if (result.outcome !== 'ok') this.o.log('err', `fleet: rem ${row.name} ${whereOf(row)} failed${failureText(result)}`);
     });
@@ -601,7 +692,7 @@ export class Fleet implements SharedBlocks {
     const elements = new Set<string>();
     let n = 0;
     for (const row of this.state.all()) {
-      const element = `${row.name}\0${row.address}\0${row.mask}\0${row.proto}\0${row.port}`;
+      const element = elementKey(row);
       // the engine's restore re-adds what a local entry holds; one add per element
       if (elements.has(element) || this.state.localHolder(row) !== undefined) continue;
       elements.add(element);

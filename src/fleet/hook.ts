@@ -13,6 +13,13 @@ export interface SharedBlocks {
   flushed(name: string): void;
   /** The helper's id of the fleet's block of this element when it is in the packet filter: the engine's add and rem then leave the filter alone. */
   holding(target: HelperTarget): string | undefined;
+  /**
+   * Kernel expiry (doc/fleet.md §5): the engine's block of this element needs the kernel to keep it until `until` (epoch
+   * seconds, Infinity: no timeout): recorded; the until an add of the element must carry to cover the fleet's blocks of it too.
+   */
+  timeoutFor(target: HelperTarget, until: number): number;
+  /** The same need recorded; whether the element's kernel timeout, set by the fleet, covers it already (the engine's add is skipped). */
+  covers(target: HelperTarget, until: number): boolean;
 }
 
 /** The result of an add or rem not run because another holder keeps the element: it is (still) there. */

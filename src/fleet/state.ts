@@ -60,6 +60,7 @@ export class FleetState {
   private readonly nextStmt: Database.Statement;
   private readonly holderStmt: Database.Statement;
   private readonly localStmt: Database.Statement;
+  private readonly endsStmt: Database.Statement;
   private readonly countStmt: Database.Statement;
   private readonly enqueueStmt: Database.Statement;
   private readonly outboxStmt: Database.Statement;
@@ -85,6 +86,9 @@ export class FleetState {
       )
       .pluck();
     this.localStmt = db.prepare(LOCAL_HOLDER).pluck();
+    this.endsStmt = db
+      .prepare('SELECT ends FROM fleet_block WHERE address = ? AND port = ? AND name = ? AND mask = ? AND proto = ?')
+      .pluck();
     this.countStmt = db.prepare('SELECT count(*) FROM fleet_block').pluck();
     // one row per key: only the last word about a key matters
     this.enqueueStmt = db.prepare(
@@ -148,6 +152,11 @@ export class FleetState {
   /** The id of another learned block of the same element whose add worked, if any (`except`: the block asking). */
   fleetHolder(e: Element, except = ''): string | undefined {
     return this.holderStmt.get(e.address, e.port, e.name, e.mask, e.proto, except) as string | undefined;
+  }
+
+  /** The local ends of the learned blocks of an element (null: forever). */
+  ends(e: Element): (number | null)[] {
+    return this.endsStmt.all(e.address, e.port, e.name, e.mask, e.proto) as (number | null)[];
   }
 
   /** The id of a local entry holding the element (blocked, or its add pending: then ''), undefined when none. */
