@@ -477,7 +477,10 @@ export class Engine {
     this.batcher.call({ action: 'add', target, id: held ?? oldId, timeout: this.timeoutOf(key, last, seconds) }, done);
   }
 
-  /** `rem` of a blocked entry's rule, unless the fleet still holds the element; a release that worked is deleted from the fleet's bucket. */
+  /**
+   * `rem` of a blocked entry's rule, unless the fleet still holds the element; a release that worked is deleted from the
+   * fleet's bucket.
+   */
   private remCall(e: Entry, done: (result: HelperResult) => void): void {
     const target = targetOf(e.key);
     const released = (result: HelperResult): void => {
@@ -645,7 +648,10 @@ export class Engine {
     }
   }
 
-  /** Expired (`last + duration < now`, an escalated block's length instead of duration), or a forever (or permanent) block lifted by AUTH_OK. */
+  /**
+   * Expired (`last + duration < now`, an escalated block's length instead of duration), or a forever (or permanent) block
+   * lifted by AUTH_OK.
+   */
   private isDue(e: Entry, now: number): boolean {
     const seconds = blockSeconds(e);
     return seconds === ANY ? e.last === 0 && e.id !== '' : e.last + seconds < now;

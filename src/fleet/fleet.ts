@@ -492,7 +492,8 @@ export class Fleet implements SharedBlocks {
     this.counts.applied++;
     this.o.log(
       'info',
-      `fleet: blocked ${whereOf(b)} (${b.name} ${b.proto === '' ? 'any' : b.proto}) from ${origin} ${ends === null ? 'forever' : `for ${ends - now} seconds`}`,
+      `fleet: blocked ${whereOf(b)} (${b.name} ${b.proto === '' ? 'any' : b.proto}) from ${origin} ` +
+        (ends === null ? 'forever' : `for ${ends - now} seconds`),
       {
         event: 'fleet-block',
         origin,

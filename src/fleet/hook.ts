@@ -11,7 +11,10 @@ export interface SharedBlocks {
   released(key: EffectiveRule): void;
   /** The entries of rule `name` were flushed by hand: their keys to delete. */
   flushed(name: string): void;
-  /** The helper's id of the fleet's block of this element when it is in the packet filter: the engine's add and rem then leave the filter alone. */
+  /**
+   * The helper's id of the fleet's block of this element when it is in the packet filter: the engine's add and rem then
+   * leave the filter alone.
+   */
   holding(target: HelperTarget): string | undefined;
   /**
    * Kernel expiry (doc/fleet.md §5): the engine's block of this element needs the kernel to keep it until `until` (epoch

@@ -6,7 +6,7 @@
 import { isIP } from 'node:net';
 import type Database from 'better-sqlite3';
 import type { DumpEntry } from '../state/entry.js';
-import type { StateStore } from '../state/store.js';
+import { BLOCKED, type StateStore } from '../state/store.js';
 import { ANY } from '../types.js';
 import type { FleetBlock } from './record.js';
 
@@ -45,9 +45,9 @@ export interface OutboxItem {
 /** The entry table's protocol numbers for the helper's protocol names. */
 const PROTO_NUMBER: Record<string, number> = { '': -1, tcp: 6, udp: 17 };
 
-/** An entry of the engine that holds this element: blocked, or its add pending (state/store.ts BLOCKED). */
+/** An entry of the engine that holds this element: blocked, or its add pending (BLOCKED). */
 const LOCAL_HOLDER =
-  "SELECT id FROM entry WHERE address = ? AND port = ? AND name = ? AND lmask = ? AND proto = ? AND (id != '' OR (nfail >= 0 AND count >= nfail)) LIMIT 1";
+  'SELECT id FROM entry WHERE address = ? AND port = ? AND name = ? AND lmask = ? AND proto = ? ' + `AND (${BLOCKED}) LIMIT 1`;
 
 export class FleetState {
   private readonly db: Database.Database;
@@ -72,7 +72,8 @@ export class FleetState {
     const db = (this.db = store.database);
     this.getStmt = db.prepare('SELECT * FROM fleet_block WHERE key = ?');
     this.putStmt = db.prepare(
-      'INSERT INTO fleet_block (key, origin, name, address, mask, proto, port, start, ends, reason, id) VALUES (@key, @origin, @name, @address, @mask, @proto, @port, @start, @ends, @reason, @id) ' +
+      'INSERT INTO fleet_block (key, origin, name, address, mask, proto, port, start, ends, reason, id) ' +
+        'VALUES (@key, @origin, @name, @address, @mask, @proto, @port, @start, @ends, @reason, @id) ' +
         'ON CONFLICT (key) DO UPDATE SET start = excluded.start, ends = excluded.ends, reason = excluded.reason',
     );
     this.deleteStmt = db.prepare('DELETE FROM fleet_block WHERE key = ?');
@@ -82,7 +83,8 @@ export class FleetState {
     this.nextStmt = db.prepare('SELECT min(ends) FROM fleet_block WHERE ends IS NOT NULL').pluck();
     this.holderStmt = db
       .prepare(
-        "SELECT id FROM fleet_block WHERE address = ? AND port = ? AND name = ? AND mask = ? AND proto = ? AND key != ? AND id != '' LIMIT 1",
+        'SELECT id FROM fleet_block WHERE address = ? AND port = ? AND name = ? AND mask = ? AND proto = ? ' +
+          "AND key != ? AND id != '' LIMIT 1",
       )
       .pluck();
     this.localStmt = db.prepare(LOCAL_HOLDER).pluck();
@@ -92,7 +94,8 @@ export class FleetState {
     this.countStmt = db.prepare('SELECT count(*) FROM fleet_block').pluck();
     // one row per key: only the last word about a key matters
     this.enqueueStmt = db.prepare(
-      'INSERT INTO fleet_outbox (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = (SELECT max(seq) + 1 FROM fleet_outbox)',
+      'INSERT INTO fleet_outbox (key, value) VALUES (?, ?) ' +
+        'ON CONFLICT (key) DO UPDATE SET value = excluded.value, seq = (SELECT max(seq) + 1 FROM fleet_outbox)',
     );
     this.outboxStmt = db.prepare('SELECT seq, key, value FROM fleet_outbox ORDER BY seq LIMIT ?');
     this.sentStmt = db.prepare('DELETE FROM fleet_outbox WHERE key = ? AND seq = ?');

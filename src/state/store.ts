@@ -23,7 +23,7 @@ export const DEFAULT_DB_PATH = process.platform === 'linux' ? '/var/lib/blocklis
 export const APPLICATION_ID = 0x626c6b64;
 
 /** Entries with a filter rule, or at their limit (an add that may or may not have happened). */
-const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
+export const BLOCKED = "id != '' OR (nfail >= 0 AND count >= nfail)";
 /** The complement of BLOCKED, as the eviction index and its queries spell it (a query must repeat an index's condition to use it). */
 const EVICTABLE = "id = '' AND (nfail < 0 OR count < nfail)";
 
