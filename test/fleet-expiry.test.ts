@@ -34,7 +34,18 @@ async function startHost(t: TestContext, server: string, origin: string, config:
   const dir = tempDir(`blocklistd-${origin}-`);
   const userFile = join(dir, 'fleet.user');
   writeFileSync(userFile, `${origin}:${origin}-secret\n`, { mode: 0o600 });
-  const args = ['-C', timeoutHelper(dir), '--fleet', server, '--fleet-name', origin, '--fleet-user-file', userFile, ...more];
+  const args = [
+    '-C',
+    timeoutHelper(dir),
+    '--kernel-expiry',
+    '--fleet',
+    server,
+    '--fleet-name',
+    origin,
+    '--fleet-user-file',
+    userFile,
+    ...more,
+  ];
   const daemon = await startDaemon(t, config, args, { dir });
   await daemon.waitFor(/fleet: connected to /);
   const log = join(dir, 'timeouts.log');

@@ -46,7 +46,7 @@ test('kernelTimeout: what remains to the second after the deadline, plus the mar
   assert.equal(kernelTimeout(60, 1000, 1030, 10), 41, 'a restore 30 s later: what remains');
   assert.equal(kernelTimeout(60, 1000, 5000, 10), 10, 'already due: the margin');
   assert.equal(kernelTimeout(-1, 1000, 1000, 10), undefined, 'forever');
-  assert.equal(kernelTimeout(60, 1000, 1000, undefined), undefined, '--no-kernel-expiry');
+  assert.equal(kernelTimeout(60, 1000, 1000, undefined), undefined, 'without --kernel-expiry');
   assert.equal(kernelTimeout(60, 1000, 1000, 0), 61);
 });
 
@@ -77,13 +77,13 @@ function recorder(): { program: string; recorded: () => string[]; failing: (on: 
 }
 
 test(
-  'the options: kernel expiry on with a margin of 60 s, --no-kernel-expiry off, --cut-connections opt-in; ' +
+  'the options: kernel expiry and cutting connections opt-in, --kernel-expiry-margin implies kernel expiry; ' +
     'asked of the helper only when it offers them',
   () => {
     const parse = (...args: string[]) => parseOptions(['node', 'blocklistd', ...args], 'blocklistd');
-    assert.deepEqual([parse().kernelExpiryMargin, parse().cutConnections], [60, false]);
+    assert.deepEqual([parse().kernelExpiryMargin, parse().cutConnections], [undefined, false]);
+    assert.equal(parse('--kernel-expiry').kernelExpiryMargin, 60);
     assert.equal(parse('--kernel-expiry-margin', '0').kernelExpiryMargin, 0);
-    assert.equal(parse('--no-kernel-expiry').kernelExpiryMargin, undefined);
     assert.equal(parse('--cut-connections').cutConnections, true);
     assert.throws(
       () => parse('--kernel-expiry-margin', '1m'),
@@ -526,7 +526,7 @@ describe('cutting connections (BLOCKLISTD_CUT, --cut-connections)', { skip: notR
 
   test('the daemon with --cut-connections: blocklistctl block ends the connection of the address it blocks', async (t) => {
     const { srv, said, established } = await connected(t, 'kcd');
-    const daemon = await NetnsDaemon.start('2222 stream tcp * * 3 1h\n', { netns: srv, args: ['--cut-connections'] });
+    const daemon = await NetnsDaemon.start('2222 stream tcp * * 3 1h\n', { netns: srv, args: ['--kernel-expiry', '--cut-connections'] });
     t.after(() => daemon.kill());
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '10.97.0.2']), 'blocklistctl block');
     await until(() => said['10.97.0.2']!().includes('closed'), 5000);
@@ -611,9 +611,9 @@ describe('the daemon: blocks with kernel timeouts (--kernel-expiry-margin)', { s
     daemon.kill();
   });
 
-  test('--no-kernel-expiry: blocks without timeouts, as upstream', async (t) => {
+  test('without --kernel-expiry: blocks without timeouts, as upstream', async (t) => {
     const ns = await netns(t);
-    const daemon = await start(ns, ['--no-kernel-expiry']);
+    const daemon = await start(ns, []);
     await succeeds(ctl(['block', '-s', daemon.socket, '-p', '2222', '-t', '60', '10.0.0.1']), 'blocklistctl block');
     assert.deepEqual(await nftElements(ns, 'blocklistd-v4'), ['tcp . 10.0.0.1 . 2222']);
     assert.doesNotMatch((await succeeds(ctl(['status', '-s', daemon.socket]), 'status')).stdout, /helper extras/);

@@ -25,7 +25,7 @@ export function kernelTimeout(duration: number, last: number, now: number, margi
 
 /**
  * What the daemon asks of the helper beyond upstream's contract, of what
- * it offers (`capabilities`): kernel timeouts unless --no-kernel-expiry,
+ * it offers (`capabilities`): kernel timeouts with --kernel-expiry,
  * cutting connections with --cut-connections.  An option the helper cannot
  * serve is a warning.
  */

@@ -87,7 +87,7 @@ export interface DaemonOptions {
   allowSelf: boolean;
   /** --check: run the start-up checks, print them, exit. */
   check: boolean;
-  /** --kernel-expiry-margin: blocks get a kernel timeout this many seconds after their deadline; undefined with --no-kernel-expiry. */
+  /** --kernel-expiry(-margin): blocks get a kernel timeout this many seconds after their deadline; undefined without (upstream). */
   kernelExpiryMargin: number | undefined;
   /** --cut-connections: a block also ends the established connections it blocks. */
   cutConnections: boolean;
@@ -189,12 +189,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     .option('--fail-open', "start even when the configuration, the helper or the packet filter cannot work (upstream's behaviour)")
     .option('--allow-self', "never count nor block the host's own addresses (loopback and every interface's)")
     .option('--check', 'run the start-up checks, print what was checked and every problem, exit 0 or 1; changes nothing')
-    .option(
-      '--kernel-expiry-margin <seconds>',
-      'blocks carry a kernel timeout (nftables, ipset) this long after their end, should the daemon die',
-      String(DEFAULT_KERNEL_EXPIRY_MARGIN),
-    )
-    .option('--no-kernel-expiry', 'no kernel timeouts: blocks stay in the packet filter until the daemon releases them')
+    .option('--kernel-expiry', 'blocks carry a kernel timeout (nftables, ipset) a margin after their end, should the daemon die')
+    .option('--kernel-expiry-margin <seconds>', `the margin of --kernel-expiry, which it implies (default ${DEFAULT_KERNEL_EXPIRY_MARGIN})`)
     .option('--cut-connections', 'a block also ends the established connections it blocks (Linux: ss -K)')
     .option('--fleet <urls>', 'share blocks with other hosts through these NATS servers (nats:// or tls://, comma-separated)')
     .option('--fleet-name <name>', "this host's origin in the fleet (default: the host name's first label)")
@@ -252,8 +248,8 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
       failOpen?: boolean;
       allowSelf?: boolean;
       check?: boolean;
-      kernelExpiryMargin: string;
-      kernelExpiry: boolean;
+      kernelExpiryMargin?: string;
+      kernelExpiry?: boolean;
       cutConnections?: boolean;
     } & FleetArguments
   >();
@@ -295,7 +291,10 @@ export function parseOptions(argv: string[], progname: string, cwd = process.cwd
     failOpen: o.failOpen === true,
     allowSelf: o.allowSelf === true,
     check: o.check === true,
-    kernelExpiryMargin: o.kernelExpiry ? whole(o.kernelExpiryMargin, 'kernel expiry margin', 0, 2147483) : undefined,
+    kernelExpiryMargin:
+      o.kernelExpiry === true || o.kernelExpiryMargin !== undefined
+        ? whole(o.kernelExpiryMargin ?? String(DEFAULT_KERNEL_EXPIRY_MARGIN), 'kernel expiry margin', 0, 2147483)
+        : undefined,
     cutConnections: o.cutConnections === true,
     fleet: fleetOptions(o, abs),
   };
