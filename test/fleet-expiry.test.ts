@@ -3,13 +3,16 @@
 // a learned block keeps a timeout that covers the longer of them.  Real
 // daemons, a NATS server, and a helper that records each add's timeout.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test, type TestContext } from 'node:test';
 import { ctl, freePort, repoRoot, startDaemon, tempDir, until, type DaemonProcess } from './support.js';
 import { createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
 
-/** The control fixture, offering kernel timeouts: each add and rem is also logged with its BLOCKLISTD_TIMEOUT in timeouts.log. */
+/**
+ * The control fixture, offering kernel timeouts: each add and rem is also logged with its BLOCKLISTD_TIMEOUT in timeouts.log;
+ * a rem fails while the file fail-rem exists.
+ */
 function timeoutHelper(dir: string): string {
   const program = join(dir, 'timeout-helper');
   writeFileSync(
@@ -17,6 +20,7 @@ function timeoutHelper(dir: string): string {
     '#!/bin/sh\n' +
       '[ "$1" = capabilities ] && { echo timeout; exit 0; }\n' +
       `case $1 in add|rem) echo "$1 $4 timeout=\${BLOCKLISTD_TIMEOUT-none}" >>${join(dir, 'timeouts.log')} ;; esac\n` +
+      `[ "$1" = rem ] && [ -e ${join(dir, 'fail-rem')} ] && { echo 'rem refused by the test' >&2; exit 1; }\n` +
       `exec ${join(repoRoot, 'test/fixtures/control')} "$@"\n`,
   );
   chmodSync(program, 0o755);
@@ -149,5 +153,29 @@ describe('fleet and kernel expiry', { skip: natsMissing() }, () => {
     await until(() => b.calls(x).length === 2);
     assert.equal(b.calls(x)[1]![0], 'add');
     near(b.calls(x)[1]![1], 20 + 1 + 2, "B's add again with the renewed end");
+  });
+
+  test('a failed rem of a released learned block is tried again (--rem-retry) until it works', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    await createBucket(await natsClient(t, nats.url));
+    const port = await freePort();
+    const a = await startHost(t, nats.url, 'a', `${port} stream * * * 3 1h\n`);
+    const b = await startHost(t, nats.url, 'b', `${port} stream * * * 3 1h\n`, ['--rem-retry', '1']);
+    const x = '198.51.100.11';
+    assert.equal((await ctl(['block', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    await until(() => b.calls(x).length === 1);
+    writeFileSync(join(b.dir, 'fail-rem'), '');
+    assert.equal((await ctl(['unblock', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    await b.daemon.waitFor(/fleet: rem blocklistd 198\.51\.100\.11\/32:\d+ failed .*; retrying in 1 s/);
+    const rems = (): number => b.calls(x).filter(([action]) => action === 'rem').length;
+    await until(() => rems() >= 2);
+    const failed = rems();
+    rmSync(join(b.dir, 'fail-rem'));
+    await until(() => rems() > failed);
+    // one of the next tries works (the file is gone): then no more
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    const settled = rems();
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    assert.equal(rems(), settled, 'no rem after one worked');
   });
 });

@@ -196,6 +196,7 @@ export class Daemon {
         store,
         helper: this.helper,
         kernelExpiryMargin: this.kernelExpiryMargin,
+        remRetry: o.remRetry,
         log: this.log,
         debug: () => this.debug,
         clock: () => Math.floor(Date.now() / 1000),

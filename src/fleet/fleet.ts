@@ -66,6 +66,8 @@ export interface FleetOptions extends FleetConfig {
   allowListed: (b: FleetBlock) => boolean;
   /** Kernel expiry on (the helper takes timeouts): the adds carry a timeout this long after the block's end (doc/fleet.md §5). */
   kernelExpiryMargin?: number;
+  /** --rem-retry: seconds before a failed rem of a learned block's element is tried again. */
+  remRetry: number;
 }
 
 /** `blocklistctl status`'s fleet object and the metrics' source. */
@@ -144,6 +146,8 @@ export class Fleet implements SharedBlocks {
   private readonly kernelUntil = new Map<string, number>();
   /** Kernel expiry: until when the engine's block of each element needs it (timeoutFor, covers), forgotten at its release. */
   private readonly localUntil = new Map<string, number>();
+  /** Failed rems of released learned blocks, waiting for their next try (--rem-retry). */
+  private readonly remRetries = new Set<NodeJS.Timeout>();
   private stopped = false;
   private connected = false;
   /** The next wait before trying the servers again (ms). */
@@ -559,7 +563,14 @@ export class Fleet implements SharedBlocks {
     if (held !== undefined) return this.retime(row, held || row.id, true);
     this.kernelUntil.delete(elementKey(row));
     this.batcher.call({ action: 'rem', target: targetOfBlock(row), id: row.id }, (result: HelperResult) => {
-      if (result.outcome !== 'ok') this.o.log('err', `fleet: rem ${row.name} ${whereOf(row)} failed${failureText(result)}`);
+      if (result.outcome === 'ok' || result.outcome === 'cancelled') return; // cancelled: stopping
+      // the element stays in the filter until a rem works, as the engine's own (G17); a holder come meanwhile keeps it
+      this.o.log('err', `fleet: rem ${row.name} ${whereOf(row)} failed${failureText(result)}; retrying in ${this.o.remRetry} s`);
+      const retry = setTimeout(() => {
+        this.remRetries.delete(retry);
+        if (!this.stopped) this.remove(row);
+      }, this.o.remRetry * 1000);
+      this.remRetries.add(retry);
     });
   }
 
@@ -729,6 +740,7 @@ export class Fleet implements SharedBlocks {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    for (const retry of this.remRetries) clearTimeout(retry);
     clearTimeout(this.expiryTimer);
     clearTimeout(this.publishTimer);
     this.watchStop?.();
