@@ -325,6 +325,28 @@ describe('fleet: blocks shared through NATS JetStream', { skip: missing }, () =>
     assert.equal(await kv.get(forged), null);
     assert.notEqual(await kv.get(own), null);
   });
+  test('a reload that allow-lists a learned block releases it; a learned block of an allow-listed address is not applied', async (t) => {
+    const nats = await NatsServer.start(t, { hosts: ['a', 'b'] });
+    await createBucket(await natsClient(t, nats.url));
+    const port = await freePort();
+    const rule = `${port} stream * * * 3 1h\n`;
+    const a = await startHost(t, nats.url, 'a', rule);
+    const b = await startHost(t, nats.url, 'b', rule);
+    const x = '198.51.100.30';
+    assert.equal((await ctl(['block', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    await until(() => callsOf(b, x).length === 1);
+    writeFileSync(b.daemon.config, `${rule}[remote]\n${x} * * * = * =\n`);
+    const reload = await ctl(['reload', '--control', b.daemon.control]);
+    assert.equal(reload.code, 0, reload.stderr);
+    await b.daemon.waitFor(new RegExp(`fleet: released ${x.replace(/\./g, '\\.')}/32:${port} from a: a local allow-list rule covers it`));
+    await until(() => callsOf(b, x).length === 2);
+    assert.match(callsOf(b, x)[1]!, /^rem /);
+    // blocked again on A: B leaves it out
+    assert.equal((await ctl(['unblock', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    assert.equal((await ctl(['block', '-p', String(port), '--control', a.daemon.control, x])).code, 0);
+    await eventually(async () => (await status(b)).fleet.allowListed >= 2);
+    assert.equal(callsOf(b, x).length, 2);
+  });
 });
 
 test('--fleet: a plain-text URL to another host is a usage error (exit 2) unless --fleet-insecure', async () => {

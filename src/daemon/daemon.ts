@@ -636,7 +636,10 @@ export class Daemon {
         }
         const before = this.ruleSet;
         const applied = this.applyRules(loaded);
-        if (applied) this.logReload(before);
+        if (applied) {
+          this.logReload(before);
+          this.fleet?.releaseAllowListed();
+        }
         this.countRules(applied && loadedCleanly(loaded));
         this.problems = this.checkProblems(loaded);
         this.logProblems();

@@ -63,7 +63,7 @@ export interface FleetOptions extends FleetConfig {
   /** Now, in whole seconds. */
   clock: () => number;
   /** A local allow-list rule covers the block's address: the fleet does not impose it. */
-  allowListed: (b: FleetBlock) => boolean;
+  allowListed: (b: Pick<FleetBlock, 'address' | 'port' | 'proto'>) => boolean;
   /** Kernel expiry on (the helper takes timeouts): the adds carry a timeout this long after the block's end (doc/fleet.md §5). */
   kernelExpiryMargin?: number;
   /** --rem-retry: seconds before a failed rem of a learned block's element is tried again. */
@@ -698,6 +698,21 @@ export class Fleet implements SharedBlocks {
   }
 
   // --- operating ---
+
+  /** After a reload: the learned blocks that an allow-list rule in force now covers are released (the local rule wins, §4). */
+  releaseAllowListed(): void {
+    const after: (() => void)[] = [];
+    this.safely('the release of blocks allow-listed by a reload', () =>
+      this.state.transaction(() => {
+        for (const row of this.state.all()) {
+          if (!this.o.allowListed(row)) continue;
+          this.counts.allowListed++;
+          this.release(row.key, 'a local allow-list rule covers it', after);
+        }
+      }),
+    );
+    for (const start of after) start();
+  }
 
   /** Re-adds every learned block (a start or reload with -r flushed the rule names). */
   restore(): number {
