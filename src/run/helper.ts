@@ -2,13 +2,13 @@
 // the event loop (G27): each call is a child process with a time limit,
 // calls for one target keep their order, a flush is a barrier for its rule
 // name, and unrelated calls run side by side up to a limit.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { errnoMessage } from '../errno.js';
 import { cutUtf8, printable } from '../text.js';
 import type { LogFn } from '../types.js';
 import { debugLog, type DebugLog } from '../debug.js';
+import { startHelper, type HelperProcess } from './start.js';
 
 export interface HelperTarget {
   name: string;
@@ -487,15 +487,10 @@ export class HelperRunner {
   private execute(call: Call): Promise<HelperResult> {
     this.traceRun(call);
     return new Promise((resolve) => {
-      let child: ChildProcess;
+      let child: HelperProcess;
       try {
         const env = call.env === undefined || Object.keys(call.env).length === 0 ? undefined : { ...process.env, ...call.env };
-        child = spawn(this.program, call.args, {
-          argv0: 'control',
-          detached: true,
-          env,
-          stdio: [call.input === undefined ? 'ignore' : 'pipe', 'pipe', 'inherit'],
-        });
+        child = startHelper(this.program, call.args, { argv0: 'control', env, input: call.input !== undefined });
       } catch (e) {
         resolve(this.spawnFailed(e));
         return;
@@ -518,10 +513,15 @@ export class HelperRunner {
         resolve(result);
       };
       const kill = (): void => {
+        if (child.pid === undefined) return; // not started
         try {
-          process.kill(-child.pid!, 'SIGKILL');
+          process.kill(-child.pid, 'SIGKILL');
         } catch {
-          child.kill('SIGKILL'); // not started, or already gone
+          try {
+            process.kill(child.pid, 'SIGKILL'); // it left its process group
+          } catch {
+            // already gone
+          }
         }
       };
       // a batch may take as long as a hundred calls would each
