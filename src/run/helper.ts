@@ -513,7 +513,10 @@ export class HelperRunner {
         resolve(result);
       };
       const kill = (): void => {
-        if (child.pid === undefined) return; // not started
+        if (child.pid === undefined) {
+          child.once('spawn', kill); // still starting (a child that cannot start never emits it)
+          return;
+        }
         try {
           process.kill(-child.pid, 'SIGKILL');
         } catch {

@@ -23,9 +23,9 @@ export interface StartOptions {
 }
 
 /**
- * A started helper, as much of a ChildProcess as the runner uses: 'exit'
- * (code, signal) once it has been reaped; 'error' when it could not be
- * started (then `pid` is undefined) or a signal could not be sent.
+ * A started helper, as much of a ChildProcess as the runner uses: 'spawn'
+ * once it runs and `pid` is set; 'exit' (code, signal) once it has been
+ * reaped; 'error' when it could not be started (`pid` stays undefined).
  */
 export interface HelperProcess {
   readonly pid?: number | undefined;
@@ -33,17 +33,20 @@ export interface HelperProcess {
   readonly stdin: Writable | null;
   on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
   on(event: 'error', listener: (e: Error) => void): this;
+  once(event: 'spawn', listener: () => void): this;
 }
 
 interface SpawnBinding {
   available(): boolean;
+  /** The socket pairs at once; the child in libuv's thread pool, then onStart (errno 0: started). */
   spawn(
     file: string,
     argv: string[],
     env: string[] | null,
     stdinPipe: boolean,
+    onStart: (errno: number, pid: number, syscall: string) => void,
     onExit: (code: number, signal: number) => void,
-  ): [pid: number, stdout: number, stdin: number];
+  ): [stdout: number, stdin: number];
 }
 
 /** The addon where it can be used, else undefined. */
@@ -63,29 +66,52 @@ export const starter: 'posix_spawn' | 'fork' = binding === undefined ? 'fork' : 
 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
 
+/**
+ * A helper started by the addon: 'spawn' once it runs (then `pid` is set),
+ * or 'error' (an Error with `errno`, as child_process's) when it could not
+ * be started; then 'exit' once it has been reaped.
+ */
 class SpawnedHelper extends EventEmitter implements HelperProcess {
-  readonly pid: number;
-  readonly stdout: Readable;
-  readonly stdin: Writable | null;
+  pid: number | undefined;
+  readonly stdout: Socket;
+  readonly stdin: Socket | null;
 
   constructor(spawner: SpawnBinding, program: string, args: string[], options: StartOptions) {
     super();
     const env = options.env === undefined ? null : Object.entries(options.env).map(([name, value]) => `${name}=${value ?? ''}`);
-    const [pid, stdout, stdin] = spawner.spawn(program, [options.argv0, ...args], env, options.input, (code, signal) => {
-      if (signal < 0) {
-        // waitid failed: nothing to learn of how it ended (not seen; the child is gone or never will be reaped by us)
-        this.emit('exit', null, null);
-        return;
-      }
-      this.emit('exit', signal === 0 ? code : null, signal === 0 ? null : (SIGNAL_NAMES.get(signal) ?? null));
-    });
-    this.pid = pid;
+    const [stdout, stdin] = spawner.spawn(
+      program,
+      [options.argv0, ...args],
+      env,
+      options.input,
+      (errno, pid, syscall) => {
+        if (errno === 0) {
+          this.pid = pid;
+          this.emit('spawn');
+          return;
+        }
+        this.stdout.destroy();
+        this.stdin?.destroy();
+        const e: NodeJS.ErrnoException = new Error(`${syscall} ${program} failed (errno ${-errno})`);
+        e.errno = errno;
+        e.syscall = syscall;
+        this.emit('error', e);
+      },
+      (code, signal) => {
+        if (signal < 0) {
+          // waitid failed (not seen: the pidfd is this process's child): nothing to learn of how it ended
+          this.emit('exit', null, null);
+          return;
+        }
+        this.emit('exit', signal === 0 ? code : null, signal === 0 ? null : (SIGNAL_NAMES.get(signal) ?? null));
+      },
+    );
     this.stdout = new Socket({ fd: stdout, readable: true, writable: false });
     this.stdin = stdin < 0 ? null : new Socket({ fd: stdin, readable: false, writable: true });
   }
 }
 
-/** Starts `program` with `args`; throws (an Error with `errno`) or emits 'error' when it cannot. */
+/** Starts `program` with `args`; emits 'error' (an Error with `errno`) when it cannot, or throws for arguments no exec can pass. */
 export function startHelper(program: string, args: string[], options: StartOptions): HelperProcess {
   // A NUL in a string cannot reach exec: child_process.spawn refuses it with its own error, the one the logs show.
   const passable = !program.includes('\0') && !args.some((a) => a.includes('\0'));

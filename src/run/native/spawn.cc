@@ -102,57 +102,38 @@ Napi::Value Available(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), fd >= 0);
 }
 
-// spawn(file, argv, env | null, stdinPipe, onExit(code, signal)) -> [pid, stdout fd, stdin fd or -1]
-// `file` is looked up in PATH when it holds no slash (execvp's rule, as libuv's).
-// Throws an Error with `errno` (negative, as libuv's) when the child could not be started.
-Napi::Value Spawn(const Napi::CallbackInfo &info) {
-  Napi::Env env = info.Env();
-  std::string file = info[0].As<Napi::String>();
-  Napi::Array argArray = info[1].As<Napi::Array>();
-  bool stdinPipe = info[3].As<Napi::Boolean>();
-  Napi::Function onExit = info[4].As<Napi::Function>();
-
+// A start in the thread pool: everything the thread reads is copied here first.
+struct Start {
+  uv_work_t work;
+  std::string file;
   std::vector<std::string> args, envs;
-  for (uint32_t i = 0; i < argArray.Length(); i++) args.push_back(argArray.Get(i).As<Napi::String>());
-  std::vector<char *> argv, envp;
-  for (auto &a : args) argv.push_back(&a[0]);
-  argv.push_back(nullptr);
-  bool ownEnv = !info[2].IsNull() && !info[2].IsUndefined();
-  if (ownEnv) {
-    Napi::Array envArray = info[2].As<Napi::Array>();
-    for (uint32_t i = 0; i < envArray.Length(); i++) envs.push_back(envArray.Get(i).As<Napi::String>());
-    for (auto &e : envs) envp.push_back(&e[0]);
-    envp.push_back(nullptr);
-  }
+  // the child's ends: its stdin (/dev/null or a socket) and its stdout
+  int childIn, childOut;
+  // the outcome: pid and pidfd, or the errno of `syscall`
+  pid_t pid = -1;
+  int pidfd = -1, err = 0;
+  const char *syscall = "";
+  napi_env env;
+  Napi::FunctionReference onStart, onExit;
+};
 
-  int out[2], in[2] = {-1, -1};
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out) == -1) return Throw(env, errno, "socketpair");
-  int childIn;
-  if (stdinPipe) {
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) == -1) {
-      int err = errno;
-      close(out[0]);
-      close(out[1]);
-      return Throw(env, err, "socketpair");
-    }
-    childIn = in[1];
-  } else {
-    childIn = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (childIn == -1) {
-      int err = errno;
-      close(out[0]);
-      close(out[1]);
-      return Throw(env, err, "open");
-    }
-  }
+std::vector<char *> pointers(std::vector<std::string> &strings) {
+  std::vector<char *> p;
+  for (auto &s : strings) p.push_back(&s[0]);
+  p.push_back(nullptr);
+  return p;
+}
 
+// In a thread of libuv's pool: the event loop does not wait while posix_spawn waits for the child's exec.
+void startChild(uv_work_t *work) {
+  Start *start = static_cast<Start *>(work->data);
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
   posix_spawnattr_init(&attr);
   // dup2 onto its own number clears close-on-exec (glibc >= 2.29)
-  posix_spawn_file_actions_adddup2(&actions, childIn, 0);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, start->childIn, 0);
+  posix_spawn_file_actions_adddup2(&actions, start->childOut, 1);
   // stderr the daemon's even where it is close-on-exec (as libuv's "inherit"); left as it is when closed
   if (fcntl(2, F_GETFD) != -1) posix_spawn_file_actions_adddup2(&actions, 2, 2);
   sigset_t none, all;
@@ -163,59 +144,116 @@ Napi::Value Spawn(const Napi::CallbackInfo &info) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  pid_t pid;
-  int err = posix_spawnp(&pid, file.c_str(), &actions, &attr, argv.data(), ownEnv ? envp.data() : environ);
+  std::vector<char *> argv = pointers(start->args), envp = pointers(start->envs);
+  start->err = posix_spawnp(&start->pid, start->file.c_str(), &actions, &attr, argv.data(), envp.data());
+  start->syscall = "spawn";
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  close(childIn);
-  close(out[1]);
-  if (err != 0) {
-    close(out[0]);
-    if (in[0] != -1) close(in[0]);
-    return Throw(env, err, "spawn");
+  if (start->err != 0) return;
+  start->pidfd = pidfdOpen(start->pid);
+  if (start->pidfd != -1) return;
+  // (EMFILE, ...) a child nobody could wait for: ended now rather than left a zombie
+  start->err = errno;
+  start->syscall = "pidfd_open";
+  kill(-start->pid, SIGKILL);
+  kill(start->pid, SIGKILL);
+  while (waitpid(start->pid, nullptr, 0) == -1 && errno == EINTR) {
   }
+}
 
-  int pidfd = pidfdOpen(pid);
-  if (pidfd == -1) {
-    // (EMFILE, ...) a child nobody could wait for: end it now rather than leave a zombie
-    int e = errno;
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) == -1 && errno == EINTR) {
+// Back on the event loop's thread: the exit watched, onStart(0, pid) or onStart(-errno, 0, syscall).
+void started(uv_work_t *work, int status) {
+  Start *start = static_cast<Start *>(work->data);
+  close(start->childIn);
+  close(start->childOut);
+  Napi::Env env(start->env);
+  Napi::HandleScope scope(env);
+  if (start->err == 0) {
+    uv_loop_t *loop;
+    napi_get_uv_event_loop(start->env, &loop);
+    Watch *watch = new Watch();
+    watch->pidfd = start->pidfd;
+    watch->env = start->env;
+    watch->onExit = std::move(start->onExit);
+    watch->poll.data = watch;
+    int r = uv_poll_init(loop, &watch->poll, start->pidfd);
+    if (r == 0) {
+      r = uv_poll_start(&watch->poll, UV_READABLE, exited);
+      if (r != 0) uv_close(reinterpret_cast<uv_handle_t *>(&watch->poll), closed);
+    } else {
+      close(start->pidfd);
+      delete watch;
     }
-    close(out[0]);
-    if (in[0] != -1) close(in[0]);
-    return Throw(env, e, "pidfd_open");
+    if (r != 0) {
+      // not seen for a fresh descriptor; if it happens, the child is ended and reaped at once as above
+      kill(-start->pid, SIGKILL);
+      kill(start->pid, SIGKILL);
+      while (waitpid(start->pid, nullptr, 0) == -1 && errno == EINTR) {
+      }
+      start->err = -r;
+      start->syscall = "uv_poll_start";
+    }
   }
+  Napi::FunctionReference onStart = std::move(start->onStart);
+  int err = start->err;
+  pid_t pid = start->pid;
+  const char *syscall = start->syscall;
+  delete start;
+  onStart.MakeCallback(env.Global(), {Napi::Number::New(env, -err), Napi::Number::New(env, err == 0 ? pid : 0),
+                                      Napi::String::New(env, syscall)});
+}
+
+// spawn(file, argv, env | null, stdinPipe, onStart(errno, pid, syscall), onExit(code, signal)) -> [stdout fd, stdin fd or -1]
+// The socket pairs are made at once, the child in the thread pool; `file` is looked up in PATH when it
+// holds no slash (execvp's rule, as libuv's).  env null: the process's environment as it is now.
+Napi::Value Spawn(const Napi::CallbackInfo &info) {
+  Napi::Env env = info.Env();
+  Start *start = new Start();
+  start->file = info[0].As<Napi::String>();
+  Napi::Array argArray = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < argArray.Length(); i++) start->args.push_back(argArray.Get(i).As<Napi::String>());
+  if (info[2].IsNull() || info[2].IsUndefined()) {
+    // a copy: setenv on this thread may move environ while the pool's thread reads it
+    for (char **e = environ; *e != nullptr; e++) start->envs.push_back(*e);
+  } else {
+    Napi::Array envArray = info[2].As<Napi::Array>();
+    for (uint32_t i = 0; i < envArray.Length(); i++) start->envs.push_back(envArray.Get(i).As<Napi::String>());
+  }
+  bool stdinPipe = info[3].As<Napi::Boolean>();
+
+  int out[2], in[2] = {-1, -1};
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, out) == -1) {
+    delete start;
+    return Throw(env, errno, "socketpair");
+  }
+  if (stdinPipe ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in) == -1
+                : (in[1] = open("/dev/null", O_RDONLY | O_CLOEXEC)) == -1) {
+    int err = errno;
+    close(out[0]);
+    close(out[1]);
+    delete start;
+    return Throw(env, err, stdinPipe ? "socketpair" : "open");
+  }
+  start->childIn = in[1];
+  start->childOut = out[1];
+  start->env = env;
+  start->onStart = Napi::Persistent(info[4].As<Napi::Function>());
+  start->onExit = Napi::Persistent(info[5].As<Napi::Function>());
+  start->work.data = start;
   uv_loop_t *loop;
   napi_get_uv_event_loop(env, &loop);
-  Watch *watch = new Watch();
-  watch->pidfd = pidfd;
-  watch->env = env;
-  watch->onExit = Napi::Persistent(onExit);
-  watch->poll.data = watch;
-  int r = uv_poll_init(loop, &watch->poll, pidfd);
-  if (r == 0) {
-    r = uv_poll_start(&watch->poll, UV_READABLE, exited);
-    if (r != 0) uv_close(reinterpret_cast<uv_handle_t *>(&watch->poll), closed);
-  } else {
-    close(pidfd);
-    delete watch;
-  }
+  int r = uv_queue_work(loop, &start->work, startChild, started);
   if (r != 0) {
-    // not seen for a fresh descriptor; if it happens, the child is ended and reaped at once as above
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) == -1 && errno == EINTR) {
-    }
     close(out[0]);
+    close(out[1]);
     if (in[0] != -1) close(in[0]);
-    return Throw(env, -r, "uv_poll_start");
+    close(in[1]);
+    delete start;
+    return Throw(env, -r, "uv_queue_work");
   }
-  Napi::Array result = Napi::Array::New(env, 3);
-  result.Set(0u, Napi::Number::New(env, pid));
-  result.Set(1u, Napi::Number::New(env, out[0]));
-  result.Set(2u, Napi::Number::New(env, in[0]));
+  Napi::Array result = Napi::Array::New(env, 2);
+  result.Set(0u, Napi::Number::New(env, out[0]));
+  result.Set(1u, Napi::Number::New(env, in[0]));
   return result;
 }
 
