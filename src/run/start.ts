@@ -64,7 +64,9 @@ const binding = process.env.BLOCKLISTD_SPAWN === 'fork' ? undefined : loadBindin
 /** Which starter starts the helpers: 'posix_spawn' (the addon) or 'fork' (child_process). */
 export const starter: 'posix_spawn' | 'fork' = binding === undefined ? 'fork' : 'posix_spawn';
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
+/** A signal's name as child_process gives it: the first of two names of one number (SIGABRT, not SIGIOT; SIGIO, not SIGPOLL). */
+const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
+for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
 
 /**
  * A helper started by the addon: 'spawn' once it runs (then `pid` is set),

@@ -105,6 +105,14 @@ Napi::Value Available(const Napi::CallbackInfo &info) {
   return Napi::Boolean::New(info.Env(), fd >= 0);
 }
 
+// A child nobody will wait for: ended and reaped at once rather than left a zombie.
+void endChild(pid_t pid) {
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+  while (waitpid(pid, nullptr, 0) == -1 && errno == EINTR) {
+  }
+}
+
 // A start in the thread pool: everything the thread reads is copied here first.
 struct Start {
   uv_work_t work;
@@ -155,13 +163,10 @@ void startChild(uv_work_t *work) {
   if (start->err != 0) return;
   start->pidfd = pidfdOpen(start->pid);
   if (start->pidfd != -1) return;
-  // (EMFILE, ...) a child nobody could wait for: ended now rather than left a zombie
+  // (EMFILE, ...) no pidfd to wait with
   start->err = errno;
   start->syscall = "pidfd_open";
-  kill(-start->pid, SIGKILL);
-  kill(start->pid, SIGKILL);
-  while (waitpid(start->pid, nullptr, 0) == -1 && errno == EINTR) {
-  }
+  endChild(start->pid);
 }
 
 // Back on the event loop's thread: the exit watched, onStart(0, pid) or onStart(-errno, 0, syscall).
@@ -188,11 +193,8 @@ void started(uv_work_t *work, int status) {
       delete watch;
     }
     if (r != 0) {
-      // not seen for a fresh descriptor; if it happens, the child is ended and reaped at once as above
-      kill(-start->pid, SIGKILL);
-      kill(start->pid, SIGKILL);
-      while (waitpid(start->pid, nullptr, 0) == -1 && errno == EINTR) {
-      }
+      // not seen for a fresh descriptor
+      endChild(start->pid);
       start->err = -r;
       start->syscall = "uv_poll_start";
     }
