@@ -4,9 +4,10 @@
 // BLOCKLISTD_SPAWN choosing the starter, and reports what the helpers saw.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { repoRoot } from './support.js';
+import { repoRoot, tempDir } from './support.js';
 
 /** What a helper started by `starter` sees: its ids, signal masks, descriptors, argv[0]; and what the daemon learns. */
 interface Facts {
@@ -31,8 +32,10 @@ interface Facts {
   missing: number;
 }
 
-function facts(starter: 'posix_spawn' | 'fork'): Facts {
-  const out = execFileSync(process.execPath, [join(repoRoot, 'test/fixtures/start-probe.mjs')], {
+/** What the probe reports, started by `starter`; `wrapper`: the command that runs it. */
+function facts(starter: 'posix_spawn' | 'fork', wrapper: string[] = []): Facts {
+  const command = [...wrapper, process.execPath, join(repoRoot, 'test/fixtures/start-probe.mjs')];
+  const out = execFileSync(command[0]!, command.slice(1), {
     env: { ...process.env, BLOCKLISTD_SPAWN: starter === 'fork' ? 'fork' : '' },
     encoding: 'utf8',
   });
@@ -64,3 +67,22 @@ test('both starters start a helper alike: a session of its own, default signals,
     assert.equal(f.missing, -2, `${f.starter}: ENOENT for a missing program`);
   }
 });
+
+const SECCOMP_HEADER = '/usr/include/seccomp.h';
+const EPERM = 1;
+const ENOSYS = 38;
+
+test(
+  'where a seccomp filter refuses pidfd_open, child_process starts the helpers; a kernel without it (ENOSYS) likewise',
+  { skip: !linux ? 'Linux only' : !existsSync(SECCOMP_HEADER) ? `no ${SECCOMP_HEADER} (libseccomp-dev)` : false },
+  () => {
+    const deny = join(tempDir('blocklistd-start-'), 'deny-syscall');
+    execFileSync('cc', ['-O2', '-o', deny, join(repoRoot, 'test/fixtures/deny-syscall.c'), '-lseccomp']);
+    for (const errno of [EPERM, ENOSYS]) {
+      const f = facts('posix_spawn', [deny, 'pidfd_open', String(errno)]);
+      assert.equal(f.starter, 'fork', `pidfd_open failing with ${errno}`);
+      assert.deepEqual(f.exit, [3, null]);
+      assert.equal(f.zombies, 0);
+    }
+  },
+);
