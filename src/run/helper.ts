@@ -523,6 +523,7 @@ export class HelperRunner {
         resolve(result);
       };
       const kill = (): void => {
+        if (settled) return; // reaped: its pid may be another process's by now
         if (child.pid === undefined) {
           child.once('spawn', kill); // still starting (a child that cannot start never emits it)
           return;
