@@ -74,6 +74,7 @@ void exited(uv_poll_t *poll, int status, int events) {
   do
     r = waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(watch->pidfd), &info, WEXITED | WNOHANG);
   while (r == -1 && errno == EINTR);
+  int err = r == -1 ? errno : 0;
   // readable only once the child has exited; a spurious wake-up waits on
   if (r == 0 && info.si_pid == 0) return;
   int code = -1, signal = 0;
@@ -86,8 +87,8 @@ void exited(uv_poll_t *poll, int status, int events) {
   Napi::HandleScope scope(env);
   Napi::FunctionReference onExit = std::move(watch->onExit);
   uv_close(reinterpret_cast<uv_handle_t *>(poll), closed);
-  // (code, signal): code -1 when killed by a signal or not reaped (r -1: the errno, negated, as signal 0)
-  onExit.MakeCallback(env.Global(), {Napi::Number::New(env, code), Napi::Number::New(env, r == 0 ? signal : -errno)});
+  // (code, signal): code -1 when killed by a signal; not reaped (waitid failed): its errno, negated, as the signal
+  onExit.MakeCallback(env.Global(), {Napi::Number::New(env, code), Napi::Number::New(env, r == 0 ? signal : -err)});
 }
 
 Napi::Value Throw(Napi::Env env, int err, const char *syscall) {
