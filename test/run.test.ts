@@ -449,6 +449,20 @@ test('stop kills the helpers still running after the grace time', async () => {
   assert.equal(hang.pending, 0);
 });
 
+test('stop without grace kills a helper that is still starting', async () => {
+  fixtureEnv({});
+  const program = fixture('hang');
+  const { runner: hang } = runner(program);
+  // posix_spawn runs in the thread pool: the kill may come before the pid is known, and waits for it
+  const running = hang.change('rem', target('192.0.2.1'), '1');
+  const started = Date.now();
+  await hang.stop(0);
+  const result = await running;
+  assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+  assert.equal(result.signal, 'SIGKILL');
+  assert.equal(hang.pending, 0);
+});
+
 /** Where the test process's descriptors above 2 point, split by the close-on-exec flag. */
 function ownDescriptors(): { closeOnExec: Set<string>; inheritable: Set<string> } {
   const closeOnExec = new Set<string>();

@@ -1,8 +1,12 @@
 // Benchmark of the whole daemon (issue 5): notifications per second under
-// a blprobe flood at 0, 10k and 100k entries; the receive rate while a slow
-// helper blocks; the time from a blocking notification to the helper's
-// start; RSS; wake-ups when idle; lost sends under bursts from 20 senders.
-// Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets the idle watch.
+// a blprobe flood at 0, 10k and 100k entries (the median of 3 floods each,
+// issue 19); the receive rate while a slow helper blocks; the time from a
+// blocking notification to the helper's start; BENCH_ADDS (default 10,000)
+// new addresses blocked through a 2 ms helper that runs one process per
+// call (issue 19); RSS; wake-ups when idle; lost sends under bursts from
+// 20 senders.  Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets
+// the idle watch; BENCH_PARTS (default all: flood,slow,latency,singles,lost)
+// the parts that run.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +18,11 @@ import { Reporter, SyslogReceiver, blprobe, cpuTicks, freePort, repoRoot, runBlp
 import { atLeast, atMost, record } from './results.js';
 
 const FLOOD = Number(process.env.BENCH_FLOOD ?? 200_000);
+/** Floods per state size: the figure is their median. */
+const FLOODS = 3;
+/** New addresses blocked one helper process each. */
+const ADDS = Number(process.env.BENCH_ADDS ?? 10_000);
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'flood,slow,latency,singles,lost').split(','));
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 /** The state sizes of the flood runs (entries in the database before it). */
 const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
@@ -99,6 +108,15 @@ function status(pid: number, field: string): number {
  */
 async function flood(d: Daemon, port: number, marker: Reporter): Promise<number> {
   const t0 = performance.now();
+  await udpFlood(d, port, FLOOD, 1000, '10.0.0.1');
+  const count = markerCount(d) + 2;
+  marker.report(AUTH_FAIL, 'marker');
+  await until(() => markerCount(d) >= count, 120_000);
+  return FLOOD / ((performance.now() - t0) / 1000);
+}
+
+/** `count` UDP notifications over `distinct` addresses from `base`, once the daemon has received them all. */
+async function udpFlood(d: Daemon, port: number, count: number, distinct: number, base: string): Promise<void> {
   const { stdout, code } = await runBlprobe([
     '-s',
     d.socket,
@@ -106,19 +124,15 @@ async function flood(d: Daemon, port: number, marker: Reporter): Promise<number>
     '-p',
     String(port),
     '-F',
-    String(FLOOD),
+    String(count),
     '-M',
-    '1000',
+    String(distinct),
     '-A',
-    '10.0.0.1',
+    base,
     '-w',
     '120000',
   ]);
   if (code !== 0 || !/processed all/.test(stdout)) throw new Error(`blprobe: ${stdout}`);
-  const count = markerCount(d) + 2;
-  marker.report(AUTH_FAIL, 'marker');
-  await until(() => markerCount(d) >= count, 120_000);
-  return FLOOD / ((performance.now() - t0) / 1000);
 }
 
 /** The marker's count, looked up by its address (the unique index's first column): no scan of a large table. */
@@ -136,8 +150,168 @@ function markerCount(d: Daemon): number {
   }
 }
 
+/** Entries whose block the helper confirmed with a rule id. */
+function blockedCount(d: Daemon): number {
+  const path = join(d.dir, 'blocklistd.db');
+  if (!existsSync(path)) return 0;
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    return db.prepare("SELECT count(*) FROM entry WHERE id != ''").pluck().get() as number;
+  } finally {
+    db.close();
+  }
+}
+
+const median = (values: number[]): number => [...values].sort((a, b) => a - b)[values.length >> 1]!;
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const syslog = new SyslogReceiver();
+
+/** The receive rate while a helper taking 200 ms blocks every new address. */
+async function slowHelper(port: number, markerPort: number, markerRule: string): Promise<void> {
+  // a slow helper: every notification blocks a new address
+  const slowLog = join(tempDir('blocklistd-bench-'), 'helper.log');
+  const blocking = `${port} dgram * * * 1 1h\n${markerRule}`;
+  const d = await startDaemon(blocking, join(fixtures, 'record'), { HELPER_LOG: slowLog, HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
+  const marker = await Reporter.connect(d.socket, markerPort);
+  const rate = await flood(d, port, marker);
+  marker.close();
+  const started = existsSync(slowLog)
+    ? readFileSync(slowLog, 'utf8')
+        .split('\n')
+        .filter((l) => l.startsWith('start')).length
+    : 0;
+  console.log(
+    `daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target ` +
+      `>= 10,000/s), ${started} helper calls started meanwhile`,
+  );
+  record({
+    id: 'daemon.slowhelper',
+    name: 'daemon, receive rate while a 200 ms helper blocks every new address',
+    value: rate,
+    unit: 'notifications/s',
+    target: atLeast(10_000),
+  });
+  await stopDaemon(d);
+}
+
+/** The time from a blocking notification to the helper's start, on an idle daemon. */
+async function latency(): Promise<void> {
+  // latency from the blocking notification to the helper's start, on an idle daemon
+  const latencyDir = tempDir('blocklistd-bench-');
+  const latencyLog = join(latencyDir, 'helper.log');
+  const stamp = join(latencyDir, 'stamp');
+  execFileSync('cc', ['-O2', '-o', stamp, join(repoRoot, 'test/bench/stamp.c')]);
+  const tcpPort = await freePort();
+  const d = await startDaemon(`${tcpPort} stream * * * 1 1h\n`, stamp, { HELPER_LOG: latencyLog });
+  const latencies: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
+    // wall-clock nanoseconds, as the helper's `date +%s%N` gives them
+    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
+    reporter.report(AUTH_FAIL, 'ssh');
+    await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
+    const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
+    latencies.push(Number(BigInt(line.split(' ')[1]) - sent) / 1e6);
+    reporter.close();
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  latencies.sort((a, b) => a - b);
+  console.log(
+    `daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ` +
+      `${latencies[39].toFixed(2)} ms (target <= 5 ms median)`,
+  );
+  record({
+    id: 'daemon.latency.median',
+    name: 'blocking notification to helper start: median',
+    value: latencies[20],
+    unit: 'ms',
+    target: atMost(5),
+  });
+  record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
+  await stopDaemon(d);
+}
+
+/**
+ * ADDS new addresses, each reported once under a rule of nfail 1, blocked
+ * through a 2 ms helper that does not know batch mode: the time from the
+ * first report until the last add answered.
+ */
+async function singles(port: number): Promise<void> {
+  const dir = tempDir('blocklistd-bench-');
+  const sleeper = join(dir, 'sleeper');
+  execFileSync('cc', ['-O2', '-o', sleeper, join(repoRoot, 'test/bench/sleeper.c')]);
+  const d = await startDaemon(`${port} dgram * * * 1 1h\n`, sleeper, { HELPER_SLEEP_MS: '2' });
+  const t0 = performance.now();
+  await udpFlood(d, port, ADDS, ADDS, '10.64.0.1');
+  // looked at every 50 ms: the benchmark's own reads must not take the daemon's CPU
+  while (blockedCount(d) < ADDS) {
+    if (performance.now() - t0 > 600_000) throw new Error(`${blockedCount(d)} of ${ADDS} blocked after 600 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  console.log(
+    `daemon: ${fmt(ADDS)} new addresses blocked through a 2 ms helper, one process per call: ${seconds.toFixed(1)} s, ` +
+      `${fmt(ADDS / seconds)} calls/s (target <= 30 s)`,
+  );
+  record({
+    id: 'daemon.singles.seconds',
+    name: `${fmt(ADDS)} adds through a 2 ms non-batch helper (one process per call)`,
+    value: seconds,
+    unit: 's',
+    target: atMost(30),
+  });
+  record({ id: 'daemon.singles.rate', name: 'non-batch helper calls per second (2 ms helper)', value: ADDS / seconds, unit: 'calls/s' });
+  await stopDaemon(d);
+}
+
+/** Bursts from 20 senders. */
+async function lostSends(): Promise<void> {
+  // bursts from 20 senders that send as libblocklist does (non-blocking, 5 retries), paced and unpaced,
+  // with the default queue length and, as root, with a longer one
+  for (const qlen of process.getuid?.() === 0 ? [undefined, 512] : [undefined]) {
+    // a UDP port each: blprobe's loopback exchange on a port shared with SO_REUSEADDR can reach another sender and hang
+    const d = await startDaemon('* dgram * * * 1000000 1h\n', join(fixtures, 'control'), {}, 0, qlen);
+    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
+    const length = qlen ?? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim();
+    for (const pace of [1500, 0]) {
+      const runs = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          runBlprobe([
+            '-s',
+            d.socket,
+            '-u',
+            '-p',
+            String(ports[i]),
+            '-N',
+            '-F',
+            '5000',
+            '-M',
+            '100',
+            '-A',
+            `10.${i}.0.1`,
+            '-w',
+            '60000',
+            ...(pace > 0 ? ['-R', String(pace)] : []),
+          ]),
+        ),
+      );
+      const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
+      const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
+      console.log(
+        `daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of ` +
+          `100,000 lost (net.unix.max_dgram_qlen = ${length})`,
+      );
+      record({
+        id: `daemon.lost.${length}.${pace}`,
+        name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`,
+        value: lost,
+        unit: 'notifications',
+      });
+    }
+    await stopDaemon(d);
+  }
+}
 
 async function main(): Promise<void> {
   await blprobe();
@@ -146,19 +320,23 @@ async function main(): Promise<void> {
   const markerRule = `${markerPort} stream * * -marker 1000000 1h\n`;
   const noHelper = `${port} dgram * * * 1000000 1h\n${markerRule}`;
 
-  console.log(
-    `daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported ` +
-      `addresses, no helper calls (target >= 30,000/s, flat)`,
-  );
-  for (const preload of SIZES) {
+  if (PARTS.has('flood'))
+    console.log(
+      `daemon: notifications per second, ${fmt(FLOOD)}-notification UDP floods over 1,000 reported ` +
+        `addresses, no helper calls (target >= 30,000/s, flat)`,
+    );
+  for (const preload of PARTS.has('flood') ? SIZES : []) {
     const d = await startDaemon(noHelper, join(fixtures, 'control'), {}, preload);
     const marker = await Reporter.connect(d.socket, markerPort);
-    const rate = await flood(d, port, marker);
+    // the same 1,000 addresses each time: the floods after the first update their entries
+    const rates: number[] = [];
+    for (let i = 0; i < FLOODS; i++) rates.push(await flood(d, port, marker));
+    const rate = median(rates);
     marker.close();
     const rss = status(d.child.pid!, 'VmRSS') / 1024;
     console.log(
-      `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s   RSS ${rss.toFixed(0)} ` +
-        `MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`,
+      `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s (median of ${rates.map(fmt).join(', ')})   RSS ` +
+        `${rss.toFixed(0)} MB${preload === WATCHED ? ' (target <= 150 MB)' : ''}`,
     );
     record({
       id: `daemon.rate.${preload}`,
@@ -202,110 +380,10 @@ async function main(): Promise<void> {
     await stopDaemon(d);
   }
 
-  // a slow helper: every notification blocks a new address
-  const slowLog = join(tempDir('blocklistd-bench-'), 'helper.log');
-  const blocking = `${port} dgram * * * 1 1h\n${markerRule}`;
-  let d = await startDaemon(blocking, join(fixtures, 'record'), { HELPER_LOG: slowLog, HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
-  const marker = await Reporter.connect(d.socket, markerPort);
-  const rate = await flood(d, port, marker);
-  marker.close();
-  const started = existsSync(slowLog)
-    ? readFileSync(slowLog, 'utf8')
-        .split('\n')
-        .filter((l) => l.startsWith('start')).length
-    : 0;
-  console.log(
-    `daemon: receive rate while a helper taking 200 ms blocks every new address: ${fmt(rate)}/s (target ` +
-      `>= 10,000/s), ${started} helper calls started meanwhile`,
-  );
-  record({
-    id: 'daemon.slowhelper',
-    name: 'daemon, receive rate while a 200 ms helper blocks every new address',
-    value: rate,
-    unit: 'notifications/s',
-    target: atLeast(10_000),
-  });
-  await stopDaemon(d);
-
-  // latency from the blocking notification to the helper's start, on an idle daemon
-  const latencyDir = tempDir('blocklistd-bench-');
-  const latencyLog = join(latencyDir, 'helper.log');
-  const stamp = join(latencyDir, 'stamp');
-  execFileSync('cc', ['-O2', '-o', stamp, join(repoRoot, 'test/bench/stamp.c')]);
-  const tcpPort = await freePort();
-  d = await startDaemon(`${tcpPort} stream * * * 1 1h\n`, stamp, { HELPER_LOG: latencyLog });
-  const latencies: number[] = [];
-  for (let i = 0; i < 40; i++) {
-    const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
-    // wall-clock nanoseconds, as the helper's `date +%s%N` gives them
-    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
-    const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
-    reporter.report(AUTH_FAIL, 'ssh');
-    await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
-    const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
-    latencies.push(Number(BigInt(line.split(' ')[1]) - sent) / 1e6);
-    reporter.close();
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  latencies.sort((a, b) => a - b);
-  console.log(
-    `daemon: blocking notification to helper start: median ${latencies[20].toFixed(2)} ms, max ` +
-      `${latencies[39].toFixed(2)} ms (target <= 5 ms median)`,
-  );
-  record({
-    id: 'daemon.latency.median',
-    name: 'blocking notification to helper start: median',
-    value: latencies[20],
-    unit: 'ms',
-    target: atMost(5),
-  });
-  record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
-  await stopDaemon(d);
-
-  // bursts from 20 senders that send as libblocklist does (non-blocking, 5 retries), paced and unpaced,
-  // with the default queue length and, as root, with a longer one
-  for (const qlen of process.getuid?.() === 0 ? [undefined, 512] : [undefined]) {
-    // a UDP port each: blprobe's loopback exchange on a port shared with SO_REUSEADDR can reach another sender and hang
-    d = await startDaemon('* dgram * * * 1000000 1h\n', join(fixtures, 'control'), {}, 0, qlen);
-    const ports = await Promise.all(Array.from({ length: 20 }, () => freePort()));
-    const length = qlen ?? readFileSync('/proc/sys/net/unix/max_dgram_qlen', 'utf8').trim();
-    for (const pace of [1500, 0]) {
-      const runs = await Promise.all(
-        Array.from({ length: 20 }, (_, i) =>
-          runBlprobe([
-            '-s',
-            d.socket,
-            '-u',
-            '-p',
-            String(ports[i]),
-            '-N',
-            '-F',
-            '5000',
-            '-M',
-            '100',
-            '-A',
-            `10.${i}.0.1`,
-            '-w',
-            '60000',
-            ...(pace > 0 ? ['-R', String(pace)] : []),
-          ]),
-        ),
-      );
-      const lost = runs.reduce((n, r) => n + Number(/(\d+) notifications given up/.exec(r.stdout)?.[1] ?? 0), 0);
-      const offered = pace > 0 ? `${fmt(20 * pace)}/s offered` : 'as fast as they can';
-      console.log(
-        `daemon: 20 libblocklist-style senders, 5,000 notifications each, ${offered}: ${fmt(lost)} of ` +
-          `100,000 lost (net.unix.max_dgram_qlen = ${length})`,
-      );
-      record({
-        id: `daemon.lost.${length}.${pace}`,
-        name: `20 libblocklist-style senders, ${offered}, max_dgram_qlen ${length}: lost of 100,000`,
-        value: lost,
-        unit: 'notifications',
-      });
-    }
-    await stopDaemon(d);
-  }
+  if (PARTS.has('slow')) await slowHelper(port, markerPort, markerRule);
+  if (PARTS.has('latency')) await latency();
+  if (PARTS.has('singles')) await singles(port);
+  if (PARTS.has('lost')) await lostSends();
   syslog.close();
 }
 
