@@ -200,6 +200,16 @@ class Output {
   lines(n: number): string[] {
     if (!this.seen) return [];
     const bytes = Buffer.concat(this.parts, this.size);
+    // no line to cut (a batch's 100,000 short answers): decoded at once, as each line alone, since a newline is never
+    // part of a UTF-8 sequence
+    let longest = 0;
+    for (let start = 0, count = 0; count < n && start <= bytes.length; count++) {
+      let end = bytes.indexOf(0x0a, start);
+      if (end === -1) end = bytes.length;
+      longest = Math.max(longest, end - start);
+      start = end + 1;
+    }
+    if (longest <= LINE_MAX_BYTES) return bytes.toString().split('\n', n);
     const lines: string[] = [];
     for (let start = 0; lines.length < n && start <= bytes.length;) {
       let end = bytes.indexOf(0x0a, start);
