@@ -270,6 +270,44 @@ test('restore re-adds every block with its old id, not those counting nor those 
   );
 });
 
+test('-r in one batch: each new id written alone; an entry counted meanwhile keeps its count, one reset by AUTH_OK goes', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, pass, calls, entries } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => {
+      for (const a of ['192.0.2.40', '192.0.2.41', '192.0.2.42'])
+        store.put({ key: stateKey(a, forever), count: 6, last: T, id: `old-${a}` });
+    },
+  });
+  // the helper flushes in its batch, and takes a second: the notifications below come while it runs
+  process.env.HELPER_BATCH = 'flush';
+  process.env.HELPER_BATCH_DELAY = '1';
+  t.after(() => delete process.env.HELPER_BATCH_DELAY);
+  engine.setBatchMode(true, true);
+  const { blocks, applied } = await engine.refresh(['blocklistd']);
+  assert.equal(blocks, 3);
+  pass(5);
+  engine.processBatch([failure('192.0.2.41'), failure('192.0.2.42', WireType.DELETE)]);
+  await applied;
+  await until(() => idle(engine) && entries().length === 2);
+  assert.deepEqual(calls().slice(0, 5), [
+    'batch 4',
+    'flush blocklistd',
+    addCall('192.0.2.40', 'old-192.0.2.40'),
+    addCall('192.0.2.41', 'old-192.0.2.41'),
+    addCall('192.0.2.42', 'old-192.0.2.42'),
+  ]);
+  // the reset block: added back by the batch, then released (G15)
+  assert.deepEqual(calls().slice(5), [remCall('192.0.2.42', idOf('192.0.2.42'))]);
+  assert.deepEqual(
+    entries().map((e) => [e.key.address, e.count, e.last, e.id]),
+    [
+      ['192.0.2.40', 6, T, idOf('192.0.2.40')],
+      ['192.0.2.41', 8, T + 5, idOf('192.0.2.41')],
+    ],
+  );
+});
+
 test('a manual block adds at once and records the id; a second one only renews the time', async (t) => {
   const { manual, pass, calls, entries } = setup(t);
   const key = stateKey('192.0.2.30', { port: PORT, nfail: 6, duration: 40 });

@@ -8,12 +8,11 @@ import { errnoMessage } from '../errno.js';
 import { blockSeconds, dumpSelected, entryFromRow, entryJson, type DumpEntry, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
 import { systemEnv } from '../conf/system.js';
-import { dumpEntries } from '../fleet/state.js';
+import { dumpEntries, learnedEntries } from '../fleet/state.js';
 import { ANY, type Entry } from '../types.js';
 import { DURATION_UNITS, durationParts, localTime } from '../time.js';
 import type { ControlErrorBody } from '../protocol/control.js';
 import type { Output } from './conf.js';
-import { request } from './control.js';
 import { EnvelopeStream, envelope } from './json.js';
 
 export interface DumpOptions {
@@ -54,7 +53,11 @@ function timeColumn(e: Entry, remaining: boolean, now: number): string {
   const seconds = blockSeconds(e);
   if (seconds === ANY) return 'never';
   if (!remaining) return localTime(e.last);
-  const left = seconds - (now - e.last);
+  return remainingColumn(seconds - (now - e.last));
+}
+
+/** -r's time column of a block with `left` seconds to go. */
+function remainingColumn(left: number): string {
   if (left < 0) return 'expired';
   return left === 0 ? '0s' : remainingTime(left);
 }
@@ -79,11 +82,15 @@ export const DUMP_USAGE = 'Usage: blocklistctl dump [-abdnorw] [-D dbname] [cont
 
 /** Rows are written in chunks of this many: a dump of millions of entries is not held in memory. */
 const CHUNK = 1000;
+/** The local times of so many minutes kept at most (timeColumn). */
+const MINUTES = 10_000;
 
 /** Prints the entries read (from the file or the daemon) as the table or in the JSON envelope, CHUNK rows per write. */
 class DumpWriter {
   private chunk: string[] = [];
   private rows = 0;
+  /** The local time of a minute's start without its seconds (`YYYY/MM/DD HH:MM:`), null when not plain (timeColumn). */
+  private readonly minutes = new Map<number, string | null>();
   private readonly selection: DumpSelection;
   private readonly json: EnvelopeStream | undefined;
 
@@ -104,6 +111,45 @@ class DumpWriter {
     if (!dumpSelected(e, this.selection)) return;
     this.chunk.push(this.json === undefined ? dumpRow(e, this.options, this.now) : this.json.item(entryJson(e, this.now)));
     if (++this.rows % CHUNK === 0) this.flush();
+  }
+
+  /**
+   * A row of StateStore.dumpRows (a selected entry of the table, no -d, no --json), printed as dumpRow would print its
+   * entry: the address right-aligned, the time column and the optional ones added here.
+   */
+  storedRow(row: string): void {
+    const afterSeconds = row.indexOf(' ');
+    const afterLast = row.indexOf(' ', afterSeconds + 1);
+    const afterAddress = row.indexOf('\t', afterLast + 1);
+    const afterCount = row.lastIndexOf('\t');
+    const seconds = Number(row.slice(0, afterSeconds));
+    const last = Number(row.slice(afterSeconds + 1, afterLast));
+    const o = this.options;
+    const address = row.slice(afterLast + 1, afterAddress).padStart(o.wide ? 39 : 15);
+    const [name, maskPort, id, count] = row.slice(afterAddress + 1, afterCount).split('\t');
+    const extra = `${o.blockNumber === true ? `\t${row.slice(afterCount + 1)}` : ''}${o.origin === true ? '\t-' : ''}`;
+    this.chunk.push(`${name}\t${address}${maskPort}\t${id}\t${count}\t${this.timeColumn(seconds, last)}${extra}\n`);
+    if (++this.rows % CHUNK === 0) this.flush();
+  }
+
+  /**
+   * timeColumn of a block of `seconds` from `last`.  A local time is made once a minute, not once an entry (a Date and
+   * its six fields for each of 100,000 entries were a third of a dump's time): the seconds are those since the minute
+   * began, when the minute is plain, its local time from :00 to :59 (no change of the offset inside it, none of seconds).
+   */
+  private timeColumn(seconds: number, last: number): string {
+    if (seconds === ANY) return 'never';
+    if (this.options.remaining) return remainingColumn(seconds - (this.now - last));
+    if (!Number.isInteger(last)) return localTime(last);
+    const start = last - (((last % 60) + 60) % 60);
+    let minute = this.minutes.get(start);
+    if (minute === undefined) {
+      if (this.minutes.size >= MINUTES) this.minutes.clear();
+      const first = localTime(start);
+      const plain = first.endsWith(':00') && localTime(start + 59) === `${first.slice(0, -2)}59`;
+      this.minutes.set(start, (minute = plain ? first.slice(0, -2) : null));
+    }
+    return minute === null ? localTime(last) : `${minute}${String(last - start).padStart(2, '0')}`;
   }
 
   /** The end of the entries, or the error that cut them short: exit status 0 or 1. */
@@ -144,7 +190,12 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   }
   const writer = new DumpWriter(o, io, now);
   try {
-    for (const e of dumpEntries(store, systemEnv().families)) writer.entry(e);
+    if (o.json || o.debug > 0) for (const e of dumpEntries(store, systemEnv().families)) writer.entry(e);
+    else {
+      // the table: SQLite makes the rows (StateStore.dumpRows); the fleet's learned blocks after them, as dumpEntries
+      for (const row of store.dumpRows(selectionOf(o))) writer.storedRow(row);
+      for (const e of learnedEntries(store, systemEnv().families)) writer.entry(e);
+    }
   } catch (e) {
     return writer.end({ code: 'database_error', message: `reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}` });
   } finally {
@@ -167,6 +218,8 @@ export async function dumpFromDaemon(
   let writer: DumpWriter | undefined;
   // -d tells of every entry read: then all of them come, and are selected here
   const select = o.debug > 0 ? 'all' : selectionOf(o);
+  // loaded here: a dump of a file does not talk to the daemon
+  const { request } = await import('./control.js');
   const answer = await request(control, 'dump', { select }, undefined, (result) => {
     const chunk = result as { rows: EntryRow[]; more: boolean };
     writer ??= new DumpWriter(o, io, now);

@@ -3,7 +3,8 @@
 // config and test check a configuration; block, unblock, flush, report,
 // reload and status talk to the daemon's control socket.  Exit 0, 1 for a
 // failure, 2 for a usage error (src/cli.ts); --json output in one envelope
-// (json.ts).
+// (json.ts).  Each command's module is loaded when it runs: a dump loads
+// neither the configuration's checks nor the control commands.
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { EXIT_USAGE, HELP_CONFIG, VERSION, getoptMessage } from '../cli.js';
@@ -11,11 +12,10 @@ import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
 import { DEFAULT_RULE_NAME } from '../conf/system.js';
 import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
-import { configCommand, testCommand, type Output } from './conf.js';
-import { blockCommand, controlCommand, controlPath, type ControlOptions } from './control.js';
+import type { Output } from './conf.js';
+import type { ControlOptions } from './control.js';
 import { DUMP_USAGE, dumpCommand, dumpFromDaemon } from './dump.js';
 import { envelope } from './json.js';
-import { historyCommand } from './history.js';
 
 const stdio: Output = {
   out: (text) => process.stdout.write(text),
@@ -120,7 +120,7 @@ export function main(argv: string[]): void {
         // -D names a file: read it; else the daemon answers, and without one the default file is read
         const status =
           opts.D === undefined
-            ? await dumpFromDaemon(controlPath({ control: opts.control, socket: opts.s }), o, stdio)
+            ? await dumpFromDaemon((await import('./control.js')).controlPath({ control: opts.control, socket: opts.s }), o, stdio)
             : dumpCommand(opts.D, o, stdio);
         process.exitCode = status === 'not_running' ? dumpCommand(DEFAULT_DB_PATH, o, stdio) : status;
       },
@@ -133,7 +133,8 @@ export function main(argv: string[]): void {
     .option('-R <rulename>', 'default rule name', DEFAULT_RULE_NAME)
     .option('--json', 'machine-readable output')
     .exitOverride()
-    .action((opts: { c: string; R: string; json?: boolean }) => {
+    .action(async (opts: { c: string; R: string; json?: boolean }) => {
+      const { configCommand } = await import('./conf.js');
       process.exitCode = configCommand({ config: opts.c, ruleName: opts.R, json: opts.json }, stdio);
     });
 
@@ -151,7 +152,12 @@ export function main(argv: string[]): void {
     .option('--json', 'machine-readable output')
     .exitOverride()
     .action(
-      (address: string, port: string, opts: { c: string; R: string; u: string; t: string; l?: string; D: string; json?: boolean }) => {
+      async (
+        address: string,
+        port: string,
+        opts: { c: string; R: string; u: string; t: string; l?: string; D: string; json?: boolean },
+      ) => {
+        const { testCommand } = await import('./conf.js');
         process.exitCode = testCommand(
           address,
           port,
@@ -171,7 +177,8 @@ export function main(argv: string[]): void {
     .option('-D <dbname>', 'read this database file', DEFAULT_DB_PATH)
     .option('--json', 'machine-readable output')
     .exitOverride()
-    .action((address: string | undefined, opts: { c: string; R: string; n?: string; D: string; json?: boolean }) => {
+    .action(async (address: string | undefined, opts: { c: string; R: string; n?: string; D: string; json?: boolean }) => {
+      const { historyCommand } = await import('./history.js');
       process.exitCode = historyCommand(address, { db: opts.D, config: opts.c, ruleName: opts.R, name: opts.n, json: opts.json }, stdio);
     });
 
@@ -194,6 +201,7 @@ export function main(argv: string[]): void {
         // progress only for people watching a terminal: never in a pipe, a file or JSON
         const progress = (command === 'unblock' || Array.isArray(addresses)) && !json && process.stdout.isTTY && process.stderr.isTTY;
         const o: ControlOptions = { control: opts.control, socket: opts.s, json, progress };
+        const { blockCommand, controlCommand } = await import('./control.js');
         process.exitCode = Array.isArray(addresses)
           ? await blockCommand(addresses as string[], args, o, stdio)
           : await controlCommand(command, args, o, stdio);

@@ -210,6 +210,16 @@ class Output {
   lines(n: number): string[] {
     if (!this.seen) return [];
     const bytes = Buffer.concat(this.parts, this.size);
+    // no line to cut (a batch's 100,000 short answers): decoded at once, as each line alone, since a newline is never
+    // part of a UTF-8 sequence
+    let longest = 0;
+    for (let start = 0, count = 0; count < n && start <= bytes.length; count++) {
+      let end = bytes.indexOf(0x0a, start);
+      if (end === -1) end = bytes.length;
+      longest = Math.max(longest, end - start);
+      start = end + 1;
+    }
+    if (longest <= LINE_MAX_BYTES) return bytes.toString().split('\n', n);
     const lines: string[] = [];
     for (let start = 0; lines.length < n && start <= bytes.length;) {
       let end = bytes.indexOf(0x0a, start);
@@ -311,21 +321,23 @@ export class HelperRunner {
    * are fields of the configuration, and a local rule's is never empty.
    */
   async batch(changes: readonly Change[], flushes: readonly string[] = []): Promise<HelperResult[]> {
-    const conflicts = [...flushes.map(flushConflicts), ...changes.map((c) => changeConflicts(c.target))];
+    const flushed = new Set(flushes);
+    // A change of a name the batch flushes adds no conflict to the flush's: what waits for its target waits for the
+    // flush of its name too, and what holds its target holds its name, which the flush waits for.  A restore's 100,000
+    // changes then hold no key each, not two (the runner counted 200,000 keys in and out).
+    const conflicts = flushes.map(flushConflicts);
+    for (const c of changes) if (!flushed.has(c.target.name)) conflicts.push(changeConflicts(c.target));
     const { timeouts, cut } = this.extensions;
     // `batch timeout`: the timeout before the id, which may be empty (0: none)
-    const line = (c: Change): string =>
-      [
-        c.action,
-        c.target.name,
-        c.target.proto,
-        c.target.address,
-        c.target.mask,
-        c.target.port,
-        ...(timeouts ? [c.action === 'add' ? (c.timeout ?? 0) : 0] : []),
-        c.id,
-      ].join(' ');
-    const input = [...flushes.map((name) => `flush ${name}`), ...changes.map(line)].join('\n') + '\n';
+    const line = (c: Change): string => {
+      const t = c.target;
+      const timeout = timeouts ? ` ${c.action === 'add' ? (c.timeout ?? 0) : 0}` : '';
+      return `${c.action} ${t.name} ${t.proto} ${t.address} ${t.mask} ${t.port}${timeout} ${c.id}\n`;
+    };
+    let input = '';
+    for (const name of flushes) input += `flush ${name}\n`;
+    for (const c of changes) input += line(c);
+    if (input === '') input = '\n';
     const conflict = {
       holds: [...new Set(conflicts.flatMap((c) => c.holds))],
       waitsFor: [...new Set(conflicts.flatMap((c) => c.waitsFor))],
@@ -339,10 +351,16 @@ export class HelperRunner {
       cut ? { BLOCKLISTD_CUT: '1' } : undefined,
     );
     const { lines = [], ...common } = result;
+    // the id of each distinct line once: a back end without rule ids answers "OK" to every line
+    const ids = new Map<string, string>();
     return changes.map((_, i) => {
       const line = lines[flushes.length + i] || undefined;
       // an empty line is that change's failure, whatever the batch's exit status
-      if (line !== undefined) return { ...common, outcome: 'ok', line, id: idOf(line) };
+      if (line !== undefined) {
+        let id = ids.get(line);
+        if (id === undefined) ids.set(line, (id = idOf(line)));
+        return { ...common, outcome: 'ok', line, id };
+      }
       const outcome =
         common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
       return { ...common, outcome, exitCode: null, line, id: undefined };
