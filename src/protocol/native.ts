@@ -28,7 +28,13 @@ export interface ClientSocketHandle {
   close(): void;
 }
 
-/** Byte offsets of the fields of one drained record (all host-order 32-bit). */
+/**
+ * Byte offsets of the fields of one drained record (all host-order 32-bit
+ * words but the payload and netns).  `local`, `peer` and `named` (the
+ * sockaddr at offset 16 of the payload) are decoded socket addresses, words
+ * at +0 the family number (0: too short), +4 the port, +8 to +20 the
+ * address, each word the value of 4 bytes in network order.
+ */
 export interface RecordLayout {
   recvErrno: number;
   length: number;
@@ -55,6 +61,7 @@ export interface RecordLayout {
   netns: number;
   local: number;
   peer: number;
+  named: number;
   payload: number;
   size: number;
   cmsgSlots: number;

@@ -6,8 +6,8 @@ import { constants as os } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import type { LogFn, Notification } from '../types.js';
 import { errnoMessage, errnoText } from '../errno.js';
-import { ServerSocket, constants, layout, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
-import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
+import { ServerSocket, constants, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
+import { RecordBuffer, decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 import { removeStaleSocket } from './socketfile.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
@@ -182,7 +182,7 @@ export class NotificationSocket {
   private readonly drop: ((reason: DropReason) => void) | undefined;
   private readonly batchSize: number;
   private readonly queue: number;
-  private readonly records: Buffer;
+  private readonly records: RecordBuffer;
   private readonly policy: SenderPolicy;
   /** The kernel's queue of this socket. */
   readonly kernelQueue: KernelQueue;
@@ -220,8 +220,7 @@ export class NotificationSocket {
       this.handle = bound.handle;
       this.kernelQueue = bound.queue;
     }
-    // Not from the pool: the addon needs the records aligned.
-    this.records = Buffer.alloc(this.batchSize * layout.size);
+    this.records = new RecordBuffer(this.batchSize);
   }
 
   /** Calls `onBatch` with the notifications of each wake-up, in arrival order. */
@@ -234,10 +233,10 @@ export class NotificationSocket {
 
   /** Takes what was received, up to one batch; drops are logged. */
   receive(): Notification[] {
-    const n = this.handle.drain(this.records, this.batchSize);
+    const n = this.handle.drain(this.records.bytes, this.batchSize);
     const batch: Notification[] = [];
     for (let i = 0; i < n; i++) {
-      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.policy, this.drop);
+      const notification = decodeRecord(this.records, i, this.log, this.policy, this.drop);
       if (notification !== undefined) batch.push(notification);
     }
     return batch;

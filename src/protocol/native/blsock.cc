@@ -56,7 +56,7 @@
 namespace {
 
 constexpr size_t kPayloadMax = 512;  // upstream's receive buffer
-constexpr size_t kAddrMax = 32;      // holds a sockaddr_in6 (28 bytes)
+constexpr size_t kNamedOffset = 16;  // where the message carries a sockaddr (protocol.md §3)
 constexpr int kCmsgSlots = 4;        // control messages described per record
 constexpr int kMaxFds = 253;         // Linux SCM_MAX_FD: receive them all, close them all
 constexpr int kReceiverNice = -10;   // the receiving thread's priority, as root
@@ -90,6 +90,43 @@ constexpr int kRecvFlags = MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC;
 constexpr int kRecvFlags = MSG_DONTWAIT | MSG_TRUNC;
 #endif
 
+// A socket address as TypeScript needs it, every field a 32-bit word that
+// it reads where it lies (no sockaddr parsing per notification in
+// JavaScript, whose fixed cost per record is what limits the receive path).
+// Facts only: whether the length makes it a complete IPv4 or IPv6 address
+// is decided in TypeScript, which has the length beside it.
+struct Endpoint {
+  int32_t family;     // sa_family as the platform numbers it; 0 for fewer than 2 bytes
+  uint32_t port;      // host order; AF_INET and AF_INET6 only, else 0
+  uint32_t words[4];  // the address as 32-bit words, each the value of 4 bytes in network order (IPv4: words[0])
+};
+
+// Decodes the `len` bytes of sockaddr at `sa` into `e`; AF_INET and
+// AF_INET6 fields only as far as `len` holds them.
+void DecodeEndpoint(const uint8_t* sa, size_t len, Endpoint* e) {
+  memset(e, 0, sizeof(*e));
+  if (len < offsetof(sockaddr, sa_family) + sizeof(sa_family_t)) return;
+  sa_family_t family;
+  memcpy(&family, sa + offsetof(sockaddr, sa_family), sizeof(family));
+  e->family = family;
+  uint16_t port;
+  if (family == AF_INET && len >= sizeof(sockaddr_in)) {
+    memcpy(&port, sa + offsetof(sockaddr_in, sin_port), sizeof(port));
+    e->port = ntohs(port);
+    uint32_t word;
+    memcpy(&word, sa + offsetof(sockaddr_in, sin_addr), sizeof(word));
+    e->words[0] = ntohl(word);
+  } else if (family == AF_INET6 && len >= sizeof(sockaddr_in6)) {
+    memcpy(&port, sa + offsetof(sockaddr_in6, sin6_port), sizeof(port));
+    e->port = ntohs(port);
+    for (int k = 0; k < 4; k++) {
+      uint32_t word;
+      memcpy(&word, sa + offsetof(sockaddr_in6, sin6_addr) + 4 * k, sizeof(word));
+      e->words[k] = ntohl(word);
+    }
+  }
+}
+
 // One drained datagram, in the caller's buffer.  TypeScript reads it with
 // the offsets exported as `layout`, so the two cannot drift apart.
 struct Record {
@@ -115,12 +152,14 @@ struct Record {
   uint32_t peerLen;
   int32_t netnsErrno;  // NetnsOf
   uint8_t netns[8];
-  uint8_t local[kAddrMax];
-  uint8_t peer[kAddrMax];
+  Endpoint local;      // getsockname, decoded
+  Endpoint peer;       // getpeername, decoded
+  Endpoint named;      // the sockaddr the message itself carries (protocol.md §3: at offset 16), decoded
   uint8_t payload[kPayloadMax];
 };
 static_assert(std::is_standard_layout<Record>::value, "Record layout");
-static_assert(sizeof(Record) == 704, "Record size");
+static_assert(sizeof(Record) == 712, "Record size");
+static_assert(offsetof(Record, payload) % 4 == 0, "TypeScript reads the header as 32-bit words");
 static_assert(sizeof(Record) % alignof(Record) == 0, "Record stride");
 
 Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& path) {
@@ -160,12 +199,12 @@ int SocketOption(int fd, int option, int32_t* value) {
   return 0;
 }
 
-int SocketName(int (*call)(int, sockaddr*, socklen_t*), int fd, uint8_t* out, uint32_t* outLen) {
+int SocketName(int (*call)(int, sockaddr*, socklen_t*), int fd, Endpoint* out, uint32_t* outLen) {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
   if (call(fd, reinterpret_cast<sockaddr*>(&ss), &len) == -1) return errno;
   *outLen = len;
-  memcpy(out, &ss, std::min<size_t>(len, kAddrMax));
+  DecodeEndpoint(reinterpret_cast<const uint8_t*>(&ss), std::min<size_t>(len, sizeof(ss)), out);
   return 0;
 }
 
@@ -258,8 +297,8 @@ void ReadFacts(int fd, Record* r) {
 #else
   r->protoErrno = ENOPROTOOPT;
 #endif
-  r->localErrno = SocketName(getsockname, fd, r->local, &r->localLen);
-  r->peerErrno = SocketName(getpeername, fd, r->peer, &r->peerLen);
+  r->localErrno = SocketName(getsockname, fd, &r->local, &r->localLen);
+  r->peerErrno = SocketName(getpeername, fd, &r->peer, &r->peerLen);
   r->netnsErrno = NetnsOf(fd, r->netns);
 }
 
@@ -461,6 +500,8 @@ bool ReceiveOne(int fd, Record* r, std::vector<int>& received) {
   }
   r->length = static_cast<uint32_t>(got);
   r->flags = m.msg_flags & (MSG_TRUNC | MSG_CTRUNC);
+  size_t kept = std::min<size_t>(static_cast<size_t>(got), kPayloadMax);
+  DecodeEndpoint(r->payload + kNamedOffset, kept > kNamedOffset ? std::min(kept - kNamedOffset, sizeof(sockaddr_in6)) : 0, &r->named);
 
   const unsigned char* end = control + std::min<size_t>(m.msg_controllen, sizeof(control));
   for (cmsghdr* c = CMSG_FIRSTHDR(&m); c != nullptr; c = CMSG_NXTHDR(&m, c)) {
@@ -1111,6 +1152,7 @@ Napi::Object Layout(Napi::Env env) {
   FIELD(netns);
   FIELD(local);
   FIELD(peer);
+  FIELD(named);
   FIELD(payload);
 #undef FIELD
   o.Set("size", Napi::Number::New(env, sizeof(Record)));
