@@ -5,15 +5,21 @@ import { createRequire } from 'node:module';
 /** The daemon's bound socket; received descriptors never leave the addon. */
 export interface ServerSocketHandle {
   /**
-   * Starts the receiving thread, which keeps up to `capacity` records;
+   * Starts the receiving thread, which writes records (`layout`) into
+   * `ring`, a ring of as many as it holds, kept by the addon until close();
    * `onReadable` runs on the event loop when records wait.
    */
-  start(onReadable: () => void, capacity: number): void;
-  /** Moves up to `max` received records into `buffer`; returns how many. */
-  drain(buffer: Buffer, max: number): number;
-  /** Datagrams received and not yet drained. */
+  start(onReadable: () => void, ring: Buffer): void;
+  /**
+   * Gives back the records lent by the last call and lends up to `max` of
+   * those waiting: they start in the ring where the last lent ones ended
+   * (at 0 the first time), wrapping at its end, and stay untouched until the
+   * next call.  Returns how many.
+   */
+  take(max: number): number;
+  /** Datagrams received and not yet lent. */
   waiting(): number;
-  /** Stops receiving; what was received can still be drained. */
+  /** Stops receiving; what was received can still be taken. */
   stop(): void;
   close(): void;
 }
