@@ -294,6 +294,29 @@ describe('the socket file (protocol.md §8)', () => {
     first.close();
   });
 
+  test('stop() returns every notification still waiting, past a batch whose datagrams were all dropped', async (t) => {
+    const pair = await tcpPair(t, '127.0.0.1');
+    const logs = new LogCollector();
+    const socket = new NotificationSocket(join(dir, 'stop.sock'), { log: logs.log, batchSize: 1 });
+    t.after(() => socket.close());
+    const taken: string[] = [];
+    socket.start((batch) => taken.push(...batch.map((n) => n.text)));
+    sendRaw(socket.path, encodeNotification(WireType.ADD, null, Buffer.from('no descriptor')), -1);
+    sendRaw(socket.path, encodeNotification(WireType.ADD, null, Buffer.from('kept')), fdOf(pair.accepted));
+    // the event loop is held: both wait in the receiving thread's ring when stop() comes
+    const deadline = Date.now() + 10_000;
+    while (socket.waiting < 2 && Date.now() < deadline) {
+      // busy: no turn of the loop takes them
+    }
+    assert.equal(socket.waiting, 2);
+    assert.deepEqual(
+      socket.stop().map((n) => n.text),
+      ['kept'],
+    );
+    assert.deepEqual(taken, []);
+    assert.equal(logs.count('err', 'message missing  fd'), 1);
+  });
+
   test('a stale socket file is replaced: after close and after a killed daemon', async (t) => {
     const path = join(dir, 'stale.sock');
     new Receiver(path).close();

@@ -5,15 +5,21 @@ import { createRequire } from 'node:module';
 /** The daemon's bound socket; received descriptors never leave the addon. */
 export interface ServerSocketHandle {
   /**
-   * Starts the receiving thread, which keeps up to `capacity` records;
+   * Starts the receiving thread, which writes records (`layout`) into
+   * `ring`, a ring of as many as it holds, kept by the addon until close();
    * `onReadable` runs on the event loop when records wait.
    */
-  start(onReadable: () => void, capacity: number): void;
-  /** Moves up to `max` received records into `buffer`; returns how many. */
-  drain(buffer: Buffer, max: number): number;
-  /** Datagrams received and not yet drained. */
+  start(onReadable: () => void, ring: Buffer): void;
+  /**
+   * Gives back the records lent by the last call and lends up to `max` of
+   * those waiting: they start in the ring where the last lent ones ended
+   * (at 0 the first time), wrapping at its end, and stay untouched until the
+   * next call.  Returns how many.
+   */
+  take(max: number): number;
+  /** Datagrams received and not yet lent. */
   waiting(): number;
-  /** Stops receiving; what was received can still be drained. */
+  /** Stops receiving; what was received can still be taken. */
   stop(): void;
   close(): void;
 }
@@ -28,7 +34,13 @@ export interface ClientSocketHandle {
   close(): void;
 }
 
-/** Byte offsets of the fields of one drained record (all host-order 32-bit). */
+/**
+ * Byte offsets of the fields of one drained record (all host-order 32-bit
+ * words but the payload and netns).  `local`, `peer` and `named` (the
+ * sockaddr at offset 16 of the payload) are decoded socket addresses, words
+ * at +0 the family number (0: too short), +4 the port, +8 to +20 the
+ * address, each word the value of 4 bytes in network order.
+ */
 export interface RecordLayout {
   recvErrno: number;
   length: number;
@@ -55,6 +67,7 @@ export interface RecordLayout {
   netns: number;
   local: number;
   peer: number;
+  named: number;
   payload: number;
   size: number;
   cmsgSlots: number;

@@ -4,22 +4,17 @@
 // remote address (§6), the local side of the passed socket (daemon.md
 // §5.2), then the message type (G26: unknown ones never reach the state).
 // The descriptor itself is already on its way to being closed.
+//
+// This runs for every datagram, so it reads the fields where they lie, as
+// 32-bit words of the one buffer of records (the addon decoded the socket
+// addresses), and builds nothing but the Notification: a Buffer view, a
+// header object or a sockaddr parse per record cost about twice the time
+// of all the rest (test/bench/receive.ts).
 import { familyOfNative } from '../address.js';
 import { WireType, type LogFn, type Notification, type SocketAddress, type SocketType } from '../types.js';
 import { errnoMessage } from '../errno.js';
 import { constants, layout } from './native.js';
-import {
-  HEADER_SIZE,
-  NATIVE_FAMILIES,
-  SOCKADDR_OFFSET,
-  TEXT_MAX,
-  WIRE_VERSION,
-  decodeHeader,
-  decodeSockaddr,
-  readHost32,
-  sockaddrFamily,
-  sockaddrSize,
-} from './wire.js';
+import { HEADER_SIZE, NATIVE_FAMILIES, TEXT_MAX, WIRE_VERSION, readHost32, sockaddrSize } from './wire.js';
 import { decodeText } from '../text.js';
 
 /** Why a datagram was dropped, for the daemon's counters. */
@@ -47,21 +42,91 @@ export interface SenderPolicy {
 /** Root alone is trusted. */
 export const rootOnly = (uid: number): boolean => uid === 0;
 
-const int32 = (r: Buffer, field: number): number => readHost32(r, field) | 0;
-const uint32 = (r: Buffer, field: number): number => readHost32(r, field);
+/**
+ * Records drained from the addon (native.ts `layout`), with 32-bit views
+ * on them: the fields are host-order words at word-aligned offsets.
+ */
+export class RecordBuffer {
+  readonly bytes: Buffer;
+  readonly i32: Int32Array;
+  readonly u32: Uint32Array;
+
+  constructor(readonly capacity: number) {
+    // Not from the pool: the addon and the word views need the records aligned.
+    this.bytes = Buffer.alloc(capacity * layout.size);
+    this.i32 = new Int32Array(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length >> 2);
+    this.u32 = new Uint32Array(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length >> 2);
+  }
+}
+
+/** The word index of each field in a record (its byte offset / 4). */
+const W = {
+  size: layout.size >> 2,
+  recvErrno: layout.recvErrno >> 2,
+  length: layout.length >> 2,
+  flags: layout.flags >> 2,
+  cmsgCount: layout.cmsgCount >> 2,
+  cmsgLevel: layout.cmsgLevel >> 2,
+  cmsgType: layout.cmsgType >> 2,
+  cmsgLen: layout.cmsgLen >> 2,
+  hasCred: layout.hasCred >> 2,
+  pid: layout.pid >> 2,
+  uid: layout.uid >> 2,
+  gid: layout.gid >> 2,
+  typeErrno: layout.typeErrno >> 2,
+  type: layout.type >> 2,
+  protoErrno: layout.protoErrno >> 2,
+  proto: layout.proto >> 2,
+  localErrno: layout.localErrno >> 2,
+  localLen: layout.localLen >> 2,
+  peerErrno: layout.peerErrno >> 2,
+  peerLen: layout.peerLen >> 2,
+  netnsErrno: layout.netnsErrno >> 2,
+  netns: layout.netns >> 2,
+  local: layout.local >> 2,
+  peer: layout.peer >> 2,
+  named: layout.named >> 2,
+  payload: layout.payload >> 2,
+};
+/** The header's words (protocol.md §3: length, version, type, salen), from the payload's start. */
+const HEADER_LENGTH = 0;
+const HEADER_VERSION = 1;
+const HEADER_TYPE = 2;
+const HEADER_SALEN = 3;
+/** An endpoint's words from its start: the family number, the port, then the address. */
+const ENDPOINT_PORT = 1;
+const ENDPOINT_WORDS = 2;
 
 /**
- * Decodes the record at `r[0 .. layout.size)`; logs why when it is dropped,
- * and tells `drop`.  Log texts are upstream's (protocol.md §4.3, §5, §6;
+ * The complete IPv4 or IPv6 address of the endpoint at word `at` of `records`
+ * that the sockaddr of `len` bytes held; undefined for another family or too short a one.
+ */
+function endpointAddress(records: RecordBuffer, at: number, len: number): SocketAddress | undefined {
+  const family = familyOfNative(NATIVE_FAMILIES, records.i32[at]);
+  if (family === undefined || len < sockaddrSize(family)) return undefined;
+  const u32 = records.u32;
+  const port = u32[at + ENDPOINT_PORT];
+  const w = at + ENDPOINT_WORDS;
+  if (family === 'inet') return { family, words: [u32[w]], port };
+  return { family, words: [u32[w], u32[w + 1], u32[w + 2], u32[w + 3]], port };
+}
+
+/**
+ * Decodes record `index` of `records`; logs why when it is dropped, and
+ * tells `drop`.  Log texts are upstream's (protocol.md §4.3, §5, §6;
  * daemon.md §5.2).
  */
 export function decodeRecord(
-  r: Buffer,
+  records: RecordBuffer,
+  index: number,
   log: LogFn,
   policy: SenderPolicy,
   drop: (reason: DropReason) => void = () => {},
 ): Notification | undefined {
-  const recvErrno = int32(r, layout.recvErrno);
+  const i32 = records.i32;
+  const u32 = records.u32;
+  const base = index * W.size;
+  const recvErrno = i32[base + W.recvErrno];
   if (recvErrno !== 0) {
     log('err', `bl_recv: recvmsg failed (${errnoMessage(recvErrno)})`);
     drop('recv');
@@ -69,11 +134,11 @@ export function decodeRecord(
   }
 
   let gotFd = false;
-  const cmsgCount = int32(r, layout.cmsgCount);
+  const cmsgCount = i32[base + W.cmsgCount];
   for (let k = 0; k < Math.min(cmsgCount, layout.cmsgSlots); k++) {
-    const level = int32(r, layout.cmsgLevel + 4 * k);
-    const type = int32(r, layout.cmsgType + 4 * k);
-    const len = uint32(r, layout.cmsgLen + 4 * k);
+    const level = i32[base + W.cmsgLevel + k];
+    const type = i32[base + W.cmsgType + k];
+    const len = u32[base + W.cmsgLen + k];
     if (level !== constants.SOL_SOCKET) log('err', `unexpected cmsg_level ${level}`);
     else if (type === constants.SCM_RIGHTS) {
       if (len === constants.CMSG_LEN_INT) gotFd = true;
@@ -81,57 +146,59 @@ export function decodeRecord(
     } else if (type !== constants.SCM_CREDENTIALS) log('err', `unexpected cmsg_type ${type}`);
   }
   if (cmsgCount > layout.cmsgSlots) log('err', `unexpected cmsg count ${cmsgCount}`);
-  const flags = int32(r, layout.flags);
+  const flags = i32[base + W.flags];
   if (flags & constants.MSG_CTRUNC) log('debug', 'control data truncated');
 
-  const hasCred = int32(r, layout.hasCred) !== 0;
+  const hasCred = i32[base + W.hasCred] !== 0;
   if (!hasCred || !gotFd) {
     log('err', `message missing ${hasCred ? '' : 'cred'} ${gotFd ? '' : 'fd'}`);
     drop('credentials');
     return undefined;
   }
-  const length = uint32(r, layout.length);
+  const length = u32[base + W.length];
   if (length < HEADER_SIZE) {
     log('err', `message too short ${length}`);
     drop('short');
     return undefined;
   }
-  const payload = r.subarray(layout.payload, layout.payload + Math.min(length, layout.payloadMax));
-  const header = decodeHeader(payload);
-  if (header.version !== WIRE_VERSION) {
-    log('err', `bad version ${header.version}`);
+  const header = base + W.payload;
+  const version = u32[header + HEADER_VERSION];
+  if (version !== WIRE_VERSION) {
+    log('err', `bad version ${version}`);
     drop('version');
     return undefined;
   }
   // Linux reports the real length of a datagram cut at the buffer; the BSDs only that it was cut.
   const lengthUnknown = (flags & constants.MSG_TRUNC) !== 0 && length <= layout.payloadMax;
-  if (!lengthUnknown && header.length !== length) log('debug', `header length ${header.length} != ${length} received`);
+  const headerLength = u32[header + HEADER_LENGTH];
+  if (!lengthUnknown && headerLength !== length) log('debug', `header length ${headerLength} != ${length} received`);
 
-  const peer = peerSockaddr(r, payload, header.salen, log);
+  const peer = peerEndpoint(records, base, u32[header + HEADER_SALEN], log);
   if (peer === undefined) {
     drop('peer');
     return undefined;
   }
-  const local = localEndpoint(r, log);
+  const local = localEndpoint(records, base, log);
   if (local === undefined) {
     drop('local');
     return undefined;
   }
-  const refusal = refused(r, policy, peer.explicit && local.socketType === 'stream');
+  const refusal = refused(records, base, policy, peer.explicit && local.socketType === 'stream');
   if (refusal !== undefined) {
-    log('err', `${refusal.message} from uid ${uint32(r, layout.uid)} (pid ${int32(r, layout.pid)})`);
+    log('err', `${refusal.message} from uid ${u32[base + W.uid]} (pid ${i32[base + W.pid]})`);
     drop(refusal.reason);
     return undefined;
   }
-  const remote = decodeSockaddr(peer.buffer, peer.offset, peer.length);
+  const remote = endpointAddress(records, peer.at, peer.length);
   if (remote?.family !== local.address.family) {
     // Upstream aborts here (G9): a local denial of service.
-    log('err', `mismatched family ${sockaddrFamily(peer.buffer, peer.offset)} != ${sockaddrFamily(r, layout.local)}`);
+    log('err', `mismatched family ${i32[peer.at]} != ${i32[base + W.local]}`);
     drop('family');
     return undefined;
   }
-  if (header.type < WireType.ADD || header.type > WireType.BADUSER) {
-    log('err', `unknown message ${header.type | 0}`);
+  const type = u32[header + HEADER_TYPE];
+  if (type < WireType.ADD || type > WireType.BADUSER) {
+    log('err', `unknown message ${type | 0}`);
     drop('type');
     return undefined;
   }
@@ -142,31 +209,32 @@ export function decodeRecord(
     log('debug', `message text truncated from ${from} to ${TEXT_MAX} bytes`);
     textEnd = HEADER_SIZE + TEXT_MAX;
   }
+  const payload = base * 4 + layout.payload;
   return {
-    type: header.type as Notification['type'],
-    text: decodeText(payload, HEADER_SIZE, textEnd),
-    pid: int32(r, layout.pid),
-    uid: uint32(r, layout.uid),
-    gid: uint32(r, layout.gid),
+    type: type as Notification['type'],
+    text: decodeText(records.bytes, payload + HEADER_SIZE, payload + textEnd),
+    pid: i32[base + W.pid],
+    uid: u32[base + W.uid],
+    gid: u32[base + W.gid],
     socketType: local.socketType,
-    ipProtocol: int32(r, layout.protoErrno) === 0 ? int32(r, layout.proto) : 0,
+    ipProtocol: i32[base + W.protoErrno] === 0 ? i32[base + W.proto] : 0,
     local: local.address,
     remote,
     explicitPeer: peer.explicit,
   };
 }
 
-interface SockaddrRef {
-  buffer: Buffer;
-  offset: number;
+/** The words of a decoded endpoint in a record, and the length of the sockaddr it came from. */
+interface EndpointRef {
+  at: number;
   length: number;
   explicit: boolean;
 }
 
 /** protocol.md §6: the kernel's peer of a connected socket, else the address in the message. */
-function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): SockaddrRef | undefined {
-  const peerErrno = int32(r, layout.peerErrno);
-  if (peerErrno === 0) return { buffer: r, offset: layout.peer, length: uint32(r, layout.peerLen), explicit: false };
+function peerEndpoint(records: RecordBuffer, base: number, salen: number, log: LogFn): EndpointRef | undefined {
+  const peerErrno = records.i32[base + W.peerErrno];
+  if (peerErrno === 0) return { at: base + W.peer, length: records.u32[base + W.peerLen], explicit: false };
   if (peerErrno !== constants.ENOTCONN) {
     log('err', `getpeername failed (${errnoMessage(peerErrno)})`);
     return undefined;
@@ -175,7 +243,7 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
     log('err', 'unconnected socket with no peer in message');
     return undefined;
   }
-  const familyNumber = sockaddrFamily(payload, SOCKADDR_OFFSET);
+  const familyNumber = records.i32[base + W.named];
   const family = familyOfNative(NATIVE_FAMILIES, familyNumber);
   if (family === undefined) {
     log('err', `bad client passed socket family ${familyNumber}`);
@@ -185,42 +253,49 @@ function peerSockaddr(r: Buffer, payload: Buffer, salen: number, log: LogFn): So
     log('err', `bad client passed socket length ${sockaddrSize(family)} != ${salen}`);
     return undefined;
   }
-  return { buffer: payload, offset: SOCKADDR_OFFSET, length: salen, explicit: true };
+  return { at: base + W.named, length: salen, explicit: true };
 }
 
 /** The sender policy's objection to a valid record, if any. */
-function refused(r: Buffer, policy: SenderPolicy, explicitStreamPeer: boolean): { reason: DropReason; message: string } | undefined {
+function refused(
+  records: RecordBuffer,
+  base: number,
+  policy: SenderPolicy,
+  explicitStreamPeer: boolean,
+): { reason: DropReason; message: string } | undefined {
   if (policy.netns !== undefined) {
-    const netnsErrno = int32(r, layout.netnsErrno);
+    const netnsErrno = records.i32[base + W.netnsErrno];
     if (netnsErrno !== 0)
       return { reason: 'netns', message: `refused a socket whose network namespace cannot be read (${errnoMessage(netnsErrno)})` };
-    if (policy.netns.compare(r, layout.netns, layout.netns + 8) !== 0)
+    // the 8 bytes as two host-order words on both sides: equal words, equal bytes
+    const u32 = records.u32;
+    if (u32[base + W.netns] !== readHost32(policy.netns, 0) || u32[base + W.netns + 1] !== readHost32(policy.netns, 4))
       return { reason: 'netns', message: 'refused a socket of another network namespace' };
   }
-  if (explicitStreamPeer && !policy.trusted(uint32(r, layout.uid), uint32(r, layout.gid)))
+  if (explicitStreamPeer && !policy.trusted(records.u32[base + W.uid], records.u32[base + W.gid]))
     return { reason: 'untrusted', message: 'refused an explicit peer for a stream socket' };
   return undefined;
 }
 
 /** daemon.md §5.2: the local address, port and socket type of the passed socket. */
-function localEndpoint(r: Buffer, log: LogFn): { address: SocketAddress; socketType: SocketType } | undefined {
-  const localErrno = int32(r, layout.localErrno);
+function localEndpoint(records: RecordBuffer, base: number, log: LogFn): { address: SocketAddress; socketType: SocketType } | undefined {
+  const i32 = records.i32;
+  const localErrno = i32[base + W.localErrno];
   if (localErrno !== 0) {
     log('err', `getsockname failed (${errnoMessage(localErrno)})`);
     return undefined;
   }
-  const localLen = uint32(r, layout.localLen);
-  const address = decodeSockaddr(r, layout.local, localLen);
+  const address = endpointAddress(records, base + W.local, records.u32[base + W.localLen]);
   if (address === undefined) {
-    log('err', `unsupported family ${localLen >= 2 ? sockaddrFamily(r, layout.local) : 0}`);
+    log('err', `unsupported family ${i32[base + W.local]}`);
     return undefined;
   }
-  const typeErrno = int32(r, layout.typeErrno);
+  const typeErrno = i32[base + W.typeErrno];
   if (typeErrno !== 0) {
     log('err', `getsockopt failed (${errnoMessage(typeErrno)})`);
     return undefined;
   }
-  const type = int32(r, layout.type);
+  const type = i32[base + W.type];
   if (type === constants.SOCK_STREAM) return { address, socketType: 'stream' };
   if (type === constants.SOCK_DGRAM) return { address, socketType: 'dgram' };
   log('err', `unsupported protocol ${type}`);

@@ -6,8 +6,8 @@ import { constants as os } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 import type { LogFn, Notification } from '../types.js';
 import { errnoMessage, errnoText } from '../errno.js';
-import { ServerSocket, constants, layout, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
-import { decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
+import { ServerSocket, constants, processNetns, setSocketMode, socketInfo, type ServerSocketHandle } from './native.js';
+import { RecordBuffer, decodeRecord, rootOnly, type DropReason, type SenderPolicy } from './receive.js';
 import { removeStaleSocket } from './socketfile.js';
 
 export const DEFAULT_SOCKET_PATH = '/var/run/blocklistd.sock';
@@ -181,8 +181,10 @@ export class NotificationSocket {
   private readonly log: LogFn;
   private readonly drop: ((reason: DropReason) => void) | undefined;
   private readonly batchSize: number;
-  private readonly queue: number;
-  private readonly records: Buffer;
+  /** The receiving thread's ring of records, lent batch by batch. */
+  private readonly records: RecordBuffer;
+  /** Where the next lent records start in the ring. */
+  private next = 0;
   private readonly policy: SenderPolicy;
   /** The kernel's queue of this socket. */
   readonly kernelQueue: KernelQueue;
@@ -200,11 +202,12 @@ export class NotificationSocket {
     this.log = options.log;
     this.drop = options.onDrop;
     this.batchSize = options.batchSize ?? 512;
-    this.queue = options.queue ?? 8192;
     this.policy = { netns: ownNetns().id, trusted: options.trusted ?? rootOnly };
     // A batch of 0 would leave the queue readable and the poll spinning.
     if (!Number.isInteger(this.batchSize) || this.batchSize < 1)
       throw new RangeError(`batchSize ${this.batchSize}: not a positive integer`);
+    const queue = options.queue ?? 8192;
+    if (!Number.isInteger(queue) || queue < 1) throw new RangeError(`queue ${queue}: not a positive integer`);
     if (options.fd !== undefined) {
       this.handle = adopt(path, options.fd);
       const length = readQlen();
@@ -220,8 +223,7 @@ export class NotificationSocket {
       this.handle = bound.handle;
       this.kernelQueue = bound.queue;
     }
-    // Not from the pool: the addon needs the records aligned.
-    this.records = Buffer.alloc(this.batchSize * layout.size);
+    this.records = new RecordBuffer(queue);
   }
 
   /** Calls `onBatch` with the notifications of each wake-up, in arrival order. */
@@ -229,17 +231,19 @@ export class NotificationSocket {
     this.handle.start(() => {
       const batch = this.receive();
       if (batch.length > 0) onBatch(batch);
-    }, this.queue);
+    }, this.records.bytes);
   }
 
   /** Takes what was received, up to one batch; drops are logged. */
   receive(): Notification[] {
-    const n = this.handle.drain(this.records, this.batchSize);
+    const n = this.handle.take(this.batchSize);
+    const first = this.next;
     const batch: Notification[] = [];
-    for (let i = 0; i < n; i++) {
-      const notification = decodeRecord(this.records.subarray(i * layout.size, (i + 1) * layout.size), this.log, this.policy, this.drop);
+    for (let i = first; i < first + n; i++) {
+      const notification = decodeRecord(this.records, i, this.log, this.policy, this.drop);
       if (notification !== undefined) batch.push(notification);
     }
+    this.next = (first + n) % this.records.capacity;
     return batch;
   }
 
@@ -252,7 +256,8 @@ export class NotificationSocket {
   stop(): Notification[] {
     this.handle.stop();
     const rest: Notification[] = [];
-    for (let batch = this.receive(); batch.length > 0; batch = this.receive()) rest.push(...batch);
+    // until nothing waits, not until an empty batch: a batch whose datagrams were all dropped is empty
+    while (this.handle.waiting() > 0) rest.push(...this.receive());
     return rest;
   }
 

@@ -8,8 +8,9 @@ import { buildRuleSet } from '../../src/conf/ruleset.js';
 import { systemEnv } from '../../src/conf/system.js';
 import { probeOf } from '../../src/daemon/probe.js';
 import { constants, layout } from '../../src/protocol/native.js';
-import { decodeRecord, rootOnly } from '../../src/protocol/receive.js';
-import { encodeNotification, encodeSockaddr, writeHost32 } from '../../src/protocol/wire.js';
+import { RecordBuffer, decodeRecord, rootOnly } from '../../src/protocol/receive.js';
+import { NATIVE_FAMILIES, encodeNotification, sockaddrSize, writeHost32 } from '../../src/protocol/wire.js';
+import { nativeFamily } from '../../src/address.js';
 import { WireType, type AddressFamily } from '../../src/types.js';
 import { record } from './results.js';
 
@@ -29,9 +30,17 @@ const NO_INTERFACES = new Map();
 const policy = { netns: undefined, trusted: rootOnly };
 const ignore = (): void => {};
 
+/** A socket address as the addon decodes it into a record (native.ts `layout`). */
+function writeEndpoint(r: Buffer, at: number, family: AddressFamily, address: Uint8Array, port: number): void {
+  writeHost32(r, at, nativeFamily(NATIVE_FAMILIES, family));
+  writeHost32(r, at + 4, port);
+  for (let k = 0; k < address.length / 4; k++) writeHost32(r, at + 8 + 4 * k, Buffer.from(address).readUInt32BE(4 * k));
+}
+
 /** A record as the receive thread drains it: a TCP socket of `family` connected from `remote` to port 22. */
-function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Array): Buffer {
-  const r = Buffer.alloc(layout.size);
+function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Array): RecordBuffer {
+  const records = new RecordBuffer(1);
+  const r = records.bytes;
   const payload = encodeNotification(WireType.ADD, null, Buffer.from('ssh'));
   writeHost32(r, layout.length, payload.length);
   writeHost32(r, layout.cmsgCount, 2);
@@ -44,17 +53,15 @@ function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Ar
   writeHost32(r, layout.pid, 1234);
   writeHost32(r, layout.proto, 6);
   writeHost32(r, layout.type, constants.SOCK_STREAM);
-  const localSockaddr = encodeSockaddr(family, local, 22);
-  localSockaddr.copy(r, layout.local);
-  writeHost32(r, layout.localLen, localSockaddr.length);
-  const peer = encodeSockaddr(family, remote, 40000);
-  peer.copy(r, layout.peer);
-  writeHost32(r, layout.peerLen, peer.length);
+  writeEndpoint(r, layout.local, family, local, 22);
+  writeHost32(r, layout.localLen, sockaddrSize(family));
+  writeEndpoint(r, layout.peer, family, remote, 40000);
+  writeHost32(r, layout.peerLen, sockaddrSize(family));
   payload.copy(r, layout.payload);
-  return r;
+  return records;
 }
 
-function records(family: AddressFamily): Buffer[] {
+function records(family: AddressFamily): RecordBuffer[] {
   return Array.from({ length: DISTINCT }, (_, i) => {
     if (family === 'inet') return drainedRecord(family, Uint8Array.of(192, 0, 2, 1), Uint8Array.of(198, 51, i >> 8, i & 0xff));
     const remote = Buffer.from('20010db8000000000000000000000000', 'hex');
@@ -65,10 +72,10 @@ function records(family: AddressFamily): Buffer[] {
 }
 
 /** Mean CPU µs per notification over `n`, after a warm-up. */
-function measure(rs: Buffer[], n: number): { micros: number; matched: number } {
+function measure(rs: RecordBuffer[], n: number): { micros: number; matched: number } {
   let matched = 0;
-  const once = (r: Buffer): void => {
-    const notification = decodeRecord(r, ignore, policy)!;
+  const once = (r: RecordBuffer): void => {
+    const notification = decodeRecord(r, 0, ignore, policy)!;
     const probe = probeOf(notification, env.families);
     const match = matchProbe(compiled, probe, NO_INTERFACES);
     if (match !== undefined && match.effective.address.length > 0) matched++;
