@@ -2,7 +2,7 @@
 // `cache`): the rows in use stay, the others go, at O(1) per access.
 //
 // Rows by address, then by the rest of the key compared field by field: a
-// key of every field as one string (key.ts) costs its building and hashing
+// key of every field as one string (run/inflight.ts entryId) costs its building and hashing
 // at each look-up, 0.75 µs, as much as the rest of a hit.  An address has
 // one or a few entries (one per rule it met).
 //
