@@ -64,20 +64,23 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 interface UnixDgramSocket {
   /** Emits 'error' synchronously on failure. */
   connect(path: string): void;
-  /** On a connected socket; calls back synchronously, with `code` 1 when the queue is full. */
-  send(data: Buffer, callback: (error?: UnixDgramError) => void): void;
+  /**
+   * On a connected socket, without a callback: a failure emits 'error' synchronously, a full queue 'congestion' (no
+   * listener: the line is dropped).  With a callback, a full queue makes an Error, its stack trace too, for each line
+   * dropped: 7% of the daemon's time under a flood that its syslog daemon could not keep up with.
+   */
+  send(data: Buffer): void;
   on(event: 'error', listener: (error: UnixDgramError) => void): this;
   /** Closes the descriptor and its poll handle; must be called exactly once. */
   close(): void;
 }
-/** `code` is a negative errno, or 1 for congestion. */
+/** `code` is a negative errno. */
 interface UnixDgramError extends Error {
   code: number;
 }
 const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
   createSocket(type: 'unix_dgram'): UnixDgramSocket;
 };
-const CONGESTION = 1;
 
 /** The last time stamp made, by its second and the zone's offset (TZ may change): a flood logs lines by thousands a second. */
 let lastStamp = { second: NaN, offset: NaN, text: '' };
@@ -133,9 +136,7 @@ class SyslogSender {
     for (const record of records) {
       // Unconnected, or a failed send closed the socket: the lines are dropped.
       if (this.socket === null) return;
-      this.socket.send(Buffer.from(record), (error) => {
-        if (error !== undefined && error.code !== CONGESTION) this.fail('send', error);
-      });
+      this.socket.send(Buffer.from(record));
     }
   }
 
@@ -156,13 +157,18 @@ class SyslogSender {
       return;
     }
     let refused: UnixDgramError | undefined;
-    socket.on('error', (e) => (refused = e));
+    let connected = false;
+    socket.on('error', (e) => {
+      if (connected) this.fail('send', e);
+      else refused = e;
+    });
     socket.connect(this.path);
     if (refused !== undefined) {
       socket.close();
       this.fail('connect', refused);
       return;
     }
+    connected = true;
     this.socket = socket;
     this.failing = false;
     this.closing = setImmediate(() => this.close());
