@@ -15,6 +15,7 @@
 // full of a spray of new addresses ran at a third of the speed of no cache
 // at all (test/bench/state.ts).
 import type { EffectiveRule } from '../types.js';
+import { sameRule } from './rule.js';
 
 /** A row of the entry table as the cache keeps it. */
 export interface CachedRow {
@@ -28,18 +29,6 @@ export interface CachedRow {
   /** BLOCKED (store.ts), for the kept counts. */
   blocked: boolean;
 }
-
-/** The same key but for the address (the caller's look-up compared it). */
-const sameRule = (a: EffectiveRule, b: EffectiveRule): boolean =>
-  a.port === b.port &&
-  a.name === b.name &&
-  a.lmask === b.lmask &&
-  a.proto === b.proto &&
-  a.uid === b.uid &&
-  a.nfail === b.nfail &&
-  a.rmask === b.rmask &&
-  a.duration === b.duration &&
-  a.family === b.family;
 
 export class RowCache {
   private young = new Map<string, CachedRow[]>();
