@@ -133,15 +133,15 @@ export function entryFields(event: string, k: EffectiveRule, address = k.address
 export const blockedFor = (seconds: number | undefined): string => (seconds === undefined ? '' : ` (blocked ${elapsed(seconds)})`);
 
 /** upstream's line for a notification processed; `report`: sent through the control socket's report command. */
-const processingLine = (n: Notification): string => {
+const processingLine = (n: Notification, address: string): string => {
   const via = n.report === undefined ? '' : ` report source=${n.report.source} pid=${n.pid}`;
-  return `processing type=${n.type} remote=${toText(n.remote)}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`;
+  return `processing type=${n.type} remote=${address}:${n.remote.port} msg="${n.text}" uid=${n.uid} gid=${n.gid}${via}`;
 };
 
-const processingFields = (n: Notification): LogFields => ({
+const processingFields = (n: Notification, address: string): LogFields => ({
   event: 'notification',
   type: typeLabel(n.type),
-  address: toText(n.remote),
+  address,
   port: n.remote.port,
   uid: n.uid,
   gid: n.gid,
@@ -313,17 +313,19 @@ export class Engine {
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
     const { log, store } = this.options;
-    // with a text or as a report, the notification is logged at info; else only as a debug line
-    if (n.text !== '' || n.report !== undefined) log('info', processingLine(n), processingFields(n));
+    // with a text or as a report, the notification is logged at info; else only as a debug line.  The client's
+    // address as text made once, for both and a block's lines (clients send a text: the line is made)
+    const client = toText(n.remote);
+    if (n.text !== '' || n.report !== undefined) log('info', processingLine(n, client), processingFields(n, client));
     else
       this.debugLine(
         1,
-        () => processingLine(n),
-        () => processingFields(n),
+        () => processingLine(n, client),
+        () => processingFields(n, client),
       );
     const probe = probeOf(n, this.options.families);
     if (this.options.allowSelf === true && isSelfAddress(probe.remote, this.ownNetworks)) {
-      this.ignoredSelf(toText(n.remote));
+      this.ignoredSelf(client);
       return;
     }
     const match = this.rules && matchProbe(this.rules, probe, this.interfaces);
@@ -359,15 +361,15 @@ export class Engine {
       e.last = now;
       if (isBlocked(e)) {
         if (e.id !== '') {
-          log('info', `blocked ${toText(n.remote)}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, {
-            ...blockFields(e, toText(n.remote), 'limit', e.count),
+          log('info', `blocked ${client}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, {
+            ...blockFields(e, client, 'limit', e.count),
             renewed: true,
           });
           afterCommit.push(() => this.renewed(key, e.id, now, blockSeconds(e)));
         } else if (!this.work.adding(id)) {
           // a new block: its number and length by the address's history (escalation)
           Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
-          this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client: toText(n.remote), origin: 'limit' });
+          this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client, origin: 'limit' });
           added.push(id);
           afterCommit.push(() => this.startAdd(key, '', blockSeconds(e)));
         }

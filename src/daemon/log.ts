@@ -64,28 +64,45 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 interface UnixDgramSocket {
   /** Emits 'error' synchronously on failure. */
   connect(path: string): void;
-  /** On a connected socket; calls back synchronously, with `code` 1 when the queue is full. */
-  send(data: Buffer, callback: (error?: UnixDgramError) => void): void;
+  /**
+   * On a connected socket, without a callback: a failure emits 'error' synchronously, a full queue 'congestion' (no
+   * listener: the line is dropped).  With a callback, a full queue makes an Error, its stack trace too, for each line
+   * dropped: 7% of the daemon's time under a flood that its syslog daemon could not keep up with.
+   */
+  send(data: Buffer): void;
   on(event: 'error', listener: (error: UnixDgramError) => void): this;
   /** Closes the descriptor and its poll handle; must be called exactly once. */
   close(): void;
 }
-/** `code` is a negative errno, or 1 for congestion. */
+/** `code` is a negative errno. */
 interface UnixDgramError extends Error {
   code: number;
 }
 const unixDgram = createRequire(import.meta.url)('unix-dgram') as {
   createSocket(type: 'unix_dgram'): UnixDgramSocket;
 };
-const CONGESTION = 1;
+
+/** The last time stamp made, by its second and the zone's offset (TZ may change): a flood logs lines by thousands a second. */
+let lastStamp = { second: NaN, offset: NaN, text: '' };
+
+/** `Mmm dd hh:mm:ss` in local time. */
+function stampOf(time: Date): string {
+  const second = Math.floor(time.getTime() / 1000);
+  const offset = time.getTimezoneOffset();
+  if (second === lastStamp.second && offset === lastStamp.offset) return lastStamp.text;
+  const two = (n: number): string => String(n).padStart(2, '0');
+  const text =
+    `${MONTHS[time.getMonth()]} ${String(time.getDate()).padStart(2, ' ')} ` +
+    `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}`;
+  lastStamp = { second, offset, text };
+  return text;
+}
 
 /** The records glibc's syslog(3) sends for `message`, one per line, carriage returns removed. */
 export function syslogRecords(ident: string, pid: number, level: LogLevel, time: Date, message: string): string[] {
-  const two = (n: number): string => String(n).padStart(2, '0');
-  const stamp =
-    `${MONTHS[time.getMonth()]} ${String(time.getDate()).padStart(2, ' ')} ` +
-    `${two(time.getHours())}:${two(time.getMinutes())}:${two(time.getSeconds())}`;
-  const head = `<${LOG_DAEMON | SEVERITY[level]}>${stamp} ${ident}[${pid}]: `;
+  const head = `<${LOG_DAEMON | SEVERITY[level]}>${stampOf(time)} ${ident}[${pid}]: `;
+  // most messages are one line: no regular expression and split for them (5% of the daemon's time under a flood with both)
+  if (!message.includes('\n') && !message.includes('\r')) return [head + message];
   return message
     .replace(/\r/g, '')
     .split('\n')
@@ -119,9 +136,7 @@ class SyslogSender {
     for (const record of records) {
       // Unconnected, or a failed send closed the socket: the lines are dropped.
       if (this.socket === null) return;
-      this.socket.send(Buffer.from(record), (error) => {
-        if (error !== undefined && error.code !== CONGESTION) this.fail('send', error);
-      });
+      this.socket.send(Buffer.from(record));
     }
   }
 
@@ -142,13 +157,18 @@ class SyslogSender {
       return;
     }
     let refused: UnixDgramError | undefined;
-    socket.on('error', (e) => (refused = e));
+    let connected = false;
+    socket.on('error', (e) => {
+      if (connected) this.fail('send', e);
+      else refused = e;
+    });
     socket.connect(this.path);
     if (refused !== undefined) {
       socket.close();
       this.fail('connect', refused);
       return;
     }
+    connected = true;
     this.socket = socket;
     this.failing = false;
     this.closing = setImmediate(() => this.close());

@@ -13,18 +13,7 @@ import type { StateStore } from '../state/store.js';
 import { ANY, type EffectiveRule, type Entry, type LogFn } from '../types.js';
 import { aggregateNetwork, inNetwork, textRange, type AggregatePolicy, type AllowedNetwork } from './aggregate.js';
 import { PERMANENT } from './policy.js';
-
-/** The same rule but for the address: blocks that one network block can stand for. */
-const sameRule = (a: EffectiveRule, b: EffectiveRule): boolean =>
-  a.name === b.name &&
-  a.family === b.family &&
-  a.lmask === b.lmask &&
-  a.port === b.port &&
-  a.proto === b.proto &&
-  a.uid === b.uid &&
-  a.nfail === b.nfail &&
-  a.rmask === b.rmask &&
-  a.duration === b.duration;
+import { sameRule } from '../state/rule.js';
 
 export class Aggregator {
   private policies: ReadonlyMap<string, AggregatePolicy> = new Map();

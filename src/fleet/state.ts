@@ -50,7 +50,7 @@ const LOCAL_HOLDER =
   'SELECT id FROM entry WHERE address = ? AND port = ? AND name = ? AND lmask = ? AND proto = ? ' + `AND (${BLOCKED}) LIMIT 1`;
 
 export class FleetState {
-  private readonly db: Database.Database;
+  private readonly store: StateStore;
   private readonly getStmt: Database.Statement;
   private readonly putStmt: Database.Statement;
   private readonly deleteStmt: Database.Statement;
@@ -69,7 +69,8 @@ export class FleetState {
   private readonly queuedStmt: Database.Statement;
 
   constructor(store: StateStore) {
-    const db = (this.db = store.database);
+    const db = store.database;
+    this.store = store;
     this.getStmt = db.prepare('SELECT * FROM fleet_block WHERE key = ?');
     this.putStmt = db.prepare(
       'INSERT INTO fleet_block (key, origin, name, address, mask, proto, port, start, ends, reason, id) ' +
@@ -104,7 +105,8 @@ export class FleetState {
   }
 
   transaction<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    // the store's: a rollback empties its cache of entries too
+    return this.store.transaction(fn);
   }
 
   get(key: string): LearnedBlock | undefined {
