@@ -306,6 +306,14 @@ test('-r in one batch: each new id written alone; an entry counted meanwhile kee
       ['192.0.2.41', 8, T + 5, idOf('192.0.2.41')],
     ],
   );
+  // the entry read (and cached by the store) while the batch ran keeps the restored id through its next count
+  engine.processBatch([failure('192.0.2.41')]);
+  assert.deepEqual(
+    entries()
+      .filter((e) => e.key.address === '192.0.2.41')
+      .map((e) => [e.count, e.id]),
+    [[10, idOf('192.0.2.41')]],
+  );
 });
 
 test('a manual block adds at once and records the id; a second one only renews the time', async (t) => {
