@@ -177,7 +177,7 @@ async function restore(): Promise<void> {
         name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`,
         value: ms / 1000,
         unit: 's',
-        target: atMost(5),
+        target: atMost(1),
       });
     } finally {
       reader.close();
