@@ -217,7 +217,13 @@ describe('blocklistd --sender-rate', () => {
           '30000',
         ]);
         assert.equal(r.code, 0, r.stdout + r.stderr);
-        const s = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
+        // the barrier says the receiving thread has them all (it closed their descriptors); the event loop may still
+        // have the last batches to count: asked again until they are in, or 10 s
+        let s = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
+        for (const deadline = Date.now() + 10_000; s.counters.notifications['auth_fail:matched'] !== 2000 && Date.now() < deadline;) {
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          s = await controlStatus(join(daemon.dir, 'blocklistd.ctl'));
+        }
         assert.equal(s.counters.notifications['auth_fail:matched'], 2000, trust.join(' '));
         assert.equal(s.counters.notifications_dropped.rate_limit, 0, trust.join(' '));
         await daemon.stop();
