@@ -15,7 +15,8 @@ import { buildRuleSet } from '../src/conf/ruleset.js';
 import { interfaceAddresses, systemEnv } from '../src/conf/system.js';
 import { ANY, type EffectiveRule, type InterfaceAddresses, type Match, type RuleSet } from '../src/conf/types.js';
 import { probeOf } from '../src/daemon/probe.js';
-import { decodeSockaddr, encodeSockaddr } from '../src/protocol/wire.js';
+import { encodeSockaddr } from '../src/protocol/wire.js';
+import { decodeSockaddr } from './wire-decode.js';
 import { formatLocation } from '../src/conf/format.js';
 import { isRoot, repoRoot, run, sharedTree, tcpNotification, tempDir } from './support.js';
 

@@ -7,14 +7,13 @@ import {
   AUTH_OK,
   BAD_USER,
   HEADER_SIZE,
-  decodeHeader,
-  decodeSockaddr,
   encodeNotification,
   encodeSockaddr,
   encodeText,
   wireTypeOf,
 } from '../src/protocol/wire.js';
 import { decodeText } from '../src/text.js';
+import { decodeHeader, decodeSockaddr } from './wire-decode.js';
 import { WireType } from '../src/types.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');

@@ -2,9 +2,9 @@
 // byte order, an embedded sockaddr in the kernel's layout (ports and
 // addresses in network order), then at most 128 bytes of text.
 import { endianness } from 'node:os';
-import { familyOfNative, nativeFamily, type FamilyNumbers } from '../address.js';
+import { nativeFamily, type FamilyNumbers } from '../address.js';
 import { cutUtf8 } from '../text.js';
-import { WireType, type AddressFamily, type SocketAddress } from '../types.js';
+import { WireType, type AddressFamily } from '../types.js';
 import { constants } from './native.js';
 
 export const WIRE_VERSION = 1;
@@ -40,24 +40,6 @@ export function writeHost32(b: Buffer, offset: number, value: number): void {
   else b.writeUInt32BE(value >>> 0, offset);
 }
 
-export interface Header {
-  /** What the sender says header + text measure; never trusted. */
-  length: number;
-  version: number;
-  type: number;
-  /** Length of the explicit peer address: 0, 16 or 28 from a conforming sender. */
-  salen: number;
-}
-
-export function decodeHeader(b: Buffer, offset = 0): Header {
-  return {
-    length: readHost32(b, offset),
-    version: readHost32(b, offset + 4),
-    type: readHost32(b, offset + 8),
-    salen: readHost32(b, offset + 12),
-  };
-}
-
 /** One datagram: the header, `sockaddr` (if any) at offset 16, then `text`. */
 export function encodeNotification(type: number, sockaddr: Buffer | null, text: Buffer): Buffer {
   const b = Buffer.alloc(HEADER_SIZE + text.length);
@@ -68,12 +50,6 @@ export function encodeNotification(type: number, sockaddr: Buffer | null, text: 
   sockaddr?.copy(b, SOCKADDR_OFFSET);
   text.copy(b, HEADER_SIZE);
   return b;
-}
-
-/** The family number of a sockaddr, in the platform's layout. */
-export function sockaddrFamily(b: Buffer, offset: number): number {
-  if (constants.HAVE_SA_LEN) return b[offset + 1];
-  return HOST_LE ? b.readUInt16LE(offset) : b.readUInt16BE(offset);
 }
 
 /** This platform's AF_INET and AF_INET6. */
@@ -103,21 +79,6 @@ export function encodeSockaddr(family: AddressFamily, address: Uint8Array, port:
     writeHost32(b, 24, scopeId);
   }
   return b;
-}
-
-/**
- * Decodes `len` bytes of sockaddr at `offset`; undefined unless a complete
- * IPv4/IPv6 one.  The address stays words in network order (sin_addr at
- * +4, sin6_addr at +8): nothing on the way to the state key needs its text.
- */
-export function decodeSockaddr(b: Buffer, offset: number, len: number): SocketAddress | undefined {
-  if (len < 2) return undefined;
-  const family = familyOfNative(NATIVE_FAMILIES, sockaddrFamily(b, offset));
-  if (family === undefined || len < sockaddrSize(family)) return undefined;
-  const port = b.readUInt16BE(offset + 2);
-  if (family === 'inet') return { family, words: [b.readUInt32BE(offset + 4)], port };
-  const at = offset + 8;
-  return { family, words: [b.readUInt32BE(at), b.readUInt32BE(at + 4), b.readUInt32BE(at + 8), b.readUInt32BE(at + 12)], port };
 }
 
 /** The message as a client library sends it: UTF-8, cut to 128 bytes on a character boundary. */
