@@ -221,9 +221,10 @@ async function latency(): Promise<void> {
   const latencies: number[] = [];
   for (let i = 0; i < 40; i++) {
     const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
-    // wall-clock nanoseconds, as the helper's `date +%s%N` gives them
-    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    // read before the clock starts: the time of this read is the benchmark's, not the daemon's
     const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
+    // wall-clock nanoseconds, as the helper's clock_gettime(CLOCK_REALTIME) gives them
+    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
     reporter.report(AUTH_FAIL, 'ssh');
     await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
     const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
