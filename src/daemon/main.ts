@@ -61,7 +61,8 @@ function tellParent(fd: number, text: string): void {
 export async function main(argv: string[]): Promise<void> {
   // An idle daemon's notification runs code that V8 has run a few times at most, and so interprets: compiled at once
   // to baseline code (Sparkplug, which does not optimise), the JavaScript from a notification to its helper's start
-  // took 0.73 ms instead of 1.12 ms (medians of 117, issue 19).  Hot code is optimised as before.
+  // took 0.11-0.39 ms less than its 1.0-1.1 ms (medians of 117-157 in two sets of interleaved runs, issue 19, helper.md
+  // §1.9).  Hot code is optimised as before.
   setFlagsFromString('--always-sparkplug');
   const progname = basename(argv[1] ?? 'blocklistd');
   let options: DaemonOptions;
