@@ -86,7 +86,7 @@ let unreaped = 0;
  *
  * When no other helper is starting or running (an idle daemon's new block)
  * it starts on the event loop's thread, which then waits for the child's
- * exec (0.1-0.35 ms on the 2-core bench machine) but wakes no thread of
+ * exec (0.1-0.5 ms on the 2-core bench machine) but wakes no thread of
  * libuv's pool first; otherwise in the pool, so that a burst of blocks does
  * not hold the loop for each of its starts (spawn.cc).
  */

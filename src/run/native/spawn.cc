@@ -11,8 +11,8 @@
 // either (45% of the loop's time while blocking 2,000 new addresses when it
 // ran there).  Where nothing else is starting or running (an idle daemon's
 // new block) spawnHere starts it on the calling thread instead: the loop
-// then waits for the child's exec (0.1-0.35 ms) but no pool thread has to
-// be woken first, which cost 0.15-0.2 ms of the time from a notification to
+// then waits for the child's exec (0.1-0.5 ms) but no pool thread has to
+// be woken first, which cost 0.15-0.28 ms of the time from a notification to
 // the helper's first instruction (issue 19).
 //
 // The child is set up as libuv sets up a child_process.spawn child with
