@@ -32,11 +32,14 @@ interface Facts {
   missing: number;
 }
 
-/** What the probe reports, started by `starter`; `wrapper`: the command that runs it. */
-function facts(starter: 'posix_spawn' | 'fork', wrapper: string[] = []): Facts {
+/**
+ * What the probe reports, started by `starter`; `wrapper`: the command that runs it; `busy`: with another helper
+ * running meanwhile (the addon then starts them in libuv's thread pool, else on the event loop's thread).
+ */
+function facts(starter: 'posix_spawn' | 'fork', wrapper: string[] = [], busy = false): Facts {
   const command = [...wrapper, process.execPath, join(repoRoot, 'test/fixtures/start-probe.mjs')];
   const out = execFileSync(command[0]!, command.slice(1), {
-    env: { ...process.env, BLOCKLISTD_SPAWN: starter === 'fork' ? 'fork' : '' },
+    env: { ...process.env, BLOCKLISTD_SPAWN: starter === 'fork' ? 'fork' : '', START_PROBE_BUSY: busy ? '1' : '' },
     encoding: 'utf8',
   });
   return JSON.parse(out) as Facts;
@@ -49,7 +52,9 @@ test('both starters start a helper alike: a session of its own, default signals,
   assert.equal(forked.starter, 'fork');
   const spawned = facts('posix_spawn');
   assert.equal(spawned.starter, linux ? 'posix_spawn' : 'fork', 'posix_spawn wherever pidfds exist');
-  for (const f of [forked, spawned]) {
+  // the addon's two ways: on the event loop's thread when no other helper runs, in the thread pool beside one
+  const pooled = facts('posix_spawn', [], true);
+  for (const f of [forked, spawned, pooled]) {
     assert.equal(f.pgid, f.pid, `${f.starter}: its own process group`);
     assert.equal(f.sid, f.pid, `${f.starter}: its own session`);
     assert.equal(f.sigIgn, 'SigIgn:\t0000000000000000', `${f.starter}: no signal ignored (the daemon ignores SIGPIPE)`);

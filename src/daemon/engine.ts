@@ -260,6 +260,8 @@ export class Engine {
     this.debugLine(2, () => `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.evicted(evicted);
+    // the batch's helper calls start now, after its log lines and before the timer is re-armed
+    this.batcher.startSingles();
     this.armExpiry();
   }
 

@@ -81,6 +81,18 @@ export class HelperBatcher {
     await this.runBatch(calls, flushes);
   }
 
+  /**
+   * Without batch mode, the calls gathered start now rather than after the
+   * running task: the caller has committed what they wait for, and the
+   * rest of its task (timers re-armed, the receive loop's bookkeeping, the
+   * ticks queued meanwhile) no longer delays a block (0.10-0.17 ms of the
+   * 3.4 ms from a notification to the helper's start on an idle daemon,
+   * issue 19).  In batch mode the window gathers them as before.
+   */
+  startSingles(): void {
+    if (!this.batchMode && this.gathered.length > 0) this.dispatch();
+  }
+
   /** The calls gathered go to the helper now (at stop: started before it stops, or cancelled by its stop). */
   flush(): void {
     if (this.gathered.length > 0) this.dispatch();

@@ -47,6 +47,14 @@ interface SpawnBinding {
     onStart: (errno: number, pid: number, syscall: string) => void,
     onExit: (code: number, signal: number) => void,
   ): [stdout: number, stdin: number];
+  /** The same with the child started on this thread before it returns (errno 0: started, else the syscall that failed). */
+  spawnHere(
+    file: string,
+    argv: string[],
+    env: string[] | null,
+    stdinPipe: boolean,
+    onExit: (code: number, signal: number) => void,
+  ): [stdout: number, stdin: number, errno: number, pid: number, syscall: string];
 }
 
 /** The addon where it can be used, else undefined. */
@@ -68,10 +76,19 @@ export const starter: 'posix_spawn' | 'fork' = binding === undefined ? 'fork' : 
 const SIGNAL_NAMES = new Map<number, NodeJS.Signals>();
 for (const [name, n] of Object.entries(constants.signals)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name as NodeJS.Signals);
 
+/** Helpers the addon started (or is starting) that have not been reaped yet. */
+let unreaped = 0;
+
 /**
  * A helper started by the addon: 'spawn' once it runs (then `pid` is set),
  * or 'error' (an Error with `errno`, as child_process's) when it could not
  * be started; then 'exit' once it has been reaped.
+ *
+ * When no other helper is starting or running (an idle daemon's new block)
+ * it starts on the event loop's thread, which then waits for the child's
+ * exec (0.1-0.5 ms on the 2-core bench machine) but wakes no thread of
+ * libuv's pool first; otherwise in the pool, so that a burst of blocks does
+ * not hold the loop for each of its starts (spawn.cc).
  */
 class SpawnedHelper extends EventEmitter implements HelperProcess {
   pid: number | undefined;
@@ -81,35 +98,51 @@ class SpawnedHelper extends EventEmitter implements HelperProcess {
   constructor(spawner: SpawnBinding, program: string, args: string[], options: StartOptions) {
     super();
     const env = options.env === undefined ? null : Object.entries(options.env).map(([name, value]) => `${name}=${value ?? ''}`);
-    const [stdout, stdin] = spawner.spawn(
-      program,
-      [options.argv0, ...args],
-      env,
-      options.input,
-      (errno, pid, syscall) => {
-        if (errno === 0) {
-          this.pid = pid;
-          this.emit('spawn');
-          return;
-        }
-        this.stdout.destroy();
-        this.stdin?.destroy();
-        const e: NodeJS.ErrnoException = new Error(`${syscall} ${program} failed (errno ${-errno})`);
-        e.errno = errno;
-        e.syscall = syscall;
-        this.emit('error', e);
-      },
-      (code, signal) => {
-        if (signal < 0) {
-          // waitid failed (not seen: the pidfd is this process's child): nothing to learn of how it ended
-          this.emit('exit', null, null);
-          return;
-        }
-        this.emit('exit', signal === 0 ? code : null, signal === 0 ? null : (SIGNAL_NAMES.get(signal) ?? null));
-      },
-    );
+    const argv = [options.argv0, ...args];
+    const exited = (code: number, signal: number): void => {
+      unreaped--;
+      if (signal < 0) {
+        // waitid failed (not seen: the pidfd is this process's child): nothing to learn of how it ended
+        this.emit('exit', null, null);
+        return;
+      }
+      this.emit('exit', signal === 0 ? code : null, signal === 0 ? null : (SIGNAL_NAMES.get(signal) ?? null));
+    };
+    let stdout: number, stdin: number;
+    if (unreaped === 0) {
+      let errno: number, pid: number, syscall: string;
+      [stdout, stdin, errno, pid, syscall] = spawner.spawnHere(program, argv, env, options.input, exited);
+      // the listeners are added once this returns, as child_process emits its events
+      process.nextTick(() => this.started(program, errno, pid, syscall));
+    } else {
+      [stdout, stdin] = spawner.spawn(
+        program,
+        argv,
+        env,
+        options.input,
+        (errno, pid, syscall) => this.started(program, errno, pid, syscall),
+        exited,
+      );
+    }
+    unreaped++;
     this.stdout = new Socket({ fd: stdout, readable: true, writable: false });
     this.stdin = stdin < 0 ? null : new Socket({ fd: stdin, readable: false, writable: true });
+  }
+
+  /** 'spawn', or 'error' when it could not be started (errno < 0: the syscall that failed); then no 'exit' comes. */
+  private started(program: string, errno: number, pid: number, syscall: string): void {
+    if (errno === 0) {
+      this.pid = pid;
+      this.emit('spawn');
+      return;
+    }
+    unreaped--;
+    this.stdout.destroy();
+    this.stdin?.destroy();
+    const e: NodeJS.ErrnoException = new Error(`${syscall} ${program} failed (errno ${-errno})`);
+    e.errno = errno;
+    e.syscall = syscall;
+    this.emit('error', e);
   }
 }
 

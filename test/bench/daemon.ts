@@ -1,7 +1,8 @@
 // Benchmark of the whole daemon (issue 5): notifications per second under
 // a blprobe flood at 0, 10k and 100k entries (the median of 3 floods each,
 // issue 19); the receive rate while a slow helper blocks; the time from a
-// blocking notification to the helper's start; BENCH_ADDS (default 10,000)
+// blocking notification to the helper's start, and its floor on the machine
+// (test/bench/spawnfloor.c); BENCH_ADDS (default 10,000)
 // new addresses blocked through a 2 ms helper that runs one process per
 // call (issue 19); RSS; wake-ups when idle; lost sends under bursts from
 // 20 senders.  Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets
@@ -209,7 +210,7 @@ async function slowHelper(port: number, markerPort: number, markerRule: string):
   await stopDaemon(d);
 }
 
-/** The time from a blocking notification to the helper's start, on an idle daemon. */
+/** The time from a blocking notification to the helper's start, on an idle daemon; and the machine's floor for it. */
 async function latency(): Promise<void> {
   // latency from the blocking notification to the helper's start, on an idle daemon
   const latencyDir = tempDir('blocklistd-bench-');
@@ -221,9 +222,10 @@ async function latency(): Promise<void> {
   const latencies: number[] = [];
   for (let i = 0; i < 40; i++) {
     const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
-    // wall-clock nanoseconds, as the helper's `date +%s%N` gives them
-    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    // read before the clock starts: the time of this read is the benchmark's, not the daemon's
     const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
+    // wall-clock nanoseconds, as the helper's clock_gettime(CLOCK_REALTIME) gives them
+    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
     reporter.report(AUTH_FAIL, 'ssh');
     await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
     const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
@@ -245,6 +247,23 @@ async function latency(): Promise<void> {
   });
   record({ id: 'daemon.latency.max', name: 'blocking notification to helper start: max of 40', value: latencies[39], unit: 'ms' });
   await stopDaemon(d);
+  // the floor: a C program that only receives the same datagram and starts the same helper (test/bench/spawnfloor.c)
+  const floor = join(latencyDir, 'spawnfloor');
+  execFileSync('cc', ['-O2', '-o', floor, join(repoRoot, 'test/bench/spawnfloor.c')]);
+  const floorLatencies = execFileSync(floor, [join(latencyDir, 'floor.sock'), stamp, join(latencyDir, 'floor.log'), '40'], {
+    encoding: 'utf8',
+  })
+    .trim()
+    .split('\n')
+    .map(Number)
+    .sort((a, b) => a - b);
+  console.log(`C floor (recvmsg and posix_spawn of the same helper, nothing else): median ${floorLatencies[20]!.toFixed(2)} ms`);
+  record({
+    id: 'daemon.latency.floor',
+    name: 'notification to helper start, C floor (recvmsg + posix_spawn only): median',
+    value: floorLatencies[20]!,
+    unit: 'ms',
+  });
 }
 
 /**
