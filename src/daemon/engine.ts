@@ -953,7 +953,7 @@ export class Engine {
 
   /**
    * The answers to the lines of a restore as one (bulkRestore), in their order.  The plain case, every line answered
-   * with one rule id (nftables, ipset and iptables answer OK): the id written by one statement (store.restoreSettled),
+   * with one rule id (nftables, ipset and iptables answer OK): the id written by one statement (store.restoreWrite),
    * each entry changed since it was read going through addDone as restored() sends it.  Otherwise (failures, an empty
    * id, a helper printing an id per line) each entry as restored() takes it.  A batch cancelled at stop ends every add.
    */
@@ -967,12 +967,14 @@ export class Engine {
     } else if (uniform && result.outcome === 'ok' && result.id !== undefined && result.id !== '') {
       const id = result.id;
       this.settled(adds.size, () => {
-        for (const e of adds.takeChanged()) {
+        // every entry written: none changed since it was read (a scan spared, 0.1 s at 100,000)
+        const written = store.restoreWrite(id);
+        for (const e of written === adds.size ? [] : adds.takeChanged()) {
           const entry = entryId(e.key);
           this.work.addStarted(entry, { before: undefined, wrote: { count: e.count, last: e.last }, client: undefined, origin: 'restore' });
           this.addDone(e.key, e.id, result);
         }
-        const restored = store.restoreSettled(id);
+        const restored = store.restoreSettled();
         this.committed(() => {
           for (const [name, n] of restored) metrics?.block('restore', name, n);
         });

@@ -825,17 +825,27 @@ export class StateStore {
   /**
    * Every entry of the restore got rule id `id` (not empty): written in place of its id in one statement, where the
    * entry is still the one read (its rowid and key), blocked and not reset (as setRestoredId; restoreChanged lists the
-   * others).  Each keeps the last failure read as the start of its block, unless one is known (restoredSince).  Ends
-   * the restore; returns how many blocks it restored of each rule name.  The entries stay blocked: the kept counts do
-   * not change; the cache is emptied (a write of many rows, see `cache`).
+   * others), and its id is not `id` already (a second restore through a back end that answers OK writes nothing); how
+   * many were written.  The entries stay blocked: the kept counts do not change; the cache is emptied (a write of many
+   * rows, see `cache`).
    */
-  restoreSettled(id: string): Map<string, number> {
+  restoreWrite(id: string): number {
+    this.refuseReadOnly();
+    const written = this.restore!.settle.run(id, id).changes;
+    if (written > 0) this.cache!.clear();
+    return written;
+  }
+
+  /**
+   * The restore is over, its ids written (restoreWrite) and its changed entries taken out (restoreChanged): each of its
+   * entries keeps the last failure read as the start of its block, unless one is known (restoredSince).  Returns how
+   * many blocks it restored of each rule name.
+   */
+  restoreSettled(): Map<string, number> {
     this.refuseReadOnly();
     const statements = this.restore!;
     const perName = new Map<string, number>();
     for (const [name, n] of statements.perName.raw(true).all() as [string, number][]) perName.set(name, n);
-    // an id already in place is not written again (a second restore through a back end that answers OK)
-    if (statements.settle.run(id, id).changes > 0) this.cache!.clear();
     statements.since.run();
     statements.clear.run();
     return perName;
