@@ -386,6 +386,40 @@ test('-r in one batch answered OK for each (nftables): the id written by one sta
   );
 });
 
+test('-r in one batch the helper refuses: each block keeps its old id and its failure is logged, as before', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, calls, entries, mode, log } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => {
+      for (const a of ['192.0.2.50', '192.0.2.51']) store.put({ key: stateKey(a, forever), count: 6, last: T, id: `old-${a}` });
+    },
+  });
+  mode('empty');
+  process.env.HELPER_BATCH = 'flush';
+  engine.setBatchMode(true, true);
+  const { blocks, applied } = await engine.refresh(['blocklistd']);
+  assert.equal(blocks, 2);
+  await applied;
+  assert.ok(idle(engine));
+  assert.deepEqual(calls(), [
+    'batch 3',
+    'flush blocklistd',
+    addCall('192.0.2.50', 'old-192.0.2.50'),
+    addCall('192.0.2.51', 'old-192.0.2.51'),
+  ]);
+  assert.deepEqual(
+    entries().map((e) => [e.key.address, e.id]),
+    [
+      ['192.0.2.50', 'old-192.0.2.50'],
+      ['192.0.2.51', 'old-192.0.2.51'],
+    ],
+  );
+  assert.deepEqual(
+    log.lines.filter((l) => l.level === 'err').map((l) => l.message),
+    ['192.0.2.50', '192.0.2.51'].map((a) => `add blocklistd tcp ${a}/32:${PORT}: the helper gave no rule id`),
+  );
+});
+
 test('a manual block adds at once and records the id; a second one only renews the time', async (t) => {
   const { manual, pass, calls, entries } = setup(t);
   const key = stateKey('192.0.2.30', { port: PORT, nfail: 6, duration: 40 });
