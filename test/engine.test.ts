@@ -13,6 +13,7 @@ import { Engine } from '../src/daemon/engine.js';
 import { EngineBusy, ManualCommands } from '../src/daemon/manual.js';
 import { HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
+import { elapsed } from '../src/time.js';
 import { WireType, type Entry } from '../src/types.js';
 import { LogCollector, repoRoot, stateKey, tcpNotification, tempDir, until } from './support.js';
 
@@ -383,6 +384,32 @@ test('-r in one batch answered OK for each (nftables): the id written by one sta
       .filter((e) => e.key.address === '192.0.2.41')
       .map((e) => [e.count, e.id]),
     [[10, 'OK']],
+  );
+});
+
+test('after -r in one batch a release by hand says how long the block lasted from the last failure the restore read', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, manual, store, pass, mode, log } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => store.put({ key: stateKey('192.0.2.60', forever), count: 6, last: T, id: 'old' }),
+  });
+  mode('plain');
+  process.env.HELPER_BATCH = 'flush';
+  engine.setBatchMode(true, true);
+  await (
+    await engine.refresh(['blocklistd'])
+  ).applied;
+  pass(5);
+  // renewed: its last failure moves, its block's start does not
+  engine.processBatch([failure('192.0.2.60')]);
+  pass(5);
+  const e = store.get(stateKey('192.0.2.60', forever))!;
+  assert.equal(e.last, T + 5);
+  const done = await manual.unblock([e]);
+  assert.equal(done.released.length, 1);
+  assert.ok(
+    log.lines.some((l) => l.message === `released 192.0.2.60/32:${PORT} by hand (blocked ${elapsed(10)})`),
+    JSON.stringify(log.lines),
   );
 });
 

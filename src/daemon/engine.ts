@@ -624,7 +624,9 @@ export class Engine {
   /**
    * How long the block of `e` lasted until now (seconds), and forgets its
    * start; undefined when unknown (a forever block lifted by AUTH_OK after a
-   * restart: its last failure is gone too).
+   * restart: its last failure is gone too).  Asked before the entry is
+   * deleted: the start a restore kept (store.restoredSince) is found
+   * through its row.
    */
   lasted(id: string, e: Entry): number | undefined {
     const since = this.blockedSince.get(id) ?? this.options.store.restoredSince(e.key) ?? (e.last === 0 ? undefined : e.last);
