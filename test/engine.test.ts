@@ -13,6 +13,7 @@ import { Engine } from '../src/daemon/engine.js';
 import { EngineBusy, ManualCommands } from '../src/daemon/manual.js';
 import { HelperRunner } from '../src/run/helper.js';
 import { StateStore } from '../src/state/store.js';
+import { elapsed } from '../src/time.js';
 import { WireType, type Entry } from '../src/types.js';
 import { LogCollector, repoRoot, stateKey, tcpNotification, tempDir, until } from './support.js';
 
@@ -313,6 +314,136 @@ test('-r in one batch: each new id written alone; an entry counted meanwhile kee
       .filter((e) => e.key.address === '192.0.2.41')
       .map((e) => [e.count, e.id]),
     [[10, idOf('192.0.2.41')]],
+  );
+});
+
+test('-r in one batch answered OK for each (nftables): the id written by one statement, the changed entries as before', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, store, pass, calls, entries, mode, log } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => {
+      for (const a of ['192.0.2.40', '192.0.2.41', '192.0.2.42', '192.0.2.43'])
+        store.put({ key: stateKey(a, forever), count: 6, last: T, id: `old-${a}` });
+      // a block of every port is no line of a batch: added alone after it
+      store.put({ key: stateKey('192.0.2.44', { port: -1, nfail: 6, duration: -1 }), count: 6, last: T, id: 'old-any' });
+      // the last rowid: deleted while the batch runs, the next entry gets it
+      store.put({ key: stateKey('192.0.2.45', forever), count: 6, last: T, id: 'old-192.0.2.45' });
+    },
+  });
+  mode('plain');
+  process.env.HELPER_BATCH = 'flush';
+  process.env.HELPER_BATCH_DELAY = '1';
+  t.after(() => delete process.env.HELPER_BATCH_DELAY);
+  engine.setBatchMode(true, true);
+  const { blocks, applied } = await engine.refresh(['blocklistd']);
+  assert.equal(blocks, 6);
+  assert.equal(engine.inFlight.adds, 6, 'every add in flight');
+  assert.ok(engine.busy(stateKey('192.0.2.40', forever)), 'a restored entry is busy');
+  pass(5);
+  // while the batch runs: one deleted (as by hand) and its rowid reused by a new entry, which gets no id; one counted,
+  // one reset by AUTH_OK, one deleted and counted again
+  store.delete(stateKey('192.0.2.45', forever));
+  engine.processBatch([failure('192.0.2.46')]);
+  assert.ok(!engine.busy(stateKey('192.0.2.46', forever)), 'the entry with a reused rowid is not restored');
+  engine.processBatch([failure('192.0.2.41'), failure('192.0.2.42', WireType.DELETE)]);
+  store.delete(stateKey('192.0.2.43', forever));
+  engine.processBatch([failure('192.0.2.43')]);
+  await applied;
+  await until(() => idle(engine) && entries().length === 5);
+  assert.deepEqual(calls().slice(0, 7), [
+    'batch 6',
+    'flush blocklistd',
+    addCall('192.0.2.40', 'old-192.0.2.40'),
+    addCall('192.0.2.41', 'old-192.0.2.41'),
+    addCall('192.0.2.42', 'old-192.0.2.42'),
+    addCall('192.0.2.43', 'old-192.0.2.43'),
+    addCall('192.0.2.45', 'old-192.0.2.45'),
+  ]);
+  // the reset block: added back by the batch, then released (G15), as the one gone meanwhile (it came back reset), in
+  // one batch; the one of every port alone
+  assert.deepEqual(
+    calls().slice(7).sort(),
+    [`add blocklistd tcp 192.0.2.44 32 '' old-any`, 'batch 2', remCall('192.0.2.42', 'OK'), remCall('192.0.2.45', 'OK')].sort(),
+  );
+  assert.deepEqual(
+    entries().map((e) => [e.key.address, e.count, e.last, e.id]),
+    [
+      ['192.0.2.40', 6, T, 'OK'],
+      ['192.0.2.41', 8, T + 5, 'OK'],
+      // gone while its add ran: back with the rule just installed, so that it is released like any other
+      ['192.0.2.43', 2, T + 5, 'OK'],
+      ['192.0.2.44', 6, T, 'OK'],
+      ['192.0.2.46', 2, T + 5, ''],
+    ],
+  );
+  assert.equal(log.lines.filter((l) => l.level === 'err').length, 0);
+  // the entry cached while the batch ran keeps the restored id through its next count
+  engine.processBatch([failure('192.0.2.41')]);
+  assert.deepEqual(
+    entries()
+      .filter((e) => e.key.address === '192.0.2.41')
+      .map((e) => [e.count, e.id]),
+    [[10, 'OK']],
+  );
+});
+
+test('after -r in one batch a release by hand says how long the block lasted from the last failure the restore read', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, manual, store, pass, mode, log } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => store.put({ key: stateKey('192.0.2.60', forever), count: 6, last: T, id: 'old' }),
+  });
+  mode('plain');
+  process.env.HELPER_BATCH = 'flush';
+  engine.setBatchMode(true, true);
+  await (
+    await engine.refresh(['blocklistd'])
+  ).applied;
+  pass(5);
+  // renewed: its last failure moves, its block's start does not
+  engine.processBatch([failure('192.0.2.60')]);
+  pass(5);
+  const e = store.get(stateKey('192.0.2.60', forever))!;
+  assert.equal(e.last, T + 5);
+  const done = await manual.unblock([e]);
+  assert.equal(done.released.length, 1);
+  assert.ok(
+    log.lines.some((l) => l.message === `released 192.0.2.60/32:${PORT} by hand (blocked ${elapsed(10)})`),
+    JSON.stringify(log.lines),
+  );
+});
+
+test('-r in one batch the helper refuses: each block keeps its old id and its failure is logged, as before', async (t) => {
+  const forever = { port: PORT, nfail: 6, duration: -1 };
+  const { engine, calls, entries, mode, log } = setup(t, {
+    config: `${PORT} stream * * * 6 *\n`,
+    seed: (store) => {
+      for (const a of ['192.0.2.50', '192.0.2.51']) store.put({ key: stateKey(a, forever), count: 6, last: T, id: `old-${a}` });
+    },
+  });
+  mode('empty');
+  process.env.HELPER_BATCH = 'flush';
+  engine.setBatchMode(true, true);
+  const { blocks, applied } = await engine.refresh(['blocklistd']);
+  assert.equal(blocks, 2);
+  await applied;
+  assert.ok(idle(engine));
+  assert.deepEqual(calls(), [
+    'batch 3',
+    'flush blocklistd',
+    addCall('192.0.2.50', 'old-192.0.2.50'),
+    addCall('192.0.2.51', 'old-192.0.2.51'),
+  ]);
+  assert.deepEqual(
+    entries().map((e) => [e.key.address, e.id]),
+    [
+      ['192.0.2.50', 'old-192.0.2.50'],
+      ['192.0.2.51', 'old-192.0.2.51'],
+    ],
+  );
+  assert.deepEqual(
+    log.lines.filter((l) => l.level === 'err').map((l) => l.message),
+    ['192.0.2.50', '192.0.2.51'].map((a) => `add blocklistd tcp ${a}/32:${PORT}: the helper gave no rule id`),
   );
 });
 

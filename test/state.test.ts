@@ -29,6 +29,68 @@ describe('StateStore', () => {
     db.close();
   });
 
+  test('a restore as one: its lines, its entries in flight, its ids written where unchanged, the starts it keeps', () => {
+    const store = StateStore.open(join(dir, 'restore.db'));
+    store.put({ key: key('192.0.2.4'), count: 1, last: 100, id: '' }); // counting: no block
+    store.put({ key: key('192.0.2.5', { name: 'other' }), count: 3, last: 100, id: 'old' }); // a name not restored
+    store.put({ key: key('192.0.2.6', { port: -1 }), count: 3, last: 100, id: 'old' }); // every port: no batch line
+    // the last the highest rowid: deleted, its rowid goes to the next entry
+    for (const a of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) store.put({ key: key(a), count: 3, last: 100, id: 'old' });
+    assert.equal(store.restoreBegin(['blocklistd']), 3);
+    assert.deepEqual(
+      store.restoreOthers(['blocklistd']).map((e) => e.key.address),
+      ['192.0.2.5', '192.0.2.6'],
+    );
+    assert.equal(store.restoreLines(), ['1', '2', '3'].map((n) => `add blocklistd tcp 192.0.2.${n} 32 22 old\n`).join(''));
+    assert.deepEqual(store.restoring(key('192.0.2.1')), { count: 3, last: 100 });
+    assert.equal(store.restoring(key('192.0.2.4')), undefined);
+    // 192.0.2.2 counted meanwhile; 192.0.2.3 deleted, and its rowid taken by another entry
+    store.put({ ...store.get(key('192.0.2.2'))!, count: 4, last: 105 });
+    store.delete(key('192.0.2.3'));
+    store.put({ key: key('192.0.2.7'), count: 3, last: 106, id: '' });
+    assert.equal(
+      new Database(join(dir, 'restore.db'), { readonly: true })
+        .prepare("SELECT rowid FROM entry WHERE address = '192.0.2.7'")
+        .pluck()
+        .get(),
+      6,
+    );
+    assert.equal(store.restoring(key('192.0.2.3')), undefined, 'its entry gone');
+    assert.equal(store.restoreWrite('OK'), 2);
+    assert.deepEqual(
+      store.restoreChanged().map((e) => [e.key.address, e.count, e.last, e.id]),
+      [['192.0.2.3', 3, 100, 'old']],
+    );
+    assert.deepEqual([...store.restoreSettled()], [['blocklistd', 2]]);
+    assert.deepEqual(
+      [...store.entries()].map((e) => [e.key.address, e.id]),
+      [
+        ['192.0.2.1', 'OK'],
+        ['192.0.2.2', 'OK'],
+        ['192.0.2.4', ''],
+        ['192.0.2.6', 'old'],
+        ['192.0.2.7', ''],
+        ['192.0.2.5', 'old'],
+      ],
+    );
+    assert.equal(store.restoring(key('192.0.2.1')), undefined, 'the restore is over');
+    assert.equal(store.restoredSince(key('192.0.2.2')), 100, 'the last failure read');
+    // a second restore keeps the starts the first knew, and learns the others
+    store.forgetRestoredSince(key('192.0.2.1'));
+    store.put({ ...store.get(key('192.0.2.1'))!, last: 110 });
+    assert.equal(store.restoreBegin(['blocklistd']), 3);
+    assert.equal(store.restoreWrite('OK'), 1, 'only the id not in place yet');
+    store.restoreChanged();
+    assert.deepEqual([...store.restoreSettled()], [['blocklistd', 3]]);
+    assert.deepEqual(
+      ['192.0.2.1', '192.0.2.2', '192.0.2.7'].map((a) => store.restoredSince(key(a))),
+      [110, 100, 106],
+    );
+    store.forgetRestoredSinceName('blocklistd');
+    assert.equal(store.restoredSince(key('192.0.2.2')), undefined);
+    store.close();
+  });
+
   test('get, put, delete, size, truncate; a key is all ten fields', () => {
     const store = StateStore.open(join(dir, 'ops.db'));
     assert.equal(store.get(key('192.0.2.1')), undefined);

@@ -101,8 +101,9 @@ export class ManualCommands {
         if (result.outcome === 'cancelled') return void done.failed.push({ entry: e, reason: 'the daemon is stopping' });
         // an entry without id had a failed add: the rem is a best try
         if (remLeftRule(result, e.id)) return void done.failed.push({ entry: e, reason: `rem failed${failureText(result)}` });
-        engine.guard(() => store.delete(e.key));
+        // before the delete: the start a restore kept is found through the entry (engine.lasted)
         const lasted = engine.lasted(entryId(e.key), e);
+        engine.guard(() => store.delete(e.key));
         if (e.id === '') return void done.deleted.push(e);
         this.log('info', `released ${entryText(e.key)} by hand${blockedFor(lasted)}`, {
           ...entryFields('release', e.key),

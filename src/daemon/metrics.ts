@@ -314,8 +314,9 @@ export class Metrics {
     this.evictions.inc(n);
   }
 
-  block(origin: BlockOrigin, rule: string): void {
-    this.rule(rule).blocks[origin].inc();
+  /** `n` blocks (a restore's of one rule at once). */
+  block(origin: BlockOrigin, rule: string, n = 1): void {
+    this.rule(rule).blocks[origin].inc(n);
   }
 
   release(origin: ReleaseOrigin, rule: string): void {

@@ -84,8 +84,9 @@ export class Aggregator {
       log('err', `rem ${e.key.name} ${entryText(e.key)} failed${failureText(result)}; it stays until it expires`);
       return;
     }
-    engine.guard(() => store.delete(e.key));
+    // before the delete: the start a restore kept is found through the entry (engine.lasted)
     engine.lasted(entryId(e.key), e);
+    engine.guard(() => store.delete(e.key));
     log('info', `released ${entryText(e.key)}: in the block of ${network}`, { ...entryFields('release', e.key), origin: 'aggregate' });
   }
 }

@@ -22,6 +22,17 @@ export interface HelperCall {
   done: (result: HelperResult) => void;
 }
 
+/**
+ * Lines of a batch made by the caller (a restore's adds, written by SQLite: engine.ts refresh), `count` of them in
+ * `text`, each ending in a newline; `settle` gets the helper's answer to each ('' for a failure) and the result an
+ * answer stands for.
+ */
+export interface BulkLines {
+  text: string;
+  count: number;
+  settle: (answers: readonly string[], resultOf: (answer: string) => HelperResult) => void;
+}
+
 /** Batch lines cannot carry empty fields: a manual block of every port goes alone. */
 export const batchable = (c: Change): boolean => c.target.proto !== '' && c.target.port >= 0;
 
@@ -74,11 +85,11 @@ export class HelperBatcher {
   /**
    * `calls` and `flushes` as one batch (HelperRunner.batch), after what was
    * gathered: the batch then waits for it, as for the other calls of the
-   * names it flushes.  Resolves once its results are settled.
+   * names it flushes; `bulk`'s lines after the calls'.  Resolves once its results are settled.
    */
-  async batchNow(calls: readonly HelperCall[], flushes: readonly string[]): Promise<void> {
+  async batchNow(calls: readonly HelperCall[], flushes: readonly string[], bulk?: BulkLines): Promise<void> {
     if (this.gathered.length > 0) this.dispatch();
-    await this.runBatch(calls, flushes);
+    await this.runBatch(calls, flushes, bulk);
   }
 
   /**
@@ -126,14 +137,16 @@ export class HelperBatcher {
     for (const { change, done } of calls) void this.helper.change(change.action, change.target, change.id, change.timeout).then(done);
   }
 
-  private async runBatch(calls: readonly HelperCall[], flushes: readonly string[]): Promise<void> {
+  private async runBatch(calls: readonly HelperCall[], flushes: readonly string[], bulk?: BulkLines): Promise<void> {
     this.batchesInFlight++;
-    const results = await this.helper.batch(
+    const { results, answers, resultOf } = await this.helper.batchWith(
       calls.map((c) => c.change),
       flushes,
+      bulk,
     );
     this.batchesInFlight--;
     this.settle(calls, results);
+    bulk?.settle(answers, resultOf);
     // what came while the batches ran has waited long enough
     if (this.gathered.length > 0 && this.batchesInFlight < BATCHES_IN_FLIGHT) this.dispatch();
   }

@@ -172,7 +172,8 @@ const NO_RESULT: HelperResult = {
 };
 const CANCELLED: HelperResult = { ...NO_RESULT, outcome: 'cancelled', cancelled: true };
 
-function idOf(line: string): string {
+/** The rule id in a helper's answer line. */
+export function idOf(line: string): string {
   const rest = line.startsWith('OK ') ? line.slice(3) : line;
   // a C string, as upstream reads it: what follows a NUL is not part of it (and could not be passed back as an argument)
   const nul = rest.indexOf('\0');
@@ -321,6 +322,20 @@ export class HelperRunner {
    * are fields of the configuration, and a local rule's is never empty.
    */
   async batch(changes: readonly Change[], flushes: readonly string[] = []): Promise<HelperResult[]> {
+    return (await this.batchWith(changes, flushes)).results;
+  }
+
+  /**
+   * batch() with `bulk.count` more lines after the changes' lines, written by the caller as `bulk.text` (a restore's
+   * 100,000 adds, made by SQLite: engine.ts refresh), each of a name the batch flushes (they hold no conflict key of their
+   * own then, see above): the results of `changes`, and the answer to each bulk line as the helper printed it ('' for a
+   * failure); `resultOf`, the result an answer stands for.
+   */
+  async batchWith(
+    changes: readonly Change[],
+    flushes: readonly string[] = [],
+    bulk: { text: string; count: number } = { text: '', count: 0 },
+  ): Promise<{ results: HelperResult[]; answers: string[]; resultOf: (answer: string | undefined) => HelperResult }> {
     const flushed = new Set(flushes);
     // A change of a name the batch flushes adds no conflict to the flush's: what waits for its target waits for the
     // flush of its name too, and what holds its target holds its name, which the flush waits for.  A restore's 100,000
@@ -337,6 +352,7 @@ export class HelperRunner {
     let input = '';
     for (const name of flushes) input += `flush ${name}\n`;
     for (const c of changes) input += line(c);
+    input += bulk.text;
     if (input === '') input = '\n';
     const conflict = {
       holds: [...new Set(conflicts.flatMap((c) => c.holds))],
@@ -347,24 +363,27 @@ export class HelperRunner {
       timeouts ? ['batch', 'timeout'] : ['batch'],
       conflict,
       input,
-      flushes.length + changes.length,
+      flushes.length + changes.length + bulk.count,
       cut ? { BLOCKLISTD_CUT: '1' } : undefined,
     );
     const { lines = [], ...common } = result;
+    const outcome =
+      common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
+    // an empty line is that change's failure, whatever the batch's exit status
+    const failed: HelperResult = { ...common, outcome, exitCode: null, line: undefined, id: undefined };
     // the id of each distinct line once: a back end without rule ids answers "OK" to every line
     const ids = new Map<string, string>();
-    return changes.map((_, i) => {
-      const line = lines[flushes.length + i] || undefined;
-      // an empty line is that change's failure, whatever the batch's exit status
-      if (line !== undefined) {
-        let id = ids.get(line);
-        if (id === undefined) ids.set(line, (id = idOf(line)));
-        return { ...common, outcome: 'ok', line, id };
-      }
-      const outcome =
-        common.outcome === 'error' || common.outcome === 'cancelled' ? common.outcome : outcomeOf(false, common.timedOut, common.signal);
-      return { ...common, outcome, exitCode: null, line, id: undefined };
-    });
+    const resultOf = (answer: string | undefined): HelperResult => {
+      if (answer === undefined || answer === '') return failed;
+      let id = ids.get(answer);
+      if (id === undefined) ids.set(answer, (id = idOf(answer)));
+      return { ...common, outcome: 'ok', line: answer, id };
+    };
+    const results = changes.map((_, i) => resultOf(lines[flushes.length + i]));
+    const first = flushes.length + changes.length;
+    const answers = lines.slice(first, first + bulk.count);
+    while (answers.length < bulk.count) answers.push('');
+    return { results, answers, resultOf };
   }
 
   /** control capabilities: the words of its first line; none from a helper that does not know the command. */

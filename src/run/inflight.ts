@@ -12,6 +12,23 @@ import type { EffectiveRule, Entry } from '../types.js';
 export const entryId = (k: EffectiveRule): string =>
   `${k.name}\0${k.address}\0${k.port}\0${k.family}\0${k.lmask}\0${k.proto}\0${k.uid}\0${k.nfail}\0${k.rmask}\0${k.duration}`;
 
+/** The effective rule of an entry's id (entryId): no field holds a NUL (rule names and addresses are text of the configuration). */
+export function keyOfId(id: string): EffectiveRule {
+  const [name, address, port, family, lmask, proto, uid, nfail, rmask, duration] = id.split('\0');
+  return {
+    name: name!,
+    address: address!,
+    port: Number(port),
+    family: Number(family),
+    lmask: Number(lmask),
+    proto: Number(proto),
+    uid: Number(uid),
+    nfail: Number(nfail),
+    rmask: Number(rmask),
+    duration: Number(duration),
+  };
+}
+
 /** A count and time of an entry. */
 export interface Counted {
   count: number;
@@ -27,8 +44,25 @@ export interface PendingAdd<Origin extends string = string> {
   origin: Origin;
 }
 
+/**
+ * Many adds in flight as one, kept by their owner rather than one by one here (a restore's 100,000: engine.ts refresh,
+ * in a table of the database): asked for each entry that is not among the single adds.
+ */
+export interface BulkAdds<Origin extends string = string> {
+  /** How many are in flight. */
+  readonly size: number;
+  /** The add in flight for the entry, undefined when it is not one of them. */
+  pending(id: string): PendingAdd<Origin> | undefined;
+  /** The add of the entry is over: what it was, undefined when it was not one of them. */
+  end(id: string): PendingAdd<Origin> | undefined;
+  /** The wall clock stepped by `step` seconds (shiftTimes). */
+  shiftTimes(step: number): void;
+}
+
 export class InFlight<Origin extends string = string> {
   private readonly adds = new Map<string, PendingAdd<Origin>>();
+  /** Adds in flight as one (a restore), undefined when none. */
+  private bulk: BulkAdds<Origin> | undefined;
   private readonly rems = new Set<string>();
   /** Failed rems: the entry and when to try again (seconds). */
   private readonly retries = new Map<string, { entry: Entry; at: number }>();
@@ -40,12 +74,22 @@ export class InFlight<Origin extends string = string> {
 
   /** An add of the entry is running (or its start waits for a commit). */
   adding(id: string): boolean {
-    return this.adds.has(id);
+    return this.adds.has(id) || (this.bulk !== undefined && this.bulk.pending(id) !== undefined);
   }
 
   /** The add running for the entry, undefined when none. */
   pendingAdd(id: string): PendingAdd<Origin> | undefined {
-    return this.adds.get(id);
+    return this.adds.get(id) ?? this.bulk?.pending(id);
+  }
+
+  /** Adds run as one (a restore). */
+  get inBulk(): boolean {
+    return this.bulk !== undefined;
+  }
+
+  /** Many adds start as one (a restore), or (undefined) are all over. */
+  setBulk(bulk: BulkAdds<Origin> | undefined): void {
+    this.bulk = bulk;
   }
 
   addStarted(id: string, add: PendingAdd<Origin>): void {
@@ -55,6 +99,7 @@ export class InFlight<Origin extends string = string> {
   /** The add is over (or was never started): what it was, undefined when it was not in flight. */
   addEnded(id: string): PendingAdd<Origin> | undefined {
     const add = this.adds.get(id);
+    if (add === undefined) return this.bulk?.end(id);
     this.adds.delete(id);
     return add;
   }
@@ -75,7 +120,7 @@ export class InFlight<Origin extends string = string> {
 
   /** An add or rem of the entry is running. */
   busy(id: string): boolean {
-    return this.adds.has(id) || this.rems.has(id);
+    return this.rems.has(id) || this.adding(id);
   }
 
   /** A failed rem, tried again at `at` (seconds). */
@@ -131,20 +176,27 @@ export class InFlight<Origin extends string = string> {
 
   /** Any of the four: an add or rem running, a rem to try again, a release to write. */
   unsettled(id: string): boolean {
-    return this.adds.has(id) || this.rems.has(id) || this.retries.has(id) || this.unrecorded.has(id);
+    return this.rems.has(id) || this.retries.has(id) || this.unrecorded.has(id) || this.adding(id);
   }
 
   /** Not an add or rem running nor a rem to try again: eviction may delete the entry. */
   evictable(id: string): boolean {
-    return !(this.adds.has(id) || this.rems.has(id) || this.retries.has(id));
+    return !(this.rems.has(id) || this.retries.has(id) || this.adding(id));
+  }
+
+  /** The entries with an add, a rem or an unwritten release of their own (not those of the bulk adds). */
+  ownIds(): string[] {
+    return [...this.adds.keys(), ...this.rems, ...this.unrecorded.keys()];
   }
 
   get counts(): { adds: number; rems: number; remRetries: number; unrecorded: number } {
-    return { adds: this.adds.size, rems: this.rems.size, remRetries: this.retries.size, unrecorded: this.unrecorded.size };
+    const adds = this.adds.size + (this.bulk?.size ?? 0);
+    return { adds, rems: this.rems.size, remRetries: this.retries.size, unrecorded: this.unrecorded.size };
   }
 
   /** The wall clock stepped by `step` seconds: the times held here move with the entries'. */
   shiftTimes(step: number): void {
+    this.bulk?.shiftTimes(step);
     for (const retry of this.retries.values()) retry.at += step;
     for (const { before, wrote } of this.adds.values()) {
       wrote.last += step;

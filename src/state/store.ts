@@ -161,6 +161,20 @@ interface Row {
   block: number;
 }
 
+/** The key as named parameters `@name`, `@address` ... */
+const keyParameters = (k: EffectiveRule): Record<(typeof KEY_COLUMNS)[number], string | number> => ({
+  name: k.name,
+  address: k.address,
+  port: k.port,
+  family: k.family,
+  lmask: k.lmask,
+  proto: k.proto,
+  uid: k.uid,
+  nfail: k.nfail,
+  rmask: k.rmask,
+  duration: k.duration,
+});
+
 function keyValues(k: EffectiveRule): (string | number)[] {
   return [k.name, k.address, k.port, k.family, k.lmask, k.proto, k.uid, k.nfail, k.rmask, k.duration];
 }
@@ -694,6 +708,7 @@ export class StateStore {
   // --- a restore of every block (engine.ts refresh) ---
 
   private blockedRowsStmt: Database.Statement | undefined;
+  private restoreOthersStmt: Database.Statement | undefined;
   private restoredIdStmt: Database.Statement | undefined;
 
   /**
@@ -705,23 +720,21 @@ export class StateStore {
     this.blockedRowsStmt ??= this.db
       .prepare(`SELECT rowid, ${COLUMNS}, count, last, id, hold, block FROM entry WHERE ${BLOCKED}`)
       .raw(true);
-    const entries: StoredEntry[] = [];
-    // iterated: each row array is garbage at once, not 100,000 of them kept until the last is read (less to collect)
-    for (const row of this.blockedRowsStmt.iterate() as IterableIterator<StoredRow>) {
-      const [rowid, name, address, port, family, lmask, proto, uid, nfail, rmask, duration, count, last, id, hold, block] = row;
-      const e: Entry & { rowid: number; wasBlocked: boolean } = {
-        key: { family, address, lmask, port, proto, uid, name, rmask, nfail, duration },
-        count,
-        last,
-        id,
-        rowid,
-        wasBlocked: true,
-      };
-      if (block !== 0) e.block = block;
-      if (hold !== 0) e.hold = hold;
-      entries.push(e);
-    }
-    return entries;
+    return storedEntries(this.blockedRowsStmt);
+  }
+
+  /**
+   * The blocked entries a restore of rule `names` (restoreBegin) leaves out: of other names, and blocks of every protocol
+   * or port, which are no line of a batch; not those reset by AUTH_OK (`last` 0), which no restore adds.
+   */
+  restoreOthers(names: readonly string[]): StoredEntry[] {
+    this.restoreOthersStmt ??= this.db
+      .prepare(
+        `SELECT rowid, ${COLUMNS}, count, last, id, hold, block FROM entry WHERE (${BLOCKED}) AND last != 0 ` +
+          `AND (proto = ${ANY} OR port = ${ANY} OR name NOT IN (SELECT value FROM json_each(?)))`,
+      )
+      .raw(true);
+    return storedEntries(this.restoreOthersStmt, JSON.stringify(names));
   }
 
   /**
@@ -737,6 +750,168 @@ export class StateStore {
     const cached = this.cache?.get(e.key);
     if (cached !== undefined) cached.id = id;
     return true;
+  }
+
+  // --- a restore as one (engine.ts refresh): its entries in a temporary table, written by SQL, not read into JS ---
+
+  /** The statements of the temporary tables, made with them by the first restoreBegin. */
+  private restore: RestoreStatements | undefined;
+
+  /**
+   * Begins a restore of the entries of rule `names` that are blocked (BLOCKED), not reset by AUTH_OK (`last` 0) and
+   * can be a line of a batch (a protocol and a port): their key, rowid, count, last failure and id are copied to the
+   * temporary table `restoring`, in the order of its key; how many.  The table is the restore's until restoreSettled.
+   */
+  restoreBegin(names: readonly string[]): number {
+    this.refuseReadOnly();
+    this.restore ??= this.restoreStatements();
+    this.restore.clear.run();
+    return this.restore.begin.run(JSON.stringify(names)).changes;
+  }
+
+  /** `key` is not one of the restore's (its add or rem runs on its own): out of the table; whether it was in. */
+  restoreExclude(key: EffectiveRule): boolean {
+    return this.restoreEnd(key) !== undefined;
+  }
+
+  /**
+   * The restore's lines of a batch (run/helper.ts batch: `add name proto address mask port id`, each ending in a
+   * newline), in the table's order: a table is scanned in the order of its rowid, as restoreEntries reads it.
+   */
+  restoreLines(): string {
+    const text = this.restore?.lines.get() as string | null | undefined;
+    return text === null || text === undefined ? '' : `${text}\n`;
+  }
+
+  /**
+   * The count and last failure of `key` as the restore read them; undefined when it is not one of the restore's (or its
+   * entry is gone meanwhile: restoreChanged then finds it).
+   */
+  restoring(key: EffectiveRule): { count: number; last: number } | undefined {
+    return this.restore?.pending.get(keyParameters(key)) as { count: number; last: number } | undefined;
+  }
+
+  /** `key`'s add is over: out of the restore, with its count and last failure as read; undefined when it was not one of them. */
+  restoreEnd(key: EffectiveRule): { count: number; last: number } | undefined {
+    return (this.restore?.end.all(keyParameters(key)) as { count: number; last: number }[] | undefined)?.[0];
+  }
+
+  /** The wall clock stepped: the restore's times move with the entries' (shiftTimes). */
+  restoreShift(seconds: number): void {
+    this.restore?.shift.run(seconds);
+  }
+
+  /** The restore's entries as read, in the order of restoreLines, each with its rowid. */
+  restoreEntries(): StoredEntry[] {
+    return ((this.restore?.entries.all() ?? []) as (Row & { rowid: number })[]).map((r) => ({
+      ...entryOf(r),
+      rowid: r.rowid,
+      wasBlocked: true,
+    }));
+  }
+
+  /**
+   * The restore's entries whose entry changed since the restore read it, taken out of it: gone (or deleted and its rowid
+   * reused by another), no longer blocked, or reset by AUTH_OK; restoreSettled would not write them.
+   */
+  restoreChanged(): StoredEntry[] {
+    return ((this.restore?.changed.all() ?? []) as (Row & { rowid: number })[]).map((r) => ({
+      ...entryOf(r),
+      rowid: r.rowid,
+      wasBlocked: true,
+    }));
+  }
+
+  /**
+   * Every entry of the restore got rule id `id` (not empty): written in place of its id in one statement, where the
+   * entry is still the one read (its rowid and key), blocked and not reset (as setRestoredId; restoreChanged lists the
+   * others), and its id is not `id` already (a second restore through a back end that answers OK writes nothing); how
+   * many were written.  The entries stay blocked: the kept counts do not change; the cache is emptied (a write of many
+   * rows, see `cache`).
+   */
+  restoreWrite(id: string): number {
+    this.refuseReadOnly();
+    const written = this.restore!.settle.run(id, id).changes;
+    if (written > 0) this.cache!.clear();
+    return written;
+  }
+
+  /**
+   * The restore is over, its ids written (restoreWrite) and its changed entries taken out (restoreChanged): each of its
+   * entries keeps the last failure read as the start of its block, unless one is known (restoredSince).  Returns how
+   * many blocks it restored of each rule name.
+   */
+  restoreSettled(): Map<string, number> {
+    this.refuseReadOnly();
+    const statements = this.restore!;
+    const perName = new Map<string, number>();
+    for (const [name, n] of statements.perName.raw(true).all() as [string, number][]) perName.set(name, n);
+    if (statements.sinceEmpty.get() === 1) {
+      // the first restore's rows are the starts: its table renamed, not copied (40 ms at 100,000); the statements of
+      // either table are prepared again by SQLite, from their text, as after any change of the schema
+      this.db.exec(`DROP TABLE temp.restored_since; ALTER TABLE temp.restoring RENAME TO restored_since; ${restoreTable('restoring')}`);
+    } else {
+      statements.since.run();
+      statements.clear.run();
+    }
+    return perName;
+  }
+
+  /** The restore is over without a write (its batch was cancelled at shutdown). */
+  restoreDropped(): void {
+    this.restore?.clear.run();
+  }
+
+  /** When the block of `key` began as a restore knew it (its last failure then), undefined when none did. */
+  restoredSince(key: EffectiveRule): number | undefined {
+    return (this.restore?.sinceGet.get(keyParameters(key)) as number | undefined) ?? undefined;
+  }
+
+  /** The block of `key` is over (or another began): its start from a restore is forgotten. */
+  forgetRestoredSince(key: EffectiveRule): void {
+    this.restore?.sinceForget.run(keyParameters(key));
+  }
+
+  /** Rule `name` was flushed: the starts of its blocks from a restore are forgotten. */
+  forgetRestoredSinceName(name: string): void {
+    this.restore?.sinceForgetName.run(name);
+  }
+
+  private restoreStatements(): RestoreStatements {
+    this.db.exec(`${restoreTable('restoring')} ${restoreTable('restored_since')}`);
+    const sameKey = (a: string, b: string): string => KEY_COLUMNS.map((c) => `${a}.${c} = ${b}.${c}`).join(' AND ');
+    const blockedIn = (t: string): string => `(${t}.id != '' OR (${t}.nfail >= 0 AND ${t}.count >= ${t}.nfail))`;
+    // the row of `key` (named parameters: keyParameters) in table t: its entry's rowid, and its key (a rowid may be reused)
+    const keyParameters = KEY_COLUMNS.map((c) => `${c} = @${c}`).join(' AND ');
+    const rowOf = (t: string): string => `${t}.rowid_ = (SELECT rowid FROM entry WHERE ${keyParameters}) AND ${keyParameters}`;
+    // still the entry read: its rowid, its key (a rowid may be reused by an entry inserted meanwhile), blocked, not reset
+    const unchanged = `entry.rowid = r.rowid_ AND ${sameKey('entry', 'r')} AND entry.last != 0 AND ${blockedIn('entry')}`;
+    // run/helper.ts batch's line of an add, conf/format.ts protocolName's protocol
+    const line = "'add ' || name || ' ' || iif(proto = 17, 'udp', 'tcp') || ' ' || address || ' ' || lmask || ' ' || port || ' ' || id";
+    const read = `${COLUMNS}, rowid_ AS rowid, count, last, id, hold, block`;
+    return {
+      clear: this.db.prepare('DELETE FROM temp.restoring'),
+      begin: this.db.prepare(
+        `INSERT INTO temp.restoring SELECT rowid, ${COLUMNS}, count, last, id, hold, block FROM entry ` +
+          `WHERE (${BLOCKED}) AND last != 0 AND proto != ${ANY} AND port != ${ANY} AND name IN (SELECT value FROM json_each(?)) ` +
+          'ORDER BY rowid',
+      ),
+      lines: this.db.prepare(`SELECT group_concat(${line}, char(10)) FROM temp.restoring`).pluck(),
+      pending: this.db.prepare(`SELECT count, last FROM temp.restoring r WHERE ${rowOf('r')}`),
+      end: this.db.prepare(`DELETE FROM temp.restoring AS r WHERE ${rowOf('r')} RETURNING count, last`),
+      shift: this.db.prepare('UPDATE temp.restoring SET last = last + ? WHERE last != 0'),
+      entries: this.db.prepare(`SELECT ${read} FROM temp.restoring ORDER BY rowid_`),
+      changed: this.db.prepare(
+        `DELETE FROM temp.restoring AS r WHERE NOT EXISTS (SELECT 1 FROM entry WHERE ${unchanged}) RETURNING ${read}`,
+      ),
+      perName: this.db.prepare('SELECT name, count(*) FROM temp.restoring GROUP BY name'),
+      settle: this.db.prepare(`UPDATE entry SET id = ? FROM temp.restoring r WHERE ${unchanged} AND entry.id != ?`),
+      since: this.db.prepare('INSERT OR IGNORE INTO temp.restored_since SELECT * FROM temp.restoring'),
+      sinceEmpty: this.db.prepare('SELECT NOT EXISTS (SELECT 1 FROM temp.restored_since)').pluck(),
+      sinceGet: this.db.prepare(`SELECT last FROM temp.restored_since s WHERE ${rowOf('s')}`).pluck(),
+      sinceForget: this.db.prepare(`DELETE FROM temp.restored_since AS s WHERE ${rowOf('s')}`),
+      sinceForgetName: this.db.prepare('DELETE FROM temp.restored_since WHERE name = ?'),
+    };
   }
 
   // --- blocklistctl dump of the file (ctl/dump.ts) ---
@@ -765,8 +940,61 @@ export class StateStore {
   }
 }
 
+/**
+ * A temporary table of a restore's entries (restoreBegin), `restoring` or `restored_since`, the two alike: the entry's
+ * rowid, key, count, last failure, id, hold and block.  By the rowid: rows appended in order, a fifth of the time of a
+ * table keyed by the entry's key.
+ */
+function restoreTable(name: string): string {
+  const keyColumns = KEY_COLUMNS.map((c) => `${c} ${c === 'name' || c === 'address' ? 'TEXT' : 'INTEGER'} NOT NULL`).join(', ');
+  return (
+    `CREATE TEMP TABLE IF NOT EXISTS ${name} (rowid_ INTEGER PRIMARY KEY, ${keyColumns}, count INTEGER NOT NULL, ` +
+    'last INTEGER NOT NULL, id TEXT NOT NULL, hold INTEGER NOT NULL, block INTEGER NOT NULL);'
+  );
+}
+
+/** The statements of a restore's temporary tables (restoreBegin). */
+interface RestoreStatements {
+  clear: Database.Statement;
+  begin: Database.Statement;
+  lines: Database.Statement;
+  pending: Database.Statement;
+  end: Database.Statement;
+  shift: Database.Statement;
+  entries: Database.Statement;
+  changed: Database.Statement;
+  perName: Database.Statement;
+  settle: Database.Statement;
+  since: Database.Statement;
+  sinceEmpty: Database.Statement;
+  sinceGet: Database.Statement;
+  sinceForget: Database.Statement;
+  sinceForgetName: Database.Statement;
+}
+
 /** dumpRows' selections, as the SQL of dumpSelected (entry.ts). */
 const DUMP_WHERE: Record<DumpSelection, string> = { all: '1', blocked: 'nfail != -1 AND count >= nfail', counting: 'count < nfail' };
+
+/** The entries of a statement reading StoredRows (blockedStored), each with its rowid, blocked as read. */
+function storedEntries(statement: Database.Statement, ...parameters: unknown[]): StoredEntry[] {
+  const entries: StoredEntry[] = [];
+  // iterated: each row array is garbage at once, not 100,000 of them kept until the last is read (less to collect)
+  for (const row of statement.iterate(...parameters) as IterableIterator<StoredRow>) {
+    const [rowid, name, address, port, family, lmask, proto, uid, nfail, rmask, duration, count, last, id, hold, block] = row;
+    const e: Entry & { rowid: number; wasBlocked: boolean } = {
+      key: { family, address, lmask, port, proto, uid, name, rmask, nfail, duration },
+      count,
+      last,
+      id,
+      rowid,
+      wasBlocked: true,
+    };
+    if (block !== 0) e.block = block;
+    if (hold !== 0) e.hold = hold;
+    entries.push(e);
+  }
+  return entries;
+}
 
 /** blockedStored's row: rowid, the key columns in COLUMNS' order, count, last, id, hold, block. */
 type StoredRow = [
