@@ -11,7 +11,7 @@ import type { ConfEnv, Diagnostic, RuleSet, Source } from './types.js';
 import { parsePolicy, PolicyError, type EscalationPolicy } from '../escalate/policy.js';
 import { parseAggregate, type AggregatePolicy } from '../escalate/aggregate.js';
 
-export const DEFAULT_CONFIG_PATH = '/etc/blocklistd.conf';
+export { DEFAULT_CONFIG_PATH } from './defaults.js';
 
 /** A configuration file larger than this is refused: a mistake (a log, a dump), not a rule set. */
 const CONFIG_MAX_BYTES = 4 * 1024 * 1024;

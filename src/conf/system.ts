@@ -7,8 +7,9 @@ import { networkInterfaces } from 'node:os';
 import { constants } from '../protocol/native.js';
 import { LOOPBACK_NETWORKS, coveredNetwork, parseIP, widthOf, type OwnNetwork } from './ip.js';
 import type { ConfEnv, InterfaceAddresses, IPAddress } from './types.js';
+import { DEFAULT_RULE_NAME } from './defaults.js';
 
-export const DEFAULT_RULE_NAME = 'blocklistd';
+export { DEFAULT_RULE_NAME };
 
 function readOrEmpty(path: string): string {
   try {

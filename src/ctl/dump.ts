@@ -7,7 +7,7 @@ import { constants as osConstants } from 'node:os';
 import { errnoMessage } from '../errno.js';
 import { blockSeconds, dumpSelected, entryFromRow, entryJson, type DumpEntry, type DumpSelection, type EntryRow } from '../state/entry.js';
 import { StateError, StateStore } from '../state/store.js';
-import { systemEnv } from '../conf/system.js';
+import { constants } from '../protocol/native.js';
 import { dumpEntries, learnedEntries } from '../fleet/state.js';
 import { ANY, type Entry } from '../types.js';
 import { DURATION_UNITS, durationParts, localTime } from '../time.js';
@@ -34,6 +34,9 @@ export interface DumpOptions {
   /** -o: an origin column: the host a block learned from the fleet came from, `-` for this host's (issue 17). */
   origin?: boolean;
 }
+
+/** The address families of the fleet's learned entries: the addon's numbers, as systemEnv's (not loaded: 8 ms of a dump). */
+const FAMILIES = { inet: constants.AF_INET, inet6: constants.AF_INET6 };
 
 /** The entries -a and -b ask for. */
 const selectionOf = (o: Pick<DumpOptions, 'all' | 'blocked'>): DumpSelection => (o.all ? 'all' : o.blocked ? 'blocked' : 'counting');
@@ -62,9 +65,12 @@ function remainingColumn(left: number): string {
   return left === 0 ? '0s' : remainingTime(left);
 }
 
+/** The address column's width: the address right-aligned in it, never cut (G45). */
+const addressWidth = (o: Pick<DumpOptions, 'wide'>): number => (o.wide ? 39 : 15);
+
 /** The header line (§2.3). */
 function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber' | 'origin'>): string {
-  const width = o.wide ? 39 : 15;
+  const width = addressWidth(o);
   const extra = `${o.blockNumber === true ? '\tblock' : ''}${o.origin === true ? '\torigin' : ''}`;
   return `rulename\t${'address'.padStart(width)}/ma:port\tid\tnfail\t${o.remaining ? 'remaining time' : 'last access'}${extra}\n`;
 }
@@ -72,7 +78,7 @@ function dumpHeader(o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber' | 
 /** One row (§2.3); the address is right-aligned, never cut (G45). */
 function dumpRow(e: DumpEntry, o: Pick<DumpOptions, 'wide' | 'remaining' | 'blockNumber' | 'origin'>, now: number): string {
   const k = e.key;
-  const width = o.wide ? 39 : 15;
+  const width = addressWidth(o);
   const address = `${k.address.padStart(width)}/${star(k.lmask)}:${star(k.port)}`;
   const extra = `${o.blockNumber === true ? `\t${e.block ?? '-'}` : ''}${o.origin === true ? `\t${e.origin ?? '-'}` : ''}`;
   return `${k.name}\t${address}\t${e.id}\t${e.count}/${star(k.nfail)}\t${timeColumn(e, o.remaining, now)}${extra}\n`;
@@ -115,20 +121,17 @@ class DumpWriter {
 
   /**
    * A row of StateStore.dumpRows (a selected entry of the table, no -d, no --json), printed as dumpRow would print its
-   * entry: the address right-aligned, the time column and the optional ones added here.
+   * entry: SQLite laid out the columns up to the time column; the time column and the optional ones are added here.
    */
   storedRow(row: string): void {
     const afterSeconds = row.indexOf(' ');
     const afterLast = row.indexOf(' ', afterSeconds + 1);
-    const afterAddress = row.indexOf('\t', afterLast + 1);
-    const afterCount = row.lastIndexOf('\t');
+    const afterBlock = row.indexOf(' ', afterLast + 1);
     const seconds = Number(row.slice(0, afterSeconds));
     const last = Number(row.slice(afterSeconds + 1, afterLast));
     const o = this.options;
-    const address = row.slice(afterLast + 1, afterAddress).padStart(o.wide ? 39 : 15);
-    const [name, maskPort, id, count] = row.slice(afterAddress + 1, afterCount).split('\t');
-    const extra = `${o.blockNumber === true ? `\t${row.slice(afterCount + 1)}` : ''}${o.origin === true ? '\t-' : ''}`;
-    this.chunk.push(`${name}\t${address}${maskPort}\t${id}\t${count}\t${this.timeColumn(seconds, last)}${extra}\n`);
+    const extra = `${o.blockNumber === true ? `\t${row.slice(afterLast + 1, afterBlock)}` : ''}${o.origin === true ? '\t-' : ''}`;
+    this.chunk.push(`${row.slice(afterBlock + 1)}${this.timeColumn(seconds, last)}${extra}\n`);
     if (++this.rows % CHUNK === 0) this.flush();
   }
 
@@ -190,11 +193,11 @@ export function dumpCommand(path: string, o: DumpOptions, io: Output, now = Math
   }
   const writer = new DumpWriter(o, io, now);
   try {
-    if (o.json || o.debug > 0) for (const e of dumpEntries(store, systemEnv().families)) writer.entry(e);
+    if (o.json || o.debug > 0) for (const e of dumpEntries(store, FAMILIES)) writer.entry(e);
     else {
       // the table: SQLite makes the rows (StateStore.dumpRows); the fleet's learned blocks after them, as dumpEntries
-      for (const row of store.dumpRows(selectionOf(o))) writer.storedRow(row);
-      for (const e of learnedEntries(store, systemEnv().families)) writer.entry(e);
+      for (const row of store.dumpRows(selectionOf(o), addressWidth(o))) writer.storedRow(row);
+      for (const e of learnedEntries(store, FAMILIES)) writer.entry(e);
     }
   } catch (e) {
     return writer.end({ code: 'database_error', message: `reading '${path}' failed: ${e instanceof Error ? e.message : String(e)}` });

@@ -8,8 +8,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { EXIT_USAGE, HELP_CONFIG, VERSION, getoptMessage } from '../cli.js';
-import { DEFAULT_CONFIG_PATH } from '../conf/load.js';
-import { DEFAULT_RULE_NAME } from '../conf/system.js';
+import { DEFAULT_CONFIG_PATH, DEFAULT_RULE_NAME } from '../conf/defaults.js';
 import { DEFAULT_CONTROL_PATH } from '../protocol/control.js';
 import { DEFAULT_DB_PATH } from '../state/store.js';
 import type { Output } from './conf.js';
