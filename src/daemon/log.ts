@@ -202,7 +202,10 @@ function jsonChannel(destination: DestinationStream): LogFn {
     },
     destination,
   );
-  return (level, message, fields?: LogFields) => (fields === undefined ? logger[level](message) : logger[level](fields, message));
+  return (level, message, fields?: LogFields | (() => LogFields)) => {
+    if (fields === undefined) logger[level](message);
+    else logger[level](typeof fields === 'function' ? fields() : fields, message);
+  };
 }
 
 export function createLogger(options: LoggerOptions): DaemonLogger {
