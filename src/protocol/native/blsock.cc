@@ -1143,6 +1143,37 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
 }
 
+// sendLine(fd, line): `line` as one datagram on the connected socket `fd`
+// (the daemon's syslog socket), without blocking; 0 or the errno (EAGAIN:
+// the receiver's queue is full).  A flood logs a line per notification:
+// sent from the string, it makes no Buffer (unix-dgram's send needs one,
+// and starts a poll for writability at each full queue).
+Napi::Value SendLine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "sendLine(fd: number, line: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  // most lines fit the stack buffer: no allocation for them; one that fills it may have been cut, and is read again whole
+  char small[1024];
+  char* data = small;
+  size_t length = 0;
+  napi_get_value_string_utf8(env, info[1], small, sizeof(small), &length);
+  std::string large;
+  if (length == sizeof(small) - 1) {
+    napi_get_value_string_utf8(env, info[1], nullptr, 0, &length);
+    large.resize(length + 1);
+    data = &large[0];
+    napi_get_value_string_utf8(env, info[1], data, length + 1, &length);
+  }
+  ssize_t sent;
+  do {
+    sent = send(fd, data, length, MSG_DONTWAIT);
+  } while (sent == -1 && errno == EINTR);
+  return Napi::Number::New(env, sent == -1 ? errno : 0);
+}
+
 // tryLock(fd): flock(fd, LOCK_EX | LOCK_NB); 0, or the errno (EWOULDBLOCK:
 // another open file holds it).  The lock lasts while the open file does.
 Napi::Value TryLock(const Napi::CallbackInfo& info) {
@@ -1233,6 +1264,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("processNetns", Napi::Function::New(env, ProcessNetns));
   exports.Set("lingeringClosed", Napi::Function::New(env, LingeringClosed));
   exports.Set("tryLock", Napi::Function::New(env, TryLock));
+  exports.Set("sendLine", Napi::Function::New(env, SendLine));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
