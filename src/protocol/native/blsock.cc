@@ -1155,13 +1155,14 @@ Napi::Value SendLine(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   int fd = info[0].As<Napi::Number>().Int32Value();
-  // most lines fit the stack buffer: no allocation for them; one that fills it may have been cut, and is read again whole
+  // most lines fit the stack buffer: no allocation for them.  N-API copies whole characters only, so a line that came
+  // within a character (4 bytes) of filling it may have been cut, and is read again whole.
   char small[1024];
   char* data = small;
   size_t length = 0;
   napi_get_value_string_utf8(env, info[1], small, sizeof(small), &length);
   std::string large;
-  if (length == sizeof(small) - 1) {
+  if (length + 4 >= sizeof(small)) {
     napi_get_value_string_utf8(env, info[1], nullptr, 0, &length);
     large.resize(length + 1);
     data = &large[0];
