@@ -13,8 +13,12 @@ export interface LogFields {
   [field: string]: string | number | boolean | readonly string[] | undefined;
 }
 
-/** Where a component sends its log lines; the daemon decides where they go. */
-export type LogFn = (level: LogLevel, message: string, fields?: LogFields) => void;
+/**
+ * Where a component sends its log lines; the daemon decides where they go.
+ * The fields may come as a function that makes them: called only by an
+ * output that writes them (JSON), for a line written per notification.
+ */
+export type LogFn = (level: LogLevel, message: string, fields?: LogFields | (() => LogFields)) => void;
 
 export type AddressFamily = 'inet' | 'inet6';
 

@@ -136,6 +136,23 @@ test('syslog output: one datagram per line with PRI, local time stamp and ident[
   assert.equal(records.length, LEVELS.length + 3);
 });
 
+test('syslog output: lines of any length arrive whole, UTF-8 included (the addon sends short ones from a stack buffer)', async (t) => {
+  const receiver = new SyslogReceiver(socketPath());
+  t.after(() => receiver.close());
+  const logger = createLogger({ ident: 'b', output: 'syslog', verbose: false, syslogPath: receiver.path });
+  t.after(() => logger.close());
+  const head = syslogRecords('b', process.pid, 'info', new Date(), '')[0].length;
+  // records of 1,022 to 1,025 bytes around the buffer's 1,023, one ending in a character of 3 bytes cut by it, and a long one
+  const messages = [1022, 1023, 1024, 1025].map((n) => 'x'.repeat(n - head));
+  messages.push(`${'y'.repeat(1021 - head)}€ after`, `${'z'.repeat(5000)}ü`);
+  for (const message of messages) logger.log('info', message);
+  const records = await receiver.wait(messages.length);
+  assert.deepEqual(
+    records.map((r) => r.slice(r.indexOf(': ') + 2)),
+    messages,
+  );
+});
+
 test('syslog output: close() releases the socket at once, otherwise the next turn of the event loop does', async (t) => {
   const receiver = new SyslogReceiver(socketPath());
   t.after(() => receiver.close());

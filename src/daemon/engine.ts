@@ -319,7 +319,8 @@ export class Engine {
     // with a text or as a report, the notification is logged at info; else only as a debug line.  The client's
     // address as text made once, for both and a block's lines (clients send a text: the line is made)
     const client = toText(n.remote);
-    if (n.text !== '' || n.report !== undefined) log('info', processingLine(n, client), processingFields(n, client));
+    // the fields made only for an output that writes them (JSON): not per notification for syslog
+    if (n.text !== '' || n.report !== undefined) log('info', processingLine(n, client), () => processingFields(n, client));
     else
       this.debugLine(
         1,

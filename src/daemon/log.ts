@@ -11,9 +11,12 @@
 // socket keeps the process alive for good.  So a socket lives for one turn
 // of the event loop: the first line opens it, a setImmediate closes it, and
 // every line logged meanwhile shares it.  Sends never block: a full queue
-// drops the line where glibc would wait for the syslog daemon.  Without a
-// syslog daemon (containers) lines are dropped, the failure is reported on
-// stderr when it starts, and connecting is retried at most every 10 s.
+// drops the line where glibc would wait for the syslog daemon.  A line is
+// sent from its string by the addon (native.ts sendLine): a Buffer per line
+// and unix-dgram's send cost the event loop 5% of its time under a flood.
+// Without a syslog daemon (containers) lines are dropped, the failure is
+// reported on stderr when it starts, and connecting is retried at most
+// every 10 s.
 //
 // A line is a message and, for the JSON output, structured fields (event,
 // address, rule, ...) that pino writes beside `msg`; the text outputs write
@@ -23,6 +26,8 @@ import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { getSystemErrorMap } from 'node:util';
 import { pino, type DestinationStream } from 'pino';
+import { constants } from 'node:os';
+import { sendLine } from '../protocol/native.js';
 import type { LogFields, LogFn, LogLevel } from '../types.js';
 
 export type LogOutput = 'syslog' | 'stderr' | 'json';
@@ -51,6 +56,8 @@ export interface DaemonLogger {
 
 const DEFAULT_SYSLOG_PATH = '/dev/log';
 const DEFAULT_RETRY_MS = 10_000;
+/** A send's errors that say the syslog daemon's queue is full: the line is dropped, the socket kept. */
+const FULL_QUEUE = new Set([constants.errno.EAGAIN, constants.errno.EWOULDBLOCK, constants.errno.ENOBUFS]);
 
 /** Higher is more severe, as pino wants. */
 const PINO_LEVELS: Record<LogLevel, number> = { crit: 60, err: 50, warning: 40, notice: 35, info: 30, debug: 20 };
@@ -62,14 +69,10 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 
 /** What this file uses of unix-dgram (untyped CommonJS). */
 interface UnixDgramSocket {
+  /** The descriptor: lines go out through sendLine (native.ts), from their strings, without a Buffer each. */
+  readonly fd: number;
   /** Emits 'error' synchronously on failure. */
   connect(path: string): void;
-  /**
-   * On a connected socket, without a callback: a failure emits 'error' synchronously, a full queue 'congestion' (no
-   * listener: the line is dropped).  With a callback, a full queue makes an Error, its stack trace too, for each line
-   * dropped: 7% of the daemon's time under a flood that its syslog daemon could not keep up with.
-   */
-  send(data: Buffer): void;
   on(event: 'error', listener: (error: UnixDgramError) => void): this;
   /** Closes the descriptor and its poll handle; must be called exactly once. */
   close(): void;
@@ -136,7 +139,8 @@ class SyslogSender {
     for (const record of records) {
       // Unconnected, or a failed send closed the socket: the lines are dropped.
       if (this.socket === null) return;
-      this.socket.send(Buffer.from(record));
+      const errno = sendLine(this.socket.fd, record);
+      if (errno !== 0 && !FULL_QUEUE.has(errno)) this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
     }
   }
 
@@ -156,19 +160,15 @@ class SyslogSender {
       this.fail('socket', e);
       return;
     }
+    // connect() reports a failure as an 'error' event, synchronously; sends do not go through unix-dgram
     let refused: UnixDgramError | undefined;
-    let connected = false;
-    socket.on('error', (e) => {
-      if (connected) this.fail('send', e);
-      else refused = e;
-    });
+    socket.on('error', (e) => (refused = e));
     socket.connect(this.path);
     if (refused !== undefined) {
       socket.close();
       this.fail('connect', refused);
       return;
     }
-    connected = true;
     this.socket = socket;
     this.failing = false;
     this.closing = setImmediate(() => this.close());
@@ -202,7 +202,10 @@ function jsonChannel(destination: DestinationStream): LogFn {
     },
     destination,
   );
-  return (level, message, fields?: LogFields) => (fields === undefined ? logger[level](message) : logger[level](fields, message));
+  return (level, message, fields?: LogFields | (() => LogFields)) => {
+    if (fields === undefined) logger[level](message);
+    else logger[level](typeof fields === 'function' ? fields() : fields, message);
+  };
 }
 
 export function createLogger(options: LoggerOptions): DaemonLogger {

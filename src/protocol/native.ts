@@ -123,6 +123,7 @@ interface Binding {
   processNetns(): Buffer | { errno: number };
   lingeringClosed(): number;
   tryLock(fd: number): number;
+  sendLine(fd: number, line: string): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -161,6 +162,9 @@ export const setSocketMode = binding.setSocketMode;
  * Linux, or a kernel with neither).
  */
 export const processNetns = binding.processNetns;
+
+/** `line` as one datagram on the connected socket `fd`, without blocking: 0 or the errno (EAGAIN: the receiver's queue is full). */
+export const sendLine = binding.sendLine;
 
 /** Received descriptors that were lingering sockets (closed without waiting for their linger time). */
 export const lingeringClosed = binding.lingeringClosed;

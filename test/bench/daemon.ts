@@ -37,6 +37,8 @@ const RSS_TARGETS = new Map([
   [1_000_000, 140],
 ]);
 const fixtures = join(repoRoot, 'test/fixtures');
+/** The kernel's clock ticks per second (USER_HZ), the unit of cpuTicks(). */
+const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 /** BENCH_ESCALATE=1: every daemon with an [escalate] policy for its rules (issue 18: the cost of escalation, doc/escalation.md). */
 const ESCALATE = process.env.BENCH_ESCALATE === '1' ? '[escalate]\nblocklistd factor=2 max=1d jitter=1m forget=1d\n' : '';
 
@@ -122,13 +124,17 @@ function status(pid: number, field: string): number {
  * them all: after the flood a marker notification for another rule, whose
  * entry shows up in the database once everything before it is committed.
  */
-async function flood(d: Daemon, port: number, marker: Reporter): Promise<number> {
+async function flood(d: Daemon, port: number, marker: Reporter): Promise<{ rate: number; cpu: number }> {
+  const ticks0 = cpuTicks(d.child.pid!);
   const t0 = performance.now();
   await udpFlood(d, port, FLOOD, 1000, '10.0.0.1');
   const count = markerCount(d) + 2;
   marker.report(AUTH_FAIL, 'marker');
   await until(() => markerCount(d) >= count, 120_000);
-  return FLOOD / ((performance.now() - t0) / 1000);
+  const rate = FLOOD / ((performance.now() - t0) / 1000);
+  // the daemon's CPU (all its threads, user and system) per notification: unlike the rate, it does not depend on what
+  // else the machine's cores are doing (the floods of other benchmarks, blprobe itself)
+  return { rate, cpu: ((cpuTicks(d.child.pid!) - ticks0) * 1e6) / TICKS_PER_SECOND / FLOOD };
 }
 
 /** `count` UDP notifications over `distinct` addresses from `base`, once the daemon has received them all. */
@@ -189,7 +195,7 @@ async function slowHelper(port: number, markerPort: number, markerRule: string):
   const blocking = `${port} dgram * * * 1 1h\n${markerRule}`;
   const d = await startDaemon(blocking, join(fixtures, 'record'), { HELPER_LOG: slowLog, HELPER_SLEEP: '0.2', HELPER_REPLY: 'OK\\n' });
   const marker = await Reporter.connect(d.socket, markerPort);
-  const rate = await flood(d, port, marker);
+  const { rate } = await flood(d, port, marker);
   marker.close();
   const started = existsSync(slowLog)
     ? readFileSync(slowLog, 'utf8')
@@ -364,13 +370,20 @@ async function main(): Promise<void> {
     const marker = await Reporter.connect(d.socket, markerPort);
     // the same 1,000 addresses each time: the floods after the first update their entries
     const rates: number[] = [];
-    for (let i = 0; i < FLOODS; i++) rates.push(await flood(d, port, marker));
+    const cpus: number[] = [];
+    for (let i = 0; i < FLOODS; i++) {
+      const { rate, cpu } = await flood(d, port, marker);
+      rates.push(rate);
+      cpus.push(cpu);
+    }
     const rate = median(rates);
+    const cpu = median(cpus);
     marker.close();
     const rss = status(d.child.pid!, 'VmRSS') / 1024;
     console.log(
       `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s (median of ${rates.map(fmt).join(', ')})   RSS ` +
-        `${rss.toFixed(0)} MB${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}`,
+        `${rss.toFixed(0)} MB${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}   CPU ` +
+        `${cpu.toFixed(2)} µs/notification (median of ${cpus.map((c) => c.toFixed(2)).join(', ')})`,
     );
     record({
       id: `daemon.rate.${preload}`,
@@ -378,6 +391,13 @@ async function main(): Promise<void> {
       value: rate,
       unit: 'notifications/s',
       target: atLeast(120_000),
+      entries: preload,
+    });
+    record({
+      id: `daemon.cpu.${preload}`,
+      name: `daemon CPU per notification (user and system, all threads), UDP flood, ${fmt(preload)} entries`,
+      value: cpu,
+      unit: 'µs',
       entries: preload,
     });
     record({

@@ -302,6 +302,11 @@ void ReadFacts(int fd, Record* r) {
   r->netnsErrno = NetnsOf(fd, r->netns);
 }
 
+// Whether the facts in `r` (ReadFacts) show a socket whose close never waits: see Passed.
+bool NeverLingers(const Record& r) {
+  return r.typeErrno == 0 && r.type == SOCK_DGRAM && r.localErrno == 0 && (r.local.family == AF_INET || r.local.family == AF_INET6);
+}
+
 void CopyCred(const unsigned char* data, Record* r) {
 #if defined(__linux__)
   struct ucred c;
@@ -331,6 +336,17 @@ bool Lingers(int fd) {
   socklen_t len = sizeof(l);
   return getsockopt(fd, SOL_SOCKET, SO_LINGER, &l, &len) == 0 && l.l_onoff != 0 && l.l_linger > 0;
 }
+
+// A received descriptor on its way to the closer.  `mayLinger` false:
+// its facts show a socket whose close never waits whatever its SO_LINGER
+// (Lingers() is not asked): a datagram socket of AF_INET or AF_INET6,
+// whose protocols (UDP, UDP-Lite, ICMP echo, L2TP) close without the
+// linger time that only connection protocols (TCP, SCTP) wait for.  One
+// system call fewer per UDP notification (0.3-0.5 us of the closer's CPU).
+struct Passed {
+  int fd;
+  bool mayLinger;
+};
 
 // Closes `fds`, some lingering, without waiting for their linger time.
 // On Linux a task that exits never lingers (inet_release): a child that
@@ -395,7 +411,7 @@ class Closer {
     return *closer;
   }
 
-  void Close(std::vector<int>& fds) {
+  void Close(std::vector<Passed>& fds) {
     if (fds.empty()) return;
     if (threads_ == 0) {
       Finish(fds);
@@ -432,13 +448,13 @@ class Closer {
   }
 
   // Closes `fds` in order, the lingering ones all at once after the others.
-  void Finish(std::vector<int>& fds) {
+  void Finish(std::vector<Passed>& fds) {
     std::vector<int> lingering;
-    for (int fd : fds) {
-      if (Lingers(fd)) {
-        lingering.push_back(fd);
+    for (const Passed& passed : fds) {
+      if (passed.mayLinger && Lingers(passed.fd)) {
+        lingering.push_back(passed.fd);
       } else {
-        close(fd);
+        close(passed.fd);
       }
     }
     fds.clear();
@@ -450,7 +466,7 @@ class Closer {
 
   static void* Run(void* arg) {
     Closer* self = static_cast<Closer*>(arg);
-    std::vector<int> batch;
+    std::vector<Passed> batch;
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(self->mutex_);
@@ -469,7 +485,7 @@ class Closer {
   std::mutex mutex_;
   std::condition_variable ready_;
   std::condition_variable room_;
-  std::vector<int> queue_;
+  std::vector<Passed> queue_;
   std::atomic<int> threads_{0};  // started; grows under mutex_
   int idle_ = 0;     // waiting for work
   std::chrono::steady_clock::time_point lastTake_;  // a thread last took the queue
@@ -478,7 +494,7 @@ class Closer {
 
 // Receives one datagram into `r`; its descriptors go to `received`.
 // Returns false when nothing is queued.
-bool ReceiveOne(int fd, Record* r, std::vector<int>& received) {
+bool ReceiveOne(int fd, Record* r, std::vector<Passed>& received) {
   alignas(cmsghdr) unsigned char control[kCredSpace + CMSG_SPACE(sizeof(int) * kMaxFds)];
   memset(r, 0, offsetof(Record, payload));
   iovec iov = {r->payload, kPayloadMax};
@@ -520,8 +536,9 @@ bool ReceiveOne(int fd, Record* r, std::vector<int>& received) {
       for (size_t k = 0; k < bytes / sizeof(int); k++) {
         int passed;
         memcpy(&passed, data + k * sizeof(int), sizeof(int));
-        if (r->fdCount++ == 0) ReadFacts(passed, r);
-        received.push_back(passed);
+        bool first = r->fdCount++ == 0;
+        if (first) ReadFacts(passed, r);
+        received.push_back({passed, !(first && NeverLingers(*r))});
       }
     } else if (c->cmsg_type == kCredType && bytes >= kCredSize) {
       CopyCred(data, r);
@@ -622,7 +639,7 @@ class Receiver {
     Closer::Get();
     setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kReceiverNice);
 #endif
-    std::vector<int> received;
+    std::vector<Passed> received;
     for (;;) {
       size_t tail, room;
       {
@@ -1126,6 +1143,38 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
 }
 
+// sendLine(fd, line): `line` as one datagram on the connected socket `fd`
+// (the daemon's syslog socket), without blocking; 0 or the errno (EAGAIN:
+// the receiver's queue is full).  A flood logs a line per notification:
+// sent from the string, it makes no Buffer (unix-dgram's send needs one,
+// and starts a poll for writability at each full queue).
+Napi::Value SendLine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsString()) {
+    Napi::TypeError::New(env, "sendLine(fd: number, line: string)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  // most lines fit the stack buffer: no allocation for them.  N-API copies whole characters only, so a line that came
+  // within a character (4 bytes) of filling it may have been cut, and is read again whole.
+  char small[1024];
+  char* data = small;
+  size_t length = 0;
+  napi_get_value_string_utf8(env, info[1], small, sizeof(small), &length);
+  std::string large;
+  if (length + 4 >= sizeof(small)) {
+    napi_get_value_string_utf8(env, info[1], nullptr, 0, &length);
+    large.resize(length + 1);
+    data = &large[0];
+    napi_get_value_string_utf8(env, info[1], data, length + 1, &length);
+  }
+  ssize_t sent;
+  do {
+    sent = send(fd, data, length, MSG_DONTWAIT);
+  } while (sent == -1 && errno == EINTR);
+  return Napi::Number::New(env, sent == -1 ? errno : 0);
+}
+
 // tryLock(fd): flock(fd, LOCK_EX | LOCK_NB); 0, or the errno (EWOULDBLOCK:
 // another open file holds it).  The lock lasts while the open file does.
 Napi::Value TryLock(const Napi::CallbackInfo& info) {
@@ -1216,6 +1265,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("processNetns", Napi::Function::New(env, ProcessNetns));
   exports.Set("lingeringClosed", Napi::Function::New(env, LingeringClosed));
   exports.Set("tryLock", Napi::Function::New(env, TryLock));
+  exports.Set("sendLine", Napi::Function::New(env, SendLine));
   exports.Set("layout", Layout(env));
   exports.Set("constants", Constants(env));
   return exports;
