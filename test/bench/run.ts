@@ -107,6 +107,12 @@ const ISSUE_19: Goal[] = [
     unit: '/s',
     target: atLeast(120_000),
   },
+  {
+    what: 'whole daemon, CPU per notification (all threads), 100,000 entries (not measured before issue 19)',
+    before: '',
+    value: figure('daemon.cpu.100000'),
+    unit: 'µs',
+  },
   { what: 'receive path vs C recvmsg loop, UDP flood', before: '2.56x', value: ratio('udp'), unit: 'x', target: atMost(1.5) },
   { what: 'receive path vs C recvmsg loop, TCP flood', before: '2.65x', value: ratio('tcp'), unit: 'x', target: atMost(1.5) },
   { what: 'RSS at 100,000 entries', before: '114', value: figure('daemon.rss.100000'), unit: 'MB', target: atMost(80) },
@@ -118,7 +124,25 @@ const ISSUE_19: Goal[] = [
     unit: 's',
     target: atMost(1),
   },
+  {
+    what: 'one `nft -f` of as many addresses into a set of addresses alone (the raw figure before)',
+    before: '0.28',
+    value: figure('restore.raw.addresses'),
+    unit: 's',
+  },
+  {
+    what: "one `nft -f` of as many elements into a set of the helper's type (protocol . address . port, timeouts)",
+    before: '',
+    value: figure('restore.raw'),
+    unit: 's',
+  },
   { what: 'notification to helper start, median', before: '3.22', value: figure('daemon.latency.median'), unit: 'ms', target: atMost(1.5) },
+  {
+    what: "the same, a C program doing only the recvmsg and the posix_spawn (the machine's floor)",
+    before: '',
+    value: figure('daemon.latency.floor'),
+    unit: 'ms',
+  },
   {
     what: '10,000 adds through a 2 ms non-batch helper',
     before: '> 100',
