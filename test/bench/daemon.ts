@@ -27,7 +27,8 @@ const PARTS = new Set((process.env.BENCH_PARTS ?? 'flood,slow,latency,singles,lo
 const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 /**
  * Before the idle daemon is watched: the time V8 takes to shrink its heap after the flood.  Its memory reducer's
- * last round comes 80-110 s after a flood (doc/daemon.md §12): with 30 s that one-off fell in the idle minute.
+ * main round comes about 100 s after a flood and its tail can go on to about 3 minutes (doc/daemon.md §12): with
+ * 30 s the main round fell in the idle minute.
  */
 const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 120);
 /** The state sizes of the flood runs (entries in the database before it). */
@@ -412,7 +413,7 @@ async function main(): Promise<void> {
     });
     if (preload === WATCHED) {
       const pid = d.child.pid!;
-      // after a flood V8's memory reducer shrinks the heap, a one-off of 30-50 ms of CPU up to 110 s later (daemon.md §12),
+      // after a flood V8's memory reducer shrinks the heap, a one-off that can go on for about 3 minutes (daemon.md §12),
       // counted in daemon.settle.ticks; then the daemon is idle (nothing expires for a year), and the figure is what it
       // costs then
       const settled = cpuTicks(pid);
