@@ -28,9 +28,9 @@ const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
 /**
  * Before the idle daemon is watched: the time V8 takes to shrink its heap after the flood.  Its memory reducer's
  * main round comes about 100 s after a flood and its tail can go on to about 3 minutes (doc/daemon.md §12): with
- * 30 s the main round fell in the idle minute.
+ * 30 s the main round fell in the idle minute, with 120 s a tick or two of its tail.
  */
-const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 120);
+const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 240);
 /** The state sizes of the flood runs (entries in the database before it). */
 const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
 /** The size at which RSS and the idle daemon are watched. */
