@@ -7,7 +7,9 @@
 // call (issue 19); RSS; wake-ups when idle; lost sends under bursts from
 // 20 senders.  Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets
 // the idle watch; BENCH_PARTS (default all: flood,slow,latency,singles,lost)
-// the parts that run.
+// the parts that run; BENCH_DAEMON (default this checkout's bin/blocklistd)
+// the daemon measured, e.g. another checkout's for an A/B comparison with
+// the same harness.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +33,7 @@ const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
  * 30 s the main round fell in the idle minute, with 120 s a tick or two of its tail.
  */
 const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 240);
+const DAEMON = process.env.BENCH_DAEMON ?? join(repoRoot, 'bin/blocklistd');
 /** The state sizes of the flood runs (entries in the database before it). */
 const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
 /** The size at which RSS and the idle daemon are watched. */
@@ -80,7 +83,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   const socket = join(dir, 'blocklistd.sock');
   const argv = [
     process.execPath,
-    join(repoRoot, 'bin/blocklistd'),
+    DAEMON,
     '--foreground',
     '-c',
     join(dir, 'blocklistd.conf'),
@@ -234,8 +237,8 @@ async function latency(): Promise<void> {
     const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
     // read before the clock starts: the time of this read is the benchmark's, not the daemon's
     const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
-    // wall-clock nanoseconds, as the helper's clock_gettime(CLOCK_REALTIME) gives them
-    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    // CLOCK_MONOTONIC nanoseconds, as the helper's clock_gettime gives them (stamp.c: why not the wall clock)
+    const sent = process.hrtime.bigint();
     reporter.report(AUTH_FAIL, 'ssh');
     await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
     const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
