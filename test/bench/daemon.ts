@@ -2,7 +2,7 @@
 // a blprobe flood at 0, 10k and 100k entries (the median of 3 floods each,
 // issue 19); the receive rate while a slow helper blocks; the time from a
 // blocking notification to the helper's start, and its floor on the machine
-// (test/bench/spawnfloor.c); BENCH_ADDS (default 10,000)
+// (test/bench/spawnfloor.c, and with a launcher); BENCH_ADDS (default 10,000)
 // new addresses blocked through a 2 ms helper that runs one process per
 // call (issue 19); RSS; wake-ups when idle; lost sends under bursts from
 // 20 senders.  Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets
@@ -223,7 +223,7 @@ async function slowHelper(port: number, markerPort: number, markerRule: string):
   await stopDaemon(d);
 }
 
-/** The time from a blocking notification to the helper's start, on an idle daemon; and the machine's floor for it. */
+/** The time from a blocking notification to the helper's start, on an idle daemon; its floor on the machine, and with a launcher. */
 async function latency(): Promise<void> {
   // latency from the blocking notification to the helper's start, on an idle daemon
   const latencyDir = tempDir('blocklistd-bench-');
