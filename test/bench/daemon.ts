@@ -2,12 +2,14 @@
 // a blprobe flood at 0, 10k and 100k entries (the median of 3 floods each,
 // issue 19); the receive rate while a slow helper blocks; the time from a
 // blocking notification to the helper's start, and its floor on the machine
-// (test/bench/spawnfloor.c); BENCH_ADDS (default 10,000)
+// (test/bench/spawnfloor.c, and with a launcher); BENCH_ADDS (default 10,000)
 // new addresses blocked through a 2 ms helper that runs one process per
 // call (issue 19); RSS; wake-ups when idle; lost sends under bursts from
 // 20 senders.  Prints figures only.  BENCH_IDLE_SECONDS (default 60) sets
 // the idle watch; BENCH_PARTS (default all: flood,slow,latency,singles,lost)
-// the parts that run.
+// the parts that run; BENCH_DAEMON (default this checkout's bin/blocklistd)
+// the daemon measured, e.g. another checkout's for an A/B comparison with
+// the same harness.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -31,6 +33,7 @@ const IDLE_SECONDS = Number(process.env.BENCH_IDLE_SECONDS ?? 60);
  * 30 s the main round fell in the idle minute, with 120 s a tick or two of its tail.
  */
 const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 240);
+const DAEMON = process.env.BENCH_DAEMON ?? join(repoRoot, 'bin/blocklistd');
 /** The state sizes of the flood runs (entries in the database before it). */
 const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
 /** The size at which RSS and the idle daemon are watched. */
@@ -80,7 +83,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   const socket = join(dir, 'blocklistd.sock');
   const argv = [
     process.execPath,
-    join(repoRoot, 'bin/blocklistd'),
+    DAEMON,
     '--foreground',
     '-c',
     join(dir, 'blocklistd.conf'),
@@ -220,7 +223,7 @@ async function slowHelper(port: number, markerPort: number, markerRule: string):
   await stopDaemon(d);
 }
 
-/** The time from a blocking notification to the helper's start, on an idle daemon; and the machine's floor for it. */
+/** The time from a blocking notification to the helper's start, on an idle daemon; its floor on the machine, and with a launcher. */
 async function latency(): Promise<void> {
   // latency from the blocking notification to the helper's start, on an idle daemon
   const latencyDir = tempDir('blocklistd-bench-');
@@ -234,8 +237,8 @@ async function latency(): Promise<void> {
     const reporter = await Reporter.connect(d.socket, tcpPort, `127.0.1.${i + 1}`);
     // read before the clock starts: the time of this read is the benchmark's, not the daemon's
     const before = existsSync(latencyLog) ? readFileSync(latencyLog, 'utf8').length : 0;
-    // wall-clock nanoseconds, as the helper's clock_gettime(CLOCK_REALTIME) gives them
-    const sent = BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6));
+    // CLOCK_MONOTONIC nanoseconds, as the helper's clock_gettime gives them (stamp.c: why not the wall clock)
+    const sent = process.hrtime.bigint();
     reporter.report(AUTH_FAIL, 'ssh');
     await until(() => existsSync(latencyLog) && readFileSync(latencyLog, 'utf8').length > before, 5000);
     const line = readFileSync(latencyLog, 'utf8').slice(before).split('\n')[0];
@@ -260,18 +263,28 @@ async function latency(): Promise<void> {
   // the floor: a C program that only receives the same datagram and starts the same helper (test/bench/spawnfloor.c)
   const floor = join(latencyDir, 'spawnfloor');
   execFileSync('cc', ['-O2', '-o', floor, join(repoRoot, 'test/bench/spawnfloor.c')]);
-  const floorLatencies = execFileSync(floor, [join(latencyDir, 'floor.sock'), stamp, join(latencyDir, 'floor.log'), '40'], {
-    encoding: 'utf8',
-  })
-    .trim()
-    .split('\n')
-    .map(Number)
-    .sort((a, b) => a - b);
-  console.log(`C floor (recvmsg and posix_spawn of the same helper, nothing else): median ${floorLatencies[20]!.toFixed(2)} ms`);
+  // the floor, and the same with a launcher forked in advance that only execs the helper (spawnfloor.c's prototype)
+  const floorOf = (...mode: string[]): number =>
+    execFileSync(floor, [join(latencyDir, 'floor.sock'), stamp, join(latencyDir, 'floor.log'), '40', ...mode], { encoding: 'utf8' })
+      .trim()
+      .split('\n')
+      .map(Number)
+      .sort((a, b) => a - b)[20]!;
+  const [floorMedian, launcherMedian] = [floorOf(), floorOf('launcher')];
+  console.log(
+    `C floor (recvmsg and posix_spawn of the same helper, nothing else): median ${floorMedian.toFixed(2)} ms; with a launcher ` +
+      `forked in advance instead of posix_spawn: ${launcherMedian.toFixed(2)} ms`,
+  );
   record({
     id: 'daemon.latency.floor',
     name: 'notification to helper start, C floor (recvmsg + posix_spawn only): median',
-    value: floorLatencies[20]!,
+    value: floorMedian,
+    unit: 'ms',
+  });
+  record({
+    id: 'daemon.latency.launcher.floor',
+    name: 'notification to helper start, C floor with a launcher forked in advance (recvmsg + a request to it + its exec): median',
+    value: launcherMedian,
     unit: 'ms',
   });
 }

@@ -144,6 +144,12 @@ const ISSUE_19: Goal[] = [
     unit: 'ms',
   },
   {
+    what: 'the same C program with a launcher forked in advance that only execs the helper, instead of posix_spawn',
+    before: '',
+    value: figure('daemon.latency.launcher.floor'),
+    unit: 'ms',
+  },
+  {
     what: '10,000 adds through a 2 ms non-batch helper',
     before: '> 100',
     value: figure('daemon.singles.seconds'),
