@@ -79,7 +79,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   }
   const socket = join(dir, 'blocklistd.sock');
   const argv = [
-    process.execPath,
+    // through its #! line, as installed: it gives node the heap size the daemon runs with (doc/daemon.md §12)
     join(repoRoot, 'bin/blocklistd'),
     '--foreground',
     '-c',
