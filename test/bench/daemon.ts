@@ -46,6 +46,13 @@ const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding:
 /** BENCH_ESCALATE=1: every daemon with an [escalate] policy for its rules (issue 18: the cost of escalation, doc/escalation.md). */
 const ESCALATE = process.env.BENCH_ESCALATE === '1' ? '[escalate]\nblocklistd factor=2 max=1d jitter=1m forget=1d\n' : '';
 
+/** The malloc settings etc/systemd/blocklistd.service gives the daemon (doc/daemon.md §12): it runs as installed. */
+const UNIT_MALLOC = Object.fromEntries(
+  [...readFileSync(join(repoRoot, 'etc/systemd/blocklistd.service'), 'utf8').matchAll(/^Environment=(MALLOC_\w+)=(\S+)$/gm)].map((m) =>
+    m.slice(1),
+  ),
+);
+
 interface Daemon {
   child: ChildProcess;
   dir: string;
@@ -103,7 +110,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   // the control fixture records its calls (here: capabilities) in $HELPER_LOG
   const child = spawn(command, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), ...env },
+    env: { ...process.env, ...UNIT_MALLOC, HELPER_LOG: join(dir, 'helper.log'), ...env },
   });
   // a benchmark that fails leaves no daemon running through the ones after it
   const orphan = (): boolean => child.kill('SIGKILL');
