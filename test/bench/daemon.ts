@@ -9,7 +9,7 @@
 // the idle watch; BENCH_PARTS (default all: flood,slow,latency,singles,lost)
 // the parts that run.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
@@ -128,6 +128,25 @@ async function stopDaemon(d: Daemon): Promise<void> {
 function status(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : NaN;
+}
+
+/**
+ * The resident memory of process `pid` by kind of mapping, in MB (/proc/PID/smaps; doc/daemon.md §12): node's own pages,
+ * the other files mapped (libraries), malloc's main arena ([heap]) and the anonymous rest (V8's heap, the receive ring,
+ * malloc's thread arenas).
+ */
+function rssParts(pid: number): Record<string, number> {
+  const parts: Record<string, number> = { node: 0, libraries: 0, 'malloc heap': 0, anonymous: 0 };
+  const node = readlinkSync(`/proc/${pid}/exe`);
+  let part = 'anonymous';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping !== null) {
+      const path = mapping[1];
+      part = path === node ? 'node' : path.startsWith('/') ? 'libraries' : path === '[heap]' ? 'malloc heap' : 'anonymous';
+    } else if (line.startsWith('Rss:')) parts[part] += Number(line.split(/\s+/)[1]) / 1024;
+  }
+  return parts;
 }
 
 /**
@@ -396,6 +415,8 @@ async function main(): Promise<void> {
         `${rss.toFixed(0)} MB${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}   CPU ` +
         `${cpu.toFixed(2)} µs/notification (median of ${cpus.map((c) => c.toFixed(2)).join(', ')})`,
     );
+    const parts = Object.entries(rssParts(d.child.pid!)).map(([part, mb]) => `${part} ${mb.toFixed(1)}`);
+    console.log(`             RSS in MB: ${parts.join(', ')}`);
     record({
       id: `daemon.rate.${preload}`,
       name: `daemon, UDP flood, ${fmt(preload)} entries`,
