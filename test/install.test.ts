@@ -32,11 +32,15 @@ test('installed into a prefix: the daemon, blocklistctl and the helper run from 
     assert.equal(readlinkSync(join(prefix, link)), join(lib, target));
   }
   // the programs name the node that installed them, not env: they run with the PATH of a boot script, and without any
-  for (const program of ['blocklistd', 'blocklistctl', 'blocklistd-watch']) {
+  for (const program of ['blocklistctl', 'blocklistd-watch']) {
     assert.equal(readFileSync(join(lib, 'bin', program), 'utf8').split('\n')[0], `#!${process.execPath}`, program);
   }
-  const atBoot = await run(join(prefix, 'sbin/blocklistctl'), ['--version'], { onlyEnv: { PATH: '/nonexistent' } });
-  assert.equal(atBoot.code, 0, atBoot.stderr);
+  // the daemon's heap size stays, the one argument of the #! line (doc/daemon.md §12)
+  assert.equal(readFileSync(join(lib, 'bin/blocklistd'), 'utf8').split('\n')[0], `#!${process.execPath} --max-semi-space-size=8`);
+  for (const program of ['sbin/blocklistctl', 'sbin/blocklistd']) {
+    const atBoot = await run(join(prefix, program), ['--version'], { onlyEnv: { PATH: '/nonexistent' } });
+    assert.equal(atBoot.code, 0, `${program}: ${atBoot.stderr}`);
+  }
   // production packages only, no tests, no installer
   assert.ok(existsSync(join(lib, 'node_modules/better-sqlite3')));
   assert.ok(!existsSync(join(lib, 'node_modules/typescript')), 'typescript installed');
@@ -178,7 +182,10 @@ test(
       PATH: `${bin}:${process.env.PATH}`,
     });
     assert.equal(named.code, 0, named.stderr);
-    assert.equal(readFileSync(join(other, 'usr/local/lib/blocklistd/bin/blocklistd'), 'utf8').split('\n')[0], '#!/usr/local/bin/node');
+    assert.equal(
+      readFileSync(join(other, 'usr/local/lib/blocklistd/bin/blocklistd'), 'utf8').split('\n')[0],
+      '#!/usr/local/bin/node --max-semi-space-size=8',
+    );
     assert.match(
       readFileSync(join(other, 'usr/local/etc/rc.d/blocklistd-watch'), 'utf8'),
       /^command_interpreter="\/usr\/local\/bin\/node"$/m,

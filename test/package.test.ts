@@ -100,8 +100,9 @@ test(
     assert.equal(install.code, 0, `${install.stdout}${install.stderr}`);
 
     for (const [path, program] of PROGRAMS) assert.equal(readlinkSync(path), `${LIB}/bin/${program}`, path);
-    for (const program of ['blocklistd', 'blocklistctl', 'blocklistd-watch'])
+    for (const program of ['blocklistctl', 'blocklistd-watch'])
       assert.equal(readFileSync(`${LIB}/bin/${program}`, 'utf8').split('\n')[0], '#!/usr/bin/node', program);
+    assert.equal(readFileSync(`${LIB}/bin/blocklistd`, 'utf8').split('\n')[0], '#!/usr/bin/node --max-semi-space-size=8');
     // the runtime tree: the native modules, no build tools, no tests
     for (const file of [
       'build/Release/blsock.node',

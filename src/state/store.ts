@@ -421,10 +421,12 @@ export class StateStore {
     if (mode !== 'wal') throw new StateError(`Can't open '${this.path}': journal mode ${String(mode)} instead of WAL`);
     // a committed transaction is in the WAL when the process dies; fsync at checkpoints
     this.db.pragma('synchronous = NORMAL');
-    // SQLite's page cache is resident memory: 16 MB holds a database of 100,000 entries whole, and the inner pages of
-    // the unique index of a million; the entries in use are in the store's own cache (`cache`).  64 MB made the daemon
-    // 48 MB larger at 1,000,000 entries (start-up's quick_check reads every page).
-    this.db.pragma('cache_size = -16384');
+    // SQLite's page cache is resident memory, filled at once by start-up's quick_check (it reads every page): 4 MB, not
+    // the 12.5 MB database of 100,000 entries whole.  The entries in use are in the store's own cache (`cache`), and a
+    // page SQLite dropped is read back from the kernel's page cache.  Measured against 16 MB (issue 19, daemon.md §12):
+    // the daemon 8 MB smaller at 100,000 entries, flood CPU per notification the same at 100,000 and 1,000,000 entries,
+    // get+put of test/bench/state.ts the same (random addresses over 100,000 entries 161k/s against 166k/s, medians of 3).
+    this.db.pragma('cache_size = -4096');
     const check = this.db.pragma('quick_check', { simple: true });
     if (check !== 'ok') throw new StateError(`'${this.path}' is damaged (${String(check)})`, 'invalid_database');
     // one writer migrates; another opening at the same time waits and finds it done

@@ -11,7 +11,7 @@
 // the daemon measured, e.g. another checkout's for an A/B comparison with
 // the same harness.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
@@ -49,6 +49,13 @@ const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding:
 /** BENCH_ESCALATE=1: every daemon with an [escalate] policy for its rules (issue 18: the cost of escalation, doc/escalation.md). */
 const ESCALATE = process.env.BENCH_ESCALATE === '1' ? '[escalate]\nblocklistd factor=2 max=1d jitter=1m forget=1d\n' : '';
 
+/** The malloc settings etc/systemd/blocklistd.service gives the daemon (doc/daemon.md §12): it runs as installed. */
+const UNIT_MALLOC = Object.fromEntries(
+  [...readFileSync(join(repoRoot, 'etc/systemd/blocklistd.service'), 'utf8').matchAll(/^Environment=(MALLOC_\w+)=(\S+)$/gm)].map((m) =>
+    m.slice(1),
+  ),
+);
+
 interface Daemon {
   child: ChildProcess;
   dir: string;
@@ -82,7 +89,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   }
   const socket = join(dir, 'blocklistd.sock');
   const argv = [
-    process.execPath,
+    // through its #! line, as installed: it gives node the heap size the daemon runs with (doc/daemon.md §12)
     DAEMON,
     '--foreground',
     '-c',
@@ -106,7 +113,7 @@ async function startDaemon(config: string, helper: string, env: Record<string, s
   // the control fixture records its calls (here: capabilities) in $HELPER_LOG
   const child = spawn(command, args, {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, HELPER_LOG: join(dir, 'helper.log'), ...env },
+    env: { ...process.env, ...UNIT_MALLOC, HELPER_LOG: join(dir, 'helper.log'), ...env },
   });
   // a benchmark that fails leaves no daemon running through the ones after it
   const orphan = (): boolean => child.kill('SIGKILL');
@@ -124,6 +131,25 @@ async function stopDaemon(d: Daemon): Promise<void> {
 function status(pid: number, field: string): number {
   const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) : NaN;
+}
+
+/**
+ * The resident memory of process `pid` by kind of mapping, in MB (/proc/PID/smaps; doc/daemon.md §12): node's own pages,
+ * the other files mapped (libraries), malloc's main arena ([heap]) and the anonymous rest (V8's heap, the receive ring,
+ * malloc's thread arenas).
+ */
+function rssParts(pid: number): Record<string, number> {
+  const parts: Record<string, number> = { node: 0, libraries: 0, 'malloc heap': 0, anonymous: 0 };
+  const node = readlinkSync(`/proc/${pid}/exe`);
+  let part = 'anonymous';
+  for (const line of readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n')) {
+    const mapping = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (mapping !== null) {
+      const path = mapping[1];
+      part = path === node ? 'node' : path.startsWith('/') ? 'libraries' : path === '[heap]' ? 'malloc heap' : 'anonymous';
+    } else if (line.startsWith('Rss:')) parts[part] += Number(line.split(/\s+/)[1]) / 1024;
+  }
+  return parts;
 }
 
 /**
@@ -402,6 +428,8 @@ async function main(): Promise<void> {
         `${rss.toFixed(0)} MB${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}   CPU ` +
         `${cpu.toFixed(2)} µs/notification (median of ${cpus.map((c) => c.toFixed(2)).join(', ')})`,
     );
+    const parts = Object.entries(rssParts(d.child.pid!)).map(([part, mb]) => `${part} ${mb.toFixed(1)}`);
+    console.log(`             RSS in MB: ${parts.join(', ')}`);
     record({
       id: `daemon.rate.${preload}`,
       name: `daemon, UDP flood, ${fmt(preload)} entries`,
