@@ -944,7 +944,7 @@ export class StateStore {
       "''",
     ].join(' || char(9) || ');
     yield* this.db
-      .prepare(`SELECT ${row} FROM entry WHERE ${DUMP_WHERE[selection]} ORDER BY ${COLUMNS}`)
+      .prepare(`SELECT ${row} FROM entry WHERE ${DUMP_WHERE[selection]} ORDER BY ${DUMP_ORDER}`)
       .pluck()
       .iterate(width) as Iterable<string>;
   }
@@ -984,6 +984,16 @@ interface RestoreStatements {
 
 /** dumpRows' selections, as the SQL of dumpSelected (entry.ts). */
 const DUMP_WHERE: Record<DumpSelection, string> = { all: '1', blocked: 'nfail != -1 AND count >= nfail', counting: 'count < nfail' };
+
+/**
+ * dumpRows' order: entries()'s (`ORDER BY ${COLUMNS}`), the name and the address as one first key.  SQLite's sorter
+ * decides a comparison by its first key alone (a memcmp) unless the two are equal, and then unpacks both records whole:
+ * with the name first, the same for most entries, every comparison was unpacked.  The name goes into the key as its hex
+ * (the same order as its bytes), ended by a space, below every hex digit: a name sorts before a longer one it begins,
+ * as in SQLite's order, also when the longer one goes on with a NUL (`name || char(0)` would not keep that, and replace()
+ * takes no NUL pattern).  The query of dump -a of 100,000 entries: 125 → 111 ms of CPU (the key without hex: 103).
+ */
+const DUMP_ORDER = `hex(name) || ' ' || address, ${KEY_COLUMNS.slice(2).join(', ')}`;
 
 /** The entries of a statement reading StoredRows (blockedStored), each with its rowid, blocked as read. */
 function storedEntries(statement: Database.Statement, ...parameters: unknown[]): StoredEntry[] {
