@@ -221,6 +221,38 @@ describe('dump rows: addresses, never, *, and the fixes', () => {
       'the entries read before the damage (none: the sort reads them all first)',
     );
   });
+
+  test("the table's order is the JSON's (every key column): names that begin others, NUL in a name, ports, protocols", () => {
+    // StateStore.dumpRows sorts by one key of the name and the address; --json reads entries() sorted column by column
+    const names = ['a', 'a\0', 'a\0b', 'a\0\x01', 'a\x01', 'a-', 'ab', '', 'é', '\u{1F600}', 'z'];
+    const addresses = ['10.0.0.1', '10.0.0.10', '10.0.0.2', '::1'];
+    const sample: Entry[] = [];
+    for (const [n, name] of names.entries())
+      for (const [a, address] of addresses.entries()) {
+        const e = { key: key(address, { name, port: 22 + ((n + a) % 3) }), count: 1, last: T, id: '' };
+        sample.push(e, { ...e, key: { ...e.key, port: -1 } }, { ...e, key: { ...e.key, proto: 17 }, count: 2 });
+      }
+    const path = database(sample.reverse());
+    const json = (
+      JSON.parse(dump(path, { json: true, all: true }).out) as { result: { name: string; address: string; port: number; count: number }[] }
+    ).result;
+    const table = dump(path, { all: true, noHeader: true })
+      .out.split('\n')
+      .filter((l) => l !== '')
+      .map((l) => l.split('\t'));
+    assert.equal(table.length, sample.length);
+    assert.deepEqual(
+      table.map(([name, address, , count]) => `${name} ${address.trim()} ${count}`),
+      json.map((e) => `${e.name} ${e.address}/32:${e.port === -1 ? '*' : e.port} ${e.count}/3`),
+    );
+    // SQLite's BINARY order: the bytes of the UTF-8, a name before a longer one it begins
+    const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
+    const distinct = json.map((e) => e.name).filter((n, i, all) => i === 0 || n !== all[i - 1]);
+    assert.deepEqual(
+      distinct,
+      [...names].sort((x, y) => Buffer.compare(utf8(x), utf8(y))),
+    );
+  });
 });
 
 describe('blocklistctl dump, the command', () => {

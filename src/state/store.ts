@@ -935,18 +935,21 @@ export class StateStore {
    * ever), a mask, port or nfail of any `*`, block `-` when none.  The columns laid out here, not in JavaScript, made
    * that dump 0.08 s faster (of 0.31 s in-process).
    */
-  *dumpRows(selection: DumpSelection, width: number): Generator<string> {
-    if (this.iterateStmt === undefined) return;
+  dumpRows(selection: DumpSelection, width: number): Iterable<string> {
+    if (this.iterateStmt === undefined) return [];
     const star = (c: string): string => `iif(${c} = -1, '*', ${c})`;
-    const row = [
-      "iif(duration = -1 OR hold < 0, -1, duration + hold) || ' ' || last || ' ' || iif(block = 0, '-', block) || ' ' || name",
-      `printf('%*s', ?, address) || '/' || ${star('lmask')} || ':' || ${star('port')}`,
+    // one concat(), not a chain of ||, each of which makes a new string: 4 ms less of the query's 110 (100,000 entries)
+    const row = `concat(${[
+      "iif(duration = -1 OR hold < 0, -1, duration + hold), ' ', last, ' ', iif(block = 0, '-', block), ' ', name",
+      `printf('%*s', ?, address), '/', ${star('lmask')}, ':', ${star('port')}`,
       'id',
-      `count || '/' || ${star('nfail')}`,
+      `count, '/', ${star('nfail')}`,
       "''",
-    ].join(' || char(9) || ');
-    yield* this.db
-      .prepare(`SELECT ${row} FROM entry WHERE ${DUMP_WHERE[selection]} ORDER BY ${COLUMNS}`)
+    ].join(', char(9), ')})`;
+    // the statement's own iterator, not a generator around it: a generator's step for each row cost dump -a of 100,000
+    // entries 10 ms of its 290 ms of CPU (its code runs once: not optimised)
+    return this.db
+      .prepare(`SELECT ${row} FROM entry WHERE ${DUMP_WHERE[selection]} ORDER BY ${DUMP_ORDER}`)
       .pluck()
       .iterate(width) as Iterable<string>;
   }
@@ -986,6 +989,16 @@ interface RestoreStatements {
 
 /** dumpRows' selections, as the SQL of dumpSelected (entry.ts). */
 const DUMP_WHERE: Record<DumpSelection, string> = { all: '1', blocked: 'nfail != -1 AND count >= nfail', counting: 'count < nfail' };
+
+/**
+ * dumpRows' order: entries()'s (`ORDER BY ${COLUMNS}`), the name and the address as one first key.  SQLite's sorter
+ * decides a comparison by its first key alone (a memcmp) unless the two are equal, and then unpacks both records whole:
+ * with the name first, the same for most entries, every comparison was unpacked.  The name goes into the key as its hex
+ * (the same order as its bytes), ended by a space, below every hex digit: a name sorts before a longer one it begins,
+ * as in SQLite's order, also when the longer one goes on with a NUL (`name || char(0)` would not keep that, and replace()
+ * takes no NUL pattern).  The query of dump -a of 100,000 entries: 125 → 111 ms of CPU (the key without hex: 103).
+ */
+const DUMP_ORDER = `hex(name) || ' ' || address, ${KEY_COLUMNS.slice(2).join(', ')}`;
 
 /** The entries of a statement reading StoredRows (blockedStored), each with its rowid, blocked as read. */
 function storedEntries(statement: Database.Statement, ...parameters: unknown[]): StoredEntry[] {
