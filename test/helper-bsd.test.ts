@@ -6,7 +6,7 @@
 // stubs' log, and compares the log byte for byte with a file of
 // test/fixtures/golden/.  The expected lines there come from helper.md.
 import assert from 'node:assert/strict';
-import { appendFileSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { repoRoot, run, tempDir, type RunResult } from './support.js';
@@ -471,22 +471,6 @@ test('ipfw does not use the rule name, and log records it as it is: any name goe
   });
   assert.deepEqual(await helper(['flush', '-n'], env), { code: 0, stdout: 'OK\n', stderr: '' });
   assert.deepEqual(readFileSync(calls, 'utf8'), 'add x\\ny\\c tcp 192.0.2.1 32 22 \nflush -n\n');
-});
-
-test('control batch: its lines through a temporary file, removed after; empty lines at the end no lines; no file, no batch', async () => {
-  const tmp = tempDir();
-  const env = { STUB_LOG: stubLog('batch-tmp'), BLOCKLISTD_BACKEND: 'log', BLOCKLISTD_HELPER_CONF: noConf, TMPDIR: tmp };
-  const lines = 'add blocklistd tcp 192.0.2.1 32 22 \n\nadd blocklistd tcp 192.0.2.2 32 22 \n\n\n';
-  const result = await helper(['batch'], env, lines);
-  assert.equal(result.code, 0);
-  assert.equal(result.stdout, 'OK blocklistd:192.0.2.1/32:22\n\nOK blocklistd:192.0.2.2/32:22\n', 'an empty line inside is answered');
-  assert.deepEqual(readdirSync(tmp), [], 'the file removed');
-  assert.deepEqual(await helper(['batch'], env, '\n\n'), { code: 0, stdout: '', stderr: '' }, 'nothing to do');
-  const missing = await helper(['batch'], { ...env, TMPDIR: join(tmp, 'missing') }, lines);
-  assert.equal(missing.code, 1);
-  assert.equal(missing.stdout, '');
-  assert.match(missing.stderr, /blocklistd-helper: batch: cannot make a temporary file\n$/);
-  assert.doesNotMatch(missing.stderr, /add blocklistd/, 'no line applied');
 });
 
 test('control capabilities prints "batch batch-flush check timeout cut" and runs nothing', async () => {
