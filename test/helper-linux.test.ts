@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test, type TestContext } from 'node:test';
 import { isRoot, repoRoot, run, sharedTree, succeeds, tempDir, until, type RunResult } from './support.js';
@@ -819,6 +819,28 @@ describe('blocklistd-helper on Linux (helper.md §1-§3)', { skip: notRoot, conc
       });
 
       if (backend === 'nftables') {
+        test('batch: its lines through a temporary file, removed after; empty lines at the end no lines; no file, no batch', async (t) => {
+          const ns = await Netns.create(t, backend);
+          const tmp = tempDir('blocklistd-helper-tmp-');
+          const lines = 'add blocklistd tcp 192.0.2.1 32 22 \n\nadd blocklistd tcp 192.0.2.2 32 22 \n\n\n';
+          const result = await ns.helper(backend, ['batch'], lines, [`TMPDIR=${tmp}`]);
+          assert.deepEqual(
+            [result.code, result.stdout],
+            [0, 'OK\n\nOK\n'],
+            'an empty line inside is answered, those at the end are not lines',
+          );
+          assert.deepEqual(readdirSync(tmp), [], 'the file removed');
+          assert.deepEqual((await blocksOf(ns, backend, 'blocklistd'))[4], [
+            blk('tcp', '192.0.2.1', 32, 22),
+            blk('tcp', '192.0.2.2', 32, 22),
+          ]);
+          const more = 'add blocklistd tcp 192.0.2.3 32 22 \n';
+          const missing = await ns.helper(backend, ['batch'], more, [`TMPDIR=${join(tmp, 'missing')}`]);
+          assert.deepEqual([missing.code, missing.stdout], [1, '']);
+          assert.match(missing.stderr, /blocklistd-helper: batch: cannot make a temporary file\n$/);
+          assert.equal((await blocksOf(ns, backend, 'blocklistd'))[4]?.length, 2, 'nothing applied');
+        });
+
         test('batch: a rule name beyond 200 characters, cut as in single calls, keeps the batch one transaction', async (t) => {
           const ns = await Netns.create(t, backend);
           const long = `blocklistd-${'x'.repeat(220)}`;
