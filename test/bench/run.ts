@@ -118,11 +118,17 @@ const ISSUE_19: Goal[] = [
   { what: 'RSS at 100,000 entries', before: '114', value: figure('daemon.rss.100000'), unit: 'MB', target: atMost(80) },
   { what: 'RSS at 1,000,000 entries', before: '168', value: figure('daemon.rss.1000000'), unit: 'MB', target: atMost(140) },
   {
-    what: 'restore of 100,000 blocks through nftables, from start',
+    what: "restore of 100,000 blocks through nftables, from start (without this machine's NODE_EXTRA_CA_CERTS)",
     before: '2.72',
     value: figure('restore.seconds'),
     unit: 's',
     target: atMost(1),
+  },
+  {
+    what: 'the same with NODE_EXTRA_CA_CERTS, set here for the npm proxy (as the 2.72 s were measured)',
+    before: '2.72',
+    value: figure('restore.seconds.extraCaCerts'),
+    unit: 's',
   },
   {
     what: 'one `nft -f` of as many addresses into a set of addresses alone (the raw figure before)',
