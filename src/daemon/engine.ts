@@ -241,7 +241,7 @@ export class Engine {
     const now = this.options.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
-    const written: string[] = [];
+    const written: EffectiveRule[] = [];
     let evicted: number | undefined;
     try {
       this.options.store.transaction(() => {
@@ -257,7 +257,7 @@ export class Engine {
     }
     if (written.length > 0) this.storeWorked();
     // their blocks are gone, and their entries say so now
-    for (const id of written) this.work.recorded(id);
+    if (this.work.releasesUnrecorded) for (const key of written) this.work.recorded(entryId(key));
     this.debugLine(2, () => `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.evicted(evicted);
@@ -314,7 +314,7 @@ export class Engine {
     }
   }
 
-  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
+  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: EffectiveRule[]): void {
     const { log, store } = this.options;
     // with a text or as a report, the notification is logged at info; else only as a debug line.  The client's
     // address as text made once, for both and a block's lines (clients send a text: the line is made)
@@ -339,11 +339,12 @@ export class Engine {
       return;
     }
     const key = match.effective;
-    const id = entryId(key);
+    // its id only when there is helper work in flight to ask about (InFlight.idle): not built for every notification
+    const id = this.work.idle ? undefined : entryId(key);
     const stored = store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
     // released, though the entry still has the id: the rule is gone
-    if (this.work.released(id)) e.id = '';
+    if (id !== undefined && this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
     this.debugLine(
       1,
@@ -355,7 +356,8 @@ export class Engine {
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (blockSeconds(e) === ANY && e.id !== '' && !this.work.busy(id)) afterCommit.push(() => this.release(e, 'reset'));
+      if (blockSeconds(e) === ANY && e.id !== '' && (id === undefined || !this.work.busy(id)))
+        afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
@@ -370,17 +372,18 @@ export class Engine {
             renewed: true,
           });
           afterCommit.push(() => this.renewed(key, e.id, now, blockSeconds(e)));
-        } else if (!this.work.adding(id)) {
+        } else if (id === undefined || !this.work.adding(id)) {
           // a new block: its number and length by the address's history (escalation)
           Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
-          this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client, origin: 'limit' });
-          added.push(id);
+          const addId = id ?? entryId(key);
+          this.work.addStarted(addId, { before, wrote: { count: e.count, last: e.last }, client, origin: 'limit' });
+          added.push(addId);
           afterCommit.push(() => this.startAdd(key, '', blockSeconds(e)));
         }
       }
     }
     store.put(e);
-    written.push(id);
+    written.push(key);
     this.debugLine(
       1,
       () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
