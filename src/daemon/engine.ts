@@ -332,7 +332,7 @@ export class Engine {
       this.ignoredSelf(client);
       return;
     }
-    const match = this.rules && matchProbe(this.rules, probe, this.interfaces);
+    const match = this.rules && matchProbe(this.rules, probe, this.interfaces, client);
     this.options.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
