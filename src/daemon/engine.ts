@@ -316,12 +316,14 @@ export class Engine {
 
   private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: EffectiveRule[]): void {
     const { log, store } = this.options;
+    // the debug lines' closures made only when they are written: not objects per notification of a flood without -d
+    const debugging = this.options.debug() >= 1;
     // with a text or as a report, the notification is logged at info; else only as a debug line.  The client's
     // address as text made once, for both and a block's lines (clients send a text: the line is made)
     const client = toText(n.remote);
     // the fields made only for an output that writes them (JSON): not per notification for syslog
     if (n.text !== '' || n.report !== undefined) log('info', processingLine(n, client), () => processingFields(n, client));
-    else
+    else if (debugging)
       this.debugLine(
         1,
         () => processingLine(n, client),
@@ -346,10 +348,11 @@ export class Engine {
     // released, though the entry still has the id: the rule is gone
     if (id !== undefined && this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
-    this.debugLine(
-      1,
-      () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
-    );
+    if (debugging)
+      this.debugLine(
+        1,
+        () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+      );
 
     if (n.type === WireType.DELETE) {
       if (e.last === 0) return;
@@ -367,10 +370,11 @@ export class Engine {
       e.last = now;
       if (isBlocked(e)) {
         if (e.id !== '') {
-          log('info', `blocked ${client}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, {
+          // the fields made only for an output that writes them (JSON), as above
+          log('info', `blocked ${client}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, () => ({
             ...blockFields(e, client, 'limit', e.count),
             renewed: true,
-          });
+          }));
           afterCommit.push(() => this.renewed(key, e.id, now, blockSeconds(e)));
         } else if (id === undefined || !this.work.adding(id)) {
           // a new block: its number and length by the address's history (escalation)
@@ -384,11 +388,12 @@ export class Engine {
     }
     store.put(e);
     written.push(key);
-    this.debugLine(
-      1,
-      () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
-      () => ({ ...entryFields('count', key), count: e.count }),
-    );
+    if (debugging)
+      this.debugLine(
+        1,
+        () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+        () => ({ ...entryFields('count', key), count: e.count }),
+      );
   }
 
   /** --allow-self: a notification about an own address, counted as dropped and logged once a minute per address. */
@@ -429,8 +434,10 @@ export class Engine {
    */
   private timeoutOutlived(key: EffectiveRule, seconds: number, now: number): boolean {
     const margin = this.options.kernelExpiryMargin;
+    // the id built only when asked: this runs for every failure of a blocked address
+    if (margin === undefined || seconds === ANY) return false;
     const id = entryId(key);
-    if (margin === undefined || seconds === ANY || this.work.adding(id) || this.work.removing(id)) return false;
+    if (this.work.adding(id) || this.work.removing(id)) return false;
     const until = this.kernelUntil.get(id);
     return until === undefined || now + seconds + 1 + margin / 2 > until;
   }
