@@ -124,7 +124,12 @@ export type FindRule = (list: 'local' | 'remote', x: Fields) => Rule | undefined
  * socket (upstream aborts there, G9).
  */
 export function matchProbe(compiled: CompiledRules, probe: Probe, interfaces: InterfaceAddresses, remoteText?: string): Match | undefined {
-  return matchWith((list, x) => firstMatch(compiled[list], x, interfaces), probe, remoteText);
+  return matchWith(ruleFinder(compiled, interfaces), probe, remoteText);
+}
+
+/** The indexed lookup of `compiled` for matchWith; a caller that matches many probes makes it once (not a closure per probe). */
+export function ruleFinder(compiled: CompiledRules, interfaces: InterfaceAddresses): FindRule {
+  return (list, x) => firstMatch(compiled[list], x, interfaces);
 }
 
 /** `remoteText`: the caller's text of `probe.remote` (toText), when it has made it: not made a second time for the entry. */

@@ -21,7 +21,7 @@
 // Time: deadlines are wall-clock (`last + duration`); a step of the wall
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
-import { matchProbe } from '../conf/match.js';
+import { matchProbe, matchWith, ruleFinder, type FindRule } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import { protocolName } from '../conf/format.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
@@ -166,6 +166,8 @@ const blockNumber = (e: Entry): string => (e.block === undefined ? '' : ` (block
 export class Engine {
   private rules: CompiledRules | undefined;
   private interfaces: InterfaceAddresses = new Map();
+  /** ruleFinder() of `rules` and `interfaces`: made when they change, not per notification. */
+  private findRule: FindRule | undefined;
   /** ownNetworks() of `interfaces`, for --allow-self: made when they change, not per notification. */
   private ownNetworks: OwnNetwork[] = ownNetworks(new Map());
   /** The helper work of each entry not settled yet: adds, rems, rems to retry, releases to write. */
@@ -228,6 +230,7 @@ export class Engine {
   setInterfaces(interfaces: InterfaceAddresses): void {
     this.interfaces = interfaces;
     this.ownNetworks = ownNetworks(interfaces);
+    this.findRule = this.rules && ruleFinder(this.rules, interfaces);
   }
 
   /** The rules a probe meets, as a notification would. */
@@ -334,7 +337,7 @@ export class Engine {
       this.ignoredSelf(client);
       return;
     }
-    const match = this.rules && matchProbe(this.rules, probe, this.interfaces, client);
+    const match = this.findRule && matchWith(this.findRule, probe, client);
     this.options.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
