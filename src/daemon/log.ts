@@ -101,9 +101,22 @@ function stampOf(time: Date): string {
   return text;
 }
 
+/** The last head of a record made: a flood logs lines by thousands a second, with one head a second and level. */
+let lastHead = { priority: NaN, stamp: '', ident: '', pid: NaN, text: '' };
+
+/** `<PRI>Mmm dd hh:mm:ss ident[pid]: `. */
+function headOf(ident: string, pid: number, level: LogLevel, time: Date): string {
+  const priority = LOG_DAEMON | SEVERITY[level];
+  // stampOf gives the same string for the same second
+  const stamp = stampOf(time);
+  if (priority !== lastHead.priority || stamp !== lastHead.stamp || ident !== lastHead.ident || pid !== lastHead.pid)
+    lastHead = { priority, stamp, ident, pid, text: `<${priority}>${stamp} ${ident}[${pid}]: ` };
+  return lastHead.text;
+}
+
 /** The records glibc's syslog(3) sends for `message`, one per line, carriage returns removed. */
 export function syslogRecords(ident: string, pid: number, level: LogLevel, time: Date, message: string): string[] {
-  const head = `<${LOG_DAEMON | SEVERITY[level]}>${stampOf(time)} ${ident}[${pid}]: `;
+  const head = headOf(ident, pid, level, time);
   // most messages are one line: no regular expression and split for them (5% of the daemon's time under a flood with both)
   if (!message.includes('\n') && !message.includes('\r')) return [head + message];
   return message
@@ -224,7 +237,12 @@ export function createLogger(options: LoggerOptions): DaemonLogger {
           options.syslogRetryMs ?? DEFAULT_RETRY_MS,
           (text) => stderr.write(`${ident}: ${text}\n`),
         ));
-        return (level, message) => sender.send(syslogRecords(ident, process.pid, level, new Date(), message));
+        // one Date for every line, set to now: not an object per line of a flood
+        const now = new Date();
+        return (level, message) => {
+          now.setTime(Date.now());
+          sender.send(syslogRecords(ident, process.pid, level, now, message));
+        };
       }
     }
   };
