@@ -60,7 +60,17 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
             .split('\n')
             .filter((l) => l.includes('fleet'))
             .join('\n');
-        throw new Error(`${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}`);
+        // and what each node of the cluster said last but its start-up banner (elections, lost routes, JetStream's state)
+        const said = nodes.map(
+          (node) =>
+            `node ${node.port}:\n` +
+            node.log
+              .split('\n')
+              .filter((l) => /\[(WRN|ERR)\]|RAFT|JetStream|leader|[Rr]oute/.test(l))
+              .slice(-25)
+              .join('\n'),
+        );
+        throw new Error(`${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}\n${said.join('\n')}`);
       }
     };
 
