@@ -66,7 +66,7 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
             `node ${node.port}:\n` +
             node.log
               .split('\n')
-              .filter((l) => /\[(WRN|ERR)\]|RAFT|JetStream|leader|[Rr]oute/.test(l))
+              .filter((l) => /\[(WRN|ERR)\]|RAFT|JetStream|leader|[Rr]oute/.test(l) && !/trying to connect to route/.test(l))
               .slice(-25)
               .join('\n'),
         );
