@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ctl, freePort, startDaemon, tempDir, until } from './support.js';
-import { createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
+import { BUCKET, createBucket, natsClient, natsMissing, NatsServer } from './nats.js';
 
 const missing = natsMissing();
 
@@ -70,7 +70,25 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
               .slice(-25)
               .join('\n'),
         );
-        throw new Error(`${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}\n${said.join('\n')}`);
+        // and whether each node still answers for the bucket's stream now (its leader, replicas, last sequence, consumers):
+        // a cluster that does not answer, or clients stalled on one that does
+        const answers = await Promise.all(
+          nodes.map(async (node) => {
+            try {
+              const nc = await natsClient(t, node.url);
+              const info = (await nc.request(`$JS.API.STREAM.INFO.KV_${BUCKET}`, '', { timeout: 3000 })).json<{
+                cluster?: unknown;
+                state?: { last_seq?: number; consumer_count?: number };
+              }>();
+              return `node ${node.port} now: ${JSON.stringify({ cluster: info.cluster, state: info.state })}`;
+            } catch (error) {
+              return `node ${node.port} now: ${(error as Error).message}`;
+            }
+          }),
+        );
+        throw new Error(
+          `${(e as Error).message}\nA:\n${lines(a.stderr)}\nB:\n${lines(b.stderr)}\n${said.join('\n')}\n${answers.join('\n')}`,
+        );
       }
     };
 
@@ -87,5 +105,8 @@ describe('fleet on a NATS cluster', { skip: missing }, () => {
     assert.equal((await ctl(['unblock', '-p', String(port), '--control', a.control, '198.51.100.30'])).code, 0);
     await helperOfB('198.51.100.30', 2, 60_000);
     assert.match(calls('198.51.100.30')[1]!, /^rem /);
+    // a watch whose consumer was on the killed node is started again (fleet.ts checkWatch): said when it happened
+    for (const [name, daemon] of [['A', a] as const, ['B', b] as const])
+      for (const line of daemon.stderr.split('\n').filter((l) => l.includes('stalled at'))) t.diagnostic(`${name}: ${line}`);
   });
 });

@@ -35,6 +35,13 @@ const RECONNECT_MS = 250;
 const RECONNECT_MAX_MS = 10_000;
 /** No connection this long after the start: logged (the client tries again quietly). */
 const FIRST_CONNECT_WARN_MS = 5000;
+/**
+ * The watch is compared with the bucket's last sequence this often (ms): behind it at two checks in a row, nothing
+ * delivered between them, it is started again.  A watch's consumer lives on one node of a cluster; with that node killed,
+ * the client's ordered consumer was seen (nats-server 2.9.10, test/fleet-cluster.test.ts) neither delivering nor ending
+ * for minutes, the daemon learning nothing more.
+ */
+const WATCH_CHECK_MS = 10_000;
 /** Rejected values are logged at most this often (ms); the rest are counted. */
 const REJECT_LOG_MS = 10_000;
 
@@ -131,6 +138,8 @@ export class Fleet implements SharedBlocks {
   /** The current watch; a new one (after a reconnect) makes the old one stop. */
   private watchGeneration = 0;
   private watchStop: (() => void) | undefined;
+  /** What the watch had delivered at the last check that found it behind the bucket (checkWatch). */
+  private watchBehindAt: number | undefined;
   /** Entries received, applied a chunk per transaction. */
   private readonly received: KvWatchEntry[] = [];
   private applyScheduled = false;
@@ -410,10 +419,18 @@ export class Fleet implements SharedBlocks {
     let replaying = info.messages > 0;
     if (!replaying) this.reconcile(seen);
     const watcher = await kv.watch({ key: 'v1.>' });
-    this.watchStop = () => watcher.stop();
+    // the bucket's last sequence the watch has caught up with: what the replay reads, then what it delivers
+    let delivered = info.last_seq;
+    this.watchBehindAt = undefined;
+    const check = setInterval(() => void this.checkWatch(kv, generation, () => delivered), WATCH_CHECK_MS).unref();
+    this.watchStop = () => {
+      clearInterval(check);
+      watcher.stop();
+    };
     const follow = async (): Promise<void> => {
       for await (const e of watcher) {
         if (generation !== this.watchGeneration || this.stopped) break;
+        if (e.revision > delivered) delivered = e.revision;
         if (replaying) {
           seen.add(e.key);
           if (e.revision >= info.last_seq) {
@@ -439,6 +456,28 @@ export class Fleet implements SharedBlocks {
       this.o.log('warning', `fleet: the watch of ${this.o.bucket} ${why}; reading the bucket again`);
       setTimeout(() => void this.openBucket(), RETRY_MS * 4).unref();
     })();
+  }
+
+  /** The watch of `generation` behind the bucket at this check and the one before, nothing delivered since: started again. */
+  private async checkWatch(kv: KV, generation: number, delivered: () => number): Promise<void> {
+    let last: number;
+    try {
+      last = (await kv.status()).streamInfo.state.last_seq;
+    } catch {
+      // no answer (no leader, no connection): the next check asks again
+      return;
+    }
+    if (this.stopped || generation !== this.watchGeneration) return;
+    const at = delivered();
+    if (last <= at) {
+      this.watchBehindAt = undefined;
+    } else if (this.watchBehindAt !== at) {
+      this.watchBehindAt = at;
+    } else {
+      this.watchBehindAt = undefined;
+      this.o.log('warning', `fleet: the watch of ${this.o.bucket} stalled at sequence ${at} of ${last}; reading the bucket again`);
+      void this.openBucket();
+    }
   }
 
   private enqueueReceived(e: KvWatchEntry): void {
