@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { StateStore } from '../../src/state/store.js';
 import { isRoot, repoRoot, run, tempDir } from '../support.js';
-import { atMost, record } from './results.js';
+import { atMost, record, recordStart, startEnvironments } from './results.js';
 
 const RESTORE = Number(process.env.BENCH_RESTORE ?? 100_000);
 const SINGLES = Number(process.env.BENCH_SINGLES ?? 200);
@@ -198,39 +198,28 @@ async function restoreOnce(template: string, env: NodeJS.ProcessEnv, label: stri
 }
 
 /**
- * -r restore of RESTORE blocked entries through nftables, from the daemon's start: the median of 3 runs without
- * NODE_EXTRA_CA_CERTS (set here for the npm registry's proxy, it makes every Node start parse the root certificates,
- * about 30 ms of CPU, which a host running blocklistd does not) and, when this environment sets it, of 3 runs with it,
- * interleaved with the others, recorded apart.
+ * -r restore of RESTORE blocked entries through nftables, from the daemon's start: the median of 3 runs in each of
+ * startEnvironments() (without NODE_EXTRA_CA_CERTS; with it when set), interleaved, recorded apart.
  */
 async function restore(): Promise<void> {
   const dir = tempDir('blocklistd-bench-restore-template-');
   const template = restoreDatabase(dir);
-  const { NODE_EXTRA_CA_CERTS: extraCaCerts, ...hostEnv } = process.env;
-  const environments: [NodeJS.ProcessEnv, string][] = [[hostEnv, '']];
-  if (extraCaCerts !== undefined) environments.push([process.env, ' (with NODE_EXTRA_CA_CERTS)']);
+  const environments = startEnvironments();
   const runs = environments.map((): number[] => []);
   for (let i = 0; i < 3; i++)
-    for (const [e, [env, label]] of environments.entries()) runs[e]!.push(await restoreOnce(template, env, label));
+    for (const [e, env] of environments.entries())
+      runs[e]!.push(await restoreOnce(template, env, e === 0 ? '' : ' (with NODE_EXTRA_CA_CERTS)'));
   const [seconds, withExtraCaCerts] = runs.map((r) => r.sort((a, b) => a - b)[1]! / 1000);
-  console.log(
-    `restore   median of 3: ${seconds!.toFixed(2)} s from the daemon's start (target <= 1.0 s)` +
-      (withExtraCaCerts === undefined ? '' : `; ${withExtraCaCerts.toFixed(2)} s with this environment's NODE_EXTRA_CA_CERTS`),
-  );
-  record({
+  const figure = {
     id: 'restore.seconds',
-    name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start (without NODE_EXTRA_CA_CERTS)`,
+    name: `blocklistd -r: ${RESTORE.toLocaleString('en-US')} blocks restored through nftables, from start`,
     value: seconds!,
     unit: 's',
     target: atMost(1),
-  });
-  if (withExtraCaCerts !== undefined)
-    record({
-      id: 'restore.seconds.extraCaCerts',
-      name: `the same with this environment's NODE_EXTRA_CA_CERTS (Node parses the certificates at its start)`,
-      value: withExtraCaCerts,
-      unit: 's',
-    });
+  };
+  console.log(
+    `restore   median of 3: ${seconds!.toFixed(2)} s from the daemon's start (target <= 1.0 s)${recordStart(figure, withExtraCaCerts)}`,
+  );
 }
 
 /**
