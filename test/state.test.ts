@@ -91,44 +91,6 @@ describe('StateStore', () => {
     store.close();
   });
 
-  test('a restore writing most ids in a transaction: entry_blocked made again as it was, rolled back with the writes', () => {
-    const path = join(dir, 'restore-index.db');
-    const store = StateStore.open(path);
-    for (const a of ['192.0.2.1', '192.0.2.2', '192.0.2.3']) store.put({ key: key(a), count: 3, last: 100, id: 'old' });
-    store.put({ key: key('192.0.2.4'), count: 1, last: 100, id: '' });
-    const reader = new Database(path, { readonly: true });
-    const indexSql = reader.prepare("SELECT sql FROM sqlite_master WHERE name = 'entry_blocked'").pluck();
-    const sql = indexSql.get();
-    const blockedIds = reader
-      .prepare("SELECT address, id FROM entry INDEXED BY entry_blocked WHERE name = 'blocklistd' AND id != ''")
-      .raw();
-    // a failure after the write: the index and the ids as before
-    assert.equal(store.restoreBegin(['blocklistd']), 3);
-    assert.throws(() =>
-      store.transaction(() => {
-        assert.equal(store.restoreWrite('OK'), 3);
-        throw new Error('after the write');
-      }),
-    );
-    assert.equal(indexSql.get(), sql);
-    assert.deepEqual(blockedIds.all(), [
-      ['192.0.2.1', 'old'],
-      ['192.0.2.2', 'old'],
-      ['192.0.2.3', 'old'],
-    ]);
-    store.transaction(() => assert.equal(store.restoreWrite('OK'), 3));
-    store.restoreSettled();
-    assert.equal(indexSql.get(), sql);
-    assert.deepEqual(blockedIds.all(), [
-      ['192.0.2.1', 'OK'],
-      ['192.0.2.2', 'OK'],
-      ['192.0.2.3', 'OK'],
-    ]);
-    assert.equal(store.integrityCheck(), 'ok');
-    reader.close();
-    store.close();
-  });
-
   test('get, put, delete, size, truncate; a key is all ten fields', () => {
     const store = StateStore.open(join(dir, 'ops.db'));
     assert.equal(store.get(key('192.0.2.1')), undefined);

@@ -37,9 +37,6 @@ const blocked = (e: Entry): boolean => e.id !== '' || isBlocked(e);
  */
 const CACHE_ENTRIES = 20_000;
 
-/** The index of the blocked entries (subnet aggregation's), as the third migration made it; restoreWrite makes it again. */
-const ENTRY_BLOCKED_INDEX = "CREATE INDEX entry_blocked ON entry (name, address) WHERE id != ''";
-
 /** Forward migrations; schema version N is reached by running the first N. */
 const MIGRATIONS: readonly string[] = [
   // The identity is unique (address first: it tells entries apart soonest);
@@ -85,7 +82,7 @@ const MIGRATIONS: readonly string[] = [
      until INTEGER NOT NULL,
      PRIMARY KEY (address, name)
    ) WITHOUT ROWID;
-   ${ENTRY_BLOCKED_INDEX};`,
+   CREATE INDEX entry_blocked ON entry (name, address) WHERE id != '';`,
   // fleet (issue 17, doc/fleet.md §3): blocks learned from other hosts, kept
   // apart from the entries, and the publishes and deletes not yet sent
   `CREATE TABLE fleet_block (
@@ -845,15 +842,7 @@ export class StateStore {
    */
   restoreWrite(id: string): number {
     this.refuseReadOnly();
-    const statements = this.restore!;
-    // A new id is a change of a column of entry_blocked's WHERE: SQLite takes the entry out of that index and puts it back,
-    // though it stays in (its id not empty before and after).  Inside the caller's transaction, the index dropped and
-    // made again costs less when most entries are written: at 100,000 of 100,000, 0.13 s instead of 0.16 s for the
-    // write and its commit (medians of 5); made again it is the same index, and a reader sees one or the other.
-    const rebuild = this.db.inTransaction && (statements.toWrite.get(id) as number) * 2 >= this.size();
-    if (rebuild) this.db.exec('DROP INDEX entry_blocked');
-    const written = statements.settle.run(id, id).changes;
-    if (rebuild) this.db.exec(ENTRY_BLOCKED_INDEX);
+    const written = this.restore!.settle.run(id, id).changes;
     if (written > 0) this.cache!.clear();
     return written;
   }
@@ -928,7 +917,6 @@ export class StateStore {
       ),
       perName: this.db.prepare('SELECT name, count(*) FROM temp.restoring GROUP BY name'),
       settle: this.db.prepare(`UPDATE entry SET id = ? FROM temp.restoring r WHERE ${unchanged} AND entry.id != ?`),
-      toWrite: this.db.prepare('SELECT count(*) FROM temp.restoring WHERE id != ?').pluck(),
       since: this.db.prepare('INSERT OR IGNORE INTO temp.restored_since SELECT * FROM temp.restoring'),
       sinceEmpty: this.db.prepare('SELECT NOT EXISTS (SELECT 1 FROM temp.restored_since)').pluck(),
       sinceGet: this.db.prepare(`SELECT last FROM temp.restored_since s WHERE ${rowOf('s')}`).pluck(),
@@ -992,7 +980,6 @@ interface RestoreStatements {
   changed: Database.Statement;
   perName: Database.Statement;
   settle: Database.Statement;
-  toWrite: Database.Statement;
   since: Database.Statement;
   sinceEmpty: Database.Statement;
   sinceGet: Database.Statement;
