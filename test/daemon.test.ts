@@ -297,6 +297,20 @@ describe('blocklistd processing', () => {
   });
 });
 
+describe('blocklistd memory', () => {
+  test("a flood's young generation is given back once nothing is received for 5 s (daemon.md §12)", async (t) => {
+    const port = await freePort();
+    const daemon = await startDaemon(t, `${port} dgram * * * 1000000 1h\n`);
+    const { stdout, code } = await runBlprobe(['-s', daemon.socket, '-u', '-p', String(port), '-F', '10000', '-M', '100', '-w', '60000']);
+    assert.equal(code, 0, stdout);
+    const flooded = Date.now();
+    const at = await daemon.waitFor(/quiet after a flood: V8's young generation [\d.]+ -> [\d.]+ MB/, 0, 30_000);
+    const [before, after] = /young generation ([\d.]+) -> ([\d.]+) MB/.exec(daemon.stderr.slice(at))!.slice(1).map(Number);
+    assert.ok(after < before, `${before} -> ${after} MB`);
+    assert.ok(Date.now() - flooded >= 4_000, 'not before 5 s of quiet');
+  });
+});
+
 describe('blocklistd start-up, reload and stop', () => {
   test('-r: after a restart the blocks are flushed and added again with their old ids (daemon.md §7.2)', async (t) => {
     const port = await freePort();

@@ -47,6 +47,9 @@ import type { DaemonOptions } from './options.js';
 import { SenderLimiter, isTrusted, type TrustedSenders } from './ratelimit.js';
 import { helperExtensions } from './kernel-expiry.js';
 import { SystemdNotifier, listenSockets, type ListenSocket } from './systemd.js';
+import { FloodMemory } from './heap.js';
+
+const mb = (bytes: number): string => (bytes / 1048576).toFixed(1);
 
 /** A start-up failure: the daemon logs it and exits 1. */
 export class FatalError extends Error {
@@ -102,6 +105,12 @@ export class Daemon {
   /** What the last start or reload found wrong (checks.ts), and what the sockets' set-up found: `blocklistctl status` shows them. */
   private problems: Problem[] = [];
   private readonly socketProblems: Problem[] = [];
+  private readonly floodMemory = new FloodMemory((before, after, ms) =>
+    this.debugLine(
+      1,
+      () => `quiet after a flood: V8's young generation ${mb(before)} -> ${mb(after)} MB (a collection of ${ms.toFixed(1)} ms)`,
+    ),
+  );
   private stopping = false;
   private started = false;
   private batchMode = false;
@@ -271,12 +280,15 @@ export class Daemon {
     engine.evict();
     for (const socket of this.sockets) {
       socket.start((received) => {
+        this.floodMemory.notice();
         this.debugLine(1, () => `received ${received.length} from ${socket.path}`);
         metrics.receiveBatchSize(received.length);
         const batch = this.limited(received);
         if (batch.length > 0) engine.processBatch(batch);
       });
     }
+    // the start's own work (a restore, the database's check) can grow V8's young generation as a flood does
+    this.floodMemory.notice();
     engine.armExpiry();
     this.fleet?.start();
     this.started = true;
@@ -727,6 +739,7 @@ export class Daemon {
     this.notifier?.stopping();
     clearInterval(this.interfaceTimer);
     clearTimeout(this.limitLogTimer);
+    this.floodMemory.stop();
     this.metricsServer?.close();
     this.metricsServer?.closeAllConnections();
     for (const socket of this.sockets) {

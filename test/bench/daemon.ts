@@ -16,6 +16,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { AUTH_FAIL } from '../../src/index.js';
+import { QUIET_MS } from '../../src/daemon/heap.js';
 import { StateStore } from '../../src/state/store.js';
 import { Reporter, SyslogReceiver, blprobe, cpuTicks, freePort, repoRoot, runBlprobe, tempDir, until } from '../support.js';
 import { atLeast, atMost, record } from './results.js';
@@ -36,6 +37,12 @@ const SETTLE_SECONDS = Number(process.env.BENCH_SETTLE_SECONDS ?? 240);
 const DAEMON = process.env.BENCH_DAEMON ?? join(repoRoot, 'bin/blocklistd');
 /** The state sizes of the flood runs (entries in the database before it). */
 const SIZES = (process.env.BENCH_SIZES ?? '0,1000,10000,100000,1000000').split(',').map(Number);
+/**
+ * How long after a flood its RSS is read again: the daemon gives V8's young generation back once nothing has been received
+ * for QUIET_MS, at its second check of the quiet spell at the latest (src/daemon/heap.ts), each check up to 2 x QUIET_MS
+ * after the last notification.
+ */
+const QUIET_WAIT_MS = 4 * QUIET_MS;
 /** The size at which RSS and the idle daemon are watched. */
 const WATCHED = 100_000;
 /** Issue 19's targets for the RSS after a flood, in MB, by state size. */
@@ -151,6 +158,11 @@ function rssParts(pid: number): Record<string, number> {
   }
   return parts;
 }
+
+const partsText = (parts: Record<string, number>): string =>
+  Object.entries(parts)
+    .map(([part, mb]) => `${part} ${mb.toFixed(1)}`)
+    .join(', ');
 
 /**
  * A flood of FLOOD notifications; the rate until the daemon has processed
@@ -422,14 +434,19 @@ async function main(): Promise<void> {
     const rate = median(rates);
     const cpu = median(cpus);
     marker.close();
-    const rss = status(d.child.pid!, 'VmRSS') / 1024;
+    const floodRss = status(d.child.pid!, 'VmRSS') / 1024;
+    const floodParts = rssParts(d.child.pid!);
     console.log(
-      `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s (median of ${rates.map(fmt).join(', ')})   RSS ` +
-        `${rss.toFixed(0)} MB${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}   CPU ` +
+      `  ${fmt(preload).padStart(9)} entries: ${fmt(rate).padStart(7)}/s (median of ${rates.map(fmt).join(', ')})   CPU ` +
         `${cpu.toFixed(2)} µs/notification (median of ${cpus.map((c) => c.toFixed(2)).join(', ')})`,
     );
-    const parts = Object.entries(rssParts(d.child.pid!)).map(([part, mb]) => `${part} ${mb.toFixed(1)}`);
-    console.log(`             RSS in MB: ${parts.join(', ')}`);
+    console.log(`             RSS at the flood's end ${floodRss.toFixed(1)} MB: ${partsText(floodParts)}`);
+    await new Promise((resolve) => setTimeout(resolve, QUIET_WAIT_MS));
+    const rss = status(d.child.pid!, 'VmRSS') / 1024;
+    console.log(
+      `             ${QUIET_WAIT_MS / 1000} s later ${rss.toFixed(1)} MB` +
+        `${RSS_TARGETS.has(preload) ? ` (target <= ${RSS_TARGETS.get(preload)} MB)` : ''}: ${partsText(rssParts(d.child.pid!))}`,
+    );
     record({
       id: `daemon.rate.${preload}`,
       name: `daemon, UDP flood, ${fmt(preload)} entries`,
@@ -446,8 +463,14 @@ async function main(): Promise<void> {
       entries: preload,
     });
     record({
+      id: `daemon.rss.flood.${preload}`,
+      name: `daemon RSS at the flood's end, ${fmt(preload)} entries`,
+      value: floodRss,
+      unit: 'MB',
+    });
+    record({
       id: `daemon.rss.${preload}`,
-      name: `daemon RSS after the flood, ${fmt(preload)} entries`,
+      name: `daemon RSS ${QUIET_WAIT_MS / 1000} s after the flood (its young generation given back), ${fmt(preload)} entries`,
       value: rss,
       unit: 'MB',
       ...(RSS_TARGETS.has(preload) ? { target: atMost(RSS_TARGETS.get(preload)!) } : {}),
