@@ -64,8 +64,6 @@ export interface Notification {
   uid: number;
   gid: number;
   socketType: SocketType;
-  /** `SO_PROTOCOL` of the passed socket (6 tcp, 17 udp, 262 mptcp…), 0 when unknown. */
-  ipProtocol: number;
   /** `getsockname` of the passed socket: the local address and port the server serves on. */
   local: SocketAddress;
   /** `getpeername`, or the address in the message when the socket is not connected. */

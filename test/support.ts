@@ -399,7 +399,6 @@ export function tcpNotification(port: number, remote: string, fields: Partial<No
     uid: 0,
     gid: 0,
     socketType: 'stream',
-    ipProtocol: 6,
     local: { ...parseIP('192.0.2.1', 'inet')!, port },
     remote: { ...parseIP(remote, 'inet')!, port: 40000 },
     explicitPeer: false,

@@ -633,7 +633,6 @@ async function report(context: CommandContext, args: Record<string, unknown>, pe
     uid: peer.uid,
     gid: peer.gid,
     socketType: proto === IPPROTO_TCP ? 'stream' : 'dgram',
-    ipProtocol: proto,
     local: { ...parseIP(unspecified(family))!, port },
     remote: { ...address, port: 0 },
     explicitPeer: true,

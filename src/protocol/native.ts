@@ -56,8 +56,6 @@ export interface RecordLayout {
   fdCount: number;
   typeErrno: number;
   type: number;
-  protoErrno: number;
-  proto: number;
   localErrno: number;
   localLen: number;
   peerErrno: number;

@@ -51,7 +51,6 @@ function drainedRecord(family: AddressFamily, local: Uint8Array, remote: Uint8Ar
   writeHost32(r, layout.cmsgType + 4, constants.SCM_CREDENTIALS);
   writeHost32(r, layout.hasCred, 1);
   writeHost32(r, layout.pid, 1234);
-  writeHost32(r, layout.proto, 6);
   writeHost32(r, layout.type, constants.SOCK_STREAM);
   writeEndpoint(r, layout.local, family, local, 22);
   writeHost32(r, layout.localLen, sockaddrSize(family));
