@@ -11,9 +11,14 @@
 // socket keeps the process alive for good.  So a socket lives for one turn
 // of the event loop: the first line opens it, a setImmediate closes it, and
 // every line logged meanwhile shares it.  Sends never block: a full queue
-// drops the line where glibc would wait for the syslog daemon.  A line is
-// sent from its string by the addon (native.ts sendLine): a Buffer per line
-// and unix-dgram's send cost the event loop 5% of its time under a flood.
+// drops the line where glibc would wait for the syslog daemon.  Lines are
+// sent from their strings by the addon (native.ts sendLines): a Buffer per
+// line and unix-dgram's send cost the event loop 5% of its time under a
+// flood.  They go out together when the code that logged them has run (a
+// microtask), many in one system call: a flood logs a line per
+// notification, and a send(2) each took a third of the event loop's time
+// on a machine whose system calls cost 1 us (decisions.md).  Lines not
+// sent yet when the process exits are sent by an 'exit' listener.
 // Without a syslog daemon (containers) lines are dropped, the failure is
 // reported on stderr when it starts, and connecting is retried at most
 // every 10 s.
@@ -27,7 +32,7 @@ import { performance } from 'node:perf_hooks';
 import { getSystemErrorMap } from 'node:util';
 import { pino, type DestinationStream } from 'pino';
 import { constants } from 'node:os';
-import { sendLine } from '../protocol/native.js';
+import { sendLines } from '../protocol/native.js';
 import type { LogFields, LogFn, LogLevel } from '../types.js';
 
 export type LogOutput = 'syslog' | 'stderr' | 'json';
@@ -69,7 +74,7 @@ const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', '
 
 /** What this file uses of unix-dgram (untyped CommonJS). */
 interface UnixDgramSocket {
-  /** The descriptor: lines go out through sendLine (native.ts), from their strings, without a Buffer each. */
+  /** The descriptor: lines go out through sendLines (native.ts), from their strings, without a Buffer each. */
   readonly fd: number;
   /** Emits 'error' synchronously on failure. */
   connect(path: string): void;
@@ -132,10 +137,20 @@ function syscallFailure(syscall: string, error: unknown): string {
   return `${syscall}: ${known !== undefined ? `${known[1]} (${known[0]})` : String(error)}`;
 }
 
+/** Lines a flush sends at most: a long synchronous run of the loop does not pile them up. */
+const MAX_UNSENT = 1024;
+
+/** Senders holding lines not sent yet: process.exit() runs no microtask, so the 'exit' listener sends them. */
+const holding = new Set<SyslogSender>();
+let exitListener = false;
+
 /** Datagrams to the syslog socket; see the top of the file for the socket's lifetime. */
 class SyslogSender {
   private socket: UnixDgramSocket | null = null;
   private closing: NodeJS.Immediate | null = null;
+  /** Lines logged in this run of the loop's code, sent when it ends (flush). */
+  private unsent: string[] = [];
+  private readonly flushLater = (): void => this.flush();
   /** performance.now() before which no connection is attempted. */
   private retryAt = 0;
   /** The current failure was reported; cleared by a successful connection. */
@@ -149,15 +164,36 @@ class SyslogSender {
 
   send(records: string[]): void {
     if (this.socket === null) this.open();
-    for (const record of records) {
-      // Unconnected, or a failed send closed the socket: the lines are dropped.
-      if (this.socket === null) return;
-      const errno = sendLine(this.socket.fd, record);
-      if (errno !== 0 && !FULL_QUEUE.has(errno)) this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
+    // unconnected: the lines are dropped
+    if (this.socket === null) return;
+    if (this.unsent.length === 0) {
+      queueMicrotask(this.flushLater);
+      if (!exitListener) process.on('exit', () => holding.forEach((sender) => sender.flush()));
+      exitListener = true;
+      holding.add(this);
+    }
+    for (const record of records) this.unsent.push(record);
+    if (this.unsent.length >= MAX_UNSENT) this.flush();
+  }
+
+  /** Sends the lines logged so far, in order; a line that finds the queue full is dropped, as each did when sent alone. */
+  flush(): void {
+    const lines = this.unsent;
+    this.unsent = [];
+    holding.delete(this);
+    let at = 0;
+    // a failed send closes the socket: the rest are dropped
+    while (at < lines.length && this.socket !== null) {
+      const [sent, errno] = sendLines(this.socket.fd, lines, at);
+      at += sent;
+      if (errno === 0) break;
+      if (FULL_QUEUE.has(errno)) at++;
+      else this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
     }
   }
 
   close(): void {
+    this.flush();
     if (this.closing !== null) clearImmediate(this.closing);
     this.closing = null;
     this.socket?.close();

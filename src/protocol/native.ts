@@ -121,7 +121,7 @@ interface Binding {
   processNetns(): Buffer | { errno: number };
   lingeringClosed(): number;
   tryLock(fd: number): number;
-  sendLine(fd: number, line: string): number;
+  sendLines(fd: number, lines: readonly string[], from: number): [sent: number, errno: number];
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -161,8 +161,12 @@ export const setSocketMode = binding.setSocketMode;
  */
 export const processNetns = binding.processNetns;
 
-/** `line` as one datagram on the connected socket `fd`, without blocking: 0 or the errno (EAGAIN: the receiver's queue is full). */
-export const sendLine = binding.sendLine;
+/**
+ * `lines` from `from` on, each as one datagram on the connected socket `fd`, in order, without blocking and with one
+ * system call for many (sendmmsg); stops at the first that fails: how many were sent, and 0 or the errno of the one
+ * that failed (EAGAIN: the receiver's queue is full).
+ */
+export const sendLines = binding.sendLines;
 
 /** Received descriptors that were lingering sockets (closed without waiting for their linger time). */
 export const lingeringClosed = binding.lingeringClosed;
