@@ -136,7 +136,7 @@ test('syslog output: one datagram per line with PRI, local time stamp and ident[
   assert.equal(records.length, LEVELS.length + 3);
 });
 
-test('syslog output: lines of any length arrive whole, UTF-8 included (the addon converts short ones once, into room of 1,024 bytes)', async (t) => {
+test('syslog output: lines of any length arrive whole, UTF-8 included (the addon converts short ones once, in 1,024 bytes)', async (t) => {
   const receiver = new SyslogReceiver(socketPath());
   t.after(() => receiver.close());
   const logger = createLogger({ ident: 'b', output: 'syslog', verbose: false, syslogPath: receiver.path });
