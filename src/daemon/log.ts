@@ -11,14 +11,15 @@
 // socket keeps the process alive for good.  So a socket lives for one turn
 // of the event loop: the first line opens it, a setImmediate closes it, and
 // every line logged meanwhile shares it.  Sends never block: a full queue
-// drops the line where glibc would wait for the syslog daemon.  Lines are
-// sent from their strings by the addon (native.ts sendLines): a Buffer per
-// line and unix-dgram's send cost the event loop 5% of its time under a
-// flood.  They go out together when the code that logged them has run (a
-// microtask), many in one system call: a flood logs a line per
-// notification, and a send(2) each took a third of the event loop's time
-// on a machine whose system calls cost 1 us (decisions.md).  Lines not
-// sent yet when the process exits are sent by an 'exit' listener.
+// drops the line, and the others of its turn, where glibc would wait for
+// the syslog daemon.  Lines are sent from their strings by the addon
+// (native.ts sendLines): a Buffer per line and unix-dgram's send cost the
+// event loop 5% of its time under a flood.  They go out together when the
+// code that logged them has run (a microtask), many in one system call: a
+// flood logs a line per notification, and a send(2) each took a third of
+// the event loop's time on a machine whose system calls cost 1 us
+// (decisions.md).  Lines not sent yet when the process exits are sent by
+// an 'exit' listener.
 // Without a syslog daemon (containers) lines are dropped, the failure is
 // reported on stderr when it starts, and connecting is retried at most
 // every 10 s.
@@ -176,20 +177,18 @@ class SyslogSender {
     if (this.unsent.length >= MAX_UNSENT) this.flush();
   }
 
-  /** Sends the lines logged so far, in order; a line that finds the queue full is dropped, as each did when sent alone. */
+  /**
+   * Sends the lines logged so far, in order.  A line that finds the syslog daemon's queue full is dropped with the
+   * ones after it: the daemon is behind, and each would cost a system call to be refused (under a flood whose lines
+   * the receiver could not keep up with, they took half of the event loop's time).
+   */
   flush(): void {
     const lines = this.unsent;
     this.unsent = [];
     holding.delete(this);
-    let at = 0;
-    // a failed send closes the socket: the rest are dropped
-    while (at < lines.length && this.socket !== null) {
-      const [sent, errno] = sendLines(this.socket.fd, lines, at);
-      at += sent;
-      if (errno === 0) break;
-      if (FULL_QUEUE.has(errno)) at++;
-      else this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
-    }
+    if (this.socket === null || lines.length === 0) return;
+    const [, errno] = sendLines(this.socket.fd, lines);
+    if (errno !== 0 && !FULL_QUEUE.has(errno)) this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
   }
 
   close(): void {

@@ -1174,17 +1174,17 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(Closer::Get().Lingering()));
 }
 
-// sendLines(fd, lines, from): lines[from], lines[from + 1], ... each as one
-// datagram on the connected socket `fd` (the daemon's syslog socket), in
-// order and without blocking, up to kLinesPerCall in one sendmmsg(2); stops
-// at the first that fails.  Returns [lines sent, 0 or the errno of the one
-// that failed] (EAGAIN: the receiver's queue is full).  A flood logs a line
+// sendLines(fd, lines): each line as one datagram on the connected socket
+// `fd` (the daemon's syslog socket), in order and without blocking, up to
+// kLinesPerCall in one sendmmsg(2); stops at the first that fails.  Returns
+// [lines sent, 0 or the errno of the one that failed] (EAGAIN: the
+// receiver's queue is full).  A flood logs a line
 // per notification, and a system call costs more than the send's own work
 // (1.0 us for getppid(2) on a VM with page-table isolation).
 Napi::Value SendLines(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsArray() || !info[2].IsNumber()) {
-    Napi::TypeError::New(env, "sendLines(fd: number, lines: string[], from: number)").ThrowAsJavaScriptException();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsArray()) {
+    Napi::TypeError::New(env, "sendLines(fd: number, lines: string[])").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   constexpr uint32_t kLinesPerCall = 64;
@@ -1192,8 +1192,7 @@ Napi::Value SendLines(const Napi::CallbackInfo& info) {
   int fd = info[0].As<Napi::Number>().Int32Value();
   Napi::Array lines = info[1].As<Napi::Array>();
   const uint32_t total = lines.Length();
-  const uint32_t from = std::min(info[2].As<Napi::Number>().Uint32Value(), total);
-  uint32_t at = from;
+  uint32_t at = 0;
   int err = 0;
   std::string text;  // the lines of a call, one after the other
   text.reserve(kLinesPerCall * kLineRoom);
@@ -1243,7 +1242,7 @@ Napi::Value SendLines(const Napi::CallbackInfo& info) {
     at += sent;
   }
   Napi::Array result = Napi::Array::New(env, 2);
-  result.Set(0u, Napi::Number::New(env, at - from));
+  result.Set(0u, Napi::Number::New(env, at));
   result.Set(1u, Napi::Number::New(env, err));
   return result;
 }
