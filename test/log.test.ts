@@ -153,6 +153,25 @@ test('syslog output: lines of any length arrive whole, UTF-8 included (the addon
   );
 });
 
+test('syslog output: lines that find the queue full are dropped with the rest of their turn, and later lines go out', async (t) => {
+  // the receiver reads on this thread: while this turn runs, the kernel queues what it can and refuses the rest
+  const receiver = new SyslogReceiver(socketPath());
+  t.after(() => receiver.close());
+  const logger = createLogger({ ident: 'b', output: 'syslog', verbose: false, syslogPath: receiver.path });
+  t.after(() => logger.close());
+  const lines = Array.from({ length: 5000 }, (_, i) => `line ${i}`);
+  for (const line of lines) logger.log('info', line);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const kept = receiver.records.length;
+  assert.ok(kept > 0 && kept < lines.length, `${kept} of ${lines.length} lines kept`);
+  logger.log('info', 'after');
+  await receiver.wait(kept + 1);
+  assert.deepEqual(
+    receiver.records.map((r) => r.slice(r.indexOf(': ') + 2)),
+    [...lines.slice(0, kept), 'after'],
+  );
+});
+
 test('syslog output: close() releases the socket at once, otherwise the next turn of the event loop does', async (t) => {
   const receiver = new SyslogReceiver(socketPath());
   t.after(() => receiver.close());
