@@ -1178,9 +1178,9 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
 // `fd` (the daemon's syslog socket), in order and without blocking, up to
 // kLinesPerCall in one sendmmsg(2); stops at the first that fails.  Returns
 // [lines sent, 0 or the errno of the one that failed] (EAGAIN: the
-// receiver's queue is full).  A flood logs a line
-// per notification, and a system call costs more than the send's own work
-// (1.0 us for getppid(2) on a VM with page-table isolation).
+// receiver's queue is full).  A flood logs a line per notification, and a
+// system call costs more than the send's own work (1.0 us for getppid(2)
+// on a VM with page-table isolation).
 Napi::Value SendLines(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsArray()) {
