@@ -383,6 +383,19 @@ void CloseLingering(std::vector<int>& fds) {
   }
 }
 
+// Closes descriptors `first` to `last` (none for -1), every one of them
+// received and not closed yet.  The kernel gives a batch of datagrams the
+// lowest free numbers, which the closer has just freed: most batches are
+// one run, closed by close_range(2) in one system call instead of one
+// each.
+void CloseRun(int first, int last) {
+  if (first == -1) return;
+#if defined(__linux__) && defined(SYS_close_range)
+  if (last > first && syscall(SYS_close_range, first, last, 0) == 0) return;
+#endif
+  for (int fd = first; fd <= last; fd++) close(fd);
+}
+
 // Received descriptors are closed on a thread of their own, so that the
 // event loop never waits for a close.  The thread closes in arrival order
 // and is detached (its work may outlast exit handlers).  A lingering socket
@@ -443,13 +456,18 @@ class Closer {
   // Closes `fds` in order, the lingering ones all at once after the others.
   void Finish(std::vector<Passed>& fds) {
     std::vector<int> lingering;
+    int first = -1, last = -1;  // a run of consecutive descriptors, not closed yet
     for (const Passed& passed : fds) {
       if (passed.mayLinger && Lingers(passed.fd)) {
         lingering.push_back(passed.fd);
+      } else if (first != -1 && passed.fd == last + 1) {
+        last = passed.fd;
       } else {
-        close(passed.fd);
+        CloseRun(first, last);
+        first = last = passed.fd;
       }
     }
+    CloseRun(first, last);
     fds.clear();
     if (!lingering.empty()) {
       lingering_.fetch_add(lingering.size(), std::memory_order_relaxed);
