@@ -187,7 +187,7 @@ class SyslogSender {
     this.unsent = [];
     holding.delete(this);
     if (this.socket === null || lines.length === 0) return;
-    const [, errno] = sendLines(this.socket.fd, lines);
+    const errno = sendLines(this.socket.fd, lines);
     if (errno !== 0 && !FULL_QUEUE.has(errno)) this.fail('send', Object.assign(new Error(`send: errno ${errno}`), { code: -errno }));
   }
 

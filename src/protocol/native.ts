@@ -121,7 +121,7 @@ interface Binding {
   processNetns(): Buffer | { errno: number };
   lingeringClosed(): number;
   tryLock(fd: number): number;
-  sendLines(fd: number, lines: readonly string[]): [sent: number, errno: number];
+  sendLines(fd: number, lines: readonly string[]): number;
   layout: RecordLayout;
   constants: NativeConstants;
 }
@@ -163,8 +163,8 @@ export const processNetns = binding.processNetns;
 
 /**
  * Each of `lines` as one datagram on the connected socket `fd`, in order, without blocking and with one system call
- * for many (sendmmsg); stops at the first that fails: how many were sent, and 0 or the errno of the one that failed
- * (EAGAIN: the receiver's queue is full).
+ * for many (sendmmsg); stops at the first that fails: 0, or the errno of the one that failed (EAGAIN: the receiver's
+ * queue is full).
  */
 export const sendLines = binding.sendLines;
 

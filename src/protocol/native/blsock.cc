@@ -1195,8 +1195,8 @@ Napi::Value LingeringClosed(const Napi::CallbackInfo& info) {
 // sendLines(fd, lines): each line as one datagram on the connected socket
 // `fd` (the daemon's syslog socket), in order and without blocking, up to
 // kLinesPerCall in one sendmmsg(2); stops at the first that fails.  Returns
-// [lines sent, 0 or the errno of the one that failed] (EAGAIN: the
-// receiver's queue is full).  A flood logs a line per notification, and a
+// 0, or the errno of the one that failed (EAGAIN: the receiver's queue is
+// full).  A flood logs a line per notification, and a
 // system call costs more than the send's own work (1.0 us for getppid(2)
 // on a VM with page-table isolation).
 Napi::Value SendLines(const Napi::CallbackInfo& info) {
@@ -1259,10 +1259,7 @@ Napi::Value SendLines(const Napi::CallbackInfo& info) {
     }
     at += sent;
   }
-  Napi::Array result = Napi::Array::New(env, 2);
-  result.Set(0u, Napi::Number::New(env, at));
-  result.Set(1u, Napi::Number::New(env, err));
-  return result;
+  return Napi::Number::New(env, err);
 }
 
 // tryLock(fd): flock(fd, LOCK_EX | LOCK_NB); 0, or the errno (EWOULDBLOCK:
