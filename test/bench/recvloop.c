@@ -3,6 +3,14 @@
  * blocklistd-style socket: blocking recvmsg(2) of one datagram with its
  * credentials and descriptor, close the descriptor, count.  No decoding:
  * the least any receiver must do.  Prints the count on SIGTERM.
+ *
+ * With `facts`, it also reads what blocklistd must know of each passed
+ * socket before it can match a rule (protocol.md §6): its type, its local
+ * and peer addresses and its network namespace (SO_TYPE, getsockname,
+ * getpeername, SO_NETNS_COOKIE), one system call each, as the addon does.
+ * That is the floor of any blocklistd's receive path on the machine.
+ *
+ * usage: recvloop socketpath [facts]
  */
 #define _GNU_SOURCE
 #include <sys/socket.h>
@@ -10,6 +18,7 @@
 #include <err.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,16 +32,41 @@ stop(int s)
 	done = 1;
 }
 
+/* The facts blocklistd reads of a passed socket; their values are not used. */
+static void
+read_facts(int s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+#ifdef SO_NETNS_COOKIE
+	uint64_t cookie;
+#endif
+	int type;
+
+	len = sizeof(type);
+	(void)getsockopt(s, SOL_SOCKET, SO_TYPE, &type, &len);
+	len = sizeof(ss);
+	(void)getsockname(s, (void *)&ss, &len);
+	len = sizeof(ss);
+	(void)getpeername(s, (void *)&ss, &len);
+#ifdef SO_NETNS_COOKIE	/* Linux 5.14 */
+	len = sizeof(cookie);
+	(void)getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+#endif
+}
+
 int
 main(int argc, char *argv[])
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct sigaction sa;
 	unsigned long count = 0;
-	int fd, one = 1;
+	int fd, one = 1, facts;
 
-	if (argc != 2 || strlen(argv[1]) >= sizeof(sun.sun_path))
-		errx(2, "usage: recvloop socketpath");
+	if (argc < 2 || argc > 3 || strlen(argv[1]) >= sizeof(sun.sun_path) ||
+	    (argc == 3 && strcmp(argv[2], "facts") != 0))
+		errx(2, "usage: recvloop socketpath [facts]");
+	facts = argc == 3;
 	strcpy(sun.sun_path, argv[1]);
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = stop;	/* no SA_RESTART: recvmsg returns EINTR */
@@ -65,8 +99,13 @@ main(int argc, char *argv[])
 			if (c->cmsg_level == SOL_SOCKET &&
 			    c->cmsg_type == SCM_RIGHTS)
 				for (size_t i = 0; i < (c->cmsg_len -
-				    CMSG_LEN(0)) / sizeof(int); i++)
-					close(((int *)CMSG_DATA(c))[i]);
+				    CMSG_LEN(0)) / sizeof(int); i++) {
+					int passed = ((int *)CMSG_DATA(c))[i];
+
+					if (facts)
+						read_facts(passed);
+					close(passed);
+				}
 		count++;
 	}
 	printf("%lu\n", count);
