@@ -1,7 +1,8 @@
 // Benchmark of the receive path (drain, decode, descriptor facts, close)
 // under a blprobe flood, against a plain C recvmsg loop on the same flood,
 // and against the same loop reading the four facts of each passed socket
-// (recvloop.c `facts`): the floor of any blocklistd's receive path here.
+// (recvloop.c `facts`): what the facts cost a receiver of one datagram a
+// call on one thread, as upstream's daemon is.
 // Prints figures; never fails on timing.  Run: npm run bench
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -82,7 +83,7 @@ async function main(): Promise<void> {
     record({ id: `receive.c.${id}`, name: `receive path, ${name}: C recvmsg loop (raw limit)`, value: baseline, unit: 'datagrams/s' });
     record({
       id: `receive.cfacts.${id}`,
-      name: `receive path, ${name}: C recvmsg loop reading the four facts of each passed socket (the floor of a blocklistd)`,
+      name: `receive path, ${name}: C recvmsg loop reading the four facts of each passed socket, one datagram a call`,
       value: withFacts,
       unit: 'datagrams/s',
     });

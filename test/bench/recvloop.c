@@ -5,10 +5,12 @@
  * the least any receiver must do.  Prints the count on SIGTERM.
  *
  * With `facts`, it also reads what blocklistd must know of each passed
- * socket before it can match a rule (protocol.md §6): its type, its local
+ * socket before it can match a rule (doc/protocol.md §5): its type, its local
  * and peer addresses and its network namespace (SO_TYPE, getsockname,
  * getpeername, SO_NETNS_COOKIE), one system call each, as the addon does.
- * That is the floor of any blocklistd's receive path on the machine.
+ * What they cost a receiver of one datagram a call on one thread, as
+ * upstream's daemon is: the addon takes batches and closes on another
+ * thread.
  *
  * usage: recvloop socketpath [facts]
  */
